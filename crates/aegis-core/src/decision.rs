@@ -1,0 +1,227 @@
+//! The decision function: everything the gateway knows about one call in, a verdict out.
+//!
+//! Pure and deterministic, so it can be property-tested and replayed. The server gathers
+//! the facts (agent snapshot, registered tool metadata, compiled policies); recording the
+//! outcome is the storage layer's job.
+
+use crate::model::{ActionRisk, AgentStatus, RiskTier, SourceTrust, Verdict};
+use crate::policy::{PolicyEngine, PolicyInput};
+
+/// Policy id reported when a frozen agent is denied before policy evaluation.
+pub const FROZEN_POLICY_ID: &str = "aegis-agent-frozen";
+
+/// The authenticated agent as the decision sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentFacts<'a> {
+    pub id: &'a str,
+    pub status: AgentStatus,
+    pub risk_tier: RiskTier,
+    pub frozen_reason: Option<&'a str>,
+}
+
+/// What the server registered about a tool action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisteredAction {
+    pub mutates_state: bool,
+    pub risk: ActionRisk,
+}
+
+/// The proposed call, with the server's facts where it has them.
+#[derive(Debug, Clone, Copy)]
+pub struct CallFacts<'a> {
+    pub tool: &'a str,
+    pub action: &'a str,
+    pub target: Option<&'a str>,
+    /// What the client claimed; it may only tighten the registered value.
+    pub claimed_mutates_state: Option<bool>,
+    pub source_trust: SourceTrust,
+    pub registered: Option<RegisteredAction>,
+}
+
+/// The verdict and everything recorded with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionOutcome {
+    pub verdict: Verdict,
+    pub risk_score: u8,
+    pub reason: String,
+    pub matched_policies: Vec<String>,
+    /// The facts the policy saw, after server facts overrode the client's.
+    pub mutates_state: bool,
+    pub risk: ActionRisk,
+}
+
+/// Risk score 0–100: the action's intrinsic risk, raised by writes, by less trusted sources
+/// and by the agent's risk tier. Unregistered actions count as high risk.
+pub fn risk_score(risk: ActionRisk, mutates_state: bool, trust: SourceTrust, tier: RiskTier) -> u8 {
+    let base = match risk {
+        ActionRisk::Low => 10,
+        ActionRisk::Medium => 30,
+        ActionRisk::High => 55,
+        ActionRisk::Critical => 80,
+    };
+    let writes = if mutates_state { 10 } else { 0 };
+    let provenance = match trust {
+        SourceTrust::TrustedInternalSigned => 0,
+        SourceTrust::TrustedInternalUnsigned => 3,
+        SourceTrust::SemiTrustedCustomer => 10,
+        SourceTrust::UntrustedExternal => 20,
+        SourceTrust::MaliciousSuspected => 35,
+        SourceTrust::Unknown => 15,
+    };
+    let tier = match tier {
+        RiskTier::Low => 0,
+        RiskTier::Medium => 5,
+        RiskTier::High => 10,
+    };
+    (base + writes + provenance + tier).min(100)
+}
+
+/// Decides one call for one agent.
+pub fn decide(
+    engine: &PolicyEngine,
+    agent: AgentFacts<'_>,
+    call: CallFacts<'_>,
+) -> DecisionOutcome {
+    let claimed = call.claimed_mutates_state.unwrap_or(false);
+    let (mutates_state, risk) = match call.registered {
+        Some(registered) => (registered.mutates_state || claimed, registered.risk),
+        None => (claimed, ActionRisk::High),
+    };
+    let risk_score = risk_score(risk, mutates_state, call.source_trust, agent.risk_tier);
+
+    if agent.status != AgentStatus::Active {
+        let reason = match agent.frozen_reason {
+            Some(why) if agent.status == AgentStatus::Frozen => format!("agent is frozen: {why}"),
+            _ => format!("agent is {}", agent.status),
+        };
+        return DecisionOutcome {
+            verdict: Verdict::Deny,
+            risk_score,
+            reason,
+            matched_policies: vec![FROZEN_POLICY_ID.to_owned()],
+            mutates_state,
+            risk,
+        };
+    }
+
+    let outcome = engine.evaluate(&PolicyInput {
+        agent_id: agent.id,
+        risk_tier: agent.risk_tier,
+        status: agent.status,
+        tool: call.tool,
+        action: call.action,
+        target: call.target,
+        source_trust: call.source_trust,
+        mutates_state,
+        risk,
+        risk_score,
+        registered: call.registered.is_some(),
+    });
+    DecisionOutcome {
+        verdict: outcome.verdict,
+        risk_score,
+        reason: outcome.reason,
+        matched_policies: outcome.matched_policies,
+        mutates_state,
+        risk,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn agent(status: AgentStatus) -> AgentFacts<'static> {
+        AgentFacts {
+            id: "agt_1",
+            status,
+            risk_tier: RiskTier::Low,
+            frozen_reason: Some("deny storm — investigating"),
+        }
+    }
+
+    fn call(
+        registered: Option<RegisteredAction>,
+        claimed: Option<bool>,
+        trust: SourceTrust,
+    ) -> CallFacts<'static> {
+        CallFacts {
+            tool: "github",
+            action: "merge_pull_request",
+            target: None,
+            claimed_mutates_state: claimed,
+            source_trust: trust,
+            registered,
+        }
+    }
+
+    const WRITE: RegisteredAction = RegisteredAction {
+        mutates_state: true,
+        risk: ActionRisk::High,
+    };
+    const READ: RegisteredAction = RegisteredAction {
+        mutates_state: false,
+        risk: ActionRisk::Low,
+    };
+
+    #[test]
+    fn frozen_agents_are_denied_with_the_freeze_reason() {
+        let engine = PolicyEngine::default_pack();
+        let outcome = decide(
+            &engine,
+            agent(AgentStatus::Frozen),
+            call(Some(READ), None, SourceTrust::TrustedInternalSigned),
+        );
+        assert_eq!(outcome.verdict, Verdict::Deny);
+        assert!(outcome.reason.contains("frozen") && outcome.reason.contains("deny storm"));
+        assert_eq!(outcome.matched_policies, vec![FROZEN_POLICY_ID]);
+    }
+
+    #[test]
+    fn server_facts_override_the_client() {
+        let engine = PolicyEngine::default_pack();
+        // The client says "read-only" but the server registered a write: untrusted → deny.
+        let lied = decide(
+            &engine,
+            agent(AgentStatus::Active),
+            call(Some(WRITE), Some(false), SourceTrust::UntrustedExternal),
+        );
+        assert_eq!((lied.verdict, lied.mutates_state), (Verdict::Deny, true));
+        // The client may tighten: a registered read claimed as a write is treated as a write.
+        let tightened = decide(
+            &engine,
+            agent(AgentStatus::Active),
+            call(Some(READ), Some(true), SourceTrust::UntrustedExternal),
+        );
+        assert_eq!(
+            (tightened.verdict, tightened.mutates_state),
+            (Verdict::Deny, true)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn risk_score_is_bounded_and_monotonic_in_trust(
+            risk in prop::sample::select(ActionRisk::ALL),
+            mutates in any::<bool>(),
+            tier in prop::sample::select(RiskTier::ALL),
+        ) {
+            let signed = risk_score(risk, mutates, SourceTrust::TrustedInternalSigned, tier);
+            let malicious = risk_score(risk, mutates, SourceTrust::MaliciousSuspected, tier);
+            prop_assert!(signed <= malicious && malicious <= 100);
+            prop_assert!(risk_score(risk, false, SourceTrust::Unknown, tier) <= risk_score(risk, true, SourceTrust::Unknown, tier));
+        }
+
+        #[test]
+        fn non_active_agents_are_always_denied(
+            trust in prop::sample::select(SourceTrust::ALL),
+            claimed in proptest::option::of(any::<bool>()),
+            registered in proptest::option::of(prop::sample::select(vec![READ, WRITE])),
+        ) {
+            let engine = PolicyEngine::default_pack();
+            let outcome = decide(&engine, agent(AgentStatus::Frozen), call(registered, claimed, trust));
+            prop_assert_eq!(outcome.verdict, Verdict::Deny);
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! Receipts: the tamper-evident record of every decision (PRODUCT.md §6).
+//!
+//! The one receipt body schema is [`ReceiptBody`] and is written down in `docs/receipts.md`.
+//! Each tenant has one chain: receipt `seq = n` carries `prev_hash` = hash of receipt `n - 1`
+//! (`""` for the first), and `hash = hex(SHA-256(JCS(body)))`. Receipts are not signed one
+//! by one: the writer signs a [`Checkpoint`] over the chain head in the same transaction that
+//! commits the receipts, so every committed receipt is covered by a signature over a chain
+//! head at or after it, at a fraction of the cost of signing each.
+
+use crate::canonical::{CanonicalError, canonical_json, sha256_hex};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Version of the receipt and checkpoint body schema.
+pub const RECEIPT_SCHEMA_VERSION: u32 = 1;
+
+/// The hashed content of a receipt. Field names and meaning are fixed by schema version `v`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptBody {
+    pub v: u32,
+    pub id: String,
+    pub tenant_id: String,
+    /// Position in the tenant's chain, starting at 1, without gaps.
+    pub seq: u64,
+    /// The decision this receipt records.
+    pub decision_id: String,
+    pub agent_id: String,
+    pub tool: String,
+    pub action: String,
+    /// `allow` | `deny` | `require_approval`.
+    pub decision: String,
+    pub risk_score: u8,
+    pub matched_policies: Vec<String>,
+    pub action_hash: String,
+    /// RFC 3339 UTC with milliseconds.
+    pub created_at: String,
+    /// Hash of receipt `seq - 1`, or `""` for the first receipt of a chain.
+    pub prev_hash: String,
+}
+
+impl ReceiptBody {
+    /// `hex(SHA-256(JCS(body)))`.
+    pub fn hash(&self) -> Result<String, CanonicalError> {
+        Ok(sha256_hex(canonical_json(self)?.as_bytes()))
+    }
+}
+
+/// A receipt as stored and exported: its body and the body's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    #[serde(flatten)]
+    pub body: ReceiptBody,
+    pub hash: String,
+}
+
+/// The signed content of a checkpoint: "the chain of `tenant_id` has head `head_hash` at `seq`".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointBody {
+    pub v: u32,
+    pub tenant_id: String,
+    pub seq: u64,
+    pub head_hash: String,
+    pub key_id: String,
+    pub signed_at: String,
+}
+
+/// A checkpoint with its Ed25519 signature (hex) over `JCS(body)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    #[serde(flatten)]
+    pub body: CheckpointBody,
+    pub signature: String,
+}
+
+/// Derives the key id from a public key: the first 16 hex digits of its SHA-256.
+pub fn key_id(key: &VerifyingKey) -> String {
+    sha256_hex(key.as_bytes())[..16].to_owned()
+}
+
+/// The gateway's signing identity.
+pub struct ReceiptSigner {
+    key: SigningKey,
+    key_id: String,
+}
+
+impl ReceiptSigner {
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(seed);
+        let key_id = key_id(&key.verifying_key());
+        ReceiptSigner { key, key_id }
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// Signs a checkpoint over a chain head.
+    pub fn checkpoint(
+        &self,
+        tenant_id: &str,
+        seq: u64,
+        head_hash: &str,
+        signed_at: String,
+    ) -> Result<Checkpoint, CanonicalError> {
+        let body = CheckpointBody {
+            v: RECEIPT_SCHEMA_VERSION,
+            tenant_id: tenant_id.to_owned(),
+            seq,
+            head_hash: head_hash.to_owned(),
+            key_id: self.key_id.clone(),
+            signed_at,
+        };
+        let signature = self.key.sign(canonical_json(&body)?.as_bytes());
+        Ok(Checkpoint {
+            body,
+            signature: hex::encode(signature.to_bytes()),
+        })
+    }
+}
+
+impl std::fmt::Debug for ReceiptSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptSigner")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a chain failed to verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BreakKind {
+    #[error("hash does not match the receipt body")]
+    Hash,
+    #[error("prev_hash does not match the previous receipt's hash")]
+    Link,
+    #[error("seq {found} follows seq {previous}: gap or reordering")]
+    Gap { previous: u64, found: u64 },
+    #[error("no valid signed checkpoint covers this receipt")]
+    Unsigned,
+    #[error("checkpoint at seq {seq} has a bad signature or unknown key {key_id}")]
+    BadCheckpoint { seq: u64, key_id: String },
+    #[error("checkpoint at seq {seq} names a head hash the chain does not have")]
+    CheckpointMismatch { seq: u64 },
+    #[error("receipt belongs to tenant {found}, not {expected}")]
+    WrongTenant { expected: String, found: String },
+}
+
+/// The first bad receipt of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("receipt {receipt_id} (tenant {tenant_id}, seq {seq}): {kind}")]
+pub struct ChainBreak {
+    pub tenant_id: String,
+    pub receipt_id: String,
+    pub seq: u64,
+    pub kind: BreakKind,
+}
+
+/// Checks a checkpoint's signature against the known public keys.
+pub fn verify_checkpoint(checkpoint: &Checkpoint, keys: &HashMap<String, VerifyingKey>) -> bool {
+    let Some(key) = keys.get(&checkpoint.body.key_id) else {
+        return false;
+    };
+    let Ok(bytes) = hex::decode(&checkpoint.signature) else {
+        return false;
+    };
+    let Ok(signature) = Signature::from_slice(&bytes) else {
+        return false;
+    };
+    let Ok(message) = canonical_json(&checkpoint.body) else {
+        return false;
+    };
+    key.verify(message.as_bytes(), &signature).is_ok()
+}
+
+/// Incremental verifier of one tenant's chain: feed receipts in `seq` order from the start
+/// (or from a trusted `(seq, hash)` anchor), then [`ChainVerifier::finish`] checks that every
+/// receipt is covered by a valid checkpoint.
+#[derive(Debug)]
+pub struct ChainVerifier<'k> {
+    tenant_id: String,
+    keys: &'k HashMap<String, VerifyingKey>,
+    /// Checkpoints by seq that verified; a receipt at that seq must have that hash.
+    checkpoints: HashMap<u64, String>,
+    /// Highest seq that a verified checkpoint covers.
+    covered_through: u64,
+    last: Option<(u64, String)>,
+    last_receipt_id: Option<String>,
+    count: u64,
+}
+
+impl<'k> ChainVerifier<'k> {
+    /// Starts a verifier. Checkpoints of other tenants are ignored; a checkpoint with a bad
+    /// signature is an error, because nothing a forger wrote should be silently skipped.
+    pub fn new<'c>(
+        tenant_id: &str,
+        checkpoints: impl IntoIterator<Item = &'c Checkpoint>,
+        keys: &'k HashMap<String, VerifyingKey>,
+    ) -> Result<Self, ChainBreak> {
+        let mut verifier = ChainVerifier {
+            tenant_id: tenant_id.to_owned(),
+            keys,
+            checkpoints: HashMap::new(),
+            covered_through: 0,
+            last: None,
+            last_receipt_id: None,
+            count: 0,
+        };
+        for checkpoint in checkpoints {
+            if checkpoint.body.tenant_id != tenant_id {
+                continue;
+            }
+            if !verify_checkpoint(checkpoint, verifier.keys) {
+                return Err(ChainBreak {
+                    tenant_id: tenant_id.to_owned(),
+                    receipt_id: String::new(),
+                    seq: checkpoint.body.seq,
+                    kind: BreakKind::BadCheckpoint {
+                        seq: checkpoint.body.seq,
+                        key_id: checkpoint.body.key_id.clone(),
+                    },
+                });
+            }
+            verifier.covered_through = verifier.covered_through.max(checkpoint.body.seq);
+            verifier
+                .checkpoints
+                .insert(checkpoint.body.seq, checkpoint.body.head_hash.clone());
+        }
+        Ok(verifier)
+    }
+
+    /// Continues a chain from a receipt already verified earlier.
+    pub fn anchored_at(mut self, seq: u64, hash: String) -> Self {
+        self.last = Some((seq, hash));
+        self
+    }
+
+    /// Checks the next receipt: its hash, its link to the previous one and its place in `seq`.
+    pub fn push(&mut self, receipt: &Receipt) -> Result<(), ChainBreak> {
+        let body = &receipt.body;
+        let fail = |kind| ChainBreak {
+            tenant_id: self.tenant_id.clone(),
+            receipt_id: body.id.clone(),
+            seq: body.seq,
+            kind,
+        };
+        if body.tenant_id != self.tenant_id {
+            return Err(fail(BreakKind::WrongTenant {
+                expected: self.tenant_id.clone(),
+                found: body.tenant_id.clone(),
+            }));
+        }
+        let (expected_seq, expected_prev) = match &self.last {
+            Some((seq, hash)) => (seq + 1, hash.as_str()),
+            None => (1, ""),
+        };
+        if body.seq != expected_seq {
+            return Err(fail(BreakKind::Gap {
+                previous: expected_seq - 1,
+                found: body.seq,
+            }));
+        }
+        match body.hash() {
+            Ok(hash) if hash == receipt.hash => {}
+            _ => return Err(fail(BreakKind::Hash)),
+        }
+        if body.prev_hash != expected_prev {
+            return Err(fail(BreakKind::Link));
+        }
+        if let Some(head) = self.checkpoints.get(&body.seq)
+            && *head != receipt.hash
+        {
+            return Err(fail(BreakKind::CheckpointMismatch { seq: body.seq }));
+        }
+        self.last = Some((body.seq, receipt.hash.clone()));
+        self.last_receipt_id = Some(body.id.clone());
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Ends the walk: every receipt pushed must be covered by a verified checkpoint.
+    /// Returns the number of receipts checked.
+    pub fn finish(self) -> Result<u64, ChainBreak> {
+        if let Some((seq, _)) = &self.last
+            && *seq > self.covered_through
+        {
+            return Err(ChainBreak {
+                tenant_id: self.tenant_id,
+                receipt_id: self.last_receipt_id.unwrap_or_default(),
+                seq: *seq,
+                kind: BreakKind::Unsigned,
+            });
+        }
+        Ok(self.count)
+    }
+}
+
+/// Interop mode: verifies a chain under the generic rule of the reference vectors, where each
+/// receipt is any JSON object, `receipt_hash = SHA-256(JCS(object without receipt_hash))` and
+/// `prev_receipt_hash` names the previous receipt's hash (`""` for the first).
+/// Returns the index of the first bad receipt.
+pub fn verify_generic_chain(receipts: &[Value]) -> Result<(), (usize, String)> {
+    let mut prev = String::new();
+    for (index, receipt) in receipts.iter().enumerate() {
+        let Some(object) = receipt.as_object() else {
+            return Err((index, "not a JSON object".into()));
+        };
+        let Some(claimed) = object.get("receipt_hash").and_then(Value::as_str) else {
+            return Err((index, "missing receipt_hash".into()));
+        };
+        let mut body = object.clone();
+        body.remove("receipt_hash");
+        let actual = canonical_json(&body)
+            .map(|text| sha256_hex(text.as_bytes()))
+            .map_err(|e| (index, e.to_string()))?;
+        if actual != claimed {
+            return Err((index, "receipt_hash does not match the body".into()));
+        }
+        if object.get("prev_receipt_hash").and_then(Value::as_str) != Some(prev.as_str()) {
+            return Err((
+                index,
+                "prev_receipt_hash does not match the previous receipt".into(),
+            ));
+        }
+        prev = claimed.to_owned();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> ReceiptSigner {
+        ReceiptSigner::from_seed(&[7; 32])
+    }
+
+    fn chain(n: u64) -> Vec<Receipt> {
+        let mut prev = String::new();
+        (1..=n)
+            .map(|seq| {
+                let body = ReceiptBody {
+                    v: RECEIPT_SCHEMA_VERSION,
+                    id: format!("rcpt_{seq}"),
+                    tenant_id: "t1".into(),
+                    seq,
+                    decision_id: format!("dec_{seq}"),
+                    agent_id: "agt_1".into(),
+                    tool: "github".into(),
+                    action: "merge".into(),
+                    decision: "deny".into(),
+                    risk_score: 70,
+                    matched_policies: vec!["deny-untrusted-writes".into()],
+                    action_hash: "ab".repeat(32),
+                    created_at: "2026-11-25T00:00:00.000Z".into(),
+                    prev_hash: prev.clone(),
+                };
+                let hash = body.hash().unwrap();
+                prev = hash.clone();
+                Receipt { body, hash }
+            })
+            .collect()
+    }
+
+    fn keys(signer: &ReceiptSigner) -> HashMap<String, VerifyingKey> {
+        HashMap::from([(signer.key_id().to_owned(), signer.verifying_key())])
+    }
+
+    fn verify(
+        receipts: &[Receipt],
+        checkpoints: &[Checkpoint],
+        signer: &ReceiptSigner,
+    ) -> Result<u64, ChainBreak> {
+        let keys = keys(signer);
+        let mut verifier = ChainVerifier::new("t1", checkpoints, &keys)?;
+        for receipt in receipts {
+            verifier.push(receipt)?;
+        }
+        verifier.finish()
+    }
+
+    fn head_checkpoint(receipts: &[Receipt], signer: &ReceiptSigner) -> Checkpoint {
+        let head = receipts.last().unwrap();
+        signer
+            .checkpoint(
+                "t1",
+                head.body.seq,
+                &head.hash,
+                "2026-11-25T00:00:01.000Z".into(),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn a_signed_chain_verifies() {
+        let s = signer();
+        let receipts = chain(5);
+        let cp = head_checkpoint(&receipts, &s);
+        assert_eq!(verify(&receipts, &[cp], &s), Ok(5));
+    }
+
+    #[test]
+    fn each_kind_of_tampering_is_named() {
+        let s = signer();
+        let receipts = chain(5);
+        let cp = head_checkpoint(&receipts, &s);
+
+        let mut edited = receipts.clone();
+        edited[2].body.decision = "allow".into();
+        assert_eq!(
+            verify(&edited, &[cp.clone()], &s).unwrap_err().kind,
+            BreakKind::Hash
+        );
+
+        let mut relinked = receipts.clone();
+        relinked[2].body.prev_hash = "00".repeat(32);
+        relinked[2].hash = relinked[2].body.hash().unwrap();
+        let err = verify(&relinked, &[cp.clone()], &s).unwrap_err();
+        assert_eq!((err.kind, err.seq), (BreakKind::Link, 3));
+
+        let mut gapped = receipts.clone();
+        gapped.remove(1);
+        assert!(matches!(
+            verify(&gapped, &[cp.clone()], &s).unwrap_err().kind,
+            BreakKind::Gap { .. }
+        ));
+
+        assert_eq!(
+            verify(&receipts, &[], &s).unwrap_err().kind,
+            BreakKind::Unsigned
+        );
+
+        let mut forged = cp.clone();
+        forged.body.seq = 4;
+        forged.body.head_hash = receipts[3].hash.clone();
+        assert!(matches!(
+            verify(&receipts, &[forged], &s).unwrap_err().kind,
+            BreakKind::BadCheckpoint { .. }
+        ));
+
+        let other = ReceiptSigner::from_seed(&[9; 32]);
+        let foreign = head_checkpoint(&receipts, &other);
+        assert!(matches!(
+            verify(&receipts, &[foreign], &s).unwrap_err().kind,
+            BreakKind::BadCheckpoint { .. }
+        ));
+    }
+
+    #[test]
+    fn a_rewritten_chain_contradicts_its_checkpoint() {
+        let s = signer();
+        let receipts = chain(5);
+        let cp = head_checkpoint(&receipts, &s);
+        // A forger who recomputes every hash after an edit still cannot match the signed head.
+        let mut rewritten = receipts.clone();
+        rewritten[0].body.decision = "allow".into();
+        let mut prev = String::new();
+        for r in &mut rewritten {
+            r.body.prev_hash = prev.clone();
+            r.hash = r.body.hash().unwrap();
+            prev = r.hash.clone();
+        }
+        let err = verify(&rewritten, &[cp], &s).unwrap_err();
+        assert_eq!(err.kind, BreakKind::CheckpointMismatch { seq: 5 });
+    }
+
+    #[test]
+    fn receipts_past_the_last_checkpoint_are_unsigned() {
+        let s = signer();
+        let receipts = chain(5);
+        let cp = head_checkpoint(&receipts[..3], &s);
+        let err = verify(&receipts, &[cp], &s).unwrap_err();
+        assert_eq!((err.kind, err.seq), (BreakKind::Unsigned, 5));
+    }
+
+    #[test]
+    fn reference_receipt_vectors_verify_in_interop_mode() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/vectors/reference_receipt_chain_vectors.json"
+        );
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let receipts = doc["receipts"].as_array().unwrap().clone();
+        assert_eq!(verify_generic_chain(&receipts), Ok(()));
+
+        let mut tampered = receipts.clone();
+        tampered[1]["note"] = Value::from("edited");
+        assert_eq!(verify_generic_chain(&tampered).unwrap_err().0, 1);
+    }
+}

@@ -1,0 +1,160 @@
+//! Credentials: how secrets are made and checked, and the extractors that authenticate a
+//! request. Handlers never parse `Authorization` themselves: they take an [`AgentCaller`]
+//! (action plane) or an [`Operator<R>`] (management plane, role `R` or above), and the
+//! tenant they act for comes from that credential alone.
+
+use crate::error::ApiError;
+use crate::state::{AgentSnapshot, SharedState};
+use aegis_core::model::Role;
+use aegis_store::{SecretHash, TenantId, TokenOwner};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// Prefix of agent tokens (action plane only).
+pub const AGENT_TOKEN_PREFIX: &str = "aat_";
+/// Prefix of operator keys (management plane only).
+pub const OPERATOR_KEY_PREFIX: &str = "aok_";
+
+/// A fresh secret: prefix + 256 random bits in hex. Returns the secret and its hash.
+pub fn new_secret(prefix: &str) -> Result<(String, SecretHash), ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        tracing::error!(error = %e, "the system random source failed");
+        ApiError::unavailable("cannot generate a credential right now")
+    })?;
+    let secret = format!("{prefix}{}", hex::encode(bytes));
+    let hash = hash_secret(&secret);
+    Ok((secret, hash))
+}
+
+/// Secrets are stored and looked up only as SHA-256: they carry 256 random bits, so a slow
+/// password hash would add cost without adding safety.
+pub fn hash_secret(secret: &str) -> SecretHash {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// A new opaque id with a type prefix, time-ordered (UUIDv7).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The agent that presented a valid, current token.
+pub struct AgentCaller(pub Arc<AgentSnapshot>);
+
+impl FromRequestParts<SharedState> for AgentCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("an agent token is required (Authorization: Bearer)")
+        })?;
+        let hash = hash_secret(token);
+        if let Some(snapshot) = state.agents.get(&hash) {
+            return Ok(AgentCaller(snapshot));
+        }
+        let generation = state.agents.generation();
+        match state.store.agent_by_token_hash(hash).await? {
+            Some(TokenOwner::Current(agent)) => {
+                Ok(AgentCaller(state.agents.insert(hash, agent, generation)))
+            }
+            Some(TokenOwner::Dead {
+                tenant_id,
+                agent_id,
+            }) => {
+                tracing::warn!(%tenant_id, %agent_id, "authorize with a revoked or rotated-away agent token");
+                Err(ApiError::unauthorized("invalid agent token"))
+            }
+            None => Err(ApiError::unauthorized("invalid agent token")),
+        }
+    }
+}
+
+/// The role a route requires.
+pub trait RequiredRole: Send + Sync + 'static {
+    const ROLE: Role;
+}
+
+/// Read-only access to the tenant's data.
+pub struct Viewer;
+/// Viewer plus containment: freeze, unfreeze, close, acknowledge.
+pub struct Responder;
+/// Everything, including credentials, policy and tenant settings.
+pub struct Admin;
+
+impl RequiredRole for Viewer {
+    const ROLE: Role = Role::Viewer;
+}
+impl RequiredRole for Responder {
+    const ROLE: Role = Role::Responder;
+}
+impl RequiredRole for Admin {
+    const ROLE: Role = Role::Admin;
+}
+
+/// An authenticated operator key whose role grants at least `R`.
+pub struct Operator<R> {
+    pub tenant: TenantId,
+    pub key_id: String,
+    pub role: Role,
+    _role: PhantomData<R>,
+}
+
+impl<R> Operator<R> {
+    /// How the operator is named in events and audit fields.
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.key_id)
+    }
+}
+
+impl<R: RequiredRole> FromRequestParts<SharedState> for Operator<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        let secret = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("an operator key is required (Authorization: Bearer)")
+        })?;
+        if secret.starts_with(AGENT_TOKEN_PREFIX) {
+            return Err(ApiError::unauthorized(
+                "agent tokens are not accepted on the management API",
+            ));
+        }
+        let key = state
+            .store
+            .operator_key_by_hash(hash_secret(secret))
+            .await?
+            .filter(|key| key.revoked_at_ms.is_none())
+            .ok_or_else(|| ApiError::unauthorized("invalid operator key"))?;
+        if !key.role.grants(R::ROLE) {
+            return Err(ApiError::forbidden(format!(
+                "this route needs the {} role; the key has {}",
+                R::ROLE,
+                key.role
+            )));
+        }
+        Ok(Operator {
+            tenant: key.tenant_id,
+            key_id: key.id,
+            role: key.role,
+            _role: PhantomData,
+        })
+    }
+}

@@ -1,0 +1,277 @@
+//! Agents: registration, lifecycle (freeze, unfreeze, revoke), token rotation, risk tier.
+
+use crate::auth::{AGENT_TOKEN_PREFIX, Admin, Operator, Responder, Viewer, new_id, new_secret};
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{JsonBody, QueryParams};
+use crate::routes::{Listed, PageQuery};
+use crate::state::SharedState;
+use crate::validate::{bounded, optional_bounded};
+use aegis_core::model::{AgentStatus, RiskTier};
+use aegis_core::timestamp::format_millis;
+use aegis_store::{Agent, AgentChange, AgentChangeKind, NewAgent, Page};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+const MAX_NAME: usize = 200;
+const MAX_REASON: usize = 2000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentView {
+    pub id: String,
+    pub name: String,
+    pub status: AgentStatus,
+    /// Why the agent is frozen or revoked.
+    pub status_reason: Option<String>,
+    pub risk_tier: RiskTier,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Agent> for AgentView {
+    fn from(agent: Agent) -> Self {
+        AgentView {
+            id: agent.id,
+            name: agent.name,
+            status: agent.status,
+            status_reason: agent.status_reason,
+            risk_tier: agent.risk_tier,
+            created_at: format_millis(agent.created_at_ms),
+            updated_at: format_millis(agent.updated_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateAgent {
+    pub name: String,
+    /// Defaults to `low`.
+    pub risk_tier: Option<RiskTier>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedAgent {
+    #[serde(flatten)]
+    pub agent: AgentView,
+    /// Shown once; only its hash is stored.
+    pub agent_token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReasonBody {
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PatchAgent {
+    /// Set the risk tier explicitly (e.g. step it back down after escalation).
+    pub risk_tier: RiskTier,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedToken {
+    pub agent_id: String,
+    /// The new token, shown once. The previous token stops working immediately.
+    pub agent_token: String,
+}
+
+/// Register an agent and issue its token.
+#[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
+    security(("operator_key" = [])),
+    responses((status = 201, body = CreatedAgent), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create_agent(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    JsonBody(body): JsonBody<CreateAgent>,
+) -> ApiResult<(StatusCode, Json<CreatedAgent>)> {
+    bounded("name", &body.name, MAX_NAME)?;
+    let (token, token_hash) = new_secret(AGENT_TOKEN_PREFIX)?;
+    let agent = state
+        .store
+        .create_agent(
+            &operator.tenant,
+            NewAgent {
+                id: new_id("agt"),
+                name: body.name.trim().to_owned(),
+                risk_tier: body.risk_tier.unwrap_or(RiskTier::Low),
+                token_hash,
+                actor: operator.actor(),
+                created_at_ms: crate::now_ms(),
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedAgent {
+            agent: agent.into(),
+            agent_token: token,
+        }),
+    ))
+}
+
+/// List agents, newest first.
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", params(PageQuery),
+    security(("operator_key" = [])),
+    responses((status = 200, body = [AgentView], headers(("X-Next-Cursor" = String)))))]
+pub async fn list_agents(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> ApiResult<Listed<AgentView>> {
+    let page = query.page()?;
+    let agents = state
+        .store
+        .list_agents(
+            &operator.tenant,
+            Page {
+                limit: page.limit + 1,
+                ..page
+            },
+        )
+        .await?;
+    Ok(Listed::paged(
+        agents,
+        page.limit,
+        |agent| agent.cursor,
+        AgentView::from,
+    ))
+}
+
+/// One agent, with its status.
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody)))]
+pub async fn get_agent(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentView>> {
+    Ok(Json(state.store.agent(&operator.tenant, &id).await?.into()))
+}
+
+/// Set the agent's risk tier (admin): the explicit step-down after escalation.
+#[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = PatchAgent,
+    security(("operator_key" = [])),
+    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn patch_agent(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PatchAgent>,
+) -> ApiResult<Json<AgentView>> {
+    change(
+        &state,
+        &operator,
+        &id,
+        AgentChangeKind::SetRiskTier {
+            risk_tier: body.risk_tier,
+        },
+    )
+    .await
+    .map(|agent| Json(agent.into()))
+}
+
+/// Freeze the agent: its calls are denied (and recorded) until unfrozen.
+#[utoipa::path(post, path = "/v1/agents/{id}/freeze", tag = "agents", params(("id" = String, Path)), request_body = ReasonBody,
+    security(("operator_key" = [])),
+    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn freeze_agent(
+    State(state): State<SharedState>,
+    operator: Operator<Responder>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> ApiResult<Json<AgentView>> {
+    optional_bounded("reason", body.reason.as_deref(), MAX_REASON)?;
+    let reason = body
+        .reason
+        .unwrap_or_else(|| format!("frozen by operator {}", operator.actor()));
+    change(&state, &operator, &id, AgentChangeKind::Freeze { reason })
+        .await
+        .map(|agent| Json(agent.into()))
+}
+
+/// Unfreeze a frozen agent. A revoked agent cannot be unfrozen (409).
+#[utoipa::path(post, path = "/v1/agents/{id}/unfreeze", tag = "agents", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn unfreeze_agent(
+    State(state): State<SharedState>,
+    operator: Operator<Responder>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentView>> {
+    change(&state, &operator, &id, AgentChangeKind::Unfreeze)
+        .await
+        .map(|agent| Json(agent.into()))
+}
+
+/// Revoke the agent (admin). Terminal: its tokens answer 401 from then on.
+#[utoipa::path(post, path = "/v1/agents/{id}/revoke", tag = "agents", params(("id" = String, Path)), request_body = ReasonBody,
+    security(("operator_key" = [])),
+    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn revoke_agent(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> ApiResult<Json<AgentView>> {
+    optional_bounded("reason", body.reason.as_deref(), MAX_REASON)?;
+    change(
+        &state,
+        &operator,
+        &id,
+        AgentChangeKind::Revoke {
+            reason: body.reason,
+        },
+    )
+    .await
+    .map(|agent| Json(agent.into()))
+}
+
+/// Issue a new token (admin); the old one answers 401 at once.
+#[utoipa::path(post, path = "/v1/agents/{id}/rotate-token", tag = "agents", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = RotatedToken), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn rotate_token(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RotatedToken>> {
+    let (token, new_token_hash) = new_secret(AGENT_TOKEN_PREFIX)?;
+    change(
+        &state,
+        &operator,
+        &id,
+        AgentChangeKind::RotateToken { new_token_hash },
+    )
+    .await?;
+    Ok(Json(RotatedToken {
+        agent_id: id,
+        agent_token: token,
+    }))
+}
+
+async fn change<R>(
+    state: &SharedState,
+    operator: &Operator<R>,
+    agent_id: &str,
+    kind: AgentChangeKind,
+) -> ApiResult<Agent> {
+    let rotated = matches!(kind, AgentChangeKind::RotateToken { .. });
+    let change = AgentChange {
+        kind,
+        actor: operator.actor(),
+        at_ms: crate::now_ms(),
+    };
+    let agent = state
+        .store
+        .change_agent(&operator.tenant, agent_id, change)
+        .await?;
+    if rotated {
+        state.agents.forget(agent_id);
+    } else {
+        state.agents.update(&agent);
+    }
+    Ok(agent)
+}

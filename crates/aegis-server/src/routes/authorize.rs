@@ -1,0 +1,231 @@
+//! `POST /v1/authorize`: the hot path. Token → cached agent → cached tenant policy → pure
+//! decision → one group-committed write (decision + event + receipt) → answer.
+
+use crate::auth::AgentCaller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::JsonBody;
+use crate::state::SharedState;
+use crate::validate::{bounded, optional_bounded};
+use aegis_core::canonical::ActionRef;
+use aegis_core::decision::{AgentFacts, CallFacts, decide};
+use aegis_core::model::{SourceTrust, Verdict};
+use aegis_store::{NewDecision, TraceContext};
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// A proposed tool call. Also accepts the request shape of existing AegisAgent SDKs (an
+/// `agent` block, which is ignored: identity comes from the token).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AuthorizeRequest {
+    /// Client-chosen id, echoed in the decision record.
+    pub request_id: Option<String>,
+    pub tool_call: ToolCall,
+    #[serde(default)]
+    pub context: CallContext,
+    pub trace: Option<Trace>,
+    /// Ignored: the agent is identified by its token alone.
+    #[schema(value_type = Option<Object>)]
+    pub agent: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ToolCall {
+    pub tool: String,
+    pub action: String,
+    pub resource: Option<String>,
+    /// Must be a JSON object when present.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// The client's claim; a registered action's server-side value wins, the claim may only tighten it.
+    pub mutates_state: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CallContext {
+    /// Provenance of the content that triggered the call; absent means `unknown`.
+    pub source_trust: Option<SourceTrust>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Trace {
+    pub run_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub parent_run_id: Option<String>,
+    /// Trust at the root of a multi-hop run: it can only tighten `context.source_trust`.
+    pub root_trust_level: Option<SourceTrust>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthorizeResponse {
+    pub decision_id: String,
+    pub decision: Verdict,
+    pub risk_score: u8,
+    pub reason: String,
+    pub matched_policies: Vec<String>,
+    pub action_hash: String,
+    pub receipt: ReceiptRef,
+    /// Position of the decision in the event log.
+    pub event_seq: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptRef {
+    pub id: String,
+    pub hash: String,
+    pub prev_hash: String,
+    pub seq: u64,
+}
+
+const MAX_NAME: usize = 128;
+const MAX_RESOURCE: usize = 1024;
+
+/// Decide one tool call and record the decision durably before answering.
+#[utoipa::path(
+    post, path = "/v1/authorize", tag = "action plane",
+    request_body = AuthorizeRequest,
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "The decision (allow, deny or require_approval), already on disk", body = AuthorizeResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Unknown, rotated-away or revoked token", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid", body = ErrorBody),
+        (status = 503, description = "The decision could not be recorded; nothing was allowed", body = ErrorBody),
+    )
+)]
+pub async fn authorize(
+    State(state): State<SharedState>,
+    AgentCaller(caller): AgentCaller,
+    JsonBody(request): JsonBody<AuthorizeRequest>,
+) -> ApiResult<Json<AuthorizeResponse>> {
+    let call = &request.tool_call;
+    bounded("tool_call.tool", &call.tool, MAX_NAME)?;
+    bounded("tool_call.action", &call.action, MAX_NAME)?;
+    optional_bounded("tool_call.resource", call.resource.as_deref(), MAX_RESOURCE)?;
+    optional_bounded("request_id", request.request_id.as_deref(), MAX_NAME)?;
+    if call.parameters.as_ref().is_some_and(|p| !p.is_object()) {
+        return Err(ApiError::invalid_field(
+            "tool_call.parameters",
+            "must be a JSON object",
+        ));
+    }
+    let trace = request.trace.as_ref();
+    if let Some(trace) = trace {
+        optional_bounded("trace.run_id", trace.run_id.as_deref(), MAX_NAME)?;
+        optional_bounded("trace.trace_id", trace.trace_id.as_deref(), MAX_NAME)?;
+        optional_bounded(
+            "trace.parent_run_id",
+            trace.parent_run_id.as_deref(),
+            MAX_NAME,
+        )?;
+    }
+
+    let action_hash = ActionRef {
+        tool: &call.tool,
+        action: &call.action,
+        resource: call.resource.as_deref(),
+        mutates_state: call.mutates_state.unwrap_or(false),
+        parameters: call.parameters.as_ref(),
+    }
+    .hash()
+    .map_err(|e| ApiError::invalid_field("tool_call.parameters", e.to_string()))?;
+
+    let agent = &caller.agent;
+    let tenant = state
+        .tenants
+        .get(state.store.as_ref(), &agent.tenant_id)
+        .await?;
+    let source_trust = match trace.and_then(|t| t.root_trust_level) {
+        Some(root) => request
+            .context
+            .source_trust
+            .unwrap_or(SourceTrust::Unknown)
+            .tighten(root),
+        None => request.context.source_trust.unwrap_or(SourceTrust::Unknown),
+    };
+    let registered = tenant
+        .tools
+        .load()
+        .get(&call.tool)
+        .and_then(|actions| actions.get(&call.action))
+        .copied();
+    let outcome = decide(
+        &tenant.engine.load(),
+        AgentFacts {
+            id: &agent.id,
+            status: agent.status,
+            risk_tier: agent.risk_tier,
+            frozen_reason: agent.status_reason.as_deref(),
+        },
+        CallFacts {
+            tool: &call.tool,
+            action: &call.action,
+            target: call.resource.as_deref(),
+            claimed_mutates_state: call.mutates_state,
+            source_trust,
+            registered,
+        },
+    );
+
+    let escalation = *tenant.escalation.read();
+    let decision_id = crate::auth::new_id("dec");
+    let recorded = state
+        .store
+        .record_decision(NewDecision {
+            id: decision_id.clone(),
+            tenant_id: agent.tenant_id.clone(),
+            agent_id: agent.id.clone(),
+            request_id: request.request_id,
+            tool: call.tool.clone(),
+            action: call.action.clone(),
+            resource: call.resource.clone(),
+            mutates_state: outcome.mutates_state,
+            risk: outcome.risk,
+            source_trust,
+            verdict: outcome.verdict,
+            risk_score: outcome.risk_score,
+            reason: outcome.reason.clone(),
+            matched_policies: outcome.matched_policies.clone(),
+            action_hash: action_hash.clone(),
+            trace: TraceContext {
+                run_id: trace.and_then(|t| t.run_id.clone()),
+                trace_id: trace.and_then(|t| t.trace_id.clone()),
+                parent_run_id: trace.and_then(|t| t.parent_run_id.clone()),
+            },
+            created_at_ms: crate::now_ms(),
+            escalation,
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, agent_id = %agent.id, "decision not recorded; answering 503 (fail closed)");
+            ApiError::unavailable("the decision could not be recorded; treat the call as denied")
+        })?;
+
+    if let Some(risk_tier) = recorded.escalated_to {
+        tracing::info!(agent_id = %agent.id, %risk_tier, "risk tier escalated after repeated denials");
+        if let Ok(updated) = state.store.agent(&agent.tenant_id, &agent.id).await {
+            state.agents.update(&updated);
+        } else {
+            state.agents.forget(&agent.id);
+        }
+    }
+
+    Ok(Json(AuthorizeResponse {
+        decision_id,
+        decision: outcome.verdict,
+        risk_score: outcome.risk_score,
+        reason: outcome.reason,
+        matched_policies: outcome.matched_policies,
+        action_hash,
+        receipt: ReceiptRef {
+            id: recorded.receipt_id,
+            hash: recorded.receipt_hash,
+            prev_hash: recorded.prev_hash,
+            seq: recorded.receipt_seq,
+        },
+        event_seq: recorded.event_seq,
+    }))
+}

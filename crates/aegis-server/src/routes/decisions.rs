@@ -1,0 +1,134 @@
+//! The decision log, read side.
+
+use crate::auth::{Operator, Viewer};
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::QueryParams;
+use crate::routes::{Listed, PageQuery};
+use crate::state::SharedState;
+use crate::validate;
+use aegis_core::model::{ActionRisk, SourceTrust, Verdict};
+use aegis_core::timestamp::format_millis;
+use aegis_store::{DecisionFilter, DecisionRecord};
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionView {
+    pub decision_id: String,
+    pub agent_id: String,
+    pub decision: Verdict,
+    pub risk_score: u8,
+    pub reason: String,
+    pub matched_policies: Vec<String>,
+    pub tool: String,
+    pub action: String,
+    pub resource: Option<String>,
+    pub mutates_state: bool,
+    pub risk: ActionRisk,
+    pub source_trust: SourceTrust,
+    pub action_hash: String,
+    pub request_id: Option<String>,
+    pub run_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub parent_run_id: Option<String>,
+    pub receipt_id: String,
+    pub event_seq: i64,
+    pub created_at: String,
+}
+
+impl From<DecisionRecord> for DecisionView {
+    fn from(d: DecisionRecord) -> Self {
+        DecisionView {
+            decision_id: d.id,
+            agent_id: d.agent_id,
+            decision: d.verdict,
+            risk_score: d.risk_score,
+            reason: d.reason,
+            matched_policies: d.matched_policies,
+            tool: d.tool,
+            action: d.action,
+            resource: d.resource,
+            mutates_state: d.mutates_state,
+            risk: d.risk,
+            source_trust: d.source_trust,
+            action_hash: d.action_hash,
+            request_id: d.request_id,
+            run_id: d.trace.run_id,
+            trace_id: d.trace.trace_id,
+            parent_run_id: d.trace.parent_run_id,
+            receipt_id: d.receipt_id,
+            event_seq: d.event_seq,
+            created_at: format_millis(d.created_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DecisionQuery {
+    pub agent_id: Option<String>,
+    /// `allow` | `deny` | `require_approval`.
+    pub decision: Option<Verdict>,
+    pub tool: Option<String>,
+    pub action: Option<String>,
+    pub run_id: Option<String>,
+    /// RFC 3339; decisions at or after.
+    pub since: Option<String>,
+    /// RFC 3339; decisions before.
+    pub until: Option<String>,
+    /// 1 to 1000, default 50.
+    pub limit: Option<u32>,
+    /// The `X-Next-Cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Decisions of this tenant, newest first, filtered.
+#[utoipa::path(get, path = "/v1/decisions", tag = "decisions", params(DecisionQuery),
+    security(("operator_key" = [])),
+    responses((status = 200, body = [DecisionView], headers(("X-Next-Cursor" = String))), (status = 422, body = ErrorBody)))]
+pub async fn list_decisions(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    QueryParams(query): QueryParams<DecisionQuery>,
+) -> ApiResult<Listed<DecisionView>> {
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .page()?;
+    let filter = DecisionFilter {
+        since_ms: validate::timestamp("since", query.since.as_deref())?,
+        until_ms: validate::timestamp("until", query.until.as_deref())?,
+        agent_id: query.agent_id,
+        verdict: query.decision,
+        tool: query.tool,
+        action: query.action,
+        run_id: query.run_id,
+        page: aegis_store::Page {
+            limit: page.limit + 1,
+            ..page
+        },
+    };
+    let rows = state.store.list_decisions(&operator.tenant, filter).await?;
+    Ok(Listed::paged(
+        rows,
+        page.limit,
+        |d| d.event_seq,
+        DecisionView::from,
+    ))
+}
+
+/// One decision.
+#[utoipa::path(get, path = "/v1/decisions/{id}", tag = "decisions", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = DecisionView), (status = 404, body = ErrorBody)))]
+pub async fn get_decision(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DecisionView>> {
+    Ok(Json(
+        state.store.decision(&operator.tenant, &id).await?.into(),
+    ))
+}

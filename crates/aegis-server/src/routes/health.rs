@@ -1,0 +1,31 @@
+//! Liveness and readiness, without authentication.
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::SharedState;
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The database answers.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+pub async fn readyz(State(state): State<SharedState>) -> ApiResult<Json<Health>> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("database not reachable: {e}")))?;
+    Ok(Json(Health { status: "ready" }))
+}

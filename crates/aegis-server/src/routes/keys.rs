@@ -1,0 +1,113 @@
+//! Operator keys (admin only): create, list, revoke.
+
+use crate::auth::{Admin, OPERATOR_KEY_PREFIX, Operator, new_id, new_secret};
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::JsonBody;
+use crate::routes::Listed;
+use crate::state::SharedState;
+use crate::validate::optional_bounded;
+use aegis_core::model::Role;
+use aegis_core::timestamp::format_millis;
+use aegis_store::{NewOperatorKey, OperatorKey};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateKey {
+    pub role: Role,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub role: Role,
+    pub name: Option<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl From<OperatorKey> for KeyView {
+    fn from(key: OperatorKey) -> Self {
+        KeyView {
+            id: key.id,
+            role: key.role,
+            name: key.name,
+            created_at: format_millis(key.created_at_ms),
+            revoked_at: key.revoked_at_ms.map(format_millis),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub view: KeyView,
+    /// The secret, shown once; only its hash is stored.
+    pub key: String,
+}
+
+/// Create an operator key for this tenant.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+    security(("operator_key" = [])),
+    responses((status = 201, body = CreatedKey), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_key(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    optional_bounded("name", body.name.as_deref(), 200)?;
+    let (secret, secret_hash) = new_secret(OPERATOR_KEY_PREFIX)?;
+    let key = state
+        .store
+        .create_operator_key(
+            &operator.tenant,
+            NewOperatorKey {
+                id: new_id("key"),
+                name: body.name,
+                role: body.role,
+                secret_hash,
+                created_at_ms: crate::now_ms(),
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            view: key.into(),
+            key: secret,
+        }),
+    ))
+}
+
+/// List this tenant's operator keys (never their secrets).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("operator_key" = [])),
+    responses((status = 200, body = [KeyView])))]
+pub async fn list_keys(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+) -> ApiResult<Listed<KeyView>> {
+    let keys = state.store.list_operator_keys(&operator.tenant).await?;
+    Ok(Listed::all(keys.into_iter().map(KeyView::from).collect()))
+}
+
+/// Revoke an operator key; it answers 401 from then on.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody)))]
+pub async fn revoke_key(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<KeyView>> {
+    Ok(Json(
+        state
+            .store
+            .revoke_operator_key(&operator.tenant, &id)
+            .await?
+            .into(),
+    ))
+}

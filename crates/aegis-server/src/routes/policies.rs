@@ -1,0 +1,242 @@
+//! Tenant policies over the default pack. Every change is compiled and validated against
+//! the schema with the tenant's whole set before it is stored; the compiled set then
+//! replaces the active one atomically.
+
+use crate::auth::{Admin, Operator, Viewer};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::JsonBody;
+use crate::routes::Listed;
+use crate::state::SharedState;
+use aegis_core::policy::{
+    DEFAULT_PACK_TEXT, PolicyDocument, PolicyEngine, PolicyError, SCHEMA_TEXT,
+};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+const MAX_POLICY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PolicyBody {
+    /// One Cedar policy. `@reason("…")` sets the reason reported with decisions;
+    /// `@outcome("require_approval")` on a forbid asks for approval instead of denying.
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewPolicy {
+    pub id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyView {
+    pub id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyCatalog {
+    /// The schema every policy is validated against.
+    pub schema: &'static str,
+    /// The default pack, always active beneath tenant policies.
+    pub default_pack: &'static str,
+}
+
+/// The tenant's own policies.
+#[utoipa::path(get, path = "/v1/policies", tag = "policies", security(("operator_key" = [])),
+    responses((status = 200, body = [PolicyView])))]
+pub async fn list_policies(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+) -> ApiResult<Listed<PolicyView>> {
+    let docs = state.store.policies(&operator.tenant).await?;
+    Ok(Listed::all(
+        docs.into_iter()
+            .map(|d| PolicyView {
+                id: d.id,
+                text: d.text,
+            })
+            .collect(),
+    ))
+}
+
+/// The Cedar schema and the default pack.
+#[utoipa::path(get, path = "/v1/policies/schema", tag = "policies", security(("operator_key" = [])),
+    responses((status = 200, body = PolicyCatalog)))]
+pub async fn policy_schema(_operator: Operator<Viewer>) -> Json<PolicyCatalog> {
+    Json(PolicyCatalog {
+        schema: SCHEMA_TEXT,
+        default_pack: DEFAULT_PACK_TEXT,
+    })
+}
+
+/// Add a policy; 409 if the id exists.
+#[utoipa::path(post, path = "/v1/policies", tag = "policies", request_body = NewPolicy,
+    security(("operator_key" = [])),
+    responses((status = 201, body = PolicyView), (status = 400, description = "Does not parse or validate; says where", body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_policy(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    JsonBody(body): JsonBody<NewPolicy>,
+) -> ApiResult<(StatusCode, Json<PolicyView>)> {
+    let view = PolicyView {
+        id: body.id.clone(),
+        text: body.text.clone(),
+    };
+    apply(
+        &state,
+        &operator,
+        Change::Create(PolicyDocument {
+            id: body.id,
+            text: body.text,
+        }),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Create or replace a policy by id.
+#[utoipa::path(put, path = "/v1/policies/{id}", tag = "policies", params(("id" = String, Path)), request_body = PolicyBody,
+    security(("operator_key" = [])),
+    responses((status = 200, body = PolicyView), (status = 201, body = PolicyView), (status = 400, body = ErrorBody)))]
+pub async fn put_policy(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PolicyBody>,
+) -> ApiResult<(StatusCode, Json<PolicyView>)> {
+    let view = PolicyView {
+        id: id.clone(),
+        text: body.text.clone(),
+    };
+    let existed = apply(
+        &state,
+        &operator,
+        Change::Put(PolicyDocument {
+            id,
+            text: body.text,
+        }),
+    )
+    .await?;
+    Ok((
+        if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        Json(view),
+    ))
+}
+
+/// One policy.
+#[utoipa::path(get, path = "/v1/policies/{id}", tag = "policies", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = PolicyView), (status = 404, body = ErrorBody)))]
+pub async fn get_policy(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PolicyView>> {
+    let doc = state
+        .store
+        .policies(&operator.tenant)
+        .await?
+        .into_iter()
+        .find(|d| d.id == id)
+        .ok_or_else(|| ApiError::not_found("policy"))?;
+    Ok(Json(PolicyView {
+        id: doc.id,
+        text: doc.text,
+    }))
+}
+
+/// Delete a policy.
+#[utoipa::path(delete, path = "/v1/policies/{id}", tag = "policies", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_policy(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    apply(&state, &operator, Change::Delete(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+enum Change {
+    Create(PolicyDocument),
+    Put(PolicyDocument),
+    Delete(String),
+}
+
+/// Validates the tenant's set as it would be after the change, stores the change, then swaps
+/// the compiled set in, all under the tenant's change lock. Returns whether the id existed.
+async fn apply(state: &SharedState, operator: &Operator<Admin>, change: Change) -> ApiResult<bool> {
+    let runtime = state
+        .tenants
+        .get(state.store.as_ref(), &operator.tenant)
+        .await?;
+    let _serialised = runtime.change_lock.lock().await;
+    let mut docs = state.store.policies(&operator.tenant).await?;
+    let id = match &change {
+        Change::Create(doc) | Change::Put(doc) => &doc.id,
+        Change::Delete(id) => id,
+    };
+    let existed = docs.iter().any(|d| d.id == *id);
+    match &change {
+        Change::Create(doc) | Change::Put(doc) => {
+            if doc.text.len() > MAX_POLICY_BYTES {
+                return Err(ApiError::invalid_field(
+                    "text",
+                    format!("must be at most {MAX_POLICY_BYTES} bytes"),
+                ));
+            }
+            if matches!(change, Change::Create(_)) && existed {
+                return Err(ApiError::conflict(format!(
+                    "policy {} already exists",
+                    doc.id
+                )));
+            }
+            docs.retain(|d| d.id != doc.id);
+            docs.push(doc.clone());
+        }
+        Change::Delete(id) => {
+            if !existed {
+                return Err(ApiError::not_found("policy"));
+            }
+            docs.retain(|d| d.id != *id);
+        }
+    }
+    let engine = PolicyEngine::compile(&docs).map_err(|error| {
+        let PolicyError::Invalid { message, .. } = &error;
+        let field = if message.starts_with("policy id") {
+            "id"
+        } else {
+            "text"
+        };
+        ApiError {
+            field: Some(field.into()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", error.to_string())
+        }
+    })?;
+    match change {
+        Change::Create(doc) | Change::Put(doc) => {
+            state
+                .store
+                .put_policy(&operator.tenant, doc, &operator.actor())
+                .await?;
+        }
+        Change::Delete(id) => {
+            state
+                .store
+                .delete_policy(&operator.tenant, &id, &operator.actor())
+                .await?
+        }
+    }
+    runtime.engine.store(Arc::new(engine));
+    Ok(existed)
+}

@@ -1,0 +1,999 @@
+//! The embedded SQLite store: WAL mode, `synchronous=FULL`, one writer thread with group
+//! commit ([`writer`]), and a small pool of read-only connections for queries.
+
+mod rows;
+mod writer;
+
+use crate::*;
+use aegis_core::canonical::{canonical_json, sha256_hex};
+use aegis_core::model::{AgentStatus, RiskTier, Verdict};
+use aegis_core::policy::PolicyDocument;
+use aegis_core::receipt::{
+    Checkpoint, RECEIPT_SCHEMA_VERSION, Receipt, ReceiptBody, ReceiptSigner,
+};
+use aegis_core::timestamp::format_millis;
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rows::*;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use writer::{ChainHead, Writer, WriterState};
+
+/// Migrations in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_initial.sql")];
+
+/// Idle read connections kept for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                StoreError::Conflict(error.to_string())
+            }
+            _ => StoreError::Unavailable(error.to_string()),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Writer,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies migrations and starts the
+    /// writer thread. `signer` signs the receipt checkpoints.
+    pub fn open(path: &Path, signer: Arc<ReceiptSigner>) -> StoreResult<Self> {
+        let conn = open_writer_connection(path)?;
+        let writer = Writer::start(conn, signer, now_ms)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Creates the database and its schema without starting a writer (for `aegis init`).
+    pub fn migrate(path: &Path) -> StoreResult<()> {
+        open_writer_connection(path).map(drop)
+    }
+
+    /// Runs a query on a pooled read-only connection, off the async runtime.
+    async fn read<T, F>(&self, query: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_reader_connection(&path)?,
+            };
+            let result = query(&conn);
+            let mut idle = readers.lock();
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+fn open_writer_connection(path: &Path) -> StoreResult<Connection> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+        })?;
+    }
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // WAL lets readers run beside the writer; FULL makes every commit durable.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    apply_migrations(&mut conn)?;
+    Ok(conn)
+}
+
+fn open_reader_connection(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    if current > MIGRATIONS.len() as i64 {
+        return Err(StoreError::Unavailable(format!(
+            "the database has schema version {current}, newer than this binary knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![index as i64 + 1, now_ms()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn append_event(
+    conn: &Connection,
+    tenant_id: &str,
+    kind: &str,
+    agent_id: Option<&str>,
+    subject_id: Option<&str>,
+    payload: &serde_json::Value,
+    at_ms: i64,
+) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO events (tenant_id, kind, agent_id, subject_id, payload, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        tenant_id,
+        kind,
+        agent_id,
+        subject_id,
+        payload.to_string(),
+        at_ms
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn load_agent(conn: &Connection, tenant_id: &str, agent_id: &str) -> StoreResult<Agent> {
+    conn.prepare_cached(&format!(
+        "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = ?1 AND id = ?2"
+    ))?
+    .query_row([tenant_id, agent_id], agent_from_row)
+    .optional()?
+    .ok_or(StoreError::NotFound("agent"))
+}
+
+fn insert_operator_key(
+    conn: &Connection,
+    tenant_id: &str,
+    key: &NewOperatorKey,
+) -> StoreResult<OperatorKey> {
+    conn.execute(
+        "INSERT INTO operator_keys (id, tenant_id, name, role, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![key.id, tenant_id, key.name, key.role.as_str(), &key.secret_hash[..], key.created_at_ms],
+    )?;
+    append_event(
+        conn,
+        tenant_id,
+        event_kind::KEY_CREATED,
+        None,
+        Some(&key.id),
+        &serde_json::json!({"key_id": key.id, "role": key.role, "name": key.name}),
+        key.created_at_ms,
+    )?;
+    Ok(OperatorKey {
+        id: key.id.clone(),
+        tenant_id: TenantId::new(tenant_id),
+        name: key.name.clone(),
+        role: key.role,
+        created_at_ms: key.created_at_ms,
+        revoked_at_ms: None,
+    })
+}
+
+/// Inserts decision, event and receipt; steps the risk tier up when a deny reaches the
+/// tenant's threshold. Runs inside the writer's transaction.
+fn record_decision_tx(
+    conn: &Connection,
+    state: &mut WriterState,
+    d: &NewDecision,
+) -> StoreResult<RecordedDecision> {
+    let tenant_id = d.tenant_id.as_str();
+    let event_seq = append_event(
+        conn,
+        tenant_id,
+        event_kind::DECISION,
+        Some(&d.agent_id),
+        Some(&d.id),
+        &serde_json::json!({
+            "decision_id": d.id,
+            "decision": d.verdict,
+            "tool": d.tool,
+            "action": d.action,
+            "mutates_state": d.mutates_state,
+            "risk": d.risk,
+            "risk_score": d.risk_score,
+            "source_trust": d.source_trust,
+            "run_id": d.trace.run_id,
+        }),
+        d.created_at_ms,
+    )?;
+
+    let head = state.chain_head(conn, tenant_id)?;
+    let receipt_id = format!("rcpt_{}", uuid::Uuid::now_v7().simple());
+    let body = ReceiptBody {
+        v: RECEIPT_SCHEMA_VERSION,
+        id: receipt_id.clone(),
+        tenant_id: tenant_id.to_owned(),
+        seq: head.seq + 1,
+        decision_id: d.id.clone(),
+        agent_id: d.agent_id.clone(),
+        tool: d.tool.clone(),
+        action: d.action.clone(),
+        decision: d.verdict.as_str().to_owned(),
+        risk_score: d.risk_score,
+        matched_policies: d.matched_policies.clone(),
+        action_hash: d.action_hash.clone(),
+        created_at: format_millis(d.created_at_ms),
+        prev_hash: head.hash.clone(),
+    };
+    let canonical = canonical_json(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let hash = sha256_hex(canonical.as_bytes());
+
+    conn.prepare_cached(
+        "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
+            mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
+            run_id, trace_id, parent_run_id, receipt_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+    )?
+    .execute(params![
+        d.id,
+        tenant_id,
+        event_seq,
+        d.agent_id,
+        d.request_id,
+        d.tool,
+        d.action,
+        d.resource,
+        d.mutates_state,
+        d.risk.as_str(),
+        d.source_trust.as_str(),
+        d.verdict.as_str(),
+        d.risk_score,
+        d.reason,
+        serde_json::to_string(&d.matched_policies).unwrap_or_else(|_| "[]".into()),
+        d.action_hash,
+        d.trace.run_id,
+        d.trace.trace_id,
+        d.trace.parent_run_id,
+        receipt_id,
+        d.created_at_ms,
+    ])?;
+    conn.prepare_cached("INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![receipt_id, tenant_id, body.seq as i64, d.id, canonical, hash])?;
+
+    let escalated_to = if d.verdict == Verdict::Deny {
+        escalate_if_due(conn, d)?
+    } else {
+        None
+    };
+
+    state.extend_chain(
+        tenant_id,
+        ChainHead {
+            seq: body.seq,
+            hash: hash.clone(),
+        },
+    );
+    Ok(RecordedDecision {
+        event_seq,
+        receipt_id,
+        receipt_seq: body.seq,
+        receipt_hash: hash,
+        prev_hash: body.prev_hash,
+        escalated_to,
+    })
+}
+
+/// Counts the agent's denies since the later of (window start, last tier change); at the
+/// threshold, steps the tier up one level and records the event.
+fn escalate_if_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<RiskTier>> {
+    let (tier, changed_at): (String, i64) = conn
+        .prepare_cached("SELECT risk_tier, risk_tier_changed_at FROM agents WHERE id = ?1")?
+        .query_row([&d.agent_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let tier: RiskTier = parse_column(&tier)?;
+    let Some(next) = tier.escalated() else {
+        return Ok(None);
+    };
+    let window_start = d.created_at_ms - i64::from(d.escalation.window_minutes) * 60_000;
+    let denies: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM decisions
+              WHERE agent_id = ?1 AND decision = 'deny' AND created_at >= ?2 LIMIT ?3)",
+        )?
+        .query_row(
+            params![
+                d.agent_id,
+                window_start.max(changed_at),
+                d.escalation.denial_threshold
+            ],
+            |row| row.get(0),
+        )?;
+    if denies < i64::from(d.escalation.denial_threshold) {
+        return Ok(None);
+    }
+    conn.prepare_cached(
+        "UPDATE agents SET risk_tier = ?1, risk_tier_changed_at = ?2, updated_at = ?2 WHERE id = ?3",
+    )?
+    .execute(params![next.as_str(), d.created_at_ms, d.agent_id])?;
+    append_event(
+        conn,
+        d.tenant_id.as_str(),
+        event_kind::AGENT_RISK_TIER_CHANGED,
+        Some(&d.agent_id),
+        Some(&d.id),
+        &serde_json::json!({
+            "from": tier,
+            "to": next,
+            "cause": "escalation",
+            "denials": denies,
+            "window_minutes": d.escalation.window_minutes,
+        }),
+        d.created_at_ms,
+    )?;
+    Ok(Some(next))
+}
+
+fn change_agent_tx(
+    conn: &Connection,
+    tenant_id: &str,
+    agent_id: &str,
+    change: &AgentChange,
+) -> StoreResult<Agent> {
+    let agent = load_agent(conn, tenant_id, agent_id)?;
+    let at = change.at_ms;
+    let event = |kind: &str, payload: serde_json::Value| {
+        append_event(
+            conn,
+            tenant_id,
+            kind,
+            Some(agent_id),
+            Some(agent_id),
+            &payload,
+            at,
+        )
+    };
+    if agent.status == AgentStatus::Revoked {
+        return Err(StoreError::Conflict(match change.kind {
+            AgentChangeKind::Revoke { .. } => "the agent is already revoked".into(),
+            _ => "the agent is revoked; revocation is terminal".into(),
+        }));
+    }
+    match &change.kind {
+        AgentChangeKind::Freeze { reason } => {
+            if agent.status == AgentStatus::Frozen {
+                return Ok(agent);
+            }
+            conn.execute(
+                "UPDATE agents SET status = 'frozen', status_reason = ?1, updated_at = ?2 WHERE id = ?3",
+                params![reason, at, agent_id],
+            )?;
+            event(
+                event_kind::AGENT_FROZEN,
+                serde_json::json!({"reason": reason, "actor": change.actor}),
+            )?;
+        }
+        AgentChangeKind::Unfreeze => {
+            if agent.status == AgentStatus::Active {
+                return Ok(agent);
+            }
+            conn.execute(
+                "UPDATE agents SET status = 'active', status_reason = NULL, updated_at = ?1 WHERE id = ?2",
+                params![at, agent_id],
+            )?;
+            event(
+                event_kind::AGENT_UNFROZEN,
+                serde_json::json!({"actor": change.actor}),
+            )?;
+        }
+        AgentChangeKind::Revoke { reason } => {
+            conn.execute(
+                "UPDATE agents SET status = 'revoked', status_reason = ?1, updated_at = ?2 WHERE id = ?3",
+                params![reason, at, agent_id],
+            )?;
+            conn.execute(
+                "UPDATE agent_tokens SET retired_at = ?1 WHERE agent_id = ?2 AND retired_at IS NULL",
+                params![at, agent_id],
+            )?;
+            event(
+                event_kind::AGENT_REVOKED,
+                serde_json::json!({"reason": reason, "actor": change.actor}),
+            )?;
+        }
+        AgentChangeKind::RotateToken { new_token_hash } => {
+            conn.execute(
+                "UPDATE agent_tokens SET retired_at = ?1 WHERE agent_id = ?2 AND retired_at IS NULL",
+                params![at, agent_id],
+            )?;
+            conn.execute(
+                "INSERT INTO agent_tokens (secret_hash, tenant_id, agent_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![&new_token_hash[..], tenant_id, agent_id, at],
+            )?;
+            conn.execute(
+                "UPDATE agents SET updated_at = ?1 WHERE id = ?2",
+                params![at, agent_id],
+            )?;
+            event(
+                event_kind::AGENT_TOKEN_ROTATED,
+                serde_json::json!({"actor": change.actor}),
+            )?;
+        }
+        AgentChangeKind::SetRiskTier { risk_tier } => {
+            conn.execute(
+                "UPDATE agents SET risk_tier = ?1, risk_tier_changed_at = ?2, updated_at = ?2 WHERE id = ?3",
+                params![risk_tier.as_str(), at, agent_id],
+            )?;
+            event(
+                event_kind::AGENT_RISK_TIER_CHANGED,
+                serde_json::json!({"from": agent.risk_tier, "to": risk_tier, "cause": "operator", "actor": change.actor}),
+            )?;
+        }
+    }
+    load_agent(conn, tenant_id, agent_id)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.writer.write(|_, _| Ok(())).await
+    }
+
+    async fn create_tenant(
+        &self,
+        tenant: &TenantId,
+        admin_key: NewOperatorKey,
+    ) -> StoreResult<OperatorKey> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |conn, _| {
+                let at = admin_key.created_at_ms;
+                let inserted = conn.execute(
+                    "INSERT INTO tenants (id, created_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+                    params![tenant.as_str(), at],
+                )?;
+                if inserted == 0 {
+                    return Err(StoreError::Conflict(format!("tenant {tenant} already exists")));
+                }
+                append_event(conn, tenant.as_str(), event_kind::TENANT_CREATED, None, None, &serde_json::json!({}), at)?;
+                insert_operator_key(conn, tenant.as_str(), &admin_key)
+            })
+            .await
+    }
+
+    async fn tenant(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
+            ))?
+            .query_row([tenant.as_str()], tenant_from_row)
+            .optional()?
+            .ok_or(StoreError::NotFound("tenant"))
+        })
+        .await
+    }
+
+    async fn set_risk_escalation(
+        &self,
+        tenant: &TenantId,
+        escalation: RiskEscalation,
+    ) -> StoreResult<TenantSettings> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |conn, _| {
+                conn.execute(
+                    "UPDATE tenants SET denial_threshold = ?1, escalation_window_minutes = ?2 WHERE id = ?3",
+                    params![escalation.denial_threshold, escalation.window_minutes, tenant.as_str()],
+                )?;
+                append_event(
+                    conn,
+                    tenant.as_str(),
+                    event_kind::TENANT_SETTINGS_CHANGED,
+                    None,
+                    None,
+                    &serde_json::json!({"risk_escalation": escalation}),
+                    now_ms(),
+                )?;
+                conn.query_row(
+                    &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
+                    [tenant.as_str()],
+                    tenant_from_row,
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound("tenant"))
+            })
+            .await
+    }
+
+    async fn create_operator_key(
+        &self,
+        tenant: &TenantId,
+        key: NewOperatorKey,
+    ) -> StoreResult<OperatorKey> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |conn, _| insert_operator_key(conn, tenant.as_str(), &key))
+            .await
+    }
+
+    async fn operator_key_by_hash(
+        &self,
+        secret_hash: SecretHash,
+    ) -> StoreResult<Option<OperatorKey>> {
+        self.read(move |conn| {
+            let found = conn
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS}, secret_hash FROM operator_keys WHERE secret_hash = ?1"
+                ))?
+                .query_row([&secret_hash[..]], |row| {
+                    Ok((key_from_row(row)?, row.get::<_, Vec<u8>>(6)?))
+                })
+                .optional()?;
+            // The index lookup found the row; confirm in constant time before trusting it.
+            Ok(found
+                .filter(|(_, stored)| constant_time_eq(stored, &secret_hash))
+                .map(|(key, _)| key))
+        })
+        .await
+    }
+
+    async fn list_operator_keys(&self, tenant: &TenantId) -> StoreResult<Vec<OperatorKey>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM operator_keys WHERE tenant_id = ?1 ORDER BY created_at DESC, id DESC"
+                ))?
+                .query_map([tenant.as_str()], key_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn revoke_operator_key(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+    ) -> StoreResult<OperatorKey> {
+        let (tenant, key_id) = (tenant.clone(), key_id.to_owned());
+        self.writer
+            .write(move |conn, _| {
+                let at = now_ms();
+                let changed = conn.execute(
+                    "UPDATE operator_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE tenant_id = ?2 AND id = ?3",
+                    params![at, tenant.as_str(), key_id],
+                )?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound("key"));
+                }
+                append_event(conn, tenant.as_str(), event_kind::KEY_REVOKED, None, Some(&key_id), &serde_json::json!({"key_id": key_id}), at)?;
+                conn.query_row(
+                    &format!("SELECT {KEY_COLUMNS} FROM operator_keys WHERE id = ?1"),
+                    [&key_id],
+                    key_from_row,
+                )
+                .map_err(StoreError::from)
+            })
+            .await
+    }
+
+    async fn create_agent(&self, tenant: &TenantId, agent: NewAgent) -> StoreResult<Agent> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |conn, _| {
+                let at = agent.created_at_ms;
+                conn.execute(
+                    "INSERT INTO agents (id, tenant_id, name, status, risk_tier, risk_tier_changed_at, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, 'active', ?4, ?5, ?5, ?5)",
+                    params![agent.id, tenant.as_str(), agent.name, agent.risk_tier.as_str(), at],
+                )?;
+                conn.execute(
+                    "INSERT INTO agent_tokens (secret_hash, tenant_id, agent_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![&agent.token_hash[..], tenant.as_str(), agent.id, at],
+                )?;
+                append_event(
+                    conn,
+                    tenant.as_str(),
+                    event_kind::AGENT_CREATED,
+                    Some(&agent.id),
+                    Some(&agent.id),
+                    &serde_json::json!({"name": agent.name, "risk_tier": agent.risk_tier, "actor": agent.actor}),
+                    at,
+                )?;
+                load_agent(conn, tenant.as_str(), &agent.id)
+            })
+            .await
+    }
+
+    async fn agent(&self, tenant: &TenantId, agent_id: &str) -> StoreResult<Agent> {
+        let (tenant, agent_id) = (tenant.clone(), agent_id.to_owned());
+        self.read(move |conn| load_agent(conn, tenant.as_str(), &agent_id))
+            .await
+    }
+
+    async fn list_agents(&self, tenant: &TenantId, page: Page) -> StoreResult<Vec<Agent>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
+                ))?
+                .query_map(params![tenant.as_str(), page.before.unwrap_or(i64::MAX), page.limit], agent_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn agent_by_token_hash(
+        &self,
+        secret_hash: SecretHash,
+    ) -> StoreResult<Option<TokenOwner>> {
+        self.read(move |conn| {
+            let token = conn
+                .prepare_cached("SELECT tenant_id, agent_id, retired_at, secret_hash FROM agent_tokens WHERE secret_hash = ?1")?
+                .query_row([&secret_hash[..]], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                        row.get::<_, Vec<u8>>(3)?,
+                    ))
+                })
+                .optional()?;
+            let Some((tenant_id, agent_id, retired_at, stored)) = token else {
+                return Ok(None);
+            };
+            if !constant_time_eq(&stored, &secret_hash) {
+                return Ok(None);
+            }
+            let agent = load_agent(conn, &tenant_id, &agent_id)?;
+            if retired_at.is_some() || agent.status == AgentStatus::Revoked {
+                return Ok(Some(TokenOwner::Dead { tenant_id: TenantId::new(tenant_id), agent_id }));
+            }
+            Ok(Some(TokenOwner::Current(agent)))
+        })
+        .await
+    }
+
+    async fn change_agent(
+        &self,
+        tenant: &TenantId,
+        agent_id: &str,
+        change: AgentChange,
+    ) -> StoreResult<Agent> {
+        let (tenant, agent_id) = (tenant.clone(), agent_id.to_owned());
+        self.writer
+            .write(move |conn, _| change_agent_tx(conn, tenant.as_str(), &agent_id, &change))
+            .await
+    }
+
+    async fn register_tool(
+        &self,
+        tenant: &TenantId,
+        tool: &str,
+        actions: Vec<ToolAction>,
+    ) -> StoreResult<()> {
+        let (tenant, tool) = (tenant.clone(), tool.to_owned());
+        self.writer
+            .write(move |conn, _| {
+                let at = now_ms();
+                let mut upsert = conn.prepare_cached(
+                    "INSERT INTO tool_actions (tenant_id, tool, action, mutates_state, risk, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (tenant_id, tool, action) DO UPDATE
+                     SET mutates_state = excluded.mutates_state, risk = excluded.risk, updated_at = excluded.updated_at",
+                )?;
+                for a in &actions {
+                    upsert.execute(params![tenant.as_str(), tool, a.action, a.mutates_state, a.risk.as_str(), at])?;
+                }
+                append_event(
+                    conn,
+                    tenant.as_str(),
+                    event_kind::TOOL_REGISTERED,
+                    None,
+                    Some(&tool),
+                    &serde_json::json!({"tool": tool, "actions": actions}),
+                    at,
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn tool_actions(&self, tenant: &TenantId) -> StoreResult<Vec<RegisteredToolAction>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT tool, action, mutates_state, risk FROM tool_actions WHERE tenant_id = ?1 ORDER BY tool, action",
+            )?
+            .query_map([tenant.as_str()], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, bool>(2)?, row.get::<_, String>(3)?))
+            })?
+            .map(|row| {
+                let (tool, action, mutates_state, risk) = row?;
+                Ok(RegisteredToolAction {
+                    tool,
+                    action: ToolAction { action, mutates_state, risk: parse_column(&risk)? },
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn policies(&self, tenant: &TenantId) -> StoreResult<Vec<PolicyDocument>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT id, text FROM policies WHERE tenant_id = ?1 ORDER BY id")?
+                .query_map([tenant.as_str()], |row| {
+                    Ok(PolicyDocument {
+                        id: row.get(0)?,
+                        text: row.get(1)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn put_policy(
+        &self,
+        tenant: &TenantId,
+        policy: PolicyDocument,
+        actor: &str,
+    ) -> StoreResult<bool> {
+        let (tenant, actor) = (tenant.clone(), actor.to_owned());
+        self.writer
+            .write(move |conn, _| {
+                let at = now_ms();
+                let existed: bool = conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM policies WHERE tenant_id = ?1 AND id = ?2)",
+                    params![tenant.as_str(), policy.id],
+                    |row| row.get(0),
+                )?;
+                conn.execute(
+                    "INSERT INTO policies (tenant_id, id, text, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (tenant_id, id) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
+                    params![tenant.as_str(), policy.id, policy.text, at],
+                )?;
+                append_event(
+                    conn,
+                    tenant.as_str(),
+                    event_kind::POLICY_PUT,
+                    None,
+                    Some(&policy.id),
+                    &serde_json::json!({"policy_id": policy.id, "actor": actor, "sha256": sha256_hex(policy.text.as_bytes())}),
+                    at,
+                )?;
+                Ok(!existed)
+            })
+            .await
+    }
+
+    async fn delete_policy(
+        &self,
+        tenant: &TenantId,
+        policy_id: &str,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let (tenant, policy_id, actor) = (tenant.clone(), policy_id.to_owned(), actor.to_owned());
+        self.writer
+            .write(move |conn, _| {
+                let deleted = conn.execute(
+                    "DELETE FROM policies WHERE tenant_id = ?1 AND id = ?2",
+                    params![tenant.as_str(), policy_id],
+                )?;
+                if deleted == 0 {
+                    return Err(StoreError::NotFound("policy"));
+                }
+                append_event(
+                    conn,
+                    tenant.as_str(),
+                    event_kind::POLICY_DELETED,
+                    None,
+                    Some(&policy_id),
+                    &serde_json::json!({"policy_id": policy_id, "actor": actor}),
+                    now_ms(),
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
+        self.writer
+            .write(move |conn, state| record_decision_tx(conn, state, &decision))
+            .await
+    }
+
+    async fn decision(&self, tenant: &TenantId, decision_id: &str) -> StoreResult<DecisionRecord> {
+        let (tenant, decision_id) = (tenant.clone(), decision_id.to_owned());
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {DECISION_COLUMNS} FROM decisions WHERE tenant_id = ?1 AND id = ?2"
+            ))?
+            .query_row([tenant.as_str(), &decision_id], decision_from_row)
+            .optional()?
+            .ok_or(StoreError::NotFound("decision"))
+        })
+        .await
+    }
+
+    async fn list_decisions(
+        &self,
+        tenant: &TenantId,
+        filter: DecisionFilter,
+    ) -> StoreResult<Vec<DecisionRecord>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {DECISION_COLUMNS} FROM decisions
+                 WHERE tenant_id = ?1 AND event_seq < ?2
+                   AND (?3 IS NULL OR agent_id = ?3) AND (?4 IS NULL OR decision = ?4)
+                   AND (?5 IS NULL OR tool = ?5) AND (?6 IS NULL OR action = ?6)
+                   AND (?7 IS NULL OR run_id = ?7)
+                   AND (?8 IS NULL OR created_at >= ?8) AND (?9 IS NULL OR created_at < ?9)
+                 ORDER BY event_seq DESC LIMIT ?10"
+            );
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_map(
+                    params![
+                        tenant.as_str(),
+                        filter.page.before.unwrap_or(i64::MAX),
+                        filter.agent_id,
+                        filter.verdict.map(Verdict::as_str),
+                        filter.tool,
+                        filter.action,
+                        filter.run_id,
+                        filter.since_ms,
+                        filter.until_ms,
+                        filter.page.limit,
+                    ],
+                    decision_from_row,
+                )?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn receipt_tenants(&self) -> StoreResult<Vec<TenantId>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT DISTINCT tenant_id FROM receipts ORDER BY tenant_id")?
+                .query_map([], |row| Ok(TenantId::new(row.get::<_, String>(0)?)))?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn receipts(
+        &self,
+        tenant: &TenantId,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Receipt>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT body, hash FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?
+                .query_map(params![tenant.as_str(), after_seq as i64, limit], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })?
+                .map(|row| {
+                    let (body, hash) = row?;
+                    let body: ReceiptBody = serde_json::from_str(&body)
+                        .map_err(|e| StoreError::Corrupt(format!("receipt body: {e}")))?;
+                    Ok(Receipt { body, hash })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+                     WHERE tenant_id = ?1 ORDER BY seq",
+                )?
+                .query_map([tenant.as_str()], checkpoint_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT key_id, public_key, created_at FROM signing_keys ORDER BY created_at",
+                )?
+                .query_map([], |row| {
+                    Ok(SigningKeyRecord {
+                        key_id: row.get(0)?,
+                        public_key: row.get(1)?,
+                        created_at_ms: row.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT seq, tenant_id, kind, agent_id, subject_id, payload, created_at FROM events
+                 WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(params![tenant.as_str(), after_seq, limit], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, String>(5)?,
+                    row.get::<_, i64>(6)?,
+                ))
+            })?
+            .map(|row| {
+                let (seq, tenant_id, kind, agent_id, subject_id, payload, created_at_ms) = row?;
+                Ok(Event {
+                    seq,
+                    tenant_id: TenantId::new(tenant_id),
+                    kind,
+                    agent_id,
+                    subject_id,
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?,
+                    created_at_ms,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+}

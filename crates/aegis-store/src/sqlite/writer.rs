@@ -1,0 +1,300 @@
+//! The single writer thread and its group commit.
+//!
+//! Every write of the SQLite store is a [`Job`] sent to one dedicated thread. The thread takes
+//! whatever is queued (up to [`MAX_BATCH`]), applies each job inside its own savepoint of one
+//! `BEGIN IMMEDIATE` transaction, signs a checkpoint over each receipt chain the batch
+//! extended, commits once (one fsync for the whole batch), and only then answers each caller.
+//! A job that fails rolls back its savepoint alone; a failed commit fails every job of the
+//! batch, and no caller ever hears "done" for a write that is not on disk.
+
+use crate::{StoreError, StoreResult};
+use aegis_core::receipt::ReceiptSigner;
+use aegis_core::timestamp::format_millis;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Upper bound of jobs per transaction, so one commit never holds callers for long.
+const MAX_BATCH: usize = 256;
+
+/// One unit of work for the writer thread.
+pub(crate) trait Job: Send {
+    /// Runs inside a savepoint; an error rolls back this job's changes only.
+    fn apply(&mut self, conn: &Connection, state: &mut WriterState) -> StoreResult<()>;
+    /// Answers the caller once the batch's fate is known.
+    fn complete(self: Box<Self>, outcome: StoreResult<()>);
+}
+
+struct FnJob<T, F> {
+    work: Option<F>,
+    value: Option<T>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Job for FnJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection, &mut WriterState) -> StoreResult<T> + Send,
+{
+    fn apply(&mut self, conn: &Connection, state: &mut WriterState) -> StoreResult<()> {
+        let work = self
+            .work
+            .take()
+            .ok_or_else(|| StoreError::Unavailable("job applied twice".into()))?;
+        self.value = Some(work(conn, state)?);
+        Ok(())
+    }
+
+    fn complete(self: Box<Self>, outcome: StoreResult<()>) {
+        let FnJob { value, reply, .. } = *self;
+        let result = outcome.and_then(|()| {
+            value.ok_or_else(|| StoreError::Unavailable("job produced no value".into()))
+        });
+        // The caller may have gone away (client disconnect); the write stands regardless.
+        let _ = reply.send(result);
+    }
+}
+
+/// The head of one tenant's receipt chain.
+#[derive(Debug, Clone)]
+pub(crate) struct ChainHead {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// State owned by the writer thread: chain heads and the signing key.
+pub(crate) struct WriterState {
+    signer: Arc<ReceiptSigner>,
+    committed: HashMap<String, ChainHead>,
+    /// Heads extended by the current batch; merged into `committed` after COMMIT.
+    pending: HashMap<String, ChainHead>,
+}
+
+impl WriterState {
+    /// The current head of a tenant's chain (`seq` 0 and `""` for an empty chain).
+    pub fn chain_head(&mut self, conn: &Connection, tenant_id: &str) -> StoreResult<ChainHead> {
+        if let Some(head) = self
+            .pending
+            .get(tenant_id)
+            .or_else(|| self.committed.get(tenant_id))
+        {
+            return Ok(head.clone());
+        }
+        let head = conn
+            .prepare_cached(
+                "SELECT seq, hash FROM receipts WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row([tenant_id], |row| {
+                Ok(ChainHead {
+                    seq: row.get::<_, i64>(0)? as u64,
+                    hash: row.get(1)?,
+                })
+            })
+            .optional()?
+            .unwrap_or(ChainHead {
+                seq: 0,
+                hash: String::new(),
+            });
+        self.committed.insert(tenant_id.to_owned(), head.clone());
+        Ok(head)
+    }
+
+    /// Records that this job extended a chain. Call only after the job's last fallible step.
+    pub fn extend_chain(&mut self, tenant_id: &str, head: ChainHead) {
+        self.pending.insert(tenant_id.to_owned(), head);
+    }
+
+    /// Signs a checkpoint over every chain head the batch moved.
+    fn checkpoint_pending(&self, conn: &Connection, now_ms: i64) -> StoreResult<()> {
+        for (tenant_id, head) in &self.pending {
+            sign_checkpoint(conn, &self.signer, tenant_id, head, now_ms)?;
+        }
+        Ok(())
+    }
+}
+
+fn sign_checkpoint(
+    conn: &Connection,
+    signer: &ReceiptSigner,
+    tenant_id: &str,
+    head: &ChainHead,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let checkpoint = signer
+        .checkpoint(tenant_id, head.seq, &head.hash, format_millis(now_ms))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO receipt_checkpoints (tenant_id, seq, head_hash, key_id, signed_at, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (tenant_id, seq) DO NOTHING",
+    )?
+    .execute(params![
+        tenant_id,
+        head.seq as i64,
+        checkpoint.body.head_hash,
+        checkpoint.body.key_id,
+        checkpoint.body.signed_at,
+        checkpoint.signature,
+    ])?;
+    Ok(())
+}
+
+/// Handle for sending jobs to the writer thread.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    jobs: mpsc::UnboundedSender<Box<dyn Job>>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`. Before taking jobs it registers the signing key
+    /// and signs a checkpoint over any chain head left unsigned by a crash.
+    pub fn start(
+        conn: Connection,
+        signer: Arc<ReceiptSigner>,
+        now_ms: fn() -> i64,
+    ) -> StoreResult<Self> {
+        register_key_and_seal_chains(&conn, &signer, now_ms())?;
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let state = WriterState {
+            signer,
+            committed: HashMap::new(),
+            pending: HashMap::new(),
+        };
+        std::thread::Builder::new()
+            .name("aegis-sqlite-writer".into())
+            .spawn(move || run(conn, state, queue, now_ms))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `work` in the writer's next transaction and answers after it is committed.
+    pub async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(FnJob {
+            work: Some(work),
+            value: None,
+            reply,
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped before committing".into()))?
+    }
+}
+
+fn register_key_and_seal_chains(
+    conn: &Connection,
+    signer: &ReceiptSigner,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
+        "INSERT INTO signing_keys (key_id, public_key, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key_id) DO NOTHING",
+        params![
+            signer.key_id(),
+            hex::encode(signer.verifying_key().as_bytes()),
+            now_ms
+        ],
+    )?;
+    let unsealed: Vec<(String, ChainHead)> = tx
+        .prepare(
+            "SELECT r.tenant_id, r.seq, r.hash FROM receipts r
+             WHERE r.seq = (SELECT MAX(seq) FROM receipts WHERE tenant_id = r.tenant_id)
+               AND r.seq > COALESCE((SELECT MAX(seq) FROM receipt_checkpoints c WHERE c.tenant_id = r.tenant_id), 0)",
+        )?
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                ChainHead {
+                    seq: row.get::<_, i64>(1)? as u64,
+                    hash: row.get(2)?,
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (tenant_id, head) in &unsealed {
+        tracing::info!(
+            tenant_id,
+            seq = head.seq,
+            "signing a checkpoint over a chain head left unsigned"
+        );
+        sign_checkpoint(&tx, signer, tenant_id, head, now_ms)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn run(
+    mut conn: Connection,
+    mut state: WriterState,
+    mut queue: mpsc::UnboundedReceiver<Box<dyn Job>>,
+    now_ms: fn() -> i64,
+) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcomes = commit_batch(&mut conn, &mut state, &mut batch, now_ms);
+        for (job, outcome) in batch.drain(..).zip(outcomes) {
+            job.complete(outcome);
+        }
+    }
+    tracing::debug!("writer queue closed; writer thread exits");
+}
+
+/// Applies a batch in one transaction. Returns one outcome per job.
+fn commit_batch(
+    conn: &mut Connection,
+    state: &mut WriterState,
+    batch: &mut [Box<dyn Job>],
+    now_ms: fn() -> i64,
+) -> Vec<StoreResult<()>> {
+    state.pending.clear();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let committed = (|| -> StoreResult<()> {
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for job in batch.iter_mut() {
+            let savepoint = tx.savepoint()?;
+            let outcome = job.apply(&savepoint, state);
+            if outcome.is_ok() {
+                savepoint.commit()?;
+            }
+            // A savepoint dropped without commit rolls back this job alone.
+            outcomes.push(outcome);
+        }
+        state.checkpoint_pending(&tx, now_ms())?;
+        tx.commit()?;
+        Ok(())
+    })();
+    match committed {
+        Ok(()) => {
+            let moved: Vec<_> = state.pending.drain().collect();
+            state.committed.extend(moved);
+            outcomes
+        }
+        Err(error) => {
+            tracing::error!(%error, jobs = batch.len(), "batch transaction failed; every job in it fails");
+            state.pending.clear();
+            // Heads may have been read inside the failed transaction; re-read them next time.
+            state.committed.clear();
+            let message = error.to_string();
+            batch
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(format!("commit failed: {message}"))))
+                .collect()
+        }
+    }
+}

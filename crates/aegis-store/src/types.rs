@@ -1,0 +1,289 @@
+use aegis_core::model::{ActionRisk, AgentStatus, RiskTier, Role, SourceTrust, Verdict};
+use serde::Serialize;
+use std::fmt;
+use std::sync::Arc;
+
+/// A tenant id. Only credentials (and `aegis init`) produce one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TenantId(Arc<str>);
+
+impl TenantId {
+    /// Wraps an id already checked by [`TenantId::validate`] or read from storage.
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        TenantId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Tenant ids are 1–64 characters of ASCII letters, digits, `-`, `_` and `.`.
+    pub fn validate(id: &str) -> Result<(), &'static str> {
+        if id.is_empty() || id.len() > 64 {
+            return Err("must be 1 to 64 characters");
+        }
+        if !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err("may contain only ASCII letters, digits, '-', '_' and '.'");
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// SHA-256 of a secret (agent token or operator key). Secrets themselves are never stored.
+pub type SecretHash = [u8; 32];
+
+/// Risk-tier escalation settings (PRODUCT.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RiskEscalation {
+    pub denial_threshold: u32,
+    pub window_minutes: u32,
+}
+
+impl Default for RiskEscalation {
+    fn default() -> Self {
+        RiskEscalation {
+            denial_threshold: 5,
+            window_minutes: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSettings {
+    pub id: TenantId,
+    pub risk_escalation: RiskEscalation,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOperatorKey {
+    pub id: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub secret_hash: SecretHash,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorKey {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub name: Option<String>,
+    pub role: Role,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub id: String,
+    pub name: String,
+    pub risk_tier: RiskTier,
+    pub token_hash: SecretHash,
+    pub actor: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub status: AgentStatus,
+    /// Why the agent is frozen or revoked, as the operator or the SOC said.
+    pub status_reason: Option<String>,
+    pub risk_tier: RiskTier,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// Paging cursor: agents list newest first, by this value.
+    pub cursor: i64,
+}
+
+/// Who a presented agent token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOwner {
+    /// The agent's current token.
+    Current(Agent),
+    /// A token that was rotated away, or whose agent was revoked: it must answer 401.
+    Dead {
+        tenant_id: TenantId,
+        agent_id: String,
+    },
+}
+
+/// A lifecycle change of an agent, made by `actor` (an operator key id or the SOC).
+#[derive(Debug, Clone)]
+pub struct AgentChange {
+    pub kind: AgentChangeKind,
+    pub actor: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum AgentChangeKind {
+    Freeze { reason: String },
+    Unfreeze,
+    Revoke { reason: Option<String> },
+    RotateToken { new_token_hash: SecretHash },
+    SetRiskTier { risk_tier: RiskTier },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolAction {
+    pub action: String,
+    pub mutates_state: bool,
+    pub risk: ActionRisk,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegisteredToolAction {
+    pub tool: String,
+    #[serde(flatten)]
+    pub action: ToolAction,
+}
+
+/// Cursor paging, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Only items older than this cursor (exclusive).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            before: None,
+            limit: 50,
+        }
+    }
+}
+
+/// Tracing context of a multi-hop run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TraceContext {
+    pub run_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub parent_run_id: Option<String>,
+}
+
+/// A decision to record, fully decided by the caller.
+#[derive(Debug, Clone)]
+pub struct NewDecision {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub agent_id: String,
+    pub request_id: Option<String>,
+    pub tool: String,
+    pub action: String,
+    pub resource: Option<String>,
+    pub mutates_state: bool,
+    pub risk: ActionRisk,
+    pub source_trust: SourceTrust,
+    pub verdict: Verdict,
+    pub risk_score: u8,
+    pub reason: String,
+    pub matched_policies: Vec<String>,
+    pub action_hash: String,
+    pub trace: TraceContext,
+    pub created_at_ms: i64,
+    /// The tenant's escalation settings at decision time (denies only count toward them).
+    pub escalation: RiskEscalation,
+}
+
+/// What recording produced: where the decision sits in the log and its receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedDecision {
+    pub event_seq: i64,
+    pub receipt_id: String,
+    pub receipt_seq: u64,
+    pub receipt_hash: String,
+    pub prev_hash: String,
+    /// Set when this deny stepped the agent's risk tier up.
+    pub escalated_to: Option<RiskTier>,
+}
+
+/// A stored decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub event_seq: i64,
+    pub agent_id: String,
+    pub request_id: Option<String>,
+    pub tool: String,
+    pub action: String,
+    pub resource: Option<String>,
+    pub mutates_state: bool,
+    pub risk: ActionRisk,
+    pub source_trust: SourceTrust,
+    pub verdict: Verdict,
+    pub risk_score: u8,
+    pub reason: String,
+    pub matched_policies: Vec<String>,
+    pub action_hash: String,
+    pub trace: TraceContext,
+    pub receipt_id: String,
+    pub created_at_ms: i64,
+}
+
+/// Filters of `GET /v1/decisions`; every one is optional.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionFilter {
+    pub agent_id: Option<String>,
+    pub verdict: Option<Verdict>,
+    pub tool: Option<String>,
+    pub action: Option<String>,
+    pub run_id: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub page: Page,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub key_id: String,
+    /// Hex of the Ed25519 public key.
+    pub public_key: String,
+    pub created_at_ms: i64,
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub seq: i64,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    pub agent_id: Option<String>,
+    pub subject_id: Option<String>,
+    pub payload: serde_json::Value,
+    pub created_at_ms: i64,
+}
+
+/// Kinds of events on the log.
+pub mod event_kind {
+    pub const DECISION: &str = "decision";
+    pub const AGENT_CREATED: &str = "agent.created";
+    pub const AGENT_FROZEN: &str = "agent.frozen";
+    pub const AGENT_UNFROZEN: &str = "agent.unfrozen";
+    pub const AGENT_REVOKED: &str = "agent.revoked";
+    pub const AGENT_TOKEN_ROTATED: &str = "agent.token_rotated";
+    pub const AGENT_RISK_TIER_CHANGED: &str = "agent.risk_tier_changed";
+    pub const TOOL_REGISTERED: &str = "tool.registered";
+    pub const POLICY_PUT: &str = "policy.put";
+    pub const POLICY_DELETED: &str = "policy.deleted";
+    pub const KEY_CREATED: &str = "key.created";
+    pub const KEY_REVOKED: &str = "key.revoked";
+    pub const TENANT_CREATED: &str = "tenant.created";
+    pub const TENANT_SETTINGS_CHANGED: &str = "tenant.settings_changed";
+}

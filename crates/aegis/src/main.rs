@@ -1,0 +1,194 @@
+//! `aegis`: the AegisAgent gateway (`aegis serve`) and its operator CLI (`aegis init`).
+
+mod signing_key;
+
+use aegis_core::model::Role;
+use aegis_server::auth::{OPERATOR_KEY_PREFIX, new_id, new_secret};
+use aegis_server::{AppState, Settings, router};
+use aegis_store::sqlite::SqliteStore;
+use aegis_store::{NewOperatorKey, Store, StoreError, TenantId};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "aegis",
+    version,
+    about = "AegisAgent: the authorization gateway between AI agents and their tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Create the database if needed, a tenant and its first admin key (printed as JSON).
+    Init(InitArgs),
+}
+
+#[derive(Args)]
+struct DatabaseArgs {
+    /// SQLite database file (created with its schema on first use).
+    #[arg(long, env = "AEGIS_DB", default_value = "db/aegisagent.db")]
+    db: String,
+    /// Ed25519 seed (64 hex digits) for signing receipt checkpoints; overrides the key file.
+    #[arg(long, env = "AEGIS_SIGNING_KEY", hide_env_values = true)]
+    signing_key: Option<String>,
+    /// Where the signing key is kept; generated (mode 0600) on first start.
+    /// Default: `<db>.signing-key` beside the database.
+    #[arg(long, env = "AEGIS_SIGNING_KEY_FILE")]
+    signing_key_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Address to listen on.
+    #[arg(long, env = "AEGIS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "AEGIS_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Seconds to wait for in-flight requests and queued writes on shutdown.
+    #[arg(long, env = "AEGIS_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
+    shutdown_grace_secs: u64,
+}
+
+#[derive(Args)]
+struct InitArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Id of the tenant to create.
+    #[arg(long, env = "AEGIS_TENANT")]
+    tenant: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AEGIS_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Init(args) => init(args).await,
+        }
+    })
+}
+
+fn open_store(args: &DatabaseArgs) -> anyhow::Result<Arc<SqliteStore>> {
+    if args.db.starts_with("postgres://") || args.db.starts_with("postgresql://") {
+        bail!(
+            "AEGIS_DB names PostgreSQL, which this build does not support yet; use a SQLite file path"
+        );
+    }
+    let db = PathBuf::from(&args.db);
+    let key_file = args
+        .signing_key_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.signing-key", args.db)));
+    let signer = signing_key::load_or_create(args.signing_key.as_deref(), &key_file)?;
+    let store = SqliteStore::open(&db, Arc::new(signer))
+        .with_context(|| format!("cannot open database {}", db.display()))?;
+    Ok(Arc::new(store))
+}
+
+async fn init(args: InitArgs) -> anyhow::Result<()> {
+    if let Err(reason) = TenantId::validate(&args.tenant) {
+        bail!("--tenant {reason}");
+    }
+    let store = open_store(&args.database)?;
+    let (admin_key, secret_hash) =
+        new_secret(OPERATOR_KEY_PREFIX).map_err(|e| anyhow::anyhow!(e.message))?;
+    let tenant = TenantId::new(args.tenant.as_str());
+    let created = store
+        .create_tenant(
+            &tenant,
+            NewOperatorKey {
+                id: new_id("key"),
+                name: Some("initial admin".into()),
+                role: Role::Admin,
+                secret_hash,
+                created_at_ms: aegis_server::now_ms(),
+            },
+        )
+        .await;
+    match created {
+        Ok(key) => {
+            println!(
+                "{}",
+                serde_json::json!({"tenant_id": tenant, "admin_key": admin_key, "admin_key_id": key.id})
+            );
+            Ok(())
+        }
+        Err(StoreError::Conflict(_)) => {
+            bail!("tenant {tenant} already exists in {}", args.database.db)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.database)?;
+    let state = AppState::new(
+        Arc::clone(&store) as Arc<dyn Store>,
+        Settings {
+            max_body_bytes: args.max_body_bytes,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, db = %args.database.db, "aegis gateway serving");
+
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal());
+    server.await.context("server error")?;
+
+    // Requests still queued for the writer were answered or will be; make sure they hit disk.
+    match tokio::time::timeout(grace, store.flush()).await {
+        Ok(Ok(())) => tracing::info!("all writes flushed; bye"),
+        Ok(Err(error)) => tracing::error!(%error, "flushing writes failed on shutdown"),
+        Err(_) => tracing::error!("writes not flushed within the shutdown grace period"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
