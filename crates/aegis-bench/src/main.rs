@@ -8,11 +8,16 @@
 //!
 //! By default the benchmark starts its own server: `aegis init` in a temporary directory, then
 //! `aegis serve` on a free loopback port (log in the temporary directory, `RUST_LOG=warn`). It
-//! waits for `GET /readyz`, registers an agent and a `github` tool over the management API, raises
-//! the tenant's risk-escalation threshold so that the denies of the run do not change later
-//! decisions, and kills the server when it is done (also on error and on Ctrl-C). With `--url` and
-//! `--admin-key` it benchmarks an already running server instead (and afterwards revokes its
-//! agent and restores the escalation setting).
+//! waits for `GET /readyz`, registers two agents and a `github` tool over the management API,
+//! raises the tenant's risk-escalation threshold, and kills the server when it is done (also on
+//! error and on Ctrl-C). With `--url` and `--admin-key` (or `AEGIS_ADMIN_KEY`) it benchmarks an
+//! already running server instead, and afterwards revokes its agents and restores the escalation
+//! setting.
+//!
+//! Calls expected to be denied are sent by a second agent (`bench-agent-deny`), so that risk-tier
+//! escalation caused by the run's denies cannot turn the allowed calls of `bench-agent` into
+//! approvals or denies halfway through. Decisions that differ from the default policy pack's are
+//! reported as unexpected.
 //!
 //! Each of `--connections` tasks owns its own HTTP/1.1 keep-alive client and runs a closed loop
 //! (the next request leaves when the previous one is answered), so exactly N requests are in
@@ -160,10 +165,10 @@ enum Target {
     Noop {
         url: String,
     },
+    /// The calls to send in turn, each with the bearer header of its agent.
     Authorize {
         url: String,
-        auth: HeaderValue,
-        bodies: Vec<(Call, Vec<u8>)>,
+        calls: Vec<(Call, HeaderValue, Vec<u8>)>,
     },
 }
 
@@ -180,8 +185,8 @@ impl Target {
     async fn send(&self, client: &Client, i: usize) -> Outcome {
         let (request, call) = match self {
             Target::Noop { url } => (client.get(url), None),
-            Target::Authorize { url, auth, bodies } => {
-                let (call, body) = &bodies[i % bodies.len()];
+            Target::Authorize { url, calls } => {
+                let (call, auth, body) = &calls[i % calls.len()];
                 let request = client
                     .post(url)
                     .header(AUTHORIZATION, auth.clone())
@@ -228,7 +233,14 @@ fn transport(e: &reqwest::Error) -> Outcome {
     } else {
         "transport error"
     };
-    Outcome::Transport(class.into(), format!("{:#}", anyhow!("{e}").context(class)))
+    // reqwest's own message leaves out the cause (connection refused, reset, ...): add the chain.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    Outcome::Transport(class.into(), message)
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -534,62 +546,81 @@ fn expect(what: &str, status: StatusCode, body: &Value, ok: &[StatusCode]) -> Re
 
 /// What setup created, for cleanup against a server the benchmark did not start.
 struct Setup {
-    agent_id: Option<String>,
-    agent_token: String,
+    /// Bearer header of the agent that sends the calls expected to be allowed.
+    allow_auth: HeaderValue,
+    /// Bearer header of the agent that sends the calls expected to be denied.
+    deny_auth: HeaderValue,
+    agent_ids: Vec<String>,
     previous_escalation: Option<Value>,
 }
 
-async fn setup(client: &Client, base: &str, key: &str) -> Result<Setup> {
-    let (status, agent) = api(
-        client,
-        Method::POST,
-        &format!("{base}/v1/agents"),
-        key,
-        Some(&json!({"name": "bench-agent"})),
-    )
-    .await?;
+/// Registers an agent and returns its id (if shown) and its bearer header.
+async fn create_agent(
+    client: &Client,
+    base: &str,
+    key: &str,
+    name: &str,
+) -> Result<(Option<String>, HeaderValue)> {
+    let url = format!("{base}/v1/agents");
+    let body = json!({"name": name});
+    let (status, agent) = api(client, Method::POST, &url, key, Some(&body)).await?;
     expect("POST /v1/agents", status, &agent, &[StatusCode::CREATED])?;
-    let agent_token = agent
+    let token = agent
         .get("agent_token")
         .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("POST /v1/agents: no `agent_token` in {agent}"))?
-        .to_owned();
-    let agent_id = agent.get("id").and_then(Value::as_str).map(str::to_owned);
+        .ok_or_else(|| anyhow!("POST /v1/agents: no `agent_token` in {agent}"))?;
+    let auth = HeaderValue::from_str(&format!("Bearer {token}"))
+        .context("agent token is not a valid header value")?;
+    let id = agent.get("id").and_then(Value::as_str).map(str::to_owned);
+    Ok((id, auth))
+}
+
+async fn setup(client: &Client, base: &str, key: &str) -> Result<Setup> {
+    // Denied calls go out under their own agent: its denies can step only its own risk tier up,
+    // so the allowed calls keep being allowed however long the run.
+    let (allow_id, allow_auth) = create_agent(client, base, key, "bench-agent").await?;
+    let (deny_id, deny_auth) = create_agent(client, base, key, "bench-agent-deny").await?;
 
     let tools = json!({"tool": "github", "actions": [
         {"action": "get_file", "mutates_state": false, "risk": "low"},
         {"action": "merge_pull_request", "mutates_state": true, "risk": "high"},
     ]});
-    let (status, body) = api(
-        client,
-        Method::POST,
-        &format!("{base}/v1/tools"),
-        key,
-        Some(&tools),
-    )
-    .await?;
+    let url = format!("{base}/v1/tools");
+    let (status, body) = api(client, Method::POST, &url, key, Some(&tools)).await?;
     // A running server may already know the tool from an earlier run.
     let ok = [StatusCode::CREATED, StatusCode::OK, StatusCode::CONFLICT];
     expect("POST /v1/tools", status, &body, &ok)?;
 
-    let escalation_url = format!("{base}/v1/tenants/risk-escalation");
-    let previous_escalation = match api(client, Method::GET, &escalation_url, key, None).await {
+    // Keep escalation out of the measurement as far as the server allows: try a threshold no
+    // run reaches, then the largest one the server is known to accept.
+    let url = format!("{base}/v1/tenants/risk-escalation");
+    let previous_escalation = match api(client, Method::GET, &url, key, None).await {
         Ok((StatusCode::OK, v)) if v.is_object() => Some(v),
         _ => None,
     };
-    let relaxed = json!({"denial_threshold": 1_000_000, "window_minutes": 1});
-    let (status, body) = api(client, Method::PUT, &escalation_url, key, Some(&relaxed)).await?;
-    if !status.is_success() {
+    let mut last = None;
+    for threshold in [1_000_000, 10_000] {
+        let relaxed = json!({"denial_threshold": threshold, "window_minutes": 1});
+        let (status, body) = api(client, Method::PUT, &url, key, Some(&relaxed)).await?;
+        if status.is_success() {
+            last = None;
+            break;
+        }
+        last = Some((status, body));
+    }
+    if let Some((status, body)) = last {
         bail!("PUT /v1/tenants/risk-escalation: unexpected {status}: {body}");
     }
+
     Ok(Setup {
-        agent_id,
-        agent_token,
+        allow_auth,
+        deny_auth,
+        agent_ids: allow_id.into_iter().chain(deny_id).collect(),
         previous_escalation,
     })
 }
 
-/// Best effort: leave a server the benchmark did not start as it was (bar the revoked agent).
+/// Best effort: leave a server the benchmark did not start as it was (bar the revoked agents).
 async fn cleanup(client: &Client, base: &str, key: &str, setup: &Setup) {
     if let Some(previous) = &setup.previous_escalation {
         let url = format!("{base}/v1/tenants/risk-escalation");
@@ -599,7 +630,7 @@ async fn cleanup(client: &Client, base: &str, key: &str, setup: &Setup) {
             Err(e) => eprintln!("warning: restoring risk escalation: {e:#}"),
         }
     }
-    if let Some(id) = &setup.agent_id {
+    for id in &setup.agent_ids {
         let url = format!("{base}/v1/agents/{id}/revoke");
         match api(client, Method::POST, &url, key, None).await {
             Ok((status, _)) if status.is_success() => {}
@@ -824,18 +855,21 @@ async fn run(args: &Args) -> Result<()> {
         args.warmup,
         args.duration
     );
-    let auth = HeaderValue::from_str(&format!("Bearer {}", setup.agent_token))
-        .context("agent token is not a valid header value")?;
-    let bodies = args
+    let calls = args
         .scenario
         .calls()
         .iter()
-        .map(|&call| Ok((call, serde_json::to_vec(&call.body())?)))
+        .map(|&call| {
+            let auth = match call.expected() {
+                "deny" => setup.deny_auth.clone(),
+                _ => setup.allow_auth.clone(),
+            };
+            Ok((call, auth, serde_json::to_vec(&call.body())?))
+        })
         .collect::<Result<Vec<_>>>()?;
     let authorize_target = Target::Authorize {
         url: format!("{base}/v1/authorize"),
-        auth,
-        bodies,
+        calls,
     };
     let authorize = run_phase(&clients, authorize_target, warmup, duration).await?;
 

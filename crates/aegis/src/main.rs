@@ -1,5 +1,7 @@
-//! `aegis`: the AegisAgent gateway (`aegis serve`) and its operator CLI (`aegis init`).
+//! `aegis`: the AegisAgent gateway (`aegis serve`) and its operator CLI (`aegis init`,
+//! `aegis receipts export|verify`).
 
+mod receipts;
 mod signing_key;
 
 use aegis_core::model::Role;
@@ -30,6 +32,41 @@ enum Command {
     Serve(ServeArgs),
     /// Create the database if needed, a tenant and its first admin key (printed as JSON).
     Init(InitArgs),
+    /// Export and verify receipt chains.
+    #[command(subcommand)]
+    Receipts(ReceiptsCommand),
+}
+
+#[derive(Subcommand)]
+enum ReceiptsCommand {
+    /// Write receipt chains to standard output as JSON lines, each with its covering
+    /// signed checkpoint and public key.
+    Export {
+        /// SQLite database file.
+        #[arg(long, env = "AEGIS_DB", default_value = "db/aegisagent.db")]
+        db: PathBuf,
+        /// Only this tenant's chain.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Verify chains: hashes, links, seq without gaps, and checkpoint signatures.
+    /// Exits 0 when every chain verifies; otherwise names the first bad receipt.
+    Verify {
+        /// An exported JSON-lines file.
+        #[arg(required_unless_present = "db", conflicts_with = "db")]
+        file: Option<PathBuf>,
+        /// Verify the chains stored in this SQLite database instead.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Accept only these signing keys (`KEY_ID=HEX`, repeatable) instead of the keys
+        /// found beside the receipts.
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+        /// Interop mode: FILE holds receipts under the generic rule "hash every field but
+        /// receipt_hash" (the reference vectors' format).
+        #[arg(long, requires = "file")]
+        generic: bool,
+    },
 }
 
 #[derive(Args)]
@@ -88,8 +125,46 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Init(args) => init(args).await,
+            Command::Receipts(command) => receipts_command(command).await,
         }
     })
+}
+
+async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
+    match command {
+        ReceiptsCommand::Export { db, tenant } => {
+            let store = SqliteStore::open_read_only(&db)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            receipts::export(&store, tenant.as_deref(), &mut out).await?;
+            Ok(())
+        }
+        ReceiptsCommand::Verify {
+            file,
+            db,
+            trusted_keys,
+            generic,
+        } => {
+            let pins = receipts::parse_pins(&trusted_keys)?;
+            let verdict = match (file, db) {
+                (Some(file), _) if generic => receipts::verify_generic_file(&file)?,
+                (Some(file), _) => receipts::verify_file(&file, &pins)?,
+                (None, Some(db)) => {
+                    receipts::verify_db(&SqliteStore::open_read_only(&db)?, &pins).await?
+                }
+                (None, None) => bail!("give an exported FILE or --db"),
+            };
+            match verdict {
+                receipts::Verdict::Verified { receipts, chains } => {
+                    println!("ok: {receipts} receipts in {chains} chain(s) verified");
+                    Ok(())
+                }
+                receipts::Verdict::Broken(why) => {
+                    eprintln!("FAILED: {why}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
 }
 
 fn open_store(args: &DatabaseArgs) -> anyhow::Result<Arc<SqliteStore>> {

@@ -46,7 +46,8 @@ fn now_ms() -> i64 {
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Writer,
+    /// `None` for a store opened read-only (offline verification).
+    writer: Option<Writer>,
     readers: Arc<Mutex<Vec<Connection>>>,
 }
 
@@ -58,9 +59,32 @@ impl SqliteStore {
         let writer = Writer::start(conn, signer, now_ms)?;
         Ok(SqliteStore {
             path: path.to_owned(),
-            writer,
+            writer: Some(writer),
             readers: Arc::new(Mutex::new(Vec::new())),
         })
+    }
+
+    /// Opens an existing database for reading only: no writer, no signing key, no
+    /// migrations. Every write answers `Unavailable`.
+    pub fn open_read_only(path: &Path) -> StoreResult<Self> {
+        if !path.exists() {
+            return Err(StoreError::Unavailable(format!(
+                "no database at {}",
+                path.display()
+            )));
+        }
+        let probe = open_reader_connection(path)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: None,
+            readers: Arc::new(Mutex::new(vec![probe])),
+        })
+    }
+
+    fn writer(&self) -> StoreResult<&Writer> {
+        self.writer
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the database was opened read-only".into()))
     }
 
     /// Creates the database and its schema without starting a writer (for `aegis init`).
@@ -468,7 +492,7 @@ impl Store for SqliteStore {
     }
 
     async fn flush(&self) -> StoreResult<()> {
-        self.writer.write(|_, _| Ok(())).await
+        self.writer()?.write(|_, _| Ok(())).await
     }
 
     async fn create_tenant(
@@ -477,7 +501,7 @@ impl Store for SqliteStore {
         admin_key: NewOperatorKey,
     ) -> StoreResult<OperatorKey> {
         let tenant = tenant.clone();
-        self.writer
+        self.writer()?
             .write(move |conn, _| {
                 let at = admin_key.created_at_ms;
                 let inserted = conn.execute(
@@ -512,7 +536,7 @@ impl Store for SqliteStore {
         escalation: RiskEscalation,
     ) -> StoreResult<TenantSettings> {
         let tenant = tenant.clone();
-        self.writer
+        self.writer()?
             .write(move |conn, _| {
                 conn.execute(
                     "UPDATE tenants SET denial_threshold = ?1, escalation_window_minutes = ?2 WHERE id = ?3",
@@ -544,7 +568,7 @@ impl Store for SqliteStore {
         key: NewOperatorKey,
     ) -> StoreResult<OperatorKey> {
         let tenant = tenant.clone();
-        self.writer
+        self.writer()?
             .write(move |conn, _| insert_operator_key(conn, tenant.as_str(), &key))
             .await
     }
@@ -589,7 +613,7 @@ impl Store for SqliteStore {
         key_id: &str,
     ) -> StoreResult<OperatorKey> {
         let (tenant, key_id) = (tenant.clone(), key_id.to_owned());
-        self.writer
+        self.writer()?
             .write(move |conn, _| {
                 let at = now_ms();
                 let changed = conn.execute(
@@ -612,7 +636,7 @@ impl Store for SqliteStore {
 
     async fn create_agent(&self, tenant: &TenantId, agent: NewAgent) -> StoreResult<Agent> {
         let tenant = tenant.clone();
-        self.writer
+        self.writer()?
             .write(move |conn, _| {
                 let at = agent.created_at_ms;
                 conn.execute(
@@ -695,7 +719,7 @@ impl Store for SqliteStore {
         change: AgentChange,
     ) -> StoreResult<Agent> {
         let (tenant, agent_id) = (tenant.clone(), agent_id.to_owned());
-        self.writer
+        self.writer()?
             .write(move |conn, _| change_agent_tx(conn, tenant.as_str(), &agent_id, &change))
             .await
     }
@@ -707,7 +731,7 @@ impl Store for SqliteStore {
         actions: Vec<ToolAction>,
     ) -> StoreResult<()> {
         let (tenant, tool) = (tenant.clone(), tool.to_owned());
-        self.writer
+        self.writer()?
             .write(move |conn, _| {
                 let at = now_ms();
                 let mut upsert = conn.prepare_cached(
@@ -777,7 +801,7 @@ impl Store for SqliteStore {
         actor: &str,
     ) -> StoreResult<bool> {
         let (tenant, actor) = (tenant.clone(), actor.to_owned());
-        self.writer
+        self.writer()?
             .write(move |conn, _| {
                 let at = now_ms();
                 let existed: bool = conn.query_row(
@@ -811,7 +835,7 @@ impl Store for SqliteStore {
         actor: &str,
     ) -> StoreResult<()> {
         let (tenant, policy_id, actor) = (tenant.clone(), policy_id.to_owned(), actor.to_owned());
-        self.writer
+        self.writer()?
             .write(move |conn, _| {
                 let deleted = conn.execute(
                     "DELETE FROM policies WHERE tenant_id = ?1 AND id = ?2",
@@ -835,7 +859,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
-        self.writer
+        self.writer()?
             .write(move |conn, state| record_decision_tx(conn, state, &decision))
             .await
     }

@@ -1,0 +1,154 @@
+//! `aegis init` and `aegis receipts export|verify` as a user runs them.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn init_adds_tenants_and_refuses_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nested/dir/aegis.db");
+    let first = init(dir.path(), &db, "acme");
+    let second = init(dir.path(), &db, "globex");
+    assert_ne!(first, second);
+    assert!(
+        first.starts_with("aok_") && first.len() > 64,
+        "≥128 random bits"
+    );
+
+    let again = aegis(
+        dir.path(),
+        &["init", "--tenant", "acme", "--db", db.to_str().unwrap()],
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let bad = aegis(
+        dir.path(),
+        &[
+            "init",
+            "--tenant",
+            "no spaces",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+    );
+    assert!(!bad.status.success());
+
+    // Keys are stored only as hashes.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let stored: Vec<Vec<u8>> = conn
+        .prepare("SELECT secret_hash FROM operator_keys")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored
+            .iter()
+            .all(|h| h.len() == 32 && !first.as_bytes().windows(32).any(|w| w == h.as_slice()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_chains_verify_and_tampering_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let gw = Gateway::start(dir.path(), &db).await;
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    for source in [
+        "trusted_internal_signed",
+        "untrusted_external",
+        "semi_trusted_customer",
+        "unknown",
+    ] {
+        let resp = client
+            .post(gw.url("/v1/authorize"))
+            .bearer_auth(&token)
+            .json(&merge_call(source))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(gw.terminate().code(), Some(0));
+    let db_arg = db.to_str().unwrap();
+
+    let export = aegis(dir.path(), &["receipts", "export", "--db", db_arg]);
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let file = dir.path().join("chain.jsonl");
+    std::fs::write(&file, &export.stdout).unwrap();
+    let lines: Vec<&str> = std::str::from_utf8(&export.stdout)
+        .unwrap()
+        .lines()
+        .collect();
+    assert_eq!(lines.len(), 4);
+    let ok = aegis(dir.path(), &["receipts", "verify", file.to_str().unwrap()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let ok = aegis(dir.path(), &["receipts", "verify", "--db", db_arg]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // One flipped field in line 2 of the file: verify names line 2.
+    let tampered: String = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| if i == 1 { l.replacen("\"deny\"", "\"allow\"", 1) } else { l.to_string() } + "\n")
+        .collect();
+    let bad_file = dir.path().join("tampered.jsonl");
+    std::fs::write(&bad_file, tampered).unwrap();
+    let bad = aegis(
+        dir.path(),
+        &["receipts", "verify", bad_file.to_str().unwrap()],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(why.contains("line 2") && why.contains("hash"), "{why}");
+
+    // One tampered row in the database: verify --db names that receipt.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (id, body): (String, String) = conn
+        .query_row("SELECT id, body FROM receipts WHERE seq = 3", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    conn.execute(
+        "UPDATE receipts SET body = ?1 WHERE id = ?2",
+        [
+            body.replace("\"risk_score\":", "\"risk_score\":1"),
+            id.clone(),
+        ],
+    )
+    .unwrap();
+    drop(conn);
+    let bad = aegis(dir.path(), &["receipts", "verify", "--db", db_arg]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains(&id));
+
+    // Interop mode: the reference vectors verify under the generic rule.
+    let vectors = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/vectors/reference_receipt_chain_vectors.json"
+    );
+    let interop = aegis(dir.path(), &["receipts", "verify", "--generic", vectors]);
+    assert!(
+        interop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&interop.stderr)
+    );
+}

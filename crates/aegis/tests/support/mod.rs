@@ -1,0 +1,175 @@
+//! Drives the built `aegis` binary like a user: `aegis init`, `aegis serve` on a free
+//! loopback port with a fresh SQLite file, HTTP calls, kill -9.
+
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
+
+/// Runs `aegis` with `args`, in `dir`, and returns its output.
+pub fn aegis(dir: &Path, args: &[&str]) -> Output {
+    Command::new(AEGIS)
+        .args(args)
+        .current_dir(dir)
+        .env("AEGIS_LOG", "warn")
+        .output()
+        .expect("run aegis")
+}
+
+/// `aegis init --tenant ID --db DB` → the admin key.
+pub fn init(dir: &Path, db: &Path, tenant: &str) -> String {
+    let out = aegis(
+        dir,
+        &["init", "--tenant", tenant, "--db", db.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("init prints JSON");
+    assert_eq!(printed["tenant_id"], tenant);
+    printed["admin_key"].as_str().unwrap().to_owned()
+}
+
+pub struct Gateway {
+    child: Child,
+    pub base: String,
+    pub db: PathBuf,
+    log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts `aegis serve` on a free port and waits until `/readyz` answers.
+    pub async fn start(dir: &Path, db: &Path) -> Gateway {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.join(format!("serve-{port}.log"));
+        let child = Command::new(AEGIS)
+            .args([
+                "serve",
+                "--db",
+                db.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .current_dir(dir)
+            .env("AEGIS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn aegis serve");
+        let gateway = Gateway {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            db: db.to_owned(),
+            log,
+        };
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(resp) = client.get(format!("{}/readyz", self.base)).send().await
+                && resp.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "gateway not ready; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not stop within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Registers an agent and the `github` tool; returns (agent id, agent token).
+pub async fn agent_with_github(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    admin: &str,
+) -> (String, String) {
+    let agent: Value = client
+        .post(gw.url("/v1/agents"))
+        .bearer_auth(admin)
+        .json(&json!({"name": "coding-agent"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tools = client
+        .post(gw.url("/v1/tools"))
+        .bearer_auth(admin)
+        .json(&json!({"tool": "github", "actions": [
+            {"action": "get_file", "mutates_state": false, "risk": "low"},
+            {"action": "merge_pull_request", "mutates_state": true, "risk": "high"}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tools.status(), 201);
+    (
+        agent["id"].as_str().unwrap().to_owned(),
+        agent["agent_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A write from the given source.
+pub fn merge_call(source_trust: &str) -> Value {
+    json!({
+        "tool_call": {"tool": "github", "action": "merge_pull_request", "resource": "payments#482",
+                      "parameters": {"base_branch": "main"}, "mutates_state": true},
+        "context": {"source_trust": source_trust}
+    })
+}
