@@ -24,6 +24,8 @@ pub struct AgentFacts<'a> {
 pub struct RegisteredAction {
     pub mutates_state: bool,
     pub risk: ActionRisk,
+    /// Sends data outside the organisation; the SOC's exfiltration rule watches these.
+    pub egress: bool,
 }
 
 /// The proposed call, with the server's facts where it has them.
@@ -159,10 +161,12 @@ mod tests {
     const WRITE: RegisteredAction = RegisteredAction {
         mutates_state: true,
         risk: ActionRisk::High,
+        egress: false,
     };
     const READ: RegisteredAction = RegisteredAction {
         mutates_state: false,
         risk: ActionRisk::Low,
+        egress: false,
     };
 
     #[test]

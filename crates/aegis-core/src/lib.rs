@@ -24,6 +24,7 @@
 //! ```
 
 pub mod canonical;
+pub mod correlate;
 pub mod decision;
 pub mod model;
 pub mod policy;

@@ -42,7 +42,8 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
+/// The bearer credential of a request, if any.
+pub fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -78,6 +79,21 @@ impl FromRequestParts<SharedState> for AgentCaller {
                 agent_id,
             }) => {
                 tracing::warn!(%tenant_id, %agent_id, "authorize with a revoked or rotated-away agent token");
+                if state.dead_tokens.should_record(&agent_id, crate::now_ms()) {
+                    let payload = serde_json::json!({"agent_id": agent_id, "token_sha256_prefix": hex::encode(&hash[..4])});
+                    if let Err(error) = state
+                        .store
+                        .record_event(
+                            &tenant_id,
+                            aegis_store::event_kind::AUTH_DEAD_TOKEN,
+                            Some(&agent_id),
+                            payload,
+                        )
+                        .await
+                    {
+                        tracing::error!(%error, "cannot record the use of a dead token");
+                    }
+                }
                 Err(ApiError::unauthorized("invalid agent token"))
             }
             None => Err(ApiError::unauthorized("invalid agent token")),
@@ -122,16 +138,9 @@ impl<R> Operator<R> {
     }
 }
 
-impl<R: RequiredRole> FromRequestParts<SharedState> for Operator<R> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &SharedState,
-    ) -> Result<Self, Self::Rejection> {
-        let secret = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("an operator key is required (Authorization: Bearer)")
-        })?;
+impl<R: RequiredRole> Operator<R> {
+    /// Authenticates an operator key and checks its role.
+    pub async fn from_secret(state: &SharedState, secret: &str) -> Result<Self, ApiError> {
         if secret.starts_with(AGENT_TOKEN_PREFIX) {
             return Err(ApiError::unauthorized(
                 "agent tokens are not accepted on the management API",
@@ -156,5 +165,19 @@ impl<R: RequiredRole> FromRequestParts<SharedState> for Operator<R> {
             role: key.role,
             _role: PhantomData,
         })
+    }
+}
+
+impl<R: RequiredRole> FromRequestParts<SharedState> for Operator<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        let secret = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("an operator key is required (Authorization: Bearer)")
+        })?;
+        Operator::from_secret(state, secret).await
     }
 }

@@ -58,6 +58,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     .unwrap_or(path);
                 ApiError::invalid_field(field, strip_position(&message))
             }
+            // serde_json reports a wrong-typed enum (e.g. a number where a variant name is
+            // expected) as a syntax error; if the text is valid JSON, it is a field error.
+            _ if path != "." && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
+                ApiError::invalid_field(path, "has the wrong type or an unknown value")
+            }
             _ => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",

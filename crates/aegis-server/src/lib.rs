@@ -79,6 +79,18 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(decisions::list_decisions))
         .routes(routes!(decisions::get_decision))
         .routes(routes!(
+            tenants::get_soc_autonomy,
+            tenants::put_soc_autonomy
+        ))
+        .routes(routes!(tenants::get_deny_storm, tenants::put_deny_storm))
+        .routes(routes!(incidents::list_incidents))
+        .routes(routes!(incidents::get_incident))
+        .routes(routes!(incidents::ack_incident))
+        .routes(routes!(incidents::close_incident))
+        .routes(routes!(incidents::apply_recommendation))
+        .routes(routes!(incidents::list_alerts))
+        .routes(routes!(ws::events_feed))
+        .routes(routes!(
             tenants::get_risk_escalation,
             tenants::put_risk_escalation
         ))

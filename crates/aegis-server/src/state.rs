@@ -22,12 +22,15 @@ pub type SharedState = Arc<AppState>;
 pub struct Settings {
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// `AEGIS_SOC_AUTONOMY_LEVEL`, when set: the level of tenants without an override.
+    pub env_autonomy: Option<aegis_core::model::AutonomyLevel>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             max_body_bytes: 1 << 20,
+            env_autonomy: None,
         }
     }
 }
@@ -36,7 +39,36 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub agents: AgentDirectory,
     pub tenants: TenantRuntimes,
+    pub dead_tokens: DeadTokenLog,
     pub settings: Settings,
+}
+
+/// Throttles `auth.dead_token` events: a client retrying a dead token in a loop must not
+/// turn each 401 into a write.
+#[derive(Default)]
+pub struct DeadTokenLog {
+    last_recorded: parking_lot::Mutex<HashMap<String, i64>>,
+}
+
+impl DeadTokenLog {
+    const INTERVAL_MS: i64 = 10_000;
+    const MAX_TRACKED: usize = 10_000;
+
+    /// Whether to record a dead-token event for `agent_id` now.
+    pub fn should_record(&self, agent_id: &str, now_ms: i64) -> bool {
+        let mut last = self.last_recorded.lock();
+        if last
+            .get(agent_id)
+            .is_some_and(|at| now_ms - at < Self::INTERVAL_MS)
+        {
+            return false;
+        }
+        if last.len() >= Self::MAX_TRACKED {
+            last.retain(|_, at| now_ms - *at < Self::INTERVAL_MS);
+        }
+        last.insert(agent_id.to_owned(), now_ms);
+        true
+    }
 }
 
 impl AppState {
@@ -45,6 +77,7 @@ impl AppState {
             store,
             agents: AgentDirectory::default(),
             tenants: TenantRuntimes::default(),
+            dead_tokens: DeadTokenLog::default(),
             settings,
         })
     }
@@ -186,6 +219,7 @@ pub async fn load_catalog(store: &dyn Store, tenant: &TenantId) -> StoreResult<T
             RegisteredAction {
                 mutates_state: registered.action.mutates_state,
                 risk: registered.action.risk,
+                egress: registered.action.egress,
             },
         );
     }

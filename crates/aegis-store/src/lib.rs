@@ -13,6 +13,7 @@ mod types;
 
 pub use types::*;
 
+use aegis_core::model::AutonomyLevel;
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{Checkpoint, Receipt};
 use async_trait::async_trait;
@@ -138,6 +139,20 @@ pub trait Store: Send + Sync + 'static {
     /// Every public key that ever signed a checkpoint, by key id.
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
 
+    /// Sets or clears (`None`) `tenants.soc_autonomy_level`.
+    async fn set_autonomy_override(
+        &self,
+        tenant: &TenantId,
+        level: Option<AutonomyLevel>,
+        actor: &str,
+    ) -> StoreResult<TenantSettings>;
+    async fn set_deny_storm_override(
+        &self,
+        tenant: &TenantId,
+        deny_storm: DenyStormOverride,
+        actor: &str,
+    ) -> StoreResult<TenantSettings>;
+
     // Event log.
     /// Events of one tenant with `seq > after_seq`, in order.
     async fn events(
@@ -146,4 +161,61 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<Event>>;
+    /// Appends an event that describes no stored state change (e.g. a dead token used).
+    async fn record_event(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        agent_id: Option<&str>,
+        payload: serde_json::Value,
+    ) -> StoreResult<i64>;
+    /// Events of every tenant with `seq > after_seq`, in order: the SOC consumer's feed.
+    async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>>;
+    /// Events of `kind` created at or after `since_ms` with `seq <= through_seq`, in order:
+    /// the history a restarted consumer replays to rebuild its windows.
+    async fn events_since(
+        &self,
+        since_ms: i64,
+        through_seq: i64,
+        kind: &str,
+    ) -> StoreResult<Vec<Event>>;
+    /// The highest committed event seq, updated after every commit.
+    fn committed_seq(&self) -> tokio::sync::watch::Receiver<i64>;
+
+    // SOC.
+    /// Where the named consumer stands (0 before its first batch).
+    async fn consumer_cursor(&self, consumer: &str) -> StoreResult<i64>;
+    /// Applies a consumer's findings and advances its cursor in one transaction.
+    /// Incidents whose dedup key exists are skipped with their responses, so replays and
+    /// concurrent consumers produce nothing twice.
+    async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied>;
+    /// Every saved correlator state (one per agent seen).
+    async fn correlator_states(&self) -> StoreResult<Vec<CorrelatorStateRecord>>;
+    async fn list_alerts(
+        &self,
+        tenant: &TenantId,
+        filter: AlertFilter,
+    ) -> StoreResult<Vec<AlertRecord>>;
+    async fn list_incidents(
+        &self,
+        tenant: &TenantId,
+        filter: IncidentFilter,
+    ) -> StoreResult<Vec<IncidentRecord>>;
+    async fn incident(&self, tenant: &TenantId, incident_id: &str) -> StoreResult<IncidentDetail>;
+    /// The most recently opened incident of `kind` for an agent.
+    async fn latest_incident(
+        &self,
+        tenant: &TenantId,
+        agent_id: &str,
+        kind: &str,
+    ) -> StoreResult<Option<String>>;
+    /// Acknowledge, close, or apply the recommendation; returns the incident and the agent
+    /// when the step changed it. Invalid transitions are `Conflict`.
+    async fn step_incident(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+        step: IncidentStep,
+        actor: &str,
+    ) -> StoreResult<(IncidentDetail, Option<Agent>)>;
 }

@@ -1,4 +1,6 @@
-use aegis_core::model::{ActionRisk, AgentStatus, RiskTier, Role, SourceTrust, Verdict};
+use aegis_core::model::{
+    ActionRisk, AgentStatus, AutonomyLevel, RiskTier, Role, Severity, SourceTrust, Verdict,
+};
 use serde::Serialize;
 use std::fmt;
 use std::sync::Arc;
@@ -62,6 +64,9 @@ impl Default for RiskEscalation {
 pub struct TenantSettings {
     pub id: TenantId,
     pub risk_escalation: RiskEscalation,
+    /// `tenants.soc_autonomy_level`; `None` means the gateway default applies.
+    pub autonomy_override: Option<AutonomyLevel>,
+    pub deny_storm: DenyStormOverride,
     pub created_at_ms: i64,
 }
 
@@ -143,6 +148,9 @@ pub struct ToolAction {
     pub action: String,
     pub mutates_state: bool,
     pub risk: ActionRisk,
+    /// Sends data outside the organisation (e-mail, upload, webhook): the "send" half of
+    /// the data-exfiltration rule.
+    pub egress: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -188,6 +196,8 @@ pub struct NewDecision {
     pub action: String,
     pub resource: Option<String>,
     pub mutates_state: bool,
+    /// The registered action sends data outside (see `ToolAction::egress`).
+    pub egress: bool,
     pub risk: ActionRisk,
     pub source_trust: SourceTrust,
     pub verdict: Verdict,
@@ -286,4 +296,196 @@ pub mod event_kind {
     pub const KEY_REVOKED: &str = "key.revoked";
     pub const TENANT_CREATED: &str = "tenant.created";
     pub const TENANT_SETTINGS_CHANGED: &str = "tenant.settings_changed";
+    pub const AUTH_DEAD_TOKEN: &str = "auth.dead_token";
+    pub const ALERT_RAISED: &str = "alert.raised";
+    pub const INCIDENT_OPENED: &str = "incident.opened";
+    pub const INCIDENT_ACKNOWLEDGED: &str = "incident.acknowledged";
+    pub const INCIDENT_CLOSED: &str = "incident.closed";
+    pub const RESPONSE_ACTION: &str = "response.action";
+}
+
+/// Per-tenant overrides of the deny-storm rule; `None` means the gateway default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DenyStormOverride {
+    pub threshold: Option<u32>,
+    pub window_secs: Option<u32>,
+}
+
+/// Status of an incident: `open` → `acknowledged` → `closed`.
+pub mod incident_status {
+    pub const OPEN: &str = "open";
+    pub const ACKNOWLEDGED: &str = "acknowledged";
+    pub const CLOSED: &str = "closed";
+}
+
+/// An alert raised by a detection rule from one event.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    pub severity: Severity,
+    pub agent_id: Option<String>,
+    pub source_seq: i64,
+    pub summary: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertRecord {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    pub severity: Severity,
+    pub agent_id: Option<String>,
+    pub source_seq: i64,
+    pub summary: String,
+    pub event_seq: i64,
+    pub created_at_ms: i64,
+}
+
+/// What the response engine does when it opens an incident (by autonomy level).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutomaticResponse {
+    /// Freeze the agent with this reason (L3/L4).
+    pub freeze: Option<String>,
+    /// Raise the agent's risk tier so later writes need approval (L4).
+    pub raise_risk_tier: Option<RiskTier>,
+}
+
+/// An incident to open, unless its `dedup_key` already exists for the tenant.
+#[derive(Debug, Clone)]
+pub struct NewIncident {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    pub severity: Severity,
+    pub agent_id: String,
+    pub dedup_key: String,
+    pub summary: String,
+    /// Event seqs behind it (with the decision each one records).
+    pub evidence: Vec<EvidenceRef>,
+    /// L2: the action an operator can apply with one call.
+    pub recommended_action: Option<serde_json::Value>,
+    pub response: AutomaticResponse,
+    pub opened_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvidenceRef {
+    pub event_seq: i64,
+    /// The decision recorded at that seq; looked up from the log when not given.
+    pub decision_id: Option<String>,
+}
+
+/// One more event behind an existing incident.
+#[derive(Debug, Clone)]
+pub struct EvidenceAppend {
+    pub tenant_id: TenantId,
+    pub incident_id: String,
+    pub evidence: EvidenceRef,
+}
+
+/// Everything one pass of the SOC consumer produced, applied atomically with its cursor.
+#[derive(Debug, Clone, Default)]
+pub struct SocBatch {
+    pub consumer: String,
+    /// The cursor after this batch: the highest event seq it covers.
+    pub cursor: i64,
+    pub alerts: Vec<NewAlert>,
+    pub incidents: Vec<NewIncident>,
+    pub evidence: Vec<EvidenceAppend>,
+    /// Correlation state of the agents this batch touched.
+    pub correlator_states: Vec<CorrelatorStateRecord>,
+}
+
+/// The saved correlation windows of one agent (opaque JSON owned by the SOC).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrelatorStateRecord {
+    pub tenant_id: TenantId,
+    pub agent_id: String,
+    pub state: serde_json::Value,
+}
+
+/// What applying a [`SocBatch`] changed.
+#[derive(Debug, Clone, Default)]
+pub struct SocApplied {
+    /// Incidents actually inserted (others already existed).
+    pub opened: Vec<String>,
+    /// Agents changed by automatic responses.
+    pub agents_changed: Vec<Agent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResponseActionRecord {
+    pub id: String,
+    pub incident_id: String,
+    pub agent_id: String,
+    pub action: String,
+    pub mode: String,
+    pub actor: String,
+    pub detail: String,
+    pub event_seq: i64,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentRecord {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    pub severity: Severity,
+    pub status: String,
+    pub agent_id: String,
+    pub summary: String,
+    pub recommended_action: Option<serde_json::Value>,
+    pub opened_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub acknowledged_at_ms: Option<i64>,
+    pub acknowledged_by: Option<String>,
+    pub closed_at_ms: Option<i64>,
+    pub closed_by: Option<String>,
+    pub close_reason: Option<String>,
+    pub event_seq: i64,
+    pub evidence_count: i64,
+}
+
+/// An incident with everything behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentDetail {
+    pub incident: IncidentRecord,
+    pub evidence: Vec<EvidenceRef>,
+    pub response_actions: Vec<ResponseActionRecord>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub status: Option<String>,
+    pub severity: Option<Severity>,
+    pub kind: Option<String>,
+    pub agent_id: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub page: Page,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub severity: Option<Severity>,
+    pub kind: Option<String>,
+    pub agent_id: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub page: Page,
+}
+
+/// An operator's step on an incident.
+#[derive(Debug, Clone)]
+pub enum IncidentStep {
+    Acknowledge,
+    Close {
+        reason: Option<String>,
+    },
+    /// Carry out the recommended action (L2).
+    ApplyRecommendation,
 }

@@ -4,9 +4,11 @@
 mod receipts;
 mod signing_key;
 
-use aegis_core::model::Role;
+use aegis_core::model::{AutonomyLevel, Role};
 use aegis_server::auth::{OPERATOR_KEY_PREFIX, new_id, new_secret};
 use aegis_server::{AppState, Settings, router};
+use aegis_soc::SocConfig;
+use aegis_soc::consumer::Consumer;
 use aegis_store::sqlite::SqliteStore;
 use aegis_store::{NewOperatorKey, Store, StoreError, TenantId};
 use anyhow::{Context, bail};
@@ -96,6 +98,51 @@ struct ServeArgs {
     /// Seconds to wait for in-flight requests and queued writes on shutdown.
     #[arg(long, env = "AEGIS_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
     shutdown_grace_secs: u64,
+    #[command(flatten)]
+    soc: SocArgs,
+}
+
+#[derive(Args)]
+struct SocArgs {
+    /// SOC autonomy level of tenants without an override (L0 observe … L4 full). Unset: L1.
+    #[arg(long, env = "AEGIS_SOC_AUTONOMY_LEVEL")]
+    soc_autonomy_level: Option<AutonomyLevel>,
+    /// deny_storm: denies within the window that open an incident.
+    #[arg(long, env = "AEGIS_DENY_STORM_N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    deny_storm_n: u32,
+    /// deny_storm: trailing window in seconds.
+    #[arg(long, env = "AEGIS_DENY_STORM_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    deny_storm_window_secs: u64,
+    /// runaway: decisions within the window that open an incident.
+    #[arg(long, env = "AEGIS_RUNAWAY_N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    runaway_n: u32,
+    /// runaway: trailing window in seconds.
+    #[arg(long, env = "AEGIS_RUNAWAY_WINDOW_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    runaway_window_secs: u64,
+    /// data_exfiltration: longest gap in seconds between a read and an external send.
+    #[arg(long, env = "AEGIS_EXFILTRATION_WINDOW_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    exfiltration_window_secs: u64,
+    /// trust_escalation: longest gap in seconds between a deny and an allow of the same action.
+    #[arg(long, env = "AEGIS_TRUST_ESCALATION_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    trust_escalation_window_secs: u64,
+}
+
+impl SocArgs {
+    fn config(&self) -> SocConfig {
+        let mut config = SocConfig {
+            default_autonomy: self.soc_autonomy_level.unwrap_or(AutonomyLevel::L1),
+            ..SocConfig::default()
+        };
+        let correlation = &mut config.correlation;
+        correlation.deny_storm.threshold = self.deny_storm_n as usize;
+        correlation.deny_storm.window = Duration::from_secs(self.deny_storm_window_secs);
+        correlation.runaway.threshold = self.runaway_n as usize;
+        correlation.runaway.window = Duration::from_secs(self.runaway_window_secs);
+        correlation.data_exfiltration.window = Duration::from_secs(self.exfiltration_window_secs);
+        correlation.trust_escalation.window =
+            Duration::from_secs(self.trust_escalation_window_secs);
+        config
+    }
 }
 
 #[derive(Args)]
@@ -225,8 +272,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&store) as Arc<dyn Store>,
         Settings {
             max_body_bytes: args.max_body_bytes,
+            env_autonomy: args.soc.soc_autonomy_level,
         },
     );
+
+    // The SOC follows the event log beside the server; agents it contains are refreshed in
+    // the server's directory at once.
+    let directory_state = Arc::clone(&state);
+    let consumer = Consumer::start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        args.soc.config(),
+        Arc::new(move |agent| directory_state.agents.update(agent)),
+    )
+    .await
+    .context("cannot start the SOC consumer")?;
+    let (stop_soc, soc_stopped) = tokio::sync::watch::channel(false);
+    let soc = tokio::spawn(consumer.run(soc_stopped));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -235,6 +296,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal());
     server.await.context("server error")?;
+    let _ = stop_soc.send(true);
+    if tokio::time::timeout(grace, soc).await.is_err() {
+        tracing::error!("the SOC consumer did not stop within the shutdown grace period");
+    }
 
     // Requests still queued for the writer were answered or will be; make sure they hit disk.
     match tokio::time::timeout(grace, store.flush()).await {

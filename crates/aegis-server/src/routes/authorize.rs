@@ -183,6 +183,7 @@ pub async fn authorize(
             action: call.action.clone(),
             resource: call.resource.clone(),
             mutates_state: outcome.mutates_state,
+            egress: registered.is_some_and(|r| r.egress),
             risk: outcome.risk,
             source_trust,
             verdict: outcome.verdict,

@@ -5,10 +5,12 @@ pub mod agents;
 pub mod authorize;
 pub mod decisions;
 pub mod health;
+pub mod incidents;
 pub mod keys;
 pub mod policies;
 pub mod tenants;
 pub mod tools;
+pub mod ws;
 
 use crate::error::ApiError;
 use crate::validate;

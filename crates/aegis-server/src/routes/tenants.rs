@@ -4,7 +4,8 @@ use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::JsonBody;
 use crate::state::SharedState;
-use aegis_store::RiskEscalation;
+use aegis_core::model::AutonomyLevel;
+use aegis_store::{DenyStormOverride, RiskEscalation};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -71,5 +72,130 @@ pub async fn put_risk_escalation(
         .set_risk_escalation(&operator.tenant, escalation)
         .await?;
     *runtime.escalation.write() = escalation;
+    Ok(Json(body))
+}
+
+/// Where the effective autonomy level came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AutonomySource {
+    /// `tenants.soc_autonomy_level`.
+    Tenant,
+    /// `AEGIS_SOC_AUTONOMY_LEVEL`.
+    Env,
+    /// Neither: `L1`.
+    Default,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SocAutonomyView {
+    /// The effective level.
+    pub level: AutonomyLevel,
+    pub source: AutonomySource,
+    /// The tenant's stored override, or null.
+    #[serde(rename = "override")]
+    pub override_level: Option<AutonomyLevel>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SocAutonomyBody {
+    /// `L0`…`L4`, or null to clear the tenant override.
+    pub level: Option<AutonomyLevel>,
+}
+
+fn autonomy_view(state: &SharedState, override_level: Option<AutonomyLevel>) -> SocAutonomyView {
+    let (level, source) = match (override_level, state.settings.env_autonomy) {
+        (Some(level), _) => (level, AutonomySource::Tenant),
+        (None, Some(level)) => (level, AutonomySource::Env),
+        (None, None) => (AutonomyLevel::L1, AutonomySource::Default),
+    };
+    SocAutonomyView {
+        level,
+        source,
+        override_level,
+    }
+}
+
+/// The SOC autonomy level in force for this tenant, and where it comes from.
+#[utoipa::path(get, path = "/v1/tenants/soc-autonomy", tag = "tenants", security(("operator_key" = [])),
+    responses((status = 200, body = SocAutonomyView)))]
+pub async fn get_soc_autonomy(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+) -> ApiResult<Json<SocAutonomyView>> {
+    let settings = state.store.tenant(&operator.tenant).await?;
+    Ok(Json(autonomy_view(&state, settings.autonomy_override)))
+}
+
+/// Set (or clear, with null) the tenant's autonomy level (admin).
+#[utoipa::path(put, path = "/v1/tenants/soc-autonomy", tag = "tenants", request_body = SocAutonomyBody,
+    security(("operator_key" = [])),
+    responses((status = 200, body = SocAutonomyView), (status = 422, body = ErrorBody)))]
+pub async fn put_soc_autonomy(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    JsonBody(body): JsonBody<SocAutonomyBody>,
+) -> ApiResult<Json<SocAutonomyView>> {
+    let settings = state
+        .store
+        .set_autonomy_override(&operator.tenant, body.level, &operator.actor())
+        .await?;
+    Ok(Json(autonomy_view(&state, settings.autonomy_override)))
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct DenyStormBody {
+    /// Denies in the window that open a deny_storm incident; null for the gateway default.
+    pub threshold: Option<u32>,
+    /// Trailing window in seconds; null for the gateway default.
+    pub window_secs: Option<u32>,
+}
+
+/// The tenant's deny-storm overrides (null: the gateway default applies).
+#[utoipa::path(get, path = "/v1/tenants/deny-storm", tag = "tenants", security(("operator_key" = [])),
+    responses((status = 200, body = DenyStormBody)))]
+pub async fn get_deny_storm(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+) -> ApiResult<Json<DenyStormBody>> {
+    let settings = state.store.tenant(&operator.tenant).await?;
+    Ok(Json(DenyStormBody {
+        threshold: settings.deny_storm.threshold,
+        window_secs: settings.deny_storm.window_secs,
+    }))
+}
+
+/// Override the deny-storm rule for this tenant (admin).
+#[utoipa::path(put, path = "/v1/tenants/deny-storm", tag = "tenants", request_body = DenyStormBody,
+    security(("operator_key" = [])),
+    responses((status = 200, body = DenyStormBody), (status = 422, body = ErrorBody)))]
+pub async fn put_deny_storm(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    JsonBody(body): JsonBody<DenyStormBody>,
+) -> ApiResult<Json<DenyStormBody>> {
+    if body
+        .threshold
+        .is_some_and(|n| !(1..=MAX_THRESHOLD).contains(&n))
+    {
+        return Err(ApiError::invalid_field(
+            "threshold",
+            format!("must be between 1 and {MAX_THRESHOLD}"),
+        ));
+    }
+    if body.window_secs.is_some_and(|w| !(1..=86_400).contains(&w)) {
+        return Err(ApiError::invalid_field(
+            "window_secs",
+            "must be between 1 and 86400",
+        ));
+    }
+    let deny_storm = DenyStormOverride {
+        threshold: body.threshold,
+        window_secs: body.window_secs,
+    };
+    state
+        .store
+        .set_deny_storm_override(&operator.tenant, deny_storm, &operator.actor())
+        .await?;
     Ok(Json(body))
 }

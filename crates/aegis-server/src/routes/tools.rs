@@ -29,6 +29,9 @@ pub struct ActionSpec {
     pub action: String,
     pub mutates_state: bool,
     pub risk: ActionRisk,
+    /// Sends data outside the organisation (e-mail, upload, external webhook). Default false.
+    #[serde(default)]
+    pub egress: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -43,6 +46,7 @@ pub struct ToolActionView {
     pub action: String,
     pub mutates_state: bool,
     pub risk: ActionRisk,
+    pub egress: bool,
 }
 
 /// Register (or update) a tool's actions. Registered facts override what agents claim.
@@ -78,6 +82,7 @@ pub async fn register_tool(
             action: spec.action.clone(),
             mutates_state: spec.mutates_state,
             risk: spec.risk,
+            egress: spec.egress,
         })
         .collect();
 
@@ -117,6 +122,7 @@ pub async fn list_tools(
                 action: action.action,
                 mutates_state: action.mutates_state,
                 risk: action.risk,
+                egress: action.egress,
             })
             .collect(),
     ))

@@ -2,11 +2,12 @@
 //! commit ([`writer`]), and a small pool of read-only connections for queries.
 
 mod rows;
+mod soc;
 mod writer;
 
 use crate::*;
 use aegis_core::canonical::{canonical_json, sha256_hex};
-use aegis_core::model::{AgentStatus, RiskTier, Verdict};
+use aegis_core::model::{AgentStatus, AutonomyLevel, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{
     Checkpoint, RECEIPT_SCHEMA_VERSION, Receipt, ReceiptBody, ReceiptSigner,
@@ -18,10 +19,14 @@ use rows::*;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::sync::watch;
 use writer::{ChainHead, Writer, WriterState};
 
 /// Migrations in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/sqlite/0002_soc.sql"),
+];
 
 /// Idle read connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -37,7 +42,7 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -49,6 +54,7 @@ pub struct SqliteStore {
     /// `None` for a store opened read-only (offline verification).
     writer: Option<Writer>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    commits: watch::Receiver<i64>,
 }
 
 impl SqliteStore {
@@ -56,11 +62,13 @@ impl SqliteStore {
     /// writer thread. `signer` signs the receipt checkpoints.
     pub fn open(path: &Path, signer: Arc<ReceiptSigner>) -> StoreResult<Self> {
         let conn = open_writer_connection(path)?;
-        let writer = Writer::start(conn, signer, now_ms)?;
+        let (publish, commits) = watch::channel(0);
+        let writer = Writer::start(conn, signer, now_ms, publish)?;
         Ok(SqliteStore {
             path: path.to_owned(),
             writer: Some(writer),
             readers: Arc::new(Mutex::new(Vec::new())),
+            commits,
         })
     }
 
@@ -74,10 +82,12 @@ impl SqliteStore {
             )));
         }
         let probe = open_reader_connection(path)?;
+        let (_, commits) = watch::channel(writer::highest_event_seq(&probe)?);
         Ok(SqliteStore {
             path: path.to_owned(),
             writer: None,
             readers: Arc::new(Mutex::new(vec![probe])),
+            commits,
         })
     }
 
@@ -172,7 +182,7 @@ fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-fn append_event(
+pub(crate) fn append_event(
     conn: &Connection,
     tenant_id: &str,
     kind: &str,
@@ -196,7 +206,33 @@ fn append_event(
     Ok(conn.last_insert_rowid())
 }
 
-fn load_agent(conn: &Connection, tenant_id: &str, agent_id: &str) -> StoreResult<Agent> {
+/// Records a settings change and returns the tenant's settings after it.
+fn settings_changed(
+    conn: &Connection,
+    tenant: &TenantId,
+    payload: serde_json::Value,
+) -> StoreResult<TenantSettings> {
+    let settings = conn
+        .query_row(
+            &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
+            [tenant.as_str()],
+            tenant_from_row,
+        )
+        .optional()?
+        .ok_or(StoreError::NotFound("tenant"))?;
+    append_event(
+        conn,
+        tenant.as_str(),
+        event_kind::TENANT_SETTINGS_CHANGED,
+        None,
+        None,
+        &payload,
+        now_ms(),
+    )?;
+    Ok(settings)
+}
+
+pub(crate) fn load_agent(conn: &Connection, tenant_id: &str, agent_id: &str) -> StoreResult<Agent> {
     conn.prepare_cached(&format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = ?1 AND id = ?2"
     ))?
@@ -253,6 +289,7 @@ fn record_decision_tx(
             "tool": d.tool,
             "action": d.action,
             "mutates_state": d.mutates_state,
+            "egress": d.egress,
             "risk": d.risk,
             "risk_score": d.risk_score,
             "source_trust": d.source_trust,
@@ -386,7 +423,7 @@ fn escalate_if_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<Ris
     Ok(Some(next))
 }
 
-fn change_agent_tx(
+pub(crate) fn change_agent_tx(
     conn: &Connection,
     tenant_id: &str,
     agent_id: &str,
@@ -542,22 +579,7 @@ impl Store for SqliteStore {
                     "UPDATE tenants SET denial_threshold = ?1, escalation_window_minutes = ?2 WHERE id = ?3",
                     params![escalation.denial_threshold, escalation.window_minutes, tenant.as_str()],
                 )?;
-                append_event(
-                    conn,
-                    tenant.as_str(),
-                    event_kind::TENANT_SETTINGS_CHANGED,
-                    None,
-                    None,
-                    &serde_json::json!({"risk_escalation": escalation}),
-                    now_ms(),
-                )?;
-                conn.query_row(
-                    &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
-                    [tenant.as_str()],
-                    tenant_from_row,
-                )
-                .optional()?
-                .ok_or(StoreError::NotFound("tenant"))
+                settings_changed(conn, &tenant, serde_json::json!({"risk_escalation": escalation}))
             })
             .await
     }
@@ -735,13 +757,14 @@ impl Store for SqliteStore {
             .write(move |conn, _| {
                 let at = now_ms();
                 let mut upsert = conn.prepare_cached(
-                    "INSERT INTO tool_actions (tenant_id, tool, action, mutates_state, risk, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO tool_actions (tenant_id, tool, action, mutates_state, risk, egress, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (tenant_id, tool, action) DO UPDATE
-                     SET mutates_state = excluded.mutates_state, risk = excluded.risk, updated_at = excluded.updated_at",
+                     SET mutates_state = excluded.mutates_state, risk = excluded.risk, egress = excluded.egress,
+                         updated_at = excluded.updated_at",
                 )?;
                 for a in &actions {
-                    upsert.execute(params![tenant.as_str(), tool, a.action, a.mutates_state, a.risk.as_str(), at])?;
+                    upsert.execute(params![tenant.as_str(), tool, a.action, a.mutates_state, a.risk.as_str(), a.egress, at])?;
                 }
                 append_event(
                     conn,
@@ -761,16 +784,22 @@ impl Store for SqliteStore {
         let tenant = tenant.clone();
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT tool, action, mutates_state, risk FROM tool_actions WHERE tenant_id = ?1 ORDER BY tool, action",
+                "SELECT tool, action, mutates_state, risk, egress FROM tool_actions WHERE tenant_id = ?1 ORDER BY tool, action",
             )?
             .query_map([tenant.as_str()], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, bool>(2)?, row.get::<_, String>(3)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, bool>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, bool>(4)?,
+                ))
             })?
             .map(|row| {
-                let (tool, action, mutates_state, risk) = row?;
+                let (tool, action, mutates_state, risk, egress) = row?;
                 Ok(RegisteredToolAction {
                     tool,
-                    action: ToolAction { action, mutates_state, risk: parse_column(&risk)? },
+                    action: ToolAction { action, mutates_state, risk: parse_column(&risk)?, egress },
                 })
             })
             .collect()
@@ -988,36 +1017,199 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Event>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT seq, tenant_id, kind, agent_id, subject_id, payload, created_at FROM events
-                 WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?
-            .query_map(params![tenant.as_str(), after_seq, limit], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, Option<String>>(3)?,
-                    row.get::<_, Option<String>>(4)?,
-                    row.get::<_, String>(5)?,
-                    row.get::<_, i64>(6)?,
-                ))
-            })?
-            .map(|row| {
-                let (seq, tenant_id, kind, agent_id, subject_id, payload, created_at_ms) = row?;
-                Ok(Event {
-                    seq,
-                    tenant_id: TenantId::new(tenant_id),
-                    kind,
-                    agent_id,
-                    subject_id,
-                    payload: serde_json::from_str(&payload)
-                        .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?,
-                    created_at_ms,
-                })
-            })
-            .collect()
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                ))?
+                .query_map(params![tenant.as_str(), after_seq, limit], event_from_row)?
+                .collect::<Result<_, _>>()?)
         })
         .await
+    }
+
+    async fn record_event(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        agent_id: Option<&str>,
+        payload: serde_json::Value,
+    ) -> StoreResult<i64> {
+        let (tenant, kind, agent_id) =
+            (tenant.clone(), kind.to_owned(), agent_id.map(str::to_owned));
+        self.writer()?
+            .write(move |conn, _| {
+                append_event(
+                    conn,
+                    tenant.as_str(),
+                    &kind,
+                    agent_id.as_deref(),
+                    None,
+                    &payload,
+                    now_ms(),
+                )
+            })
+            .await
+    }
+
+    async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ))?
+                .query_map(params![after_seq, limit], event_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn events_since(
+        &self,
+        since_ms: i64,
+        through_seq: i64,
+        kind: &str,
+    ) -> StoreResult<Vec<Event>> {
+        let kind = kind.to_owned();
+        self.read(move |conn| {
+            // Events are appended in seq order with (nearly) non-decreasing time, so the first
+            // seq at or after `since_ms` bounds the scan from below.
+            let first: i64 = conn
+                .prepare_cached("SELECT COALESCE(MIN(seq), ?2 + 1) FROM events WHERE created_at >= ?1 AND seq <= ?2")?
+                .query_row(params![since_ms, through_seq], |row| row.get(0))?;
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq >= ?1 AND seq <= ?2 AND kind = ?3 ORDER BY seq"
+                ))?
+                .query_map(params![first, through_seq, kind], event_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    fn committed_seq(&self) -> watch::Receiver<i64> {
+        self.commits.clone()
+    }
+
+    async fn consumer_cursor(&self, consumer: &str) -> StoreResult<i64> {
+        let consumer = consumer.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT seq FROM consumer_cursors WHERE name = ?1")?
+                .query_row([consumer], |row| row.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
+        self.writer()?
+            .write(move |conn, _| soc::apply_batch(conn, &batch, now_ms()))
+            .await
+    }
+
+    async fn correlator_states(&self) -> StoreResult<Vec<CorrelatorStateRecord>> {
+        self.read(soc::correlator_states).await
+    }
+
+    async fn list_alerts(
+        &self,
+        tenant: &TenantId,
+        filter: AlertFilter,
+    ) -> StoreResult<Vec<AlertRecord>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| soc::list_alerts(conn, &tenant, &filter))
+            .await
+    }
+
+    async fn list_incidents(
+        &self,
+        tenant: &TenantId,
+        filter: IncidentFilter,
+    ) -> StoreResult<Vec<IncidentRecord>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| soc::list_incidents(conn, &tenant, &filter))
+            .await
+    }
+
+    async fn incident(&self, tenant: &TenantId, incident_id: &str) -> StoreResult<IncidentDetail> {
+        let (tenant, incident_id) = (tenant.clone(), incident_id.to_owned());
+        self.read(move |conn| soc::load_incident(conn, tenant.as_str(), &incident_id))
+            .await
+    }
+
+    async fn latest_incident(
+        &self,
+        tenant: &TenantId,
+        agent_id: &str,
+        kind: &str,
+    ) -> StoreResult<Option<String>> {
+        let (tenant, agent_id, kind) = (tenant.clone(), agent_id.to_owned(), kind.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id FROM incidents WHERE tenant_id = ?1 AND agent_id = ?2 AND kind = ?3
+                     ORDER BY event_seq DESC LIMIT 1",
+                )?
+                .query_row(params![tenant.as_str(), agent_id, kind], |row| row.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn step_incident(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+        step: IncidentStep,
+        actor: &str,
+    ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
+        let (tenant, incident_id, actor) =
+            (tenant.clone(), incident_id.to_owned(), actor.to_owned());
+        self.writer()?
+            .write(move |conn, _| {
+                soc::step_incident(conn, tenant.as_str(), &incident_id, &step, &actor, now_ms())
+            })
+            .await
+    }
+
+    async fn set_autonomy_override(
+        &self,
+        tenant: &TenantId,
+        level: Option<AutonomyLevel>,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        let (tenant, actor) = (tenant.clone(), actor.to_owned());
+        self.writer()?
+            .write(move |conn, _| {
+                conn.execute(
+                    "UPDATE tenants SET soc_autonomy_level = ?1 WHERE id = ?2",
+                    params![level.map(AutonomyLevel::as_str), tenant.as_str()],
+                )?;
+                settings_changed(
+                    conn,
+                    &tenant,
+                    serde_json::json!({"soc_autonomy_level": level, "actor": actor}),
+                )
+            })
+            .await
+    }
+
+    async fn set_deny_storm_override(
+        &self,
+        tenant: &TenantId,
+        deny_storm: DenyStormOverride,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        let (tenant, actor) = (tenant.clone(), actor.to_owned());
+        self.writer()?
+            .write(move |conn, _| {
+                conn.execute(
+                    "UPDATE tenants SET deny_storm_n = ?1, deny_storm_window_secs = ?2 WHERE id = ?3",
+                    params![deny_storm.threshold, deny_storm.window_secs, tenant.as_str()],
+                )?;
+                settings_changed(conn, &tenant, serde_json::json!({"deny_storm": deny_storm, "actor": actor}))
+            })
+            .await
     }
 }

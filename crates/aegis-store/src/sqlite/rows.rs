@@ -7,8 +7,13 @@ use rusqlite::types::Type;
 use std::str::FromStr;
 use subtle::ConstantTimeEq;
 
-pub(super) const TENANT_COLUMNS: &str =
-    "id, denial_threshold, escalation_window_minutes, created_at";
+pub(super) const TENANT_COLUMNS: &str = "id, denial_threshold, escalation_window_minutes, created_at, \
+     soc_autonomy_level, deny_storm_n, deny_storm_window_secs";
+pub(super) const INCIDENT_COLUMNS: &str = "id, tenant_id, kind, severity, status, agent_id, summary, \
+     recommended_action, opened_at, updated_at, acknowledged_at, acknowledged_by, closed_at, closed_by, \
+     close_reason, event_seq, (SELECT COUNT(*) FROM incident_evidence e WHERE e.incident_id = incidents.id)";
+pub(super) const ALERT_COLUMNS: &str =
+    "id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at";
 pub(super) const KEY_COLUMNS: &str = "id, tenant_id, name, role, created_at, revoked_at";
 pub(super) const AGENT_COLUMNS: &str =
     "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, rowid";
@@ -45,8 +50,84 @@ pub(super) fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantSettings>
             window_minutes: row.get(2)?,
         },
         created_at_ms: row.get(3)?,
+        autonomy_override: row
+            .get::<_, Option<String>>(4)?
+            .map(|level| {
+                level.parse().map_err(|_| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        4,
+                        Type::Text,
+                        format!("autonomy level {level:?}").into(),
+                    )
+                })
+            })
+            .transpose()?,
+        deny_storm: DenyStormOverride {
+            threshold: row.get(5)?,
+            window_secs: row.get(6)?,
+        },
     })
 }
+
+fn json_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<serde_json::Value>> {
+    row.get::<_, Option<String>>(index)?
+        .map(|text| {
+            serde_json::from_str(&text)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, e.into()))
+        })
+        .transpose()
+}
+
+pub(super) fn incident_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentRecord> {
+    Ok(IncidentRecord {
+        id: row.get(0)?,
+        tenant_id: TenantId::new(row.get::<_, String>(1)?),
+        kind: row.get(2)?,
+        severity: enum_at(row, 3)?,
+        status: row.get(4)?,
+        agent_id: row.get(5)?,
+        summary: row.get(6)?,
+        recommended_action: json_at(row, 7)?,
+        opened_at_ms: row.get(8)?,
+        updated_at_ms: row.get(9)?,
+        acknowledged_at_ms: row.get(10)?,
+        acknowledged_by: row.get(11)?,
+        closed_at_ms: row.get(12)?,
+        closed_by: row.get(13)?,
+        close_reason: row.get(14)?,
+        event_seq: row.get(15)?,
+        evidence_count: row.get(16)?,
+    })
+}
+
+pub(super) fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<AlertRecord> {
+    Ok(AlertRecord {
+        id: row.get(0)?,
+        tenant_id: TenantId::new(row.get::<_, String>(1)?),
+        kind: row.get(2)?,
+        severity: enum_at(row, 3)?,
+        agent_id: row.get(4)?,
+        source_seq: row.get(5)?,
+        summary: row.get(6)?,
+        event_seq: row.get(7)?,
+        created_at_ms: row.get(8)?,
+    })
+}
+
+pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        seq: row.get(0)?,
+        tenant_id: TenantId::new(row.get::<_, String>(1)?),
+        kind: row.get(2)?,
+        agent_id: row.get(3)?,
+        subject_id: row.get(4)?,
+        payload: json_at(row, 5)?.unwrap_or_default(),
+        created_at_ms: row.get(6)?,
+    })
+}
+
+pub(super) const EVENT_COLUMNS: &str =
+    "seq, tenant_id, kind, agent_id, subject_id, payload, created_at";
 
 pub(super) fn key_from_row(row: &Row<'_>) -> rusqlite::Result<OperatorKey> {
     Ok(OperatorKey {

@@ -13,7 +13,7 @@ use aegis_core::timestamp::format_millis;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Upper bound of jobs per transaction, so one commit never holds callers for long.
 const MAX_BATCH: usize = 256;
@@ -149,12 +149,15 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts the writer thread on `conn`. Before taking jobs it registers the signing key
     /// and signs a checkpoint over any chain head left unsigned by a crash.
+    /// After every commit it publishes the highest committed event seq on `commits`.
     pub fn start(
         conn: Connection,
         signer: Arc<ReceiptSigner>,
         now_ms: fn() -> i64,
+        commits: watch::Sender<i64>,
     ) -> StoreResult<Self> {
         register_key_and_seal_chains(&conn, &signer, now_ms())?;
+        commits.send_replace(highest_event_seq(&conn)?);
         let (jobs, queue) = mpsc::unbounded_channel();
         let state = WriterState {
             signer,
@@ -163,7 +166,7 @@ impl Writer {
         };
         std::thread::Builder::new()
             .name("aegis-sqlite-writer".into())
-            .spawn(move || run(conn, state, queue, now_ms))
+            .spawn(move || run(conn, state, queue, now_ms, commits))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer { jobs })
     }
@@ -232,11 +235,18 @@ fn register_key_and_seal_chains(
     Ok(())
 }
 
+pub(crate) fn highest_event_seq(conn: &Connection) -> StoreResult<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?
+        .query_row([], |row| row.get(0))?)
+}
+
 fn run(
     mut conn: Connection,
     mut state: WriterState,
     mut queue: mpsc::UnboundedReceiver<Box<dyn Job>>,
     now_ms: fn() -> i64,
+    commits: watch::Sender<i64>,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
@@ -250,6 +260,12 @@ fn run(
         let outcomes = commit_batch(&mut conn, &mut state, &mut batch, now_ms);
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             job.complete(outcome);
+        }
+        match highest_event_seq(&conn) {
+            Ok(seq) => {
+                commits.send_if_modified(|current| std::mem::replace(current, seq) != seq);
+            }
+            Err(error) => tracing::error!(%error, "cannot read the committed event seq"),
         }
     }
     tracing::debug!("writer queue closed; writer thread exits");

@@ -46,6 +46,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `aegis serve` on a free port and waits until `/readyz` answers.
     pub async fn start(dir: &Path, db: &Path) -> Gateway {
+        Gateway::start_with(dir, db, &[]).await
+    }
+
+    /// As [`Gateway::start`], with extra `AEGIS_*` environment.
+    pub async fn start_with(dir: &Path, db: &Path, env: &[(&str, &str)]) -> Gateway {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -62,6 +67,7 @@ impl Gateway {
             ])
             .current_dir(dir)
             .env("AEGIS_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -172,4 +178,47 @@ pub fn merge_call(source_trust: &str) -> Value {
                       "parameters": {"base_branch": "main"}, "mutates_state": true},
         "context": {"source_trust": source_trust}
     })
+}
+
+/// Polls `check` until it returns `Some`, or fails after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// GET a JSON document with an operator key.
+pub async fn get_json(client: &reqwest::Client, url: String, key: &str) -> Value {
+    let resp = client.get(&url).bearer_auth(key).send().await.unwrap();
+    assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+/// One authorize call; returns the decision.
+pub async fn authorize(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    token: &str,
+    source_trust: &str,
+) -> String {
+    let resp: Value = client
+        .post(gw.url("/v1/authorize"))
+        .bearer_auth(token)
+        .json(&merge_call(source_trust))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["decision"].as_str().unwrap().to_owned()
 }

@@ -1,0 +1,336 @@
+//! Incidents and alerts raised by the SOC: list, read, acknowledge, close, apply.
+
+use crate::auth::{Operator, Responder, Viewer};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{JsonBody, QueryParams};
+use crate::routes::{Listed, PageQuery};
+use crate::state::SharedState;
+use crate::validate::{self, optional_bounded};
+use aegis_core::model::Severity;
+use aegis_core::timestamp::format_millis;
+use aegis_store::{
+    AlertFilter, AlertRecord, IncidentDetail, IncidentFilter, IncidentRecord, IncidentStep, Page,
+    incident_status,
+};
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentView {
+    pub id: String,
+    /// `deny_storm` | `runaway` | `data_exfiltration` | `trust_escalation`.
+    pub kind: String,
+    pub severity: Severity,
+    /// `open` | `acknowledged` | `closed`.
+    pub status: String,
+    pub agent_id: String,
+    pub summary: String,
+    pub opened_at: String,
+    pub updated_at: String,
+    pub acknowledged_at: Option<String>,
+    pub acknowledged_by: Option<String>,
+    pub closed_at: Option<String>,
+    pub closed_by: Option<String>,
+    pub close_reason: Option<String>,
+    /// At autonomy L2 and up: the action `POST /v1/incidents/{id}/apply` carries out.
+    #[schema(value_type = Option<Object>)]
+    pub recommended_action: Option<Value>,
+    pub evidence_count: i64,
+    /// Position of the `incident.opened` event in the log.
+    pub event_seq: i64,
+}
+
+impl From<IncidentRecord> for IncidentView {
+    fn from(i: IncidentRecord) -> Self {
+        IncidentView {
+            id: i.id,
+            kind: i.kind,
+            severity: i.severity,
+            status: i.status,
+            agent_id: i.agent_id,
+            summary: i.summary,
+            opened_at: format_millis(i.opened_at_ms),
+            updated_at: format_millis(i.updated_at_ms),
+            acknowledged_at: i.acknowledged_at_ms.map(format_millis),
+            acknowledged_by: i.acknowledged_by,
+            closed_at: i.closed_at_ms.map(format_millis),
+            closed_by: i.closed_by,
+            close_reason: i.close_reason,
+            recommended_action: i.recommended_action,
+            evidence_count: i.evidence_count,
+            event_seq: i.event_seq,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResponseActionView {
+    pub id: String,
+    pub action: String,
+    /// `automatic` (response engine) | `applied` (an operator applied the recommendation).
+    pub mode: String,
+    pub actor: String,
+    pub detail: String,
+    pub agent_id: String,
+    pub event_seq: i64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentDetailView {
+    #[serde(flatten)]
+    pub incident: IncidentView,
+    /// The event seqs behind the incident, in log order.
+    pub event_seqs: Vec<i64>,
+    /// The decisions behind the incident, in log order.
+    pub decision_ids: Vec<String>,
+    pub response_actions: Vec<ResponseActionView>,
+}
+
+impl From<IncidentDetail> for IncidentDetailView {
+    fn from(d: IncidentDetail) -> Self {
+        IncidentDetailView {
+            incident: d.incident.into(),
+            event_seqs: d.evidence.iter().map(|e| e.event_seq).collect(),
+            decision_ids: d
+                .evidence
+                .into_iter()
+                .filter_map(|e| e.decision_id)
+                .collect(),
+            response_actions: d
+                .response_actions
+                .into_iter()
+                .map(|r| ResponseActionView {
+                    id: r.id,
+                    action: r.action,
+                    mode: r.mode,
+                    actor: r.actor,
+                    detail: r.detail,
+                    agent_id: r.agent_id,
+                    event_seq: r.event_seq,
+                    created_at: format_millis(r.created_at_ms),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct IncidentQuery {
+    /// `open` | `acknowledged` | `closed`.
+    pub status: Option<String>,
+    pub severity: Option<Severity>,
+    pub kind: Option<String>,
+    pub agent_id: Option<String>,
+    /// RFC 3339; opened at or after.
+    pub since: Option<String>,
+    /// RFC 3339; opened before.
+    pub until: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CloseBody {
+    pub reason: Option<String>,
+}
+
+/// Incidents of this tenant, newest first: a bare JSON array.
+#[utoipa::path(get, path = "/v1/incidents", tag = "incidents", params(IncidentQuery),
+    security(("operator_key" = [])),
+    responses((status = 200, body = [IncidentView], headers(("X-Next-Cursor" = String))), (status = 422, body = ErrorBody)))]
+pub async fn list_incidents(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    QueryParams(query): QueryParams<IncidentQuery>,
+) -> ApiResult<Listed<IncidentView>> {
+    if let Some(status) = query.status.as_deref()
+        && ![
+            incident_status::OPEN,
+            incident_status::ACKNOWLEDGED,
+            incident_status::CLOSED,
+        ]
+        .contains(&status)
+    {
+        return Err(ApiError::invalid_field(
+            "status",
+            "must be open, acknowledged or closed",
+        ));
+    }
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .page()?;
+    let filter = IncidentFilter {
+        since_ms: validate::timestamp("since", query.since.as_deref())?,
+        until_ms: validate::timestamp("until", query.until.as_deref())?,
+        status: query.status,
+        severity: query.severity,
+        kind: query.kind,
+        agent_id: query.agent_id,
+        page: Page {
+            limit: page.limit + 1,
+            ..page
+        },
+    };
+    let rows = state.store.list_incidents(&operator.tenant, filter).await?;
+    Ok(Listed::paged(
+        rows,
+        page.limit,
+        |i| i.event_seq,
+        IncidentView::from,
+    ))
+}
+
+/// One incident with the seqs and decisions behind it and the response actions taken.
+#[utoipa::path(get, path = "/v1/incidents/{id}", tag = "incidents", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = IncidentDetailView), (status = 404, body = ErrorBody)))]
+pub async fn get_incident(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<IncidentDetailView>> {
+    Ok(Json(
+        state.store.incident(&operator.tenant, &id).await?.into(),
+    ))
+}
+
+/// Acknowledge an open incident (409 otherwise).
+#[utoipa::path(post, path = "/v1/incidents/{id}/ack", tag = "incidents", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = IncidentDetailView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn ack_incident(
+    State(state): State<SharedState>,
+    operator: Operator<Responder>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<IncidentDetailView>> {
+    step(&state, &operator, &id, IncidentStep::Acknowledge).await
+}
+
+/// Close an incident, recording who and why (409 if already closed).
+#[utoipa::path(post, path = "/v1/incidents/{id}/close", tag = "incidents", params(("id" = String, Path)), request_body = CloseBody,
+    security(("operator_key" = [])),
+    responses((status = 200, body = IncidentDetailView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn close_incident(
+    State(state): State<SharedState>,
+    operator: Operator<Responder>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CloseBody>,
+) -> ApiResult<Json<IncidentDetailView>> {
+    optional_bounded("reason", body.reason.as_deref(), 2000)?;
+    step(
+        &state,
+        &operator,
+        &id,
+        IncidentStep::Close {
+            reason: body.reason,
+        },
+    )
+    .await
+}
+
+/// Carry out the incident's recommended action (autonomy L2).
+#[utoipa::path(post, path = "/v1/incidents/{id}/apply", tag = "incidents", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = IncidentDetailView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn apply_recommendation(
+    State(state): State<SharedState>,
+    operator: Operator<Responder>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<IncidentDetailView>> {
+    step(&state, &operator, &id, IncidentStep::ApplyRecommendation).await
+}
+
+async fn step(
+    state: &SharedState,
+    operator: &Operator<Responder>,
+    id: &str,
+    step: IncidentStep,
+) -> ApiResult<Json<IncidentDetailView>> {
+    let (detail, agent) = state
+        .store
+        .step_incident(&operator.tenant, id, step, &operator.actor())
+        .await?;
+    if let Some(agent) = agent {
+        state.agents.update(&agent);
+    }
+    Ok(Json(detail.into()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertView {
+    pub id: String,
+    pub kind: String,
+    pub severity: Severity,
+    pub agent_id: Option<String>,
+    pub summary: String,
+    /// The event that raised it.
+    pub source_seq: i64,
+    pub event_seq: i64,
+    pub created_at: String,
+}
+
+impl From<AlertRecord> for AlertView {
+    fn from(a: AlertRecord) -> Self {
+        AlertView {
+            id: a.id,
+            kind: a.kind,
+            severity: a.severity,
+            agent_id: a.agent_id,
+            summary: a.summary,
+            source_seq: a.source_seq,
+            event_seq: a.event_seq,
+            created_at: format_millis(a.created_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AlertQuery {
+    pub severity: Option<Severity>,
+    pub kind: Option<String>,
+    pub agent_id: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Alerts raised by detection rules, newest first.
+#[utoipa::path(get, path = "/v1/alerts", tag = "incidents", params(AlertQuery),
+    security(("operator_key" = [])),
+    responses((status = 200, body = [AlertView], headers(("X-Next-Cursor" = String)))))]
+pub async fn list_alerts(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    QueryParams(query): QueryParams<AlertQuery>,
+) -> ApiResult<Listed<AlertView>> {
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .page()?;
+    let filter = AlertFilter {
+        since_ms: validate::timestamp("since", query.since.as_deref())?,
+        until_ms: validate::timestamp("until", query.until.as_deref())?,
+        severity: query.severity,
+        kind: query.kind,
+        agent_id: query.agent_id,
+        page: Page {
+            limit: page.limit + 1,
+            ..page
+        },
+    };
+    let rows = state.store.list_alerts(&operator.tenant, filter).await?;
+    Ok(Listed::paged(
+        rows,
+        page.limit,
+        |a| a.event_seq,
+        AlertView::from,
+    ))
+}

@@ -1,0 +1,347 @@
+//! The SOC consumer: reads the event log in `seq` order from its persisted cursor, runs
+//! detection and correlation, plans responses, and writes everything it found together with
+//! its new cursor and the correlators' windows in one transaction
+//! (`Store::apply_soc_batch`). A crash before that commit repeats the batch from the same
+//! state; after it, nothing is repeated. Incident ids and dedup keys are derived from the
+//! finding, so even a repeat could not open a second incident for one storm.
+
+use crate::SocConfig;
+use crate::detect::{DecisionPayload, detect_decision, detect_other};
+use crate::response::plan;
+use aegis_core::correlate::{
+    ActionClass, AgentCorrelator, CorrelationConfig, CorrelationEvent, CorrelatorState, Finding,
+    RuleKind,
+};
+use aegis_core::model::AutonomyLevel;
+use aegis_store::{
+    Agent, CorrelatorStateRecord, Event, EvidenceAppend, EvidenceRef, NewAlert, NewIncident,
+    SocBatch, Store, StoreResult, TenantId, event_kind,
+};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Name of this consumer's cursor.
+pub const CONSUMER: &str = "soc";
+const BATCH: u32 = 1000;
+
+/// Called with every agent an automatic response changed (to refresh caches).
+pub type AgentChanged = Arc<dyn Fn(&Agent) + Send + Sync>;
+
+type AgentKey = (TenantId, String);
+
+struct TenantSoc {
+    correlation: CorrelationConfig,
+    autonomy: AutonomyLevel,
+}
+
+pub struct Consumer {
+    store: Arc<dyn Store>,
+    config: SocConfig,
+    on_agent_changed: AgentChanged,
+    cursor: i64,
+    correlators: HashMap<AgentKey, AgentCorrelator>,
+    /// The incident each (agent, rule) opened last: where `Finding::Joined` evidence goes.
+    open_incidents: HashMap<(AgentKey, RuleKind), String>,
+    tenants: HashMap<TenantId, TenantSoc>,
+}
+
+impl Consumer {
+    /// Loads the cursor and the saved correlation windows.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        config: SocConfig,
+        on_agent_changed: AgentChanged,
+    ) -> StoreResult<Self> {
+        let cursor = store.consumer_cursor(CONSUMER).await?;
+        let mut consumer = Consumer {
+            store,
+            config,
+            on_agent_changed,
+            cursor,
+            correlators: HashMap::new(),
+            open_incidents: HashMap::new(),
+            tenants: HashMap::new(),
+        };
+        consumer.load_saved_windows().await?;
+        Ok(consumer)
+    }
+
+    async fn load_saved_windows(&mut self) -> StoreResult<()> {
+        self.correlators.clear();
+        self.open_incidents.clear();
+        for saved in self.store.correlator_states().await? {
+            let Ok(state) = serde_json::from_value::<CorrelatorState>(saved.state) else {
+                tracing::warn!(tenant_id = %saved.tenant_id, agent_id = %saved.agent_id, "unreadable correlator state; starting it empty");
+                continue;
+            };
+            let config = self.tenant(&saved.tenant_id).await?.correlation;
+            self.correlators.insert(
+                (saved.tenant_id, saved.agent_id),
+                AgentCorrelator::restore(config, state),
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut commits = self.store.committed_seq();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.step().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(%error, cursor = self.cursor, "SOC batch failed; retrying from the saved state");
+                    // Memory may be ahead of the database now: reload what was committed.
+                    let reloaded = async {
+                        self.cursor = self.store.consumer_cursor(CONSUMER).await?;
+                        self.tenants.clear();
+                        self.load_saved_windows().await
+                    };
+                    if let Err(error) = reloaded.await {
+                        tracing::error!(%error, "cannot reload the SOC state");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(self.config.idle_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Processes one batch of new events. Returns whether there was anything to process.
+    pub async fn step(&mut self) -> StoreResult<bool> {
+        let events = self.store.events_after(self.cursor, BATCH).await?;
+        let Some(last) = events.last() else {
+            return Ok(false);
+        };
+        let mut batch = SocBatch {
+            consumer: CONSUMER.into(),
+            cursor: last.seq,
+            ..SocBatch::default()
+        };
+        let mut touched = HashSet::new();
+        for event in &events {
+            self.observe(event, &mut batch, &mut touched).await?;
+        }
+        batch.correlator_states = touched
+            .into_iter()
+            .filter_map(|key: AgentKey| {
+                let state = serde_json::to_value(self.correlators.get(&key)?.snapshot()).ok()?;
+                Some(CorrelatorStateRecord {
+                    tenant_id: key.0,
+                    agent_id: key.1,
+                    state,
+                })
+            })
+            .collect();
+        let applied = self.store.apply_soc_batch(batch).await?;
+        self.cursor = last.seq;
+        for agent in &applied.agents_changed {
+            tracing::info!(agent_id = %agent.id, status = %agent.status, "SOC response changed an agent");
+            (self.on_agent_changed)(agent);
+        }
+        Ok(true)
+    }
+
+    async fn observe(
+        &mut self,
+        event: &Event,
+        batch: &mut SocBatch,
+        touched: &mut HashSet<AgentKey>,
+    ) -> StoreResult<()> {
+        let tenant_id = &event.tenant_id;
+        if event.kind == event_kind::TENANT_SETTINGS_CHANGED {
+            self.tenants.remove(tenant_id);
+            let config = self.tenant(tenant_id).await?.correlation;
+            for ((tenant, _), correlator) in self.correlators.iter_mut() {
+                if tenant == tenant_id {
+                    *correlator = AgentCorrelator::restore(config, correlator.snapshot());
+                }
+            }
+            return Ok(());
+        }
+        if event.kind != event_kind::DECISION {
+            if let Some(found) = detect_other(&event.kind, event.agent_id.as_deref()) {
+                batch.alerts.push(alert(event, found));
+            }
+            return Ok(());
+        }
+        let (Some(agent_id), Ok(decision)) = (
+            event.agent_id.as_deref(),
+            serde_json::from_value::<DecisionPayload>(event.payload.clone()),
+        ) else {
+            tracing::warn!(
+                seq = event.seq,
+                "decision event without a readable payload; skipped"
+            );
+            return Ok(());
+        };
+        for found in detect_decision(agent_id, &decision) {
+            batch.alerts.push(alert(event, found));
+        }
+
+        let key: AgentKey = (tenant_id.clone(), agent_id.to_owned());
+        let tenant = self.tenant(tenant_id).await?;
+        let (correlation, autonomy) = (tenant.correlation, tenant.autonomy);
+        let class = if decision.egress {
+            ActionClass::ExternalSend
+        } else if decision.mutates_state {
+            ActionClass::Other
+        } else {
+            ActionClass::Read
+        };
+        let findings = self
+            .correlators
+            .entry(key.clone())
+            .or_insert_with(|| AgentCorrelator::new(correlation))
+            .observe(CorrelationEvent {
+                seq: event.seq,
+                at_ms: event.created_at_ms,
+                verdict: decision.decision,
+                tool: &decision.tool,
+                action: &decision.action,
+                class,
+            });
+        touched.insert(key.clone());
+
+        for finding in findings {
+            match finding {
+                Finding::Opened {
+                    rule,
+                    severity,
+                    evidence,
+                } => {
+                    let trigger = evidence.last().copied().unwrap_or(event.seq);
+                    let dedup_key = format!("{rule}:{agent_id}:{trigger}");
+                    let incident_id = incident_id(tenant_id, &dedup_key);
+                    let response = plan(autonomy, rule, severity, &incident_id);
+                    batch.incidents.push(NewIncident {
+                        id: incident_id.clone(),
+                        tenant_id: tenant_id.clone(),
+                        kind: rule.as_str().into(),
+                        severity,
+                        agent_id: agent_id.to_owned(),
+                        dedup_key,
+                        summary: summary(rule, evidence.len(), &correlation, agent_id),
+                        evidence: evidence
+                            .iter()
+                            .map(|&seq| EvidenceRef {
+                                event_seq: seq,
+                                decision_id: (seq == event.seq)
+                                    .then(|| decision.decision_id.clone()),
+                            })
+                            .collect(),
+                        recommended_action: response.recommended,
+                        response: response.automatic,
+                        opened_at_ms: event.created_at_ms,
+                    });
+                    self.open_incidents.insert((key.clone(), rule), incident_id);
+                }
+                Finding::Joined { rule, seq } => {
+                    let incident_id = match self.open_incidents.get(&(key.clone(), rule)) {
+                        Some(id) => Some(id.clone()),
+                        None => {
+                            self.store
+                                .latest_incident(tenant_id, agent_id, rule.as_str())
+                                .await?
+                        }
+                    };
+                    let Some(incident_id) = incident_id else {
+                        tracing::warn!(%rule, agent_id, seq, "evidence for an incident that does not exist; skipped");
+                        continue;
+                    };
+                    self.open_incidents
+                        .insert((key.clone(), rule), incident_id.clone());
+                    batch.evidence.push(EvidenceAppend {
+                        tenant_id: tenant_id.clone(),
+                        incident_id,
+                        evidence: EvidenceRef {
+                            event_seq: seq,
+                            decision_id: (seq == event.seq).then(|| decision.decision_id.clone()),
+                        },
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The tenant's effective SOC settings (cached until its settings change).
+    async fn tenant(&mut self, tenant_id: &TenantId) -> StoreResult<&TenantSoc> {
+        if !self.tenants.contains_key(tenant_id) {
+            let settings = self.store.tenant(tenant_id).await?;
+            let mut correlation = self.config.correlation;
+            if let Some(n) = settings.deny_storm.threshold {
+                correlation.deny_storm.threshold = n as usize;
+            }
+            if let Some(secs) = settings.deny_storm.window_secs {
+                correlation.deny_storm.window = Duration::from_secs(secs.into());
+            }
+            let autonomy = settings
+                .autonomy_override
+                .unwrap_or(self.config.default_autonomy);
+            self.tenants.insert(
+                tenant_id.clone(),
+                TenantSoc {
+                    correlation,
+                    autonomy,
+                },
+            );
+        }
+        Ok(&self.tenants[tenant_id])
+    }
+}
+
+/// Deterministic: the same finding always names the same incident.
+fn incident_id(tenant_id: &TenantId, dedup_key: &str) -> String {
+    let digest = Sha256::digest(format!("{tenant_id}\n{dedup_key}").as_bytes());
+    format!("inc_{}", &hex::encode(digest)[..32])
+}
+
+fn alert(event: &Event, found: crate::detect::Detection) -> NewAlert {
+    let digest =
+        Sha256::digest(format!("{}\n{}\n{}", event.tenant_id, found.kind, event.seq).as_bytes());
+    NewAlert {
+        id: format!("alr_{}", &hex::encode(digest)[..32]),
+        tenant_id: event.tenant_id.clone(),
+        kind: found.kind.into(),
+        severity: found.severity,
+        agent_id: event.agent_id.clone(),
+        source_seq: event.seq,
+        summary: found.summary,
+        created_at_ms: event.created_at_ms,
+    }
+}
+
+fn summary(rule: RuleKind, evidence: usize, config: &CorrelationConfig, agent_id: &str) -> String {
+    match rule {
+        RuleKind::DenyStorm => format!(
+            "{evidence} denies within {} s for agent {agent_id}",
+            config.deny_storm.window.as_secs()
+        ),
+        RuleKind::Runaway => format!(
+            "{evidence} decisions within {} s for agent {agent_id}: far above its normal rate",
+            config.runaway.window.as_secs()
+        ),
+        RuleKind::DataExfiltration => {
+            format!(
+                "agent {agent_id} read data and then attempted an external send within {} s",
+                config.data_exfiltration.window.as_secs()
+            )
+        }
+        RuleKind::TrustEscalation => format!(
+            "agent {agent_id} was denied and then allowed the same tool action within {} s: probing",
+            config.trust_escalation.window.as_secs()
+        ),
+    }
+}

@@ -1,0 +1,145 @@
+//! Detection rules: one event → at most a few alerts. Pure.
+
+use aegis_core::model::{ActionRisk, Severity, SourceTrust, Verdict};
+use aegis_store::event_kind;
+use serde::Deserialize;
+
+/// The fields of a `decision` event the SOC reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DecisionPayload {
+    pub decision_id: String,
+    pub decision: Verdict,
+    pub tool: String,
+    pub action: String,
+    pub mutates_state: bool,
+    #[serde(default)]
+    pub egress: bool,
+    pub risk: ActionRisk,
+    pub source_trust: SourceTrust,
+}
+
+/// An alert a rule raised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    pub kind: &'static str,
+    pub severity: Severity,
+    pub summary: String,
+}
+
+/// Alerts for one decision.
+pub fn detect_decision(agent_id: &str, d: &DecisionPayload) -> Vec<Detection> {
+    let mut found = Vec::new();
+    if d.decision != Verdict::Deny {
+        return found;
+    }
+    if d.mutates_state && d.source_trust >= SourceTrust::UntrustedExternal {
+        found.push(Detection {
+            kind: "untrusted_write_denied",
+            severity: if d.source_trust == SourceTrust::MaliciousSuspected {
+                Severity::High
+            } else {
+                Severity::Medium
+            },
+            summary: format!(
+                "agent {agent_id} tried a state-changing call {}/{} driven by {} content; denied",
+                d.tool, d.action, d.source_trust
+            ),
+        });
+    }
+    if d.risk == ActionRisk::Critical {
+        found.push(Detection {
+            kind: "critical_action_denied",
+            severity: Severity::High,
+            summary: format!(
+                "agent {agent_id} was denied the critical-risk action {}/{}",
+                d.tool, d.action
+            ),
+        });
+    }
+    found
+}
+
+/// Alerts for events other than decisions.
+pub fn detect_other(kind: &str, agent_id: Option<&str>) -> Option<Detection> {
+    (kind == event_kind::AUTH_DEAD_TOKEN).then(|| Detection {
+        kind: "dead_token_used",
+        severity: Severity::High,
+        summary: format!(
+            "a revoked or rotated-away token of agent {} was presented to /v1/authorize",
+            agent_id.unwrap_or("(unknown)")
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deny(trust: SourceTrust, mutates_state: bool, risk: ActionRisk) -> DecisionPayload {
+        DecisionPayload {
+            decision_id: "dec_1".into(),
+            decision: Verdict::Deny,
+            tool: "github".into(),
+            action: "merge".into(),
+            mutates_state,
+            egress: false,
+            risk,
+            source_trust: trust,
+        }
+    }
+
+    #[test]
+    fn untrusted_denied_writes_alert_with_severity_by_provenance() {
+        let found = detect_decision(
+            "a",
+            &deny(SourceTrust::UntrustedExternal, true, ActionRisk::Low),
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].kind, found[0].severity),
+            ("untrusted_write_denied", Severity::Medium)
+        );
+        let malicious = detect_decision(
+            "a",
+            &deny(SourceTrust::MaliciousSuspected, true, ActionRisk::Low),
+        );
+        assert_eq!(malicious[0].severity, Severity::High);
+        assert!(
+            detect_decision(
+                "a",
+                &deny(SourceTrust::TrustedInternalSigned, true, ActionRisk::Low)
+            )
+            .is_empty()
+        );
+        assert!(
+            detect_decision(
+                "a",
+                &deny(SourceTrust::UntrustedExternal, false, ActionRisk::Low)
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn critical_denies_and_dead_tokens_alert() {
+        let found = detect_decision(
+            "a",
+            &deny(
+                SourceTrust::TrustedInternalSigned,
+                false,
+                ActionRisk::Critical,
+            ),
+        );
+        assert_eq!(found[0].kind, "critical_action_denied");
+        let mut allowed = deny(SourceTrust::MaliciousSuspected, true, ActionRisk::Critical);
+        allowed.decision = Verdict::Allow;
+        assert!(detect_decision("a", &allowed).is_empty());
+        assert_eq!(
+            detect_other(event_kind::AUTH_DEAD_TOKEN, Some("a"))
+                .unwrap()
+                .kind,
+            "dead_token_used"
+        );
+        assert!(detect_other(event_kind::AGENT_FROZEN, Some("a")).is_none());
+    }
+}

@@ -1,0 +1,512 @@
+//! SOC tables: alerts, incidents, evidence, response actions, consumer cursors.
+
+use super::rows::*;
+use super::{append_event, change_agent_tx, load_agent};
+use crate::*;
+use aegis_core::model::AgentStatus;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The actor named on automatic responses.
+pub const RESPONSE_ENGINE: &str = "soc:response-engine";
+
+pub(super) fn apply_batch(
+    conn: &Connection,
+    batch: &SocBatch,
+    now: i64,
+) -> StoreResult<SocApplied> {
+    let mut applied = SocApplied::default();
+    for alert in &batch.alerts {
+        insert_alert(conn, alert)?;
+    }
+    for incident in &batch.incidents {
+        if open_incident(conn, incident, &mut applied)? {
+            applied.opened.push(incident.id.clone());
+        }
+    }
+    for append in &batch.evidence {
+        let added = conn
+            .prepare_cached(
+                "INSERT INTO incident_evidence (incident_id, event_seq, decision_id)
+                 SELECT id, ?3, COALESCE(?4, (SELECT d.id FROM decisions d WHERE d.event_seq = ?3))
+                 FROM incidents WHERE tenant_id = ?1 AND id = ?2
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                append.tenant_id.as_str(),
+                append.incident_id,
+                append.evidence.event_seq,
+                append.evidence.decision_id
+            ])?;
+        if added > 0 {
+            conn.prepare_cached("UPDATE incidents SET updated_at = ?1 WHERE id = ?2")?
+                .execute(params![now, append.incident_id])?;
+        }
+    }
+    let mut save_state = conn.prepare_cached(
+        "INSERT INTO correlator_state (tenant_id, agent_id, state) VALUES (?1, ?2, ?3)
+         ON CONFLICT (tenant_id, agent_id) DO UPDATE SET state = excluded.state",
+    )?;
+    for saved in &batch.correlator_states {
+        save_state.execute(params![
+            saved.tenant_id.as_str(),
+            saved.agent_id,
+            saved.state.to_string()
+        ])?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO consumer_cursors (name, seq, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_at = excluded.updated_at",
+    )?
+    .execute(params![batch.consumer, batch.cursor, now])?;
+    Ok(applied)
+}
+
+fn insert_alert(conn: &Connection, alert: &NewAlert) -> StoreResult<()> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO alerts (id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)
+             ON CONFLICT (tenant_id, kind, source_seq) DO NOTHING",
+        )?
+        .execute(params![
+            alert.id,
+            alert.tenant_id.as_str(),
+            alert.kind,
+            alert.severity.as_str(),
+            alert.agent_id,
+            alert.source_seq,
+            alert.summary,
+            alert.created_at_ms
+        ])?;
+    if inserted == 0 {
+        return Ok(());
+    }
+    let seq = append_event(
+        conn,
+        alert.tenant_id.as_str(),
+        event_kind::ALERT_RAISED,
+        alert.agent_id.as_deref(),
+        Some(&alert.id),
+        &serde_json::json!({
+            "alert_id": alert.id,
+            "kind": alert.kind,
+            "severity": alert.severity,
+            "summary": alert.summary,
+            "source_seq": alert.source_seq,
+        }),
+        alert.created_at_ms,
+    )?;
+    conn.prepare_cached("UPDATE alerts SET event_seq = ?1 WHERE id = ?2")?
+        .execute(params![seq, alert.id])?;
+    Ok(())
+}
+
+/// Inserts the incident unless its dedup key exists; then its evidence and its automatic
+/// response. Returns whether it was new.
+fn open_incident(
+    conn: &Connection,
+    incident: &NewIncident,
+    applied: &mut SocApplied,
+) -> StoreResult<bool> {
+    let tenant_id = incident.tenant_id.as_str();
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO incidents (id, tenant_id, kind, severity, status, agent_id, dedup_key, summary,
+                 recommended_action, opened_at, updated_at, event_seq)
+             VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9, ?9, 0)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            incident.id,
+            tenant_id,
+            incident.kind,
+            incident.severity.as_str(),
+            incident.agent_id,
+            incident.dedup_key,
+            incident.summary,
+            incident.recommended_action.as_ref().map(|v| v.to_string()),
+            incident.opened_at_ms,
+        ])?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let mut evidence = conn.prepare_cached(
+        "INSERT INTO incident_evidence (incident_id, event_seq, decision_id)
+         VALUES (?1, ?2, COALESCE(?3, (SELECT d.id FROM decisions d WHERE d.event_seq = ?2)))
+         ON CONFLICT DO NOTHING",
+    )?;
+    for item in &incident.evidence {
+        evidence.execute(params![incident.id, item.event_seq, item.decision_id])?;
+    }
+    let seq = append_event(
+        conn,
+        tenant_id,
+        event_kind::INCIDENT_OPENED,
+        Some(&incident.agent_id),
+        Some(&incident.id),
+        &serde_json::json!({
+            "incident_id": incident.id,
+            "kind": incident.kind,
+            "severity": incident.severity,
+            "agent_id": incident.agent_id,
+            "summary": incident.summary,
+            "evidence_seqs": incident.evidence.iter().map(|e| e.event_seq).collect::<Vec<_>>(),
+            "recommended_action": incident.recommended_action,
+        }),
+        incident.opened_at_ms,
+    )?;
+    conn.prepare_cached("UPDATE incidents SET event_seq = ?1 WHERE id = ?2")?
+        .execute(params![seq, incident.id])?;
+
+    let at = incident.opened_at_ms;
+    if let Some(reason) = &incident.response.freeze {
+        let agent = load_agent(conn, tenant_id, &incident.agent_id)?;
+        if agent.status == AgentStatus::Active {
+            let change = AgentChange {
+                kind: AgentChangeKind::Freeze {
+                    reason: reason.clone(),
+                },
+                actor: RESPONSE_ENGINE.into(),
+                at_ms: at,
+            };
+            let frozen = change_agent_tx(conn, tenant_id, &agent.id, &change)?;
+            record_response(
+                conn,
+                incident,
+                "freeze",
+                "automatic",
+                RESPONSE_ENGINE,
+                reason,
+                at,
+            )?;
+            applied.agents_changed.push(frozen);
+        }
+    }
+    if let Some(tier) = incident.response.raise_risk_tier {
+        let agent = load_agent(conn, tenant_id, &incident.agent_id)?;
+        if agent.status != AgentStatus::Revoked && agent.risk_tier < tier {
+            let change = AgentChange {
+                kind: AgentChangeKind::SetRiskTier { risk_tier: tier },
+                actor: RESPONSE_ENGINE.into(),
+                at_ms: at,
+            };
+            let raised = change_agent_tx(conn, tenant_id, &agent.id, &change)?;
+            let detail = format!(
+                "risk tier {} → {tier}: later writes need approval",
+                agent.risk_tier
+            );
+            record_response(
+                conn,
+                incident,
+                "raise_risk_tier",
+                "automatic",
+                RESPONSE_ENGINE,
+                &detail,
+                at,
+            )?;
+            applied.agents_changed.push(raised);
+        }
+    }
+    Ok(true)
+}
+
+fn record_response(
+    conn: &Connection,
+    incident: &NewIncident,
+    action: &str,
+    mode: &str,
+    actor: &str,
+    detail: &str,
+    at: i64,
+) -> StoreResult<()> {
+    insert_response(
+        conn,
+        incident.tenant_id.as_str(),
+        &incident.id,
+        &incident.agent_id,
+        action,
+        mode,
+        actor,
+        detail,
+        at,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_response(
+    conn: &Connection,
+    tenant_id: &str,
+    incident_id: &str,
+    agent_id: &str,
+    action: &str,
+    mode: &str,
+    actor: &str,
+    detail: &str,
+    at: i64,
+) -> StoreResult<()> {
+    let id = format!("rsp_{}", uuid::Uuid::now_v7().simple());
+    let seq = append_event(
+        conn,
+        tenant_id,
+        event_kind::RESPONSE_ACTION,
+        Some(agent_id),
+        Some(&id),
+        &serde_json::json!({
+            "response_id": id,
+            "incident_id": incident_id,
+            "action": action,
+            "mode": mode,
+            "actor": actor,
+            "detail": detail,
+        }),
+        at,
+    )?;
+    conn.prepare_cached(
+        "INSERT INTO response_actions (id, tenant_id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![id, tenant_id, incident_id, agent_id, action, mode, actor, detail, seq, at])?;
+    Ok(())
+}
+
+pub(super) fn list_alerts(
+    conn: &Connection,
+    tenant: &TenantId,
+    f: &AlertFilter,
+) -> StoreResult<Vec<AlertRecord>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE tenant_id = ?1 AND event_seq < ?2
+               AND (?3 IS NULL OR severity = ?3) AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR agent_id = ?5)
+               AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at < ?7)
+             ORDER BY event_seq DESC LIMIT ?8"
+        ))?
+        .query_map(
+            params![
+                tenant.as_str(),
+                f.page.before.unwrap_or(i64::MAX),
+                f.severity.map(|s| s.as_str()),
+                f.kind,
+                f.agent_id,
+                f.since_ms,
+                f.until_ms,
+                f.page.limit
+            ],
+            alert_from_row,
+        )?
+        .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn list_incidents(
+    conn: &Connection,
+    tenant: &TenantId,
+    f: &IncidentFilter,
+) -> StoreResult<Vec<IncidentRecord>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents
+             WHERE tenant_id = ?1 AND event_seq < ?2
+               AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR severity = ?4)
+               AND (?5 IS NULL OR kind = ?5) AND (?6 IS NULL OR agent_id = ?6)
+               AND (?7 IS NULL OR opened_at >= ?7) AND (?8 IS NULL OR opened_at < ?8)
+             ORDER BY event_seq DESC LIMIT ?9"
+        ))?
+        .query_map(
+            params![
+                tenant.as_str(),
+                f.page.before.unwrap_or(i64::MAX),
+                f.status,
+                f.severity.map(|s| s.as_str()),
+                f.kind,
+                f.agent_id,
+                f.since_ms,
+                f.until_ms,
+                f.page.limit
+            ],
+            incident_from_row,
+        )?
+        .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn load_incident(
+    conn: &Connection,
+    tenant_id: &str,
+    incident_id: &str,
+) -> StoreResult<IncidentDetail> {
+    let incident = conn
+        .prepare_cached(&format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE tenant_id = ?1 AND id = ?2"
+        ))?
+        .query_row([tenant_id, incident_id], incident_from_row)
+        .optional()?
+        .ok_or(StoreError::NotFound("incident"))?;
+    let evidence = conn
+        .prepare_cached("SELECT event_seq, decision_id FROM incident_evidence WHERE incident_id = ?1 ORDER BY event_seq")?
+        .query_map([incident_id], |row| Ok(EvidenceRef { event_seq: row.get(0)?, decision_id: row.get(1)? }))?
+        .collect::<Result<_, _>>()?;
+    let response_actions = conn
+        .prepare_cached(
+            "SELECT id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at
+             FROM response_actions WHERE incident_id = ?1 ORDER BY event_seq",
+        )?
+        .query_map([incident_id], |row| {
+            Ok(ResponseActionRecord {
+                id: row.get(0)?,
+                incident_id: row.get(1)?,
+                agent_id: row.get(2)?,
+                action: row.get(3)?,
+                mode: row.get(4)?,
+                actor: row.get(5)?,
+                detail: row.get(6)?,
+                event_seq: row.get(7)?,
+                created_at_ms: row.get(8)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(IncidentDetail {
+        incident,
+        evidence,
+        response_actions,
+    })
+}
+
+pub(super) fn step_incident(
+    conn: &Connection,
+    tenant_id: &str,
+    incident_id: &str,
+    step: &IncidentStep,
+    actor: &str,
+    now: i64,
+) -> StoreResult<(IncidentDetail, Option<Agent>)> {
+    let detail = load_incident(conn, tenant_id, incident_id)?;
+    let incident = &detail.incident;
+    let mut changed_agent = None;
+    match step {
+        IncidentStep::Acknowledge => {
+            if incident.status != incident_status::OPEN {
+                return Err(StoreError::Conflict(format!(
+                    "the incident is {}; only open incidents can be acknowledged",
+                    incident.status
+                )));
+            }
+            conn.execute(
+                "UPDATE incidents SET status = 'acknowledged', acknowledged_at = ?1, acknowledged_by = ?2, updated_at = ?1
+                 WHERE id = ?3",
+                params![now, actor, incident_id],
+            )?;
+            append_event(
+                conn,
+                tenant_id,
+                event_kind::INCIDENT_ACKNOWLEDGED,
+                Some(&incident.agent_id),
+                Some(incident_id),
+                &serde_json::json!({"incident_id": incident_id, "kind": incident.kind, "actor": actor}),
+                now,
+            )?;
+        }
+        IncidentStep::Close { reason } => {
+            if incident.status == incident_status::CLOSED {
+                return Err(StoreError::Conflict(
+                    "the incident is already closed".into(),
+                ));
+            }
+            conn.execute(
+                "UPDATE incidents SET status = 'closed', closed_at = ?1, closed_by = ?2, close_reason = ?3, updated_at = ?1
+                 WHERE id = ?4",
+                params![now, actor, reason, incident_id],
+            )?;
+            append_event(
+                conn,
+                tenant_id,
+                event_kind::INCIDENT_CLOSED,
+                Some(&incident.agent_id),
+                Some(incident_id),
+                &serde_json::json!({"incident_id": incident_id, "kind": incident.kind, "actor": actor, "reason": reason}),
+                now,
+            )?;
+        }
+        IncidentStep::ApplyRecommendation => {
+            let Some(recommended) = &incident.recommended_action else {
+                return Err(StoreError::Conflict(
+                    "the incident has no recommended action".into(),
+                ));
+            };
+            if incident.status == incident_status::CLOSED {
+                return Err(StoreError::Conflict("the incident is closed".into()));
+            }
+            if detail.response_actions.iter().any(|r| r.mode == "applied") {
+                return Err(StoreError::Conflict(
+                    "the recommended action was already applied".into(),
+                ));
+            }
+            let action = recommended
+                .get("action")
+                .and_then(|a| a.as_str())
+                .unwrap_or_default();
+            let reason = recommended
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .map_or_else(
+                    || format!("recommended by incident {incident_id}"),
+                    str::to_owned,
+                );
+            let kind = match action {
+                "freeze" => AgentChangeKind::Freeze {
+                    reason: reason.clone(),
+                },
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unknown recommended action {other:?}"
+                    )));
+                }
+            };
+            let agent = load_agent(conn, tenant_id, &incident.agent_id)?;
+            if agent.status != AgentStatus::Active {
+                return Err(StoreError::Conflict(format!(
+                    "the agent is already {}",
+                    agent.status
+                )));
+            }
+            let change = AgentChange {
+                kind,
+                actor: actor.to_owned(),
+                at_ms: now,
+            };
+            changed_agent = Some(change_agent_tx(conn, tenant_id, &agent.id, &change)?);
+            insert_response(
+                conn,
+                tenant_id,
+                incident_id,
+                &incident.agent_id,
+                action,
+                "applied",
+                actor,
+                &reason,
+                now,
+            )?;
+        }
+    }
+    Ok((load_incident(conn, tenant_id, incident_id)?, changed_agent))
+}
+
+pub(super) fn correlator_states(conn: &Connection) -> StoreResult<Vec<CorrelatorStateRecord>> {
+    conn.prepare_cached("SELECT tenant_id, agent_id, state FROM correlator_state")?
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?
+        .map(|row| {
+            let (tenant_id, agent_id, state) = row?;
+            Ok(CorrelatorStateRecord {
+                tenant_id: TenantId::new(tenant_id),
+                agent_id,
+                state: serde_json::from_str(&state)
+                    .map_err(|e| StoreError::Corrupt(format!("correlator state: {e}")))?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,307 @@
+//! The SOC plane against the built binary: the runbook's Symptoms, "Before you start" and
+//! Verification sections.
+
+mod support;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn incidents(client: &reqwest::Client, gw: &Gateway, key: &str, query: &str) -> Vec<Value> {
+    let list = get_json(client, gw.url(&format!("/v1/incidents{query}")), key).await;
+    list.as_array().expect("a bare JSON array").clone()
+}
+
+/// Waits until the SOC has processed `n` untrusted-write denies (one alert each).
+async fn processed(client: &reqwest::Client, gw: &Gateway, key: &str, n: usize) {
+    eventually(5, &format!("{n} alerts"), || async {
+        let alerts = get_json(
+            client,
+            gw.url("/v1/alerts?kind=untrusted_write_denied&limit=1000"),
+            key,
+        )
+        .await;
+        (alerts.as_array().unwrap().len() >= n).then_some(())
+    })
+    .await;
+}
+
+async fn deny_n(client: &reqwest::Client, gw: &Gateway, token: &str, n: usize) {
+    for _ in 0..n {
+        assert_eq!(
+            authorize(client, gw, token, "untrusted_external").await,
+            "deny"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_is_one_incident_on_http_and_websocket_and_rearms_after_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let gw = Gateway::start_with(dir.path(), &db, &[("AEGIS_DENY_STORM_WINDOW_SECS", "2")]).await;
+    let client = reqwest::Client::new();
+    let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
+
+    let ws_url = gw
+        .url(&format!("/v1/ws/events?token={admin}&kinds=deny_storm"))
+        .replacen("http", "ws", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("websocket");
+    let hello = next_json(&mut ws).await;
+    assert_eq!(hello["type"], "hello");
+
+    // 4 denies: no incident.
+    deny_n(&client, &gw, &token, 4).await;
+    processed(&client, &gw, &admin, 4).await;
+    assert!(
+        incidents(&client, &gw, &admin, "").await.is_empty(),
+        "4 denies never fire"
+    );
+
+    // The 5th: exactly one open high deny_storm naming the agent (the runbook's query).
+    deny_n(&client, &gw, &token, 1).await;
+    let open = eventually(5, "the deny_storm incident", || async {
+        let found = incidents(&client, &gw, &admin, "?severity=high&status=open").await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    let storm: Vec<&Value> = open.iter().filter(|i| i["kind"] == "deny_storm").collect();
+    assert_eq!(storm.len(), 1);
+    assert_eq!(storm[0]["agent_id"], agent_id.as_str());
+    assert_eq!(storm[0]["severity"], "high");
+    let incident_id = storm[0]["id"].as_str().unwrap().to_owned();
+
+    // It appears on the live feed.
+    let event = next_json(&mut ws).await;
+    assert_eq!(
+        (event["type"].as_str(), event["kind"].as_str()),
+        (Some("event"), Some("incident.opened"))
+    );
+    assert_eq!(event["payload"]["kind"], "deny_storm");
+    assert_eq!(event["payload"]["incident_id"], incident_id.as_str());
+
+    // 10 denies in the window: still one incident, with all 10 behind it.
+    deny_n(&client, &gw, &token, 5).await;
+    processed(&client, &gw, &admin, 10).await;
+    let all = incidents(&client, &gw, &admin, "?kind=deny_storm").await;
+    assert_eq!(all.len(), 1, "one storm, one incident");
+    let detail = get_json(
+        &client,
+        gw.url(&format!("/v1/incidents/{incident_id}")),
+        &admin,
+    )
+    .await;
+    assert_eq!(detail["decision_ids"].as_array().unwrap().len(), 10);
+    assert_eq!(detail["status"], "open");
+
+    // L1 (the default) notifies only: the agent stays active.
+    let agent = get_json(&client, gw.url(&format!("/v1/agents/{agent_id}")), &admin).await;
+    assert_eq!(agent["status"], "active");
+    let autonomy = get_json(&client, gw.url("/v1/tenants/soc-autonomy"), &admin).await;
+    assert_eq!(
+        autonomy,
+        json!({"level": "L1", "source": "default", "override": null})
+    );
+
+    // After the window has passed below the threshold, a new storm is a new incident.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    deny_n(&client, &gw, &token, 5).await;
+    let both = eventually(5, "the second incident", || async {
+        let found = incidents(&client, &gw, &admin, "?kind=deny_storm").await;
+        (found.len() == 2).then_some(found)
+    })
+    .await;
+    assert_ne!(both[0]["id"], both[1]["id"]);
+
+    // Close it the runbook's way; Verification: status closed.
+    let closed = client
+        .post(gw.url(&format!("/v1/incidents/{incident_id}/close")))
+        .bearer_auth(&admin)
+        .body(r#"{"reason": "retry loop fixed"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 200);
+    let detail = get_json(
+        &client,
+        gw.url(&format!("/v1/incidents/{incident_id}")),
+        &admin,
+    )
+    .await;
+    assert_eq!(detail["status"], "closed");
+    assert_eq!(detail["close_reason"], "retry loop fixed");
+    let again = client
+        .post(gw.url(&format!("/v1/incidents/{incident_id}/close")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_the_middle_of_a_storm_neither_duplicates_nor_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let client = reqwest::Client::new();
+    let gw = Gateway::start(dir.path(), &db).await;
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    deny_n(&client, &gw, &token, 3).await;
+    processed(&client, &gw, &admin, 3).await;
+    gw.kill_9();
+
+    let gw = Gateway::start(dir.path(), &db).await;
+    deny_n(&client, &gw, &token, 2).await;
+    let found = eventually(5, "the incident after restart", || async {
+        let found = incidents(&client, &gw, &admin, "?kind=deny_storm").await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0]["evidence_count"], 5,
+        "denies from before and after the restart"
+    );
+    gw.kill_9();
+
+    // Another restart, more denies in the same storm: they join, nothing new opens.
+    let gw = Gateway::start(dir.path(), &db).await;
+    deny_n(&client, &gw, &token, 3).await;
+    processed(&client, &gw, &admin, 8).await;
+    let found = incidents(&client, &gw, &admin, "?kind=deny_storm").await;
+    assert_eq!(found.len(), 1);
+    let detail = get_json(
+        &client,
+        gw.url(&format!(
+            "/v1/incidents/{}",
+            found[0]["id"].as_str().unwrap()
+        )),
+        &admin,
+    )
+    .await;
+    assert_eq!(detail["decision_ids"].as_array().unwrap().len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l3_contains_by_env_and_by_api_and_tenants_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db/aegisagent.db");
+    let acme = init(dir.path(), &db, "acme");
+    let globex = init(dir.path(), &db, "globex");
+    let client = reqwest::Client::new();
+
+    // L3 by environment.
+    let gw = Gateway::start_with(dir.path(), &db, &[("AEGIS_SOC_AUTONOMY_LEVEL", "L3")]).await;
+    let (agent_id, token) = agent_with_github(&client, &gw, &acme).await;
+    let autonomy = get_json(&client, gw.url("/v1/tenants/soc-autonomy"), &acme).await;
+    assert_eq!(
+        autonomy,
+        json!({"level": "L3", "source": "env", "override": null})
+    );
+    deny_n(&client, &gw, &token, 5).await;
+    let agent = eventually(5, "the automatic freeze", || async {
+        let agent = get_json(&client, gw.url(&format!("/v1/agents/{agent_id}")), &acme).await;
+        (agent["status"] == "frozen").then_some(agent)
+    })
+    .await;
+    let incident = &incidents(&client, &gw, &acme, "?kind=deny_storm").await[0];
+    let incident_id = incident["id"].as_str().unwrap();
+    assert!(
+        agent["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains(incident_id),
+        "the freeze names the incident"
+    );
+    let detail = get_json(
+        &client,
+        gw.url(&format!("/v1/incidents/{incident_id}")),
+        &acme,
+    )
+    .await;
+    assert_eq!(detail["response_actions"][0]["action"], "freeze");
+    assert_eq!(detail["response_actions"][0]["mode"], "automatic");
+    // The freeze is enforced at once, and an operator can reverse it.
+    assert_eq!(
+        authorize(&client, &gw, &token, "trusted_internal_signed").await,
+        "deny"
+    );
+    let unfrozen = client
+        .post(gw.url(&format!("/v1/agents/{agent_id}/unfreeze")))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unfrozen.status(), 200);
+
+    // Another tenant sees none of it, over HTTP or as an id.
+    assert!(incidents(&client, &gw, &globex, "").await.is_empty());
+    let foreign = client
+        .get(gw.url(&format!("/v1/incidents/{incident_id}")))
+        .bearer_auth(&globex)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404);
+    gw.terminate();
+
+    // L3 by API, on a gateway whose default is L1; the runbook's sqlite3 query shows it.
+    let gw = Gateway::start(dir.path(), &db).await;
+    let (agent_id, token) = agent_with_github(&client, &gw, &globex).await;
+    let set = client
+        .put(gw.url("/v1/tenants/soc-autonomy"))
+        .bearer_auth(&globex)
+        .json(&json!({"level": "L3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let bad = client
+        .put(gw.url("/v1/tenants/soc-autonomy"))
+        .bearer_auth(&globex)
+        .json(&json!({"level": "L9"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let level: Option<String> = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT soc_autonomy_level FROM tenants WHERE id = 'globex'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(level.as_deref(), Some("L3"));
+    deny_n(&client, &gw, &token, 5).await;
+    eventually(5, "the freeze set by API level", || async {
+        let agent = get_json(&client, gw.url(&format!("/v1/agents/{agent_id}")), &globex).await;
+        (agent["status"] == "frozen").then_some(())
+    })
+    .await;
+    // acme keeps its own (default) level here: its agent was left active above.
+    let acme_level = get_json(&client, gw.url("/v1/tenants/soc-autonomy"), &acme).await;
+    assert_eq!(acme_level["level"], "L1");
+}
+
+async fn next_json<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a websocket message within 5 s")
+            .expect("the websocket is open")
+            .expect("a websocket message");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
