@@ -706,6 +706,8 @@ struct Report<'a> {
     server: String,
     noop: RouteReport,
     authorize: RouteReport,
+    /// From the 5th deny of a second agent's storm, under load, to its incident being listed.
+    storm_latency: Duration,
 }
 
 impl Report<'_> {
@@ -750,6 +752,10 @@ impl Report<'_> {
         println!("{}", self.noop.row());
         println!("{}", self.authorize.row());
         println!("authorize / no-op throughput: {:.2}", self.ratio());
+        println!(
+            "deny_storm under load: incident listed {:.1} ms after the 5th deny was answered",
+            self.storm_latency.as_secs_f64() * 1000.0
+        );
         let totals: Vec<String> = self
             .decision_totals()
             .iter()
@@ -792,10 +798,59 @@ impl Report<'_> {
             "noop": self.noop.to_json(),
             "authorize": self.authorize.to_json(),
             "authorize_over_noop_throughput": self.ratio(),
+            "deny_storm_incident_latency_ms": self.storm_latency.as_secs_f64() * 1000.0,
             "decisions": self.decision_totals(),
             "decisions_by_call": by_call,
             "unexpected_decisions": self.unexpected(),
         })
+    }
+}
+
+/// Sends 5 untrusted writes from `auth`'s agent after `delay`, then polls the incidents
+/// until the deny_storm appears. Returns the time from the 5th answered deny to the incident
+/// being listed.
+async fn storm_probe(
+    client: Client,
+    base: String,
+    key: String,
+    auth: HeaderValue,
+    delay: Duration,
+) -> Result<Duration> {
+    tokio::time::sleep(delay).await;
+    let body = serde_json::to_vec(&Call::UntrustedWrite.body())?;
+    for _ in 0..5 {
+        let response = client
+            .post(format!("{base}/v1/authorize"))
+            .header(reqwest::header::AUTHORIZATION, auth.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .context("storm probe: authorize")?;
+        expect(
+            "storm probe: authorize",
+            response.status(),
+            &Value::Null,
+            &[StatusCode::OK],
+        )?;
+    }
+    let answered = Instant::now();
+    let url = format!("{base}/v1/incidents?kind=deny_storm&limit=1000");
+    loop {
+        let (status, incidents) = api(&client, Method::GET, &url, &key, None).await?;
+        expect(
+            "storm probe: GET /v1/incidents",
+            status,
+            &incidents,
+            &[StatusCode::OK],
+        )?;
+        if incidents.as_array().is_some_and(|list| !list.is_empty()) {
+            return Ok(answered.elapsed());
+        }
+        if answered.elapsed() > Duration::from_secs(30) {
+            bail!("storm probe: no deny_storm incident 30 s after the 5th deny");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -871,7 +926,18 @@ async fn run(args: &Args) -> Result<()> {
         url: format!("{base}/v1/authorize"),
         calls,
     };
+    // Halfway through the measured load, a second agent's 5-deny storm: how long until the
+    // SOC shows its incident?
+    let (_, storm_auth) = create_agent(&control, &base, &admin_key, "bench-storm-agent").await?;
+    let probe = tokio::spawn(storm_probe(
+        control.clone(),
+        base.clone(),
+        admin_key.clone(),
+        storm_auth,
+        warmup + duration / 2,
+    ));
     let authorize = run_phase(&clients, authorize_target, warmup, duration).await?;
+    let storm_latency = probe.await.context("storm probe task")??;
 
     if args.url.is_some() {
         cleanup(&control, &base, &admin_key, &setup).await;
@@ -882,6 +948,7 @@ async fn run(args: &Args) -> Result<()> {
         server: label,
         noop: RouteReport::new("GET /healthz", noop, duration),
         authorize: RouteReport::new("POST /v1/authorize", authorize, duration),
+        storm_latency,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);

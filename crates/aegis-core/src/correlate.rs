@@ -1511,7 +1511,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(10_000))]
+        #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
         fn deny_storm_matches_the_brute_force_definition(

@@ -413,20 +413,24 @@ mod tests {
         let mut edited = receipts.clone();
         edited[2].body.decision = "allow".into();
         assert_eq!(
-            verify(&edited, &[cp.clone()], &s).unwrap_err().kind,
+            verify(&edited, std::slice::from_ref(&cp), &s)
+                .unwrap_err()
+                .kind,
             BreakKind::Hash
         );
 
         let mut relinked = receipts.clone();
         relinked[2].body.prev_hash = "00".repeat(32);
         relinked[2].hash = relinked[2].body.hash().unwrap();
-        let err = verify(&relinked, &[cp.clone()], &s).unwrap_err();
+        let err = verify(&relinked, std::slice::from_ref(&cp), &s).unwrap_err();
         assert_eq!((err.kind, err.seq), (BreakKind::Link, 3));
 
         let mut gapped = receipts.clone();
         gapped.remove(1);
         assert!(matches!(
-            verify(&gapped, &[cp.clone()], &s).unwrap_err().kind,
+            verify(&gapped, std::slice::from_ref(&cp), &s)
+                .unwrap_err()
+                .kind,
             BreakKind::Gap { .. }
         ));
 

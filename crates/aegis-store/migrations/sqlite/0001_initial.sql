@@ -27,8 +27,8 @@ CREATE TABLE agents (
     status                TEXT NOT NULL CHECK (status IN ('active', 'frozen', 'revoked')),
     status_reason         TEXT,
     risk_tier             TEXT NOT NULL CHECK (risk_tier IN ('low', 'medium', 'high')),
-    -- Denies before this instant no longer count toward escalation.
-    risk_tier_changed_at  INTEGER NOT NULL,
+    -- Event seq of the last tier change: only denies logged after it count toward escalation.
+    risk_tier_changed_seq INTEGER NOT NULL DEFAULT 0,
     created_at            INTEGER NOT NULL,
     updated_at            INTEGER NOT NULL
 );

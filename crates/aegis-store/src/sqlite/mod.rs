@@ -374,11 +374,12 @@ fn record_decision_tx(
     })
 }
 
-/// Counts the agent's denies since the later of (window start, last tier change); at the
-/// threshold, steps the tier up one level and records the event.
+/// Counts the agent's denies in the window that were logged after its last tier change; at
+/// the threshold, steps the tier up one level and records the event. Ordering by event seq
+/// (not time) makes "after the change" exact, even within one millisecond.
 fn escalate_if_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<RiskTier>> {
-    let (tier, changed_at): (String, i64) = conn
-        .prepare_cached("SELECT risk_tier, risk_tier_changed_at FROM agents WHERE id = ?1")?
+    let (tier, changed_seq): (String, i64) = conn
+        .prepare_cached("SELECT risk_tier, risk_tier_changed_seq FROM agents WHERE id = ?1")?
         .query_row([&d.agent_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
     let tier: RiskTier = parse_column(&tier)?;
     let Some(next) = tier.escalated() else {
@@ -388,12 +389,14 @@ fn escalate_if_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<Ris
     let denies: i64 = conn
         .prepare_cached(
             "SELECT COUNT(*) FROM (SELECT 1 FROM decisions
-              WHERE agent_id = ?1 AND decision = 'deny' AND created_at >= ?2 LIMIT ?3)",
+              WHERE agent_id = ?1 AND decision = 'deny' AND created_at >= ?2 AND event_seq > ?3
+              LIMIT ?4)",
         )?
         .query_row(
             params![
                 d.agent_id,
-                window_start.max(changed_at),
+                window_start,
+                changed_seq,
                 d.escalation.denial_threshold
             ],
             |row| row.get(0),
@@ -401,11 +404,7 @@ fn escalate_if_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<Ris
     if denies < i64::from(d.escalation.denial_threshold) {
         return Ok(None);
     }
-    conn.prepare_cached(
-        "UPDATE agents SET risk_tier = ?1, risk_tier_changed_at = ?2, updated_at = ?2 WHERE id = ?3",
-    )?
-    .execute(params![next.as_str(), d.created_at_ms, d.agent_id])?;
-    append_event(
+    let change_seq = append_event(
         conn,
         d.tenant_id.as_str(),
         event_kind::AGENT_RISK_TIER_CHANGED,
@@ -420,6 +419,10 @@ fn escalate_if_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<Ris
         }),
         d.created_at_ms,
     )?;
+    conn.prepare_cached(
+        "UPDATE agents SET risk_tier = ?1, risk_tier_changed_seq = ?2, updated_at = ?3 WHERE id = ?4",
+    )?
+    .execute(params![next.as_str(), change_seq, d.created_at_ms, d.agent_id])?;
     Ok(Some(next))
 }
 
@@ -508,13 +511,13 @@ pub(crate) fn change_agent_tx(
             )?;
         }
         AgentChangeKind::SetRiskTier { risk_tier } => {
-            conn.execute(
-                "UPDATE agents SET risk_tier = ?1, risk_tier_changed_at = ?2, updated_at = ?2 WHERE id = ?3",
-                params![risk_tier.as_str(), at, agent_id],
-            )?;
-            event(
+            let change_seq = event(
                 event_kind::AGENT_RISK_TIER_CHANGED,
                 serde_json::json!({"from": agent.risk_tier, "to": risk_tier, "cause": "operator", "actor": change.actor}),
+            )?;
+            conn.execute(
+                "UPDATE agents SET risk_tier = ?1, risk_tier_changed_seq = ?2, updated_at = ?3 WHERE id = ?4",
+                params![risk_tier.as_str(), change_seq, at, agent_id],
             )?;
         }
     }
@@ -662,8 +665,8 @@ impl Store for SqliteStore {
             .write(move |conn, _| {
                 let at = agent.created_at_ms;
                 conn.execute(
-                    "INSERT INTO agents (id, tenant_id, name, status, risk_tier, risk_tier_changed_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, 'active', ?4, ?5, ?5, ?5)",
+                    "INSERT INTO agents (id, tenant_id, name, status, risk_tier, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, 'active', ?4, ?5, ?5)",
                     params![agent.id, tenant.as_str(), agent.name, agent.risk_tier.as_str(), at],
                 )?;
                 conn.execute(

@@ -1,0 +1,585 @@
+//! `/v1/agents`: registration, listing, lifecycle (freeze, unfreeze, revoke, rotate) and
+//! the risk tier, including escalation after repeated denials.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_list_get_and_patch() {
+    let app = TestApp::spawn().await;
+    let admin = app.create_tenant("acme").await;
+
+    let created = expect_json(
+        app.post(&admin, "/v1/agents", json!({"name": "  deploy-bot  "}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("agt_"));
+    assert_eq!(created["name"], "deploy-bot");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["risk_tier"], "low");
+    let token = created["agent_token"].as_str().unwrap();
+    assert!(token.starts_with("aat_") && token.len() > 40, "{token}");
+
+    let medium = expect_json(
+        app.post(
+            &admin,
+            "/v1/agents",
+            json!({"name": "triage-bot", "risk_tier": "medium"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(medium["risk_tier"], "medium");
+
+    // The token is stored only as its SHA-256.
+    let hash = aegis_server::auth::hash_secret(token);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM agent_tokens WHERE agent_id = ?1 AND secret_hash = ?2",
+            rusqlite::params![id, &hash[..]],
+        ),
+        1
+    );
+
+    // Listed newest first, as a bare array, without tokens.
+    let list = expect_json(app.get(&admin, "/v1/agents").await, StatusCode::OK).await;
+    assert_eq!(
+        ids(&list, "id"),
+        vec![medium["id"].as_str().unwrap().to_owned(), id.clone()]
+    );
+    assert!(list[0].get("agent_token").is_none());
+
+    let got = expect_json(
+        app.get(&admin, &format!("/v1/agents/{id}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(got["id"], id.as_str());
+    assert_eq!(got["name"], "deploy-bot");
+    assert_eq!(got["status"], "active");
+    assert!(got.get("agent_token").is_none());
+    assert!(got["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let patched = expect_json(
+        app.patch(
+            &admin,
+            &format!("/v1/agents/{id}"),
+            json!({"risk_tier": "high"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(patched["risk_tier"], "high");
+    let got = expect_json(
+        app.get(&admin, &format!("/v1/agents/{id}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(got["risk_tier"], "high");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_list_pages_with_the_cursor_header() {
+    let app = TestApp::spawn().await;
+    let admin = app.create_tenant("acme").await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created.push(app.create_agent(&admin, &format!("bot-{i}")).await.0);
+    }
+    created.reverse(); // newest first
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/agents?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let response = app.get(&admin, &path).await;
+        let cursor = response
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page = expect_json(response, StatusCode::OK).await;
+        pages += 1;
+        seen.extend(ids(&page, "id"));
+        match cursor {
+            Some(cursor) => path = format!("/v1/agents?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, created);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeze_accepts_curl_bodies_and_no_body() {
+    let app = TestApp::spawn().await;
+    let f = app.tenant_with_agent("acme").await;
+    let freeze = format!("/v1/agents/{}/freeze", f.agent_id);
+    let unfreeze = format!("/v1/agents/{}/unfreeze", f.agent_id);
+
+    // As `curl -d '{"reason": ...}'` sends it: a form content type.
+    let response = app
+        .request(reqwest::Method::POST, &freeze, &f.admin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"reason": "deny storm on payments"}"#)
+        .send()
+        .await
+        .unwrap();
+    let frozen = expect_json(response, StatusCode::OK).await;
+    assert_eq!(frozen["status"], "frozen");
+    assert_eq!(frozen["status_reason"], "deny storm on payments");
+    let got = expect_json(
+        app.get(&f.admin, &format!("/v1/agents/{}", f.agent_id))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(got["status"], "frozen");
+    assert_eq!(got["status_reason"], "deny storm on payments");
+
+    let unfrozen = expect_json(
+        app.request(reqwest::Method::POST, &unfreeze, &f.admin)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(unfrozen["status"], "active");
+    assert!(unfrozen["status_reason"].is_null());
+
+    // No body and no content type at all: frozen with a default reason naming the operator.
+    let frozen = expect_json(
+        app.request(reqwest::Method::POST, &freeze, &f.admin)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(frozen["status"], "frozen");
+    assert!(
+        frozen["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("frozen by operator"),
+        "{frozen}"
+    );
+    let denied = app
+        .decide(
+            &f.token,
+            "github",
+            "get_file",
+            "trusted_internal_signed",
+            false,
+        )
+        .await;
+    assert_eq!(denied["decision"], "deny");
+
+    // Freezing a frozen agent is idempotent.
+    expect_json(app.post(&f.admin, &freeze, json!({})).await, StatusCode::OK).await;
+    // Each transition is an event.
+    let kinds = event_kinds(&app, &f.agent_id);
+    assert_eq!(
+        kinds,
+        vec![
+            "agent.created",
+            "agent.frozen",
+            "agent.unfrozen",
+            "agent.frozen",
+            "decision"
+        ]
+    );
+}
+
+fn event_kinds(app: &TestApp, agent_id: &str) -> Vec<String> {
+    let db = app.db();
+    let mut statement = db
+        .prepare("SELECT kind FROM events WHERE agent_id = ?1 ORDER BY seq")
+        .unwrap();
+    statement
+        .query_map([agent_id], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_and_rotate_happy_paths_record_events() {
+    let app = TestApp::spawn().await;
+    let f = app.tenant_with_agent("acme").await;
+    let rotated = expect_json(
+        app.request(
+            reqwest::Method::POST,
+            &format!("/v1/agents/{}/rotate-token", f.agent_id),
+            &f.admin,
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert!(rotated["agent_token"].as_str().unwrap().starts_with("aat_"));
+    // No body: revoked without a reason.
+    let revoked = expect_json(
+        app.request(
+            reqwest::Method::POST,
+            &format!("/v1/agents/{}/revoke", f.agent_id),
+            &f.admin,
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(revoked["status"], "revoked");
+    expect_error(
+        app.authorize(
+            rotated["agent_token"].as_str().unwrap(),
+            "github",
+            "get_file",
+            "trusted_internal_signed",
+            false,
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    assert_eq!(
+        event_kinds(&app, &f.agent_id),
+        vec![
+            "agent.created",
+            "agent.token_rotated",
+            "agent.revoked",
+            // The refused call with the dead token is recorded for the SOC.
+            "auth.dead_token"
+        ]
+    );
+    // Every token of a revoked agent is retired.
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM agent_tokens WHERE agent_id = ?1 AND retired_at IS NULL",
+            [&f.agent_id]
+        ),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_agent_requests_name_the_field() {
+    let app = TestApp::spawn().await;
+    let f = app.tenant_with_agent("acme").await;
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({}), "name"),
+        (json!({"name": ""}), "name"),
+        (json!({"name": "   "}), "name"),
+        (json!({"name": 7}), "name"),
+        (json!({"name": "x".repeat(201)}), "name"),
+        (json!({"name": "ok", "risk_tier": "extreme"}), "risk_tier"),
+    ];
+    for (body, field) in cases {
+        let error = expect_error(
+            app.post(&f.admin, "/v1/agents", body.clone()).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        )
+        .await;
+        assert_eq!(error["field"], field, "{body}: {error}");
+    }
+    let error = expect_error(
+        app.patch(
+            &f.admin,
+            &format!("/v1/agents/{}", f.agent_id),
+            json!({"risk_tier": "none"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
+    assert_eq!(error["field"], "risk_tier");
+    let error = expect_error(
+        app.post(
+            &f.admin,
+            &format!("/v1/agents/{}/freeze", f.agent_id),
+            json!({"reason": ""}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
+    assert_eq!(error["field"], "reason");
+    let error = expect_error(
+        app.post(
+            &f.admin,
+            &format!("/v1/agents/{}/freeze", f.agent_id),
+            json!({"reason": ["no"]}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
+    assert_eq!(error["field"], "reason");
+    // Malformed JSON on a management route.
+    let response = app
+        .request(reqwest::Method::POST, "/v1/agents", &f.admin)
+        .header("content-type", "application/json")
+        .body("{\"name\": \"x\"")
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::BAD_REQUEST, "invalid_json").await;
+    // Only the fixture's agent exists, still active.
+    let list = expect_json(app.get(&f.admin, "/v1/agents").await, StatusCode::OK).await;
+    assert_eq!(ids(&list, "id"), vec![f.agent_id.clone()]);
+    assert_eq!(list[0]["status"], "active");
+    assert_eq!(list[0]["risk_tier"], "low");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_agents_answer_404() {
+    let app = TestApp::spawn().await;
+    let admin = app.create_tenant("acme").await;
+    let missing = "agt_does_not_exist";
+    expect_error(
+        app.get(&admin, &format!("/v1/agents/{missing}")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.patch(
+            &admin,
+            &format!("/v1/agents/{missing}"),
+            json!({"risk_tier": "low"}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    for op in ["freeze", "unfreeze", "revoke", "rotate-token"] {
+        expect_error(
+            app.post(&admin, &format!("/v1/agents/{missing}/{op}"), json!({}))
+                .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_denials_escalate_the_risk_tier() {
+    let app = TestApp::spawn().await;
+    let f = app.tenant_with_agent("acme").await;
+    let settings = expect_json(
+        app.put(
+            &f.admin,
+            "/v1/tenants/risk-escalation",
+            json!({"denial_threshold": 3, "window_minutes": 60}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        settings,
+        json!({"denial_threshold": 3, "window_minutes": 60})
+    );
+    let tier = || async {
+        expect_json(
+            app.get(&f.admin, &format!("/v1/agents/{}", f.agent_id))
+                .await,
+            StatusCode::OK,
+        )
+        .await["risk_tier"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let deny = || async {
+        expect_decision(
+            app.authorize(
+                &f.token,
+                "github",
+                "merge_pull_request",
+                "untrusted_external",
+                true,
+            )
+            .await,
+            "deny",
+        )
+        .await
+    };
+
+    // Allows and approvals do not count.
+    app.decide(
+        &f.token,
+        "github",
+        "get_file",
+        "trusted_internal_signed",
+        false,
+    )
+    .await;
+    app.decide(
+        &f.token,
+        "github",
+        "merge_pull_request",
+        "semi_trusted_customer",
+        true,
+    )
+    .await;
+    deny().await;
+    deny().await;
+    assert_eq!(tier().await, "low");
+    let third = deny().await;
+    assert_eq!(tier().await, "medium");
+
+    deny().await;
+    deny().await;
+    assert_eq!(
+        tier().await,
+        "medium",
+        "the step to medium resets the count"
+    );
+    let sixth = deny().await;
+    assert_eq!(tier().await, "high");
+    // Escalation is visible in risk scores: high tier adds to the same call's score.
+    assert!(sixth["risk_score"].as_u64() > third["risk_score"].as_u64());
+
+    // High tier: even a trusted write needs approval now.
+    let approval = expect_decision(
+        app.authorize(
+            &f.token,
+            "github",
+            "merge_pull_request",
+            "trusted_internal_signed",
+            true,
+        )
+        .await,
+        "require_approval",
+    )
+    .await;
+    assert_eq!(
+        approval["matched_policies"],
+        json!(["aegis-approve-high-tier-writes"])
+    );
+    // More denies at the top tier change nothing.
+    deny().await;
+    deny().await;
+    deny().await;
+    assert_eq!(tier().await, "high");
+
+    // The operator steps it back down explicitly.
+    let patched = expect_json(
+        app.patch(
+            &f.admin,
+            &format!("/v1/agents/{}", f.agent_id),
+            json!({"risk_tier": "low"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(patched["risk_tier"], "low");
+    expect_decision(
+        app.authorize(
+            &f.token,
+            "github",
+            "merge_pull_request",
+            "trusted_internal_signed",
+            true,
+        )
+        .await,
+        "allow",
+    )
+    .await;
+
+    // Recorded as events: two escalations, then the operator's step-down.
+    let db = app.db();
+    let mut statement = db
+        .prepare(
+            "SELECT payload FROM events WHERE kind = 'agent.risk_tier_changed' AND agent_id = ?1 ORDER BY seq",
+        )
+        .unwrap();
+    let changes: Vec<Value> = statement
+        .query_map([&f.agent_id], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(|payload| serde_json::from_str(&payload.unwrap()).unwrap())
+        .collect();
+    let steps: Vec<(&str, &str, &str)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c["from"].as_str().unwrap(),
+                c["to"].as_str().unwrap(),
+                c["cause"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("low", "medium", "escalation"),
+            ("medium", "high", "escalation"),
+            ("high", "low", "operator"),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_denies_count_toward_escalation() {
+    let app = TestApp::spawn().await;
+    let f = app.tenant_with_agent("acme").await;
+    expect_json(
+        app.put(
+            &f.admin,
+            "/v1/tenants/risk-escalation",
+            json!({"denial_threshold": 2, "window_minutes": 5}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_json(
+        app.post(
+            &f.admin,
+            &format!("/v1/agents/{}/freeze", f.agent_id),
+            json!({"reason": "hold"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    for _ in 0..2 {
+        app.decide(
+            &f.token,
+            "github",
+            "get_file",
+            "trusted_internal_signed",
+            false,
+        )
+        .await;
+    }
+    let agent = expect_json(
+        app.get(&f.admin, &format!("/v1/agents/{}", f.agent_id))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(agent["risk_tier"], "medium");
+    assert_eq!(agent["status"], "frozen");
+}
