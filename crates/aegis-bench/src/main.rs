@@ -8,11 +8,13 @@
 //!
 //! By default the benchmark starts its own server: `aegis init` in a temporary directory, then
 //! `aegis serve` on a free loopback port (log in the temporary directory, `RUST_LOG=warn`). It
-//! waits for `GET /readyz`, registers two agents and a `github` tool over the management API,
-//! raises the tenant's risk-escalation threshold, and kills the server when it is done (also on
-//! error and on Ctrl-C). With `--url` and `--admin-key` (or `AEGIS_ADMIN_KEY`) it benchmarks an
-//! already running server instead, and afterwards revokes its agents and restores the escalation
-//! setting.
+//! waits for `GET /readyz`, registers the agents and a `github` tool over the management API,
+//! and kills the server when it is done (also on error and on Ctrl-C). With `--url` and
+//! `--admin-key` (or `AEGIS_ADMIN_KEY`) it benchmarks an already running server instead, and
+//! afterwards revokes its agents.
+//!
+//! Halfway through the authorize phase a third agent sends a 5-deny storm; the report gives the
+//! time from its 5th answered deny to the `deny_storm` incident being listed by the SOC.
 //!
 //! Calls expected to be denied are sent by a second agent (`bench-agent-deny`), so that risk-tier
 //! escalation caused by the run's denies cannot turn the allowed calls of `bench-agent` into
@@ -551,7 +553,6 @@ struct Setup {
     /// Bearer header of the agent that sends the calls expected to be denied.
     deny_auth: HeaderValue,
     agent_ids: Vec<String>,
-    previous_escalation: Option<Value>,
 }
 
 /// Registers an agent and returns its id (if shown) and its bearer header.
@@ -591,45 +592,15 @@ async fn setup(client: &Client, base: &str, key: &str) -> Result<Setup> {
     let ok = [StatusCode::CREATED, StatusCode::OK, StatusCode::CONFLICT];
     expect("POST /v1/tools", status, &body, &ok)?;
 
-    // Keep escalation out of the measurement as far as the server allows: try a threshold no
-    // run reaches, then the largest one the server is known to accept.
-    let url = format!("{base}/v1/tenants/risk-escalation");
-    let previous_escalation = match api(client, Method::GET, &url, key, None).await {
-        Ok((StatusCode::OK, v)) if v.is_object() => Some(v),
-        _ => None,
-    };
-    let mut last = None;
-    for threshold in [1_000_000, 10_000] {
-        let relaxed = json!({"denial_threshold": threshold, "window_minutes": 1});
-        let (status, body) = api(client, Method::PUT, &url, key, Some(&relaxed)).await?;
-        if status.is_success() {
-            last = None;
-            break;
-        }
-        last = Some((status, body));
-    }
-    if let Some((status, body)) = last {
-        bail!("PUT /v1/tenants/risk-escalation: unexpected {status}: {body}");
-    }
-
     Ok(Setup {
         allow_auth,
         deny_auth,
         agent_ids: allow_id.into_iter().chain(deny_id).collect(),
-        previous_escalation,
     })
 }
 
 /// Best effort: leave a server the benchmark did not start as it was (bar the revoked agents).
 async fn cleanup(client: &Client, base: &str, key: &str, setup: &Setup) {
-    if let Some(previous) = &setup.previous_escalation {
-        let url = format!("{base}/v1/tenants/risk-escalation");
-        match api(client, Method::PUT, &url, key, Some(previous)).await {
-            Ok((status, _)) if status.is_success() => {}
-            Ok((status, body)) => eprintln!("warning: restoring risk escalation: {status}: {body}"),
-            Err(e) => eprintln!("warning: restoring risk escalation: {e:#}"),
-        }
-    }
     for id in &setup.agent_ids {
         let url = format!("{base}/v1/agents/{id}/revoke");
         match api(client, Method::POST, &url, key, None).await {

@@ -102,58 +102,23 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Severity, UnknownVariant, Verdict};
+use crate::model::{Severity, Verdict};
 
-/// A correlation rule; the wire spelling is the incident `kind`.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-pub enum RuleKind {
-    #[serde(rename = "deny_storm")]
-    DenyStorm,
-    #[serde(rename = "runaway")]
-    Runaway,
-    #[serde(rename = "data_exfiltration")]
-    DataExfiltration,
-    #[serde(rename = "trust_escalation")]
-    TrustEscalation,
+crate::model::wire_enum! {
+    /// A correlation rule; the wire spelling is the incident `kind`.
+    RuleKind {
+        DenyStorm => "deny_storm",
+        Runaway => "runaway",
+        DataExfiltration => "data_exfiltration",
+        TrustEscalation => "trust_escalation",
+    }
 }
 
 impl RuleKind {
-    /// Every rule, in the order findings for one event are reported.
-    pub const ALL: &'static [RuleKind] = &[
-        RuleKind::DenyStorm,
-        RuleKind::Runaway,
-        RuleKind::DataExfiltration,
-        RuleKind::TrustEscalation,
-    ];
-
-    /// The wire spelling.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RuleKind::DenyStorm => "deny_storm",
-            RuleKind::Runaway => "runaway",
-            RuleKind::DataExfiltration => "data_exfiltration",
-            RuleKind::TrustEscalation => "trust_escalation",
-        }
-    }
-
     /// Severity of the incidents this rule opens.
     pub const fn severity(self) -> Severity {
         match self {
@@ -165,92 +130,14 @@ impl RuleKind {
     }
 }
 
-impl fmt::Display for RuleKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RuleKind {
-    type Err = UnknownVariant;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RuleKind::ALL
-            .iter()
-            .copied()
-            .find(|rule| rule.as_str() == s)
-            .ok_or(UnknownVariant {
-                kind: "RuleKind",
-                expected: &[
-                    "deny_storm",
-                    "runaway",
-                    "data_exfiltration",
-                    "trust_escalation",
-                ],
-            })
-    }
-}
-
-/// What a decided action does with data, from the tool's registered metadata.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-pub enum ActionClass {
-    /// Reads data the agent could leak (files, records, secrets, mail…).
-    #[serde(rename = "read")]
-    Read,
-    /// Sends data outside the tenant (email, webhook, upload, public post…).
-    #[serde(rename = "external_send")]
-    ExternalSend,
-    /// Anything else.
-    #[serde(rename = "other")]
-    Other,
-}
-
-impl ActionClass {
-    /// Every class.
-    pub const ALL: &'static [ActionClass] = &[
-        ActionClass::Read,
-        ActionClass::ExternalSend,
-        ActionClass::Other,
-    ];
-
-    /// The wire spelling.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ActionClass::Read => "read",
-            ActionClass::ExternalSend => "external_send",
-            ActionClass::Other => "other",
-        }
-    }
-}
-
-impl fmt::Display for ActionClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ActionClass {
-    type Err = UnknownVariant;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ActionClass::ALL
-            .iter()
-            .copied()
-            .find(|class| class.as_str() == s)
-            .ok_or(UnknownVariant {
-                kind: "ActionClass",
-                expected: &["read", "external_send", "other"],
-            })
+crate::model::wire_enum! {
+    /// What a decided action does with data, from the tool's registered metadata:
+    /// `read` (data the agent could leak), `external_send` (sends data outside the tenant:
+    /// email, webhook, upload, public post), or `other`.
+    ActionClass {
+        Read => "read",
+        ExternalSend => "external_send",
+        Other => "other",
     }
 }
 

@@ -100,7 +100,8 @@ CREATE TABLE decisions (
 );
 CREATE INDEX decisions_tenant ON decisions (tenant_id, event_seq);
 CREATE INDEX decisions_agent ON decisions (tenant_id, agent_id, event_seq);
-CREATE INDEX decisions_agent_denies ON decisions (agent_id, decision, created_at);
+-- Covers the escalation count (denies of an agent after a seq, within a time window).
+CREATE INDEX decisions_agent_denies ON decisions (agent_id, decision, event_seq, created_at);
 CREATE INDEX decisions_run ON decisions (tenant_id, run_id) WHERE run_id IS NOT NULL;
 
 -- One hash chain per tenant; body is the canonical JSON that hash covers.
