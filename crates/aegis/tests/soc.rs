@@ -305,3 +305,51 @@ where
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_resumes_from_a_seq_filters_by_agent_and_refuses_agent_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let gw = Gateway::start(dir.path(), &db).await;
+    let client = reqwest::Client::new();
+    let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
+    let (_, other_token) = agent_with_github(&client, &gw, &admin).await;
+    // Decisions made while nobody is connected.
+    for _ in 0..3 {
+        authorize(&client, &gw, &token, "trusted_internal_signed").await;
+        authorize(&client, &gw, &other_token, "trusted_internal_signed").await;
+    }
+
+    let ws_base = gw.url("/v1/ws/events").replacen("http", "ws", 1);
+    let refused = tokio_tungstenite::connect_async(format!("{ws_base}?token={token}")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("an agent token must be refused before the upgrade, got {other:?}"),
+    }
+
+    // Resuming from seq 0 replays the log, filtered to one agent's decisions.
+    let url = format!("{ws_base}?token={admin}&since=0&kinds=decision&agent_id={agent_id}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "hello");
+    let mut last_seq = 0;
+    for _ in 0..3 {
+        let event = next_json(&mut ws).await;
+        assert_eq!(
+            (event["kind"].as_str(), event["agent_id"].as_str()),
+            (Some("decision"), Some(agent_id.as_str()))
+        );
+        let seq = event["seq"].as_i64().unwrap();
+        assert!(seq > last_seq, "in log order");
+        last_seq = seq;
+    }
+    // Then it goes live.
+    authorize(&client, &gw, &other_token, "trusted_internal_signed").await;
+    authorize(&client, &gw, &token, "untrusted_external").await;
+    let live = next_json(&mut ws).await;
+    assert_eq!(live["payload"]["decision"], "deny");
+    assert_eq!(live["agent_id"], agent_id.as_str());
+    assert!(live["seq"].as_i64().unwrap() > last_seq);
+}
