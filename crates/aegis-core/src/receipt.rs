@@ -300,6 +300,69 @@ impl<'k> ChainVerifier<'k> {
     }
 }
 
+/// One line of `aegis receipts export` (and of an incident's evidence bundle): a receipt, the
+/// signed checkpoint that covers it and the hex public key of that checkpoint's key id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedReceipt {
+    #[serde(flatten)]
+    pub receipt: Receipt,
+    pub checkpoint: Checkpoint,
+    pub public_key: String,
+}
+
+/// Public keys by key id, as [`ChainVerifier`] takes them.
+pub type KeyRing = HashMap<String, VerifyingKey>;
+
+/// Decodes a hex Ed25519 public key; `None` when it is not one.
+pub fn decode_public_key(hex_key: &str) -> Option<VerifyingKey> {
+    let bytes: [u8; 32] = hex::decode(hex_key).ok()?.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
+/// Verifies one receipt where it stands in its chain, without walking the whole chain:
+/// its hash, its link to its predecessor (`predecessor_hash`, the stored hash of receipt
+/// `seq - 1`; ignored for `seq = 1`), and its coverage by `checkpoint` (the first signed
+/// checkpoint at or after it) through `forward`, the receipts `seq + 1 ..= checkpoint.seq`
+/// in order. This is the one per-receipt check the API, the evidence graph and the evidence
+/// export share; it runs the same [`ChainVerifier`] as a full walk.
+pub fn verify_receipt_in_place(
+    receipt: &Receipt,
+    predecessor_hash: Option<&str>,
+    forward: &[Receipt],
+    checkpoint: Option<&Checkpoint>,
+    keys: &KeyRing,
+) -> Result<(), ChainBreak> {
+    let body = &receipt.body;
+    let fail = |kind| ChainBreak {
+        tenant_id: body.tenant_id.clone(),
+        receipt_id: body.id.clone(),
+        seq: body.seq,
+        kind,
+    };
+    let Some(checkpoint) = checkpoint else {
+        return Err(fail(BreakKind::Unsigned));
+    };
+    let mut verifier = ChainVerifier::new(&body.tenant_id, [checkpoint], keys)?;
+    if body.seq > 1 {
+        let Some(previous) = predecessor_hash else {
+            return Err(fail(BreakKind::Gap {
+                previous: body.seq - 1,
+                found: body.seq,
+            }));
+        };
+        verifier = verifier.anchored_at(body.seq - 1, previous.to_owned());
+    }
+    verifier.push(receipt)?;
+    for next in forward {
+        verifier.push(next)?;
+    }
+    let reached = forward.last().map_or(body.seq, |r| r.body.seq);
+    if checkpoint.body.tenant_id != body.tenant_id || reached != checkpoint.body.seq {
+        return Err(fail(BreakKind::Unsigned));
+    }
+    verifier.finish().map(drop)
+}
+
 /// Interop mode: verifies a chain under the generic rule of the reference vectors, where each
 /// receipt is any JSON object, `receipt_hash = SHA-256(JCS(object without receipt_hash))` and
 /// `prev_receipt_hash` names the previous receipt's hash (`""` for the first).
@@ -480,6 +543,62 @@ mod tests {
         let cp = head_checkpoint(&receipts[..3], &s);
         let err = verify(&receipts, &[cp], &s).unwrap_err();
         assert_eq!((err.kind, err.seq), (BreakKind::Unsigned, 5));
+    }
+
+    #[test]
+    fn one_receipt_verifies_in_place_and_tampering_is_named() {
+        let s = signer();
+        let receipts = chain(5);
+        let cp = head_checkpoint(&receipts, &s);
+        let keys = keys(&s);
+        let check = |rs: &[Receipt], i: usize, cp: Option<&Checkpoint>| {
+            let prev = (i > 0).then(|| rs[i - 1].hash.as_str());
+            verify_receipt_in_place(&rs[i], prev, &rs[i + 1..], cp, &keys)
+        };
+        for i in 0..5 {
+            assert_eq!(check(&receipts, i, Some(&cp)), Ok(()), "receipt {i}");
+        }
+        assert_eq!(
+            check(&receipts, 2, None).unwrap_err().kind,
+            BreakKind::Unsigned
+        );
+        // A forward path that stops short of the checkpoint does not prove coverage.
+        assert_eq!(
+            verify_receipt_in_place(
+                &receipts[1],
+                Some(&receipts[0].hash),
+                &receipts[2..3],
+                Some(&cp),
+                &keys
+            )
+            .unwrap_err()
+            .kind,
+            BreakKind::Unsigned
+        );
+        let mut edited = receipts.clone();
+        edited[2].body.decision = "allow".into();
+        assert_eq!(
+            check(&edited, 2, Some(&cp)).unwrap_err().kind,
+            BreakKind::Hash
+        );
+        // The receipt after an edited one no longer links.
+        let mut rehashed = receipts.clone();
+        rehashed[2].body.decision = "allow".into();
+        rehashed[2].hash = rehashed[2].body.hash().unwrap();
+        let err = check(&rehashed, 3, Some(&cp)).unwrap_err();
+        assert_eq!((err.kind, err.seq), (BreakKind::Link, 4));
+        assert!(check(&rehashed, 2, Some(&cp)).is_err());
+        let other = ReceiptSigner::from_seed(&[9; 32]);
+        let foreign = head_checkpoint(&receipts, &other);
+        assert!(matches!(
+            check(&receipts, 4, Some(&foreign)).unwrap_err().kind,
+            BreakKind::BadCheckpoint { .. }
+        ));
+        assert_eq!(
+            decode_public_key(&hex::encode(s.verifying_key().as_bytes())),
+            Some(s.verifying_key())
+        );
+        assert_eq!(decode_public_key("zz"), None);
     }
 
     #[test]

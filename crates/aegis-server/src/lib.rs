@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod evidence;
 pub mod extract;
 pub mod routes;
 pub mod state;
@@ -90,6 +91,20 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(incidents::apply_recommendation))
         .routes(routes!(incidents::list_alerts))
         .routes(routes!(ws::events_feed))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::delete_webhook))
+        .routes(routes!(webhooks::test_webhook))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(graph::incident_graph))
+        .routes(routes!(graph::run_graph))
+        .routes(routes!(graph::agent_graph))
+        .routes(routes!(investigate::narrate))
+        .routes(routes!(investigate::evidence_bundle))
+        .routes(routes!(receipts::list_receipts))
+        .routes(routes!(receipts::list_keys))
+        .routes(routes!(receipts::verify_range))
+        .routes(routes!(receipts::get_receipt))
+        .routes(routes!(receipts::verify_receipt))
         .routes(routes!(
             tenants::get_risk_escalation,
             tenants::put_risk_escalation

@@ -24,6 +24,10 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// `AEGIS_SOC_AUTONOMY_LEVEL`, when set: the level of tenants without an override.
     pub env_autonomy: Option<aegis_core::model::AutonomyLevel>,
+    /// `AEGIS_WEBHOOK_ALLOW_PRIVATE`: webhook subscriptions may target internal addresses.
+    pub webhook_allow_private: bool,
+    /// `AEGIS_NARRATOR_*`: the optional LLM narrator of `GET /v1/incidents/{id}/narrate`.
+    pub narrator: Option<crate::evidence::NarratorConfig>,
 }
 
 impl Default for Settings {
@@ -31,6 +35,8 @@ impl Default for Settings {
         Settings {
             max_body_bytes: 1 << 20,
             env_autonomy: None,
+            webhook_allow_private: false,
+            narrator: None,
         }
     }
 }

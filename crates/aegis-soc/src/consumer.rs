@@ -15,7 +15,7 @@ use aegis_core::correlate::{
 use aegis_core::model::AutonomyLevel;
 use aegis_store::{
     Agent, CorrelatorStateRecord, Event, EvidenceAppend, EvidenceRef, NewAlert, NewIncident,
-    SocBatch, Store, StoreResult, TenantId, event_kind,
+    SocBatch, Store, StoreResult, TenantId, TenantSettings, event_kind,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -287,9 +287,7 @@ impl Consumer {
             if let Some(secs) = settings.deny_storm.window_secs {
                 correlation.deny_storm.window = Duration::from_secs(secs.into());
             }
-            let autonomy = settings
-                .autonomy_override
-                .unwrap_or(self.config.default_autonomy);
+            let autonomy = effective_autonomy(&settings, self.config.default_autonomy);
             self.tenants.insert(
                 tenant_id.clone(),
                 TenantSoc {
@@ -300,6 +298,12 @@ impl Consumer {
         }
         Ok(&self.tenants[tenant_id])
     }
+}
+
+/// The tenant's autonomy level: `tenants.soc_autonomy_level` when set, else the gateway
+/// default (`AEGIS_SOC_AUTONOMY_LEVEL`). Every SOC consumer reads it through here.
+pub fn effective_autonomy(settings: &TenantSettings, default: AutonomyLevel) -> AutonomyLevel {
+    settings.autonomy_override.unwrap_or(default)
 }
 
 /// Deterministic: the same finding always names the same incident.

@@ -61,6 +61,15 @@ pub fn detect_decision(agent_id: &str, d: &DecisionPayload) -> Vec<Detection> {
 
 /// Alerts for events other than decisions.
 pub fn detect_other(kind: &str, agent_id: Option<&str>) -> Option<Detection> {
+    if kind == crate::integrity::CHAIN_BROKEN_EVENT {
+        return Some(Detection {
+            kind: "receipt_chain_broken",
+            severity: Severity::Critical,
+            summary: "the receipt chain failed verification (tampering or corruption); \
+                      POST /v1/receipts/verify names the first bad receipt"
+                .to_owned(),
+        });
+    }
     (kind == event_kind::AUTH_DEAD_TOKEN).then(|| Detection {
         kind: "dead_token_used",
         severity: Severity::High,
@@ -141,5 +150,10 @@ mod tests {
             "dead_token_used"
         );
         assert!(detect_other(event_kind::AGENT_FROZEN, Some("a")).is_none());
+        let broken = detect_other(crate::integrity::CHAIN_BROKEN_EVENT, None).unwrap();
+        assert_eq!(
+            (broken.kind, broken.severity),
+            ("receipt_chain_broken", Severity::Critical)
+        );
     }
 }

@@ -7,7 +7,10 @@
 //! is committed with the consumer's cursor, so a restart resumes exactly where it stopped.
 
 pub mod consumer;
+pub mod deliver;
 pub mod detect;
+pub mod integrity;
+pub mod notify;
 pub mod response;
 
 use aegis_core::correlate::CorrelationConfig;

@@ -218,4 +218,54 @@ pub trait Store: Send + Sync + 'static {
         step: IncidentStep,
         actor: &str,
     ) -> StoreResult<(IncidentDetail, Option<Agent>)>;
+
+    // Notifications.
+    /// Queues deliveries, saves coalescing state and advances the consumer's cursor in one
+    /// transaction.
+    async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()>;
+    /// Every saved coalescing state.
+    async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>>;
+    /// Pending deliveries due at `now_ms`, oldest first.
+    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>>;
+    /// Records the outcome of one delivery attempt.
+    async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()>;
+    /// Postpones pending deliveries without counting an attempt (paused endpoint), in one
+    /// write.
+    async fn defer_deliveries(&self, ids: Vec<String>, next_attempt_at_ms: i64) -> StoreResult<()>;
+    /// Queues one delivery outside the consumer (test deliveries).
+    async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()>;
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        sink: &str,
+        page: Page,
+    ) -> StoreResult<Vec<Delivery>>;
+    async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook>;
+    /// The tenant's live (not deleted) subscriptions.
+    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>>;
+    /// A live subscription by id, in any tenant (the delivery worker's lookup).
+    async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>>;
+    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()>;
+
+    // Evidence.
+    /// One receipt of the tenant's chain by id.
+    async fn receipt(&self, tenant: &TenantId, receipt_id: &str) -> StoreResult<Receipt>;
+    /// Receipts of the tenant's chain newest first; `page.before` is an exclusive `seq`.
+    async fn receipts_newest(&self, tenant: &TenantId, page: Page) -> StoreResult<Vec<Receipt>>;
+    /// Checkpoints of the tenant's chain with `seq >= from_seq`, in order (the first one
+    /// covers the receipt at `from_seq`).
+    async fn checkpoints_from(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Checkpoint>>;
+    /// Keeps the latest narrative of an incident (replacing the previous one).
+    async fn put_narrative(&self, tenant: &TenantId, narrative: NarrativeRecord)
+    -> StoreResult<()>;
+    async fn narrative(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+    ) -> StoreResult<Option<NarrativeRecord>>;
 }

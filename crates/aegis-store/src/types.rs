@@ -489,3 +489,118 @@ pub enum IncidentStep {
     /// Carry out the recommended action (L2).
     ApplyRecommendation,
 }
+
+// Notifications.
+
+/// Status of a queued delivery: `pending` → `delivered` | `failed`.
+pub mod delivery_status {
+    pub const PENDING: &str = "pending";
+    pub const DELIVERED: &str = "delivered";
+    pub const FAILED: &str = "failed";
+}
+
+/// A webhook subscription to create. `secret` is kept only to sign deliveries.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub id: String,
+    pub url: String,
+    /// `json` | `slack`.
+    pub format: String,
+    /// Notification kinds to send; `None` = every kind.
+    pub events: Option<Vec<String>>,
+    pub secret: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// A stored subscription. `secret` must never leave the server (views omit it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub url: String,
+    pub format: String,
+    pub events: Option<Vec<String>>,
+    pub secret: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// A message to queue for one sink.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// The `X-Aegis-Delivery` value, stable across retries.
+    pub id: String,
+    pub tenant_id: TenantId,
+    /// `env:json`, `env:slack` or `sub:<subscription id>`.
+    pub sink: String,
+    pub agent_id: Option<String>,
+    /// The exact bytes to POST.
+    pub body: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub sink: String,
+    pub agent_id: Option<String>,
+    pub body: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub delivered_at_ms: Option<i64>,
+    /// Paging cursor (newest first).
+    pub cursor: i64,
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone)]
+pub enum DeliveryOutcome {
+    Delivered {
+        at_ms: i64,
+    },
+    Retry {
+        next_attempt_at_ms: i64,
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// Not attempted (endpoint paused): try again later without counting an attempt.
+    Deferred {
+        next_attempt_at_ms: i64,
+    },
+}
+
+/// Coalescing state of one agent (opaque JSON `pending` owned by the notifier).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoalesceRecord {
+    pub tenant_id: TenantId,
+    pub agent_id: String,
+    pub last_sent_at_ms: i64,
+    pub pending: serde_json::Value,
+}
+
+/// Everything one pass of the notification consumer produced, applied with its cursor.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyBatch {
+    pub consumer: String,
+    pub cursor: i64,
+    pub deliveries: Vec<NewDelivery>,
+    pub coalesce: Vec<CoalesceRecord>,
+}
+
+/// A narrative generated for an incident (advisory text, kept with the incident).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NarrativeRecord {
+    pub incident_id: String,
+    /// `deterministic`, or `llm:<model>` when an LLM endpoint wrote it.
+    pub generated_by: String,
+    /// Markdown.
+    pub narrative: String,
+    /// The ids the narrative cites (incident, agent, decisions, response actions).
+    pub evidence: Vec<String>,
+    pub generated_at_ms: i64,
+}

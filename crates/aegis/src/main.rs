@@ -1,11 +1,13 @@
 //! `aegis`: the AegisAgent gateway (`aegis serve`) and its operator CLI (`aegis init`,
 //! `aegis receipts export|verify`).
 
+mod notify_args;
 mod receipts;
 mod signing_key;
 
 use aegis_core::model::{AutonomyLevel, Role};
 use aegis_server::auth::{OPERATOR_KEY_PREFIX, new_id, new_secret};
+use aegis_server::evidence::NarratorConfig;
 use aegis_server::{AppState, Settings, router};
 use aegis_soc::SocConfig;
 use aegis_soc::consumer::Consumer;
@@ -31,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create the database if needed, a tenant and its first admin key (printed as JSON).
     Init(InitArgs),
     /// Export and verify receipt chains.
@@ -100,6 +102,10 @@ struct ServeArgs {
     shutdown_grace_secs: u64,
     #[command(flatten)]
     soc: SocArgs,
+    #[command(flatten)]
+    notify: notify_args::NotifyArgs,
+    #[command(flatten)]
+    evidence: EvidenceArgs,
 }
 
 #[derive(Args)]
@@ -146,6 +152,37 @@ impl SocArgs {
 }
 
 #[derive(Args)]
+struct EvidenceArgs {
+    /// Seconds between passes of the background receipt-chain integrity check.
+    #[arg(long, env = "AEGIS_INTEGRITY_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    integrity_interval_secs: u64,
+    /// OpenAI-compatible endpoint (base `.../v1` or `.../chat/completions`) for incident
+    /// narratives; unset: the deterministic narrative only.
+    #[arg(long, env = "AEGIS_NARRATOR_URL")]
+    narrator_url: Option<String>,
+    /// Model name sent to the narrator endpoint.
+    #[arg(long, env = "AEGIS_NARRATOR_MODEL", default_value = "gpt-4o-mini")]
+    narrator_model: String,
+    /// Bearer key of the narrator endpoint.
+    #[arg(long, env = "AEGIS_NARRATOR_API_KEY", hide_env_values = true)]
+    narrator_api_key: Option<String>,
+    /// Seconds to wait for the narrator before falling back to the deterministic text.
+    #[arg(long, env = "AEGIS_NARRATOR_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    narrator_timeout_secs: u64,
+}
+
+impl EvidenceArgs {
+    fn narrator(&self) -> Option<NarratorConfig> {
+        self.narrator_url.as_ref().map(|url| NarratorConfig {
+            url: url.clone(),
+            model: self.narrator_model.clone(),
+            api_key: self.narrator_api_key.clone(),
+            timeout: Duration::from_secs(self.narrator_timeout_secs),
+        })
+    }
+}
+
+#[derive(Args)]
 struct InitArgs {
     #[command(flatten)]
     database: DatabaseArgs,
@@ -170,7 +207,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Init(args) => init(args).await,
             Command::Receipts(command) => receipts_command(command).await,
         }
@@ -273,6 +310,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Settings {
             max_body_bytes: args.max_body_bytes,
             env_autonomy: args.soc.soc_autonomy_level,
+            webhook_allow_private: args.notify.webhook_allow_private,
+            narrator: args.evidence.narrator(),
         },
     );
 
@@ -288,6 +327,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .context("cannot start the SOC consumer")?;
     let (stop_soc, soc_stopped) = tokio::sync::watch::channel(false);
     let soc = tokio::spawn(consumer.run(soc_stopped));
+    // Notifications: a second consumer queues deliveries; the worker sends them. Neither
+    // sits on the authorize path.
+    let notifier = aegis_soc::notify::Notifier::start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        args.notify.notify_config(args.soc.soc_autonomy_level),
+    )
+    .await
+    .context("cannot start the notification consumer")?;
+    let notifications = tokio::spawn(notifier.run(stop_soc.subscribe()));
+    let deliveries = tokio::spawn(aegis_soc::deliver::run(
+        Arc::clone(&store) as Arc<dyn Store>,
+        args.notify.deliver_config(),
+        stop_soc.subscribe(),
+    ));
+    let integrity = tokio::spawn(aegis_soc::integrity::run(
+        Arc::clone(&store) as Arc<dyn Store>,
+        Duration::from_secs(args.evidence.integrity_interval_secs),
+        stop_soc.subscribe(),
+    ));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -297,8 +355,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal());
     server.await.context("server error")?;
     let _ = stop_soc.send(true);
+    if tokio::time::timeout(grace, integrity).await.is_err() {
+        tracing::error!("the integrity check did not stop within the shutdown grace period");
+    }
     if tokio::time::timeout(grace, soc).await.is_err() {
         tracing::error!("the SOC consumer did not stop within the shutdown grace period");
+    }
+    for (task, name) in [
+        (notifications, "notification consumer"),
+        (deliveries, "delivery worker"),
+    ] {
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::error!("the {name} did not stop within the shutdown grace period");
+        }
     }
 
     // Requests still queued for the writer were answered or will be; make sure they hit disk.

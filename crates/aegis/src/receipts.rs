@@ -7,26 +7,17 @@
 //! the whole file, pin the gateway's keys with `--trusted-key KEY_ID=HEX`.
 
 use aegis_core::receipt::{
-    ChainBreak, ChainVerifier, Checkpoint, Receipt, key_id, verify_generic_chain,
+    ChainBreak, ChainVerifier, Checkpoint, ExportedReceipt, Receipt, key_id, verify_generic_chain,
 };
 use aegis_store::{Store, TenantId};
 use anyhow::{Context, bail};
 use ed25519_dalek::VerifyingKey;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
 const PAGE: u32 = 1000;
-
-#[derive(Serialize, Deserialize)]
-struct ExportedReceipt {
-    #[serde(flatten)]
-    receipt: Receipt,
-    checkpoint: Checkpoint,
-    public_key: String,
-}
 
 /// Writes every chain (or one tenant's) as JSON lines.
 pub async fn export(

@@ -152,3 +152,58 @@ async fn exported_chains_verify_and_tampering_is_named() {
         String::from_utf8_lossy(&interop.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_signing_key_keeps_old_receipts_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let client = reqwest::Client::new();
+    let first_key = "11".repeat(32);
+    let second_key = "22".repeat(32);
+
+    let gw = Gateway::start_with(dir.path(), &db, &[("AEGIS_SIGNING_KEY", &first_key)]).await;
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    authorize(&client, &gw, &token, "trusted_internal_signed").await;
+    gw.terminate();
+
+    // Rotate: the next start signs with a new key id; the chain continues.
+    let gw = Gateway::start_with(dir.path(), &db, &[("AEGIS_SIGNING_KEY", &second_key)]).await;
+    authorize(&client, &gw, &token, "untrusted_external").await;
+    let keys = get_json(&client, gw.url("/v1/receipts/keys"), &admin).await;
+    assert_eq!(
+        keys.as_array().unwrap().len(),
+        3,
+        "init's generated key and both configured keys"
+    );
+    gw.terminate();
+
+    let out = aegis(
+        dir.path(),
+        &["receipts", "verify", "--db", db.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let export = aegis(
+        dir.path(),
+        &["receipts", "export", "--db", db.to_str().unwrap()],
+    );
+    let key_ids: std::collections::HashSet<String> = std::str::from_utf8(&export.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["checkpoint"]["key_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        key_ids.len(),
+        2,
+        "each receipt is covered by the key that signed its batch"
+    );
+}

@@ -4,12 +4,16 @@
 pub mod agents;
 pub mod authorize;
 pub mod decisions;
+pub mod graph;
 pub mod health;
 pub mod incidents;
+pub mod investigate;
 pub mod keys;
 pub mod policies;
+pub mod receipts;
 pub mod tenants;
 pub mod tools;
+pub mod webhooks;
 pub mod ws;
 
 use crate::error::ApiError;

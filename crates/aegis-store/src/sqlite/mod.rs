@@ -1,6 +1,8 @@
 //! The embedded SQLite store: WAL mode, `synchronous=FULL`, one writer thread with group
 //! commit ([`writer`]), and a small pool of read-only connections for queries.
 
+mod evidence;
+mod notify;
 mod rows;
 mod soc;
 mod writer;
@@ -26,6 +28,8 @@ use writer::{ChainHead, Writer, WriterState};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_soc.sql"),
+    include_str!("../../migrations/sqlite/0003_evidence.sql"),
+    include_str!("../../migrations/sqlite/0004_notifications.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -1213,6 +1217,132 @@ impl Store for SqliteStore {
                 )?;
                 settings_changed(conn, &tenant, serde_json::json!({"deny_storm": deny_storm, "actor": actor}))
             })
+            .await
+    }
+
+    // Evidence.
+    async fn receipt(&self, tenant: &TenantId, receipt_id: &str) -> StoreResult<Receipt> {
+        let (tenant, receipt_id) = (tenant.clone(), receipt_id.to_owned());
+        self.read(move |conn| evidence::receipt(conn, &tenant, &receipt_id))
+            .await
+    }
+
+    async fn receipts_newest(&self, tenant: &TenantId, page: Page) -> StoreResult<Vec<Receipt>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| evidence::receipts_newest(conn, &tenant, page))
+            .await
+    }
+
+    async fn checkpoints_from(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Checkpoint>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| evidence::checkpoints_from(conn, &tenant, from_seq, limit))
+            .await
+    }
+
+    async fn put_narrative(
+        &self,
+        tenant: &TenantId,
+        narrative: NarrativeRecord,
+    ) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |conn, _| evidence::put_narrative(conn, &tenant, &narrative))
+            .await
+    }
+
+    async fn narrative(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+    ) -> StoreResult<Option<NarrativeRecord>> {
+        let (tenant, incident_id) = (tenant.clone(), incident_id.to_owned());
+        self.read(move |conn| evidence::narrative(conn, &tenant, &incident_id))
+            .await
+    }
+
+    // Notifications.
+    async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
+        self.writer()?
+            .write(move |conn, _| notify::apply_batch(conn, &batch, now_ms()))
+            .await
+    }
+
+    async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>> {
+        self.read(notify::coalesce_states).await
+    }
+
+    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>> {
+        self.read(move |conn| notify::due_deliveries(conn, now_ms, limit))
+            .await
+    }
+
+    async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.writer()?
+            .write(move |conn, _| notify::finish_delivery(conn, &id, &outcome))
+            .await
+    }
+
+    async fn defer_deliveries(&self, ids: Vec<String>, next_attempt_at_ms: i64) -> StoreResult<()> {
+        self.writer()?
+            .write(move |conn, _| {
+                for id in &ids {
+                    notify::finish_delivery(
+                        conn,
+                        id,
+                        &DeliveryOutcome::Deferred { next_attempt_at_ms },
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
+        self.writer()?
+            .write(move |conn, _| notify::insert_delivery(conn, &delivery))
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        sink: &str,
+        page: Page,
+    ) -> StoreResult<Vec<Delivery>> {
+        let (tenant, sink) = (tenant.clone(), sink.to_owned());
+        self.read(move |conn| notify::list_deliveries(conn, &tenant, &sink, page))
+            .await
+    }
+
+    async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |conn, _| notify::create_webhook(conn, &tenant, &webhook))
+            .await
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| notify::list_webhooks(conn, &tenant))
+            .await
+    }
+
+    async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>> {
+        let id = webhook_id.to_owned();
+        self.read(move |conn| notify::webhook_by_id(conn, &id))
+            .await
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {
+        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
+        self.writer()?
+            .write(move |conn, _| notify::delete_webhook(conn, &tenant, &id, now_ms()))
             .await
     }
 }

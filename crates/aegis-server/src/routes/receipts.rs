@@ -1,0 +1,278 @@
+//! The tenant's receipt chain over HTTP: list, read, verify one, verify a range, public keys.
+
+use crate::auth::{Operator, Viewer};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::evidence::{keyring, verify_stored_receipt};
+use crate::extract::{JsonBody, QueryParams};
+use crate::routes::{Listed, PageQuery};
+use crate::state::SharedState;
+use aegis_core::receipt::{ChainVerifier, Receipt};
+use aegis_core::timestamp::format_millis;
+use aegis_store::Page;
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Most receipts one `POST /v1/receipts/verify` checks.
+pub const MAX_RANGE: u64 = 100_000;
+const PAGE: u32 = 1000;
+
+/// A stored receipt: the body fields of `docs/receipts.md` and `hash`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptView {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub receipt: Receipt,
+}
+
+/// Receipts of this tenant's chain, newest first: a bare JSON array (cursor: `seq`).
+#[utoipa::path(get, path = "/v1/receipts", tag = "receipts", params(PageQuery),
+    security(("operator_key" = [])),
+    responses((status = 200, body = [ReceiptView], headers(("X-Next-Cursor" = String)))))]
+pub async fn list_receipts(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> ApiResult<Listed<ReceiptView>> {
+    let page = query.page()?;
+    let rows = state
+        .store
+        .receipts_newest(
+            &operator.tenant,
+            Page {
+                limit: page.limit + 1,
+                ..page
+            },
+        )
+        .await?;
+    Ok(Listed::paged(
+        rows,
+        page.limit,
+        |r| r.body.seq as i64,
+        |receipt| ReceiptView { receipt },
+    ))
+}
+
+/// One receipt.
+#[utoipa::path(get, path = "/v1/receipts/{id}", tag = "receipts", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = ReceiptView), (status = 404, body = ErrorBody)))]
+pub async fn get_receipt(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ReceiptView>> {
+    let receipt = state.store.receipt(&operator.tenant, &id).await?;
+    Ok(Json(ReceiptView { receipt }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptVerification {
+    pub receipt_id: String,
+    pub verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Verifies one receipt: its hash, its link to the previous receipt, and the signed
+/// checkpoint covering it.
+#[utoipa::path(get, path = "/v1/receipts/{id}/verify", tag = "receipts", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = ReceiptVerification), (status = 404, body = ErrorBody)))]
+pub async fn verify_receipt(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ReceiptVerification>> {
+    let store = state.store.as_ref();
+    let receipt = store.receipt(&operator.tenant, &id).await?;
+    let keys = keyring(store).await?;
+    let verdict = verify_stored_receipt(store, &operator.tenant, &receipt, &keys).await?;
+    Ok(Json(ReceiptVerification {
+        receipt_id: receipt.body.id,
+        verified: verdict.is_ok(),
+        reason: verdict.err().map(|b| b.kind.to_string()),
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct RangeBody {
+    /// First seq to check (default 1).
+    pub from_seq: Option<u64>,
+    /// Last seq to check (default: the head, at most 100 000 receipts after `from_seq`).
+    pub to_seq: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BadReceipt {
+    pub receipt_id: String,
+    pub seq: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RangeVerification {
+    pub verified: bool,
+    /// Receipts checked before the answer (up to and including the first bad one).
+    pub checked: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bad: Option<BadReceipt>,
+}
+
+/// Verifies a range of this tenant's chain with the chain verifier (at most 100 000
+/// receipts per call): the range is anchored at the stored hash of `from_seq - 1` and must
+/// end covered by a signed checkpoint.
+#[utoipa::path(post, path = "/v1/receipts/verify", tag = "receipts", request_body = RangeBody,
+    security(("operator_key" = [])),
+    responses((status = 200, body = RangeVerification), (status = 422, body = ErrorBody)))]
+pub async fn verify_range(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    JsonBody(body): JsonBody<RangeBody>,
+) -> ApiResult<Json<RangeVerification>> {
+    let from = body.from_seq.unwrap_or(1).max(1);
+    let to = body.to_seq.unwrap_or(from.saturating_add(MAX_RANGE - 1));
+    if to < from {
+        return Err(ApiError::invalid_field(
+            "to_seq",
+            "must be at least from_seq",
+        ));
+    }
+    if to - from >= MAX_RANGE {
+        return Err(ApiError::invalid_field(
+            "to_seq",
+            format!("at most {MAX_RANGE} receipts per call"),
+        ));
+    }
+    let store = state.store.as_ref();
+    let tenant = &operator.tenant;
+    let keys = keyring(store).await?;
+    let bad = |receipt_id: String, seq: u64, reason: String, checked: u64| {
+        Json(RangeVerification {
+            verified: false,
+            checked,
+            first_bad: Some(BadReceipt {
+                receipt_id,
+                seq,
+                reason,
+            }),
+        })
+    };
+    let head = store
+        .receipts_newest(
+            tenant,
+            Page {
+                before: None,
+                limit: 1,
+            },
+        )
+        .await?
+        .pop()
+        .map_or(0, |r| r.body.seq);
+    let to = to.min(head);
+    if from > to {
+        return Ok(Json(RangeVerification {
+            verified: true,
+            checked: 0,
+            first_bad: None,
+        }));
+    }
+    let checkpoints = store.checkpoints_from(tenant, from, PAGE).await?;
+    // Only the checkpoints inside the range plus the first one past its end matter.
+    let covering = checkpoints
+        .iter()
+        .position(|c| c.body.seq >= to)
+        .map_or(checkpoints.len(), |i| i + 1);
+    let mut checkpoints = checkpoints;
+    checkpoints.truncate(covering);
+    if checkpoints.last().is_none_or(|c| c.body.seq < to) {
+        // The range spans more than one page of checkpoints: fetch the one covering `to`.
+        if let Some(cp) = store.checkpoints_from(tenant, to, 1).await?.pop() {
+            checkpoints.push(cp);
+        }
+    }
+    let mut verifier = match ChainVerifier::new(tenant.as_str(), &checkpoints, &keys) {
+        Ok(v) => v,
+        Err(brk) => return Ok(bad(brk.receipt_id, brk.seq, brk.kind.to_string(), 0)),
+    };
+    if from > 1 {
+        match store.receipts(tenant, from - 2, 1).await?.pop() {
+            Some(prev) if prev.body.seq == from - 1 => {
+                verifier = verifier.anchored_at(prev.body.seq, prev.hash);
+            }
+            _ => return Err(ApiError::not_found("receipt at from_seq - 1")),
+        }
+    }
+    let mut checked = 0;
+    let mut after = from - 1;
+    let mut last: Option<Receipt> = None;
+    while after < to {
+        let page = store
+            .receipts(tenant, after, PAGE.min((to - after) as u32))
+            .await?;
+        let Some(tail) = page.last() else { break };
+        after = tail.body.seq;
+        for receipt in page {
+            checked += 1;
+            if let Err(brk) = verifier.push(&receipt) {
+                return Ok(bad(brk.receipt_id, brk.seq, brk.kind.to_string(), checked));
+            }
+            last = Some(receipt);
+        }
+    }
+    // The range ends covered: walk on to the covering checkpoint's head so its signature
+    // reaches the last receipt checked.
+    if let (Some(last), Some(cp)) = (&last, checkpoints.last())
+        && cp.body.seq > last.body.seq
+    {
+        let forward = store
+            .receipts(
+                tenant,
+                last.body.seq,
+                (cp.body.seq - last.body.seq).min(MAX_RANGE) as u32,
+            )
+            .await?;
+        for receipt in &forward {
+            if let Err(brk) = verifier.push(receipt) {
+                return Ok(bad(brk.receipt_id, brk.seq, brk.kind.to_string(), checked));
+            }
+        }
+    }
+    match verifier.finish() {
+        Ok(_) => Ok(Json(RangeVerification {
+            verified: true,
+            checked,
+            first_bad: None,
+        })),
+        Err(brk) => Ok(bad(brk.receipt_id, brk.seq, brk.kind.to_string(), checked)),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublicKeyView {
+    pub key_id: String,
+    /// Hex Ed25519 public key.
+    pub public_key: String,
+    pub created_at: String,
+}
+
+/// Every public key that signed this gateway's checkpoints.
+#[utoipa::path(get, path = "/v1/receipts/keys", tag = "receipts",
+    security(("operator_key" = [])),
+    responses((status = 200, body = [PublicKeyView])))]
+pub async fn list_keys(
+    State(state): State<SharedState>,
+    _operator: Operator<Viewer>,
+) -> ApiResult<Listed<PublicKeyView>> {
+    let keys = state.store.signing_keys().await?;
+    Ok(Listed::all(
+        keys.into_iter()
+            .map(|k| PublicKeyView {
+                key_id: k.key_id,
+                public_key: k.public_key,
+                created_at: format_millis(k.created_at_ms),
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,332 @@
+//! The delivery worker: POSTs queued deliveries (`deliveries` table) to their sinks.
+//!
+//! Each POST carries `X-Aegis-Delivery: <delivery id>` (stable across retries) and, when the
+//! sink has a secret, `X-Aegis-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+//! "<t>.<body>")>`. A 2xx marks the delivery delivered; anything else is retried with
+//! exponential backoff and jitter until `max_retry` after it was queued, then marked failed.
+//! A per-endpoint circuit breaker pauses an endpoint after consecutive failures. At most
+//! `max_in_flight` POSTs run at once, each bounded by `timeout`; the worker runs on its own
+//! tasks and shares nothing with the authorize path or the SOC consumer but the database.
+//! A crash between a POST and its "delivered" mark repeats the POST with the same id.
+
+use crate::notify::{ENV_JSON_SINK, ENV_SLACK_SINK, SUBSCRIPTION_SINK_PREFIX};
+use aegis_store::{Delivery, DeliveryOutcome, Store};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Header names of every POST.
+pub const DELIVERY_HEADER: &str = "X-Aegis-Delivery";
+pub const SIGNATURE_HEADER: &str = "X-Aegis-Signature";
+
+#[derive(Debug, Clone)]
+pub struct DeliverConfig {
+    /// `AEGIS_WEBHOOK_URL`.
+    pub env_json_url: Option<String>,
+    /// `AEGIS_SLACK_WEBHOOK_URL`.
+    pub env_slack_url: Option<String>,
+    /// `AEGIS_WEBHOOK_SECRET`: signs the env sinks.
+    pub env_secret: Option<String>,
+    /// Per-POST timeout.
+    pub timeout: Duration,
+    /// `AEGIS_WEBHOOK_MAX_RETRY_SECS`: give up this long after queueing.
+    pub max_retry: Duration,
+    /// First retry delay; doubles per attempt up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// Consecutive failures that open an endpoint's circuit …
+    pub breaker_threshold: u32,
+    /// … for this long.
+    pub breaker_pause: Duration,
+    pub max_in_flight: usize,
+    pub poll: Duration,
+}
+
+impl Default for DeliverConfig {
+    fn default() -> Self {
+        DeliverConfig {
+            env_json_url: None,
+            env_slack_url: None,
+            env_secret: None,
+            timeout: Duration::from_secs(5),
+            max_retry: Duration::from_secs(86_400),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(600),
+            breaker_threshold: 5,
+            breaker_pause: Duration::from_secs(60),
+            max_in_flight: 16,
+            poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Computes the `X-Aegis-Signature` value for `body` at unix time `t`.
+pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    consecutive_failures: u32,
+    open_until_ms: i64,
+}
+
+/// A mutex-guarded value shared between delivery tasks (never held across an await).
+type Shared<T> = Arc<std::sync::Mutex<T>>;
+
+struct Target {
+    url: String,
+    secret: Option<String>,
+}
+
+struct Worker {
+    store: Arc<dyn Store>,
+    config: DeliverConfig,
+    client: reqwest::Client,
+    breakers: Shared<HashMap<String, Breaker>>,
+    in_flight: Shared<HashSet<String>>,
+    /// Finished attempts whose outcome is committed; they leave `in_flight` at the start of
+    /// the next pass, before its read, so a stale read can never send them again.
+    finished: Shared<Vec<String>>,
+    slots: Arc<Semaphore>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A cheap jitter factor in [0.5, 1.0): randomness from the std hasher's random keys.
+fn jitter(seed: &str) -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(seed.as_bytes());
+    hasher.write_i64(now_ms());
+    0.5 + (hasher.finish() % 1_000) as f64 / 2_000.0
+}
+
+/// Runs the worker until `shutdown` turns true; in-flight POSTs get `timeout` to finish.
+pub async fn run(
+    store: Arc<dyn Store>,
+    config: DeliverConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(config.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the webhook HTTP client; no deliveries");
+            return;
+        }
+    };
+    let worker = Arc::new(Worker {
+        store,
+        slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+        config,
+        client,
+        breakers: Arc::default(),
+        in_flight: Arc::default(),
+        finished: Arc::default(),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if let Err(error) = worker.pass(&mut tasks).await {
+            tracing::error!(%error, "delivery pass failed");
+        }
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            _ = tokio::time::sleep(worker.config.poll) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    let grace = worker.config.timeout + Duration::from_secs(1);
+    let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+impl Worker {
+    async fn pass(
+        self: &Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> aegis_store::StoreResult<()> {
+        {
+            let finished = std::mem::take(&mut *self.finished.lock().unwrap());
+            let mut in_flight = self.in_flight.lock().unwrap();
+            for id in finished {
+                in_flight.remove(&id);
+            }
+        }
+        let now = now_ms();
+        let due = self.store.due_deliveries(now, 200).await?;
+        // Deliveries to paused endpoints, postponed together in one write.
+        let mut deferred: HashMap<i64, Vec<String>> = HashMap::new();
+        for delivery in due {
+            if self.in_flight.lock().unwrap().contains(&delivery.id) {
+                continue;
+            }
+            let Some(target) = self.target(&delivery).await? else {
+                self.store
+                    .finish_delivery(
+                        &delivery.id,
+                        DeliveryOutcome::Failed {
+                            error: "the sink is no longer configured".into(),
+                        },
+                    )
+                    .await?;
+                continue;
+            };
+            let open_until = self
+                .breakers
+                .lock()
+                .unwrap()
+                .get(&target.url)
+                .map_or(0, |b| b.open_until_ms);
+            if open_until > now {
+                deferred.entry(open_until).or_default().push(delivery.id);
+                continue;
+            }
+            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+                // Every slot is busy: the rest waits for the next pass.
+                break;
+            };
+            self.in_flight.lock().unwrap().insert(delivery.id.clone());
+            let worker = Arc::clone(self);
+            tasks.spawn(async move {
+                let id = delivery.id.clone();
+                worker.attempt(delivery, target).await;
+                worker.finished.lock().unwrap().push(id);
+                drop(permit);
+            });
+        }
+        for (until, ids) in deferred {
+            self.store.defer_deliveries(ids, until).await?;
+        }
+        Ok(())
+    }
+
+    async fn target(&self, delivery: &Delivery) -> aegis_store::StoreResult<Option<Target>> {
+        let env = |url: &Option<String>| {
+            url.as_ref().map(|url| Target {
+                url: url.clone(),
+                secret: self.config.env_secret.clone(),
+            })
+        };
+        Ok(match delivery.sink.as_str() {
+            ENV_JSON_SINK => env(&self.config.env_json_url),
+            ENV_SLACK_SINK => env(&self.config.env_slack_url),
+            sink => match sink.strip_prefix(SUBSCRIPTION_SINK_PREFIX) {
+                Some(id) => self
+                    .store
+                    .webhook_by_id(id)
+                    .await?
+                    .filter(|w| w.tenant_id == delivery.tenant_id)
+                    .map(|w| Target {
+                        url: w.url,
+                        secret: w.secret,
+                    }),
+                None => None,
+            },
+        })
+    }
+
+    async fn attempt(&self, delivery: Delivery, target: Target) {
+        let mut request = self
+            .client
+            .post(&target.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(DELIVERY_HEADER, &delivery.id);
+        if let Some(secret) = &target.secret {
+            let t = now_ms() / 1000;
+            request = request.header(
+                SIGNATURE_HEADER,
+                signature(secret, t, delivery.body.as_bytes()),
+            );
+        }
+        let result = request.body(delivery.body.clone()).send().await;
+        let error = match result {
+            Ok(response) if response.status().is_success() => None,
+            Ok(response) => Some(format!("the endpoint answered {}", response.status())),
+            // Without the URL: it may carry a secret (Slack webhook URLs do).
+            Err(error) if error.is_timeout() => Some("timed out".to_owned()),
+            Err(error) if error.is_connect() => Some("cannot connect".to_owned()),
+            Err(_) => Some("request failed".to_owned()),
+        };
+        let now = now_ms();
+        let outcome = match error {
+            None => {
+                self.breakers.lock().unwrap().remove(&target.url);
+                DeliveryOutcome::Delivered { at_ms: now }
+            }
+            Some(error) => {
+                {
+                    let mut breakers = self.breakers.lock().unwrap();
+                    let breaker = breakers.entry(target.url.clone()).or_default();
+                    breaker.consecutive_failures += 1;
+                    if breaker.consecutive_failures >= self.config.breaker_threshold {
+                        breaker.open_until_ms = now + self.config.breaker_pause.as_millis() as i64;
+                        tracing::warn!(sink = %delivery.sink, failures = breaker.consecutive_failures, "webhook endpoint paused");
+                    }
+                }
+                let attempts = delivery.attempts + 1;
+                let exp = self
+                    .config
+                    .retry_base
+                    .saturating_mul(1u32 << (attempts - 1).clamp(0, 20) as u32)
+                    .min(self.config.retry_cap);
+                let delay = (exp.as_millis() as f64 * jitter(&delivery.id)) as i64;
+                let give_up_at = delivery.created_at_ms + self.config.max_retry.as_millis() as i64;
+                tracing::info!(delivery_id = %delivery.id, sink = %delivery.sink, attempts, %error, "webhook delivery failed");
+                if now + delay > give_up_at {
+                    DeliveryOutcome::Failed {
+                        error: format!("gave up after {attempts} attempts: {error}"),
+                    }
+                } else {
+                    DeliveryOutcome::Retry {
+                        next_attempt_at_ms: now + delay,
+                        error,
+                    }
+                }
+            }
+        };
+        if let Err(error) = self.store.finish_delivery(&delivery.id, outcome).await {
+            // Stays pending: it will be sent again with the same id.
+            tracing::error!(%error, delivery_id = %delivery.id, "cannot record a delivery outcome");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_over_timestamp_dot_body() {
+        // Reference: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac secret
+        assert_eq!(
+            signature("secret", 1_700_000_000, br#"{"a":1}"#),
+            "t=1700000000,v1=49f24e537407743fa4a0242bb63b94b9a47ee99cbbe071ccd8a22550ae411686"
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_one() {
+        for i in 0..100 {
+            let j = jitter(&i.to_string());
+            assert!((0.5..1.0).contains(&j), "{j}");
+        }
+    }
+}

@@ -1,0 +1,647 @@
+//! The notification consumer: follows the event log from its own cursor ([`CONSUMER`]),
+//! picks what operators must hear about (denies, approval requests, high/critical alerts and
+//! incidents, automatic responses), coalesces bursts per agent, and queues one delivery per
+//! sink in the `deliveries` table, in the same transaction as its new cursor and its
+//! coalescing state (`Store::apply_notify_batch`). A crash before that commit repeats the
+//! batch from the saved state; after it, nothing is repeated. It never touches the network:
+//! the delivery worker ([`crate::deliver`]) sends what is queued.
+//!
+//! Coalescing: the first notification for an agent is queued at once; later ones within
+//! `coalesce` of the last message for that agent are gathered and queued together when the
+//! interval has passed, with their count, first/last times and every id. Nothing is dropped.
+
+use crate::consumer::effective_autonomy;
+use aegis_core::model::{AutonomyLevel, Severity, Verdict};
+use aegis_core::timestamp::format_millis;
+use aegis_store::{
+    CoalesceRecord, Event, NewDelivery, NotifyBatch, Store, StoreResult, TenantId, Webhook,
+    event_kind,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Name of this consumer's cursor.
+pub const CONSUMER: &str = "notify";
+const BATCH: u32 = 1000;
+/// Sink names of the deployment-wide sinks (env).
+pub const ENV_JSON_SINK: &str = "env:json";
+pub const ENV_SLACK_SINK: &str = "env:slack";
+/// Prefix of per-tenant subscription sinks: `sub:<webhook id>`.
+pub const SUBSCRIPTION_SINK_PREFIX: &str = "sub:";
+/// Notification kinds, also the values of a subscription's `events` filter.
+pub const KINDS: &[&str] = &[
+    "deny",
+    "require_approval",
+    "alert",
+    "incident",
+    "response_action",
+];
+/// Items listed one by one in a Slack message (the count and JSON sinks carry every one).
+const SLACK_MAX_ITEMS: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// `AEGIS_SOC_AUTONOMY_LEVEL`, for tenants without an override.
+    pub default_autonomy: AutonomyLevel,
+    /// `AEGIS_NOTIFY_COALESCE_SECS`.
+    pub coalesce: Duration,
+    /// `AEGIS_WEBHOOK_URL` is set.
+    pub env_json: bool,
+    /// `AEGIS_SLACK_WEBHOOK_URL` is set.
+    pub env_slack: bool,
+    /// `AEGIS_PUBLIC_URL`, for links to incidents.
+    pub public_url: Option<String>,
+    /// How often to look for due coalesced messages and new events without a commit signal.
+    pub idle_poll: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            default_autonomy: AutonomyLevel::L1,
+            coalesce: Duration::from_secs(10),
+            env_json: false,
+            env_slack: false,
+            public_url: None,
+            idle_poll: Duration::from_millis(250),
+        }
+    }
+}
+
+/// One thing to report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// One of [`KINDS`].
+    pub kind: String,
+    /// The decision, alert, incident or response id.
+    pub id: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Coalesce {
+    last_sent_at_ms: Option<i64>,
+    pending: Vec<Item>,
+}
+
+type AgentKey = (TenantId, String);
+
+pub struct Notifier {
+    store: Arc<dyn Store>,
+    config: NotifyConfig,
+    cursor: i64,
+    states: HashMap<AgentKey, Coalesce>,
+    autonomy: HashMap<TenantId, AutonomyLevel>,
+    now_ms: fn() -> i64,
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Notifier {
+    /// Loads the cursor and the saved coalescing state.
+    pub async fn start(store: Arc<dyn Store>, config: NotifyConfig) -> StoreResult<Self> {
+        let mut notifier = Notifier {
+            store,
+            config,
+            cursor: 0,
+            states: HashMap::new(),
+            autonomy: HashMap::new(),
+            now_ms: wall_clock_ms,
+        };
+        notifier.reload().await?;
+        Ok(notifier)
+    }
+
+    async fn reload(&mut self) -> StoreResult<()> {
+        self.cursor = self.store.consumer_cursor(CONSUMER).await?;
+        self.autonomy.clear();
+        self.states.clear();
+        for saved in self.store.coalesce_states().await? {
+            let pending = serde_json::from_value(saved.pending).unwrap_or_else(|error| {
+                tracing::warn!(%error, agent_id = %saved.agent_id, "unreadable coalescing state; starting it empty");
+                Vec::new()
+            });
+            self.states.insert(
+                (saved.tenant_id, saved.agent_id),
+                Coalesce {
+                    last_sent_at_ms: Some(saved.last_sent_at_ms),
+                    pending,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut commits = self.store.committed_seq();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.step().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(%error, cursor = self.cursor, "notification batch failed; retrying from the saved state");
+                    if let Err(error) = self.reload().await {
+                        tracing::error!(%error, "cannot reload the notification state");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(self.config.idle_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Processes new events and queues coalesced messages that are due. Returns whether
+    /// it committed anything.
+    pub async fn step(&mut self) -> StoreResult<bool> {
+        let now = (self.now_ms)();
+        let coalesce_ms = self.config.coalesce.as_millis() as i64;
+        let events = self.store.events_after(self.cursor, BATCH).await?;
+        let cursor = events.last().map_or(self.cursor, |e| e.seq);
+        let mut touched: HashSet<AgentKey> = HashSet::new();
+        let mut messages: Vec<(AgentKey, Vec<Item>)> = Vec::new();
+        for event in &events {
+            if event.kind == event_kind::TENANT_SETTINGS_CHANGED {
+                self.autonomy.remove(&event.tenant_id);
+                continue;
+            }
+            let Some(item) = item_of(event) else { continue };
+            if self.autonomy_of(&event.tenant_id).await? == AutonomyLevel::L0 {
+                continue;
+            }
+            let key = (
+                event.tenant_id.clone(),
+                event.agent_id.clone().unwrap_or_default(),
+            );
+            let state = self.states.entry(key.clone()).or_default();
+            let quiet = state
+                .last_sent_at_ms
+                .is_none_or(|last| now - last >= coalesce_ms);
+            if state.pending.is_empty() && quiet {
+                state.last_sent_at_ms = Some(now);
+                messages.push((key.clone(), vec![item]));
+            } else {
+                state.pending.push(item);
+            }
+            touched.insert(key);
+        }
+        for (key, state) in self.states.iter_mut() {
+            let due = state
+                .last_sent_at_ms
+                .is_none_or(|last| now - last >= coalesce_ms);
+            if !state.pending.is_empty() && due {
+                state.last_sent_at_ms = Some(now);
+                messages.push((key.clone(), std::mem::take(&mut state.pending)));
+                touched.insert(key.clone());
+            }
+        }
+        if events.is_empty() && touched.is_empty() {
+            return Ok(false);
+        }
+        let mut batch = NotifyBatch {
+            consumer: CONSUMER.into(),
+            cursor,
+            ..NotifyBatch::default()
+        };
+        let mut subscriptions: HashMap<TenantId, Vec<Webhook>> = HashMap::new();
+        for ((tenant_id, agent_id), items) in messages {
+            if !subscriptions.contains_key(&tenant_id) {
+                let list = self.store.list_webhooks(&tenant_id).await?;
+                subscriptions.insert(tenant_id.clone(), list);
+            }
+            let message = Message {
+                tenant_id: &tenant_id,
+                agent_id: &agent_id,
+                items: &items,
+                public_url: self.config.public_url.as_deref(),
+            };
+            let mut queue = |sink: String, render: &dyn Fn(&str) -> Value| {
+                let id = format!("dlv_{}", uuid::Uuid::now_v7().simple());
+                batch.deliveries.push(NewDelivery {
+                    body: render(&id).to_string(),
+                    id,
+                    tenant_id: tenant_id.clone(),
+                    sink,
+                    agent_id: (!agent_id.is_empty()).then(|| agent_id.clone()),
+                    created_at_ms: now,
+                });
+            };
+            if self.config.env_json {
+                queue(ENV_JSON_SINK.into(), &|id| message.json(id));
+            }
+            if self.config.env_slack {
+                queue(ENV_SLACK_SINK.into(), &|_| message.slack());
+            }
+            for webhook in &subscriptions[&tenant_id] {
+                let selected: Vec<Item> = match &webhook.events {
+                    Some(kinds) => items
+                        .iter()
+                        .filter(|i| kinds.contains(&i.kind))
+                        .cloned()
+                        .collect(),
+                    None => items.clone(),
+                };
+                if selected.is_empty() {
+                    continue;
+                }
+                let message = Message {
+                    items: &selected,
+                    ..message
+                };
+                let sink = format!("{SUBSCRIPTION_SINK_PREFIX}{}", webhook.id);
+                if webhook.format == "slack" {
+                    queue(sink, &|_| message.slack());
+                } else {
+                    queue(sink, &|id| message.json(id));
+                }
+            }
+        }
+        batch.coalesce = touched
+            .into_iter()
+            .filter_map(|key| {
+                let state = self.states.get(&key)?;
+                Some(CoalesceRecord {
+                    last_sent_at_ms: state.last_sent_at_ms.unwrap_or(0),
+                    pending: serde_json::to_value(&state.pending).ok()?,
+                    tenant_id: key.0,
+                    agent_id: key.1,
+                })
+            })
+            .collect();
+        let queued = batch.deliveries.len();
+        self.store.apply_notify_batch(batch).await?;
+        self.cursor = cursor;
+        if queued > 0 {
+            tracing::debug!(queued, cursor, "notifications queued");
+        }
+        Ok(true)
+    }
+
+    async fn autonomy_of(&mut self, tenant_id: &TenantId) -> StoreResult<AutonomyLevel> {
+        if let Some(level) = self.autonomy.get(tenant_id) {
+            return Ok(*level);
+        }
+        let settings = self.store.tenant(tenant_id).await?;
+        let level = effective_autonomy(&settings, self.config.default_autonomy);
+        self.autonomy.insert(tenant_id.clone(), level);
+        Ok(level)
+    }
+}
+
+#[derive(Deserialize)]
+struct DecisionFields {
+    decision_id: String,
+    decision: Verdict,
+    tool: String,
+    action: String,
+    risk: Severity,
+    #[serde(default)]
+    risk_score: Option<u32>,
+    #[serde(default)]
+    source_trust: Option<String>,
+}
+
+fn str_field(payload: &Value, name: &str) -> Option<String> {
+    payload.get(name)?.as_str().map(str::to_owned)
+}
+
+fn severity_field(payload: &Value) -> Option<Severity> {
+    serde_json::from_value(payload.get("severity")?.clone()).ok()
+}
+
+/// What an event reports, if it is one of the notified kinds. No raw parameters.
+pub fn item_of(event: &Event) -> Option<Item> {
+    let p = &event.payload;
+    let (kind, id, severity, summary, incident_id) = match event.kind.as_str() {
+        event_kind::DECISION => {
+            let d: DecisionFields = serde_json::from_value(p.clone()).ok()?;
+            let kind = match d.decision {
+                Verdict::Deny => "deny",
+                Verdict::RequireApproval => "require_approval",
+                _ => return None,
+            };
+            let summary = format!(
+                "{kind}: {}/{} (risk {}, score {}, source {})",
+                d.tool,
+                d.action,
+                d.risk.as_str(),
+                d.risk_score.unwrap_or_default(),
+                d.source_trust.as_deref().unwrap_or("unknown"),
+            );
+            (kind, d.decision_id, d.risk, summary, None)
+        }
+        event_kind::ALERT_RAISED | event_kind::INCIDENT_OPENED => {
+            let severity = severity_field(p)?;
+            if severity < Severity::High {
+                return None;
+            }
+            let (kind, id_field) = if event.kind == event_kind::ALERT_RAISED {
+                ("alert", "alert_id")
+            } else {
+                ("incident", "incident_id")
+            };
+            let id = str_field(p, id_field)?;
+            let summary = format!(
+                "{kind} {}: {}",
+                str_field(p, "kind").unwrap_or_default(),
+                str_field(p, "summary").unwrap_or_default()
+            );
+            let incident_id = (kind == "incident").then(|| id.clone());
+            (kind, id, severity, summary, incident_id)
+        }
+        event_kind::RESPONSE_ACTION => {
+            if p.get("mode").and_then(Value::as_str) != Some("automatic") {
+                return None;
+            }
+            let summary = format!(
+                "automatic response {}: {}",
+                str_field(p, "action").unwrap_or_default(),
+                str_field(p, "detail").unwrap_or_default()
+            );
+            (
+                "response_action",
+                str_field(p, "response_id")?,
+                Severity::High,
+                summary,
+                str_field(p, "incident_id"),
+            )
+        }
+        _ => return None,
+    };
+    Some(Item {
+        kind: kind.into(),
+        id,
+        severity,
+        summary,
+        at_ms: event.created_at_ms,
+        incident_id,
+        seq: event.seq,
+    })
+}
+
+/// One message about one agent, rendered per sink format.
+#[derive(Clone, Copy)]
+struct Message<'a> {
+    tenant_id: &'a TenantId,
+    agent_id: &'a str,
+    items: &'a [Item],
+    public_url: Option<&'a str>,
+}
+
+impl Message<'_> {
+    fn kind(&self) -> &str {
+        match self.items {
+            [first, rest @ ..] if rest.iter().all(|i| i.kind == first.kind) => &first.kind,
+            _ => "mixed",
+        }
+    }
+
+    fn severity(&self) -> Severity {
+        self.items
+            .iter()
+            .map(|i| i.severity)
+            .max()
+            .unwrap_or(Severity::Info)
+    }
+
+    fn first_at(&self) -> i64 {
+        self.items.iter().map(|i| i.at_ms).min().unwrap_or_default()
+    }
+
+    fn last_at(&self) -> i64 {
+        self.items.iter().map(|i| i.at_ms).max().unwrap_or_default()
+    }
+
+    fn summary(&self) -> String {
+        match self.items {
+            [one] => one.summary.clone(),
+            items => {
+                let mut counts: Vec<(&str, usize)> = Vec::new();
+                for item in items {
+                    match counts.iter_mut().find(|(k, _)| *k == item.kind) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((&item.kind, 1)),
+                    }
+                }
+                let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                format!(
+                    "{} notifications for agent {} between {} and {}: {}",
+                    items.len(),
+                    self.agent_label(),
+                    format_millis(self.first_at()),
+                    format_millis(self.last_at()),
+                    parts.join(", ")
+                )
+            }
+        }
+    }
+
+    fn agent_label(&self) -> &str {
+        if self.agent_id.is_empty() {
+            "(none)"
+        } else {
+            self.agent_id
+        }
+    }
+
+    fn ids(&self, kinds: &[&str]) -> Vec<&str> {
+        self.items
+            .iter()
+            .filter(|i| kinds.contains(&i.kind.as_str()))
+            .map(|i| i.id.as_str())
+            .collect()
+    }
+
+    fn incident_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = Vec::new();
+        for id in self.items.iter().filter_map(|i| i.incident_id.as_deref()) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// The generic JSON body.
+    fn json(&self, delivery_id: &str) -> Value {
+        json!({
+            "delivery_id": delivery_id,
+            "tenant_id": self.tenant_id,
+            "agent_id": (!self.agent_id.is_empty()).then_some(self.agent_id),
+            "kind": self.kind(),
+            "severity": self.severity(),
+            "summary": self.summary(),
+            "count": self.items.len(),
+            "first_at": format_millis(self.first_at()),
+            "last_at": format_millis(self.last_at()),
+            "decision_ids": self.ids(&["deny", "require_approval"]),
+            "alert_ids": self.ids(&["alert"]),
+            "incident_ids": self.incident_ids(),
+            "response_ids": self.ids(&["response_action"]),
+            "items": self.items.iter().map(|i| json!({
+                "kind": i.kind,
+                "id": i.id,
+                "severity": i.severity,
+                "summary": i.summary,
+                "at": format_millis(i.at_ms),
+                "incident_id": i.incident_id,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// A Slack incoming-webhook body: `text` (fallback) and `blocks`.
+    fn slack(&self) -> Value {
+        let severity = self.severity();
+        let text = format!(
+            "[{}] AegisAgent {} for agent {} (tenant {}): {}",
+            severity.as_str().to_uppercase(),
+            self.kind(),
+            self.agent_label(),
+            self.tenant_id,
+            self.summary()
+        );
+        let mut blocks = vec![json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": format!(
+                "*AegisAgent: {}* · severity *{}*\n{}",
+                slack_escape(self.kind()),
+                severity.as_str(),
+                slack_escape(&self.summary())
+            )},
+        })];
+        let mut lines: Vec<String> = self
+            .items
+            .iter()
+            .take(SLACK_MAX_ITEMS)
+            .map(|i| {
+                format!(
+                    "• `{}` {} — {}",
+                    slack_escape(&i.id),
+                    slack_escape(&i.kind),
+                    slack_escape(&i.summary)
+                )
+            })
+            .collect();
+        if self.items.len() > SLACK_MAX_ITEMS {
+            lines.push(format!(
+                "… and {} more (every id is in the JSON webhook and the API)",
+                self.items.len() - SLACK_MAX_ITEMS
+            ));
+        }
+        if self.items.len() > 1 {
+            blocks.push(json!({
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": truncate(&lines.join("\n"), 2900)},
+            }));
+        }
+        let mut context = format!(
+            "tenant `{}` · agent `{}` · {} event(s) {} – {}",
+            slack_escape(self.tenant_id.as_str()),
+            slack_escape(self.agent_label()),
+            self.items.len(),
+            format_millis(self.first_at()),
+            format_millis(self.last_at())
+        );
+        if let Some(base) = self.public_url {
+            for id in self.incident_ids() {
+                context.push_str(&format!(
+                    " · <{}/v1/incidents/{id}|incident {id}>",
+                    base.trim_end_matches('/')
+                ));
+            }
+        }
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": truncate(&context, 2900)}],
+        }));
+        json!({"text": text, "blocks": blocks})
+    }
+}
+
+/// Slack's mrkdwn needs `&`, `<` and `>` escaped.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(kind: &str, id: &str, at_ms: i64) -> Item {
+        Item {
+            kind: kind.into(),
+            id: id.into(),
+            severity: Severity::High,
+            summary: format!("{kind} <b>&"),
+            at_ms,
+            incident_id: (kind == "incident").then(|| id.into()),
+            seq: at_ms,
+        }
+    }
+
+    #[test]
+    fn a_coalesced_json_message_counts_and_lists_every_id() {
+        let tenant = TenantId::new("acme");
+        let items = vec![
+            item("deny", "d1", 1_000),
+            item("deny", "d2", 2_000),
+            item("incident", "inc1", 3_000),
+        ];
+        let m = Message {
+            tenant_id: &tenant,
+            agent_id: "a1",
+            items: &items,
+            public_url: Some("https://aegis.example/"),
+        };
+        let body = m.json("dlv_1");
+        assert_eq!(body["count"], 3);
+        assert_eq!(body["kind"], "mixed");
+        assert_eq!(body["decision_ids"], json!(["d1", "d2"]));
+        assert_eq!(body["incident_ids"], json!(["inc1"]));
+        assert_eq!(body["first_at"], format_millis(1_000));
+        assert_eq!(body["last_at"], format_millis(3_000));
+        let slack = m.slack();
+        assert!(slack["text"].is_string());
+        let context = slack["blocks"][2]["elements"][0]["text"].as_str().unwrap();
+        assert!(context.contains("<https://aegis.example/v1/incidents/inc1|incident inc1>"));
+        assert!(
+            !slack["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("<b>")
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! Notification tables: webhook subscriptions, the delivery queue, coalescing state.
+
+use crate::*;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, rowid";
+const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, secret, created_at";
+
+fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: row.get(0)?,
+        tenant_id: TenantId::new(row.get::<_, String>(1)?),
+        sink: row.get(2)?,
+        agent_id: row.get(3)?,
+        body: row.get(4)?,
+        status: row.get(5)?,
+        attempts: row.get(6)?,
+        next_attempt_at_ms: row.get(7)?,
+        last_error: row.get(8)?,
+        created_at_ms: row.get(9)?,
+        delivered_at_ms: row.get(10)?,
+        cursor: row.get(11)?,
+    })
+}
+
+fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
+    let events: Option<String> = row.get(4)?;
+    Ok(Webhook {
+        id: row.get(0)?,
+        tenant_id: TenantId::new(row.get::<_, String>(1)?),
+        url: row.get(2)?,
+        format: row.get(3)?,
+        events: events.and_then(|e| serde_json::from_str(&e).ok()),
+        secret: row.get(5)?,
+        created_at_ms: row.get(6)?,
+    })
+}
+
+pub(super) fn insert_delivery(conn: &Connection, d: &NewDelivery) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO deliveries (id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)
+         ON CONFLICT (id) DO NOTHING",
+    )?
+    .execute(params![
+        d.id,
+        d.tenant_id.as_str(),
+        d.sink,
+        d.agent_id,
+        d.body,
+        d.created_at_ms
+    ])?;
+    Ok(())
+}
+
+pub(super) fn apply_batch(conn: &Connection, batch: &NotifyBatch, now: i64) -> StoreResult<()> {
+    for delivery in &batch.deliveries {
+        insert_delivery(conn, delivery)?;
+    }
+    let mut save = conn.prepare_cached(
+        "INSERT INTO notify_coalesce (tenant_id, agent_id, last_sent_at, pending) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (tenant_id, agent_id) DO UPDATE SET last_sent_at = excluded.last_sent_at, pending = excluded.pending",
+    )?;
+    for state in &batch.coalesce {
+        save.execute(params![
+            state.tenant_id.as_str(),
+            state.agent_id,
+            state.last_sent_at_ms,
+            state.pending.to_string()
+        ])?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO consumer_cursors (name, seq, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_at = excluded.updated_at",
+    )?
+    .execute(params![batch.consumer, batch.cursor, now])?;
+    Ok(())
+}
+
+pub(super) fn coalesce_states(conn: &Connection) -> StoreResult<Vec<CoalesceRecord>> {
+    conn.prepare_cached("SELECT tenant_id, agent_id, last_sent_at, pending FROM notify_coalesce")?
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })?
+        .map(|row| {
+            let (tenant_id, agent_id, last_sent_at_ms, pending) = row?;
+            Ok(CoalesceRecord {
+                tenant_id: TenantId::new(tenant_id),
+                agent_id,
+                last_sent_at_ms,
+                pending: serde_json::from_str(&pending)
+                    .map_err(|e| StoreError::Corrupt(format!("coalescing state: {e}")))?,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn due_deliveries(
+    conn: &Connection,
+    now: i64,
+    limit: u32,
+) -> StoreResult<Vec<Delivery>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE status = 'pending' AND next_attempt_at <= ?1
+             ORDER BY next_attempt_at, rowid LIMIT ?2"
+        ))?
+        .query_map(params![now, limit], delivery_from_row)?
+        .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn finish_delivery(
+    conn: &Connection,
+    id: &str,
+    outcome: &DeliveryOutcome,
+) -> StoreResult<()> {
+    // Only a pending delivery changes: a delivered one stays delivered.
+    match outcome {
+        DeliveryOutcome::Delivered { at_ms } => conn.execute(
+            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2, last_error = NULL
+             WHERE id = ?1 AND status = 'pending'",
+            params![id, at_ms],
+        )?,
+        DeliveryOutcome::Retry {
+            next_attempt_at_ms,
+            error,
+        } => conn.execute(
+            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
+             WHERE id = ?1 AND status = 'pending'",
+            params![id, next_attempt_at_ms, error],
+        )?,
+        DeliveryOutcome::Failed { error } => conn.execute(
+            "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?2
+             WHERE id = ?1 AND status = 'pending'",
+            params![id, error],
+        )?,
+        DeliveryOutcome::Deferred { next_attempt_at_ms } => conn.execute(
+            "UPDATE deliveries SET next_attempt_at = ?2 WHERE id = ?1 AND status = 'pending'",
+            params![id, next_attempt_at_ms],
+        )?,
+    };
+    Ok(())
+}
+
+pub(super) fn list_deliveries(
+    conn: &Connection,
+    tenant: &TenantId,
+    sink: &str,
+    page: Page,
+) -> StoreResult<Vec<Delivery>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE tenant_id = ?1 AND sink = ?2 AND rowid < ?3
+             ORDER BY rowid DESC LIMIT ?4"
+        ))?
+        .query_map(
+            params![
+                tenant.as_str(),
+                sink,
+                page.before.unwrap_or(i64::MAX),
+                page.limit
+            ],
+            delivery_from_row,
+        )?
+        .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn create_webhook(
+    conn: &Connection,
+    tenant: &TenantId,
+    w: &NewWebhook,
+) -> StoreResult<Webhook> {
+    let events = w
+        .events
+        .as_ref()
+        .map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()));
+    conn.execute(
+        "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, secret, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            w.id,
+            tenant.as_str(),
+            w.url,
+            w.format,
+            events,
+            w.secret,
+            w.created_at_ms
+        ],
+    )?;
+    Ok(Webhook {
+        id: w.id.clone(),
+        tenant_id: tenant.clone(),
+        url: w.url.clone(),
+        format: w.format.clone(),
+        events: w.events.clone(),
+        secret: w.secret.clone(),
+        created_at_ms: w.created_at_ms,
+    })
+}
+
+pub(super) fn list_webhooks(conn: &Connection, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions
+             WHERE tenant_id = ?1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC"
+        ))?
+        .query_map([tenant.as_str()], webhook_from_row)?
+        .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn webhook_by_id(conn: &Connection, id: &str) -> StoreResult<Option<Webhook>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions WHERE id = ?1 AND deleted_at IS NULL"
+        ))?
+        .query_row([id], webhook_from_row)
+        .optional()?)
+}
+
+pub(super) fn delete_webhook(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    let changed = conn.execute(
+        "UPDATE webhook_subscriptions SET deleted_at = ?3, secret = NULL
+         WHERE tenant_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+        params![tenant.as_str(), id, now],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::NotFound("webhook"));
+    }
+    Ok(())
+}

@@ -1,0 +1,736 @@
+//! Notifications against the built binary and a real HTTP receiver on loopback: signed
+//! deliveries, coalescing, durability across a dead receiver and kill -9, the Slack shape,
+//! SSRF checks on API subscriptions, and silence at autonomy L0.
+
+mod support;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+
+const SECRET: &str = "test-webhook-secret-0123456789";
+
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    delivery: String,
+    signature: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("the body is JSON")
+    }
+}
+
+type Log = Arc<Mutex<Vec<Received>>>;
+
+/// A webhook receiver on loopback that records every POST and answers 200.
+struct Receiver {
+    addr: SocketAddr,
+    log: Log,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn record(State(log): State<Log>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    log.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        delivery: header("x-aegis-delivery").unwrap_or_default(),
+        signature: header("x-aegis-signature"),
+        body: body.to_vec(),
+    });
+    StatusCode::OK
+}
+
+impl Receiver {
+    async fn start(addr: SocketAddr, log: Log) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/hook", post(record))
+            .route("/slack", post(record))
+            .route(
+                "/hang",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    StatusCode::OK
+                }),
+            )
+            .with_state(Arc::clone(&log));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Receiver {
+            addr,
+            log,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.log.lock().unwrap().clone()
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn verify_signature(r: &Received, secret: &str) {
+    let signature = r.signature.as_deref().expect("a signature header");
+    let (t, v1) = signature
+        .split_once(",v1=")
+        .expect("t=<unix seconds>,v1=<hex>");
+    let t = t.strip_prefix("t=").expect("t= first");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - t.parse::<i64>().unwrap()).abs() < 120,
+        "fresh timestamp"
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(&r.body);
+    assert_eq!(v1, hex::encode(mac.finalize().into_bytes()), "HMAC matches");
+}
+
+/// One untrusted write (denied); returns the decision id.
+async fn deny(client: &reqwest::Client, gw: &Gateway, token: &str) -> String {
+    let resp: Value = client
+        .post(gw.url("/v1/authorize"))
+        .bearer_auth(token)
+        .json(&merge_call("untrusted_external"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resp["decision"], "deny");
+    resp["decision_id"].as_str().unwrap().to_owned()
+}
+
+fn deny_ids(messages: &[Received]) -> Vec<String> {
+    messages
+        .iter()
+        .flat_map(|m| {
+            m.json()["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["kind"] == "deny")
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn assert_slack_shape(body: &Value) {
+    assert!(body["text"].is_string(), "text is a string: {body}");
+    let blocks = body["blocks"].as_array().expect("blocks is an array");
+    assert!(!blocks.is_empty());
+    for block in blocks {
+        match block["type"].as_str() {
+            Some("section") => {
+                assert_eq!(block["text"]["type"], "mrkdwn", "{block}");
+                let text = block["text"]["text"].as_str().unwrap();
+                assert!(!text.is_empty() && text.len() <= 3000);
+            }
+            Some("context") => {
+                let elements = block["elements"].as_array().unwrap();
+                assert!(!elements.is_empty() && elements.len() <= 10);
+                for e in elements {
+                    assert_eq!(e["type"], "mrkdwn");
+                    assert!(e["text"].is_string());
+                }
+            }
+            other => panic!("unexpected block type {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_is_posted_once_signed_with_a_verifiable_hmac() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let url = receiver.url("/hook");
+    let gw = Gateway::start_with(
+        dir.path(),
+        &db,
+        &[
+            ("AEGIS_WEBHOOK_URL", url.as_str()),
+            ("AEGIS_WEBHOOK_SECRET", SECRET),
+            ("AEGIS_NOTIFY_COALESCE_SECS", "1"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
+    let decision_id = deny(&client, &gw, &token).await;
+
+    let got = eventually(5, "the deny notification", || async {
+        let got = receiver.received();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    let message = &got[0];
+    assert_eq!(message.path, "/hook");
+    assert!(message.delivery.starts_with("dlv_"), "{}", message.delivery);
+    verify_signature(message, SECRET);
+    let body = message.json();
+    assert_eq!(body["tenant_id"], "acme");
+    assert_eq!(body["agent_id"], agent_id.as_str());
+    assert_eq!(body["kind"], "deny");
+    assert_eq!(body["count"], 1);
+    assert_eq!(body["decision_ids"], json!([decision_id]));
+    assert!(
+        body["summary"]
+            .as_str()
+            .unwrap()
+            .contains("github/merge_pull_request")
+    );
+    assert!(
+        !String::from_utf8_lossy(&message.body).contains("base_branch"),
+        "no raw parameters in messages"
+    );
+    // Exactly once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_denies_for_one_agent_coalesce_into_a_few_messages_accounting_for_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let url = receiver.url("/hook");
+    let gw = Gateway::start_with(
+        dir.path(),
+        &db,
+        &[
+            ("AEGIS_WEBHOOK_URL", url.as_str()),
+            ("AEGIS_NOTIFY_COALESCE_SECS", "2"),
+            // Only the denies themselves are notified here.
+            ("AEGIS_DENY_STORM_N", "1000"),
+            ("AEGIS_RUNAWAY_N", "1000"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    let mut sent = Vec::new();
+    for _ in 0..50 {
+        sent.push(deny(&client, &gw, &token).await);
+    }
+    let got = eventually(15, "50 denies reported", || async {
+        let got = receiver.received();
+        let total: u64 = got
+            .iter()
+            .map(|m| m.json()["count"].as_u64().unwrap())
+            .sum();
+        (total >= 50).then_some(got)
+    })
+    .await;
+    let total: u64 = got
+        .iter()
+        .map(|m| m.json()["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 50);
+    assert!(
+        got.len() <= 6,
+        "a handful of messages, not {}: coalesced",
+        got.len()
+    );
+    assert_eq!(got[0].json()["count"], 1, "the first leaves at once");
+    let reported = deny_ids(&got);
+    assert_eq!(reported.len(), 50);
+    assert_eq!(
+        reported.iter().collect::<HashSet<_>>(),
+        sent.iter().collect::<HashSet<_>>()
+    );
+    for m in got.iter().skip(1) {
+        let body = m.json();
+        assert_eq!(
+            body["count"].as_u64().unwrap() as usize,
+            body["decision_ids"].as_array().unwrap().len()
+        );
+        assert!(body["first_at"].as_str().unwrap() <= body["last_at"].as_str().unwrap());
+    }
+    let ids: HashSet<_> = got.iter().map(|m| m.delivery.clone()).collect();
+    assert_eq!(ids.len(), got.len(), "one POST per delivery id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_notifications_survive_a_dead_receiver_and_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    // The receiver's address, with nothing listening yet.
+    let addr = free_addr();
+    let url = format!("http://{addr}/hook");
+    let env = [
+        ("AEGIS_WEBHOOK_URL", url.as_str()),
+        ("AEGIS_WEBHOOK_SECRET", SECRET),
+        ("AEGIS_NOTIFY_COALESCE_SECS", "1"),
+        ("AEGIS_WEBHOOK_RETRY_BASE_MS", "100"),
+        ("AEGIS_WEBHOOK_RETRY_MAX_DELAY_SECS", "1"),
+        ("AEGIS_WEBHOOK_CIRCUIT_THRESHOLD", "3"),
+        ("AEGIS_WEBHOOK_CIRCUIT_PAUSE_SECS", "1"),
+        // Only the denies themselves are notified here.
+        ("AEGIS_DENY_STORM_N", "1000"),
+        ("AEGIS_RUNAWAY_N", "1000"),
+    ];
+    let gw = Gateway::start_with(dir.path(), &db, &env).await;
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    let mut sent = Vec::new();
+    for _ in 0..8 {
+        sent.push(deny(&client, &gw, &token).await);
+    }
+    // (id, status, attempts, denies reported), read in one statement.
+    let queued = |db: &std::path::Path| -> Vec<(String, String, i64, i64)> {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, status, attempts, json_array_length(body, '$.decision_ids')
+                 FROM deliveries ORDER BY rowid",
+            )
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    // Wait until every deny is queued (the coalesced rest after 1 s) and POSTs have failed.
+    let before = eventually(10, "queued and attempted", || async {
+        let rows = queued(&db);
+        let covered: i64 = rows.iter().map(|r| r.3).sum();
+        (covered == 8 && rows.iter().any(|r| r.2 >= 1)).then_some(rows)
+    })
+    .await;
+    assert!(before.iter().all(|r| r.1 == "pending"));
+    gw.kill_9();
+
+    // Restarted: nothing is queued twice; then the receiver comes back.
+    let gw = Gateway::start_with(dir.path(), &db, &env).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let receiver = Receiver::start(addr, Log::default()).await;
+    let after = eventually(15, "every delivery delivered", || async {
+        let rows = queued(&db);
+        rows.iter().all(|r| r.1 == "delivered").then_some(rows)
+    })
+    .await;
+    let ids_before: Vec<_> = before.iter().map(|r| r.0.clone()).collect();
+    let ids_after: Vec<_> = after.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(ids_before, ids_after, "the restart queued nothing again");
+
+    let got = receiver.received();
+    let mut per_id: HashMap<String, Vec<&Received>> = HashMap::new();
+    for r in &got {
+        verify_signature(r, SECRET);
+        per_id.entry(r.delivery.clone()).or_default().push(r);
+    }
+    assert_eq!(
+        per_id.keys().cloned().collect::<HashSet<_>>(),
+        ids_after.iter().cloned().collect::<HashSet<_>>(),
+        "every queued delivery arrived"
+    );
+    for copies in per_id.values() {
+        assert!(
+            copies.iter().all(|c| c.body == copies[0].body),
+            "a repeat carries the same id and body"
+        );
+    }
+    let unique: Vec<Received> = per_id.values().map(|c| c[0].clone()).collect();
+    let reported = deny_ids(&unique);
+    assert_eq!(reported.len(), 8);
+    assert_eq!(
+        reported.iter().collect::<HashSet<_>>(),
+        sent.iter().collect::<HashSet<_>>()
+    );
+    drop(gw);
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_messages_follow_the_incoming_webhook_schema_and_link_the_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let url = receiver.url("/slack");
+    let gw = Gateway::start_with(
+        dir.path(),
+        &db,
+        &[
+            ("AEGIS_SLACK_WEBHOOK_URL", url.as_str()),
+            ("AEGIS_PUBLIC_URL", "https://aegis.example.com"),
+            ("AEGIS_NOTIFY_COALESCE_SECS", "1"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
+    for _ in 0..5 {
+        deny(&client, &gw, &token).await;
+    }
+    let incident = eventually(10, "the deny_storm incident in Slack", || async {
+        receiver.received().iter().find_map(|m| {
+            let body = m.json();
+            let text = body.to_string();
+            let at = text.find("https://aegis.example.com/v1/incidents/inc_")?;
+            Some((body, text[at..].split('|').next().unwrap().to_owned()))
+        })
+    })
+    .await;
+    for m in receiver.received() {
+        assert_eq!(m.path, "/slack");
+        assert!(m.signature.is_none(), "no secret configured, no signature");
+        assert_slack_shape(&m.json());
+    }
+    let (body, link) = incident;
+    assert!(body["text"].as_str().unwrap().contains(&agent_id));
+    let context = body.to_string();
+    assert!(context.contains("acme"));
+    let incident_id = link.rsplit('/').next().unwrap();
+    let incidents = get_json(&client, gw.url("/v1/incidents?kind=deny_storm"), &admin).await;
+    assert_eq!(incidents[0]["id"], incident_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_subscriptions_refuse_internal_urls_unless_allowed_and_deliver_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let client = reqwest::Client::new();
+    let gw = Gateway::start(dir.path(), &db).await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "http://localhost/hook",
+        "ftp://example.com/hook",
+    ] {
+        let resp = client
+            .post(gw.url("/v1/webhooks"))
+            .bearer_auth(&admin)
+            .json(&json!({"url": url}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 422, "{url}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["field"], "url", "{url}");
+    }
+    gw.terminate();
+
+    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let gw = Gateway::start_with(dir.path(), &db, &[("AEGIS_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    let resp = client
+        .post(gw.url("/v1/webhooks"))
+        .bearer_auth(&admin)
+        .json(&json!({"url": receiver.url("/hook"), "format": "json", "events": ["deny", "incident"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    let secret = created["secret"]
+        .as_str()
+        .expect("secret shown once")
+        .to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let listed = get_json(&client, gw.url("/v1/webhooks"), &admin).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(listed[0].get("secret").is_none(), "never returned again");
+
+    let resp = client
+        .post(gw.url(&format!("/v1/webhooks/{id}/test")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let test_id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = eventually(5, "the test delivery", || async {
+        receiver
+            .received()
+            .into_iter()
+            .find(|r| r.delivery == test_id)
+    })
+    .await;
+    verify_signature(&got, &secret);
+    assert_eq!(got.json()["kind"], "test");
+    let deliveries = eventually(5, "delivered status", || async {
+        let list = get_json(
+            &client,
+            gw.url(&format!("/v1/webhooks/{id}/deliveries")),
+            &admin,
+        )
+        .await;
+        (list[0]["status"] == "delivered").then_some(list)
+    })
+    .await;
+    assert_eq!(deliveries[0]["id"], test_id.as_str());
+    assert_eq!(deliveries[0]["attempts"], 1);
+
+    let resp = client
+        .delete(gw.url(&format!("/v1/webhooks/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let listed = get_json(&client, gw.url("/v1/webhooks"), &admin).await;
+    assert!(listed.as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_l0_tenant_gets_no_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let url = receiver.url("/hook");
+    let gw = Gateway::start_with(
+        dir.path(),
+        &db,
+        &[
+            ("AEGIS_WEBHOOK_URL", url.as_str()),
+            ("AEGIS_NOTIFY_COALESCE_SECS", "1"),
+            ("AEGIS_SOC_AUTONOMY_LEVEL", "L0"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    for _ in 0..6 {
+        deny(&client, &gw, &token).await;
+    }
+    // The SOC still opens the incident (observe), but nothing is notified.
+    eventually(5, "the incident at L0", || async {
+        let list = get_json(&client, gw.url("/v1/incidents"), &admin).await;
+        (!list.as_array().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(receiver.received().is_empty(), "L0: no notifications");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let queued: i64 = conn
+        .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(queued, 0);
+
+    // Control: the same tenant at L1 is notified.
+    let resp = client
+        .put(gw.url("/v1/tenants/soc-autonomy"))
+        .bearer_auth(&admin)
+        .json(&json!({"level": "L1"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let decision_id = deny(&client, &gw, &token).await;
+    eventually(5, "the L1 notification", || async {
+        receiver
+            .received()
+            .iter()
+            .any(|m| {
+                m.body
+                    .windows(decision_id.len())
+                    .any(|w| w == decision_id.as_bytes())
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_slows_neither_authorize_nor_the_soc() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let url = receiver.url("/hang");
+    let gw = Gateway::start_with(
+        dir.path(),
+        &db,
+        &[
+            ("AEGIS_WEBHOOK_URL", url.as_str()),
+            ("AEGIS_NOTIFY_COALESCE_SECS", "0"),
+            ("AEGIS_WEBHOOK_MAX_IN_FLIGHT", "2"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let one = std::time::Instant::now();
+        deny(&client, &gw, &token).await;
+        assert!(
+            one.elapsed() < Duration::from_secs(1),
+            "authorize stays fast"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The SOC still opens the storm incident at once.
+    eventually(5, "the deny_storm incident", || async {
+        let list = get_json(&client, gw.url("/v1/incidents?kind=deny_storm"), &admin).await;
+        (!list.as_array().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    // Every deny is queued even though nothing can be delivered.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let queued: i64 = eventually(5, "20 denies queued", || async {
+        let n: i64 = conn
+            .query_row(
+                "SELECT COALESCE(SUM(json_array_length(body, '$.decision_ids')), 0) FROM deliveries",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (n == 20).then_some(n)
+    })
+    .await;
+    assert_eq!(queued, 20);
+}
+
+fn delivery_rows(db: &std::path::Path) -> Vec<(String, i64, Option<String>)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT status, attempts, last_error FROM deliveries ORDER BY rowid")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_gives_up_after_its_retry_budget_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let url = format!("http://{}/hook", free_addr());
+    let gw = Gateway::start_with(
+        dir.path(),
+        &db,
+        &[
+            ("AEGIS_WEBHOOK_URL", url.as_str()),
+            ("AEGIS_WEBHOOK_MAX_RETRY_SECS", "1"),
+            ("AEGIS_WEBHOOK_RETRY_BASE_MS", "100"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    deny(&client, &gw, &token).await;
+    let rows = eventually(10, "the delivery marked failed", || async {
+        let rows = delivery_rows(&db);
+        (!rows.is_empty() && rows.iter().all(|r| r.0 == "failed")).then_some(rows)
+    })
+    .await;
+    let (_, attempts, error) = &rows[0];
+    assert!(*attempts >= 2, "retried before giving up: {attempts}");
+    let error = error.as_deref().unwrap();
+    assert!(
+        error.contains("gave up") && error.contains("cannot connect"),
+        "{error}"
+    );
+    assert!(!error.contains(&url), "no URL in errors");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_pauses_a_failing_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let url = format!("http://{}/hook", free_addr());
+    let gw = Gateway::start_with(
+        dir.path(),
+        &db,
+        &[
+            ("AEGIS_WEBHOOK_URL", url.as_str()),
+            ("AEGIS_NOTIFY_COALESCE_SECS", "0"),
+            ("AEGIS_WEBHOOK_RETRY_BASE_MS", "50"),
+            ("AEGIS_WEBHOOK_CIRCUIT_THRESHOLD", "2"),
+            ("AEGIS_WEBHOOK_CIRCUIT_PAUSE_SECS", "60"),
+            ("AEGIS_WEBHOOK_MAX_IN_FLIGHT", "1"),
+            ("AEGIS_DENY_STORM_N", "1000"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    for _ in 0..4 {
+        deny(&client, &gw, &token).await;
+    }
+    eventually(5, "two failed attempts", || async {
+        let attempts: i64 = delivery_rows(&db).iter().map(|r| r.1).sum();
+        (attempts >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rows = delivery_rows(&db);
+    assert_eq!(rows.len(), 4);
+    assert_eq!(
+        rows.iter().map(|r| r.1).sum::<i64>(),
+        2,
+        "paused after 2 failures"
+    );
+    assert!(rows.iter().all(|r| r.0 == "pending"), "paused, not dropped");
+}
