@@ -86,40 +86,12 @@ impl Consumer {
     }
 
     /// Runs until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut commits = self.store.committed_seq();
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            match self.step().await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::error!(%error, cursor = self.cursor, "SOC batch failed; retrying from the saved state");
-                    // Memory may be ahead of the database now: reload what was committed.
-                    let reloaded = async {
-                        self.cursor = self.store.consumer_cursor(CONSUMER).await?;
-                        self.tenants.clear();
-                        self.load_saved_windows().await
-                    };
-                    if let Err(error) = reloaded.await {
-                        tracing::error!(%error, "cannot reload the SOC state");
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
-            tokio::select! {
-                _ = commits.changed() => {}
-                _ = tokio::time::sleep(self.config.idle_poll) => {}
-                _ = shutdown.changed() => {}
-            }
-        }
+    pub async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        crate::follow_log(self, shutdown).await
     }
 
     /// Processes one batch of new events. Returns whether there was anything to process.
-    pub async fn step(&mut self) -> StoreResult<bool> {
+    async fn process_next(&mut self) -> StoreResult<bool> {
         let events = self.store.events_after(self.cursor, BATCH).await?;
         let Some(last) = events.last() else {
             return Ok(false);
@@ -347,5 +319,27 @@ fn summary(rule: RuleKind, evidence: usize, config: &CorrelationConfig, agent_id
             "agent {agent_id} was denied and then allowed the same tool action within {} s: probing",
             config.trust_escalation.window.as_secs()
         ),
+    }
+}
+
+impl crate::LogConsumer for Consumer {
+    const NAME: &'static str = CONSUMER;
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    fn idle_poll(&self) -> Duration {
+        self.config.idle_poll
+    }
+
+    async fn step(&mut self) -> StoreResult<bool> {
+        self.process_next().await
+    }
+
+    async fn reload(&mut self) -> StoreResult<()> {
+        self.cursor = self.store.consumer_cursor(CONSUMER).await?;
+        self.tenants.clear();
+        self.load_saved_windows().await
     }
 }

@@ -36,3 +36,47 @@ impl Default for SocConfig {
         }
     }
 }
+
+/// A consumer of the event log: it processes what follows its cursor in steps, each committed
+/// with its cursor, and can reload its state from the database after a failed step.
+pub(crate) trait LogConsumer {
+    /// What the logs call it.
+    const NAME: &'static str;
+    fn store(&self) -> &dyn aegis_store::Store;
+    fn idle_poll(&self) -> Duration;
+    /// Processes one batch; returns whether there was anything to do.
+    async fn step(&mut self) -> aegis_store::StoreResult<bool>;
+    /// Drops in-memory state that may be ahead of the database, and reloads it.
+    async fn reload(&mut self) -> aegis_store::StoreResult<()>;
+}
+
+/// Runs `consumer` until `shutdown` turns true: steps while there is work, then waits for the
+/// next commit (or `idle_poll`); after a failed step reloads and retries a second later.
+pub(crate) async fn follow_log<C: LogConsumer>(
+    mut consumer: C,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut commits = consumer.store().committed_seq();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match consumer.step().await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, consumer = C::NAME, "batch failed; retrying from the saved state");
+                if let Err(error) = consumer.reload().await {
+                    tracing::error!(%error, consumer = C::NAME, "cannot reload the saved state");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = commits.changed() => {}
+            _ = tokio::time::sleep(consumer.idle_poll()) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

@@ -120,11 +120,11 @@ impl Notifier {
             autonomy: HashMap::new(),
             now_ms: wall_clock_ms,
         };
-        notifier.reload().await?;
+        notifier.load_saved().await?;
         Ok(notifier)
     }
 
-    async fn reload(&mut self) -> StoreResult<()> {
+    async fn load_saved(&mut self) -> StoreResult<()> {
         self.cursor = self.store.consumer_cursor(CONSUMER).await?;
         self.autonomy.clear();
         self.states.clear();
@@ -145,35 +145,13 @@ impl Notifier {
     }
 
     /// Runs until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut commits = self.store.committed_seq();
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            match self.step().await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::error!(%error, cursor = self.cursor, "notification batch failed; retrying from the saved state");
-                    if let Err(error) = self.reload().await {
-                        tracing::error!(%error, "cannot reload the notification state");
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
-            tokio::select! {
-                _ = commits.changed() => {}
-                _ = tokio::time::sleep(self.config.idle_poll) => {}
-                _ = shutdown.changed() => {}
-            }
-        }
+    pub async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        crate::follow_log(self, shutdown).await
     }
 
     /// Processes new events and queues coalesced messages that are due. Returns whether
     /// it committed anything.
-    pub async fn step(&mut self) -> StoreResult<bool> {
+    async fn process_next(&mut self) -> StoreResult<bool> {
         let now = (self.now_ms)();
         let coalesce_ms = self.config.coalesce.as_millis() as i64;
         let events = self.store.events_after(self.cursor, BATCH).await?;
@@ -594,6 +572,26 @@ fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+impl crate::LogConsumer for Notifier {
+    const NAME: &'static str = CONSUMER;
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    fn idle_poll(&self) -> Duration {
+        self.config.idle_poll
+    }
+
+    async fn step(&mut self) -> StoreResult<bool> {
+        self.process_next().await
+    }
+
+    async fn reload(&mut self) -> StoreResult<()> {
+        self.load_saved().await
+    }
 }
 
 #[cfg(test)]
