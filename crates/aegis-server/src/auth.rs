@@ -181,3 +181,38 @@ impl<R: RequiredRole> FromRequestParts<SharedState> for Operator<R> {
         Operator::from_secret(state, secret).await
     }
 }
+
+/// A tenant created with its first admin key.
+pub struct NewTenant {
+    pub tenant_id: TenantId,
+    /// The admin key's secret, shown once.
+    pub admin_key: String,
+    pub admin_key_id: String,
+}
+
+/// Creates a tenant and its first admin key (what `aegis init` does). `Conflict` if the
+/// tenant exists.
+pub async fn create_tenant(
+    store: &dyn aegis_store::Store,
+    tenant_id: TenantId,
+) -> Result<NewTenant, aegis_store::StoreError> {
+    let (admin_key, secret_hash) = new_secret(OPERATOR_KEY_PREFIX)
+        .map_err(|e| aegis_store::StoreError::Unavailable(e.message))?;
+    let key = store
+        .create_tenant(
+            &tenant_id,
+            aegis_store::NewOperatorKey {
+                id: new_id("key"),
+                name: Some("initial admin".into()),
+                role: Role::Admin,
+                secret_hash,
+                created_at_ms: crate::now_ms(),
+            },
+        )
+        .await?;
+    Ok(NewTenant {
+        tenant_id,
+        admin_key,
+        admin_key_id: key.id,
+    })
+}

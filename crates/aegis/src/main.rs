@@ -5,14 +5,14 @@ mod notify_args;
 mod receipts;
 mod signing_key;
 
-use aegis_core::model::{AutonomyLevel, Role};
-use aegis_server::auth::{OPERATOR_KEY_PREFIX, new_id, new_secret};
+use aegis_core::model::AutonomyLevel;
+use aegis_server::auth::create_tenant;
 use aegis_server::evidence::NarratorConfig;
 use aegis_server::{AppState, Settings, router};
 use aegis_soc::SocConfig;
 use aegis_soc::consumer::Consumer;
 use aegis_store::sqlite::SqliteStore;
-use aegis_store::{NewOperatorKey, Store, StoreError, TenantId};
+use aegis_store::{Store, StoreError, TenantId};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -273,31 +273,24 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         bail!("--tenant {reason}");
     }
     let store = open_store(&args.database)?;
-    let (admin_key, secret_hash) =
-        new_secret(OPERATOR_KEY_PREFIX).map_err(|e| anyhow::anyhow!(e.message))?;
-    let tenant = TenantId::new(args.tenant.as_str());
-    let created = store
-        .create_tenant(
-            &tenant,
-            NewOperatorKey {
-                id: new_id("key"),
-                name: Some("initial admin".into()),
-                role: Role::Admin,
-                secret_hash,
-                created_at_ms: aegis_server::now_ms(),
-            },
-        )
-        .await;
-    match created {
-        Ok(key) => {
+    match create_tenant(store.as_ref(), TenantId::new(args.tenant.as_str())).await {
+        Ok(created) => {
             println!(
                 "{}",
-                serde_json::json!({"tenant_id": tenant, "admin_key": admin_key, "admin_key_id": key.id})
+                serde_json::json!({
+                    "tenant_id": created.tenant_id,
+                    "admin_key": created.admin_key,
+                    "admin_key_id": created.admin_key_id,
+                })
             );
             Ok(())
         }
         Err(StoreError::Conflict(_)) => {
-            bail!("tenant {tenant} already exists in {}", args.database.db)
+            bail!(
+                "tenant {} already exists in {}",
+                args.tenant,
+                args.database.db
+            )
         }
         Err(error) => Err(error.into()),
     }

@@ -11,12 +11,10 @@
 // Each test binary uses a different subset of the helpers.
 #![allow(dead_code)]
 
-use aegis_core::model::Role;
 use aegis_core::receipt::{ChainBreak, ChainVerifier, Receipt, ReceiptSigner};
-use aegis_server::auth::{OPERATOR_KEY_PREFIX, new_id, new_secret};
 use aegis_server::{AppState, Settings};
 use aegis_store::sqlite::SqliteStore;
-use aegis_store::{NewOperatorKey, Store, TenantId};
+use aegis_store::{Store, TenantId};
 use ed25519_dalek::VerifyingKey;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -153,21 +151,10 @@ impl TestApp {
     /// Creates a tenant and its first admin key the way `aegis init` does; returns the key.
     pub async fn create_tenant(&self, id: &str) -> String {
         TenantId::validate(id).expect("valid tenant id");
-        let (admin_key, secret_hash) = new_secret(OPERATOR_KEY_PREFIX).expect("secret");
-        self.store
-            .create_tenant(
-                &TenantId::new(id),
-                NewOperatorKey {
-                    id: new_id("key"),
-                    name: Some("initial admin".into()),
-                    role: Role::Admin,
-                    secret_hash,
-                    created_at_ms: aegis_server::now_ms(),
-                },
-            )
+        aegis_server::auth::create_tenant(self.store.as_ref(), TenantId::new(id))
             .await
-            .expect("create tenant");
-        admin_key
+            .expect("create tenant")
+            .admin_key
     }
 
     /// A new operator key of `role` ("viewer", "responder", "admin"); returns the secret.
