@@ -171,14 +171,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<i64>;
     /// Events of every tenant with `seq > after_seq`, in order: the SOC consumer's feed.
     async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>>;
-    /// Events of `kind` created at or after `since_ms` with `seq <= through_seq`, in order:
-    /// the history a restarted consumer replays to rebuild its windows.
-    async fn events_since(
-        &self,
-        since_ms: i64,
-        through_seq: i64,
-        kind: &str,
-    ) -> StoreResult<Vec<Event>>;
     /// The highest committed event seq, updated after every commit.
     fn committed_seq(&self) -> tokio::sync::watch::Receiver<i64>;
 

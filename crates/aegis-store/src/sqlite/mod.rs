@@ -101,11 +101,6 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::Unavailable("the database was opened read-only".into()))
     }
 
-    /// Creates the database and its schema without starting a writer (for `aegis init`).
-    pub fn migrate(path: &Path) -> StoreResult<()> {
-        open_writer_connection(path).map(drop)
-    }
-
     /// Runs a query on a pooled read-only connection, off the async runtime.
     async fn read<T, F>(&self, query: F) -> StoreResult<T>
     where
@@ -1065,29 +1060,6 @@ impl Store for SqliteStore {
                     "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
                 ))?
                 .query_map(params![after_seq, limit], event_from_row)?
-                .collect::<Result<_, _>>()?)
-        })
-        .await
-    }
-
-    async fn events_since(
-        &self,
-        since_ms: i64,
-        through_seq: i64,
-        kind: &str,
-    ) -> StoreResult<Vec<Event>> {
-        let kind = kind.to_owned();
-        self.read(move |conn| {
-            // Events are appended in seq order with (nearly) non-decreasing time, so the first
-            // seq at or after `since_ms` bounds the scan from below.
-            let first: i64 = conn
-                .prepare_cached("SELECT COALESCE(MIN(seq), ?2 + 1) FROM events WHERE created_at >= ?1 AND seq <= ?2")?
-                .query_row(params![since_ms, through_seq], |row| row.get(0))?;
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq >= ?1 AND seq <= ?2 AND kind = ?3 ORDER BY seq"
-                ))?
-                .query_map(params![first, through_seq, kind], event_from_row)?
                 .collect::<Result<_, _>>()?)
         })
         .await
