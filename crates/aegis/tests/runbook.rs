@@ -30,17 +30,10 @@ async fn runbook_remediation_commands_work() {
 
     // Five denies for the agent.
     for _ in 0..5 {
-        let resp: Value = client
-            .post(gw.url("/v1/authorize"))
-            .bearer_auth(&agent_token)
-            .json(&merge_call("untrusted_external"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(resp["decision"], "deny");
+        assert_eq!(
+            authorize(&client, &gw, &agent_token, "untrusted_external").await,
+            "deny"
+        );
     }
 
     // sqlite3 db/aegisagent.db "SELECT id, soc_autonomy_level FROM tenants WHERE id = '<tenant_id>';"
@@ -55,15 +48,12 @@ async fn runbook_remediation_commands_work() {
     assert_eq!(row, ("acme".to_owned(), None), "NULL means not overridden");
 
     // curl -s -H "Authorization: Bearer $AGENT_TOKEN" ".../v1/decisions?agent_id=<id>&decision=deny"
-    let denies: Value = client
-        .get(gw.url(&format!("/v1/decisions?agent_id={agent_id}&decision=deny")))
-        .bearer_auth(&responder)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let denies: Value = get_json(
+        &client,
+        gw.url(&format!("/v1/decisions?agent_id={agent_id}&decision=deny")),
+        &responder,
+    )
+    .await;
     let denies = denies.as_array().expect("a bare JSON array");
     assert_eq!(denies.len(), 5);
     assert!(
@@ -112,27 +102,17 @@ async fn runbook_remediation_commands_work() {
         .await
         .unwrap();
     assert_eq!(unfrozen.status(), 200);
-    let agent: Value = client
-        .get(gw.url(&format!("/v1/agents/{agent_id}")))
-        .bearer_auth(&responder)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let agent: Value = get_json(
+        &client,
+        gw.url(&format!("/v1/agents/{agent_id}")),
+        &responder,
+    )
+    .await;
     assert_eq!(agent["status"], "active");
 
     // Escalation settings: GET|PUT /v1/tenants/risk-escalation.
-    let escalation: Value = client
-        .get(gw.url("/v1/tenants/risk-escalation"))
-        .bearer_auth(&responder)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let escalation: Value =
+        get_json(&client, gw.url("/v1/tenants/risk-escalation"), &responder).await;
     assert_eq!(
         escalation,
         json!({"denial_threshold": 5, "window_minutes": 60})
@@ -184,14 +164,11 @@ async fn runbook_remediation_commands_work() {
         .await
         .unwrap();
     assert_eq!(after_revoke.status(), 401);
-    let agent: Value = client
-        .get(gw.url(&format!("/v1/agents/{agent_id}")))
-        .bearer_auth(&responder)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let agent: Value = get_json(
+        &client,
+        gw.url(&format!("/v1/agents/{agent_id}")),
+        &responder,
+    )
+    .await;
     assert_eq!(agent["status"], "revoked");
 }
