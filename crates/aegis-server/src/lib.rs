@@ -23,6 +23,7 @@ pub mod routes;
 pub mod state;
 mod validate;
 
+pub use aegis_store::now_ms;
 pub use state::{AppState, Settings, SharedState};
 
 use crate::error::ApiError;
@@ -126,11 +127,4 @@ pub fn router(state: SharedState) -> Router {
     .fallback(|| async { ApiError::not_found("route") })
     .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
     .with_state(state)
-}
-
-/// Wall-clock time in Unix milliseconds, the timestamp of every record.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

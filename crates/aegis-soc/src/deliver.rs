@@ -10,7 +10,7 @@
 //! A crash between a POST and its "delivered" mark repeats the POST with the same id.
 
 use crate::notify::{ENV_JSON_SINK, ENV_SLACK_SINK, SUBSCRIPTION_SINK_PREFIX};
-use aegis_store::{Delivery, DeliveryOutcome, Store};
+use aegis_store::{Delivery, DeliveryOutcome, Store, now_ms};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::{HashMap, HashSet};
@@ -97,12 +97,6 @@ struct Worker {
     /// the next pass, before its read, so a stale read can never send them again.
     finished: Shared<Vec<String>>,
     slots: Arc<Semaphore>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A cheap jitter factor in [0.5, 1.0): randomness from the std hasher's random keys.

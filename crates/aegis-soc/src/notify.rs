@@ -103,12 +103,6 @@ pub struct Notifier {
     now_ms: fn() -> i64,
 }
 
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Notifier {
     /// Loads the cursor and the saved coalescing state.
     pub async fn start(store: Arc<dyn Store>, config: NotifyConfig) -> StoreResult<Self> {
@@ -118,7 +112,7 @@ impl Notifier {
             cursor: 0,
             states: HashMap::new(),
             autonomy: HashMap::new(),
-            now_ms: wall_clock_ms,
+            now_ms: aegis_store::now_ms,
         };
         notifier.load_saved().await?;
         Ok(notifier)

@@ -13,6 +13,14 @@ mod types;
 
 pub use types::*;
 
+/// Wall-clock time in Unix milliseconds: the timestamp of every record. The one place the
+/// gateway reads the clock (the core never does).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 use aegis_core::model::AutonomyLevel;
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{Checkpoint, Receipt};

@@ -46,12 +46,6 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     path: PathBuf,
