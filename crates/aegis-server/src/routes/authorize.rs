@@ -49,7 +49,7 @@ pub struct CallContext {
     pub source_trust: Option<SourceTrust>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct Trace {
     pub run_id: Option<String>,
     pub trace_id: Option<String>,
@@ -172,16 +172,24 @@ pub async fn authorize(
 
     let escalation = *tenant.escalation.read();
     let decision_id = crate::auth::new_id("dec");
+    // The request is no longer needed: its strings move into the record instead of copies.
+    let AuthorizeRequest {
+        request_id,
+        tool_call,
+        trace,
+        ..
+    } = request;
+    let trace = trace.unwrap_or_default();
     let recorded = state
         .store
         .record_decision(NewDecision {
             id: decision_id.clone(),
             tenant_id: agent.tenant_id.clone(),
             agent_id: agent.id.clone(),
-            request_id: request.request_id,
-            tool: call.tool.clone(),
-            action: call.action.clone(),
-            resource: call.resource.clone(),
+            request_id,
+            tool: tool_call.tool,
+            action: tool_call.action,
+            resource: tool_call.resource,
             mutates_state: outcome.mutates_state,
             egress: registered.is_some_and(|r| r.egress),
             risk: outcome.risk,
@@ -192,9 +200,9 @@ pub async fn authorize(
             matched_policies: outcome.matched_policies.clone(),
             action_hash: action_hash.clone(),
             trace: TraceContext {
-                run_id: trace.and_then(|t| t.run_id.clone()),
-                trace_id: trace.and_then(|t| t.trace_id.clone()),
-                parent_run_id: trace.and_then(|t| t.parent_run_id.clone()),
+                run_id: trace.run_id,
+                trace_id: trace.trace_id,
+                parent_run_id: trace.parent_run_id,
             },
             created_at_ms: crate::now_ms(),
             escalation,
@@ -207,11 +215,10 @@ pub async fn authorize(
 
     if let Some(risk_tier) = recorded.escalated_to {
         tracing::info!(agent_id = %agent.id, %risk_tier, "risk tier escalated after repeated denials");
-        if let Ok(updated) = state.store.agent(&agent.tenant_id, &agent.id).await {
-            state.agents.update(&updated);
-        } else {
-            state.agents.forget(&agent.id);
-        }
+        // The writer committed the new tier; apply it to the cached agent without a read.
+        let mut escalated = agent.clone();
+        escalated.risk_tier = risk_tier;
+        state.agents.update(&escalated);
     }
 
     Ok(Json(AuthorizeResponse {
