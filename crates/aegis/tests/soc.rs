@@ -353,3 +353,144 @@ async fn the_live_feed_resumes_from_a_seq_filters_by_agent_and_refuses_agent_tok
     assert_eq!(live["agent_id"], agent_id.as_str());
     assert!(live["seq"].as_i64().unwrap() > last_seq);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l2_recommends_and_apply_contains_and_the_other_rules_fire_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    let admin = init(dir.path(), &db, "acme");
+    let gw = Gateway::start(dir.path(), &db).await;
+    let client = reqwest::Client::new();
+    let put = client
+        .put(gw.url("/v1/tenants/soc-autonomy"))
+        .bearer_auth(&admin)
+        .json(&json!({"level": "L2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+
+    // L2: the storm's incident carries a recommended freeze; the agent stays active until an
+    // operator applies it with one call.
+    let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
+    deny_n(&client, &gw, &token, 5).await;
+    let storm = eventually(5, "the deny_storm incident", || async {
+        incidents(&client, &gw, &admin, "?kind=deny_storm")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(storm["recommended_action"]["action"], "freeze");
+    let agent = get_json(&client, gw.url(&format!("/v1/agents/{agent_id}")), &admin).await;
+    assert_eq!(agent["status"], "active");
+    let incident_id = storm["id"].as_str().unwrap();
+    let applied = client
+        .post(gw.url(&format!("/v1/incidents/{incident_id}/apply")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(applied.status(), 200);
+    let applied: Value = applied.json().await.unwrap();
+    assert_eq!(applied["response_actions"][0]["mode"], "applied");
+    let agent = get_json(&client, gw.url(&format!("/v1/agents/{agent_id}")), &admin).await;
+    assert_eq!(agent["status"], "frozen");
+    let again = client
+        .post(gw.url(&format!("/v1/incidents/{incident_id}/apply")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+
+    // trust_escalation: a deny, then an allow of the same tool action.
+    let (prober, prober_token) = agent_with_github(&client, &gw, &admin).await;
+    assert_eq!(
+        authorize(&client, &gw, &prober_token, "untrusted_external").await,
+        "deny"
+    );
+    assert_eq!(
+        authorize(&client, &gw, &prober_token, "trusted_internal_signed").await,
+        "allow"
+    );
+    eventually(5, "the trust_escalation incident", || async {
+        let found = incidents(
+            &client,
+            &gw,
+            &admin,
+            &format!("?kind=trust_escalation&agent_id={prober}"),
+        )
+        .await;
+        (found.len() == 1).then_some(())
+    })
+    .await;
+
+    // data_exfiltration: a read, then a registered egress action.
+    let mail = client
+        .post(gw.url("/v1/tools"))
+        .bearer_auth(&admin)
+        .json(&json!({"tool": "mail", "actions": [
+            {"action": "send_external", "mutates_state": true, "risk": "medium", "egress": true}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mail.status(), 201);
+    let (leaker, leaker_token) = agent_with_github(&client, &gw, &admin).await;
+    let call = |tool: &str, action: &str| json!({"tool_call": {"tool": tool, "action": action}, "context": {"source_trust": "trusted_internal_signed"}});
+    for body in [call("github", "get_file"), call("mail", "send_external")] {
+        let resp: Value = client
+            .post(gw.url("/v1/authorize"))
+            .bearer_auth(&leaker_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(resp["decision"], "allow");
+    }
+    eventually(5, "the data_exfiltration incident", || async {
+        let found = incidents(
+            &client,
+            &gw,
+            &admin,
+            &format!("?kind=data_exfiltration&agent_id={leaker}"),
+        )
+        .await;
+        (found.len() == 1).then_some(())
+    })
+    .await;
+
+    // A rotated-away token presented to authorize: 401 and a high alert.
+    let rotated = client
+        .post(gw.url(&format!("/v1/agents/{leaker}/rotate-token")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), 200);
+    let dead = client
+        .post(gw.url("/v1/authorize"))
+        .bearer_auth(&leaker_token)
+        .json(&merge_call("trusted_internal_signed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dead.status(), 401);
+    eventually(5, "the dead-token alert", || async {
+        let alerts = get_json(
+            &client,
+            gw.url(&format!(
+                "/v1/alerts?kind=dead_token_used&agent_id={leaker}"
+            )),
+            &admin,
+        )
+        .await;
+        let alerts = alerts.as_array().unwrap().clone();
+        (alerts.len() == 1 && alerts[0]["severity"] == "high").then_some(())
+    })
+    .await;
+}
