@@ -16,6 +16,7 @@
 //! ```
 
 pub mod auth;
+pub mod coherence;
 pub mod error;
 pub mod evidence;
 pub mod extract;

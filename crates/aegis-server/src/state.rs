@@ -3,7 +3,8 @@
 //! policy engine, the tool catalog and the escalation settings.
 //!
 //! The database stays the source of truth. Every change made through this process updates
-//! these views right after its commit; a view loaded from the database never overwrites a
+//! these views right after its commit; changes committed by other replicas reach them through
+//! the event log ([`crate::coherence`]); a view loaded from the database never overwrites a
 //! newer change (see [`AgentDirectory::insert`]).
 
 use aegis_core::decision::RegisteredAction;
@@ -183,6 +184,8 @@ pub struct TenantRuntime {
 #[derive(Default)]
 pub struct TenantRuntimes {
     map: RwLock<HashMap<TenantId, Arc<TenantRuntime>>>,
+    /// Bumped by every invalidation; a load that started before one must not be cached.
+    generation: AtomicU64,
 }
 
 impl TenantRuntimes {
@@ -195,6 +198,7 @@ impl TenantRuntimes {
         if let Some(runtime) = self.map.read().get(tenant) {
             return Ok(Arc::clone(runtime));
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let settings = store.tenant(tenant).await?;
         let policies = store.policies(tenant).await?;
         // Stored policies were validated on the way in; if they no longer compile (say, after
@@ -212,7 +216,19 @@ impl TenantRuntimes {
             change_lock: tokio::sync::Mutex::new(()),
         });
         let mut map = self.map.write();
+        if self.generation.load(Ordering::Acquire) != generation {
+            // Changed while we read it: serve this request from what we read, cache nothing.
+            return Ok(runtime);
+        }
         Ok(Arc::clone(map.entry(tenant.clone()).or_insert(runtime)))
+    }
+
+    /// Drops a tenant's cached runtime after a change committed elsewhere (another replica);
+    /// the next request rebuilds it from the database.
+    pub fn invalidate(&self, tenant: &TenantId) {
+        let mut map = self.map.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.remove(tenant);
     }
 }
 

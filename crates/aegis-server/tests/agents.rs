@@ -1,15 +1,15 @@
 //! `/v1/agents`: registration, listing, lifecycle (freeze, unfreeze, revoke, rotate) and
 //! the risk tier, including escalation after repeated denials.
 
+#[macro_use]
 mod common;
 
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_list_get_and_patch() {
-    let app = TestApp::spawn().await;
+store_test!(async fn create_list_get_and_patch(backend) {
+    let app = TestApp::spawn(backend).await;
     let admin = app.create_tenant("acme").await;
 
     let created = expect_json(
@@ -43,8 +43,9 @@ async fn create_list_get_and_patch() {
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM agent_tokens WHERE agent_id = ?1 AND secret_hash = ?2",
-            rusqlite::params![id, &hash[..]],
-        ),
+            &[Sql::from(&id), Sql::Bytes(hash.to_vec())],
+        )
+        .await,
         1
     );
 
@@ -84,11 +85,10 @@ async fn create_list_get_and_patch() {
     )
     .await;
     assert_eq!(got["risk_tier"], "high");
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agents_list_pages_with_the_cursor_header() {
-    let app = TestApp::spawn().await;
+store_test!(async fn agents_list_pages_with_the_cursor_header(backend) {
+    let app = TestApp::spawn(backend).await;
     let admin = app.create_tenant("acme").await;
     let mut created = Vec::new();
     for i in 0..5 {
@@ -115,11 +115,10 @@ async fn agents_list_pages_with_the_cursor_header() {
     }
     assert_eq!(pages, 3);
     assert_eq!(seen, created);
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn freeze_accepts_curl_bodies_and_no_body() {
-    let app = TestApp::spawn().await;
+store_test!(async fn freeze_accepts_curl_bodies_and_no_body(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let freeze = format!("/v1/agents/{}/freeze", f.agent_id);
     let unfreeze = format!("/v1/agents/{}/unfreeze", f.agent_id);
@@ -186,7 +185,7 @@ async fn freeze_accepts_curl_bodies_and_no_body() {
     // Freezing a frozen agent is idempotent.
     expect_json(app.post(&f.admin, &freeze, json!({})).await, StatusCode::OK).await;
     // Each transition is an event.
-    let kinds = event_kinds(&app, &f.agent_id);
+    let kinds = event_kinds(&app, &f.agent_id).await;
     assert_eq!(
         kinds,
         vec![
@@ -197,23 +196,21 @@ async fn freeze_accepts_curl_bodies_and_no_body() {
             "decision"
         ]
     );
+});
+
+async fn event_kinds(app: &TestApp, agent_id: &str) -> Vec<String> {
+    app.rows(
+        "SELECT kind FROM events WHERE agent_id = ?1 ORDER BY seq",
+        &[agent_id.into()],
+    )
+    .await
+    .into_iter()
+    .map(|row| row[0].text().to_owned())
+    .collect()
 }
 
-fn event_kinds(app: &TestApp, agent_id: &str) -> Vec<String> {
-    let db = app.db();
-    let mut statement = db
-        .prepare("SELECT kind FROM events WHERE agent_id = ?1 ORDER BY seq")
-        .unwrap();
-    statement
-        .query_map([agent_id], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoke_and_rotate_happy_paths_record_events() {
-    let app = TestApp::spawn().await;
+store_test!(async fn revoke_and_rotate_happy_paths_record_events(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let rotated = expect_json(
         app.request(
@@ -256,7 +253,7 @@ async fn revoke_and_rotate_happy_paths_record_events() {
     )
     .await;
     assert_eq!(
-        event_kinds(&app, &f.agent_id),
+        event_kinds(&app, &f.agent_id).await,
         vec![
             "agent.created",
             "agent.token_rotated",
@@ -269,15 +266,15 @@ async fn revoke_and_rotate_happy_paths_record_events() {
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM agent_tokens WHERE agent_id = ?1 AND retired_at IS NULL",
-            [&f.agent_id]
-        ),
+            &[Sql::from(&f.agent_id)]
+        )
+        .await,
         0
     );
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_agent_requests_name_the_field() {
-    let app = TestApp::spawn().await;
+store_test!(async fn invalid_agent_requests_name_the_field(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let cases: Vec<(Value, &str)> = vec![
         (json!({}), "name"),
@@ -346,11 +343,10 @@ async fn invalid_agent_requests_name_the_field() {
     assert_eq!(ids(&list, "id"), vec![f.agent_id.clone()]);
     assert_eq!(list[0]["status"], "active");
     assert_eq!(list[0]["risk_tier"], "low");
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_agents_answer_404() {
-    let app = TestApp::spawn().await;
+store_test!(async fn unknown_agents_answer_404(backend) {
+    let app = TestApp::spawn(backend).await;
     let admin = app.create_tenant("acme").await;
     let missing = "agt_does_not_exist";
     expect_error(
@@ -379,11 +375,10 @@ async fn unknown_agents_answer_404() {
         )
         .await;
     }
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_denials_escalate_the_risk_tier() {
-    let app = TestApp::spawn().await;
+store_test!(async fn repeated_denials_escalate_the_risk_tier(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let settings = expect_json(
         app.put(
@@ -509,16 +504,14 @@ async fn repeated_denials_escalate_the_risk_tier() {
     .await;
 
     // Recorded as events: two escalations, then the operator's step-down.
-    let db = app.db();
-    let mut statement = db
-        .prepare(
+    let changes: Vec<Value> = app
+        .rows(
             "SELECT payload FROM events WHERE kind = 'agent.risk_tier_changed' AND agent_id = ?1 ORDER BY seq",
+            &[Sql::from(&f.agent_id)],
         )
-        .unwrap();
-    let changes: Vec<Value> = statement
-        .query_map([&f.agent_id], |row| row.get::<_, String>(0))
-        .unwrap()
-        .map(|payload| serde_json::from_str(&payload.unwrap()).unwrap())
+        .await
+        .iter()
+        .map(|row| serde_json::from_str(row[0].text()).unwrap())
         .collect();
     let steps: Vec<(&str, &str, &str)> = changes
         .iter()
@@ -538,11 +531,10 @@ async fn repeated_denials_escalate_the_risk_tier() {
             ("high", "low", "operator"),
         ]
     );
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frozen_denies_count_toward_escalation() {
-    let app = TestApp::spawn().await;
+store_test!(async fn frozen_denies_count_toward_escalation(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     expect_json(
         app.put(
@@ -582,4 +574,4 @@ async fn frozen_denies_count_toward_escalation() {
     .await;
     assert_eq!(agent["risk_tier"], "medium");
     assert_eq!(agent["status"], "frozen");
-}
+});

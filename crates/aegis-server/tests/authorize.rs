@@ -1,5 +1,6 @@
 //! `POST /v1/authorize`: decisions, server facts, trust, lifecycle, tenant policies, errors.
 
+#[macro_use]
 mod common;
 
 use aegis_core::canonical::ActionRef;
@@ -7,9 +8,8 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_pack_decides_by_registration_and_trust() {
-    let app = TestApp::spawn().await;
+store_test!(async fn default_pack_decides_by_registration_and_trust(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
 
     // Unregistered tool: fail closed, even for a read from a trusted source.
@@ -124,11 +124,10 @@ async fn default_pack_decides_by_registration_and_trust() {
         no_context["matched_policies"],
         json!(["aegis-deny-untrusted-writes"])
     );
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_has_the_documented_shape() {
-    let app = TestApp::spawn().await;
+store_test!(async fn response_has_the_documented_shape(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let body = app
         .decide(
@@ -150,11 +149,10 @@ async fn response_has_the_documented_shape() {
     assert_eq!(receipt["hash"].as_str().unwrap().len(), 64);
     assert_eq!(receipt["prev_hash"], "");
     assert_eq!(receipt["seq"], 1);
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registered_facts_override_the_client_claim() {
-    let app = TestApp::spawn().await;
+store_test!(async fn registered_facts_override_the_client_claim(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
 
     // A registered write claimed as read-only is still a write.
@@ -219,11 +217,10 @@ async fn registered_facts_override_the_client_claim() {
     )
     .await;
     assert_eq!(record["mutates_state"], true);
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn root_trust_level_only_tightens_source_trust() {
-    let app = TestApp::spawn().await;
+store_test!(async fn root_trust_level_only_tightens_source_trust(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let call = |source: &str, root: &str| {
         json!({
@@ -293,11 +290,10 @@ async fn root_trust_level_only_tightens_source_trust() {
         "allow",
     )
     .await;
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_shaped_body_is_accepted_and_identity_comes_from_the_token() {
-    let app = TestApp::spawn().await;
+store_test!(async fn sdk_shaped_body_is_accepted_and_identity_comes_from_the_token(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let body = expect_decision(
         app.authorize_body(
@@ -333,11 +329,10 @@ async fn sdk_shaped_body_is_accepted_and_identity_comes_from_the_token() {
     assert_eq!(record["request_id"], "req-42");
     assert_eq!(record["resource"], "payments-service#482");
     assert_eq!(record["parent_run_id"], "run-8");
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn action_hash_is_the_canonical_hash_of_the_call_as_sent() {
-    let app = TestApp::spawn().await;
+store_test!(async fn action_hash_is_the_canonical_hash_of_the_call_as_sent(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
 
     let parameters = json!({"pr": 482, "base_branch": "main", "labels": ["a", "b"], "x": 1.5});
@@ -407,11 +402,10 @@ async fn action_hash_is_the_canonical_hash_of_the_call_as_sent() {
         .find(|r| r.body.decision_id == decision_id)
         .expect("receipt of the decision");
     assert_eq!(receipt.body.action_hash, expected);
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frozen_agent_gets_a_recorded_deny_naming_the_freeze() {
-    let app = TestApp::spawn().await;
+store_test!(async fn frozen_agent_gets_a_recorded_deny_naming_the_freeze(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let reason = "deny storm under investigation (INC-7)";
     expect_json(
@@ -488,11 +482,10 @@ async fn frozen_agent_gets_a_recorded_deny_naming_the_freeze() {
         "allow",
     )
     .await;
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_retires_the_old_token_at_once() {
-    let app = TestApp::spawn().await;
+store_test!(async fn rotation_retires_the_old_token_at_once(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     // Warm the token cache first, so rotation must evict it.
     app.decide(
@@ -590,11 +583,10 @@ async fn rotation_retires_the_old_token_at_once() {
         "allow",
     )
     .await;
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocation_is_terminal() {
-    let app = TestApp::spawn().await;
+store_test!(async fn revocation_is_terminal(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     app.decide(
         &f.token,
@@ -662,15 +654,15 @@ async fn revocation_is_terminal() {
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM decisions WHERE agent_id = ?1",
-            [&f.agent_id]
-        ),
+            &[Sql::from(&f.agent_id)]
+        )
+        .await,
         1
     );
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenant_policy_changes_later_decisions_at_once() {
-    let app = TestApp::spawn().await;
+store_test!(async fn tenant_policy_changes_later_decisions_at_once(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let merge = |target: &str| {
         json!({
@@ -744,11 +736,10 @@ async fn tenant_policy_changes_later_decisions_at_once() {
         "allow",
     )
     .await;
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenant_permit_can_open_an_unregistered_tool() {
-    let app = TestApp::spawn().await;
+store_test!(async fn tenant_permit_can_open_an_unregistered_tool(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     expect_decision(
         app.authorize(
@@ -798,11 +789,10 @@ async fn tenant_permit_can_open_an_unregistered_tool() {
         "deny",
     )
     .await;
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_requests_answer_clear_errors_and_record_nothing() {
-    let app = TestApp::spawn().await;
+store_test!(async fn invalid_requests_answer_clear_errors_and_record_nothing(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let raw = |body: &'static str| {
         app.request(reqwest::Method::POST, "/v1/authorize", &f.token)
@@ -876,13 +866,12 @@ async fn invalid_requests_answer_clear_errors_and_record_nothing() {
         .await;
         assert_eq!(error["field"], field, "body {body}: {error}");
     }
-    assert_eq!(app.count("SELECT COUNT(*) FROM decisions", []), 0);
-    assert_eq!(app.count("SELECT COUNT(*) FROM receipts", []), 0);
-}
+    assert_eq!(app.count("SELECT COUNT(*) FROM decisions", &[]).await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM receipts", &[]).await, 0);
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bodies_over_one_mebibyte_answer_413() {
-    let app = TestApp::spawn().await;
+store_test!(async fn bodies_over_one_mebibyte_answer_413(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let filler = "x".repeat(1 << 20);
     let body = json!({
@@ -915,12 +904,11 @@ async fn bodies_over_one_mebibyte_answer_413() {
         "payload_too_large",
     )
     .await;
-    assert_eq!(app.count("SELECT COUNT(*) FROM decisions", []), 1);
-}
+    assert_eq!(app.count("SELECT COUNT(*) FROM decisions", &[]).await, 1);
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn authorize_needs_a_valid_agent_token() {
-    let app = TestApp::spawn().await;
+store_test!(async fn authorize_needs_a_valid_agent_token(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let body = json!({"tool_call": {"tool": "github", "action": "get_file"}});
 
@@ -956,5 +944,5 @@ async fn authorize_needs_a_valid_agent_token() {
         )
         .await;
     }
-    assert_eq!(app.count("SELECT COUNT(*) FROM decisions", []), 0);
-}
+    assert_eq!(app.count("SELECT COUNT(*) FROM decisions", &[]).await, 0);
+});

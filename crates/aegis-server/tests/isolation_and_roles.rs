@@ -1,6 +1,7 @@
 //! Tenant isolation (404, never 403, for another tenant's ids; lists never mix tenants)
 //! and every role boundary of the management API.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -17,8 +18,8 @@ struct TwoTenants {
     b_decision: String,
 }
 
-async fn two_tenants() -> TwoTenants {
-    let app = TestApp::spawn().await;
+async fn two_tenants(backend: Backend) -> TwoTenants {
+    let app = TestApp::spawn(backend).await;
     let a = app.tenant_with_agent("tenant-a").await;
     let b = app.tenant_with_agent("tenant-b").await;
     let a_decision = app
@@ -77,9 +78,8 @@ async fn two_tenants() -> TwoTenants {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_tenants_ids_answer_404() {
-    let t = two_tenants().await;
+store_test!(async fn another_tenants_ids_answer_404(backend) {
+    let t = two_tenants(backend).await;
     let (app, a, b) = (&t.app, &t.a, &t.b);
     let agent = format!("/v1/agents/{}", a.agent_id);
 
@@ -149,11 +149,10 @@ async fn another_tenants_ids_answer_404() {
         StatusCode::OK,
     )
     .await;
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lists_never_show_another_tenants_rows() {
-    let t = two_tenants().await;
+store_test!(async fn lists_never_show_another_tenants_rows(backend) {
+    let t = two_tenants(backend).await;
     let (app, a, b) = (&t.app, &t.a, &t.b);
 
     let agents = expect_json(app.get(&b.admin, "/v1/agents").await, StatusCode::OK).await;
@@ -204,11 +203,10 @@ async fn lists_never_show_another_tenants_rows() {
     assert_eq!(a_chain.len(), 1);
     assert_eq!(b_chain.len(), 1);
     assert_eq!(b_chain[0].body.decision_id, t.b_decision);
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policies_and_settings_of_one_tenant_do_not_affect_another() {
-    let t = two_tenants().await;
+store_test!(async fn policies_and_settings_of_one_tenant_do_not_affect_another(backend) {
+    let t = two_tenants(backend).await;
     let (app, a, b) = (&t.app, &t.a, &t.b);
     // A forbids github entirely; B is unaffected.
     expect_json(
@@ -279,7 +277,7 @@ async fn policies_and_settings_of_one_tenant_do_not_affect_another() {
     )
     .await;
     assert_eq!(agent["risk_tier"], "low");
-}
+});
 
 /// A request by `key` against the fixture's agent; returns the status.
 async fn status(app: &TestApp, key: &str, method: Method, path: &str) -> StatusCode {
@@ -432,9 +430,8 @@ async fn assert_untouched(app: &TestApp, f: &Fixture) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewer_reads_but_changes_nothing() {
-    let app = TestApp::spawn().await;
+store_test!(async fn viewer_reads_but_changes_nothing(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let viewer = app.create_key(&f.admin, "viewer").await;
     let _responder = app.create_key(&f.admin, "responder").await;
@@ -469,11 +466,10 @@ async fn viewer_reads_but_changes_nothing() {
         );
     }
     assert_untouched(&app, &f).await;
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn responder_contains_but_cannot_administer() {
-    let app = TestApp::spawn().await;
+store_test!(async fn responder_contains_but_cannot_administer(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let _viewer = app.create_key(&f.admin, "viewer").await;
     let responder = app.create_key(&f.admin, "responder").await;
@@ -528,20 +524,19 @@ async fn responder_contains_but_cannot_administer() {
     .await;
     assert_eq!(unfrozen["status"], "active");
     // The actor of each change is the responder's key.
-    let db = app.db();
-    let actor: String = db
-        .query_row(
-            "SELECT json_extract(payload, '$.actor') FROM events WHERE kind = 'agent.frozen' AND agent_id = ?1",
-            [&f.agent_id],
-            |row| row.get(0),
+    let frozen = app
+        .rows(
+            "SELECT payload FROM events WHERE kind = 'agent.frozen' AND agent_id = ?1",
+            &[Sql::from(&f.agent_id)],
         )
-        .unwrap();
+        .await;
+    let payload: serde_json::Value = serde_json::from_str(frozen[0][0].text()).unwrap();
+    let actor = payload["actor"].as_str().unwrap();
     assert!(actor.starts_with("key:key_"), "{actor}");
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_can_do_everything() {
-    let app = TestApp::spawn().await;
+store_test!(async fn admin_can_do_everything(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let routes = setup_routes(&app, &f).await;
     for path in &routes.reads {
@@ -561,11 +556,10 @@ async fn admin_can_do_everything() {
         let code = status(&app, &f.admin, method.clone(), &path).await;
         assert!(code.is_success(), "admin {method} {path} answered {code}");
     }
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_tokens_are_refused_on_the_management_api() {
-    let app = TestApp::spawn().await;
+store_test!(async fn agent_tokens_are_refused_on_the_management_api(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let routes = setup_routes(&app, &f).await;
     let agent = format!("/v1/agents/{}", f.agent_id);
@@ -596,4 +590,4 @@ async fn agent_tokens_are_refused_on_the_management_api() {
     }
     let got = expect_json(app.get(&f.admin, &agent).await, StatusCode::OK).await;
     assert_eq!(got["status"], "active");
-}
+});

@@ -1,5 +1,6 @@
 //! Management routes: keys, tools, policies, decisions, tenant settings, health, OpenAPI.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -7,9 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_keys_create_list_and_revoke() {
-    let app = TestApp::spawn().await;
+store_test!(async fn operator_keys_create_list_and_revoke(backend) {
+    let app = TestApp::spawn(backend).await;
     let admin = app.create_tenant("acme").await;
 
     let created = expect_json(
@@ -52,8 +52,9 @@ async fn operator_keys_create_list_and_revoke() {
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM operator_keys WHERE id = ?1 AND secret_hash = ?2",
-            rusqlite::params![key_id, &hash[..]],
-        ),
+            &[Sql::from(&key_id), Sql::Bytes(hash.to_vec())],
+        )
+        .await,
         1
     );
 
@@ -107,11 +108,10 @@ async fn operator_keys_create_list_and_revoke() {
     )
     .await;
     assert_eq!(error["field"], "name");
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_admin_key_loses_access_even_to_revoke_itself() {
-    let app = TestApp::spawn().await;
+store_test!(async fn a_revoked_admin_key_loses_access_even_to_revoke_itself(backend) {
+    let app = TestApp::spawn(backend).await;
     let admin = app.create_tenant("acme").await;
     let second = app.create_key(&admin, "admin").await;
     let list = expect_json(app.get(&second, "/v1/keys").await, StatusCode::OK).await;
@@ -135,11 +135,10 @@ async fn a_revoked_admin_key_loses_access_even_to_revoke_itself() {
         "unauthorized",
     )
     .await;
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tools_register_list_and_update() {
-    let app = TestApp::spawn().await;
+store_test!(async fn tools_register_list_and_update(backend) {
+    let app = TestApp::spawn(backend).await;
     let admin = app.create_tenant("acme").await;
     let registered = expect_json(
         app.post(
@@ -243,13 +242,12 @@ async fn tools_register_list_and_update() {
     }
     let list = expect_json(app.get(&admin, "/v1/tools").await, StatusCode::OK).await;
     assert_eq!(list.as_array().unwrap().len(), 2, "nothing invalid stored");
-}
+});
 
 const FORBID_PROD: &str = "forbid (principal, action, resource)\nwhen { context has target && context.target like \"prod*\" };";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policies_crud_and_schema() {
-    let app = TestApp::spawn().await;
+store_test!(async fn policies_crud_and_schema(backend) {
+    let app = TestApp::spawn(backend).await;
     let admin = app.create_tenant("acme").await;
 
     let list = expect_json(app.get(&admin, "/v1/policies").await, StatusCode::OK).await;
@@ -343,15 +341,15 @@ async fn policies_crud_and_schema() {
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM events WHERE kind IN ('policy.put', 'policy.deleted')",
-            []
-        ),
+            &[]
+        )
+        .await,
         4
     );
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_policies_are_refused_saying_where() {
-    let app = TestApp::spawn().await;
+store_test!(async fn invalid_policies_are_refused_saying_where(backend) {
+    let app = TestApp::spawn(backend).await;
     let admin = app.create_tenant("acme").await;
 
     // Syntax error on line 2.
@@ -447,11 +445,10 @@ async fn invalid_policies_are_refused_saying_where() {
 
     let list = expect_json(app.get(&admin, "/v1/policies").await, StatusCode::OK).await;
     assert_eq!(list, json!([]), "nothing refused was stored");
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn risk_escalation_settings_read_and_write() {
-    let app = TestApp::spawn().await;
+store_test!(async fn risk_escalation_settings_read_and_write(backend) {
+    let app = TestApp::spawn(backend).await;
     let admin = app.create_tenant("acme").await;
     let defaults = expect_json(
         app.get(&admin, "/v1/tenants/risk-escalation").await,
@@ -480,8 +477,9 @@ async fn risk_escalation_settings_read_and_write() {
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM tenants WHERE id = 'acme' AND denial_threshold = 7 AND escalation_window_minutes = 30",
-            []
-        ),
+            &[]
+        )
+        .await,
         1
     );
 
@@ -528,7 +526,7 @@ async fn risk_escalation_settings_read_and_write() {
         unchanged,
         json!({"denial_threshold": 7, "window_minutes": 30})
     );
-}
+});
 
 /// Makes seven decisions of known shape over two agents; returns the answers, oldest first.
 async fn make_decisions(app: &TestApp, f: &Fixture, second_token: &str) -> Vec<Value> {
@@ -584,9 +582,8 @@ async fn list(app: &TestApp, key: &str, query: &str) -> Vec<String> {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decisions_filter_and_get() {
-    let app = TestApp::spawn().await;
+store_test!(async fn decisions_filter_and_get(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let (second_id, second_token) = app.create_agent(&f.admin, "second").await;
     let made = make_decisions(&app, &f, &second_token).await;
@@ -766,11 +763,10 @@ async fn decisions_filter_and_get() {
         "invalid_query",
     )
     .await;
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decisions_page_without_duplicates_or_gaps() {
-    let app = TestApp::spawn().await;
+store_test!(async fn decisions_page_without_duplicates_or_gaps(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     for i in 0..11 {
         let trust = if i % 3 == 0 {
@@ -849,11 +845,10 @@ async fn decisions_page_without_duplicates_or_gaps() {
     let next = list(&app, &f.admin, &format!("limit=5&cursor={cursor}")).await;
     assert_eq!(next, everything[5..10].to_vec());
     assert!(next.iter().all(|id| !first.contains(id)));
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_readiness_openapi_and_unknown_routes() {
-    let app = TestApp::spawn().await;
+store_test!(async fn health_readiness_openapi_and_unknown_routes(backend) {
+    let app = TestApp::spawn(backend).await;
     let health = expect_json(app.get("", "/healthz").await, StatusCode::OK).await;
     assert_eq!(health["status"], "ok");
     let ready = expect_json(app.get("", "/readyz").await, StatusCode::OK).await;
@@ -884,4 +879,4 @@ async fn health_readiness_openapi_and_unknown_routes() {
     )
     .await;
     assert!(error.get("field").is_none());
-}
+});

@@ -2,6 +2,7 @@
 //! the tenant chain links, is gap-free under concurrency, and verifies against the signed
 //! checkpoints and published keys.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -10,58 +11,57 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 
 /// Asserts the decision, its event and its receipt are stored and agree with the answer.
-fn assert_recorded(app: &TestApp, tenant: &str, answer: &Value) {
+async fn assert_recorded(app: &TestApp, tenant: &str, answer: &Value) {
     let decision_id = answer["decision_id"].as_str().unwrap();
     let event_seq = answer["event_seq"].as_i64().unwrap();
     let receipt = &answer["receipt"];
-    let db = app.db();
-    let (stored_tenant, stored_seq, stored_receipt, verdict, hash): (
-        String,
-        i64,
-        String,
-        String,
-        String,
-    ) = db
-        .query_row(
+    let decision = app
+        .rows(
             "SELECT tenant_id, event_seq, receipt_id, decision, action_hash FROM decisions WHERE id = ?1",
-            [decision_id],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+            &[decision_id.into()],
         )
-        .unwrap_or_else(|e| panic!("decision row {decision_id}: {e}"));
-    assert_eq!(stored_tenant, tenant);
-    assert_eq!(stored_seq, event_seq);
-    assert_eq!(stored_receipt, receipt["id"].as_str().unwrap());
-    assert_eq!(verdict, answer["decision"].as_str().unwrap());
-    assert_eq!(hash, answer["action_hash"].as_str().unwrap());
+        .await;
+    let [stored_tenant, stored_seq, stored_receipt, verdict, hash] = decision[0].as_slice() else {
+        panic!("decision row {decision_id}: {decision:?}");
+    };
+    assert_eq!(stored_tenant.text(), tenant);
+    assert_eq!(stored_seq.int(), event_seq);
+    assert_eq!(stored_receipt.text(), receipt["id"].as_str().unwrap());
+    assert_eq!(verdict.text(), answer["decision"].as_str().unwrap());
+    assert_eq!(hash.text(), answer["action_hash"].as_str().unwrap());
 
-    let (kind, subject): (String, String) = db
-        .query_row(
+    let event = app
+        .rows(
             "SELECT kind, subject_id FROM events WHERE seq = ?1 AND tenant_id = ?2",
-            rusqlite::params![event_seq, tenant],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            &[event_seq.into(), tenant.into()],
         )
-        .unwrap_or_else(|e| panic!("event row {event_seq}: {e}"));
-    assert_eq!((kind.as_str(), subject.as_str()), ("decision", decision_id));
+        .await;
+    assert_eq!(
+        (event[0][0].text(), event[0][1].text()),
+        ("decision", decision_id),
+        "event row {event_seq}"
+    );
 
-    let (receipt_decision, seq, stored_hash, body): (String, i64, String, String) = db
-        .query_row(
+    let stored = app
+        .rows(
             "SELECT decision_id, seq, hash, body FROM receipts WHERE id = ?1 AND tenant_id = ?2",
-            rusqlite::params![receipt["id"].as_str().unwrap(), tenant],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            &[receipt["id"].as_str().unwrap().into(), tenant.into()],
         )
-        .unwrap_or_else(|e| panic!("receipt row {}: {e}", receipt["id"]));
-    assert_eq!(receipt_decision, decision_id);
-    assert_eq!(seq, receipt["seq"].as_i64().unwrap());
-    assert_eq!(stored_hash, receipt["hash"].as_str().unwrap());
-    let body: Value = serde_json::from_str(&body).unwrap();
+        .await;
+    let [receipt_decision, seq, stored_hash, body] = stored[0].as_slice() else {
+        panic!("receipt row {}: {stored:?}", receipt["id"]);
+    };
+    assert_eq!(receipt_decision.text(), decision_id);
+    assert_eq!(seq.int(), receipt["seq"].as_i64().unwrap());
+    assert_eq!(stored_hash.text(), receipt["hash"].as_str().unwrap());
+    let body: Value = serde_json::from_str(body.text()).unwrap();
     assert_eq!(body["prev_hash"], receipt["prev_hash"]);
     assert_eq!(body["decision"], answer["decision"]);
     assert_eq!(body["action_hash"], answer["action_hash"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequential_decisions_form_a_verified_chain() {
-    let app = TestApp::spawn().await;
+store_test!(async fn sequential_decisions_form_a_verified_chain(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let calls = [
         ("get_file", "trusted_internal_signed", false),
@@ -94,7 +94,7 @@ async fn sequential_decisions_form_a_verified_chain() {
         assert_eq!(receipt["seq"], i as u64 + 1);
         assert_eq!(receipt["prev_hash"], prev.as_str(), "receipt {}", i + 1);
         prev = receipt["hash"].as_str().unwrap().to_owned();
-        assert_recorded(&app, "acme", answer);
+        assert_recorded(&app, "acme", answer).await;
     }
 
     // The stored chain verifies, and is exactly the answered receipts in order.
@@ -127,41 +127,31 @@ async fn sequential_decisions_form_a_verified_chain() {
     assert_eq!(last.body.seq, answers.len() as u64);
     assert_eq!(last.body.head_hash, prev);
     assert_eq!(last.body.key_id, app.signer.key_id());
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tampering_with_the_database_breaks_verification() {
+store_test!(async fn tampering_with_the_database_breaks_verification(backend) {
     // The chain check used above is not vacuous: an edited receipt fails it.
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     for _ in 0..3 {
         app.decide(&f.token, "github", "merge_pull_request", "unknown", true)
             .await;
     }
     app.verify_chain("acme").await;
-    let path = match &app.db {
-        TestDb::Sqlite { path, .. } => path.clone(),
-    };
-    let writable = rusqlite::Connection::open(&path).unwrap();
-    writable
-        .busy_timeout(std::time::Duration::from_secs(5))
-        .unwrap();
-    let edited = writable
+    let edited = app
         .execute(
             "UPDATE receipts SET body = replace(body, '\"decision\":\"deny\"', '\"decision\":\"allow\"') WHERE tenant_id = 'acme' AND seq = 2",
-            [],
+            &[],
         )
-        .unwrap();
+        .await;
     assert_eq!(edited, 1);
-    drop(writable);
     let broken = app.try_verify_chain("acme").await.unwrap_err();
     assert_eq!(broken.seq, 2, "{broken}");
     assert_eq!(broken.kind, aegis_core::receipt::BreakKind::Hash);
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_decisions_keep_a_gap_free_verified_chain() {
-    let app = std::sync::Arc::new(TestApp::spawn().await);
+store_test!(async fn concurrent_decisions_keep_a_gap_free_verified_chain(backend) {
+    let app = std::sync::Arc::new(TestApp::spawn(backend).await);
     let admin = app.create_tenant("acme").await;
     app.register_github(&admin).await;
     let mut tokens = Vec::new();
@@ -209,7 +199,7 @@ async fn concurrent_decisions_keep_a_gap_free_verified_chain() {
     }
     assert_eq!(answers.len(), 60);
     for (tenant, answer) in &answers {
-        assert_recorded(&app, tenant, answer);
+        assert_recorded(&app, tenant, answer).await;
     }
     let ours: Vec<&Value> = answers
         .iter()
@@ -244,18 +234,19 @@ async fn concurrent_decisions_keep_a_gap_free_verified_chain() {
     assert_eq!(app.verify_chain("other").await.len(), 10);
 
     // Row counts: one decision, one decision event and one receipt per answer, nothing more.
-    assert_eq!(app.count("SELECT COUNT(*) FROM decisions", []), 60);
+    assert_eq!(app.count("SELECT COUNT(*) FROM decisions", &[]).await, 60);
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM events WHERE kind = 'decision'", []),
+        app.count("SELECT COUNT(*) FROM events WHERE kind = 'decision'", &[]).await,
         60
     );
-    assert_eq!(app.count("SELECT COUNT(*) FROM receipts", []), 60);
+    assert_eq!(app.count("SELECT COUNT(*) FROM receipts", &[]).await, 60);
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM decisions d JOIN receipts r ON r.id = d.receipt_id AND r.decision_id = d.id
              JOIN events e ON e.seq = d.event_seq AND e.kind = 'decision' AND e.subject_id = d.id",
-            []
-        ),
+            &[]
+        )
+        .await,
         60
     );
     // Every decision is listed by the API as well.
@@ -265,11 +256,10 @@ async fn concurrent_decisions_keep_a_gap_free_verified_chain() {
     )
     .await;
     assert_eq!(listed.as_array().unwrap().len(), 50);
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decision_events_are_ordered_with_lifecycle_events() {
-    let app = TestApp::spawn().await;
+store_test!(async fn decision_events_are_ordered_with_lifecycle_events(backend) {
+    let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     let before = app
         .decide(
@@ -310,4 +300,4 @@ async fn decision_events_are_ordered_with_lifecycle_events() {
     assert!(position(before["event_seq"].as_i64().unwrap()) < frozen);
     assert!(position(after["event_seq"].as_i64().unwrap()) > frozen);
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
-}
+});

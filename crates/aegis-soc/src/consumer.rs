@@ -98,6 +98,7 @@ impl Consumer {
         };
         let mut batch = SocBatch {
             consumer: CONSUMER.into(),
+            after: self.cursor,
             cursor: last.seq,
             ..SocBatch::default()
         };

@@ -165,7 +165,19 @@ impl Worker {
             }
         }
         let now = now_ms();
-        let due = self.store.due_deliveries(now, 200).await?;
+        // Ask for no more than can start now: a store may lease what it returns (PostgreSQL
+        // does, so that replicas never send the same delivery at once), and a leased delivery
+        // left unstarted would wait for its lease to expire. In-flight deliveries may come
+        // back (SQLite leases nothing), so they are added to the limit.
+        let free = self.slots.available_permits();
+        if free == 0 {
+            return Ok(());
+        }
+        let limit = free + self.in_flight.lock().unwrap().len();
+        let due = self
+            .store
+            .due_deliveries(now, u32::try_from(limit).unwrap_or(u32::MAX))
+            .await?;
         // Deliveries to paused endpoints, postponed together in one write.
         let mut deferred: HashMap<i64, Vec<String>> = HashMap::new();
         for delivery in due {

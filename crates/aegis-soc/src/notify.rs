@@ -192,6 +192,7 @@ impl Notifier {
         }
         let mut batch = NotifyBatch {
             consumer: CONSUMER.into(),
+            after: self.cursor,
             cursor,
             ..NotifyBatch::default()
         };

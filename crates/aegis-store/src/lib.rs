@@ -7,7 +7,10 @@
 //!
 //! [`sqlite::SqliteStore`] is the embedded default: one dedicated writer thread that commits
 //! many requests per transaction (group commit) and a small pool of read-only connections.
+//! [`postgres::PgStore`] keeps the same guarantees for several gateway replicas sharing one
+//! PostgreSQL database (see that module for how).
 
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
@@ -25,6 +28,44 @@ use aegis_core::model::AutonomyLevel;
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{Checkpoint, Receipt};
 use async_trait::async_trait;
+
+/// The right to run the work that only one replica may do at a time: the log consumers
+/// (SOC, notifications, deliveries). [`Store::lead`] waits for it.
+pub struct Leadership {
+    lost: tokio::sync::watch::Receiver<bool>,
+    /// Whatever keeps the leadership alive (a database session holding a lock); dropping it
+    /// gives the leadership up.
+    _held: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Leadership {
+    /// Leadership that is never lost: one process owns the database (SQLite).
+    pub fn sole() -> Self {
+        let (keep, lost) = tokio::sync::watch::channel(false);
+        // The sender lives as long as the leadership, so `lost` never fires.
+        Leadership {
+            lost,
+            _held: Some(Box::new(keep)),
+        }
+    }
+
+    /// Leadership held by `held`; `lost` turns true (or closes) when it is gone.
+    pub fn held_by(
+        held: Box<dyn std::any::Any + Send + Sync>,
+        lost: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Leadership {
+            lost,
+            _held: Some(held),
+        }
+    }
+
+    /// Resolves when the leadership is lost; the holder must stop its exclusive work.
+    pub async fn lost(&mut self) {
+        // A closed channel also means the keeper is gone.
+        let _ = self.lost.wait_for(|lost| *lost).await;
+    }
+}
 
 /// Errors a store reports; the server maps each to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +89,9 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// Waits until every queued write is committed (graceful shutdown).
     async fn flush(&self) -> StoreResult<()>;
+    /// Waits until this process may run the log consumers, then holds that right until the
+    /// returned [`Leadership`] is dropped or reports it lost.
+    async fn lead(&self) -> StoreResult<Leadership>;
 
     // Tenants.
     /// Creates a tenant with its first admin key; `Conflict` if it exists.
@@ -179,7 +223,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<i64>;
     /// Events of every tenant with `seq > after_seq`, in order: the SOC consumer's feed.
     async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>>;
-    /// The highest committed event seq, updated after every commit.
+    /// Events of every tenant with `after_seq < seq <= up_to` whose kind is one of `kinds`,
+    /// in order (the cache-coherence feed).
+    async fn events_of_kinds(
+        &self,
+        after_seq: i64,
+        up_to: i64,
+        kinds: &'static [&'static str],
+        limit: u32,
+    ) -> StoreResult<Vec<Event>>;
+    /// The highest committed event seq, updated after every commit (on PostgreSQL also
+    /// after other replicas' commits).
     fn committed_seq(&self) -> tokio::sync::watch::Receiver<i64>;
 
     // SOC.
@@ -225,7 +279,8 @@ pub trait Store: Send + Sync + 'static {
     async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()>;
     /// Every saved coalescing state.
     async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>>;
-    /// Pending deliveries due at `now_ms`, oldest first.
+    /// Pending deliveries due at `now_ms`, oldest first. PostgreSQL also leases them to the
+    /// caller for a minute, so two replicas never send the same delivery at once.
     async fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>>;
     /// Records the outcome of one delivery attempt.
     async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()>;

@@ -390,6 +390,9 @@ pub struct EvidenceAppend {
 #[derive(Debug, Clone, Default)]
 pub struct SocBatch {
     pub consumer: String,
+    /// The cursor this batch was computed from. If the stored cursor is already past it,
+    /// another consumer (a deposed or a new leader) got there first: the batch is refused.
+    pub after: i64,
     /// The cursor after this batch: the highest event seq it covers.
     pub cursor: i64,
     pub alerts: Vec<NewAlert>,
@@ -587,6 +590,8 @@ pub struct CoalesceRecord {
 #[derive(Debug, Clone, Default)]
 pub struct NotifyBatch {
     pub consumer: String,
+    /// The cursor this batch was computed from (a fence, as [`SocBatch::after`]).
+    pub after: i64,
     pub cursor: i64,
     pub deliveries: Vec<NewDelivery>,
     pub coalesce: Vec<CoalesceRecord>,

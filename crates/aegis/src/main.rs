@@ -11,6 +11,7 @@ use aegis_server::evidence::NarratorConfig;
 use aegis_server::{AppState, Settings, router};
 use aegis_soc::SocConfig;
 use aegis_soc::consumer::Consumer;
+use aegis_store::postgres::PgStore;
 use aegis_store::sqlite::SqliteStore;
 use aegis_store::{Store, StoreError, TenantId};
 use anyhow::{Context, bail};
@@ -46,9 +47,9 @@ enum ReceiptsCommand {
     /// Write receipt chains to standard output as JSON lines, each with its covering
     /// signed checkpoint and public key.
     Export {
-        /// SQLite database file.
+        /// SQLite database file or `postgres://` URL.
         #[arg(long, env = "AEGIS_DB", default_value = "db/aegisagent.db")]
-        db: PathBuf,
+        db: String,
         /// Only this tenant's chain.
         #[arg(long)]
         tenant: Option<String>,
@@ -59,9 +60,10 @@ enum ReceiptsCommand {
         /// An exported JSON-lines file.
         #[arg(required_unless_present = "db", conflicts_with = "db")]
         file: Option<PathBuf>,
-        /// Verify the chains stored in this SQLite database instead.
+        /// Verify the chains stored in this database (SQLite file or `postgres://` URL)
+        /// instead.
         #[arg(long)]
-        db: Option<PathBuf>,
+        db: Option<String>,
         /// Accept only these signing keys (`KEY_ID=HEX`, repeatable) instead of the keys
         /// found beside the receipts.
         #[arg(long = "trusted-key")]
@@ -75,14 +77,17 @@ enum ReceiptsCommand {
 
 #[derive(Args)]
 struct DatabaseArgs {
-    /// SQLite database file (created with its schema on first use).
+    /// SQLite database file (created with its schema on first use), or a PostgreSQL URL
+    /// (`postgres://user@host/db`, schema applied on first use) shared by several replicas.
     #[arg(long, env = "AEGIS_DB", default_value = "db/aegisagent.db")]
     db: String,
     /// Ed25519 seed (64 hex digits) for signing receipt checkpoints; overrides the key file.
     #[arg(long, env = "AEGIS_SIGNING_KEY", hide_env_values = true)]
     signing_key: Option<String>,
     /// Where the signing key is kept; generated (mode 0600) on first start.
-    /// Default: `<db>.signing-key` beside the database.
+    /// Default: `<db>.signing-key` beside a SQLite database, `aegis.signing-key` in the
+    /// working directory with PostgreSQL (each replica may have its own key: every public
+    /// key is recorded in the database).
     #[arg(long, env = "AEGIS_SIGNING_KEY_FILE")]
     signing_key_file: Option<PathBuf>,
 }
@@ -217,9 +222,9 @@ fn main() -> anyhow::Result<()> {
 async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
     match command {
         ReceiptsCommand::Export { db, tenant } => {
-            let store = SqliteStore::open_read_only(&db)?;
+            let store = open_read_only(&db).await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            receipts::export(&store, tenant.as_deref(), &mut out).await?;
+            receipts::export(store.as_ref(), tenant.as_deref(), &mut out).await?;
             Ok(())
         }
         ReceiptsCommand::Verify {
@@ -233,7 +238,7 @@ async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
                 (Some(file), _) if generic => receipts::verify_generic_file(&file)?,
                 (Some(file), _) => receipts::verify_file(&file, &pins)?,
                 (None, Some(db)) => {
-                    receipts::verify_db(&SqliteStore::open_read_only(&db)?, &pins).await?
+                    receipts::verify_db(open_read_only(&db).await?.as_ref(), &pins).await?
                 }
                 (None, None) => bail!("give an exported FILE or --db"),
             };
@@ -251,28 +256,66 @@ async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
     }
 }
 
-fn open_store(args: &DatabaseArgs) -> anyhow::Result<Arc<SqliteStore>> {
-    if args.db.starts_with("postgres://") || args.db.starts_with("postgresql://") {
-        bail!(
-            "AEGIS_DB names PostgreSQL, which this build does not support yet; use a SQLite file path"
-        );
+fn is_postgres(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
+    let postgres = is_postgres(&args.db);
+    let key_file = args.signing_key_file.clone().unwrap_or_else(|| {
+        PathBuf::from(if postgres {
+            "aegis.signing-key".to_owned()
+        } else {
+            format!("{}.signing-key", args.db)
+        })
+    });
+    let signer = Arc::new(signing_key::load_or_create(
+        args.signing_key.as_deref(),
+        &key_file,
+    )?);
+    if postgres {
+        // The URL may carry a password: never echo it.
+        let store = PgStore::connect(&args.db, signer)
+            .await
+            .context("cannot open the PostgreSQL database")?;
+        return Ok(Arc::new(store));
     }
-    let db = PathBuf::from(&args.db);
-    let key_file = args
-        .signing_key_file
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}.signing-key", args.db)));
-    let signer = signing_key::load_or_create(args.signing_key.as_deref(), &key_file)?;
-    let store = SqliteStore::open(&db, Arc::new(signer))
-        .with_context(|| format!("cannot open database {}", db.display()))?;
+    let store = SqliteStore::open(std::path::Path::new(&args.db), signer)
+        .with_context(|| format!("cannot open database {}", args.db))?;
     Ok(Arc::new(store))
+}
+
+async fn open_read_only(db: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if is_postgres(db) {
+        let store = PgStore::connect_read_only(db)
+            .await
+            .context("cannot open the PostgreSQL database")?;
+        return Ok(Arc::new(store));
+    }
+    Ok(Arc::new(SqliteStore::open_read_only(
+        std::path::Path::new(db),
+    )?))
+}
+
+/// Where a log line may name the database: a file path as is, a URL without credentials.
+fn database_label(db: &str) -> String {
+    if !is_postgres(db) {
+        return db.to_owned();
+    }
+    match db
+        .split_once("://")
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+    {
+        Some((_, host_and_db)) => format!("postgres://…@{host_and_db}"),
+        None => db.to_owned(),
+    }
 }
 
 async fn init(args: InitArgs) -> anyhow::Result<()> {
     if let Err(reason) = TenantId::validate(&args.tenant) {
         bail!("--tenant {reason}");
     }
-    let store = open_store(&args.database)?;
+    let store = open_store(&args.database).await?;
     match create_tenant(store.as_ref(), TenantId::new(args.tenant.as_str())).await {
         Ok(created) => {
             println!(
@@ -289,7 +332,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
             bail!(
                 "tenant {} already exists in {}",
                 args.tenant,
-                args.database.db
+                database_label(&args.database.db)
             )
         }
         Err(error) => Err(error.into()),
@@ -297,9 +340,9 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.database)?;
+    let store = open_store(&args.database).await?;
     let state = AppState::new(
-        Arc::clone(&store) as Arc<dyn Store>,
+        Arc::clone(&store),
         Settings {
             max_body_bytes: args.max_body_bytes,
             env_autonomy: args.soc.soc_autonomy_level,
@@ -307,56 +350,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             narrator: args.evidence.narrator(),
         },
     );
-
-    // The SOC follows the event log beside the server; agents it contains are refreshed in
-    // the server's directory at once.
-    let directory_state = Arc::clone(&state);
-    let consumer = Consumer::start(
-        Arc::clone(&store) as Arc<dyn Store>,
-        args.soc.config(),
-        Arc::new(move |agent| directory_state.agents.update(agent)),
-    )
-    .await
-    .context("cannot start the SOC consumer")?;
-    let (stop_soc, soc_stopped) = tokio::sync::watch::channel(false);
-    let soc = tokio::spawn(consumer.run(soc_stopped));
-    // Notifications: a second consumer queues deliveries; the worker sends them. Neither
-    // sits on the authorize path.
-    let notifier = aegis_soc::notify::Notifier::start(
-        Arc::clone(&store) as Arc<dyn Store>,
-        args.notify.notify_config(args.soc.soc_autonomy_level),
-    )
-    .await
-    .context("cannot start the notification consumer")?;
-    let notifications = tokio::spawn(notifier.run(stop_soc.subscribe()));
-    let deliveries = tokio::spawn(aegis_soc::deliver::run(
-        Arc::clone(&store) as Arc<dyn Store>,
-        args.notify.deliver_config(),
-        stop_soc.subscribe(),
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Changes committed by other replicas reach this one's caches through the log.
+    let coherence = tokio::spawn(aegis_server::coherence::follow_changes(
+        Arc::clone(&state),
+        stopped.clone(),
     ));
-    let integrity = tokio::spawn(aegis_soc::integrity::run(
-        Arc::clone(&store) as Arc<dyn Store>,
-        Duration::from_secs(args.evidence.integrity_interval_secs),
-        stop_soc.subscribe(),
+    let background = tokio::spawn(lead_background_plane(
+        Arc::clone(&state),
+        BackgroundArgs {
+            soc: args.soc.config(),
+            notify: args.notify.notify_config(args.soc.soc_autonomy_level),
+            deliver: args.notify.deliver_config(),
+            integrity_interval: Duration::from_secs(args.evidence.integrity_interval_secs),
+        },
+        stopped,
     ));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, db = %args.database.db, "aegis gateway serving");
+    tracing::info!(listen = %listener.local_addr()?, db = %database_label(&args.database.db), "aegis gateway serving");
 
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal());
     server.await.context("server error")?;
-    let _ = stop_soc.send(true);
-    if tokio::time::timeout(grace, integrity).await.is_err() {
-        tracing::error!("the integrity check did not stop within the shutdown grace period");
-    }
-    if tokio::time::timeout(grace, soc).await.is_err() {
-        tracing::error!("the SOC consumer did not stop within the shutdown grace period");
-    }
+    let _ = stop.send(true);
     for (task, name) in [
-        (notifications, "notification consumer"),
-        (deliveries, "delivery worker"),
+        (background, "background plane"),
+        (coherence, "cache follower"),
     ] {
         if tokio::time::timeout(grace, task).await.is_err() {
             tracing::error!("the {name} did not stop within the shutdown grace period");
@@ -370,6 +391,117 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Err(_) => tracing::error!("writes not flushed within the shutdown grace period"),
     }
     Ok(())
+}
+
+struct BackgroundArgs {
+    soc: SocConfig,
+    notify: aegis_soc::notify::NotifyConfig,
+    deliver: aegis_soc::deliver::DeliverConfig,
+    integrity_interval: Duration,
+}
+
+/// Runs the log consumers (SOC, notifications, deliveries, integrity check) while this
+/// process leads — always with SQLite; with PostgreSQL, on one replica at a time, the others
+/// waiting to take over — until `shutdown` turns true.
+async fn lead_background_plane(
+    state: aegis_server::SharedState,
+    args: BackgroundArgs,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let store = Arc::clone(&state.store);
+    loop {
+        let mut leadership = tokio::select! {
+            leadership = store.lead() => match leadership {
+                Ok(leadership) => leadership,
+                Err(error) => {
+                    tracing::error!(%error, "cannot take the SOC leadership; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = stop_requested(&mut shutdown) => return,
+        };
+        tracing::info!("leading: running the SOC, notification and delivery consumers");
+        let (stop_consumers, consumers_stopped) = tokio::sync::watch::channel(false);
+        let tasks = match start_consumers(&state, &args, consumers_stopped).await {
+            Ok(tasks) => tasks,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the consumers; retrying");
+                drop(leadership);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let shutting_down = tokio::select! {
+            () = leadership.lost() => false,
+            () = stop_requested(&mut shutdown) => true,
+        };
+        let _ = stop_consumers.send(true);
+        for (name, task) in tasks {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::error!("the {name} did not stop within 5 s");
+            }
+        }
+        drop(leadership);
+        if shutting_down {
+            return;
+        }
+        tracing::warn!("SOC leadership lost; consumers stopped, contending again");
+    }
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+async fn stop_requested(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn start_consumers(
+    state: &aegis_server::SharedState,
+    args: &BackgroundArgs,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<(&'static str, tokio::task::JoinHandle<()>)>> {
+    let store = Arc::clone(&state.store);
+    // Agents the SOC contains are refreshed in this replica's directory at once (other
+    // replicas learn of it through the log).
+    let directory_state = Arc::clone(state);
+    let consumer = Consumer::start(
+        Arc::clone(&store),
+        args.soc,
+        Arc::new(move |agent| directory_state.agents.update(agent)),
+    )
+    .await
+    .context("cannot start the SOC consumer")?;
+    // Notifications: a second consumer queues deliveries; the worker sends them. Neither
+    // sits on the authorize path.
+    let notifier = aegis_soc::notify::Notifier::start(Arc::clone(&store), args.notify.clone())
+        .await
+        .context("cannot start the notification consumer")?;
+    Ok(vec![
+        ("SOC consumer", tokio::spawn(consumer.run(stop.clone()))),
+        (
+            "notification consumer",
+            tokio::spawn(notifier.run(stop.clone())),
+        ),
+        (
+            "delivery worker",
+            tokio::spawn(aegis_soc::deliver::run(
+                Arc::clone(&store),
+                args.deliver.clone(),
+                stop.clone(),
+            )),
+        ),
+        (
+            "integrity check",
+            tokio::spawn(aegis_soc::integrity::run(
+                store,
+                args.integrity_interval,
+                stop,
+            )),
+        ),
+    ])
 }
 
 async fn shutdown_signal() {

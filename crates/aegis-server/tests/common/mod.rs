@@ -1,18 +1,20 @@
-//! Test harness: a real gateway on loopback over a real database file.
+//! Test harness: a real gateway on loopback over a real database.
 //!
-//! [`TestApp::spawn`] opens a fresh store in a temporary directory, serves
-//! `aegis_server::router` on `127.0.0.1:0` in a background task and hands back a client
-//! and helpers. Tests talk HTTP only; to look behind the API they use the [`Store`] trait
-//! (`app.store`) or raw SQL on the database file (`app.db()`).
+//! [`TestApp::spawn`] opens a fresh store — a SQLite file in a temporary directory, or a
+//! fresh database on the test PostgreSQL server — serves `aegis_server::router` on
+//! `127.0.0.1:0` in a background task and hands back a client and helpers. Tests talk HTTP
+//! only; to look behind the API they use the [`Store`] trait (`app.store`) or SQL that both
+//! databases understand ([`TestApp::rows`], [`TestApp::count`], [`TestApp::execute`]).
 //!
-//! The backend is chosen in one place, [`TestDb::open`]: a PostgreSQL store plugs in as
-//! another [`TestDb`] variant with the same `store()` and query helpers.
+//! [`store_test!`] declares a test once and runs it against both backends, as
+//! `name::sqlite` and `name::postgres`.
 
 // Each test binary uses a different subset of the helpers.
 #![allow(dead_code)]
 
 use aegis_core::receipt::{ChainBreak, ChainVerifier, Receipt, ReceiptSigner};
 use aegis_server::{AppState, Settings};
+use aegis_store::postgres::PgStore;
 use aegis_store::sqlite::SqliteStore;
 use aegis_store::{Store, TenantId};
 use ed25519_dalek::VerifyingKey;
@@ -27,29 +29,121 @@ use tempfile::TempDir;
 /// Seed of the receipt signing key used by every test gateway.
 pub const SIGNING_SEED: [u8; 32] = [42; 32];
 
+/// Declares an async test that runs once per backend, as `name::sqlite` and
+/// `name::postgres`; the body sees the backend under the given name.
+macro_rules! store_test {
+    (async fn $name:ident($backend:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($backend: $crate::common::Backend) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run($crate::common::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run($crate::common::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// Which database a test gateway runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 /// The database behind a test gateway.
 pub enum TestDb {
     Sqlite {
         store: Arc<SqliteStore>,
         path: PathBuf,
     },
+    Postgres {
+        store: Arc<PgStore>,
+        database: aegis_testdb::FreshDatabase,
+    },
 }
 
 impl TestDb {
     /// Opens the store the tests run against. The one place a backend is chosen.
-    pub fn open(dir: &Path, signer: Arc<ReceiptSigner>) -> TestDb {
-        let path = dir.join("aegis.db");
-        let store = SqliteStore::open(&path, signer).expect("open the SQLite store");
-        TestDb::Sqlite {
-            store: Arc::new(store),
-            path,
+    pub async fn open(backend: Backend, dir: &Path, signer: Arc<ReceiptSigner>) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let path = dir.join("aegis.db");
+                let store = SqliteStore::open(&path, signer).expect("open the SQLite store");
+                TestDb::Sqlite {
+                    store: Arc::new(store),
+                    path,
+                }
+            }
+            Backend::Postgres => {
+                let database = aegis_testdb::FreshDatabase::create().await;
+                let store = PgStore::connect(database.url(), signer)
+                    .await
+                    .expect("open the PostgreSQL store");
+                TestDb::Postgres {
+                    store: Arc::new(store),
+                    database,
+                }
+            }
         }
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
         match self {
             TestDb::Sqlite { store, .. } => Arc::clone(store) as Arc<dyn Store>,
+            TestDb::Postgres { store, .. } => Arc::clone(store) as Arc<dyn Store>,
         }
+    }
+}
+
+/// A value bound to or read from test SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sql {
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Null,
+}
+
+impl Sql {
+    pub fn text(&self) -> &str {
+        match self {
+            Sql::Text(text) => text,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    pub fn int(&self) -> i64 {
+        match self {
+            Sql::Int(value) => *value,
+            other => panic!("expected an integer, got {other:?}"),
+        }
+    }
+}
+
+impl From<&str> for Sql {
+    fn from(text: &str) -> Sql {
+        Sql::Text(text.to_owned())
+    }
+}
+
+impl From<&String> for Sql {
+    fn from(text: &String) -> Sql {
+        Sql::Text(text.clone())
+    }
+}
+
+impl From<i64> for Sql {
+    fn from(value: i64) -> Sql {
+        Sql::Int(value)
     }
 }
 
@@ -72,12 +166,19 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
-    pub async fn spawn() -> TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let signer = Arc::new(ReceiptSigner::from_seed(&SIGNING_SEED));
-        let db = TestDb::open(dir.path(), Arc::clone(&signer));
+        let db = TestDb::open(backend, dir.path(), Arc::clone(&signer)).await;
         let store = db.store();
-        let app = aegis_server::router(AppState::new(Arc::clone(&store), Settings::default()));
+        let state = AppState::new(Arc::clone(&store), Settings::default());
+        // As `aegis serve` does: the caches follow the log (a no-op for one process).
+        let (_, never) = tokio::sync::watch::channel(false);
+        tokio::spawn(aegis_server::coherence::follow_changes(
+            Arc::clone(&state),
+            never,
+        ));
+        let app = aegis_server::router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -262,22 +363,117 @@ impl TestApp {
         }
     }
 
-    /// A read-only connection to the database file (SQLite backend).
-    pub fn db(&self) -> rusqlite::Connection {
+    /// Runs SQL both databases understand, with `?1`-style placeholders, returning every
+    /// row as text, integers and NULLs (behind the store's back: for inspection and for
+    /// tampering tests).
+    pub async fn rows(&self, sql: &str, params: &[Sql]) -> Vec<Vec<Sql>> {
         match &self.db {
-            TestDb::Sqlite { path, .. } => rusqlite::Connection::open_with_flags(
-                path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )
-            .expect("open the database read-only"),
+            TestDb::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).expect("open the database");
+                conn.busy_timeout(std::time::Duration::from_secs(5))
+                    .expect("busy timeout");
+                let mut statement = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let columns = statement.column_count();
+                let bound = params.iter().map(sqlite_value);
+                statement
+                    .query_map(rusqlite::params_from_iter(bound), |row| {
+                        (0..columns)
+                            .map(|i| {
+                                Ok(match row.get::<_, rusqlite::types::Value>(i)? {
+                                    rusqlite::types::Value::Integer(value) => Sql::Int(value),
+                                    rusqlite::types::Value::Text(text) => Sql::Text(text),
+                                    rusqlite::types::Value::Blob(bytes) => Sql::Bytes(bytes),
+                                    rusqlite::types::Value::Null => Sql::Null,
+                                    rusqlite::types::Value::Real(value) => {
+                                        panic!("{sql}: unexpected real {value}")
+                                    }
+                                })
+                            })
+                            .collect()
+                    })
+                    .and_then(|rows| rows.collect())
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+            TestDb::Postgres { database, .. } => {
+                let (client, connection) =
+                    tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+                        .await
+                        .expect("connect to the test database");
+                tokio::spawn(connection);
+                let sql = postgres_placeholders(sql);
+                let bound: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
+                    .iter()
+                    .map(
+                        |param| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                            match param {
+                                Sql::Int(value) => Box::new(*value),
+                                Sql::Text(text) => Box::new(text.clone()),
+                                Sql::Bytes(bytes) => Box::new(bytes.clone()),
+                                Sql::Null => Box::new(Option::<String>::None),
+                            }
+                        },
+                    )
+                    .collect();
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = bound
+                    .iter()
+                    .map(|param| param.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                let rows = client
+                    .query(&sql, &refs)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+                rows.iter()
+                    .map(|row| {
+                        (0..row.len())
+                            .map(|i| {
+                                use tokio_postgres::types::Type;
+                                match *row.columns()[i].type_() {
+                                    Type::INT8 => row.get::<_, Option<i64>>(i).map(Sql::Int),
+                                    Type::INT4 => {
+                                        row.get::<_, Option<i32>>(i).map(|v| Sql::Int(v.into()))
+                                    }
+                                    Type::BOOL => row
+                                        .get::<_, Option<bool>>(i)
+                                        .map(|v| Sql::Int(i64::from(v))),
+                                    Type::BYTEA => row.get::<_, Option<Vec<u8>>>(i).map(Sql::Bytes),
+                                    _ => row.get::<_, Option<String>>(i).map(Sql::Text),
+                                }
+                                .unwrap_or(Sql::Null)
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
         }
     }
 
     /// Runs a query returning one integer.
-    pub fn count(&self, sql: &str, params: impl rusqlite::Params) -> i64 {
-        self.db()
-            .query_row(sql, params, |row| row.get(0))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    pub async fn count(&self, sql: &str, params: &[Sql]) -> i64 {
+        let rows = self.rows(sql, params).await;
+        assert_eq!(rows.len(), 1, "{sql}: expected one row");
+        rows[0][0].int()
+    }
+
+    /// Runs a statement (behind the store's back); returns the rows it changed.
+    pub async fn execute(&self, sql: &str, params: &[Sql]) -> u64 {
+        match &self.db {
+            // SQLite cannot wrap DML in WITH; count its changes directly.
+            TestDb::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).expect("open the database");
+                conn.busy_timeout(std::time::Duration::from_secs(5))
+                    .expect("busy timeout");
+                conn.execute(
+                    sql,
+                    rusqlite::params_from_iter(params.iter().map(sqlite_value)),
+                )
+                .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64
+            }
+            TestDb::Postgres { .. } => {
+                let counted =
+                    format!("WITH changed AS ({sql} RETURNING 1) SELECT COUNT(*) FROM changed");
+                self.count(&counted, params).await as u64
+            }
+        }
     }
 
     /// Reads a tenant's whole receipt chain through the store and verifies it with
@@ -349,6 +545,29 @@ pub struct Fixture {
 }
 
 /// Asserts the status and returns the JSON body.
+fn sqlite_value(param: &Sql) -> rusqlite::types::Value {
+    match param {
+        Sql::Int(value) => rusqlite::types::Value::Integer(*value),
+        Sql::Text(text) => rusqlite::types::Value::Text(text.clone()),
+        Sql::Bytes(bytes) => rusqlite::types::Value::Blob(bytes.clone()),
+        Sql::Null => rusqlite::types::Value::Null,
+    }
+}
+
+/// `?1` placeholders (SQLite) as `$1` (PostgreSQL).
+fn postgres_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub async fn expect_json(response: Response, status: StatusCode) -> Value {
     let actual = response.status();
     let url = response.url().clone();

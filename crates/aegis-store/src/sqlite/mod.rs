@@ -2,9 +2,9 @@
 //! commit ([`writer`]), and a small pool of read-only connections for queries.
 
 mod evidence;
-mod notify;
-mod rows;
-mod soc;
+pub(crate) mod notify;
+pub(crate) mod rows;
+pub(crate) mod soc;
 mod writer;
 
 use crate::*;
@@ -197,6 +197,33 @@ pub(crate) fn append_event(
         at_ms
     ])?;
     Ok(conn.last_insert_rowid())
+}
+
+/// Moves a consumer's cursor from `after` to `cursor`, refusing if another consumer already
+/// moved it past `after` (only one may apply each stretch of the log).
+pub(crate) fn advance_cursor(
+    conn: &Connection,
+    consumer: &str,
+    after: i64,
+    cursor: i64,
+    now: i64,
+) -> StoreResult<()> {
+    let stored: i64 = conn
+        .prepare_cached("SELECT seq FROM consumer_cursors WHERE name = ?1")?
+        .query_row([consumer], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    if stored > after {
+        return Err(StoreError::Conflict(format!(
+            "consumer {consumer} is at {stored}, past this batch's start {after}: another instance is running"
+        )));
+    }
+    conn.prepare_cached(
+        "INSERT INTO consumer_cursors (name, seq, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+    )?
+    .execute(params![consumer, cursor, now])?;
+    Ok(())
 }
 
 /// Records a settings change and returns the tenant's settings after it.
@@ -526,6 +553,10 @@ impl Store for SqliteStore {
 
     async fn flush(&self) -> StoreResult<()> {
         self.writer()?.write(|_, _| Ok(())).await
+    }
+
+    async fn lead(&self) -> StoreResult<Leadership> {
+        Ok(Leadership::sole())
     }
 
     async fn create_tenant(
@@ -1054,6 +1085,27 @@ impl Store for SqliteStore {
                     "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
                 ))?
                 .query_map(params![after_seq, limit], event_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn events_of_kinds(
+        &self,
+        after_seq: i64,
+        up_to: i64,
+        kinds: &'static [&'static str],
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE seq > ?1 AND seq <= ?2 AND kind IN (SELECT value FROM json_each(?3))
+                     ORDER BY seq LIMIT ?4"
+                ))?
+                .query_map(params![after_seq, up_to, kinds, limit], event_from_row)?
                 .collect::<Result<_, _>>()?)
         })
         .await

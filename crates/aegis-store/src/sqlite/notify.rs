@@ -4,7 +4,7 @@ use crate::*;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, rowid";
-const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, secret, created_at";
+pub(crate) const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, secret, created_at";
 
 fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
@@ -69,11 +69,7 @@ pub(super) fn apply_batch(conn: &Connection, batch: &NotifyBatch, now: i64) -> S
             state.pending.to_string()
         ])?;
     }
-    conn.prepare_cached(
-        "INSERT INTO consumer_cursors (name, seq, updated_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (name) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_at = excluded.updated_at",
-    )?
-    .execute(params![batch.consumer, batch.cursor, now])?;
+    super::advance_cursor(conn, &batch.consumer, batch.after, batch.cursor, now)?;
     Ok(())
 }
 

@@ -7,26 +7,26 @@ use rusqlite::types::Type;
 use std::str::FromStr;
 use subtle::ConstantTimeEq;
 
-pub(super) const TENANT_COLUMNS: &str = "id, denial_threshold, escalation_window_minutes, created_at, \
+pub(crate) const TENANT_COLUMNS: &str = "id, denial_threshold, escalation_window_minutes, created_at, \
      soc_autonomy_level, deny_storm_n, deny_storm_window_secs";
-pub(super) const INCIDENT_COLUMNS: &str = "id, tenant_id, kind, severity, status, agent_id, summary, \
+pub(crate) const INCIDENT_COLUMNS: &str = "id, tenant_id, kind, severity, status, agent_id, summary, \
      recommended_action, opened_at, updated_at, acknowledged_at, acknowledged_by, closed_at, closed_by, \
      close_reason, event_seq, (SELECT COUNT(*) FROM incident_evidence e WHERE e.incident_id = incidents.id)";
-pub(super) const ALERT_COLUMNS: &str =
+pub(crate) const ALERT_COLUMNS: &str =
     "id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at";
-pub(super) const KEY_COLUMNS: &str = "id, tenant_id, name, role, created_at, revoked_at";
-pub(super) const AGENT_COLUMNS: &str =
+pub(crate) const KEY_COLUMNS: &str = "id, tenant_id, name, role, created_at, revoked_at";
+pub(crate) const AGENT_COLUMNS: &str =
     "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, rowid";
-pub(super) const DECISION_COLUMNS: &str = "id, tenant_id, event_seq, agent_id, request_id, tool, action, resource, \
+pub(crate) const DECISION_COLUMNS: &str = "id, tenant_id, event_seq, agent_id, request_id, tool, action, resource, \
      mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash, \
      run_id, trace_id, parent_run_id, receipt_id, created_at";
 
-pub(super) fn constant_time_eq(stored: &[u8], presented: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(stored: &[u8], presented: &[u8]) -> bool {
     stored.ct_eq(presented).into()
 }
 
 /// Parses a stored enum spelling; an unknown spelling means the row is corrupt.
-pub(super) fn parse_column<T: FromStr>(text: &str) -> StoreResult<T> {
+pub(crate) fn parse_column<T: FromStr>(text: &str) -> StoreResult<T> {
     text.parse()
         .map_err(|_| StoreError::Corrupt(format!("unexpected stored value {text:?}")))
 }
@@ -126,7 +126,7 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-pub(super) const EVENT_COLUMNS: &str =
+pub(crate) const EVENT_COLUMNS: &str =
     "seq, tenant_id, kind, agent_id, subject_id, payload, created_at";
 
 pub(super) fn key_from_row(row: &Row<'_>) -> rusqlite::Result<OperatorKey> {

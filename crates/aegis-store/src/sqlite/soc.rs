@@ -53,11 +53,7 @@ pub(super) fn apply_batch(
             saved.state.to_string()
         ])?;
     }
-    conn.prepare_cached(
-        "INSERT INTO consumer_cursors (name, seq, updated_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (name) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_at = excluded.updated_at",
-    )?
-    .execute(params![batch.consumer, batch.cursor, now])?;
+    super::advance_cursor(conn, &batch.consumer, batch.after, batch.cursor, now)?;
     Ok(applied)
 }
 

@@ -1,0 +1,82 @@
+//! Keeps this replica's in-memory views ([`crate::state`]) in step with changes committed by
+//! any replica sharing the database.
+//!
+//! The event log is the change feed: every freeze, revocation, token rotation, risk-tier
+//! change, policy or tool change and settings change is an event written in the transaction
+//! of the change. [`follow_changes`] wakes on every new committed log head (the store learns
+//! of other replicas' commits by notification, or by polling at worst) and drops the cached
+//! agent or tenant runtime each such event names; the next request reloads it from the
+//! database. Decisions and SOC events are filtered out in the query, so the follower reads
+//! only the rare events that matter.
+
+use crate::SharedState;
+use aegis_store::{Event, StoreResult, event_kind};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Events that change what the authorize path caches.
+pub const CACHE_EVENTS: &[&str] = &[
+    event_kind::AGENT_FROZEN,
+    event_kind::AGENT_UNFROZEN,
+    event_kind::AGENT_REVOKED,
+    event_kind::AGENT_TOKEN_ROTATED,
+    event_kind::AGENT_RISK_TIER_CHANGED,
+    event_kind::POLICY_PUT,
+    event_kind::POLICY_DELETED,
+    event_kind::TOOL_REGISTERED,
+    event_kind::TENANT_SETTINGS_CHANGED,
+];
+
+const BATCH: u32 = 1000;
+
+/// Follows the log from the current head until `shutdown` turns true. The views start
+/// empty, so only what commits from now on can make them stale.
+pub async fn follow_changes(state: SharedState, mut shutdown: watch::Receiver<bool>) {
+    let mut heads = state.store.committed_seq();
+    let mut applied = *heads.borrow_and_update();
+    loop {
+        let head = *heads.borrow_and_update();
+        if head > applied {
+            match apply_changes(&state, applied, head).await {
+                Ok(()) => applied = head,
+                Err(error) => {
+                    // Keep the cursor: the same range is read again on the next wake.
+                    tracing::error!(%error, "cannot read cache changes from the log; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            changed = heads.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Applies the cache-relevant events with `after < seq <= head`.
+async fn apply_changes(state: &SharedState, mut after: i64, head: i64) -> StoreResult<()> {
+    loop {
+        let events = state
+            .store
+            .events_of_kinds(after, head, CACHE_EVENTS, BATCH)
+            .await?;
+        for event in &events {
+            apply(state, event);
+        }
+        match events.last() {
+            Some(last) if events.len() == BATCH as usize => after = last.seq,
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn apply(state: &SharedState, event: &Event) {
+    if event.kind.starts_with("agent.") {
+        if let Some(agent_id) = &event.agent_id {
+            state.agents.forget(agent_id);
+        }
+    } else {
+        state.tenants.invalidate(&event.tenant_id);
+    }
+}

@@ -1,0 +1,1703 @@
+//! The PostgreSQL store, for running several `aegis serve` replicas on one database.
+//!
+//! Writes go through one writer task per process with group commit ([`writer`]); every
+//! batch transaction of every replica serialises on the `log_head` row, which keeps event
+//! seqs gap-free in commit order and receipt chains unforked. Reads use a connection pool.
+//! Each replica learns of other replicas' commits by LISTEN on [`writer::LOG_CHANNEL`], with
+//! a poll of `log_head` as the bounded-staleness fallback ([`follow_log_head`]).
+//! [`PgStore::lead`] elects the one replica that runs the SOC consumers, by a session-level
+//! advisory lock.
+
+mod evidence;
+mod notify;
+mod rows;
+mod soc;
+mod writer;
+
+use crate::*;
+use aegis_core::canonical::{canonical_json, sha256_hex};
+use aegis_core::model::{AgentStatus, AutonomyLevel, RiskTier, Verdict};
+use aegis_core::policy::PolicyDocument;
+use aegis_core::receipt::{
+    Checkpoint, RECEIPT_SCHEMA_VERSION, Receipt, ReceiptBody, ReceiptSigner,
+};
+use aegis_core::timestamp::format_millis;
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use rows::*;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Statement};
+use writer::{ChainHead, Writer, WriterState};
+
+/// Migrations in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_initial.sql")];
+
+/// Advisory lock keys (one namespace for the whole database).
+const MIGRATION_LOCK: i64 = 0x4145_4749_5301;
+const LEADER_LOCK: i64 = 0x4145_4749_5302;
+
+/// Pooled read connections per replica.
+const READ_POOL_SIZE: usize = 16;
+/// How often a replica re-reads `log_head` in case a notification was missed.
+const LOG_HEAD_POLL: Duration = Duration::from_millis(500);
+/// How often a leader checks that its lock connection is alive, and a follower retries.
+const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        match error.code() {
+            Some(code)
+                if *code == SqlState::UNIQUE_VIOLATION
+                    || *code == SqlState::FOREIGN_KEY_VIOLATION
+                    || *code == SqlState::CHECK_VIOLATION =>
+            {
+                StoreError::Conflict(error.to_string())
+            }
+            _ => StoreError::Unavailable(postgres_message(&error)),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        StoreError::Unavailable(format!("no database connection: {error}"))
+    }
+}
+
+/// The server's message when there is one (tokio-postgres' Display says only "db error").
+fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    }
+}
+
+/// A statement from the connection's cache (prepared on first use).
+pub(crate) async fn prepared<C: GenericClient>(client: &C, sql: &str) -> StoreResult<Statement> {
+    Ok(client.prepare_cached(sql).await?)
+}
+
+/// One event to append, as [`WriterState::append_event`] takes it.
+pub(crate) struct NewEventRow<'a> {
+    pub tenant_id: &'a str,
+    pub kind: &'a str,
+    pub agent_id: Option<&'a str>,
+    pub subject_id: Option<&'a str>,
+    pub payload: &'a serde_json::Value,
+    pub at_ms: i64,
+}
+
+/// The PostgreSQL implementation of [`Store`].
+pub struct PgStore {
+    config: tokio_postgres::Config,
+    pool: Pool,
+    /// `None` for a store opened read-only (offline verification).
+    writer: Option<Writer>,
+    commits: watch::Receiver<i64>,
+}
+
+fn parse_config(url: &str) -> StoreResult<tokio_postgres::Config> {
+    url.parse()
+        .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))
+}
+
+fn connection_pool(config: &tokio_postgres::Config, size: usize) -> StoreResult<Pool> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("cannot build the connection pool: {e}")))
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`), applies migrations, starts the writer and the
+    /// log-head follower. `signer` signs the receipt checkpoints of this replica.
+    pub async fn connect(url: &str, signer: Arc<ReceiptSigner>) -> StoreResult<Self> {
+        let config = parse_config(url)?;
+        let pool = connection_pool(&config, READ_POOL_SIZE)?;
+        apply_migrations(&pool).await?;
+        let head = log_head(&pool).await?;
+        let (publish, commits) = watch::channel(head);
+        let writer = Writer::start(
+            connection_pool(&config, 1)?,
+            signer,
+            now_ms,
+            publish.clone(),
+        )
+        .await?;
+        tokio::spawn(follow_log_head(config.clone(), pool.clone(), publish));
+        Ok(PgStore {
+            config,
+            pool,
+            writer: Some(writer),
+            commits,
+        })
+    }
+
+    /// Connects for reading only: no writer, no migrations. Every write answers
+    /// `Unavailable`.
+    pub async fn connect_read_only(url: &str) -> StoreResult<Self> {
+        let config = parse_config(url)?;
+        let pool = connection_pool(&config, 2)?;
+        let (_, commits) = watch::channel(log_head(&pool).await?);
+        Ok(PgStore {
+            config,
+            pool,
+            writer: None,
+            commits,
+        })
+    }
+
+    fn writer(&self) -> StoreResult<&Writer> {
+        self.writer
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the database was opened read-only".into()))
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+        let client = self.pool.get().await?;
+        let statement = prepared(&client, sql).await?;
+        Ok(client.query(&statement, params).await?)
+    }
+
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Option<Row>> {
+        let client = self.pool.get().await?;
+        let statement = prepared(&client, sql).await?;
+        Ok(client.query_opt(&statement, params).await?)
+    }
+
+    async fn query_map<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        map: fn(&Row) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        self.query(sql, params).await?.iter().map(map).collect()
+    }
+}
+
+use tokio_postgres::Row;
+
+async fn apply_migrations(pool: &Pool) -> StoreResult<()> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // Replicas starting together: one migrates, the others wait and then find it done.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    if current > MIGRATIONS.len() as i64 {
+        return Err(StoreError::Unavailable(format!(
+            "the database has schema version {current}, newer than this binary knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+            &[&(index as i64 + 1), &now_ms()],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn log_head(pool: &Pool) -> StoreResult<i64> {
+    let client = pool.get().await?;
+    Ok(client
+        .query_one("SELECT seq FROM log_head", &[])
+        .await?
+        .try_get(0)?)
+}
+
+/// Keeps `publish` at the cluster's log head: woken by NOTIFY from any replica's writer,
+/// and re-reading `log_head` every [`LOG_HEAD_POLL`] so a lost notification or a broken
+/// LISTEN connection delays a follower by at most that long.
+async fn follow_log_head(config: tokio_postgres::Config, pool: Pool, publish: watch::Sender<i64>) {
+    let advance = |head: i64| {
+        publish.send_if_modified(|current| {
+            let newer = head > *current;
+            if newer {
+                *current = head;
+            }
+            newer
+        });
+    };
+    let (notified_tx, mut notified) = tokio::sync::mpsc::unbounded_channel::<i64>();
+    let listener = tokio::spawn(listen_for_commits(config, notified_tx));
+    let mut poll = tokio::time::interval(LOG_HEAD_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = publish.closed() => break,
+            Some(head) = notified.recv() => advance(head),
+            _ = poll.tick() => match log_head(&pool).await {
+                Ok(head) => advance(head),
+                Err(error) => tracing::warn!(%error, "cannot read the log head"),
+            },
+        }
+    }
+    listener.abort();
+}
+
+/// LISTENs on the log channel, reconnecting after a failure; sends each announced head.
+async fn listen_for_commits(
+    config: tokio_postgres::Config,
+    heads: tokio::sync::mpsc::UnboundedSender<i64>,
+) {
+    use futures_util::StreamExt;
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let statement = format!("LISTEN {}", writer::LOG_CHANNEL);
+                let listen = client.batch_execute(&statement);
+                // The connection must be polled for LISTEN to complete.
+                let mut listen = std::pin::pin!(listen);
+                let listening = loop {
+                    tokio::select! {
+                        result = &mut listen => break result,
+                        message = messages.next() => if message.is_none() { break Ok(()) },
+                    }
+                };
+                if let Err(error) = listening {
+                    tracing::warn!(error = %postgres_message(&error), "LISTEN failed");
+                } else {
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(note)) => {
+                                if let Ok(head) = note.payload().parse()
+                                    && heads.send(head).is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(error) => {
+                                tracing::warn!(error = %postgres_message(&error), "LISTEN connection failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %postgres_message(&error), "cannot open the LISTEN connection")
+            }
+        }
+        if heads.is_closed() {
+            return;
+        }
+        tokio::time::sleep(LOG_HEAD_POLL).await;
+    }
+}
+
+/// One attempt at the leader lock: a session-level advisory lock on a connection of its
+/// own, so it is released the moment the session ends — also when the process is killed
+/// (the server sees the socket close). A heartbeat on that connection reports the loss when
+/// the database or the network goes away.
+async fn try_lead(config: &tokio_postgres::Config) -> StoreResult<Option<Leadership>> {
+    let (client, connection) = config.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+        .await?
+        .try_get(0)?;
+    if !locked {
+        driver.abort();
+        return Ok(None);
+    }
+    let (report, lost) = watch::channel(false);
+    let heartbeat = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LEADERSHIP_CHECK);
+        loop {
+            tick.tick().await;
+            let alive =
+                tokio::time::timeout(LEADERSHIP_CHECK * 3, client.simple_query("SELECT 1")).await;
+            if !matches!(alive, Ok(Ok(_))) || driver.is_finished() {
+                tracing::error!("lost the connection that holds the SOC leadership");
+                let _ = report.send(true);
+                driver.abort();
+                return;
+            }
+        }
+    });
+    /// Gives the lock up when dropped: ending the task drops the client and its session.
+    struct Release(tokio::task::JoinHandle<()>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    Ok(Some(Leadership::held_by(
+        Box::new(Release(heartbeat)),
+        lost,
+    )))
+}
+
+/// [`WriterState::append_event`] with the SQLite store's argument list, so both stores'
+/// write paths read alike.
+#[allow(clippy::too_many_arguments)]
+async fn append_event(
+    tx: &deadpool_postgres::Transaction<'_>,
+    state: &mut WriterState,
+    tenant_id: &str,
+    kind: &str,
+    agent_id: Option<&str>,
+    subject_id: Option<&str>,
+    payload: &serde_json::Value,
+    at_ms: i64,
+) -> StoreResult<i64> {
+    state
+        .append_event(
+            tx,
+            NewEventRow {
+                tenant_id,
+                kind,
+                agent_id,
+                subject_id,
+                payload,
+                at_ms,
+            },
+        )
+        .await
+}
+
+async fn load_tenant<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+) -> StoreResult<TenantSettings> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"),
+            )
+            .await?,
+            &[&tenant.as_str()],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("tenant"))?;
+    tenant_from_row(&row)
+}
+
+/// Records a settings change and returns the tenant's settings after it.
+async fn settings_changed(
+    tx: &deadpool_postgres::Transaction<'_>,
+    state: &mut WriterState,
+    tenant: &TenantId,
+    payload: serde_json::Value,
+) -> StoreResult<TenantSettings> {
+    let settings = load_tenant(tx, tenant).await?;
+    append_event(
+        tx,
+        state,
+        tenant.as_str(),
+        event_kind::TENANT_SETTINGS_CHANGED,
+        None,
+        None,
+        &payload,
+        now_ms(),
+    )
+    .await?;
+    Ok(settings)
+}
+
+pub(crate) async fn load_agent<C: GenericClient>(
+    client: &C,
+    tenant_id: &str,
+    agent_id: &str,
+) -> StoreResult<Agent> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND id = $2"),
+            )
+            .await?,
+            &[&tenant_id, &agent_id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("agent"))?;
+    agent_from_row(&row)
+}
+
+async fn insert_operator_key(
+    tx: &deadpool_postgres::Transaction<'_>,
+    state: &mut WriterState,
+    tenant_id: &str,
+    key: &NewOperatorKey,
+) -> StoreResult<OperatorKey> {
+    tx.execute(
+        &prepared(
+            tx,
+            "INSERT INTO operator_keys (id, tenant_id, name, role, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await?,
+        &[
+            &key.id,
+            &tenant_id,
+            &key.name,
+            &key.role.as_str(),
+            &&key.secret_hash[..],
+            &key.created_at_ms,
+        ],
+    )
+    .await?;
+    append_event(
+        tx,
+        state,
+        tenant_id,
+        event_kind::KEY_CREATED,
+        None,
+        Some(&key.id),
+        &serde_json::json!({"key_id": key.id, "role": key.role, "name": key.name}),
+        key.created_at_ms,
+    )
+    .await?;
+    Ok(OperatorKey {
+        id: key.id.clone(),
+        tenant_id: TenantId::new(tenant_id),
+        name: key.name.clone(),
+        role: key.role,
+        created_at_ms: key.created_at_ms,
+        revoked_at_ms: None,
+    })
+}
+
+/// Inserts decision, event and receipt; steps the risk tier up when a deny reaches the
+/// tenant's threshold. Runs inside the writer's transaction.
+async fn record_decision_tx(
+    tx: &deadpool_postgres::Transaction<'_>,
+    state: &mut WriterState,
+    d: &NewDecision,
+) -> StoreResult<RecordedDecision> {
+    let tenant_id = d.tenant_id.as_str();
+    let event_seq = append_event(
+        tx,
+        state,
+        tenant_id,
+        event_kind::DECISION,
+        Some(&d.agent_id),
+        Some(&d.id),
+        &serde_json::json!({
+            "decision_id": d.id,
+            "decision": d.verdict,
+            "tool": d.tool,
+            "action": d.action,
+            "mutates_state": d.mutates_state,
+            "egress": d.egress,
+            "risk": d.risk,
+            "risk_score": d.risk_score,
+            "source_trust": d.source_trust,
+            "run_id": d.trace.run_id,
+        }),
+        d.created_at_ms,
+    )
+    .await?;
+
+    let head = state.chain_head(tx, tenant_id).await?;
+    let receipt_id = format!("rcpt_{}", uuid::Uuid::now_v7().simple());
+    let body = ReceiptBody {
+        v: RECEIPT_SCHEMA_VERSION,
+        id: receipt_id.clone(),
+        tenant_id: tenant_id.to_owned(),
+        seq: head.seq + 1,
+        decision_id: d.id.clone(),
+        agent_id: d.agent_id.clone(),
+        tool: d.tool.clone(),
+        action: d.action.clone(),
+        decision: d.verdict.as_str().to_owned(),
+        risk_score: d.risk_score,
+        matched_policies: d.matched_policies.clone(),
+        action_hash: d.action_hash.clone(),
+        created_at: format_millis(d.created_at_ms),
+        prev_hash: head.hash.clone(),
+    };
+    let canonical = canonical_json(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let hash = sha256_hex(canonical.as_bytes());
+
+    tx.execute(
+        &prepared(
+            tx,
+            "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
+                mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
+                run_id, trace_id, parent_run_id, receipt_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+        )
+        .await?,
+        &[
+            &d.id,
+            &tenant_id,
+            &event_seq,
+            &d.agent_id,
+            &d.request_id,
+            &d.tool,
+            &d.action,
+            &d.resource,
+            &d.mutates_state,
+            &d.risk.as_str(),
+            &d.source_trust.as_str(),
+            &d.verdict.as_str(),
+            &i64::from(d.risk_score),
+            &d.reason,
+            &serde_json::to_string(&d.matched_policies).unwrap_or_else(|_| "[]".into()),
+            &d.action_hash,
+            &d.trace.run_id,
+            &d.trace.trace_id,
+            &d.trace.parent_run_id,
+            &receipt_id,
+            &d.created_at_ms,
+        ],
+    )
+    .await?;
+    tx.execute(
+        &prepared(
+            tx,
+            "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await?,
+        &[&receipt_id, &tenant_id, &(body.seq as i64), &d.id, &canonical, &hash],
+    )
+    .await?;
+
+    let escalated_to = if d.verdict == Verdict::Deny {
+        escalate_if_due(tx, state, d).await?
+    } else {
+        None
+    };
+
+    state.extend_chain(
+        tenant_id,
+        ChainHead {
+            seq: body.seq,
+            hash: hash.clone(),
+        },
+    );
+    Ok(RecordedDecision {
+        event_seq,
+        receipt_id,
+        receipt_seq: body.seq,
+        receipt_hash: hash,
+        prev_hash: body.prev_hash,
+        escalated_to,
+    })
+}
+
+/// Counts the agent's denies in the window logged after its last tier change; at the
+/// threshold, steps the tier up one level and records the event (as in the SQLite store).
+async fn escalate_if_due(
+    tx: &deadpool_postgres::Transaction<'_>,
+    state: &mut WriterState,
+    d: &NewDecision,
+) -> StoreResult<Option<RiskTier>> {
+    let row = tx
+        .query_one(
+            &prepared(
+                tx,
+                "SELECT risk_tier, risk_tier_changed_seq FROM agents WHERE id = $1",
+            )
+            .await?,
+            &[&d.agent_id],
+        )
+        .await?;
+    let tier: RiskTier = parse_column(&get::<String>(&row, 0)?)?;
+    let changed_seq: i64 = get(&row, 1)?;
+    let Some(next) = tier.escalated() else {
+        return Ok(None);
+    };
+    let window_start = d.created_at_ms - i64::from(d.escalation.window_minutes) * 60_000;
+    let threshold = i64::from(d.escalation.denial_threshold);
+    let denies: i64 = tx
+        .query_one(
+            &prepared(
+                tx,
+                "SELECT COUNT(*) FROM (SELECT 1 FROM decisions
+                  WHERE agent_id = $1 AND decision = 'deny' AND created_at >= $2 AND event_seq > $3
+                  LIMIT $4) AS recent",
+            )
+            .await?,
+            &[&d.agent_id, &window_start, &changed_seq, &threshold],
+        )
+        .await?
+        .try_get(0)?;
+    if denies < threshold {
+        return Ok(None);
+    }
+    let change_seq = append_event(
+        tx,
+        state,
+        d.tenant_id.as_str(),
+        event_kind::AGENT_RISK_TIER_CHANGED,
+        Some(&d.agent_id),
+        Some(&d.id),
+        &serde_json::json!({
+            "from": tier,
+            "to": next,
+            "cause": "escalation",
+            "denials": denies,
+            "window_minutes": d.escalation.window_minutes,
+        }),
+        d.created_at_ms,
+    )
+    .await?;
+    tx.execute(
+        &prepared(
+            tx,
+            "UPDATE agents SET risk_tier = $1, risk_tier_changed_seq = $2, updated_at = $3 WHERE id = $4",
+        )
+        .await?,
+        &[&next.as_str(), &change_seq, &d.created_at_ms, &d.agent_id],
+    )
+    .await?;
+    Ok(Some(next))
+}
+
+pub(crate) async fn change_agent_tx(
+    tx: &deadpool_postgres::Transaction<'_>,
+    state: &mut WriterState,
+    tenant_id: &str,
+    agent_id: &str,
+    change: &AgentChange,
+) -> StoreResult<Agent> {
+    let agent = load_agent(tx, tenant_id, agent_id).await?;
+    let at = change.at_ms;
+    if agent.status == AgentStatus::Revoked {
+        return Err(StoreError::Conflict(match change.kind {
+            AgentChangeKind::Revoke { .. } => "the agent is already revoked".into(),
+            _ => "the agent is revoked; revocation is terminal".into(),
+        }));
+    }
+    let (kind, payload) = match &change.kind {
+        AgentChangeKind::Freeze { reason } => {
+            if agent.status == AgentStatus::Frozen {
+                return Ok(agent);
+            }
+            tx.execute(
+                "UPDATE agents SET status = 'frozen', status_reason = $1, updated_at = $2 WHERE id = $3",
+                &[reason, &at, &agent_id],
+            )
+            .await?;
+            (
+                event_kind::AGENT_FROZEN,
+                serde_json::json!({"reason": reason, "actor": change.actor}),
+            )
+        }
+        AgentChangeKind::Unfreeze => {
+            if agent.status == AgentStatus::Active {
+                return Ok(agent);
+            }
+            tx.execute(
+                "UPDATE agents SET status = 'active', status_reason = NULL, updated_at = $1 WHERE id = $2",
+                &[&at, &agent_id],
+            )
+            .await?;
+            (
+                event_kind::AGENT_UNFROZEN,
+                serde_json::json!({"actor": change.actor}),
+            )
+        }
+        AgentChangeKind::Revoke { reason } => {
+            tx.execute(
+                "UPDATE agents SET status = 'revoked', status_reason = $1, updated_at = $2 WHERE id = $3",
+                &[reason, &at, &agent_id],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE agent_tokens SET retired_at = $1 WHERE agent_id = $2 AND retired_at IS NULL",
+                &[&at, &agent_id],
+            )
+            .await?;
+            (
+                event_kind::AGENT_REVOKED,
+                serde_json::json!({"reason": reason, "actor": change.actor}),
+            )
+        }
+        AgentChangeKind::RotateToken { new_token_hash } => {
+            tx.execute(
+                "UPDATE agent_tokens SET retired_at = $1 WHERE agent_id = $2 AND retired_at IS NULL",
+                &[&at, &agent_id],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO agent_tokens (secret_hash, tenant_id, agent_id, created_at) VALUES ($1, $2, $3, $4)",
+                &[&&new_token_hash[..], &tenant_id, &agent_id, &at],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE agents SET updated_at = $1 WHERE id = $2",
+                &[&at, &agent_id],
+            )
+            .await?;
+            (
+                event_kind::AGENT_TOKEN_ROTATED,
+                serde_json::json!({"actor": change.actor}),
+            )
+        }
+        AgentChangeKind::SetRiskTier { risk_tier } => {
+            let change_seq = append_event(
+                tx,
+                state,
+                tenant_id,
+                event_kind::AGENT_RISK_TIER_CHANGED,
+                Some(agent_id),
+                Some(agent_id),
+                &serde_json::json!({"from": agent.risk_tier, "to": risk_tier, "cause": "operator", "actor": change.actor}),
+                at,
+            )
+            .await?;
+            tx.execute(
+                "UPDATE agents SET risk_tier = $1, risk_tier_changed_seq = $2, updated_at = $3 WHERE id = $4",
+                &[&risk_tier.as_str(), &change_seq, &at, &agent_id],
+            )
+            .await?;
+            return load_agent(tx, tenant_id, agent_id).await;
+        }
+    };
+    append_event(
+        tx,
+        state,
+        tenant_id,
+        kind,
+        Some(agent_id),
+        Some(agent_id),
+        &payload,
+        at,
+    )
+    .await?;
+    load_agent(tx, tenant_id, agent_id).await
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.query("SELECT 1", &[]).await.map(drop)
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.writer()?
+            .write(|_, _| Box::pin(async { Ok(()) }))
+            .await
+    }
+
+    async fn lead(&self) -> StoreResult<Leadership> {
+        loop {
+            match try_lead(&self.config).await {
+                Ok(Some(leadership)) => return Ok(leadership),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot contend for leadership"),
+            }
+            tokio::time::sleep(LEADERSHIP_CHECK).await;
+        }
+    }
+
+    async fn create_tenant(
+        &self,
+        tenant: &TenantId,
+        admin_key: NewOperatorKey,
+    ) -> StoreResult<OperatorKey> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    let at = admin_key.created_at_ms;
+                    let inserted = tx
+                        .execute(
+                            "INSERT INTO tenants (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                            &[&tenant.as_str(), &at],
+                        )
+                        .await?;
+                    if inserted == 0 {
+                        return Err(StoreError::Conflict(format!(
+                            "tenant {tenant} already exists"
+                        )));
+                    }
+                    append_event(
+                        tx,
+                        state,
+                        tenant.as_str(),
+                        event_kind::TENANT_CREATED,
+                        None,
+                        None,
+                        &serde_json::json!({}),
+                        at,
+                    )
+                    .await?;
+                    insert_operator_key(tx, state, tenant.as_str(), &admin_key).await
+                })
+            })
+            .await
+    }
+
+    async fn tenant(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {
+        let client = self.pool.get().await?;
+        load_tenant(&client, tenant).await
+    }
+
+    async fn set_risk_escalation(
+        &self,
+        tenant: &TenantId,
+        escalation: RiskEscalation,
+    ) -> StoreResult<TenantSettings> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    tx.execute(
+                        "UPDATE tenants SET denial_threshold = $1, escalation_window_minutes = $2 WHERE id = $3",
+                        &[
+                            &i64::from(escalation.denial_threshold),
+                            &i64::from(escalation.window_minutes),
+                            &tenant.as_str(),
+                        ],
+                    )
+                    .await?;
+                    settings_changed(
+                        tx,
+                        state,
+                        &tenant,
+                        serde_json::json!({"risk_escalation": escalation}),
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    async fn create_operator_key(
+        &self,
+        tenant: &TenantId,
+        key: NewOperatorKey,
+    ) -> StoreResult<OperatorKey> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move { insert_operator_key(tx, state, tenant.as_str(), &key).await })
+            })
+            .await
+    }
+
+    async fn operator_key_by_hash(
+        &self,
+        secret_hash: SecretHash,
+    ) -> StoreResult<Option<OperatorKey>> {
+        let found = self
+            .query_opt(
+                &format!(
+                    "SELECT {KEY_COLUMNS}, secret_hash FROM operator_keys WHERE secret_hash = $1"
+                ),
+                &[&&secret_hash[..]],
+            )
+            .await?;
+        let Some(row) = found else {
+            return Ok(None);
+        };
+        let stored: Vec<u8> = get(&row, 6)?;
+        // The index lookup found the row; confirm in constant time before trusting it.
+        if !constant_time_eq(&stored, &secret_hash) {
+            return Ok(None);
+        }
+        key_from_row(&row).map(Some)
+    }
+
+    async fn list_operator_keys(&self, tenant: &TenantId) -> StoreResult<Vec<OperatorKey>> {
+        self.query_map(
+            &format!(
+                "SELECT {KEY_COLUMNS} FROM operator_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"
+            ),
+            &[&tenant.as_str()],
+            key_from_row,
+        )
+        .await
+    }
+
+    async fn revoke_operator_key(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+    ) -> StoreResult<OperatorKey> {
+        let (tenant, key_id) = (tenant.clone(), key_id.to_owned());
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    let at = now_ms();
+                    let changed = tx
+                        .execute(
+                            "UPDATE operator_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND id = $3",
+                            &[&at, &tenant.as_str(), &key_id],
+                        )
+                        .await?;
+                    if changed == 0 {
+                        return Err(StoreError::NotFound("key"));
+                    }
+                    append_event(
+                        tx,
+                        state,
+                        tenant.as_str(),
+                        event_kind::KEY_REVOKED,
+                        None,
+                        Some(&key_id),
+                        &serde_json::json!({"key_id": key_id}),
+                        at,
+                    )
+                    .await?;
+                    let row = tx
+                        .query_one(
+                            &format!("SELECT {KEY_COLUMNS} FROM operator_keys WHERE id = $1"),
+                            &[&key_id],
+                        )
+                        .await?;
+                    key_from_row(&row)
+                })
+            })
+            .await
+    }
+
+    async fn create_agent(&self, tenant: &TenantId, agent: NewAgent) -> StoreResult<Agent> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    let at = agent.created_at_ms;
+                    tx.execute(
+                        "INSERT INTO agents (id, tenant_id, name, status, risk_tier, created_at, updated_at)
+                         VALUES ($1, $2, $3, 'active', $4, $5, $5)",
+                        &[&agent.id, &tenant.as_str(), &agent.name, &agent.risk_tier.as_str(), &at],
+                    )
+                    .await?;
+                    tx.execute(
+                        "INSERT INTO agent_tokens (secret_hash, tenant_id, agent_id, created_at) VALUES ($1, $2, $3, $4)",
+                        &[&&agent.token_hash[..], &tenant.as_str(), &agent.id, &at],
+                    )
+                    .await?;
+                    append_event(
+                        tx,
+                        state,
+                        tenant.as_str(),
+                        event_kind::AGENT_CREATED,
+                        Some(&agent.id),
+                        Some(&agent.id),
+                        &serde_json::json!({"name": agent.name, "risk_tier": agent.risk_tier, "actor": agent.actor}),
+                        at,
+                    )
+                    .await?;
+                    load_agent(tx, tenant.as_str(), &agent.id).await
+                })
+            })
+            .await
+    }
+
+    async fn agent(&self, tenant: &TenantId, agent_id: &str) -> StoreResult<Agent> {
+        let client = self.pool.get().await?;
+        load_agent(&client, tenant.as_str(), agent_id).await
+    }
+
+    async fn list_agents(&self, tenant: &TenantId, page: Page) -> StoreResult<Vec<Agent>> {
+        self.query_map(
+            &format!(
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND ordinal < $2 ORDER BY ordinal DESC LIMIT $3"
+            ),
+            &[
+                &tenant.as_str(),
+                &page.before.unwrap_or(i64::MAX),
+                &i64::from(page.limit),
+            ],
+            agent_from_row,
+        )
+        .await
+    }
+
+    async fn agent_by_token_hash(
+        &self,
+        secret_hash: SecretHash,
+    ) -> StoreResult<Option<TokenOwner>> {
+        let client = self.pool.get().await?;
+        let token = client
+            .query_opt(
+                &prepared(
+                    &client,
+                    "SELECT tenant_id, agent_id, retired_at, secret_hash FROM agent_tokens WHERE secret_hash = $1",
+                )
+                .await?,
+                &[&&secret_hash[..]],
+            )
+            .await?;
+        let Some(row) = token else {
+            return Ok(None);
+        };
+        let stored: Vec<u8> = get(&row, 3)?;
+        if !constant_time_eq(&stored, &secret_hash) {
+            return Ok(None);
+        }
+        let tenant_id: String = get(&row, 0)?;
+        let agent_id: String = get(&row, 1)?;
+        let retired_at: Option<i64> = get(&row, 2)?;
+        let agent = load_agent(&client, &tenant_id, &agent_id).await?;
+        if retired_at.is_some() || agent.status == AgentStatus::Revoked {
+            return Ok(Some(TokenOwner::Dead {
+                tenant_id: TenantId::new(tenant_id),
+                agent_id,
+            }));
+        }
+        Ok(Some(TokenOwner::Current(agent)))
+    }
+
+    async fn change_agent(
+        &self,
+        tenant: &TenantId,
+        agent_id: &str,
+        change: AgentChange,
+    ) -> StoreResult<Agent> {
+        let (tenant, agent_id) = (tenant.clone(), agent_id.to_owned());
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    change_agent_tx(tx, state, tenant.as_str(), &agent_id, &change).await
+                })
+            })
+            .await
+    }
+
+    async fn register_tool(
+        &self,
+        tenant: &TenantId,
+        tool: &str,
+        actions: Vec<ToolAction>,
+    ) -> StoreResult<()> {
+        let (tenant, tool) = (tenant.clone(), tool.to_owned());
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    let at = now_ms();
+                    let upsert = prepared(
+                        tx,
+                        "INSERT INTO tool_actions (tenant_id, tool, action, mutates_state, risk, egress, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (tenant_id, tool, action) DO UPDATE
+                         SET mutates_state = excluded.mutates_state, risk = excluded.risk, egress = excluded.egress,
+                             updated_at = excluded.updated_at",
+                    )
+                    .await?;
+                    for a in &actions {
+                        tx.execute(
+                            &upsert,
+                            &[&tenant.as_str(), &tool, &a.action, &a.mutates_state, &a.risk.as_str(), &a.egress, &at],
+                        )
+                        .await?;
+                    }
+                    append_event(
+                        tx,
+                        state,
+                        tenant.as_str(),
+                        event_kind::TOOL_REGISTERED,
+                        None,
+                        Some(&tool),
+                        &serde_json::json!({"tool": tool, "actions": actions}),
+                        at,
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn tool_actions(&self, tenant: &TenantId) -> StoreResult<Vec<RegisteredToolAction>> {
+        self.query_map(
+            "SELECT tool, action, mutates_state, risk, egress FROM tool_actions WHERE tenant_id = $1 ORDER BY tool, action",
+            &[&tenant.as_str()],
+            |row| {
+                Ok(RegisteredToolAction {
+                    tool: get(row, 0)?,
+                    action: ToolAction {
+                        action: get(row, 1)?,
+                        mutates_state: get(row, 2)?,
+                        risk: parse_column(&get::<String>(row, 3)?)?,
+                        egress: get(row, 4)?,
+                    },
+                })
+            },
+        )
+        .await
+    }
+
+    async fn policies(&self, tenant: &TenantId) -> StoreResult<Vec<PolicyDocument>> {
+        self.query_map(
+            "SELECT id, text FROM policies WHERE tenant_id = $1 ORDER BY id",
+            &[&tenant.as_str()],
+            |row| {
+                Ok(PolicyDocument {
+                    id: get(row, 0)?,
+                    text: get(row, 1)?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn put_policy(
+        &self,
+        tenant: &TenantId,
+        policy: PolicyDocument,
+        actor: &str,
+    ) -> StoreResult<bool> {
+        let (tenant, actor) = (tenant.clone(), actor.to_owned());
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    let at = now_ms();
+                    let existed: bool = tx
+                        .query_one(
+                            "SELECT EXISTS (SELECT 1 FROM policies WHERE tenant_id = $1 AND id = $2)",
+                            &[&tenant.as_str(), &policy.id],
+                        )
+                        .await?
+                        .try_get(0)?;
+                    tx.execute(
+                        "INSERT INTO policies (tenant_id, id, text, updated_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (tenant_id, id) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
+                        &[&tenant.as_str(), &policy.id, &policy.text, &at],
+                    )
+                    .await?;
+                    append_event(
+                        tx,
+                        state,
+                        tenant.as_str(),
+                        event_kind::POLICY_PUT,
+                        None,
+                        Some(&policy.id),
+                        &serde_json::json!({"policy_id": policy.id, "actor": actor, "sha256": sha256_hex(policy.text.as_bytes())}),
+                        at,
+                    )
+                    .await?;
+                    Ok(!existed)
+                })
+            })
+            .await
+    }
+
+    async fn delete_policy(
+        &self,
+        tenant: &TenantId,
+        policy_id: &str,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let (tenant, policy_id, actor) = (tenant.clone(), policy_id.to_owned(), actor.to_owned());
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    let deleted = tx
+                        .execute(
+                            "DELETE FROM policies WHERE tenant_id = $1 AND id = $2",
+                            &[&tenant.as_str(), &policy_id],
+                        )
+                        .await?;
+                    if deleted == 0 {
+                        return Err(StoreError::NotFound("policy"));
+                    }
+                    append_event(
+                        tx,
+                        state,
+                        tenant.as_str(),
+                        event_kind::POLICY_DELETED,
+                        None,
+                        Some(&policy_id),
+                        &serde_json::json!({"policy_id": policy_id, "actor": actor}),
+                        now_ms(),
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move { record_decision_tx(tx, state, &decision).await })
+            })
+            .await
+    }
+
+    async fn decision(&self, tenant: &TenantId, decision_id: &str) -> StoreResult<DecisionRecord> {
+        let row = self
+            .query_opt(
+                &format!(
+                    "SELECT {DECISION_COLUMNS} FROM decisions WHERE tenant_id = $1 AND id = $2"
+                ),
+                &[&tenant.as_str(), &decision_id],
+            )
+            .await?
+            .ok_or(StoreError::NotFound("decision"))?;
+        decision_from_row(&row)
+    }
+
+    async fn list_decisions(
+        &self,
+        tenant: &TenantId,
+        filter: DecisionFilter,
+    ) -> StoreResult<Vec<DecisionRecord>> {
+        let sql = format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions
+             WHERE tenant_id = $1 AND event_seq < $2
+               AND ($3::text IS NULL OR agent_id = $3) AND ($4::text IS NULL OR decision = $4)
+               AND ($5::text IS NULL OR tool = $5) AND ($6::text IS NULL OR action = $6)
+               AND ($7::text IS NULL OR run_id = $7)
+               AND ($8::bigint IS NULL OR created_at >= $8) AND ($9::bigint IS NULL OR created_at < $9)
+             ORDER BY event_seq DESC LIMIT $10"
+        );
+        self.query_map(
+            &sql,
+            &[
+                &tenant.as_str(),
+                &filter.page.before.unwrap_or(i64::MAX),
+                &filter.agent_id,
+                &filter.verdict.map(Verdict::as_str),
+                &filter.tool,
+                &filter.action,
+                &filter.run_id,
+                &filter.since_ms,
+                &filter.until_ms,
+                &i64::from(filter.page.limit),
+            ],
+            decision_from_row,
+        )
+        .await
+    }
+
+    async fn receipt_tenants(&self) -> StoreResult<Vec<TenantId>> {
+        self.query_map(
+            "SELECT DISTINCT tenant_id FROM receipts ORDER BY tenant_id",
+            &[],
+            |row| Ok(TenantId::new(get::<String>(row, 0)?)),
+        )
+        .await
+    }
+
+    async fn receipts(
+        &self,
+        tenant: &TenantId,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Receipt>> {
+        self.query_map(
+            "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            &[&tenant.as_str(), &(after_seq as i64), &i64::from(limit)],
+            receipt_from_row,
+        )
+        .await
+    }
+
+    async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {
+        self.query_map(
+            "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+             WHERE tenant_id = $1 ORDER BY seq",
+            &[&tenant.as_str()],
+            checkpoint_from_row,
+        )
+        .await
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        self.query_map(
+            "SELECT key_id, public_key, created_at FROM signing_keys ORDER BY created_at",
+            &[],
+            |row| {
+                Ok(SigningKeyRecord {
+                    key_id: get(row, 0)?,
+                    public_key: get(row, 1)?,
+                    created_at_ms: get(row, 2)?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn set_autonomy_override(
+        &self,
+        tenant: &TenantId,
+        level: Option<AutonomyLevel>,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        let (tenant, actor) = (tenant.clone(), actor.to_owned());
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    tx.execute(
+                        "UPDATE tenants SET soc_autonomy_level = $1 WHERE id = $2",
+                        &[&level.map(AutonomyLevel::as_str), &tenant.as_str()],
+                    )
+                    .await?;
+                    settings_changed(
+                        tx,
+                        state,
+                        &tenant,
+                        serde_json::json!({"soc_autonomy_level": level, "actor": actor}),
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    async fn set_deny_storm_override(
+        &self,
+        tenant: &TenantId,
+        deny_storm: DenyStormOverride,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        let (tenant, actor) = (tenant.clone(), actor.to_owned());
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    tx.execute(
+                        "UPDATE tenants SET deny_storm_n = $1, deny_storm_window_secs = $2 WHERE id = $3",
+                        &[
+                            &deny_storm.threshold.map(i64::from),
+                            &deny_storm.window_secs.map(i64::from),
+                            &tenant.as_str(),
+                        ],
+                    )
+                    .await?;
+                    settings_changed(
+                        tx,
+                        state,
+                        &tenant,
+                        serde_json::json!({"deny_storm": deny_storm, "actor": actor}),
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        self.query_map(
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            ),
+            &[&tenant.as_str(), &after_seq, &i64::from(limit)],
+            event_from_row,
+        )
+        .await
+    }
+
+    async fn record_event(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        agent_id: Option<&str>,
+        payload: serde_json::Value,
+    ) -> StoreResult<i64> {
+        let (tenant, kind, agent_id) =
+            (tenant.clone(), kind.to_owned(), agent_id.map(str::to_owned));
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    append_event(
+                        tx,
+                        state,
+                        tenant.as_str(),
+                        &kind,
+                        agent_id.as_deref(),
+                        None,
+                        &payload,
+                        now_ms(),
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        self.query_map(
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
+            &[&after_seq, &i64::from(limit)],
+            event_from_row,
+        )
+        .await
+    }
+
+    async fn events_of_kinds(
+        &self,
+        after_seq: i64,
+        up_to: i64,
+        kinds: &'static [&'static str],
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        self.query_map(
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE seq > $1 AND seq <= $2 AND kind = ANY($3)
+                 ORDER BY seq LIMIT $4"
+            ),
+            &[&after_seq, &up_to, &kinds, &i64::from(limit)],
+            event_from_row,
+        )
+        .await
+    }
+
+    fn committed_seq(&self) -> watch::Receiver<i64> {
+        self.commits.clone()
+    }
+
+    async fn consumer_cursor(&self, consumer: &str) -> StoreResult<i64> {
+        Ok(self
+            .query_opt(
+                "SELECT seq FROM consumer_cursors WHERE name = $1",
+                &[&consumer],
+            )
+            .await?
+            .map(|row| get(&row, 0))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move { soc::apply_batch(tx, state, &batch, now_ms()).await })
+            })
+            .await
+    }
+
+    async fn correlator_states(&self) -> StoreResult<Vec<CorrelatorStateRecord>> {
+        let client = self.pool.get().await?;
+        soc::correlator_states(&client).await
+    }
+
+    async fn list_alerts(
+        &self,
+        tenant: &TenantId,
+        filter: AlertFilter,
+    ) -> StoreResult<Vec<AlertRecord>> {
+        let client = self.pool.get().await?;
+        soc::list_alerts(&client, tenant, &filter).await
+    }
+
+    async fn list_incidents(
+        &self,
+        tenant: &TenantId,
+        filter: IncidentFilter,
+    ) -> StoreResult<Vec<IncidentRecord>> {
+        let client = self.pool.get().await?;
+        soc::list_incidents(&client, tenant, &filter).await
+    }
+
+    async fn incident(&self, tenant: &TenantId, incident_id: &str) -> StoreResult<IncidentDetail> {
+        let client = self.pool.get().await?;
+        soc::load_incident(&client, tenant.as_str(), incident_id).await
+    }
+
+    async fn latest_incident(
+        &self,
+        tenant: &TenantId,
+        agent_id: &str,
+        kind: &str,
+    ) -> StoreResult<Option<String>> {
+        self.query_opt(
+            "SELECT id FROM incidents WHERE tenant_id = $1 AND agent_id = $2 AND kind = $3
+             ORDER BY event_seq DESC LIMIT 1",
+            &[&tenant.as_str(), &agent_id, &kind],
+        )
+        .await?
+        .map(|row| get(&row, 0))
+        .transpose()
+    }
+
+    async fn step_incident(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+        step: IncidentStep,
+        actor: &str,
+    ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
+        let (tenant, incident_id, actor) =
+            (tenant.clone(), incident_id.to_owned(), actor.to_owned());
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    soc::step_incident(
+                        tx,
+                        state,
+                        tenant.as_str(),
+                        &incident_id,
+                        &step,
+                        &actor,
+                        now_ms(),
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move { notify::apply_batch(tx, &batch, now_ms()).await })
+            })
+            .await
+    }
+
+    async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>> {
+        let client = self.pool.get().await?;
+        notify::coalesce_states(&client).await
+    }
+
+    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>> {
+        let client = self.pool.get().await?;
+        notify::due_deliveries(&client, now_ms, limit).await
+    }
+
+    async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move { notify::finish_delivery(tx, &id, &outcome).await })
+            })
+            .await
+    }
+
+    async fn defer_deliveries(&self, ids: Vec<String>, next_attempt_at_ms: i64) -> StoreResult<()> {
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move {
+                    for id in &ids {
+                        notify::finish_delivery(
+                            tx,
+                            id,
+                            &DeliveryOutcome::Deferred { next_attempt_at_ms },
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move { notify::insert_delivery(tx, &delivery).await })
+            })
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        sink: &str,
+        page: Page,
+    ) -> StoreResult<Vec<Delivery>> {
+        let client = self.pool.get().await?;
+        notify::list_deliveries(&client, tenant, sink, page).await
+    }
+
+    async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move { notify::create_webhook(tx, &tenant, &webhook).await })
+            })
+            .await
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
+        let client = self.pool.get().await?;
+        notify::list_webhooks(&client, tenant).await
+    }
+
+    async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>> {
+        let client = self.pool.get().await?;
+        notify::webhook_by_id(&client, webhook_id).await
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {
+        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move { notify::delete_webhook(tx, &tenant, &id, now_ms()).await })
+            })
+            .await
+    }
+
+    async fn receipt(&self, tenant: &TenantId, receipt_id: &str) -> StoreResult<Receipt> {
+        let client = self.pool.get().await?;
+        evidence::receipt(&client, tenant, receipt_id).await
+    }
+
+    async fn receipts_newest(&self, tenant: &TenantId, page: Page) -> StoreResult<Vec<Receipt>> {
+        let client = self.pool.get().await?;
+        evidence::receipts_newest(&client, tenant, page).await
+    }
+
+    async fn checkpoints_from(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Checkpoint>> {
+        let client = self.pool.get().await?;
+        evidence::checkpoints_from(&client, tenant, from_seq, limit).await
+    }
+
+    async fn put_narrative(
+        &self,
+        tenant: &TenantId,
+        narrative: NarrativeRecord,
+    ) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move { evidence::put_narrative(tx, &tenant, &narrative).await })
+            })
+            .await
+    }
+
+    async fn narrative(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+    ) -> StoreResult<Option<NarrativeRecord>> {
+        let client = self.pool.get().await?;
+        evidence::narrative(&client, tenant, incident_id).await
+    }
+}

@@ -1,0 +1,357 @@
+//! Notification tables: webhook subscriptions, the delivery queue, coalescing state.
+
+use super::prepared;
+use super::rows::get;
+use crate::sqlite::notify::WEBHOOK_COLUMNS;
+use crate::*;
+use deadpool_postgres::{GenericClient, Transaction};
+use tokio_postgres::Row;
+
+/// Deliveries page and queue by `ordinal` here (SQLite uses its rowid).
+const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, ordinal";
+
+/// How long a delivery claimed by [`due_deliveries`] stays away from other claims; the
+/// outcome recorded by [`finish_delivery`] replaces it.
+const CLAIM_LEASE_MS: i64 = 60_000;
+
+fn delivery_from_row(row: &Row) -> StoreResult<Delivery> {
+    Ok(Delivery {
+        id: get(row, 0)?,
+        tenant_id: TenantId::new(get::<String>(row, 1)?),
+        sink: get(row, 2)?,
+        agent_id: get(row, 3)?,
+        body: get(row, 4)?,
+        status: get(row, 5)?,
+        attempts: get(row, 6)?,
+        next_attempt_at_ms: get(row, 7)?,
+        last_error: get(row, 8)?,
+        created_at_ms: get(row, 9)?,
+        delivered_at_ms: get(row, 10)?,
+        cursor: get(row, 11)?,
+    })
+}
+
+fn webhook_from_row(row: &Row) -> StoreResult<Webhook> {
+    let events: Option<String> = get(row, 4)?;
+    Ok(Webhook {
+        id: get(row, 0)?,
+        tenant_id: TenantId::new(get::<String>(row, 1)?),
+        url: get(row, 2)?,
+        format: get(row, 3)?,
+        events: events.and_then(|e| serde_json::from_str(&e).ok()),
+        secret: get(row, 5)?,
+        created_at_ms: get(row, 6)?,
+    })
+}
+
+pub(super) async fn insert_delivery(tx: &Transaction<'_>, d: &NewDelivery) -> StoreResult<()> {
+    tx.execute(
+        &prepared(
+            tx,
+            "INSERT INTO deliveries (id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .await?,
+        &[
+            &d.id,
+            &d.tenant_id.as_str(),
+            &d.sink,
+            &d.agent_id,
+            &d.body,
+            &d.created_at_ms,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn apply_batch(
+    tx: &Transaction<'_>,
+    batch: &NotifyBatch,
+    now: i64,
+) -> StoreResult<()> {
+    for delivery in &batch.deliveries {
+        insert_delivery(tx, delivery).await?;
+    }
+    let save = prepared(
+        tx,
+        "INSERT INTO notify_coalesce (tenant_id, agent_id, last_sent_at, pending) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, agent_id) DO UPDATE SET last_sent_at = excluded.last_sent_at, pending = excluded.pending",
+    )
+    .await?;
+    for state in &batch.coalesce {
+        tx.execute(
+            &save,
+            &[
+                &state.tenant_id.as_str(),
+                &state.agent_id,
+                &state.last_sent_at_ms,
+                &state.pending.to_string(),
+            ],
+        )
+        .await?;
+    }
+    super::soc::advance_cursor(tx, &batch.consumer, batch.after, batch.cursor, now).await?;
+    Ok(())
+}
+
+pub(super) async fn coalesce_states<C: GenericClient>(
+    client: &C,
+) -> StoreResult<Vec<CoalesceRecord>> {
+    client
+        .query(
+            &prepared(
+                client,
+                "SELECT tenant_id, agent_id, last_sent_at, pending FROM notify_coalesce",
+            )
+            .await?,
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let pending: String = get(row, 3)?;
+            Ok(CoalesceRecord {
+                tenant_id: TenantId::new(get::<String>(row, 0)?),
+                agent_id: get(row, 1)?,
+                last_sent_at_ms: get(row, 2)?,
+                pending: serde_json::from_str(&pending)
+                    .map_err(|e| StoreError::Corrupt(format!("coalescing state: {e}")))?,
+            })
+        })
+        .collect()
+}
+
+/// Claims the due deliveries with a [`CLAIM_LEASE_MS`] lease, so two replicas never get one at once.
+pub(super) async fn due_deliveries<C: GenericClient>(
+    client: &C,
+    now: i64,
+    limit: u32,
+) -> StoreResult<Vec<Delivery>> {
+    // Returned as they were before the claim (the due time, not the lease), oldest due first.
+    let statement = prepared(
+        client,
+        &format!(
+            "WITH due AS (
+                 SELECT id, next_attempt_at FROM deliveries
+                 WHERE status = 'pending' AND next_attempt_at <= $1
+                 ORDER BY next_attempt_at, ordinal LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ), claimed AS (
+                 UPDATE deliveries SET next_attempt_at = $3
+                 FROM due WHERE deliveries.id = due.id
+                 RETURNING deliveries.id, deliveries.tenant_id, deliveries.sink, deliveries.agent_id,
+                     deliveries.body, deliveries.status, deliveries.attempts, due.next_attempt_at,
+                     deliveries.last_error, deliveries.created_at, deliveries.delivered_at,
+                     deliveries.ordinal
+             )
+             SELECT {DELIVERY_COLUMNS} FROM claimed ORDER BY next_attempt_at, ordinal"
+        ),
+    )
+    .await?;
+    client
+        .query(
+            &statement,
+            &[&now, &i64::from(limit), &(now + CLAIM_LEASE_MS)],
+        )
+        .await?
+        .iter()
+        .map(delivery_from_row)
+        .collect()
+}
+
+pub(super) async fn finish_delivery(
+    tx: &Transaction<'_>,
+    id: &str,
+    outcome: &DeliveryOutcome,
+) -> StoreResult<()> {
+    // Only a pending delivery changes: a delivered one stays delivered.
+    match outcome {
+        DeliveryOutcome::Delivered { at_ms } => {
+            tx.execute(
+                &prepared(
+                    tx,
+                    "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = $2, last_error = NULL
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .await?,
+                &[&id, at_ms],
+            )
+            .await?
+        }
+        DeliveryOutcome::Retry {
+            next_attempt_at_ms,
+            error,
+        } => {
+            tx.execute(
+                &prepared(
+                    tx,
+                    "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .await?,
+                &[&id, next_attempt_at_ms, error],
+            )
+            .await?
+        }
+        DeliveryOutcome::Failed { error } => {
+            tx.execute(
+                &prepared(
+                    tx,
+                    "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = $2
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .await?,
+                &[&id, error],
+            )
+            .await?
+        }
+        DeliveryOutcome::Deferred { next_attempt_at_ms } => {
+            tx.execute(
+                &prepared(
+                    tx,
+                    "UPDATE deliveries SET next_attempt_at = $2 WHERE id = $1 AND status = 'pending'",
+                )
+                .await?,
+                &[&id, next_attempt_at_ms],
+            )
+            .await?
+        }
+    };
+    Ok(())
+}
+
+pub(super) async fn list_deliveries<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    sink: &str,
+    page: Page,
+) -> StoreResult<Vec<Delivery>> {
+    client
+        .query(
+            &prepared(
+                client,
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                     WHERE tenant_id = $1 AND sink = $2 AND ordinal < $3
+                     ORDER BY ordinal DESC LIMIT $4"
+                ),
+            )
+            .await?,
+            &[
+                &tenant.as_str(),
+                &sink,
+                &page.before.unwrap_or(i64::MAX),
+                &i64::from(page.limit),
+            ],
+        )
+        .await?
+        .iter()
+        .map(delivery_from_row)
+        .collect()
+}
+
+pub(super) async fn create_webhook(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    w: &NewWebhook,
+) -> StoreResult<Webhook> {
+    let events = w
+        .events
+        .as_ref()
+        .map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()));
+    tx.execute(
+        &prepared(
+            tx,
+            "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, secret, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await?,
+        &[
+            &w.id,
+            &tenant.as_str(),
+            &w.url,
+            &w.format,
+            &events,
+            &w.secret,
+            &w.created_at_ms,
+        ],
+    )
+    .await?;
+    Ok(Webhook {
+        id: w.id.clone(),
+        tenant_id: tenant.clone(),
+        url: w.url.clone(),
+        format: w.format.clone(),
+        events: w.events.clone(),
+        secret: w.secret.clone(),
+        created_at_ms: w.created_at_ms,
+    })
+}
+
+pub(super) async fn list_webhooks<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+) -> StoreResult<Vec<Webhook>> {
+    client
+        .query(
+            &prepared(
+                client,
+                &format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions
+                     WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC"
+                ),
+            )
+            .await?,
+            &[&tenant.as_str()],
+        )
+        .await?
+        .iter()
+        .map(webhook_from_row)
+        .collect()
+}
+
+pub(super) async fn webhook_by_id<C: GenericClient>(
+    client: &C,
+    id: &str,
+) -> StoreResult<Option<Webhook>> {
+    client
+        .query_opt(
+            &prepared(
+                client,
+                &format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions WHERE id = $1 AND deleted_at IS NULL"
+                ),
+            )
+            .await?,
+            &[&id],
+        )
+        .await?
+        .as_ref()
+        .map(webhook_from_row)
+        .transpose()
+}
+
+pub(super) async fn delete_webhook(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    let changed = tx
+        .execute(
+            &prepared(
+                tx,
+                "UPDATE webhook_subscriptions SET deleted_at = $3, secret = NULL
+                 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+            )
+            .await?,
+            &[&tenant.as_str(), &id, &now],
+        )
+        .await?;
+    if changed == 0 {
+        return Err(StoreError::NotFound("webhook"));
+    }
+    Ok(())
+}

@@ -1,0 +1,685 @@
+//! SOC tables: alerts, incidents, evidence, response actions, consumer cursors.
+
+use super::rows::*;
+use super::writer::WriterState;
+use super::{append_event, change_agent_tx, load_agent, prepared};
+use crate::sqlite::soc::RESPONSE_ENGINE;
+use crate::*;
+use aegis_core::model::AgentStatus;
+use deadpool_postgres::{GenericClient, Transaction};
+
+pub(super) async fn apply_batch(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    batch: &SocBatch,
+    now: i64,
+) -> StoreResult<SocApplied> {
+    let mut applied = SocApplied::default();
+    for alert in &batch.alerts {
+        insert_alert(tx, state, alert).await?;
+    }
+    for incident in &batch.incidents {
+        if open_incident(tx, state, incident, &mut applied).await? {
+            applied.opened.push(incident.id.clone());
+        }
+    }
+    for append in &batch.evidence {
+        let added = tx
+            .execute(
+                &prepared(
+                    tx,
+                    "INSERT INTO incident_evidence (incident_id, event_seq, decision_id)
+                     SELECT id, $3::bigint, COALESCE($4::text, (SELECT d.id FROM decisions d WHERE d.event_seq = $3))
+                     FROM incidents WHERE tenant_id = $1 AND id = $2
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?,
+                &[
+                    &append.tenant_id.as_str(),
+                    &append.incident_id,
+                    &append.evidence.event_seq,
+                    &append.evidence.decision_id,
+                ],
+            )
+            .await?;
+        if added > 0 {
+            tx.execute(
+                &prepared(tx, "UPDATE incidents SET updated_at = $1 WHERE id = $2").await?,
+                &[&now, &append.incident_id],
+            )
+            .await?;
+        }
+    }
+    let save_state = prepared(
+        tx,
+        "INSERT INTO correlator_state (tenant_id, agent_id, state) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id, agent_id) DO UPDATE SET state = excluded.state",
+    )
+    .await?;
+    for saved in &batch.correlator_states {
+        tx.execute(
+            &save_state,
+            &[
+                &saved.tenant_id.as_str(),
+                &saved.agent_id,
+                &saved.state.to_string(),
+            ],
+        )
+        .await?;
+    }
+    advance_cursor(tx, &batch.consumer, batch.after, batch.cursor, now).await?;
+    Ok(applied)
+}
+
+/// Moves a consumer's cursor from `after` to `cursor`, refusing if another consumer already
+/// moved it past `after` (only one may apply each stretch of the log). Read and write need no
+/// row lock: the writer's transaction holds `log_head`, so no other replica writes between.
+pub(super) async fn advance_cursor(
+    tx: &Transaction<'_>,
+    consumer: &str,
+    after: i64,
+    cursor: i64,
+    now: i64,
+) -> StoreResult<()> {
+    let stored: i64 = tx
+        .query_opt(
+            &prepared(tx, "SELECT seq FROM consumer_cursors WHERE name = $1").await?,
+            &[&consumer],
+        )
+        .await?
+        .map(|row| get(&row, 0))
+        .transpose()?
+        .unwrap_or(0);
+    if stored > after {
+        return Err(StoreError::Conflict(format!(
+            "consumer {consumer} is at {stored}, past this batch's start {after}: another instance is running"
+        )));
+    }
+    tx.execute(
+        &prepared(
+            tx,
+            "INSERT INTO consumer_cursors (name, seq, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+        )
+        .await?,
+        &[&consumer, &cursor, &now],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_alert(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    alert: &NewAlert,
+) -> StoreResult<()> {
+    let inserted = tx
+        .execute(
+            &prepared(
+                tx,
+                "INSERT INTO alerts (id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)
+                 ON CONFLICT (tenant_id, kind, source_seq) DO NOTHING",
+            )
+            .await?,
+            &[
+                &alert.id,
+                &alert.tenant_id.as_str(),
+                &alert.kind,
+                &alert.severity.as_str(),
+                &alert.agent_id,
+                &alert.source_seq,
+                &alert.summary,
+                &alert.created_at_ms,
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(());
+    }
+    let seq = append_event(
+        tx,
+        state,
+        alert.tenant_id.as_str(),
+        event_kind::ALERT_RAISED,
+        alert.agent_id.as_deref(),
+        Some(&alert.id),
+        &serde_json::json!({
+            "alert_id": alert.id,
+            "kind": alert.kind,
+            "severity": alert.severity,
+            "summary": alert.summary,
+            "source_seq": alert.source_seq,
+        }),
+        alert.created_at_ms,
+    )
+    .await?;
+    tx.execute(
+        &prepared(tx, "UPDATE alerts SET event_seq = $1 WHERE id = $2").await?,
+        &[&seq, &alert.id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Inserts the incident unless its dedup key exists; then its evidence and its automatic
+/// response. Returns whether it was new.
+async fn open_incident(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    incident: &NewIncident,
+    applied: &mut SocApplied,
+) -> StoreResult<bool> {
+    let tenant_id = incident.tenant_id.as_str();
+    let inserted = tx
+        .execute(
+            &prepared(
+                tx,
+                "INSERT INTO incidents (id, tenant_id, kind, severity, status, agent_id, dedup_key, summary,
+                     recommended_action, opened_at, updated_at, event_seq)
+                 VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $9, 0)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?,
+            &[
+                &incident.id,
+                &tenant_id,
+                &incident.kind,
+                &incident.severity.as_str(),
+                &incident.agent_id,
+                &incident.dedup_key,
+                &incident.summary,
+                &incident.recommended_action.as_ref().map(|v| v.to_string()),
+                &incident.opened_at_ms,
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let evidence = prepared(
+        tx,
+        "INSERT INTO incident_evidence (incident_id, event_seq, decision_id)
+         VALUES ($1, $2, COALESCE($3::text, (SELECT d.id FROM decisions d WHERE d.event_seq = $2)))
+         ON CONFLICT DO NOTHING",
+    )
+    .await?;
+    for item in &incident.evidence {
+        tx.execute(
+            &evidence,
+            &[&incident.id, &item.event_seq, &item.decision_id],
+        )
+        .await?;
+    }
+    let seq = append_event(
+        tx,
+        state,
+        tenant_id,
+        event_kind::INCIDENT_OPENED,
+        Some(&incident.agent_id),
+        Some(&incident.id),
+        &serde_json::json!({
+            "incident_id": incident.id,
+            "kind": incident.kind,
+            "severity": incident.severity,
+            "agent_id": incident.agent_id,
+            "summary": incident.summary,
+            "evidence_seqs": incident.evidence.iter().map(|e| e.event_seq).collect::<Vec<_>>(),
+            "recommended_action": incident.recommended_action,
+        }),
+        incident.opened_at_ms,
+    )
+    .await?;
+    tx.execute(
+        &prepared(tx, "UPDATE incidents SET event_seq = $1 WHERE id = $2").await?,
+        &[&seq, &incident.id],
+    )
+    .await?;
+
+    let at = incident.opened_at_ms;
+    if let Some(reason) = &incident.response.freeze {
+        let agent = load_agent(tx, tenant_id, &incident.agent_id).await?;
+        if agent.status == AgentStatus::Active {
+            let change = AgentChange {
+                kind: AgentChangeKind::Freeze {
+                    reason: reason.clone(),
+                },
+                actor: RESPONSE_ENGINE.into(),
+                at_ms: at,
+            };
+            let frozen = change_agent_tx(tx, state, tenant_id, &agent.id, &change).await?;
+            record_response(
+                tx,
+                state,
+                incident,
+                "freeze",
+                "automatic",
+                RESPONSE_ENGINE,
+                reason,
+                at,
+            )
+            .await?;
+            applied.agents_changed.push(frozen);
+        }
+    }
+    if let Some(tier) = incident.response.raise_risk_tier {
+        let agent = load_agent(tx, tenant_id, &incident.agent_id).await?;
+        if agent.status != AgentStatus::Revoked && agent.risk_tier < tier {
+            let change = AgentChange {
+                kind: AgentChangeKind::SetRiskTier { risk_tier: tier },
+                actor: RESPONSE_ENGINE.into(),
+                at_ms: at,
+            };
+            let raised = change_agent_tx(tx, state, tenant_id, &agent.id, &change).await?;
+            let detail = format!(
+                "risk tier {} → {tier}: later writes need approval",
+                agent.risk_tier
+            );
+            record_response(
+                tx,
+                state,
+                incident,
+                "raise_risk_tier",
+                "automatic",
+                RESPONSE_ENGINE,
+                &detail,
+                at,
+            )
+            .await?;
+            applied.agents_changed.push(raised);
+        }
+    }
+    Ok(true)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record_response(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    incident: &NewIncident,
+    action: &str,
+    mode: &str,
+    actor: &str,
+    detail: &str,
+    at: i64,
+) -> StoreResult<()> {
+    insert_response(
+        tx,
+        state,
+        incident.tenant_id.as_str(),
+        &incident.id,
+        &incident.agent_id,
+        action,
+        mode,
+        actor,
+        detail,
+        at,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_response(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    tenant_id: &str,
+    incident_id: &str,
+    agent_id: &str,
+    action: &str,
+    mode: &str,
+    actor: &str,
+    detail: &str,
+    at: i64,
+) -> StoreResult<()> {
+    let id = format!("rsp_{}", uuid::Uuid::now_v7().simple());
+    let seq = append_event(
+        tx,
+        state,
+        tenant_id,
+        event_kind::RESPONSE_ACTION,
+        Some(agent_id),
+        Some(&id),
+        &serde_json::json!({
+            "response_id": id,
+            "incident_id": incident_id,
+            "action": action,
+            "mode": mode,
+            "actor": actor,
+            "detail": detail,
+        }),
+        at,
+    )
+    .await?;
+    tx.execute(
+        &prepared(
+            tx,
+            "INSERT INTO response_actions (id, tenant_id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .await?,
+        &[
+            &id,
+            &tenant_id,
+            &incident_id,
+            &agent_id,
+            &action,
+            &mode,
+            &actor,
+            &detail,
+            &seq,
+            &at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn list_alerts<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    f: &AlertFilter,
+) -> StoreResult<Vec<AlertRecord>> {
+    let statement = prepared(
+        client,
+        &format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE tenant_id = $1 AND event_seq < $2
+               AND ($3::text IS NULL OR severity = $3) AND ($4::text IS NULL OR kind = $4)
+               AND ($5::text IS NULL OR agent_id = $5)
+               AND ($6::bigint IS NULL OR created_at >= $6) AND ($7::bigint IS NULL OR created_at < $7)
+             ORDER BY event_seq DESC LIMIT $8"
+        ),
+    )
+    .await?;
+    client
+        .query(
+            &statement,
+            &[
+                &tenant.as_str(),
+                &f.page.before.unwrap_or(i64::MAX),
+                &f.severity.map(|s| s.as_str()),
+                &f.kind,
+                &f.agent_id,
+                &f.since_ms,
+                &f.until_ms,
+                &i64::from(f.page.limit),
+            ],
+        )
+        .await?
+        .iter()
+        .map(alert_from_row)
+        .collect()
+}
+
+pub(super) async fn list_incidents<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    f: &IncidentFilter,
+) -> StoreResult<Vec<IncidentRecord>> {
+    let statement = prepared(
+        client,
+        &format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents
+             WHERE tenant_id = $1 AND event_seq < $2
+               AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR severity = $4)
+               AND ($5::text IS NULL OR kind = $5) AND ($6::text IS NULL OR agent_id = $6)
+               AND ($7::bigint IS NULL OR opened_at >= $7) AND ($8::bigint IS NULL OR opened_at < $8)
+             ORDER BY event_seq DESC LIMIT $9"
+        ),
+    )
+    .await?;
+    client
+        .query(
+            &statement,
+            &[
+                &tenant.as_str(),
+                &f.page.before.unwrap_or(i64::MAX),
+                &f.status,
+                &f.severity.map(|s| s.as_str()),
+                &f.kind,
+                &f.agent_id,
+                &f.since_ms,
+                &f.until_ms,
+                &i64::from(f.page.limit),
+            ],
+        )
+        .await?
+        .iter()
+        .map(incident_from_row)
+        .collect()
+}
+
+pub(super) async fn load_incident<C: GenericClient>(
+    client: &C,
+    tenant_id: &str,
+    incident_id: &str,
+) -> StoreResult<IncidentDetail> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                &format!(
+                    "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE tenant_id = $1 AND id = $2"
+                ),
+            )
+            .await?,
+            &[&tenant_id, &incident_id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("incident"))?;
+    let incident = incident_from_row(&row)?;
+    let evidence = client
+        .query(
+            &prepared(
+                client,
+                "SELECT event_seq, decision_id FROM incident_evidence WHERE incident_id = $1 ORDER BY event_seq",
+            )
+            .await?,
+            &[&incident_id],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(EvidenceRef {
+                event_seq: get(row, 0)?,
+                decision_id: get(row, 1)?,
+            })
+        })
+        .collect::<StoreResult<_>>()?;
+    let response_actions = client
+        .query(
+            &prepared(
+                client,
+                "SELECT id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at
+                 FROM response_actions WHERE incident_id = $1 ORDER BY event_seq",
+            )
+            .await?,
+            &[&incident_id],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(ResponseActionRecord {
+                id: get(row, 0)?,
+                incident_id: get(row, 1)?,
+                agent_id: get(row, 2)?,
+                action: get(row, 3)?,
+                mode: get(row, 4)?,
+                actor: get(row, 5)?,
+                detail: get(row, 6)?,
+                event_seq: get(row, 7)?,
+                created_at_ms: get(row, 8)?,
+            })
+        })
+        .collect::<StoreResult<_>>()?;
+    Ok(IncidentDetail {
+        incident,
+        evidence,
+        response_actions,
+    })
+}
+
+pub(super) async fn step_incident(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    tenant_id: &str,
+    incident_id: &str,
+    step: &IncidentStep,
+    actor: &str,
+    now: i64,
+) -> StoreResult<(IncidentDetail, Option<Agent>)> {
+    let detail = load_incident(tx, tenant_id, incident_id).await?;
+    let incident = &detail.incident;
+    let mut changed_agent = None;
+    match step {
+        IncidentStep::Acknowledge => {
+            if incident.status != incident_status::OPEN {
+                return Err(StoreError::Conflict(format!(
+                    "the incident is {}; only open incidents can be acknowledged",
+                    incident.status
+                )));
+            }
+            tx.execute(
+                &prepared(
+                    tx,
+                    "UPDATE incidents SET status = 'acknowledged', acknowledged_at = $1, acknowledged_by = $2, updated_at = $1
+                     WHERE id = $3",
+                )
+                .await?,
+                &[&now, &actor, &incident_id],
+            )
+            .await?;
+            append_event(
+                tx,
+                state,
+                tenant_id,
+                event_kind::INCIDENT_ACKNOWLEDGED,
+                Some(&incident.agent_id),
+                Some(incident_id),
+                &serde_json::json!({"incident_id": incident_id, "kind": incident.kind, "actor": actor}),
+                now,
+            )
+            .await?;
+        }
+        IncidentStep::Close { reason } => {
+            if incident.status == incident_status::CLOSED {
+                return Err(StoreError::Conflict(
+                    "the incident is already closed".into(),
+                ));
+            }
+            tx.execute(
+                &prepared(
+                    tx,
+                    "UPDATE incidents SET status = 'closed', closed_at = $1, closed_by = $2, close_reason = $3, updated_at = $1
+                     WHERE id = $4",
+                )
+                .await?,
+                &[&now, &actor, reason, &incident_id],
+            )
+            .await?;
+            append_event(
+                tx,
+                state,
+                tenant_id,
+                event_kind::INCIDENT_CLOSED,
+                Some(&incident.agent_id),
+                Some(incident_id),
+                &serde_json::json!({"incident_id": incident_id, "kind": incident.kind, "actor": actor, "reason": reason}),
+                now,
+            )
+            .await?;
+        }
+        IncidentStep::ApplyRecommendation => {
+            let Some(recommended) = &incident.recommended_action else {
+                return Err(StoreError::Conflict(
+                    "the incident has no recommended action".into(),
+                ));
+            };
+            if incident.status == incident_status::CLOSED {
+                return Err(StoreError::Conflict("the incident is closed".into()));
+            }
+            if detail.response_actions.iter().any(|r| r.mode == "applied") {
+                return Err(StoreError::Conflict(
+                    "the recommended action was already applied".into(),
+                ));
+            }
+            let action = recommended
+                .get("action")
+                .and_then(|a| a.as_str())
+                .unwrap_or_default();
+            let reason = recommended
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .map_or_else(
+                    || format!("recommended by incident {incident_id}"),
+                    str::to_owned,
+                );
+            let kind = match action {
+                "freeze" => AgentChangeKind::Freeze {
+                    reason: reason.clone(),
+                },
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unknown recommended action {other:?}"
+                    )));
+                }
+            };
+            let agent = load_agent(tx, tenant_id, &incident.agent_id).await?;
+            if agent.status != AgentStatus::Active {
+                return Err(StoreError::Conflict(format!(
+                    "the agent is already {}",
+                    agent.status
+                )));
+            }
+            let change = AgentChange {
+                kind,
+                actor: actor.to_owned(),
+                at_ms: now,
+            };
+            changed_agent = Some(change_agent_tx(tx, state, tenant_id, &agent.id, &change).await?);
+            insert_response(
+                tx,
+                state,
+                tenant_id,
+                incident_id,
+                &incident.agent_id,
+                action,
+                "applied",
+                actor,
+                &reason,
+                now,
+            )
+            .await?;
+        }
+    }
+    Ok((
+        load_incident(tx, tenant_id, incident_id).await?,
+        changed_agent,
+    ))
+}
+
+pub(super) async fn correlator_states<C: GenericClient>(
+    client: &C,
+) -> StoreResult<Vec<CorrelatorStateRecord>> {
+    client
+        .query(
+            &prepared(
+                client,
+                "SELECT tenant_id, agent_id, state FROM correlator_state",
+            )
+            .await?,
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let state: String = get(row, 2)?;
+            Ok(CorrelatorStateRecord {
+                tenant_id: TenantId::new(get::<String>(row, 0)?),
+                agent_id: get(row, 1)?,
+                state: serde_json::from_str(&state)
+                    .map_err(|e| StoreError::Corrupt(format!("correlator state: {e}")))?,
+            })
+        })
+        .collect()
+}

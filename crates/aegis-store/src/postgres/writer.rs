@@ -1,0 +1,399 @@
+//! The PostgreSQL writer task and its group commit.
+//!
+//! As in the SQLite store, every write is a job for one writer per process, which applies
+//! whatever is queued inside one transaction (each job in its own savepoint), signs a
+//! checkpoint over each receipt chain the batch extended, commits once and only then answers.
+//!
+//! What several replicas add: each batch transaction first locks the single `log_head` row
+//! (`SELECT … FOR UPDATE`) and holds it to COMMIT. That one lock makes every write
+//! transaction of the cluster serial, which gives, without any other coordination:
+//! - event seqs assigned in commit order and without gaps (the counter is in the locked row
+//!   and rolls back with a failed batch), so a consumer's cursor never skips a late commit;
+//! - receipt chains that never fork: a batch reads each chain head after taking the lock;
+//! - a place to NOTIFY other replicas of the new head (delivered at COMMIT).
+
+use super::prepared;
+use crate::{StoreError, StoreResult};
+use aegis_core::receipt::ReceiptSigner;
+use aegis_core::timestamp::format_millis;
+use deadpool_postgres::{GenericClient, Pool, Transaction};
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Upper bound of jobs per transaction, so one commit never holds callers for long.
+const MAX_BATCH: usize = 256;
+
+/// The channel other replicas LISTEN on; the payload is the new log head.
+pub(crate) const LOG_CHANNEL: &str = "aegis_log";
+
+/// A unit of work that runs inside the writer's transaction.
+type Work<T> = Box<
+    dyn for<'a> FnOnce(&'a Transaction<'a>, &'a mut WriterState) -> BoxFuture<'a, StoreResult<T>>
+        + Send,
+>;
+
+trait Job: Send {
+    fn apply<'a>(
+        &'a mut self,
+        tx: &'a Transaction<'a>,
+        state: &'a mut WriterState,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+    fn complete(self: Box<Self>, outcome: StoreResult<()>);
+}
+
+struct FnJob<T> {
+    work: Option<Work<T>>,
+    value: Option<T>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T: Send> Job for FnJob<T> {
+    fn apply<'a>(
+        &'a mut self,
+        tx: &'a Transaction<'a>,
+        state: &'a mut WriterState,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        Box::pin(async move {
+            let work = self
+                .work
+                .take()
+                .ok_or_else(|| StoreError::Unavailable("job applied twice".into()))?;
+            self.value = Some(work(tx, state).await?);
+            Ok(())
+        })
+    }
+
+    fn complete(self: Box<Self>, outcome: StoreResult<()>) {
+        let FnJob { value, reply, .. } = *self;
+        let result = outcome.and_then(|()| {
+            value.ok_or_else(|| StoreError::Unavailable("job produced no value".into()))
+        });
+        // The caller may have gone away (client disconnect); the write stands regardless.
+        let _ = reply.send(result);
+    }
+}
+
+/// The head of one tenant's receipt chain.
+#[derive(Debug, Clone)]
+pub(crate) struct ChainHead {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// What the writer knows inside one batch transaction. Nothing survives the batch: another
+/// replica may write between two of our batches, so heads are re-read under the lock.
+pub(crate) struct WriterState {
+    signer: Arc<ReceiptSigner>,
+    /// The next event seq to assign.
+    next_seq: i64,
+    heads: HashMap<String, ChainHead>,
+    /// Tenants whose chain this batch extended.
+    extended: Vec<String>,
+}
+
+impl WriterState {
+    /// Appends an event with the next seq of the log and returns that seq.
+    pub async fn append_event(
+        &mut self,
+        tx: &Transaction<'_>,
+        event: super::NewEventRow<'_>,
+    ) -> StoreResult<i64> {
+        let seq = self.next_seq;
+        tx.execute(
+            &prepared(
+                tx,
+                "INSERT INTO events (seq, tenant_id, kind, agent_id, subject_id, payload, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .await?,
+            &[
+                &seq,
+                &event.tenant_id,
+                &event.kind,
+                &event.agent_id,
+                &event.subject_id,
+                &event.payload.to_string(),
+                &event.at_ms,
+            ],
+        )
+        .await?;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// The current head of a tenant's chain (`seq` 0 and `""` for an empty chain).
+    pub async fn chain_head(
+        &mut self,
+        tx: &Transaction<'_>,
+        tenant_id: &str,
+    ) -> StoreResult<ChainHead> {
+        if let Some(head) = self.heads.get(tenant_id) {
+            return Ok(head.clone());
+        }
+        let head = tx
+            .query_opt(
+                &prepared(
+                    tx,
+                    "SELECT seq, hash FROM receipts WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+                )
+                .await?,
+                &[&tenant_id],
+            )
+            .await?
+            .map(|row| -> StoreResult<ChainHead> {
+                Ok(ChainHead {
+                    seq: row.try_get::<_, i64>(0)? as u64,
+                    hash: row.try_get(1)?,
+                })
+            })
+            .transpose()?
+            .unwrap_or(ChainHead {
+                seq: 0,
+                hash: String::new(),
+            });
+        self.heads.insert(tenant_id.to_owned(), head.clone());
+        Ok(head)
+    }
+
+    /// Records that this job extended a chain. Call only after the job's last fallible step.
+    pub fn extend_chain(&mut self, tenant_id: &str, head: ChainHead) {
+        if !self.extended.iter().any(|t| t == tenant_id) {
+            self.extended.push(tenant_id.to_owned());
+        }
+        self.heads.insert(tenant_id.to_owned(), head);
+    }
+}
+
+async fn sign_checkpoint(
+    tx: &Transaction<'_>,
+    signer: &ReceiptSigner,
+    tenant_id: &str,
+    head: &ChainHead,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let checkpoint = signer
+        .checkpoint(tenant_id, head.seq, &head.hash, format_millis(now_ms))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.execute(
+        &prepared(
+            tx,
+            "INSERT INTO receipt_checkpoints (tenant_id, seq, head_hash, key_id, signed_at, signature)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tenant_id, seq) DO NOTHING",
+        )
+        .await?,
+        &[
+            &tenant_id,
+            &(head.seq as i64),
+            &checkpoint.body.head_hash,
+            &checkpoint.body.key_id,
+            &checkpoint.body.signed_at,
+            &checkpoint.signature,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Handle for sending jobs to the writer task.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    jobs: mpsc::UnboundedSender<Box<dyn Job>>,
+}
+
+impl Writer {
+    /// Registers the signing key, seals any chain head a crash left unsigned, and starts the
+    /// writer task on its own pool (one connection, re-opened if it breaks). After every
+    /// commit it publishes the log head on `commits`.
+    pub async fn start(
+        pool: Pool,
+        signer: Arc<ReceiptSigner>,
+        now_ms: fn() -> i64,
+        commits: watch::Sender<i64>,
+    ) -> StoreResult<Self> {
+        register_key_and_seal_chains(&pool, &signer, now_ms()).await?;
+        let (jobs, queue) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, signer, queue, now_ms, commits));
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `work` in the writer's next transaction and answers after it is committed.
+    pub async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a Transaction<'a>,
+                &'a mut WriterState,
+            ) -> BoxFuture<'a, StoreResult<T>>
+            + Send
+            + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(FnJob {
+            work: Some(Box::new(work) as Work<T>),
+            value: None,
+            reply,
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped before committing".into()))?
+    }
+}
+
+async fn register_key_and_seal_chains(
+    pool: &Pool,
+    signer: &ReceiptSigner,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // The same lock as every batch: no replica extends a chain while we look for heads.
+    tx.query_one("SELECT seq FROM log_head FOR UPDATE", &[])
+        .await?;
+    tx.execute(
+        "INSERT INTO signing_keys (key_id, public_key, created_at) VALUES ($1, $2, $3)
+         ON CONFLICT (key_id) DO NOTHING",
+        &[
+            &signer.key_id(),
+            &hex::encode(signer.verifying_key().as_bytes()),
+            &now_ms,
+        ],
+    )
+    .await?;
+    let unsealed = tx
+        .query(
+            "SELECT r.tenant_id, r.seq, r.hash FROM receipts r
+             WHERE r.seq = (SELECT MAX(seq) FROM receipts WHERE tenant_id = r.tenant_id)
+               AND r.seq > COALESCE((SELECT MAX(seq) FROM receipt_checkpoints c WHERE c.tenant_id = r.tenant_id), 0)",
+            &[],
+        )
+        .await?;
+    for row in unsealed {
+        let tenant_id: String = row.try_get(0)?;
+        let head = ChainHead {
+            seq: row.try_get::<_, i64>(1)? as u64,
+            hash: row.try_get(2)?,
+        };
+        tracing::info!(
+            tenant_id,
+            seq = head.seq,
+            "signing a checkpoint over a chain head left unsigned"
+        );
+        sign_checkpoint(&tx, signer, &tenant_id, &head, now_ms).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn run(
+    pool: Pool,
+    signer: Arc<ReceiptSigner>,
+    mut queue: mpsc::UnboundedReceiver<Box<dyn Job>>,
+    now_ms: fn() -> i64,
+    commits: watch::Sender<i64>,
+) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (outcomes, head) = commit_batch(&pool, &signer, &mut batch, now_ms).await;
+        for (job, outcome) in batch.drain(..).zip(outcomes) {
+            job.complete(outcome);
+        }
+        if let Some(head) = head {
+            commits.send_if_modified(|current| {
+                let newer = head > *current;
+                if newer {
+                    *current = head;
+                }
+                newer
+            });
+        }
+    }
+    tracing::debug!("writer queue closed; writer task exits");
+}
+
+/// Applies a batch in one transaction. Returns one outcome per job and, when it committed,
+/// the log head after it.
+async fn commit_batch(
+    pool: &Pool,
+    signer: &Arc<ReceiptSigner>,
+    batch: &mut [Box<dyn Job>],
+    now_ms: fn() -> i64,
+) -> (Vec<StoreResult<()>>, Option<i64>) {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let committed: StoreResult<i64> = async {
+        let mut client = pool.get().await?;
+        let mut tx = client.transaction().await?;
+        let head: i64 = tx
+            .query_one(
+                &prepared(&tx, "SELECT seq FROM log_head FOR UPDATE").await?,
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        let mut state = WriterState {
+            signer: Arc::clone(signer),
+            next_seq: head + 1,
+            heads: HashMap::new(),
+            extended: Vec::new(),
+        };
+        for job in batch.iter_mut() {
+            let seq_before = state.next_seq;
+            let savepoint = tx.savepoint("job").await?;
+            let outcome = job.apply(&savepoint, &mut state).await;
+            match outcome {
+                Ok(()) => savepoint.commit().await?,
+                Err(_) => {
+                    savepoint.rollback().await?;
+                    // The job's events were rolled back; so are their seqs (no gaps).
+                    state.next_seq = seq_before;
+                }
+            }
+            outcomes.push(outcome);
+        }
+        let at = now_ms();
+        for tenant_id in &state.extended {
+            let head = &state.heads[tenant_id];
+            sign_checkpoint(&tx, &state.signer, tenant_id, head, at).await?;
+        }
+        let new_head = state.next_seq - 1;
+        if new_head > head {
+            tx.execute(
+                &prepared(
+                    &tx,
+                    "WITH moved AS (UPDATE log_head SET seq = $1 RETURNING seq)
+                     SELECT pg_notify($2, seq::text) FROM moved",
+                )
+                .await?,
+                &[&new_head, &LOG_CHANNEL],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(new_head)
+    }
+    .await;
+    match committed {
+        Ok(head) => (outcomes, Some(head)),
+        Err(error) => {
+            tracing::error!(%error, jobs = batch.len(), "batch transaction failed; every job in it fails");
+            let message = error.to_string();
+            let failed = batch
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(format!("commit failed: {message}"))))
+                .collect();
+            (failed, None)
+        }
+    }
+}
