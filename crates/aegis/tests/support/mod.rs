@@ -1,7 +1,10 @@
 //! Drives the built `aegis` binary like a user: `aegis init`, `aegis serve` on a free
-//! loopback port with a fresh SQLite file, HTTP calls, kill -9.
+//! loopback port with a fresh SQLite file (or a fresh PostgreSQL database shared by several
+//! replicas), HTTP calls, kill -9.
 
 #![allow(dead_code)]
+
+pub mod receiver;
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -22,10 +25,12 @@ pub fn aegis(dir: &Path, args: &[&str]) -> Output {
 
 /// `aegis init --tenant ID --db DB` → the admin key.
 pub fn init(dir: &Path, db: &Path, tenant: &str) -> String {
-    let out = aegis(
-        dir,
-        &["init", "--tenant", tenant, "--db", db.to_str().unwrap()],
-    );
+    init_on(dir, db.to_str().unwrap(), tenant)
+}
+
+/// As [`init`], with the database named as `--db` takes it (a path or a `postgres://` URL).
+pub fn init_on(dir: &Path, db: &str, tenant: &str) -> String {
+    let out = aegis(dir, &["init", "--tenant", tenant, "--db", db]);
     assert!(
         out.status.success(),
         "init failed: {}",
@@ -51,6 +56,11 @@ impl Gateway {
 
     /// As [`Gateway::start`], with extra `AEGIS_*` environment.
     pub async fn start_with(dir: &Path, db: &Path, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_on(dir, db.to_str().unwrap(), env).await
+    }
+
+    /// Starts `aegis serve --db DB` (a path or a `postgres://` URL) in `dir`.
+    pub async fn start_on(dir: &Path, db: &str, env: &[(&str, &str)]) -> Gateway {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -61,7 +71,7 @@ impl Gateway {
             .args([
                 "serve",
                 "--db",
-                db.to_str().unwrap(),
+                db,
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
@@ -75,7 +85,7 @@ impl Gateway {
         let gateway = Gateway {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            db: db.to_owned(),
+            db: PathBuf::from(db),
             log,
         };
         gateway.wait_ready().await;
@@ -101,6 +111,11 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// What the gateway has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILL: no chance to flush anything.

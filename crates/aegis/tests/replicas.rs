@@ -1,0 +1,454 @@
+//! Several `aegis serve` replicas on one fresh PostgreSQL database, driven like a deployment
+//! behind a load balancer: calls alternate between replicas, management goes to either.
+
+mod support;
+
+use aegis_testdb::FreshDatabase;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::receiver::*;
+use support::*;
+
+/// A deployment: `n` replicas on one fresh database, each in its own directory (so each
+/// signs with its own key), and the tenant's admin key.
+struct Deployment {
+    replicas: Vec<Gateway>,
+    admin: String,
+    database: FreshDatabase,
+    dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    async fn start(n: usize, env: &[(&str, &str)]) -> Deployment {
+        let database = FreshDatabase::create().await;
+        let dir = tempfile::tempdir().unwrap();
+        let admin = init_on(dir.path(), database.url(), "acme");
+        let mut replicas = Vec::new();
+        for i in 0..n {
+            replicas.push(start_replica(dir.path(), i, database.url(), env).await);
+        }
+        Deployment {
+            replicas,
+            admin,
+            database,
+            dir,
+        }
+    }
+}
+
+async fn start_replica(dir: &Path, i: usize, db: &str, env: &[(&str, &str)]) -> Gateway {
+    let home = dir.join(format!("replica-{i}"));
+    std::fs::create_dir_all(&home).unwrap();
+    Gateway::start_on(&home, db, env).await
+}
+
+async fn deny_storm_incidents(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    admin: &str,
+    agent_id: &str,
+) -> Vec<Value> {
+    get_json(
+        client,
+        gw.url(&format!(
+            "/v1/incidents?kind=deny_storm&agent_id={agent_id}"
+        )),
+        admin,
+    )
+    .await
+    .as_array()
+    .unwrap()
+    .clone()
+}
+
+/// Waits until this replica leads the SOC (its log says so).
+async fn wait_until_leading(gw: &Gateway) {
+    eventually(10, "a replica to take the SOC leadership", || async {
+        gw.log_text().contains("leading:").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denies_alternating_between_replicas_open_exactly_one_deny_storm() {
+    let receiver = Receiver::start(free_addr(), Default::default()).await;
+    let hook = receiver.url("/hook");
+    let d = Deployment::start(
+        3,
+        &[
+            ("AEGIS_WEBHOOK_URL", hook.as_str()),
+            ("AEGIS_NOTIFY_COALESCE_SECS", "1"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (agent_id, token) = agent_with_github(&client, &d.replicas[0], &d.admin).await;
+    for i in 0..5 {
+        let replica = &d.replicas[i % 3];
+        assert_eq!(
+            authorize(&client, replica, &token, "untrusted_external").await,
+            "deny"
+        );
+    }
+    let incidents = eventually(10, "the deny_storm incident", || async {
+        let found = deny_storm_incidents(&client, &d.replicas[1], &d.admin, &agent_id).await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    // Five more denies inside the window join the same storm, whichever replica answers.
+    for i in 0..5 {
+        let replica = &d.replicas[(i + 1) % 3];
+        assert_eq!(
+            authorize(&client, replica, &token, "untrusted_external").await,
+            "deny"
+        );
+    }
+    let id = incidents[0]["id"].as_str().unwrap().to_owned();
+    let detail = eventually(10, "ten denies behind the incident", || async {
+        let detail = get_json(
+            &client,
+            d.replicas[2].url(&format!("/v1/incidents/{id}")),
+            &d.admin,
+        )
+        .await;
+        (detail["decision_ids"].as_array().map_or(0, Vec::len) == 10).then_some(detail)
+    })
+    .await;
+    assert_eq!(detail["kind"], "deny_storm");
+    // Give any replica that wrongly ran a SOC of its own time to show a second incident.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for replica in &d.replicas {
+        let seen = deny_storm_incidents(&client, replica, &d.admin, &agent_id).await;
+        assert_eq!(seen.len(), 1, "{seen:?}");
+    }
+    let leaders = d
+        .replicas
+        .iter()
+        .filter(|r| r.log_text().contains("leading:"))
+        .count();
+    assert_eq!(leaders, 1, "exactly one replica runs the SOC");
+
+    // Each deny was notified once, whichever replica answered it, and each delivery id
+    // arrived once.
+    eventually(15, "ten denies notified", || async {
+        (deny_ids(&receiver.received()).len() >= 10).then_some(())
+    })
+    .await;
+    // Time for a duplicate to show, if a second replica were delivering too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let all = receiver.received();
+    let reported = deny_ids(&all);
+    assert_eq!(reported.len(), 10, "{reported:?}");
+    assert_eq!(reported.iter().collect::<HashSet<_>>().len(), 10);
+    let ids: HashSet<&str> = all.iter().map(|m| m.delivery.as_str()).collect();
+    assert_eq!(ids.len(), all.len(), "a delivery id arrived twice");
+    receiver.stop().await;
+}
+
+/// Polls `call` on a replica until it answers `want`; returns how long that took.
+async fn time_until(what: &str, want: &str, mut call: impl AsyncFnMut() -> String) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = call().await;
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: still {got} after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn authorize_status(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    token: &str,
+    body: &Value,
+) -> String {
+    let resp = client
+        .post(gw.url("/v1/authorize"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    match resp.status().as_u16() {
+        200 => resp.json::<Value>().await.unwrap()["decision"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        status => status.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_one_replica_is_enforced_by_the_other_within_a_second() {
+    let d = Deployment::start(2, &[]).await;
+    let (a, b) = (&d.replicas[0], &d.replicas[1]);
+    let client = reqwest::Client::new();
+    let (agent_id, token) = agent_with_github(&client, a, &d.admin).await;
+    let read = json!({"tool_call": {"tool": "github", "action": "get_file", "mutates_state": false},
+                      "context": {"source_trust": "trusted_internal_signed"}});
+    let write = merge_call("trusted_internal_signed");
+    let post = |path: String, body: Value| {
+        let client = client.clone();
+        let admin = d.admin.clone();
+        async move {
+            let resp = client
+                .post(a.url(&path))
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{path}: {}", resp.status());
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    // B has the agent, its token and the tenant's policies cached.
+    assert_eq!(authorize_status(&client, b, &token, &read).await, "allow");
+    assert_eq!(authorize_status(&client, b, &token, &write).await, "allow");
+
+    // Risk tier raised on A: B asks for approval of writes.
+    let patched = client
+        .patch(a.url(&format!("/v1/agents/{agent_id}")))
+        .bearer_auth(&d.admin)
+        .json(&json!({"risk_tier": "high"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let tier = time_until("risk tier on B", "require_approval", async || {
+        authorize_status(&client, b, &token, &write).await
+    })
+    .await;
+
+    // A policy added on A: B enforces it.
+    post(
+        "/v1/policies".into(),
+        json!({"id": "no-reads", "text": "forbid (principal, action, resource == Aegis::ToolAction::\"github::get_file\");"}),
+    )
+    .await;
+    let policy = time_until("policy on B", "deny", async || {
+        authorize_status(&client, b, &token, &read).await
+    })
+    .await;
+    let deleted = client
+        .delete(a.url("/v1/policies/no-reads"))
+        .bearer_auth(&d.admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success());
+    time_until("policy removal on B", "allow", async || {
+        authorize_status(&client, b, &token, &read).await
+    })
+    .await;
+
+    // Frozen on A: B denies.
+    post(
+        format!("/v1/agents/{agent_id}/freeze"),
+        json!({"reason": "replica test"}),
+    )
+    .await;
+    let freeze = time_until("freeze on B", "deny", async || {
+        authorize_status(&client, b, &token, &read).await
+    })
+    .await;
+    post(format!("/v1/agents/{agent_id}/unfreeze"), json!({})).await;
+    time_until("unfreeze on B", "allow", async || {
+        authorize_status(&client, b, &token, &read).await
+    })
+    .await;
+
+    // Token rotated on A: B refuses the old token and accepts the new one.
+    let rotated = post(format!("/v1/agents/{agent_id}/rotate-token"), json!({})).await;
+    let new_token = rotated["agent_token"].as_str().unwrap().to_owned();
+    let rotation = time_until("rotation on B", "401", async || {
+        authorize_status(&client, b, &token, &read).await
+    })
+    .await;
+    assert_eq!(
+        authorize_status(&client, b, &new_token, &read).await,
+        "allow"
+    );
+
+    // Revoked on A: B refuses the current token.
+    post(
+        format!("/v1/agents/{agent_id}/revoke"),
+        json!({"reason": "replica test"}),
+    )
+    .await;
+    let revoke = time_until("revocation on B", "401", async || {
+        authorize_status(&client, b, &new_token, &read).await
+    })
+    .await;
+
+    for (change, took) in [
+        ("risk tier", tier),
+        ("policy", policy),
+        ("freeze", freeze),
+        ("rotation", rotation),
+        ("revocation", revoke),
+    ] {
+        eprintln!("{change} reached B in {took:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{change} took {took:?} to reach B"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_load_on_two_replicas_loses_nothing_and_the_chain_verifies() {
+    let d = Deployment::start(2, &[]).await;
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, &d.replicas[0], &d.admin).await;
+    let bases: Vec<String> = d.replicas.iter().map(|r| r.base.clone()).collect();
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..16 {
+        let (client, token, bases) = (client.clone(), token.clone(), bases.clone());
+        callers.spawn(async move {
+            let mut answered = Vec::new();
+            for call in 0..25 {
+                let base = &bases[(caller + call) % bases.len()];
+                let source = if call % 3 == 0 {
+                    "untrusted_external"
+                } else {
+                    "trusted_internal_signed"
+                };
+                let resp: Value = client
+                    .post(format!("{base}/v1/authorize"))
+                    .bearer_auth(&token)
+                    .json(&merge_call(source))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let id = resp["decision_id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{base}: {resp}"));
+                answered.push(id.to_owned());
+            }
+            answered
+        });
+    }
+    let mut answered = HashSet::new();
+    while let Some(ids) = callers.join_next().await {
+        answered.extend(ids.unwrap());
+    }
+    assert_eq!(answered.len(), 400);
+
+    // Every answered decision is stored, and either replica finds it.
+    for (i, id) in answered.iter().enumerate() {
+        let replica = &d.replicas[i % 2];
+        let stored = get_json(
+            &client,
+            replica.url(&format!("/v1/decisions/{id}")),
+            &d.admin,
+        )
+        .await;
+        assert_eq!(stored["decision_id"], id.as_str());
+    }
+
+    // One chain, no fork: the CLI verifies it from the database (checkpoints signed by two
+    // replicas, each with its own key).
+    let verify = aegis(
+        d.dir.path(),
+        &["receipts", "verify", "--db", d.database.url()],
+    );
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "verify failed: {said}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(said.contains("400 receipts in 1 chain"), "{said}");
+
+    // The event log is gap-free in commit order: seqs are exactly 1..=N.
+    let (client_pg, connection) = tokio_postgres::connect(d.database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client_pg
+        .query_one(
+            "SELECT COUNT(*), COALESCE(MAX(seq), 0), COUNT(DISTINCT seq) FROM events",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (count, max, distinct): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((count, distinct), (max, max), "event seqs have gaps");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_soc_leader_hands_over_and_the_next_storm_is_detected_once() {
+    let mut d = Deployment::start(1, &[]).await;
+    wait_until_leading(&d.replicas[0]).await;
+    let second = start_replica(d.dir.path(), 1, d.database.url(), &[]).await;
+    d.replicas.push(second);
+    let client = reqwest::Client::new();
+    let (first_agent, first_token) = agent_with_github(&client, &d.replicas[1], &d.admin).await;
+    for i in 0..5 {
+        authorize(
+            &client,
+            &d.replicas[i % 2],
+            &first_token,
+            "untrusted_external",
+        )
+        .await;
+    }
+    eventually(10, "the first storm's incident", || async {
+        let found = deny_storm_incidents(&client, &d.replicas[1], &d.admin, &first_agent).await;
+        (found.len() == 1).then_some(())
+    })
+    .await;
+    assert!(!d.replicas[1].log_text().contains("leading:"));
+
+    // The leader dies without a word; the survivor takes the SOC over.
+    let leader = d.replicas.remove(0);
+    leader.kill_9();
+    let survivor = &d.replicas[0];
+    let killed_at = Instant::now();
+    wait_until_leading(survivor).await;
+    let failover = killed_at.elapsed();
+    eprintln!("SOC failover took {failover:?}");
+    assert!(
+        failover < Duration::from_secs(5),
+        "failover took {failover:?}"
+    );
+
+    let (second_agent, second_token) = agent_with_github(&client, survivor, &d.admin).await;
+    for _ in 0..5 {
+        assert_eq!(
+            authorize(&client, survivor, &second_token, "untrusted_external").await,
+            "deny"
+        );
+    }
+    eventually(10, "the second storm's incident", || async {
+        let found = deny_storm_incidents(&client, survivor, &d.admin, &second_agent).await;
+        (found.len() == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        deny_storm_incidents(&client, survivor, &d.admin, &second_agent)
+            .await
+            .len(),
+        1
+    );
+    // The new leader resumed from the old one's cursor: the first storm is still one incident.
+    assert_eq!(
+        deny_storm_incidents(&client, survivor, &d.admin, &first_agent)
+            .await
+            .len(),
+        1
+    );
+}
