@@ -11,6 +11,7 @@
 //! PostgreSQL database (see that module for how).
 
 pub mod postgres;
+mod records;
 pub mod sqlite;
 mod types;
 

@@ -14,14 +14,12 @@ mod rows;
 mod soc;
 mod writer;
 
+use crate::records;
 use crate::*;
-use aegis_core::canonical::{canonical_json, sha256_hex};
+use aegis_core::canonical::sha256_hex;
 use aegis_core::model::{AgentStatus, AutonomyLevel, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
-use aegis_core::receipt::{
-    Checkpoint, RECEIPT_SCHEMA_VERSION, Receipt, ReceiptBody, ReceiptSigner,
-};
-use aegis_core::timestamp::format_millis;
+use aegis_core::receipt::{Checkpoint, Receipt, ReceiptSigner};
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use rows::*;
@@ -509,42 +507,14 @@ async fn record_decision_tx(
         event_kind::DECISION,
         Some(&d.agent_id),
         Some(&d.id),
-        &serde_json::json!({
-            "decision_id": d.id,
-            "decision": d.verdict,
-            "tool": d.tool,
-            "action": d.action,
-            "mutates_state": d.mutates_state,
-            "egress": d.egress,
-            "risk": d.risk,
-            "risk_score": d.risk_score,
-            "source_trust": d.source_trust,
-            "run_id": d.trace.run_id,
-        }),
+        &records::decision_event(d),
         d.created_at_ms,
     )
     .await?;
 
     let head = state.chain_head(tx, tenant_id).await?;
-    let receipt_id = format!("rcpt_{}", uuid::Uuid::now_v7().simple());
-    let body = ReceiptBody {
-        v: RECEIPT_SCHEMA_VERSION,
-        id: receipt_id.clone(),
-        tenant_id: tenant_id.to_owned(),
-        seq: head.seq + 1,
-        decision_id: d.id.clone(),
-        agent_id: d.agent_id.clone(),
-        tool: d.tool.clone(),
-        action: d.action.clone(),
-        decision: d.verdict.as_str().to_owned(),
-        risk_score: d.risk_score,
-        matched_policies: d.matched_policies.clone(),
-        action_hash: d.action_hash.clone(),
-        created_at: format_millis(d.created_at_ms),
-        prev_hash: head.hash.clone(),
-    };
-    let canonical = canonical_json(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let hash = sha256_hex(canonical.as_bytes());
+    let receipt = records::seal_receipt(d, head.seq, &head.hash)?;
+    let receipt_id = receipt.body.id.clone();
 
     tx.execute(
         &prepared(
@@ -586,7 +556,14 @@ async fn record_decision_tx(
             "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .await?,
-        &[&receipt_id, &tenant_id, &(body.seq as i64), &d.id, &canonical, &hash],
+        &[
+            &receipt_id,
+            &tenant_id,
+            &(receipt.body.seq as i64),
+            &d.id,
+            &receipt.canonical,
+            &receipt.hash,
+        ],
     )
     .await?;
 
@@ -599,16 +576,16 @@ async fn record_decision_tx(
     state.extend_chain(
         tenant_id,
         ChainHead {
-            seq: body.seq,
-            hash: hash.clone(),
+            seq: receipt.body.seq,
+            hash: receipt.hash.clone(),
         },
     );
     Ok(RecordedDecision {
         event_seq,
         receipt_id,
-        receipt_seq: body.seq,
-        receipt_hash: hash,
-        prev_hash: body.prev_hash,
+        receipt_seq: receipt.body.seq,
+        receipt_hash: receipt.hash,
+        prev_hash: receipt.body.prev_hash,
         escalated_to,
     })
 }
@@ -660,13 +637,7 @@ async fn escalate_if_due(
         event_kind::AGENT_RISK_TIER_CHANGED,
         Some(&d.agent_id),
         Some(&d.id),
-        &serde_json::json!({
-            "from": tier,
-            "to": next,
-            "cause": "escalation",
-            "denials": denies,
-            "window_minutes": d.escalation.window_minutes,
-        }),
+        &records::escalation_event(d, tier, next, denies),
         d.created_at_ms,
     )
     .await?;
@@ -690,41 +661,38 @@ pub(crate) async fn change_agent_tx(
     change: &AgentChange,
 ) -> StoreResult<Agent> {
     let agent = load_agent(tx, tenant_id, agent_id).await?;
-    let at = change.at_ms;
-    if agent.status == AgentStatus::Revoked {
-        return Err(StoreError::Conflict(match change.kind {
-            AgentChangeKind::Revoke { .. } => "the agent is already revoked".into(),
-            _ => "the agent is revoked; revocation is terminal".into(),
-        }));
+    if !records::agent_change_applies(&agent, change)? {
+        return Ok(agent);
     }
-    let (kind, payload) = match &change.kind {
+    let at = change.at_ms;
+    let (kind, payload) = records::agent_change_event(&agent, change);
+    // The tier change's own seq marks where escalation counting restarts, so the event
+    // comes first.
+    let seq = append_event(
+        tx,
+        state,
+        tenant_id,
+        kind,
+        Some(agent_id),
+        Some(agent_id),
+        &payload,
+        at,
+    )
+    .await?;
+    match &change.kind {
         AgentChangeKind::Freeze { reason } => {
-            if agent.status == AgentStatus::Frozen {
-                return Ok(agent);
-            }
             tx.execute(
                 "UPDATE agents SET status = 'frozen', status_reason = $1, updated_at = $2 WHERE id = $3",
                 &[reason, &at, &agent_id],
             )
             .await?;
-            (
-                event_kind::AGENT_FROZEN,
-                serde_json::json!({"reason": reason, "actor": change.actor}),
-            )
         }
         AgentChangeKind::Unfreeze => {
-            if agent.status == AgentStatus::Active {
-                return Ok(agent);
-            }
             tx.execute(
                 "UPDATE agents SET status = 'active', status_reason = NULL, updated_at = $1 WHERE id = $2",
                 &[&at, &agent_id],
             )
             .await?;
-            (
-                event_kind::AGENT_UNFROZEN,
-                serde_json::json!({"actor": change.actor}),
-            )
         }
         AgentChangeKind::Revoke { reason } => {
             tx.execute(
@@ -737,10 +705,6 @@ pub(crate) async fn change_agent_tx(
                 &[&at, &agent_id],
             )
             .await?;
-            (
-                event_kind::AGENT_REVOKED,
-                serde_json::json!({"reason": reason, "actor": change.actor}),
-            )
         }
         AgentChangeKind::RotateToken { new_token_hash } => {
             tx.execute(
@@ -758,42 +722,15 @@ pub(crate) async fn change_agent_tx(
                 &[&at, &agent_id],
             )
             .await?;
-            (
-                event_kind::AGENT_TOKEN_ROTATED,
-                serde_json::json!({"actor": change.actor}),
-            )
         }
         AgentChangeKind::SetRiskTier { risk_tier } => {
-            let change_seq = append_event(
-                tx,
-                state,
-                tenant_id,
-                event_kind::AGENT_RISK_TIER_CHANGED,
-                Some(agent_id),
-                Some(agent_id),
-                &serde_json::json!({"from": agent.risk_tier, "to": risk_tier, "cause": "operator", "actor": change.actor}),
-                at,
-            )
-            .await?;
             tx.execute(
                 "UPDATE agents SET risk_tier = $1, risk_tier_changed_seq = $2, updated_at = $3 WHERE id = $4",
-                &[&risk_tier.as_str(), &change_seq, &at, &agent_id],
+                &[&risk_tier.as_str(), &seq, &at, &agent_id],
             )
             .await?;
-            return load_agent(tx, tenant_id, agent_id).await;
         }
-    };
-    append_event(
-        tx,
-        state,
-        tenant_id,
-        kind,
-        Some(agent_id),
-        Some(agent_id),
-        &payload,
-        at,
-    )
-    .await?;
+    }
     load_agent(tx, tenant_id, agent_id).await
 }
 

@@ -3,6 +3,7 @@
 use super::rows::*;
 use super::writer::WriterState;
 use super::{append_event, change_agent_tx, load_agent, prepared};
+use crate::records;
 use crate::sqlite::soc::RESPONSE_ENGINE;
 use crate::*;
 use aegis_core::model::AgentStatus;
@@ -530,15 +531,10 @@ pub(super) async fn step_incident(
 ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
     let detail = load_incident(tx, tenant_id, incident_id).await?;
     let incident = &detail.incident;
+    let recommendation = records::check_incident_step(&detail, step)?;
     let mut changed_agent = None;
     match step {
         IncidentStep::Acknowledge => {
-            if incident.status != incident_status::OPEN {
-                return Err(StoreError::Conflict(format!(
-                    "the incident is {}; only open incidents can be acknowledged",
-                    incident.status
-                )));
-            }
             tx.execute(
                 &prepared(
                     tx,
@@ -549,24 +545,8 @@ pub(super) async fn step_incident(
                 &[&now, &actor, &incident_id],
             )
             .await?;
-            append_event(
-                tx,
-                state,
-                tenant_id,
-                event_kind::INCIDENT_ACKNOWLEDGED,
-                Some(&incident.agent_id),
-                Some(incident_id),
-                &serde_json::json!({"incident_id": incident_id, "kind": incident.kind, "actor": actor}),
-                now,
-            )
-            .await?;
         }
         IncidentStep::Close { reason } => {
-            if incident.status == incident_status::CLOSED {
-                return Err(StoreError::Conflict(
-                    "the incident is already closed".into(),
-                ));
-            }
             tx.execute(
                 &prepared(
                     tx,
@@ -577,80 +557,44 @@ pub(super) async fn step_incident(
                 &[&now, &actor, reason, &incident_id],
             )
             .await?;
-            append_event(
-                tx,
-                state,
-                tenant_id,
-                event_kind::INCIDENT_CLOSED,
-                Some(&incident.agent_id),
-                Some(incident_id),
-                &serde_json::json!({"incident_id": incident_id, "kind": incident.kind, "actor": actor, "reason": reason}),
-                now,
-            )
-            .await?;
         }
-        IncidentStep::ApplyRecommendation => {
-            let Some(recommended) = &incident.recommended_action else {
-                return Err(StoreError::Conflict(
-                    "the incident has no recommended action".into(),
-                ));
-            };
-            if incident.status == incident_status::CLOSED {
-                return Err(StoreError::Conflict("the incident is closed".into()));
-            }
-            if detail.response_actions.iter().any(|r| r.mode == "applied") {
-                return Err(StoreError::Conflict(
-                    "the recommended action was already applied".into(),
-                ));
-            }
-            let action = recommended
-                .get("action")
-                .and_then(|a| a.as_str())
-                .unwrap_or_default();
-            let reason = recommended
-                .get("reason")
-                .and_then(|r| r.as_str())
-                .map_or_else(
-                    || format!("recommended by incident {incident_id}"),
-                    str::to_owned,
-                );
-            let kind = match action {
-                "freeze" => AgentChangeKind::Freeze {
-                    reason: reason.clone(),
-                },
-                other => {
-                    return Err(StoreError::Corrupt(format!(
-                        "unknown recommended action {other:?}"
-                    )));
-                }
-            };
-            let agent = load_agent(tx, tenant_id, &incident.agent_id).await?;
-            if agent.status != AgentStatus::Active {
-                return Err(StoreError::Conflict(format!(
-                    "the agent is already {}",
-                    agent.status
-                )));
-            }
-            let change = AgentChange {
-                kind,
-                actor: actor.to_owned(),
-                at_ms: now,
-            };
-            changed_agent = Some(change_agent_tx(tx, state, tenant_id, &agent.id, &change).await?);
-            insert_response(
-                tx,
-                state,
-                tenant_id,
-                incident_id,
-                &incident.agent_id,
-                action,
-                "applied",
-                actor,
-                &reason,
-                now,
-            )
-            .await?;
-        }
+        IncidentStep::ApplyRecommendation => {}
+    }
+    if let Some((kind, payload)) = records::incident_step_event(incident, step, actor) {
+        append_event(
+            tx,
+            state,
+            tenant_id,
+            kind,
+            Some(&incident.agent_id),
+            Some(incident_id),
+            &payload,
+            now,
+        )
+        .await?;
+    }
+    if let Some(recommended) = recommendation {
+        let agent = load_agent(tx, tenant_id, &incident.agent_id).await?;
+        records::check_recommendation_target(&agent)?;
+        let change = AgentChange {
+            kind: recommended.change,
+            actor: actor.to_owned(),
+            at_ms: now,
+        };
+        changed_agent = Some(change_agent_tx(tx, state, tenant_id, &agent.id, &change).await?);
+        insert_response(
+            tx,
+            state,
+            tenant_id,
+            incident_id,
+            &incident.agent_id,
+            &recommended.action,
+            "applied",
+            actor,
+            &recommended.reason,
+            now,
+        )
+        .await?;
     }
     Ok((
         load_incident(tx, tenant_id, incident_id).await?,

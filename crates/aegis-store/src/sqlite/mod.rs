@@ -7,14 +7,12 @@ pub(crate) mod rows;
 pub(crate) mod soc;
 mod writer;
 
+use crate::records;
 use crate::*;
-use aegis_core::canonical::{canonical_json, sha256_hex};
+use aegis_core::canonical::sha256_hex;
 use aegis_core::model::{AgentStatus, AutonomyLevel, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
-use aegis_core::receipt::{
-    Checkpoint, RECEIPT_SCHEMA_VERSION, Receipt, ReceiptBody, ReceiptSigner,
-};
-use aegis_core::timestamp::format_millis;
+use aegis_core::receipt::{Checkpoint, Receipt, ReceiptBody, ReceiptSigner};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use rows::*;
@@ -303,41 +301,13 @@ fn record_decision_tx(
         event_kind::DECISION,
         Some(&d.agent_id),
         Some(&d.id),
-        &serde_json::json!({
-            "decision_id": d.id,
-            "decision": d.verdict,
-            "tool": d.tool,
-            "action": d.action,
-            "mutates_state": d.mutates_state,
-            "egress": d.egress,
-            "risk": d.risk,
-            "risk_score": d.risk_score,
-            "source_trust": d.source_trust,
-            "run_id": d.trace.run_id,
-        }),
+        &records::decision_event(d),
         d.created_at_ms,
     )?;
 
     let head = state.chain_head(conn, tenant_id)?;
-    let receipt_id = format!("rcpt_{}", uuid::Uuid::now_v7().simple());
-    let body = ReceiptBody {
-        v: RECEIPT_SCHEMA_VERSION,
-        id: receipt_id.clone(),
-        tenant_id: tenant_id.to_owned(),
-        seq: head.seq + 1,
-        decision_id: d.id.clone(),
-        agent_id: d.agent_id.clone(),
-        tool: d.tool.clone(),
-        action: d.action.clone(),
-        decision: d.verdict.as_str().to_owned(),
-        risk_score: d.risk_score,
-        matched_policies: d.matched_policies.clone(),
-        action_hash: d.action_hash.clone(),
-        created_at: format_millis(d.created_at_ms),
-        prev_hash: head.hash.clone(),
-    };
-    let canonical = canonical_json(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let hash = sha256_hex(canonical.as_bytes());
+    let receipt = records::seal_receipt(d, head.seq, &head.hash)?;
+    let receipt_id = receipt.body.id.clone();
 
     conn.prepare_cached(
         "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
@@ -369,7 +339,7 @@ fn record_decision_tx(
         d.created_at_ms,
     ])?;
     conn.prepare_cached("INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![receipt_id, tenant_id, body.seq as i64, d.id, canonical, hash])?;
+        .execute(params![receipt_id, tenant_id, receipt.body.seq as i64, d.id, receipt.canonical, receipt.hash])?;
 
     let escalated_to = if d.verdict == Verdict::Deny {
         escalate_if_due(conn, d)?
@@ -380,16 +350,16 @@ fn record_decision_tx(
     state.extend_chain(
         tenant_id,
         ChainHead {
-            seq: body.seq,
-            hash: hash.clone(),
+            seq: receipt.body.seq,
+            hash: receipt.hash.clone(),
         },
     );
     Ok(RecordedDecision {
         event_seq,
         receipt_id,
-        receipt_seq: body.seq,
-        receipt_hash: hash,
-        prev_hash: body.prev_hash,
+        receipt_seq: receipt.body.seq,
+        receipt_hash: receipt.hash,
+        prev_hash: receipt.body.prev_hash,
         escalated_to,
     })
 }
@@ -430,13 +400,7 @@ fn escalate_if_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<Ris
         event_kind::AGENT_RISK_TIER_CHANGED,
         Some(&d.agent_id),
         Some(&d.id),
-        &serde_json::json!({
-            "from": tier,
-            "to": next,
-            "cause": "escalation",
-            "denials": denies,
-            "window_minutes": d.escalation.window_minutes,
-        }),
+        &records::escalation_event(d, tier, next, denies),
         d.created_at_ms,
     )?;
     conn.prepare_cached(
@@ -453,49 +417,33 @@ pub(crate) fn change_agent_tx(
     change: &AgentChange,
 ) -> StoreResult<Agent> {
     let agent = load_agent(conn, tenant_id, agent_id)?;
-    let at = change.at_ms;
-    let event = |kind: &str, payload: serde_json::Value| {
-        append_event(
-            conn,
-            tenant_id,
-            kind,
-            Some(agent_id),
-            Some(agent_id),
-            &payload,
-            at,
-        )
-    };
-    if agent.status == AgentStatus::Revoked {
-        return Err(StoreError::Conflict(match change.kind {
-            AgentChangeKind::Revoke { .. } => "the agent is already revoked".into(),
-            _ => "the agent is revoked; revocation is terminal".into(),
-        }));
+    if !records::agent_change_applies(&agent, change)? {
+        return Ok(agent);
     }
+    let at = change.at_ms;
+    let (kind, payload) = records::agent_change_event(&agent, change);
+    // The tier change's own seq marks where escalation counting restarts, so the event
+    // comes first.
+    let seq = append_event(
+        conn,
+        tenant_id,
+        kind,
+        Some(agent_id),
+        Some(agent_id),
+        &payload,
+        at,
+    )?;
     match &change.kind {
         AgentChangeKind::Freeze { reason } => {
-            if agent.status == AgentStatus::Frozen {
-                return Ok(agent);
-            }
             conn.execute(
                 "UPDATE agents SET status = 'frozen', status_reason = ?1, updated_at = ?2 WHERE id = ?3",
                 params![reason, at, agent_id],
             )?;
-            event(
-                event_kind::AGENT_FROZEN,
-                serde_json::json!({"reason": reason, "actor": change.actor}),
-            )?;
         }
         AgentChangeKind::Unfreeze => {
-            if agent.status == AgentStatus::Active {
-                return Ok(agent);
-            }
             conn.execute(
                 "UPDATE agents SET status = 'active', status_reason = NULL, updated_at = ?1 WHERE id = ?2",
                 params![at, agent_id],
-            )?;
-            event(
-                event_kind::AGENT_UNFROZEN,
-                serde_json::json!({"actor": change.actor}),
             )?;
         }
         AgentChangeKind::Revoke { reason } => {
@@ -506,10 +454,6 @@ pub(crate) fn change_agent_tx(
             conn.execute(
                 "UPDATE agent_tokens SET retired_at = ?1 WHERE agent_id = ?2 AND retired_at IS NULL",
                 params![at, agent_id],
-            )?;
-            event(
-                event_kind::AGENT_REVOKED,
-                serde_json::json!({"reason": reason, "actor": change.actor}),
             )?;
         }
         AgentChangeKind::RotateToken { new_token_hash } => {
@@ -525,19 +469,11 @@ pub(crate) fn change_agent_tx(
                 "UPDATE agents SET updated_at = ?1 WHERE id = ?2",
                 params![at, agent_id],
             )?;
-            event(
-                event_kind::AGENT_TOKEN_ROTATED,
-                serde_json::json!({"actor": change.actor}),
-            )?;
         }
         AgentChangeKind::SetRiskTier { risk_tier } => {
-            let change_seq = event(
-                event_kind::AGENT_RISK_TIER_CHANGED,
-                serde_json::json!({"from": agent.risk_tier, "to": risk_tier, "cause": "operator", "actor": change.actor}),
-            )?;
             conn.execute(
                 "UPDATE agents SET risk_tier = ?1, risk_tier_changed_seq = ?2, updated_at = ?3 WHERE id = ?4",
-                params![risk_tier.as_str(), change_seq, at, agent_id],
+                params![risk_tier.as_str(), seq, at, agent_id],
             )?;
         }
     }

@@ -2,6 +2,7 @@
 
 use super::rows::*;
 use super::{append_event, change_agent_tx, load_agent};
+use crate::records;
 use crate::*;
 use aegis_core::model::AgentStatus;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -377,111 +378,56 @@ pub(super) fn step_incident(
 ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
     let detail = load_incident(conn, tenant_id, incident_id)?;
     let incident = &detail.incident;
+    let recommendation = records::check_incident_step(&detail, step)?;
     let mut changed_agent = None;
     match step {
         IncidentStep::Acknowledge => {
-            if incident.status != incident_status::OPEN {
-                return Err(StoreError::Conflict(format!(
-                    "the incident is {}; only open incidents can be acknowledged",
-                    incident.status
-                )));
-            }
             conn.execute(
                 "UPDATE incidents SET status = 'acknowledged', acknowledged_at = ?1, acknowledged_by = ?2, updated_at = ?1
                  WHERE id = ?3",
                 params![now, actor, incident_id],
             )?;
-            append_event(
-                conn,
-                tenant_id,
-                event_kind::INCIDENT_ACKNOWLEDGED,
-                Some(&incident.agent_id),
-                Some(incident_id),
-                &serde_json::json!({"incident_id": incident_id, "kind": incident.kind, "actor": actor}),
-                now,
-            )?;
         }
         IncidentStep::Close { reason } => {
-            if incident.status == incident_status::CLOSED {
-                return Err(StoreError::Conflict(
-                    "the incident is already closed".into(),
-                ));
-            }
             conn.execute(
                 "UPDATE incidents SET status = 'closed', closed_at = ?1, closed_by = ?2, close_reason = ?3, updated_at = ?1
                  WHERE id = ?4",
                 params![now, actor, reason, incident_id],
             )?;
-            append_event(
-                conn,
-                tenant_id,
-                event_kind::INCIDENT_CLOSED,
-                Some(&incident.agent_id),
-                Some(incident_id),
-                &serde_json::json!({"incident_id": incident_id, "kind": incident.kind, "actor": actor, "reason": reason}),
-                now,
-            )?;
         }
-        IncidentStep::ApplyRecommendation => {
-            let Some(recommended) = &incident.recommended_action else {
-                return Err(StoreError::Conflict(
-                    "the incident has no recommended action".into(),
-                ));
-            };
-            if incident.status == incident_status::CLOSED {
-                return Err(StoreError::Conflict("the incident is closed".into()));
-            }
-            if detail.response_actions.iter().any(|r| r.mode == "applied") {
-                return Err(StoreError::Conflict(
-                    "the recommended action was already applied".into(),
-                ));
-            }
-            let action = recommended
-                .get("action")
-                .and_then(|a| a.as_str())
-                .unwrap_or_default();
-            let reason = recommended
-                .get("reason")
-                .and_then(|r| r.as_str())
-                .map_or_else(
-                    || format!("recommended by incident {incident_id}"),
-                    str::to_owned,
-                );
-            let kind = match action {
-                "freeze" => AgentChangeKind::Freeze {
-                    reason: reason.clone(),
-                },
-                other => {
-                    return Err(StoreError::Corrupt(format!(
-                        "unknown recommended action {other:?}"
-                    )));
-                }
-            };
-            let agent = load_agent(conn, tenant_id, &incident.agent_id)?;
-            if agent.status != AgentStatus::Active {
-                return Err(StoreError::Conflict(format!(
-                    "the agent is already {}",
-                    agent.status
-                )));
-            }
-            let change = AgentChange {
-                kind,
-                actor: actor.to_owned(),
-                at_ms: now,
-            };
-            changed_agent = Some(change_agent_tx(conn, tenant_id, &agent.id, &change)?);
-            insert_response(
-                conn,
-                tenant_id,
-                incident_id,
-                &incident.agent_id,
-                action,
-                "applied",
-                actor,
-                &reason,
-                now,
-            )?;
-        }
+        IncidentStep::ApplyRecommendation => {}
+    }
+    if let Some((kind, payload)) = records::incident_step_event(incident, step, actor) {
+        append_event(
+            conn,
+            tenant_id,
+            kind,
+            Some(&incident.agent_id),
+            Some(incident_id),
+            &payload,
+            now,
+        )?;
+    }
+    if let Some(recommended) = recommendation {
+        let agent = load_agent(conn, tenant_id, &incident.agent_id)?;
+        records::check_recommendation_target(&agent)?;
+        let change = AgentChange {
+            kind: recommended.change,
+            actor: actor.to_owned(),
+            at_ms: now,
+        };
+        changed_agent = Some(change_agent_tx(conn, tenant_id, &agent.id, &change)?);
+        insert_response(
+            conn,
+            tenant_id,
+            incident_id,
+            &incident.agent_id,
+            &recommended.action,
+            "applied",
+            actor,
+            &recommended.reason,
+            now,
+        )?;
     }
     Ok((load_incident(conn, tenant_id, incident_id)?, changed_agent))
 }

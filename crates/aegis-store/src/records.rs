@@ -1,0 +1,228 @@
+//! What both stores write, decided once: event payloads, receipt bodies, and the rules of
+//! agent changes and incident steps. The SQLite and PostgreSQL stores differ only in how they
+//! talk to their database; a receipt or an event must not depend on which one recorded it.
+
+use crate::*;
+use aegis_core::canonical::{canonical_json, sha256_hex};
+use aegis_core::model::{AgentStatus, RiskTier};
+use aegis_core::receipt::{RECEIPT_SCHEMA_VERSION, ReceiptBody};
+use aegis_core::timestamp::format_millis;
+use serde_json::{Value, json};
+
+/// The payload of a decision's `decision` event.
+pub(crate) fn decision_event(d: &NewDecision) -> Value {
+    json!({
+        "decision_id": d.id,
+        "decision": d.verdict,
+        "tool": d.tool,
+        "action": d.action,
+        "mutates_state": d.mutates_state,
+        "egress": d.egress,
+        "risk": d.risk,
+        "risk_score": d.risk_score,
+        "source_trust": d.source_trust,
+        "run_id": d.trace.run_id,
+    })
+}
+
+/// A decision's receipt, linked to the chain head it extends, with the canonical JSON its
+/// hash covers.
+pub(crate) struct SealedReceipt {
+    pub body: ReceiptBody,
+    pub canonical: String,
+    pub hash: String,
+}
+
+pub(crate) fn seal_receipt(
+    d: &NewDecision,
+    prev_seq: u64,
+    prev_hash: &str,
+) -> StoreResult<SealedReceipt> {
+    let body = ReceiptBody {
+        v: RECEIPT_SCHEMA_VERSION,
+        id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
+        tenant_id: d.tenant_id.as_str().to_owned(),
+        seq: prev_seq + 1,
+        decision_id: d.id.clone(),
+        agent_id: d.agent_id.clone(),
+        tool: d.tool.clone(),
+        action: d.action.clone(),
+        decision: d.verdict.as_str().to_owned(),
+        risk_score: d.risk_score,
+        matched_policies: d.matched_policies.clone(),
+        action_hash: d.action_hash.clone(),
+        created_at: format_millis(d.created_at_ms),
+        prev_hash: prev_hash.to_owned(),
+    };
+    let canonical = canonical_json(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let hash = sha256_hex(canonical.as_bytes());
+    Ok(SealedReceipt {
+        body,
+        canonical,
+        hash,
+    })
+}
+
+/// The payload of an escalation's `agent.risk_tier_changed` event.
+pub(crate) fn escalation_event(
+    d: &NewDecision,
+    from: RiskTier,
+    to: RiskTier,
+    denials: i64,
+) -> Value {
+    json!({
+        "from": from,
+        "to": to,
+        "cause": "escalation",
+        "denials": denials,
+        "window_minutes": d.escalation.window_minutes,
+    })
+}
+
+/// Whether `change` does anything to `agent`: `Ok(false)` for a freeze of a frozen agent or
+/// an unfreeze of an active one; `Conflict` for any change to a revoked agent.
+pub(crate) fn agent_change_applies(agent: &Agent, change: &AgentChange) -> StoreResult<bool> {
+    if agent.status == AgentStatus::Revoked {
+        return Err(StoreError::Conflict(match change.kind {
+            AgentChangeKind::Revoke { .. } => "the agent is already revoked".into(),
+            _ => "the agent is revoked; revocation is terminal".into(),
+        }));
+    }
+    Ok(match change.kind {
+        AgentChangeKind::Freeze { .. } => agent.status != AgentStatus::Frozen,
+        AgentChangeKind::Unfreeze => agent.status != AgentStatus::Active,
+        _ => true,
+    })
+}
+
+/// The event kind and payload that record `change` of `agent` (its state before).
+pub(crate) fn agent_change_event(agent: &Agent, change: &AgentChange) -> (&'static str, Value) {
+    let actor = &change.actor;
+    match &change.kind {
+        AgentChangeKind::Freeze { reason } => (
+            event_kind::AGENT_FROZEN,
+            json!({"reason": reason, "actor": actor}),
+        ),
+        AgentChangeKind::Unfreeze => (event_kind::AGENT_UNFROZEN, json!({"actor": actor})),
+        AgentChangeKind::Revoke { reason } => (
+            event_kind::AGENT_REVOKED,
+            json!({"reason": reason, "actor": actor}),
+        ),
+        AgentChangeKind::RotateToken { .. } => {
+            (event_kind::AGENT_TOKEN_ROTATED, json!({"actor": actor}))
+        }
+        AgentChangeKind::SetRiskTier { risk_tier } => (
+            event_kind::AGENT_RISK_TIER_CHANGED,
+            json!({"from": agent.risk_tier, "to": risk_tier, "cause": "operator", "actor": actor}),
+        ),
+    }
+}
+
+/// An operator applying an incident's recommendation: what to do to the agent.
+pub(crate) struct Recommendation {
+    /// The action's name, as recorded on the response (`freeze`).
+    pub action: String,
+    pub reason: String,
+    pub change: AgentChangeKind,
+}
+
+/// Checks that `step` is allowed for the incident as it stands; for
+/// [`IncidentStep::ApplyRecommendation`], returns what to apply. Invalid steps are
+/// `Conflict`.
+pub(crate) fn check_incident_step(
+    detail: &IncidentDetail,
+    step: &IncidentStep,
+) -> StoreResult<Option<Recommendation>> {
+    let incident = &detail.incident;
+    match step {
+        IncidentStep::Acknowledge => {
+            if incident.status != incident_status::OPEN {
+                return Err(StoreError::Conflict(format!(
+                    "the incident is {}; only open incidents can be acknowledged",
+                    incident.status
+                )));
+            }
+            Ok(None)
+        }
+        IncidentStep::Close { .. } => {
+            if incident.status == incident_status::CLOSED {
+                return Err(StoreError::Conflict(
+                    "the incident is already closed".into(),
+                ));
+            }
+            Ok(None)
+        }
+        IncidentStep::ApplyRecommendation => {
+            let Some(recommended) = &incident.recommended_action else {
+                return Err(StoreError::Conflict(
+                    "the incident has no recommended action".into(),
+                ));
+            };
+            if incident.status == incident_status::CLOSED {
+                return Err(StoreError::Conflict("the incident is closed".into()));
+            }
+            if detail.response_actions.iter().any(|r| r.mode == "applied") {
+                return Err(StoreError::Conflict(
+                    "the recommended action was already applied".into(),
+                ));
+            }
+            let action = recommended
+                .get("action")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let reason = recommended
+                .get("reason")
+                .and_then(Value::as_str)
+                .map_or_else(
+                    || format!("recommended by incident {}", incident.id),
+                    str::to_owned,
+                );
+            let change = match action {
+                "freeze" => AgentChangeKind::Freeze {
+                    reason: reason.clone(),
+                },
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unknown recommended action {other:?}"
+                    )));
+                }
+            };
+            Ok(Some(Recommendation {
+                action: action.to_owned(),
+                reason,
+                change,
+            }))
+        }
+    }
+}
+
+/// The event kind and payload that record an acknowledge or close step.
+pub(crate) fn incident_step_event(
+    incident: &IncidentRecord,
+    step: &IncidentStep,
+    actor: &str,
+) -> Option<(&'static str, Value)> {
+    let id = &incident.id;
+    match step {
+        IncidentStep::Acknowledge => Some((
+            event_kind::INCIDENT_ACKNOWLEDGED,
+            json!({"incident_id": id, "kind": incident.kind, "actor": actor}),
+        )),
+        IncidentStep::Close { reason } => Some((
+            event_kind::INCIDENT_CLOSED,
+            json!({"incident_id": id, "kind": incident.kind, "actor": actor, "reason": reason}),
+        )),
+        IncidentStep::ApplyRecommendation => None,
+    }
+}
+
+/// Refuses to apply a recommendation to an agent that is no longer active.
+pub(crate) fn check_recommendation_target(agent: &Agent) -> StoreResult<()> {
+    if agent.status != AgentStatus::Active {
+        return Err(StoreError::Conflict(format!(
+            "the agent is already {}",
+            agent.status
+        )));
+    }
+    Ok(())
+}
