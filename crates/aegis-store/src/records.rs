@@ -226,3 +226,46 @@ pub(crate) fn check_recommendation_target(agent: &Agent) -> StoreResult<()> {
     }
     Ok(())
 }
+
+/// The payload of an `alert.raised` event.
+pub(crate) fn alert_event(alert: &NewAlert) -> Value {
+    json!({
+        "alert_id": alert.id,
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "summary": alert.summary,
+        "source_seq": alert.source_seq,
+    })
+}
+
+/// The payload of an `incident.opened` event.
+pub(crate) fn incident_opened_event(incident: &NewIncident) -> Value {
+    json!({
+        "incident_id": incident.id,
+        "kind": incident.kind,
+        "severity": incident.severity,
+        "agent_id": incident.agent_id,
+        "summary": incident.summary,
+        "evidence_seqs": incident.evidence.iter().map(|e| e.event_seq).collect::<Vec<_>>(),
+        "recommended_action": incident.recommended_action,
+    })
+}
+
+/// The payload of a `response.action` event.
+pub(crate) fn response_event(
+    response_id: &str,
+    incident_id: &str,
+    action: &str,
+    mode: &str,
+    actor: &str,
+    detail: &str,
+) -> Value {
+    json!({
+        "response_id": response_id,
+        "incident_id": incident_id,
+        "action": action,
+        "mode": mode,
+        "actor": actor,
+        "detail": detail,
+    })
+}

@@ -145,13 +145,7 @@ async fn insert_alert(
         event_kind::ALERT_RAISED,
         alert.agent_id.as_deref(),
         Some(&alert.id),
-        &serde_json::json!({
-            "alert_id": alert.id,
-            "kind": alert.kind,
-            "severity": alert.severity,
-            "summary": alert.summary,
-            "source_seq": alert.source_seq,
-        }),
+        &records::alert_event(alert),
         alert.created_at_ms,
     )
     .await?;
@@ -219,15 +213,7 @@ async fn open_incident(
         event_kind::INCIDENT_OPENED,
         Some(&incident.agent_id),
         Some(&incident.id),
-        &serde_json::json!({
-            "incident_id": incident.id,
-            "kind": incident.kind,
-            "severity": incident.severity,
-            "agent_id": incident.agent_id,
-            "summary": incident.summary,
-            "evidence_seqs": incident.evidence.iter().map(|e| e.event_seq).collect::<Vec<_>>(),
-            "recommended_action": incident.recommended_action,
-        }),
+        &records::incident_opened_event(incident),
         incident.opened_at_ms,
     )
     .await?;
@@ -340,14 +326,7 @@ async fn insert_response(
         event_kind::RESPONSE_ACTION,
         Some(agent_id),
         Some(&id),
-        &serde_json::json!({
-            "response_id": id,
-            "incident_id": incident_id,
-            "action": action,
-            "mode": mode,
-            "actor": actor,
-            "detail": detail,
-        }),
+        &records::response_event(&id, incident_id, action, mode, actor, detail),
         at,
     )
     .await?;
