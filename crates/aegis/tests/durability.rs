@@ -1,20 +1,32 @@
 //! kill -9 in the middle of a stream of authorize calls loses no answered decision, and the
-//! receipt chain still verifies after restart.
+//! receipt chain still verifies after restart — on SQLite and on PostgreSQL.
 
 mod support;
 
 use serde_json::Value;
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_9_loses_no_answered_decision() {
+async fn kill_9_loses_no_answered_decision_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
-    let gw = Gateway::start(dir.path(), &db).await;
+    kill_9_loses_no_answered_decision(dir.path(), db.to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_loses_no_answered_decision_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = aegis_testdb::FreshDatabase::create().await;
+    kill_9_loses_no_answered_decision(dir.path(), database.url()).await;
+}
+
+async fn kill_9_loses_no_answered_decision(dir: &Path, db: &str) {
+    let admin = init_on(dir, db, "acme");
+    let gw = Gateway::start_on(dir, db, &[]).await;
     let client = reqwest::Client::new();
     let (_, token) = agent_with_github(&client, &gw, &admin).await;
 
@@ -57,13 +69,12 @@ async fn kill_9_loses_no_answered_decision() {
         }));
     }
     // Let a few hundred decisions through, then pull the plug mid-stream.
-    let db_for_count = db.clone();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let count: i64 = rusqlite::Connection::open(&db_for_count)
-            .and_then(|c| c.query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0)))
-            .unwrap_or(0);
+        let count: i64 = query_column(db, "SELECT CAST(COUNT(*) AS TEXT) FROM decisions").await[0]
+            .parse()
+            .unwrap();
         if count >= 300 || std::time::Instant::now() > deadline {
             break;
         }
@@ -81,18 +92,15 @@ async fn kill_9_loses_no_answered_decision() {
     );
 
     // Every answered decision is on disk with its receipt and its event.
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let mut stored = HashSet::new();
-    let mut stmt = conn
-        .prepare(
-            "SELECT d.id FROM decisions d
-             JOIN receipts r ON r.id = d.receipt_id AND r.decision_id = d.id
-             JOIN events e ON e.seq = d.event_seq AND e.subject_id = d.id",
-        )
-        .unwrap();
-    for id in stmt.query_map([], |row| row.get::<_, String>(0)).unwrap() {
-        stored.insert(id.unwrap());
-    }
+    let stored: HashSet<String> = query_column(
+        db,
+        "SELECT d.id FROM decisions d
+         JOIN receipts r ON r.id = d.receipt_id AND r.decision_id = d.id
+         JOIN events e ON e.seq = d.event_seq AND e.subject_id = d.id",
+    )
+    .await
+    .into_iter()
+    .collect();
     let lost: Vec<_> = answered.difference(&stored).collect();
     assert!(
         lost.is_empty(),
@@ -100,12 +108,10 @@ async fn kill_9_loses_no_answered_decision() {
         lost.len(),
         lost.first()
     );
-    drop(stmt);
-    drop(conn);
 
     // After a restart the chain verifies (the unsigned head, if any, is sealed at start)
     // and new decisions continue the same chain.
-    let gw = Gateway::start(dir.path(), &db).await;
+    let gw = Gateway::start_on(dir, db, &[]).await;
     let resp: Value = client
         .post(gw.url("/v1/authorize"))
         .bearer_auth(&token)
@@ -121,10 +127,7 @@ async fn kill_9_loses_no_answered_decision() {
         seq as usize > answered.len(),
         "the chain continued at seq {seq}"
     );
-    let out = aegis(
-        dir.path(),
-        &["receipts", "verify", "--db", db.to_str().unwrap()],
-    );
+    let out = aegis(dir, &["receipts", "verify", "--db", db]);
     assert!(
         out.status.success(),
         "chain must verify after kill -9 and restart: {}{}",

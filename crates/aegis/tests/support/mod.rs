@@ -237,3 +237,27 @@ pub async fn authorize(
         .unwrap();
     resp["decision"].as_str().unwrap().to_owned()
 }
+
+/// Runs a query without parameters on a gateway's database (a SQLite path or a
+/// `postgres://` URL, as `--db` takes it) and returns the first column of each row, which
+/// the query must select as text.
+pub async fn query_column(db: &str, sql: &str) -> Vec<String> {
+    if db.starts_with("postgres://") {
+        let (client, connection) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the gateway's database");
+        tokio::spawn(connection);
+        let rows = client
+            .query(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        return rows.iter().map(|row| row.get(0)).collect();
+    }
+    let conn = rusqlite::Connection::open(db).expect("open the gateway's database");
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let mut statement = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    statement
+        .query_map([], |row| row.get(0))
+        .and_then(|rows| rows.collect())
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
