@@ -28,6 +28,9 @@ pub const CACHE_EVENTS: &[&str] = &[
 ];
 
 const BATCH: u32 = 1000;
+/// Pause after each pass, so that under load one read covers many commits instead of one
+/// read per commit; it bounds how stale a view can be on top of the store's own delay.
+const LINGER: Duration = Duration::from_millis(50);
 
 /// Follows the log from the current head until `shutdown` turns true. The views start
 /// empty, so only what commits from now on can make them stale.
@@ -38,7 +41,10 @@ pub async fn follow_changes(state: SharedState, mut shutdown: watch::Receiver<bo
         let head = *heads.borrow_and_update();
         if head > applied {
             match apply_changes(&state, applied, head).await {
-                Ok(()) => applied = head,
+                Ok(()) => {
+                    applied = head;
+                    tokio::time::sleep(LINGER).await;
+                }
                 Err(error) => {
                     // Keep the cursor: the same range is read again on the next wake.
                     tracing::error!(%error, "cannot read cache changes from the log; retrying");
