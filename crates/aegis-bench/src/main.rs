@@ -6,15 +6,26 @@
 //! the server's capacity the authorization path costs, largely independent of the machine and of
 //! the HTTP stack.
 //!
-//! By default the benchmark starts its own server: `aegis init` in a temporary directory, then
+//! By default the benchmark starts its own server: `aegis init` on a temporary SQLite file, then
 //! `aegis serve` on a free loopback port (log in the temporary directory, `RUST_LOG=warn`). It
 //! waits for `GET /readyz`, registers the agents and a `github` tool over the management API,
-//! and kills the server when it is done (also on error and on Ctrl-C). With `--url` and
-//! `--admin-key` (or `AEGIS_ADMIN_KEY`) it benchmarks an already running server instead, and
-//! afterwards revokes its agents.
+//! and kills the server when it is done (also on error and on Ctrl-C). With `--db
+//! postgres://…` the server uses that PostgreSQL database instead, which must not hold a `bench`
+//! tenant yet (use a fresh database; the benchmark leaves its data there). `--replicas N` then
+//! starts N `aegis serve` processes on it, each in its own temporary subdirectory, so that each
+//! replica signs with its own key as in a real deployment.
 //!
-//! Halfway through the authorize phase a third agent sends a 5-deny storm; the report gives the
-//! time from its 5th answered deny to the `deny_storm` incident being listed by the SOC.
+//! With `--url` and `--admin-key` (or `AEGIS_ADMIN_KEY`) it benchmarks an already running
+//! server instead, and afterwards revokes its agents. `--url` may be repeated to name replicas
+//! of one deployment (servers sharing one database).
+//!
+//! With several servers, the connections are spread over them round-robin (connection i talks
+//! to server i mod N) in both phases; the management calls (setup, cleanup, the incident poll)
+//! go to the first. If any request failed, the end of each spawned server's log is printed.
+//!
+//! Halfway through the authorize phase a third agent sends a 5-deny storm, round-robin over the
+//! servers like the load; the report gives the time from its 5th answered deny to the
+//! `deny_storm` incident being listed by the SOC (asked of the first server).
 //!
 //! Calls expected to be denied are sent by a second agent (`bench-agent-deny`), so that risk-tier
 //! escalation caused by the run's denies cannot turn the allowed calls of `bench-agent` into
@@ -36,9 +47,14 @@
 //! cargo build --release -p aegis -p aegis-bench && target/release/aegis-bench
 //! target/release/aegis-bench --connections 64 --duration 30 --scenario allow --json
 //! target/release/aegis-bench --url http://127.0.0.1:8080 --admin-key "$ADMIN_KEY"
+//! createdb -h 127.0.0.1 -U postgres bench_pg
+//! target/release/aegis-bench --db postgres://postgres@127.0.0.1:5432/bench_pg --replicas 2
+//! target/release/aegis-bench --url http://10.0.0.1:8080 --url http://10.0.0.2:8080 \
+//!     --admin-key "$ADMIN_KEY"
 //! ```
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -47,7 +63,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Method, StatusCode};
@@ -71,9 +88,24 @@ struct Args {
     /// Unrecorded warm-up seconds before each phase.
     #[arg(long, value_name = "SECS", default_value_t = 2)]
     warmup: u64,
-    /// Benchmark an already running server at this base URL instead of starting one.
-    #[arg(long, value_name = "URL", requires = "admin_key")]
-    url: Option<String>,
+    /// Benchmark an already running server at this base URL instead of starting one. Repeat it
+    /// for replicas of one deployment: connections are spread over them, management calls go
+    /// to the first.
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        requires = "admin_key",
+        conflicts_with_all = ["db", "replicas"]
+    )]
+    urls: Vec<String>,
+    /// Start the servers on this PostgreSQL database (`postgres://…`, without a `bench` tenant)
+    /// instead of a temporary SQLite file.
+    #[arg(long, value_name = "POSTGRES_URL", value_parser = postgres_url)]
+    db: Option<String>,
+    /// How many `aegis serve` replicas to start on the database (more than one needs --db).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    replicas: u32,
     /// Admin operator key of the running server (required with --url).
     #[arg(
         long,
@@ -88,6 +120,16 @@ struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// `--db` takes PostgreSQL only: a SQLite file cannot be shared by replicas, and the default
+/// already is a (temporary) SQLite file.
+fn postgres_url(value: &str) -> Result<String, String> {
+    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a postgres:// URL".into())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -162,14 +204,11 @@ impl Call {
     }
 }
 
-/// What one benchmark phase requests.
+/// What one benchmark phase requests (of whichever server a connection talks to).
 enum Target {
-    Noop {
-        url: String,
-    },
+    Noop,
     /// The calls to send in turn, each with the bearer header of its agent.
     Authorize {
-        url: String,
         calls: Vec<(Call, HeaderValue, Vec<u8>)>,
     },
 }
@@ -184,10 +223,17 @@ enum Outcome {
 }
 
 impl Target {
-    async fn send(&self, client: &Client, i: usize) -> Outcome {
+    fn path(&self) -> &'static str {
+        match self {
+            Target::Noop => "/healthz",
+            Target::Authorize { .. } => "/v1/authorize",
+        }
+    }
+
+    async fn send(&self, client: &Client, url: &str, i: usize) -> Outcome {
         let (request, call) = match self {
-            Target::Noop { url } => (client.get(url), None),
-            Target::Authorize { url, calls } => {
+            Target::Noop => (client.get(url), None),
+            Target::Authorize { calls } => {
                 let (call, auth, body) = &calls[i % calls.len()];
                 let request = client
                     .post(url)
@@ -295,12 +341,13 @@ impl Stats {
 
 /// One closed loop on one connection: requests completed in `[record_from, end)` are recorded.
 async fn worker(
-    client: Client,
+    connection: Connection,
     target: Arc<Target>,
     offset: usize,
     record_from: Instant,
     end: Instant,
 ) -> Result<Stats> {
+    let url = format!("{}{}", connection.base_url, target.path());
     let mut stats = Stats::new()?;
     let mut i = offset;
     loop {
@@ -308,7 +355,7 @@ async fn worker(
         if started >= end {
             return Ok(stats);
         }
-        let outcome = target.send(&client, i).await;
+        let outcome = target.send(&connection.client, &url, i).await;
         i = i.wrapping_add(1);
         let done = Instant::now();
         let recorded = done >= record_from && done < end;
@@ -333,7 +380,7 @@ async fn worker(
 }
 
 async fn run_phase(
-    clients: &[Client],
+    connections: &[Connection],
     target: Target,
     warmup: Duration,
     duration: Duration,
@@ -341,12 +388,12 @@ async fn run_phase(
     let target = Arc::new(target);
     let record_from = Instant::now() + warmup;
     let end = record_from + duration;
-    let tasks: Vec<_> = clients
+    let tasks: Vec<_> = connections
         .iter()
         .enumerate()
-        .map(|(i, client)| {
+        .map(|(i, connection)| {
             tokio::spawn(worker(
-                client.clone(),
+                connection.clone(),
                 Arc::clone(&target),
                 i,
                 record_from,
@@ -359,6 +406,13 @@ async fn run_phase(
         total.merge(task.await.context("benchmark task panicked")??)?;
     }
     Ok(total)
+}
+
+/// One closed-loop task's keep-alive client and the server it talks to.
+#[derive(Clone)]
+struct Connection {
+    client: Client,
+    base_url: String,
 }
 
 /// The HTTP/1.1 keep-alive client of one task (one request in flight at a time).
@@ -378,25 +432,25 @@ fn bench_client() -> Result<Client> {
         .context("building HTTP client")
 }
 
-/// A server started by the benchmark; killed when dropped.
-struct Server {
-    child: Child,
-    base_url: String,
+/// The servers started by the benchmark: `aegis init` once, then `--replicas` `aegis serve`
+/// processes on the same database; killed when dropped.
+struct Deployment {
+    replicas: Vec<Replica>,
     admin_key: String,
-    log_path: PathBuf,
-    // Dropped after the child has been killed (fields drop after `Drop::drop`).
+    /// The database the servers share, as the report names it.
+    backend: &'static str,
+    // Dropped after the replicas have been killed (fields drop in declaration order).
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    async fn start(aegis: &Path, client: &Client) -> Result<Server> {
+impl Deployment {
+    /// Starts the servers on `postgres_url`, or on a new SQLite file in the temporary directory.
+    async fn start(
+        aegis: &Path,
+        postgres_url: Option<&str>,
+        replica_count: u32,
+        client: &Client,
+    ) -> Result<Deployment> {
         if !aegis.is_file() {
             bail!(
                 "aegis binary not found at `{}`: build it with `cargo build --release -p aegis` \
@@ -408,49 +462,137 @@ impl Server {
             .prefix("aegis-bench-")
             .tempdir()
             .context("creating temporary directory")?;
-        let db = dir.path().join("bench.db");
+        let (database, backend): (OsString, _) = match postgres_url {
+            Some(url) => (url.into(), "PostgreSQL"),
+            None => (dir.path().join("bench.db").into(), "temporary SQLite"),
+        };
+        // Each replica keeps its log and its signing key in its own subdirectory: replicas of
+        // a real deployment do not share a key file either.
+        let replica_dirs = (0..replica_count)
+            .map(|i| {
+                let replica_dir = dir.path().join(format!("replica-{i}"));
+                std::fs::create_dir(&replica_dir)
+                    .with_context(|| format!("creating {}", replica_dir.display()))?;
+                Ok(replica_dir)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // `init` opens the store too, and with it a signing key: let that be the first
+        // replica's rather than one no server uses.
+        let admin_key = init_tenant(aegis, &database, &replica_dirs[0])?;
 
-        let init = Command::new(aegis)
-            .args(["init", "--tenant", "bench", "--db"])
-            .arg(&db)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running `{} init`", aegis.display()))?;
-        if !init.status.success() {
-            bail!(
-                "`aegis init` failed ({}):\n{}",
-                init.status,
-                String::from_utf8_lossy(&init.stderr)
-            );
+        let ports = free_ports(replica_dirs.len())?;
+        let mut deployment = Deployment {
+            replicas: Vec::with_capacity(replica_dirs.len()),
+            admin_key,
+            backend,
+            _dir: dir,
+        };
+        for (replica_dir, port) in replica_dirs.iter().zip(ports) {
+            let replica = Replica::spawn(aegis, &database, replica_dir, port)?;
+            deployment.replicas.push(replica);
         }
-        let stdout = String::from_utf8_lossy(&init.stdout);
-        let parsed = serde_json::from_str::<Value>(stdout.trim())
-            .ok()
-            .or_else(|| {
-                stdout
-                    .lines()
-                    .rev()
-                    .find_map(|l| serde_json::from_str(l).ok())
-            });
-        let admin_key = parsed
-            .as_ref()
-            .and_then(|v| v.get("admin_key"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("`aegis init` printed no JSON with `admin_key`:\n{stdout}"))?
-            .to_owned();
+        for replica in &mut deployment.replicas {
+            if let Err(e) = replica.wait_ready(client).await {
+                eprintln!("{}", replica.log_excerpt(usize::MAX));
+                return Err(e);
+            }
+        }
+        Ok(deployment)
+    }
 
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .context("finding a free loopback port")?
-            .port();
-        let log_path = dir.path().join("server.log");
+    fn base_urls(&self) -> Vec<String> {
+        self.replicas.iter().map(|r| r.base_url.clone()).collect()
+    }
+
+    /// The last `max_lines` lines of every replica's log, framed for printing.
+    fn log_excerpts(&self, max_lines: usize) -> String {
+        let excerpts: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|replica| replica.log_excerpt(max_lines))
+            .collect();
+        excerpts.join("\n")
+    }
+}
+
+fn signing_key_file(replica_dir: &Path) -> PathBuf {
+    replica_dir.join("aegis.signing-key")
+}
+
+/// Runs `aegis init` for tenant `bench` and returns its admin key.
+fn init_tenant(aegis: &Path, database: &OsStr, replica_dir: &Path) -> Result<String> {
+    let init = Command::new(aegis)
+        .args(["init", "--tenant", "bench", "--db"])
+        .arg(database)
+        .arg("--signing-key-file")
+        .arg(signing_key_file(replica_dir))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running `{} init`", aegis.display()))?;
+    if !init.status.success() {
+        bail!(
+            "`aegis init` failed ({}):\n{}",
+            init.status,
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&init.stdout);
+    let parsed = serde_json::from_str::<Value>(stdout.trim())
+        .ok()
+        .or_else(|| {
+            stdout
+                .lines()
+                .rev()
+                .find_map(|l| serde_json::from_str(l).ok())
+        });
+    let admin_key = parsed
+        .as_ref()
+        .and_then(|v| v.get("admin_key"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("`aegis init` printed no JSON with `admin_key`:\n{stdout}"))?;
+    Ok(admin_key.to_owned())
+}
+
+/// `count` distinct free loopback ports. All listeners are held until every port is chosen, so
+/// that the OS cannot hand out the same port twice.
+fn free_ports(count: usize) -> Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("finding free loopback ports")?;
+    listeners
+        .iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("finding free loopback ports")
+}
+
+/// One `aegis serve` process started by the benchmark; killed when dropped.
+struct Replica {
+    child: Child,
+    base_url: String,
+    log_path: PathBuf,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Replica {
+    fn spawn(aegis: &Path, database: &OsStr, replica_dir: &Path, port: u16) -> Result<Replica> {
+        let log_path = replica_dir.join("server.log");
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let child = Command::new(aegis)
             .arg("serve")
             .arg("--db")
-            .arg(&db)
+            .arg(database)
+            .arg("--signing-key-file")
+            .arg(signing_key_file(replica_dir))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
@@ -459,18 +601,11 @@ impl Server {
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawning `{} serve`", aegis.display()))?;
-        let mut server = Server {
+        Ok(Replica {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
-            admin_key,
             log_path,
-            _dir: dir,
-        };
-        if let Err(e) = server.wait_ready(client).await {
-            eprintln!("{}", server.log_excerpt(usize::MAX));
-            return Err(e);
-        }
-        Ok(server)
+        })
     }
 
     async fn wait_ready(&mut self, client: &Client) -> Result<()> {
@@ -675,6 +810,8 @@ impl RouteReport {
 struct Report<'a> {
     args: &'a Args,
     server: String,
+    /// How many servers the connections were spread over.
+    server_count: usize,
     noop: RouteReport,
     authorize: RouteReport,
     /// From the 5th deny of a second agent's storm, under load, to its incident being listed.
@@ -762,6 +899,7 @@ impl Report<'_> {
         }
         json!({
             "server": self.server,
+            "servers": self.server_count,
             "scenario": self.args.scenario.name(),
             "connections": self.args.connections,
             "warmup_secs": self.args.warmup,
@@ -777,19 +915,21 @@ impl Report<'_> {
     }
 }
 
-/// Sends 5 untrusted writes from `auth`'s agent after `delay`, then polls the incidents
-/// until the deny_storm appears. Returns the time from the 5th answered deny to the incident
-/// being listed.
+/// Sends 5 untrusted writes from `auth`'s agent after `delay`, one server after the other, then
+/// polls the first server's incidents until the deny_storm appears. Returns the time from the
+/// 5th answered deny to the incident being listed.
 async fn storm_probe(
     client: Client,
-    base: String,
+    base_urls: Vec<String>,
     key: String,
     auth: HeaderValue,
     delay: Duration,
 ) -> Result<Duration> {
     tokio::time::sleep(delay).await;
     let body = serde_json::to_vec(&Call::UntrustedWrite.body())?;
-    for _ in 0..5 {
+    // Spread like the load: with replicas, the incident has to be assembled from denies that
+    // different servers recorded.
+    for base in base_urls.iter().cycle().take(5) {
         let response = client
             .post(format!("{base}/v1/authorize"))
             .header(reqwest::header::AUTHORIZATION, auth.clone())
@@ -806,7 +946,7 @@ async fn storm_probe(
         )?;
     }
     let answered = Instant::now();
-    let url = format!("{base}/v1/incidents?kind=deny_storm&limit=1000");
+    let url = format!("{}/v1/incidents?kind=deny_storm&limit=1000", base_urls[0]);
     loop {
         let (status, incidents) = api(&client, Method::GET, &url, &key, None).await?;
         expect(
@@ -827,57 +967,71 @@ async fn storm_probe(
 
 async fn run(args: &Args) -> Result<()> {
     let control = bench_client()?;
-    // Held until the end of the run: dropping it kills the server.
-    let server = match &args.url {
-        Some(_) => None,
-        None => {
-            eprintln!("starting {} ...", args.aegis.display());
-            Some(Server::start(&args.aegis, &control).await?)
-        }
+    // Held until the end of the run: dropping it kills the servers.
+    let deployment = if args.urls.is_empty() {
+        eprintln!("starting {} x{} ...", args.aegis.display(), args.replicas);
+        Some(Deployment::start(&args.aegis, args.db.as_deref(), args.replicas, &control).await?)
+    } else {
+        None
     };
-    let (base, admin_key, label) = match (&server, &args.url) {
-        (Some(server), _) => (
-            server.base_url.clone(),
-            server.admin_key.clone(),
-            format!("{} (spawned)", server.base_url),
-        ),
-        (None, Some(url)) => {
+    let (base_urls, admin_key, label) = match &deployment {
+        Some(deployment) => {
+            let base_urls = deployment.base_urls();
+            let label = format!("{} (spawned, {})", base_urls.join(" "), deployment.backend);
+            (base_urls, deployment.admin_key.clone(), label)
+        }
+        None => {
             let key = args
                 .admin_key
                 .clone()
                 .context("--url requires --admin-key")?;
-            let base = url.trim_end_matches('/').to_owned();
-            (base.clone(), key, base)
+            let base_urls: Vec<String> = args
+                .urls
+                .iter()
+                .map(|url| url.trim_end_matches('/').to_owned())
+                .collect();
+            let label = base_urls.join(" ");
+            (base_urls, key, label)
         }
-        (None, None) => unreachable!("a server is started unless --url is given"),
     };
+    // Management calls all go to one server: the others see the changes through the database.
+    let management_url = &base_urls[0];
 
-    let setup = setup(&control, &base, &admin_key).await.map_err(|e| {
-        if let Some(server) = &server {
-            eprintln!("{}", server.log_excerpt(40));
-        }
-        e.context("setting up agent and tool")
-    })?;
+    let setup = setup(&control, management_url, &admin_key)
+        .await
+        .map_err(|e| {
+            if let Some(deployment) = &deployment {
+                eprintln!("{}", deployment.log_excerpts(40));
+            }
+            e.context("setting up agent and tool")
+        })?;
 
-    let clients = (0..args.connections)
-        .map(|_| bench_client())
+    let connections = (0..args.connections as usize)
+        .map(|i| {
+            Ok(Connection {
+                client: bench_client()?,
+                base_url: base_urls[i % base_urls.len()].clone(),
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     let warmup = Duration::from_secs(args.warmup);
     let duration = Duration::from_secs(args.duration);
 
     eprintln!(
-        "no-op phase: GET /healthz, {} connections, {} s warm-up + {} s ...",
-        args.connections, args.warmup, args.duration
+        "no-op phase: GET /healthz, {} connections over {} server(s), {} s warm-up + {} s ...",
+        args.connections,
+        base_urls.len(),
+        args.warmup,
+        args.duration
     );
-    let noop_target = Target::Noop {
-        url: format!("{base}/healthz"),
-    };
-    let noop = run_phase(&clients, noop_target, warmup, duration).await?;
+    let noop = run_phase(&connections, Target::Noop, warmup, duration).await?;
 
     eprintln!(
-        "authorize phase: POST /v1/authorize ({} scenario), {} connections, {} s warm-up + {} s ...",
+        "authorize phase: POST /v1/authorize ({} scenario), {} connections over {} server(s), \
+         {} s warm-up + {} s ...",
         args.scenario.name(),
         args.connections,
+        base_urls.len(),
         args.warmup,
         args.duration
     );
@@ -893,30 +1047,28 @@ async fn run(args: &Args) -> Result<()> {
             Ok((call, auth, serde_json::to_vec(&call.body())?))
         })
         .collect::<Result<Vec<_>>>()?;
-    let authorize_target = Target::Authorize {
-        url: format!("{base}/v1/authorize"),
-        calls,
-    };
     // Halfway through the measured load, a second agent's 5-deny storm: how long until the
     // SOC shows its incident?
-    let (_, storm_auth) = create_agent(&control, &base, &admin_key, "bench-storm-agent").await?;
+    let (_, storm_auth) =
+        create_agent(&control, management_url, &admin_key, "bench-storm-agent").await?;
     let probe = tokio::spawn(storm_probe(
         control.clone(),
-        base.clone(),
+        base_urls.clone(),
         admin_key.clone(),
         storm_auth,
         warmup + duration / 2,
     ));
-    let authorize = run_phase(&clients, authorize_target, warmup, duration).await?;
+    let authorize = run_phase(&connections, Target::Authorize { calls }, warmup, duration).await?;
     let storm_latency = probe.await.context("storm probe task")??;
 
-    if args.url.is_some() {
-        cleanup(&control, &base, &admin_key, &setup).await;
+    if deployment.is_none() {
+        cleanup(&control, management_url, &admin_key, &setup).await;
     }
 
     let report = Report {
         args,
         server: label,
+        server_count: base_urls.len(),
         noop: RouteReport::new("GET /healthz", noop, duration),
         authorize: RouteReport::new("POST /v1/authorize", authorize, duration),
         storm_latency,
@@ -925,6 +1077,14 @@ async fn run(args: &Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
         report.print_table();
+    }
+    // The error samples say what the client saw; the logs may say why.
+    let failed = report.noop.stats.error_count() + report.authorize.stats.error_count();
+    if failed > 0
+        && let Some(deployment) = &deployment
+    {
+        eprintln!("{failed} requests failed; end of the server logs:");
+        eprintln!("{}", deployment.log_excerpts(20));
     }
     for route in [&report.noop, &report.authorize] {
         if route.requests == 0 {
@@ -943,6 +1103,14 @@ async fn run(args: &Args) -> Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.replicas > 1 && args.db.is_none() {
+        Args::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "--replicas above 1 needs --db postgres://…: replicas share one database",
+            )
+            .exit();
+    }
     // Returning (instead of being killed by the signal) drops the server guard, which kills it.
     let result = tokio::select! {
         result = run(&args) => result,
