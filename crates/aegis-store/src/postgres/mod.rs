@@ -500,72 +500,83 @@ async fn record_decision_tx(
     d: &NewDecision,
 ) -> StoreResult<RecordedDecision> {
     let tenant_id = d.tenant_id.as_str();
-    let event_seq = append_event(
-        tx,
-        state,
-        tenant_id,
-        event_kind::DECISION,
-        Some(&d.agent_id),
-        Some(&d.id),
-        &records::decision_event(d),
-        d.created_at_ms,
-    )
-    .await?;
-
+    // Seq and chain head are known before anything is written, so the three inserts go out
+    // together: one round trip instead of three (tokio-postgres pipelines concurrent
+    // queries on one connection).
+    let event_seq = state.reserve_event_seq();
     let head = state.chain_head(tx, tenant_id).await?;
     let receipt = records::seal_receipt(d, head.seq, &head.hash)?;
     let receipt_id = receipt.body.id.clone();
-
-    tx.execute(
-        &prepared(
-            tx,
-            "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
+    let payload = records::decision_event(d);
+    let event = writer::insert_event(
+        tx,
+        event_seq,
+        NewEventRow {
+            tenant_id,
+            kind: event_kind::DECISION,
+            agent_id: Some(&d.agent_id),
+            subject_id: Some(&d.id),
+            payload: &payload,
+            at_ms: d.created_at_ms,
+        },
+    );
+    let insert_decision = prepared(
+        tx,
+        "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
                 mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
                 run_id, trace_id, parent_run_id, receipt_id, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
-        )
-        .await?,
-        &[
-            &d.id,
-            &tenant_id,
-            &event_seq,
-            &d.agent_id,
-            &d.request_id,
-            &d.tool,
-            &d.action,
-            &d.resource,
-            &d.mutates_state,
-            &d.risk.as_str(),
-            &d.source_trust.as_str(),
-            &d.verdict.as_str(),
-            &i64::from(d.risk_score),
-            &d.reason,
-            &serde_json::to_string(&d.matched_policies).unwrap_or_else(|_| "[]".into()),
-            &d.action_hash,
-            &d.trace.run_id,
-            &d.trace.trace_id,
-            &d.trace.parent_run_id,
-            &receipt_id,
-            &d.created_at_ms,
-        ],
     )
     .await?;
-    tx.execute(
-        &prepared(
-            tx,
-            "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .await?,
-        &[
-            &receipt_id,
-            &tenant_id,
-            &(receipt.body.seq as i64),
-            &d.id,
-            &receipt.canonical,
-            &receipt.hash,
-        ],
+    let insert_receipt = prepared(
+        tx,
+        "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .await?;
+    let matched_policies =
+        serde_json::to_string(&d.matched_policies).unwrap_or_else(|_| "[]".into());
+    let (risk, source_trust, verdict) =
+        (d.risk.as_str(), d.source_trust.as_str(), d.verdict.as_str());
+    let risk_score = i64::from(d.risk_score);
+    let decision_row: [&(dyn ToSql + Sync); 21] = [
+        &d.id,
+        &tenant_id,
+        &event_seq,
+        &d.agent_id,
+        &d.request_id,
+        &d.tool,
+        &d.action,
+        &d.resource,
+        &d.mutates_state,
+        &risk,
+        &source_trust,
+        &verdict,
+        &risk_score,
+        &d.reason,
+        &matched_policies,
+        &d.action_hash,
+        &d.trace.run_id,
+        &d.trace.trace_id,
+        &d.trace.parent_run_id,
+        &receipt_id,
+        &d.created_at_ms,
+    ];
+    let decision = tx.execute(&insert_decision, &decision_row);
+    let receipt_seq = receipt.body.seq as i64;
+    let receipt_row: [&(dyn ToSql + Sync); 6] = [
+        &receipt_id,
+        &tenant_id,
+        &receipt_seq,
+        &d.id,
+        &receipt.canonical,
+        &receipt.hash,
+    ];
+    let stored_receipt = tx.execute(&insert_receipt, &receipt_row);
+    tokio::try_join!(
+        event,
+        async { decision.await.map_err(StoreError::from) },
+        async { stored_receipt.await.map_err(StoreError::from) },
+    )?;
 
     let escalated_to = if d.verdict == Verdict::Deny {
         escalate_if_due(tx, state, d).await?
@@ -597,36 +608,28 @@ async fn escalate_if_due(
     state: &mut WriterState,
     d: &NewDecision,
 ) -> StoreResult<Option<RiskTier>> {
+    let window_start = d.created_at_ms - i64::from(d.escalation.window_minutes) * 60_000;
+    let threshold = i64::from(d.escalation.denial_threshold);
+    // Tier and recent denies in one round trip.
     let row = tx
         .query_one(
             &prepared(
                 tx,
-                "SELECT risk_tier, risk_tier_changed_seq FROM agents WHERE id = $1",
+                "SELECT a.risk_tier, (SELECT COUNT(*) FROM (SELECT 1 FROM decisions
+                    WHERE agent_id = a.id AND decision = 'deny' AND created_at >= $2
+                      AND event_seq > a.risk_tier_changed_seq
+                    LIMIT $3) AS recent)
+                 FROM agents a WHERE a.id = $1",
             )
             .await?,
-            &[&d.agent_id],
+            &[&d.agent_id, &window_start, &threshold],
         )
         .await?;
     let tier: RiskTier = parse_column(&get::<String>(&row, 0)?)?;
-    let changed_seq: i64 = get(&row, 1)?;
+    let denies: i64 = get(&row, 1)?;
     let Some(next) = tier.escalated() else {
         return Ok(None);
     };
-    let window_start = d.created_at_ms - i64::from(d.escalation.window_minutes) * 60_000;
-    let threshold = i64::from(d.escalation.denial_threshold);
-    let denies: i64 = tx
-        .query_one(
-            &prepared(
-                tx,
-                "SELECT COUNT(*) FROM (SELECT 1 FROM decisions
-                  WHERE agent_id = $1 AND decision = 'deny' AND created_at >= $2 AND event_seq > $3
-                  LIMIT $4) AS recent",
-            )
-            .await?,
-            &[&d.agent_id, &window_start, &changed_seq, &threshold],
-        )
-        .await?
-        .try_get(0)?;
     if denies < threshold {
         return Ok(None);
     }
@@ -1179,8 +1182,9 @@ impl Store for PgStore {
     }
 
     async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
+        // Recording a decision fails only when the database does; no savepoint needed.
         self.writer()?
-            .write(move |tx, state| {
+            .write_unguarded(move |tx, state| {
                 Box::pin(async move { record_decision_tx(tx, state, &decision).await })
             })
             .await

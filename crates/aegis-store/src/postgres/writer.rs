@@ -35,6 +35,10 @@ type Work<T> = Box<
 >;
 
 trait Job: Send {
+    /// Whether the job runs in a savepoint of its own, so that its failure rolls back only
+    /// itself. Without one, a failing job fails the whole batch (PostgreSQL aborts the
+    /// transaction on any error): right for work that fails only when the database does.
+    fn isolated(&self) -> bool;
     fn apply<'a>(
         &'a mut self,
         tx: &'a Transaction<'a>,
@@ -44,12 +48,17 @@ trait Job: Send {
 }
 
 struct FnJob<T> {
+    isolated: bool,
     work: Option<Work<T>>,
     value: Option<T>,
     reply: oneshot::Sender<StoreResult<T>>,
 }
 
 impl<T: Send> Job for FnJob<T> {
+    fn isolated(&self) -> bool {
+        self.isolated
+    }
+
     fn apply<'a>(
         &'a mut self,
         tx: &'a Transaction<'a>,
@@ -100,27 +109,17 @@ impl WriterState {
         tx: &Transaction<'_>,
         event: super::NewEventRow<'_>,
     ) -> StoreResult<i64> {
-        let seq = self.next_seq;
-        tx.execute(
-            &prepared(
-                tx,
-                "INSERT INTO events (seq, tenant_id, kind, agent_id, subject_id, payload, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .await?,
-            &[
-                &seq,
-                &event.tenant_id,
-                &event.kind,
-                &event.agent_id,
-                &event.subject_id,
-                &event.payload.to_string(),
-                &event.at_ms,
-            ],
-        )
-        .await?;
-        self.next_seq += 1;
+        let seq = self.reserve_event_seq();
+        insert_event(tx, seq, event).await?;
         Ok(seq)
+    }
+
+    /// Takes the next seq of the log for an event the caller inserts with [`insert_event`]
+    /// (to send it together with other statements).
+    pub fn reserve_event_seq(&mut self) -> i64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
     }
 
     /// The current head of a tenant's chain (`seq` 0 and `""` for an empty chain).
@@ -164,6 +163,33 @@ impl WriterState {
         }
         self.heads.insert(tenant_id.to_owned(), head);
     }
+}
+
+/// Inserts an event under a seq from [`WriterState::reserve_event_seq`].
+pub(crate) async fn insert_event(
+    tx: &Transaction<'_>,
+    seq: i64,
+    event: super::NewEventRow<'_>,
+) -> StoreResult<()> {
+    tx.execute(
+        &prepared(
+            tx,
+            "INSERT INTO events (seq, tenant_id, kind, agent_id, subject_id, payload, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await?,
+        &[
+            &seq,
+            &event.tenant_id,
+            &event.kind,
+            &event.agent_id,
+            &event.subject_id,
+            &event.payload.to_string(),
+            &event.at_ms,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn sign_checkpoint(
@@ -219,8 +245,37 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    /// Runs `work` in the writer's next transaction and answers after it is committed.
+    /// Runs `work` in the writer's next transaction, in a savepoint of its own, and answers
+    /// after it is committed.
     pub async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a Transaction<'a>,
+                &'a mut WriterState,
+            ) -> BoxFuture<'a, StoreResult<T>>
+            + Send
+            + 'static,
+    {
+        self.submit(true, work).await
+    }
+
+    /// As [`Writer::write`] without the savepoint (two round trips fewer), for work that fails
+    /// only when the database does; its failure fails the batch, so nobody is told "done".
+    pub async fn write_unguarded<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a Transaction<'a>,
+                &'a mut WriterState,
+            ) -> BoxFuture<'a, StoreResult<T>>
+            + Send
+            + 'static,
+    {
+        self.submit(false, work).await
+    }
+
+    async fn submit<T, F>(&self, isolated: bool, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(
@@ -232,6 +287,7 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(FnJob {
+            isolated,
             work: Some(Box::new(work) as Work<T>),
             value: None,
             reply,
@@ -349,6 +405,12 @@ async fn commit_batch(
             extended: Vec::new(),
         };
         for job in batch.iter_mut() {
+            if !job.isolated() {
+                // The transaction is aborted if this fails: fail the batch with its error.
+                job.apply(&tx, &mut state).await?;
+                outcomes.push(Ok(()));
+                continue;
+            }
             let seq_before = state.next_seq;
             let savepoint = tx.savepoint("job").await?;
             let outcome = job.apply(&savepoint, &mut state).await;
