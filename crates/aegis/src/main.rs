@@ -297,18 +297,16 @@ async fn open_read_only(db: &str) -> anyhow::Result<Arc<dyn Store>> {
     )?))
 }
 
-/// Where a log line may name the database: a file path as is, a URL without credentials.
+/// Where a log line may name the database: a file path as is, a URL without its user
+/// information and parameters (either may carry a password).
 fn database_label(db: &str) -> String {
     if !is_postgres(db) {
         return db.to_owned();
     }
-    match db
-        .split_once("://")
-        .and_then(|(_, rest)| rest.rsplit_once('@'))
-    {
-        Some((_, host_and_db)) => format!("postgres://…@{host_and_db}"),
-        None => db.to_owned(),
-    }
+    let rest = db.split_once("://").map_or(db, |(_, rest)| rest);
+    let rest = rest.split_once('?').map_or(rest, |(before, _)| before);
+    let host_and_db = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    format!("postgres://{host_and_db}")
 }
 
 async fn init(args: InitArgs) -> anyhow::Result<()> {
@@ -525,4 +523,26 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_label;
+
+    #[test]
+    fn database_labels_carry_no_credentials() {
+        assert_eq!(database_label("db/aegis.db"), "db/aegis.db");
+        assert_eq!(
+            database_label("postgres://aegis:s3cret@db.internal:5432/aegis"),
+            "postgres://db.internal:5432/aegis"
+        );
+        assert_eq!(
+            database_label("postgresql://db.internal/aegis?user=a&password=s3cret"),
+            "postgres://db.internal/aegis"
+        );
+        assert_eq!(
+            database_label("postgres://p@ss:w@rd@host/db"),
+            "postgres://host/db"
+        );
+    }
 }
