@@ -8,6 +8,7 @@
 //! [`PgStore::lead`] elects the one replica that runs the SOC consumers, by a session-level
 //! advisory lock.
 
+mod decision_rows;
 mod evidence;
 mod notify;
 mod rows;
@@ -500,112 +501,44 @@ async fn insert_operator_key(
     })
 }
 
-/// Inserts decision, event and receipt; steps the risk tier up when a deny reaches the
-/// tenant's threshold. Runs inside the writer's transaction.
+/// Gathers decision, event and receipt for the batch's multi-row insert
+/// ([`decision_rows`]); a deny is written at once and steps the risk tier up when it reaches
+/// the tenant's threshold. Runs inside the writer's transaction.
 async fn record_decision_tx(
     tx: &deadpool_postgres::Transaction<'_>,
     state: &mut WriterState,
-    d: &NewDecision,
+    d: NewDecision,
 ) -> StoreResult<RecordedDecision> {
-    let tenant_id = d.tenant_id.as_str();
-    // Seq and chain head are known before anything is written, so the three inserts go out
-    // together: one round trip instead of three (tokio-postgres pipelines concurrent
-    // queries on one connection).
     let event_seq = state.reserve_event_seq();
-    let head = state.chain_head(tx, tenant_id).await?;
-    let receipt = records::seal_receipt(d, head.seq, &head.hash)?;
-    let receipt_id = receipt.body.id.clone();
-    let payload = records::decision_event(d);
-    let event = writer::insert_event(
-        tx,
+    let head = state.chain_head(tx, d.tenant_id.as_str()).await?;
+    let receipt = records::seal_receipt(&d, head.seq, &head.hash)?;
+    let recorded = RecordedDecision {
         event_seq,
-        NewEventRow {
-            tenant_id,
-            kind: event_kind::DECISION,
-            agent_id: Some(&d.agent_id),
-            subject_id: Some(&d.id),
-            payload: &payload,
-            at_ms: d.created_at_ms,
-        },
-    );
-    let insert_decision = prepared(
-        tx,
-        "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
-                mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
-                run_id, trace_id, parent_run_id, receipt_id, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
-    )
-    .await?;
-    let insert_receipt = prepared(
-        tx,
-        "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .await?;
-    let matched_policies =
-        serde_json::to_string(&d.matched_policies).unwrap_or_else(|_| "[]".into());
-    let (risk, source_trust, verdict) =
-        (d.risk.as_str(), d.source_trust.as_str(), d.verdict.as_str());
-    let risk_score = i64::from(d.risk_score);
-    let decision_row: [&(dyn ToSql + Sync); 21] = [
-        &d.id,
-        &tenant_id,
-        &event_seq,
-        &d.agent_id,
-        &d.request_id,
-        &d.tool,
-        &d.action,
-        &d.resource,
-        &d.mutates_state,
-        &risk,
-        &source_trust,
-        &verdict,
-        &risk_score,
-        &d.reason,
-        &matched_policies,
-        &d.action_hash,
-        &d.trace.run_id,
-        &d.trace.trace_id,
-        &d.trace.parent_run_id,
-        &receipt_id,
-        &d.created_at_ms,
-    ];
-    let decision = tx.execute(&insert_decision, &decision_row);
-    let receipt_seq = receipt.body.seq as i64;
-    let receipt_row: [&(dyn ToSql + Sync); 6] = [
-        &receipt_id,
-        &tenant_id,
-        &receipt_seq,
-        &d.id,
-        &receipt.canonical,
-        &receipt.hash,
-    ];
-    let stored_receipt = tx.execute(&insert_receipt, &receipt_row);
-    tokio::try_join!(
-        event,
-        async { decision.await.map_err(StoreError::from) },
-        async { stored_receipt.await.map_err(StoreError::from) },
-    )?;
-
-    let escalated_to = if d.verdict == Verdict::Deny {
-        escalate_if_due(tx, state, d).await?
-    } else {
-        None
+        receipt_id: receipt.body.id.clone(),
+        receipt_seq: receipt.body.seq,
+        receipt_hash: receipt.hash.clone(),
+        prev_hash: receipt.body.prev_hash.clone(),
+        escalated_to: None,
     };
-
     state.extend_chain(
-        tenant_id,
+        d.tenant_id.as_str(),
         ChainHead {
             seq: receipt.body.seq,
             hash: receipt.hash.clone(),
         },
     );
+    let payload = records::decision_event(&d).to_string();
+    if d.verdict != Verdict::Deny {
+        state.decisions.push(event_seq, payload, d, receipt);
+        return Ok(recorded);
+    }
+    let escalation = d.clone();
+    state.decisions.push(event_seq, payload, d, receipt);
+    // The escalation count must see this deny.
+    state.decisions.flush(tx).await?;
     Ok(RecordedDecision {
-        event_seq,
-        receipt_id,
-        receipt_seq: receipt.body.seq,
-        receipt_hash: receipt.hash,
-        prev_hash: receipt.body.prev_hash,
-        escalated_to,
+        escalated_to: escalate_if_due(tx, state, &escalation).await?,
+        ..recorded
     })
 }
 
@@ -1193,7 +1126,7 @@ impl Store for PgStore {
         // Recording a decision fails only when the database does; no savepoint needed.
         self.writer()?
             .write_unguarded(move |tx, state| {
-                Box::pin(async move { record_decision_tx(tx, state, &decision).await })
+                Box::pin(async move { record_decision_tx(tx, state, decision).await })
             })
             .await
     }

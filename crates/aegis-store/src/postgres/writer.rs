@@ -12,6 +12,7 @@
 //! - receipt chains that never fork: a batch reads each chain head after taking the lock;
 //! - a place to NOTIFY other replicas of the new head (delivered at COMMIT).
 
+use super::decision_rows::PendingDecisions;
 use super::prepared;
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::ReceiptSigner;
@@ -100,6 +101,8 @@ pub(crate) struct WriterState {
     heads: HashMap<String, ChainHead>,
     /// Tenants whose chain this batch extended.
     extended: Vec<String>,
+    /// Decision rows not yet sent.
+    pub decisions: PendingDecisions,
 }
 
 impl WriterState {
@@ -114,8 +117,8 @@ impl WriterState {
         Ok(seq)
     }
 
-    /// Takes the next seq of the log for an event the caller inserts with [`insert_event`]
-    /// (to send it together with other statements).
+    /// Takes the next seq of the log for an event written later in the batch (a decision's,
+    /// by [`super::decision_rows`]).
     pub fn reserve_event_seq(&mut self) -> i64 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -165,8 +168,7 @@ impl WriterState {
     }
 }
 
-/// Inserts an event under a seq from [`WriterState::reserve_event_seq`].
-pub(crate) async fn insert_event(
+async fn insert_event(
     tx: &Transaction<'_>,
     seq: i64,
     event: super::NewEventRow<'_>,
@@ -403,6 +405,7 @@ async fn commit_batch(
             next_seq: head + 1,
             heads: HashMap::new(),
             extended: Vec::new(),
+            decisions: PendingDecisions::default(),
         };
         for job in batch.iter_mut() {
             if !job.isolated() {
@@ -411,6 +414,8 @@ async fn commit_batch(
                 outcomes.push(Ok(()));
                 continue;
             }
+            // Rows gathered so far must not be rolled back with this job's savepoint.
+            state.decisions.flush(&tx).await?;
             let seq_before = state.next_seq;
             let savepoint = tx.savepoint("job").await?;
             let outcome = job.apply(&savepoint, &mut state).await;
@@ -424,6 +429,7 @@ async fn commit_batch(
             }
             outcomes.push(outcome);
         }
+        state.decisions.flush(&tx).await?;
         let at = now_ms();
         for tenant_id in &state.extended {
             let head = &state.heads[tenant_id];

@@ -1,0 +1,166 @@
+//! Decisions gathered over one batch and written with one multi-row insert per table.
+//!
+//! Every write of the cluster waits for the `log_head` lock, so what a batch costs in round
+//! trips is what the whole deployment can do. A decision's event seq, receipt and chain head
+//! are all computed in memory; only the rows remain, and [`PendingDecisions::flush`] sends
+//! them for the whole batch at once (three pipelined `INSERT … SELECT FROM UNNEST`). The
+//! writer flushes before anything that could read them or roll them back: before a job in a
+//! savepoint, before a deny's escalation count, and before signing the batch's checkpoints.
+
+use super::prepared;
+use crate::records::SealedReceipt;
+use crate::{NewDecision, StoreError, StoreResult};
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+
+struct PendingDecision {
+    event_seq: i64,
+    event_payload: String,
+    decision: NewDecision,
+    receipt: SealedReceipt,
+}
+
+#[derive(Default)]
+pub(crate) struct PendingDecisions {
+    rows: Vec<PendingDecision>,
+}
+
+impl PendingDecisions {
+    pub fn push(
+        &mut self,
+        event_seq: i64,
+        event_payload: String,
+        decision: NewDecision,
+        receipt: SealedReceipt,
+    ) {
+        self.rows.push(PendingDecision {
+            event_seq,
+            event_payload,
+            decision,
+            receipt,
+        });
+    }
+
+    /// Writes the gathered rows (events, decisions, receipts) in one round trip.
+    pub async fn flush(&mut self, tx: &Transaction<'_>) -> StoreResult<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.rows);
+        // Columns borrow from the rows: nothing is copied but the pointers.
+        let text = |f: for<'r> fn(&'r PendingDecision) -> &'r str| -> Vec<&str> {
+            rows.iter().map(f).collect()
+        };
+        let optional =
+            |f: for<'r> fn(&'r PendingDecision) -> Option<&'r str>| -> Vec<Option<&str>> {
+                rows.iter().map(f).collect()
+            };
+        let int = |f: fn(&PendingDecision) -> i64| -> Vec<i64> { rows.iter().map(f).collect() };
+
+        let event_seqs = int(|r| r.event_seq);
+        let tenant_ids = text(|r| r.decision.tenant_id.as_str());
+        let kinds = text(|_| crate::event_kind::DECISION);
+        let agent_ids = text(|r| &r.decision.agent_id);
+        let decision_ids = text(|r| &r.decision.id);
+        let payloads = text(|r| &r.event_payload);
+        let created_at = int(|r| r.decision.created_at_ms);
+        let insert_events = prepared(
+            tx,
+            "INSERT INTO events (seq, tenant_id, kind, agent_id, subject_id, payload, created_at)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::bigint[])",
+        )
+        .await?;
+        let events_columns: [&(dyn ToSql + Sync); 7] = [
+            &event_seqs,
+            &tenant_ids,
+            &kinds,
+            &agent_ids,
+            &decision_ids,
+            &payloads,
+            &created_at,
+        ];
+        let events = tx.execute(&insert_events, &events_columns);
+
+        let request_ids = optional(|r| r.decision.request_id.as_deref());
+        let tools = text(|r| &r.decision.tool);
+        let actions = text(|r| &r.decision.action);
+        let resources = optional(|r| r.decision.resource.as_deref());
+        let mutates_state: Vec<bool> = rows.iter().map(|r| r.decision.mutates_state).collect();
+        let risks = text(|r| r.decision.risk.as_str());
+        let source_trusts = text(|r| r.decision.source_trust.as_str());
+        let verdicts = text(|r| r.decision.verdict.as_str());
+        let risk_scores = int(|r| i64::from(r.decision.risk_score));
+        let reasons = text(|r| &r.decision.reason);
+        let matched_policies: Vec<String> = rows
+            .iter()
+            .map(|r| serde_json::to_string(&r.decision.matched_policies))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Corrupt(format!("matched policies: {e}")))?;
+        let action_hashes = text(|r| &r.decision.action_hash);
+        let run_ids = optional(|r| r.decision.trace.run_id.as_deref());
+        let trace_ids = optional(|r| r.decision.trace.trace_id.as_deref());
+        let parent_run_ids = optional(|r| r.decision.trace.parent_run_id.as_deref());
+        let receipt_ids = text(|r| &r.receipt.body.id);
+        let insert_decisions = prepared(
+            tx,
+            "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
+                mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
+                run_id, trace_id, parent_run_id, receipt_id, created_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[],
+                                  $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+                                  $19::text[], $20::text[], $21::bigint[])",
+        )
+        .await?;
+        let decisions_columns: [&(dyn ToSql + Sync); 21] = [
+            &decision_ids,
+            &tenant_ids,
+            &event_seqs,
+            &agent_ids,
+            &request_ids,
+            &tools,
+            &actions,
+            &resources,
+            &mutates_state,
+            &risks,
+            &source_trusts,
+            &verdicts,
+            &risk_scores,
+            &reasons,
+            &matched_policies,
+            &action_hashes,
+            &run_ids,
+            &trace_ids,
+            &parent_run_ids,
+            &receipt_ids,
+            &created_at,
+        ];
+        let decisions = tx.execute(&insert_decisions, &decisions_columns);
+
+        let receipt_seqs = int(|r| r.receipt.body.seq as i64);
+        let bodies = text(|r| &r.receipt.canonical);
+        let hashes = text(|r| &r.receipt.hash);
+        let insert_receipts = prepared(
+            tx,
+            "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])",
+        )
+        .await?;
+        let receipts_columns: [&(dyn ToSql + Sync); 6] = [
+            &receipt_ids,
+            &tenant_ids,
+            &receipt_seqs,
+            &decision_ids,
+            &bodies,
+            &hashes,
+        ];
+        let receipts = tx.execute(&insert_receipts, &receipts_columns);
+        tokio::try_join!(
+            async { events.await.map_err(StoreError::from) },
+            async { decisions.await.map_err(StoreError::from) },
+            async { receipts.await.map_err(StoreError::from) },
+        )?;
+        Ok(())
+    }
+}
