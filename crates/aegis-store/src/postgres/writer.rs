@@ -1,8 +1,10 @@
 //! The PostgreSQL writer task and its group commit.
 //!
 //! As in the SQLite store, every write is a job for one writer per process, which applies
-//! whatever is queued inside one transaction (each job in its own savepoint), signs a
-//! checkpoint over each receipt chain the batch extended, commits once and only then answers.
+//! whatever is queued inside one transaction, signs a checkpoint over each receipt chain the
+//! batch extended, commits once and only then answers. Jobs run in savepoints of their own,
+//! except decisions: they fail only when the database does, and their rows are gathered and
+//! written together ([`super::decision_rows`]).
 //!
 //! What several replicas add: each batch transaction first locks the single `log_head` row
 //! (`SELECT … FOR UPDATE`) and holds it to COMMIT. That one lock makes every write
