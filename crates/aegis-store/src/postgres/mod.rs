@@ -182,6 +182,36 @@ impl PgStore {
         Ok(client.query_opt(&statement, params).await?)
     }
 
+    /// Sets columns of the tenant's row (`assignments` numbers its values from `$1`) and
+    /// records the change with `payload`; returns the settings after it.
+    async fn change_settings(
+        &self,
+        tenant: &TenantId,
+        assignments: &'static str,
+        values: Vec<Box<dyn ToSql + Send + Sync>>,
+        payload: serde_json::Value,
+    ) -> StoreResult<TenantSettings> {
+        let tenant = tenant.clone();
+        let sql = format!(
+            "UPDATE tenants SET {assignments} WHERE id = ${}",
+            values.len() + 1
+        );
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    let mut params: Vec<&(dyn ToSql + Sync)> = values
+                        .iter()
+                        .map(|value| value.as_ref() as &(dyn ToSql + Sync))
+                        .collect();
+                    let id = tenant.as_str();
+                    params.push(&id);
+                    tx.execute(&prepared(tx, &sql).await?, &params).await?;
+                    settings_changed(tx, state, &tenant, payload).await
+                })
+            })
+            .await
+    }
+
     async fn query_map<T>(
         &self,
         sql: &str,
@@ -502,8 +532,8 @@ async fn insert_operator_key(
 }
 
 /// Gathers decision, event and receipt for the batch's multi-row insert
-/// ([`decision_rows`]); a deny is written at once and steps the risk tier up when it reaches
-/// the tenant's threshold. Runs inside the writer's transaction.
+/// ([`decision_rows`]); a deny first steps the risk tier up when it reaches the tenant's
+/// threshold. Runs inside the writer's transaction.
 async fn record_decision_tx(
     tx: &deadpool_postgres::Transaction<'_>,
     state: &mut WriterState,
@@ -527,28 +557,29 @@ async fn record_decision_tx(
             hash: receipt.hash.clone(),
         },
     );
+    let escalated_to = if d.verdict == Verdict::Deny {
+        escalate_if_due(tx, state, &d).await?
+    } else {
+        None
+    };
     let payload = records::decision_event(&d).to_string();
-    if d.verdict != Verdict::Deny {
-        state.decisions.push(event_seq, payload, d, receipt);
-        return Ok(recorded);
-    }
-    let escalation = d.clone();
     state.decisions.push(event_seq, payload, d, receipt);
-    // The escalation count must see this deny.
-    state.decisions.flush(tx).await?;
     Ok(RecordedDecision {
-        escalated_to: escalate_if_due(tx, state, &escalation).await?,
+        escalated_to,
         ..recorded
     })
 }
 
-/// Counts the agent's denies in the window logged after its last tier change; at the
-/// threshold, steps the tier up one level and records the event (as in the SQLite store).
+/// Counts the agent's denies in the window logged after its last tier change, `d` (not yet
+/// written) included; at the threshold, steps the tier up one level and records the event
+/// (as in the SQLite store).
 async fn escalate_if_due(
     tx: &deadpool_postgres::Transaction<'_>,
     state: &mut WriterState,
     d: &NewDecision,
 ) -> StoreResult<Option<RiskTier>> {
+    // Earlier denies of this batch must be in the table to be counted.
+    state.decisions.flush(tx).await?;
     let window_start = d.created_at_ms - i64::from(d.escalation.window_minutes) * 60_000;
     let threshold = i64::from(d.escalation.denial_threshold);
     // Tier and recent denies in one round trip.
@@ -563,11 +594,12 @@ async fn escalate_if_due(
                  FROM agents a WHERE a.id = $1",
             )
             .await?,
-            &[&d.agent_id, &window_start, &threshold],
+            &[&d.agent_id, &window_start, &(threshold - 1)],
         )
         .await?;
     let tier: RiskTier = parse_column(&get::<String>(&row, 0)?)?;
-    let denies: i64 = get(&row, 1)?;
+    // The stored denies, and this one.
+    let denies: i64 = get::<i64>(&row, 1)? + 1;
     let Some(next) = tier.escalated() else {
         return Ok(None);
     };
@@ -749,29 +781,16 @@ impl Store for PgStore {
         tenant: &TenantId,
         escalation: RiskEscalation,
     ) -> StoreResult<TenantSettings> {
-        let tenant = tenant.clone();
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    tx.execute(
-                        "UPDATE tenants SET denial_threshold = $1, escalation_window_minutes = $2 WHERE id = $3",
-                        &[
-                            &i64::from(escalation.denial_threshold),
-                            &i64::from(escalation.window_minutes),
-                            &tenant.as_str(),
-                        ],
-                    )
-                    .await?;
-                    settings_changed(
-                        tx,
-                        state,
-                        &tenant,
-                        serde_json::json!({"risk_escalation": escalation}),
-                    )
-                    .await
-                })
-            })
-            .await
+        self.change_settings(
+            tenant,
+            "denial_threshold = $1, escalation_window_minutes = $2",
+            vec![
+                Box::new(i64::from(escalation.denial_threshold)),
+                Box::new(i64::from(escalation.window_minutes)),
+            ],
+            serde_json::json!({"risk_escalation": escalation}),
+        )
+        .await
     }
 
     async fn create_operator_key(
@@ -1231,25 +1250,13 @@ impl Store for PgStore {
         level: Option<AutonomyLevel>,
         actor: &str,
     ) -> StoreResult<TenantSettings> {
-        let (tenant, actor) = (tenant.clone(), actor.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    tx.execute(
-                        "UPDATE tenants SET soc_autonomy_level = $1 WHERE id = $2",
-                        &[&level.map(AutonomyLevel::as_str), &tenant.as_str()],
-                    )
-                    .await?;
-                    settings_changed(
-                        tx,
-                        state,
-                        &tenant,
-                        serde_json::json!({"soc_autonomy_level": level, "actor": actor}),
-                    )
-                    .await
-                })
-            })
-            .await
+        self.change_settings(
+            tenant,
+            "soc_autonomy_level = $1",
+            vec![Box::new(level.map(AutonomyLevel::as_str))],
+            serde_json::json!({"soc_autonomy_level": level, "actor": actor}),
+        )
+        .await
     }
 
     async fn set_deny_storm_override(
@@ -1258,29 +1265,16 @@ impl Store for PgStore {
         deny_storm: DenyStormOverride,
         actor: &str,
     ) -> StoreResult<TenantSettings> {
-        let (tenant, actor) = (tenant.clone(), actor.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    tx.execute(
-                        "UPDATE tenants SET deny_storm_n = $1, deny_storm_window_secs = $2 WHERE id = $3",
-                        &[
-                            &deny_storm.threshold.map(i64::from),
-                            &deny_storm.window_secs.map(i64::from),
-                            &tenant.as_str(),
-                        ],
-                    )
-                    .await?;
-                    settings_changed(
-                        tx,
-                        state,
-                        &tenant,
-                        serde_json::json!({"deny_storm": deny_storm, "actor": actor}),
-                    )
-                    .await
-                })
-            })
-            .await
+        self.change_settings(
+            tenant,
+            "deny_storm_n = $1, deny_storm_window_secs = $2",
+            vec![
+                Box::new(deny_storm.threshold.map(i64::from)),
+                Box::new(deny_storm.window_secs.map(i64::from)),
+            ],
+            serde_json::json!({"deny_storm": deny_storm, "actor": actor}),
+        )
+        .await
     }
 
     async fn events(
