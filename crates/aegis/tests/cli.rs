@@ -55,8 +55,7 @@ fn init_adds_tenants_and_refuses_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_chains_verify_and_tampering_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let gw = Gateway::start(dir.path(), &db).await;
     let client = reqwest::Client::new();
     let (_, token) = agent_with_github(&client, &gw, &admin).await;
@@ -156,8 +155,7 @@ async fn exported_chains_verify_and_tampering_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_signing_key_keeps_old_receipts_verifiable() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let client = reqwest::Client::new();
     let first_key = "11".repeat(32);
     let second_key = "22".repeat(32);

@@ -112,16 +112,13 @@ async fn kill_9_loses_no_answered_decision(dir: &Path, db: &str) {
     // After a restart the chain verifies (the unsigned head, if any, is sealed at start)
     // and new decisions continue the same chain.
     let gw = Gateway::start_on(dir, db, &[]).await;
-    let resp: Value = client
-        .post(gw.url("/v1/authorize"))
-        .bearer_auth(&token)
-        .json(&merge_call("trusted_internal_signed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resp: Value = post_json(
+        &client,
+        gw.url("/v1/authorize"),
+        &token,
+        &merge_call("trusted_internal_signed"),
+    )
+    .await;
     let seq = resp["receipt"]["seq"].as_u64().unwrap();
     assert!(
         seq as usize > answered.len(),

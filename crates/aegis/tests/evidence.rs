@@ -44,21 +44,18 @@ async fn call(
     action: &str,
     resource: &str,
 ) -> String {
-    let resp: Value = client
-        .post(gw.url("/v1/authorize"))
-        .bearer_auth(token)
-        .json(&json!({
+    let resp: Value = post_json(
+        client,
+        gw.url("/v1/authorize"),
+        token,
+        &json!({
             "tool_call": {"tool": tool, "action": action, "resource": resource,
                           "parameters": {"base_branch": "main", "secret_param": "s3cr3t-value"},
                           "mutates_state": true},
             "context": {"source_trust": "untrusted_external"}
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
     resp["decision"].as_str().unwrap().to_owned()
 }
 
@@ -74,8 +71,7 @@ fn nodes<'a>(graph: &'a Value, kind: &str) -> Vec<&'a Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storm_graph_has_verified_receipts_and_tampering_is_caught_everywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let other_admin = init(dir.path(), &db, "globex");
     let env = [("AEGIS_INTEGRITY_INTERVAL_SECS", "1")];
     let gw = Gateway::start_with(dir.path(), &db, &env).await;
@@ -143,16 +139,13 @@ async fn storm_graph_has_verified_receipts_and_tampering_is_caught_everywhere() 
     assert_eq!(nodes(&agent_graph, "incident").len(), 1);
 
     // Viewers read evidence; agent tokens do not.
-    let viewer: Value = client
-        .post(gw.url("/v1/keys"))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "viewer"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let viewer: Value = post_json(
+        &client,
+        gw.url("/v1/keys"),
+        &admin,
+        &json!({"role": "viewer"}),
+    )
+    .await;
     let viewer = viewer["key"].as_str().unwrap().to_owned();
     for path in [
         format!("/v1/graph/incident/{incident_id}"),
@@ -296,30 +289,24 @@ async fn storm_graph_has_verified_receipts_and_tampering_is_caught_everywhere() 
     .await;
     assert_eq!(verdict["verified"], true);
 
-    let range: Value = client
-        .post(gw.url("/v1/receipts/verify"))
-        .bearer_auth(&admin)
-        .json(&json!({"from_seq": 2, "to_seq": 6}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let range: Value = post_json(
+        &client,
+        gw.url("/v1/receipts/verify"),
+        &admin,
+        &json!({"from_seq": 2, "to_seq": 6}),
+    )
+    .await;
     assert_eq!(range["verified"], false);
     assert_eq!(range["first_bad"]["receipt_id"], victim.as_str());
     assert_eq!(range["first_bad"]["seq"], 4);
     assert_eq!(range["checked"], 3);
-    let clean: Value = client
-        .post(gw.url("/v1/receipts/verify"))
-        .bearer_auth(&admin)
-        .json(&json!({"from_seq": 5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let clean: Value = post_json(
+        &client,
+        gw.url("/v1/receipts/verify"),
+        &admin,
+        &json!({"from_seq": 5}),
+    )
+    .await;
     assert_eq!(clean, json!({"verified": true, "checked": 2}));
 
     let graph = get_json(
@@ -360,21 +347,17 @@ async fn storm_graph_has_verified_receipts_and_tampering_is_caught_everywhere() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_narrative_tells_a_retry_loop_from_probing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let gw = Gateway::start(dir.path(), &db).await;
     let client = reqwest::Client::new();
     let (looping, looping_token) = agent_with_github(&client, &gw, &admin).await;
-    let probing_agent: Value = client
-        .post(gw.url("/v1/agents"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "probing-agent"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let probing_agent: Value = post_json(
+        &client,
+        gw.url("/v1/agents"),
+        &admin,
+        &json!({"name": "probing-agent"}),
+    )
+    .await;
     let probing = probing_agent["id"].as_str().unwrap().to_owned();
     let probing_token = probing_agent["agent_token"].as_str().unwrap().to_owned();
     let actions = [
@@ -574,8 +557,7 @@ async fn the_llm_narrator_sees_only_redacted_evidence_and_falls_back_on_timeout(
     let slow = Arc::new(AtomicBool::new(false));
     let (llm_url, received) = fake_llm(Arc::clone(&slow)).await;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let gw = Gateway::start_with(
         dir.path(),
         &db,

@@ -36,16 +36,13 @@ fn verify_signature(r: &Received, secret: &str) {
 
 /// One untrusted write (denied); returns the decision id.
 async fn deny(client: &reqwest::Client, gw: &Gateway, token: &str) -> String {
-    let resp: Value = client
-        .post(gw.url("/v1/authorize"))
-        .bearer_auth(token)
-        .json(&merge_call("untrusted_external"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resp: Value = post_json(
+        client,
+        gw.url("/v1/authorize"),
+        token,
+        &merge_call("untrusted_external"),
+    )
+    .await;
     assert_eq!(resp["decision"], "deny");
     resp["decision_id"].as_str().unwrap().to_owned()
 }
@@ -77,8 +74,7 @@ fn assert_slack_shape(body: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deny_is_posted_once_signed_with_a_verifiable_hmac() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let receiver = Receiver::start(free_addr(), Log::default()).await;
     let url = receiver.url("/hook");
     let gw = Gateway::start_with(
@@ -128,8 +124,7 @@ async fn a_deny_is_posted_once_signed_with_a_verifiable_hmac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_denies_for_one_agent_coalesce_into_a_few_messages_accounting_for_each() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let receiver = Receiver::start(free_addr(), Log::default()).await;
     let url = receiver.url("/hook");
     let gw = Gateway::start_with(
@@ -191,8 +186,7 @@ async fn fifty_denies_for_one_agent_coalesce_into_a_few_messages_accounting_for_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_notifications_survive_a_dead_receiver_and_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     // The receiver's address, with nothing listening yet.
     let addr = free_addr();
     let url = format!("http://{addr}/hook");
@@ -283,8 +277,7 @@ async fn queued_notifications_survive_a_dead_receiver_and_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_messages_follow_the_incoming_webhook_schema_and_link_the_incident() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let receiver = Receiver::start(free_addr(), Log::default()).await;
     let url = receiver.url("/slack");
     let gw = Gateway::start_with(
@@ -328,8 +321,7 @@ async fn slack_messages_follow_the_incoming_webhook_schema_and_link_the_incident
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_subscriptions_refuse_internal_urls_unless_allowed_and_deliver_tests() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let client = reqwest::Client::new();
     let gw = Gateway::start(dir.path(), &db).await;
     for url in [
@@ -420,8 +412,7 @@ async fn api_subscriptions_refuse_internal_urls_unless_allowed_and_deliver_tests
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_l0_tenant_gets_no_notification() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let receiver = Receiver::start(free_addr(), Log::default()).await;
     let url = receiver.url("/hook");
     let gw = Gateway::start_with(
@@ -480,8 +471,7 @@ async fn an_l0_tenant_gets_no_notification() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_receiver_slows_neither_authorize_nor_the_soc() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let receiver = Receiver::start(free_addr(), Log::default()).await;
     let url = receiver.url("/hang");
     let gw = Gateway::start_with(
@@ -542,8 +532,7 @@ fn delivery_rows(db: &std::path::Path) -> Vec<(String, i64, Option<String>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_gives_up_after_its_retry_budget_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let url = format!("http://{}/hook", free_addr());
     let gw = Gateway::start_with(
         dir.path(),
@@ -576,8 +565,7 @@ async fn a_delivery_gives_up_after_its_retry_budget_and_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_breaker_pauses_a_failing_endpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let url = format!("http://{}/hook", free_addr());
     let gw = Gateway::start_with(
         dir.path(),

@@ -322,16 +322,13 @@ async fn concurrent_load_on_two_replicas_loses_nothing_and_the_chain_verifies() 
                 } else {
                     "trusted_internal_signed"
                 };
-                let resp: Value = client
-                    .post(format!("{base}/v1/authorize"))
-                    .bearer_auth(&token)
-                    .json(&merge_call(source))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let resp: Value = post_json(
+                    &client,
+                    format!("{base}/v1/authorize"),
+                    &token,
+                    &merge_call(source),
+                )
+                .await;
                 let id = resp["decision_id"]
                     .as_str()
                     .unwrap_or_else(|| panic!("{base}: {resp}"));

@@ -16,16 +16,13 @@ async fn runbook_remediation_commands_work() {
     let gw = Gateway::start(dir.path(), &db).await;
     let client = reqwest::Client::new();
     let (agent_id, agent_token) = agent_with_github(&client, &gw, &admin).await;
-    let responder: Value = client
-        .post(gw.url("/v1/keys"))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "responder", "name": "on-call"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let responder: Value = post_json(
+        &client,
+        gw.url("/v1/keys"),
+        &admin,
+        &json!({"role": "responder", "name": "on-call"}),
+    )
+    .await;
     let responder = responder["key"].as_str().unwrap().to_owned();
 
     // Five denies for the agent.
@@ -76,16 +73,13 @@ async fn runbook_remediation_commands_work() {
     assert_eq!(frozen["status"], "frozen");
 
     // While frozen, the agent's calls are recorded denies that name the freeze.
-    let while_frozen: Value = client
-        .post(gw.url("/v1/authorize"))
-        .bearer_auth(&agent_token)
-        .json(&merge_call("trusted_internal_signed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let while_frozen: Value = post_json(
+        &client,
+        gw.url("/v1/authorize"),
+        &agent_token,
+        &merge_call("trusted_internal_signed"),
+    )
+    .await;
     assert_eq!(while_frozen["decision"], "deny");
     assert!(
         while_frozen["reason"]

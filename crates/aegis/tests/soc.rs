@@ -40,8 +40,7 @@ async fn deny_n(client: &reqwest::Client, gw: &Gateway, token: &str, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_is_one_incident_on_http_and_websocket_and_rearms_after_the_window() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let gw = Gateway::start_with(dir.path(), &db, &[("AEGIS_DENY_STORM_WINDOW_SECS", "2")]).await;
     let client = reqwest::Client::new();
     let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
@@ -147,8 +146,7 @@ async fn a_storm_is_one_incident_on_http_and_websocket_and_rearms_after_the_wind
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_in_the_middle_of_a_storm_neither_duplicates_nor_misses() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let client = reqwest::Client::new();
     let gw = Gateway::start(dir.path(), &db).await;
     let (_, token) = agent_with_github(&client, &gw, &admin).await;
@@ -309,8 +307,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_feed_resumes_from_a_seq_filters_by_agent_and_refuses_agent_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let gw = Gateway::start(dir.path(), &db).await;
     let client = reqwest::Client::new();
     let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
@@ -357,8 +354,7 @@ async fn the_live_feed_resumes_from_a_seq_filters_by_agent_and_refuses_agent_tok
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l2_recommends_and_apply_contains_and_the_other_rules_fire_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aegis.db");
-    let admin = init(dir.path(), &db, "acme");
+    let (db, admin) = acme_on_sqlite(dir.path());
     let gw = Gateway::start(dir.path(), &db).await;
     let client = reqwest::Client::new();
     let put = client
@@ -440,16 +436,7 @@ async fn l2_recommends_and_apply_contains_and_the_other_rules_fire_end_to_end() 
     let (leaker, leaker_token) = agent_with_github(&client, &gw, &admin).await;
     let call = |tool: &str, action: &str| json!({"tool_call": {"tool": tool, "action": action}, "context": {"source_trust": "trusted_internal_signed"}});
     for body in [call("github", "get_file"), call("mail", "send_external")] {
-        let resp: Value = client
-            .post(gw.url("/v1/authorize"))
-            .bearer_auth(&leaker_token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let resp: Value = post_json(&client, gw.url("/v1/authorize"), &leaker_token, &body).await;
         assert_eq!(resp["decision"], "allow");
     }
     eventually(5, "the data_exfiltration incident", || async {

@@ -28,6 +28,32 @@ pub fn init(dir: &Path, db: &Path, tenant: &str) -> String {
     init_on(dir, db.to_str().unwrap(), tenant)
 }
 
+/// A fresh SQLite database `aegis.db` in `dir` with tenant `acme`: its path and admin key.
+pub fn acme_on_sqlite(dir: &Path) -> (PathBuf, String) {
+    let db = dir.join("aegis.db");
+    let admin = init(dir, &db, "acme");
+    (db, admin)
+}
+
+/// POSTs `body` with a bearer credential and returns the JSON answer.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: String,
+    credential: &str,
+    body: &impl serde::Serialize,
+) -> Value {
+    client
+        .post(&url)
+        .bearer_auth(credential)
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+}
+
 /// As [`init`], with the database named as `--db` takes it (a path or a `postgres://` URL).
 pub fn init_on(dir: &Path, db: &str, tenant: &str) -> String {
     let out = aegis(dir, &["init", "--tenant", tenant, "--db", db]);
@@ -159,16 +185,13 @@ pub async fn agent_with_github(
     gw: &Gateway,
     admin: &str,
 ) -> (String, String) {
-    let agent: Value = client
-        .post(gw.url("/v1/agents"))
-        .bearer_auth(admin)
-        .json(&json!({"name": "coding-agent"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let agent: Value = post_json(
+        client,
+        gw.url("/v1/agents"),
+        admin,
+        &json!({"name": "coding-agent"}),
+    )
+    .await;
     let tools = client
         .post(gw.url("/v1/tools"))
         .bearer_auth(admin)
@@ -225,16 +248,13 @@ pub async fn authorize(
     token: &str,
     source_trust: &str,
 ) -> String {
-    let resp: Value = client
-        .post(gw.url("/v1/authorize"))
-        .bearer_auth(token)
-        .json(&merge_call(source_trust))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resp: Value = post_json(
+        client,
+        gw.url("/v1/authorize"),
+        token,
+        &merge_call(source_trust),
+    )
+    .await;
     resp["decision"].as_str().unwrap().to_owned()
 }
 
