@@ -1,4 +1,4 @@
-//! Canonical JSON (RFC 8785, JCS) and the canonical action hash (PRODUCT.md §6).
+//! Canonical JSON (RFC 8785, JCS) and the canonical action hash (docs/receipts.md, "The canonical action hash").
 //!
 //! The action hash is what binds an approval to the exact call that was approved, so an SDK
 //! must be able to compute it before calling: SHA-256 over the JCS form of
@@ -107,7 +107,7 @@ mod tests {
     fn reproduces_reference_action_vectors() {
         let reference = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/vectors/reference_canonical_action_vectors.json"
+            "/vectors/reference_canonical_action_vectors.json"
         );
         assert_eq!(check_vector_file(reference), 4);
     }

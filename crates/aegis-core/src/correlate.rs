@@ -1,4 +1,4 @@
-//! Correlation rules of the SOC plane (PRODUCT.md §5.3): many decisions of one agent → incidents.
+//! Correlation rules of the SOC plane (README, "The SOC plane"): many decisions of one agent → incidents.
 //!
 //! One [`AgentCorrelator`] holds the state of one (tenant, agent). The caller feeds it that
 //! agent's decision events in log order ([`AgentCorrelator::observe`]) and gets back

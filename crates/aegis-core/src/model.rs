@@ -1,4 +1,4 @@
-//! Domain vocabulary shared by every layer (PRODUCT.md §1).
+//! Domain vocabulary shared by every layer (README, "First steps" and "Credentials and roles").
 //!
 //! Each enum has one wire spelling (snake_case), used by the API, the database and the
 //! receipt bodies alike, so a stored value always parses back.
@@ -121,7 +121,7 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// How far a tenant's SOC may act on its own (PRODUCT.md §5.6).
+    /// How far a tenant's SOC may act on its own (README, "The SOC plane").
     AutonomyLevel { L0 => "L0", L1 => "L1", L2 => "L2", L3 => "L3", L4 => "L4" }
 }
 

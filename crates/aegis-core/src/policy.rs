@@ -1,4 +1,4 @@
-//! Policy evaluation with Cedar (PRODUCT.md §4).
+//! Policy evaluation with Cedar (README, "Policy").
 //!
 //! A [`PolicyEngine`] is compiled once per policy change (default pack + the tenant's own
 //! policies, validated against `policies/aegis.cedarschema`) and then shared read-only by

@@ -1,4 +1,4 @@
-//! Receipts: the tamper-evident record of every decision (PRODUCT.md §6).
+//! Receipts: the tamper-evident record of every decision (docs/receipts.md).
 //!
 //! The one receipt body schema is [`ReceiptBody`] and is written down in `docs/receipts.md`.
 //! Each tenant has one chain: receipt `seq = n` carries `prev_hash` = hash of receipt `n - 1`
@@ -605,7 +605,7 @@ mod tests {
     fn reference_receipt_vectors_verify_in_interop_mode() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/vectors/reference_receipt_chain_vectors.json"
+            "/vectors/reference_receipt_chain_vectors.json"
         );
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let receipts = doc["receipts"].as_array().unwrap().clone();

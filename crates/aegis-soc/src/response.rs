@@ -1,5 +1,5 @@
 //! The response engine: what the SOC does about a new incident, by the tenant's autonomy
-//! level (PRODUCT.md §5.6). Pure: the consumer applies the plan in the incident's transaction.
+//! level (README, "The SOC plane"). Pure: the consumer applies the plan in the incident's transaction.
 
 use aegis_core::correlate::RuleKind;
 use aegis_core::model::{AutonomyLevel, RiskTier, Severity};

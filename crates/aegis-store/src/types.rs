@@ -44,7 +44,7 @@ impl fmt::Display for TenantId {
 /// SHA-256 of a secret (agent token or operator key). Secrets themselves are never stored.
 pub type SecretHash = [u8; 32];
 
-/// Risk-tier escalation settings (PRODUCT.md §4).
+/// Risk-tier escalation settings (`GET|PUT /v1/tenants/risk-escalation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RiskEscalation {
     pub denial_threshold: u32,

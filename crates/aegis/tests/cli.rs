@@ -142,7 +142,7 @@ async fn exported_chains_verify_and_tampering_is_named() {
     // Interop mode: the reference vectors verify under the generic rule.
     let vectors = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/vectors/reference_receipt_chain_vectors.json"
+        "/../aegis-core/vectors/reference_receipt_chain_vectors.json"
     );
     let interop = aegis(dir.path(), &["receipts", "verify", "--generic", vectors]);
     assert!(

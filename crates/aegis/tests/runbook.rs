@@ -1,4 +1,4 @@
-//! The runbook's commands (shared/seed/deny-storm-runbook.txt), as a user runs them against
+//! The runbook's commands (the user's deny-storm runbook), as a user runs them against
 //! the built binary, with `AGENT_TOKEN` holding an operator key as the runbook assumes.
 
 mod support;
