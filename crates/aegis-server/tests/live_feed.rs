@@ -184,6 +184,82 @@ async fn large_events(app: &TestApp, admin: &str, n: usize) {
     }
 }
 
+/// The `event` message of a stored event, as the feed has always framed it.
+async fn framed(app: &TestApp, tenant: &str, after: i64) -> Vec<Value> {
+    app.store
+        .events(&TenantId::new(tenant), after, 10_000)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|event| {
+            json!({
+                "type": "event",
+                "seq": event.seq,
+                "kind": event.kind,
+                "agent_id": event.agent_id,
+                "subject_id": event.subject_id,
+                "created_at": aegis_core::timestamp::format_millis(event.created_at_ms),
+                "payload": event.payload,
+            })
+        })
+        .collect()
+}
+
+store_test!(
+    async fn the_feed_says_hello_replays_since_filters_and_goes_live(backend) {
+        let app = TestApp::spawn(backend).await;
+        let acme = app.tenant_with_agent("acme").await;
+        let (_, other_token) = app.create_agent(&acme.admin, "other").await;
+        for token in [&acme.token, &other_token, &acme.token] {
+            app.decide(token, "github", "get_file", "trusted_internal_signed", false)
+                .await;
+        }
+        let viewer = app.create_key(&acme.admin, "viewer").await;
+
+        // Replay from seq 0 of one agent's decisions, exactly as stored, then live.
+        let mut decisions = open(
+            &app,
+            &viewer,
+            &format!("&since=0&kinds=decision&agent_id={}", acme.agent_id),
+        )
+        .await;
+        // A family of kinds (`agent` is every `agent.*`), from the start too.
+        let mut agents = try_open(&app, &viewer, "&since=0&kinds=agent", None)
+            .await
+            .expect("upgrade");
+        assert_eq!(
+            next_json(&mut agents).await,
+            json!({"type": "hello", "tenant_id": "acme", "resume_from": 0})
+        );
+        let logged = framed(&app, "acme", 0).await;
+        let of_agent: Vec<&Value> = logged
+            .iter()
+            .filter(|e| e["kind"] == "decision" && e["agent_id"] == acme.agent_id.as_str())
+            .collect();
+        assert_eq!(of_agent.len(), 2);
+        for expected in of_agent {
+            assert_eq!(&next_json(&mut decisions).await, expected);
+        }
+        let agent_events: Vec<&Value> = logged
+            .iter()
+            .filter(|e| e["kind"].as_str().unwrap().starts_with("agent."))
+            .collect();
+        assert_eq!(agent_events.len(), 2, "two agents created");
+        for expected in agent_events {
+            assert_eq!(&next_json(&mut agents).await, expected);
+        }
+
+        let head = logged.last().unwrap()["seq"].as_i64().unwrap();
+        app.decide(&other_token, "github", "get_file", "trusted_internal_signed", false)
+            .await;
+        app.decide(&acme.token, "github", "merge_pull_request", "untrusted_external", true)
+            .await;
+        let live = framed(&app, "acme", head).await;
+        assert_eq!(&next_json(&mut decisions).await, live.last().unwrap());
+        assert_eq!(live.last().unwrap()["payload"]["decision"], "deny");
+    }
+);
+
 store_test!(
     async fn live_feeds_are_capped_per_key_and_per_tenant(backend) {
         let app = TestApp::spawn_with(
