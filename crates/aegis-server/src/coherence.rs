@@ -1,12 +1,12 @@
-//! Keeps this replica's in-memory views ([`crate::state`]) in step with changes committed by
-//! any replica sharing the database.
+//! Keeps this replica's in-memory views ([`crate::state`]) and open live feeds
+//! ([`crate::live_feed`]) in step with changes committed by any replica sharing the database.
 //!
 //! The event log is the change feed: every freeze, revocation, token rotation, risk-tier
 //! change, policy or tool change and settings change is an event written in the transaction
 //! of the change. [`follow_changes`] wakes on every new committed log head (the store learns
 //! of other replicas' commits by notification, or by polling at worst) and drops the cached
-//! agent or tenant runtime each such event names; the next request reloads it from the
-//! database. Decisions and SOC events are filtered out in the query, so the follower reads
+//! agent or tenant runtime each such event names (the next request reloads it from the
+//! database) and closes the live feeds of each revoked operator key. Decisions and SOC events are filtered out in the query, so the follower reads
 //! only the rare events that matter.
 
 use crate::SharedState;
@@ -14,8 +14,8 @@ use aegis_store::{Event, StoreResult, event_kind};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Events that change what the authorize path caches.
-pub const CACHE_EVENTS: &[&str] = &[
+/// Events that change what the authorize path caches, or end live feeds.
+pub const FOLLOWED_EVENTS: &[&str] = &[
     event_kind::AGENT_FROZEN,
     event_kind::AGENT_UNFROZEN,
     event_kind::AGENT_REVOKED,
@@ -25,6 +25,7 @@ pub const CACHE_EVENTS: &[&str] = &[
     event_kind::POLICY_DELETED,
     event_kind::TOOL_REGISTERED,
     event_kind::TENANT_SETTINGS_CHANGED,
+    event_kind::KEY_REVOKED,
 ];
 
 const BATCH: u32 = 1000;
@@ -60,12 +61,12 @@ pub async fn follow_changes(state: SharedState, mut shutdown: watch::Receiver<bo
     }
 }
 
-/// Applies the cache-relevant events with `after < seq <= head`.
+/// Applies the followed events with `after < seq <= head`.
 async fn apply_changes(state: &SharedState, mut after: i64, head: i64) -> StoreResult<()> {
     loop {
         let events = state
             .store
-            .events_of_kinds(after, head, CACHE_EVENTS, BATCH)
+            .events_of_kinds(after, head, FOLLOWED_EVENTS, BATCH)
             .await?;
         for event in &events {
             apply(state, event);
@@ -78,7 +79,11 @@ async fn apply_changes(state: &SharedState, mut after: i64, head: i64) -> StoreR
 }
 
 fn apply(state: &SharedState, event: &Event) {
-    if event.kind.starts_with("agent.") {
+    if event.kind == event_kind::KEY_REVOKED {
+        if let Some(key_id) = &event.subject_id {
+            state.live_feed.key_revoked(&event.tenant_id, key_id);
+        }
+    } else if event.kind.starts_with("agent.") {
         if let Some(agent_id) = &event.agent_id {
             state.agents.forget(agent_id);
         }

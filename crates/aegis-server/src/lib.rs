@@ -20,6 +20,7 @@ pub mod coherence;
 pub mod error;
 pub mod evidence;
 pub mod extract;
+pub mod live_feed;
 pub mod routes;
 pub mod state;
 mod validate;

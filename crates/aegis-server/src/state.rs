@@ -7,6 +7,7 @@
 //! the event log ([`crate::coherence`]); a view loaded from the database never overwrites a
 //! newer change (see [`AgentDirectory::insert`]).
 
+use crate::live_feed::LiveFeed;
 use aegis_core::decision::RegisteredAction;
 use aegis_core::policy::PolicyEngine;
 use aegis_store::{Agent, RiskEscalation, SecretHash, Store, StoreError, StoreResult, TenantId};
@@ -29,6 +30,8 @@ pub struct Settings {
     pub webhook_allow_private: bool,
     /// `AEGIS_NARRATOR_*`: the optional LLM narrator of `GET /v1/incidents/{id}/narrate`.
     pub narrator: Option<crate::evidence::NarratorConfig>,
+    /// `AEGIS_WS_MAX_PER_KEY`, `AEGIS_WS_MAX_PER_TENANT`: caps of the live feed.
+    pub live_feed: crate::live_feed::FeedSettings,
 }
 
 impl Default for Settings {
@@ -38,6 +41,7 @@ impl Default for Settings {
             env_autonomy: None,
             webhook_allow_private: false,
             narrator: None,
+            live_feed: crate::live_feed::FeedSettings::default(),
         }
     }
 }
@@ -47,6 +51,8 @@ pub struct AppState {
     pub agents: AgentDirectory,
     pub tenants: TenantRuntimes,
     pub dead_tokens: DeadTokenLog,
+    /// Fans committed events out to the live feed's sessions.
+    pub live_feed: Arc<LiveFeed>,
     pub settings: Settings,
 }
 
@@ -80,7 +86,9 @@ impl DeadTokenLog {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> SharedState {
+        let head = *store.committed_seq().borrow();
         Arc::new(AppState {
+            live_feed: LiveFeed::new(head, settings.live_feed),
             store,
             agents: AgentDirectory::default(),
             tenants: TenantRuntimes::default(),

@@ -8,6 +8,7 @@ mod signing_key;
 use aegis_core::model::AutonomyLevel;
 use aegis_server::auth::create_tenant;
 use aegis_server::evidence::NarratorConfig;
+use aegis_server::live_feed::FeedSettings;
 use aegis_server::{AppState, Settings, router};
 use aegis_soc::SocConfig;
 use aegis_soc::consumer::Consumer;
@@ -105,6 +106,14 @@ struct ServeArgs {
     /// Seconds to wait for in-flight requests and queued writes on shutdown.
     #[arg(long, env = "AEGIS_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
     shutdown_grace_secs: u64,
+    /// Live feeds (`/v1/ws/events`) one operator key may hold open on this process.
+    #[arg(long, env = "AEGIS_WS_MAX_PER_KEY", default_value_t = FeedSettings::default().max_per_key,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    ws_max_per_key: usize,
+    /// Live feeds one tenant may hold open on this process, all its keys together.
+    #[arg(long, env = "AEGIS_WS_MAX_PER_TENANT", default_value_t = FeedSettings::default().max_per_tenant,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    ws_max_per_tenant: usize,
     #[command(flatten)]
     soc: SocArgs,
     #[command(flatten)]
@@ -346,11 +355,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             env_autonomy: args.soc.soc_autonomy_level,
             webhook_allow_private: args.notify.webhook_allow_private,
             narrator: args.evidence.narrator(),
+            live_feed: FeedSettings {
+                max_per_key: args.ws_max_per_key,
+                max_per_tenant: args.ws_max_per_tenant,
+                ..FeedSettings::default()
+            },
         },
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // Changes committed by other replicas reach this one's caches through the log.
     let coherence = tokio::spawn(aegis_server::coherence::follow_changes(
+        Arc::clone(&state),
+        stopped.clone(),
+    ));
+    // One reader of new events for every live feed of this process.
+    let live_feed = tokio::spawn(aegis_server::live_feed::follow_log(
         Arc::clone(&state),
         stopped.clone(),
     ));
@@ -376,6 +395,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for (task, name) in [
         (background, "background plane"),
         (coherence, "cache follower"),
+        (live_feed, "live feed follower"),
     ] {
         if tokio::time::timeout(grace, task).await.is_err() {
             tracing::error!("the {name} did not stop within the shutdown grace period");

@@ -449,3 +449,90 @@ async fn killing_the_soc_leader_hands_over_and_the_next_storm_is_detected_once()
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_key_through_one_replica_closes_its_live_feed_on_the_other_within_a_second() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let d = Deployment::start(2, &[]).await;
+    let (a, b) = (&d.replicas[0], &d.replicas[1]);
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, a, &d.admin).await;
+    let key = post_json(
+        &client,
+        a.url("/v1/keys"),
+        &d.admin,
+        &json!({"role": "viewer"}),
+    )
+    .await;
+    let (key_id, viewer) = (key["id"].as_str().unwrap(), key["key"].as_str().unwrap());
+
+    // The viewer and the admin watch on B.
+    let feed_url = |key: &str| {
+        b.url(&format!("/v1/ws/events?token={key}"))
+            .replacen("http", "ws", 1)
+    };
+    let (mut viewer_feed, _) = tokio_tungstenite::connect_async(feed_url(viewer))
+        .await
+        .unwrap();
+    let (mut admin_feed, _) = tokio_tungstenite::connect_async(feed_url(&d.admin))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut viewer_feed).await["type"], "hello");
+    assert_eq!(next_json(&mut admin_feed).await["type"], "hello");
+    // A decision made through A reaches both (after whatever B published late).
+    authorize(&client, a, &token, "trusted_internal_signed").await;
+    for feed in [&mut viewer_feed, &mut admin_feed] {
+        while next_json(feed).await["kind"] != "decision" {}
+    }
+
+    // Revoked through A, and activity right after.
+    let revoked = client
+        .delete(a.url(&format!("/v1/keys/{key_id}")))
+        .bearer_auth(&d.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let revoked_at = Instant::now();
+    authorize(&client, a, &token, "trusted_internal_signed").await;
+
+    // B closes the viewer's feed with 1008, having delivered nothing more.
+    let mut delivered = Vec::new();
+    let close = loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), viewer_feed.next())
+            .await
+            .expect("B ends the revoked key's feed");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                delivered.push(serde_json::from_str::<Value>(&text).unwrap())
+            }
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let took = revoked_at.elapsed();
+    let close = close.expect("a close frame with a code");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert_eq!(close.reason.as_str(), "operator key revoked");
+    eprintln!("the revocation through A closed the feed on B in {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // The admin's feed shows the revocation's seq, and the decision after it.
+    let revocation_seq = loop {
+        let event = next_json(&mut admin_feed).await;
+        if event["kind"] == "key.revoked" {
+            assert_eq!(event["subject_id"], key_id);
+            break event["seq"].as_i64().unwrap();
+        }
+    };
+    while next_json(&mut admin_feed).await["kind"] != "decision" {}
+    assert!(
+        delivered
+            .iter()
+            .all(|event| event["seq"].as_i64().unwrap() < revocation_seq),
+        "nothing from the revocation on reached the revoked key: {delivered:?}"
+    );
+}

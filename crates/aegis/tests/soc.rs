@@ -3,11 +3,9 @@
 
 mod support;
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
 use support::*;
-use tokio_tungstenite::tungstenite::Message;
 
 async fn incidents(client: &reqwest::Client, gw: &Gateway, key: &str, query: &str) -> Vec<Value> {
     let list = get_json(client, gw.url(&format!("/v1/incidents{query}")), key).await;
@@ -286,22 +284,6 @@ async fn l3_contains_by_env_and_by_api_and_tenants_stay_apart() {
     // acme keeps its own (default) level here: its agent was left active above.
     let acme_level = get_json(&client, gw.url("/v1/tenants/soc-autonomy"), &acme).await;
     assert_eq!(acme_level["level"], "L1");
-}
-
-async fn next_json<S>(ws: &mut S) -> Value
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a websocket message within 5 s")
-            .expect("the websocket is open")
-            .expect("a websocket message");
-        if let Message::Text(text) = message {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,27 +1,35 @@
 //! `GET /v1/ws/events`: the tenant's live event feed over WebSocket.
 //!
-//! Each client reads the durable event log itself, from its own cursor: a client that
-//! reconnects with `since=<last seq it saw>` misses nothing, and a slow client only slows its
-//! own task (the server holds at most one page of events for it). A client that stops reading
-//! for `SEND_TIMEOUT` is told where to resume and disconnected.
+//! A session replays the durable log from `since=` (or starts at the head), then follows the
+//! events the process's one follower publishes ([`crate::live_feed`]); a session that falls
+//! behind reads the log from its own cursor until it has caught up, so a client that
+//! reconnects with `since=<last seq it saw>` misses nothing and a slow client only slows its
+//! own task. A client that stops reading for `SEND_TIMEOUT` is told where to resume and
+//! disconnected. Sessions are capped per operator key and per tenant (429 beyond), and the
+//! sessions of a revoked key are closed with 1008 before they deliver its `key.revoked`
+//! event or anything after it.
 
 use crate::auth::{Operator, Viewer, bearer};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::QueryParams;
+use crate::live_feed::{CapReached, FeedEvent, FeedSlot, PAGE};
 use crate::state::SharedState;
-use aegis_core::timestamp::format_millis;
-use aegis_store::{Event, TenantId};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use aegis_store::TenantId;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
-const PAGE: u32 = 500;
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a closing session waits to hand over its last message before dropping the
+/// connection.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct FeedQuery {
@@ -48,14 +56,18 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestHead {
 /// Live events of this tenant (operator key as bearer or `?token=`; agent tokens refused).
 #[utoipa::path(get, path = "/v1/ws/events", tag = "incidents", params(FeedQuery),
     security(("operator_key" = [])),
-    responses((status = 101, description = "WebSocket of JSON messages: hello, event, lagged"),
-              (status = 401, body = ErrorBody)))]
+    responses((status = 101, description = "WebSocket of JSON messages: hello, event, lagged; closed with 1008 when the key is revoked"),
+              (status = 401, body = ErrorBody),
+              (status = 429, description = "the key or the tenant has the maximum of live feeds open", body = ErrorBody)))]
 pub async fn events_feed(
     State(state): State<SharedState>,
     RequestHead(head): RequestHead,
     QueryParams(query): QueryParams<FeedQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    // Read before the key is checked: a revocation the check did not see has a higher seq,
+    // so the session watches the log from here on (see `Session::watch_from`).
+    let log_head = *state.store.committed_seq().borrow();
     let secret = bearer(&head)
         .map(str::to_owned)
         .or(query.token.clone())
@@ -63,24 +75,53 @@ pub async fn events_feed(
             ApiError::unauthorized("an operator key is required (Authorization: Bearer or ?token=)")
         })?;
     let operator = Operator::<Viewer>::from_secret(&state, &secret).await?;
-    let filter = FeedFilter {
-        kinds: query
-            .kinds
-            .as_deref()
-            .map(|k| {
-                k.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        agent_id: query.agent_id,
+    let slot = state
+        .live_feed
+        .open_session(&operator.tenant, &operator.key_id)
+        .map_err(|cap| {
+            let message = match cap {
+                CapReached::Key(max) => {
+                    format!("this operator key already has {max} live feeds open; close one first")
+                }
+                CapReached::Tenant(max) => {
+                    format!("this tenant already has {max} live feeds open; close one first")
+                }
+            };
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_feeds", message)
+        })?;
+    let start = query.since.unwrap_or(log_head);
+    let session = Session {
+        tenant: operator.tenant,
+        key_id: operator.key_id,
+        filter: FeedFilter {
+            kinds: query
+                .kinds
+                .as_deref()
+                .map(|k| {
+                    k.split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            agent_id: query.agent_id,
+        },
+        start,
+        watch_from: start.min(log_head),
     };
-    let start = query
-        .since
-        .unwrap_or_else(|| *state.store.committed_seq().borrow());
-    Ok(upgrade.on_upgrade(move |socket| feed(socket, state, operator.tenant, filter, start)))
+    Ok(upgrade.on_upgrade(move |socket| feed(socket, state, session, slot)))
+}
+
+struct Session {
+    tenant: TenantId,
+    key_id: String,
+    filter: FeedFilter,
+    /// Events with a higher seq are delivered.
+    start: i64,
+    /// Events with a higher seq are read, to find the revocation of the session's key even
+    /// where nothing is delivered (below `start`).
+    watch_from: i64,
 }
 
 struct FeedFilter {
@@ -89,7 +130,7 @@ struct FeedFilter {
 }
 
 impl FeedFilter {
-    fn matches(&self, event: &Event) -> bool {
+    fn matches(&self, event: &FeedEvent) -> bool {
         if self
             .agent_id
             .as_ref()
@@ -104,77 +145,147 @@ impl FeedFilter {
                         .kind
                         .strip_prefix(k.as_str())
                         .is_some_and(|rest| rest.starts_with('.'))
-                    || event.payload.get("kind").and_then(|v| v.as_str()) == Some(k.as_str())
+                    || event.payload_kind.as_deref() == Some(k.as_str())
             })
     }
 }
 
-async fn feed(
-    mut socket: WebSocket,
-    state: SharedState,
-    tenant: TenantId,
-    filter: FeedFilter,
-    mut cursor: i64,
-) {
-    let mut commits = state.store.committed_seq();
+/// Why a session ended.
+enum End {
+    /// The client, or the server, went away: nothing more to say.
+    Gone,
+    KeyRevoked,
+    TooSlow,
+    LogUnavailable,
+}
+
+async fn feed(mut socket: WebSocket, state: SharedState, session: Session, mut slot: FeedSlot) {
     if send(
         &mut socket,
-        json!({"type": "hello", "tenant_id": tenant, "resume_from": cursor}),
+        json!({"type": "hello", "tenant_id": session.tenant, "resume_from": session.start}),
     )
     .await
     .is_err()
     {
         return;
     }
+    // The last seq read of the tenant's events (delivered or not).
+    let mut cursor = session.watch_from;
+    // Whatever the session is waiting for (the log, the channel, a slow client), the
+    // revocation of its key ends it.
+    let end = tokio::select! {
+        biased;
+        () = slot.revoked() => End::KeyRevoked,
+        end = follow(&mut socket, &state, &session, &mut cursor) => end,
+    };
+    let resume_from = cursor.max(session.start);
+    let last_words = match end {
+        End::Gone => return,
+        End::KeyRevoked => {
+            tracing::info!(tenant = %session.tenant, key_id = %session.key_id, "operator key revoked; closing its live feed");
+            Message::Close(Some(CloseFrame {
+                code: close_code::POLICY,
+                reason: "operator key revoked".into(),
+            }))
+        }
+        End::TooSlow => {
+            tracing::info!(tenant = %session.tenant, resume_from, "live feed client too slow; disconnecting it");
+            text(json!({"type": "lagged", "resume_from": resume_from}))
+        }
+        End::LogUnavailable => text(
+            json!({"type": "error", "message": "event log unavailable", "resume_from": resume_from}),
+        ),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(last_words)).await;
+}
+
+/// Streams the session's events: from the log until it has caught up with the channel,
+/// then from the channel; back to the log whenever it falls too far behind.
+async fn follow(
+    socket: &mut WebSocket,
+    state: &SharedState,
+    session: &Session,
+    cursor: &mut i64,
+) -> End {
     loop {
-        let events = match state.store.events(&tenant, cursor, PAGE).await {
-            Ok(events) => events,
-            Err(error) => {
-                tracing::error!(%error, "live feed cannot read the event log");
-                let _ = send(&mut socket, json!({"type": "error", "message": "event log unavailable", "resume_from": cursor})).await;
-                return;
+        // Join first: everything published after `published` arrives on `frames`.
+        let (mut frames, published) = state.live_feed.subscribe();
+        while *cursor < published {
+            let events = match state
+                .live_feed
+                .read_for_session(state.store.as_ref(), &session.tenant, *cursor)
+                .await
+            {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::error!(%error, "live feed cannot read the event log");
+                    return End::LogUnavailable;
+                }
+            };
+            // A short page holds everything committed when it was read, which includes
+            // everything published before `subscribe`.
+            let caught_up = events.len() < PAGE as usize;
+            for event in events {
+                if let Some(end) = deliver(socket, session, cursor, &FeedEvent::new(event)).await {
+                    return end;
+                }
             }
-        };
-        if events.is_empty() {
+            if caught_up {
+                break;
+            }
+        }
+        loop {
             tokio::select! {
-                changed = commits.changed() => if changed.is_err() { return },
+                frame = frames.recv() => match frame {
+                    Ok(event) => {
+                        if event.tenant_id == session.tenant && event.seq > *cursor
+                            && let Some(end) = deliver(socket, session, cursor, &event).await
+                        {
+                            return end;
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(tenant = %session.tenant, missed, "live feed session fell behind; reading the log");
+                        break;
+                    }
+                    Err(RecvError::Closed) => return End::Gone,
+                },
                 incoming = socket.recv() => match incoming {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return End::Gone,
                     Some(Ok(_)) => {}
                 },
             }
-            continue;
-        }
-        for event in events {
-            let seq = event.seq;
-            if filter.matches(&event) {
-                let message = json!({
-                    "type": "event",
-                    "seq": event.seq,
-                    "kind": event.kind,
-                    "agent_id": event.agent_id,
-                    "subject_id": event.subject_id,
-                    "created_at": format_millis(event.created_at_ms),
-                    "payload": event.payload,
-                });
-                match tokio::time::timeout(SEND_TIMEOUT, send(&mut socket, message)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return,
-                    Err(_) => {
-                        tracing::info!(%tenant, resume_from = cursor, "live feed client too slow; disconnecting it");
-                        let notice = json!({"type": "lagged", "resume_from": cursor});
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(1), send(&mut socket, notice))
-                                .await;
-                        return;
-                    }
-                }
-            }
-            cursor = seq;
         }
     }
 }
 
+/// Handles the session's next event (in seq order): ends the session at the revocation of
+/// its key, sends the event if the session wants it, and moves the cursor past it.
+async fn deliver(
+    socket: &mut WebSocket,
+    session: &Session,
+    cursor: &mut i64,
+    event: &FeedEvent,
+) -> Option<End> {
+    if event.revokes_key(&session.key_id) {
+        return Some(End::KeyRevoked);
+    }
+    if event.seq > session.start && session.filter.matches(event) {
+        let message = Message::Text(event.frame.clone());
+        match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Some(End::Gone),
+            Err(_) => return Some(End::TooSlow),
+        }
+    }
+    *cursor = event.seq;
+    None
+}
+
+fn text(message: serde_json::Value) -> Message {
+    Message::Text(message.to_string().into())
+}
+
 async fn send(socket: &mut WebSocket, message: serde_json::Value) -> Result<(), axum::Error> {
-    socket.send(Message::Text(message.to_string().into())).await
+    socket.send(text(message)).await
 }

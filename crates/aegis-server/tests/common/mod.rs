@@ -154,6 +154,10 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub db: TestDb,
     pub signer: Arc<ReceiptSigner>,
+    /// The gateway's shared state, for what only the process can tell (e.g. the live
+    /// feed's log reads).
+    pub state: aegis_server::SharedState,
+    stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     // Last: the directory outlives everything that has the database open.
     _dir: TempDir,
@@ -161,24 +165,36 @@ pub struct TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        let _ = self.stop.send(true);
         self.server.abort();
     }
 }
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, Settings::default()).await
+    }
+
+    /// As [`TestApp::spawn`], with the gateway's settings.
+    pub async fn spawn_with(backend: Backend, settings: Settings) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let signer = Arc::new(ReceiptSigner::from_seed(&SIGNING_SEED));
         let db = TestDb::open(backend, dir.path(), Arc::clone(&signer)).await;
         let store = db.store();
-        let state = AppState::new(Arc::clone(&store), Settings::default());
-        // As `aegis serve` does: the caches follow the log (a no-op for one process).
-        let (_, never) = tokio::sync::watch::channel(false);
+        let state = AppState::new(Arc::clone(&store), settings);
+        // As `aegis serve` does: the caches follow the log (which also closes the live feeds
+        // of revoked keys), and one follower feeds every live feed. They run until the app is
+        // dropped (a dropped sender would stop them at once).
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(aegis_server::coherence::follow_changes(
             Arc::clone(&state),
-            never,
+            stopped.clone(),
         ));
-        let app = aegis_server::router(state);
+        tokio::spawn(aegis_server::live_feed::follow_log(
+            Arc::clone(&state),
+            stopped,
+        ));
+        let app = aegis_server::router(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -192,6 +208,8 @@ impl TestApp {
             store,
             db,
             signer,
+            state,
+            stop,
             server,
             _dir: dir,
         }

@@ -281,3 +281,26 @@ pub async fn query_column(db: &str, sql: &str) -> Vec<String> {
         .and_then(|rows| rows.collect())
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
+
+/// The next text message of a WebSocket as JSON, within 5 s.
+pub async fn next_json<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a websocket message within 5 s")
+            .expect("the websocket is open")
+            .expect("a websocket message");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
