@@ -167,11 +167,16 @@ impl Drop for TestApp {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, Settings::default()).await
+    }
+
+    /// As [`TestApp::spawn`], with these settings.
+    pub async fn spawn_with(backend: Backend, settings: Settings) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let signer = Arc::new(ReceiptSigner::from_seed(&SIGNING_SEED));
         let db = TestDb::open(backend, dir.path(), Arc::clone(&signer)).await;
         let store = db.store();
-        let state = AppState::new(Arc::clone(&store), Settings::default());
+        let state = AppState::new(Arc::clone(&store), settings);
         // As `aegis serve` does: the caches follow the log (a no-op for one process).
         let (_, never) = tokio::sync::watch::channel(false);
         tokio::spawn(aegis_server::coherence::follow_changes(
