@@ -643,3 +643,61 @@ store_test!(async fn an_incident_of_thousands_is_bounded_paged_once_and_graphed_
         ])
     );
 });
+
+/// Every `$ref` in the document, as `#/components/schemas/Name`.
+fn refs(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(target)) = map.get("$ref") {
+                found.push(target.clone());
+            }
+            map.values().for_each(|v| refs(v, found));
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_openapi_document_describes_the_evidence_routes() {
+    let (_, openapi) = aegis_server::api();
+    let doc = serde_json::to_value(&openapi).unwrap();
+    let paths = &doc["paths"];
+    let decisions = &paths["/v1/incidents/{id}/decisions"]["get"];
+    let params: Vec<&str> = decisions["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["id", "limit", "cursor"]);
+    assert!(decisions["responses"]["200"]["headers"]["X-Next-Cursor"].is_object());
+    assert_eq!(
+        decisions["responses"]["200"]["content"]["application/json"]["schema"]["items"]["$ref"],
+        "#/components/schemas/DecisionView"
+    );
+    assert!(paths["/v1/incidents/{id}/narrate"]["get"].is_object());
+    assert!(paths["/v1/incidents/{id}/narrate"]["post"]["responses"]["403"].is_object());
+    let graph = &paths["/v1/graph/incident/{id}"]["get"];
+    assert!(
+        graph["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "cursor")
+    );
+    assert!(graph["responses"]["200"]["headers"]["X-Next-Cursor"].is_object());
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let detail = &schemas["IncidentDetailView"];
+    assert!(
+        detail.to_string().contains("EvidenceSummaryView"),
+        "{detail}"
+    );
+    assert!(!detail.to_string().contains("decision_ids"), "{detail}");
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    for target in found {
+        let name = target.trim_start_matches("#/components/schemas/");
+        assert!(schemas.contains_key(name), "{target} does not resolve");
+    }
+}
