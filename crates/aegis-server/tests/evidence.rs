@@ -701,3 +701,34 @@ fn the_openapi_document_describes_the_evidence_routes() {
         assert!(schemas.contains_key(name), "{target} does not resolve");
     }
 }
+
+store_test!(async fn batch_evidence_reads_never_cross_tenants(backend) {
+    let app = TestApp::spawn(backend).await;
+    let acme = app.tenant_with_agent("acme").await;
+    let globex = app.tenant_with_agent("globex").await;
+    let seqs = denies(&app, &acme.token, 6, 6).await;
+    let incident = open_incident(&app, "acme", &acme.agent_id, &seqs).await;
+    denies(&app, &globex.token, 2, 2).await;
+    let (acme_id, globex_id) = (TenantId::new("acme"), TenantId::new("globex"));
+    let page = Page { before: None, limit: 100 };
+    let store = app.store.as_ref();
+
+    let decisions = store.incident_decisions(&acme_id, &incident, None, page).await.unwrap();
+    assert_eq!(decisions.len(), 6);
+    let decision_ids: Vec<String> = decisions.iter().map(|d| d.id.clone()).collect();
+    let receipt_ids: Vec<String> = decisions.iter().map(|d| d.receipt_id.clone()).collect();
+    assert_eq!(store.receipts_by_id(&acme_id, &receipt_ids).await.unwrap().len(), 6);
+    assert_eq!(store.evidence_links(&acme_id, &decision_ids).await.unwrap().len(), 6);
+    assert_eq!(store.receipts_at(&acme_id, &[1, 2, 3, 99]).await.unwrap().len(), 3);
+
+    // The same ids asked for as another tenant: nothing.
+    let foreign = store.incident_decisions(&globex_id, &incident, None, page).await;
+    assert!(matches!(foreign, Err(aegis_store::StoreError::NotFound(_))), "{foreign:?}");
+    assert!(store.receipts_by_id(&globex_id, &receipt_ids).await.unwrap().is_empty());
+    assert!(store.evidence_links(&globex_id, &decision_ids).await.unwrap().is_empty());
+    assert!(store.response_actions(&globex_id, std::slice::from_ref(&incident)).await.unwrap().is_empty());
+    let theirs = store.receipts_at(&globex_id, &[1, 2, 3, 4, 5, 6]).await.unwrap();
+    assert!(theirs.iter().all(|r| r.body.tenant_id == "globex") && theirs.len() == 2);
+    let checkpoints = store.covering_checkpoints(&globex_id, &[1, 2]).await.unwrap();
+    assert!(!checkpoints.is_empty() && checkpoints.iter().all(|c| c.body.tenant_id == "globex"));
+});
