@@ -21,6 +21,7 @@ pub mod error;
 pub mod evidence;
 pub mod extract;
 pub mod live_feed;
+pub mod markdown;
 pub mod routes;
 pub mod state;
 mod validate;
@@ -89,6 +90,7 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tenants::get_deny_storm, tenants::put_deny_storm))
         .routes(routes!(incidents::list_incidents))
         .routes(routes!(incidents::get_incident))
+        .routes(routes!(incidents::list_incident_decisions))
         .routes(routes!(incidents::ack_incident))
         .routes(routes!(incidents::close_incident))
         .routes(routes!(incidents::apply_recommendation))
@@ -101,7 +103,7 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(graph::incident_graph))
         .routes(routes!(graph::run_graph))
         .routes(routes!(graph::agent_graph))
-        .routes(routes!(investigate::narrate))
+        .routes(routes!(investigate::narrate, investigate::renarrate))
         .routes(routes!(investigate::evidence_bundle))
         .routes(routes!(receipts::list_receipts))
         .routes(routes!(receipts::list_keys))

@@ -83,9 +83,48 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Evidence reads that answer a whole batch with one query each, so a graph, a bundle or a
+/// receipt check costs the same number of queries for five decisions as for a thousand.
+#[async_trait]
+pub trait EvidenceReads: Send + Sync {
+    /// The decisions behind an incident, newest first (`page.before` is an exclusive event
+    /// seq), only those at or after `since_ms` when given. `NotFound` if the tenant has no
+    /// such incident.
+    async fn incident_decisions(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+        since_ms: Option<i64>,
+        page: Page,
+    ) -> StoreResult<Vec<DecisionRecord>>;
+    /// Which of these decisions are evidence of which of the tenant's incidents.
+    async fn evidence_links(
+        &self,
+        tenant: &TenantId,
+        decision_ids: &[String],
+    ) -> StoreResult<Vec<EvidenceLink>>;
+    /// The response actions taken on these incidents of the tenant, in log order.
+    async fn response_actions(
+        &self,
+        tenant: &TenantId,
+        incident_ids: &[String],
+    ) -> StoreResult<Vec<ResponseActionRecord>>;
+    /// The tenant's receipts with these ids, in seq order (unknown ids are left out).
+    async fn receipts_by_id(&self, tenant: &TenantId, ids: &[String]) -> StoreResult<Vec<Receipt>>;
+    /// The tenant's receipts at these seqs, in seq order (missing seqs are left out).
+    async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>>;
+    /// For each seq, the first checkpoint of the tenant's chain at or after it; each
+    /// checkpoint once, in seq order.
+    async fn covering_checkpoints(
+        &self,
+        tenant: &TenantId,
+        seqs: &[u64],
+    ) -> StoreResult<Vec<Checkpoint>>;
+}
+
 /// The storage contract shared by the SQLite and PostgreSQL implementations.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: EvidenceReads + Send + Sync + 'static {
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Waits until every queued write is committed (graceful shutdown).

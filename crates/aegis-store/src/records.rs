@@ -269,3 +269,59 @@ pub(crate) fn response_event(
         "detail": detail,
     })
 }
+
+/// The evidence an incident shows: its first items and, from its most recent ones (newest
+/// first, as read), those not already among the first, in log order.
+pub(crate) fn evidence_summary(
+    first: Vec<EvidenceItem>,
+    mut recent_newest_first: Vec<EvidenceItem>,
+) -> EvidenceSummary {
+    let shown_up_to = first.last().map_or(i64::MIN, |e| e.event_seq);
+    recent_newest_first.retain(|e| e.event_seq > shown_up_to);
+    recent_newest_first.reverse();
+    EvidenceSummary {
+        first,
+        recent: recent_newest_first,
+    }
+}
+
+/// A narrative's `evidence` and `basis` columns (JSON text).
+pub(crate) fn narrative_columns(
+    narrative: &NarrativeRecord,
+) -> StoreResult<(String, Option<String>)> {
+    let json = |what: &str, value: serde_json::Result<String>| {
+        value.map_err(|e| StoreError::Corrupt(format!("narrative {what}: {e}")))
+    };
+    Ok((
+        json("evidence", serde_json::to_string(&narrative.evidence))?,
+        narrative
+            .basis
+            .as_ref()
+            .map(|basis| json("basis", serde_json::to_string(basis)))
+            .transpose()?,
+    ))
+}
+
+/// A stored narrative from its columns.
+pub(crate) fn narrative_from_columns(
+    incident_id: String,
+    generated_by: String,
+    narrative: String,
+    evidence: &str,
+    generated_at_ms: i64,
+    basis: Option<&str>,
+) -> StoreResult<NarrativeRecord> {
+    let corrupt =
+        |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("narrative {what}: {e}"));
+    Ok(NarrativeRecord {
+        incident_id,
+        generated_by,
+        narrative,
+        evidence: serde_json::from_str(evidence).map_err(|e| corrupt("evidence", e))?,
+        generated_at_ms,
+        basis: basis
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt("basis", e))?,
+    })
+}

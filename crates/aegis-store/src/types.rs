@@ -1,7 +1,7 @@
 use aegis_core::model::{
     ActionRisk, AgentStatus, AutonomyLevel, RiskTier, Role, Severity, SourceTrust, Verdict,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 
@@ -453,12 +453,74 @@ pub struct IncidentRecord {
     pub evidence_count: i64,
 }
 
-/// An incident with everything behind it.
+/// An incident with a bounded view of its evidence and the response actions taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncidentDetail {
     pub incident: IncidentRecord,
-    pub evidence: Vec<EvidenceRef>,
+    pub evidence: EvidenceSummary,
     pub response_actions: Vec<ResponseActionRecord>,
+}
+
+/// A decision behind an incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceLink {
+    pub incident_id: String,
+    pub decision_id: String,
+}
+
+/// How many evidence items an incident shows from the start of its evidence and from the end
+/// (`Store::incident`); the rest is paged through [`EvidenceReads::incident_decisions`].
+pub const EVIDENCE_SHOWN_FIRST: u32 = 25;
+pub const EVIDENCE_SHOWN_RECENT: u32 = 25;
+
+/// One event behind an incident and when it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceItem {
+    pub event_seq: i64,
+    pub decision_id: Option<String>,
+    pub recorded_at_ms: i64,
+}
+
+/// A bounded view of an incident's evidence, however much of it there is (the count is
+/// [`IncidentRecord::evidence_count`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvidenceSummary {
+    /// The first [`EVIDENCE_SHOWN_FIRST`] items, in log order.
+    pub first: Vec<EvidenceItem>,
+    /// The most recent [`EVIDENCE_SHOWN_RECENT`] items that are not in `first`, in log order.
+    pub recent: Vec<EvidenceItem>,
+}
+
+impl EvidenceSummary {
+    pub fn earliest(&self) -> Option<&EvidenceItem> {
+        self.first.first()
+    }
+
+    pub fn latest(&self) -> Option<&EvidenceItem> {
+        self.recent.last().or(self.first.last())
+    }
+}
+
+impl IncidentDetail {
+    /// What a narrative of this incident is written from.
+    pub fn narrative_basis(&self) -> NarrativeBasis {
+        NarrativeBasis {
+            status: self.incident.status.clone(),
+            evidence_count: self.incident.evidence_count,
+            latest_evidence_seq: self.evidence.latest().map(|e| e.event_seq),
+            latest_response_seq: self.response_actions.iter().map(|r| r.event_seq).max(),
+        }
+    }
+}
+
+/// The state of an incident a narrative describes. Evidence and response actions are only
+/// ever added, so an unchanged basis means unchanged input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NarrativeBasis {
+    pub status: String,
+    pub evidence_count: i64,
+    pub latest_evidence_seq: Option<i64>,
+    pub latest_response_seq: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -608,4 +670,6 @@ pub struct NarrativeRecord {
     /// The ids the narrative cites (incident, agent, decisions, response actions).
     pub evidence: Vec<String>,
     pub generated_at_ms: i64,
+    /// What it was written from; `None` for narratives stored before bases were kept.
+    pub basis: Option<NarrativeBasis>,
 }

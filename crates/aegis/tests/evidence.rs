@@ -422,7 +422,7 @@ async fn the_narrative_tells_a_retry_loop_from_probing() {
     assert!(!text.contains("probing"), "{text}");
     assert!(text.contains("5 decisions"), "{text}");
     assert!(
-        text.contains("`repo/merge` on `payments#482`: 5×"),
+        text.contains("` repo ` ` merge ` on ` payments#482 `: 5×"),
         "{text}"
     );
     assert!(
@@ -590,9 +590,14 @@ async fn the_llm_narrator_sees_only_redacted_evidence_and_falls_back_on_timeout(
 
     let story = get_json(&client, url.clone(), &admin).await;
     assert_eq!(story["generated_by"], "llm:test-model");
-    assert_eq!(
-        story["narrative"],
-        "LLM: a retry loop of github/merge_pull_request."
+    let text = story["narrative"].as_str().unwrap();
+    assert!(
+        text.contains("retry loop"),
+        "the gateway's narrative: {text}"
+    );
+    assert!(
+        text.ends_with("```text\nLLM: a retry loop of github/merge_pull_request.\n```\n"),
+        "then the LLM's analysis as plain text: {text}"
     );
     let requests = received.all();
     assert_eq!(requests.len(), 1);
@@ -625,10 +630,14 @@ async fn the_llm_narrator_sees_only_redacted_evidence_and_falls_back_on_timeout(
     .await;
     assert_eq!(bundle["narrative"]["generated_by"], "llm:test-model");
 
+    // Reads serve the stored narrative; the LLM is asked again only for a new one.
+    assert_eq!(get_json(&client, url.clone(), &admin).await, story);
+    assert_eq!(received.all().len(), 1);
+
     // A narrator that does not answer in time: the deterministic text, said so.
     slow.store(true, Ordering::SeqCst);
     let started = Instant::now();
-    let story = get_json(&client, url, &admin).await;
+    let story: Value = post_json(&client, url, &admin, &json!({})).await;
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "the timeout applies"

@@ -114,7 +114,7 @@ async fn denies_alternating_between_replicas_open_exactly_one_deny_storm() {
             &d.admin,
         )
         .await;
-        (detail["decision_ids"].as_array().map_or(0, Vec::len) == 10).then_some(detail)
+        (detail["evidence_count"] == 10).then_some(detail)
     })
     .await;
     assert_eq!(detail["kind"], "deny_storm");

@@ -1,17 +1,21 @@
 //! The evidence graph: incident, run or agent → decisions → agent, run, tool, policies,
-//! receipts (verified true/false) and response actions.
+//! receipts (verified true/false) and response actions. Every graph is built with a fixed
+//! number of queries, however many decisions it holds (`evidence::EvidenceReads`).
 
 use crate::auth::{Operator, Viewer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::evidence::{Graph, GraphBuilder};
+use crate::evidence::{Graph, GraphBuilder, incident_graph as build_incident_graph, keyring};
 use crate::extract::QueryParams;
+use crate::routes::NEXT_CURSOR_HEADER;
 use crate::state::SharedState;
 use crate::validate;
-use aegis_store::{DecisionFilter, DecisionRecord, IncidentFilter, Page, Store, TenantId};
+use aegis_store::{DecisionFilter, IncidentFilter, Page};
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::HashSet;
 use utoipa::IntoParams;
 
 /// Default and largest number of decisions in one graph.
@@ -26,76 +30,55 @@ pub struct GraphQuery {
     pub limit: Option<u32>,
 }
 
-impl GraphQuery {
-    fn limit(&self) -> Result<u32, ApiError> {
-        match self.limit {
-            None => Ok(DEFAULT_LIMIT),
-            Some(n @ 1..=MAX_LIMIT) => Ok(n),
-            Some(_) => Err(ApiError::invalid_field(
-                "limit",
-                "must be between 1 and 1000",
-            )),
-        }
+fn graph_limit(requested: Option<u32>) -> Result<u32, ApiError> {
+    match requested {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n @ 1..=MAX_LIMIT) => Ok(n),
+        Some(_) => Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 1000",
+        )),
     }
 }
 
-/// The decisions behind an incident, in log order (at most `limit`, and whether more exist).
-pub async fn incident_decisions(
-    store: &dyn Store,
-    tenant: &TenantId,
-    decision_ids: impl Iterator<Item = &str>,
-    since_ms: Option<i64>,
-    limit: u32,
-) -> ApiResult<(Vec<DecisionRecord>, bool)> {
-    let mut decisions = Vec::new();
-    for id in decision_ids {
-        let decision = store.decision(tenant, id).await?;
-        if since_ms.is_some_and(|since| decision.created_at_ms < since) {
-            continue;
-        }
-        if decisions.len() == limit as usize {
-            return Ok((decisions, true));
-        }
-        decisions.push(decision);
-    }
-    Ok((decisions, false))
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct IncidentGraphQuery {
+    /// RFC 3339: only decisions at or after this time.
+    pub since: Option<String>,
+    /// Decisions per page, newest first: 1 to 1000, default 200. When more exist, `truncated`
+    /// is true and `X-Next-Cursor` names the next page.
+    pub limit: Option<u32>,
+    /// The `X-Next-Cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
-/// Everything behind one incident.
-#[utoipa::path(get, path = "/v1/graph/incident/{id}", tag = "evidence", params(("id" = String, Path), GraphQuery),
+/// Everything behind one incident: the incident, its response actions and its decisions
+/// (newest first, one page of `limit`), each with its agent, run, tool, policies and verified
+/// receipt.
+#[utoipa::path(get, path = "/v1/graph/incident/{id}", tag = "evidence", params(("id" = String, Path), IncidentGraphQuery),
     security(("operator_key" = [])),
-    responses((status = 200, body = Graph), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Graph, headers(("X-Next-Cursor" = String))), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn incident_graph(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
     Path(id): Path<String>,
-    QueryParams(query): QueryParams<GraphQuery>,
-) -> ApiResult<Json<Graph>> {
-    let limit = query.limit()?;
+    QueryParams(query): QueryParams<IncidentGraphQuery>,
+) -> ApiResult<(HeaderMap, Json<Graph>)> {
+    let page = Page {
+        before: validate::cursor(query.cursor.as_deref())?,
+        limit: graph_limit(query.limit)?,
+    };
     let since = validate::timestamp("since", query.since.as_deref())?;
     let store = state.store.as_ref();
     let detail = store.incident(&operator.tenant, &id).await?;
-    let (decisions, truncated) = incident_decisions(
-        store,
-        &operator.tenant,
-        detail
-            .evidence
-            .iter()
-            .filter_map(|e| e.decision_id.as_deref()),
-        since,
-        limit,
-    )
-    .await?;
-    let mut graph = GraphBuilder::new(store, &operator.tenant).await?;
-    let incident = graph.incident(&detail);
-    for d in &decisions {
-        let decision = graph.decision(d).await?;
-        graph.edge(&incident, &decision, "evidence");
+    let keys = keyring(store).await?;
+    let (graph, next_cursor) =
+        build_incident_graph(store, &operator.tenant, &detail, &keys, since, page).await?;
+    let mut headers = HeaderMap::new();
+    if let Some(cursor) = next_cursor {
+        headers.insert(NEXT_CURSOR_HEADER, HeaderValue::from(cursor));
     }
-    if truncated {
-        graph.truncate();
-    }
-    Ok(Json(graph.finish()))
+    Ok((headers, Json(graph)))
 }
 
 /// Every decision of one run (newest first up to the limit).
@@ -108,7 +91,7 @@ pub async fn run_graph(
     Path(run_id): Path<String>,
     QueryParams(query): QueryParams<GraphQuery>,
 ) -> ApiResult<Json<Graph>> {
-    let limit = query.limit()?;
+    let limit = graph_limit(query.limit)?;
     let filter = DecisionFilter {
         run_id: Some(run_id.clone()),
         since_ms: validate::timestamp("since", query.since.as_deref())?,
@@ -125,11 +108,10 @@ pub async fn run_graph(
     }
     let truncated = decisions.len() > limit as usize;
     decisions.truncate(limit as usize);
-    let mut graph = GraphBuilder::new(store, &operator.tenant).await?;
+    let keys = keyring(store).await?;
+    let mut graph = GraphBuilder::new(store, &operator.tenant, &keys);
     graph.node("run", &run_id, json!({}));
-    for d in &decisions {
-        graph.decision(d).await?;
-    }
+    graph.decisions(&decisions).await?;
     if truncated {
         graph.truncate();
     }
@@ -146,13 +128,14 @@ pub async fn agent_graph(
     Path(id): Path<String>,
     QueryParams(query): QueryParams<GraphQuery>,
 ) -> ApiResult<Json<Graph>> {
-    let limit = query.limit()?;
+    let limit = graph_limit(query.limit)?;
     let since_ms = validate::timestamp("since", query.since.as_deref())?;
     let store = state.store.as_ref();
-    let agent = store.agent(&operator.tenant, &id).await?;
+    let tenant = &operator.tenant;
+    let agent = store.agent(tenant, &id).await?;
     let mut decisions = store
         .list_decisions(
-            &operator.tenant,
+            tenant,
             DecisionFilter {
                 agent_id: Some(id.clone()),
                 since_ms,
@@ -166,9 +149,9 @@ pub async fn agent_graph(
         .await?;
     let mut truncated = decisions.len() > limit as usize;
     decisions.truncate(limit as usize);
-    let incidents = store
+    let mut incidents = store
         .list_incidents(
-            &operator.tenant,
+            tenant,
             IncidentFilter {
                 agent_id: Some(id.clone()),
                 since_ms,
@@ -181,30 +164,33 @@ pub async fn agent_graph(
         )
         .await?;
     truncated |= incidents.len() > limit as usize;
+    incidents.truncate(limit as usize);
+    let incident_ids: Vec<String> = incidents.iter().map(|i| i.id.clone()).collect();
+    let shown: HashSet<&str> = incident_ids.iter().map(String::as_str).collect();
+    let responses = store.response_actions(tenant, &incident_ids).await?;
+    let decision_ids: Vec<String> = decisions.iter().map(|d| d.id.clone()).collect();
+    let links = store.evidence_links(tenant, &decision_ids).await?;
 
-    let mut graph = GraphBuilder::new(store, &operator.tenant).await?;
+    let keys = keyring(store).await?;
+    let mut graph = GraphBuilder::new(store, tenant, &keys);
     graph.node(
         "agent",
         &agent.id,
         json!({"name": agent.name, "status": agent.status, "risk_tier": agent.risk_tier}),
     );
-    let mut shown = std::collections::HashSet::new();
-    for d in &decisions {
-        graph.decision(d).await?;
-        shown.insert(d.id.clone());
+    graph.decisions(&decisions).await?;
+    for incident in &incidents {
+        graph.incident(incident, &responses);
     }
-    for incident in incidents.iter().take(limit as usize) {
-        let detail = store.incident(&operator.tenant, &incident.id).await?;
-        let node = graph.incident(&detail);
-        for e in &detail.evidence {
-            if let Some(decision) = e.decision_id.as_deref().filter(|d| shown.contains(*d)) {
-                graph.edge(
-                    &node,
-                    &crate::evidence::node_id("decision", decision),
-                    "evidence",
-                );
-            }
-        }
+    for link in links
+        .iter()
+        .filter(|l| shown.contains(l.incident_id.as_str()))
+    {
+        graph.edge(
+            &crate::evidence::node_id("incident", &link.incident_id),
+            &crate::evidence::node_id("decision", &link.decision_id),
+            "evidence",
+        );
     }
     if truncated {
         graph.truncate();

@@ -2,15 +2,17 @@
 
 use crate::auth::{Operator, Responder, Viewer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::evidence::incident_decisions_page;
 use crate::extract::{JsonBody, QueryParams};
+use crate::routes::decisions::DecisionView;
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
 use crate::validate::{self, optional_bounded};
 use aegis_core::model::Severity;
 use aegis_core::timestamp::format_millis;
 use aegis_store::{
-    AlertFilter, AlertRecord, IncidentDetail, IncidentFilter, IncidentRecord, IncidentStep, Page,
-    incident_status,
+    AlertFilter, AlertRecord, EvidenceItem, IncidentDetail, IncidentFilter, IncidentRecord,
+    IncidentStep, Page, incident_status,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -83,23 +85,60 @@ pub struct ResponseActionView {
 pub struct IncidentDetailView {
     #[serde(flatten)]
     pub incident: IncidentView,
-    /// The event seqs behind the incident, in log order.
-    pub event_seqs: Vec<i64>,
-    /// The decisions behind the incident, in log order.
-    pub decision_ids: Vec<String>,
+    /// A bounded view of the evidence, however much there is (`evidence_count`); page
+    /// through all of it with `GET /v1/incidents/{id}/decisions`.
+    pub evidence: EvidenceSummaryView,
     pub response_actions: Vec<ResponseActionView>,
+}
+
+/// The first and last evidence of an incident and the items at either end.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvidenceSummaryView {
+    pub first_seq: Option<i64>,
+    pub first_at: Option<String>,
+    pub last_seq: Option<i64>,
+    pub last_at: Option<String>,
+    /// The first 25 items, in log order.
+    pub first: Vec<EvidenceItemView>,
+    /// The most recent 25 items not in `first`, in log order.
+    pub recent: Vec<EvidenceItemView>,
+    /// How many items are in neither list.
+    pub omitted: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvidenceItemView {
+    pub event_seq: i64,
+    pub decision_id: Option<String>,
+    pub recorded_at: String,
+}
+
+impl From<EvidenceItem> for EvidenceItemView {
+    fn from(e: EvidenceItem) -> Self {
+        EvidenceItemView {
+            event_seq: e.event_seq,
+            decision_id: e.decision_id,
+            recorded_at: format_millis(e.recorded_at_ms),
+        }
+    }
 }
 
 impl From<IncidentDetail> for IncidentDetailView {
     fn from(d: IncidentDetail) -> Self {
+        let summary = &d.evidence;
+        let evidence = EvidenceSummaryView {
+            first_seq: summary.earliest().map(|e| e.event_seq),
+            first_at: summary.earliest().map(|e| format_millis(e.recorded_at_ms)),
+            last_seq: summary.latest().map(|e| e.event_seq),
+            last_at: summary.latest().map(|e| format_millis(e.recorded_at_ms)),
+            omitted: d.incident.evidence_count
+                - (summary.first.len() + summary.recent.len()) as i64,
+            first: d.evidence.first.into_iter().map(Into::into).collect(),
+            recent: d.evidence.recent.into_iter().map(Into::into).collect(),
+        };
         IncidentDetailView {
             incident: d.incident.into(),
-            event_seqs: d.evidence.iter().map(|e| e.event_seq).collect(),
-            decision_ids: d
-                .evidence
-                .into_iter()
-                .filter_map(|e| e.decision_id)
-                .collect(),
+            evidence,
             response_actions: d
                 .response_actions
                 .into_iter()
@@ -198,6 +237,31 @@ pub async fn get_incident(
     Ok(Json(
         state.store.incident(&operator.tenant, &id).await?.into(),
     ))
+}
+
+/// Every decision behind an incident, newest first: a bare JSON array of decisions paged
+/// like `GET /v1/decisions` (`X-Next-Cursor`).
+#[utoipa::path(get, path = "/v1/incidents/{id}/decisions", tag = "incidents", params(("id" = String, Path), PageQuery),
+    security(("operator_key" = [])),
+    responses((status = 200, body = [DecisionView], headers(("X-Next-Cursor" = String))), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn list_incident_decisions(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> ApiResult<Listed<DecisionView>> {
+    let (decisions, next_cursor) = incident_decisions_page(
+        state.store.as_ref(),
+        &operator.tenant,
+        &id,
+        None,
+        query.page()?,
+    )
+    .await?;
+    Ok(Listed {
+        items: decisions.into_iter().map(DecisionView::from).collect(),
+        next_cursor,
+    })
 }
 
 /// Acknowledge an open incident (409 otherwise).

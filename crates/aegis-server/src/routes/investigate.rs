@@ -1,17 +1,24 @@
 //! Incident narrative and the self-contained evidence bundle.
+//!
+//! A narrative is stored beside its incident with the incident state it describes (its
+//! basis: status, evidence count, latest evidence and response). Reads serve the stored one
+//! while the incident still has that basis, so a viewer's read never writes and never calls
+//! the LLM. Only a responder writes one: `POST .../narrate`, or a `GET` that finds none
+//! current (as the runbook does). A viewer who finds none current gets the deterministic
+//! narrative of the incident as it stands, computed on the spot and not stored.
 
-use crate::auth::{Operator, Viewer};
+use crate::auth::{Operator, Responder, Viewer};
 use crate::error::{ApiResult, ErrorBody};
 use crate::evidence::{
-    NarrativeInput, covering_checkpoint, deterministic_narrative, keyring, llm_narrative,
-    verify_stored_receipt,
+    NarrativeInput, deterministic_narrative, incident_decisions_page, keyring, llm_analysis,
+    verify_stored_receipts, with_llm_analysis,
 };
-use crate::routes::graph::incident_decisions;
 use crate::routes::incidents::IncidentDetailView;
 use crate::state::SharedState;
+use aegis_core::model::Role;
 use aegis_core::receipt::ExportedReceipt;
 use aegis_core::timestamp::format_millis;
-use aegis_store::{NarrativeRecord, TenantId};
+use aegis_store::{DecisionRecord, IncidentDetail, NarrativeRecord, Page, TenantId};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Serialize;
@@ -19,15 +26,16 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use utoipa::ToSchema;
 
-/// Most decisions a narrative or a bundle covers.
+/// Most decisions a narrative or a bundle covers (the most recent ones).
 const MAX_DECISIONS: u32 = 1000;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NarrativeView {
     pub incident_id: String,
-    /// Markdown.
+    /// Markdown. Strings the gateway did not write are shown as code spans; an LLM's analysis
+    /// is a plain-text code block after the deterministic narrative.
     pub narrative: String,
-    /// `deterministic`, or `llm:<model>` (advisory text from the configured endpoint).
+    /// `deterministic`, `deterministic (llm fallback)` or `llm:<model>`.
     pub generated_by: String,
     pub generated_at: String,
     /// Ids the narrative is built from.
@@ -46,50 +54,84 @@ impl From<NarrativeRecord> for NarrativeView {
     }
 }
 
-async fn narrate_incident(
+/// The most recent decisions behind an incident (at most [`MAX_DECISIONS`]), in log order,
+/// and whether older ones were left out.
+async fn recent_decisions(
     state: &SharedState,
     tenant: &TenantId,
-    id: &str,
+    incident_id: &str,
+) -> ApiResult<(Vec<DecisionRecord>, bool)> {
+    let page = Page {
+        before: None,
+        limit: MAX_DECISIONS,
+    };
+    let (mut decisions, older) =
+        incident_decisions_page(state.store.as_ref(), tenant, incident_id, None, page).await?;
+    decisions.reverse();
+    Ok((decisions, older.is_some()))
+}
+
+/// A narrative of the incident as it stands, written now: deterministic, followed by the
+/// LLM's analysis when `ask_llm` and a narrator is configured.
+async fn write_narrative(
+    state: &SharedState,
+    tenant: &TenantId,
+    detail: &IncidentDetail,
+    ask_llm: bool,
 ) -> ApiResult<NarrativeRecord> {
-    let store = state.store.as_ref();
-    let detail = store.incident(tenant, id).await?;
-    let (decisions, _) = incident_decisions(
-        store,
-        tenant,
-        detail
-            .evidence
-            .iter()
-            .filter_map(|e| e.decision_id.as_deref()),
-        None,
-        MAX_DECISIONS,
-    )
-    .await?;
+    let (decisions, _) = recent_decisions(state, tenant, &detail.incident.id).await?;
     let input = NarrativeInput {
-        detail: &detail,
+        detail,
         decisions: &decisions,
     };
     let (text, evidence) = deterministic_narrative(&input);
-    let (narrative, generated_by) = match &state.settings.narrator {
-        Some(config) => match llm_narrative(config, &input).await {
-            Some(text) => (text, format!("llm:{}", config.model)),
+    let (narrative, generated_by) = match state.settings.narrator.as_ref().filter(|_| ask_llm) {
+        Some(config) => match llm_analysis(config, &input).await {
+            Some(analysis) => (
+                with_llm_analysis(&text, &config.model, &analysis),
+                format!("llm:{}", config.model),
+            ),
             None => (text, "deterministic (llm fallback)".to_owned()),
         },
         None => (text, "deterministic".to_owned()),
     };
-    let record = NarrativeRecord {
+    Ok(NarrativeRecord {
         incident_id: detail.incident.id.clone(),
         generated_by,
         narrative,
         evidence,
         generated_at_ms: crate::now_ms(),
-    };
-    store.put_narrative(tenant, record.clone()).await?;
+        basis: Some(detail.narrative_basis()),
+    })
+}
+
+/// The stored narrative while the incident still has the basis it was written from.
+async fn current_narrative(
+    state: &SharedState,
+    tenant: &TenantId,
+    detail: &IncidentDetail,
+) -> ApiResult<Option<NarrativeRecord>> {
+    let stored = state.store.narrative(tenant, &detail.incident.id).await?;
+    let basis = detail.narrative_basis();
+    Ok(stored.filter(|n| n.basis.as_ref() == Some(&basis)))
+}
+
+/// Writes a new narrative (with the LLM when configured) and stores it.
+async fn renew_narrative(
+    state: &SharedState,
+    tenant: &TenantId,
+    detail: &IncidentDetail,
+) -> ApiResult<NarrativeRecord> {
+    let record = write_narrative(state, tenant, detail, true).await?;
+    state.store.put_narrative(tenant, record.clone()).await?;
     Ok(record)
 }
 
-/// A root-cause narrative built only from the incident's recorded evidence. Deterministic by
-/// default; with `AEGIS_NARRATOR_URL` an OpenAI-compatible endpoint writes it from redacted
-/// evidence (fallback to the deterministic text on error or timeout). Advisory only.
+/// A root-cause narrative built only from the incident's recorded evidence. The stored one
+/// while the incident is unchanged; otherwise a responder's request writes and stores a new
+/// one (with `AEGIS_NARRATOR_URL`, an OpenAI-compatible endpoint adds an advisory analysis of
+/// redacted evidence; the deterministic text alone on error or timeout), and a viewer's gets
+/// the deterministic narrative, not stored. A viewer's request never writes or calls the LLM.
 #[utoipa::path(get, path = "/v1/incidents/{id}/narrate", tag = "incidents", params(("id" = String, Path)),
     security(("operator_key" = [])),
     responses((status = 200, body = NarrativeView), (status = 404, body = ErrorBody)))]
@@ -98,11 +140,31 @@ pub async fn narrate(
     operator: Operator<Viewer>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<NarrativeView>> {
-    Ok(Json(
-        narrate_incident(&state, &operator.tenant, &id)
-            .await?
-            .into(),
-    ))
+    let tenant = &operator.tenant;
+    let detail = state.store.incident(tenant, &id).await?;
+    let narrative = match current_narrative(&state, tenant, &detail).await? {
+        Some(stored) => stored,
+        None if operator.role.grants(Role::Responder) => {
+            renew_narrative(&state, tenant, &detail).await?
+        }
+        None => write_narrative(&state, tenant, &detail, false).await?,
+    };
+    Ok(Json(narrative.into()))
+}
+
+/// Writes and stores a new narrative of the incident as it stands, whether or not the
+/// stored one is current (with the LLM's analysis when a narrator is configured).
+#[utoipa::path(post, path = "/v1/incidents/{id}/narrate", tag = "incidents", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses((status = 200, body = NarrativeView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn renarrate(
+    State(state): State<SharedState>,
+    operator: Operator<Responder>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NarrativeView>> {
+    let tenant = &operator.tenant;
+    let detail = state.store.incident(tenant, &id).await?;
+    Ok(Json(renew_narrative(&state, tenant, &detail).await?.into()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -110,7 +172,7 @@ pub struct EvidenceBundle {
     pub bundle_version: u32,
     pub generated_at: String,
     pub incident: IncidentDetailView,
-    /// The decisions behind the incident, in log order.
+    /// The most recent decisions behind the incident (up to 1000), in log order.
     #[schema(value_type = Vec<Object>)]
     pub decisions: Vec<Value>,
     /// One object per receipt in the line format of `aegis receipts export` (write each as a
@@ -122,13 +184,14 @@ pub struct EvidenceBundle {
     pub receipt_verification: HashMap<String, Value>,
     #[schema(value_type = Vec<Object>)]
     pub public_keys: Vec<Value>,
-    /// The latest stored narrative, or a fresh deterministic one.
+    /// The stored narrative while the incident is unchanged, else the deterministic one of
+    /// the incident as it stands (not stored).
     pub narrative: NarrativeView,
-    /// Whether more decisions exist than the bundle holds (1000).
+    /// Whether older decisions exist than the bundle holds (1000).
     pub truncated: bool,
 }
 
-/// One self-contained JSON bundle of everything behind an incident.
+/// One self-contained JSON bundle of everything behind an incident. Reads only.
 #[utoipa::path(get, path = "/v1/incidents/{id}/evidence", tag = "incidents", params(("id" = String, Path)),
     security(("operator_key" = [])),
     responses((status = 200, body = EvidenceBundle), (status = 404, body = ErrorBody)))]
@@ -140,33 +203,24 @@ pub async fn evidence_bundle(
     let store = state.store.as_ref();
     let tenant = &operator.tenant;
     let detail = store.incident(tenant, &id).await?;
-    let (decisions, truncated) = incident_decisions(
-        store,
-        tenant,
-        detail
-            .evidence
-            .iter()
-            .filter_map(|e| e.decision_id.as_deref()),
-        None,
-        MAX_DECISIONS,
-    )
-    .await?;
+    let (decisions, truncated) = recent_decisions(&state, tenant, &id).await?;
     let key_records = store.signing_keys().await?;
     let hex_keys: HashMap<&str, &str> = key_records
         .iter()
         .map(|k| (k.key_id.as_str(), k.public_key.as_str()))
         .collect();
     let keys = keyring(store).await?;
+    let receipt_ids: Vec<String> = decisions.iter().map(|d| d.receipt_id.clone()).collect();
+    let stored_receipts = store.receipts_by_id(tenant, &receipt_ids).await?;
+    let checks = verify_stored_receipts(store, tenant, &stored_receipts, &keys).await?;
     let mut receipts = Vec::new();
     let mut receipt_verification = HashMap::new();
-    for d in &decisions {
-        let receipt = store.receipt(tenant, &d.receipt_id).await?;
-        let verdict = verify_stored_receipt(store, tenant, &receipt, &keys).await?;
+    for (receipt, check) in stored_receipts.into_iter().zip(checks) {
         receipt_verification.insert(
             receipt.body.id.clone(),
-            json!({"verified": verdict.is_ok(), "reason": verdict.err().map(|b| b.kind.to_string())}),
+            json!({"verified": check.verdict.is_ok(), "reason": check.verdict.err().map(|b| b.kind.to_string())}),
         );
-        if let Some(checkpoint) = covering_checkpoint(store, tenant, receipt.body.seq).await? {
+        if let Some(checkpoint) = check.checkpoint {
             let public_key = hex_keys
                 .get(checkpoint.body.key_id.as_str())
                 .map(|k| (*k).to_owned())
@@ -178,9 +232,9 @@ pub async fn evidence_bundle(
             });
         }
     }
-    let narrative = match store.narrative(tenant, &id).await? {
-        Some(n) => n,
-        None => narrate_incident(&state, tenant, &id).await?,
+    let narrative = match current_narrative(&state, tenant, &detail).await? {
+        Some(stored) => stored,
+        None => write_narrative(&state, tenant, &detail, false).await?,
     };
     let decisions = decisions
         .into_iter()

@@ -2,7 +2,11 @@
 //! and incident narratives.
 
 use super::prepared;
-use super::rows::{checkpoint_from_row, get, receipt_from_row};
+use super::rows::{
+    RESPONSE_ACTION_COLUMNS, checkpoint_from_row, decision_from_row, get, receipt_from_row,
+    response_action_from_row,
+};
+use crate::records;
 use crate::*;
 use aegis_core::receipt::{Checkpoint, Receipt};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -77,15 +81,15 @@ pub(super) async fn put_narrative(
     tenant: &TenantId,
     narrative: &NarrativeRecord,
 ) -> StoreResult<()> {
-    let evidence = serde_json::to_string(&narrative.evidence)
-        .map_err(|e| StoreError::Corrupt(format!("narrative evidence: {e}")))?;
+    let (evidence, basis) = records::narrative_columns(narrative)?;
     tx.execute(
         &prepared(
             tx,
-            "INSERT INTO incident_narratives (tenant_id, incident_id, generated_by, narrative, evidence, generated_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO incident_narratives (tenant_id, incident_id, generated_by, narrative, evidence, generated_at, basis)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (tenant_id, incident_id) DO UPDATE SET generated_by = excluded.generated_by,
-               narrative = excluded.narrative, evidence = excluded.evidence, generated_at = excluded.generated_at",
+               narrative = excluded.narrative, evidence = excluded.evidence, generated_at = excluded.generated_at,
+               basis = excluded.basis",
         )
         .await?,
         &[
@@ -95,6 +99,7 @@ pub(super) async fn put_narrative(
             &narrative.narrative,
             &evidence,
             &narrative.generated_at_ms,
+            &basis,
         ],
     )
     .await?;
@@ -110,7 +115,7 @@ pub(super) async fn narrative<C: GenericClient>(
         .query_opt(
             &prepared(
                 client,
-                "SELECT incident_id, generated_by, narrative, evidence, generated_at FROM incident_narratives
+                "SELECT incident_id, generated_by, narrative, evidence, generated_at, basis FROM incident_narratives
                  WHERE tenant_id = $1 AND incident_id = $2",
             )
             .await?,
@@ -118,15 +123,139 @@ pub(super) async fn narrative<C: GenericClient>(
         )
         .await?;
     row.map(|row| {
-        let evidence: String = get(&row, 3)?;
-        Ok(NarrativeRecord {
-            incident_id: get(&row, 0)?,
-            generated_by: get(&row, 1)?,
-            narrative: get(&row, 2)?,
-            evidence: serde_json::from_str(&evidence)
-                .map_err(|e| StoreError::Corrupt(format!("narrative evidence: {e}")))?,
-            generated_at_ms: get(&row, 4)?,
-        })
+        records::narrative_from_columns(
+            get(&row, 0)?,
+            get(&row, 1)?,
+            get(&row, 2)?,
+            &get::<String>(&row, 3)?,
+            get(&row, 4)?,
+            get::<Option<String>>(&row, 5)?.as_deref(),
+        )
     })
     .transpose()
+}
+
+/// Seqs as the `BIGINT[]` one parameter binds, however many there are.
+fn seq_array(seqs: &[u64]) -> Vec<i64> {
+    seqs.iter().map(|&seq| seq as i64).collect()
+}
+
+#[async_trait::async_trait]
+impl EvidenceReads for super::PgStore {
+    async fn incident_decisions(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+        since_ms: Option<i64>,
+        page: Page,
+    ) -> StoreResult<Vec<DecisionRecord>> {
+        self.query_opt(
+            "SELECT 1 FROM incidents WHERE tenant_id = $1 AND id = $2",
+            &[&tenant.as_str(), &incident_id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("incident"))?;
+        self.query(
+            &format!(
+                "SELECT {} FROM incident_evidence e JOIN decisions d ON d.id = e.decision_id
+                 WHERE e.incident_id = $1 AND d.tenant_id = $2 AND e.event_seq < $3
+                   AND ($4::BIGINT IS NULL OR d.created_at >= $4)
+                 ORDER BY e.event_seq DESC LIMIT $5",
+                crate::sqlite::rows::qualified_decision_columns("d")
+            ),
+            &[
+                &incident_id,
+                &tenant.as_str(),
+                &page.before.unwrap_or(i64::MAX),
+                &since_ms,
+                &i64::from(page.limit),
+            ],
+        )
+        .await?
+        .iter()
+        .map(decision_from_row)
+        .collect()
+    }
+
+    async fn evidence_links(
+        &self,
+        tenant: &TenantId,
+        decision_ids: &[String],
+    ) -> StoreResult<Vec<EvidenceLink>> {
+        self.query(
+            "SELECT e.incident_id, e.decision_id FROM incident_evidence e
+             JOIN incidents i ON i.id = e.incident_id
+             WHERE i.tenant_id = $1 AND e.decision_id = ANY($2)
+             ORDER BY e.event_seq",
+            &[&tenant.as_str(), &decision_ids],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(EvidenceLink {
+                incident_id: get(row, 0)?,
+                decision_id: get(row, 1)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn response_actions(
+        &self,
+        tenant: &TenantId,
+        incident_ids: &[String],
+    ) -> StoreResult<Vec<ResponseActionRecord>> {
+        self.query(
+            &format!(
+                "SELECT {RESPONSE_ACTION_COLUMNS} FROM response_actions
+                 WHERE tenant_id = $1 AND incident_id = ANY($2) ORDER BY event_seq"
+            ),
+            &[&tenant.as_str(), &incident_ids],
+        )
+        .await?
+        .iter()
+        .map(response_action_from_row)
+        .collect()
+    }
+
+    async fn receipts_by_id(&self, tenant: &TenantId, ids: &[String]) -> StoreResult<Vec<Receipt>> {
+        self.query(
+            "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND id = ANY($2) ORDER BY seq",
+            &[&tenant.as_str(), &ids],
+        )
+        .await?
+        .iter()
+        .map(receipt_from_row)
+        .collect()
+    }
+
+    async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
+        self.query(
+            "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND seq = ANY($2) ORDER BY seq",
+            &[&tenant.as_str(), &seq_array(seqs)],
+        )
+        .await?
+        .iter()
+        .map(receipt_from_row)
+        .collect()
+    }
+
+    async fn covering_checkpoints(
+        &self,
+        tenant: &TenantId,
+        seqs: &[u64],
+    ) -> StoreResult<Vec<Checkpoint>> {
+        self.query(
+            "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+             WHERE tenant_id = $1 AND seq IN (
+               SELECT (SELECT MIN(c.seq) FROM receipt_checkpoints c WHERE c.tenant_id = $1 AND c.seq >= s)
+               FROM unnest($2::BIGINT[]) AS s)
+             ORDER BY seq",
+            &[&tenant.as_str(), &seq_array(seqs)],
+        )
+        .await?
+        .iter()
+        .map(checkpoint_from_row)
+        .collect()
+    }
 }

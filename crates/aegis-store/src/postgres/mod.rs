@@ -32,7 +32,10 @@ use tokio_postgres::{NoTls, Statement};
 use writer::{ChainHead, Writer, WriterState};
 
 /// Migrations in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+    include_str!("../../migrations/postgres/0002_evidence_cache.sql"),
+];
 
 /// Advisory lock keys (one namespace for the whole database).
 const MIGRATION_LOCK: i64 = 0x4145_4749_5301;

@@ -9,8 +9,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
 pub(super) use crate::sqlite::rows::{
-    ALERT_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, INCIDENT_COLUMNS, KEY_COLUMNS, TENANT_COLUMNS,
-    constant_time_eq,
+    ALERT_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, INCIDENT_COLUMNS, KEY_COLUMNS,
+    RESPONSE_ACTION_COLUMNS, TENANT_COLUMNS, constant_time_eq,
 };
 
 /// Agents page by `ordinal` here (SQLite pages by its rowid).
@@ -187,6 +187,20 @@ pub(super) fn checkpoint_from_row(row: &Row) -> StoreResult<Checkpoint> {
 }
 
 /// A receipt from its `body, hash` columns.
+pub(super) fn response_action_from_row(row: &Row) -> StoreResult<ResponseActionRecord> {
+    Ok(ResponseActionRecord {
+        id: get(row, 0)?,
+        incident_id: get(row, 1)?,
+        agent_id: get(row, 2)?,
+        action: get(row, 3)?,
+        mode: get(row, 4)?,
+        actor: get(row, 5)?,
+        detail: get(row, 6)?,
+        event_seq: get(row, 7)?,
+        created_at_ms: get(row, 8)?,
+    })
+}
+
 pub(super) fn receipt_from_row(row: &Row) -> StoreResult<Receipt> {
     let body: String = get(row, 0)?;
     Ok(Receipt {

@@ -429,6 +429,35 @@ pub(super) async fn list_incidents<C: GenericClient>(
         .collect()
 }
 
+/// The first (`ASC`) or most recent (`DESC`) evidence items of an incident.
+async fn evidence_end<C: GenericClient>(
+    client: &C,
+    incident_id: &str,
+    order: &str,
+    limit: u32,
+) -> StoreResult<Vec<EvidenceItem>> {
+    let sql = format!(
+        "SELECT e.event_seq, e.decision_id, ev.created_at
+         FROM incident_evidence e JOIN events ev ON ev.seq = e.event_seq
+         WHERE e.incident_id = $1 ORDER BY e.event_seq {order} LIMIT $2"
+    );
+    client
+        .query(
+            &prepared(client, &sql).await?,
+            &[&incident_id, &i64::from(limit)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(EvidenceItem {
+                event_seq: get(row, 0)?,
+                decision_id: get(row, 1)?,
+                recorded_at_ms: get(row, 2)?,
+            })
+        })
+        .collect()
+}
+
 pub(super) async fn load_incident<C: GenericClient>(
     client: &C,
     tenant_id: &str,
@@ -448,49 +477,24 @@ pub(super) async fn load_incident<C: GenericClient>(
         .await?
         .ok_or(StoreError::NotFound("incident"))?;
     let incident = incident_from_row(&row)?;
-    let evidence = client
-        .query(
-            &prepared(
-                client,
-                "SELECT event_seq, decision_id FROM incident_evidence WHERE incident_id = $1 ORDER BY event_seq",
-            )
-            .await?,
-            &[&incident_id],
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(EvidenceRef {
-                event_seq: get(row, 0)?,
-                decision_id: get(row, 1)?,
-            })
-        })
-        .collect::<StoreResult<_>>()?;
+    let evidence = records::evidence_summary(
+        evidence_end(client, incident_id, "ASC", EVIDENCE_SHOWN_FIRST).await?,
+        evidence_end(client, incident_id, "DESC", EVIDENCE_SHOWN_RECENT).await?,
+    );
     let response_actions = client
         .query(
             &prepared(
                 client,
-                "SELECT id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at
-                 FROM response_actions WHERE incident_id = $1 ORDER BY event_seq",
+                &format!(
+                    "SELECT {RESPONSE_ACTION_COLUMNS} FROM response_actions WHERE incident_id = $1 ORDER BY event_seq"
+                ),
             )
             .await?,
             &[&incident_id],
         )
         .await?
         .iter()
-        .map(|row| {
-            Ok(ResponseActionRecord {
-                id: get(row, 0)?,
-                incident_id: get(row, 1)?,
-                agent_id: get(row, 2)?,
-                action: get(row, 3)?,
-                mode: get(row, 4)?,
-                actor: get(row, 5)?,
-                detail: get(row, 6)?,
-                event_seq: get(row, 7)?,
-                created_at_ms: get(row, 8)?,
-            })
-        })
+        .map(response_action_from_row)
         .collect::<StoreResult<_>>()?;
     Ok(IncidentDetail {
         incident,

@@ -2,6 +2,7 @@
 //! and incident narratives.
 
 use super::rows::checkpoint_from_row;
+use crate::records;
 use crate::*;
 use aegis_core::receipt::{Checkpoint, Receipt, ReceiptBody};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -65,13 +66,13 @@ pub(super) fn put_narrative(
     tenant: &TenantId,
     narrative: &NarrativeRecord,
 ) -> StoreResult<()> {
-    let evidence = serde_json::to_string(&narrative.evidence)
-        .map_err(|e| StoreError::Corrupt(format!("narrative evidence: {e}")))?;
+    let (evidence, basis) = records::narrative_columns(narrative)?;
     conn.prepare_cached(
-        "INSERT INTO incident_narratives (tenant_id, incident_id, generated_by, narrative, evidence, generated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO incident_narratives (tenant_id, incident_id, generated_by, narrative, evidence, generated_at, basis)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (tenant_id, incident_id) DO UPDATE SET generated_by = excluded.generated_by,
-           narrative = excluded.narrative, evidence = excluded.evidence, generated_at = excluded.generated_at",
+           narrative = excluded.narrative, evidence = excluded.evidence, generated_at = excluded.generated_at,
+           basis = excluded.basis",
     )?
     .execute(params![
         tenant.as_str(),
@@ -79,7 +80,8 @@ pub(super) fn put_narrative(
         narrative.generated_by,
         narrative.narrative,
         evidence,
-        narrative.generated_at_ms
+        narrative.generated_at_ms,
+        basis
     ])?;
     Ok(())
 }
@@ -91,7 +93,7 @@ pub(super) fn narrative(
 ) -> StoreResult<Option<NarrativeRecord>> {
     let row = conn
         .prepare_cached(
-            "SELECT incident_id, generated_by, narrative, evidence, generated_at FROM incident_narratives
+            "SELECT incident_id, generated_by, narrative, evidence, generated_at, basis FROM incident_narratives
              WHERE tenant_id = ?1 AND incident_id = ?2",
         )?
         .query_row([tenant.as_str(), incident_id], |row| {
@@ -101,20 +103,173 @@ pub(super) fn narrative(
                 row.get::<_, String>(2)?,
                 row.get::<_, String>(3)?,
                 row.get::<_, i64>(4)?,
+                row.get::<_, Option<String>>(5)?,
             ))
         })
         .optional()?;
     row.map(
-        |(incident_id, generated_by, narrative, evidence, generated_at_ms)| {
-            Ok(NarrativeRecord {
+        |(incident_id, generated_by, narrative, evidence, generated_at_ms, basis)| {
+            records::narrative_from_columns(
                 incident_id,
                 generated_by,
                 narrative,
-                evidence: serde_json::from_str(&evidence)
-                    .map_err(|e| StoreError::Corrupt(format!("narrative evidence: {e}")))?,
+                &evidence,
                 generated_at_ms,
-            })
+                basis.as_deref(),
+            )
         },
     )
     .transpose()
+}
+
+/// Binds a batch for `json_each`: one parameter, however many items.
+fn json_batch<T: serde::Serialize>(items: &[T]) -> StoreResult<String> {
+    serde_json::to_string(items).map_err(|e| StoreError::Corrupt(format!("batch: {e}")))
+}
+
+#[async_trait::async_trait]
+impl EvidenceReads for super::SqliteStore {
+    async fn incident_decisions(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+        since_ms: Option<i64>,
+        page: Page,
+    ) -> StoreResult<Vec<DecisionRecord>> {
+        let (tenant, incident_id) = (tenant.clone(), incident_id.to_owned());
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT 1 FROM incidents WHERE tenant_id = ?1 AND id = ?2")?
+                .query_row([tenant.as_str(), &incident_id], |_| Ok(()))
+                .optional()?
+                .ok_or(StoreError::NotFound("incident"))?;
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM incident_evidence e JOIN decisions d ON d.id = e.decision_id
+                     WHERE e.incident_id = ?1 AND d.tenant_id = ?2 AND e.event_seq < ?3
+                       AND (?4 IS NULL OR d.created_at >= ?4)
+                     ORDER BY e.event_seq DESC LIMIT ?5",
+                    super::rows::qualified_decision_columns("d")
+                ))?
+                .query_map(
+                    params![
+                        incident_id,
+                        tenant.as_str(),
+                        page.before.unwrap_or(i64::MAX),
+                        since_ms,
+                        page.limit
+                    ],
+                    super::rows::decision_from_row,
+                )?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn evidence_links(
+        &self,
+        tenant: &TenantId,
+        decision_ids: &[String],
+    ) -> StoreResult<Vec<EvidenceLink>> {
+        let (tenant, ids) = (tenant.clone(), json_batch(decision_ids)?);
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT e.incident_id, e.decision_id FROM incident_evidence e
+                     JOIN incidents i ON i.id = e.incident_id
+                     WHERE i.tenant_id = ?1 AND e.decision_id IN (SELECT value FROM json_each(?2))
+                     ORDER BY e.event_seq",
+                )?
+                .query_map(params![tenant.as_str(), ids], |row| {
+                    Ok(EvidenceLink {
+                        incident_id: row.get(0)?,
+                        decision_id: row.get(1)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn response_actions(
+        &self,
+        tenant: &TenantId,
+        incident_ids: &[String],
+    ) -> StoreResult<Vec<ResponseActionRecord>> {
+        let (tenant, ids) = (tenant.clone(), json_batch(incident_ids)?);
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM response_actions
+                     WHERE tenant_id = ?1 AND incident_id IN (SELECT value FROM json_each(?2))
+                     ORDER BY event_seq",
+                    super::rows::RESPONSE_ACTION_COLUMNS
+                ))?
+                .query_map(
+                    params![tenant.as_str(), ids],
+                    super::rows::response_action_from_row,
+                )?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn receipts_by_id(&self, tenant: &TenantId, ids: &[String]) -> StoreResult<Vec<Receipt>> {
+        let (tenant, ids) = (tenant.clone(), json_batch(ids)?);
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT body, hash FROM receipts
+                 WHERE tenant_id = ?1 AND id IN (SELECT value FROM json_each(?2)) ORDER BY seq",
+            )?
+            .query_map(params![tenant.as_str(), ids], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?
+            .map(|row| {
+                let (body, hash) = row?;
+                receipt_from_parts(body, hash)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
+        let (tenant, seqs) = (tenant.clone(), json_batch(seqs)?);
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT body, hash FROM receipts
+                 WHERE tenant_id = ?1 AND seq IN (SELECT value FROM json_each(?2)) ORDER BY seq",
+            )?
+            .query_map(params![tenant.as_str(), seqs], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?
+            .map(|row| {
+                let (body, hash) = row?;
+                receipt_from_parts(body, hash)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn covering_checkpoints(
+        &self,
+        tenant: &TenantId,
+        seqs: &[u64],
+    ) -> StoreResult<Vec<Checkpoint>> {
+        let (tenant, seqs) = (tenant.clone(), json_batch(seqs)?);
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+                     WHERE tenant_id = ?1 AND seq IN (
+                       SELECT (SELECT MIN(c.seq) FROM receipt_checkpoints c
+                               WHERE c.tenant_id = ?1 AND c.seq >= s.value)
+                       FROM json_each(?2) s)
+                     ORDER BY seq",
+                )?
+                .query_map(params![tenant.as_str(), seqs], checkpoint_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
 }

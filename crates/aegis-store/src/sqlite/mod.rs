@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_soc.sql"),
     include_str!("../../migrations/sqlite/0003_evidence.sql"),
     include_str!("../../migrations/sqlite/0004_notifications.sql"),
+    include_str!("../../migrations/sqlite/0005_evidence_cache.sql"),
 ];
 
 /// Idle read connections kept for reuse.

@@ -12,6 +12,8 @@ pub(crate) const TENANT_COLUMNS: &str = "id, denial_threshold, escalation_window
 pub(crate) const INCIDENT_COLUMNS: &str = "id, tenant_id, kind, severity, status, agent_id, summary, \
      recommended_action, opened_at, updated_at, acknowledged_at, acknowledged_by, closed_at, closed_by, \
      close_reason, event_seq, (SELECT COUNT(*) FROM incident_evidence e WHERE e.incident_id = incidents.id)";
+pub(crate) const RESPONSE_ACTION_COLUMNS: &str =
+    "id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at";
 pub(crate) const ALERT_COLUMNS: &str =
     "id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at";
 pub(crate) const KEY_COLUMNS: &str = "id, tenant_id, name, role, created_at, revoked_at";
@@ -20,6 +22,15 @@ pub(crate) const AGENT_COLUMNS: &str =
 pub(crate) const DECISION_COLUMNS: &str = "id, tenant_id, event_seq, agent_id, request_id, tool, action, resource, \
      mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash, \
      run_id, trace_id, parent_run_id, receipt_id, created_at";
+
+/// [`DECISION_COLUMNS`] of the decisions table under `alias`, for joins.
+pub(crate) fn qualified_decision_columns(alias: &str) -> String {
+    DECISION_COLUMNS
+        .split(", ")
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 pub(crate) fn constant_time_eq(stored: &[u8], presented: &[u8]) -> bool {
     stored.ct_eq(presented).into()
@@ -181,6 +192,20 @@ pub(super) fn decision_from_row(row: &Row<'_>) -> rusqlite::Result<DecisionRecor
         },
         receipt_id: row.get(19)?,
         created_at_ms: row.get(20)?,
+    })
+}
+
+pub(super) fn response_action_from_row(row: &Row<'_>) -> rusqlite::Result<ResponseActionRecord> {
+    Ok(ResponseActionRecord {
+        id: row.get(0)?,
+        incident_id: row.get(1)?,
+        agent_id: row.get(2)?,
+        action: row.get(3)?,
+        mode: row.get(4)?,
+        actor: row.get(5)?,
+        detail: row.get(6)?,
+        event_seq: row.get(7)?,
+        created_at_ms: row.get(8)?,
     })
 }
 

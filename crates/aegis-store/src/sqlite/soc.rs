@@ -305,6 +305,29 @@ pub(super) fn list_incidents(
         .collect::<Result<_, _>>()?)
 }
 
+/// The first (`ASC`) or most recent (`DESC`) evidence items of an incident.
+fn evidence_end(
+    conn: &Connection,
+    incident_id: &str,
+    order: &str,
+    limit: u32,
+) -> StoreResult<Vec<EvidenceItem>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT e.event_seq, e.decision_id, ev.created_at
+             FROM incident_evidence e JOIN events ev ON ev.seq = e.event_seq
+             WHERE e.incident_id = ?1 ORDER BY e.event_seq {order} LIMIT ?2"
+        ))?
+        .query_map(params![incident_id, limit], |row| {
+            Ok(EvidenceItem {
+                event_seq: row.get(0)?,
+                decision_id: row.get(1)?,
+                recorded_at_ms: row.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?)
+}
+
 pub(super) fn load_incident(
     conn: &Connection,
     tenant_id: &str,
@@ -317,28 +340,15 @@ pub(super) fn load_incident(
         .query_row([tenant_id, incident_id], incident_from_row)
         .optional()?
         .ok_or(StoreError::NotFound("incident"))?;
-    let evidence = conn
-        .prepare_cached("SELECT event_seq, decision_id FROM incident_evidence WHERE incident_id = ?1 ORDER BY event_seq")?
-        .query_map([incident_id], |row| Ok(EvidenceRef { event_seq: row.get(0)?, decision_id: row.get(1)? }))?
-        .collect::<Result<_, _>>()?;
+    let evidence = records::evidence_summary(
+        evidence_end(conn, incident_id, "ASC", EVIDENCE_SHOWN_FIRST)?,
+        evidence_end(conn, incident_id, "DESC", EVIDENCE_SHOWN_RECENT)?,
+    );
     let response_actions = conn
-        .prepare_cached(
-            "SELECT id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at
-             FROM response_actions WHERE incident_id = ?1 ORDER BY event_seq",
-        )?
-        .query_map([incident_id], |row| {
-            Ok(ResponseActionRecord {
-                id: row.get(0)?,
-                incident_id: row.get(1)?,
-                agent_id: row.get(2)?,
-                action: row.get(3)?,
-                mode: row.get(4)?,
-                actor: row.get(5)?,
-                detail: row.get(6)?,
-                event_seq: row.get(7)?,
-                created_at_ms: row.get(8)?,
-            })
-        })?
+        .prepare_cached(&format!(
+            "SELECT {RESPONSE_ACTION_COLUMNS} FROM response_actions WHERE incident_id = ?1 ORDER BY event_seq"
+        ))?
+        .query_map([incident_id], response_action_from_row)?
         .collect::<Result<_, _>>()?;
     Ok(IncidentDetail {
         incident,
