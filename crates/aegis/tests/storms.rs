@@ -228,7 +228,12 @@ async fn replicas_whose_clocks_differ_by_70_s_give_one_incident_per_storm_and_no
         dir.path(),
         "ahead",
         database.url(),
-        &[("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", "+70s")],
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME", "+70s"),
+            // Wall clocks differ between machines; monotonic timers are not compared.
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
     )
     .await;
     let replicas = [&honest, &ahead];
@@ -612,4 +617,80 @@ async fn only_data_sources_are_reads_for_exfiltration_unless_the_tenant_asks_oth
         .await
         .unwrap();
     assert_eq!(bad.status(), 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_times_never_run_backwards_when_the_clock_steps_back() {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "this test needs Debian's faketime package (apt-get install faketime)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (db, admin) = acme_on_sqlite(dir.path());
+    let db_url = db.to_str().unwrap().to_owned();
+    // libfaketime re-reads the offset from this file, so the test can step the clock.
+    let offset = dir.path().join("faketime-offset");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let gw = Gateway::start_with(
+        dir.path(),
+        &db,
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", offset.to_str().unwrap()),
+            ("FAKETIME_NO_CACHE", "1"),
+            // NTP steps the wall clock; the monotonic clock never goes back.
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    put(
+        &client,
+        &gw,
+        &admin,
+        "/v1/tenants/deny-storm",
+        json!({"threshold": 5, "window_secs": 2}),
+    )
+    .await;
+    let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
+    for _ in 0..3 {
+        deny(&client, &gw, &token).await;
+    }
+    // NTP steps the clock back 30 s in the middle of the storm.
+    std::fs::write(&offset, "-30s\n").unwrap();
+    let mut last = 0;
+    for _ in 0..2 {
+        last = deny(&client, &gw, &token).await;
+    }
+    soc_past(&db_url, last).await;
+
+    let handler_times = query_column(
+        &db_url,
+        "SELECT CAST(created_at AS TEXT) FROM decisions ORDER BY event_seq",
+    )
+    .await;
+    let handler_times: Vec<i64> = handler_times.iter().map(|t| t.parse().unwrap()).collect();
+    assert!(
+        handler_times[2] - handler_times[3] > 25_000,
+        "the clock stepped back: {handler_times:?}"
+    );
+    let times = query_column(
+        &db_url,
+        "SELECT CAST(created_at AS TEXT) FROM events ORDER BY seq",
+    )
+    .await;
+    let times: Vec<i64> = times.iter().map(|t| t.parse().unwrap()).collect();
+    assert!(times.windows(2).all(|p| p[0] <= p[1]), "{times:?}");
+    let storms = incidents(
+        &client,
+        &gw,
+        &admin,
+        &format!("?kind=deny_storm&agent_id={agent_id}"),
+    )
+    .await;
+    assert_eq!(
+        storms.len(),
+        1,
+        "five denies within a second are one storm: {storms:#?}"
+    );
 }
