@@ -1,10 +1,10 @@
-//! Correlation rules of the SOC plane (README, "The SOC plane"): many decisions of one agent → incidents.
+//! Correlation rules of the SOC plane: many decisions of one agent → incidents.
 //!
 //! One [`AgentCorrelator`] holds the state of one (tenant, agent). The caller feeds it that
 //! agent's decision events in log order ([`AgentCorrelator::observe`]) and gets back
 //! [`Finding`]s: [`Finding::Opened`] becomes a new incident, [`Finding::Joined`] appends one seq
-//! to the evidence of the incident the same rule opened last for this agent. Everything runs
-//! on *event* time (Unix milliseconds, supplied by the caller); nothing here reads a clock.
+//! to the evidence of the open incident it names. Everything runs on *event* time (Unix
+//! milliseconds, supplied by the caller); nothing here reads a clock.
 //!
 //! # Rules
 //!
@@ -16,69 +16,90 @@
 //! | `trust_escalation` | a deny followed by an allow of the same (tool, action) | 60 s |
 //!
 //! All four are `high`. Reads and sends are classified by the caller from registered tool
-//! metadata ([`ActionClass`]); nothing here guesses from names. A denied read does not count
-//! towards exfiltration (the agent never got the data), a `require_approval` read does (once
-//! approved it runs without another decision, and the approver agreed to a read, not to a
-//! send), and a send counts whatever its verdict: the attempt is the signal. For
+//! metadata ([`ActionClass::of`]); nothing here guesses from names. A denied read does not
+//! count towards exfiltration (the agent never got the data), a `require_approval` read does
+//! (once approved it runs without another decision, and the approver agreed to a read, not to
+//! a send), and a send counts whatever its verdict: the attempt is the signal. For
 //! `trust_escalation` only a real `allow` completes the pattern.
 //!
-//! # Fire once, join, re-arm
+//! # Containment refusals
 //!
-//! A rule's *condition* is a property of the trailing window. The rule **fires once**, at the
-//! event that makes the condition true; while it stays true, further matching events **join**
-//! that incident's evidence; the rule **re-arms** only once an event finds the condition false
-//! (evaluated at that event's time, before counting the event itself), and only then can a
-//! new incident open. So one storm is one incident — an operator sees "5 denies, then 12
-//! more", not 13 incidents — and a storm that ended and started again is a new incident.
+//! A decision with [`CorrelationEvent::contained`] set is a deny issued only because the agent
+//! is frozen. It is recorded like any decision, but it is the containment working, not new
+//! behaviour: it never opens an incident or counts towards opening one, is neither a
+//! precursor nor a trigger of the sequence rules, and (in the store) does not count towards
+//! risk-tier escalation. While a threshold incident (`deny_storm`, `runaway`) is open it joins
+//! it as an attempt, and it keeps that incident from ending: an agent that keeps retrying
+//! while frozen has not gone quiet.
 //!
-//! For the threshold rules this collapses to a rule per counted event: with `c` the number of
-//! counted events in `[t - W, t]` *before* this one, it opens an incident when `c == N - 1`
-//! (this event brings the count to N), joins when `c >= N`, and does nothing otherwise. So a
-//! storm that runs at exactly the threshold rate can dip to `N - 1` and open a second
-//! incident: re-arming is defined by the count, not by a quiet period. `deny_storm` and
-//! `runaway` share this one mechanism (a trailing-window threshold detector).
+//! # Threshold rules: one storm, one incident
 //!
-//! For the sequence rules (`data_exfiltration`, `trust_escalation`) the condition is "a
-//! matched pair completed within the trailing window": an external send with a counted read
-//! at most W before it, or an allow with a deny of the same (tool, action) at most W before
-//! it. A burst of sends after one read is one incident; a pair more than W after the last
-//! matched pair is a new one. `trust_escalation` is tracked per (tool, action).
+//! With `c` the number of counted events in the trailing window `[t - W, t]` *before* the
+//! event at `t` (containment refusals included unless said otherwise):
+//!
+//! * **Open.** A counted event that is not a containment refusal opens an incident when none
+//!   of the rule is open for the agent and the window, this event included, holds at least
+//!   `N` counted events that are not containment refusals.
+//! * **Join.** While the incident is open, every counted event joins it.
+//! * **End.** The incident ends at the first event (of any kind) that finds `2·c < N` — fewer
+//!   than half the threshold left in the window, i.e. the agent has gone quiet — or when the
+//!   caller reports it closed ([`AgentCorrelator::incident_closed`], an operator's close). Only
+//!   then can the rule open again, and it needs `N` again.
+//!
+//! The gap between opening at `N` and ending below `N/2` is the hysteresis: a storm running
+//! just above (or dipping just below) the threshold rate stays one incident, where a rule
+//! that re-armed whenever the count fell to `N - 1` opened a new incident on almost every
+//! deny. A storm that went quiet and started again is a new incident; so is one that goes on
+//! past an operator's close (it is not silently added to the closed one).
+//!
+//! **Threshold changes** ([`AgentCorrelator::restore`] with a new configuration) apply at
+//! once to the true count: the detector keeps every counted event of the window (up to
+//! [`MAX_BURST_THRESHOLD`], the highest `N` accepted), not only the last `N`. A longer window
+//! counts only the events the shorter one still held.
+//!
+//! # Sequence rules
+//!
+//! For `data_exfiltration` and `trust_escalation` the condition is "a matched pair completed
+//! within the trailing window": an external send with a counted read at most W before it, or
+//! an allow with a deny of the same (tool, action) at most W before it. The rule fires once,
+//! at the trigger that completes the first pair; later matched triggers join while a matched
+//! trigger lies within W; after that (or after an operator's close) a new pair is a new
+//! incident. A burst of sends after one read is one incident. `trust_escalation` is tracked
+//! per (tool, action), each lane with its own incident.
 //!
 //! # Evidence
 //!
-//! An `Opened` threshold incident carries exactly the N seqs that made the count, all within
-//! W of each other; each later counted event joins with its own seq. An `Opened` sequence
-//! incident carries the precursor seqs (reads, or denies of that tool/action) still in the
-//! window, then the trigger seq; a later matched trigger joins the precursors not yet
-//! reported, then itself. No seq is reported twice to one incident. (When a storm dips to
-//! N - 1 and climbs back, the new incident's N seqs may include denies of the previous one:
-//! they belong to both windows.)
+//! An `Opened` threshold incident carries every counted event of the window that is not a
+//! containment refusal, oldest first, the trigger last: `N` seqs, or more when `N` was just
+//! lowered or the storm outlived a close (such seqs then belong to both incidents). Each
+//! later counted event joins with its own seq. An `Opened` sequence incident carries the
+//! precursor seqs still in the window, then the trigger seq; a later matched trigger joins
+//! the precursors not yet reported, then itself. A `Joined` names its incident by
+//! `opened_by`, the trigger seq of the `Opened` that created it. No seq is reported twice to
+//! one incident.
 //!
 //! # Replays, restarts and ordering
 //!
 //! * Idempotence: an event whose `seq` is not above the last seq seen is ignored, so replaying
 //!   events already observed is a no-op.
-//! * Findings are a pure function of the events. The trigger seq of a finding
-//!   ([`Finding::trigger_seq`]) is therefore a stable idempotency key: if the consumer
-//!   crashes between writing an incident and advancing its cursor, observing the event again
-//!   yields the same `Opened` with the same trigger seq.
-//! * Restart, exact: persist [`AgentCorrelator::snapshot`] (serde) with the cursor and
+//! * Findings are a pure function of the events (and of the closes and configurations, given
+//!   at their place in the log). The trigger seq of an `Opened` is therefore a stable
+//!   idempotency key: if the consumer crashes between writing an incident and advancing its
+//!   cursor, observing the event again yields the same `Opened`.
+//! * Restart: persist [`AgentCorrelator::snapshot`] (serde) with the cursor and
 //!   [`AgentCorrelator::restore`] it.
-//! * Restart, by replay: [`AgentCorrelator::rebuild`] from the agent's events with
-//!   `at_ms >= last_at_ms - CorrelationConfig::replay_horizon_ms()`, in seq order. This
-//!   reproduces the exact state when event times are non-decreasing in seq and the lane cap
-//!   of a sequence rule was not hit during the replayed span.
-//! * Out-of-order event times (clock skew between replicas) are clamped to the latest time
-//!   already seen for the agent: the event counts as happening then. This is deterministic,
-//!   never drops an event and keeps windows monotone; a late event can only expire later.
+//! * Event times should be non-decreasing in seq: the stores stamp each event with its commit
+//!   time, never earlier than the event before it. Should an earlier time arrive anyway, it is
+//!   clamped to the latest time already seen for the agent (deterministic, never drops an
+//!   event, keeps windows monotone).
 //!
 //! # Bounded memory
 //!
-//! A threshold detector keeps at most N (time, seq) pairs; a sequence rule keeps at most
-//! `max_precursors` precursors per lane and `max_keys` lanes (the least recently active lane is
-//! evicted first; under that much key churn an evicted lane may open a fresh incident later).
-//! Everything older than the window is pruned at every event, and once
-//! [`AgentCorrelator::is_idle_at`] holds the whole correlator can be dropped.
+//! A threshold detector keeps at most [`MAX_BURST_THRESHOLD`] (time, seq) pairs; a sequence
+//! rule keeps at most `max_precursors` precursors per lane and `max_keys` lanes (the least
+//! recently active lane is evicted first; under that much key churn an evicted lane may open
+//! a fresh incident later). Everything older than the window is pruned at every event, and
+//! once [`AgentCorrelator::is_idle_at`] holds the whole correlator can be dropped.
 //!
 //! ```
 //! use aegis_core::correlate::{ActionClass, AgentCorrelator, CorrelationConfig, CorrelationEvent, Finding, RuleKind};
@@ -94,11 +115,12 @@
 //!         tool: "github",
 //!         action: "merge_pull_request",
 //!         class: ActionClass::Other,
+//!         contained: false,
 //!     }));
 //! }
 //! assert_eq!(findings.len(), 2);
 //! assert!(matches!(&findings[0], Finding::Opened { rule: RuleKind::DenyStorm, evidence, .. } if evidence == &[1, 2, 3, 4, 5]));
-//! assert_eq!(findings[1], Finding::Joined { rule: RuleKind::DenyStorm, seq: 6 });
+//! assert_eq!(findings[1], Finding::Joined { rule: RuleKind::DenyStorm, opened_by: 5, seq: 6 });
 //! ```
 
 use std::collections::VecDeque;
@@ -107,6 +129,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Severity, Verdict};
+
+/// The highest threshold `N` a threshold rule accepts, and so the most counted events its
+/// detector keeps per agent: enough for any `N` to apply to a running window.
+pub const MAX_BURST_THRESHOLD: usize = 1_000;
 
 crate::model::wire_enum! {
     /// A correlation rule; the wire spelling is the incident `kind`.
@@ -141,17 +167,56 @@ crate::model::wire_enum! {
     }
 }
 
+crate::model::wire_enum! {
+    /// Which actions are the "read" half of `data_exfiltration`, per tenant: `sensitive`
+    /// (the default) counts only actions registered as data sources (`sensitive: true`);
+    /// `non_mutating` is the older rule, any action that does not change state (a weather
+    /// forecast followed by an e-mail then fires).
+    ExfiltrationReads {
+        Sensitive => "sensitive",
+        NonMutating => "non_mutating",
+    }
+}
+
+/// The registered facts of an action that classify it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionFacts {
+    pub egress: bool,
+    pub sensitive: bool,
+    pub mutates_state: bool,
+}
+
+impl ActionClass {
+    /// An action that sends data outside is a send; a data source (or, under
+    /// [`ExfiltrationReads::NonMutating`], any action that changes nothing) is a read.
+    pub fn of(facts: ActionFacts, reads: ExfiltrationReads) -> ActionClass {
+        let read = match reads {
+            ExfiltrationReads::Sensitive => facts.sensitive,
+            ExfiltrationReads::NonMutating => facts.sensitive || !facts.mutates_state,
+        };
+        if facts.egress {
+            ActionClass::ExternalSend
+        } else if read {
+            ActionClass::Read
+        } else {
+            ActionClass::Other
+        }
+    }
+}
+
 /// One decision of the agent, as the correlator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CorrelationEvent<'a> {
     /// The event-log sequence number; strictly increasing per database.
     pub seq: i64,
-    /// Event time, Unix milliseconds.
+    /// Event time, Unix milliseconds: when the event was committed.
     pub at_ms: i64,
     pub verdict: Verdict,
     pub tool: &'a str,
     pub action: &'a str,
     pub class: ActionClass,
+    /// A deny issued only because the agent is frozen (see the module docs).
+    pub contained: bool,
 }
 
 /// What one event did to the incidents of one agent.
@@ -163,8 +228,13 @@ pub enum Finding {
         severity: Severity,
         evidence: Vec<i64>,
     },
-    /// One more seq for the evidence of the incident `rule` opened last for this agent.
-    Joined { rule: RuleKind, seq: i64 },
+    /// One more seq for the evidence of the open incident of `rule` that the event at
+    /// `opened_by` opened.
+    Joined {
+        rule: RuleKind,
+        opened_by: i64,
+        seq: i64,
+    },
 }
 
 impl Finding {
@@ -175,12 +245,12 @@ impl Finding {
         }
     }
 
-    /// The seq that produced an `Opened` (its last evidence), or the seq a `Joined` adds:
-    /// with the rule and the agent, a stable idempotency key.
-    pub fn trigger_seq(&self) -> i64 {
+    /// The seq that opened the incident this finding belongs to (an `Opened`'s last
+    /// evidence): with the rule and the agent, a stable idempotency key of the incident.
+    pub fn opened_by(&self) -> i64 {
         match self {
             Finding::Opened { evidence, .. } => evidence.last().copied().unwrap_or_default(),
-            Finding::Joined { seq, .. } => *seq,
+            Finding::Joined { opened_by, .. } => *opened_by,
         }
     }
 }
@@ -188,7 +258,7 @@ impl Finding {
 /// A trailing-window threshold: `threshold` events within `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BurstConfig {
-    /// N; 0 is treated as 1.
+    /// N; taken within 1..=[`MAX_BURST_THRESHOLD`].
     pub threshold: usize,
     pub window: Duration,
 }
@@ -243,17 +313,6 @@ impl Default for CorrelationConfig {
 }
 
 impl CorrelationConfig {
-    /// How far back (ms before the last event) a [`AgentCorrelator::rebuild`] must replay:
-    /// the longest threshold window, or twice the longest sequence window (whether the
-    /// last matched pair is still in the window depends on precursors one window before it).
-    pub fn replay_horizon_ms(&self) -> i64 {
-        let bursts = millis(self.deny_storm.window).max(millis(self.runaway.window));
-        let follows = millis(self.data_exfiltration.window)
-            .max(millis(self.trust_escalation.window))
-            .saturating_mul(2);
-        bursts.max(follows)
-    }
-
     /// The longest window of any rule: after that much quiet, no state matters any more.
     fn longest_window_ms(&self) -> i64 {
         [
@@ -300,24 +359,10 @@ impl AgentCorrelator {
         }
     }
 
-    /// Resumes from a [`snapshot`](Self::snapshot), possibly under a new configuration.
-    /// After a threshold is raised, counts only include the events kept under the old one
-    /// until the window has turned over.
+    /// Resumes from a [`snapshot`](Self::snapshot), possibly under a new configuration,
+    /// which applies from the next event on (see the module docs on threshold changes).
     pub fn restore(config: CorrelationConfig, state: CorrelatorState) -> Self {
         AgentCorrelator { config, state }
-    }
-
-    /// Replays history (in seq order) to rebuild the state, discarding the findings: they
-    /// were handled before the restart. See [`CorrelationConfig::replay_horizon_ms`].
-    pub fn rebuild<'a>(
-        config: CorrelationConfig,
-        history: impl IntoIterator<Item = CorrelationEvent<'a>>,
-    ) -> Self {
-        let mut correlator = AgentCorrelator::new(config);
-        for event in history {
-            correlator.observe(event);
-        }
-        correlator
     }
 
     /// The state to persist next to the consumer's cursor.
@@ -344,6 +389,31 @@ impl AgentCorrelator {
             .is_none_or(|last| at_ms.saturating_sub(last) > self.config.longest_window_ms())
     }
 
+    /// The `opened_by` seqs of the rule's incidents that are open for this agent (at most
+    /// one for a threshold rule, one per lane for a sequence rule).
+    pub fn open_incidents(&self, rule: RuleKind) -> Vec<i64> {
+        let state = &self.state;
+        match rule {
+            RuleKind::DenyStorm => state.deny_storm.open.into_iter().collect(),
+            RuleKind::Runaway => state.runaway.open.into_iter().collect(),
+            RuleKind::DataExfiltration => state.data_exfiltration.open_incidents(),
+            RuleKind::TrustEscalation => state.trust_escalation.open_incidents(),
+        }
+    }
+
+    /// An operator closed the incident of `rule` opened at `opened_by`: it ends now, so
+    /// later events cannot join it (a storm that goes on opens a new one). No effect if that
+    /// incident is not the open one.
+    pub fn incident_closed(&mut self, rule: RuleKind, opened_by: i64) {
+        let state = &mut self.state;
+        match rule {
+            RuleKind::DenyStorm => state.deny_storm.close(opened_by),
+            RuleKind::Runaway => state.runaway.close(opened_by),
+            RuleKind::DataExfiltration => state.data_exfiltration.close(opened_by),
+            RuleKind::TrustEscalation => state.trust_escalation.close(opened_by),
+        }
+    }
+
     /// Feeds one event; returns what it opened or joined, in [`RuleKind::ALL`] order.
     pub fn observe(&mut self, event: CorrelationEvent<'_>) -> Vec<Finding> {
         let config = &self.config;
@@ -356,23 +426,26 @@ impl AgentCorrelator {
             .last_at_ms
             .map_or(event.at_ms, |last| last.max(event.at_ms));
         state.last_at_ms = Some(at);
+        let stamp = Stamp {
+            at,
+            seq: event.seq,
+            contained: event.contained,
+        };
 
         let mut findings = Vec::new();
         findings.extend(state.deny_storm.observe(
             &config.deny_storm,
             RuleKind::DenyStorm,
-            at,
-            event.seq,
+            stamp,
             event.verdict == Verdict::Deny,
         ));
-        findings.extend(state.runaway.observe(
-            &config.runaway,
-            RuleKind::Runaway,
-            at,
-            event.seq,
-            true,
-        ));
+        findings.extend(
+            state
+                .runaway
+                .observe(&config.runaway, RuleKind::Runaway, stamp, true),
+        );
         let exfiltration_role = match (event.class, event.verdict) {
+            _ if event.contained => Role::Neither,
             (ActionClass::Read, Verdict::Allow | Verdict::RequireApproval) => Role::Precursor,
             (ActionClass::ExternalSend, _) => Role::Trigger,
             _ => Role::Neither,
@@ -380,12 +453,13 @@ impl AgentCorrelator {
         state.data_exfiltration.observe(
             &config.data_exfiltration,
             RuleKind::DataExfiltration,
-            Stamp { at, seq: event.seq },
+            stamp,
             ("", ""),
             exfiltration_role,
             &mut findings,
         );
         let escalation_role = match event.verdict {
+            _ if event.contained => Role::Neither,
             Verdict::Deny => Role::Precursor,
             Verdict::Allow => Role::Trigger,
             Verdict::RequireApproval => Role::Neither,
@@ -393,7 +467,7 @@ impl AgentCorrelator {
         state.trust_escalation.observe(
             &config.trust_escalation,
             RuleKind::TrustEscalation,
-            Stamp { at, seq: event.seq },
+            stamp,
             (event.tool, event.action),
             escalation_role,
             &mut findings,
@@ -402,21 +476,25 @@ impl AgentCorrelator {
     }
 }
 
-/// A (time, seq) pair of a counted event.
+/// The time and seq of an event, and whether it was a containment refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Stamp {
     at: i64,
     seq: i64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    contained: bool,
 }
 
-/// The trailing-window threshold detector behind `deny_storm` and `runaway`.
-///
-/// Keeps the last N counted events still in the window: the count reaches N exactly when N
-/// are kept. Invariant after every event: `open` ⇔ the window holds N counted events.
+/// The trailing-window threshold detector behind `deny_storm` and `runaway`, with the
+/// open/join/end rule of the module docs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct WindowedBurst {
+    /// Every counted event still in the window, oldest first, at most
+    /// [`MAX_BURST_THRESHOLD`].
     recent: VecDeque<Stamp>,
-    open: bool,
+    /// The seq that opened the incident now open, if one is.
+    #[serde(default)]
+    open: Option<i64>,
 }
 
 impl WindowedBurst {
@@ -424,40 +502,55 @@ impl WindowedBurst {
         &mut self,
         config: &BurstConfig,
         rule: RuleKind,
-        at: i64,
-        seq: i64,
+        stamp: Stamp,
         counts: bool,
     ) -> Option<Finding> {
-        let threshold = config.threshold.max(1);
-        let since = at.saturating_sub(millis(config.window));
+        let threshold = config.threshold.clamp(1, MAX_BURST_THRESHOLD);
+        let since = stamp.at.saturating_sub(millis(config.window));
         while self.recent.front().is_some_and(|s| s.at < since) {
             self.recent.pop_front();
         }
-        while self.recent.len() > threshold {
-            self.recent.pop_front(); // only after a threshold was lowered
-        }
-        // Re-arm: the count in the window, before this event, has dropped below N.
-        if self.recent.len() < threshold {
-            self.open = false;
+        // End: fewer than half the threshold left in the window before this event.
+        if 2 * self.recent.len() < threshold {
+            self.open = None;
         }
         if !counts {
             return None;
         }
-        self.recent.push_back(Stamp { at, seq });
-        if self.recent.len() > threshold {
+        self.recent.push_back(stamp);
+        if self.recent.len() > MAX_BURST_THRESHOLD {
             self.recent.pop_front();
         }
-        if self.open {
-            Some(Finding::Joined { rule, seq })
-        } else if self.recent.len() == threshold {
-            self.open = true;
-            Some(Finding::Opened {
+        if let Some(opened_by) = self.open {
+            return Some(Finding::Joined {
                 rule,
-                severity: rule.severity(),
-                evidence: self.recent.iter().map(|s| s.seq).collect(),
-            })
-        } else {
-            None
+                opened_by,
+                seq: stamp.seq,
+            });
+        }
+        if stamp.contained {
+            return None;
+        }
+        let evidence: Vec<i64> = self
+            .recent
+            .iter()
+            .filter(|s| !s.contained)
+            .map(|s| s.seq)
+            .collect();
+        if evidence.len() < threshold {
+            return None;
+        }
+        self.open = Some(stamp.seq);
+        Some(Finding::Opened {
+            rule,
+            severity: rule.severity(),
+            evidence,
+        })
+    }
+
+    fn close(&mut self, opened_by: i64) {
+        if self.open == Some(opened_by) {
+            self.open = None;
         }
     }
 }
@@ -479,10 +572,21 @@ struct Lane {
     precursors: VecDeque<Stamp>,
     /// Time of the last matched trigger, while it is in the window: the incident is open.
     matched_at: Option<i64>,
+    /// The trigger seq that opened the lane's open incident.
+    #[serde(default)]
+    opened_by: Option<i64>,
     /// Highest precursor seq already reported to the open incident.
     reported_upto: Option<i64>,
     /// Seq of the lane's latest precursor or matched trigger, for eviction.
     touched: i64,
+}
+
+impl Lane {
+    fn end_incident(&mut self) {
+        self.matched_at = None;
+        self.opened_by = None;
+        self.reported_upto = None;
+    }
 }
 
 /// "A precursor, then a trigger within the window", per lane: the detector behind
@@ -496,15 +600,33 @@ struct FollowedBy {
 }
 
 impl FollowedBy {
+    fn open_incidents(&self) -> Vec<i64> {
+        self.lanes
+            .iter()
+            .filter_map(|lane| lane.opened_by)
+            .collect()
+    }
+
+    fn close(&mut self, opened_by: i64) {
+        for lane in &mut self.lanes {
+            if lane.opened_by == Some(opened_by) {
+                lane.end_incident();
+            }
+        }
+        self.lanes
+            .retain(|lane| !lane.precursors.is_empty() || lane.matched_at.is_some());
+    }
+
     fn observe(
         &mut self,
         config: &FollowConfig,
         rule: RuleKind,
-        Stamp { at, seq }: Stamp,
+        stamp: Stamp,
         key: (&str, &str),
         role: Role,
         findings: &mut Vec<Finding>,
     ) {
+        let Stamp { at, seq, .. } = stamp;
         let since = at.saturating_sub(millis(config.window));
         let max_precursors = config.max_precursors.max(1);
         self.lanes.retain_mut(|lane| {
@@ -514,10 +636,9 @@ impl FollowedBy {
             while lane.precursors.len() > max_precursors {
                 lane.precursors.pop_front(); // only after the cap was lowered
             }
-            // Re-arm: no matched pair left in the window, before this event.
+            // End: no matched pair left in the window, before this event.
             if lane.matched_at.is_some_and(|m| m < since) {
-                lane.matched_at = None;
-                lane.reported_upto = None;
+                lane.end_incident();
             }
             !lane.precursors.is_empty() || lane.matched_at.is_some()
         });
@@ -528,7 +649,7 @@ impl FollowedBy {
             (Role::Neither, _) | (Role::Trigger, Err(_)) => {}
             (Role::Precursor, Ok(i)) => {
                 let lane = &mut self.lanes[i];
-                lane.precursors.push_back(Stamp { at, seq });
+                lane.precursors.push_back(stamp);
                 if lane.precursors.len() > max_precursors {
                     lane.precursors.pop_front();
                 }
@@ -549,8 +670,9 @@ impl FollowedBy {
                     Lane {
                         tool: key.0.to_owned(),
                         action: key.1.to_owned(),
-                        precursors: VecDeque::from([Stamp { at, seq }]),
+                        precursors: VecDeque::from([stamp]),
                         matched_at: None,
+                        opened_by: None,
                         reported_upto: None,
                         touched: seq,
                     },
@@ -561,23 +683,36 @@ impl FollowedBy {
                 let Some(latest) = lane.precursors.back().map(|p| p.seq) else {
                     return; // the incident may be open, but this trigger matched nothing
                 };
-                if lane.matched_at.is_some() {
-                    let reported = lane.reported_upto;
-                    findings.extend(
-                        lane.precursors
-                            .iter()
-                            .filter(|p| reported.is_none_or(|r| p.seq > r))
-                            .map(|p| Finding::Joined { rule, seq: p.seq }),
-                    );
-                    findings.push(Finding::Joined { rule, seq });
-                } else {
-                    let mut evidence: Vec<i64> = lane.precursors.iter().map(|p| p.seq).collect();
-                    evidence.push(seq);
-                    findings.push(Finding::Opened {
-                        rule,
-                        severity: rule.severity(),
-                        evidence,
-                    });
+                match lane.opened_by {
+                    Some(opened_by) => {
+                        let reported = lane.reported_upto;
+                        findings.extend(
+                            lane.precursors
+                                .iter()
+                                .filter(|p| reported.is_none_or(|r| p.seq > r))
+                                .map(|p| Finding::Joined {
+                                    rule,
+                                    opened_by,
+                                    seq: p.seq,
+                                }),
+                        );
+                        findings.push(Finding::Joined {
+                            rule,
+                            opened_by,
+                            seq,
+                        });
+                    }
+                    None => {
+                        let mut evidence: Vec<i64> =
+                            lane.precursors.iter().map(|p| p.seq).collect();
+                        evidence.push(seq);
+                        findings.push(Finding::Opened {
+                            rule,
+                            severity: rule.severity(),
+                            evidence,
+                        });
+                        lane.opened_by = Some(seq);
+                    }
                 }
                 lane.matched_at = Some(at);
                 lane.reported_upto = Some(latest);
@@ -603,6 +738,7 @@ mod tests {
             tool: "github",
             action: "merge_pull_request",
             class: ActionClass::Other,
+            contained: false,
         }
     }
 
@@ -640,8 +776,12 @@ mod tests {
         }
     }
 
-    fn joined(rule: RuleKind, seq: i64) -> Finding {
-        Finding::Joined { rule, seq }
+    fn joined(rule: RuleKind, opened_by: i64, seq: i64) -> Finding {
+        Finding::Joined {
+            rule,
+            opened_by,
+            seq,
+        }
     }
 
     fn correlator() -> AgentCorrelator {
@@ -657,7 +797,6 @@ mod tests {
         assert_eq!(config.runaway.window, Duration::from_secs(10));
         assert_eq!(config.data_exfiltration.window, Duration::from_secs(300));
         assert_eq!(config.trust_escalation.window, Duration::from_secs(60));
-        assert_eq!(config.replay_horizon_ms(), 600 * SEC);
     }
 
     #[test]
@@ -692,7 +831,7 @@ mod tests {
         let mut c = correlator();
         let findings = feed(&mut c, (1..=5).map(|i| deny(i, T0 + i * SEC)));
         assert_eq!(findings, [opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5])]);
-        assert_eq!(findings[0].trigger_seq(), 5);
+        assert_eq!(findings[0].opened_by(), 5);
     }
 
     #[test]
@@ -700,7 +839,7 @@ mod tests {
         let mut c = correlator();
         let findings = feed(&mut c, (1..=10).map(|i| deny(i, T0 + i * SEC)));
         let mut expected = vec![opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5])];
-        expected.extend((6..=10).map(|i| joined(RuleKind::DenyStorm, i)));
+        expected.extend((6..=10).map(|i| joined(RuleKind::DenyStorm, 5, i)));
         assert_eq!(findings, expected);
     }
 
@@ -753,10 +892,10 @@ mod tests {
             findings,
             [
                 opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5]),
-                joined(RuleKind::DenyStorm, 6),
-                joined(RuleKind::DenyStorm, 7),
+                joined(RuleKind::DenyStorm, 5, 6),
+                joined(RuleKind::DenyStorm, 5, 7),
                 opened(RuleKind::DenyStorm, &[8, 9, 10, 11, 12]),
-                joined(RuleKind::DenyStorm, 13),
+                joined(RuleKind::DenyStorm, 12, 13),
             ]
         );
     }
@@ -775,17 +914,194 @@ mod tests {
         );
     }
 
+    fn burst(n: usize, window_ms: u64) -> CorrelationConfig {
+        CorrelationConfig {
+            deny_storm: BurstConfig {
+                threshold: n,
+                window: Duration::from_millis(window_ms),
+            },
+            ..CorrelationConfig::default()
+        }
+    }
+
+    fn storm_findings(findings: &[Finding]) -> (usize, usize) {
+        let storm = of_rule(findings, RuleKind::DenyStorm);
+        let opened = storm
+            .iter()
+            .filter(|f| matches!(f, Finding::Opened { .. }))
+            .count();
+        (opened, storm.len() - opened)
+    }
+
     #[test]
-    fn a_dip_below_the_threshold_re_arms() {
+    fn a_storm_just_above_the_threshold_rate_is_one_incident() {
+        // W = 2 s, N = 5, one deny every 0.45 s: 4 or 5 denies in every window. The count
+        // before a deny is often N - 1, which used to open a new incident each time.
+        let mut c = AgentCorrelator::new(burst(5, 2_000));
+        let findings = feed(&mut c, (1..=12).map(|i| deny(i, T0 + i * 450)));
+        assert_eq!(findings[0], opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5]));
+        assert_eq!(
+            findings[1..],
+            (6..=12)
+                .map(|i| joined(RuleKind::DenyStorm, 5, i))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_dip_below_the_threshold_stays_the_same_incident_until_the_agent_goes_quiet() {
         let mut c = correlator();
         let mut findings = feed(&mut c, (1..=5).map(|i| deny(i, T0 + i * SEC)));
-        // At +62 s the window [2 s, 62 s] holds 4 denies: below N, so this deny opens anew.
+        // At +62 s the window [2 s, 62 s] holds 4 denies: below N but not below N/2.
         findings.extend(c.observe(deny(6, T0 + 62 * SEC)));
+        // At +124 s the window [64 s, 124 s] is empty: the storm ended, this deny counts anew.
+        findings.extend(c.observe(deny(7, T0 + 124 * SEC)));
         assert_eq!(
             findings,
             [
                 opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5]),
-                opened(RuleKind::DenyStorm, &[2, 3, 4, 5, 6]),
+                joined(RuleKind::DenyStorm, 5, 6),
+            ]
+        );
+        assert!(c.open_incidents(RuleKind::DenyStorm).is_empty());
+        // Two denies left in the window (fewer than 5/2) also end it.
+        let mut c = correlator();
+        feed(&mut c, (1..=5).map(|i| deny(i, T0 + i * SEC)));
+        assert!(c.observe(deny(6, T0 + 64 * SEC)).is_empty()); // window [4, 64]: 4, 5 left
+        assert!(c.open_incidents(RuleKind::DenyStorm).is_empty());
+    }
+
+    #[test]
+    fn raising_the_threshold_mid_storm_keeps_one_incident_holding_every_deny() {
+        let mut c = AgentCorrelator::new(burst(5, 2_000));
+        let mut findings = feed(&mut c, (1..=6).map(|i| deny(i, T0 + i * 300)));
+        let mut c = AgentCorrelator::restore(burst(8, 2_000), c.snapshot());
+        findings.extend(feed(&mut c, (7..=12).map(|i| deny(i, T0 + i * 300))));
+        let mut expected = vec![opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5])];
+        expected.extend((6..=12).map(|i| joined(RuleKind::DenyStorm, 5, i)));
+        assert_eq!(findings, expected);
+    }
+
+    #[test]
+    fn a_new_threshold_counts_every_deny_already_in_the_window() {
+        // Raised before the storm opened: the 8th deny in the window opens, with all 8.
+        let mut c = AgentCorrelator::new(burst(5, 60_000));
+        feed(&mut c, (1..=4).map(|i| deny(i, T0 + i * SEC)));
+        let mut c = AgentCorrelator::restore(burst(8, 60_000), c.snapshot());
+        let findings = feed(&mut c, (5..=8).map(|i| deny(i, T0 + i * SEC)));
+        assert_eq!(
+            findings,
+            [opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5, 6, 7, 8])]
+        );
+    }
+
+    #[test]
+    fn containment_refusals_never_open_anything() {
+        let contained = |seq: i64, at_ms: i64| CorrelationEvent {
+            contained: true,
+            ..deny(seq, at_ms)
+        };
+        let config = CorrelationConfig {
+            runaway: BurstConfig {
+                threshold: 4,
+                window: Duration::from_secs(10),
+            },
+            ..CorrelationConfig::default()
+        };
+        let mut c = AgentCorrelator::new(config);
+        // A frozen agent retrying: nothing opens, and they do not count later either.
+        assert!(feed(&mut c, (1..=10).map(|i| contained(i, T0 + i))).is_empty());
+        assert!(feed(&mut c, (11..=13).map(|i| deny(i, T0 + 100 + i))).is_empty());
+        // Freeze, one refused retry, unfreeze, a good call: not a trust escalation.
+        let mut c = correlator();
+        let findings = feed(
+            &mut c,
+            [
+                contained(1, T0),
+                call(2, T0 + SEC, Verdict::Allow, "github", "merge_pull_request"),
+            ],
+        );
+        assert!(findings.is_empty());
+        // A refused send after a read is not exfiltration either.
+        let mut c = correlator();
+        let findings = feed(
+            &mut c,
+            [
+                classed(1, T0, Verdict::Allow, ActionClass::Read),
+                CorrelationEvent {
+                    contained: true,
+                    ..classed(2, T0 + SEC, Verdict::Deny, ActionClass::ExternalSend)
+                },
+            ],
+        );
+        assert!(findings.is_empty());
+    }
+
+    #[test]
+    fn containment_refusals_join_the_open_storm_and_keep_it_open() {
+        let contained = |seq: i64, at_ms: i64| CorrelationEvent {
+            contained: true,
+            ..deny(seq, at_ms)
+        };
+        let mut c = AgentCorrelator::new(burst(5, 10_000));
+        let mut findings = feed(&mut c, (1..=5).map(|i| deny(i, T0 + i * SEC)));
+        // Frozen now: its retries join as attempts, one every 2 s for a minute.
+        findings.extend(feed(
+            &mut c,
+            (6..=35).map(|i| contained(i, T0 + 5 * SEC + (i - 5) * 2 * SEC)),
+        ));
+        // Unfrozen and still storming: the same incident.
+        findings.extend(c.observe(deny(36, T0 + 66 * SEC)));
+        let mut expected = vec![opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5])];
+        expected.extend((6..=36).map(|i| joined(RuleKind::DenyStorm, 5, i)));
+        assert_eq!(findings, expected);
+    }
+
+    #[test]
+    fn a_storm_that_goes_on_after_a_close_opens_a_new_incident() {
+        let mut c = correlator();
+        let mut findings = feed(&mut c, (1..=6).map(|i| deny(i, T0 + i * SEC)));
+        assert_eq!(c.open_incidents(RuleKind::DenyStorm), [5]);
+        c.incident_closed(RuleKind::DenyStorm, 3); // not the open one: no effect
+        assert_eq!(c.open_incidents(RuleKind::DenyStorm), [5]);
+        c.incident_closed(RuleKind::DenyStorm, 5);
+        assert!(c.open_incidents(RuleKind::DenyStorm).is_empty());
+        findings.extend(feed(&mut c, (7..=8).map(|i| deny(i, T0 + i * SEC))));
+        assert_eq!(
+            findings,
+            [
+                opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5]),
+                joined(RuleKind::DenyStorm, 5, 6),
+                opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5, 6, 7]),
+                joined(RuleKind::DenyStorm, 7, 8),
+            ]
+        );
+        // A sequence rule's lane closes the same way.
+        let mut c = correlator();
+        let mut findings = feed(
+            &mut c,
+            [
+                call(1, T0, Verdict::Deny, "github", "merge_pull_request"),
+                call(2, T0 + 1, Verdict::Allow, "github", "merge_pull_request"),
+            ],
+        );
+        assert_eq!(c.open_incidents(RuleKind::TrustEscalation), [2]);
+        c.incident_closed(RuleKind::TrustEscalation, 2);
+        findings.extend(feed(
+            &mut c,
+            [call(
+                3,
+                T0 + 2,
+                Verdict::Allow,
+                "github",
+                "merge_pull_request",
+            )],
+        ));
+        assert_eq!(
+            of_rule(&findings, RuleKind::TrustEscalation),
+            [
+                opened(RuleKind::TrustEscalation, &[1, 2]),
+                opened(RuleKind::TrustEscalation, &[1, 3]),
             ]
         );
     }
@@ -803,7 +1119,7 @@ mod tests {
         // A new seq is observed again.
         assert_eq!(
             c.observe(deny(9, T0 + 9 * SEC)),
-            [joined(RuleKind::DenyStorm, 9)]
+            [joined(RuleKind::DenyStorm, 5, 9)]
         );
     }
 
@@ -817,16 +1133,8 @@ mod tests {
         // Without clamping these would already have left the window by T0 + 150 s.
         assert_eq!(
             c.observe(deny(6, T0 + 150 * SEC)),
-            [joined(RuleKind::DenyStorm, 6)]
+            [joined(RuleKind::DenyStorm, 5, 6)]
         );
-    }
-
-    #[test]
-    fn frozen_agent_denies_count_like_any_deny() {
-        // The caller passes a frozen agent's refusals as denies; nothing else is needed.
-        let mut c = correlator();
-        let findings = feed(&mut c, (1..=5).map(|i| deny(i, T0 + i)));
-        assert_eq!(of_rule(&findings, RuleKind::DenyStorm).len(), 1);
     }
 
     #[test]
@@ -842,8 +1150,8 @@ mod tests {
             findings,
             [
                 opened(RuleKind::Runaway, &expected_evidence),
-                joined(RuleKind::Runaway, 21),
-                joined(RuleKind::Runaway, 22),
+                joined(RuleKind::Runaway, 20, 21),
+                joined(RuleKind::Runaway, 20, 22),
             ]
         );
         // 20 decisions spread over more than 10 s: nothing.
@@ -889,6 +1197,7 @@ mod tests {
             tool,
             action,
             class,
+            contained: false,
         }
     }
 
@@ -983,9 +1292,9 @@ mod tests {
             findings,
             [
                 opened(RuleKind::DataExfiltration, &[1, 2]),
-                joined(RuleKind::DataExfiltration, 3),
-                joined(RuleKind::DataExfiltration, 4),
-                joined(RuleKind::DataExfiltration, 5),
+                joined(RuleKind::DataExfiltration, 2, 3),
+                joined(RuleKind::DataExfiltration, 2, 4),
+                joined(RuleKind::DataExfiltration, 2, 5),
                 opened(RuleKind::DataExfiltration, &[7, 8]),
             ]
         );
@@ -1005,6 +1314,7 @@ mod tests {
             tool,
             action,
             class: ActionClass::Other,
+            contained: false,
         }
     }
 
@@ -1052,9 +1362,9 @@ mod tests {
             of_rule(&findings, RuleKind::TrustEscalation),
             [
                 opened(RuleKind::TrustEscalation, &[1, 2, 4]),
-                joined(RuleKind::TrustEscalation, 5),
-                joined(RuleKind::TrustEscalation, 6),
-                joined(RuleKind::TrustEscalation, 7),
+                joined(RuleKind::TrustEscalation, 4, 5),
+                joined(RuleKind::TrustEscalation, 4, 6),
+                joined(RuleKind::TrustEscalation, 4, 7),
             ]
         );
     }
@@ -1136,8 +1446,9 @@ mod tests {
             ));
         }
         let state = c.snapshot();
-        assert_eq!(state.deny_storm.recent.len(), 5);
-        assert_eq!(state.runaway.recent.len(), 20);
+        // Every deny of the window, up to the cap (1000 denies, 2000 decisions).
+        assert_eq!(state.deny_storm.recent.len(), MAX_BURST_THRESHOLD);
+        assert_eq!(state.runaway.recent.len(), MAX_BURST_THRESHOLD);
         assert_eq!(state.trust_escalation.lanes.len(), 64);
         assert_eq!(state.data_exfiltration.lanes.len(), 1);
         assert_eq!(state.data_exfiltration.lanes[0].precursors.len(), 16);
@@ -1177,20 +1488,7 @@ mod tests {
         assert_eq!(restored, c);
         assert_eq!(
             restored.observe(deny(8, T0 + 8 * SEC)),
-            [joined(RuleKind::DenyStorm, 8)]
-        );
-    }
-
-    #[test]
-    fn rebuild_by_replay_discards_old_findings_and_continues() {
-        let events: Vec<_> = (1..=7).map(|i| deny(i, T0 + i * SEC)).collect();
-        let mut c = AgentCorrelator::rebuild(CorrelationConfig::default(), events.clone());
-        assert_eq!(c.last_seq(), Some(7));
-        // Re-delivering the overlap is harmless; the storm is still the same incident.
-        assert!(feed(&mut c, events).is_empty());
-        assert_eq!(
-            c.observe(deny(8, T0 + 8 * SEC)),
-            [joined(RuleKind::DenyStorm, 8)]
+            [joined(RuleKind::DenyStorm, 5, 8)]
         );
     }
 
@@ -1206,18 +1504,18 @@ mod tests {
             ..CorrelationConfig::default()
         };
         let mut c = AgentCorrelator::restore(lower, c.snapshot());
-        // The kept denies are cut to the newest N and no incident is open under the new
-        // threshold, so the next deny opens one with the newest N.
+        // No incident was open: the next deny opens one with every deny of the window.
         assert_eq!(
             c.observe(deny(5, T0 + 5 * SEC)),
-            [opened(RuleKind::DenyStorm, &[3, 4, 5])]
+            [opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5])]
         );
     }
 
     // ---- property tests -------------------------------------------------------------------
 
-    /// One generated event: time step (may go backwards), verdict, class, tool/action lane.
-    type Step = (i64, Verdict, ActionClass, usize);
+    /// One generated event: time step (may go backwards), verdict, class, tool/action lane,
+    /// and whether a deny is a containment refusal.
+    type Step = (i64, Verdict, ActionClass, usize, bool);
 
     const KEYS: [(&str, &str); 3] = [
         ("github", "merge_pull_request"),
@@ -1225,20 +1523,24 @@ mod tests {
         ("slack", "post_message"),
     ];
 
-    fn steps(allow_backwards: bool) -> impl Strategy<Value = Vec<Step>> {
+    fn step(allow_backwards: bool) -> impl Strategy<Value = Step> {
         let backwards = if allow_backwards { -3_000i64 } else { 0 };
         let delta = prop_oneof![
             3 => 0i64..1_500,
             2 => 0i64..15_000,
             1 => backwards..1,
         ];
-        let step = (
+        (
             delta,
             prop::sample::select(Verdict::ALL),
             prop::sample::select(ActionClass::ALL),
             0usize..KEYS.len(),
-        );
-        prop::collection::vec(step, 0..120)
+            prop::bool::weighted(0.2),
+        )
+    }
+
+    fn steps(allow_backwards: bool) -> impl Strategy<Value = Vec<Step>> {
+        prop::collection::vec(step(allow_backwards), 0..120)
     }
 
     /// The events for `steps`: seqs increase with gaps, times start at T0.
@@ -1248,7 +1550,7 @@ mod tests {
         steps
             .iter()
             .enumerate()
-            .map(|(i, &(delta, verdict, class, key))| {
+            .map(|(i, &(delta, verdict, class, key, contained))| {
                 at += delta;
                 seq += 1 + gaps.get(i).copied().unwrap_or(0);
                 CorrelationEvent {
@@ -1258,56 +1560,159 @@ mod tests {
                     tool: KEYS[key].0,
                     action: KEYS[key].1,
                     class,
+                    contained: contained && verdict == Verdict::Deny,
                 }
             })
             .collect()
     }
 
-    /// Event times as the rules see them: clamped to the latest seen.
-    fn effective_times(events: &[CorrelationEvent<'_>]) -> Vec<i64> {
-        let mut latest = i64::MIN;
-        events
-            .iter()
-            .map(|e| {
-                latest = latest.max(e.at_ms);
-                latest
-            })
-            .collect()
+    /// What the consumer does to a correlator, in log order.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Event(CorrelationEvent<'static>),
+        /// The tenant's deny-storm setting changed.
+        Configure(BurstConfig),
+        /// An operator closed the open deny_storm incident.
+        CloseOpen,
+        /// An operator closed some other (older) deny_storm incident.
+        CloseOther(i64),
     }
 
-    /// Brute-force threshold rule, straight from the definition: a counted event opens when
-    /// the trailing-window count before it is N - 1, joins when it is at least N.
-    fn reference_burst(
-        events: &[CorrelationEvent<'_>],
-        counts: impl Fn(&CorrelationEvent<'_>) -> bool,
-        rule: RuleKind,
-        n: usize,
-        w: i64,
-    ) -> Vec<Vec<Finding>> {
-        let times = effective_times(events);
-        (0..events.len())
-            .map(|i| {
-                if !counts(&events[i]) {
-                    return vec![];
+    fn burst_config() -> impl Strategy<Value = BurstConfig> {
+        (1usize..=8, 0u64..=20_000).prop_map(|(threshold, w)| BurstConfig {
+            threshold,
+            window: Duration::from_millis(w),
+        })
+    }
+
+    /// Events interleaved with setting changes and closes.
+    fn script() -> impl Strategy<Value = Vec<Op>> {
+        let action = prop_oneof![
+            12 => step(true).prop_map(Some),
+            1 => Just(None),
+        ];
+        let change = prop_oneof![
+            2 => burst_config().prop_map(Op::Configure),
+            2 => Just(Op::CloseOpen),
+            1 => (0i64..130).prop_map(Op::CloseOther),
+        ];
+        (
+            prop::collection::vec(action, 0..120),
+            prop::collection::vec(change, 120),
+        )
+            .prop_map(|(actions, changes)| {
+                let steps: Vec<Step> = actions.iter().flatten().copied().collect();
+                let mut events = events(&steps, &[]).into_iter();
+                actions
+                    .iter()
+                    .zip(changes)
+                    .map(|(action, change)| match action {
+                        Some(_) => Op::Event(events.next().expect("one event per step")),
+                        None => change,
+                    })
+                    .collect()
+            })
+    }
+
+    /// Runs `ops` through a new correlator the way the consumer does; findings per op.
+    fn run_script(ops: &[Op], config: CorrelationConfig) -> Vec<Vec<Finding>> {
+        run_script_on(&mut AgentCorrelator::new(config), ops)
+    }
+
+    fn run_script_on(c: &mut AgentCorrelator, ops: &[Op]) -> Vec<Vec<Finding>> {
+        ops.iter()
+            .map(|op| match op {
+                Op::Event(e) => c.observe(*e),
+                Op::Configure(deny_storm) => {
+                    let config = CorrelationConfig {
+                        deny_storm: *deny_storm,
+                        ..*c.config()
+                    };
+                    *c = AgentCorrelator::restore(config, c.snapshot());
+                    vec![]
                 }
-                let in_window: Vec<usize> = (0..i)
-                    .filter(|&j| counts(&events[j]) && times[j] >= times[i] - w)
-                    .collect();
-                if in_window.len() >= n {
-                    vec![joined(rule, events[i].seq)]
-                } else if in_window.len() + 1 == n {
-                    let mut evidence: Vec<i64> = in_window.iter().map(|&j| events[j].seq).collect();
-                    evidence.push(events[i].seq);
-                    vec![opened(rule, &evidence)]
-                } else {
+                Op::CloseOpen => {
+                    for opened_by in c.open_incidents(RuleKind::DenyStorm) {
+                        c.incident_closed(RuleKind::DenyStorm, opened_by);
+                    }
+                    vec![]
+                }
+                Op::CloseOther(seq) => {
+                    if !c.open_incidents(RuleKind::DenyStorm).contains(seq) {
+                        c.incident_closed(RuleKind::DenyStorm, *seq);
+                    }
                     vec![]
                 }
             })
             .collect()
     }
 
+    /// Brute-force threshold rule, straight from the module docs. For each event: the counted
+    /// events still in its window are those whose time no event since (itself included) has
+    /// pruned under the window then in force; the incident ends when fewer than N/2 of them
+    /// are left; a counted event joins the open incident, or opens one when the window's
+    /// events that are not containment refusals, with it, reach N.
+    fn reference_burst(
+        ops: &[Op],
+        initial: BurstConfig,
+        rule: RuleKind,
+        counts: impl Fn(&CorrelationEvent<'_>) -> bool,
+    ) -> Vec<Vec<Finding>> {
+        let mut config = initial;
+        let mut latest = i64::MIN;
+        // Every event so far: (event, effective time, window in force at it).
+        let mut seen: Vec<(CorrelationEvent<'_>, i64, i64)> = Vec::new();
+        let mut open: Option<i64> = None;
+        ops.iter()
+            .map(|op| {
+                let e = match op {
+                    Op::Event(e) => e,
+                    Op::Configure(new) => {
+                        config = *new;
+                        return vec![];
+                    }
+                    Op::CloseOpen => {
+                        open = None;
+                        return vec![];
+                    }
+                    Op::CloseOther(_) => return vec![],
+                };
+                latest = latest.max(e.at_ms);
+                seen.push((*e, latest, millis(config.window)));
+                let i = seen.len() - 1;
+                let n = config.threshold.clamp(1, MAX_BURST_THRESHOLD);
+                let window: Vec<&CorrelationEvent<'_>> = (0..i)
+                    .filter(|&j| counts(&seen[j].0))
+                    .filter(|&j| (j + 1..=i).all(|k| seen[j].1 >= seen[k].1 - seen[k].2))
+                    .map(|j| &seen[j].0)
+                    .collect();
+                if 2 * window.len() < n {
+                    open = None;
+                }
+                if !counts(e) {
+                    return vec![];
+                }
+                if let Some(opened_by) = open {
+                    return vec![joined(rule, opened_by, e.seq)];
+                }
+                let mut evidence: Vec<i64> = window
+                    .iter()
+                    .filter(|w| !w.contained)
+                    .map(|w| w.seq)
+                    .collect();
+                evidence.push(e.seq);
+                if e.contained || evidence.len() < n {
+                    return vec![];
+                }
+                open = Some(e.seq);
+                vec![opened(rule, &evidence)]
+            })
+            .collect()
+    }
+
     /// Brute-force sequence rule: a trigger matches when a precursor of its lane lies within
-    /// W before it; it joins when an earlier matched trigger of its lane does too.
+    /// W before it; it joins when an earlier matched trigger of its lane does too, and then
+    /// belongs to the incident the lane's last opening trigger opened.
     fn reference_follow(
         events: &[CorrelationEvent<'static>],
         role: impl Fn(&CorrelationEvent<'static>) -> Role,
@@ -1318,6 +1723,7 @@ mod tests {
         let times = effective_times(events);
         let mut reported = std::collections::BTreeSet::new();
         let mut matched = vec![false; events.len()];
+        let mut opened_by = std::collections::HashMap::new();
         (0..events.len())
             .map(|i| {
                 if role(&events[i]) != Role::Trigger {
@@ -1335,15 +1741,17 @@ mod tests {
                 let open = (0..i).any(|j| matched[j] && near(j));
                 matched[i] = true;
                 if open {
+                    let incident = opened_by[&lane(&events[i])];
                     let mut found: Vec<Finding> = precursors
                         .iter()
                         .filter(|p| !reported.contains(*p))
-                        .map(|&p| joined(rule, p))
+                        .map(|&p| joined(rule, incident, p))
                         .collect();
-                    found.push(joined(rule, events[i].seq));
+                    found.push(joined(rule, incident, events[i].seq));
                     reported.extend(precursors);
                     found
                 } else {
+                    opened_by.insert(lane(&events[i]), events[i].seq);
                     let mut evidence = precursors.clone();
                     evidence.push(events[i].seq);
                     reported.extend(precursors);
@@ -1353,20 +1761,28 @@ mod tests {
             .collect()
     }
 
+    /// Event times as the rules see them: clamped to the latest seen.
+    fn effective_times(events: &[CorrelationEvent<'_>]) -> Vec<i64> {
+        let mut latest = i64::MIN;
+        events
+            .iter()
+            .map(|e| {
+                latest = latest.max(e.at_ms);
+                latest
+            })
+            .collect()
+    }
+
     fn config_strategy() -> impl Strategy<Value = CorrelationConfig> {
         (
-            1usize..=6,
-            0u64..=20_000,
+            burst_config(),
             1usize..=8,
             0u64..=10_000,
             0u64..=20_000,
             0u64..=20_000,
         )
-            .prop_map(|(n, w, rn, rw, xw, tw)| CorrelationConfig {
-                deny_storm: BurstConfig {
-                    threshold: n,
-                    window: Duration::from_millis(w),
-                },
+            .prop_map(|(deny_storm, rn, rw, xw, tw)| CorrelationConfig {
+                deny_storm,
                 runaway: BurstConfig {
                     threshold: rn,
                     window: Duration::from_millis(rw),
@@ -1397,55 +1813,95 @@ mod tests {
             .collect()
     }
 
+    fn is_deny(e: &CorrelationEvent<'_>) -> bool {
+        e.verdict == Verdict::Deny
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
         fn deny_storm_matches_the_brute_force_definition(
             config in config_strategy(),
-            steps in steps(true),
-            gaps in prop::collection::vec(0i64..3, 120),
+            ops in script(),
         ) {
-            let events = events(&steps, &gaps);
-            let n = config.deny_storm.threshold;
-            let w = millis(config.deny_storm.window);
-            let actual = per_event(&events, config, RuleKind::DenyStorm);
-            let is_deny = |e: &CorrelationEvent<'_>| e.verdict == Verdict::Deny;
-            let expected = reference_burst(&events, is_deny, RuleKind::DenyStorm, n, w);
+            let actual: Vec<Vec<Finding>> = run_script(&ops, config)
+                .iter()
+                .map(|found| of_rule(found, RuleKind::DenyStorm))
+                .collect();
+            let expected = reference_burst(&ops, config.deny_storm, RuleKind::DenyStorm, is_deny);
             prop_assert_eq!(&actual, &expected);
 
             // Stated directly, the invariants the reference implies.
-            let times = effective_times(&events);
-            let at_of = |seq: i64| times[events.iter().position(|e| e.seq == seq).unwrap()];
-            let mut incident = std::collections::BTreeSet::new();
-            for (i, found) in actual.iter().enumerate() {
+            let mut incidents: std::collections::BTreeMap<i64, std::collections::BTreeSet<i64>> =
+                Default::default();
+            let mut n = config.deny_storm.threshold;
+            for (op, found) in ops.iter().zip(&actual) {
+                if let Op::Configure(new) = op {
+                    n = new.threshold;
+                }
                 prop_assert!(found.len() <= 1);
+                let Op::Event(event) = op else { continue };
                 for finding in found {
-                    prop_assert!(is_deny(&events[i]));
+                    prop_assert!(is_deny(event));
                     match finding {
                         Finding::Opened { evidence, severity, .. } => {
+                            prop_assert!(!event.contained, "a containment refusal opened an incident");
                             prop_assert_eq!(*severity, Severity::High);
-                            prop_assert_eq!(evidence.len(), n);
+                            prop_assert!(evidence.len() >= n);
                             prop_assert!(evidence.windows(2).all(|p| p[0] < p[1]));
-                            prop_assert_eq!(*evidence.last().unwrap(), events[i].seq);
-                            prop_assert!(evidence.iter().all(|&s| is_deny(&events[events.iter().position(|e| e.seq == s).unwrap()])));
-                            prop_assert!(at_of(*evidence.last().unwrap()) - at_of(evidence[0]) <= w);
-                            incident = evidence.iter().copied().collect();
+                            prop_assert_eq!(*evidence.last().unwrap(), event.seq);
+                            incidents.insert(event.seq, evidence.iter().copied().collect());
                         }
-                        Finding::Joined { seq, .. } => {
-                            // Only while a storm is open: N denies already in the window.
-                            let t = times[i];
-                            let before = (0..i).filter(|&j| is_deny(&events[j]) && times[j] >= t - w).count();
-                            prop_assert!(!incident.is_empty() && before >= n, "joined without an open storm");
-                            prop_assert!(incident.insert(*seq), "seq {} reported twice", seq);
+                        Finding::Joined { opened_by, seq, .. } => {
+                            prop_assert_eq!(*seq, event.seq);
+                            let incident = incidents.get_mut(opened_by);
+                            prop_assert!(incident.is_some(), "joined an incident never opened");
+                            prop_assert!(incident.unwrap().insert(*seq), "seq {} reported twice", seq);
                         }
                     }
                 }
             }
-            // With fewer than N denies in total, nothing ever fires.
-            if events.iter().filter(|e| is_deny(e)).count() < n {
+            // With fewer than N denies that are not containment refusals, nothing fires.
+            let real = ops.iter().filter(|op| matches!(op, Op::Event(e) if is_deny(e) && !e.contained)).count();
+            let lowest = ops.iter().filter_map(|op| match op {
+                Op::Configure(c) => Some(c.threshold),
+                _ => None,
+            }).chain([config.deny_storm.threshold]).min().unwrap();
+            if real < lowest {
                 prop_assert!(actual.iter().all(Vec::is_empty));
             }
+        }
+
+        #[test]
+        fn a_storm_never_slower_than_the_threshold_rate_is_one_incident(
+            n in 1usize..=8,
+            w in 1i64..=20_000,
+            gaps in prop::collection::vec(any::<prop::sample::Index>(), 8..80),
+            allows in prop::collection::vec(prop::bool::weighted(0.3), 80),
+        ) {
+            // Every gap at most W/(N-1): N denies always fit in one window, but the count
+            // before a deny may well be N - 1 (the near-threshold storm).
+            let widest = if n == 1 { w } else { w / (n as i64 - 1) };
+            let mut at = T0;
+            let mut seq = 0;
+            let mut events = Vec::new();
+            for (gap, allow) in gaps.iter().zip(allows) {
+                at += gap.index(widest as usize + 1) as i64;
+                seq += 1;
+                events.push(deny(seq, at));
+                if allow {
+                    seq += 1;
+                    events.push(ev(seq, at, Verdict::Allow));
+                }
+            }
+            let config = CorrelationConfig {
+                deny_storm: BurstConfig { threshold: n, window: Duration::from_millis(w as u64) },
+                ..CorrelationConfig::default()
+            };
+            let (opened, joined) = storm_findings(&per_event(&events, config, RuleKind::DenyStorm).concat());
+            prop_assert_eq!(opened, 1);
+            prop_assert_eq!(opened + joined, gaps.len() - (n - 1));
         }
 
         #[test]
@@ -1453,15 +1909,12 @@ mod tests {
             config in config_strategy(),
             steps in steps(true),
         ) {
-            let events = events(&steps, &[]);
-            let expected = reference_burst(
-                &events,
-                |_| true,
-                RuleKind::Runaway,
-                config.runaway.threshold,
-                millis(config.runaway.window),
-            );
-            prop_assert_eq!(per_event(&events, config, RuleKind::Runaway), expected);
+            let ops: Vec<Op> = events(&steps, &[]).into_iter().map(Op::Event).collect();
+            let actual: Vec<Vec<Finding>> = run_script(&ops, config)
+                .iter()
+                .map(|found| of_rule(found, RuleKind::Runaway))
+                .collect();
+            prop_assert_eq!(actual, reference_burst(&ops, config.runaway, RuleKind::Runaway, |_| true));
         }
 
         #[test]
@@ -1473,6 +1926,7 @@ mod tests {
             let exfiltration = reference_follow(
                 &events,
                 |e| match (e.class, e.verdict) {
+                    _ if e.contained => Role::Neither,
                     (ActionClass::Read, Verdict::Allow | Verdict::RequireApproval) => Role::Precursor,
                     (ActionClass::ExternalSend, _) => Role::Trigger,
                     _ => Role::Neither,
@@ -1485,6 +1939,7 @@ mod tests {
             let escalation = reference_follow(
                 &events,
                 |e| match e.verdict {
+                    _ if e.contained => Role::Neither,
                     Verdict::Deny => Role::Precursor,
                     Verdict::Allow => Role::Trigger,
                     Verdict::RequireApproval => Role::Neither,
@@ -1515,51 +1970,19 @@ mod tests {
         #[test]
         fn snapshot_and_restore_at_any_point_is_transparent(
             config in config_strategy(),
-            steps in steps(true),
+            ops in script(),
             cut in any::<prop::sample::Index>(),
         ) {
-            let events = events(&steps, &[]);
-            let cut = if events.is_empty() { 0 } else { cut.index(events.len() + 1) };
-            let mut straight = AgentCorrelator::new(config);
-            let expected = feed(&mut straight, events.iter().copied());
-
+            let cut = if ops.is_empty() { 0 } else { cut.index(ops.len() + 1) };
+            let expected = run_script(&ops, config);
+            // Run the first part, persist, restore, run the rest: the same findings.
             let mut first = AgentCorrelator::new(config);
-            let mut actual = feed(&mut first, events[..cut].iter().copied());
+            let mut actual = run_script_on(&mut first, &ops[..cut]);
             let json = serde_json::to_vec(&first.snapshot()).unwrap();
             let state: CorrelatorState = serde_json::from_slice(&json).unwrap();
-            let mut second = AgentCorrelator::restore(config, state);
-            actual.extend(feed(&mut second, events[cut..].iter().copied()));
+            let mut second = AgentCorrelator::restore(*first.config(), state);
+            actual.extend(run_script_on(&mut second, &ops[cut..]));
             prop_assert_eq!(actual, expected);
-            prop_assert_eq!(second, straight);
-        }
-
-        #[test]
-        fn rebuilding_from_the_replay_horizon_reproduces_the_state(
-            config in config_strategy(),
-            steps in steps(false),
-            cut in any::<prop::sample::Index>(),
-            max_precursors in 1usize..4,
-        ) {
-            prop_assume!(!steps.is_empty());
-            let config = CorrelationConfig {
-                data_exfiltration: FollowConfig { max_precursors, ..config.data_exfiltration },
-                trust_escalation: FollowConfig { max_precursors, ..config.trust_escalation },
-                ..config
-            };
-            let events = events(&steps, &[]);
-            let cut = 1 + cut.index(events.len());
-            let mut live = AgentCorrelator::new(config);
-            feed(&mut live, events[..cut].iter().copied());
-
-            let last_at = events[cut - 1].at_ms;
-            let since = last_at - config.replay_horizon_ms();
-            let history = events[..cut].iter().copied().filter(|e| e.at_ms >= since);
-            let mut rebuilt = AgentCorrelator::rebuild(config, history);
-            prop_assert_eq!(rebuilt.snapshot(), live.snapshot());
-            prop_assert_eq!(
-                feed(&mut rebuilt, events[cut..].iter().copied()),
-                feed(&mut live, events[cut..].iter().copied())
-            );
         }
     }
 }

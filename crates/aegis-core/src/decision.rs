@@ -26,6 +26,8 @@ pub struct RegisteredAction {
     pub risk: ActionRisk,
     /// Sends data outside the organisation; the SOC's exfiltration rule watches these.
     pub egress: bool,
+    /// Returns data the agent could leak: the reads of the SOC's exfiltration rule.
+    pub sensitive: bool,
 }
 
 /// The proposed call, with the server's facts where it has them.
@@ -50,6 +52,9 @@ pub struct DecisionOutcome {
     /// The facts the policy saw, after server facts overrode the client's.
     pub mutates_state: bool,
     pub risk: ActionRisk,
+    /// Denied only because the agent is not active (frozen): containment at work, which
+    /// counts towards no escalation and no SOC rule.
+    pub contained: bool,
 }
 
 /// Risk score 0–100: the action's intrinsic risk, raised by writes, by less trusted sources
@@ -103,6 +108,7 @@ pub fn decide(
             matched_policies: vec![FROZEN_POLICY_ID.to_owned()],
             mutates_state,
             risk,
+            contained: true,
         };
     }
 
@@ -126,6 +132,7 @@ pub fn decide(
         matched_policies: outcome.matched_policies,
         mutates_state,
         risk,
+        contained: false,
     }
 }
 
@@ -162,11 +169,13 @@ mod tests {
         mutates_state: true,
         risk: ActionRisk::High,
         egress: false,
+        sensitive: false,
     };
     const READ: RegisteredAction = RegisteredAction {
         mutates_state: false,
         risk: ActionRisk::Low,
         egress: false,
+        sensitive: true,
     };
 
     #[test]
@@ -180,6 +189,17 @@ mod tests {
         assert_eq!(outcome.verdict, Verdict::Deny);
         assert!(outcome.reason.contains("frozen") && outcome.reason.contains("deny storm"));
         assert_eq!(outcome.matched_policies, vec![FROZEN_POLICY_ID]);
+        assert!(
+            outcome.contained,
+            "a refusal of the freeze, not new behaviour"
+        );
+        let active = decide(
+            &engine,
+            agent(AgentStatus::Active),
+            call(Some(WRITE), None, SourceTrust::UntrustedExternal),
+        );
+        assert_eq!(active.verdict, Verdict::Deny);
+        assert!(!active.contained);
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
             tenants::put_soc_autonomy
         ))
         .routes(routes!(tenants::get_deny_storm, tenants::put_deny_storm))
+        .routes(routes!(
+            tenants::get_exfiltration,
+            tenants::put_exfiltration
+        ))
         .routes(routes!(incidents::list_incidents))
         .routes(routes!(incidents::get_incident))
         .routes(routes!(incidents::list_incident_decisions))

@@ -250,6 +250,7 @@ pub async fn load_catalog(store: &dyn Store, tenant: &TenantId) -> StoreResult<T
                 mutates_state: registered.action.mutates_state,
                 risk: registered.action.risk,
                 egress: registered.action.egress,
+                sensitive: registered.action.sensitive,
             },
         );
     }

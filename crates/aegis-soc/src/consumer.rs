@@ -9,8 +9,8 @@ use crate::SocConfig;
 use crate::detect::{DecisionPayload, detect_decision, detect_other};
 use crate::response::plan;
 use aegis_core::correlate::{
-    ActionClass, AgentCorrelator, CorrelationConfig, CorrelationEvent, CorrelatorState, Finding,
-    RuleKind,
+    ActionClass, ActionFacts, AgentCorrelator, CorrelationConfig, CorrelationEvent,
+    CorrelatorState, ExfiltrationReads, Finding, RuleKind,
 };
 use aegis_core::model::AutonomyLevel;
 use aegis_store::{
@@ -34,6 +34,7 @@ type AgentKey = (TenantId, String);
 struct TenantSoc {
     correlation: CorrelationConfig,
     autonomy: AutonomyLevel,
+    exfiltration_reads: ExfiltrationReads,
 }
 
 pub struct Consumer {
@@ -42,8 +43,6 @@ pub struct Consumer {
     on_agent_changed: AgentChanged,
     cursor: i64,
     correlators: HashMap<AgentKey, AgentCorrelator>,
-    /// The incident each (agent, rule) opened last: where `Finding::Joined` evidence goes.
-    open_incidents: HashMap<(AgentKey, RuleKind), String>,
     tenants: HashMap<TenantId, TenantSoc>,
 }
 
@@ -61,7 +60,6 @@ impl Consumer {
             on_agent_changed,
             cursor,
             correlators: HashMap::new(),
-            open_incidents: HashMap::new(),
             tenants: HashMap::new(),
         };
         consumer.load_saved_windows().await?;
@@ -70,7 +68,6 @@ impl Consumer {
 
     async fn load_saved_windows(&mut self) -> StoreResult<()> {
         self.correlators.clear();
-        self.open_incidents.clear();
         for saved in self.store.correlator_states().await? {
             let Ok(state) = serde_json::from_value::<CorrelatorState>(saved.state) else {
                 tracing::warn!(tenant_id = %saved.tenant_id, agent_id = %saved.agent_id, "unreadable correlator state; starting it empty");
@@ -143,6 +140,10 @@ impl Consumer {
             }
             return Ok(());
         }
+        if event.kind == event_kind::INCIDENT_CLOSED {
+            self.incident_closed(event, touched);
+            return Ok(());
+        }
         if event.kind != event_kind::DECISION {
             if let Some(found) = detect_other(&event.kind, event.agent_id.as_deref()) {
                 batch.alerts.push(alert(event, found));
@@ -166,13 +167,12 @@ impl Consumer {
         let key: AgentKey = (tenant_id.clone(), agent_id.to_owned());
         let tenant = self.tenant(tenant_id).await?;
         let (correlation, autonomy) = (tenant.correlation, tenant.autonomy);
-        let class = if decision.egress {
-            ActionClass::ExternalSend
-        } else if decision.mutates_state {
-            ActionClass::Other
-        } else {
-            ActionClass::Read
+        let facts = ActionFacts {
+            egress: decision.egress,
+            sensitive: decision.sensitive,
+            mutates_state: decision.mutates_state,
         };
+        let class = ActionClass::of(facts, tenant.exfiltration_reads);
         let findings = self
             .correlators
             .entry(key.clone())
@@ -184,6 +184,7 @@ impl Consumer {
                 tool: &decision.tool,
                 action: &decision.action,
                 class,
+                contained: decision.contained,
             });
         touched.insert(key.clone());
 
@@ -195,7 +196,7 @@ impl Consumer {
                     evidence,
                 } => {
                     let trigger = evidence.last().copied().unwrap_or(event.seq);
-                    let dedup_key = format!("{rule}:{agent_id}:{trigger}");
+                    let dedup_key = dedup_key(rule, agent_id, trigger);
                     let incident_id = incident_id(tenant_id, &dedup_key);
                     let response = plan(autonomy, rule, severity, &incident_id);
                     batch.incidents.push(NewIncident {
@@ -218,23 +219,19 @@ impl Consumer {
                         response: response.automatic,
                         opened_at_ms: event.created_at_ms,
                     });
-                    self.open_incidents.insert((key.clone(), rule), incident_id);
                 }
-                Finding::Joined { rule, seq } => {
-                    let incident_id = match self.open_incidents.get(&(key.clone(), rule)) {
-                        Some(id) => Some(id.clone()),
-                        None => {
-                            self.store
-                                .latest_incident(tenant_id, agent_id, rule.as_str())
-                                .await?
-                        }
-                    };
-                    let Some(incident_id) = incident_id else {
-                        tracing::warn!(%rule, agent_id, seq, "evidence for an incident that does not exist; skipped");
-                        continue;
-                    };
-                    self.open_incidents
-                        .insert((key.clone(), rule), incident_id.clone());
+                Finding::Joined {
+                    rule,
+                    opened_by,
+                    seq,
+                } => {
+                    let incident_id = incident_id(tenant_id, &dedup_key(rule, agent_id, opened_by));
+                    // An agent that was unfrozen while its incident goes on is contained
+                    // again, as the incident's own response would (L3/L4); a containment
+                    // refusal comes from an agent that is still frozen.
+                    let recontain = (seq == event.seq && !decision.contained)
+                        .then(|| plan(autonomy, rule, rule.severity(), &incident_id))
+                        .and_then(|response| response.automatic.freeze);
                     batch.evidence.push(EvidenceAppend {
                         tenant_id: tenant_id.clone(),
                         incident_id,
@@ -242,11 +239,37 @@ impl Consumer {
                             event_seq: seq,
                             decision_id: (seq == event.seq).then(|| decision.decision_id.clone()),
                         },
+                        recontain,
                     });
                 }
             }
         }
         Ok(())
+    }
+
+    /// An operator closed an incident: if it is the one a rule has open for the agent, the
+    /// rule ends it, so a storm that goes on opens a new incident instead of joining it.
+    fn incident_closed(&mut self, event: &Event, touched: &mut HashSet<AgentKey>) {
+        let closed = event.payload.get("incident_id").and_then(|v| v.as_str());
+        let rule = event
+            .payload
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .and_then(|kind| kind.parse::<RuleKind>().ok());
+        let (Some(agent_id), Some(closed), Some(rule)) = (event.agent_id.as_deref(), closed, rule)
+        else {
+            return;
+        };
+        let key: AgentKey = (event.tenant_id.clone(), agent_id.to_owned());
+        let Some(correlator) = self.correlators.get_mut(&key) else {
+            return;
+        };
+        for opened_by in correlator.open_incidents(rule) {
+            if incident_id(&event.tenant_id, &dedup_key(rule, agent_id, opened_by)) == closed {
+                correlator.incident_closed(rule, opened_by);
+                touched.insert(key.clone());
+            }
+        }
     }
 
     /// The tenant's effective SOC settings (cached until its settings change).
@@ -266,6 +289,7 @@ impl Consumer {
                 TenantSoc {
                     correlation,
                     autonomy,
+                    exfiltration_reads: settings.exfiltration_reads,
                 },
             );
         }
@@ -277,6 +301,11 @@ impl Consumer {
 /// default (`AEGIS_SOC_AUTONOMY_LEVEL`). Every SOC consumer reads it through here.
 pub fn effective_autonomy(settings: &TenantSettings, default: AutonomyLevel) -> AutonomyLevel {
     settings.autonomy_override.unwrap_or(default)
+}
+
+/// One incident per (rule, agent, opening seq): the database refuses a second.
+fn dedup_key(rule: RuleKind, agent_id: &str, opened_by: i64) -> String {
+    format!("{rule}:{agent_id}:{opened_by}")
 }
 
 /// Deterministic: the same finding always names the same incident.

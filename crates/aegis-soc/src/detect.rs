@@ -14,6 +14,11 @@ pub struct DecisionPayload {
     pub mutates_state: bool,
     #[serde(default)]
     pub egress: bool,
+    #[serde(default)]
+    pub sensitive: bool,
+    /// Refused only because the agent is frozen (see `aegis_core::correlate`).
+    #[serde(default)]
+    pub contained: bool,
     pub risk: ActionRisk,
     pub source_trust: SourceTrust,
 }
@@ -92,6 +97,8 @@ mod tests {
             action: "merge".into(),
             mutates_state,
             egress: false,
+            sensitive: false,
+            contained: false,
             risk,
             source_trust: trust,
         }

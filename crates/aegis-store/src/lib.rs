@@ -25,6 +25,7 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::AutonomyLevel;
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{Checkpoint, Receipt};
@@ -244,6 +245,13 @@ pub trait Store: EvidenceReads + Send + Sync + 'static {
         deny_storm: DenyStormOverride,
         actor: &str,
     ) -> StoreResult<TenantSettings>;
+    /// Sets `tenants.exfiltration_reads`: which actions are reads for `data_exfiltration`.
+    async fn set_exfiltration_reads(
+        &self,
+        tenant: &TenantId,
+        reads: ExfiltrationReads,
+        actor: &str,
+    ) -> StoreResult<TenantSettings>;
 
     // Event log.
     /// Events of one tenant with `seq > after_seq`, in order.
@@ -296,13 +304,6 @@ pub trait Store: EvidenceReads + Send + Sync + 'static {
         filter: IncidentFilter,
     ) -> StoreResult<Vec<IncidentRecord>>;
     async fn incident(&self, tenant: &TenantId, incident_id: &str) -> StoreResult<IncidentDetail>;
-    /// The most recently opened incident of `kind` for an agent.
-    async fn latest_incident(
-        &self,
-        tenant: &TenantId,
-        agent_id: &str,
-        kind: &str,
-    ) -> StoreResult<Option<String>>;
     /// Acknowledge, close, or apply the recommendation; returns the incident and the agent
     /// when the step changed it. Invalid transitions are `Conflict`.
     async fn step_incident(

@@ -4,7 +4,7 @@
 
 use crate::*;
 use aegis_core::canonical::{canonical_json, sha256_hex};
-use aegis_core::model::{AgentStatus, RiskTier};
+use aegis_core::model::{AgentStatus, RiskTier, Verdict};
 use aegis_core::receipt::{RECEIPT_SCHEMA_VERSION, ReceiptBody};
 use aegis_core::timestamp::format_millis;
 use serde_json::{Value, json};
@@ -18,11 +18,19 @@ pub(crate) fn decision_event(d: &NewDecision) -> Value {
         "action": d.action,
         "mutates_state": d.mutates_state,
         "egress": d.egress,
+        "sensitive": d.sensitive,
+        "contained": d.contained,
         "risk": d.risk,
         "risk_score": d.risk_score,
         "source_trust": d.source_trust,
         "run_id": d.trace.run_id,
     })
+}
+
+/// Whether a decision counts towards risk-tier escalation: denies do, except containment
+/// refusals (a frozen agent's calls), which are the freeze working, not new behaviour.
+pub(crate) fn counts_towards_escalation(d: &NewDecision) -> bool {
+    d.verdict == Verdict::Deny && !d.contained
 }
 
 /// A decision's receipt, linked to the chain head it extends, with the canonical JSON its

@@ -1,3 +1,4 @@
+use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::{
     ActionRisk, AgentStatus, AutonomyLevel, RiskTier, Role, Severity, SourceTrust, Verdict,
 };
@@ -67,6 +68,8 @@ pub struct TenantSettings {
     /// `tenants.soc_autonomy_level`; `None` means the gateway default applies.
     pub autonomy_override: Option<AutonomyLevel>,
     pub deny_storm: DenyStormOverride,
+    /// Which actions are reads for `data_exfiltration` (`tenants.exfiltration_reads`).
+    pub exfiltration_reads: ExfiltrationReads,
     pub created_at_ms: i64,
 }
 
@@ -151,6 +154,8 @@ pub struct ToolAction {
     /// Sends data outside the organisation (e-mail, upload, webhook): the "send" half of
     /// the data-exfiltration rule.
     pub egress: bool,
+    /// Returns data the agent could leak (a data source): the "read" half of the rule.
+    pub sensitive: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -198,6 +203,11 @@ pub struct NewDecision {
     pub mutates_state: bool,
     /// The registered action sends data outside (see `ToolAction::egress`).
     pub egress: bool,
+    /// The registered action is a data source (see `ToolAction::sensitive`).
+    pub sensitive: bool,
+    /// A deny issued only because the agent is frozen: recorded, but counted towards no
+    /// escalation and no SOC rule.
+    pub contained: bool,
     pub risk: ActionRisk,
     pub source_trust: SourceTrust,
     pub verdict: Verdict,
@@ -384,6 +394,10 @@ pub struct EvidenceAppend {
     pub tenant_id: TenantId,
     pub incident_id: String,
     pub evidence: EvidenceRef,
+    /// Freeze the incident's agent again with this reason, if it is active when the batch
+    /// applies and the incident is not closed: an agent unfrozen while the incident that
+    /// contained it goes on (L3/L4).
+    pub recontain: Option<String>,
 }
 
 /// Everything one pass of the SOC consumer produced, applied atomically with its cursor.

@@ -5,6 +5,7 @@ mod notify_args;
 mod receipts;
 mod signing_key;
 
+use aegis_core::correlate::MAX_BURST_THRESHOLD;
 use aegis_core::model::AutonomyLevel;
 use aegis_server::auth::create_tenant;
 use aegis_server::evidence::NarratorConfig;
@@ -128,13 +129,13 @@ struct SocArgs {
     #[arg(long, env = "AEGIS_SOC_AUTONOMY_LEVEL")]
     soc_autonomy_level: Option<AutonomyLevel>,
     /// deny_storm: denies within the window that open an incident.
-    #[arg(long, env = "AEGIS_DENY_STORM_N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "AEGIS_DENY_STORM_N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=MAX_BURST_THRESHOLD as i64))]
     deny_storm_n: u32,
     /// deny_storm: trailing window in seconds.
     #[arg(long, env = "AEGIS_DENY_STORM_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     deny_storm_window_secs: u64,
     /// runaway: decisions within the window that open an incident.
-    #[arg(long, env = "AEGIS_RUNAWAY_N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "AEGIS_RUNAWAY_N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=MAX_BURST_THRESHOLD as i64))]
     runaway_n: u32,
     /// runaway: trailing window in seconds.
     #[arg(long, env = "AEGIS_RUNAWAY_WINDOW_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]

@@ -192,6 +192,8 @@ pub async fn authorize(
             resource: tool_call.resource,
             mutates_state: outcome.mutates_state,
             egress: registered.is_some_and(|r| r.egress),
+            sensitive: registered.is_some_and(|r| r.sensitive),
+            contained: outcome.contained,
             risk: outcome.risk,
             source_trust,
             verdict: outcome.verdict,

@@ -4,6 +4,7 @@ use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::JsonBody;
 use crate::state::SharedState;
+use aegis_core::correlate::{ExfiltrationReads, MAX_BURST_THRESHOLD};
 use aegis_core::model::AutonomyLevel;
 use aegis_store::{DenyStormOverride, RiskEscalation};
 use axum::Json;
@@ -145,7 +146,8 @@ pub async fn put_soc_autonomy(
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct DenyStormBody {
-    /// Denies in the window that open a deny_storm incident; null for the gateway default.
+    /// Denies in the window that open a deny_storm incident (1–1000); null for the gateway
+    /// default. The incident then lasts until fewer than half as many are left in the window.
     pub threshold: Option<u32>,
     /// Trailing window in seconds; null for the gateway default.
     pub window_secs: Option<u32>,
@@ -176,11 +178,11 @@ pub async fn put_deny_storm(
 ) -> ApiResult<Json<DenyStormBody>> {
     if body
         .threshold
-        .is_some_and(|n| !(1..=MAX_THRESHOLD).contains(&n))
+        .is_some_and(|n| !(1..=MAX_BURST_THRESHOLD).contains(&(n as usize)))
     {
         return Err(ApiError::invalid_field(
             "threshold",
-            format!("must be between 1 and {MAX_THRESHOLD}"),
+            format!("must be between 1 and {MAX_BURST_THRESHOLD}"),
         ));
     }
     if body.window_secs.is_some_and(|w| !(1..=86_400).contains(&w)) {
@@ -196,6 +198,43 @@ pub async fn put_deny_storm(
     state
         .store
         .set_deny_storm_override(&operator.tenant, deny_storm, &operator.actor())
+        .await?;
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct ExfiltrationBody {
+    /// Which actions are the "read" of the data_exfiltration rule: `sensitive` (the default:
+    /// only actions registered with `sensitive: true`) or `non_mutating` (the older rule:
+    /// any action that changes nothing).
+    pub reads: ExfiltrationReads,
+}
+
+/// Which actions count as reads for the tenant's data_exfiltration rule.
+#[utoipa::path(get, path = "/v1/tenants/exfiltration", tag = "tenants", security(("operator_key" = [])),
+    responses((status = 200, body = ExfiltrationBody)))]
+pub async fn get_exfiltration(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+) -> ApiResult<Json<ExfiltrationBody>> {
+    let settings = state.store.tenant(&operator.tenant).await?;
+    Ok(Json(ExfiltrationBody {
+        reads: settings.exfiltration_reads,
+    }))
+}
+
+/// Choose which actions count as reads for data_exfiltration (admin).
+#[utoipa::path(put, path = "/v1/tenants/exfiltration", tag = "tenants", request_body = ExfiltrationBody,
+    security(("operator_key" = [])),
+    responses((status = 200, body = ExfiltrationBody), (status = 422, body = ErrorBody)))]
+pub async fn put_exfiltration(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    JsonBody(body): JsonBody<ExfiltrationBody>,
+) -> ApiResult<Json<ExfiltrationBody>> {
+    state
+        .store
+        .set_exfiltration_reads(&operator.tenant, body.reads, &operator.actor())
         .await?;
     Ok(Json(body))
 }

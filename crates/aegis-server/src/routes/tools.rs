@@ -32,6 +32,10 @@ pub struct ActionSpec {
     /// Sends data outside the organisation (e-mail, upload, external webhook). Default false.
     #[serde(default)]
     pub egress: bool,
+    /// Returns data the agent could leak (files, mail, records): a data source, the "read"
+    /// half of the data_exfiltration rule. Default false.
+    #[serde(default)]
+    pub sensitive: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,6 +51,7 @@ pub struct ToolActionView {
     pub mutates_state: bool,
     pub risk: ActionRisk,
     pub egress: bool,
+    pub sensitive: bool,
 }
 
 /// Register (or update) a tool's actions. Registered facts override what agents claim.
@@ -83,6 +88,7 @@ pub async fn register_tool(
             mutates_state: spec.mutates_state,
             risk: spec.risk,
             egress: spec.egress,
+            sensitive: spec.sensitive,
         })
         .collect();
 
@@ -123,6 +129,7 @@ pub async fn list_tools(
                 mutates_state: action.mutates_state,
                 risk: action.risk,
                 egress: action.egress,
+                sensitive: action.sensitive,
             })
             .collect(),
     ))

@@ -20,12 +20,21 @@ struct PendingDecision {
     receipt: SealedReceipt,
 }
 
-#[derive(Default)]
 pub(crate) struct PendingDecisions {
     rows: Vec<PendingDecision>,
+    /// The batch's event time (`super::writer`); the decision rows keep the handler's time.
+    event_at: i64,
 }
 
 impl PendingDecisions {
+    /// Nothing gathered yet; events will be stamped `event_at`.
+    pub fn stamped(event_at: i64) -> Self {
+        PendingDecisions {
+            rows: Vec::new(),
+            event_at,
+        }
+    }
+
     pub fn push(
         &mut self,
         event_seq: i64,
@@ -63,6 +72,7 @@ impl PendingDecisions {
         let agent_ids = text(|r| &r.decision.agent_id);
         let decision_ids = text(|r| &r.decision.id);
         let payloads = text(|r| &r.event_payload);
+        let event_at = vec![self.event_at; rows.len()];
         let created_at = int(|r| r.decision.created_at_ms);
         let insert_events = prepared(
             tx,
@@ -78,7 +88,7 @@ impl PendingDecisions {
             &agent_ids,
             &decision_ids,
             &payloads,
-            &created_at,
+            &event_at,
         ];
         let events = tx.execute(&insert_events, &events_columns);
 
@@ -87,6 +97,7 @@ impl PendingDecisions {
         let actions = text(|r| &r.decision.action);
         let resources = optional(|r| r.decision.resource.as_deref());
         let mutates_state: Vec<bool> = rows.iter().map(|r| r.decision.mutates_state).collect();
+        let contained: Vec<bool> = rows.iter().map(|r| r.decision.contained).collect();
         let risks = text(|r| r.decision.risk.as_str());
         let source_trusts = text(|r| r.decision.source_trust.as_str());
         let verdicts = text(|r| r.decision.verdict.as_str());
@@ -106,14 +117,14 @@ impl PendingDecisions {
             tx,
             "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
                 mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
-                run_id, trace_id, parent_run_id, receipt_id, created_at)
+                run_id, trace_id, parent_run_id, receipt_id, created_at, contained)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
                                   $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[],
                                   $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-                                  $19::text[], $20::text[], $21::bigint[])",
+                                  $19::text[], $20::text[], $21::bigint[], $22::boolean[])",
         )
         .await?;
-        let decisions_columns: [&(dyn ToSql + Sync); 21] = [
+        let decisions_columns: [&(dyn ToSql + Sync); 22] = [
             &decision_ids,
             &tenant_ids,
             &event_seqs,
@@ -135,6 +146,7 @@ impl PendingDecisions {
             &parent_run_ids,
             &receipt_ids,
             &created_at,
+            &contained,
         ];
         let decisions = tx.execute(&insert_decisions, &decisions_columns);
 

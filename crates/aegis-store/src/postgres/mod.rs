@@ -18,6 +18,7 @@ mod writer;
 use crate::records;
 use crate::*;
 use aegis_core::canonical::sha256_hex;
+use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::{AgentStatus, AutonomyLevel, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{Checkpoint, Receipt, ReceiptSigner};
@@ -35,6 +36,7 @@ use writer::{ChainHead, Writer, WriterState};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_initial.sql"),
     include_str!("../../migrations/postgres/0002_evidence_cache.sql"),
+    include_str!("../../migrations/postgres/0003_storms.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -90,7 +92,6 @@ pub(crate) struct NewEventRow<'a> {
     pub agent_id: Option<&'a str>,
     pub subject_id: Option<&'a str>,
     pub payload: &'a serde_json::Value,
-    pub at_ms: i64,
 }
 
 /// The PostgreSQL implementation of [`Store`].
@@ -406,7 +407,6 @@ async fn try_lead(config: &tokio_postgres::Config) -> StoreResult<Option<Leaders
 
 /// [`WriterState::append_event`] with the SQLite store's argument list, so both stores'
 /// write paths read alike.
-#[allow(clippy::too_many_arguments)]
 async fn append_event(
     tx: &deadpool_postgres::Transaction<'_>,
     state: &mut WriterState,
@@ -415,7 +415,6 @@ async fn append_event(
     agent_id: Option<&str>,
     subject_id: Option<&str>,
     payload: &serde_json::Value,
-    at_ms: i64,
 ) -> StoreResult<i64> {
     state
         .append_event(
@@ -426,7 +425,6 @@ async fn append_event(
                 agent_id,
                 subject_id,
                 payload,
-                at_ms,
             },
         )
         .await
@@ -466,7 +464,6 @@ async fn settings_changed(
         None,
         None,
         &payload,
-        now_ms(),
     )
     .await?;
     Ok(settings)
@@ -521,7 +518,6 @@ async fn insert_operator_key(
         None,
         Some(&key.id),
         &serde_json::json!({"key_id": key.id, "role": key.role, "name": key.name}),
-        key.created_at_ms,
     )
     .await?;
     Ok(OperatorKey {
@@ -560,7 +556,7 @@ async fn record_decision_tx(
             hash: receipt.hash.clone(),
         },
     );
-    let escalated_to = if d.verdict == Verdict::Deny {
+    let escalated_to = if records::counts_towards_escalation(&d) {
         escalate_if_due(tx, state, &d).await?
     } else {
         None
@@ -573,8 +569,8 @@ async fn record_decision_tx(
     })
 }
 
-/// Counts the agent's denies in the window logged after its last tier change, `d` (not yet
-/// written) included; at the threshold, steps the tier up one level and records the event
+/// Counts the agent's denies in the window logged after its last tier change (containment
+/// refusals excepted), `d` (not yet written) included; at the threshold, steps the tier up one level and records the event
 /// (as in the SQLite store).
 async fn escalate_if_due(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -591,7 +587,7 @@ async fn escalate_if_due(
             &prepared(
                 tx,
                 "SELECT a.risk_tier, (SELECT COUNT(*) FROM (SELECT 1 FROM decisions
-                    WHERE agent_id = a.id AND decision = 'deny' AND created_at >= $2
+                    WHERE agent_id = a.id AND decision = 'deny' AND NOT contained AND created_at >= $2
                       AND event_seq > a.risk_tier_changed_seq
                     LIMIT $3) AS recent)
                  FROM agents a WHERE a.id = $1",
@@ -617,7 +613,6 @@ async fn escalate_if_due(
         Some(&d.agent_id),
         Some(&d.id),
         &records::escalation_event(d, tier, next, denies),
-        d.created_at_ms,
     )
     .await?;
     tx.execute(
@@ -655,7 +650,6 @@ pub(crate) async fn change_agent_tx(
         Some(agent_id),
         Some(agent_id),
         &payload,
-        at,
     )
     .await?;
     match &change.kind {
@@ -765,8 +759,7 @@ impl Store for PgStore {
                         None,
                         None,
                         &serde_json::json!({}),
-                        at,
-                    )
+)
                     .await?;
                     insert_operator_key(tx, state, tenant.as_str(), &admin_key).await
                 })
@@ -870,8 +863,7 @@ impl Store for PgStore {
                         None,
                         Some(&key_id),
                         &serde_json::json!({"key_id": key_id}),
-                        at,
-                    )
+)
                     .await?;
                     let row = tx
                         .query_one(
@@ -910,8 +902,7 @@ impl Store for PgStore {
                         Some(&agent.id),
                         Some(&agent.id),
                         &serde_json::json!({"name": agent.name, "risk_tier": agent.risk_tier, "actor": agent.actor}),
-                        at,
-                    )
+)
                     .await?;
                     load_agent(tx, tenant.as_str(), &agent.id).await
                 })
@@ -1003,17 +994,17 @@ impl Store for PgStore {
                     let at = now_ms();
                     let upsert = prepared(
                         tx,
-                        "INSERT INTO tool_actions (tenant_id, tool, action, mutates_state, risk, egress, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                        "INSERT INTO tool_actions (tenant_id, tool, action, mutates_state, risk, egress, sensitive, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                          ON CONFLICT (tenant_id, tool, action) DO UPDATE
                          SET mutates_state = excluded.mutates_state, risk = excluded.risk, egress = excluded.egress,
-                             updated_at = excluded.updated_at",
+                             sensitive = excluded.sensitive, updated_at = excluded.updated_at",
                     )
                     .await?;
                     for a in &actions {
                         tx.execute(
                             &upsert,
-                            &[&tenant.as_str(), &tool, &a.action, &a.mutates_state, &a.risk.as_str(), &a.egress, &at],
+                            &[&tenant.as_str(), &tool, &a.action, &a.mutates_state, &a.risk.as_str(), &a.egress, &a.sensitive, &at],
                         )
                         .await?;
                     }
@@ -1025,8 +1016,7 @@ impl Store for PgStore {
                         None,
                         Some(&tool),
                         &serde_json::json!({"tool": tool, "actions": actions}),
-                        at,
-                    )
+)
                     .await?;
                     Ok(())
                 })
@@ -1036,7 +1026,7 @@ impl Store for PgStore {
 
     async fn tool_actions(&self, tenant: &TenantId) -> StoreResult<Vec<RegisteredToolAction>> {
         self.query_map(
-            "SELECT tool, action, mutates_state, risk, egress FROM tool_actions WHERE tenant_id = $1 ORDER BY tool, action",
+            "SELECT tool, action, mutates_state, risk, egress, sensitive FROM tool_actions WHERE tenant_id = $1 ORDER BY tool, action",
             &[&tenant.as_str()],
             |row| {
                 Ok(RegisteredToolAction {
@@ -1046,6 +1036,7 @@ impl Store for PgStore {
                         mutates_state: get(row, 2)?,
                         risk: parse_column(&get::<String>(row, 3)?)?,
                         egress: get(row, 4)?,
+                        sensitive: get(row, 5)?,
                     },
                 })
             },
@@ -1099,8 +1090,7 @@ impl Store for PgStore {
                         None,
                         Some(&policy.id),
                         &serde_json::json!({"policy_id": policy.id, "actor": actor, "sha256": sha256_hex(policy.text.as_bytes())}),
-                        at,
-                    )
+)
                     .await?;
                     Ok(!existed)
                 })
@@ -1135,7 +1125,6 @@ impl Store for PgStore {
                         None,
                         Some(&policy_id),
                         &serde_json::json!({"policy_id": policy_id, "actor": actor}),
-                        now_ms(),
                     )
                     .await?;
                     Ok(())
@@ -1280,6 +1269,21 @@ impl Store for PgStore {
         .await
     }
 
+    async fn set_exfiltration_reads(
+        &self,
+        tenant: &TenantId,
+        reads: ExfiltrationReads,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        self.change_settings(
+            tenant,
+            "exfiltration_reads = $1",
+            vec![Box::new(reads.as_str())],
+            serde_json::json!({"exfiltration_reads": reads, "actor": actor}),
+        )
+        .await
+    }
+
     async fn events(
         &self,
         tenant: &TenantId,
@@ -1316,7 +1320,6 @@ impl Store for PgStore {
                         agent_id.as_deref(),
                         None,
                         &payload,
-                        now_ms(),
                     )
                     .await
                 })
@@ -1402,22 +1405,6 @@ impl Store for PgStore {
     async fn incident(&self, tenant: &TenantId, incident_id: &str) -> StoreResult<IncidentDetail> {
         let client = self.pool.get().await?;
         soc::load_incident(&client, tenant.as_str(), incident_id).await
-    }
-
-    async fn latest_incident(
-        &self,
-        tenant: &TenantId,
-        agent_id: &str,
-        kind: &str,
-    ) -> StoreResult<Option<String>> {
-        self.query_opt(
-            "SELECT id FROM incidents WHERE tenant_id = $1 AND agent_id = $2 AND kind = $3
-             ORDER BY event_seq DESC LIMIT 1",
-            &[&tenant.as_str(), &agent_id, &kind],
-        )
-        .await?
-        .map(|row| get(&row, 0))
-        .transpose()
     }
 
     async fn step_incident(

@@ -3,6 +3,7 @@
 
 pub(super) use crate::sqlite::rows::parse_column;
 use crate::*;
+use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::receipt::{Checkpoint, CheckpointBody, RECEIPT_SCHEMA_VERSION, Receipt};
 use std::str::FromStr;
 use tokio_postgres::Row;
@@ -64,6 +65,10 @@ pub(super) fn tenant_from_row(row: &Row) -> StoreResult<TenantSettings> {
             threshold: opt_u32_at(row, 5)?,
             window_secs: opt_u32_at(row, 6)?,
         },
+        exfiltration_reads: get::<Option<String>>(row, 7)?
+            .map(|reads| parse_column(&reads))
+            .transpose()?
+            .unwrap_or(ExfiltrationReads::Sensitive),
     })
 }
 

@@ -50,6 +50,27 @@ pub(super) async fn apply_batch(
             )
             .await?;
         }
+        if let Some(reason) = &append.recontain {
+            let open_for = tx
+                .query_opt(
+                    &prepared(
+                        tx,
+                        "SELECT agent_id FROM incidents WHERE tenant_id = $1 AND id = $2 AND status <> 'closed'",
+                    )
+                    .await?,
+                    &[&append.tenant_id.as_str(), &append.incident_id],
+                )
+                .await?;
+            if let Some(row) = open_for {
+                let agent_id: String = get(&row, 0)?;
+                let target = IncidentTarget {
+                    tenant_id: append.tenant_id.as_str(),
+                    incident_id: &append.incident_id,
+                    agent_id: &agent_id,
+                };
+                freeze_if_active(tx, state, &target, reason, now, &mut applied).await?;
+            }
+        }
     }
     let save_state = prepared(
         tx,
@@ -146,7 +167,6 @@ async fn insert_alert(
         alert.agent_id.as_deref(),
         Some(&alert.id),
         &records::alert_event(alert),
-        alert.created_at_ms,
     )
     .await?;
     tx.execute(
@@ -214,7 +234,6 @@ async fn open_incident(
         Some(&incident.agent_id),
         Some(&incident.id),
         &records::incident_opened_event(incident),
-        incident.opened_at_ms,
     )
     .await?;
     tx.execute(
@@ -225,29 +244,12 @@ async fn open_incident(
 
     let at = incident.opened_at_ms;
     if let Some(reason) = &incident.response.freeze {
-        let agent = load_agent(tx, tenant_id, &incident.agent_id).await?;
-        if agent.status == AgentStatus::Active {
-            let change = AgentChange {
-                kind: AgentChangeKind::Freeze {
-                    reason: reason.clone(),
-                },
-                actor: RESPONSE_ENGINE.into(),
-                at_ms: at,
-            };
-            let frozen = change_agent_tx(tx, state, tenant_id, &agent.id, &change).await?;
-            record_response(
-                tx,
-                state,
-                incident,
-                "freeze",
-                "automatic",
-                RESPONSE_ENGINE,
-                reason,
-                at,
-            )
-            .await?;
-            applied.agents_changed.push(frozen);
-        }
+        let target = IncidentTarget {
+            tenant_id,
+            incident_id: &incident.id,
+            agent_id: &incident.agent_id,
+        };
+        freeze_if_active(tx, state, &target, reason, at, applied).await?;
     }
     if let Some(tier) = incident.response.raise_risk_tier {
         let agent = load_agent(tx, tenant_id, &incident.agent_id).await?;
@@ -277,6 +279,52 @@ async fn open_incident(
         }
     }
     Ok(true)
+}
+
+/// An incident and its agent, as an automatic response names them.
+struct IncidentTarget<'a> {
+    tenant_id: &'a str,
+    incident_id: &'a str,
+    agent_id: &'a str,
+}
+
+/// The automatic freeze of an incident's response: applied to the agent as it is now, so
+/// only an active agent is frozen (and the response recorded).
+async fn freeze_if_active(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    target: &IncidentTarget<'_>,
+    reason: &str,
+    at: i64,
+    applied: &mut SocApplied,
+) -> StoreResult<()> {
+    let agent = load_agent(tx, target.tenant_id, target.agent_id).await?;
+    if agent.status != AgentStatus::Active {
+        return Ok(());
+    }
+    let change = AgentChange {
+        kind: AgentChangeKind::Freeze {
+            reason: reason.to_owned(),
+        },
+        actor: RESPONSE_ENGINE.into(),
+        at_ms: at,
+    };
+    let frozen = change_agent_tx(tx, state, target.tenant_id, &agent.id, &change).await?;
+    insert_response(
+        tx,
+        state,
+        target.tenant_id,
+        target.incident_id,
+        target.agent_id,
+        "freeze",
+        "automatic",
+        RESPONSE_ENGINE,
+        reason,
+        at,
+    )
+    .await?;
+    applied.agents_changed.push(frozen);
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -327,7 +375,6 @@ async fn insert_response(
         Some(agent_id),
         Some(&id),
         &records::response_event(&id, incident_id, action, mode, actor, detail),
-        at,
     )
     .await?;
     tx.execute(
@@ -552,7 +599,6 @@ pub(super) async fn step_incident(
             Some(&incident.agent_id),
             Some(incident_id),
             &payload,
-            now,
         )
         .await?;
     }

@@ -12,6 +12,10 @@
 //! - event seqs assigned in commit order and without gaps (the counter is in the locked row
 //!   and rolls back with a failed batch), so a consumer's cursor never skips a late commit;
 //! - receipt chains that never fork: a batch reads each chain head after taking the lock;
+//! - event times that never run backwards in seq order, whichever replica commits: every
+//!   event of a batch is stamped with the batch's commit time, read from the *database's*
+//!   clock under the lock and never earlier than the previous batch's (kept in `log_head`),
+//!   so replicas whose clocks disagree still give the SOC one time line;
 //! - a place to NOTIFY other replicas of the new head (delivered at COMMIT).
 
 use super::decision_rows::PendingDecisions;
@@ -100,6 +104,8 @@ pub(crate) struct WriterState {
     signer: Arc<ReceiptSigner>,
     /// The next event seq to assign.
     next_seq: i64,
+    /// The time of every event of this batch (see the module docs).
+    event_at: i64,
     heads: HashMap<String, ChainHead>,
     /// Tenants whose chain this batch extended.
     extended: Vec<String>,
@@ -115,7 +121,7 @@ impl WriterState {
         event: super::NewEventRow<'_>,
     ) -> StoreResult<i64> {
         let seq = self.reserve_event_seq();
-        insert_event(tx, seq, event).await?;
+        insert_event(tx, seq, self.event_at, event).await?;
         Ok(seq)
     }
 
@@ -173,6 +179,7 @@ impl WriterState {
 async fn insert_event(
     tx: &Transaction<'_>,
     seq: i64,
+    at_ms: i64,
     event: super::NewEventRow<'_>,
 ) -> StoreResult<()> {
     tx.execute(
@@ -189,7 +196,7 @@ async fn insert_event(
             &event.agent_id,
             &event.subject_id,
             &event.payload.to_string(),
-            &event.at_ms,
+            &at_ms,
         ],
     )
     .await?;
@@ -395,19 +402,25 @@ async fn commit_batch(
     let committed: StoreResult<i64> = async {
         let mut client = pool.get().await?;
         let mut tx = client.transaction().await?;
-        let head: i64 = tx
+        let locked = tx
             .query_one(
-                &prepared(&tx, "SELECT seq FROM log_head FOR UPDATE").await?,
+                &prepared(
+                    &tx,
+                    "SELECT seq, GREATEST(at_ms, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                     FROM log_head FOR UPDATE",
+                )
+                .await?,
                 &[],
             )
-            .await?
-            .try_get(0)?;
+            .await?;
+        let (head, event_at): (i64, i64) = (locked.try_get(0)?, locked.try_get(1)?);
         let mut state = WriterState {
             signer: Arc::clone(signer),
             next_seq: head + 1,
+            event_at,
             heads: HashMap::new(),
             extended: Vec::new(),
-            decisions: PendingDecisions::default(),
+            decisions: PendingDecisions::stamped(event_at),
         };
         for job in batch.iter_mut() {
             if !job.isolated() {
@@ -442,11 +455,11 @@ async fn commit_batch(
             tx.execute(
                 &prepared(
                     &tx,
-                    "WITH moved AS (UPDATE log_head SET seq = $1 RETURNING seq)
+                    "WITH moved AS (UPDATE log_head SET seq = $1, at_ms = $3 RETURNING seq)
                      SELECT pg_notify($2, seq::text) FROM moved",
                 )
                 .await?,
-                &[&new_head, &LOG_CHANNEL],
+                &[&new_head, &LOG_CHANNEL, &event_at],
             )
             .await?;
         }

@@ -10,6 +10,7 @@ mod writer;
 use crate::records;
 use crate::*;
 use aegis_core::canonical::sha256_hex;
+use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::{AgentStatus, AutonomyLevel, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{Checkpoint, Receipt, ReceiptBody, ReceiptSigner};
@@ -29,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_evidence.sql"),
     include_str!("../../migrations/sqlite/0004_notifications.sql"),
     include_str!("../../migrations/sqlite/0005_evidence_cache.sql"),
+    include_str!("../../migrations/sqlite/0006_storms.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -174,6 +176,10 @@ fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// Appends an event; it gets the next seq. Its time is the writer's clock now, but never
+/// earlier than the event before it: event times never run backwards in seq order (the SOC's
+/// windows rely on it), even if the clock steps back. Runs only in the writer's transaction,
+/// which holds the database's write lock, so "the event before it" is final.
 pub(crate) fn append_event(
     conn: &Connection,
     tenant_id: &str,
@@ -181,11 +187,11 @@ pub(crate) fn append_event(
     agent_id: Option<&str>,
     subject_id: Option<&str>,
     payload: &serde_json::Value,
-    at_ms: i64,
 ) -> StoreResult<i64> {
     conn.prepare_cached(
         "INSERT INTO events (tenant_id, kind, agent_id, subject_id, payload, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5,
+                 MAX(?6, COALESCE((SELECT created_at FROM events ORDER BY seq DESC LIMIT 1), 0)))",
     )?
     .execute(params![
         tenant_id,
@@ -193,7 +199,7 @@ pub(crate) fn append_event(
         agent_id,
         subject_id,
         payload.to_string(),
-        at_ms
+        now_ms()
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -246,7 +252,6 @@ fn settings_changed(
         None,
         None,
         &payload,
-        now_ms(),
     )?;
     Ok(settings)
 }
@@ -276,7 +281,6 @@ fn insert_operator_key(
         None,
         Some(&key.id),
         &serde_json::json!({"key_id": key.id, "role": key.role, "name": key.name}),
-        key.created_at_ms,
     )?;
     Ok(OperatorKey {
         id: key.id.clone(),
@@ -303,7 +307,6 @@ fn record_decision_tx(
         Some(&d.agent_id),
         Some(&d.id),
         &records::decision_event(d),
-        d.created_at_ms,
     )?;
 
     let head = state.chain_head(conn, tenant_id)?;
@@ -313,8 +316,8 @@ fn record_decision_tx(
     conn.prepare_cached(
         "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
             mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
-            run_id, trace_id, parent_run_id, receipt_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+            run_id, trace_id, parent_run_id, receipt_id, created_at, contained)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
     )?
     .execute(params![
         d.id,
@@ -338,11 +341,12 @@ fn record_decision_tx(
         d.trace.parent_run_id,
         receipt_id,
         d.created_at_ms,
+        d.contained,
     ])?;
     conn.prepare_cached("INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
         .execute(params![receipt_id, tenant_id, receipt.body.seq as i64, d.id, receipt.canonical, receipt.hash])?;
 
-    let escalated_to = if d.verdict == Verdict::Deny {
+    let escalated_to = if records::counts_towards_escalation(d) {
         escalate_if_due(conn, d)?
     } else {
         None
@@ -365,9 +369,10 @@ fn record_decision_tx(
     })
 }
 
-/// Counts the agent's denies in the window that were logged after its last tier change; at
-/// the threshold, steps the tier up one level and records the event. Ordering by event seq
-/// (not time) makes "after the change" exact, even within one millisecond.
+/// Counts the agent's denies in the window that were logged after its last tier change
+/// (containment refusals excepted); at the threshold, steps the tier up one level and
+/// records the event. Ordering by event seq (not time) makes "after the change" exact, even
+/// within one millisecond.
 fn escalate_if_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<RiskTier>> {
     let (tier, changed_seq): (String, i64) = conn
         .prepare_cached("SELECT risk_tier, risk_tier_changed_seq FROM agents WHERE id = ?1")?
@@ -380,7 +385,8 @@ fn escalate_if_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<Ris
     let denies: i64 = conn
         .prepare_cached(
             "SELECT COUNT(*) FROM (SELECT 1 FROM decisions
-              WHERE agent_id = ?1 AND decision = 'deny' AND created_at >= ?2 AND event_seq > ?3
+              WHERE agent_id = ?1 AND decision = 'deny' AND NOT contained AND created_at >= ?2
+                AND event_seq > ?3
               LIMIT ?4)",
         )?
         .query_row(
@@ -402,7 +408,6 @@ fn escalate_if_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<Ris
         Some(&d.agent_id),
         Some(&d.id),
         &records::escalation_event(d, tier, next, denies),
-        d.created_at_ms,
     )?;
     conn.prepare_cached(
         "UPDATE agents SET risk_tier = ?1, risk_tier_changed_seq = ?2, updated_at = ?3 WHERE id = ?4",
@@ -432,7 +437,6 @@ pub(crate) fn change_agent_tx(
         Some(agent_id),
         Some(agent_id),
         &payload,
-        at,
     )?;
     match &change.kind {
         AgentChangeKind::Freeze { reason } => {
@@ -512,7 +516,7 @@ impl Store for SqliteStore {
                 if inserted == 0 {
                     return Err(StoreError::Conflict(format!("tenant {tenant} already exists")));
                 }
-                append_event(conn, tenant.as_str(), event_kind::TENANT_CREATED, None, None, &serde_json::json!({}), at)?;
+                append_event(conn, tenant.as_str(), event_kind::TENANT_CREATED, None, None, &serde_json::json!({}))?;
                 insert_operator_key(conn, tenant.as_str(), &admin_key)
             })
             .await
@@ -609,7 +613,7 @@ impl Store for SqliteStore {
                 if changed == 0 {
                     return Err(StoreError::NotFound("key"));
                 }
-                append_event(conn, tenant.as_str(), event_kind::KEY_REVOKED, None, Some(&key_id), &serde_json::json!({"key_id": key_id}), at)?;
+                append_event(conn, tenant.as_str(), event_kind::KEY_REVOKED, None, Some(&key_id), &serde_json::json!({"key_id": key_id}))?;
                 conn.query_row(
                     &format!("SELECT {KEY_COLUMNS} FROM operator_keys WHERE id = ?1"),
                     [&key_id],
@@ -641,8 +645,7 @@ impl Store for SqliteStore {
                     Some(&agent.id),
                     Some(&agent.id),
                     &serde_json::json!({"name": agent.name, "risk_tier": agent.risk_tier, "actor": agent.actor}),
-                    at,
-                )?;
+)?;
                 load_agent(conn, tenant.as_str(), &agent.id)
             })
             .await
@@ -721,14 +724,14 @@ impl Store for SqliteStore {
             .write(move |conn, _| {
                 let at = now_ms();
                 let mut upsert = conn.prepare_cached(
-                    "INSERT INTO tool_actions (tenant_id, tool, action, mutates_state, risk, egress, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    "INSERT INTO tool_actions (tenant_id, tool, action, mutates_state, risk, egress, sensitive, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (tenant_id, tool, action) DO UPDATE
                      SET mutates_state = excluded.mutates_state, risk = excluded.risk, egress = excluded.egress,
-                         updated_at = excluded.updated_at",
+                         sensitive = excluded.sensitive, updated_at = excluded.updated_at",
                 )?;
                 for a in &actions {
-                    upsert.execute(params![tenant.as_str(), tool, a.action, a.mutates_state, a.risk.as_str(), a.egress, at])?;
+                    upsert.execute(params![tenant.as_str(), tool, a.action, a.mutates_state, a.risk.as_str(), a.egress, a.sensitive, at])?;
                 }
                 append_event(
                     conn,
@@ -737,7 +740,6 @@ impl Store for SqliteStore {
                     None,
                     Some(&tool),
                     &serde_json::json!({"tool": tool, "actions": actions}),
-                    at,
                 )?;
                 Ok(())
             })
@@ -748,7 +750,7 @@ impl Store for SqliteStore {
         let tenant = tenant.clone();
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT tool, action, mutates_state, risk, egress FROM tool_actions WHERE tenant_id = ?1 ORDER BY tool, action",
+                "SELECT tool, action, mutates_state, risk, egress, sensitive FROM tool_actions WHERE tenant_id = ?1 ORDER BY tool, action",
             )?
             .query_map([tenant.as_str()], |row| {
                 Ok((
@@ -757,13 +759,14 @@ impl Store for SqliteStore {
                     row.get::<_, bool>(2)?,
                     row.get::<_, String>(3)?,
                     row.get::<_, bool>(4)?,
+                    row.get::<_, bool>(5)?,
                 ))
             })?
             .map(|row| {
-                let (tool, action, mutates_state, risk, egress) = row?;
+                let (tool, action, mutates_state, risk, egress, sensitive) = row?;
                 Ok(RegisteredToolAction {
                     tool,
-                    action: ToolAction { action, mutates_state, risk: parse_column(&risk)?, egress },
+                    action: ToolAction { action, mutates_state, risk: parse_column(&risk)?, egress, sensitive },
                 })
             })
             .collect()
@@ -814,8 +817,7 @@ impl Store for SqliteStore {
                     None,
                     Some(&policy.id),
                     &serde_json::json!({"policy_id": policy.id, "actor": actor, "sha256": sha256_hex(policy.text.as_bytes())}),
-                    at,
-                )?;
+)?;
                 Ok(!existed)
             })
             .await
@@ -844,7 +846,6 @@ impl Store for SqliteStore {
                     None,
                     Some(&policy_id),
                     &serde_json::json!({"policy_id": policy_id, "actor": actor}),
-                    now_ms(),
                 )?;
                 Ok(())
             })
@@ -1009,7 +1010,6 @@ impl Store for SqliteStore {
                     agent_id.as_deref(),
                     None,
                     &payload,
-                    now_ms(),
                 )
             })
             .await
@@ -1100,25 +1100,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn latest_incident(
-        &self,
-        tenant: &TenantId,
-        agent_id: &str,
-        kind: &str,
-    ) -> StoreResult<Option<String>> {
-        let (tenant, agent_id, kind) = (tenant.clone(), agent_id.to_owned(), kind.to_owned());
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT id FROM incidents WHERE tenant_id = ?1 AND agent_id = ?2 AND kind = ?3
-                     ORDER BY event_seq DESC LIMIT 1",
-                )?
-                .query_row(params![tenant.as_str(), agent_id, kind], |row| row.get(0))
-                .optional()?)
-        })
-        .await
-    }
-
     async fn step_incident(
         &self,
         tenant: &TenantId,
@@ -1171,6 +1152,28 @@ impl Store for SqliteStore {
                     params![deny_storm.threshold, deny_storm.window_secs, tenant.as_str()],
                 )?;
                 settings_changed(conn, &tenant, serde_json::json!({"deny_storm": deny_storm, "actor": actor}))
+            })
+            .await
+    }
+
+    async fn set_exfiltration_reads(
+        &self,
+        tenant: &TenantId,
+        reads: ExfiltrationReads,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        let (tenant, actor) = (tenant.clone(), actor.to_owned());
+        self.writer()?
+            .write(move |conn, _| {
+                conn.execute(
+                    "UPDATE tenants SET exfiltration_reads = ?1 WHERE id = ?2",
+                    params![reads.as_str(), tenant.as_str()],
+                )?;
+                settings_changed(
+                    conn,
+                    &tenant,
+                    serde_json::json!({"exfiltration_reads": reads, "actor": actor}),
+                )
             })
             .await
     }

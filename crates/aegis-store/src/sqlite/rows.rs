@@ -1,6 +1,7 @@
 //! Column lists and row mappers, one per stored type.
 
 use crate::*;
+use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::receipt::{Checkpoint, CheckpointBody, RECEIPT_SCHEMA_VERSION};
 use rusqlite::Row;
 use rusqlite::types::Type;
@@ -8,7 +9,7 @@ use std::str::FromStr;
 use subtle::ConstantTimeEq;
 
 pub(crate) const TENANT_COLUMNS: &str = "id, denial_threshold, escalation_window_minutes, created_at, \
-     soc_autonomy_level, deny_storm_n, deny_storm_window_secs";
+     soc_autonomy_level, deny_storm_n, deny_storm_window_secs, exfiltration_reads";
 pub(crate) const INCIDENT_COLUMNS: &str = "id, tenant_id, kind, severity, status, agent_id, summary, \
      recommended_action, opened_at, updated_at, acknowledged_at, acknowledged_by, closed_at, closed_by, \
      close_reason, event_seq, (SELECT COUNT(*) FROM incident_evidence e WHERE e.incident_id = incidents.id)";
@@ -77,6 +78,19 @@ pub(super) fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantSettings>
             threshold: row.get(5)?,
             window_secs: row.get(6)?,
         },
+        exfiltration_reads: row
+            .get::<_, Option<String>>(7)?
+            .map(|reads| {
+                reads.parse().map_err(|_| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        7,
+                        Type::Text,
+                        format!("exfiltration reads {reads:?}").into(),
+                    )
+                })
+            })
+            .transpose()?
+            .unwrap_or(ExfiltrationReads::Sensitive),
     })
 }
 

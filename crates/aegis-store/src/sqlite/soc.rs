@@ -42,6 +42,25 @@ pub(super) fn apply_batch(
             conn.prepare_cached("UPDATE incidents SET updated_at = ?1 WHERE id = ?2")?
                 .execute(params![now, append.incident_id])?;
         }
+        if let Some(reason) = &append.recontain {
+            let open_for: Option<String> = conn
+                .prepare_cached(
+                    "SELECT agent_id FROM incidents WHERE tenant_id = ?1 AND id = ?2 AND status <> 'closed'",
+                )?
+                .query_row(
+                    params![append.tenant_id.as_str(), append.incident_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(agent_id) = open_for {
+                let target = IncidentTarget {
+                    tenant_id: append.tenant_id.as_str(),
+                    incident_id: &append.incident_id,
+                    agent_id: &agent_id,
+                };
+                freeze_if_active(conn, &target, reason, now, &mut applied)?;
+            }
+        }
     }
     let mut save_state = conn.prepare_cached(
         "INSERT INTO correlator_state (tenant_id, agent_id, state) VALUES (?1, ?2, ?3)
@@ -85,7 +104,6 @@ fn insert_alert(conn: &Connection, alert: &NewAlert) -> StoreResult<()> {
         alert.agent_id.as_deref(),
         Some(&alert.id),
         &records::alert_event(alert),
-        alert.created_at_ms,
     )?;
     conn.prepare_cached("UPDATE alerts SET event_seq = ?1 WHERE id = ?2")?
         .execute(params![seq, alert.id])?;
@@ -136,34 +154,18 @@ fn open_incident(
         Some(&incident.agent_id),
         Some(&incident.id),
         &records::incident_opened_event(incident),
-        incident.opened_at_ms,
     )?;
     conn.prepare_cached("UPDATE incidents SET event_seq = ?1 WHERE id = ?2")?
         .execute(params![seq, incident.id])?;
 
     let at = incident.opened_at_ms;
     if let Some(reason) = &incident.response.freeze {
-        let agent = load_agent(conn, tenant_id, &incident.agent_id)?;
-        if agent.status == AgentStatus::Active {
-            let change = AgentChange {
-                kind: AgentChangeKind::Freeze {
-                    reason: reason.clone(),
-                },
-                actor: RESPONSE_ENGINE.into(),
-                at_ms: at,
-            };
-            let frozen = change_agent_tx(conn, tenant_id, &agent.id, &change)?;
-            record_response(
-                conn,
-                incident,
-                "freeze",
-                "automatic",
-                RESPONSE_ENGINE,
-                reason,
-                at,
-            )?;
-            applied.agents_changed.push(frozen);
-        }
+        let target = IncidentTarget {
+            tenant_id,
+            incident_id: &incident.id,
+            agent_id: &incident.agent_id,
+        };
+        freeze_if_active(conn, &target, reason, at, applied)?;
     }
     if let Some(tier) = incident.response.raise_risk_tier {
         let agent = load_agent(conn, tenant_id, &incident.agent_id)?;
@@ -191,6 +193,49 @@ fn open_incident(
         }
     }
     Ok(true)
+}
+
+/// An incident and its agent, as an automatic response names them.
+struct IncidentTarget<'a> {
+    tenant_id: &'a str,
+    incident_id: &'a str,
+    agent_id: &'a str,
+}
+
+/// The automatic freeze of an incident's response: applied to the agent as it is now, so
+/// only an active agent is frozen (and the response recorded).
+fn freeze_if_active(
+    conn: &Connection,
+    target: &IncidentTarget<'_>,
+    reason: &str,
+    at: i64,
+    applied: &mut SocApplied,
+) -> StoreResult<()> {
+    let agent = load_agent(conn, target.tenant_id, target.agent_id)?;
+    if agent.status != AgentStatus::Active {
+        return Ok(());
+    }
+    let change = AgentChange {
+        kind: AgentChangeKind::Freeze {
+            reason: reason.to_owned(),
+        },
+        actor: RESPONSE_ENGINE.into(),
+        at_ms: at,
+    };
+    let frozen = change_agent_tx(conn, target.tenant_id, &agent.id, &change)?;
+    insert_response(
+        conn,
+        target.tenant_id,
+        target.incident_id,
+        target.agent_id,
+        "freeze",
+        "automatic",
+        RESPONSE_ENGINE,
+        reason,
+        at,
+    )?;
+    applied.agents_changed.push(frozen);
+    Ok(())
 }
 
 fn record_response(
@@ -235,7 +280,6 @@ fn insert_response(
         Some(agent_id),
         Some(&id),
         &records::response_event(&id, incident_id, action, mode, actor, detail),
-        at,
     )?;
     conn.prepare_cached(
         "INSERT INTO response_actions (id, tenant_id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at)
@@ -394,7 +438,6 @@ pub(super) fn step_incident(
             Some(&incident.agent_id),
             Some(incident_id),
             &payload,
-            now,
         )?;
     }
     if let Some(recommended) = recommendation {
