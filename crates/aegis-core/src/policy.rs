@@ -577,7 +577,7 @@ when { context has target && context.target like "payments*" };"#
             call.risk = risk;
             call.registered = registered;
             let outcome = engine.evaluate(&call);
-            if mutates && trust >= SourceTrust::UntrustedExternal {
+            if mutates && trust.is_unvouched() {
                 prop_assert_eq!(outcome.verdict, Verdict::Deny);
             }
             if !registered {
