@@ -880,3 +880,62 @@ store_test!(async fn health_readiness_openapi_and_unknown_routes(backend) {
     .await;
     assert!(error.get("field").is_none());
 });
+
+// The audit's payloads: a policy nested 200 parentheses or 150 `&&` deep overflowed the
+// worker's stack inside Cedar's parser and aborted the process for every tenant.
+store_test!(async fn policies_nested_too_deep_are_refused_and_the_gateway_keeps_answering(backend) {
+    use aegis_core::policy::{MAX_POLICY_DEPTH, MAX_POLICY_NESTING};
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    let policy = |condition: String| format!("permit (principal, action, resource) when {{ {condition} }};");
+    let parentheses = policy(format!("{}true{}", "(".repeat(200), ")".repeat(200)));
+    let nested_and = policy(format!("{}true{}", "(true && ".repeat(150), ")".repeat(150)));
+    let chained_and = policy(vec!["true"; 151].join(" && "));
+
+    for (text, limit) in [
+        (&parentheses, MAX_POLICY_NESTING),
+        (&nested_and, MAX_POLICY_NESTING),
+        (&chained_and, MAX_POLICY_DEPTH),
+    ] {
+        let refusals = [
+            app.post(&f.admin, "/v1/policies", json!({"id": "hostile", "text": text})).await,
+            app.put(&f.admin, "/v1/policies/hostile", json!({"text": text})).await,
+        ];
+        for response in refusals {
+            let error = expect_error(response, StatusCode::BAD_REQUEST, "invalid_policy").await;
+            assert_eq!(error["field"], "text");
+            let message = error["message"].as_str().unwrap();
+            assert!(message.contains(&format!("the limit is {limit}")), "{message}");
+            assert!(message.contains("(at 1:"), "{message}");
+        }
+        // Still up, still deciding.
+        expect_json(app.get("", "/healthz").await, StatusCode::OK).await;
+        app.decide(&f.token, "github", "get_file", "trusted_internal_signed", false).await;
+    }
+    let list = expect_json(app.get(&f.admin, "/v1/policies").await, StatusCode::OK).await;
+    assert_eq!(list, json!([]), "nothing refused was stored");
+
+    // Deep but within the limits: stored, compiled and evaluated on the server's workers.
+    // The `when { … }` braces are the first bracket level; each level below costs its
+    // bracket and its `&&`; the chain inside takes what depth is left.
+    let brackets = MAX_POLICY_NESTING - 1;
+    let chain = MAX_POLICY_DEPTH - 2 * MAX_POLICY_NESTING - 4;
+    let deep = format!(
+        "@reason(\"deep\")\nforbid (principal, action, resource) when {{ {}context.mutates_state{}{} }};",
+        "(true && ".repeat(brackets),
+        " && context.mutates_state".repeat(chain),
+        ")".repeat(brackets),
+    );
+    expect_json(
+        app.put(&f.admin, "/v1/policies/deep", json!({"text": deep})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let denied = expect_decision(
+        app.authorize(&f.token, "github", "merge_pull_request", "trusted_internal_signed", true).await,
+        "deny",
+    )
+    .await;
+    assert_eq!(denied["reason"], "deep");
+    app.decide(&f.token, "github", "get_file", "trusted_internal_signed", false).await;
+});
