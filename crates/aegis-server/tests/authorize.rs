@@ -946,3 +946,54 @@ store_test!(async fn authorize_needs_a_valid_agent_token(backend) {
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM decisions", &[]).await, 0);
 });
+
+// `parameters` is canonicalised (RFC 8785) by recursion; its depth is bounded by the JSON
+// parser's limit of 127 nested arrays or objects, which the server's workers handle.
+store_test!(async fn parameters_nested_to_the_parser_limit_hash_and_deeper_are_refused(backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    // The body, `tool_call` and `parameters` are three levels; `arrays` more inside.
+    let body = |arrays: usize| {
+        let nested = format!("{}1{}", "[".repeat(arrays), "]".repeat(arrays));
+        let text = format!(
+            "{{\"tool_call\": {{\"tool\": \"github\", \"action\": \"get_file\", \"parameters\": {{\"a\": {nested}}}}}, \
+             \"context\": {{\"source_trust\": \"trusted_internal_signed\"}}}}"
+        );
+        (text, format!("{{\"a\": {nested}}}"))
+    };
+
+    let (deepest, parameters) = body(124);
+    let allowed = expect_decision(
+        app.request(reqwest::Method::POST, "/v1/authorize", &f.token)
+            .body(deepest)
+            .send()
+            .await
+            .expect("POST"),
+        "allow",
+    )
+    .await;
+    let parameters: Value = serde_json::from_str(&parameters).unwrap();
+    let expected = ActionRef {
+        tool: "github",
+        action: "get_file",
+        resource: None,
+        mutates_state: false,
+        parameters: Some(&parameters),
+    }
+    .hash()
+    .unwrap();
+    assert_eq!(allowed["action_hash"], expected.as_str());
+
+    let (too_deep, _) = body(125);
+    let error = expect_error(
+        app.request(reqwest::Method::POST, "/v1/authorize", &f.token)
+            .body(too_deep)
+            .send()
+            .await
+            .expect("POST"),
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    )
+    .await;
+    assert!(error["message"].as_str().unwrap().contains("recursion limit"), "{error}");
+});

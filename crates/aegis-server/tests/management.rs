@@ -939,3 +939,58 @@ store_test!(async fn policies_nested_too_deep_are_refused_and_the_gateway_keeps_
     assert_eq!(denied["reason"], "deep");
     app.decide(&f.token, "github", "get_file", "trusted_internal_signed", false).await;
 });
+
+// A body nested far deeper than anything recurses on: every operation that takes a body
+// answers it without a server error and the gateway keeps answering. Where a body field is a
+// JSON value (`parameters`), serde_json's recursion limit refuses it (see
+// `authorize.rs::parameters_nested_to_the_parser_limit_hash_and_deeper_are_refused`); fields
+// nobody reads are skipped by serde_json without recursion.
+store_test!(async fn every_body_survives_deeply_nested_json(backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    // Operations on `{id}` act on another agent: an all-optional body may be accepted.
+    let (other_agent, _) = app.create_agent(&f.admin, "other").await;
+    // Sent as text: a value this deep would overflow the test's own stack.
+    let depth = 50_000;
+    let array = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let objects = format!("{}1{}", "{\"a\": ".repeat(depth), "}".repeat(depth));
+    let bodies = [
+        (array, true),
+        (format!("{{\"unread\": {objects}}}"), false),
+        (format!("{{\"tool_call\": {{\"tool\": \"github\", \"action\": \"get_file\", \"parameters\": {objects}}}}}"), false),
+    ];
+
+    let openapi = expect_json(app.get("", "/openapi.json").await, StatusCode::OK).await;
+    let mut checked = Vec::new();
+    for (path, operations) in openapi["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            if operation.get("requestBody").is_none() {
+                continue;
+            }
+            let credential = if operation["security"][0].get("agent_token").is_some() {
+                &f.token
+            } else {
+                &f.admin
+            };
+            let path = path.replace("{id}", &other_agent);
+            for (body, refused) in &bodies {
+                let response = app
+                    .request(method.to_uppercase().parse().unwrap(), &path, credential)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("request");
+                let status = response.status();
+                assert!(!status.is_server_error(), "{method} {path} answered {status}");
+                if *refused {
+                    assert!(status.is_client_error(), "{method} {path} answered {status}");
+                }
+            }
+            checked.push(path);
+        }
+    }
+    assert!(checked.len() >= 15, "bodies checked: {checked:?}");
+    assert!(checked.contains(&"/v1/authorize".to_owned()));
+    expect_json(app.get("", "/healthz").await, StatusCode::OK).await;
+    app.decide(&f.token, "github", "get_file", "trusted_internal_signed", false).await;
+});
