@@ -138,13 +138,10 @@ pub async fn authorize(
         .tenants
         .get(state.store.as_ref(), &agent.tenant_id)
         .await?;
+    let claimed_trust = request.context.source_trust.unwrap_or(SourceTrust::Unknown);
     let source_trust = match trace.and_then(|t| t.root_trust_level) {
-        Some(root) => request
-            .context
-            .source_trust
-            .unwrap_or(SourceTrust::Unknown)
-            .tighten(root),
-        None => request.context.source_trust.unwrap_or(SourceTrust::Unknown),
+        Some(root) => claimed_trust.tighten(root),
+        None => claimed_trust,
     };
     let registered = tenant
         .tools
