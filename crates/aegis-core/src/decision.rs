@@ -58,7 +58,8 @@ pub struct DecisionOutcome {
 }
 
 /// Risk score 0–100: the action's intrinsic risk, raised by writes, by less trusted sources
-/// and by the agent's risk tier. Unregistered actions count as high risk.
+/// (in the order of [`SourceTrust::distrust_rank`]) and by the agent's risk tier.
+/// Unregistered actions count as high risk.
 pub fn risk_score(risk: ActionRisk, mutates_state: bool, trust: SourceTrust, tier: RiskTier) -> u8 {
     let base = match risk {
         ActionRisk::Low => 10,
@@ -71,9 +72,9 @@ pub fn risk_score(risk: ActionRisk, mutates_state: bool, trust: SourceTrust, tie
         SourceTrust::TrustedInternalSigned => 0,
         SourceTrust::TrustedInternalUnsigned => 3,
         SourceTrust::SemiTrustedCustomer => 10,
+        SourceTrust::Unknown => 15,
         SourceTrust::UntrustedExternal => 20,
         SourceTrust::MaliciousSuspected => 35,
-        SourceTrust::Unknown => 15,
     };
     let tier = match tier {
         RiskTier::Low => 0,
@@ -235,6 +236,25 @@ mod tests {
             let malicious = risk_score(risk, mutates, SourceTrust::MaliciousSuspected, tier);
             prop_assert!(signed <= malicious && malicious <= 100);
             prop_assert!(risk_score(risk, false, SourceTrust::Unknown, tier) <= risk_score(risk, true, SourceTrust::Unknown, tier));
+        }
+
+        #[test]
+        fn a_less_trusted_source_never_lowers_the_risk_score(
+            risk in prop::sample::select(ActionRisk::ALL),
+            mutates in any::<bool>(),
+            tier in prop::sample::select(RiskTier::ALL),
+            a in prop::sample::select(SourceTrust::ALL),
+            b in prop::sample::select(SourceTrust::ALL),
+        ) {
+            let score = |trust| risk_score(risk, mutates, trust, tier);
+            if a.distrust_rank() < b.distrust_rank() {
+                prop_assert!(score(a) <= score(b), "{a} scores {} and {b} {}", score(a), score(b));
+                // Below the cap, every step down in trust raises the score.
+                let uncapped = |trust| risk_score(ActionRisk::Low, false, trust, RiskTier::Low);
+                prop_assert!(uncapped(a) < uncapped(b));
+            }
+            // So tightening a call's trust never lowers its score either.
+            prop_assert!(score(a.tighten(b)) >= score(a).max(score(b)));
         }
 
         #[test]

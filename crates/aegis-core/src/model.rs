@@ -5,10 +5,19 @@
 
 /// Declares a closed string enum with its wire spelling, `Display` and `FromStr`.
 /// Used for every enum of the vocabulary, here and in `correlate.rs`.
+///
+/// The enum is ordered by declaration (`Ord`), unless it starts with `unordered`: an enum
+/// whose order carries security meaning defines it explicitly instead (see [`SourceTrust`]).
 macro_rules! wire_enum {
+    (unordered $(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $crate::model::wire_enum!(@define [] $(#[$meta])* $name { $($variant => $text),+ });
+    };
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $crate::model::wire_enum!(@define [PartialOrd, Ord] $(#[$meta])* $name { $($variant => $text),+ });
+    };
+    (@define [$($order:ident),*] $(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, $($order,)* ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema)]
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
         }
@@ -59,21 +68,52 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// Provenance of the content that triggered a tool call, most to least trusted.
+    unordered
+    /// Provenance of the content that triggered a tool call. Deliberately not `Ord`: the
+    /// trust order is [`SourceTrust::distrust_rank`], never the declaration order.
     SourceTrust {
         TrustedInternalSigned => "trusted_internal_signed",
         TrustedInternalUnsigned => "trusted_internal_unsigned",
         SemiTrustedCustomer => "semi_trusted_customer",
+        Unknown => "unknown",
         UntrustedExternal => "untrusted_external",
         MaliciousSuspected => "malicious_suspected",
-        Unknown => "unknown",
     }
 }
 
 impl SourceTrust {
+    /// The trust order: 0 is the most trusted source, higher ranks are trusted less.
+    ///
+    /// `unknown` (no claim) ranks below every vouched-for source and above every source
+    /// known to be bad. Trust needs every hop to vouch for the content, so a hop nobody
+    /// vouched for takes a run's trusted or semi-trusted claim away; but a missing claim must
+    /// never hide a known-bad one, so `untrusted_external` and `malicious_suspected` survive
+    /// any `unknown` hop (a policy that forbids them cannot be sidestepped by leaving the
+    /// claim out). `malicious_suspected`, a positive detection, is trusted least of all.
+    pub const fn distrust_rank(self) -> u8 {
+        match self {
+            SourceTrust::TrustedInternalSigned => 0,
+            SourceTrust::TrustedInternalUnsigned => 1,
+            SourceTrust::SemiTrustedCustomer => 2,
+            SourceTrust::Unknown => 3,
+            SourceTrust::UntrustedExternal => 4,
+            SourceTrust::MaliciousSuspected => 5,
+        }
+    }
+
     /// The less trusted of two sources: a multi-hop run can only tighten trust.
-    pub fn tighten(self, other: SourceTrust) -> SourceTrust {
-        self.max(other)
+    pub const fn tighten(self, other: SourceTrust) -> SourceTrust {
+        if other.distrust_rank() > self.distrust_rank() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// Whether nobody vouched for the content: `unknown`, `untrusted_external` or
+    /// `malicious_suspected` (the default pack denies writes driven by these).
+    pub const fn is_unvouched(self) -> bool {
+        self.distrust_rank() >= SourceTrust::Unknown.distrust_rank()
     }
 }
 
@@ -149,6 +189,56 @@ mod tests {
             MaliciousSuspected.tighten(TrustedInternalSigned),
             MaliciousSuspected
         );
+        // The audit's bypass: a suspected-malicious root over a hop without a claim.
+        assert_eq!(MaliciousSuspected.tighten(Unknown), MaliciousSuspected);
+        assert_eq!(Unknown.tighten(MaliciousSuspected), MaliciousSuspected);
+        assert_eq!(Unknown.tighten(UntrustedExternal), UntrustedExternal);
+        assert_eq!(TrustedInternalSigned.tighten(Unknown), Unknown);
+        assert_eq!(SemiTrustedCustomer.tighten(Unknown), Unknown);
+    }
+
+    #[test]
+    fn the_trust_order_is_explicit_and_total() {
+        use SourceTrust::*;
+        let by_rank = [
+            TrustedInternalSigned,
+            TrustedInternalUnsigned,
+            SemiTrustedCustomer,
+            Unknown,
+            UntrustedExternal,
+            MaliciousSuspected,
+        ];
+        let ranks: Vec<u8> = by_rank.iter().map(|t| t.distrust_rank()).collect();
+        assert_eq!(ranks, vec![0, 1, 2, 3, 4, 5], "one rank per level, no ties");
+        assert_eq!(SourceTrust::ALL.len(), by_rank.len());
+        let unvouched: Vec<SourceTrust> =
+            by_rank.into_iter().filter(|t| t.is_unvouched()).collect();
+        assert_eq!(
+            unvouched,
+            vec![Unknown, UntrustedExternal, MaliciousSuspected]
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn tightening_never_trusts_more_than_either_input(
+            a in proptest::sample::select(SourceTrust::ALL),
+            b in proptest::sample::select(SourceTrust::ALL),
+            c in proptest::sample::select(SourceTrust::ALL),
+        ) {
+            let t = a.tighten(b);
+            proptest::prop_assert!(t == a || t == b, "the result is one of the inputs");
+            proptest::prop_assert!(t.distrust_rank() >= a.distrust_rank());
+            proptest::prop_assert!(t.distrust_rank() >= b.distrust_rank());
+            proptest::prop_assert_eq!(t, b.tighten(a), "commutative");
+            proptest::prop_assert_eq!(a.tighten(b).tighten(c), a.tighten(b.tighten(c)), "associative");
+            proptest::prop_assert_eq!(a.tighten(a), a, "idempotent");
+            proptest::prop_assert_eq!(a.tighten(SourceTrust::TrustedInternalSigned), a, "the most trusted level is neutral");
+            proptest::prop_assert_eq!(a.tighten(SourceTrust::MaliciousSuspected), SourceTrust::MaliciousSuspected, "the least trusted level absorbs");
+            if a.is_unvouched() || b.is_unvouched() {
+                proptest::prop_assert!(t.is_unvouched(), "no hop can vouch for content another hop did not");
+            }
+        }
     }
 
     #[test]

@@ -19,6 +19,9 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::LazyLock;
 
+mod limits;
+pub use limits::{MAX_POLICY_BYTES, MAX_POLICY_DEPTH, MAX_POLICY_NESTING};
+
 /// The Cedar schema every policy is validated against.
 pub const SCHEMA_TEXT: &str = include_str!("../policies/aegis.cedarschema");
 /// The default policy pack.
@@ -82,6 +85,18 @@ pub struct PolicyDocument {
 /// A policy that was refused, with where in its text the problem is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
+    /// The policy id is not acceptable ([`validate_policy_id`]).
+    #[error("policy id: {0}")]
+    InvalidId(String),
+    /// The text is larger or nested deeper than Cedar may safely parse
+    /// ([`MAX_POLICY_BYTES`], [`MAX_POLICY_NESTING`], [`MAX_POLICY_DEPTH`]).
+    #[error("{message}{}", location_suffix(.location))]
+    OverLimit {
+        message: String,
+        /// `line:column` (1-based) where the limit was exceeded.
+        location: Option<String>,
+    },
+    /// The text does not parse, or does not validate against the schema.
     #[error("{message}{}", location_suffix(.location))]
     Invalid {
         message: String,
@@ -90,14 +105,25 @@ pub enum PolicyError {
     },
 }
 
-fn location_suffix(location: &Option<String>) -> String {
-    location
-        .as_ref()
-        .map(|l| format!(" (at {l})"))
-        .unwrap_or_default()
-}
-
 impl PolicyError {
+    /// The field of a policy document at fault: `id` or `text`.
+    pub fn field(&self) -> &'static str {
+        match self {
+            PolicyError::InvalidId(_) => "id",
+            PolicyError::OverLimit { .. } | PolicyError::Invalid { .. } => "text",
+        }
+    }
+
+    /// `line:column` (1-based) in the policy text, when known.
+    pub fn location(&self) -> Option<&str> {
+        match self {
+            PolicyError::InvalidId(_) => None,
+            PolicyError::OverLimit { location, .. } | PolicyError::Invalid { location, .. } => {
+                location.as_deref()
+            }
+        }
+    }
+
     fn parse(text: &str, error: &dyn miette::Diagnostic) -> Self {
         let location = error
             .labels()
@@ -109,6 +135,13 @@ impl PolicyError {
         };
         PolicyError::Invalid { message, location }
     }
+}
+
+fn location_suffix(location: &Option<String>) -> String {
+    location
+        .as_ref()
+        .map(|l| format!(" (at {l})"))
+        .unwrap_or_default()
 }
 
 fn line_column(text: &str, offset: usize) -> String {
@@ -324,10 +357,8 @@ fn duplicate_id(error: cedar_policy::PolicySetError) -> PolicyError {
 }
 
 fn parse_tenant_policy(doc: &PolicyDocument) -> Result<Policy, PolicyError> {
-    validate_policy_id(&doc.id).map_err(|message| PolicyError::Invalid {
-        message: format!("policy id: {message}"),
-        location: None,
-    })?;
+    validate_policy_id(&doc.id).map_err(PolicyError::InvalidId)?;
+    limits::check_policy_text(&doc.text)?;
     let set = PolicySet::from_str(&doc.text).map_err(|e| PolicyError::parse(&doc.text, &e))?;
     let mut policies = set.policies();
     let (Some(policy), None) = (policies.next(), policies.next()) else {
@@ -527,9 +558,9 @@ when { context has target && context.target like "payments*" };"#
                 .into(),
         }])
         .unwrap_err();
-        let PolicyError::Invalid { location, .. } = &parse;
+        assert!(matches!(parse, PolicyError::Invalid { .. }), "{parse:?}");
         assert_eq!(
-            location.as_deref().map(|l| l.starts_with("2:")),
+            parse.location().map(|l| l.starts_with("2:")),
             Some(true),
             "{parse}"
         );
@@ -540,15 +571,16 @@ when { context has target && context.target like "payments*" };"#
                 .into(),
         }])
         .unwrap_err();
-        let PolicyError::Invalid { location, message } = &invalid;
-        assert!(location.is_some(), "{message}");
+        assert!(invalid.location().is_some(), "{invalid}");
+        assert_eq!(invalid.field(), "text");
 
         for bad_id in ["", "aegis-allow-reads", "has space"] {
             let doc = PolicyDocument {
                 id: bad_id.into(),
                 text: "permit (principal, action, resource);".into(),
             };
-            assert!(PolicyEngine::compile(&[doc]).is_err(), "id {bad_id:?}");
+            let error = PolicyEngine::compile(&[doc]).unwrap_err();
+            assert_eq!(error.field(), "id", "id {bad_id:?}: {error}");
         }
         let two = PolicyDocument {
             id: "two".into(),
@@ -577,7 +609,7 @@ when { context has target && context.target like "payments*" };"#
             call.risk = risk;
             call.registered = registered;
             let outcome = engine.evaluate(&call);
-            if mutates && trust >= SourceTrust::UntrustedExternal {
+            if mutates && trust.is_unvouched() {
                 prop_assert_eq!(outcome.verdict, Verdict::Deny);
             }
             if !registered {

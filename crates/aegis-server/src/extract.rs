@@ -60,7 +60,9 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
             // serde_json reports a wrong-typed enum (e.g. a number where a variant name is
             // expected) as a syntax error; if the text is valid JSON, it is a field error.
-            _ if path != "." && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
+            // (Parsed as a `Value`, which keeps the recursion limit: nesting deeper than 127
+            // levels stays a syntax error, where skipping it as `IgnoredAny` would not.)
+            _ if path != "." && serde_json::from_slice::<serde_json::Value>(bytes).is_ok() => {
                 ApiError::invalid_field(path, "has the wrong type or an unknown value")
             }
             _ => ApiError::new(
@@ -146,5 +148,34 @@ mod tests {
         assert_eq!((syntax.status.as_u16(), syntax.code), (400, "invalid_json"));
         let trailing = parse_json::<Outer>(br#"{"tool_call": {"tool": "t"}} x"#).unwrap_err();
         assert_eq!(trailing.status.as_u16(), 400);
+    }
+
+    /// Request JSON is parsed with serde_json's recursion limit (127 nested arrays or
+    /// objects) on, so no JSON value from a request is deeper than that.
+    #[test]
+    fn json_deeper_than_the_recursion_limit_is_refused() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(parse_json::<serde_json::Value>(nested(127).as_bytes()).is_ok());
+        let error = parse_json::<serde_json::Value>(nested(128).as_bytes()).unwrap_err();
+        assert_eq!((error.status.as_u16(), error.code), (400, "invalid_json"));
+        assert!(
+            error.message.contains("recursion limit"),
+            "{}",
+            error.message
+        );
+        // Also below the top level, where a syntax error could pass for a field's type.
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Call {
+            parameters: serde_json::Value,
+        }
+        let body = format!("{{\"parameters\": {}}}", nested(127));
+        let error = parse_json::<Call>(body.as_bytes()).unwrap_err();
+        assert_eq!((error.status.as_u16(), error.code), (400, "invalid_json"));
+        assert!(
+            error.message.contains("recursion limit"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! The database stays the source of truth. Every change made through this process updates
 //! these views right after its commit; changes committed by other replicas reach them through
 //! the event log ([`crate::coherence`]); a view loaded from the database never overwrites a
-//! newer change (see [`AgentDirectory::insert`]).
+//! newer change (see [`AgentDirectory::insert`]). A changed agent is dropped from the
+//! directory, never written into it, so the directory holds only rows read from the database
+//! after their last change.
 
 use crate::live_feed::LiveFeed;
 use aegis_core::decision::RegisteredAction;
@@ -145,28 +147,10 @@ impl AgentDirectory {
         snapshot
     }
 
-    /// Applies a committed change to an agent (status, tier). Revoked agents leave the cache.
-    pub fn update(&self, agent: &Agent) {
-        let mut maps = self.maps.write();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        let Some(hash) = maps.token_of.get(&agent.id).copied() else {
-            return;
-        };
-        if agent.status == aegis_core::model::AgentStatus::Revoked {
-            maps.token_of.remove(&agent.id);
-            maps.by_token.remove(&hash);
-        } else {
-            maps.by_token.insert(
-                hash,
-                Arc::new(AgentSnapshot {
-                    agent: agent.clone(),
-                    token_hash: hash,
-                }),
-            );
-        }
-    }
-
-    /// Forgets an agent's cached token (after rotation the new token is loaded on first use).
+    /// Call after a change to an agent has committed (freeze, unfreeze, revocation, token
+    /// rotation, risk tier): drops its cached entry, so the next request loads the committed
+    /// row. Writing a row in instead could install a stale one: two changes may finish in the
+    /// other order than they committed, and a request's snapshot may predate a freeze.
     pub fn forget(&self, agent_id: &str) {
         let mut maps = self.maps.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -255,4 +239,150 @@ pub async fn load_catalog(store: &dyn Store, tenant: &TenantId) -> StoreResult<T
         );
     }
     Ok(catalog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aegis_core::model::{AgentStatus, RiskTier};
+
+    const TOKEN: SecretHash = [7; 32];
+
+    /// The agent's row in the database after its `version`th change.
+    fn row(status: AgentStatus, risk_tier: RiskTier, version: i64) -> Agent {
+        Agent {
+            id: "agt_1".into(),
+            tenant_id: TenantId::new("acme"),
+            name: "bot".into(),
+            status,
+            status_reason: None,
+            risk_tier,
+            created_at_ms: 0,
+            updated_at_ms: version,
+            cursor: 0,
+        }
+    }
+
+    /// What the next authorize call sees: the cached agent, or the row it loads.
+    fn next_call_sees(directory: &AgentDirectory, database: &Agent) -> Agent {
+        match directory.get(&TOKEN) {
+            Some(cached) => cached.agent.clone(),
+            None => {
+                let generation = directory.generation();
+                directory
+                    .insert(TOKEN, database.clone(), generation)
+                    .agent
+                    .clone()
+            }
+        }
+    }
+
+    /// The audit's race: an authorize call starts from a cached snapshot of the active agent;
+    /// an operator's freeze commits and is applied; then the call's deny commits with a
+    /// risk-tier escalation and the handler applies it. The freeze must hold: before the
+    /// fix the handler wrote its snapshot (active, escalated tier) back into the directory.
+    #[test]
+    fn an_escalation_applied_after_a_freeze_cannot_unfreeze_the_cached_agent() {
+        let directory = AgentDirectory::default();
+        let mut database = row(AgentStatus::Active, RiskTier::Low, 1);
+        let snapshot = next_call_sees(&directory, &database);
+
+        // The freeze commits and is applied, as `routes/agents.rs` applies it.
+        database = row(AgentStatus::Frozen, RiskTier::Low, 2);
+        directory.forget(&database.id);
+        assert_eq!(next_call_sees(&directory, &database), database);
+        // The escalation commits; the handler that started from `snapshot` applies it, as
+        // `routes/authorize.rs` does.
+        database = row(AgentStatus::Frozen, RiskTier::Medium, 3);
+        directory.forget(&snapshot.id);
+
+        assert_eq!(next_call_sees(&directory, &database), database);
+    }
+
+    /// A load that read the database before a change committed may finish after the change
+    /// was applied: it answers its own request but is not cached.
+    #[test]
+    fn a_load_that_started_before_a_change_is_not_cached() {
+        let directory = AgentDirectory::default();
+        let generation = directory.generation();
+        let read_before_the_freeze = row(AgentStatus::Active, RiskTier::Low, 1);
+        directory.forget("agt_1");
+        let served = directory.insert(TOKEN, read_before_the_freeze, generation);
+        assert_eq!(served.agent.status, AgentStatus::Active);
+        assert!(directory.get(&TOKEN).is_none());
+    }
+
+    /// Any interleaving of changes (each committed, then applied to the directory, in
+    /// either order) and loads (each reading the database, then caching what it read): once
+    /// a change has been applied, the directory never shows a row older than that change.
+    #[test]
+    fn every_interleaving_keeps_applied_changes() {
+        #[derive(Debug, Clone, Copy)]
+        enum Step {
+            Commit,
+            ApplyNewest,
+            ApplyOldest,
+            LoadStart,
+            LoadFinish,
+        }
+        const STEPS: [Step; 5] = [
+            Step::Commit,
+            Step::ApplyNewest,
+            Step::ApplyOldest,
+            Step::LoadStart,
+            Step::LoadFinish,
+        ];
+        const LENGTH: u32 = 7;
+        for mut code in 0..STEPS.len().pow(LENGTH) {
+            let directory = AgentDirectory::default();
+            let mut database = row(AgentStatus::Active, RiskTier::Low, 0);
+            let mut unapplied: Vec<i64> = Vec::new();
+            let mut applied = 0;
+            let mut loads: Vec<(u64, Agent)> = Vec::new();
+            let mut trace = Vec::new();
+            for _ in 0..LENGTH {
+                let step = STEPS[code % STEPS.len()];
+                code /= STEPS.len();
+                trace.push(step);
+                match step {
+                    Step::Commit => {
+                        let version = database.updated_at_ms + 1;
+                        let status = if version % 2 == 1 {
+                            AgentStatus::Frozen
+                        } else {
+                            AgentStatus::Active
+                        };
+                        database = Agent {
+                            status,
+                            updated_at_ms: version,
+                            ..database
+                        };
+                        unapplied.push(version);
+                    }
+                    Step::ApplyNewest | Step::ApplyOldest if !unapplied.is_empty() => {
+                        let index = match step {
+                            Step::ApplyNewest => unapplied.len() - 1,
+                            _ => 0,
+                        };
+                        let version = unapplied.remove(index);
+                        directory.forget(&database.id);
+                        applied = applied.max(version);
+                    }
+                    Step::LoadStart => loads.push((directory.generation(), database.clone())),
+                    Step::LoadFinish if !loads.is_empty() => {
+                        let (generation, read) = loads.remove(0);
+                        directory.insert(TOKEN, read, generation);
+                    }
+                    _ => {}
+                }
+                if let Some(cached) = directory.get(&TOKEN) {
+                    assert!(
+                        cached.agent.updated_at_ms >= applied,
+                        "{trace:?}: cached version {} after version {applied} was applied",
+                        cached.agent.updated_at_ms
+                    );
+                }
+            }
+        }
+    }
 }

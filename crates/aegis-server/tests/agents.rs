@@ -575,3 +575,79 @@ store_test!(async fn frozen_denies_count_toward_escalation(backend) {
     assert_eq!(agent["risk_tier"], "medium");
     assert_eq!(agent["status"], "frozen");
 });
+
+// A risk-tier escalation is applied to the agent cache from the committed row, so it can
+// neither undo a freeze nor be lost: the handler used to write back the agent as it was
+// when the request started.
+store_test!(async fn a_freeze_holds_across_risk_tier_escalations(backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    expect_json(
+        app.put(
+            &f.admin,
+            "/v1/tenants/risk-escalation",
+            json!({"denial_threshold": 2, "window_minutes": 60}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let agent = || async {
+        expect_json(
+            app.get(&f.admin, &format!("/v1/agents/{}", f.agent_id)).await,
+            StatusCode::OK,
+        )
+        .await
+    };
+    let untrusted_write = || async {
+        expect_decision(
+            app.authorize(&f.token, "github", "merge_pull_request", "untrusted_external", true)
+                .await,
+            "deny",
+        )
+        .await
+    };
+    let trusted_read = || async {
+        app.authorize(&f.token, "github", "get_file", "trusted_internal_signed", false)
+            .await
+    };
+
+    let before = untrusted_write().await;
+    let escalating = untrusted_write().await;
+    assert_eq!(agent().await["risk_tier"], "medium");
+    // The next call sees the committed tier (medium adds 5 to the score).
+    let after = untrusted_write().await;
+    assert_eq!(before["risk_score"], escalating["risk_score"]);
+    assert_eq!(after["risk_score"].as_u64(), before["risk_score"].as_u64().map(|s| s + 5));
+
+    expect_json(
+        app.post(
+            &f.admin,
+            &format!("/v1/agents/{}/freeze", f.agent_id),
+            json!({"reason": "investigating"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    // This frozen deny is the second since the last step: it escalates to high.
+    let frozen = expect_decision(trusted_read().await, "deny").await;
+    assert_eq!(frozen["matched_policies"], json!(["aegis-agent-frozen"]));
+    let now = agent().await;
+    assert_eq!((now["status"].as_str(), now["risk_tier"].as_str()), (Some("frozen"), Some("high")));
+    let still_frozen = expect_decision(trusted_read().await, "deny").await;
+    assert_eq!(still_frozen["matched_policies"], json!(["aegis-agent-frozen"]));
+
+    expect_json(
+        app.post(&f.admin, &format!("/v1/agents/{}/unfreeze", f.agent_id), json!({})).await,
+        StatusCode::OK,
+    )
+    .await;
+    // Unfrozen at the committed tier: a trusted write now needs approval.
+    expect_decision(
+        app.authorize(&f.token, "github", "merge_pull_request", "trusted_internal_signed", true)
+            .await,
+        "require_approval",
+    )
+    .await;
+});

@@ -946,3 +946,119 @@ store_test!(async fn authorize_needs_a_valid_agent_token(backend) {
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM decisions", &[]).await, 0);
 });
+
+// The audit's bypass: `tighten` took the later of two levels in declaration order, where
+// `unknown` came after `malicious_suspected`, so a suspected-malicious root over a hop
+// without a claim became `unknown` and a tenant's forbid on suspected-malicious content did
+// not apply (allow instead of deny, a medium alert instead of a high one).
+store_test!(async fn a_hop_without_a_claim_cannot_loosen_a_suspected_malicious_root(backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    expect_json(
+        app.put(
+            &f.admin,
+            "/v1/policies/no-malicious",
+            json!({"text": "@reason(\"suspected-malicious content\")\nforbid (principal, action, resource)\nwhen { context.source_trust == \"malicious_suspected\" };"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let read = |context: Value, root: &str| {
+        json!({
+            "tool_call": {"tool": "github", "action": "get_file"},
+            "context": context,
+            "trace": {"run_id": "run-1", "root_trust_level": root},
+        })
+    };
+
+    for context in [json!({}), json!({"source_trust": "unknown"})] {
+        let denied = expect_decision(
+            app.authorize_body(&f.token, read(context.clone(), "malicious_suspected")).await,
+            "deny",
+        )
+        .await;
+        assert_eq!(denied["matched_policies"], json!(["no-malicious"]), "{context}");
+        assert_eq!(denied["reason"], "suspected-malicious content");
+        // A low-risk read scores 10, plus 35 for suspected-malicious content (not 15 for unknown).
+        assert_eq!(denied["risk_score"], 45);
+        assert_eq!(recorded_source_trust(&app, &f.admin, &denied).await, "malicious_suspected");
+    }
+
+    // A known-untrusted root is not hidden by a missing claim either; a missing claim does
+    // take away a trusted root's trust.
+    let untrusted = expect_decision(
+        app.authorize_body(&f.token, read(json!({}), "untrusted_external")).await,
+        "allow",
+    )
+    .await;
+    assert_eq!(recorded_source_trust(&app, &f.admin, &untrusted).await, "untrusted_external");
+    let trusted_root = expect_decision(
+        app.authorize_body(&f.token, read(json!({}), "trusted_internal_signed")).await,
+        "allow",
+    )
+    .await;
+    assert_eq!(recorded_source_trust(&app, &f.admin, &trusted_root).await, "unknown");
+});
+
+/// The source trust recorded with a decision.
+async fn recorded_source_trust(app: &TestApp, admin: &str, decision: &Value) -> String {
+    let id = decision["decision_id"].as_str().unwrap();
+    let record = expect_json(
+        app.get(admin, &format!("/v1/decisions/{id}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    record["source_trust"].as_str().unwrap().to_owned()
+}
+
+// `parameters` is canonicalised (RFC 8785) by recursion; its depth is bounded by the JSON
+// parser's limit of 127 nested arrays or objects, which the server's workers handle.
+store_test!(async fn parameters_nested_to_the_parser_limit_hash_and_deeper_are_refused(backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    // The body, `tool_call` and `parameters` are three levels; `arrays` more inside.
+    let body = |arrays: usize| {
+        let nested = format!("{}1{}", "[".repeat(arrays), "]".repeat(arrays));
+        let text = format!(
+            "{{\"tool_call\": {{\"tool\": \"github\", \"action\": \"get_file\", \"parameters\": {{\"a\": {nested}}}}}, \
+             \"context\": {{\"source_trust\": \"trusted_internal_signed\"}}}}"
+        );
+        (text, format!("{{\"a\": {nested}}}"))
+    };
+
+    let (deepest, parameters) = body(124);
+    let allowed = expect_decision(
+        app.request(reqwest::Method::POST, "/v1/authorize", &f.token)
+            .body(deepest)
+            .send()
+            .await
+            .expect("POST"),
+        "allow",
+    )
+    .await;
+    let parameters: Value = serde_json::from_str(&parameters).unwrap();
+    let expected = ActionRef {
+        tool: "github",
+        action: "get_file",
+        resource: None,
+        mutates_state: false,
+        parameters: Some(&parameters),
+    }
+    .hash()
+    .unwrap();
+    assert_eq!(allowed["action_hash"], expected.as_str());
+
+    let (too_deep, _) = body(125);
+    let error = expect_error(
+        app.request(reqwest::Method::POST, "/v1/authorize", &f.token)
+            .body(too_deep)
+            .send()
+            .await
+            .expect("POST"),
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    )
+    .await;
+    assert!(error["message"].as_str().unwrap().contains("recursion limit"), "{error}");
+});

@@ -880,3 +880,117 @@ store_test!(async fn health_readiness_openapi_and_unknown_routes(backend) {
     .await;
     assert!(error.get("field").is_none());
 });
+
+// The audit's payloads: a policy nested 200 parentheses or 150 `&&` deep overflowed the
+// worker's stack inside Cedar's parser and aborted the process for every tenant.
+store_test!(async fn policies_nested_too_deep_are_refused_and_the_gateway_keeps_answering(backend) {
+    use aegis_core::policy::{MAX_POLICY_DEPTH, MAX_POLICY_NESTING};
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    let policy = |condition: String| format!("permit (principal, action, resource) when {{ {condition} }};");
+    let parentheses = policy(format!("{}true{}", "(".repeat(200), ")".repeat(200)));
+    let nested_and = policy(format!("{}true{}", "(true && ".repeat(150), ")".repeat(150)));
+    let chained_and = policy(vec!["true"; 151].join(" && "));
+
+    for (text, limit) in [
+        (&parentheses, MAX_POLICY_NESTING),
+        (&nested_and, MAX_POLICY_NESTING),
+        (&chained_and, MAX_POLICY_DEPTH),
+    ] {
+        let refusals = [
+            app.post(&f.admin, "/v1/policies", json!({"id": "hostile", "text": text})).await,
+            app.put(&f.admin, "/v1/policies/hostile", json!({"text": text})).await,
+        ];
+        for response in refusals {
+            let error = expect_error(response, StatusCode::BAD_REQUEST, "invalid_policy").await;
+            assert_eq!(error["field"], "text");
+            let message = error["message"].as_str().unwrap();
+            assert!(message.contains(&format!("the limit is {limit}")), "{message}");
+            assert!(message.contains("(at 1:"), "{message}");
+        }
+        // Still up, still deciding.
+        expect_json(app.get("", "/healthz").await, StatusCode::OK).await;
+        app.decide(&f.token, "github", "get_file", "trusted_internal_signed", false).await;
+    }
+    let list = expect_json(app.get(&f.admin, "/v1/policies").await, StatusCode::OK).await;
+    assert_eq!(list, json!([]), "nothing refused was stored");
+
+    // Deep but within the limits: stored, compiled and evaluated on the server's workers.
+    // The `when { … }` braces are the first bracket level; each level below costs its
+    // bracket and its `&&`; the chain inside takes what depth is left.
+    let brackets = MAX_POLICY_NESTING - 1;
+    let chain = MAX_POLICY_DEPTH - 2 * MAX_POLICY_NESTING - 4;
+    let deep = format!(
+        "@reason(\"deep\")\nforbid (principal, action, resource) when {{ {}context.mutates_state{}{} }};",
+        "(true && ".repeat(brackets),
+        " && context.mutates_state".repeat(chain),
+        ")".repeat(brackets),
+    );
+    expect_json(
+        app.put(&f.admin, "/v1/policies/deep", json!({"text": deep})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let denied = expect_decision(
+        app.authorize(&f.token, "github", "merge_pull_request", "trusted_internal_signed", true).await,
+        "deny",
+    )
+    .await;
+    assert_eq!(denied["reason"], "deep");
+    app.decide(&f.token, "github", "get_file", "trusted_internal_signed", false).await;
+});
+
+// A body nested far deeper than anything recurses on: every operation that takes a body
+// answers it without a server error and the gateway keeps answering. Where a body field is a
+// JSON value (`parameters`), serde_json's recursion limit refuses it (see
+// `authorize.rs::parameters_nested_to_the_parser_limit_hash_and_deeper_are_refused`); fields
+// nobody reads are skipped by serde_json without recursion.
+store_test!(async fn every_body_survives_deeply_nested_json(backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    // Operations on `{id}` act on another agent: an all-optional body may be accepted.
+    let (other_agent, _) = app.create_agent(&f.admin, "other").await;
+    // Sent as text: a value this deep would overflow the test's own stack.
+    let depth = 50_000;
+    let array = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let objects = format!("{}1{}", "{\"a\": ".repeat(depth), "}".repeat(depth));
+    let bodies = [
+        (array, true),
+        (format!("{{\"unread\": {objects}}}"), false),
+        (format!("{{\"tool_call\": {{\"tool\": \"github\", \"action\": \"get_file\", \"parameters\": {objects}}}}}"), false),
+    ];
+
+    let openapi = expect_json(app.get("", "/openapi.json").await, StatusCode::OK).await;
+    let mut checked = Vec::new();
+    for (path, operations) in openapi["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            if operation.get("requestBody").is_none() {
+                continue;
+            }
+            let credential = if operation["security"][0].get("agent_token").is_some() {
+                &f.token
+            } else {
+                &f.admin
+            };
+            let path = path.replace("{id}", &other_agent);
+            for (body, refused) in &bodies {
+                let response = app
+                    .request(method.to_uppercase().parse().unwrap(), &path, credential)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("request");
+                let status = response.status();
+                assert!(!status.is_server_error(), "{method} {path} answered {status}");
+                if *refused {
+                    assert!(status.is_client_error(), "{method} {path} answered {status}");
+                }
+            }
+            checked.push(path);
+        }
+    }
+    assert!(checked.len() >= 15, "bodies checked: {checked:?}");
+    assert!(checked.contains(&"/v1/authorize".to_owned()));
+    expect_json(app.get("", "/healthz").await, StatusCode::OK).await;
+    app.decide(&f.token, "github", "get_file", "trusted_internal_signed", false).await;
+});

@@ -37,7 +37,7 @@ pub fn detect_decision(agent_id: &str, d: &DecisionPayload) -> Vec<Detection> {
     if d.decision != Verdict::Deny {
         return found;
     }
-    if d.mutates_state && d.source_trust >= SourceTrust::UntrustedExternal {
+    if d.mutates_state && d.source_trust.is_unvouched() {
         found.push(Detection {
             kind: "untrusted_write_denied",
             severity: if d.source_trust == SourceTrust::MaliciousSuspected {
@@ -134,6 +134,22 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn every_unvouched_source_alerts_and_only_suspected_malice_is_high() {
+        for trust in SourceTrust::ALL.iter().copied() {
+            let found = detect_decision("a", &deny(trust, true, ActionRisk::Low));
+            let expected = match trust {
+                SourceTrust::MaliciousSuspected => vec![Severity::High],
+                SourceTrust::UntrustedExternal | SourceTrust::Unknown => vec![Severity::Medium],
+                SourceTrust::TrustedInternalSigned
+                | SourceTrust::TrustedInternalUnsigned
+                | SourceTrust::SemiTrustedCustomer => vec![],
+            };
+            let severities: Vec<Severity> = found.iter().map(|d| d.severity).collect();
+            assert_eq!(severities, expected, "{trust}");
+        }
     }
 
     #[test]

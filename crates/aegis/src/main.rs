@@ -489,7 +489,7 @@ async fn start_consumers(
     let consumer = Consumer::start(
         Arc::clone(&store),
         args.soc,
-        Arc::new(move |agent| directory_state.agents.update(agent)),
+        Arc::new(move |agent| directory_state.agents.forget(&agent.id)),
     )
     .await
     .context("cannot start the SOC consumer")?;

@@ -258,7 +258,6 @@ async fn change<R>(
     agent_id: &str,
     kind: AgentChangeKind,
 ) -> ApiResult<Agent> {
-    let rotated = matches!(kind, AgentChangeKind::RotateToken { .. });
     let change = AgentChange {
         kind,
         actor: operator.actor(),
@@ -268,10 +267,6 @@ async fn change<R>(
         .store
         .change_agent(&operator.tenant, agent_id, change)
         .await?;
-    if rotated {
-        state.agents.forget(agent_id);
-    } else {
-        state.agents.update(&agent);
-    }
+    state.agents.forget(agent_id);
     Ok(agent)
 }

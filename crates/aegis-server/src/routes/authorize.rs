@@ -138,13 +138,10 @@ pub async fn authorize(
         .tenants
         .get(state.store.as_ref(), &agent.tenant_id)
         .await?;
+    let claimed_trust = request.context.source_trust.unwrap_or(SourceTrust::Unknown);
     let source_trust = match trace.and_then(|t| t.root_trust_level) {
-        Some(root) => request
-            .context
-            .source_trust
-            .unwrap_or(SourceTrust::Unknown)
-            .tighten(root),
-        None => request.context.source_trust.unwrap_or(SourceTrust::Unknown),
+        Some(root) => claimed_trust.tighten(root),
+        None => claimed_trust,
     };
     let registered = tenant
         .tools
@@ -217,10 +214,10 @@ pub async fn authorize(
 
     if let Some(risk_tier) = recorded.escalated_to {
         tracing::info!(agent_id = %agent.id, %risk_tier, "risk tier escalated after repeated denials");
-        // The writer committed the new tier; apply it to the cached agent without a read.
-        let mut escalated = agent.clone();
-        escalated.risk_tier = risk_tier;
-        state.agents.update(&escalated);
+        // The writer committed the new tier. The snapshot this request started from may be
+        // older than a change committed since (a freeze): never write it back; the next call
+        // loads the committed row.
+        state.agents.forget(&agent.id);
     }
 
     Ok(Json(AuthorizeResponse {

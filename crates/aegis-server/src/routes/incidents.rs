@@ -321,7 +321,7 @@ async fn step(
         .step_incident(&operator.tenant, id, step, &operator.actor())
         .await?;
     if let Some(agent) = agent {
-        state.agents.update(&agent);
+        state.agents.forget(&agent.id);
     }
     Ok(Json(detail.into()))
 }

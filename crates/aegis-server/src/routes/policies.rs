@@ -7,9 +7,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::JsonBody;
 use crate::routes::Listed;
 use crate::state::SharedState;
-use aegis_core::policy::{
-    DEFAULT_PACK_TEXT, PolicyDocument, PolicyEngine, PolicyError, SCHEMA_TEXT,
-};
+use aegis_core::policy::{DEFAULT_PACK_TEXT, PolicyDocument, PolicyEngine, SCHEMA_TEXT};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -17,18 +15,18 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::ToSchema;
 
-const MAX_POLICY_BYTES: usize = 64 * 1024;
-
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PolicyBody {
     /// One Cedar policy. `@reason("…")` sets the reason reported with decisions;
     /// `@outcome("require_approval")` on a forbid asks for approval instead of denying.
+    /// A text over 64 KiB or nested deeper than the parser's limits answers 400 naming the limit.
     pub text: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewPolicy {
     pub id: String,
+    /// As in `PolicyBody`.
     pub text: String,
 }
 
@@ -77,7 +75,7 @@ pub async fn policy_schema(_operator: Operator<Viewer>) -> Json<PolicyCatalog> {
 /// Add a policy; 409 if the id exists.
 #[utoipa::path(post, path = "/v1/policies", tag = "policies", request_body = NewPolicy,
     security(("operator_key" = [])),
-    responses((status = 201, body = PolicyView), (status = 400, description = "Does not parse or validate; says where", body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = PolicyView), (status = 400, description = "Does not parse or validate, or is over a size or nesting limit; says where", body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create_policy(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -189,12 +187,6 @@ async fn apply(state: &SharedState, operator: &Operator<Admin>, change: Change) 
     let existed = docs.iter().any(|d| d.id == *id);
     match &change {
         Change::Create(doc) | Change::Put(doc) => {
-            if doc.text.len() > MAX_POLICY_BYTES {
-                return Err(ApiError::invalid_field(
-                    "text",
-                    format!("must be at most {MAX_POLICY_BYTES} bytes"),
-                ));
-            }
             if matches!(change, Change::Create(_)) && existed {
                 return Err(ApiError::conflict(format!(
                     "policy {} already exists",
@@ -211,17 +203,10 @@ async fn apply(state: &SharedState, operator: &Operator<Admin>, change: Change) 
             docs.retain(|d| d.id != *id);
         }
     }
-    let engine = PolicyEngine::compile(&docs).map_err(|error| {
-        let PolicyError::Invalid { message, .. } = &error;
-        let field = if message.starts_with("policy id") {
-            "id"
-        } else {
-            "text"
-        };
-        ApiError {
-            field: Some(field.into()),
-            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", error.to_string())
-        }
+    // Size and nesting limits are checked in the core, before Cedar parses anything.
+    let engine = PolicyEngine::compile(&docs).map_err(|error| ApiError {
+        field: Some(error.field().into()),
+        ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", error.to_string())
     })?;
     match change {
         Change::Create(doc) | Change::Put(doc) => {
