@@ -2,9 +2,7 @@
 //! receipts API and the evidence export check a receipt), the evidence graph builder and the
 //! incident narrative (deterministic, or an optional OpenAI-compatible LLM with fallback).
 
-use aegis_core::receipt::{
-    ChainBreak, Checkpoint, KeyRing, Receipt, decode_public_key, verify_receipt_in_place,
-};
+use aegis_core::receipt::{ChainBreak, Checkpoint, KeyRing, Receipt, verify_receipt_in_place};
 use aegis_core::timestamp::format_millis;
 use aegis_store::{DecisionRecord, IncidentDetail, Store, StoreResult, TenantId};
 use serde::Serialize;
@@ -16,16 +14,7 @@ use std::time::Duration;
 /// per commit batch, so real walks are a batch long.
 const MAX_FORWARD: u64 = 100_000;
 
-/// Every stored public key by key id (keys that do not decode are left out, so checkpoints
-/// they signed fail).
-pub async fn keyring(store: &dyn Store) -> StoreResult<KeyRing> {
-    Ok(store
-        .signing_keys()
-        .await?
-        .into_iter()
-        .filter_map(|k| decode_public_key(&k.public_key).map(|key| (k.key_id, key)))
-        .collect())
-}
+pub use aegis_store::chain::keyring;
 
 /// The first checkpoint at or after `seq`, if any.
 pub async fn covering_checkpoint(
