@@ -215,6 +215,68 @@ async fn the_writer_signs_only_heads_it_wrote(db: Database) {
     assert_eq!(signed, [("globex".into(), 2), ("initech".into(), 1)]);
 }
 
+/// The audit walk names what was changed, from the snapshot it reads.
+async fn audits_name_what_a_database_writer_changed(db: Database) {
+    let store = db.open().await;
+    for n in 1..=3 {
+        store.record_decision(decision("acme", n)).await.unwrap();
+    }
+    let acme = TenantId::new("acme");
+    let keys = keyring(store.as_ref()).await.unwrap();
+    let audit = |walk| {
+        let (store, acme, keys) = (&store, &acme, &keys);
+        async move { store.audit_chain(acme, walk, keys).await.unwrap() }
+    };
+    let whole = audit(ChainWalk::whole()).await;
+    assert_eq!((whole.outcome, whole.checked), (Ok(()), 3));
+    let head = whole.verified_through.unwrap();
+    assert_eq!(head.seq, 3);
+    assert_eq!(audit(ChainWalk::anchor(head.clone())).await.outcome, Ok(()));
+    let mut other = head.clone();
+    other.hash = "00".repeat(32);
+    let brk = audit(ChainWalk::anchor(other)).await.outcome.unwrap_err();
+    assert_eq!(brk.kind, BreakKind::AnchorMismatch { seq: 3 });
+
+    // The newest receipt deleted, its checkpoint left behind.
+    let deleted = db
+        .run(
+            "DELETE FROM receipts WHERE tenant_id = $1 AND seq = 3 RETURNING id",
+            &["acme"],
+        )
+        .await;
+    assert!(deleted.is_some());
+    let beyond = BreakKind::CheckpointMismatch { seq: 3 };
+    assert_eq!(
+        audit(ChainWalk::whole()).await.outcome.unwrap_err().kind,
+        beyond
+    );
+    assert_eq!(
+        audit(ChainWalk::head()).await.outcome.unwrap_err().kind,
+        beyond
+    );
+    let brk = audit(ChainWalk::anchor(head)).await.outcome.unwrap_err();
+    assert_eq!(brk.kind, BreakKind::AnchorMismatch { seq: 3 });
+    drop(store);
+    let store = db.open().await;
+    let refused = store.record_decision(decision("acme", 4)).await;
+    assert!(
+        matches!(refused, Err(StoreError::ChainBroken(_))),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_audits_name_what_a_database_writer_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    audits_name_what_a_database_writer_changed(Database::Sqlite(dir.path().join("aegis.db"))).await;
+}
+
+#[tokio::test]
+async fn postgres_audits_name_what_a_database_writer_changed() {
+    let db = aegis_testdb::FreshDatabase::create().await;
+    audits_name_what_a_database_writer_changed(Database::Postgres(db)).await;
+}
+
 #[tokio::test]
 async fn sqlite_signs_only_heads_it_wrote() {
     let dir = tempfile::tempdir().unwrap();

@@ -297,24 +297,28 @@ async fn verify_on_a_serving_gateway_sees_no_false_break(site: Site) {
     let (_, token) = agent_with_github(&client, &gw, &admin).await;
     authorize(&client, &gw, &token, "trusted_internal_signed").await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let traffic = {
-        let (client, url, token) = (client.clone(), gw.url("/v1/authorize"), token.clone());
-        tokio::spawn(async move {
-            let mut calls = 0;
-            while !*stopped.borrow() {
-                let call = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&merge_call("trusted_internal_signed"))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(call.status(), 200);
-                calls += 1;
-            }
-            calls
+    // Four callers at once, so that commits land while each verification reads.
+    let traffic: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, token) = (client.clone(), gw.url("/v1/authorize"), token.clone());
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                let mut calls = 0;
+                while !*stopped.borrow() {
+                    let call = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&merge_call("trusted_internal_signed"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(call.status(), 200);
+                    calls += 1;
+                }
+                calls
+            })
         })
-    };
+        .collect();
     // Each run reads a chain that grows while it reads; every receipt it sees committed
     // with its checkpoint, so each must verify.
     for _ in 0..8 {
@@ -322,7 +326,9 @@ async fn verify_on_a_serving_gateway_sees_no_false_break(site: Site) {
         assert_verifies(&out);
     }
     stop.send(true).unwrap();
-    assert!(traffic.await.unwrap() > 0);
+    for caller in traffic {
+        assert!(caller.await.unwrap() > 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
