@@ -55,6 +55,30 @@ pub struct Receipt {
     pub hash: String,
 }
 
+/// A position in a chain: receipt `seq` and its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainPoint {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// The last receipt of a stored chain, as a writer or an audit reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub receipt_id: String,
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl ChainHead {
+    pub fn point(&self) -> ChainPoint {
+        ChainPoint {
+            seq: self.seq,
+            hash: self.hash.clone(),
+        }
+    }
+}
+
 /// The signed content of a checkpoint: "the chain of `tenant_id` has head `head_hash` at `seq`".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointBody {
@@ -72,6 +96,16 @@ pub struct Checkpoint {
     #[serde(flatten)]
     pub body: CheckpointBody,
     pub signature: String,
+}
+
+impl Checkpoint {
+    /// The head this checkpoint names.
+    pub fn head(&self) -> ChainPoint {
+        ChainPoint {
+            seq: self.body.seq,
+            hash: self.body.head_hash.clone(),
+        }
+    }
 }
 
 /// Derives the key id from a public key: the first 16 hex digits of its SHA-256.
@@ -149,6 +183,10 @@ pub enum BreakKind {
     CheckpointMismatch { seq: u64 },
     #[error("receipt belongs to tenant {found}, not {expected}")]
     WrongTenant { expected: String, found: String },
+    #[error(
+        "the receipt at seq {seq} is missing or differs from the head this gateway recorded outside the database (anchor)"
+    )]
+    AnchorMismatch { seq: u64 },
 }
 
 /// The first bad receipt of a chain.
@@ -179,17 +217,22 @@ pub fn verify_checkpoint(checkpoint: &Checkpoint, keys: &HashMap<String, Verifyi
 }
 
 /// Incremental verifier of one tenant's chain: feed receipts in `seq` order from the start
-/// (or from a trusted `(seq, hash)` anchor), then [`ChainVerifier::finish`] checks that every
-/// receipt is covered by a valid checkpoint.
+/// (or from an anchor, [`ChainVerifier::anchored_at`]) and the checkpoints of the stretch
+/// walked (all at once to [`ChainVerifier::new`], or page by page with
+/// [`ChainVerifier::add_checkpoints`] before the receipts they name); then
+/// [`ChainVerifier::finish`] checks that the walk ended on a head named by a verified
+/// checkpoint, whose signature then covers every receipt walked through the hash links.
+/// A checkpoint beyond the last receipt walked proves nothing about the receipts before it.
 #[derive(Debug)]
 pub struct ChainVerifier<'k> {
     tenant_id: String,
-    keys: &'k HashMap<String, VerifyingKey>,
-    /// Checkpoints by seq that verified; a receipt at that seq must have that hash.
+    keys: &'k KeyRing,
+    /// Verified checkpoints not yet reached, by seq: the receipt at that seq must have that
+    /// hash.
     checkpoints: HashMap<u64, String>,
-    /// Highest seq that a verified checkpoint covers.
-    covered_through: u64,
     last: Option<(u64, String)>,
+    /// Whether `last` is a signed head: a verified checkpoint named it, or it is the anchor.
+    last_signed: bool,
     last_receipt_id: Option<String>,
     count: u64,
 }
@@ -200,24 +243,33 @@ impl<'k> ChainVerifier<'k> {
     pub fn new<'c>(
         tenant_id: &str,
         checkpoints: impl IntoIterator<Item = &'c Checkpoint>,
-        keys: &'k HashMap<String, VerifyingKey>,
+        keys: &'k KeyRing,
     ) -> Result<Self, ChainBreak> {
         let mut verifier = ChainVerifier {
             tenant_id: tenant_id.to_owned(),
             keys,
             checkpoints: HashMap::new(),
-            covered_through: 0,
             last: None,
+            last_signed: false,
             last_receipt_id: None,
             count: 0,
         };
+        verifier.add_checkpoints(checkpoints)?;
+        Ok(verifier)
+    }
+
+    /// Adds checkpoints of the chain (others' are ignored), each checked against the keys.
+    pub fn add_checkpoints<'c>(
+        &mut self,
+        checkpoints: impl IntoIterator<Item = &'c Checkpoint>,
+    ) -> Result<(), ChainBreak> {
         for checkpoint in checkpoints {
-            if checkpoint.body.tenant_id != tenant_id {
+            if checkpoint.body.tenant_id != self.tenant_id {
                 continue;
             }
-            if !verify_checkpoint(checkpoint, verifier.keys) {
+            if !verify_checkpoint(checkpoint, self.keys) {
                 return Err(ChainBreak {
-                    tenant_id: tenant_id.to_owned(),
+                    tenant_id: self.tenant_id.clone(),
                     receipt_id: String::new(),
                     seq: checkpoint.body.seq,
                     kind: BreakKind::BadCheckpoint {
@@ -226,18 +278,32 @@ impl<'k> ChainVerifier<'k> {
                     },
                 });
             }
-            verifier.covered_through = verifier.covered_through.max(checkpoint.body.seq);
-            verifier
-                .checkpoints
+            self.checkpoints
                 .insert(checkpoint.body.seq, checkpoint.body.head_hash.clone());
         }
-        Ok(verifier)
+        Ok(())
     }
 
-    /// Continues a chain from a receipt already verified earlier.
+    /// Continues a chain from a receipt the caller already holds proven (an earlier walk, a
+    /// range's stored predecessor): the next receipt must be `seq + 1` and link to `hash`.
     pub fn anchored_at(mut self, seq: u64, hash: String) -> Self {
         self.last = Some((seq, hash));
+        self.last_signed = true;
         self
+    }
+
+    /// The last receipt accepted, once the walk has one.
+    pub fn last(&self) -> Option<ChainPoint> {
+        self.last.as_ref().map(|(seq, hash)| ChainPoint {
+            seq: *seq,
+            hash: hash.clone(),
+        })
+    }
+
+    /// Whether the last receipt accepted is a head named by a verified checkpoint (or the
+    /// anchor).
+    pub fn at_signed_head(&self) -> bool {
+        self.last_signed
     }
 
     /// Checks the next receipt: its hash, its link to the previous one and its place in `seq`.
@@ -272,22 +338,25 @@ impl<'k> ChainVerifier<'k> {
         if body.prev_hash != expected_prev {
             return Err(fail(BreakKind::Link));
         }
-        if let Some(head) = self.checkpoints.get(&body.seq)
-            && *head != receipt.hash
-        {
-            return Err(fail(BreakKind::CheckpointMismatch { seq: body.seq }));
-        }
+        let signed = match self.checkpoints.remove(&body.seq) {
+            Some(head) if head != receipt.hash => {
+                return Err(fail(BreakKind::CheckpointMismatch { seq: body.seq }));
+            }
+            Some(_) => true,
+            None => false,
+        };
         self.last = Some((body.seq, receipt.hash.clone()));
+        self.last_signed = signed;
         self.last_receipt_id = Some(body.id.clone());
         self.count += 1;
         Ok(())
     }
 
-    /// Ends the walk: every receipt pushed must be covered by a verified checkpoint.
-    /// Returns the number of receipts checked.
+    /// Ends the walk: it must end on a signed head, so that a checkpoint covers every
+    /// receipt pushed. Returns the number of receipts checked.
     pub fn finish(self) -> Result<u64, ChainBreak> {
         if let Some((seq, _)) = &self.last
-            && *seq > self.covered_through
+            && !self.last_signed
         {
             return Err(ChainBreak {
                 tenant_id: self.tenant_id,
@@ -297,6 +366,54 @@ impl<'k> ChainVerifier<'k> {
             });
         }
         Ok(self.count)
+    }
+}
+
+/// Whether a writer may append to a stored chain: its last receipt (`head`) must be the
+/// head named by its last checkpoint, and that checkpoint must be signed by one of `keys`.
+/// The gateway commits every receipt together with a checkpoint over its chain's new head,
+/// so anything else means the database was changed behind the gateway's back: receipts past
+/// the last checkpoint, a chain without checkpoints, a checkpoint beyond the receipts, or a
+/// forged checkpoint. Signing over such a head would launder the change, so it is a break.
+/// An empty chain without checkpoints is sound.
+pub fn verify_sealed_head(
+    tenant_id: &str,
+    head: Option<&ChainHead>,
+    last_checkpoint: Option<&Checkpoint>,
+    keys: &KeyRing,
+) -> Result<(), ChainBreak> {
+    let fail = |receipt_id: &str, seq: u64, kind| ChainBreak {
+        tenant_id: tenant_id.to_owned(),
+        receipt_id: receipt_id.to_owned(),
+        seq,
+        kind,
+    };
+    let checkpoint = match (head, last_checkpoint) {
+        (None, None) => return Ok(()),
+        (Some(head), None) => return Err(fail(&head.receipt_id, head.seq, BreakKind::Unsigned)),
+        (_, Some(checkpoint)) => checkpoint,
+    };
+    let cp = &checkpoint.body;
+    if cp.tenant_id != tenant_id || !verify_checkpoint(checkpoint, keys) {
+        return Err(fail(
+            "",
+            cp.seq,
+            BreakKind::BadCheckpoint {
+                seq: cp.seq,
+                key_id: cp.key_id.clone(),
+            },
+        ));
+    }
+    match head {
+        Some(head) if head.seq > cp.seq => {
+            Err(fail(&head.receipt_id, head.seq, BreakKind::Unsigned))
+        }
+        Some(head) if head.seq == cp.seq && head.hash == cp.head_hash => Ok(()),
+        _ => Err(fail(
+            head.map_or("", |h| &h.receipt_id),
+            cp.seq,
+            BreakKind::CheckpointMismatch { seq: cp.seq },
+        )),
     }
 }
 
@@ -543,6 +660,99 @@ mod tests {
         let cp = head_checkpoint(&receipts[..3], &s);
         let err = verify(&receipts, &[cp], &s).unwrap_err();
         assert_eq!((err.kind, err.seq), (BreakKind::Unsigned, 5));
+    }
+
+    #[test]
+    fn a_checkpoint_beyond_the_walk_covers_nothing() {
+        // Receipts 4 and 5 deleted, their checkpoint left behind: nothing links 3 to it.
+        let s = signer();
+        let receipts = chain(5);
+        let cp = head_checkpoint(&receipts, &s);
+        let err = verify(&receipts[..3], &[cp], &s).unwrap_err();
+        assert_eq!((err.kind, err.seq), (BreakKind::Unsigned, 3));
+    }
+
+    #[test]
+    fn checkpoints_fed_page_by_page_verify_like_all_at_once() {
+        let s = signer();
+        let receipts = chain(6);
+        let keys = keys(&s);
+        let mut verifier = ChainVerifier::new("t1", [], &keys).unwrap();
+        for page in receipts.chunks(2) {
+            let cp = head_checkpoint(page_through(&receipts, page), &s);
+            verifier.add_checkpoints([&cp]).unwrap();
+            for receipt in page {
+                verifier.push(receipt).unwrap();
+            }
+            assert!(verifier.at_signed_head());
+        }
+        assert_eq!(verifier.finish(), Ok(6));
+    }
+
+    /// The receipts from the start of `chain` to the end of `page`.
+    fn page_through<'a>(chain: &'a [Receipt], page: &[Receipt]) -> &'a [Receipt] {
+        &chain[..page.last().unwrap().body.seq as usize]
+    }
+
+    fn head_of(receipt: &Receipt) -> ChainHead {
+        ChainHead {
+            receipt_id: receipt.body.id.clone(),
+            seq: receipt.body.seq,
+            hash: receipt.hash.clone(),
+        }
+    }
+
+    #[test]
+    fn only_a_head_named_by_the_last_checkpoint_is_sealed() {
+        let s = signer();
+        let keys = keys(&s);
+        let receipts = chain(5);
+        let cp = head_checkpoint(&receipts, &s);
+        let head = head_of(&receipts[4]);
+        let sealed = |head: Option<&ChainHead>, cp: Option<&Checkpoint>| {
+            verify_sealed_head("t1", head, cp, &keys).map_err(|b| (b.kind, b.seq))
+        };
+        assert_eq!(sealed(None, None), Ok(()), "an empty chain");
+        assert_eq!(sealed(Some(&head), Some(&cp)), Ok(()));
+        // Every checkpoint deleted.
+        assert_eq!(sealed(Some(&head), None), Err((BreakKind::Unsigned, 5)));
+        // Receipts appended past the last checkpoint.
+        let earlier = head_checkpoint(&receipts[..3], &s);
+        assert_eq!(
+            sealed(Some(&head), Some(&earlier)),
+            Err((BreakKind::Unsigned, 5))
+        );
+        // The chain rewritten with recomputed hashes under its checkpoint.
+        let mut rewritten = head.clone();
+        rewritten.hash = "00".repeat(32);
+        assert_eq!(
+            sealed(Some(&rewritten), Some(&cp)),
+            Err((BreakKind::CheckpointMismatch { seq: 5 }, 5))
+        );
+        // Receipts deleted under their checkpoint, or all of them.
+        let shorter = head_of(&receipts[2]);
+        assert_eq!(
+            sealed(Some(&shorter), Some(&cp)),
+            Err((BreakKind::CheckpointMismatch { seq: 5 }, 5))
+        );
+        assert_eq!(
+            sealed(None, Some(&cp)),
+            Err((BreakKind::CheckpointMismatch { seq: 5 }, 5))
+        );
+        // A checkpoint someone wrote without the key, or another tenant's.
+        let mut forged = cp.clone();
+        forged.body.signed_at = "2030-01-01T00:00:00.000Z".into();
+        assert!(matches!(
+            sealed(Some(&head), Some(&forged)),
+            Err((BreakKind::BadCheckpoint { .. }, 5))
+        ));
+        let other_tenant = s
+            .checkpoint("t2", 5, &head.hash, "2026-11-25T00:00:01.000Z".into())
+            .unwrap();
+        assert!(matches!(
+            sealed(Some(&head), Some(&other_tenant)),
+            Err((BreakKind::BadCheckpoint { .. }, 5))
+        ));
     }
 
     #[test]

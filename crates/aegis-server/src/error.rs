@@ -84,6 +84,14 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%message, "storage unavailable");
                 ApiError::unavailable("storage is unavailable; nothing was recorded")
             }
+            StoreError::ChainBroken(message) => {
+                tracing::error!(%message, "refusing to extend a broken receipt chain");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "receipt_chain_broken",
+                    "this tenant's receipt chain failed verification, so nothing is recorded until an operator repairs it; treat the call as denied",
+                )
+            }
             StoreError::Corrupt(message) => {
                 tracing::error!(%message, "stored data is corrupt");
                 ApiError::new(

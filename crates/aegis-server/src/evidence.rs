@@ -7,9 +7,7 @@
 //! a graph of five. Narratives show agent-supplied strings only through [`crate::markdown`].
 
 use crate::markdown::{code_block, code_span};
-use aegis_core::receipt::{
-    ChainBreak, Checkpoint, KeyRing, Receipt, decode_public_key, verify_receipt_in_place,
-};
+use aegis_core::receipt::{ChainBreak, Checkpoint, KeyRing, Receipt, verify_receipt_in_place};
 use aegis_core::timestamp::format_millis;
 use aegis_store::{
     DecisionRecord, EvidenceReads, IncidentDetail, IncidentRecord, Page, ResponseActionRecord,
@@ -24,16 +22,7 @@ use std::time::Duration;
 /// per commit batch, so real walks are a batch long.
 const MAX_FORWARD: u64 = 100_000;
 
-/// Every stored public key by key id (keys that do not decode are left out, so checkpoints
-/// they signed fail).
-pub async fn keyring(store: &dyn Store) -> StoreResult<KeyRing> {
-    Ok(store
-        .signing_keys()
-        .await?
-        .into_iter()
-        .filter_map(|k| decode_public_key(&k.public_key).map(|key| (k.key_id, key)))
-        .collect())
-}
+pub use aegis_store::chain::keyring;
 
 /// The in-place check of one stored receipt and the checkpoint that covers it.
 #[derive(Debug)]

@@ -6,6 +6,7 @@
 //! decides, by the tenant's autonomy level, what to attach or do. Everything a batch produced
 //! is committed with the consumer's cursor, so a restart resumes exactly where it stopped.
 
+pub mod anchor;
 pub mod consumer;
 pub mod deliver;
 pub mod detect;

@@ -10,6 +10,7 @@
 //! [`postgres::PgStore`] keeps the same guarantees for several gateway replicas sharing one
 //! PostgreSQL database (see that module for how).
 
+pub mod chain;
 pub mod postgres;
 mod records;
 pub mod sqlite;
@@ -28,7 +29,7 @@ pub fn now_ms() -> i64 {
 use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::AutonomyLevel;
 use aegis_core::policy::PolicyDocument;
-use aegis_core::receipt::{Checkpoint, Receipt};
+use aegis_core::receipt::{Checkpoint, KeyRing, Receipt};
 use async_trait::async_trait;
 
 /// The right to run the work that only one replica may do at a time: the log consumers
@@ -80,6 +81,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The writer refuses to append to a receipt chain it cannot prove intact
+    /// ([`chain`]); raised before the job writes anything.
+    #[error("receipt chain broken: {0}")]
+    ChainBroken(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -231,6 +236,22 @@ pub trait Store: EvidenceReads + Send + Sync + 'static {
     async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>>;
     /// Every public key that ever signed a checkpoint, by key id.
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Verifies a stretch of the tenant's chain against `keys`, reading receipts and
+    /// checkpoints from one consistent snapshot (so a chain being extended meanwhile is
+    /// never seen half-written).
+    async fn audit_chain(
+        &self,
+        tenant: &TenantId,
+        walk: chain::ChainWalk,
+        keys: &KeyRing,
+    ) -> StoreResult<chain::ChainAudit>;
+    /// Closes the tenant's chain until the process restarts: every decision of the tenant
+    /// fails with `ChainBroken` (the gateway answers 503) instead of extending a chain found
+    /// broken.
+    async fn close_chain(&self, tenant: &TenantId) -> StoreResult<()>;
+    /// The last checkpoint this process signed, per chain it extended (the anchors kept
+    /// outside the database).
+    fn signed_heads(&self) -> Vec<Checkpoint>;
 
     /// Sets or clears (`None`) `tenants.soc_autonomy_level`.
     async fn set_autonomy_override(

@@ -12,6 +12,7 @@ use aegis_server::evidence::NarratorConfig;
 use aegis_server::live_feed::FeedSettings;
 use aegis_server::{AppState, Settings, router};
 use aegis_soc::SocConfig;
+use aegis_soc::anchor::AnchorFile;
 use aegis_soc::consumer::Consumer;
 use aegis_store::postgres::PgStore;
 use aegis_store::sqlite::SqliteStore;
@@ -70,6 +71,10 @@ enum ReceiptsCommand {
         /// found beside the receipts.
         #[arg(long = "trusted-key")]
         trusted_keys: Vec<String>,
+        /// With --db: the gateway's anchor file (`<signing key file>.anchors`); every
+        /// anchored receipt must still be in the database, unchanged and covered.
+        #[arg(long, requires = "db")]
+        anchors: Option<PathBuf>,
         /// Interop mode: FILE holds receipts under the generic rule "hash every field but
         /// receipt_hash" (the reference vectors' format).
         #[arg(long, requires = "file")]
@@ -115,6 +120,15 @@ struct ServeArgs {
     #[arg(long, env = "AEGIS_WS_MAX_PER_TENANT", default_value_t = FeedSettings::default().max_per_tenant,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     ws_max_per_tenant: usize,
+    /// Where to keep, outside the database, the last checkpoint this process signed per
+    /// receipt chain (checked at every start). Default: the signing key file's path plus
+    /// `.anchors`.
+    #[arg(long, env = "AEGIS_ANCHOR_FILE")]
+    anchor_file: Option<PathBuf>,
+    /// Seconds between writes of the anchor file (only when something new was signed; also
+    /// written at a clean shutdown).
+    #[arg(long, env = "AEGIS_ANCHOR_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    anchor_interval_secs: u64,
     #[command(flatten)]
     soc: SocArgs,
     #[command(flatten)]
@@ -241,6 +255,7 @@ async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
             file,
             db,
             trusted_keys,
+            anchors,
             generic,
         } => {
             let pins = receipts::parse_pins(&trusted_keys)?;
@@ -248,7 +263,8 @@ async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
                 (Some(file), _) if generic => receipts::verify_generic_file(&file)?,
                 (Some(file), _) => receipts::verify_file(&file, &pins)?,
                 (None, Some(db)) => {
-                    receipts::verify_db(open_read_only(&db).await?.as_ref(), &pins).await?
+                    let store = open_read_only(&db).await?;
+                    receipts::verify_db(store.as_ref(), &pins, anchors.as_deref()).await?
                 }
                 (None, None) => bail!("give an exported FILE or --db"),
             };
@@ -270,20 +286,24 @@ fn is_postgres(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
-async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
-    let postgres = is_postgres(&args.db);
-    let key_file = args.signing_key_file.clone().unwrap_or_else(|| {
-        PathBuf::from(if postgres {
-            "aegis.signing-key".to_owned()
-        } else {
-            format!("{}.signing-key", args.db)
+impl DatabaseArgs {
+    fn signing_key_file(&self) -> PathBuf {
+        self.signing_key_file.clone().unwrap_or_else(|| {
+            PathBuf::from(if is_postgres(&self.db) {
+                "aegis.signing-key".to_owned()
+            } else {
+                format!("{}.signing-key", self.db)
+            })
         })
-    });
+    }
+}
+
+async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
     let signer = Arc::new(signing_key::load_or_create(
         args.signing_key.as_deref(),
-        &key_file,
+        &args.signing_key_file(),
     )?);
-    if postgres {
+    if is_postgres(&args.db) {
         // The URL may carry a password: never echo it.
         let store = PgStore::connect(&args.db, signer)
             .await
@@ -349,6 +369,28 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&args.database).await?;
+    let anchor_file = args.anchor_file.clone().unwrap_or_else(|| {
+        let mut path = args.database.signing_key_file().into_os_string();
+        path.push(".anchors");
+        PathBuf::from(path)
+    });
+    let anchors = Arc::new(
+        AnchorFile::open(anchor_file.clone())
+            .with_context(|| format!("cannot read the anchor file {}", anchor_file.display()))?,
+    );
+    // Before the first request: a chain that fails is closed, so nothing is signed over it.
+    let broken_chains =
+        aegis_soc::integrity::audit_at_start(store.as_ref(), &anchors.anchors().await)
+            .await
+            .context("cannot audit the receipt chains")?;
+    if !broken_chains.is_empty() {
+        tracing::error!(
+            tenants = ?broken_chains,
+            anchor_file = %anchor_file.display(),
+            "receipt chains failed the start-up audit: their decisions answer 503 until the database is repaired \
+             (if it was restored or replaced on purpose, move the anchor file away) and the gateway restarts"
+        );
+    }
     let state = AppState::new(
         Arc::clone(&store),
         Settings {
@@ -364,6 +406,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let anchor_keeper = tokio::spawn(aegis_soc::anchor::keep(
+        Arc::clone(&anchors),
+        Arc::clone(&store),
+        Duration::from_secs(args.anchor_interval_secs),
+        stopped.clone(),
+    ));
     // Changes committed by other replicas reach this one's caches through the log.
     let coherence = tokio::spawn(aegis_server::coherence::follow_changes(
         Arc::clone(&state),
@@ -381,6 +429,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             notify: args.notify.notify_config(args.soc.soc_autonomy_level),
             deliver: args.notify.deliver_config(),
             integrity_interval: Duration::from_secs(args.evidence.integrity_interval_secs),
+            broken_chains,
         },
         stopped,
     ));
@@ -397,6 +446,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (background, "background plane"),
         (coherence, "cache follower"),
         (live_feed, "live feed follower"),
+        (anchor_keeper, "anchor keeper"),
     ] {
         if tokio::time::timeout(grace, task).await.is_err() {
             tracing::error!("the {name} did not stop within the shutdown grace period");
@@ -409,6 +459,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Err(error)) => tracing::error!(%error, "flushing writes failed on shutdown"),
         Err(_) => tracing::error!("writes not flushed within the shutdown grace period"),
     }
+    // After the last commit: the anchors name the heads as this process leaves them.
+    if let Err(error) = anchors.update(store.as_ref()).await {
+        tracing::error!(%error, path = %anchor_file.display(), "cannot write the anchor file");
+    }
     Ok(())
 }
 
@@ -417,6 +471,8 @@ struct BackgroundArgs {
     notify: aegis_soc::notify::NotifyConfig,
     deliver: aegis_soc::deliver::DeliverConfig,
     integrity_interval: Duration,
+    /// Chains the start-up audit reported (the background check does not report them again).
+    broken_chains: Vec<TenantId>,
 }
 
 /// Runs the log consumers (SOC, notifications, deliveries, integrity check) while this
@@ -517,6 +573,7 @@ async fn start_consumers(
             tokio::spawn(aegis_soc::integrity::run(
                 store,
                 args.integrity_interval,
+                args.broken_chains.clone(),
                 stop,
             )),
         ),

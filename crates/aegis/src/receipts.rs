@@ -5,10 +5,16 @@
 //! that covers it and the `public_key` of the checkpoint's key id, so a file verifies on its
 //! own. Keys inside a file prove integrity against corruption; against a forger who controls
 //! the whole file, pin the gateway's keys with `--trusted-key KEY_ID=HEX`.
+//!
+//! A database is verified with `Store::audit_chain`, the walk the gateway runs itself, in
+//! one consistent snapshot per chain: a gateway serving meanwhile is never seen half-way
+//! through a commit, so receipts past a chain's last checkpoint are always a break.
 
 use aegis_core::receipt::{
     ChainBreak, ChainVerifier, Checkpoint, ExportedReceipt, Receipt, key_id, verify_generic_chain,
 };
+use aegis_soc::anchor::Anchors;
+use aegis_store::chain::{ChainWalk, keyring};
 use aegis_store::{Store, TenantId};
 use anyhow::{Context, bail};
 use ed25519_dalek::VerifyingKey;
@@ -33,18 +39,25 @@ pub async fn export(
         .collect();
     let mut written = 0;
     for tenant in tenants(store, tenant).await? {
-        let checkpoints = store.checkpoints(&tenant).await?;
         let mut after = 0;
         loop {
             let page = store.receipts(&tenant, after, PAGE).await?;
-            let Some(last) = page.last() else { break };
+            let (Some(first), Some(last)) = (page.first(), page.last()) else {
+                break;
+            };
             after = last.body.seq;
+            // Read after the receipts: each committed with the checkpoint over its chain's
+            // new head, so the checkpoints covering the page are all visible now (at most one
+            // per receipt, plus the first one past the page).
+            let checkpoints = store
+                .checkpoints_from(&tenant, first.body.seq, PAGE + 1)
+                .await?;
             for receipt in page {
                 // Checkpoints come sorted by seq: the first at or after the receipt covers it.
                 let covering = checkpoints.partition_point(|c| c.body.seq < receipt.body.seq);
                 let Some(checkpoint) = checkpoints.get(covering) else {
                     bail!(
-                        "receipt {} (tenant {tenant}, seq {}) has no covering checkpoint yet",
+                        "receipt {} (tenant {tenant}, seq {}) has no covering checkpoint: the chain is broken",
                         receipt.body.id,
                         receipt.body.seq
                     );
@@ -81,58 +94,43 @@ pub enum Verdict {
     Broken(String),
 }
 
-/// Verifies every chain stored in the database.
+/// Verifies every chain stored in the database, each from one snapshot; with `anchors`
+/// (the gateway's anchor file), also that every anchored receipt is still there, unchanged
+/// and covered.
 pub async fn verify_db(
     store: &dyn Store,
     pinned: &HashMap<String, VerifyingKey>,
+    anchors: Option<&Path>,
 ) -> anyhow::Result<Verdict> {
     let keys = if pinned.is_empty() {
-        stored_keys(store).await?
+        keyring(store).await?
     } else {
         pinned.clone()
     };
     let tenants = store.receipt_tenants().await?;
     let mut total = 0;
     for tenant in &tenants {
-        let checkpoints = store.checkpoints(tenant).await?;
-        let mut verifier = match ChainVerifier::new(tenant.as_str(), &checkpoints, &keys) {
-            Ok(v) => v,
+        let audit = store.audit_chain(tenant, ChainWalk::whole(), &keys).await?;
+        match audit.outcome {
+            Ok(()) => total += audit.checked,
             Err(brk) => return Ok(Verdict::Broken(describe(&brk, None))),
-        };
-        let mut after = 0;
-        loop {
-            let page = store.receipts(tenant, after, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.body.seq;
-            for receipt in &page {
-                if let Err(brk) = verifier.push(receipt) {
-                    return Ok(Verdict::Broken(describe(&brk, None)));
-                }
-            }
         }
-        match verifier.finish() {
-            Ok(count) => total += count,
-            Err(brk) => return Ok(Verdict::Broken(describe(&brk, None))),
+    }
+    if let Some(path) = anchors {
+        let anchors = Anchors::read(path)
+            .with_context(|| format!("cannot read the anchor file {}", path.display()))?;
+        for anchor in anchors.iter() {
+            let tenant = TenantId::new(anchor.body.tenant_id.as_str());
+            let walk = ChainWalk::anchor(anchor.head());
+            if let Err(brk) = store.audit_chain(&tenant, walk, &keys).await?.outcome {
+                return Ok(Verdict::Broken(describe(&brk, None)));
+            }
         }
     }
     Ok(Verdict::Verified {
         receipts: total,
         chains: tenants.len(),
     })
-}
-
-async fn stored_keys(store: &dyn Store) -> anyhow::Result<HashMap<String, VerifyingKey>> {
-    store
-        .signing_keys()
-        .await?
-        .into_iter()
-        .map(|k| {
-            Ok((
-                k.key_id.clone(),
-                parse_key(&k.public_key).with_context(|| format!("stored key {}", k.key_id))?,
-            ))
-        })
-        .collect()
 }
 
 /// Verifies an exported JSON-lines file.

@@ -9,7 +9,7 @@ use crate::validate::{bounded, optional_bounded};
 use aegis_core::canonical::ActionRef;
 use aegis_core::decision::{AgentFacts, CallFacts, decide};
 use aegis_core::model::{SourceTrust, Verdict};
-use aegis_store::{NewDecision, TraceContext};
+use aegis_store::{NewDecision, StoreError, TraceContext};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -207,9 +207,12 @@ pub async fn authorize(
             escalation,
         })
         .await
-        .map_err(|error| {
-            tracing::error!(%error, agent_id = %agent.id, "decision not recorded; answering 503 (fail closed)");
-            ApiError::unavailable("the decision could not be recorded; treat the call as denied")
+        .map_err(|error| match error {
+            StoreError::ChainBroken(_) => ApiError::from(error),
+            error => {
+                tracing::error!(%error, agent_id = %agent.id, "decision not recorded; answering 503 (fail closed)");
+                ApiError::unavailable("the decision could not be recorded; treat the call as denied")
+            }
         })?;
 
     if let Some(risk_tier) = recorded.escalated_to {

@@ -6,9 +6,10 @@ use crate::evidence::{keyring, verify_stored_receipt};
 use crate::extract::{JsonBody, QueryParams};
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
-use aegis_core::receipt::{ChainVerifier, Receipt};
+use aegis_core::receipt::Receipt;
 use aegis_core::timestamp::format_millis;
 use aegis_store::Page;
+use aegis_store::chain::{ChainWalk, WalkStart};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,6 @@ use utoipa::ToSchema;
 
 /// Most receipts one `POST /v1/receipts/verify` checks.
 pub const MAX_RANGE: u64 = 100_000;
-const PAGE: u32 = 1000;
 
 /// A stored receipt: the body fields of `docs/receipts.md` and `hash`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -121,8 +121,8 @@ pub struct RangeVerification {
 }
 
 /// Verifies a range of this tenant's chain with the chain verifier (at most 100 000
-/// receipts per call): the range is anchored at the stored hash of `from_seq - 1` and must
-/// end covered by a signed checkpoint.
+/// receipts per call), from one consistent snapshot: the range is anchored at the stored
+/// hash of `from_seq - 1` and must end covered by a signed checkpoint.
 #[utoipa::path(post, path = "/v1/receipts/verify", tag = "receipts", request_body = RangeBody,
     security(("operator_key" = [])),
     responses((status = 200, body = RangeVerification), (status = 422, body = ErrorBody)))]
@@ -146,107 +146,22 @@ pub async fn verify_range(
         ));
     }
     let store = state.store.as_ref();
-    let tenant = &operator.tenant;
     let keys = keyring(store).await?;
-    let bad = |receipt_id: String, seq: u64, reason: String, checked: u64| {
-        Json(RangeVerification {
-            verified: false,
-            checked,
-            first_bad: Some(BadReceipt {
-                receipt_id,
-                seq,
-                reason,
-            }),
-        })
+    let walk = ChainWalk {
+        from: WalkStart::Stored(from),
+        through: Some(to),
+        max: MAX_RANGE,
     };
-    let head = store
-        .receipts_newest(
-            tenant,
-            Page {
-                before: None,
-                limit: 1,
-            },
-        )
-        .await?
-        .pop()
-        .map_or(0, |r| r.body.seq);
-    let to = to.min(head);
-    if from > to {
-        return Ok(Json(RangeVerification {
-            verified: true,
-            checked: 0,
-            first_bad: None,
-        }));
-    }
-    let checkpoints = store.checkpoints_from(tenant, from, PAGE).await?;
-    // Only the checkpoints inside the range plus the first one past its end matter.
-    let covering = checkpoints
-        .iter()
-        .position(|c| c.body.seq >= to)
-        .map_or(checkpoints.len(), |i| i + 1);
-    let mut checkpoints = checkpoints;
-    checkpoints.truncate(covering);
-    if checkpoints.last().is_none_or(|c| c.body.seq < to) {
-        // The range spans more than one page of checkpoints: fetch the one covering `to`.
-        if let Some(cp) = store.checkpoints_from(tenant, to, 1).await?.pop() {
-            checkpoints.push(cp);
-        }
-    }
-    let mut verifier = match ChainVerifier::new(tenant.as_str(), &checkpoints, &keys) {
-        Ok(v) => v,
-        Err(brk) => return Ok(bad(brk.receipt_id, brk.seq, brk.kind.to_string(), 0)),
-    };
-    if from > 1 {
-        match store.receipts(tenant, from - 2, 1).await?.pop() {
-            Some(prev) if prev.body.seq == from - 1 => {
-                verifier = verifier.anchored_at(prev.body.seq, prev.hash);
-            }
-            _ => return Err(ApiError::not_found("receipt at from_seq - 1")),
-        }
-    }
-    let mut checked = 0;
-    let mut after = from - 1;
-    let mut last: Option<Receipt> = None;
-    while after < to {
-        let page = store
-            .receipts(tenant, after, PAGE.min((to - after) as u32))
-            .await?;
-        let Some(tail) = page.last() else { break };
-        after = tail.body.seq;
-        for receipt in page {
-            checked += 1;
-            if let Err(brk) = verifier.push(&receipt) {
-                return Ok(bad(brk.receipt_id, brk.seq, brk.kind.to_string(), checked));
-            }
-            last = Some(receipt);
-        }
-    }
-    // The range ends covered: walk on to the covering checkpoint's head so its signature
-    // reaches the last receipt checked.
-    if let (Some(last), Some(cp)) = (&last, checkpoints.last())
-        && cp.body.seq > last.body.seq
-    {
-        let forward = store
-            .receipts(
-                tenant,
-                last.body.seq,
-                (cp.body.seq - last.body.seq).min(MAX_RANGE) as u32,
-            )
-            .await?;
-        for receipt in &forward {
-            if let Err(brk) = verifier.push(receipt) {
-                return Ok(bad(brk.receipt_id, brk.seq, brk.kind.to_string(), checked));
-            }
-        }
-    }
-    match verifier.finish() {
-        Ok(_) => Ok(Json(RangeVerification {
-            verified: true,
-            checked,
-            first_bad: None,
-        })),
-        Err(brk) => Ok(bad(brk.receipt_id, brk.seq, brk.kind.to_string(), checked)),
-    }
+    let audit = store.audit_chain(&operator.tenant, walk, &keys).await?;
+    Ok(Json(RangeVerification {
+        verified: audit.outcome.is_ok(),
+        checked: audit.checked,
+        first_bad: audit.outcome.err().map(|brk| BadReceipt {
+            receipt_id: brk.receipt_id,
+            seq: brk.seq,
+            reason: brk.kind.to_string(),
+        }),
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -8,6 +8,7 @@
 //! [`PgStore::lead`] elects the one replica that runs the SOC consumers, by a session-level
 //! advisory lock.
 
+mod chain;
 mod decision_rows;
 mod evidence;
 mod notify;
@@ -15,12 +16,14 @@ mod rows;
 mod soc;
 mod writer;
 
+use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::records;
 use crate::*;
 use aegis_core::canonical::sha256_hex;
 use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::{AgentStatus, AutonomyLevel, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
+use aegis_core::receipt::{ChainPoint, KeyRing};
 use aegis_core::receipt::{Checkpoint, Receipt, ReceiptSigner};
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -28,9 +31,10 @@ use rows::*;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Statement};
-use writer::{ChainHead, Writer, WriterState};
+use writer::{Writer, WriterState};
 
 /// Migrations in order; the index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[
@@ -101,6 +105,7 @@ pub struct PgStore {
     /// `None` for a store opened read-only (offline verification).
     writer: Option<Writer>,
     commits: watch::Receiver<i64>,
+    guard: Arc<ChainGuard>,
 }
 
 fn parse_config(url: &str) -> StoreResult<tokio_postgres::Config> {
@@ -134,9 +139,11 @@ impl PgStore {
         apply_migrations(&pool).await?;
         let head = log_head(&pool).await?;
         let (publish, commits) = watch::channel(head);
+        let guard = Arc::new(ChainGuard::default());
         let writer = Writer::start(
             connection_pool(&config, 1)?,
             signer,
+            Arc::clone(&guard),
             now_ms,
             publish.clone(),
         )
@@ -147,6 +154,7 @@ impl PgStore {
             pool,
             writer: Some(writer),
             commits,
+            guard,
         })
     }
 
@@ -161,6 +169,7 @@ impl PgStore {
             pool,
             writer: None,
             commits,
+            guard: Arc::default(),
         })
     }
 
@@ -538,8 +547,9 @@ async fn record_decision_tx(
     state: &mut WriterState,
     d: NewDecision,
 ) -> StoreResult<RecordedDecision> {
-    let event_seq = state.reserve_event_seq();
+    // First, before anything is written: a refused chain fails this decision alone.
     let head = state.chain_head(tx, d.tenant_id.as_str()).await?;
+    let event_seq = state.reserve_event_seq();
     let receipt = records::seal_receipt(&d, head.seq, &head.hash)?;
     let recorded = RecordedDecision {
         event_seq,
@@ -551,7 +561,7 @@ async fn record_decision_tx(
     };
     state.extend_chain(
         d.tenant_id.as_str(),
-        ChainHead {
+        ChainPoint {
             seq: receipt.body.seq,
             hash: receipt.hash.clone(),
         },
@@ -1203,12 +1213,41 @@ impl Store for PgStore {
         after_seq: u64,
         limit: u32,
     ) -> StoreResult<Vec<Receipt>> {
-        self.query_map(
-            "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            &[&tenant.as_str(), &(after_seq as i64), &i64::from(limit)],
-            receipt_from_row,
-        )
-        .await
+        let client = self.pool.get().await?;
+        chain::receipts_after(&client, tenant.as_str(), after_seq, limit).await
+    }
+
+    async fn audit_chain(
+        &self,
+        tenant: &TenantId,
+        walk: ChainWalk,
+        keys: &KeyRing,
+    ) -> StoreResult<ChainAudit> {
+        let mut client = self.pool.get().await?;
+        // One snapshot for every query of the walk.
+        let snapshot = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let reads = chain::PgChain {
+            client: &snapshot,
+            tenant,
+        };
+        let audit = crate::chain::audit(&reads, tenant.as_str(), &walk, keys).await?;
+        snapshot.commit().await?;
+        Ok(audit)
+    }
+
+    async fn close_chain(&self, tenant: &TenantId) -> StoreResult<()> {
+        // Every batch reads the head through the guard, so this takes effect at once.
+        self.guard.close(tenant.as_str());
+        Ok(())
+    }
+
+    fn signed_heads(&self) -> Vec<Checkpoint> {
+        self.guard.signed_heads()
     }
 
     async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {

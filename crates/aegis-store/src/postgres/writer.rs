@@ -12,16 +12,21 @@
 //! - event seqs assigned in commit order and without gaps (the counter is in the locked row
 //!   and rolls back with a failed batch), so a consumer's cursor never skips a late commit;
 //! - receipt chains that never fork: a batch reads each chain head after taking the lock;
+//!   it appends only to a head named by the chain's last checkpoint, validly signed (by
+//!   this replica or another), so a chain changed behind the gateways' back is never
+//!   signed over ([`crate::chain::ChainGuard`]);
 //! - event times that never run backwards in seq order, whichever replica commits: every
 //!   event of a batch is stamped with the batch's commit time, read from the *database's*
 //!   clock under the lock and never earlier than the previous batch's (kept in `log_head`),
 //!   so replicas whose clocks disagree still give the SOC one time line;
 //! - a place to NOTIFY other replicas of the new head (delivered at COMMIT).
 
+use super::chain::seal;
 use super::decision_rows::PendingDecisions;
 use super::prepared;
+use crate::chain::ChainGuard;
 use crate::{StoreError, StoreResult};
-use aegis_core::receipt::ReceiptSigner;
+use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use aegis_core::timestamp::format_millis;
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use futures_util::future::BoxFuture;
@@ -91,22 +96,16 @@ impl<T: Send> Job for FnJob<T> {
     }
 }
 
-/// The head of one tenant's receipt chain.
-#[derive(Debug, Clone)]
-pub(crate) struct ChainHead {
-    pub seq: u64,
-    pub hash: String,
-}
-
 /// What the writer knows inside one batch transaction. Nothing survives the batch: another
 /// replica may write between two of our batches, so heads are re-read under the lock.
 pub(crate) struct WriterState {
     signer: Arc<ReceiptSigner>,
+    guard: Arc<ChainGuard>,
     /// The next event seq to assign.
     next_seq: i64,
     /// The time of every event of this batch (see the module docs).
     event_at: i64,
-    heads: HashMap<String, ChainHead>,
+    heads: HashMap<String, ChainPoint>,
     /// Tenants whose chain this batch extended.
     extended: Vec<String>,
     /// Decision rows not yet sent.
@@ -133,42 +132,24 @@ impl WriterState {
         seq
     }
 
-    /// The current head of a tenant's chain (`seq` 0 and `""` for an empty chain).
+    /// The current head of a tenant's chain (`seq` 0 and `""` for an empty chain), read
+    /// under the batch lock; it must be the head the chain's last checkpoint names, else
+    /// `ChainBroken` (before anything of the job is written).
     pub async fn chain_head(
         &mut self,
         tx: &Transaction<'_>,
         tenant_id: &str,
-    ) -> StoreResult<ChainHead> {
+    ) -> StoreResult<ChainPoint> {
         if let Some(head) = self.heads.get(tenant_id) {
             return Ok(head.clone());
         }
-        let head = tx
-            .query_opt(
-                &prepared(
-                    tx,
-                    "SELECT seq, hash FROM receipts WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
-                )
-                .await?,
-                &[&tenant_id],
-            )
-            .await?
-            .map(|row| -> StoreResult<ChainHead> {
-                Ok(ChainHead {
-                    seq: row.try_get::<_, i64>(0)? as u64,
-                    hash: row.try_get(1)?,
-                })
-            })
-            .transpose()?
-            .unwrap_or(ChainHead {
-                seq: 0,
-                hash: String::new(),
-            });
+        let head = self.guard.admit(tenant_id, seal(tx, tenant_id).await?)?;
         self.heads.insert(tenant_id.to_owned(), head.clone());
         Ok(head)
     }
 
     /// Records that this job extended a chain. Call only after the job's last fallible step.
-    pub fn extend_chain(&mut self, tenant_id: &str, head: ChainHead) {
+    pub fn extend_chain(&mut self, tenant_id: &str, head: ChainPoint) {
         if !self.extended.iter().any(|t| t == tenant_id) {
             self.extended.push(tenant_id.to_owned());
         }
@@ -203,13 +184,15 @@ async fn insert_event(
     Ok(())
 }
 
+/// Signs and inserts a checkpoint over a head this batch appended. A checkpoint already
+/// stored at that seq was not written by a gateway: the insert fails and so does the batch.
 async fn sign_checkpoint(
     tx: &Transaction<'_>,
     signer: &ReceiptSigner,
     tenant_id: &str,
-    head: &ChainHead,
+    head: &ChainPoint,
     now_ms: i64,
-) -> StoreResult<()> {
+) -> StoreResult<Checkpoint> {
     let checkpoint = signer
         .checkpoint(tenant_id, head.seq, &head.hash, format_millis(now_ms))
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -217,8 +200,7 @@ async fn sign_checkpoint(
         &prepared(
             tx,
             "INSERT INTO receipt_checkpoints (tenant_id, seq, head_hash, key_id, signed_at, signature)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (tenant_id, seq) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .await?,
         &[
@@ -231,7 +213,7 @@ async fn sign_checkpoint(
         ],
     )
     .await?;
-    Ok(())
+    Ok(checkpoint)
 }
 
 /// Handle for sending jobs to the writer task.
@@ -241,18 +223,19 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Registers the signing key, seals any chain head a crash left unsigned, and starts the
-    /// writer task on its own pool (one connection, re-opened if it breaks). After every
-    /// commit it publishes the log head on `commits`.
+    /// Registers the signing key and starts the writer task on its own pool (one
+    /// connection, re-opened if it breaks). After every commit it publishes the log head on
+    /// `commits`.
     pub async fn start(
         pool: Pool,
         signer: Arc<ReceiptSigner>,
+        guard: Arc<ChainGuard>,
         now_ms: fn() -> i64,
         commits: watch::Sender<i64>,
     ) -> StoreResult<Self> {
-        register_key_and_seal_chains(&pool, &signer, now_ms()).await?;
+        register_key(&pool, &signer, now_ms()).await?;
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, signer, queue, now_ms, commits));
+        tokio::spawn(run(pool, signer, guard, queue, now_ms, commits));
         Ok(Writer { jobs })
     }
 
@@ -312,54 +295,26 @@ impl Writer {
     }
 }
 
-async fn register_key_and_seal_chains(
-    pool: &Pool,
-    signer: &ReceiptSigner,
-    now_ms: i64,
-) -> StoreResult<()> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    // The same lock as every batch: no replica extends a chain while we look for heads.
-    tx.query_one("SELECT seq FROM log_head FOR UPDATE", &[])
-        .await?;
-    tx.execute(
-        "INSERT INTO signing_keys (key_id, public_key, created_at) VALUES ($1, $2, $3)
-         ON CONFLICT (key_id) DO NOTHING",
-        &[
-            &signer.key_id(),
-            &hex::encode(signer.verifying_key().as_bytes()),
-            &now_ms,
-        ],
-    )
-    .await?;
-    let unsealed = tx
-        .query(
-            "SELECT r.tenant_id, r.seq, r.hash FROM receipts r
-             WHERE r.seq = (SELECT MAX(seq) FROM receipts WHERE tenant_id = r.tenant_id)
-               AND r.seq > COALESCE((SELECT MAX(seq) FROM receipt_checkpoints c WHERE c.tenant_id = r.tenant_id), 0)",
-            &[],
+async fn register_key(pool: &Pool, signer: &ReceiptSigner, now_ms: i64) -> StoreResult<()> {
+    pool.get()
+        .await?
+        .execute(
+            "INSERT INTO signing_keys (key_id, public_key, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key_id) DO NOTHING",
+            &[
+                &signer.key_id(),
+                &hex::encode(signer.verifying_key().as_bytes()),
+                &now_ms,
+            ],
         )
         .await?;
-    for row in unsealed {
-        let tenant_id: String = row.try_get(0)?;
-        let head = ChainHead {
-            seq: row.try_get::<_, i64>(1)? as u64,
-            hash: row.try_get(2)?,
-        };
-        tracing::info!(
-            tenant_id,
-            seq = head.seq,
-            "signing a checkpoint over a chain head left unsigned"
-        );
-        sign_checkpoint(&tx, signer, &tenant_id, &head, now_ms).await?;
-    }
-    tx.commit().await?;
     Ok(())
 }
 
 async fn run(
     pool: Pool,
     signer: Arc<ReceiptSigner>,
+    guard: Arc<ChainGuard>,
     mut queue: mpsc::UnboundedReceiver<Box<dyn Job>>,
     now_ms: fn() -> i64,
     commits: watch::Sender<i64>,
@@ -373,7 +328,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let (outcomes, head) = commit_batch(&pool, &signer, &mut batch, now_ms).await;
+        let (outcomes, head) = commit_batch(&pool, &signer, &guard, &mut batch, now_ms).await;
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             job.complete(outcome);
         }
@@ -395,11 +350,12 @@ async fn run(
 async fn commit_batch(
     pool: &Pool,
     signer: &Arc<ReceiptSigner>,
+    guard: &Arc<ChainGuard>,
     batch: &mut [Box<dyn Job>],
     now_ms: fn() -> i64,
 ) -> (Vec<StoreResult<()>>, Option<i64>) {
     let mut outcomes = Vec::with_capacity(batch.len());
-    let committed: StoreResult<i64> = async {
+    let committed: StoreResult<(i64, Vec<Checkpoint>)> = async {
         let mut client = pool.get().await?;
         let mut tx = client.transaction().await?;
         let locked = tx
@@ -416,6 +372,7 @@ async fn commit_batch(
         let (head, event_at): (i64, i64) = (locked.try_get(0)?, locked.try_get(1)?);
         let mut state = WriterState {
             signer: Arc::clone(signer),
+            guard: Arc::clone(guard),
             next_seq: head + 1,
             event_at,
             heads: HashMap::new(),
@@ -424,9 +381,13 @@ async fn commit_batch(
         };
         for job in batch.iter_mut() {
             if !job.isolated() {
-                // The transaction is aborted if this fails: fail the batch with its error.
-                job.apply(&tx, &mut state).await?;
-                outcomes.push(Ok(()));
+                match job.apply(&tx, &mut state).await {
+                    // Refused before it wrote anything: this job alone fails.
+                    Err(refused @ StoreError::ChainBroken(_)) => outcomes.push(Err(refused)),
+                    // The transaction is aborted: fail the batch with its error.
+                    Err(error) => return Err(error),
+                    Ok(()) => outcomes.push(Ok(())),
+                }
                 continue;
             }
             // Rows gathered so far must not be rolled back with this job's savepoint.
@@ -446,9 +407,10 @@ async fn commit_batch(
         }
         state.decisions.flush(&tx).await?;
         let at = now_ms();
+        let mut signed = Vec::with_capacity(state.extended.len());
         for tenant_id in &state.extended {
             let head = &state.heads[tenant_id];
-            sign_checkpoint(&tx, &state.signer, tenant_id, head, at).await?;
+            signed.push(sign_checkpoint(&tx, &state.signer, tenant_id, head, at).await?);
         }
         let new_head = state.next_seq - 1;
         if new_head > head {
@@ -464,11 +426,14 @@ async fn commit_batch(
             .await?;
         }
         tx.commit().await?;
-        Ok(new_head)
+        Ok((new_head, signed))
     }
     .await;
     match committed {
-        Ok(head) => (outcomes, Some(head)),
+        Ok((head, signed)) => {
+            guard.signed(signed);
+            (outcomes, Some(head))
+        }
         Err(error) => {
             tracing::error!(%error, jobs = batch.len(), "batch transaction failed; every job in it fails");
             let message = error.to_string();

@@ -7,7 +7,7 @@ use crate::*;
 use aegis_core::receipt::{Checkpoint, Receipt, ReceiptBody};
 use rusqlite::{Connection, OptionalExtension, params};
 
-fn receipt_from_parts(body: String, hash: String) -> StoreResult<Receipt> {
+pub(super) fn receipt_from_parts(body: String, hash: String) -> StoreResult<Receipt> {
     let body: ReceiptBody = serde_json::from_str(&body)
         .map_err(|e| StoreError::Corrupt(format!("receipt body: {e}")))?;
     Ok(Receipt { body, hash })

@@ -1,27 +1,31 @@
 //! The embedded SQLite store: WAL mode, `synchronous=FULL`, one writer thread with group
 //! commit ([`writer`]), and a small pool of read-only connections for queries.
 
+mod chain;
 mod evidence;
 pub(crate) mod notify;
 pub(crate) mod rows;
 pub(crate) mod soc;
 mod writer;
 
+use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::records;
 use crate::*;
 use aegis_core::canonical::sha256_hex;
 use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::{AgentStatus, AutonomyLevel, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
-use aegis_core::receipt::{Checkpoint, Receipt, ReceiptBody, ReceiptSigner};
+use aegis_core::receipt::{ChainPoint, KeyRing};
+use aegis_core::receipt::{Checkpoint, Receipt, ReceiptSigner};
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use rows::*;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
-use writer::{ChainHead, Writer, WriterState};
+use writer::{Writer, WriterState};
 
 /// Migrations in order; the index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[
@@ -54,6 +58,7 @@ pub struct SqliteStore {
     writer: Option<Writer>,
     readers: Arc<Mutex<Vec<Connection>>>,
     commits: watch::Receiver<i64>,
+    guard: Arc<ChainGuard>,
 }
 
 impl SqliteStore {
@@ -62,12 +67,14 @@ impl SqliteStore {
     pub fn open(path: &Path, signer: Arc<ReceiptSigner>) -> StoreResult<Self> {
         let conn = open_writer_connection(path)?;
         let (publish, commits) = watch::channel(0);
-        let writer = Writer::start(conn, signer, now_ms, publish)?;
+        let guard = Arc::new(ChainGuard::default());
+        let writer = Writer::start(conn, signer, Arc::clone(&guard), now_ms, publish)?;
         Ok(SqliteStore {
             path: path.to_owned(),
             writer: Some(writer),
             readers: Arc::new(Mutex::new(Vec::new())),
             commits,
+            guard,
         })
     }
 
@@ -87,6 +94,7 @@ impl SqliteStore {
             writer: None,
             readers: Arc::new(Mutex::new(vec![probe])),
             commits,
+            guard: Arc::default(),
         })
     }
 
@@ -354,7 +362,7 @@ fn record_decision_tx(
 
     state.extend_chain(
         tenant_id,
-        ChainHead {
+        ChainPoint {
             seq: receipt.body.seq,
             hash: receipt.hash.clone(),
         },
@@ -926,20 +934,45 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<Receipt>> {
         let tenant = tenant.clone();
+        self.read(move |conn| chain::receipts_after(conn, tenant.as_str(), after_seq, limit))
+            .await
+    }
+
+    async fn audit_chain(
+        &self,
+        tenant: &TenantId,
+        walk: ChainWalk,
+        keys: &KeyRing,
+    ) -> StoreResult<ChainAudit> {
+        let (tenant, keys) = (tenant.clone(), keys.clone());
         self.read(move |conn| {
-            conn.prepare_cached("SELECT body, hash FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?
-                .query_map(params![tenant.as_str(), after_seq as i64, limit], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                })?
-                .map(|row| {
-                    let (body, hash) = row?;
-                    let body: ReceiptBody = serde_json::from_str(&body)
-                        .map_err(|e| StoreError::Corrupt(format!("receipt body: {e}")))?;
-                    Ok(Receipt { body, hash })
-                })
-                .collect()
+            // One read transaction: every query of the walk sees the same snapshot.
+            let snapshot = conn.unchecked_transaction()?;
+            let reads = chain::SqliteChain {
+                conn: &snapshot,
+                tenant: &tenant,
+            };
+            // SQLite reads never wait, so the walk completes on its first poll.
+            crate::chain::audit(&reads, tenant.as_str(), &walk, &keys)
+                .now_or_never()
+                .unwrap_or_else(|| Err(StoreError::Unavailable("a chain audit waited".into())))
         })
         .await
+    }
+
+    async fn close_chain(&self, tenant: &TenantId) -> StoreResult<()> {
+        self.guard.close(tenant.as_str());
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |_, state| {
+                state.forget_chain(tenant.as_str());
+                Ok(())
+            })
+            .await
+    }
+
+    fn signed_heads(&self) -> Vec<Checkpoint> {
+        self.guard.signed_heads()
     }
 
     async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {

@@ -4,13 +4,17 @@
 //! whatever is queued (up to [`MAX_BATCH`]), applies each job inside its own savepoint of one
 //! `BEGIN IMMEDIATE` transaction, signs a checkpoint over each receipt chain the batch
 //! extended, commits once (one fsync for the whole batch), and only then answers each caller.
+//! It signs only heads it appended itself: a chain head read from the database must be the
+//! one its last checkpoint names ([`crate::chain::ChainGuard`]).
 //! A job that fails rolls back its savepoint alone; a failed commit fails every job of the
 //! batch, and no caller ever hears "done" for a write that is not on disk.
 
+use super::chain::seal;
+use crate::chain::ChainGuard;
 use crate::{StoreError, StoreResult};
-use aegis_core::receipt::ReceiptSigner;
+use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use aegis_core::timestamp::format_millis;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -56,24 +60,20 @@ where
     }
 }
 
-/// The head of one tenant's receipt chain.
-#[derive(Debug, Clone)]
-pub(crate) struct ChainHead {
-    pub seq: u64,
-    pub hash: String,
-}
-
 /// State owned by the writer thread: chain heads and the signing key.
 pub(crate) struct WriterState {
     signer: Arc<ReceiptSigner>,
-    committed: HashMap<String, ChainHead>,
+    guard: Arc<ChainGuard>,
+    /// Heads this writer committed (or read and proved, [`ChainGuard::admit`]).
+    committed: HashMap<String, ChainPoint>,
     /// Heads extended by the current batch; merged into `committed` after COMMIT.
-    pending: HashMap<String, ChainHead>,
+    pending: HashMap<String, ChainPoint>,
 }
 
 impl WriterState {
-    /// The current head of a tenant's chain (`seq` 0 and `""` for an empty chain).
-    pub fn chain_head(&mut self, conn: &Connection, tenant_id: &str) -> StoreResult<ChainHead> {
+    /// The current head of a tenant's chain (`seq` 0 and `""` for an empty chain); a head
+    /// read from the database must be the one its last checkpoint names, else `ChainBroken`.
+    pub fn chain_head(&mut self, conn: &Connection, tenant_id: &str) -> StoreResult<ChainPoint> {
         if let Some(head) = self
             .pending
             .get(tenant_id)
@@ -81,53 +81,46 @@ impl WriterState {
         {
             return Ok(head.clone());
         }
-        let head = conn
-            .prepare_cached(
-                "SELECT seq, hash FROM receipts WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1",
-            )?
-            .query_row([tenant_id], |row| {
-                Ok(ChainHead {
-                    seq: row.get::<_, i64>(0)? as u64,
-                    hash: row.get(1)?,
-                })
-            })
-            .optional()?
-            .unwrap_or(ChainHead {
-                seq: 0,
-                hash: String::new(),
-            });
+        let head = self.guard.admit(tenant_id, seal(conn, tenant_id)?)?;
         self.committed.insert(tenant_id.to_owned(), head.clone());
         Ok(head)
     }
 
     /// Records that this job extended a chain. Call only after the job's last fallible step.
-    pub fn extend_chain(&mut self, tenant_id: &str, head: ChainHead) {
+    pub fn extend_chain(&mut self, tenant_id: &str, head: ChainPoint) {
         self.pending.insert(tenant_id.to_owned(), head);
     }
 
+    /// Drops a cached head, so that the next use of the chain goes through the guard.
+    pub fn forget_chain(&mut self, tenant_id: &str) {
+        self.committed.remove(tenant_id);
+    }
+
     /// Signs a checkpoint over every chain head the batch moved.
-    fn checkpoint_pending(&self, conn: &Connection, now_ms: i64) -> StoreResult<()> {
-        for (tenant_id, head) in &self.pending {
-            sign_checkpoint(conn, &self.signer, tenant_id, head, now_ms)?;
-        }
-        Ok(())
+    fn checkpoint_pending(&self, conn: &Connection, now_ms: i64) -> StoreResult<Vec<Checkpoint>> {
+        self.pending
+            .iter()
+            .map(|(tenant_id, head)| sign_checkpoint(conn, &self.signer, tenant_id, head, now_ms))
+            .collect()
     }
 }
 
+/// Signs and inserts a checkpoint over a head this batch appended. A checkpoint already
+/// stored at that seq was not written by this gateway: the insert fails and so does the
+/// batch.
 fn sign_checkpoint(
     conn: &Connection,
     signer: &ReceiptSigner,
     tenant_id: &str,
-    head: &ChainHead,
+    head: &ChainPoint,
     now_ms: i64,
-) -> StoreResult<()> {
+) -> StoreResult<Checkpoint> {
     let checkpoint = signer
         .checkpoint(tenant_id, head.seq, &head.hash, format_millis(now_ms))
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO receipt_checkpoints (tenant_id, seq, head_hash, key_id, signed_at, signature)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (tenant_id, seq) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         tenant_id,
@@ -137,7 +130,7 @@ fn sign_checkpoint(
         checkpoint.body.signed_at,
         checkpoint.signature,
     ])?;
-    Ok(())
+    Ok(checkpoint)
 }
 
 /// Handle for sending jobs to the writer thread.
@@ -147,20 +140,21 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`. Before taking jobs it registers the signing key
-    /// and signs a checkpoint over any chain head left unsigned by a crash.
+    /// Starts the writer thread on `conn`. Before taking jobs it registers the signing key.
     /// After every commit it publishes the highest committed event seq on `commits`.
     pub fn start(
         conn: Connection,
         signer: Arc<ReceiptSigner>,
+        guard: Arc<ChainGuard>,
         now_ms: fn() -> i64,
         commits: watch::Sender<i64>,
     ) -> StoreResult<Self> {
-        register_key_and_seal_chains(&conn, &signer, now_ms())?;
+        register_key(&conn, &signer, now_ms())?;
         commits.send_replace(highest_event_seq(&conn)?);
         let (jobs, queue) = mpsc::unbounded_channel();
         let state = WriterState {
             signer,
+            guard,
             committed: HashMap::new(),
             pending: HashMap::new(),
         };
@@ -192,13 +186,8 @@ impl Writer {
     }
 }
 
-fn register_key_and_seal_chains(
-    conn: &Connection,
-    signer: &ReceiptSigner,
-    now_ms: i64,
-) -> StoreResult<()> {
-    let tx = conn.unchecked_transaction()?;
-    tx.execute(
+fn register_key(conn: &Connection, signer: &ReceiptSigner, now_ms: i64) -> StoreResult<()> {
+    conn.execute(
         "INSERT INTO signing_keys (key_id, public_key, created_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (key_id) DO NOTHING",
         params![
@@ -207,31 +196,6 @@ fn register_key_and_seal_chains(
             now_ms
         ],
     )?;
-    let unsealed: Vec<(String, ChainHead)> = tx
-        .prepare(
-            "SELECT r.tenant_id, r.seq, r.hash FROM receipts r
-             WHERE r.seq = (SELECT MAX(seq) FROM receipts WHERE tenant_id = r.tenant_id)
-               AND r.seq > COALESCE((SELECT MAX(seq) FROM receipt_checkpoints c WHERE c.tenant_id = r.tenant_id), 0)",
-        )?
-        .query_map([], |row| {
-            Ok((
-                row.get(0)?,
-                ChainHead {
-                    seq: row.get::<_, i64>(1)? as u64,
-                    hash: row.get(2)?,
-                },
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    for (tenant_id, head) in &unsealed {
-        tracing::info!(
-            tenant_id,
-            seq = head.seq,
-            "signing a checkpoint over a chain head left unsigned"
-        );
-        sign_checkpoint(&tx, signer, tenant_id, head, now_ms)?;
-    }
-    tx.commit()?;
     Ok(())
 }
 
@@ -280,7 +244,7 @@ fn commit_batch(
 ) -> Vec<StoreResult<()>> {
     state.pending.clear();
     let mut outcomes = Vec::with_capacity(batch.len());
-    let committed = (|| -> StoreResult<()> {
+    let committed = (|| -> StoreResult<Vec<Checkpoint>> {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for job in batch.iter_mut() {
             let savepoint = tx.savepoint()?;
@@ -291,12 +255,13 @@ fn commit_batch(
             // A savepoint dropped without commit rolls back this job alone.
             outcomes.push(outcome);
         }
-        state.checkpoint_pending(&tx, now_ms())?;
+        let signed = state.checkpoint_pending(&tx, now_ms())?;
         tx.commit()?;
-        Ok(())
+        Ok(signed)
     })();
     match committed {
-        Ok(()) => {
+        Ok(signed) => {
+            state.guard.signed(signed);
             let moved: Vec<_> = state.pending.drain().collect();
             state.committed.extend(moved);
             outcomes

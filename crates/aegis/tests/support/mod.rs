@@ -304,3 +304,27 @@ where
         }
     }
 }
+
+/// Runs one statement with text parameters (`$1`, `$2`, … in both dialects) on a gateway's
+/// database (a SQLite path or a `postgres://` URL) and returns the rows it changed: what
+/// someone with write access to the database can do.
+pub async fn execute(db: &str, sql: &str, params: &[&str]) -> u64 {
+    if db.starts_with("postgres://") {
+        let (client, connection) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the gateway's database");
+        tokio::spawn(connection);
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        return client
+            .execute(sql, &params)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let conn = rusqlite::Connection::open(db).expect("open the gateway's database");
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(sql, rusqlite::params_from_iter(params.iter()))
+        .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64
+}

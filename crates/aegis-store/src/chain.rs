@@ -1,0 +1,348 @@
+//! Receipt chains in the store: the one audit walk every checker runs (`aegis receipts
+//! verify --db`, `POST /v1/receipts/verify`, the background integrity check and the start-up
+//! audit), read by each backend from one consistent snapshot; and the guard that lets a
+//! writer append only to a chain head it can prove.
+//!
+//! Receipts commit in the same transaction as the checkpoint over their chain's new head, so
+//! in any consistent snapshot the last receipt of a chain is named by its last checkpoint.
+//! Anything else (receipts past the last checkpoint, a chain without checkpoints, a
+//! checkpoint beyond the receipts) was written behind the gateway's back.
+
+use crate::{Store, StoreError, StoreResult};
+use aegis_core::receipt::{
+    BreakKind, ChainBreak, ChainHead, ChainPoint, ChainVerifier, Checkpoint, KeyRing, Receipt,
+    decode_public_key, key_id, verify_sealed_head,
+};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+
+/// Receipts read per query.
+const PAGE: u32 = 1000;
+
+/// Every stored public key under the key id derived from it (a key stored under another id,
+/// or one that does not decode, is left out, so the checkpoints it would sign fail).
+pub async fn keyring(store: &dyn Store) -> StoreResult<KeyRing> {
+    Ok(store
+        .signing_keys()
+        .await?
+        .into_iter()
+        .filter_map(|record| {
+            decode_public_key(&record.public_key)
+                .filter(|key| key_id(key) == record.key_id)
+                .map(|key| (record.key_id, key))
+        })
+        .collect())
+}
+
+/// Where an audit walk starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalkStart {
+    /// Receipt 1.
+    Genesis,
+    /// Receipt `seq`, linked to the stored receipt `seq - 1` (a range of the chain).
+    Stored(u64),
+    /// The receipt at `point.seq`, which must still be stored with the hash the caller
+    /// trusts (an earlier walk, or the anchor file); it must still be covered by a valid
+    /// checkpoint, and the walk goes on from it.
+    Trusted(ChainPoint),
+    /// The chain's last checkpoint: it must be validly signed and name the last receipt
+    /// ([`verify_sealed_head`], the rule the writers apply before appending).
+    LastCheckpoint,
+}
+
+/// A stretch of one chain to verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainWalk {
+    pub from: WalkStart,
+    /// Last seq to check (default and at most: the head). The walk then goes on to the
+    /// first checkpoint at or after it, so that a signature covers what was checked.
+    pub through: Option<u64>,
+    /// Most receipts to check.
+    pub max: u64,
+}
+
+impl ChainWalk {
+    /// The whole chain, from receipt 1 to the head.
+    pub fn whole() -> Self {
+        ChainWalk {
+            from: WalkStart::Genesis,
+            through: None,
+            max: u64::MAX,
+        }
+    }
+
+    /// Only that the receipt at `anchor.seq` is still stored with `anchor.hash` and covered
+    /// by a valid checkpoint.
+    pub fn anchor(anchor: ChainPoint) -> Self {
+        ChainWalk {
+            through: Some(anchor.seq),
+            from: WalkStart::Trusted(anchor),
+            max: 0,
+        }
+    }
+
+    /// Only that the head is named by the last checkpoint.
+    pub fn head() -> Self {
+        ChainWalk {
+            from: WalkStart::LastCheckpoint,
+            through: None,
+            max: 0,
+        }
+    }
+}
+
+/// The result of a walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainAudit {
+    /// Receipts checked from the start through `through`, up to and including a bad one.
+    pub checked: u64,
+    /// When the walk verified: the last receipt walked, a signed head.
+    pub verified_through: Option<ChainPoint>,
+    pub outcome: Result<(), ChainBreak>,
+}
+
+impl ChainAudit {
+    fn broken(checked: u64, brk: ChainBreak) -> Self {
+        ChainAudit {
+            checked,
+            verified_through: None,
+            outcome: Err(brk),
+        }
+    }
+}
+
+/// A chain's last receipt and last checkpoint, read together, and the public key stored
+/// under that checkpoint's key id.
+#[derive(Debug, Default)]
+pub(crate) struct ChainSeal {
+    pub head: Option<ChainHead>,
+    pub last_checkpoint: Option<Checkpoint>,
+    pub public_key: Option<String>,
+}
+
+/// The reads a walk needs from one tenant's chain, all inside one snapshot.
+pub(crate) trait ChainReads {
+    async fn seal(&self) -> StoreResult<ChainSeal>;
+    async fn receipt_at(&self, seq: u64) -> StoreResult<Option<Receipt>>;
+    /// Receipts with `seq > after`, in order.
+    async fn receipts(&self, after: u64, limit: u32) -> StoreResult<Vec<Receipt>>;
+    /// Checkpoints with `from <= seq <= through`.
+    async fn checkpoints(&self, from: u64, through: u64) -> StoreResult<Vec<Checkpoint>>;
+    /// The first checkpoint at or after `seq`.
+    async fn covering_checkpoint(&self, seq: u64) -> StoreResult<Option<Checkpoint>>;
+}
+
+/// Walks `walk` over the chain of `tenant` with [`ChainVerifier`], checkpoints fed page by
+/// page. A walk that reaches the head also requires that no checkpoint names a receipt
+/// beyond it (receipts deleted under their checkpoints).
+pub(crate) async fn audit<R: ChainReads>(
+    reads: &R,
+    tenant: &str,
+    walk: &ChainWalk,
+    keys: &KeyRing,
+) -> StoreResult<ChainAudit> {
+    let seal = reads.seal().await?;
+    let head = seal.head.as_ref().map_or(0, |h| h.seq);
+    let mut verifier = match ChainVerifier::new(tenant, [], keys) {
+        Ok(verifier) => verifier,
+        Err(brk) => return Ok(ChainAudit::broken(0, brk)),
+    };
+    // `first` is the first receipt counted as checked; a trusted anchor is pushed before it.
+    let (first, mut anchor) = match &walk.from {
+        WalkStart::LastCheckpoint => {
+            let outcome = verify_sealed_head(
+                tenant,
+                seal.head.as_ref(),
+                seal.last_checkpoint.as_ref(),
+                keys,
+            );
+            return Ok(ChainAudit {
+                checked: 0,
+                verified_through: outcome.as_ref().ok().and(seal.head.map(|h| h.point())),
+                outcome,
+            });
+        }
+        WalkStart::Genesis => (1, None),
+        WalkStart::Trusted(point) if point.seq == 0 => (1, None),
+        WalkStart::Stored(from) => {
+            let from = (*from).max(1);
+            if from > walk.through.unwrap_or(head).min(head) {
+                return Ok(ChainAudit {
+                    checked: 0,
+                    verified_through: None,
+                    outcome: Ok(()),
+                });
+            }
+            if from > 1 {
+                let previous = reads
+                    .receipt_at(from - 1)
+                    .await?
+                    .ok_or(StoreError::NotFound("receipt at from_seq - 1"))?;
+                verifier = verifier.anchored_at(previous.body.seq, previous.hash);
+            }
+            (from, None)
+        }
+        WalkStart::Trusted(point) => match reads.receipt_at(point.seq).await? {
+            Some(anchored) if anchored.hash == point.hash => {
+                verifier = verifier.anchored_at(point.seq - 1, anchored.body.prev_hash.clone());
+                (point.seq + 1, Some(anchored))
+            }
+            found => {
+                let brk = ChainBreak {
+                    tenant_id: tenant.to_owned(),
+                    receipt_id: found.map(|r| r.body.id).unwrap_or_default(),
+                    seq: point.seq,
+                    kind: BreakKind::AnchorMismatch { seq: point.seq },
+                };
+                return Ok(ChainAudit::broken(0, brk));
+            }
+        },
+    };
+    let last = walk
+        .through
+        .unwrap_or(head)
+        .min(head)
+        .min(first.saturating_add(walk.max).saturating_sub(1));
+    let mut checked = 0;
+    let mut next = anchor.as_ref().map_or(first, |r| r.body.seq);
+    let mut end = last;
+    loop {
+        while next <= end {
+            let page = match anchor.take() {
+                Some(anchored) => vec![anchored],
+                None => {
+                    let limit = (end - next + 1).min(u64::from(PAGE)) as u32;
+                    reads.receipts(next - 1, limit).await?
+                }
+            };
+            let (Some(page_first), Some(page_last)) = (page.first(), page.last()) else {
+                break;
+            };
+            let checkpoints = reads
+                .checkpoints(page_first.body.seq, page_last.body.seq)
+                .await?;
+            if let Err(brk) = verifier.add_checkpoints(&checkpoints) {
+                return Ok(ChainAudit::broken(checked, brk));
+            }
+            for receipt in &page {
+                if (first..=last).contains(&receipt.body.seq) {
+                    checked += 1;
+                }
+                if let Err(brk) = verifier.push(receipt) {
+                    return Ok(ChainAudit::broken(checked, brk));
+                }
+            }
+            next = page_last.body.seq + 1;
+        }
+        if verifier.at_signed_head() || next <= end {
+            break;
+        }
+        // The stretch ends between two checkpoints: walk on to the one covering it.
+        match reads.covering_checkpoint(next).await? {
+            Some(checkpoint) if checkpoint.body.seq <= head => end = checkpoint.body.seq,
+            _ => break,
+        }
+    }
+    let verified_through = verifier.last();
+    if let Err(brk) = verifier.finish() {
+        return Ok(ChainAudit::broken(checked, brk));
+    }
+    if next > head
+        && let Some(beyond) = seal.last_checkpoint.filter(|c| c.body.seq > head)
+    {
+        let brk = ChainBreak {
+            tenant_id: tenant.to_owned(),
+            receipt_id: String::new(),
+            seq: beyond.body.seq,
+            kind: BreakKind::CheckpointMismatch {
+                seq: beyond.body.seq,
+            },
+        };
+        return Ok(ChainAudit::broken(checked, brk));
+    }
+    Ok(ChainAudit {
+        checked,
+        verified_through,
+        outcome: Ok(()),
+    })
+}
+
+/// What the writers may append to, shared by a store and its writer.
+///
+/// A writer appends to a chain head only if it wrote that head itself in this process (the
+/// SQLite writer's cached heads) or the head is named by the chain's last checkpoint with a
+/// valid signature ([`verify_sealed_head`], checked whenever a head is read from the
+/// database: on SQLite the first time a chain is used, on PostgreSQL in every batch). It
+/// never signs over anything else, so a chain changed behind its back stays broken instead
+/// of being signed over. Chains found broken at start-up ([`ChainGuard::close`]) take no
+/// receipt at all until the next start.
+#[derive(Debug, Default)]
+pub(crate) struct ChainGuard {
+    state: Mutex<GuardState>,
+}
+
+#[derive(Debug, Default)]
+struct GuardState {
+    closed: HashSet<String>,
+    /// Per tenant, the last checkpoint known valid (signed or verified by this process), so
+    /// that a head named by it needs no signature check.
+    known: HashMap<String, Checkpoint>,
+    /// Per tenant, the last checkpoint this process signed.
+    signed: HashMap<String, Checkpoint>,
+}
+
+impl ChainGuard {
+    pub fn close(&self, tenant_id: &str) {
+        self.state.lock().closed.insert(tenant_id.to_owned());
+    }
+
+    /// The head a writer may append to, given the chain as stored; `ChainBroken` if there
+    /// is none.
+    pub fn admit(&self, tenant_id: &str, seal: ChainSeal) -> StoreResult<ChainPoint> {
+        let mut state = self.state.lock();
+        if state.closed.contains(tenant_id) {
+            return Err(StoreError::ChainBroken(format!(
+                "the receipt chain of tenant {tenant_id} was found broken at start"
+            )));
+        }
+        let empty = ChainPoint {
+            seq: 0,
+            hash: String::new(),
+        };
+        let (head, checkpoint) = (seal.head.as_ref(), seal.last_checkpoint.as_ref());
+        if let (Some(head), Some(checkpoint)) = (head, checkpoint)
+            && state.known.get(tenant_id) == Some(checkpoint)
+            && (head.seq, &head.hash) == (checkpoint.body.seq, &checkpoint.body.head_hash)
+        {
+            return Ok(head.point());
+        }
+        let keys: KeyRing = checkpoint
+            .zip(seal.public_key.as_deref().and_then(decode_public_key))
+            .filter(|(checkpoint, key)| key_id(key) == checkpoint.body.key_id)
+            .map(|(checkpoint, key)| (checkpoint.body.key_id.clone(), key))
+            .into_iter()
+            .collect();
+        if let Err(brk) = verify_sealed_head(tenant_id, head, checkpoint, &keys) {
+            return Err(StoreError::ChainBroken(brk.to_string()));
+        }
+        if let Some(checkpoint) = seal.last_checkpoint {
+            state.known.insert(tenant_id.to_owned(), checkpoint);
+        }
+        Ok(seal.head.map_or(empty, |h| h.point()))
+    }
+
+    /// Records the checkpoints a batch signed, once it committed.
+    pub fn signed(&self, checkpoints: Vec<Checkpoint>) {
+        let mut state = self.state.lock();
+        for checkpoint in checkpoints {
+            let tenant_id = checkpoint.body.tenant_id.clone();
+            state.known.insert(tenant_id.clone(), checkpoint.clone());
+            state.signed.insert(tenant_id, checkpoint);
+        }
+    }
+
+    /// The last checkpoint this process signed, per chain.
+    pub fn signed_heads(&self) -> Vec<Checkpoint> {
+        self.state.lock().signed.values().cloned().collect()
+    }
+}

@@ -1,0 +1,290 @@
+//! The writer signs only chain heads it appended itself — on both stores. A receipt slipped
+//! into the database behind its back (while it was stopped, or while it runs) is never
+//! signed over: opening the store signs nothing, and the tenant's next decision is refused
+//! (`ChainBroken`, 503 at the API) while other tenants' decisions, even in the same batch,
+//! are recorded.
+
+use aegis_core::canonical::canonical_json;
+use aegis_core::model::{ActionRisk, SourceTrust, Verdict};
+use aegis_core::receipt::{BreakKind, ReceiptBody, ReceiptSigner};
+use aegis_store::chain::{ChainWalk, keyring};
+use aegis_store::postgres::PgStore;
+use aegis_store::sqlite::SqliteStore;
+use aegis_store::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn signer() -> Arc<ReceiptSigner> {
+    Arc::new(ReceiptSigner::from_seed(&[7; 32]))
+}
+
+fn decision(tenant: &str, n: u32) -> NewDecision {
+    NewDecision {
+        id: format!("dec_{tenant}_{n}"),
+        tenant_id: TenantId::new(tenant),
+        agent_id: "agt_1".into(),
+        request_id: None,
+        tool: "github".into(),
+        action: "get_file".into(),
+        resource: None,
+        mutates_state: false,
+        egress: false,
+        risk: ActionRisk::Low,
+        source_trust: SourceTrust::TrustedInternalSigned,
+        verdict: Verdict::Allow,
+        risk_score: 10,
+        reason: "permitted".into(),
+        matched_policies: vec![],
+        action_hash: "ab".repeat(32),
+        trace: TraceContext::default(),
+        created_at_ms: now_ms(),
+        escalation: RiskEscalation::default(),
+    }
+}
+
+/// The database behind a store, reached directly as someone with write access would.
+enum Database {
+    Sqlite(PathBuf),
+    Postgres(aegis_testdb::FreshDatabase),
+}
+
+impl Database {
+    async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Database::Sqlite(path) => Arc::new(SqliteStore::open(path, signer()).unwrap()),
+            Database::Postgres(db) => Arc::new(PgStore::connect(db.url(), signer()).await.unwrap()),
+        }
+    }
+
+    /// Runs `sql` (parameters `$1`, `$2`, … as text) and returns the first column of the
+    /// first row as text, if any.
+    async fn run(&self, sql: &str, params: &[&str]) -> Option<String> {
+        match self {
+            Database::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.busy_timeout(std::time::Duration::from_secs(5))
+                    .unwrap();
+                let mut statement = conn.prepare(sql).unwrap();
+                let mut rows = statement
+                    .query(rusqlite::params_from_iter(params.iter()))
+                    .unwrap();
+                rows.next().unwrap().map(|row| row.get(0).unwrap())
+            }
+            Database::Postgres(db) => {
+                let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                let rows = client.query(sql, &params).await.unwrap();
+                rows.first().map(|row| row.get(0))
+            }
+        }
+    }
+
+    async fn count(&self, sql: &str, tenant: &str) -> u64 {
+        self.run(sql, &[tenant]).await.unwrap().parse().unwrap()
+    }
+
+    async fn checkpoints(&self, tenant: &str) -> u64 {
+        self.count(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM receipt_checkpoints WHERE tenant_id = $1",
+            tenant,
+        )
+        .await
+    }
+
+    async fn receipts(&self, tenant: &str) -> u64 {
+        self.count(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM receipts WHERE tenant_id = $1",
+            tenant,
+        )
+        .await
+    }
+
+    /// Appends a well-formed receipt to the tenant's chain, linked to its head with a
+    /// recomputed hash, but without a checkpoint: what a forger can write.
+    async fn append_forged_receipt(&self, tenant: &str) {
+        let head = self
+            .run(
+                "SELECT body FROM receipts WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+                &[tenant],
+            )
+            .await
+            .unwrap();
+        let head: ReceiptBody = serde_json::from_str(&head).unwrap();
+        let mut forged = head.clone();
+        forged.id = format!("rcpt_forged_{}", head.seq + 1);
+        forged.seq = head.seq + 1;
+        forged.decision_id = format!("dec_forged_{}", head.seq + 1);
+        forged.prev_hash = head.hash().unwrap();
+        let body = canonical_json(&forged).unwrap();
+        let sql = match self {
+            Database::Sqlite(_) => {
+                "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash)
+                 VALUES ($1, $2, CAST($3 AS INTEGER), $4, $5, $6) RETURNING id"
+            }
+            Database::Postgres(_) => {
+                "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash)
+                 VALUES ($1, $2, CAST($3::text AS BIGINT), $4, $5, $6) RETURNING id"
+            }
+        };
+        let seq = forged.seq.to_string();
+        let hash = forged.hash().unwrap();
+        self.run(
+            sql,
+            &[&forged.id, tenant, &seq, &forged.decision_id, &body, &hash],
+        )
+        .await;
+    }
+}
+
+async fn the_writer_signs_only_heads_it_wrote(db: Database) {
+    let store = db.open().await;
+    for n in 1..=2 {
+        store.record_decision(decision("acme", n)).await.unwrap();
+    }
+    store.record_decision(decision("globex", 1)).await.unwrap();
+    store.flush().await.unwrap();
+    drop(store);
+
+    // Stopped: a receipt appended to acme's chain, as a forger would (no key, no checkpoint).
+    db.append_forged_receipt("acme").await;
+    let store = db.open().await;
+    assert_eq!(db.checkpoints("acme").await, 2, "opening signs nothing");
+    let keys = keyring(store.as_ref()).await.unwrap();
+    let audit = store
+        .audit_chain(&TenantId::new("acme"), ChainWalk::head(), &keys)
+        .await
+        .unwrap();
+    let brk = audit.outcome.unwrap_err();
+    assert_eq!((brk.kind, brk.seq), (BreakKind::Unsigned, 3));
+
+    // Two decisions queued together (one batch): acme's is refused, globex's recorded.
+    let (refused, recorded) = tokio::join!(
+        store.record_decision(decision("acme", 3)),
+        store.record_decision(decision("globex", 2)),
+    );
+    assert!(
+        matches!(refused, Err(StoreError::ChainBroken(_))),
+        "{refused:?}"
+    );
+    assert_eq!(recorded.unwrap().receipt_seq, 2);
+    assert_eq!(db.receipts("acme").await, 3, "nothing appended to acme");
+    assert_eq!(db.checkpoints("acme").await, 2, "nothing signed over acme");
+    let whole = store
+        .audit_chain(&TenantId::new("globex"), ChainWalk::whole(), &keys)
+        .await
+        .unwrap();
+    assert_eq!((whole.outcome, whole.checked), (Ok(()), 2));
+    // The refused decision left no hole in the event log.
+    let seqs: Vec<i64> = store
+        .events_after(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=4).collect::<Vec<_>>());
+
+    // While the writer runs: a receipt slipped into initech's chain is never signed over.
+    store.record_decision(decision("initech", 1)).await.unwrap();
+    db.append_forged_receipt("initech").await;
+    let refused = store.record_decision(decision("initech", 2)).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(db.checkpoints("initech").await, 1);
+    assert_eq!(db.receipts("initech").await, 2);
+
+    // A chain closed (found broken at start) takes nothing until the next start.
+    store.close_chain(&TenantId::new("globex")).await.unwrap();
+    let closed = store.record_decision(decision("globex", 3)).await;
+    assert!(
+        matches!(closed, Err(StoreError::ChainBroken(_))),
+        "{closed:?}"
+    );
+    // What this process signed: the anchors it would keep outside the database.
+    let mut signed: Vec<(String, u64)> = store
+        .signed_heads()
+        .into_iter()
+        .map(|c| (c.body.tenant_id, c.body.seq))
+        .collect();
+    signed.sort();
+    assert_eq!(signed, [("globex".into(), 2), ("initech".into(), 1)]);
+}
+
+/// The audit walk names what was changed, from the snapshot it reads.
+async fn audits_name_what_a_database_writer_changed(db: Database) {
+    let store = db.open().await;
+    for n in 1..=3 {
+        store.record_decision(decision("acme", n)).await.unwrap();
+    }
+    let acme = TenantId::new("acme");
+    let keys = keyring(store.as_ref()).await.unwrap();
+    let audit = |walk| {
+        let (store, acme, keys) = (&store, &acme, &keys);
+        async move { store.audit_chain(acme, walk, keys).await.unwrap() }
+    };
+    let whole = audit(ChainWalk::whole()).await;
+    assert_eq!((whole.outcome, whole.checked), (Ok(()), 3));
+    let head = whole.verified_through.unwrap();
+    assert_eq!(head.seq, 3);
+    assert_eq!(audit(ChainWalk::anchor(head.clone())).await.outcome, Ok(()));
+    let mut other = head.clone();
+    other.hash = "00".repeat(32);
+    let brk = audit(ChainWalk::anchor(other)).await.outcome.unwrap_err();
+    assert_eq!(brk.kind, BreakKind::AnchorMismatch { seq: 3 });
+
+    // The newest receipt deleted, its checkpoint left behind.
+    let deleted = db
+        .run(
+            "DELETE FROM receipts WHERE tenant_id = $1 AND seq = 3 RETURNING id",
+            &["acme"],
+        )
+        .await;
+    assert!(deleted.is_some());
+    let beyond = BreakKind::CheckpointMismatch { seq: 3 };
+    assert_eq!(
+        audit(ChainWalk::whole()).await.outcome.unwrap_err().kind,
+        beyond
+    );
+    assert_eq!(
+        audit(ChainWalk::head()).await.outcome.unwrap_err().kind,
+        beyond
+    );
+    let brk = audit(ChainWalk::anchor(head)).await.outcome.unwrap_err();
+    assert_eq!(brk.kind, BreakKind::AnchorMismatch { seq: 3 });
+    drop(store);
+    let store = db.open().await;
+    let refused = store.record_decision(decision("acme", 4)).await;
+    assert!(
+        matches!(refused, Err(StoreError::ChainBroken(_))),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_audits_name_what_a_database_writer_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    audits_name_what_a_database_writer_changed(Database::Sqlite(dir.path().join("aegis.db"))).await;
+}
+
+#[tokio::test]
+async fn postgres_audits_name_what_a_database_writer_changed() {
+    let db = aegis_testdb::FreshDatabase::create().await;
+    audits_name_what_a_database_writer_changed(Database::Postgres(db)).await;
+}
+
+#[tokio::test]
+async fn sqlite_signs_only_heads_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    the_writer_signs_only_heads_it_wrote(Database::Sqlite(dir.path().join("aegis.db"))).await;
+}
+
+#[tokio::test]
+async fn postgres_signs_only_heads_it_wrote() {
+    let db = aegis_testdb::FreshDatabase::create().await;
+    the_writer_signs_only_heads_it_wrote(Database::Postgres(db)).await;
+}

@@ -1,0 +1,342 @@
+//! Someone with write access to the database attacks the receipt chains while the gateway
+//! is stopped, and then lets it start — against the built binary, on both stores.
+//!
+//! - Rewrite a deny as an allow, recompute every later hash, delete the tenant's
+//!   checkpoints: the gateway must not sign the forged head at start (a pinned
+//!   `aegis receipts verify` keeps failing), must append nothing to it (the tenant's
+//!   authorize answers 503), and must raise a critical `receipt_chain_broken` alert.
+//! - Delete the newest receipts with their checkpoints, or the whole chain: the database
+//!   alone is consistent again, but the anchor file kept beside the signing key names a head
+//!   the database no longer has.
+//!
+//! And `aegis receipts verify --db` on a gateway serving traffic sees no false break.
+
+mod support;
+
+use aegis_core::canonical::canonical_json;
+use aegis_core::receipt::ReceiptBody;
+use aegis_testdb::FreshDatabase;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use support::*;
+
+/// Where a test's gateway keeps its data: a directory, and a SQLite file in it or a fresh
+/// PostgreSQL database.
+struct Site {
+    dir: tempfile::TempDir,
+    db: String,
+    _postgres: Option<FreshDatabase>,
+}
+
+impl Site {
+    fn sqlite() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("aegis.db").to_str().unwrap().to_owned();
+        Site {
+            dir,
+            db,
+            _postgres: None,
+        }
+    }
+
+    async fn postgres() -> Site {
+        let database = FreshDatabase::create().await;
+        Site {
+            dir: tempfile::tempdir().unwrap(),
+            db: database.url().to_owned(),
+            _postgres: Some(database),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The anchor file beside the default signing key file.
+    fn anchor_file(&self) -> PathBuf {
+        if self.db.starts_with("postgres://") {
+            self.dir().join("aegis.signing-key.anchors")
+        } else {
+            PathBuf::from(format!("{}.signing-key.anchors", self.db))
+        }
+    }
+
+    /// `aegis receipts verify --db DB --trusted-key PIN` plus `extra`.
+    fn verify(&self, pin: &str, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["receipts", "verify", "--db", &self.db, "--trusted-key", pin];
+        args.extend_from_slice(extra);
+        aegis(self.dir(), &args)
+    }
+
+    async fn count(&self, sql: &str) -> String {
+        query_column(&self.db, sql).await.remove(0)
+    }
+}
+
+/// The gateway's signing key as `--trusted-key` takes it.
+async fn pin(client: &reqwest::Client, gw: &Gateway, admin: &str) -> String {
+    let keys = get_json(client, gw.url("/v1/receipts/keys"), admin).await;
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    format!(
+        "{}={}",
+        keys[0]["key_id"].as_str().unwrap(),
+        keys[0]["public_key"].as_str().unwrap()
+    )
+}
+
+fn assert_fails(out: &std::process::Output, why: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "expected a failure: {stderr}");
+    assert!(stderr.contains(why), "expected {why:?} in: {stderr}");
+    stderr
+}
+
+fn assert_verifies(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Rewrites the tenant's first deny receipt (and its decision) as an allow, recomputes the
+/// hashes of it and every later receipt, and deletes the tenant's checkpoints: all a
+/// database writer can do without the signing key.
+async fn rewrite_first_deny_as_allow(db: &str, tenant: &str) {
+    let order = format!("FROM receipts WHERE tenant_id = '{tenant}' ORDER BY seq");
+    let ids = query_column(db, &format!("SELECT id {order}")).await;
+    let mut bodies: Vec<ReceiptBody> = query_column(db, &format!("SELECT body {order}"))
+        .await
+        .iter()
+        .map(|body| serde_json::from_str(body).unwrap())
+        .collect();
+    let deny = bodies.iter().position(|b| b.decision == "deny").unwrap();
+    bodies[deny].decision = "allow".into();
+    let mut prev = bodies[deny].prev_hash.clone();
+    for (id, body) in ids.iter().zip(&mut bodies).skip(deny) {
+        body.prev_hash = prev;
+        prev = body.hash().unwrap();
+        let canonical = canonical_json(&*body).unwrap();
+        let sql = "UPDATE receipts SET body = $1, hash = $2 WHERE id = $3";
+        assert_eq!(execute(db, sql, &[&canonical, &prev, id]).await, 1);
+    }
+    let sql = "UPDATE decisions SET decision = 'allow' WHERE id = $1";
+    assert_eq!(execute(db, sql, &[&bodies[deny].decision_id]).await, 1);
+    let sql = "DELETE FROM receipt_checkpoints WHERE tenant_id = $1";
+    assert!(execute(db, sql, &[tenant]).await > 0);
+}
+
+/// Waits for the critical `receipt_chain_broken` alert.
+async fn chain_broken_alert(client: &reqwest::Client, gw: &Gateway, admin: &str) -> Value {
+    let alerts = eventually(20, "the receipt_chain_broken alert", || async {
+        let alerts = get_json(
+            client,
+            gw.url("/v1/alerts?kind=receipt_chain_broken"),
+            admin,
+        )
+        .await;
+        (!alerts.as_array().unwrap().is_empty()).then_some(alerts)
+    })
+    .await;
+    assert_eq!(alerts[0]["severity"], "critical");
+    alerts[0].clone()
+}
+
+/// An authorize call of the tenant whose chain is closed: 503, nothing recorded.
+async fn assert_refused(client: &reqwest::Client, gw: &Gateway, token: &str) {
+    let resp = client
+        .post(gw.url("/v1/authorize"))
+        .bearer_auth(token)
+        .json(&merge_call("trusted_internal_signed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "receipt_chain_broken");
+}
+
+async fn a_rewritten_chain_is_never_signed_over(site: Site) {
+    let (dir, db) = (site.dir(), site.db.as_str());
+    let admin = init_on(dir, db, "acme");
+    let client = reqwest::Client::new();
+    let gw = Gateway::start_on(dir, db, &[]).await;
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    for (source, expected) in [
+        ("trusted_internal_signed", "allow"),
+        ("untrusted_external", "deny"),
+        ("trusted_internal_signed", "allow"),
+    ] {
+        assert_eq!(authorize(&client, &gw, &token, source).await, expected);
+    }
+    let pin = pin(&client, &gw, &admin).await;
+    assert!(gw.terminate().success());
+    assert_verifies(&site.verify(&pin, &[]));
+
+    rewrite_first_deny_as_allow(db, "acme").await;
+    assert_fails(&site.verify(&pin, &[]), "no valid signed checkpoint");
+
+    // The gateway starts on the forged database: it signs nothing, refuses to append to the
+    // chain, and raises the alert.
+    let gw = Gateway::start_on(dir, db, &[]).await;
+    let alert = chain_broken_alert(&client, &gw, &admin).await;
+    assert!(
+        alert["summary"].as_str().unwrap().contains("receipt chain"),
+        "{alert}"
+    );
+    let payloads = query_column(
+        db,
+        "SELECT payload FROM events WHERE kind = 'receipt.chain_broken'",
+    )
+    .await;
+    assert_eq!(payloads.len(), 1);
+    let payload: Value = serde_json::from_str(&payloads[0]).unwrap();
+    assert_eq!(payload["check"], "start");
+    assert_eq!(payload["seq"], 3);
+    assert_refused(&client, &gw, &token).await;
+    assert!(gw.log_text().contains("receipt chain broken"));
+    assert!(gw.terminate().success());
+
+    let stderr = assert_fails(&site.verify(&pin, &[]), "no valid signed checkpoint");
+    assert!(stderr.contains("tenant acme, seq 3"), "{stderr}");
+    let sql = "SELECT CAST(COUNT(*) AS TEXT) FROM receipt_checkpoints WHERE tenant_id = 'acme'";
+    assert_eq!(
+        site.count(sql).await,
+        "0",
+        "nothing was signed over the forged chain"
+    );
+    let sql = "SELECT CAST(COUNT(*) AS TEXT) FROM receipts WHERE tenant_id = 'acme'";
+    assert_eq!(site.count(sql).await, "3", "nothing was appended to it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_chain_is_never_signed_over_on_sqlite() {
+    a_rewritten_chain_is_never_signed_over(Site::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_chain_is_never_signed_over_on_postgres() {
+    a_rewritten_chain_is_never_signed_over(Site::postgres().await).await;
+}
+
+async fn deleted_receipts_are_caught_by_the_anchor_file(site: Site) {
+    let (dir, db) = (site.dir(), site.db.as_str());
+    let admin = init_on(dir, db, "acme");
+    let client = reqwest::Client::new();
+    let gw = Gateway::start_on(dir, db, &[]).await;
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    for (source, expected) in [
+        ("trusted_internal_signed", "allow"),
+        ("trusted_internal_signed", "allow"),
+        ("untrusted_external", "deny"),
+    ] {
+        assert_eq!(authorize(&client, &gw, &token, source).await, expected);
+    }
+    let pin = pin(&client, &gw, &admin).await;
+    assert!(gw.terminate().success());
+    // The clean shutdown left the head this process signed beside its key.
+    let anchor_file = site.anchor_file();
+    let anchors: Value =
+        serde_json::from_str(&std::fs::read_to_string(&anchor_file).unwrap()).unwrap();
+    assert_eq!(anchors["anchors"][0]["tenant_id"], "acme");
+    assert_eq!(anchors["anchors"][0]["seq"], 3);
+    let anchor_arg = anchor_file.to_str().unwrap();
+
+    // The deny removed with its checkpoint: the chain ends on a signed head again, and the
+    // database alone cannot tell.
+    let tail = "SELECT id FROM receipts WHERE tenant_id = 'acme' AND seq = 3";
+    let deny = query_column(db, tail).await.remove(0);
+    assert_eq!(
+        execute(db, "DELETE FROM receipts WHERE id = $1", &[&deny]).await,
+        1
+    );
+    let sql = "DELETE FROM receipt_checkpoints WHERE tenant_id = 'acme' AND seq >= 3";
+    assert_eq!(execute(db, sql, &[]).await, 1);
+    assert_verifies(&site.verify(&pin, &[]));
+    assert_fails(&site.verify(&pin, &["--anchors", anchor_arg]), "anchor");
+
+    let gw = Gateway::start_on(dir, db, &[]).await;
+    chain_broken_alert(&client, &gw, &admin).await;
+    assert_refused(&client, &gw, &token).await;
+    assert!(gw.terminate().success());
+    // The refused chain kept its anchor: the evidence is still there at the next start.
+    let kept: Value =
+        serde_json::from_str(&std::fs::read_to_string(&anchor_file).unwrap()).unwrap();
+    assert_eq!(kept["anchors"][0]["seq"], 3);
+
+    // Every receipt and checkpoint of the chain deleted: no chain left to check, except
+    // against the anchor.
+    execute(db, "DELETE FROM receipts WHERE tenant_id = 'acme'", &[]).await;
+    execute(
+        db,
+        "DELETE FROM receipt_checkpoints WHERE tenant_id = 'acme'",
+        &[],
+    )
+    .await;
+    let out = site.verify(&pin, &[]);
+    assert_verifies(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 chain(s)"));
+    assert_fails(&site.verify(&pin, &["--anchors", anchor_arg]), "anchor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_receipts_are_caught_by_the_anchor_file_on_sqlite() {
+    deleted_receipts_are_caught_by_the_anchor_file(Site::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_receipts_are_caught_by_the_anchor_file_on_postgres() {
+    deleted_receipts_are_caught_by_the_anchor_file(Site::postgres().await).await;
+}
+
+async fn verify_on_a_serving_gateway_sees_no_false_break(site: Site) {
+    let (dir, db) = (site.dir(), site.db.as_str());
+    let admin = init_on(dir, db, "acme");
+    let client = reqwest::Client::new();
+    let gw = Gateway::start_on(dir, db, &[]).await;
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    authorize(&client, &gw, &token, "trusted_internal_signed").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Four callers at once, so that commits land while each verification reads.
+    let traffic: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, token) = (client.clone(), gw.url("/v1/authorize"), token.clone());
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                let mut calls = 0;
+                while !*stopped.borrow() {
+                    let call = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&merge_call("trusted_internal_signed"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(call.status(), 200);
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+    // Each run reads a chain that grows while it reads; every receipt it sees committed
+    // with its checkpoint, so each must verify.
+    for _ in 0..8 {
+        let out = aegis(dir, &["receipts", "verify", "--db", db]);
+        assert_verifies(&out);
+    }
+    stop.send(true).unwrap();
+    for caller in traffic {
+        assert!(caller.await.unwrap() > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_on_a_serving_gateway_sees_no_false_break_on_sqlite() {
+    verify_on_a_serving_gateway_sees_no_false_break(Site::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_on_a_serving_gateway_sees_no_false_break_on_postgres() {
+    verify_on_a_serving_gateway_sees_no_false_break(Site::postgres().await).await;
+}
