@@ -280,9 +280,12 @@ pub trait Store: Send + Sync + 'static {
     async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()>;
     /// Every saved coalescing state.
     async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>>;
-    /// Pending deliveries due at `now_ms`, oldest first. PostgreSQL also leases them to the
-    /// caller for a minute, so two replicas never send the same delivery at once.
-    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>>;
+    /// Claims due pending deliveries for the delivery worker, shared fairly between tenants
+    /// (see `records::fair_claim`): at most `claim.limit`, none of `claim.in_flight`, and no
+    /// tenant above `claim.per_tenant` in flight. The caller starts every delivery returned.
+    /// PostgreSQL also leases them for a minute, so two replicas never send one at once;
+    /// SQLite's one process relies on `in_flight`.
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>>;
     /// Records the outcome of one delivery attempt.
     async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()>;
     /// Postpones pending deliveries without counting an attempt (paused endpoint), in one

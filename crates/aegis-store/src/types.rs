@@ -558,6 +558,19 @@ pub struct Delivery {
     pub cursor: i64,
 }
 
+/// What the delivery worker can start now, for [`crate::Store::claim_deliveries`].
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryClaim {
+    pub now_ms: i64,
+    /// Free delivery slots: no more than this many deliveries are claimed.
+    pub limit: u32,
+    /// No tenant gets more than this many deliveries in flight at once.
+    pub per_tenant: u32,
+    /// Deliveries the worker has in flight, with their tenants: never claimed again while
+    /// there, and counted against their tenant's share.
+    pub in_flight: Vec<(String, TenantId)>,
+}
+
 /// What one delivery attempt came to.
 #[derive(Debug, Clone)]
 pub enum DeliveryOutcome {

@@ -1457,9 +1457,9 @@ impl Store for PgStore {
         notify::coalesce_states(&client).await
     }
 
-    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>> {
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
         let client = self.pool.get().await?;
-        notify::due_deliveries(&client, now_ms, limit).await
+        notify::claim_deliveries(&client, &claim).await
     }
 
     async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()> {

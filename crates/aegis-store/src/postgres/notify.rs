@@ -2,6 +2,7 @@
 
 use super::prepared;
 use super::rows::get;
+use crate::records;
 use crate::sqlite::notify::WEBHOOK_COLUMNS;
 use crate::*;
 use deadpool_postgres::{GenericClient, Transaction};
@@ -123,20 +124,51 @@ pub(super) async fn coalesce_states<C: GenericClient>(
         .collect()
 }
 
-/// Claims the due deliveries with a [`CLAIM_LEASE_MS`] lease, so two replicas never get one at once.
-pub(super) async fn due_deliveries<C: GenericClient>(
+/// Claims due deliveries by [`records::fair_claim`] and leases them for [`CLAIM_LEASE_MS`],
+/// so no other replica claims them meanwhile. Only the picked rows are leased, and only if
+/// still due and unclaimed when locked: a row another replica leased in between is skipped.
+pub(super) async fn claim_deliveries<C: GenericClient>(
     client: &C,
-    now: i64,
-    limit: u32,
+    claim: &DeliveryClaim,
 ) -> StoreResult<Vec<Delivery>> {
-    // Returned as they were before the claim (the due time, not the lease), oldest due first.
+    let in_flight: Vec<&str> = claim.in_flight.iter().map(|(id, _)| id.as_str()).collect();
+    // Each tenant's oldest due deliveries, as many as it could be given.
+    let due = client
+        .query(
+            &prepared(
+                client,
+                "SELECT id, tenant_id, next_attempt_at, ordinal FROM (
+                     SELECT id, tenant_id, next_attempt_at, ordinal,
+                            ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at, ordinal) AS turn
+                     FROM deliveries
+                     WHERE status = 'pending' AND next_attempt_at <= $1 AND id <> ALL($2)
+                 ) due WHERE turn <= $3",
+            )
+            .await?,
+            &[&claim.now_ms, &in_flight, &i64::from(claim.per_tenant)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(records::DueDelivery {
+                id: get(row, 0)?,
+                tenant_id: TenantId::new(get::<String>(row, 1)?),
+                next_attempt_at_ms: get(row, 2)?,
+                order: get(row, 3)?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let picked = records::fair_claim(due, claim);
+    if picked.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Returned as they were before the claim (the due time, not the lease).
     let statement = prepared(
         client,
         &format!(
             "WITH due AS (
                  SELECT id, next_attempt_at FROM deliveries
-                 WHERE status = 'pending' AND next_attempt_at <= $1
-                 ORDER BY next_attempt_at, ordinal LIMIT $2
+                 WHERE id = ANY($1) AND status = 'pending' AND next_attempt_at <= $2
                  FOR UPDATE SKIP LOCKED
              ), claimed AS (
                  UPDATE deliveries SET next_attempt_at = $3
@@ -146,19 +178,20 @@ pub(super) async fn due_deliveries<C: GenericClient>(
                      deliveries.last_error, deliveries.created_at, deliveries.delivered_at,
                      deliveries.ordinal
              )
-             SELECT {DELIVERY_COLUMNS} FROM claimed ORDER BY next_attempt_at, ordinal"
+             SELECT {DELIVERY_COLUMNS} FROM claimed"
         ),
     )
     .await?;
-    client
+    let mut rows: std::collections::HashMap<String, Delivery> = client
         .query(
             &statement,
-            &[&now, &i64::from(limit), &(now + CLAIM_LEASE_MS)],
+            &[&picked, &claim.now_ms, &(claim.now_ms + CLAIM_LEASE_MS)],
         )
         .await?
         .iter()
-        .map(delivery_from_row)
-        .collect()
+        .map(|row| delivery_from_row(row).map(|d| (d.id.clone(), d)))
+        .collect::<StoreResult<_>>()?;
+    Ok(picked.iter().filter_map(|id| rows.remove(id)).collect())
 }
 
 pub(super) async fn finish_delivery(

@@ -1230,8 +1230,8 @@ impl Store for SqliteStore {
         self.read(notify::coalesce_states).await
     }
 
-    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>> {
-        self.read(move |conn| notify::due_deliveries(conn, now_ms, limit))
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
+        self.read(move |conn| notify::claim_deliveries(conn, &claim))
             .await
     }
 

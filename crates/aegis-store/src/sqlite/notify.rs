@@ -1,5 +1,6 @@
 //! Notification tables: webhook subscriptions, the delivery queue, coalescing state.
 
+use crate::records;
 use crate::*;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -96,19 +97,43 @@ pub(super) fn coalesce_states(conn: &Connection) -> StoreResult<Vec<CoalesceReco
         .collect()
 }
 
-pub(super) fn due_deliveries(
+/// Claims due deliveries by [`records::fair_claim`]. Nothing is leased: this process is the
+/// only claimer, and `claim.in_flight` keeps what it is sending out of the next claim.
+pub(super) fn claim_deliveries(
     conn: &Connection,
-    now: i64,
-    limit: u32,
+    claim: &DeliveryClaim,
 ) -> StoreResult<Vec<Delivery>> {
-    Ok(conn
+    let in_flight: Vec<&str> = claim.in_flight.iter().map(|(id, _)| id.as_str()).collect();
+    let in_flight = serde_json::Value::from(in_flight).to_string();
+    // Each tenant's oldest due deliveries, as many as it could be given.
+    let due = conn
+        .prepare_cached(
+            "SELECT id, tenant_id, next_attempt_at, ordinal FROM (
+                 SELECT id, tenant_id, next_attempt_at, rowid AS ordinal,
+                        ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at, rowid) AS turn
+                 FROM deliveries
+                 WHERE status = 'pending' AND next_attempt_at <= ?1
+                   AND id NOT IN (SELECT value FROM json_each(?2))
+             ) WHERE turn <= ?3",
+        )?
+        .query_map(params![claim.now_ms, in_flight, claim.per_tenant], |row| {
+            Ok(records::DueDelivery {
+                id: row.get(0)?,
+                tenant_id: TenantId::new(row.get::<_, String>(1)?),
+                next_attempt_at_ms: row.get(2)?,
+                order: row.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let picked = records::fair_claim(due, claim);
+    let mut rows: std::collections::HashMap<String, Delivery> = conn
         .prepare_cached(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries
-             WHERE status = 'pending' AND next_attempt_at <= ?1
-             ORDER BY next_attempt_at, rowid LIMIT ?2"
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id IN (SELECT value FROM json_each(?1))"
         ))?
-        .query_map(params![now, limit], delivery_from_row)?
-        .collect::<Result<_, _>>()?)
+        .query_map([serde_json::Value::from(picked.clone()).to_string()], delivery_from_row)?
+        .map(|row| row.map(|d| (d.id.clone(), d)))
+        .collect::<Result<_, _>>()?;
+    Ok(picked.iter().filter_map(|id| rows.remove(id)).collect())
 }
 
 pub(super) fn finish_delivery(
