@@ -20,7 +20,9 @@
 
 use crate::egress;
 use crate::notify::{ENV_JSON_SINK, ENV_SLACK_SINK, SUBSCRIPTION_SINK_PREFIX};
-use aegis_store::{Delivery, DeliveryClaim, DeliveryOutcome, Store, TenantId, now_ms};
+use aegis_store::{
+    Delivery, DeliveryClaim, DeliveryOutcome, Store, StoreError, StoreResult, TenantId, now_ms,
+};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::HashMap;
@@ -189,10 +191,7 @@ pub async fn run(
 }
 
 impl Worker {
-    async fn pass(
-        self: &Arc<Self>,
-        tasks: &mut tokio::task::JoinSet<()>,
-    ) -> aegis_store::StoreResult<()> {
+    async fn pass(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) -> StoreResult<()> {
         {
             let finished = std::mem::take(&mut *self.finished.lock().unwrap());
             let mut in_flight = self.in_flight.lock().unwrap();
@@ -229,16 +228,14 @@ impl Worker {
         // Deliveries to paused endpoints, postponed together in one write.
         let mut deferred: HashMap<i64, Vec<String>> = HashMap::new();
         for (delivery, slot) in claimed.into_iter().zip(slots) {
-            let Some(target) = self.target(&delivery).await? else {
-                self.store
-                    .finish_delivery(
-                        &delivery.id,
-                        DeliveryOutcome::Failed {
-                            error: "the sink is no longer configured".into(),
-                        },
-                    )
-                    .await?;
-                continue;
+            let target = match self.target(&delivery).await? {
+                Ok(target) => target,
+                Err(error) => {
+                    self.store
+                        .finish_delivery(&delivery.id, DeliveryOutcome::Failed { error })
+                        .await?;
+                    continue;
+                }
             };
             let key = (delivery.tenant_id.clone(), target.url.clone());
             let open_until = self
@@ -269,31 +266,52 @@ impl Worker {
         Ok(())
     }
 
-    async fn target(&self, delivery: &Delivery) -> aegis_store::StoreResult<Option<Target>> {
+    /// Where a delivery goes, or why it cannot be sent (it is then marked failed): its sink
+    /// is gone, or its signing secret does not decrypt (fail closed: never sent unsigned).
+    async fn target(&self, delivery: &Delivery) -> StoreResult<Result<Target, String>> {
+        const GONE: &str = "the sink is no longer configured";
         let env = |url: &Option<String>| {
-            url.as_ref().map(|url| Target {
-                url: url.clone(),
-                secret: self.config.env_secret.clone(),
-                subscription: false,
-            })
+            url.as_ref()
+                .map(|url| Target {
+                    url: url.clone(),
+                    secret: self.config.env_secret.clone(),
+                    subscription: false,
+                })
+                .ok_or_else(|| GONE.to_owned())
         };
-        Ok(match delivery.sink.as_str() {
-            ENV_JSON_SINK => env(&self.config.env_json_url),
-            ENV_SLACK_SINK => env(&self.config.env_slack_url),
+        let id = match delivery.sink.as_str() {
+            ENV_JSON_SINK => return Ok(env(&self.config.env_json_url)),
+            ENV_SLACK_SINK => return Ok(env(&self.config.env_slack_url)),
             sink => match sink.strip_prefix(SUBSCRIPTION_SINK_PREFIX) {
-                Some(id) => self
-                    .store
-                    .webhook_by_id(id)
-                    .await?
-                    .filter(|w| w.tenant_id == delivery.tenant_id)
-                    .map(|w| Target {
-                        url: w.url,
-                        secret: w.secret,
-                        subscription: true,
-                    }),
-                None => None,
+                Some(id) => id,
+                None => return Ok(Err(GONE.to_owned())),
             },
-        })
+        };
+        let Some(webhook) = self
+            .store
+            .webhook_by_id(id)
+            .await?
+            .filter(|w| w.tenant_id == delivery.tenant_id)
+        else {
+            return Ok(Err(GONE.to_owned()));
+        };
+        let secret = match self
+            .store
+            .webhook_signing_secret(&delivery.tenant_id, id)
+            .await
+        {
+            Ok(secret) => secret,
+            Err(StoreError::Corrupt(why)) => {
+                tracing::error!(delivery_id = %delivery.id, tenant_id = %delivery.tenant_id, webhook_id = id, "{why}; the delivery is not sent");
+                return Ok(Err(why));
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Ok(Target {
+            url: webhook.url,
+            secret,
+            subscription: true,
+        }))
     }
 
     /// Sends one delivery and records its outcome.

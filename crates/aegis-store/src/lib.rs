@@ -12,9 +12,11 @@
 
 pub mod postgres;
 mod records;
+mod secrets;
 pub mod sqlite;
 mod types;
 
+pub use secrets::SecretsKey;
 pub use types::*;
 
 /// Wall-clock time in Unix milliseconds: the timestamp of every record. The one place the
@@ -304,6 +306,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>>;
     /// A live subscription by id, in any tenant (the delivery worker's lookup).
     async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>>;
+    /// The signing secret of one of the tenant's live subscriptions, opened with the
+    /// secrets key; `Corrupt` when it does not decrypt for this row.
+    async fn webhook_signing_secret(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+    ) -> StoreResult<Option<String>>;
     async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()>;
 
     // Evidence.

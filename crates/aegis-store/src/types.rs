@@ -502,7 +502,7 @@ pub mod delivery_status {
     pub const FAILED: &str = "failed";
 }
 
-/// A webhook subscription to create. `secret` is kept only to sign deliveries.
+/// A webhook subscription to create. `secret` is kept, sealed, only to sign deliveries.
 #[derive(Debug, Clone)]
 pub struct NewWebhook {
     pub id: String,
@@ -515,7 +515,7 @@ pub struct NewWebhook {
     pub created_at_ms: i64,
 }
 
-/// A stored subscription. `secret` must never leave the server (views omit it).
+/// A stored subscription (its secret only through `Store::webhook_signing_secret`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
     pub id: String,
@@ -523,7 +523,6 @@ pub struct Webhook {
     pub url: String,
     pub format: String,
     pub events: Option<Vec<String>>,
-    pub secret: Option<String>,
     pub created_at_ms: i64,
 }
 

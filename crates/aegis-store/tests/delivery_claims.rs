@@ -12,6 +12,10 @@ fn signer() -> Arc<ReceiptSigner> {
     Arc::new(ReceiptSigner::from_seed(&[7; 32]))
 }
 
+fn secrets() -> SecretsKey {
+    SecretsKey::from_bytes(&[9; 32])
+}
+
 async fn enqueue(store: &dyn Store, id: &str, tenant: &str, at_ms: i64) {
     store
         .enqueue_delivery(NewDelivery {
@@ -76,13 +80,15 @@ async fn claims_are_fair_and_never_exceed_the_free_slots(store: &dyn Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_claims_fairly() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer()).unwrap();
+    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
     claims_are_fair_and_never_exceed_the_free_slots(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_claims_fairly() {
     let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer()).await.unwrap();
+    let store = PgStore::connect(database.url(), signer(), secrets())
+        .await
+        .unwrap();
     claims_are_fair_and_never_exceed_the_free_slots(&store).await;
 }

@@ -40,8 +40,7 @@ fn webhook_from_row(row: &Row) -> StoreResult<Webhook> {
         url: get(row, 2)?,
         format: get(row, 3)?,
         events: events.and_then(|e| serde_json::from_str(&e).ok()),
-        secret: get(row, 5)?,
-        created_at_ms: get(row, 6)?,
+        created_at_ms: get(row, 5)?,
     })
 }
 
@@ -285,10 +284,12 @@ pub(super) async fn list_deliveries<C: GenericClient>(
         .collect()
 }
 
+/// Inserts a subscription; `sealed_secret` is its secret as [`SecretsKey::seal`] made it.
 pub(super) async fn create_webhook(
     tx: &Transaction<'_>,
     tenant: &TenantId,
     w: &NewWebhook,
+    sealed_secret: Option<&str>,
 ) -> StoreResult<Webhook> {
     let events = w
         .events
@@ -297,7 +298,7 @@ pub(super) async fn create_webhook(
     tx.execute(
         &prepared(
             tx,
-            "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, secret, created_at)
+            "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, sealed_secret, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .await?,
@@ -307,7 +308,7 @@ pub(super) async fn create_webhook(
             &w.url,
             &w.format,
             &events,
-            &w.secret,
+            &sealed_secret,
             &w.created_at_ms,
         ],
     )
@@ -318,7 +319,6 @@ pub(super) async fn create_webhook(
         url: w.url.clone(),
         format: w.format.clone(),
         events: w.events.clone(),
-        secret: w.secret.clone(),
         created_at_ms: w.created_at_ms,
     })
 }
@@ -376,7 +376,7 @@ pub(super) async fn delete_webhook(
         .execute(
             &prepared(
                 tx,
-                "UPDATE webhook_subscriptions SET deleted_at = $3, secret = NULL
+                "UPDATE webhook_subscriptions SET deleted_at = $3, secret = NULL, sealed_secret = NULL
                  WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
             )
             .await?,
@@ -387,4 +387,53 @@ pub(super) async fn delete_webhook(
         return Err(StoreError::NotFound("webhook"));
     }
     Ok(())
+}
+
+/// The stored (sealed, plain) secret columns of one of the tenant's live subscriptions.
+pub(super) async fn webhook_secret_columns<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    id: &str,
+) -> StoreResult<(Option<String>, Option<String>)> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                "SELECT sealed_secret, secret FROM webhook_subscriptions
+                 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+            )
+            .await?,
+            &[&tenant.as_str(), &id],
+        )
+        .await?;
+    row.map_or(Ok((None, None)), |row| Ok((get(&row, 0)?, get(&row, 1)?)))
+}
+
+/// Seals every secret still stored in plain text (rows written before secrets were sealed,
+/// or by an older replica during an upgrade); returns how many. Replicas starting together
+/// may both seal a row: the last write wins, and either opens with the shared key.
+pub(super) async fn seal_plain_secrets(
+    pool: &deadpool_postgres::Pool,
+    key: &SecretsKey,
+) -> StoreResult<usize> {
+    let client = pool.get().await?;
+    let plain = client
+        .query(
+            "SELECT id, tenant_id, secret FROM webhook_subscriptions WHERE secret IS NOT NULL",
+            &[],
+        )
+        .await?;
+    for row in &plain {
+        let (id, tenant, secret): (String, String, String) =
+            (get(row, 0)?, get(row, 1)?, get(row, 2)?);
+        let sealed = key.seal(&TenantId::new(tenant.as_str()), &id, &secret)?;
+        client
+            .execute(
+                "UPDATE webhook_subscriptions SET sealed_secret = $2, secret = NULL
+                 WHERE id = $1 AND secret IS NOT NULL",
+                &[&id, &sealed],
+            )
+            .await?;
+    }
+    Ok(plain.len())
 }

@@ -5,7 +5,7 @@ use crate::*;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, rowid";
-pub(crate) const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, secret, created_at";
+pub(crate) const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, created_at";
 
 fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
@@ -32,8 +32,7 @@ fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
         url: row.get(2)?,
         format: row.get(3)?,
         events: events.and_then(|e| serde_json::from_str(&e).ok()),
-        secret: row.get(5)?,
-        created_at_ms: row.get(6)?,
+        created_at_ms: row.get(5)?,
     })
 }
 
@@ -193,17 +192,19 @@ pub(super) fn list_deliveries(
         .collect::<Result<_, _>>()?)
 }
 
+/// Inserts a subscription; `sealed_secret` is its secret as [`SecretsKey::seal`] made it.
 pub(super) fn create_webhook(
     conn: &Connection,
     tenant: &TenantId,
     w: &NewWebhook,
+    sealed_secret: Option<&str>,
 ) -> StoreResult<Webhook> {
     let events = w
         .events
         .as_ref()
         .map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()));
     conn.execute(
-        "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, secret, created_at)
+        "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, sealed_secret, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             w.id,
@@ -211,7 +212,7 @@ pub(super) fn create_webhook(
             w.url,
             w.format,
             events,
-            w.secret,
+            sealed_secret,
             w.created_at_ms
         ],
     )?;
@@ -221,9 +222,46 @@ pub(super) fn create_webhook(
         url: w.url.clone(),
         format: w.format.clone(),
         events: w.events.clone(),
-        secret: w.secret.clone(),
         created_at_ms: w.created_at_ms,
     })
+}
+
+/// The stored (sealed, plain) secret columns of one of the tenant's live subscriptions.
+pub(super) fn webhook_secret_columns(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &str,
+) -> StoreResult<(Option<String>, Option<String>)> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT sealed_secret, secret FROM webhook_subscriptions
+             WHERE tenant_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+        )?
+        .query_row(params![tenant.as_str(), id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?
+        .unwrap_or((None, None)))
+}
+
+/// Seals every secret still stored in plain text (rows written before secrets were sealed);
+/// returns how many.
+pub(super) fn seal_plain_secrets(conn: &Connection, key: &SecretsKey) -> StoreResult<usize> {
+    let plain: Vec<(String, String, String)> = conn
+        .prepare(
+            "SELECT id, tenant_id, secret FROM webhook_subscriptions WHERE secret IS NOT NULL",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, tenant, secret) in &plain {
+        let sealed = key.seal(&TenantId::new(tenant.as_str()), id, secret)?;
+        conn.execute(
+            "UPDATE webhook_subscriptions SET sealed_secret = ?2, secret = NULL
+             WHERE id = ?1 AND secret IS NOT NULL",
+            params![id, sealed],
+        )?;
+    }
+    Ok(plain.len())
 }
 
 pub(super) fn list_webhooks(conn: &Connection, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
@@ -252,7 +290,7 @@ pub(super) fn delete_webhook(
     now: i64,
 ) -> StoreResult<()> {
     let changed = conn.execute(
-        "UPDATE webhook_subscriptions SET deleted_at = ?3, secret = NULL
+        "UPDATE webhook_subscriptions SET deleted_at = ?3, secret = NULL, sealed_secret = NULL
          WHERE tenant_id = ?1 AND id = ?2 AND deleted_at IS NULL",
         params![tenant.as_str(), id, now],
     )?;

@@ -406,3 +406,23 @@ pub async fn delivery(
         .unwrap_or_else(|| panic!("delivery {delivery_id} listed"))
         .clone()
 }
+
+/// Runs one statement on a gateway's database (a SQLite path or a `postgres://` URL), as
+/// someone with write access to it would.
+pub async fn execute(db: &str, sql: &str) {
+    if db.starts_with("postgres://") {
+        let (client, connection) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the gateway's database");
+        tokio::spawn(connection);
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        return;
+    }
+    let conn = rusqlite::Connection::open(db).expect("open the gateway's database");
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute_batch(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
