@@ -10,9 +10,11 @@ pub mod anchor;
 pub mod consumer;
 pub mod deliver;
 pub mod detect;
+pub mod egress;
 pub mod integrity;
 pub mod notify;
 pub mod response;
+pub mod slack;
 
 use aegis_core::correlate::CorrelationConfig;
 use aegis_core::model::AutonomyLevel;

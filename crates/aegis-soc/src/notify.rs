@@ -11,6 +11,7 @@
 //! interval has passed, with their count, first/last times and every id. Nothing is dropped.
 
 use crate::consumer::effective_autonomy;
+use crate::slack;
 use aegis_core::model::{AutonomyLevel, Severity, Verdict};
 use aegis_core::timestamp::format_millis;
 use aegis_store::{
@@ -31,6 +32,11 @@ pub const ENV_JSON_SINK: &str = "env:json";
 pub const ENV_SLACK_SINK: &str = "env:slack";
 /// Prefix of per-tenant subscription sinks: `sub:<webhook id>`.
 pub const SUBSCRIPTION_SINK_PREFIX: &str = "sub:";
+
+/// The sink name of a subscription's deliveries.
+pub fn subscription_sink(webhook_id: &str) -> String {
+    format!("{SUBSCRIPTION_SINK_PREFIX}{webhook_id}")
+}
 /// Notification kinds, also the values of a subscription's `events` filter.
 pub const KINDS: &[&str] = &[
     "deny",
@@ -241,7 +247,7 @@ impl Notifier {
                     items: &selected,
                     ..message
                 };
-                let sink = format!("{SUBSCRIPTION_SINK_PREFIX}{}", webhook.id);
+                let sink = subscription_sink(&webhook.id);
                 if webhook.format == "slack" {
                     queue(sink, &|_| message.slack());
                 } else {
@@ -482,10 +488,11 @@ impl Message<'_> {
         })
     }
 
-    /// A Slack incoming-webhook body: `text` (fallback) and `blocks`.
+    /// A Slack incoming-webhook body: `text` (fallback) and `blocks`. Summaries carry
+    /// agent-chosen names, so they are shown literally ([`crate::slack`]).
     fn slack(&self) -> Value {
         let severity = self.severity();
-        let text = format!(
+        let fallback = format!(
             "[{}] AegisAgent {} for agent {} (tenant {}): {}",
             severity.as_str().to_uppercase(),
             self.kind(),
@@ -493,80 +500,69 @@ impl Message<'_> {
             self.tenant_id,
             self.summary()
         );
-        let mut blocks = vec![json!({
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": format!(
-                "*AegisAgent: {}* · severity *{}*\n{}",
-                slack_escape(self.kind()),
-                severity.as_str(),
-                slack_escape(&self.summary())
-            )},
-        })];
-        let mut lines: Vec<String> = self
-            .items
-            .iter()
-            .take(SLACK_MAX_ITEMS)
-            .map(|i| {
-                format!(
-                    "• `{}` {} — {}",
-                    slack_escape(&i.id),
-                    slack_escape(&i.kind),
-                    slack_escape(&i.summary)
-                )
-            })
-            .collect();
-        if self.items.len() > SLACK_MAX_ITEMS {
-            lines.push(format!(
-                "… and {} more (every id is in the JSON webhook and the API)",
-                self.items.len() - SLACK_MAX_ITEMS
-            ));
-        }
+        let mut blocks = vec![
+            json!({"type": "section", "text": slack::markup(&format!(
+                "*AegisAgent: {}* · severity *{}*",
+                self.kind(),
+                severity.as_str()
+            ))}),
+            json!({"type": "section", "text": slack::literal(&self.summary())}),
+        ];
         if self.items.len() > 1 {
-            blocks.push(json!({
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": truncate(&lines.join("\n"), 2900)},
-            }));
+            let mut lines: Vec<String> = self
+                .items
+                .iter()
+                .take(SLACK_MAX_ITEMS)
+                .map(|i| format!("• {} {} — {}", i.id, i.kind, i.summary))
+                .collect();
+            if self.items.len() > SLACK_MAX_ITEMS {
+                lines.push(format!(
+                    "… and {} more (every id is in the JSON webhook and the API)",
+                    self.items.len() - SLACK_MAX_ITEMS
+                ));
+            }
+            blocks.push(json!({"type": "section", "text": slack::literal(&lines.join("\n"))}));
         }
         let mut context = format!(
-            "tenant `{}` · agent `{}` · {} event(s) {} – {}",
-            slack_escape(self.tenant_id.as_str()),
-            slack_escape(self.agent_label()),
+            "tenant {} · agent {} · {} event(s) {} – {}",
+            slack::code(self.tenant_id.as_str()),
+            slack::code(self.agent_label()),
             self.items.len(),
             format_millis(self.first_at()),
             format_millis(self.last_at())
         );
         if let Some(base) = self.public_url {
             for id in self.incident_ids() {
+                let id = slack::escape_within(id, 200);
                 context.push_str(&format!(
                     " · <{}/v1/incidents/{id}|incident {id}>",
-                    base.trim_end_matches('/')
+                    slack::escape_within(base.trim_end_matches('/'), 1000)
                 ));
             }
         }
-        blocks.push(json!({
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": truncate(&context, 2900)}],
-        }));
-        json!({"text": text, "blocks": blocks})
+        blocks.push(json!({"type": "context", "elements": [slack::markup(&context)]}));
+        slack::message(&fallback, blocks)
     }
 }
 
-/// Slack's mrkdwn needs `&`, `<` and `>` escaped.
-fn slack_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
+/// The body of a test delivery (`POST /v1/webhooks/{id}/test`) in a sink's format.
+pub fn test_message(format: &str, tenant_id: &TenantId, delivery_id: &str, now_ms: i64) -> Value {
+    let summary = "test notification from AegisAgent";
+    if format == "slack" {
+        return slack::message(
+            &format!("AegisAgent: {summary} (tenant {tenant_id})"),
+            vec![
+                json!({"type": "section", "text": slack::markup(&format!("*AegisAgent: test* · severity *info*\n{summary}"))}),
+                json!({"type": "context", "elements": [slack::markup(&format!("tenant {}", slack::code(tenant_id.as_str())))]}),
+            ],
+        );
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    json!({
+        "delivery_id": delivery_id, "tenant_id": tenant_id, "agent_id": null,
+        "kind": "test", "severity": "info", "summary": summary, "count": 0,
+        "first_at": format_millis(now_ms), "last_at": format_millis(now_ms),
+        "decision_ids": [], "alert_ids": [], "incident_ids": [], "response_ids": [], "items": []
+    })
 }
 
 impl crate::LogConsumer for Notifier {
@@ -628,13 +624,149 @@ mod tests {
         assert_eq!(body["last_at"], format_millis(3_000));
         let slack = m.slack();
         assert!(slack["text"].is_string());
-        let context = slack["blocks"][2]["elements"][0]["text"].as_str().unwrap();
+        let blocks = slack["blocks"].as_array().unwrap();
+        let context = blocks.last().unwrap()["elements"][0]["text"]
+            .as_str()
+            .unwrap();
         assert!(context.contains("<https://aegis.example/v1/incidents/inc1|incident inc1>"));
+        assert!(!slack.to_string().contains("<b>"));
+    }
+
+    /// A deny of `tool`/`action` as the notifier reports it.
+    fn deny_of(tool: &str, action: &str) -> Item {
+        item_of(&Event {
+            seq: 7,
+            tenant_id: TenantId::new("acme"),
+            kind: event_kind::DECISION.into(),
+            agent_id: Some("agt_1".into()),
+            subject_id: None,
+            payload: json!({"decision_id": "dec_1", "decision": "deny", "tool": tool,
+                "action": action, "risk": "high", "risk_score": 85}),
+            created_at_ms: 1_000,
+        })
+        .expect("a deny is notified")
+    }
+
+    fn slack_of(items: &[Item]) -> Value {
+        let tenant = TenantId::new("acme");
+        Message {
+            tenant_id: &tenant,
+            agent_id: "agt_1",
+            items,
+            public_url: None,
+        }
+        .slack()
+    }
+
+    /// Every text object of a Slack body: (type, text, the object).
+    fn text_objects(value: &Value, out: &mut Vec<(String, String, Value)>) {
+        match value {
+            Value::Object(map) => {
+                if let (Some(Value::String(kind)), Some(Value::String(text))) =
+                    (map.get("type"), map.get("text"))
+                {
+                    out.push((kind.clone(), text.clone(), value.clone()));
+                }
+                map.values().for_each(|v| text_objects(v, out));
+            }
+            Value::Array(list) => list.iter().for_each(|v| text_objects(v, out)),
+            _ => {}
+        }
+    }
+
+    /// The mrkdwn of a message (which must not depend on agent text).
+    fn markup_of(body: &Value) -> Vec<String> {
+        let mut objects = Vec::new();
+        text_objects(body, &mut objects);
+        objects
+            .into_iter()
+            .filter(|(kind, ..)| kind == "mrkdwn")
+            .map(|(_, text, _)| text)
+            .collect()
+    }
+
+    /// Slack for `count` denies of `tool`/`action`.
+    fn slack_for(tool: &str, action: &str, count: usize) -> Value {
+        let items: Vec<Item> = (0..count).map(|_| deny_of(tool, action)).collect();
+        slack_of(&items)
+    }
+
+    /// A rendering without control sequences: mrkdwn only of the gateway's own words (the
+    /// same as for harmless names), agent text only in plain_text and in the fallback
+    /// (mrkdwn off), and every text escaped (no bare `&`, `<`, `>`, no split entity).
+    fn assert_literal(tool: &str, action: &str, count: usize) -> Value {
+        let body = slack_for(tool, action, count);
+        assert_eq!(body["mrkdwn"], false, "the fallback is not mrkdwn");
+        let fallback = body["text"].as_str().unwrap();
         assert!(
-            !slack["blocks"][0]["text"]["text"]
-                .as_str()
-                .unwrap()
-                .contains("<b>")
+            crate::slack::tests::unescape(fallback).is_some(),
+            "{fallback:?}"
         );
+        assert!(fallback.len() <= crate::slack::MAX_TEXT);
+        let mut objects = Vec::new();
+        text_objects(&body, &mut objects);
+        for (kind, text, object) in &objects {
+            match kind.as_str() {
+                "plain_text" => assert_eq!(object["emoji"], false, "{object}"),
+                "mrkdwn" => assert_eq!(object["verbatim"], true, "{object}"),
+                other => panic!("unexpected text type {other}"),
+            }
+            assert!(!text.is_empty() && text.len() <= 3000, "{object}");
+            assert!(crate::slack::tests::unescape(text).is_some(), "{object}");
+        }
+        let harmless = slack_for("github", "merge", count);
+        assert_eq!(
+            markup_of(&body),
+            markup_of(&harmless),
+            "mrkdwn carries no agent text"
+        );
+        body
+    }
+
+    #[test]
+    fn agent_chosen_names_are_shown_literally_in_slack() {
+        let body = assert_literal(
+            "*RESOLVED: false positive*\n<!channel> _ok_ ~x~ `y`",
+            "Re-enable here: https://evil.example/u <https://evil.example|click>",
+            1,
+        );
+        let summary = &body["blocks"][1]["text"];
+        assert_eq!(summary["type"], "plain_text");
+        let shown = summary["text"].as_str().unwrap();
+        assert!(shown.contains("*RESOLVED: false positive*"), "{shown}");
+        assert!(shown.contains("&lt;!channel&gt;"), "{shown}");
+        assert!(
+            shown.contains("&lt;https://evil.example|click&gt;"),
+            "{shown}"
+        );
+        let fallback = body["text"].as_str().unwrap();
+        assert!(
+            fallback.contains("&lt;!channel&gt;") && !fallback.contains("<!"),
+            "{fallback}"
+        );
+    }
+
+    #[test]
+    fn the_test_message_for_slack_is_literal_too() {
+        let body = test_message("slack", &TenantId::new("acme"), "dlv_1", 1_000);
+        assert_eq!(body["mrkdwn"], false);
+        let mut objects = Vec::new();
+        text_objects(&body, &mut objects);
+        assert!(
+            objects
+                .iter()
+                .all(|(kind, _, o)| kind != "mrkdwn" || o["verbatim"] == true)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_agent_text_renders_without_control_sequences(
+            tool in proptest::prelude::any::<String>(),
+            action in ".{0,4000}",
+            coalesced in 1usize..30,
+        ) {
+            assert_literal(&tool, &action, coalesced);
+        }
     }
 }

@@ -13,9 +13,11 @@
 pub mod chain;
 pub mod postgres;
 mod records;
+mod secrets;
 pub mod sqlite;
 mod types;
 
+pub use secrets::SecretsKey;
 pub use types::*;
 
 /// Wall-clock time in Unix milliseconds: the timestamp of every record. The one place the
@@ -341,9 +343,12 @@ pub trait Store: EvidenceReads + Send + Sync + 'static {
     async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()>;
     /// Every saved coalescing state.
     async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>>;
-    /// Pending deliveries due at `now_ms`, oldest first. PostgreSQL also leases them to the
-    /// caller for a minute, so two replicas never send the same delivery at once.
-    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>>;
+    /// Claims due pending deliveries for the delivery worker, shared fairly between tenants
+    /// (see `records::fair_claim`): at most `claim.limit`, none of `claim.in_flight`, and no
+    /// tenant above `claim.per_tenant` in flight. The caller starts every delivery returned.
+    /// PostgreSQL also leases them for a minute, so two replicas never send one at once;
+    /// SQLite's one process relies on `in_flight`.
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>>;
     /// Records the outcome of one delivery attempt.
     async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()>;
     /// Postpones pending deliveries without counting an attempt (paused endpoint), in one
@@ -362,6 +367,13 @@ pub trait Store: EvidenceReads + Send + Sync + 'static {
     async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>>;
     /// A live subscription by id, in any tenant (the delivery worker's lookup).
     async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>>;
+    /// The signing secret of one of the tenant's live subscriptions, opened with the
+    /// secrets key; `Corrupt` when it does not decrypt for this row.
+    async fn webhook_signing_secret(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+    ) -> StoreResult<Option<String>>;
     async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()>;
 
     // Evidence.

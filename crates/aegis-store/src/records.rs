@@ -333,3 +333,117 @@ pub(crate) fn narrative_from_columns(
             .map_err(|e| corrupt("basis", e))?,
     })
 }
+
+/// A due delivery, as [`fair_claim`] ranks it.
+pub(crate) struct DueDelivery {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub next_attempt_at_ms: i64,
+    /// Queue order among deliveries due at the same time.
+    pub order: i64,
+}
+
+/// Which due deliveries the worker claims: round-robin over tenants, so that one tenant
+/// with a backlog of slow endpoints never holds every slot. Each tenant's deliveries take
+/// turns after the ones it already has in flight (its oldest due first); lower turns go
+/// first, and within a turn the longest-waiting delivery; no tenant goes above
+/// `claim.per_tenant` in flight, and no more than `claim.limit` are claimed.
+pub(crate) fn fair_claim(mut due: Vec<DueDelivery>, claim: &DeliveryClaim) -> Vec<String> {
+    let mut turns: std::collections::HashMap<&TenantId, u32> = std::collections::HashMap::new();
+    for (_, tenant) in &claim.in_flight {
+        *turns.entry(tenant).or_default() += 1;
+    }
+    due.sort_by_key(|d| (d.next_attempt_at_ms, d.order));
+    let mut ranked: Vec<(u32, i64, i64, &str)> = Vec::new();
+    for delivery in &due {
+        let turn = turns.entry(&delivery.tenant_id).or_default();
+        if *turn < claim.per_tenant {
+            ranked.push((
+                *turn,
+                delivery.next_attempt_at_ms,
+                delivery.order,
+                &delivery.id,
+            ));
+            *turn += 1;
+        }
+    }
+    ranked.sort_unstable();
+    ranked
+        .into_iter()
+        .take(claim.limit as usize)
+        .map(|(.., id)| id.to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(id: &str, tenant: &str, at: i64) -> DueDelivery {
+        DueDelivery {
+            id: id.into(),
+            tenant_id: TenantId::new(tenant),
+            next_attempt_at_ms: at,
+            order: at,
+        }
+    }
+
+    fn claim(limit: u32, per_tenant: u32, in_flight: &[(&str, &str)]) -> DeliveryClaim {
+        DeliveryClaim {
+            now_ms: 1_000,
+            limit,
+            per_tenant,
+            in_flight: in_flight
+                .iter()
+                .map(|(id, tenant)| ((*id).into(), TenantId::new(*tenant)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_backlog_of_one_tenant_does_not_hold_back_another() {
+        // The attacker's 40 deliveries are all older than the victim's one.
+        let mut list: Vec<DueDelivery> = (0..40)
+            .map(|i| due(&format!("a{i}"), "attacker", i))
+            .collect();
+        list.push(due("v0", "victim", 100));
+        let picked = fair_claim(list, &claim(16, 4, &[]));
+        assert_eq!(picked, ["a0", "v0", "a1", "a2", "a3"]);
+    }
+
+    #[test]
+    fn deliveries_in_flight_count_against_their_tenant() {
+        let list = vec![
+            due("a5", "attacker", 5),
+            due("a6", "attacker", 6),
+            due("v1", "victim", 9),
+        ];
+        let picked = fair_claim(
+            list,
+            &claim(
+                16,
+                4,
+                &[("a1", "attacker"), ("a2", "attacker"), ("a3", "attacker")],
+            ),
+        );
+        // The attacker has one turn left, after the victim's first.
+        assert_eq!(picked, ["v1", "a5"]);
+        let list = vec![due("a5", "attacker", 5)];
+        let full = [
+            ("a1", "attacker"),
+            ("a2", "attacker"),
+            ("a3", "attacker"),
+            ("a4", "attacker"),
+        ];
+        assert!(fair_claim(list, &claim(16, 4, &full)).is_empty());
+    }
+
+    #[test]
+    fn never_more_than_the_free_slots() {
+        let list: Vec<DueDelivery> = (0..10)
+            .map(|i| due(&format!("d{i}"), &format!("t{}", i % 3), i))
+            .collect();
+        assert_eq!(fair_claim(list, &claim(2, 4, &[])), ["d0", "d1"]);
+        assert!(fair_claim(vec![due("d", "t", 1)], &claim(0, 4, &[])).is_empty());
+    }
+}

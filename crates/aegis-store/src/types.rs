@@ -578,7 +578,7 @@ pub mod delivery_status {
     pub const FAILED: &str = "failed";
 }
 
-/// A webhook subscription to create. `secret` is kept only to sign deliveries.
+/// A webhook subscription to create. `secret` is kept, sealed, only to sign deliveries.
 #[derive(Debug, Clone)]
 pub struct NewWebhook {
     pub id: String,
@@ -591,7 +591,7 @@ pub struct NewWebhook {
     pub created_at_ms: i64,
 }
 
-/// A stored subscription. `secret` must never leave the server (views omit it).
+/// A stored subscription (its secret only through `Store::webhook_signing_secret`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
     pub id: String,
@@ -599,7 +599,6 @@ pub struct Webhook {
     pub url: String,
     pub format: String,
     pub events: Option<Vec<String>>,
-    pub secret: Option<String>,
     pub created_at_ms: i64,
 }
 
@@ -632,6 +631,19 @@ pub struct Delivery {
     pub delivered_at_ms: Option<i64>,
     /// Paging cursor (newest first).
     pub cursor: i64,
+}
+
+/// What the delivery worker can start now, for [`crate::Store::claim_deliveries`].
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryClaim {
+    pub now_ms: i64,
+    /// Free delivery slots: no more than this many deliveries are claimed.
+    pub limit: u32,
+    /// No tenant gets more than this many deliveries in flight at once.
+    pub per_tenant: u32,
+    /// Deliveries the worker has in flight, with their tenants: never claimed again while
+    /// there, and counted against their tenant's share.
+    pub in_flight: Vec<(String, TenantId)>,
 }
 
 /// What one delivery attempt came to.

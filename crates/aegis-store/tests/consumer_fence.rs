@@ -13,6 +13,10 @@ fn signer() -> Arc<ReceiptSigner> {
     Arc::new(ReceiptSigner::from_seed(&[7; 32]))
 }
 
+fn secrets() -> SecretsKey {
+    SecretsKey::from_bytes(&[9; 32])
+}
+
 fn soc_batch(after: i64, cursor: i64, alert_id: &str) -> SocBatch {
     SocBatch {
         consumer: "soc".into(),
@@ -73,13 +77,15 @@ async fn a_stale_batch_is_refused(store: &dyn Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_refuses_a_stale_consumer_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer()).unwrap();
+    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
     a_stale_batch_is_refused(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refuses_a_stale_consumer_batch() {
     let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer()).await.unwrap();
+    let store = PgStore::connect(database.url(), signer(), secrets())
+        .await
+        .unwrap();
     a_stale_batch_is_refused(&store).await;
 }

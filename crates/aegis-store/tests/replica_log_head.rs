@@ -11,12 +11,20 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_replicas_commit_reaches_committed_seq_within_a_second() {
     let database = aegis_testdb::FreshDatabase::create().await;
-    let a = PgStore::connect(database.url(), Arc::new(ReceiptSigner::from_seed(&[1; 32])))
-        .await
-        .unwrap();
-    let b = PgStore::connect(database.url(), Arc::new(ReceiptSigner::from_seed(&[2; 32])))
-        .await
-        .unwrap();
+    let a = PgStore::connect(
+        database.url(),
+        Arc::new(ReceiptSigner::from_seed(&[1; 32])),
+        SecretsKey::from_bytes(&[9; 32]),
+    )
+    .await
+    .unwrap();
+    let b = PgStore::connect(
+        database.url(),
+        Arc::new(ReceiptSigner::from_seed(&[2; 32])),
+        SecretsKey::from_bytes(&[9; 32]),
+    )
+    .await
+    .unwrap();
     let mut heads = b.committed_seq();
     let tenant = TenantId::new("acme");
     for round in 1..=3 {

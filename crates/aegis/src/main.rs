@@ -1,6 +1,7 @@
 //! `aegis`: the AegisAgent gateway (`aegis serve`) and its operator CLI (`aegis init`,
 //! `aegis receipts export|verify`).
 
+mod key_file;
 mod notify_args;
 mod receipts;
 mod signing_key;
@@ -16,7 +17,7 @@ use aegis_soc::anchor::AnchorFile;
 use aegis_soc::consumer::Consumer;
 use aegis_store::postgres::PgStore;
 use aegis_store::sqlite::SqliteStore;
-use aegis_store::{Store, StoreError, TenantId};
+use aegis_store::{SecretsKey, Store, StoreError, TenantId};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -97,6 +98,12 @@ struct DatabaseArgs {
     /// key is recorded in the database).
     #[arg(long, env = "AEGIS_SIGNING_KEY_FILE")]
     signing_key_file: Option<PathBuf>,
+    /// Key that seals webhook signing secrets in the database; generated (mode 0600) on
+    /// first start. Default: `<db>.secrets-key` beside a SQLite database,
+    /// `aegis.secrets-key` in the working directory with PostgreSQL, where every replica
+    /// needs a copy of the same file.
+    #[arg(long, env = "AEGIS_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -287,14 +294,20 @@ fn is_postgres(db: &str) -> bool {
 }
 
 impl DatabaseArgs {
-    fn signing_key_file(&self) -> PathBuf {
-        self.signing_key_file.clone().unwrap_or_else(|| {
-            PathBuf::from(if is_postgres(&self.db) {
-                "aegis.signing-key".to_owned()
-            } else {
-                format!("{}.signing-key", self.db)
-            })
+    /// A key file's default place: beside a SQLite database (`<db>.<suffix>`), else
+    /// `aegis.<suffix>` in the working directory.
+    fn key_file_beside_db(&self, suffix: &str) -> PathBuf {
+        PathBuf::from(if is_postgres(&self.db) {
+            format!("aegis.{suffix}")
+        } else {
+            format!("{}.{suffix}", self.db)
         })
+    }
+
+    fn signing_key_file(&self) -> PathBuf {
+        self.signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.key_file_beside_db("signing-key"))
     }
 }
 
@@ -303,14 +316,20 @@ async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
         args.signing_key.as_deref(),
         &args.signing_key_file(),
     )?);
+    let secrets_key_file = args
+        .secrets_key_file
+        .clone()
+        .unwrap_or_else(|| args.key_file_beside_db("secrets-key"));
+    let (secrets_key, _) = key_file::load_or_create(&secrets_key_file, "secrets key")?;
+    let secrets = SecretsKey::from_bytes(&secrets_key);
     if is_postgres(&args.db) {
         // The URL may carry a password: never echo it.
-        let store = PgStore::connect(&args.db, signer)
+        let store = PgStore::connect(&args.db, signer, secrets)
             .await
             .context("cannot open the PostgreSQL database")?;
         return Ok(Arc::new(store));
     }
-    let store = SqliteStore::open(std::path::Path::new(&args.db), signer)
+    let store = SqliteStore::open(std::path::Path::new(&args.db), signer, secrets)
         .with_context(|| format!("cannot open database {}", args.db))?;
     Ok(Arc::new(store))
 }

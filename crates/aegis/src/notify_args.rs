@@ -42,6 +42,12 @@ pub struct NotifyArgs {
     /// Deliveries in flight at once.
     #[arg(long, env = "AEGIS_WEBHOOK_MAX_IN_FLIGHT", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     webhook_max_in_flight: u64,
+    /// Deliveries of one tenant in flight at once (its share of the above).
+    #[arg(long, env = "AEGIS_WEBHOOK_MAX_IN_FLIGHT_PER_TENANT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    webhook_max_in_flight_per_tenant: u64,
+    /// Seconds one POST may take.
+    #[arg(long, env = "AEGIS_WEBHOOK_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    webhook_timeout_secs: u64,
     /// Let API subscriptions target private, loopback and link-local addresses.
     #[arg(long, env = "AEGIS_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
@@ -70,6 +76,9 @@ impl NotifyArgs {
             breaker_threshold: self.webhook_circuit_threshold,
             breaker_pause: Duration::from_secs(self.webhook_circuit_pause_secs),
             max_in_flight: self.webhook_max_in_flight as usize,
+            max_in_flight_per_tenant: self.webhook_max_in_flight_per_tenant as usize,
+            timeout: Duration::from_secs(self.webhook_timeout_secs),
+            allow_private: self.webhook_allow_private,
             ..DeliverConfig::default()
         }
     }

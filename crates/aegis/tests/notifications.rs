@@ -47,24 +47,32 @@ async fn deny(client: &reqwest::Client, gw: &Gateway, token: &str) -> String {
     resp["decision_id"].as_str().unwrap().to_owned()
 }
 
+/// A text object: our own mrkdwn (never auto-linked), or plain text shown as written.
+fn assert_text_object(text: &Value) {
+    match text["type"].as_str() {
+        Some("mrkdwn") => assert_eq!(text["verbatim"], true, "{text}"),
+        Some("plain_text") => assert_eq!(text["emoji"], false, "{text}"),
+        other => panic!("unexpected text type {other:?}"),
+    }
+    let shown = text["text"].as_str().unwrap();
+    assert!(!shown.is_empty() && shown.len() <= 3000);
+}
+
 fn assert_slack_shape(body: &Value) {
     assert!(body["text"].is_string(), "text is a string: {body}");
+    assert_eq!(
+        body["mrkdwn"], false,
+        "the fallback text is not mrkdwn: {body}"
+    );
     let blocks = body["blocks"].as_array().expect("blocks is an array");
     assert!(!blocks.is_empty());
     for block in blocks {
         match block["type"].as_str() {
-            Some("section") => {
-                assert_eq!(block["text"]["type"], "mrkdwn", "{block}");
-                let text = block["text"]["text"].as_str().unwrap();
-                assert!(!text.is_empty() && text.len() <= 3000);
-            }
+            Some("section") => assert_text_object(&block["text"]),
             Some("context") => {
                 let elements = block["elements"].as_array().unwrap();
                 assert!(!elements.is_empty() && elements.len() <= 10);
-                for e in elements {
-                    assert_eq!(e["type"], "mrkdwn");
-                    assert!(e["text"].is_string());
-                }
+                elements.iter().for_each(assert_text_object);
             }
             other => panic!("unexpected block type {other:?}"),
         }
@@ -316,6 +324,66 @@ async fn slack_messages_follow_the_incoming_webhook_schema_and_link_the_incident
     let incident_id = link.rsplit('/').next().unwrap();
     let incidents = get_json(&client, gw.url("/v1/incidents?kind=deny_storm"), &admin).await;
     assert_eq!(incidents[0]["id"], incident_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_chosen_names_reach_slack_as_literal_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, admin) = acme_on_sqlite(dir.path());
+    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let url = receiver.url("/slack");
+    let gw = Gateway::start_with(
+        dir.path(),
+        &db,
+        &[("AEGIS_SLACK_WEBHOOK_URL", url.as_str())],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    // An unregistered tool, named by the agent to look like an operator's message.
+    let call = json!({
+        "tool_call": {"tool": "*RESOLVED: false positive*", "resource": "x",
+                      "action": "<!channel> Re-enable here: https://evil.example/u",
+                      "parameters": {}},
+        "context": {"source_trust": "untrusted_external"}
+    });
+    let resp: Value = post_json(&client, gw.url("/v1/authorize"), &token, &call).await;
+    assert_eq!(resp["decision"], "deny");
+    let body = eventually(5, "the Slack message", || async {
+        receiver.received().first().map(Received::json)
+    })
+    .await;
+    assert_slack_shape(&body);
+    let fallback = body["text"].as_str().unwrap();
+    assert!(
+        fallback.contains("&lt;!channel&gt;") && !fallback.contains("<!channel>"),
+        "no mention: {fallback}"
+    );
+    let blocks = body["blocks"].as_array().unwrap();
+    for block in blocks {
+        let texts: Vec<&Value> = match block["type"].as_str() {
+            Some("section") => vec![&block["text"]],
+            _ => block["elements"].as_array().unwrap().iter().collect(),
+        };
+        for text in texts {
+            let shown = text["text"].as_str().unwrap();
+            if text["type"] == "mrkdwn" {
+                assert!(
+                    !shown.contains("RESOLVED") && !shown.contains("evil.example"),
+                    "agent text in mrkdwn: {shown}"
+                );
+            }
+        }
+    }
+    let summary = &blocks[1]["text"];
+    assert_eq!(summary["type"], "plain_text");
+    let shown = summary["text"].as_str().unwrap();
+    assert!(
+        shown.contains(
+            "*RESOLVED: false positive*/&lt;!channel&gt; Re-enable here: https://evil.example/u"
+        ),
+        "{shown}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! Per-tenant webhook subscriptions (admin only): create, list, delete, send a test, and
 //! read a subscription's deliveries. URLs must be http(s) and must not resolve to private,
-//! loopback, link-local or otherwise internal addresses (SSRF) unless the deployment allows
-//! it (`AEGIS_WEBHOOK_ALLOW_PRIVATE=true`). Secrets are shown once and never returned again.
+//! loopback, link-local or otherwise internal addresses (SSRF, `aegis_soc::egress`, checked
+//! again at every delivery) unless the deployment allows it
+//! (`AEGIS_WEBHOOK_ALLOW_PRIVATE=true`). Secrets are shown once and never returned again.
 
 use crate::auth::{Admin, Operator, new_id};
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -9,27 +10,13 @@ use crate::extract::{JsonBody, QueryParams};
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
 use aegis_core::timestamp::format_millis;
+use aegis_soc::notify::{KINDS, subscription_sink, test_message};
 use aegis_store::{Delivery, NewDelivery, NewWebhook, Webhook};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use std::net::IpAddr;
 use utoipa::ToSchema;
-
-/// Notification kinds a subscription may filter on.
-pub const NOTIFICATION_KINDS: &[&str] = &[
-    "deny",
-    "require_approval",
-    "alert",
-    "incident",
-    "response_action",
-];
-/// Sink name of a subscription's deliveries (the notifier uses the same scheme).
-fn sink(webhook_id: &str) -> String {
-    format!("sub:{webhook_id}")
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -98,85 +85,6 @@ impl From<Delivery> for DeliveryView {
     }
 }
 
-/// Whether an address is internal: loopback, private, link-local, CGNAT, unspecified,
-/// broadcast/multicast, documentation, or IPv6 ULA / link-local (and IPv4-mapped forms).
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 198 && (b == 18 || b == 19))
-                || a >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
-
-/// Checks a subscription URL: http(s), a host, and (unless allowed) no internal address.
-async fn check_url(raw: &str, allow_private: bool) -> Result<(), ApiError> {
-    let bad = |why: &str| ApiError::invalid_field("url", why.to_owned());
-    if raw.len() > 2048 {
-        return Err(bad("must be at most 2048 characters"));
-    }
-    let url = url::Url::parse(raw).map_err(|_| bad("must be an absolute http(s) URL"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("must use http or https"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("must not carry credentials"));
-    }
-    let host = url
-        .host_str()
-        .ok_or_else(|| bad("must name a host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    if allow_private {
-        return Ok(());
-    }
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => {
-            let resolved = tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                tokio::net::lookup_host((host.as_str(), port)),
-            )
-            .await
-            .map_err(|_| bad("the host name did not resolve in time"))?
-            .map_err(|_| bad("the host name does not resolve"))?;
-            resolved.map(|a| a.ip()).collect()
-        }
-    };
-    if addresses.is_empty() {
-        return Err(bad("the host name does not resolve"));
-    }
-    if addresses.into_iter().any(is_internal) {
-        return Err(bad(
-            "must not point to a private, loopback, link-local or internal address",
-        ));
-    }
-    Ok(())
-}
-
 /// Subscribe a URL to this tenant's notifications.
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
     security(("operator_key" = [])),
@@ -186,7 +94,9 @@ pub async fn create_webhook(
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
-    check_url(&body.url, state.settings.webhook_allow_private).await?;
+    aegis_soc::egress::check_subscription_url(&body.url, state.settings.webhook_allow_private)
+        .await
+        .map_err(|why| ApiError::invalid_field("url", why))?;
     let format = body.format.unwrap_or_else(|| "json".into());
     if !matches!(format.as_str(), "json" | "slack") {
         return Err(ApiError::invalid_field(
@@ -198,16 +108,10 @@ pub async fn create_webhook(
         if events.is_empty() {
             return Err(ApiError::invalid_field("events", "must not be empty"));
         }
-        if let Some(unknown) = events
-            .iter()
-            .find(|e| !NOTIFICATION_KINDS.contains(&e.as_str()))
-        {
+        if let Some(unknown) = events.iter().find(|e| !KINDS.contains(&e.as_str())) {
             return Err(ApiError::invalid_field(
                 "events",
-                format!(
-                    "unknown kind {unknown:?}; use {}",
-                    NOTIFICATION_KINDS.join(", ")
-                ),
+                format!("unknown kind {unknown:?}; use {}", KINDS.join(", ")),
             ));
         }
     }
@@ -300,29 +204,13 @@ pub async fn test_webhook(
     let webhook = own_webhook(&state, &operator, &id).await?;
     let delivery_id = new_id("dlv");
     let now = crate::now_ms();
-    let summary = "test notification from AegisAgent";
-    let body = if webhook.format == "slack" {
-        json!({
-            "text": format!("AegisAgent: {summary} (tenant {})", operator.tenant),
-            "blocks": [
-                {"type": "section", "text": {"type": "mrkdwn", "text": format!("*AegisAgent: test* · severity *info*\n{summary}")}},
-                {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("tenant `{}`", operator.tenant)}]}
-            ]
-        })
-    } else {
-        json!({
-            "delivery_id": delivery_id, "tenant_id": operator.tenant, "agent_id": null,
-            "kind": "test", "severity": "info", "summary": summary, "count": 0,
-            "first_at": format_millis(now), "last_at": format_millis(now),
-            "decision_ids": [], "alert_ids": [], "incident_ids": [], "response_ids": [], "items": []
-        })
-    };
+    let body = test_message(&webhook.format, &operator.tenant, &delivery_id, now);
     state
         .store
         .enqueue_delivery(NewDelivery {
             id: delivery_id.clone(),
             tenant_id: operator.tenant.clone(),
-            sink: sink(&webhook.id),
+            sink: subscription_sink(&webhook.id),
             agent_id: None,
             body: body.to_string(),
             created_at_ms: now,
@@ -358,35 +246,7 @@ pub async fn list_deliveries(
     page.limit += 1;
     let rows = state
         .store
-        .list_deliveries(&operator.tenant, &sink(&webhook.id), page)
+        .list_deliveries(&operator.tenant, &subscription_sink(&webhook.id), page)
         .await?;
     Ok(Listed::paged(rows, limit, |d| d.cursor, DeliveryView::from))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn internal_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.0.0.1",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "::",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(is_internal(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
-            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
-        }
-    }
 }

@@ -29,6 +29,11 @@ use tempfile::TempDir;
 /// Seed of the receipt signing key used by every test gateway.
 pub const SIGNING_SEED: [u8; 32] = [42; 32];
 
+/// The key that seals webhook secrets in every test gateway.
+pub fn test_secrets_key() -> aegis_store::SecretsKey {
+    aegis_store::SecretsKey::from_bytes(&[43; 32])
+}
+
 /// Declares an async test that runs once per backend, as `name::sqlite` and
 /// `name::postgres`; the body sees the backend under the given name.
 macro_rules! store_test {
@@ -77,7 +82,8 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let path = dir.join("aegis.db");
-                let store = SqliteStore::open(&path, signer).expect("open the SQLite store");
+                let store = SqliteStore::open(&path, signer, test_secrets_key())
+                    .expect("open the SQLite store");
                 TestDb::Sqlite {
                     store: Arc::new(store),
                     path,
@@ -85,7 +91,7 @@ impl TestDb {
             }
             Backend::Postgres => {
                 let database = aegis_testdb::FreshDatabase::create().await;
-                let store = PgStore::connect(database.url(), signer)
+                let store = PgStore::connect(database.url(), signer, test_secrets_key())
                     .await
                     .expect("open the PostgreSQL store");
                 TestDb::Postgres {

@@ -18,6 +18,7 @@ mod writer;
 
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::records;
+use crate::secrets;
 use crate::*;
 use aegis_core::canonical::sha256_hex;
 use aegis_core::correlate::ExfiltrationReads;
@@ -41,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_initial.sql"),
     include_str!("../../migrations/postgres/0002_evidence_cache.sql"),
     include_str!("../../migrations/postgres/0003_storms.sql"),
+    include_str!("../../migrations/postgres/0004_sealed_webhook_secrets.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -104,6 +106,8 @@ pub struct PgStore {
     pool: Pool,
     /// `None` for a store opened read-only (offline verification).
     writer: Option<Writer>,
+    /// Seals and opens webhook secrets; `None` when read-only.
+    secrets: Option<SecretsKey>,
     commits: watch::Receiver<i64>,
     guard: Arc<ChainGuard>,
 }
@@ -133,10 +137,22 @@ fn connection_pool(config: &tokio_postgres::Config, size: usize) -> StoreResult<
 impl PgStore {
     /// Connects to `url` (`postgres://…`), applies migrations, starts the writer and the
     /// log-head follower. `signer` signs the receipt checkpoints of this replica.
-    pub async fn connect(url: &str, signer: Arc<ReceiptSigner>) -> StoreResult<Self> {
+    /// `secrets` seals webhook secrets; every replica must have the same one.
+    pub async fn connect(
+        url: &str,
+        signer: Arc<ReceiptSigner>,
+        secrets: SecretsKey,
+    ) -> StoreResult<Self> {
         let config = parse_config(url)?;
         let pool = connection_pool(&config, READ_POOL_SIZE)?;
         apply_migrations(&pool).await?;
+        let sealed = notify::seal_plain_secrets(&pool, &secrets).await?;
+        if sealed > 0 {
+            tracing::info!(
+                sealed,
+                "sealed webhook secrets that were stored in plain text"
+            );
+        }
         let head = log_head(&pool).await?;
         let (publish, commits) = watch::channel(head);
         let guard = Arc::new(ChainGuard::default());
@@ -153,6 +169,7 @@ impl PgStore {
             config,
             pool,
             writer: Some(writer),
+            secrets: Some(secrets),
             commits,
             guard,
         })
@@ -168,6 +185,7 @@ impl PgStore {
             config,
             pool,
             writer: None,
+            secrets: None,
             commits,
             guard: Arc::default(),
         })
@@ -1486,9 +1504,9 @@ impl Store for PgStore {
         notify::coalesce_states(&client).await
     }
 
-    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>> {
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
         let client = self.pool.get().await?;
-        notify::due_deliveries(&client, now_ms, limit).await
+        notify::claim_deliveries(&client, &claim).await
     }
 
     async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
@@ -1537,10 +1555,14 @@ impl Store for PgStore {
     }
 
     async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook> {
+        let writer = self.writer()?;
+        let sealed = secrets::seal_new(self.secrets.as_ref(), tenant, &webhook)?;
         let tenant = tenant.clone();
-        self.writer()?
+        writer
             .write(move |tx, _| {
-                Box::pin(async move { notify::create_webhook(tx, &tenant, &webhook).await })
+                Box::pin(async move {
+                    notify::create_webhook(tx, &tenant, &webhook, sealed.as_deref()).await
+                })
             })
             .await
     }
@@ -1553,6 +1575,16 @@ impl Store for PgStore {
     async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>> {
         let client = self.pool.get().await?;
         notify::webhook_by_id(&client, webhook_id).await
+    }
+
+    async fn webhook_signing_secret(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+    ) -> StoreResult<Option<String>> {
+        let client = self.pool.get().await?;
+        let (sealed, plain) = notify::webhook_secret_columns(&client, tenant, webhook_id).await?;
+        secrets::stored_secret(self.secrets.as_ref(), tenant, webhook_id, sealed, plain)
     }
 
     async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {

@@ -2,6 +2,7 @@
 
 use super::prepared;
 use super::rows::get;
+use crate::records;
 use crate::sqlite::notify::WEBHOOK_COLUMNS;
 use crate::*;
 use deadpool_postgres::{GenericClient, Transaction};
@@ -39,8 +40,7 @@ fn webhook_from_row(row: &Row) -> StoreResult<Webhook> {
         url: get(row, 2)?,
         format: get(row, 3)?,
         events: events.and_then(|e| serde_json::from_str(&e).ok()),
-        secret: get(row, 5)?,
-        created_at_ms: get(row, 6)?,
+        created_at_ms: get(row, 5)?,
     })
 }
 
@@ -123,20 +123,51 @@ pub(super) async fn coalesce_states<C: GenericClient>(
         .collect()
 }
 
-/// Claims the due deliveries with a [`CLAIM_LEASE_MS`] lease, so two replicas never get one at once.
-pub(super) async fn due_deliveries<C: GenericClient>(
+/// Claims due deliveries by [`records::fair_claim`] and leases them for [`CLAIM_LEASE_MS`],
+/// so no other replica claims them meanwhile. Only the picked rows are leased, and only if
+/// still due and unclaimed when locked: a row another replica leased in between is skipped.
+pub(super) async fn claim_deliveries<C: GenericClient>(
     client: &C,
-    now: i64,
-    limit: u32,
+    claim: &DeliveryClaim,
 ) -> StoreResult<Vec<Delivery>> {
-    // Returned as they were before the claim (the due time, not the lease), oldest due first.
+    let in_flight: Vec<&str> = claim.in_flight.iter().map(|(id, _)| id.as_str()).collect();
+    // Each tenant's oldest due deliveries, as many as it could be given.
+    let due = client
+        .query(
+            &prepared(
+                client,
+                "SELECT id, tenant_id, next_attempt_at, ordinal FROM (
+                     SELECT id, tenant_id, next_attempt_at, ordinal,
+                            ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at, ordinal) AS turn
+                     FROM deliveries
+                     WHERE status = 'pending' AND next_attempt_at <= $1 AND id <> ALL($2)
+                 ) due WHERE turn <= $3",
+            )
+            .await?,
+            &[&claim.now_ms, &in_flight, &i64::from(claim.per_tenant)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(records::DueDelivery {
+                id: get(row, 0)?,
+                tenant_id: TenantId::new(get::<String>(row, 1)?),
+                next_attempt_at_ms: get(row, 2)?,
+                order: get(row, 3)?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let picked = records::fair_claim(due, claim);
+    if picked.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Returned as they were before the claim (the due time, not the lease).
     let statement = prepared(
         client,
         &format!(
             "WITH due AS (
                  SELECT id, next_attempt_at FROM deliveries
-                 WHERE status = 'pending' AND next_attempt_at <= $1
-                 ORDER BY next_attempt_at, ordinal LIMIT $2
+                 WHERE id = ANY($1) AND status = 'pending' AND next_attempt_at <= $2
                  FOR UPDATE SKIP LOCKED
              ), claimed AS (
                  UPDATE deliveries SET next_attempt_at = $3
@@ -146,19 +177,20 @@ pub(super) async fn due_deliveries<C: GenericClient>(
                      deliveries.last_error, deliveries.created_at, deliveries.delivered_at,
                      deliveries.ordinal
              )
-             SELECT {DELIVERY_COLUMNS} FROM claimed ORDER BY next_attempt_at, ordinal"
+             SELECT {DELIVERY_COLUMNS} FROM claimed"
         ),
     )
     .await?;
-    client
+    let mut rows: std::collections::HashMap<String, Delivery> = client
         .query(
             &statement,
-            &[&now, &i64::from(limit), &(now + CLAIM_LEASE_MS)],
+            &[&picked, &claim.now_ms, &(claim.now_ms + CLAIM_LEASE_MS)],
         )
         .await?
         .iter()
-        .map(delivery_from_row)
-        .collect()
+        .map(|row| delivery_from_row(row).map(|d| (d.id.clone(), d)))
+        .collect::<StoreResult<_>>()?;
+    Ok(picked.iter().filter_map(|id| rows.remove(id)).collect())
 }
 
 pub(super) async fn finish_delivery(
@@ -252,10 +284,12 @@ pub(super) async fn list_deliveries<C: GenericClient>(
         .collect()
 }
 
+/// Inserts a subscription; `sealed_secret` is its secret as [`SecretsKey::seal`] made it.
 pub(super) async fn create_webhook(
     tx: &Transaction<'_>,
     tenant: &TenantId,
     w: &NewWebhook,
+    sealed_secret: Option<&str>,
 ) -> StoreResult<Webhook> {
     let events = w
         .events
@@ -264,7 +298,7 @@ pub(super) async fn create_webhook(
     tx.execute(
         &prepared(
             tx,
-            "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, secret, created_at)
+            "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, sealed_secret, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .await?,
@@ -274,7 +308,7 @@ pub(super) async fn create_webhook(
             &w.url,
             &w.format,
             &events,
-            &w.secret,
+            &sealed_secret,
             &w.created_at_ms,
         ],
     )
@@ -285,7 +319,6 @@ pub(super) async fn create_webhook(
         url: w.url.clone(),
         format: w.format.clone(),
         events: w.events.clone(),
-        secret: w.secret.clone(),
         created_at_ms: w.created_at_ms,
     })
 }
@@ -343,7 +376,7 @@ pub(super) async fn delete_webhook(
         .execute(
             &prepared(
                 tx,
-                "UPDATE webhook_subscriptions SET deleted_at = $3, secret = NULL
+                "UPDATE webhook_subscriptions SET deleted_at = $3, secret = NULL, sealed_secret = NULL
                  WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
             )
             .await?,
@@ -354,4 +387,53 @@ pub(super) async fn delete_webhook(
         return Err(StoreError::NotFound("webhook"));
     }
     Ok(())
+}
+
+/// The stored (sealed, plain) secret columns of one of the tenant's live subscriptions.
+pub(super) async fn webhook_secret_columns<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    id: &str,
+) -> StoreResult<(Option<String>, Option<String>)> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                "SELECT sealed_secret, secret FROM webhook_subscriptions
+                 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+            )
+            .await?,
+            &[&tenant.as_str(), &id],
+        )
+        .await?;
+    row.map_or(Ok((None, None)), |row| Ok((get(&row, 0)?, get(&row, 1)?)))
+}
+
+/// Seals every secret still stored in plain text (rows written before secrets were sealed,
+/// or by an older replica during an upgrade); returns how many. Replicas starting together
+/// may both seal a row: the last write wins, and either opens with the shared key.
+pub(super) async fn seal_plain_secrets(
+    pool: &deadpool_postgres::Pool,
+    key: &SecretsKey,
+) -> StoreResult<usize> {
+    let client = pool.get().await?;
+    let plain = client
+        .query(
+            "SELECT id, tenant_id, secret FROM webhook_subscriptions WHERE secret IS NOT NULL",
+            &[],
+        )
+        .await?;
+    for row in &plain {
+        let (id, tenant, secret): (String, String, String) =
+            (get(row, 0)?, get(row, 1)?, get(row, 2)?);
+        let sealed = key.seal(&TenantId::new(tenant.as_str()), &id, &secret)?;
+        client
+            .execute(
+                "UPDATE webhook_subscriptions SET sealed_secret = $2, secret = NULL
+                 WHERE id = $1 AND secret IS NOT NULL",
+                &[&id, &sealed],
+            )
+            .await?;
+    }
+    Ok(plain.len())
 }

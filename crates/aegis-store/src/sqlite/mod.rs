@@ -10,6 +10,7 @@ mod writer;
 
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::records;
+use crate::secrets;
 use crate::*;
 use aegis_core::canonical::sha256_hex;
 use aegis_core::correlate::ExfiltrationReads;
@@ -35,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_notifications.sql"),
     include_str!("../../migrations/sqlite/0005_evidence_cache.sql"),
     include_str!("../../migrations/sqlite/0006_storms.sql"),
+    include_str!("../../migrations/sqlite/0007_sealed_webhook_secrets.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -56,22 +58,33 @@ pub struct SqliteStore {
     path: PathBuf,
     /// `None` for a store opened read-only (offline verification).
     writer: Option<Writer>,
+    /// Seals and opens webhook secrets; `None` when read-only.
+    secrets: Option<SecretsKey>,
     readers: Arc<Mutex<Vec<Connection>>>,
     commits: watch::Receiver<i64>,
     guard: Arc<ChainGuard>,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`, applies migrations and starts the
-    /// writer thread. `signer` signs the receipt checkpoints.
-    pub fn open(path: &Path, signer: Arc<ReceiptSigner>) -> StoreResult<Self> {
+    /// Opens (creating if needed, readable by its owner only) the database at `path`,
+    /// applies migrations, seals webhook secrets still stored in plain text and starts the
+    /// writer thread. `signer` signs the receipt checkpoints; `secrets` seals webhook secrets.
+    pub fn open(path: &Path, signer: Arc<ReceiptSigner>, secrets: SecretsKey) -> StoreResult<Self> {
         let conn = open_writer_connection(path)?;
+        let sealed = notify::seal_plain_secrets(&conn, &secrets)?;
+        if sealed > 0 {
+            tracing::info!(
+                sealed,
+                "sealed webhook secrets that were stored in plain text"
+            );
+        }
         let (publish, commits) = watch::channel(0);
         let guard = Arc::new(ChainGuard::default());
         let writer = Writer::start(conn, signer, Arc::clone(&guard), now_ms, publish)?;
         Ok(SqliteStore {
             path: path.to_owned(),
             writer: Some(writer),
+            secrets: Some(secrets),
             readers: Arc::new(Mutex::new(Vec::new())),
             commits,
             guard,
@@ -92,6 +105,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_owned(),
             writer: None,
+            secrets: None,
             readers: Arc::new(Mutex::new(vec![probe])),
             commits,
             guard: Arc::default(),
@@ -136,6 +150,7 @@ fn open_writer_connection(path: &Path) -> StoreResult<Connection> {
             StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
         })?;
     }
+    restrict_to_owner(path)?;
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // WAL lets readers run beside the writer; FULL makes every commit durable.
@@ -145,6 +160,51 @@ fn open_writer_connection(path: &Path) -> StoreResult<Connection> {
     conn.set_prepared_statement_cache_capacity(64);
     apply_migrations(&mut conn)?;
     Ok(conn)
+}
+
+/// The database holds every tenant's records and the (sealed) webhook secrets: it is created
+/// mode 0600 before SQLite opens it (whatever the umask), and an existing database, WAL or
+/// shared-memory file readable by others is tightened. SQLite gives the `-wal` and `-shm`
+/// files it creates the database file's permissions.
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |what: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!(
+            "cannot restrict {} to its owner: {e}",
+            what.display()
+        ))
+    };
+    let owner_only = std::fs::Permissions::from_mode(0o600);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => std::fs::set_permissions(path, owner_only.clone()).map_err(|e| fail(path, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail(path, e)),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = Path::new(&file);
+        let Ok(metadata) = std::fs::metadata(file) else {
+            continue;
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(file, owner_only.clone()).map_err(|e| fail(file, e))?;
+            tracing::warn!(path = %file.display(), was = format!("{mode:o}"), "the database file was readable by others; restricted it to mode 600");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &Path) -> StoreResult<()> {
+    Ok(())
 }
 
 fn open_reader_connection(path: &Path) -> StoreResult<Connection> {
@@ -1267,8 +1327,8 @@ impl Store for SqliteStore {
         self.read(notify::coalesce_states).await
     }
 
-    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>> {
-        self.read(move |conn| notify::due_deliveries(conn, now_ms, limit))
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
+        self.read(move |conn| notify::claim_deliveries(conn, &claim))
             .await
     }
 
@@ -1312,9 +1372,13 @@ impl Store for SqliteStore {
     }
 
     async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook> {
+        let writer = self.writer()?;
+        let sealed = secrets::seal_new(self.secrets.as_ref(), tenant, &webhook)?;
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |conn, _| notify::create_webhook(conn, &tenant, &webhook))
+        writer
+            .write(move |conn, _| {
+                notify::create_webhook(conn, &tenant, &webhook, sealed.as_deref())
+            })
             .await
     }
 
@@ -1328,6 +1392,20 @@ impl Store for SqliteStore {
         let id = webhook_id.to_owned();
         self.read(move |conn| notify::webhook_by_id(conn, &id))
             .await
+    }
+
+    async fn webhook_signing_secret(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+    ) -> StoreResult<Option<String>> {
+        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
+        let (sealed, plain) = {
+            let (tenant, id) = (tenant.clone(), id.clone());
+            self.read(move |conn| notify::webhook_secret_columns(conn, &tenant, &id))
+                .await?
+        };
+        secrets::stored_secret(self.secrets.as_ref(), &tenant, &id, sealed, plain)
     }
 
     async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {

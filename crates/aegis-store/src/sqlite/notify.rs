@@ -1,10 +1,11 @@
 //! Notification tables: webhook subscriptions, the delivery queue, coalescing state.
 
+use crate::records;
 use crate::*;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, rowid";
-pub(crate) const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, secret, created_at";
+pub(crate) const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, created_at";
 
 fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
@@ -31,8 +32,7 @@ fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
         url: row.get(2)?,
         format: row.get(3)?,
         events: events.and_then(|e| serde_json::from_str(&e).ok()),
-        secret: row.get(5)?,
-        created_at_ms: row.get(6)?,
+        created_at_ms: row.get(5)?,
     })
 }
 
@@ -96,19 +96,43 @@ pub(super) fn coalesce_states(conn: &Connection) -> StoreResult<Vec<CoalesceReco
         .collect()
 }
 
-pub(super) fn due_deliveries(
+/// Claims due deliveries by [`records::fair_claim`]. Nothing is leased: this process is the
+/// only claimer, and `claim.in_flight` keeps what it is sending out of the next claim.
+pub(super) fn claim_deliveries(
     conn: &Connection,
-    now: i64,
-    limit: u32,
+    claim: &DeliveryClaim,
 ) -> StoreResult<Vec<Delivery>> {
-    Ok(conn
+    let in_flight: Vec<&str> = claim.in_flight.iter().map(|(id, _)| id.as_str()).collect();
+    let in_flight = serde_json::Value::from(in_flight).to_string();
+    // Each tenant's oldest due deliveries, as many as it could be given.
+    let due = conn
+        .prepare_cached(
+            "SELECT id, tenant_id, next_attempt_at, ordinal FROM (
+                 SELECT id, tenant_id, next_attempt_at, rowid AS ordinal,
+                        ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at, rowid) AS turn
+                 FROM deliveries
+                 WHERE status = 'pending' AND next_attempt_at <= ?1
+                   AND id NOT IN (SELECT value FROM json_each(?2))
+             ) WHERE turn <= ?3",
+        )?
+        .query_map(params![claim.now_ms, in_flight, claim.per_tenant], |row| {
+            Ok(records::DueDelivery {
+                id: row.get(0)?,
+                tenant_id: TenantId::new(row.get::<_, String>(1)?),
+                next_attempt_at_ms: row.get(2)?,
+                order: row.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let picked = records::fair_claim(due, claim);
+    let mut rows: std::collections::HashMap<String, Delivery> = conn
         .prepare_cached(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries
-             WHERE status = 'pending' AND next_attempt_at <= ?1
-             ORDER BY next_attempt_at, rowid LIMIT ?2"
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id IN (SELECT value FROM json_each(?1))"
         ))?
-        .query_map(params![now, limit], delivery_from_row)?
-        .collect::<Result<_, _>>()?)
+        .query_map([serde_json::Value::from(picked.clone()).to_string()], delivery_from_row)?
+        .map(|row| row.map(|d| (d.id.clone(), d)))
+        .collect::<Result<_, _>>()?;
+    Ok(picked.iter().filter_map(|id| rows.remove(id)).collect())
 }
 
 pub(super) fn finish_delivery(
@@ -168,17 +192,19 @@ pub(super) fn list_deliveries(
         .collect::<Result<_, _>>()?)
 }
 
+/// Inserts a subscription; `sealed_secret` is its secret as [`SecretsKey::seal`] made it.
 pub(super) fn create_webhook(
     conn: &Connection,
     tenant: &TenantId,
     w: &NewWebhook,
+    sealed_secret: Option<&str>,
 ) -> StoreResult<Webhook> {
     let events = w
         .events
         .as_ref()
         .map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()));
     conn.execute(
-        "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, secret, created_at)
+        "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, sealed_secret, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             w.id,
@@ -186,7 +212,7 @@ pub(super) fn create_webhook(
             w.url,
             w.format,
             events,
-            w.secret,
+            sealed_secret,
             w.created_at_ms
         ],
     )?;
@@ -196,9 +222,46 @@ pub(super) fn create_webhook(
         url: w.url.clone(),
         format: w.format.clone(),
         events: w.events.clone(),
-        secret: w.secret.clone(),
         created_at_ms: w.created_at_ms,
     })
+}
+
+/// The stored (sealed, plain) secret columns of one of the tenant's live subscriptions.
+pub(super) fn webhook_secret_columns(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &str,
+) -> StoreResult<(Option<String>, Option<String>)> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT sealed_secret, secret FROM webhook_subscriptions
+             WHERE tenant_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+        )?
+        .query_row(params![tenant.as_str(), id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?
+        .unwrap_or((None, None)))
+}
+
+/// Seals every secret still stored in plain text (rows written before secrets were sealed);
+/// returns how many.
+pub(super) fn seal_plain_secrets(conn: &Connection, key: &SecretsKey) -> StoreResult<usize> {
+    let plain: Vec<(String, String, String)> = conn
+        .prepare(
+            "SELECT id, tenant_id, secret FROM webhook_subscriptions WHERE secret IS NOT NULL",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, tenant, secret) in &plain {
+        let sealed = key.seal(&TenantId::new(tenant.as_str()), id, secret)?;
+        conn.execute(
+            "UPDATE webhook_subscriptions SET sealed_secret = ?2, secret = NULL
+             WHERE id = ?1 AND secret IS NOT NULL",
+            params![id, sealed],
+        )?;
+    }
+    Ok(plain.len())
 }
 
 pub(super) fn list_webhooks(conn: &Connection, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
@@ -227,7 +290,7 @@ pub(super) fn delete_webhook(
     now: i64,
 ) -> StoreResult<()> {
     let changed = conn.execute(
-        "UPDATE webhook_subscriptions SET deleted_at = ?3, secret = NULL
+        "UPDATE webhook_subscriptions SET deleted_at = ?3, secret = NULL, sealed_secret = NULL
          WHERE tenant_id = ?1 AND id = ?2 AND deleted_at IS NULL",
         params![tenant.as_str(), id, now],
     )?;

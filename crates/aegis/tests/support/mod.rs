@@ -13,6 +13,67 @@ use std::time::{Duration, Instant};
 
 pub const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
 
+/// Declares an async test that runs the gateway once per store, as `name::sqlite` and
+/// `name::postgres`; the body sees the [`Backend`] under the given name.
+#[allow(unused_macros)]
+macro_rules! e2e_test {
+    (async fn $name:ident($backend:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($backend: $crate::support::Backend) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run($crate::support::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run($crate::support::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// Which database an end-to-end test runs the gateway on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database of an end-to-end test: `aegis.db` in the test's directory, or a fresh
+/// PostgreSQL database, dropped with this value.
+pub struct Db {
+    arg: String,
+    _postgres: Option<aegis_testdb::FreshDatabase>,
+}
+
+impl Db {
+    pub async fn fresh(backend: Backend, dir: &Path) -> Db {
+        match backend {
+            Backend::Sqlite => Db {
+                arg: dir.join("aegis.db").to_str().unwrap().to_owned(),
+                _postgres: None,
+            },
+            Backend::Postgres => {
+                let database = aegis_testdb::FreshDatabase::create().await;
+                Db {
+                    arg: database.url().to_owned(),
+                    _postgres: Some(database),
+                }
+            }
+        }
+    }
+
+    /// The database as `--db` takes it (a path or a `postgres://` URL).
+    pub fn arg(&self) -> &str {
+        &self.arg
+    }
+}
+
 /// Runs `aegis` with `args`, in `dir`, and returns its output.
 pub fn aegis(dir: &Path, args: &[&str]) -> Output {
     Command::new(AEGIS)
@@ -280,6 +341,70 @@ pub async fn query_column(db: &str, sql: &str) -> Vec<String> {
         .query_map([], |row| row.get(0))
         .and_then(|rows| rows.collect())
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// `POST /v1/webhooks` (JSON format) → the subscription's id; with `secret`, signed with it.
+pub async fn subscribe(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    admin: &str,
+    url: &str,
+    secret: Option<&str>,
+) -> String {
+    let mut body = json!({"url": url});
+    if let Some(secret) = secret {
+        body["secret"] = json!(secret);
+    }
+    let resp = client
+        .post(gw.url("/v1/webhooks"))
+        .bearer_auth(admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "subscribe {url}");
+    let created: Value = resp.json().await.unwrap();
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// `POST /v1/webhooks/{id}/test` → the queued delivery's id.
+pub async fn send_test(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    admin: &str,
+    webhook: &str,
+) -> String {
+    let resp = client
+        .post(gw.url(&format!("/v1/webhooks/{webhook}/test")))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "test delivery to {webhook}");
+    let queued: Value = resp.json().await.unwrap();
+    queued["id"].as_str().unwrap().to_owned()
+}
+
+/// One delivery of a subscription as `GET /v1/webhooks/{id}/deliveries` shows it.
+pub async fn delivery(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    admin: &str,
+    webhook: &str,
+    delivery_id: &str,
+) -> Value {
+    let list = get_json(
+        client,
+        gw.url(&format!("/v1/webhooks/{webhook}/deliveries")),
+        admin,
+    )
+    .await;
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == delivery_id)
+        .unwrap_or_else(|| panic!("delivery {delivery_id} listed"))
+        .clone()
 }
 
 /// The next text message of a WebSocket as JSON, within 5 s.
