@@ -70,6 +70,7 @@ async fn open_incident(app: &TestApp, tenant: &str, agent_id: &str, seqs: &[i64]
                     event_seq,
                     decision_id: None,
                 },
+                recontain: None,
             })
             .collect(),
         ..SocBatch::default()
@@ -95,6 +96,7 @@ async fn add_evidence(app: &TestApp, tenant: &str, incident_id: &str, seq: i64) 
                 event_seq: seq,
                 decision_id: None,
             },
+            recontain: None,
         }],
         ..SocBatch::default()
     };

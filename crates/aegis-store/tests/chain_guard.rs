@@ -14,6 +14,11 @@ use aegis_store::*;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Seals webhook secrets (none in these tests).
+fn secrets() -> SecretsKey {
+    SecretsKey::from_bytes(&[9; 32])
+}
+
 fn signer() -> Arc<ReceiptSigner> {
     Arc::new(ReceiptSigner::from_seed(&[7; 32]))
 }
@@ -29,6 +34,8 @@ fn decision(tenant: &str, n: u32) -> NewDecision {
         resource: None,
         mutates_state: false,
         egress: false,
+        sensitive: false,
+        contained: false,
         risk: ActionRisk::Low,
         source_trust: SourceTrust::TrustedInternalSigned,
         verdict: Verdict::Allow,
@@ -51,8 +58,8 @@ enum Database {
 impl Database {
     async fn open(&self) -> Arc<dyn Store> {
         match self {
-            Database::Sqlite(path) => Arc::new(SqliteStore::open(path, signer()).unwrap()),
-            Database::Postgres(db) => Arc::new(PgStore::connect(db.url(), signer()).await.unwrap()),
+            Database::Sqlite(path) => Arc::new(SqliteStore::open(path, signer(), secrets()).unwrap()),
+            Database::Postgres(db) => Arc::new(PgStore::connect(db.url(), signer(), secrets()).await.unwrap()),
         }
     }
 

@@ -10,6 +10,11 @@ use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
 use std::sync::Arc;
 
+/// Seals webhook secrets (none in these tests).
+fn secrets() -> SecretsKey {
+    SecretsKey::from_bytes(&[9; 32])
+}
+
 fn signer() -> Arc<ReceiptSigner> {
     Arc::new(ReceiptSigner::from_seed(&[9; 32]))
 }
@@ -144,27 +149,27 @@ async fn refusals_of_a_frozen_agent_do_not_escalate(store: &dyn Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_stamps_events_at_commit_in_seq_order() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer()).unwrap();
+    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
     event_times_follow_the_commit_order(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stamps_events_at_commit_in_seq_order() {
     let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer()).await.unwrap();
+    let store = PgStore::connect(database.url(), signer(), secrets()).await.unwrap();
     event_times_follow_the_commit_order(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_does_not_escalate_on_a_frozen_agents_refusals() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer()).unwrap();
+    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
     refusals_of_a_frozen_agent_do_not_escalate(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_does_not_escalate_on_a_frozen_agents_refusals() {
     let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer()).await.unwrap();
+    let store = PgStore::connect(database.url(), signer(), secrets()).await.unwrap();
     refusals_of_a_frozen_agent_do_not_escalate(&store).await;
 }
