@@ -533,7 +533,9 @@ store_test!(async fn repeated_denials_escalate_the_risk_tier(backend) {
     );
 });
 
-store_test!(async fn frozen_denies_count_toward_escalation(backend) {
+// A frozen agent's calls are refused by the freeze itself: recorded, but they do not step its
+// tier up (six retries used to take it from low to high).
+store_test!(async fn a_frozen_agents_refusals_do_not_count_toward_escalation(backend) {
     let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
     expect_json(
@@ -572,8 +574,38 @@ store_test!(async fn frozen_denies_count_toward_escalation(backend) {
         StatusCode::OK,
     )
     .await;
-    assert_eq!(agent["risk_tier"], "medium");
+    assert_eq!(agent["risk_tier"], "low");
     assert_eq!(agent["status"], "frozen");
+    // Once active, its own denies count as before.
+    expect_json(
+        app.post(
+            &f.admin,
+            &format!("/v1/agents/{}/unfreeze", f.agent_id),
+            json!({}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    for _ in 0..2 {
+        let denied = app
+            .decide(
+                &f.token,
+                "github",
+                "merge_pull_request",
+                "untrusted_external",
+                true,
+            )
+            .await;
+        assert_eq!(denied["decision"], "deny");
+    }
+    let agent = expect_json(
+        app.get(&f.admin, &format!("/v1/agents/{}", f.agent_id))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(agent["risk_tier"], "medium");
 });
 
 // A risk-tier escalation is applied to the agent cache from the committed row, so it can

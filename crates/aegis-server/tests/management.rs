@@ -145,7 +145,7 @@ store_test!(async fn tools_register_list_and_update(backend) {
             &admin,
             "/v1/tools",
             json!({"tool": "github", "actions": [
-                {"action": "get_file", "mutates_state": false, "risk": "low"},
+                {"action": "get_file", "mutates_state": false, "risk": "low", "sensitive": true},
                 {"action": "merge_pull_request", "mutates_state": true, "risk": "high"}
             ]}),
         )
@@ -160,8 +160,8 @@ store_test!(async fn tools_register_list_and_update(backend) {
     assert_eq!(
         list,
         json!([
-            {"tool": "github", "action": "get_file", "mutates_state": false, "risk": "low", "egress": false},
-            {"tool": "github", "action": "merge_pull_request", "mutates_state": true, "risk": "high", "egress": false},
+            {"tool": "github", "action": "get_file", "mutates_state": false, "risk": "low", "egress": false, "sensitive": true},
+            {"tool": "github", "action": "merge_pull_request", "mutates_state": true, "risk": "high", "egress": false, "sensitive": false},
         ])
     );
 

@@ -404,11 +404,12 @@ async fn l2_recommends_and_apply_contains_and_the_other_rules_fire_end_to_end() 
     })
     .await;
 
-    // data_exfiltration: a read, then a registered egress action.
+    // data_exfiltration: a read of a registered data source, then a registered egress action.
     let mail = client
         .post(gw.url("/v1/tools"))
         .bearer_auth(&admin)
         .json(&json!({"tool": "mail", "actions": [
+            {"action": "read_inbox", "mutates_state": false, "risk": "medium", "sensitive": true},
             {"action": "send_external", "mutates_state": true, "risk": "medium", "egress": true}
         ]}))
         .send()
@@ -417,7 +418,7 @@ async fn l2_recommends_and_apply_contains_and_the_other_rules_fire_end_to_end() 
     assert_eq!(mail.status(), 201);
     let (leaker, leaker_token) = agent_with_github(&client, &gw, &admin).await;
     let call = |tool: &str, action: &str| json!({"tool_call": {"tool": tool, "action": action}, "context": {"source_trust": "trusted_internal_signed"}});
-    for body in [call("github", "get_file"), call("mail", "send_external")] {
+    for body in [call("mail", "read_inbox"), call("mail", "send_external")] {
         let resp: Value = post_json(&client, gw.url("/v1/authorize"), &leaker_token, &body).await;
         assert_eq!(resp["decision"], "allow");
     }
