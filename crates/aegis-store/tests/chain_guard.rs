@@ -58,8 +58,14 @@ enum Database {
 impl Database {
     async fn open(&self) -> Arc<dyn Store> {
         match self {
-            Database::Sqlite(path) => Arc::new(SqliteStore::open(path, signer(), secrets()).unwrap()),
-            Database::Postgres(db) => Arc::new(PgStore::connect(db.url(), signer(), secrets()).await.unwrap()),
+            Database::Sqlite(path) => {
+                Arc::new(SqliteStore::open(path, signer(), secrets()).unwrap())
+            }
+            Database::Postgres(db) => Arc::new(
+                PgStore::connect(db.url(), signer(), secrets())
+                    .await
+                    .unwrap(),
+            ),
         }
     }
 

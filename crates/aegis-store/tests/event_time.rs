@@ -156,7 +156,9 @@ async fn sqlite_stamps_events_at_commit_in_seq_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stamps_events_at_commit_in_seq_order() {
     let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer(), secrets()).await.unwrap();
+    let store = PgStore::connect(database.url(), signer(), secrets())
+        .await
+        .unwrap();
     event_times_follow_the_commit_order(&store).await;
 }
 
@@ -170,6 +172,8 @@ async fn sqlite_does_not_escalate_on_a_frozen_agents_refusals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_does_not_escalate_on_a_frozen_agents_refusals() {
     let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer(), secrets()).await.unwrap();
+    let store = PgStore::connect(database.url(), signer(), secrets())
+        .await
+        .unwrap();
     refusals_of_a_frozen_agent_do_not_escalate(&store).await;
 }
