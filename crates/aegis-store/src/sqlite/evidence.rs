@@ -122,6 +122,28 @@ pub(super) fn narrative(
     .transpose()
 }
 
+/// The tenant's receipts whose `column` is one of the values of the JSON array `batch`, in
+/// chain order: one query for the whole batch.
+fn receipts_where_in(
+    conn: &Connection,
+    tenant: &TenantId,
+    column: &'static str,
+    batch: &str,
+) -> StoreResult<Vec<Receipt>> {
+    conn.prepare_cached(&format!(
+        "SELECT body, hash FROM receipts
+         WHERE tenant_id = ?1 AND {column} IN (SELECT value FROM json_each(?2)) ORDER BY seq"
+    ))?
+    .query_map(params![tenant.as_str(), batch], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?
+    .map(|row| {
+        let (body, hash) = row?;
+        receipt_from_parts(body, hash)
+    })
+    .collect()
+}
+
 /// Binds a batch for `json_each`: one parameter, however many items.
 fn json_batch<T: serde::Serialize>(items: &[T]) -> StoreResult<String> {
     serde_json::to_string(items).map_err(|e| StoreError::Corrupt(format!("batch: {e}")))
@@ -215,40 +237,14 @@ impl EvidenceReads for super::SqliteStore {
 
     async fn receipts_by_id(&self, tenant: &TenantId, ids: &[String]) -> StoreResult<Vec<Receipt>> {
         let (tenant, ids) = (tenant.clone(), json_batch(ids)?);
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT body, hash FROM receipts
-                 WHERE tenant_id = ?1 AND id IN (SELECT value FROM json_each(?2)) ORDER BY seq",
-            )?
-            .query_map(params![tenant.as_str(), ids], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })?
-            .map(|row| {
-                let (body, hash) = row?;
-                receipt_from_parts(body, hash)
-            })
-            .collect()
-        })
-        .await
+        self.read(move |conn| receipts_where_in(conn, &tenant, "id", &ids))
+            .await
     }
 
     async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
         let (tenant, seqs) = (tenant.clone(), json_batch(seqs)?);
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT body, hash FROM receipts
-                 WHERE tenant_id = ?1 AND seq IN (SELECT value FROM json_each(?2)) ORDER BY seq",
-            )?
-            .query_map(params![tenant.as_str(), seqs], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })?
-            .map(|row| {
-                let (body, hash) = row?;
-                receipt_from_parts(body, hash)
-            })
-            .collect()
-        })
-        .await
+        self.read(move |conn| receipts_where_in(conn, &tenant, "seq", &seqs))
+            .await
     }
 
     async fn covering_checkpoints(
