@@ -118,6 +118,32 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::Unavailable("the database was opened read-only".into()))
     }
 
+    /// Sets tenant columns (`assignments` numbers its values from `?1`) and records the
+    /// change as a `tenant.settings_changed` event carrying `payload`, in one transaction.
+    async fn change_settings(
+        &self,
+        tenant: &TenantId,
+        assignments: &'static str,
+        values: Vec<Box<dyn rusqlite::ToSql + Send>>,
+        payload: serde_json::Value,
+    ) -> StoreResult<TenantSettings> {
+        let tenant = tenant.clone();
+        let sql = format!(
+            "UPDATE tenants SET {assignments} WHERE id = ?{}",
+            values.len() + 1
+        );
+        self.writer()?
+            .write(move |conn, _| {
+                let id = tenant.as_str();
+                let mut params: Vec<&dyn rusqlite::ToSql> =
+                    values.iter().map(|value| value.as_ref() as _).collect();
+                params.push(&id);
+                conn.execute(&sql, params.as_slice())?;
+                settings_changed(conn, &tenant, payload)
+            })
+            .await
+    }
+
     /// Runs a query on a pooled read-only connection, off the async runtime.
     async fn read<T, F>(&self, query: F) -> StoreResult<T>
     where
@@ -608,16 +634,16 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         escalation: RiskEscalation,
     ) -> StoreResult<TenantSettings> {
-        let tenant = tenant.clone();
-        self.writer()?
-            .write(move |conn, _| {
-                conn.execute(
-                    "UPDATE tenants SET denial_threshold = ?1, escalation_window_minutes = ?2 WHERE id = ?3",
-                    params![escalation.denial_threshold, escalation.window_minutes, tenant.as_str()],
-                )?;
-                settings_changed(conn, &tenant, serde_json::json!({"risk_escalation": escalation}))
-            })
-            .await
+        self.change_settings(
+            tenant,
+            "denial_threshold = ?1, escalation_window_minutes = ?2",
+            vec![
+                Box::new(escalation.denial_threshold),
+                Box::new(escalation.window_minutes),
+            ],
+            serde_json::json!({"risk_escalation": escalation}),
+        )
+        .await
     }
 
     async fn create_operator_key(
@@ -1215,20 +1241,13 @@ impl Store for SqliteStore {
         level: Option<AutonomyLevel>,
         actor: &str,
     ) -> StoreResult<TenantSettings> {
-        let (tenant, actor) = (tenant.clone(), actor.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                conn.execute(
-                    "UPDATE tenants SET soc_autonomy_level = ?1 WHERE id = ?2",
-                    params![level.map(AutonomyLevel::as_str), tenant.as_str()],
-                )?;
-                settings_changed(
-                    conn,
-                    &tenant,
-                    serde_json::json!({"soc_autonomy_level": level, "actor": actor}),
-                )
-            })
-            .await
+        self.change_settings(
+            tenant,
+            "soc_autonomy_level = ?1",
+            vec![Box::new(level.map(AutonomyLevel::as_str))],
+            serde_json::json!({"soc_autonomy_level": level, "actor": actor}),
+        )
+        .await
     }
 
     async fn set_deny_storm_override(
@@ -1237,16 +1256,16 @@ impl Store for SqliteStore {
         deny_storm: DenyStormOverride,
         actor: &str,
     ) -> StoreResult<TenantSettings> {
-        let (tenant, actor) = (tenant.clone(), actor.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                conn.execute(
-                    "UPDATE tenants SET deny_storm_n = ?1, deny_storm_window_secs = ?2 WHERE id = ?3",
-                    params![deny_storm.threshold, deny_storm.window_secs, tenant.as_str()],
-                )?;
-                settings_changed(conn, &tenant, serde_json::json!({"deny_storm": deny_storm, "actor": actor}))
-            })
-            .await
+        self.change_settings(
+            tenant,
+            "deny_storm_n = ?1, deny_storm_window_secs = ?2",
+            vec![
+                Box::new(deny_storm.threshold),
+                Box::new(deny_storm.window_secs),
+            ],
+            serde_json::json!({"deny_storm": deny_storm, "actor": actor}),
+        )
+        .await
     }
 
     async fn set_exfiltration_reads(
@@ -1255,20 +1274,13 @@ impl Store for SqliteStore {
         reads: ExfiltrationReads,
         actor: &str,
     ) -> StoreResult<TenantSettings> {
-        let (tenant, actor) = (tenant.clone(), actor.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                conn.execute(
-                    "UPDATE tenants SET exfiltration_reads = ?1 WHERE id = ?2",
-                    params![reads.as_str(), tenant.as_str()],
-                )?;
-                settings_changed(
-                    conn,
-                    &tenant,
-                    serde_json::json!({"exfiltration_reads": reads, "actor": actor}),
-                )
-            })
-            .await
+        self.change_settings(
+            tenant,
+            "exfiltration_reads = ?1",
+            vec![Box::new(reads.as_str())],
+            serde_json::json!({"exfiltration_reads": reads, "actor": actor}),
+        )
+        .await
     }
 
     // Evidence.
