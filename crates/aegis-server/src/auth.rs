@@ -190,26 +190,36 @@ pub struct NewTenant {
     pub admin_key_id: String,
 }
 
+/// A new operator key of `role`: its secret (shown once) and the row the store keeps (only
+/// the secret's hash). The one way keys are made: `POST /v1/keys`, `aegis init` and
+/// `aegis keys create`.
+pub fn new_operator_key(
+    role: Role,
+    name: Option<String>,
+) -> Result<(String, aegis_store::NewOperatorKey), ApiError> {
+    crate::validate::optional_bounded("name", name.as_deref(), 200)?;
+    let (secret, secret_hash) = new_secret(OPERATOR_KEY_PREFIX)?;
+    Ok((
+        secret,
+        aegis_store::NewOperatorKey {
+            id: new_id("key"),
+            name,
+            role,
+            secret_hash,
+            created_at_ms: crate::now_ms(),
+        },
+    ))
+}
+
 /// Creates a tenant and its first admin key (what `aegis init` does). `Conflict` if the
 /// tenant exists.
 pub async fn create_tenant(
     store: &dyn aegis_store::Store,
     tenant_id: TenantId,
 ) -> Result<NewTenant, aegis_store::StoreError> {
-    let (admin_key, secret_hash) = new_secret(OPERATOR_KEY_PREFIX)
+    let (admin_key, key) = new_operator_key(Role::Admin, Some("initial admin".into()))
         .map_err(|e| aegis_store::StoreError::Unavailable(e.message))?;
-    let key = store
-        .create_tenant(
-            &tenant_id,
-            aegis_store::NewOperatorKey {
-                id: new_id("key"),
-                name: Some("initial admin".into()),
-                role: Role::Admin,
-                secret_hash,
-                created_at_ms: crate::now_ms(),
-            },
-        )
-        .await?;
+    let key = store.create_tenant(&tenant_id, key).await?;
     Ok(NewTenant {
         tenant_id,
         admin_key,

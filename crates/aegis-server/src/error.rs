@@ -80,6 +80,11 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(message) => ApiError::conflict(message),
+            StoreError::LastAdminKey => ApiError::new(
+                StatusCode::CONFLICT,
+                "last_admin_key",
+                "this is the tenant's last active admin key: create another admin key before revoking it",
+            ),
             StoreError::Unavailable(message) => {
                 tracing::error!(%message, "storage unavailable");
                 ApiError::unavailable("storage is unavailable; nothing was recorded")

@@ -361,6 +361,9 @@ pub async fn incident_decisions_page(
 pub struct NarrativeInput<'a> {
     pub detail: &'a IncidentDetail,
     pub decisions: &'a [DecisionRecord],
+    /// The gateway's address as operators reach it ([`crate::Settings::public_url`]), for
+    /// the next-step commands.
+    pub public_url: &'a str,
 }
 
 /// How the denied calls of an incident look, as the runbook reads them.
@@ -527,9 +530,11 @@ pub fn deterministic_narrative(input: &NarrativeInput<'_>) -> (String, Vec<Strin
         );
     }
 
-    // Ids in the commands are the gateway's own (`agt_…`, `inc_…`), never agent input.
-    let base = "http://127.0.0.1:8080";
-    let auth = "-H \"Authorization: Bearer $AGENT_TOKEN\"";
+    // Ids in the commands are the gateway's own (`agt_…`, `inc_…`), never agent input; the
+    // address is the operator's configuration. Every command is an operator's: it names an
+    // operator key, never the agent's token.
+    let base = input.public_url;
+    let auth = "-H \"Authorization: Bearer $AEGIS_OPERATOR_KEY\"";
     let (agent, incident) = (&i.agent_id, &i.id);
     let _ = writeln!(md, "\n### Next steps (runbook)\n");
     let _ = writeln!(

@@ -26,6 +26,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                         "payload_too_large",
                         "the request body exceeds 1 MiB",
                     )
+                } else if body_timed_out(&rejection) {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "the request body stopped arriving before its end",
+                    )
                 } else {
                     ApiError::new(status, "invalid_body", rejection.body_text())
                 }
@@ -37,6 +43,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         };
         parse_json(text).map(JsonBody)
     }
+}
+
+/// Whether reading the body failed because the client paused longer than the body read
+/// timeout ([`crate::serve::ReadTimeouts::body`]).
+fn body_timed_out(rejection: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(rejection), |error| error.source())
+        .any(|error| error.is::<tower_http::timeout::TimeoutError>())
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

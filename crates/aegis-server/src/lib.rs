@@ -23,6 +23,7 @@ pub mod extract;
 pub mod live_feed;
 pub mod markdown;
 pub mod routes;
+pub mod serve;
 pub mod state;
 mod validate;
 

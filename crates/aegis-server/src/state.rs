@@ -34,6 +34,9 @@ pub struct Settings {
     pub narrator: Option<crate::evidence::NarratorConfig>,
     /// `AEGIS_WS_MAX_PER_KEY`, `AEGIS_WS_MAX_PER_TENANT`: caps of the live feed.
     pub live_feed: crate::live_feed::FeedSettings,
+    /// `AEGIS_PUBLIC_URL`, else `http://` and the listen address: where operators reach the
+    /// gateway, as written in incident narratives' next-step commands (no trailing `/`).
+    pub public_url: String,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             webhook_allow_private: false,
             narrator: None,
             live_feed: crate::live_feed::FeedSettings::default(),
+            public_url: "http://127.0.0.1:8080".to_owned(),
         }
     }
 }

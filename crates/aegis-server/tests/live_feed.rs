@@ -54,8 +54,8 @@ async fn open(app: &TestApp, key: &str, query: &str) -> Feed {
 
 /// Asserts that opening a feed is refused before the upgrade; returns the status and the
 /// JSON error.
-async fn refused(app: &TestApp, key: &str) -> (StatusCode, Value) {
-    match try_open(app, key, "", None).await {
+async fn refused(app: &TestApp, key: &str, query: &str) -> (StatusCode, Value) {
+    match try_open(app, key, query, None).await {
         Err(WsError::Http(response)) => {
             let body = response.body().as_deref().expect("an error body");
             let body: Value = serde_json::from_slice(body).expect("a JSON error body");
@@ -206,6 +206,23 @@ async fn framed(app: &TestApp, tenant: &str, after: i64) -> Vec<Value> {
 }
 
 store_test!(
+    async fn a_since_beyond_the_log_head_is_refused_naming_since(backend) {
+        let app = TestApp::spawn(backend).await;
+        let acme = app.tenant_with_agent("acme").await;
+        let head = *app.store.committed_seq().borrow();
+        let (status, body) = refused(&app, &acme.admin, &format!("&since={}", head + 1000)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["field"], "since", "{body}");
+        assert_eq!(body["error"]["code"], "invalid_field", "{body}");
+        // The head itself is a valid place to resume from.
+        let mut feed = try_open(&app, &acme.admin, &format!("&since={head}"), None)
+            .await
+            .expect("upgrade");
+        assert_eq!(next_json(&mut feed).await["resume_from"], head);
+    }
+);
+
+store_test!(
     async fn the_feed_says_hello_replays_since_filters_and_goes_live(backend) {
         let app = TestApp::spawn(backend).await;
         let acme = app.tenant_with_agent("acme").await;
@@ -279,7 +296,7 @@ store_test!(
         // A key opens feeds up to its cap; the next is refused before the upgrade.
         let mut first = open(&app, &viewer, "").await;
         let _second = open(&app, &viewer, "").await;
-        let (status, body) = refused(&app, &viewer).await;
+        let (status, body) = refused(&app, &viewer, "").await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(body["error"]["code"], "too_many_feeds", "{body}");
         assert!(
@@ -292,7 +309,7 @@ store_test!(
 
         // The tenant's cap counts all its keys.
         let _third = open(&app, &other_viewer, "").await;
-        let (status, body) = refused(&app, &other_viewer).await;
+        let (status, body) = refused(&app, &other_viewer, "").await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert!(
             body["error"]["message"]
@@ -466,7 +483,7 @@ store_test!(
         let since = since_now(&app, "acme").await;
         let mut watching = open(&app, &viewer, &since).await;
         let mut admin_feed = open(&app, &acme.admin, &since).await;
-        assert_eq!(refused(&app, &acme.admin).await.0, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused(&app, &acme.admin, "").await.0, StatusCode::TOO_MANY_REQUESTS);
         app.decide(&acme.token, "github", "get_file", "trusted_internal_signed", false)
             .await;
         assert_eq!(next_json(&mut watching).await["kind"], "decision");
@@ -526,6 +543,6 @@ store_test!(
             "the stalled feed got nothing from the revocation on"
         );
         // And the key opens no new feed.
-        assert_eq!(refused(&app, &viewer).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(refused(&app, &viewer, "").await.0, StatusCode::UNAUTHORIZED);
     }
 );

@@ -137,6 +137,59 @@ store_test!(async fn a_revoked_admin_key_loses_access_even_to_revoke_itself(back
     .await;
 });
 
+store_test!(async fn the_last_active_admin_key_cannot_be_revoked(backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.create_tenant("acme").await;
+    // A viewer key does not keep the tenant manageable.
+    app.create_key(&admin, "viewer").await;
+    let admin_id = key_id_named(&app, &admin, "initial admin").await;
+    let error = expect_error(
+        app.delete(&admin, &format!("/v1/keys/{admin_id}")).await,
+        StatusCode::CONFLICT,
+        "last_admin_key",
+    )
+    .await;
+    assert!(error["message"].as_str().unwrap().contains("last"), "{error}");
+
+    // Two admins revoking each other at once: the check runs in the writer's transaction,
+    // so exactly one revoke succeeds and one admin key stays usable.
+    let second = app.create_key(&admin, "admin").await;
+    let second_id = key_id_named(&app, &admin, "admin key").await;
+    let (first_revoke, second_revoke) = tokio::join!(
+        app.delete(&admin, &format!("/v1/keys/{second_id}")),
+        app.delete(&second, &format!("/v1/keys/{admin_id}")),
+    );
+    let mut statuses = [first_revoke.status(), second_revoke.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+    let survivor = if first_revoke.status() == StatusCode::OK {
+        &admin
+    } else {
+        &second
+    };
+    let list = expect_json(app.get(survivor, "/v1/keys").await, StatusCode::OK).await;
+    let active_admins = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["role"] == "admin" && k["revoked_at"].is_null())
+        .count();
+    assert_eq!(active_admins, 1);
+});
+
+/// The id of the tenant's key called `name`.
+async fn key_id_named(app: &TestApp, admin: &str, name: &str) -> String {
+    let list = expect_json(app.get(admin, "/v1/keys").await, StatusCode::OK).await;
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == name)
+        .unwrap_or_else(|| panic!("no key named {name}: {list}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 store_test!(async fn tools_register_list_and_update(backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.create_tenant("acme").await;

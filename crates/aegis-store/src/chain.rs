@@ -9,15 +9,29 @@
 //! checkpoint beyond the receipts) was written behind the gateway's back.
 
 use crate::{Store, StoreError, StoreResult};
+use aegis_core::receipt::ReceiptSigner;
 use aegis_core::receipt::{
     BreakKind, ChainBreak, ChainHead, ChainPoint, ChainVerifier, Checkpoint, KeyRing, Receipt,
     decode_public_key, key_id, verify_sealed_head,
 };
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Receipts read per query.
 const PAGE: u32 = 1000;
+
+/// A writer's signing key, if it was given one. Operator commands (`aegis init`, `aegis keys
+/// create`) open the store without one: they extend no chain, and a write that would have to
+/// sign a checkpoint fails instead of signing with a key nobody keeps.
+pub(crate) fn signing_key(signer: &Option<Arc<ReceiptSigner>>) -> StoreResult<&ReceiptSigner> {
+    signer.as_deref().ok_or_else(|| {
+        StoreError::Unavailable(
+            "the database was opened without a signing key; only `aegis serve` records receipts"
+                .into(),
+        )
+    })
+}
 
 /// Every stored public key under the key id derived from it (a key stored under another id,
 /// or one that does not decode, is left out, so the checkpoints it would sign fail).

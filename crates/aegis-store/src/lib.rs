@@ -87,6 +87,10 @@ pub enum StoreError {
     /// ([`chain`]); raised before the job writes anything.
     #[error("receipt chain broken: {0}")]
     ChainBroken(String),
+    /// Revoking this key would leave its tenant without an active admin key, and so
+    /// without any way to manage itself ([`Store::revoke_operator_key`]).
+    #[error("the tenant's last active admin key cannot be revoked")]
+    LastAdminKey,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -137,6 +141,10 @@ pub trait Store: EvidenceReads + Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// Waits until every queued write is committed (graceful shutdown).
     async fn flush(&self) -> StoreResult<()>;
+    /// Commits a transaction that writes, through the writer and after every write queued
+    /// before it, so it fails (or waits) exactly when the writer's commits do: a full disk, a
+    /// read-only database, a write lock another process holds (`/readyz`).
+    async fn check_commit(&self) -> StoreResult<()>;
     /// Waits until this process may run the log consumers, then holds that right until the
     /// returned [`Leadership`] is dropped or reports it lost.
     async fn lead(&self) -> StoreResult<Leadership>;
@@ -167,6 +175,9 @@ pub trait Store: EvidenceReads + Send + Sync + 'static {
         secret_hash: SecretHash,
     ) -> StoreResult<Option<OperatorKey>>;
     async fn list_operator_keys(&self, tenant: &TenantId) -> StoreResult<Vec<OperatorKey>>;
+    /// Revokes a key (revoking a revoked key changes nothing). `LastAdminKey` if it is the
+    /// tenant's last active admin key: checked inside the writer's transaction, so two
+    /// concurrent revokes of the last two admin keys cannot both succeed.
     async fn revoke_operator_key(
         &self,
         tenant: &TenantId,

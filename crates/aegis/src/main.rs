@@ -1,5 +1,5 @@
 //! `aegis`: the AegisAgent gateway (`aegis serve`) and its operator CLI (`aegis init`,
-//! `aegis receipts export|verify`).
+//! `aegis keys create`, `aegis receipts export|verify`).
 
 mod key_file;
 mod notify_args;
@@ -7,10 +7,11 @@ mod receipts;
 mod signing_key;
 
 use aegis_core::correlate::MAX_BURST_THRESHOLD;
-use aegis_core::model::AutonomyLevel;
-use aegis_server::auth::create_tenant;
+use aegis_core::model::{AutonomyLevel, Role};
+use aegis_server::auth::{create_tenant, new_operator_key};
 use aegis_server::evidence::NarratorConfig;
 use aegis_server::live_feed::FeedSettings;
+use aegis_server::serve::ReadTimeouts;
 use aegis_server::{AppState, Settings, router};
 use aegis_soc::SocConfig;
 use aegis_soc::anchor::AnchorFile;
@@ -41,6 +42,10 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Create the database if needed, a tenant and its first admin key (printed as JSON).
     Init(InitArgs),
+    /// Operator keys, made on the machine that holds the database (e.g. to regain access
+    /// to a tenant whose admin keys are lost).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Export and verify receipt chains.
     #[command(subcommand)]
     Receipts(ReceiptsCommand),
@@ -83,6 +88,28 @@ enum ReceiptsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an operator key for an existing tenant; prints it once, as JSON.
+    Create(CreateKeyArgs),
+}
+
+#[derive(Args)]
+struct CreateKeyArgs {
+    /// SQLite database file or `postgres://` URL.
+    #[arg(long, env = "AEGIS_DB", default_value = "db/aegisagent.db")]
+    db: String,
+    /// Id of an existing tenant.
+    #[arg(long, env = "AEGIS_TENANT")]
+    tenant: String,
+    /// viewer, responder or admin.
+    #[arg(long)]
+    role: Role,
+    /// A label shown when keys are listed.
+    #[arg(long)]
+    name: Option<String>,
+}
+
 #[derive(Args)]
 struct DatabaseArgs {
     /// SQLite database file (created with its schema on first use), or a PostgreSQL URL
@@ -113,6 +140,19 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "AEGIS_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
+    /// The gateway's address as operators reach it (e.g. `https://aegis.example.com`):
+    /// the base of incident links in notifications (none without it) and of incident
+    /// narratives' next-step commands (default there: `http://` and the listen address).
+    #[arg(long, env = "AEGIS_PUBLIC_URL", value_parser = parse_public_url)]
+    public_url: Option<String>,
+    /// Seconds a client may take to send a request's head; also how long an idle
+    /// keep-alive connection is kept open.
+    #[arg(long, env = "AEGIS_HEADER_READ_TIMEOUT_SECS", default_value_t = ReadTimeouts::default().header.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_secs: u64,
+    /// Longest pause, in seconds, while a request body is read (a body that stops short of
+    /// its `Content-Length` answers 408 and its connection is closed).
+    #[arg(long, env = "AEGIS_BODY_READ_TIMEOUT_SECS", default_value_t = ReadTimeouts::default().body.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    body_read_timeout_secs: u64,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "AEGIS_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
@@ -220,8 +260,10 @@ impl EvidenceArgs {
 
 #[derive(Args)]
 struct InitArgs {
-    #[command(flatten)]
-    database: DatabaseArgs,
+    /// SQLite database file (created with its schema on first use), or a PostgreSQL URL
+    /// (schema applied on first use).
+    #[arg(long, env = "AEGIS_DB", default_value = "db/aegisagent.db")]
+    db: String,
     /// Id of the tenant to create.
     #[arg(long, env = "AEGIS_TENANT")]
     tenant: String,
@@ -245,6 +287,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Init(args) => init(args).await,
+            Command::Keys(KeysCommand::Create(args)) => create_key(args).await,
             Command::Receipts(command) => receipts_command(command).await,
         }
     })
@@ -287,6 +330,18 @@ async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// An `http(s)://` base URL without query or fragment, kept without its trailing `/`.
+fn parse_public_url(value: &str) -> Result<String, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must have no query or fragment".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn is_postgres(db: &str) -> bool {
@@ -334,6 +389,20 @@ async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
+/// The store as `init` and `keys create` need it: they sign and seal nothing, so they need
+/// (and create) no key file.
+async fn open_unsigned(db: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if is_postgres(db) {
+        let store = PgStore::connect_unsigned(db)
+            .await
+            .context("cannot open the PostgreSQL database")?;
+        return Ok(Arc::new(store));
+    }
+    let store = SqliteStore::open_unsigned(std::path::Path::new(db))
+        .with_context(|| format!("cannot open database {db}"))?;
+    Ok(Arc::new(store))
+}
+
 async fn open_read_only(db: &str) -> anyhow::Result<Arc<dyn Store>> {
     if is_postgres(db) {
         let store = PgStore::connect_read_only(db)
@@ -362,7 +431,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     if let Err(reason) = TenantId::validate(&args.tenant) {
         bail!("--tenant {reason}");
     }
-    let store = open_store(&args.database).await?;
+    let store = open_unsigned(&args.db).await?;
     match create_tenant(store.as_ref(), TenantId::new(args.tenant.as_str())).await {
         Ok(created) => {
             println!(
@@ -379,11 +448,41 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
             bail!(
                 "tenant {} already exists in {}",
                 args.tenant,
-                database_label(&args.database.db)
+                database_label(&args.db)
             )
         }
         Err(error) => Err(error.into()),
     }
+}
+
+async fn create_key(args: CreateKeyArgs) -> anyhow::Result<()> {
+    if let Err(reason) = TenantId::validate(&args.tenant) {
+        bail!("--tenant {reason}");
+    }
+    let (secret, key) = new_operator_key(args.role, args.name).map_err(|error| {
+        anyhow::anyhow!("--{}: {}", error.field.unwrap_or_default(), error.message)
+    })?;
+    let store = open_unsigned(&args.db).await?;
+    let tenant = TenantId::new(args.tenant.as_str());
+    match store.tenant(&tenant).await {
+        Err(StoreError::NotFound(_)) => bail!(
+            "no tenant {} in {} (create it with `aegis init`)",
+            args.tenant,
+            database_label(&args.db)
+        ),
+        other => other?,
+    };
+    let key = store.create_operator_key(&tenant, key).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "tenant_id": key.tenant_id,
+            "key_id": key.id,
+            "role": key.role,
+            "key": secret,
+        })
+    );
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -410,6 +509,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              (if it was restored or replaced on purpose, move the anchor file away) and the gateway restarts"
         );
     }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listening = listener.local_addr()?;
     let state = AppState::new(
         Arc::clone(&store),
         Settings {
@@ -422,6 +525,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 max_per_tenant: args.ws_max_per_tenant,
                 ..FeedSettings::default()
             },
+            public_url: args
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{listening}")),
         },
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -445,21 +552,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&state),
         BackgroundArgs {
             soc: args.soc.config(),
-            notify: args.notify.notify_config(args.soc.soc_autonomy_level),
+            notify: args
+                .notify
+                .notify_config(args.soc.soc_autonomy_level, args.public_url.clone()),
             deliver: args.notify.deliver_config(),
             integrity_interval: Duration::from_secs(args.evidence.integrity_interval_secs),
             broken_chains,
         },
         stopped,
     ));
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, db = %database_label(&args.database.db), "aegis gateway serving");
+    tracing::info!(listen = %listening, db = %database_label(&args.database.db), "aegis gateway serving");
 
     let grace = Duration::from_secs(args.shutdown_grace_secs);
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal());
-    server.await.context("server error")?;
+    let timeouts = ReadTimeouts {
+        header: Duration::from_secs(args.header_read_timeout_secs),
+        body: Duration::from_secs(args.body_read_timeout_secs),
+    };
+    aegis_server::serve::serve(listener, router(state), timeouts, shutdown_signal()).await;
     let _ = stop.send(true);
     for (task, name) in [
         (background, "background plane"),
@@ -624,7 +733,27 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::database_label;
+    use super::{database_label, parse_public_url};
+
+    #[test]
+    fn public_urls_are_http_bases_without_trailing_slash() {
+        assert_eq!(
+            parse_public_url("https://aegis.example.com/").unwrap(),
+            "https://aegis.example.com"
+        );
+        assert_eq!(
+            parse_public_url("http://10.0.0.11:8080/gateway/").unwrap(),
+            "http://10.0.0.11:8080/gateway"
+        );
+        for bad in [
+            "aegis.example.com",
+            "ftp://host",
+            "https://host/?a=1",
+            "https://host/#x",
+        ] {
+            assert!(parse_public_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn database_labels_carry_no_credentials() {

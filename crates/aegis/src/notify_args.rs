@@ -17,9 +17,6 @@ pub struct NotifyArgs {
     /// HMAC-SHA256 secret that signs deliveries to the two URLs above.
     #[arg(long, env = "AEGIS_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
-    /// Public base URL of this gateway, for links in messages.
-    #[arg(long, env = "AEGIS_PUBLIC_URL")]
-    public_url: Option<String>,
     /// Notifications for one agent within this many seconds of its last message are
     /// gathered into the next one.
     #[arg(long, env = "AEGIS_NOTIFY_COALESCE_SECS", default_value_t = 10)]
@@ -54,13 +51,18 @@ pub struct NotifyArgs {
 }
 
 impl NotifyArgs {
-    pub fn notify_config(&self, default_autonomy: Option<AutonomyLevel>) -> NotifyConfig {
+    /// `public_url`: the base of incident links in messages (none without it).
+    pub fn notify_config(
+        &self,
+        default_autonomy: Option<AutonomyLevel>,
+        public_url: Option<String>,
+    ) -> NotifyConfig {
         NotifyConfig {
             default_autonomy: default_autonomy.unwrap_or(AutonomyLevel::L1),
             coalesce: Duration::from_secs(self.notify_coalesce_secs),
             env_json: self.webhook_url.is_some(),
             env_slack: self.slack_webhook_url.is_some(),
-            public_url: self.public_url.clone(),
+            public_url,
             ..NotifyConfig::default()
         }
     }

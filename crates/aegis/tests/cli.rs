@@ -1,7 +1,9 @@
-//! `aegis init` and `aegis receipts export|verify` as a user runs them.
+//! `aegis init`, `aegis keys create` and `aegis receipts export|verify` as a user runs them.
 
+#[macro_use]
 mod support;
 
+use serde_json::Value;
 use support::*;
 
 #[test]
@@ -205,3 +207,70 @@ async fn a_rotated_signing_key_keeps_old_receipts_verifiable() {
         "each receipt is covered by the key that signed its batch"
     );
 }
+
+e2e_test!(
+    async fn the_last_admin_key_stays_and_access_is_recovered_from_the_database_host(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::fresh(backend, dir.path()).await;
+        let admin = init_on(dir.path(), db.arg(), "acme");
+        // `init` signs and seals nothing, so it leaves no key file behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with("-key"))
+            .collect();
+        assert!(left.is_empty(), "key files after init: {left:?}");
+
+        let gw = Gateway::start_on(dir.path(), db.arg(), &[]).await;
+        let client = reqwest::Client::new();
+        let keys = get_json(&client, gw.url("/v1/keys"), &admin).await;
+        let admin_id = keys[0]["id"].as_str().unwrap().to_owned();
+        let refused = client
+            .delete(gw.url(&format!("/v1/keys/{admin_id}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 409);
+        let refused: Value = refused.json().await.unwrap();
+        assert_eq!(refused["error"]["code"], "last_admin_key");
+
+        // The admin key is lost: a new one is made on the machine holding the database,
+        // while the gateway runs.
+        let out = aegis(
+            dir.path(),
+            &[
+                "keys", "create", "--db", db.arg(), "--tenant", "acme", "--role", "admin",
+                "--name", "recovery",
+            ],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let created: Value = serde_json::from_slice(&out.stdout).expect("keys create prints JSON");
+        assert_eq!(created["tenant_id"], "acme");
+        assert_eq!(created["role"], "admin");
+        let recovered = created["key"].as_str().unwrap();
+        assert!(recovered.starts_with("aok_"));
+
+        // The new key manages the tenant, down to revoking the lost one.
+        let revoked = client
+            .delete(gw.url(&format!("/v1/keys/{admin_id}")))
+            .bearer_auth(recovered)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), 200);
+        let keys = get_json(&client, gw.url("/v1/keys"), recovered).await;
+        assert!(
+            keys.as_array().unwrap().iter().any(|k| k["name"] == "recovery" && k["revoked_at"].is_null()),
+            "{keys}"
+        );
+
+        // A tenant that does not exist is named, and nothing is created.
+        let out = aegis(
+            dir.path(),
+            &["keys", "create", "--db", db.arg(), "--tenant", "globex", "--role", "admin"],
+        );
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no tenant globex"));
+    }
+);

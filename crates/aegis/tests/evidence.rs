@@ -348,7 +348,9 @@ async fn storm_graph_has_verified_receipts_and_tampering_is_caught_everywhere() 
 async fn the_narrative_tells_a_retry_loop_from_probing() {
     let dir = tempfile::tempdir().unwrap();
     let (db, admin) = acme_on_sqlite(dir.path());
-    let gw = Gateway::start(dir.path(), &db).await;
+    // The next steps name the gateway where operators reach it (trailing `/` dropped).
+    let public = "https://aegis.example.com/";
+    let gw = Gateway::start_with(dir.path(), &db, &[("AEGIS_PUBLIC_URL", public)]).await;
     let client = reqwest::Client::new();
     let (looping, looping_token) = agent_with_github(&client, &gw, &admin).await;
     let probing_agent: Value = post_json(
@@ -426,7 +428,13 @@ async fn the_narrative_tells_a_retry_loop_from_probing() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("/v1/agents/{looping}/freeze")),
+        text.contains(&format!(
+            "-H \"Authorization: Bearer $AEGIS_OPERATOR_KEY\" \"https://aegis.example.com/v1/agents/{looping}/freeze\""
+        )),
+        "operator commands name an operator key and the public address: {text}"
+    );
+    assert!(
+        !text.contains("AGENT_TOKEN") && !text.contains("127.0.0.1"),
         "{text}"
     );
     assert!(

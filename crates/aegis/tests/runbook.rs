@@ -1,5 +1,5 @@
 //! The runbook's commands (the user's deny-storm runbook), as a user runs them against
-//! the built binary, with `AGENT_TOKEN` holding an operator key as the runbook assumes.
+//! the built binary, with `AEGIS_OPERATOR_KEY` holding an operator key as the runbook assumes.
 
 mod support;
 
@@ -44,7 +44,7 @@ async fn runbook_remediation_commands_work() {
         .unwrap();
     assert_eq!(row, ("acme".to_owned(), None), "NULL means not overridden");
 
-    // curl -s -H "Authorization: Bearer $AGENT_TOKEN" ".../v1/decisions?agent_id=<id>&decision=deny"
+    // curl -s -H "Authorization: Bearer $AEGIS_OPERATOR_KEY" ".../v1/decisions?agent_id=<id>&decision=deny"
     let denies: Value = get_json(
         &client,
         gw.url(&format!("/v1/decisions?agent_id={agent_id}&decision=deny")),

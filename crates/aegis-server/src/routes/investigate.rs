@@ -83,6 +83,7 @@ async fn write_narrative(
     let input = NarrativeInput {
         detail,
         decisions: &decisions,
+        public_url: &state.settings.public_url,
     };
     let (text, evidence) = deterministic_narrative(&input);
     let (narrative, generated_by) = match state.settings.narrator.as_ref().filter(|_| ask_llm) {

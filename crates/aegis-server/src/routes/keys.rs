@@ -1,14 +1,13 @@
 //! Operator keys (admin only): create, list, revoke.
 
-use crate::auth::{Admin, OPERATOR_KEY_PREFIX, Operator, new_id, new_secret};
+use crate::auth::{Admin, Operator, new_operator_key};
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::JsonBody;
 use crate::routes::Listed;
 use crate::state::SharedState;
-use crate::validate::optional_bounded;
 use aegis_core::model::Role;
 use aegis_core::timestamp::format_millis;
-use aegis_store::{NewOperatorKey, OperatorKey};
+use aegis_store::OperatorKey;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -59,20 +58,10 @@ pub async fn create_key(
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
-    optional_bounded("name", body.name.as_deref(), 200)?;
-    let (secret, secret_hash) = new_secret(OPERATOR_KEY_PREFIX)?;
+    let (secret, key) = new_operator_key(body.role, body.name)?;
     let key = state
         .store
-        .create_operator_key(
-            &operator.tenant,
-            NewOperatorKey {
-                id: new_id("key"),
-                name: body.name,
-                role: body.role,
-                secret_hash,
-                created_at_ms: crate::now_ms(),
-            },
-        )
+        .create_operator_key(&operator.tenant, key)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -94,10 +83,12 @@ pub async fn list_keys(
     Ok(Listed::all(keys.into_iter().map(KeyView::from).collect()))
 }
 
-/// Revoke an operator key; it answers 401 from then on.
+/// Revoke an operator key; it answers 401 from then on. The tenant's last active admin key
+/// cannot be revoked (409 `last_admin_key`): a tenant always keeps a way to manage itself.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody),
+        (status = 409, description = "the tenant's last active admin key", body = ErrorBody)))]
 pub async fn revoke_key(
     State(state): State<SharedState>,
     operator: Operator<Admin>,

@@ -27,6 +27,10 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a `since` beyond this process's log head waits for the head to reach it before it
+/// is refused: another replica's commit reaches this one within the log-head poll (0.5 s), so
+/// a client resuming on another replica is not refused a seq it has just seen.
+const SINCE_GRACE: Duration = Duration::from_secs(1);
 /// How long a closing session waits to hand over its last message before dropping the
 /// connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(250);
@@ -39,7 +43,8 @@ pub struct FeedQuery {
     /// (`incident`, `agent`) or incident/alert kinds (`deny_storm`). Default: all.
     pub kinds: Option<String>,
     pub agent_id: Option<String>,
-    /// Resume after this seq (the last one received). Default: only new events.
+    /// Resume after this seq (the last one received). Default: only new events. A seq
+    /// beyond the log head is refused (422 naming `since`).
     pub since: Option<i64>,
 }
 
@@ -58,6 +63,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestHead {
     security(("operator_key" = [])),
     responses((status = 101, description = "WebSocket of JSON messages: hello, event, lagged; closed with 1008 when the key is revoked"),
               (status = 401, body = ErrorBody),
+              (status = 422, description = "`since` is beyond the log head", body = ErrorBody),
               (status = 429, description = "the key or the tenant has the maximum of live feeds open", body = ErrorBody)))]
 pub async fn events_feed(
     State(state): State<SharedState>,
@@ -75,6 +81,23 @@ pub async fn events_feed(
             ApiError::unauthorized("an operator key is required (Authorization: Bearer or ?token=)")
         })?;
     let operator = Operator::<Viewer>::from_secret(&state, &secret).await?;
+    if let Some(since) = query.since.filter(|since| *since > log_head) {
+        // Accepted, such a feed would wait in silence for seqs the log may never reach.
+        let mut head = state.store.committed_seq();
+        let reached = matches!(
+            tokio::time::timeout(SINCE_GRACE, head.wait_for(|seq| *seq >= since)).await,
+            Ok(Ok(_))
+        );
+        if !reached {
+            let head = *head.borrow();
+            return Err(ApiError::invalid_field(
+                "since",
+                format!(
+                    "is beyond the log head ({head}): resume from the last seq received, or leave since out to start at the head"
+                ),
+            ));
+        }
+    }
     let slot = state
         .live_feed
         .open_session(&operator.tenant, &operator.key_id)

@@ -143,15 +143,32 @@ impl PgStore {
         signer: Arc<ReceiptSigner>,
         secrets: SecretsKey,
     ) -> StoreResult<Self> {
+        Self::connect_with(url, Some(signer), Some(secrets)).await
+    }
+
+    /// Connects for the operator commands that add tenants and keys: no signing key and no
+    /// secrets key, so nothing is registered and no key file is needed; a write that would
+    /// sign a receipt checkpoint or seal a webhook secret fails.
+    pub async fn connect_unsigned(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, None, None).await
+    }
+
+    async fn connect_with(
+        url: &str,
+        signer: Option<Arc<ReceiptSigner>>,
+        secrets: Option<SecretsKey>,
+    ) -> StoreResult<Self> {
         let config = parse_config(url)?;
         let pool = connection_pool(&config, READ_POOL_SIZE)?;
         apply_migrations(&pool).await?;
-        let sealed = notify::seal_plain_secrets(&pool, &secrets).await?;
-        if sealed > 0 {
-            tracing::info!(
-                sealed,
-                "sealed webhook secrets that were stored in plain text"
-            );
+        if let Some(secrets) = &secrets {
+            let sealed = notify::seal_plain_secrets(&pool, secrets).await?;
+            if sealed > 0 {
+                tracing::info!(
+                    sealed,
+                    "sealed webhook secrets that were stored in plain text"
+                );
+            }
         }
         let head = log_head(&pool).await?;
         let (publish, commits) = watch::channel(head);
@@ -169,7 +186,7 @@ impl PgStore {
             config,
             pool,
             writer: Some(writer),
-            secrets: Some(secrets),
+            secrets,
             commits,
             guard,
         })
@@ -747,6 +764,13 @@ impl Store for PgStore {
             .await
     }
 
+    async fn check_commit(&self) -> StoreResult<()> {
+        // Every batch, even an empty one, first locks `log_head` FOR UPDATE: a write, refused
+        // by a read-only database, and waiting while another session holds the cluster's
+        // write order.
+        self.flush().await
+    }
+
     async fn lead(&self) -> StoreResult<Leadership> {
         loop {
             match try_lead(&self.config).await {
@@ -873,6 +897,23 @@ impl Store for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
+                    // Under the writer's `log_head` lock: no other revoke runs between this
+                    // count and the update, on any replica.
+                    let remaining_admins = tx
+                        .query_opt(
+                            "SELECT (SELECT COUNT(*) FROM operator_keys o
+                                     WHERE o.tenant_id = k.tenant_id AND o.id <> k.id
+                                       AND o.role = 'admin' AND o.revoked_at IS NULL)
+                             FROM operator_keys k
+                             WHERE k.tenant_id = $1 AND k.id = $2 AND k.role = 'admin' AND k.revoked_at IS NULL",
+                            &[&tenant.as_str(), &key_id],
+                        )
+                        .await?
+                        .map(|row| row.try_get::<_, i64>(0))
+                        .transpose()?;
+                    if remaining_admins == Some(0) {
+                        return Err(StoreError::LastAdminKey);
+                    }
                     let at = now_ms();
                     let changed = tx
                         .execute(

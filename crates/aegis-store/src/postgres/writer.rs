@@ -24,7 +24,7 @@
 use super::chain::seal;
 use super::decision_rows::PendingDecisions;
 use super::prepared;
-use crate::chain::ChainGuard;
+use crate::chain::{ChainGuard, signing_key};
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use aegis_core::timestamp::format_millis;
@@ -99,7 +99,7 @@ impl<T: Send> Job for FnJob<T> {
 /// What the writer knows inside one batch transaction. Nothing survives the batch: another
 /// replica may write between two of our batches, so heads are re-read under the lock.
 pub(crate) struct WriterState {
-    signer: Arc<ReceiptSigner>,
+    signer: Option<Arc<ReceiptSigner>>,
     guard: Arc<ChainGuard>,
     /// The next event seq to assign.
     next_seq: i64,
@@ -228,12 +228,14 @@ impl Writer {
     /// `commits`.
     pub async fn start(
         pool: Pool,
-        signer: Arc<ReceiptSigner>,
+        signer: Option<Arc<ReceiptSigner>>,
         guard: Arc<ChainGuard>,
         now_ms: fn() -> i64,
         commits: watch::Sender<i64>,
     ) -> StoreResult<Self> {
-        register_key(&pool, &signer, now_ms()).await?;
+        if let Some(signer) = &signer {
+            register_key(&pool, signer, now_ms()).await?;
+        }
         let (jobs, queue) = mpsc::unbounded_channel();
         tokio::spawn(run(pool, signer, guard, queue, now_ms, commits));
         Ok(Writer { jobs })
@@ -313,7 +315,7 @@ async fn register_key(pool: &Pool, signer: &ReceiptSigner, now_ms: i64) -> Store
 
 async fn run(
     pool: Pool,
-    signer: Arc<ReceiptSigner>,
+    signer: Option<Arc<ReceiptSigner>>,
     guard: Arc<ChainGuard>,
     mut queue: mpsc::UnboundedReceiver<Box<dyn Job>>,
     now_ms: fn() -> i64,
@@ -349,7 +351,7 @@ async fn run(
 /// the log head after it.
 async fn commit_batch(
     pool: &Pool,
-    signer: &Arc<ReceiptSigner>,
+    signer: &Option<Arc<ReceiptSigner>>,
     guard: &Arc<ChainGuard>,
     batch: &mut [Box<dyn Job>],
     now_ms: fn() -> i64,
@@ -371,7 +373,7 @@ async fn commit_batch(
             .await?;
         let (head, event_at): (i64, i64) = (locked.try_get(0)?, locked.try_get(1)?);
         let mut state = WriterState {
-            signer: Arc::clone(signer),
+            signer: signer.clone(),
             guard: Arc::clone(guard),
             next_seq: head + 1,
             event_at,
@@ -410,7 +412,8 @@ async fn commit_batch(
         let mut signed = Vec::with_capacity(state.extended.len());
         for tenant_id in &state.extended {
             let head = &state.heads[tenant_id];
-            signed.push(sign_checkpoint(&tx, &state.signer, tenant_id, head, at).await?);
+            let signer = signing_key(&state.signer)?;
+            signed.push(sign_checkpoint(&tx, signer, tenant_id, head, at).await?);
         }
         let new_head = state.next_seq - 1;
         if new_head > head {

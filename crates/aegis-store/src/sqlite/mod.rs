@@ -70,13 +70,30 @@ impl SqliteStore {
     /// applies migrations, seals webhook secrets still stored in plain text and starts the
     /// writer thread. `signer` signs the receipt checkpoints; `secrets` seals webhook secrets.
     pub fn open(path: &Path, signer: Arc<ReceiptSigner>, secrets: SecretsKey) -> StoreResult<Self> {
+        Self::open_with(path, Some(signer), Some(secrets))
+    }
+
+    /// Opens (creating if needed) for the operator commands that add tenants and keys: no
+    /// signing key and no secrets key, so nothing is registered and no key file is needed;
+    /// a write that would sign a receipt checkpoint or seal a webhook secret fails.
+    pub fn open_unsigned(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, None, None)
+    }
+
+    fn open_with(
+        path: &Path,
+        signer: Option<Arc<ReceiptSigner>>,
+        secrets: Option<SecretsKey>,
+    ) -> StoreResult<Self> {
         let conn = open_writer_connection(path)?;
-        let sealed = notify::seal_plain_secrets(&conn, &secrets)?;
-        if sealed > 0 {
-            tracing::info!(
-                sealed,
-                "sealed webhook secrets that were stored in plain text"
-            );
+        if let Some(secrets) = &secrets {
+            let sealed = notify::seal_plain_secrets(&conn, secrets)?;
+            if sealed > 0 {
+                tracing::info!(
+                    sealed,
+                    "sealed webhook secrets that were stored in plain text"
+                );
+            }
         }
         let (publish, commits) = watch::channel(0);
         let guard = Arc::new(ChainGuard::default());
@@ -84,7 +101,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_owned(),
             writer: Some(writer),
-            secrets: Some(secrets),
+            secrets,
             readers: Arc::new(Mutex::new(Vec::new())),
             commits,
             guard,
@@ -590,6 +607,21 @@ impl Store for SqliteStore {
         self.writer()?.write(|_, _| Ok(())).await
     }
 
+    async fn check_commit(&self) -> StoreResult<()> {
+        // A transaction that changes nothing writes nothing, and so would commit on a full
+        // disk: rewrite one row as it is, which puts a page in the WAL.
+        self.writer()?
+            .write(|conn, _| {
+                conn.execute(
+                    "UPDATE schema_migrations SET applied_at = applied_at
+                     WHERE version = (SELECT MAX(version) FROM schema_migrations)",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn lead(&self) -> StoreResult<Leadership> {
         Ok(Leadership::sole())
     }
@@ -699,6 +731,20 @@ impl Store for SqliteStore {
         let (tenant, key_id) = (tenant.clone(), key_id.to_owned());
         self.writer()?
             .write(move |conn, _| {
+                let remaining_admins: Option<i64> = conn
+                    .query_row(
+                        "SELECT (SELECT COUNT(*) FROM operator_keys o
+                                 WHERE o.tenant_id = k.tenant_id AND o.id <> k.id
+                                   AND o.role = 'admin' AND o.revoked_at IS NULL)
+                         FROM operator_keys k
+                         WHERE k.tenant_id = ?1 AND k.id = ?2 AND k.role = 'admin' AND k.revoked_at IS NULL",
+                        params![tenant.as_str(), key_id],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                if remaining_admins == Some(0) {
+                    return Err(StoreError::LastAdminKey);
+                }
                 let at = now_ms();
                 let changed = conn.execute(
                     "UPDATE operator_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE tenant_id = ?2 AND id = ?3",

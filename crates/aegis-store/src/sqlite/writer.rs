@@ -10,7 +10,7 @@
 //! batch, and no caller ever hears "done" for a write that is not on disk.
 
 use super::chain::seal;
-use crate::chain::ChainGuard;
+use crate::chain::{ChainGuard, signing_key};
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use aegis_core::timestamp::format_millis;
@@ -62,7 +62,7 @@ where
 
 /// State owned by the writer thread: chain heads and the signing key.
 pub(crate) struct WriterState {
-    signer: Arc<ReceiptSigner>,
+    signer: Option<Arc<ReceiptSigner>>,
     guard: Arc<ChainGuard>,
     /// Heads this writer committed (or read and proved, [`ChainGuard::admit`]).
     committed: HashMap<String, ChainPoint>,
@@ -100,7 +100,9 @@ impl WriterState {
     fn checkpoint_pending(&self, conn: &Connection, now_ms: i64) -> StoreResult<Vec<Checkpoint>> {
         self.pending
             .iter()
-            .map(|(tenant_id, head)| sign_checkpoint(conn, &self.signer, tenant_id, head, now_ms))
+            .map(|(tenant_id, head)| {
+                sign_checkpoint(conn, signing_key(&self.signer)?, tenant_id, head, now_ms)
+            })
             .collect()
     }
 }
@@ -140,16 +142,18 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`. Before taking jobs it registers the signing key.
-    /// After every commit it publishes the highest committed event seq on `commits`.
+    /// Starts the writer thread on `conn`. Before taking jobs it registers the signing key,
+    /// if any. After every commit it publishes the highest committed event seq on `commits`.
     pub fn start(
         conn: Connection,
-        signer: Arc<ReceiptSigner>,
+        signer: Option<Arc<ReceiptSigner>>,
         guard: Arc<ChainGuard>,
         now_ms: fn() -> i64,
         commits: watch::Sender<i64>,
     ) -> StoreResult<Self> {
-        register_key(&conn, &signer, now_ms())?;
+        if let Some(signer) = &signer {
+            register_key(&conn, signer, now_ms())?;
+        }
         commits.send_replace(highest_event_seq(&conn)?);
         let (jobs, queue) = mpsc::unbounded_channel();
         let state = WriterState {
