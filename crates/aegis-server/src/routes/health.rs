@@ -13,14 +13,19 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", responses(
+        (status = 200, description = "The process is up", body = Health),
+    ))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 /// The database answers.
 #[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The database answers", body = Health),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    ))]
 pub async fn readyz(State(state): State<SharedState>) -> ApiResult<Json<Health>> {
     state
         .store
