@@ -31,7 +31,7 @@ pub struct AuthorizeRequest {
     pub trace: Option<Trace>,
     /// Ignored: the agent is identified by its token alone.
     #[schema(value_type = Option<Object>)]
-    pub agent: Option<Value>,
+    pub agent: Option<serde_json::Map<String, Value>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

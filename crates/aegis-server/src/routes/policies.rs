@@ -28,6 +28,8 @@ pub struct PolicyBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPolicy {
+    /// As `aegis_core::policy::validate_policy_id` accepts it.
+    #[schema(pattern = "^(?!aegis-)[A-Za-z0-9._:-]{1,64}$")]
     pub id: String,
     /// As in `PolicyBody`.
     pub text: String,
@@ -115,7 +117,7 @@ pub async fn create_policy(
 }
 
 /// Create or replace a policy by id.
-#[utoipa::path(put, path = "/v1/policies/{id}", tag = "policies", params(("id" = String, Path)), request_body = PolicyBody,
+#[utoipa::path(put, path = "/v1/policies/{id}", tag = "policies", params(("id" = String, Path, pattern = "^(?!aegis-)[A-Za-z0-9._:-]{1,64}$")), request_body = PolicyBody,
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The policy is replaced", body = PolicyView),
