@@ -119,11 +119,11 @@ fn malformed(error: serde_json::Error) -> ApiError {
     )
 }
 
-/// A 422 naming the field at fault. serde reports a missing, unknown or repeated field as
-/// "missing field `name`", "unknown field `name`, …" or "duplicate field `name`" at the
-/// parent's path (`.` at the top).
+/// A 422 naming the field at fault. serde reports a missing or repeated field as "missing
+/// field `name`" or "duplicate field `name`" at the parent's path (`.` at the top); an
+/// unknown one ("unknown field `name`, …") at its own path.
 fn field_error(path: &str, message: &str) -> ApiError {
-    let named = ["missing field `", "unknown field `", "duplicate field `"]
+    let named = ["missing field `", "duplicate field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix)?.split('`').next());
     let field = match named {
@@ -173,7 +173,11 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             .await
             .map(|axum::extract::Path(value)| Path(value))
             .map_err(|rejection| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", rejection.body_text())
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_path",
+                    rejection.body_text(),
+                )
             })
     }
 }

@@ -17,7 +17,8 @@ pub struct Text<const MAX: usize>(String);
 
 /// A character outside Unicode `White_Space`, in a syntax that ECMA-262 and Python's `re`
 /// read alike.
-const NOT_BLANK: &str = "[^\\t\\n\\x0B\\f\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]";
+const NOT_BLANK: &str =
+    "[^\\t\\n\\x0B\\f\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]";
 
 impl<const MAX: usize> Text<MAX> {
     pub fn into_string(self) -> String {

@@ -180,13 +180,23 @@ store_test!(async fn every_bad_limit_and_cursor_answers_422(backend) {
 /// Every response of the document has a description, and every error response the shared
 /// error schema.
 fn responses_of(openapi: &Value) -> impl Iterator<Item = (String, &str, &Value)> {
-    openapi["paths"].as_object().unwrap().iter().flat_map(|(path, operations)| {
-        operations.as_object().unwrap().iter().flat_map(move |(method, operation)| {
-            operation["responses"].as_object().unwrap().iter().map(move |(status, response)| {
-                (format!("{method} {path}"), status.as_str(), response)
-            })
+    openapi["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, operations)| {
+            operations
+                .as_object()
+                .unwrap()
+                .iter()
+                .flat_map(move |(method, operation)| {
+                    operation["responses"].as_object().unwrap().iter().map(
+                        move |(status, response)| {
+                            (format!("{method} {path}"), status.as_str(), response)
+                        },
+                    )
+                })
         })
-    })
 }
 
 store_test!(async fn the_document_states_what_the_server_does(backend) {

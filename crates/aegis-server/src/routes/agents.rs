@@ -2,8 +2,10 @@
 
 use crate::auth::{AGENT_TOKEN_PREFIX, Admin, Operator, Responder, Viewer, new_id, new_secret};
 use crate::error::ApiResult;
-use crate::openapi::{BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::extract::{JsonBody, Path, QueryParams};
+use crate::openapi::{
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+};
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
 use crate::validate::Text;

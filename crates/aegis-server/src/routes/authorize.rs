@@ -3,8 +3,8 @@
 
 use crate::auth::AgentCaller;
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::{AgentErrors, BodyRefused, Invalid, Unreadable};
 use crate::extract::JsonBody;
+use crate::openapi::{AgentErrors, BodyRefused, Invalid, Unreadable};
 use crate::state::SharedState;
 use crate::validate::Text;
 use aegis_core::canonical::ActionRef;

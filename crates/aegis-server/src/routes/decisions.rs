@@ -2,8 +2,8 @@
 
 use crate::auth::{Operator, Viewer};
 use crate::error::ApiResult;
-use crate::openapi::{Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::extract::{Path, QueryParams};
+use crate::openapi::{Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::routes::{Cursor, DEFAULT_LIMIT, Limit, Listed, page};
 use crate::state::SharedState;
 use crate::validate::Timestamp;

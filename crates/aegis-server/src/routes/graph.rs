@@ -4,9 +4,9 @@
 
 use crate::auth::{Operator, Viewer};
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::{Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::evidence::{Graph, GraphBuilder, incident_graph as build_incident_graph, keyring};
 use crate::extract::{Path, QueryParams};
+use crate::openapi::{Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::routes::{Cursor, Limit, NEXT_CURSOR_HEADER, page};
 use crate::state::SharedState;
 use crate::validate::Timestamp;

@@ -2,13 +2,15 @@
 
 use crate::auth::{Operator, Responder, Viewer};
 use crate::error::ApiResult;
-use crate::openapi::{BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::evidence::incident_decisions_page;
 use crate::extract::{JsonBody, Path, QueryParams};
+use crate::openapi::{
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+};
+use crate::routes::agents::ReasonBody;
 use crate::routes::decisions::DecisionView;
 use crate::routes::{Cursor, DEFAULT_LIMIT, Limit, Listed, PageQuery, page};
 use crate::state::SharedState;
-use crate::routes::agents::ReasonBody;
 use crate::validate::{Text, Timestamp};
 use aegis_core::model::Severity;
 use aegis_core::timestamp::format_millis;

@@ -9,13 +9,13 @@
 
 use crate::auth::{Operator, Responder, Viewer};
 use crate::error::ApiResult;
-use crate::openapi::{Forbidden, NotFound, OperatorErrors, Unreadable};
 use crate::evidence::{
     NarrativeInput, deterministic_narrative, incident_decisions_page, keyring, llm_analysis,
     verify_stored_receipts, with_llm_analysis,
 };
-use crate::routes::incidents::IncidentDetailView;
 use crate::extract::Path;
+use crate::openapi::{Forbidden, NotFound, OperatorErrors, Unreadable};
+use crate::routes::incidents::IncidentDetailView;
 use crate::state::SharedState;
 use aegis_core::model::Role;
 use aegis_core::receipt::ExportedReceipt;

@@ -2,8 +2,10 @@
 
 use crate::auth::{Admin, OPERATOR_KEY_PREFIX, Operator, new_id, new_secret};
 use crate::error::ApiResult;
-use crate::openapi::{BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::extract::{JsonBody, Path};
+use crate::openapi::{
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+};
 use crate::routes::Listed;
 use crate::state::SharedState;
 use crate::validate::Text;

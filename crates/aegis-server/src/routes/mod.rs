@@ -22,8 +22,8 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 /// Name of the response header that carries the next page's cursor.
@@ -78,9 +78,7 @@ impl<'de> Deserialize<'de> for Cursor {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         match text.parse::<i64>() {
-            Ok(position) if is_digits(&text) && text.len() <= CURSOR_DIGITS => {
-                Ok(Cursor(position))
-            }
+            Ok(position) if is_digits(&text) && text.len() <= CURSOR_DIGITS => Ok(Cursor(position)),
             _ => Err(de::Error::custom("is not a cursor this server issued")),
         }
     }

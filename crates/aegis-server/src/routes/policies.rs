@@ -4,8 +4,10 @@
 
 use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::openapi::{BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::extract::{JsonBody, Path};
+use crate::openapi::{
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+};
 use crate::routes::Listed;
 use crate::state::SharedState;
 use aegis_core::policy::{DEFAULT_PACK_TEXT, PolicyDocument, PolicyEngine, SCHEMA_TEXT};

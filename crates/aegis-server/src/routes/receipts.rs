@@ -2,9 +2,9 @@
 
 use crate::auth::{Operator, Viewer};
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::{BodyRefused, Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::evidence::{keyring, verify_stored_receipt};
 use crate::extract::{JsonBody, Path, QueryParams};
+use crate::openapi::{BodyRefused, Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
 use crate::validate::optional_whole;

@@ -2,10 +2,10 @@
 
 use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, Unreadable};
 use crate::extract::JsonBody;
-use crate::validate::{optional_whole, whole};
+use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, Unreadable};
 use crate::state::SharedState;
+use crate::validate::{optional_whole, whole};
 use aegis_core::correlate::{ExfiltrationReads, MAX_BURST_THRESHOLD};
 use aegis_core::model::AutonomyLevel;
 use aegis_store::{DenyStormOverride, RiskEscalation};

@@ -2,8 +2,8 @@
 
 use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, Unreadable};
 use crate::extract::JsonBody;
+use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, Unreadable};
 use crate::routes::Listed;
 use crate::state::{SharedState, load_catalog};
 use crate::validate::Text;

@@ -6,8 +6,8 @@
 
 use crate::auth::{Admin, Operator, new_id};
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::{BodyRefused, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::extract::{JsonBody, Path, QueryParams};
+use crate::openapi::{BodyRefused, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
 use aegis_core::timestamp::format_millis;
@@ -154,7 +154,11 @@ pub async fn create_webhook(
     aegis_soc::egress::check_subscription_url(&body.url, state.settings.webhook_allow_private)
         .await
         .map_err(|why| ApiError::invalid_field("url", why))?;
-    let format = body.format.unwrap_or(WebhookFormat::Json).as_str().to_owned();
+    let format = body
+        .format
+        .unwrap_or(WebhookFormat::Json)
+        .as_str()
+        .to_owned();
     if body.events.as_ref().is_some_and(Vec::is_empty) {
         return Err(ApiError::invalid_field("events", "must not be empty"));
     }

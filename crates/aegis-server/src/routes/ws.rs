@@ -11,9 +11,9 @@
 
 use crate::auth::{Operator, Viewer, bearer};
 use crate::error::{ApiError, ErrorBody};
-use crate::openapi::{Invalid, OperatorErrors};
 use crate::extract::QueryParams;
 use crate::live_feed::{CapReached, FeedEvent, FeedSlot, PAGE};
+use crate::openapi::{Invalid, OperatorErrors};
 use crate::state::SharedState;
 use aegis_store::TenantId;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
