@@ -8,14 +8,18 @@
 ///
 /// The enum is ordered by declaration (`Ord`), unless it starts with `unordered`: an enum
 /// whose order carries security meaning defines it explicitly instead (see [`SourceTrust`]).
+///
+/// The wire spellings are matched as `tt`, not `literal`: a `literal` fragment reaches derive
+/// macros wrapped in an invisible group, which serde reads but utoipa skips, so the document
+/// would show the Rust variant names instead of the wire ones.
 macro_rules! wire_enum {
-    (unordered $(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    (unordered $(#[$meta:meta])* $name:ident { $($variant:ident => $text:tt),+ $(,)? }) => {
         $crate::model::wire_enum!(@define [] $(#[$meta])* $name { $($variant => $text),+ });
     };
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:tt),+ $(,)? }) => {
         $crate::model::wire_enum!(@define [PartialOrd, Ord] $(#[$meta])* $name { $($variant => $text),+ });
     };
-    (@define [$($order:ident),*] $(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ }) => {
+    (@define [$($order:ident),*] $(#[$meta:meta])* $name:ident { $($variant:ident => $text:tt),+ }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, $($order,)* ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema)]
         pub enum $name {

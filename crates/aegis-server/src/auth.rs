@@ -5,6 +5,7 @@
 
 use crate::error::ApiError;
 use crate::state::{AgentSnapshot, SharedState};
+use crate::validate::Text;
 use aegis_core::model::Role;
 use aegis_store::{SecretHash, TenantId, TokenOwner};
 use axum::extract::FromRequestParts;
@@ -195,15 +196,14 @@ pub struct NewTenant {
 /// `aegis keys create`.
 pub fn new_operator_key(
     role: Role,
-    name: Option<String>,
+    name: Option<Text<200>>,
 ) -> Result<(String, aegis_store::NewOperatorKey), ApiError> {
-    crate::validate::optional_bounded("name", name.as_deref(), 200)?;
     let (secret, secret_hash) = new_secret(OPERATOR_KEY_PREFIX)?;
     Ok((
         secret,
         aegis_store::NewOperatorKey {
             id: new_id("key"),
-            name,
+            name: name.map(Text::into_string),
             role,
             secret_hash,
             created_at_ms: crate::now_ms(),
@@ -217,7 +217,7 @@ pub async fn create_tenant(
     store: &dyn aegis_store::Store,
     tenant_id: TenantId,
 ) -> Result<NewTenant, aegis_store::StoreError> {
-    let (admin_key, key) = new_operator_key(Role::Admin, Some("initial admin".into()))
+    let (admin_key, key) = new_operator_key(Role::Admin, Text::parse("initial admin".to_owned()).ok())
         .map_err(|e| aegis_store::StoreError::Unavailable(e.message))?;
     let key = store.create_tenant(&tenant_id, key).await?;
     Ok(NewTenant {

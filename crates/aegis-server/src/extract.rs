@@ -1,21 +1,32 @@
 //! Request extractors that answer in the API's error shape.
+//!
+//! The rule for 400 and 422 (README, "Errors"): 400 when the request cannot be read — JSON
+//! that does not parse, a path segment that is not UTF-8; 422 `invalid_field` when it reads
+//! but a field (body or query) is missing, unknown, of the wrong type or out of range, with
+//! the field named.
 
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
-/// A JSON body, accepted whatever the `Content-Type` (curl's `-d` sends a form type, as the
-/// runbook does). An empty body reads as `{}`, so optional bodies may be left out.
-/// Syntax errors answer 400; missing or ill-typed fields answer 422 naming the field.
+/// A JSON body. It must be sent as `application/json` (or a `+json` type), or as
+/// `application/x-www-form-urlencoded`: curl's `-d` sends that type, as the README's and the
+/// runbook's command lines do, and a form body is never valid here, so the body is read as
+/// JSON all the same. Any other type answers 415. An empty body reads as `{}`, whatever its
+/// type, and so does `null`, so optional bodies may be left out; any other non-object answers
+/// 422 `invalid_body`. Syntax errors answer 400; missing, unknown or
+/// ill-typed fields answer 422 naming the field.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json_type = is_json_type(request.headers());
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
@@ -24,7 +35,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     ApiError::new(
                         status,
                         "payload_too_large",
-                        "the request body exceeds 1 MiB",
+                        "the request body is larger than this gateway accepts",
                     )
                 } else if body_timed_out(&rejection) {
                     ApiError::new(
@@ -36,12 +47,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     ApiError::new(status, "invalid_body", rejection.body_text())
                 }
             })?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        parse_json(text).map(JsonBody)
+        let text = bytes.trim_ascii();
+        if text.is_empty() {
+            return parse_json(b"{}").map(JsonBody);
+        }
+        if !json_type {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        match text {
+            // What generated clients send for a body they leave out.
+            b"null" => parse_json(b"{}"),
+            [b'{', ..] => parse_json(text),
+            // Not an object: serde would read an array as the struct's fields in order.
+            // (Parsed as a `Value`, which keeps the recursion limit; see `parse_json`.)
+            _ => Err(match serde_json::from_slice::<serde_json::Value>(text) {
+                Ok(_) => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_body",
+                    "the body must be a JSON object",
+                ),
+                Err(error) => malformed(error),
+            }),
+        }
+        .map(JsonBody)
     }
 }
 
@@ -52,6 +84,22 @@ fn body_timed_out(rejection: &(dyn std::error::Error + 'static)) -> bool {
         .any(|error| error.is::<tower_http::timeout::TimeoutError>())
 }
 
+/// Whether the request's `Content-Type` is one a JSON body is read from (see [`JsonBody`]).
+fn is_json_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence == "application/x-www-form-urlencoded"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -59,17 +107,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = error.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let message = inner.to_string();
-                let field = missing_field(&message)
-                    .map(|name| {
-                        if path == "." {
-                            name.to_owned()
-                        } else {
-                            format!("{path}.{name}")
-                        }
-                    })
-                    .unwrap_or(path);
-                ApiError::invalid_field(field, strip_position(&message))
+                field_error(&path, &strip_position(&inner.to_string()))
             }
             // serde_json reports a wrong-typed enum (e.g. a number where a variant name is
             // expected) as a syntax error; if the text is valid JSON, it is a field error.
@@ -78,26 +116,35 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             _ if path != "." && serde_json::from_slice::<serde_json::Value>(bytes).is_ok() => {
                 ApiError::invalid_field(path, "has the wrong type or an unknown value")
             }
-            _ => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("malformed JSON: {inner}"),
-            ),
+            _ => malformed(inner),
         }
     })?;
-    deserializer.end().map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("malformed JSON: {e}"),
-        )
-    })?;
+    deserializer.end().map_err(malformed)?;
     Ok(value)
 }
 
-/// serde reports a missing field as "missing field `name`" at the parent's path.
-fn missing_field(message: &str) -> Option<&str> {
-    message.strip_prefix("missing field `")?.split('`').next()
+/// 400: the body is not JSON.
+fn malformed(error: serde_json::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        format!("malformed JSON: {error}"),
+    )
+}
+
+/// A 422 naming the field at fault. serde reports a missing or repeated field as "missing
+/// field `name`" or "duplicate field `name`" at the parent's path (`.` at the top); an
+/// unknown one ("unknown field `name`, …") at its own path.
+fn field_error(path: &str, message: &str) -> ApiError {
+    let named = ["missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix)?.split('`').next());
+    let field = match named {
+        Some(name) if path == "." => name.to_owned(),
+        Some(name) => format!("{path}.{name}"),
+        None => path.to_owned(),
+    };
+    ApiError::invalid_field(field, message)
 }
 
 fn strip_position(message: &str) -> String {
@@ -107,7 +154,8 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Query parameters, with parse errors in the API's error shape.
+/// Query parameters. A parameter that is unknown, repeated where one is expected, or does
+/// not parse as its type answers 422 naming it, as a body field would.
 pub struct QueryParams<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
@@ -115,13 +163,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(query)
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
             .map(QueryParams)
             .map_err(|error| {
+                let path = error.path().to_string();
+                field_error(&path, &error.into_inner().to_string())
+            })
+    }
+}
+
+/// Path parameters; a segment that does not decode (e.g. percent-encoded bytes that are
+/// not UTF-8) answers 400 `invalid_path` instead of axum's plain-text rejection.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_query",
-                    format!("invalid query string: {error}"),
+                    "invalid_path",
+                    rejection.body_text(),
                 )
             })
     }

@@ -22,47 +22,29 @@ pub mod evidence;
 pub mod extract;
 pub mod live_feed;
 pub mod markdown;
+pub mod openapi;
 pub mod routes;
 pub mod serve;
 pub mod state;
-mod validate;
+pub mod validate;
 
 pub use aegis_store::now_ms;
 pub use state::{AppState, Settings, SharedState};
 
 use crate::error::ApiError;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use routes::*;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "AegisAgent gateway", description = "Authorization gateway between AI agents and their tools."),
-    modifiers(&SecuritySchemes)
-)]
-struct ApiDoc;
-
-struct SecuritySchemes;
-
-impl Modify for SecuritySchemes {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["agent_token", "operator_key"] {
-            components.add_security_scheme(
-                name,
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-            );
-        }
-    }
-}
-
 /// The API router and its OpenAPI document, built from the same declarations.
 pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(authorize::authorize))
@@ -122,7 +104,14 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The complete application: API, `/openapi.json`, JSON 404s and the body limit.
+/// Longest request target (path and query) the gateway reads. Longer ones answer 414 here,
+/// in the JSON error shape, well before hyper's own limit (64 KiB, answered without a body).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// The complete application: API, `/openapi.json`, and every answer outside a handler in the
+/// JSON error shape: unknown routes (404), methods a route lacks (405, with `Allow`), request
+/// targets over [`MAX_URI_BYTES`] (414); bodies over the limit (413) are refused by
+/// [`extract::JsonBody`].
 pub fn router(state: SharedState) -> Router {
     let (api, openapi) = api();
     let openapi = std::sync::Arc::new(openapi);
@@ -133,7 +122,31 @@ pub fn router(state: SharedState) -> Router {
             async move { axum::Json(openapi.as_ref().clone()) }
         }),
     )
+    .method_not_allowed_fallback(|| async {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not answer this method; see the Allow header",
+        )
+    })
     .fallback(|| async { ApiError::not_found("route") })
     .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+    .layer(axum::middleware::from_fn(refuse_long_uris))
     .with_state(state)
+}
+
+async fn refuse_long_uris(request: Request, next: Next) -> Response {
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target_len > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }

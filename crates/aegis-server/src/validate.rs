@@ -1,59 +1,127 @@
-//! Small field validators shared by handlers; each names the field it rejects.
+//! Request field types and validators whose rule and schema are written once, here: a
+//! violation answers 422 naming the field, and the OpenAPI document states the same rule.
 
-use crate::error::ApiError;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{PartialSchema, ToSchema};
 
-/// A required string: non-blank, at most `max` bytes.
-pub fn bounded(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    if value.trim().is_empty() {
-        return Err(ApiError::invalid_field(field, "must not be empty"));
+/// A request string that is not blank and has at most `MAX` characters. The rule lives in
+/// its `Deserialize` (a violation answers 422 naming the field) and its schema states the same
+/// rule (`minLength`, `maxLength` and a pattern that needs a non-whitespace character), so
+/// the document and the server cannot disagree. Characters are counted as JSON Schema counts
+/// them; whitespace is Unicode `White_Space`, as `str::trim` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text<const MAX: usize>(String);
+
+/// A character outside Unicode `White_Space`, in a syntax that ECMA-262 and Python's `re`
+/// read alike.
+const NOT_BLANK: &str =
+    "[^\\t\\n\\x0B\\f\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]";
+
+impl<const MAX: usize> Text<MAX> {
+    /// Checks `value` against the rule; the error says what is wrong with it.
+    pub fn parse(value: String) -> Result<Self, String> {
+        if value.trim().is_empty() {
+            return Err("must not be blank".to_owned());
+        }
+        if value.chars().count() > MAX {
+            return Err(format!("must be at most {MAX} characters"));
+        }
+        Ok(Text(value))
     }
-    if value.len() > max {
-        return Err(ApiError::invalid_field(
-            field,
-            format!("must be at most {max} bytes"),
-        ));
+
+    pub fn into_string(self) -> String {
+        self.0
     }
-    Ok(())
 }
 
-/// An optional string: when present, as [`bounded`].
-pub fn optional_bounded(field: &str, value: Option<&str>, max: usize) -> Result<(), ApiError> {
-    value.map_or(Ok(()), |v| bounded(field, v, max))
-}
-
-/// Page size: default 50, at most 1000.
-pub fn limit(requested: Option<u32>) -> Result<u32, ApiError> {
-    match requested {
-        None => Ok(50),
-        Some(n @ 1..=1000) => Ok(n),
-        Some(_) => Err(ApiError::invalid_field(
-            "limit",
-            "must be between 1 and 1000",
-        )),
+impl<const MAX: usize> std::ops::Deref for Text<MAX> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
     }
 }
 
-/// An opaque cursor from `X-Next-Cursor`.
-pub fn cursor(value: Option<&str>) -> Result<Option<i64>, ApiError> {
-    value
-        .map(|c| {
-            c.parse::<i64>().map_err(|_| {
-                ApiError::invalid_field("cursor", "is not a cursor this server issued")
-            })
+impl<const MAX: usize> Serialize for Text<MAX> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de, const MAX: usize> Deserialize<'de> for Text<MAX> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Text::parse(String::deserialize(deserializer)?).map_err(de::Error::custom)
+    }
+}
+
+impl<const MAX: usize> PartialSchema for Text<MAX> {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX))
+            .pattern(Some(NOT_BLANK))
+            .into()
+    }
+}
+
+impl<const MAX: usize> ToSchema for Text<MAX> {}
+
+/// A whole number field. JSON Schema's `integer` admits `5.0`, so the server does too, or a
+/// client following the document would be refused. Use with `#[serde(deserialize_with)]`.
+pub fn whole<'de, D: Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Result<T, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                .map(|f| f as u64)
         })
-        .transpose()
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| de::Error::custom(format!("{number} is not a whole number in range")))
 }
 
-/// An RFC 3339 timestamp query parameter, as Unix milliseconds.
-pub fn timestamp(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
-    value
-        .map(|v| {
-            aegis_core::timestamp::parse_millis(v).ok_or_else(|| {
-                ApiError::invalid_field(
-                    field,
-                    "must be an RFC 3339 timestamp, e.g. 2026-11-25T10:00:00Z",
-                )
-            })
-        })
-        .transpose()
+/// As [`whole`], for a nullable field.
+pub fn optional_whole<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    #[derive(Deserialize)]
+    struct Whole<T: TryFrom<u64>>(#[serde(deserialize_with = "whole")] T);
+    Ok(Option::<Whole<T>>::deserialize(deserializer)?.map(|Whole(n)| n))
 }
+
+/// An RFC 3339 timestamp (query parameters `since` and `until`), read as Unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub fn millis(timestamp: Option<Timestamp>) -> Option<i64> {
+        timestamp.map(|Timestamp(ms)| ms)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        aegis_core::timestamp::parse_millis(&text)
+            .map(Timestamp)
+            .ok_or_else(|| {
+                de::Error::custom("must be an RFC 3339 timestamp, e.g. 2026-11-25T10:00:00Z")
+            })
+    }
+}
+
+impl PartialSchema for Timestamp {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .into()
+    }
+}
+
+impl ToSchema for Timestamp {}

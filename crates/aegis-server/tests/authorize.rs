@@ -1030,6 +1030,7 @@ store_test!(async fn parameters_nested_to_the_parser_limit_hash_and_deeper_are_r
     let (deepest, parameters) = body(124);
     let allowed = expect_decision(
         app.request(reqwest::Method::POST, "/v1/authorize", &f.token)
+            .header("content-type", "application/json")
             .body(deepest)
             .send()
             .await
@@ -1052,6 +1053,7 @@ store_test!(async fn parameters_nested_to_the_parser_limit_hash_and_deeper_are_r
     let (too_deep, _) = body(125);
     let error = expect_error(
         app.request(reqwest::Method::POST, "/v1/authorize", &f.token)
+            .header("content-type", "application/json")
             .body(too_deep)
             .send()
             .await

@@ -811,12 +811,14 @@ store_test!(async fn decisions_filter_and_get(backend) {
     )
     .await;
     assert_eq!(error["field"], "cursor");
-    expect_error(
+    // A value outside the enum is a field error like any other (README, "Errors").
+    let error = expect_error(
         app.get(&f.admin, "/v1/decisions?decision=maybe").await,
-        StatusCode::BAD_REQUEST,
-        "invalid_query",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
     )
     .await;
+    assert_eq!(error["field"], "decision");
 });
 
 store_test!(async fn decisions_page_without_duplicates_or_gaps(backend) {
@@ -1030,6 +1032,7 @@ store_test!(async fn every_body_survives_deeply_nested_json(backend) {
             for (body, refused) in &bodies {
                 let response = app
                     .request(method.to_uppercase().parse().unwrap(), &path, credential)
+                    .header("content-type", "application/json")
                     .body(body.clone())
                     .send()
                     .await

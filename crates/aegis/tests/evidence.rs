@@ -211,6 +211,7 @@ async fn storm_graph_has_verified_receipts_and_tampering_is_caught_everywhere() 
     let range: Value = client
         .post(gw.url("/v1/receipts/verify"))
         .bearer_auth(&admin)
+        .header("content-type", "application/json")
         .body("{}")
         .send()
         .await

@@ -119,6 +119,7 @@ async fn a_storm_is_one_incident_on_http_and_websocket_and_rearms_after_the_wind
     let closed = client
         .post(gw.url(&format!("/v1/incidents/{incident_id}/close")))
         .bearer_auth(&admin)
+        .header("content-type", "application/json")
         .body(r#"{"reason": "retry loop fixed"}"#)
         .send()
         .await

@@ -1,22 +1,25 @@
 //! Agents: registration, lifecycle (freeze, unfreeze, revoke), token rotation, risk tier.
 
 use crate::auth::{AGENT_TOKEN_PREFIX, Admin, Operator, Responder, Viewer, new_id, new_secret};
-use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{JsonBody, QueryParams};
+use crate::error::ApiResult;
+use crate::extract::{JsonBody, Path, QueryParams};
+use crate::openapi::{
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+};
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
-use crate::validate::{bounded, optional_bounded};
+use crate::validate::Text;
 use aegis_core::model::{AgentStatus, RiskTier};
 use aegis_core::timestamp::format_millis;
 use aegis_store::{Agent, AgentChange, AgentChangeKind, NewAgent, Page};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-const MAX_NAME: usize = 200;
-const MAX_REASON: usize = 2000;
+/// Why an agent is frozen or revoked, or an incident closed.
+pub type Reason = Text<2000>;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AgentView {
@@ -45,8 +48,10 @@ impl From<Agent> for AgentView {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateAgent {
-    pub name: String,
+    #[schema(inline)]
+    pub name: Text<200>,
     /// Defaults to `low`.
     pub risk_tier: Option<RiskTier>,
 }
@@ -60,11 +65,14 @@ pub struct CreatedAgent {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReasonBody {
-    pub reason: Option<String>,
+    #[schema(inline)]
+    pub reason: Option<Reason>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PatchAgent {
     /// Set the risk tier explicitly (e.g. step it back down after escalation).
     pub risk_tier: RiskTier,
@@ -80,13 +88,19 @@ pub struct RotatedToken {
 /// Register an agent and issue its token.
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
     security(("operator_key" = [])),
-    responses((status = 201, body = CreatedAgent), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "The agent and its token (shown only here)", body = CreatedAgent),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+    ))]
 pub async fn create_agent(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<CreateAgent>,
 ) -> ApiResult<(StatusCode, Json<CreatedAgent>)> {
-    bounded("name", &body.name, MAX_NAME)?;
     let (token, token_hash) = new_secret(AGENT_TOKEN_PREFIX)?;
     let agent = state
         .store
@@ -114,13 +128,17 @@ pub async fn create_agent(
 /// List agents, newest first.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", params(PageQuery),
     security(("operator_key" = [])),
-    responses((status = 200, body = [AgentView], headers(("X-Next-Cursor" = String)))))]
+    responses(
+        (status = 200, description = "Agents, newest first", body = [AgentView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
+        OperatorErrors,
+        Invalid,
+    ))]
 pub async fn list_agents(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Listed<AgentView>> {
-    let page = query.page()?;
+    let page = query.page();
     let agents = state
         .store
         .list_agents(
@@ -142,7 +160,12 @@ pub async fn list_agents(
 /// One agent, with its status.
 #[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The agent", body = AgentView),
+        OperatorErrors,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn get_agent(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -154,7 +177,16 @@ pub async fn get_agent(
 /// Set the agent's risk tier (admin): the explicit step-down after escalation.
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = PatchAgent,
     security(("operator_key" = [])),
-    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The agent with its new risk tier", body = AgentView),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+        NotFound,
+        Conflict,
+    ))]
 pub async fn patch_agent(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -174,18 +206,27 @@ pub async fn patch_agent(
 }
 
 /// Freeze the agent: its calls are denied (and recorded) until unfrozen.
-#[utoipa::path(post, path = "/v1/agents/{id}/freeze", tag = "agents", params(("id" = String, Path)), request_body = ReasonBody,
+#[utoipa::path(post, path = "/v1/agents/{id}/freeze", tag = "agents", params(("id" = String, Path)), request_body = Option<ReasonBody>,
     security(("operator_key" = [])),
-    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The frozen agent", body = AgentView),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+        NotFound,
+        Conflict,
+    ))]
 pub async fn freeze_agent(
     State(state): State<SharedState>,
     operator: Operator<Responder>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<AgentView>> {
-    optional_bounded("reason", body.reason.as_deref(), MAX_REASON)?;
     let reason = body
         .reason
+        .map(Text::into_string)
         .unwrap_or_else(|| format!("frozen by operator {}", operator.actor()));
     change(&state, &operator, &id, AgentChangeKind::Freeze { reason })
         .await
@@ -195,7 +236,14 @@ pub async fn freeze_agent(
 /// Unfreeze a frozen agent. A revoked agent cannot be unfrozen (409).
 #[utoipa::path(post, path = "/v1/agents/{id}/unfreeze", tag = "agents", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The unfrozen agent", body = AgentView),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        NotFound,
+        Conflict,
+    ))]
 pub async fn unfreeze_agent(
     State(state): State<SharedState>,
     operator: Operator<Responder>,
@@ -207,22 +255,30 @@ pub async fn unfreeze_agent(
 }
 
 /// Revoke the agent (admin). Terminal: its tokens answer 401 from then on.
-#[utoipa::path(post, path = "/v1/agents/{id}/revoke", tag = "agents", params(("id" = String, Path)), request_body = ReasonBody,
+#[utoipa::path(post, path = "/v1/agents/{id}/revoke", tag = "agents", params(("id" = String, Path)), request_body = Option<ReasonBody>,
     security(("operator_key" = [])),
-    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The revoked agent", body = AgentView),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+        NotFound,
+        Conflict,
+    ))]
 pub async fn revoke_agent(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<AgentView>> {
-    optional_bounded("reason", body.reason.as_deref(), MAX_REASON)?;
     change(
         &state,
         &operator,
         &id,
         AgentChangeKind::Revoke {
-            reason: body.reason,
+            reason: body.reason.map(Text::into_string),
         },
     )
     .await
@@ -232,7 +288,14 @@ pub async fn revoke_agent(
 /// Issue a new token (admin); the old one answers 401 at once.
 #[utoipa::path(post, path = "/v1/agents/{id}/rotate-token", tag = "agents", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = RotatedToken), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The new token (shown only here)", body = RotatedToken),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        NotFound,
+        Conflict,
+    ))]
 pub async fn rotate_token(
     State(state): State<SharedState>,
     operator: Operator<Admin>,

@@ -2,10 +2,11 @@
 //! decision → one group-committed write (decision + event + receipt) → answer.
 
 use crate::auth::AgentCaller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
+use crate::openapi::{AgentErrors, BodyRefused, Invalid, Unreadable};
 use crate::state::SharedState;
-use crate::validate::{bounded, optional_bounded};
+use crate::validate::Text;
 use aegis_core::canonical::ActionRef;
 use aegis_core::decision::{AgentFacts, CallFacts, decide};
 use aegis_core::model::{SourceTrust, Verdict};
@@ -19,23 +20,29 @@ use utoipa::ToSchema;
 /// A proposed tool call. Also accepts the request shape of existing AegisAgent SDKs (an
 /// `agent` block, which is ignored: identity comes from the token).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
     /// Client-chosen id, echoed in the decision record.
-    pub request_id: Option<String>,
+    #[schema(inline)]
+    pub request_id: Option<Name>,
     pub tool_call: ToolCall,
     #[serde(default)]
     pub context: CallContext,
     pub trace: Option<Trace>,
     /// Ignored: the agent is identified by its token alone.
     #[schema(value_type = Option<Object>)]
-    pub agent: Option<Value>,
+    pub agent: Option<serde_json::Map<String, Value>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ToolCall {
-    pub tool: String,
-    pub action: String,
-    pub resource: Option<String>,
+    #[schema(inline)]
+    pub tool: Name,
+    #[schema(inline)]
+    pub action: Name,
+    #[schema(inline)]
+    pub resource: Option<Text<1024>>,
     /// Must be a JSON object when present.
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
@@ -44,16 +51,21 @@ pub struct ToolCall {
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CallContext {
     /// Provenance of the content that triggered the call; absent means `unknown`.
     pub source_trust: Option<SourceTrust>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Trace {
-    pub run_id: Option<String>,
-    pub trace_id: Option<String>,
-    pub parent_run_id: Option<String>,
+    #[schema(inline)]
+    pub run_id: Option<Name>,
+    #[schema(inline)]
+    pub trace_id: Option<Name>,
+    #[schema(inline)]
+    pub parent_run_id: Option<Name>,
     /// Trust at the root of a multi-hop run: it can only tighten `context.source_trust`.
     pub root_trust_level: Option<SourceTrust>,
 }
@@ -79,8 +91,8 @@ pub struct ReceiptRef {
     pub seq: u64,
 }
 
-const MAX_NAME: usize = 128;
-const MAX_RESOURCE: usize = 1024;
+/// Tool, action, request and trace ids.
+type Name = Text<128>;
 
 /// Decide one tool call and record the decision durably before answering.
 #[utoipa::path(
@@ -89,11 +101,10 @@ const MAX_RESOURCE: usize = 1024;
     security(("agent_token" = [])),
     responses(
         (status = 200, description = "The decision (allow, deny or require_approval), already on disk", body = AuthorizeResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Unknown, rotated-away or revoked token", body = ErrorBody),
-        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
-        (status = 422, description = "A field is missing or invalid", body = ErrorBody),
-        (status = 503, description = "The decision could not be recorded; nothing was allowed", body = ErrorBody),
+        AgentErrors,
+        Unreadable,
+        Invalid,
+        BodyRefused,
     )
 )]
 pub async fn authorize(
@@ -102,10 +113,6 @@ pub async fn authorize(
     JsonBody(request): JsonBody<AuthorizeRequest>,
 ) -> ApiResult<Json<AuthorizeResponse>> {
     let call = &request.tool_call;
-    bounded("tool_call.tool", &call.tool, MAX_NAME)?;
-    bounded("tool_call.action", &call.action, MAX_NAME)?;
-    optional_bounded("tool_call.resource", call.resource.as_deref(), MAX_RESOURCE)?;
-    optional_bounded("request_id", request.request_id.as_deref(), MAX_NAME)?;
     if call.parameters.as_ref().is_some_and(|p| !p.is_object()) {
         return Err(ApiError::invalid_field(
             "tool_call.parameters",
@@ -113,15 +120,6 @@ pub async fn authorize(
         ));
     }
     let trace = request.trace.as_ref();
-    if let Some(trace) = trace {
-        optional_bounded("trace.run_id", trace.run_id.as_deref(), MAX_NAME)?;
-        optional_bounded("trace.trace_id", trace.trace_id.as_deref(), MAX_NAME)?;
-        optional_bounded(
-            "trace.parent_run_id",
-            trace.parent_run_id.as_deref(),
-            MAX_NAME,
-        )?;
-    }
 
     let action_hash = ActionRef {
         tool: &call.tool,
@@ -146,8 +144,8 @@ pub async fn authorize(
     let registered = tenant
         .tools
         .load()
-        .get(&call.tool)
-        .and_then(|actions| actions.get(&call.action))
+        .get(&*call.tool)
+        .and_then(|actions| actions.get(&*call.action))
         .copied();
     let outcome = decide(
         &tenant.engine.load(),
@@ -183,10 +181,10 @@ pub async fn authorize(
             id: decision_id.clone(),
             tenant_id: agent.tenant_id.clone(),
             agent_id: agent.id.clone(),
-            request_id,
-            tool: tool_call.tool,
-            action: tool_call.action,
-            resource: tool_call.resource,
+            request_id: request_id.map(Text::into_string),
+            tool: tool_call.tool.into_string(),
+            action: tool_call.action.into_string(),
+            resource: tool_call.resource.map(Text::into_string),
             mutates_state: outcome.mutates_state,
             egress: registered.is_some_and(|r| r.egress),
             sensitive: registered.is_some_and(|r| r.sensitive),
@@ -199,9 +197,9 @@ pub async fn authorize(
             matched_policies: outcome.matched_policies.clone(),
             action_hash: action_hash.clone(),
             trace: TraceContext {
-                run_id: trace.run_id,
-                trace_id: trace.trace_id,
-                parent_run_id: trace.parent_run_id,
+                run_id: trace.run_id.map(Text::into_string),
+                trace_id: trace.trace_id.map(Text::into_string),
+                parent_run_id: trace.parent_run_id.map(Text::into_string),
             },
             created_at_ms: crate::now_ms(),
             escalation,

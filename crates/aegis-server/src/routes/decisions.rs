@@ -1,16 +1,17 @@
 //! The decision log, read side.
 
 use crate::auth::{Operator, Viewer};
-use crate::error::{ApiResult, ErrorBody};
-use crate::extract::QueryParams;
-use crate::routes::{Listed, PageQuery};
+use crate::error::ApiResult;
+use crate::extract::{Path, QueryParams};
+use crate::openapi::{Invalid, NotFound, OperatorErrors, Unreadable};
+use crate::routes::{Cursor, DEFAULT_LIMIT, Limit, Listed, page};
 use crate::state::SharedState;
-use crate::validate;
+use crate::validate::Timestamp;
 use aegis_core::model::{ActionRisk, SourceTrust, Verdict};
 use aegis_core::timestamp::format_millis;
 use aegis_store::{DecisionFilter, DecisionRecord};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -66,6 +67,8 @@ impl From<DecisionRecord> for DecisionView {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DecisionQuery {
     pub agent_id: Option<String>,
     /// `allow` | `deny` | `require_approval`.
@@ -74,32 +77,36 @@ pub struct DecisionQuery {
     pub action: Option<String>,
     pub run_id: Option<String>,
     /// RFC 3339; decisions at or after.
-    pub since: Option<String>,
+    #[param(inline)]
+    pub since: Option<Timestamp>,
     /// RFC 3339; decisions before.
-    pub until: Option<String>,
+    #[param(inline)]
+    pub until: Option<Timestamp>,
     /// 1 to 1000, default 50.
-    pub limit: Option<u32>,
+    #[param(inline)]
+    pub limit: Option<Limit>,
     /// The `X-Next-Cursor` of the previous page.
-    pub cursor: Option<String>,
+    #[param(inline)]
+    pub cursor: Option<Cursor>,
 }
 
 /// Decisions of this tenant, newest first, filtered.
 #[utoipa::path(get, path = "/v1/decisions", tag = "decisions", params(DecisionQuery),
     security(("operator_key" = [])),
-    responses((status = 200, body = [DecisionView], headers(("X-Next-Cursor" = String))), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "Decisions, newest first", body = [DecisionView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
+        OperatorErrors,
+        Invalid,
+    ))]
 pub async fn list_decisions(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
     QueryParams(query): QueryParams<DecisionQuery>,
 ) -> ApiResult<Listed<DecisionView>> {
-    let page = PageQuery {
-        limit: query.limit,
-        cursor: query.cursor,
-    }
-    .page()?;
+    let page = page(query.limit, query.cursor, DEFAULT_LIMIT);
     let filter = DecisionFilter {
-        since_ms: validate::timestamp("since", query.since.as_deref())?,
-        until_ms: validate::timestamp("until", query.until.as_deref())?,
+        since_ms: Timestamp::millis(query.since),
+        until_ms: Timestamp::millis(query.until),
         agent_id: query.agent_id,
         verdict: query.decision,
         tool: query.tool,
@@ -122,7 +129,12 @@ pub async fn list_decisions(
 /// One decision.
 #[utoipa::path(get, path = "/v1/decisions/{id}", tag = "decisions", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = DecisionView), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The decision", body = DecisionView),
+        OperatorErrors,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn get_decision(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,

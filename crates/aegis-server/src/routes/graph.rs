@@ -3,53 +3,51 @@
 //! number of queries, however many decisions it holds (`evidence::EvidenceReads`).
 
 use crate::auth::{Operator, Viewer};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult};
 use crate::evidence::{Graph, GraphBuilder, incident_graph as build_incident_graph, keyring};
-use crate::extract::QueryParams;
-use crate::routes::NEXT_CURSOR_HEADER;
+use crate::extract::{Path, QueryParams};
+use crate::openapi::{Invalid, NotFound, OperatorErrors, Unreadable};
+use crate::routes::{Cursor, Limit, NEXT_CURSOR_HEADER, page};
 use crate::state::SharedState;
-use crate::validate;
+use crate::validate::Timestamp;
 use aegis_store::{DecisionFilter, IncidentFilter, Page};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashSet;
 use utoipa::IntoParams;
 
-/// Default and largest number of decisions in one graph.
+/// Default number of decisions in one graph.
 const DEFAULT_LIMIT: u32 = 200;
-const MAX_LIMIT: u32 = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GraphQuery {
     /// RFC 3339: only decisions at or after this time.
-    pub since: Option<String>,
+    #[param(inline)]
+    pub since: Option<Timestamp>,
     /// Most decisions in the graph: 1 to 1000, default 200 (`truncated` says when hit).
-    pub limit: Option<u32>,
-}
-
-fn graph_limit(requested: Option<u32>) -> Result<u32, ApiError> {
-    match requested {
-        None => Ok(DEFAULT_LIMIT),
-        Some(n @ 1..=MAX_LIMIT) => Ok(n),
-        Some(_) => Err(ApiError::invalid_field(
-            "limit",
-            "must be between 1 and 1000",
-        )),
-    }
+    #[param(inline)]
+    pub limit: Option<Limit>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct IncidentGraphQuery {
     /// RFC 3339: only decisions at or after this time.
-    pub since: Option<String>,
+    #[param(inline)]
+    pub since: Option<Timestamp>,
     /// Decisions per page, newest first: 1 to 1000, default 200. When more exist, `truncated`
     /// is true and `X-Next-Cursor` names the next page.
-    pub limit: Option<u32>,
+    #[param(inline)]
+    pub limit: Option<Limit>,
     /// The `X-Next-Cursor` of the previous page.
-    pub cursor: Option<String>,
+    #[param(inline)]
+    pub cursor: Option<Cursor>,
 }
 
 /// Everything behind one incident: the incident, its response actions and its decisions
@@ -57,18 +55,21 @@ pub struct IncidentGraphQuery {
 /// receipt.
 #[utoipa::path(get, path = "/v1/graph/incident/{id}", tag = "evidence", params(("id" = String, Path), IncidentGraphQuery),
     security(("operator_key" = [])),
-    responses((status = 200, body = Graph, headers(("X-Next-Cursor" = String))), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The incident's evidence graph", body = Graph, headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
+        OperatorErrors,
+        Unreadable,
+        Invalid,
+        NotFound,
+    ))]
 pub async fn incident_graph(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
     Path(id): Path<String>,
     QueryParams(query): QueryParams<IncidentGraphQuery>,
 ) -> ApiResult<(HeaderMap, Json<Graph>)> {
-    let page = Page {
-        before: validate::cursor(query.cursor.as_deref())?,
-        limit: graph_limit(query.limit)?,
-    };
-    let since = validate::timestamp("since", query.since.as_deref())?;
+    let page = page(query.limit, query.cursor, DEFAULT_LIMIT);
+    let since = Timestamp::millis(query.since);
     let store = state.store.as_ref();
     let detail = store.incident(&operator.tenant, &id).await?;
     let keys = keyring(store).await?;
@@ -84,17 +85,23 @@ pub async fn incident_graph(
 /// Every decision of one run (newest first up to the limit).
 #[utoipa::path(get, path = "/v1/graph/run/{run_id}", tag = "evidence", params(("run_id" = String, Path), GraphQuery),
     security(("operator_key" = [])),
-    responses((status = 200, body = Graph), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The run's evidence graph", body = Graph),
+        OperatorErrors,
+        Unreadable,
+        Invalid,
+        NotFound,
+    ))]
 pub async fn run_graph(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
     Path(run_id): Path<String>,
     QueryParams(query): QueryParams<GraphQuery>,
 ) -> ApiResult<Json<Graph>> {
-    let limit = graph_limit(query.limit)?;
+    let limit = Limit::or(query.limit, DEFAULT_LIMIT);
     let filter = DecisionFilter {
         run_id: Some(run_id.clone()),
-        since_ms: validate::timestamp("since", query.since.as_deref())?,
+        since_ms: Timestamp::millis(query.since),
         page: Page {
             before: None,
             limit: limit + 1,
@@ -121,15 +128,21 @@ pub async fn run_graph(
 /// An agent's history: its decisions (newest first up to the limit) and its incidents.
 #[utoipa::path(get, path = "/v1/graph/agent/{id}", tag = "evidence", params(("id" = String, Path), GraphQuery),
     security(("operator_key" = [])),
-    responses((status = 200, body = Graph), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The agent's evidence graph", body = Graph),
+        OperatorErrors,
+        Unreadable,
+        Invalid,
+        NotFound,
+    ))]
 pub async fn agent_graph(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
     Path(id): Path<String>,
     QueryParams(query): QueryParams<GraphQuery>,
 ) -> ApiResult<Json<Graph>> {
-    let limit = graph_limit(query.limit)?;
-    let since_ms = validate::timestamp("since", query.since.as_deref())?;
+    let limit = Limit::or(query.limit, DEFAULT_LIMIT);
+    let since_ms = Timestamp::millis(query.since);
     let store = state.store.as_ref();
     let tenant = &operator.tenant;
     let agent = store.agent(tenant, &id).await?;

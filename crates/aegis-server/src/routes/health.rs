@@ -18,7 +18,9 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", responses(
+        (status = 200, description = "The process is up", body = Health),
+    ))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
@@ -27,7 +29,10 @@ pub async fn healthz() -> Json<Health> {
 /// writer, behind the writes already queued, within 2 s. 503 otherwise (code
 /// `not_ready`, the reason in the message), until commits succeed again.
 #[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The database answers", body = Health),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    ))]
 pub async fn readyz(State(state): State<SharedState>) -> ApiResult<Json<Health>> {
     let not_ready = |reason: String| {
         ApiError::new(

@@ -1,13 +1,17 @@
 //! Incidents and alerts raised by the SOC: list, read, acknowledge, close, apply.
 
 use crate::auth::{Operator, Responder, Viewer};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::ApiResult;
 use crate::evidence::incident_decisions_page;
-use crate::extract::{JsonBody, QueryParams};
+use crate::extract::{JsonBody, Path, QueryParams};
+use crate::openapi::{
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+};
+use crate::routes::agents::ReasonBody;
 use crate::routes::decisions::DecisionView;
-use crate::routes::{Listed, PageQuery};
+use crate::routes::{Cursor, DEFAULT_LIMIT, Limit, Listed, PageQuery, page};
 use crate::state::SharedState;
-use crate::validate::{self, optional_bounded};
+use crate::validate::{Text, Timestamp};
 use aegis_core::model::Severity;
 use aegis_core::timestamp::format_millis;
 use aegis_store::{
@@ -15,7 +19,7 @@ use aegis_store::{
     IncidentStep, Page, incident_status,
 };
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -158,56 +162,63 @@ impl From<IncidentDetail> for IncidentDetailView {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct IncidentQuery {
-    /// `open` | `acknowledged` | `closed`.
-    pub status: Option<String>,
+    #[param(inline)]
+    pub status: Option<IncidentStatus>,
     pub severity: Option<Severity>,
     pub kind: Option<String>,
     pub agent_id: Option<String>,
     /// RFC 3339; opened at or after.
-    pub since: Option<String>,
+    #[param(inline)]
+    pub since: Option<Timestamp>,
     /// RFC 3339; opened before.
-    pub until: Option<String>,
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
+    #[param(inline)]
+    pub until: Option<Timestamp>,
+    #[param(inline)]
+    pub limit: Option<Limit>,
+    #[param(inline)]
+    pub cursor: Option<Cursor>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CloseBody {
-    pub reason: Option<String>,
+/// The `status` filter of incidents.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    Open,
+    Acknowledged,
+    Closed,
+}
+
+impl IncidentStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Open => incident_status::OPEN,
+            IncidentStatus::Acknowledged => incident_status::ACKNOWLEDGED,
+            IncidentStatus::Closed => incident_status::CLOSED,
+        }
+    }
 }
 
 /// Incidents of this tenant, newest first: a bare JSON array.
 #[utoipa::path(get, path = "/v1/incidents", tag = "incidents", params(IncidentQuery),
     security(("operator_key" = [])),
-    responses((status = 200, body = [IncidentView], headers(("X-Next-Cursor" = String))), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "Incidents, newest first", body = [IncidentView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
+        OperatorErrors,
+        Invalid,
+    ))]
 pub async fn list_incidents(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
     QueryParams(query): QueryParams<IncidentQuery>,
 ) -> ApiResult<Listed<IncidentView>> {
-    if let Some(status) = query.status.as_deref()
-        && ![
-            incident_status::OPEN,
-            incident_status::ACKNOWLEDGED,
-            incident_status::CLOSED,
-        ]
-        .contains(&status)
-    {
-        return Err(ApiError::invalid_field(
-            "status",
-            "must be open, acknowledged or closed",
-        ));
-    }
-    let page = PageQuery {
-        limit: query.limit,
-        cursor: query.cursor,
-    }
-    .page()?;
+    let page = page(query.limit, query.cursor, DEFAULT_LIMIT);
     let filter = IncidentFilter {
-        since_ms: validate::timestamp("since", query.since.as_deref())?,
-        until_ms: validate::timestamp("until", query.until.as_deref())?,
-        status: query.status,
+        since_ms: Timestamp::millis(query.since),
+        until_ms: Timestamp::millis(query.until),
+        status: query.status.map(|status| status.as_str().to_owned()),
         severity: query.severity,
         kind: query.kind,
         agent_id: query.agent_id,
@@ -228,7 +239,12 @@ pub async fn list_incidents(
 /// One incident with the seqs and decisions behind it and the response actions taken.
 #[utoipa::path(get, path = "/v1/incidents/{id}", tag = "incidents", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = IncidentDetailView), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The incident", body = IncidentDetailView),
+        OperatorErrors,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn get_incident(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -243,7 +259,13 @@ pub async fn get_incident(
 /// like `GET /v1/decisions` (`X-Next-Cursor`).
 #[utoipa::path(get, path = "/v1/incidents/{id}/decisions", tag = "incidents", params(("id" = String, Path), PageQuery),
     security(("operator_key" = [])),
-    responses((status = 200, body = [DecisionView], headers(("X-Next-Cursor" = String))), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The incident's decisions, newest first", body = [DecisionView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
+        OperatorErrors,
+        Unreadable,
+        Invalid,
+        NotFound,
+    ))]
 pub async fn list_incident_decisions(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -255,7 +277,7 @@ pub async fn list_incident_decisions(
         &operator.tenant,
         &id,
         None,
-        query.page()?,
+        query.page(),
     )
     .await?;
     Ok(Listed {
@@ -267,7 +289,14 @@ pub async fn list_incident_decisions(
 /// Acknowledge an open incident (409 otherwise).
 #[utoipa::path(post, path = "/v1/incidents/{id}/ack", tag = "incidents", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = IncidentDetailView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The acknowledged incident", body = IncidentDetailView),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        NotFound,
+        Conflict,
+    ))]
 pub async fn ack_incident(
     State(state): State<SharedState>,
     operator: Operator<Responder>,
@@ -277,22 +306,30 @@ pub async fn ack_incident(
 }
 
 /// Close an incident, recording who and why (409 if already closed).
-#[utoipa::path(post, path = "/v1/incidents/{id}/close", tag = "incidents", params(("id" = String, Path)), request_body = CloseBody,
+#[utoipa::path(post, path = "/v1/incidents/{id}/close", tag = "incidents", params(("id" = String, Path)), request_body = Option<ReasonBody>,
     security(("operator_key" = [])),
-    responses((status = 200, body = IncidentDetailView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The closed incident", body = IncidentDetailView),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+        NotFound,
+        Conflict,
+    ))]
 pub async fn close_incident(
     State(state): State<SharedState>,
     operator: Operator<Responder>,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<CloseBody>,
+    JsonBody(body): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<IncidentDetailView>> {
-    optional_bounded("reason", body.reason.as_deref(), 2000)?;
     step(
         &state,
         &operator,
         &id,
         IncidentStep::Close {
-            reason: body.reason,
+            reason: body.reason.map(Text::into_string),
         },
     )
     .await
@@ -301,7 +338,14 @@ pub async fn close_incident(
 /// Carry out the incident's recommended action (autonomy L2).
 #[utoipa::path(post, path = "/v1/incidents/{id}/apply", tag = "incidents", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = IncidentDetailView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The incident with the recommended response applied", body = IncidentDetailView),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        NotFound,
+        Conflict,
+    ))]
 pub async fn apply_recommendation(
     State(state): State<SharedState>,
     operator: Operator<Responder>,
@@ -355,33 +399,39 @@ impl From<AlertRecord> for AlertView {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AlertQuery {
     pub severity: Option<Severity>,
     pub kind: Option<String>,
     pub agent_id: Option<String>,
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
+    #[param(inline)]
+    pub since: Option<Timestamp>,
+    #[param(inline)]
+    pub until: Option<Timestamp>,
+    #[param(inline)]
+    pub limit: Option<Limit>,
+    #[param(inline)]
+    pub cursor: Option<Cursor>,
 }
 
 /// Alerts raised by detection rules, newest first.
 #[utoipa::path(get, path = "/v1/alerts", tag = "incidents", params(AlertQuery),
     security(("operator_key" = [])),
-    responses((status = 200, body = [AlertView], headers(("X-Next-Cursor" = String)))))]
+    responses(
+        (status = 200, description = "Alerts, newest first", body = [AlertView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
+        OperatorErrors,
+        Invalid,
+    ))]
 pub async fn list_alerts(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
     QueryParams(query): QueryParams<AlertQuery>,
 ) -> ApiResult<Listed<AlertView>> {
-    let page = PageQuery {
-        limit: query.limit,
-        cursor: query.cursor,
-    }
-    .page()?;
+    let page = page(query.limit, query.cursor, DEFAULT_LIMIT);
     let filter = AlertFilter {
-        since_ms: validate::timestamp("since", query.since.as_deref())?,
-        until_ms: validate::timestamp("until", query.until.as_deref())?,
+        since_ms: Timestamp::millis(query.since),
+        until_ms: Timestamp::millis(query.until),
         severity: query.severity,
         kind: query.kind,
         agent_id: query.agent_id,

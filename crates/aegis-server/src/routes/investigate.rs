@@ -8,11 +8,13 @@
 //! narrative of the incident as it stands, computed on the spot and not stored.
 
 use crate::auth::{Operator, Responder, Viewer};
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::ApiResult;
 use crate::evidence::{
     NarrativeInput, deterministic_narrative, incident_decisions_page, keyring, llm_analysis,
     verify_stored_receipts, with_llm_analysis,
 };
+use crate::extract::Path;
+use crate::openapi::{Forbidden, NotFound, OperatorErrors, Unreadable};
 use crate::routes::incidents::IncidentDetailView;
 use crate::state::SharedState;
 use aegis_core::model::Role;
@@ -20,7 +22,7 @@ use aegis_core::receipt::ExportedReceipt;
 use aegis_core::timestamp::format_millis;
 use aegis_store::{DecisionRecord, IncidentDetail, NarrativeRecord, Page, TenantId};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -135,7 +137,12 @@ async fn renew_narrative(
 /// the deterministic narrative, not stored. A viewer's request never writes or calls the LLM.
 #[utoipa::path(get, path = "/v1/incidents/{id}/narrate", tag = "incidents", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = NarrativeView), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The stored narrative", body = NarrativeView),
+        OperatorErrors,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn narrate(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -157,7 +164,13 @@ pub async fn narrate(
 /// stored one is current (with the LLM's analysis when a narrator is configured).
 #[utoipa::path(post, path = "/v1/incidents/{id}/narrate", tag = "incidents", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = NarrativeView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "A fresh narrative", body = NarrativeView),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn renarrate(
     State(state): State<SharedState>,
     operator: Operator<Responder>,
@@ -195,7 +208,12 @@ pub struct EvidenceBundle {
 /// One self-contained JSON bundle of everything behind an incident. Reads only.
 #[utoipa::path(get, path = "/v1/incidents/{id}/evidence", tag = "incidents", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = EvidenceBundle), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The incident's evidence bundle", body = EvidenceBundle),
+        OperatorErrors,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn evidence_bundle(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,

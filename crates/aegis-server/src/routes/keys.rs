@@ -1,23 +1,29 @@
 //! Operator keys (admin only): create, list, revoke.
 
 use crate::auth::{Admin, Operator, new_operator_key};
-use crate::error::{ApiResult, ErrorBody};
-use crate::extract::JsonBody;
+use crate::error::ApiResult;
+use crate::extract::{JsonBody, Path};
+use crate::openapi::{
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+};
 use crate::routes::Listed;
 use crate::state::SharedState;
+use crate::validate::Text;
 use aegis_core::model::Role;
 use aegis_core::timestamp::format_millis;
 use aegis_store::OperatorKey;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub role: Role,
-    pub name: Option<String>,
+    #[schema(inline)]
+    pub name: Option<Text<200>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -52,7 +58,14 @@ pub struct CreatedKey {
 /// Create an operator key for this tenant.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
     security(("operator_key" = [])),
-    responses((status = 201, body = CreatedKey), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "The key and its secret (shown only here)", body = CreatedKey),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+    ))]
 pub async fn create_key(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -74,7 +87,11 @@ pub async fn create_key(
 
 /// List this tenant's operator keys (never their secrets).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("operator_key" = [])),
-    responses((status = 200, body = [KeyView])))]
+    responses(
+        (status = 200, description = "The tenant's operator keys, without secrets", body = [KeyView]),
+        OperatorErrors,
+        Forbidden,
+    ))]
 pub async fn list_keys(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -87,8 +104,14 @@ pub async fn list_keys(
 /// cannot be revoked (409 `last_admin_key`): a tenant always keeps a way to manage itself.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody),
-        (status = 409, description = "the tenant's last active admin key", body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The revoked key", body = KeyView),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        NotFound,
+        Conflict,
+    ))]
 pub async fn revoke_key(
     State(state): State<SharedState>,
     operator: Operator<Admin>,

@@ -16,33 +16,117 @@ pub mod tools;
 pub mod webhooks;
 pub mod ws;
 
-use crate::error::ApiError;
-use crate::validate;
 use aegis_store::Page;
 use axum::Json;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
-use utoipa::IntoParams;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 /// Name of the response header that carries the next page's cursor.
 pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 
+/// Largest page of every list.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// A page size, 1 to [`MAX_LIMIT`]; each list has its own default. Anything else (not a
+/// number, 0, negative, too large) answers the same 422 naming `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit(u32);
+
+impl Limit {
+    pub fn or(limit: Option<Limit>, default: u32) -> u32 {
+        limit.map_or(default, |Limit(n)| n)
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) && is_digits(&text) => Ok(Limit(n)),
+            _ => Err(de::Error::custom(format!(
+                "must be a whole number between 1 and {MAX_LIMIT}"
+            ))),
+        }
+    }
+}
+
+impl PartialSchema for Limit {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(MAX_LIMIT))
+            .into()
+    }
+}
+
+impl ToSchema for Limit {}
+
+/// A cursor from `X-Next-Cursor`: the decimal digits of a position this server issued.
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor(i64);
+
+/// Digits in a cursor: 18 always fit an `i64`.
+const CURSOR_DIGITS: usize = 18;
+
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.parse::<i64>() {
+            Ok(position) if is_digits(&text) && text.len() <= CURSOR_DIGITS => Ok(Cursor(position)),
+            _ => Err(de::Error::custom("is not a cursor this server issued")),
+        }
+    }
+}
+
+impl PartialSchema for Cursor {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!("^[0-9]{{1,{CURSOR_DIGITS}}}$")))
+            .into()
+    }
+}
+
+impl ToSchema for Cursor {}
+
+/// Only ASCII digits: no sign, no spaces, as the documents' schemas say.
+fn is_digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Default page size of the lists that take [`PageQuery`].
+pub const DEFAULT_LIMIT: u32 = 50;
+
 /// `limit` and `cursor` of every list endpoint.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1 to 1000, default 50.
-    pub limit: Option<u32>,
+    #[param(inline)]
+    pub limit: Option<Limit>,
     /// The `X-Next-Cursor` of the previous page.
-    pub cursor: Option<String>,
+    #[param(inline)]
+    pub cursor: Option<Cursor>,
 }
 
 impl PageQuery {
-    pub fn page(&self) -> Result<Page, ApiError> {
-        Ok(Page {
-            before: validate::cursor(self.cursor.as_deref())?,
-            limit: validate::limit(self.limit)?,
-        })
+    pub fn page(&self) -> Page {
+        page(self.limit, self.cursor, DEFAULT_LIMIT)
+    }
+}
+
+/// The store page for a `limit` (or `default`) and an optional cursor.
+pub fn page(limit: Option<Limit>, cursor: Option<Cursor>, default: u32) -> Page {
+    Page {
+        before: cursor.map(|Cursor(position)| position),
+        limit: Limit::or(limit, default),
     }
 }
 

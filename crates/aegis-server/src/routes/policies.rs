@@ -4,18 +4,22 @@
 
 use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
+use crate::openapi::{
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+};
 use crate::routes::Listed;
 use crate::state::SharedState;
 use aegis_core::policy::{DEFAULT_PACK_TEXT, PolicyDocument, PolicyEngine, SCHEMA_TEXT};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PolicyBody {
     /// One Cedar policy. `@reason("…")` sets the reason reported with decisions;
     /// `@outcome("require_approval")` on a forbid asks for approval instead of denying.
@@ -24,7 +28,10 @@ pub struct PolicyBody {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewPolicy {
+    /// As `aegis_core::policy::validate_policy_id` accepts it.
+    #[schema(pattern = "^(?!aegis-)[A-Za-z0-9._:-]{1,64}$")]
     pub id: String,
     /// As in `PolicyBody`.
     pub text: String,
@@ -46,7 +53,10 @@ pub struct PolicyCatalog {
 
 /// The tenant's own policies.
 #[utoipa::path(get, path = "/v1/policies", tag = "policies", security(("operator_key" = [])),
-    responses((status = 200, body = [PolicyView])))]
+    responses(
+        (status = 200, description = "The tenant's policies", body = [PolicyView]),
+        OperatorErrors,
+    ))]
 pub async fn list_policies(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -64,7 +74,10 @@ pub async fn list_policies(
 
 /// The Cedar schema and the default pack.
 #[utoipa::path(get, path = "/v1/policies/schema", tag = "policies", security(("operator_key" = [])),
-    responses((status = 200, body = PolicyCatalog)))]
+    responses(
+        (status = 200, description = "The schema and the default pack", body = PolicyCatalog),
+        OperatorErrors,
+    ))]
 pub async fn policy_schema(_operator: Operator<Viewer>) -> Json<PolicyCatalog> {
     Json(PolicyCatalog {
         schema: SCHEMA_TEXT,
@@ -75,7 +88,15 @@ pub async fn policy_schema(_operator: Operator<Viewer>) -> Json<PolicyCatalog> {
 /// Add a policy; 409 if the id exists.
 #[utoipa::path(post, path = "/v1/policies", tag = "policies", request_body = NewPolicy,
     security(("operator_key" = [])),
-    responses((status = 201, body = PolicyView), (status = 400, description = "Does not parse or validate, or is over a size or nesting limit; says where", body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "The stored policy", body = PolicyView),
+        (status = 400, description = "The JSON or the policy does not parse or validate, or is over a size or nesting limit, or a path segment is not UTF-8; `error.field` says where", body = ErrorBody),
+        OperatorErrors,
+        Forbidden,
+        Invalid,
+        BodyRefused,
+        Conflict,
+    ))]
 pub async fn create_policy(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -98,9 +119,18 @@ pub async fn create_policy(
 }
 
 /// Create or replace a policy by id.
-#[utoipa::path(put, path = "/v1/policies/{id}", tag = "policies", params(("id" = String, Path)), request_body = PolicyBody,
+#[utoipa::path(put, path = "/v1/policies/{id}", tag = "policies", params(("id" = String, Path, pattern = "^(?!aegis-)[A-Za-z0-9._:-]{1,64}$")), request_body = PolicyBody,
     security(("operator_key" = [])),
-    responses((status = 200, body = PolicyView), (status = 201, body = PolicyView), (status = 400, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The policy is replaced", body = PolicyView),
+        (status = 201, description = "The policy is created", body = PolicyView),
+        (status = 400, description = "The JSON or the policy does not parse or validate, or is over a size or nesting limit, or a path segment is not UTF-8; `error.field` says where", body = ErrorBody),
+        OperatorErrors,
+        Forbidden,
+        Invalid,
+        BodyRefused,
+        NotFound,
+    ))]
 pub async fn put_policy(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -133,7 +163,12 @@ pub async fn put_policy(
 /// One policy.
 #[utoipa::path(get, path = "/v1/policies/{id}", tag = "policies", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = PolicyView), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The policy", body = PolicyView),
+        OperatorErrors,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn get_policy(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -155,7 +190,13 @@ pub async fn get_policy(
 /// Delete a policy.
 #[utoipa::path(delete, path = "/v1/policies/{id}", tag = "policies", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 204, description = "The policy is deleted"),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn delete_policy(
     State(state): State<SharedState>,
     operator: Operator<Admin>,

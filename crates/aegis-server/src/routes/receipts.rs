@@ -1,17 +1,19 @@
 //! The tenant's receipt chain over HTTP: list, read, verify one, verify a range, public keys.
 
 use crate::auth::{Operator, Viewer};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult};
 use crate::evidence::{keyring, verify_stored_receipt};
-use crate::extract::{JsonBody, QueryParams};
+use crate::extract::{JsonBody, Path, QueryParams};
+use crate::openapi::{BodyRefused, Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
+use crate::validate::optional_whole;
 use aegis_core::receipt::Receipt;
 use aegis_core::timestamp::format_millis;
 use aegis_store::Page;
 use aegis_store::chain::{ChainWalk, WalkStart};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -29,13 +31,17 @@ pub struct ReceiptView {
 /// Receipts of this tenant's chain, newest first: a bare JSON array (cursor: `seq`).
 #[utoipa::path(get, path = "/v1/receipts", tag = "receipts", params(PageQuery),
     security(("operator_key" = [])),
-    responses((status = 200, body = [ReceiptView], headers(("X-Next-Cursor" = String)))))]
+    responses(
+        (status = 200, description = "Receipts, newest first", body = [ReceiptView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
+        OperatorErrors,
+        Invalid,
+    ))]
 pub async fn list_receipts(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Listed<ReceiptView>> {
-    let page = query.page()?;
+    let page = query.page();
     let rows = state
         .store
         .receipts_newest(
@@ -57,7 +63,12 @@ pub async fn list_receipts(
 /// One receipt.
 #[utoipa::path(get, path = "/v1/receipts/{id}", tag = "receipts", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = ReceiptView), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The receipt", body = ReceiptView),
+        OperatorErrors,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn get_receipt(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -79,7 +90,12 @@ pub struct ReceiptVerification {
 /// checkpoint covering it.
 #[utoipa::path(get, path = "/v1/receipts/{id}/verify", tag = "receipts", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 200, body = ReceiptVerification), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "Whether the receipt verifies", body = ReceiptVerification),
+        OperatorErrors,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn verify_receipt(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -97,10 +113,13 @@ pub async fn verify_receipt(
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RangeBody {
     /// First seq to check (default 1).
+    #[serde(default, deserialize_with = "optional_whole")]
     pub from_seq: Option<u64>,
     /// Last seq to check (default: the head, at most 100 000 receipts after `from_seq`).
+    #[serde(default, deserialize_with = "optional_whole")]
     pub to_seq: Option<u64>,
 }
 
@@ -123,9 +142,15 @@ pub struct RangeVerification {
 /// Verifies a range of this tenant's chain with the chain verifier (at most 100 000
 /// receipts per call), from one consistent snapshot: the range is anchored at the stored
 /// hash of `from_seq - 1` and must end covered by a signed checkpoint.
-#[utoipa::path(post, path = "/v1/receipts/verify", tag = "receipts", request_body = RangeBody,
+#[utoipa::path(post, path = "/v1/receipts/verify", tag = "receipts", request_body = Option<RangeBody>,
     security(("operator_key" = [])),
-    responses((status = 200, body = RangeVerification), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "Whether the range verifies", body = RangeVerification),
+        OperatorErrors,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+    ))]
 pub async fn verify_range(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -173,9 +198,12 @@ pub struct PublicKeyView {
 }
 
 /// Every public key that signed this gateway's checkpoints.
-#[utoipa::path(get, path = "/v1/receipts/keys", tag = "receipts",
+#[utoipa::path(get, path = "/v1/receipts/keys", tag = "receipts", operation_id = "list_receipt_keys",
     security(("operator_key" = [])),
-    responses((status = 200, body = [PublicKeyView])))]
+    responses(
+        (status = 200, description = "The tenant's operator keys, without secrets", body = [PublicKeyView]),
+        OperatorErrors,
+    ))]
 pub async fn list_keys(
     State(state): State<SharedState>,
     _operator: Operator<Viewer>,

@@ -1,9 +1,11 @@
 //! Tenant settings.
 
 use crate::auth::{Admin, Operator, Viewer};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
+use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, Unreadable};
 use crate::state::SharedState;
+use crate::validate::{optional_whole, whole};
 use aegis_core::correlate::{ExfiltrationReads, MAX_BURST_THRESHOLD};
 use aegis_core::model::AutonomyLevel;
 use aegis_store::{DenyStormOverride, RiskEscalation};
@@ -15,18 +17,28 @@ use utoipa::ToSchema;
 /// Upper bounds keep the escalation check cheap and the window meaningful.
 const MAX_THRESHOLD: u32 = 10_000;
 const MAX_WINDOW_MINUTES: u32 = 7 * 24 * 60;
+const MAX_DENY_STORM_WINDOW_SECS: u32 = 24 * 60 * 60;
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RiskEscalationBody {
-    /// Denies within the window that step the agent's risk tier up one level (1–10000).
+    /// Denies within the window that step the agent's risk tier up one level
+    /// (`MAX_THRESHOLD`).
+    #[schema(minimum = 1, maximum = 10000)]
+    #[serde(deserialize_with = "whole")]
     pub denial_threshold: u32,
-    /// Length of the trailing window in minutes (1–10080).
+    /// Length of the trailing window in minutes (`MAX_WINDOW_MINUTES`).
+    #[schema(minimum = 1, maximum = 10080)]
+    #[serde(deserialize_with = "whole")]
     pub window_minutes: u32,
 }
 
 /// The tenant's risk-tier escalation settings.
 #[utoipa::path(get, path = "/v1/tenants/risk-escalation", tag = "tenants", security(("operator_key" = [])),
-    responses((status = 200, body = RiskEscalationBody)))]
+    responses(
+        (status = 200, description = "The settings", body = RiskEscalationBody),
+        OperatorErrors,
+    ))]
 pub async fn get_risk_escalation(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -41,7 +53,14 @@ pub async fn get_risk_escalation(
 /// Change the escalation settings (admin).
 #[utoipa::path(put, path = "/v1/tenants/risk-escalation", tag = "tenants", request_body = RiskEscalationBody,
     security(("operator_key" = [])),
-    responses((status = 200, body = RiskEscalationBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The settings now in force", body = RiskEscalationBody),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+    ))]
 pub async fn put_risk_escalation(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -99,8 +118,11 @@ pub struct SocAutonomyView {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SocAutonomyBody {
     /// `L0`…`L4`, or null to clear the tenant override.
+    #[schema(required = true)]
+    #[serde(deserialize_with = "Option::deserialize")]
     pub level: Option<AutonomyLevel>,
 }
 
@@ -119,7 +141,10 @@ fn autonomy_view(state: &SharedState, override_level: Option<AutonomyLevel>) -> 
 
 /// The SOC autonomy level in force for this tenant, and where it comes from.
 #[utoipa::path(get, path = "/v1/tenants/soc-autonomy", tag = "tenants", security(("operator_key" = [])),
-    responses((status = 200, body = SocAutonomyView)))]
+    responses(
+        (status = 200, description = "The level in force", body = SocAutonomyView),
+        OperatorErrors,
+    ))]
 pub async fn get_soc_autonomy(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -131,7 +156,14 @@ pub async fn get_soc_autonomy(
 /// Set (or clear, with null) the tenant's autonomy level (admin).
 #[utoipa::path(put, path = "/v1/tenants/soc-autonomy", tag = "tenants", request_body = SocAutonomyBody,
     security(("operator_key" = [])),
-    responses((status = 200, body = SocAutonomyView), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The level now in force", body = SocAutonomyView),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+    ))]
 pub async fn put_soc_autonomy(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -144,18 +176,30 @@ pub async fn put_soc_autonomy(
     Ok(Json(autonomy_view(&state, settings.autonomy_override)))
 }
 
+/// Both fields are required (null where the default applies; `optional_whole` does not
+/// default a missing field): a PUT replaces the whole
+/// override, so a forgotten field never clears a setting silently.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DenyStormBody {
-    /// Denies in the window that open a deny_storm incident (1–1000); null for the gateway
-    /// default. The incident then lasts until fewer than half as many are left in the window.
+    /// Denies in the window that open a deny_storm incident (`MAX_BURST_THRESHOLD`); null
+    /// for the gateway default. The incident then lasts until fewer than half as many are left
+    /// in the window.
+    #[schema(minimum = 1, maximum = 1000, required = true)]
+    #[serde(deserialize_with = "optional_whole")]
     pub threshold: Option<u32>,
-    /// Trailing window in seconds; null for the gateway default.
+    /// Trailing window in seconds (`MAX_DENY_STORM_WINDOW_SECS`); null for the gateway default.
+    #[schema(minimum = 1, maximum = 86400, required = true)]
+    #[serde(deserialize_with = "optional_whole")]
     pub window_secs: Option<u32>,
 }
 
 /// The tenant's deny-storm overrides (null: the gateway default applies).
 #[utoipa::path(get, path = "/v1/tenants/deny-storm", tag = "tenants", security(("operator_key" = [])),
-    responses((status = 200, body = DenyStormBody)))]
+    responses(
+        (status = 200, description = "The overrides", body = DenyStormBody),
+        OperatorErrors,
+    ))]
 pub async fn get_deny_storm(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -170,7 +214,14 @@ pub async fn get_deny_storm(
 /// Override the deny-storm rule for this tenant (admin).
 #[utoipa::path(put, path = "/v1/tenants/deny-storm", tag = "tenants", request_body = DenyStormBody,
     security(("operator_key" = [])),
-    responses((status = 200, body = DenyStormBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The overrides now in force", body = DenyStormBody),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+    ))]
 pub async fn put_deny_storm(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -185,10 +236,13 @@ pub async fn put_deny_storm(
             format!("must be between 1 and {MAX_BURST_THRESHOLD}"),
         ));
     }
-    if body.window_secs.is_some_and(|w| !(1..=86_400).contains(&w)) {
+    if body
+        .window_secs
+        .is_some_and(|w| !(1..=MAX_DENY_STORM_WINDOW_SECS).contains(&w))
+    {
         return Err(ApiError::invalid_field(
             "window_secs",
-            "must be between 1 and 86400",
+            format!("must be between 1 and {MAX_DENY_STORM_WINDOW_SECS}"),
         ));
     }
     let deny_storm = DenyStormOverride {
@@ -203,6 +257,7 @@ pub async fn put_deny_storm(
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ExfiltrationBody {
     /// Which actions are the "read" of the data_exfiltration rule: `sensitive` (the default:
     /// only actions registered with `sensitive: true`) or `non_mutating` (the older rule:
@@ -212,7 +267,10 @@ pub struct ExfiltrationBody {
 
 /// Which actions count as reads for the tenant's data_exfiltration rule.
 #[utoipa::path(get, path = "/v1/tenants/exfiltration", tag = "tenants", security(("operator_key" = [])),
-    responses((status = 200, body = ExfiltrationBody)))]
+    responses(
+        (status = 200, description = "The setting", body = ExfiltrationBody),
+        OperatorErrors,
+    ))]
 pub async fn get_exfiltration(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
@@ -226,7 +284,14 @@ pub async fn get_exfiltration(
 /// Choose which actions count as reads for data_exfiltration (admin).
 #[utoipa::path(put, path = "/v1/tenants/exfiltration", tag = "tenants", request_body = ExfiltrationBody,
     security(("operator_key" = [])),
-    responses((status = 200, body = ExfiltrationBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The setting now in force", body = ExfiltrationBody),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+    ))]
 pub async fn put_exfiltration(
     State(state): State<SharedState>,
     operator: Operator<Admin>,

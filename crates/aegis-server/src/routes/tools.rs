@@ -1,11 +1,12 @@
 //! Tool registration (admin): the server-side facts about each action.
 
 use crate::auth::{Admin, Operator, Viewer};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
+use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, Unreadable};
 use crate::routes::Listed;
 use crate::state::{SharedState, load_catalog};
-use crate::validate::bounded;
+use crate::validate::Text;
 use aegis_core::model::ActionRisk;
 use aegis_store::{RegisteredToolAction, ToolAction};
 use axum::Json;
@@ -18,15 +19,24 @@ use utoipa::ToSchema;
 
 const MAX_ACTIONS: usize = 500;
 
+/// Tool and action names.
+type Name = Text<128>;
+
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RegisterTool {
-    pub tool: String,
+    #[schema(inline)]
+    pub tool: Name,
+    /// 1 to 500 (`MAX_ACTIONS`) actions, each named once.
+    #[schema(min_items = 1, max_items = 500)]
     pub actions: Vec<ActionSpec>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ActionSpec {
-    pub action: String,
+    #[schema(inline)]
+    pub action: Name,
     pub mutates_state: bool,
     pub risk: ActionRisk,
     /// Sends data outside the organisation (e-mail, upload, external webhook). Default false.
@@ -57,13 +67,19 @@ pub struct ToolActionView {
 /// Register (or update) a tool's actions. Registered facts override what agents claim.
 #[utoipa::path(post, path = "/v1/tools", tag = "tools", request_body = RegisterTool,
     security(("operator_key" = [])),
-    responses((status = 201, body = RegisteredTool), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "The tool as registered", body = RegisteredTool),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+    ))]
 pub async fn register_tool(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<RegisterTool>,
 ) -> ApiResult<(StatusCode, Json<RegisteredTool>)> {
-    bounded("tool", &body.tool, 128)?;
     if body.actions.is_empty() || body.actions.len() > MAX_ACTIONS {
         return Err(ApiError::invalid_field(
             "actions",
@@ -72,8 +88,7 @@ pub async fn register_tool(
     }
     let mut seen = HashSet::new();
     for (index, spec) in body.actions.iter().enumerate() {
-        bounded(&format!("actions[{index}].action"), &spec.action, 128)?;
-        if !seen.insert(spec.action.as_str()) {
+        if !seen.insert(&*spec.action) {
             return Err(ApiError::invalid_field(
                 format!("actions[{index}].action"),
                 "is listed twice",
@@ -84,7 +99,7 @@ pub async fn register_tool(
         .actions
         .iter()
         .map(|spec| ToolAction {
-            action: spec.action.clone(),
+            action: spec.action.to_string(),
             mutates_state: spec.mutates_state,
             risk: spec.risk,
             egress: spec.egress,
@@ -106,7 +121,7 @@ pub async fn register_tool(
     Ok((
         StatusCode::CREATED,
         Json(RegisteredTool {
-            tool: body.tool,
+            tool: body.tool.into_string(),
             actions: body.actions,
         }),
     ))
@@ -114,7 +129,10 @@ pub async fn register_tool(
 
 /// Every registered tool action of this tenant.
 #[utoipa::path(get, path = "/v1/tools", tag = "tools", security(("operator_key" = [])),
-    responses((status = 200, body = [ToolActionView])))]
+    responses(
+        (status = 200, description = "Every registered action", body = [ToolActionView]),
+        OperatorErrors,
+    ))]
 pub async fn list_tools(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,

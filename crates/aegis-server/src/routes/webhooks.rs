@@ -5,30 +5,80 @@
 //! (`AEGIS_WEBHOOK_ALLOW_PRIVATE=true`). Secrets are shown once and never returned again.
 
 use crate::auth::{Admin, Operator, new_id};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{JsonBody, QueryParams};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Path, QueryParams};
+use crate::openapi::{BodyRefused, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable};
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
 use aegis_core::timestamp::format_millis;
 use aegis_soc::notify::{KINDS, subscription_sink, test_message};
 use aegis_store::{Delivery, NewDelivery, NewWebhook, Webhook};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     pub url: String,
-    /// `json` (default) | `slack`.
-    pub format: Option<String>,
-    /// Only these kinds: `deny`, `require_approval`, `alert`, `incident`, `response_action`.
-    pub events: Option<Vec<String>>,
-    /// HMAC signing secret; generated when absent.
+    /// Default `json`.
+    pub format: Option<WebhookFormat>,
+    /// Only these kinds.
+    #[schema(min_items = 1, inline)]
+    pub events: Option<Vec<EventKind>>,
+    /// HMAC signing secret, 16 to 256 characters; generated when absent.
+    #[schema(min_length = 16, max_length = 256)]
     pub secret: Option<String>,
 }
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    Json,
+    Slack,
+}
+
+impl WebhookFormat {
+    fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Json => "json",
+            WebhookFormat::Slack => "slack",
+        }
+    }
+}
+
+/// One of the notification kinds ([`KINDS`]).
+#[derive(Debug, Clone)]
+pub struct EventKind(String);
+
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let kind = String::deserialize(deserializer)?;
+        if KINDS.contains(&kind.as_str()) {
+            Ok(EventKind(kind))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "unknown kind {kind:?}; use {}",
+                KINDS.join(", ")
+            )))
+        }
+    }
+}
+
+impl PartialSchema for EventKind {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(KINDS.iter().copied()))
+            .into()
+    }
+}
+
+impl ToSchema for EventKind {}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookView {
@@ -88,7 +138,14 @@ impl From<Delivery> for DeliveryView {
 /// Subscribe a URL to this tenant's notifications.
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
     security(("operator_key" = [])),
-    responses((status = 201, body = CreatedWebhook), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "The subscription and its signing secret (shown only here)", body = CreatedWebhook),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+    ))]
 pub async fn create_webhook(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -97,26 +154,16 @@ pub async fn create_webhook(
     aegis_soc::egress::check_subscription_url(&body.url, state.settings.webhook_allow_private)
         .await
         .map_err(|why| ApiError::invalid_field("url", why))?;
-    let format = body.format.unwrap_or_else(|| "json".into());
-    if !matches!(format.as_str(), "json" | "slack") {
-        return Err(ApiError::invalid_field(
-            "format",
-            "must be \"json\" or \"slack\"",
-        ));
-    }
-    if let Some(events) = &body.events {
-        if events.is_empty() {
-            return Err(ApiError::invalid_field("events", "must not be empty"));
-        }
-        if let Some(unknown) = events.iter().find(|e| !KINDS.contains(&e.as_str())) {
-            return Err(ApiError::invalid_field(
-                "events",
-                format!("unknown kind {unknown:?}; use {}", KINDS.join(", ")),
-            ));
-        }
+    let format = body
+        .format
+        .unwrap_or(WebhookFormat::Json)
+        .as_str()
+        .to_owned();
+    if body.events.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::invalid_field("events", "must not be empty"));
     }
     let secret = match body.secret {
-        Some(secret) if secret.len() < 16 || secret.len() > 256 => {
+        Some(secret) if !(16..=256).contains(&secret.chars().count()) => {
             return Err(ApiError::invalid_field(
                 "secret",
                 "must be 16 to 256 characters",
@@ -138,7 +185,9 @@ pub async fn create_webhook(
                 id: new_id("whk"),
                 url: body.url,
                 format,
-                events: body.events,
+                events: body
+                    .events
+                    .map(|events| events.into_iter().map(|EventKind(kind)| kind).collect()),
                 secret: Some(secret.clone()),
                 created_at_ms: crate::now_ms(),
             },
@@ -155,7 +204,11 @@ pub async fn create_webhook(
 
 /// This tenant's webhook subscriptions (never their secrets).
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", security(("operator_key" = [])),
-    responses((status = 200, body = [WebhookView])))]
+    responses(
+        (status = 200, description = "The subscriptions, without secrets", body = [WebhookView]),
+        OperatorErrors,
+        Forbidden,
+    ))]
 pub async fn list_webhooks(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -182,7 +235,13 @@ async fn own_webhook(
 /// Delete a subscription; its pending deliveries are not sent.
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 204, description = "The subscription is deleted"),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn delete_webhook(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -195,7 +254,13 @@ pub async fn delete_webhook(
 /// Queue a test delivery to a subscription.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(("id" = String, Path)),
     security(("operator_key" = [])),
-    responses((status = 202, body = DeliveryView), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 202, description = "A test delivery is queued", body = DeliveryView),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        NotFound,
+    ))]
 pub async fn test_webhook(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -233,7 +298,14 @@ pub async fn test_webhook(
 /// A subscription's deliveries, newest first.
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
     params(("id" = String, Path), PageQuery), security(("operator_key" = [])),
-    responses((status = 200, body = [DeliveryView]), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The subscription's deliveries, newest first", body = [DeliveryView]),
+        OperatorErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        NotFound,
+    ))]
 pub async fn list_deliveries(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
@@ -241,7 +313,7 @@ pub async fn list_deliveries(
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Listed<DeliveryView>> {
     let webhook = own_webhook(&state, &operator, &id).await?;
-    let mut page = query.page()?;
+    let mut page = query.page();
     let limit = page.limit;
     page.limit += 1;
     let rows = state

@@ -13,8 +13,10 @@ use crate::auth::{Operator, Viewer, bearer};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::QueryParams;
 use crate::live_feed::{CapReached, FeedEvent, FeedSlot, PAGE};
+use crate::openapi::{Invalid, OperatorErrors};
 use crate::state::SharedState;
 use aegis_store::TenantId;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
@@ -36,6 +38,8 @@ const SINCE_GRACE: Duration = Duration::from_secs(1);
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
     /// The operator key, for clients that cannot set `Authorization`.
     pub token: Option<String>,
@@ -61,15 +65,19 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestHead {
 /// Live events of this tenant (operator key as bearer or `?token=`; agent tokens refused).
 #[utoipa::path(get, path = "/v1/ws/events", tag = "incidents", params(FeedQuery),
     security(("operator_key" = [])),
-    responses((status = 101, description = "WebSocket of JSON messages: hello, event, lagged; closed with 1008 when the key is revoked"),
-              (status = 401, body = ErrorBody),
-              (status = 422, description = "`since` is beyond the log head", body = ErrorBody),
-              (status = 429, description = "the key or the tenant has the maximum of live feeds open", body = ErrorBody)))]
+    responses(
+        (status = 101, description = "WebSocket of JSON messages: hello, event, lagged; closed with 1008 when the key is revoked"),
+        (status = 400, description = "Not a WebSocket handshake (`not_a_websocket`)", body = ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded (`not_a_websocket`)", body = ErrorBody),
+        (status = 429, description = "The key or the tenant has the maximum of live feeds open", body = ErrorBody),
+        OperatorErrors,
+        Invalid,
+    ))]
 pub async fn events_feed(
     State(state): State<SharedState>,
     RequestHead(head): RequestHead,
     QueryParams(query): QueryParams<FeedQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // Read before the key is checked: a revocation the check did not see has a higher seq,
     // so the session watches the log from here on (see `Session::watch_from`).
@@ -98,6 +106,10 @@ pub async fn events_feed(
             ));
         }
     }
+    // After the key check, so a plain GET learns first that it needs a key.
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::new(rejection.status(), "not_a_websocket", rejection.body_text())
+    })?;
     let slot = state
         .live_feed
         .open_session(&operator.tenant, &operator.key_id)
