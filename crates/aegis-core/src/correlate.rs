@@ -429,7 +429,11 @@ impl AgentCorrelator {
     pub fn is_idle_at(&self, at_ms: i64) -> bool {
         let quiet_since = |last: i64| at_ms.saturating_sub(last) > self.config.longest_window_ms();
         self.state.last_at_ms.is_none_or(quiet_since)
-            && self.state.alerts.iter().all(|alert| quiet_since(alert.opened_at))
+            && self
+                .state
+                .alerts
+                .iter()
+                .all(|alert| quiet_since(alert.opened_at))
     }
 
     /// The `opened_by` seqs of the rule's incidents that are open for this agent (at most
@@ -460,7 +464,13 @@ impl AgentCorrelator {
     /// A detection rule raised an alert of `kind` and `severity` for the agent from the event
     /// at `seq` (event time `at_ms`): is it a new alert, or one more of an alert in its window?
     /// (Module docs, "Alert coalescing".)
-    pub fn count_alert(&mut self, kind: &str, severity: Severity, seq: i64, at_ms: i64) -> AlertCount {
+    pub fn count_alert(
+        &mut self,
+        kind: &str,
+        severity: Severity,
+        seq: i64,
+        at_ms: i64,
+    ) -> AlertCount {
         let window_ms = millis(self.config.alert_window);
         let alerts = &mut self.state.alerts;
         let Some(open) = alerts
@@ -2078,7 +2088,10 @@ mod tests {
             );
         }
         // The window is measured from the alert's first detection, both ends included.
-        assert_eq!(count(60, T0 + 60 * SEC), AlertCount::Repeat { opened_by: 1 });
+        assert_eq!(
+            count(60, T0 + 60 * SEC),
+            AlertCount::Repeat { opened_by: 1 }
+        );
         assert_eq!(count(61, T0 + 60 * SEC + 1), AlertCount::New);
         assert_eq!(
             count(62, T0 + 61 * SEC),

@@ -20,9 +20,9 @@
 
 use crate::model::{ActionRisk, AgentStatus, RiskTier, SourceTrust, Verdict};
 use cedar_policy::{
-    AuthorizationError, Authorizer, Context, Decision, Entities, Entity, EntityId,
-    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, ResourceConstraint,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    AuthorizationError, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Policy, PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression,
+    Schema, ValidationMode, Validator,
 };
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -365,7 +365,11 @@ pub struct PolicyEngine {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scoped: usize = self.by_tool.values().map(|s| s.all.policies().count()).sum();
+        let scoped: usize = self
+            .by_tool
+            .values()
+            .map(|s| s.all.policies().count())
+            .sum();
         f.debug_struct("PolicyEngine")
             .field("shared", &self.shared.all.policies().count())
             .field("scoped", &scoped)
@@ -479,8 +483,9 @@ impl PolicyEngine {
         }
         let only_approvals = determining.iter().all(|id| self.approval_ids.contains(*id));
         if only_approvals {
-            let permitted =
-                self.authorize(&request, &entities, scoped, |slice| &slice.without_approvals);
+            let permitted = self.authorize(&request, &entities, scoped, |slice| {
+                &slice.without_approvals
+            });
             if permitted.allowed() && permitted.error.is_none() {
                 return self.outcome(Verdict::RequireApproval, &determining);
             }
@@ -511,9 +516,7 @@ impl PolicyEngine {
     ) -> Answer {
         let mut answer = Answer::default();
         for slice in std::iter::once(&self.shared).chain(scoped) {
-            let response = self
-                .authorizer
-                .is_authorized(request, set(slice), entities);
+            let response = self.authorizer.is_authorized(request, set(slice), entities);
             for error in response.diagnostics().errors() {
                 let AuthorizationError::PolicyEvaluationError(failed) = error;
                 let id = failed.policy_id();
@@ -1016,7 +1019,12 @@ when { context has target && context.target like "payments*" };"#
             .collect();
         let engine = PolicyEngine::compile(&docs).unwrap();
         assert_eq!(engine.by_tool.len(), 300);
-        assert!(engine.by_tool.values().all(|s| s.all.policies().count() == 1));
+        assert!(
+            engine
+                .by_tool
+                .values()
+                .all(|s| s.all.policies().count() == 1)
+        );
         assert!(!engine.by_tool.contains_key("github"));
         assert_eq!(
             engine.shared.all.policies().count(),
