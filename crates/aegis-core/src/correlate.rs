@@ -93,6 +93,17 @@
 //!   clamped to the latest time already seen for the agent (deterministic, never drops an
 //!   event, keeps windows monotone).
 //!
+//! # Alert coalescing
+//!
+//! Detection rules raise alerts from single decisions (the SOC's `detect.rs`); an agent
+//! retrying a denied call would raise one per deny. [`AgentCorrelator::count_alert`] makes
+//! that one alert per agent, kind and severity per window: the first detection raises the
+//! alert and opens the window ([`CorrelationConfig::alert_window`], 60 s), every later one
+//! within the window of that first one counts into it ([`AlertCount::Repeat`]), and the
+//! first after it raises a new alert. Severity is part of the key so a more severe detection
+//! (a suspected-malicious source) is never hidden in a lesser alert. Incidents are not
+//! affected: the rules above see every decision.
+//!
 //! # Bounded memory
 //!
 //! A threshold detector keeps at most [`MAX_BURST_THRESHOLD`] (time, seq) pairs; a sequence
@@ -280,11 +291,15 @@ pub struct CorrelationConfig {
     pub runaway: BurstConfig,
     pub data_exfiltration: FollowConfig,
     pub trust_escalation: FollowConfig,
+    /// How long an alert counts later detections of its kind for its agent (module docs,
+    /// "Alert coalescing").
+    pub alert_window: Duration,
 }
 
 impl Default for CorrelationConfig {
     /// 5 denies in 60 s, 20 decisions in 10 s, read → send within 5 min, deny → allow of the
-    /// same tool/action within 60 s; 16 precursors per lane, 64 lanes.
+    /// same tool/action within 60 s; 16 precursors per lane, 64 lanes; one alert per agent,
+    /// kind and severity per 60 s.
     fn default() -> Self {
         const FOLLOW_LIMITS: FollowConfig = FollowConfig {
             window: Duration::ZERO,
@@ -308,6 +323,7 @@ impl Default for CorrelationConfig {
                 window: Duration::from_secs(60),
                 ..FOLLOW_LIMITS
             },
+            alert_window: Duration::from_secs(60),
         }
     }
 }
@@ -320,6 +336,7 @@ impl CorrelationConfig {
             self.runaway.window,
             self.data_exfiltration.window,
             self.trust_escalation.window,
+            self.alert_window,
         ]
         .into_iter()
         .map(millis)
@@ -341,6 +358,32 @@ pub struct CorrelatorState {
     runaway: WindowedBurst,
     data_exfiltration: FollowedBy,
     trust_escalation: FollowedBy,
+    /// The open alert of each (kind, severity) the agent raised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    alerts: Vec<AlertWindow>,
+}
+
+/// An alert raised for the agent and the window in which it counts later detections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct AlertWindow {
+    kind: String,
+    severity: Severity,
+    /// The seq of the event that raised the alert.
+    opened_by: i64,
+    opened_at: i64,
+    /// The highest seq counted, so a replayed event is not counted twice.
+    last_seq: i64,
+}
+
+/// What a detection does to the agent's alerts ([`AgentCorrelator::count_alert`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertCount {
+    /// Raise a new alert for this event.
+    New,
+    /// Count one more detection into the alert raised by the event at `opened_by`.
+    Repeat { opened_by: i64 },
+    /// This event was already counted.
+    Replayed,
 }
 
 /// The correlation state machines of one (tenant, agent).
@@ -384,9 +427,13 @@ impl AgentCorrelator {
     /// correlator changes no later finding (the consumer's cursor then stands in for
     /// [`last_seq`](Self::last_seq)).
     pub fn is_idle_at(&self, at_ms: i64) -> bool {
-        self.state
-            .last_at_ms
-            .is_none_or(|last| at_ms.saturating_sub(last) > self.config.longest_window_ms())
+        let quiet_since = |last: i64| at_ms.saturating_sub(last) > self.config.longest_window_ms();
+        self.state.last_at_ms.is_none_or(quiet_since)
+            && self
+                .state
+                .alerts
+                .iter()
+                .all(|alert| quiet_since(alert.opened_at))
     }
 
     /// The `opened_by` seqs of the rule's incidents that are open for this agent (at most
@@ -412,6 +459,45 @@ impl AgentCorrelator {
             RuleKind::DataExfiltration => state.data_exfiltration.close(opened_by),
             RuleKind::TrustEscalation => state.trust_escalation.close(opened_by),
         }
+    }
+
+    /// A detection rule raised an alert of `kind` and `severity` for the agent from the event
+    /// at `seq` (event time `at_ms`): is it a new alert, or one more of an alert in its window?
+    /// (Module docs, "Alert coalescing".)
+    pub fn count_alert(
+        &mut self,
+        kind: &str,
+        severity: Severity,
+        seq: i64,
+        at_ms: i64,
+    ) -> AlertCount {
+        let window_ms = millis(self.config.alert_window);
+        let alerts = &mut self.state.alerts;
+        let Some(open) = alerts
+            .iter_mut()
+            .find(|alert| alert.kind == kind && alert.severity == severity)
+        else {
+            alerts.push(AlertWindow {
+                kind: kind.to_owned(),
+                severity,
+                opened_by: seq,
+                opened_at: at_ms,
+                last_seq: seq,
+            });
+            return AlertCount::New;
+        };
+        if seq <= open.last_seq {
+            return AlertCount::Replayed;
+        }
+        open.last_seq = seq;
+        if at_ms.saturating_sub(open.opened_at) <= window_ms {
+            return AlertCount::Repeat {
+                opened_by: open.opened_by,
+            };
+        }
+        open.opened_by = seq;
+        open.opened_at = at_ms;
+        AlertCount::New
     }
 
     /// Feeds one event; returns what it opened or joined, in [`RuleKind::ALL`] order.
@@ -1797,6 +1883,7 @@ mod tests {
                     max_precursors: 1_000,
                     max_keys: 64,
                 },
+                ..CorrelationConfig::default()
             })
     }
 
@@ -1983,6 +2070,127 @@ mod tests {
             let mut second = AgentCorrelator::restore(*first.config(), state);
             actual.extend(run_script_on(&mut second, &ops[cut..]));
             prop_assert_eq!(actual, expected);
+        }
+    }
+
+    const UNTRUSTED: &str = "untrusted_write_denied";
+
+    #[test]
+    fn repeated_detections_count_into_one_alert_per_window() {
+        let mut c = correlator();
+        let mut count = |seq: i64, at: i64| c.count_alert(UNTRUSTED, Severity::Medium, seq, at);
+        assert_eq!(count(1, T0), AlertCount::New);
+        for seq in 2..=50 {
+            assert_eq!(
+                count(seq, T0 + seq * SEC),
+                AlertCount::Repeat { opened_by: 1 },
+                "seq {seq}"
+            );
+        }
+        // The window is measured from the alert's first detection, both ends included.
+        assert_eq!(
+            count(60, T0 + 60 * SEC),
+            AlertCount::Repeat { opened_by: 1 }
+        );
+        assert_eq!(count(61, T0 + 60 * SEC + 1), AlertCount::New);
+        assert_eq!(
+            count(62, T0 + 61 * SEC),
+            AlertCount::Repeat { opened_by: 61 }
+        );
+        assert_eq!(count(62, T0 + 61 * SEC), AlertCount::Replayed);
+    }
+
+    #[test]
+    fn alerts_are_kept_apart_by_kind_and_severity() {
+        let mut c = correlator();
+        assert_eq!(
+            c.count_alert(UNTRUSTED, Severity::Medium, 1, T0),
+            AlertCount::New
+        );
+        // A suspected-malicious source is not hidden in the medium alert.
+        assert_eq!(
+            c.count_alert(UNTRUSTED, Severity::High, 2, T0),
+            AlertCount::New
+        );
+        assert_eq!(
+            c.count_alert("critical_action_denied", Severity::High, 2, T0),
+            AlertCount::New
+        );
+        assert_eq!(
+            c.count_alert(UNTRUSTED, Severity::Medium, 3, T0),
+            AlertCount::Repeat { opened_by: 1 }
+        );
+        assert_eq!(
+            c.count_alert(UNTRUSTED, Severity::High, 3, T0),
+            AlertCount::Repeat { opened_by: 2 }
+        );
+    }
+
+    #[test]
+    fn an_open_alert_survives_a_restart_and_keeps_the_agent_from_idling() {
+        let mut c = correlator();
+        c.count_alert(UNTRUSTED, Severity::Medium, 1, T0);
+        let mut restored = AgentCorrelator::restore(CorrelationConfig::default(), c.snapshot());
+        assert_eq!(
+            restored.count_alert(UNTRUSTED, Severity::Medium, 2, T0 + SEC),
+            AlertCount::Repeat { opened_by: 1 }
+        );
+        assert!(!restored.is_idle_at(T0 + 59 * SEC));
+        assert!(restored.is_idle_at(T0 + 301 * SEC));
+        // A state saved before alerts were coalesced still loads.
+        let old: CorrelatorState = serde_json::from_str(
+            r#"{"last_seq":null,"last_at_ms":null,"deny_storm":{"recent":[]},"runaway":{"recent":[]},"data_exfiltration":{"lanes":[]},"trust_escalation":{"lanes":[]}}"#,
+        )
+        .unwrap();
+        assert_eq!(old, CorrelatorState::default());
+    }
+
+    proptest! {
+        /// Whatever the detections and their timing: each detection is counted exactly once,
+        /// into an alert of its own kind and severity raised at most a window before it, and
+        /// no two alerts of one kind and severity are raised within one window.
+        #[test]
+        fn every_detection_is_counted_once_into_an_alert_of_its_window(
+            detections in prop::collection::vec(
+                (0u8..3, 0i64..40 * SEC),
+                1..80,
+            ),
+        ) {
+            const KEYS: [(&str, Severity); 3] = [
+                (UNTRUSTED, Severity::Medium),
+                (UNTRUSTED, Severity::High),
+                ("critical_action_denied", Severity::High),
+            ];
+            let window = millis(CorrelationConfig::default().alert_window);
+            let mut c = correlator();
+            let mut at = T0;
+            // Per raised alert (key, opening seq): its opening time and its count.
+            let mut alerts: std::collections::HashMap<(u8, i64), (i64, usize)> = Default::default();
+            for (i, (key, gap)) in detections.iter().enumerate() {
+                let seq = i as i64 + 1;
+                at += gap;
+                let (kind, severity) = KEYS[*key as usize];
+                match c.count_alert(kind, severity, seq, at) {
+                    AlertCount::New => {
+                        let last_of_key = alerts
+                            .iter()
+                            .filter(|((k, _), _)| k == key)
+                            .map(|(_, (opened_at, _))| *opened_at)
+                            .max();
+                        prop_assert!(last_of_key.is_none_or(|opened_at| at - opened_at > window));
+                        alerts.insert((*key, seq), (at, 1));
+                    }
+                    AlertCount::Repeat { opened_by } => {
+                        let (opened_at, count) = alerts.get_mut(&(*key, opened_by)).expect("a raised alert");
+                        prop_assert!(at - *opened_at <= window);
+                        *count += 1;
+                    }
+                    AlertCount::Replayed => prop_assert!(false, "seq {} is new", seq),
+                }
+                prop_assert_eq!(c.count_alert(kind, severity, seq, at), AlertCount::Replayed);
+            }
+            let counted: usize = alerts.values().map(|(_, count)| count).sum();
+            prop_assert_eq!(counted, detections.len());
         }
     }
 }

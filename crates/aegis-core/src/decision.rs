@@ -5,7 +5,7 @@
 //! outcome is the storage layer's job.
 
 use crate::model::{ActionRisk, AgentStatus, RiskTier, SourceTrust, Verdict};
-use crate::policy::{PolicyEngine, PolicyInput};
+use crate::policy::{PolicyEngine, PolicyInput, PolicyPrincipal, PolicyResource};
 
 /// Policy id reported when a frozen agent is denied before policy evaluation.
 pub const FROZEN_POLICY_ID: &str = "aegis-agent-frozen";
@@ -13,9 +13,8 @@ pub const FROZEN_POLICY_ID: &str = "aegis-agent-frozen";
 /// The authenticated agent as the decision sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct AgentFacts<'a> {
-    pub id: &'a str,
-    pub status: AgentStatus,
-    pub risk_tier: RiskTier,
+    /// Its id, status and risk tier, with the entity policies see (cached with the agent).
+    pub principal: &'a PolicyPrincipal,
     pub frozen_reason: Option<&'a str>,
 }
 
@@ -33,8 +32,9 @@ pub struct RegisteredAction {
 /// The proposed call, with the server's facts where it has them.
 #[derive(Debug, Clone, Copy)]
 pub struct CallFacts<'a> {
-    pub tool: &'a str,
-    pub action: &'a str,
+    /// The tool and action called, with the entity policies see (cached with a registered
+    /// action).
+    pub resource: &'a PolicyResource,
     pub target: Option<&'a str>,
     /// What the client claimed; it may only tighten the registered value.
     pub claimed_mutates_state: Option<bool>,
@@ -95,12 +95,20 @@ pub fn decide(
         Some(registered) => (registered.mutates_state || claimed, registered.risk),
         None => (claimed, ActionRisk::High),
     };
-    let risk_score = risk_score(risk, mutates_state, call.source_trust, agent.risk_tier);
+    let principal = agent.principal;
+    let risk_score = risk_score(
+        risk,
+        mutates_state,
+        call.source_trust,
+        principal.risk_tier(),
+    );
 
-    if agent.status != AgentStatus::Active {
+    if principal.status() != AgentStatus::Active {
         let reason = match agent.frozen_reason {
-            Some(why) if agent.status == AgentStatus::Frozen => format!("agent is frozen: {why}"),
-            _ => format!("agent is {}", agent.status),
+            Some(why) if principal.status() == AgentStatus::Frozen => {
+                format!("agent is frozen: {why}")
+            }
+            _ => format!("agent is {}", principal.status()),
         };
         return DecisionOutcome {
             verdict: Verdict::Deny,
@@ -114,11 +122,8 @@ pub fn decide(
     }
 
     let outcome = engine.evaluate(&PolicyInput {
-        agent_id: agent.id,
-        risk_tier: agent.risk_tier,
-        status: agent.status,
-        tool: call.tool,
-        action: call.action,
+        principal,
+        resource: call.resource,
         target: call.target,
         source_trust: call.source_trust,
         mutates_state,
@@ -141,12 +146,24 @@ pub fn decide(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::LazyLock;
+
+    /// `agt_1` of risk tier low, in each status.
+    static PRINCIPALS: LazyLock<Vec<PolicyPrincipal>> = LazyLock::new(|| {
+        AgentStatus::ALL
+            .iter()
+            .map(|status| PolicyPrincipal::new("agt_1", RiskTier::Low, *status))
+            .collect()
+    });
+    static MERGE: LazyLock<PolicyResource> =
+        LazyLock::new(|| PolicyResource::new("github", "merge_pull_request"));
 
     fn agent(status: AgentStatus) -> AgentFacts<'static> {
         AgentFacts {
-            id: "agt_1",
-            status,
-            risk_tier: RiskTier::Low,
+            principal: PRINCIPALS
+                .iter()
+                .find(|principal| principal.status() == status)
+                .expect("one principal per status"),
             frozen_reason: Some("deny storm — investigating"),
         }
     }
@@ -157,8 +174,7 @@ mod tests {
         trust: SourceTrust,
     ) -> CallFacts<'static> {
         CallFacts {
-            tool: "github",
-            action: "merge_pull_request",
+            resource: &MERGE,
             target: None,
             claimed_mutates_state: claimed,
             source_trust: trust,

@@ -2,7 +2,15 @@
 //!
 //! A [`PolicyEngine`] is compiled once per policy change (default pack + the tenant's own
 //! policies, validated against `policies/aegis.cedarschema`) and then shared read-only by
-//! every authorize call: evaluation builds two small entities and one request, nothing else.
+//! every authorize call. The agent ([`PolicyPrincipal`]) and a registered tool action
+//! ([`PolicyResource`]) are Cedar entities built once and cached by the caller beside what
+//! they describe; a call builds only its context and request.
+//!
+//! The compiled set is sliced by resource scope: a policy scoped to one tool
+//! (`resource in Aegis::Tool::"github"`, or `==`/`in` one of its tool actions) is evaluated only
+//! for calls of that tool, every other policy for every call ([`PolicyEngine::compile`]). A
+//! policy outside the called tool's slice cannot hold for the call (its scope is false, and
+//! Cedar evaluates nothing else of it), so the answer is the one of the whole set.
 //!
 //! Cedar has two effects; AegisAgent needs three verdicts. A forbid annotated
 //! `@outcome("require_approval")` is an *approval policy*: when the only forbids that hold are
@@ -12,8 +20,9 @@
 
 use crate::model::{ActionRisk, AgentStatus, RiskTier, SourceTrust, Verdict};
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
-    PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    AuthorizationError, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Policy, PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression,
+    Schema, ValidationMode, Validator,
 };
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -170,14 +179,115 @@ pub fn validate_policy_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Separates the tool from the action in a tool action's entity id: `github::merge`.
+const TOOL_ACTION_SEPARATOR: &str = "::";
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_owned())
+}
+
+/// The agent as policies and the decision see it: `principal`, with its `risk_tier` and
+/// `status`. Built once per agent snapshot: the server keeps it beside the cached agent, so
+/// it is dropped and rebuilt whenever the agent changes.
+#[derive(Debug, Clone)]
+pub struct PolicyPrincipal {
+    id: String,
+    risk_tier: RiskTier,
+    status: AgentStatus,
+    uid: EntityUid,
+    /// The Cedar entity, or why it could not be built: a call then fails closed.
+    entity: Result<Entity, String>,
+}
+
+impl PolicyPrincipal {
+    pub fn new(agent_id: &str, risk_tier: RiskTier, status: AgentStatus) -> Self {
+        let uid = EntityUid::from_type_name_and_id(
+            VOCABULARY.agent_type.clone(),
+            EntityId::new(agent_id),
+        );
+        let entity = Entity::new(
+            uid.clone(),
+            HashMap::from([
+                ("risk_tier".to_owned(), string(risk_tier.as_str())),
+                ("status".to_owned(), string(status.as_str())),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| e.to_string());
+        PolicyPrincipal {
+            id: agent_id.to_owned(),
+            risk_tier,
+            status,
+            uid,
+            entity,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn risk_tier(&self) -> RiskTier {
+        self.risk_tier
+    }
+
+    pub fn status(&self) -> AgentStatus {
+        self.status
+    }
+}
+
+/// A tool action as policies see it: `resource`, an `Aegis::ToolAction` whose only parent is
+/// its `Aegis::Tool`. A registered action's is built once per catalog load and cached with the
+/// catalog; an unregistered one is built for its call (a client may name anything).
+#[derive(Debug, Clone)]
+pub struct PolicyResource {
+    tool: String,
+    action: String,
+    uid: EntityUid,
+    /// The Cedar entity, or why it could not be built: a call then fails closed.
+    entity: Result<Entity, String>,
+}
+
+impl PolicyResource {
+    pub fn new(tool: &str, action: &str) -> Self {
+        let vocabulary = &*VOCABULARY;
+        let parent =
+            EntityUid::from_type_name_and_id(vocabulary.tool_type.clone(), EntityId::new(tool));
+        let uid = EntityUid::from_type_name_and_id(
+            vocabulary.tool_action_type.clone(),
+            EntityId::new(format!("{tool}{TOOL_ACTION_SEPARATOR}{action}")),
+        );
+        let entity = Entity::new(
+            uid.clone(),
+            HashMap::from([
+                ("tool".to_owned(), string(tool)),
+                ("action".to_owned(), string(action)),
+            ]),
+            HashSet::from([parent]),
+        )
+        .map_err(|e| e.to_string());
+        PolicyResource {
+            tool: tool.to_owned(),
+            action: action.to_owned(),
+            uid,
+            entity,
+        }
+    }
+
+    pub fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    pub fn action(&self) -> &str {
+        &self.action
+    }
+}
+
 /// Facts about one call, as the policy sees them.
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyInput<'a> {
-    pub agent_id: &'a str,
-    pub risk_tier: RiskTier,
-    pub status: AgentStatus,
-    pub tool: &'a str,
-    pub action: &'a str,
+    pub principal: &'a PolicyPrincipal,
+    pub resource: &'a PolicyResource,
     pub target: Option<&'a str>,
     pub source_trust: SourceTrust,
     pub mutates_state: bool,
@@ -194,11 +304,60 @@ pub struct PolicyOutcome {
     pub reason: String,
 }
 
-/// A compiled, validated policy set for one tenant.
-pub struct PolicyEngine {
+/// A part of the compiled policy set, as Cedar evaluates it.
+#[derive(Default)]
+struct Slice {
     all: PolicySet,
-    /// The same set without approval policies: "would this be permitted at all?"
+    /// The same policies without approval policies: "would this be permitted at all?"
     without_approvals: PolicySet,
+}
+
+impl Slice {
+    fn add(&mut self, policy: Policy, is_approval: bool) -> Result<(), PolicyError> {
+        if !is_approval {
+            self.without_approvals
+                .add(policy.clone())
+                .map_err(duplicate_id)?;
+        }
+        self.all.add(policy).map_err(duplicate_id)
+    }
+}
+
+/// What Cedar decided over the slices evaluated for one call, combined as Cedar combines the
+/// policies of one set: any satisfied forbid denies, else any satisfied permit allows, else
+/// deny.
+#[derive(Default)]
+struct Answer {
+    permits: Vec<PolicyId>,
+    forbids: Vec<PolicyId>,
+    /// The evaluation error of the erroring policy with the least id (Cedar reports errors in
+    /// no particular order; this one does not depend on the slicing either).
+    error: Option<(PolicyId, String)>,
+}
+
+impl Answer {
+    fn allowed(&self) -> bool {
+        self.forbids.is_empty() && !self.permits.is_empty()
+    }
+
+    /// Cedar's determining policies: the satisfied forbids of a deny, the satisfied permits of
+    /// an allow, none when nothing permits.
+    fn determining(&self) -> Vec<&PolicyId> {
+        let ids = if self.forbids.is_empty() {
+            &self.permits
+        } else {
+            &self.forbids
+        };
+        ids.iter().collect()
+    }
+}
+
+/// A compiled, validated policy set for one tenant, sliced by resource scope.
+pub struct PolicyEngine {
+    /// Policies that may apply to a call of any tool.
+    shared: Slice,
+    /// Per tool, the policies whose resource scope only that tool's calls can meet.
+    by_tool: HashMap<String, Slice>,
     approval_ids: HashSet<PolicyId>,
     reasons: HashMap<PolicyId, String>,
     authorizer: Authorizer,
@@ -206,8 +365,14 @@ pub struct PolicyEngine {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scoped: usize = self
+            .by_tool
+            .values()
+            .map(|s| s.all.policies().count())
+            .sum();
         f.debug_struct("PolicyEngine")
-            .field("policies", &self.all.policies().count())
+            .field("shared", &self.shared.all.policies().count())
+            .field("scoped", &scoped)
             .finish_non_exhaustive()
     }
 }
@@ -218,16 +383,27 @@ impl PolicyEngine {
         Self::compile(&[]).expect("the default pack validates")
     }
 
-    /// Compiles the default pack plus a tenant's policies, validating the whole set.
+    /// Compiles the default pack plus a tenant's policies, validating the whole set, and
+    /// slices it by resource scope ([`scoped_tools`]).
     pub fn compile(tenant_policies: &[PolicyDocument]) -> Result<Self, PolicyError> {
+        Self::compile_sliced(tenant_policies, scoped_tools)
+    }
+
+    /// Compiles with `tools_of` naming the tools each policy can apply to (`None`: any).
+    fn compile_sliced(
+        tenant_policies: &[PolicyDocument],
+        tools_of: fn(&Policy) -> Option<Vec<String>>,
+    ) -> Result<Self, PolicyError> {
         let vocabulary = &*VOCABULARY;
         let mut policies = vocabulary.default_pack.clone();
         for doc in tenant_policies {
             policies.push(parse_tenant_policy(doc)?);
         }
 
-        let mut all = PolicySet::new();
-        let mut without_approvals = PolicySet::new();
+        // Validated (and checked for duplicate ids) as one set, whatever the slices.
+        let mut whole = PolicySet::new();
+        let mut shared = Slice::default();
+        let mut by_tool: HashMap<String, Slice> = HashMap::new();
         let mut approval_ids = HashSet::new();
         let mut reasons = HashMap::new();
         for policy in policies {
@@ -237,17 +413,24 @@ impl PolicyEngine {
             }
             let is_approval = policy.annotation(OUTCOME_ANNOTATION) == Some("require_approval");
             if is_approval {
-                approval_ids.insert(id.clone());
-            } else {
-                without_approvals
-                    .add(policy.clone())
-                    .map_err(duplicate_id)?;
+                approval_ids.insert(id);
             }
-            all.add(policy).map_err(duplicate_id)?;
+            match tools_of(&policy) {
+                None => shared.add(policy.clone(), is_approval)?,
+                Some(tools) => {
+                    for tool in tools {
+                        by_tool
+                            .entry(tool)
+                            .or_default()
+                            .add(policy.clone(), is_approval)?;
+                    }
+                }
+            }
+            whole.add(policy).map_err(duplicate_id)?;
         }
 
         let validation =
-            Validator::new(vocabulary.schema.clone()).validate(&all, ValidationMode::Strict);
+            Validator::new(vocabulary.schema.clone()).validate(&whole, ValidationMode::Strict);
         if let Some(error) = validation.validation_errors().next() {
             let text = tenant_policies
                 .iter()
@@ -257,8 +440,8 @@ impl PolicyEngine {
         }
 
         Ok(PolicyEngine {
-            all,
-            without_approvals,
+            shared,
+            by_tool,
             approval_ids,
             reasons,
             authorizer: Authorizer::new(),
@@ -273,24 +456,23 @@ impl PolicyEngine {
                 return fail_closed(format!("cannot build the policy request: {message}"));
             }
         };
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.all, &entities);
-        if let Some(error) = response.diagnostics().errors().next() {
+        let scoped = self.by_tool.get(input.resource.tool());
+        let answer = self.authorize(&request, &entities, scoped, |slice| &slice.all);
+        if let Some((_, error)) = &answer.error {
             return fail_closed(format!("policy evaluation error: {error}"));
         }
-        let determining: Vec<&PolicyId> = response.diagnostics().reason().collect();
+        let determining = answer.determining();
 
-        if response.decision() == Decision::Allow {
+        if answer.allowed() {
             return self.outcome(Verdict::Allow, &determining);
         }
+        let (tool, action) = (input.resource.tool(), input.resource.action());
         if determining.is_empty() {
             let reason = if input.registered {
-                format!("no policy permits {}/{}", input.tool, input.action)
+                format!("no policy permits {tool}/{action}")
             } else {
                 format!(
-                    "tool action {}/{} is not registered; unregistered actions are denied by default",
-                    input.tool, input.action
+                    "tool action {tool}/{action} is not registered; unregistered actions are denied by default"
                 )
             };
             return PolicyOutcome {
@@ -301,12 +483,10 @@ impl PolicyEngine {
         }
         let only_approvals = determining.iter().all(|id| self.approval_ids.contains(*id));
         if only_approvals {
-            let permitted =
-                self.authorizer
-                    .is_authorized(&request, &self.without_approvals, &entities);
-            if permitted.decision() == Decision::Allow
-                && permitted.diagnostics().errors().next().is_none()
-            {
+            let permitted = self.authorize(&request, &entities, scoped, |slice| {
+                &slice.without_approvals
+            });
+            if permitted.allowed() && permitted.error.is_none() {
                 return self.outcome(Verdict::RequireApproval, &determining);
             }
         }
@@ -320,10 +500,37 @@ impl PolicyEngine {
             return PolicyOutcome {
                 verdict: Verdict::Deny,
                 matched_policies: sorted_ids(&determining),
-                reason: format!("no policy permits {}/{}", input.tool, input.action),
+                reason: format!("no policy permits {tool}/{action}"),
             };
         }
         self.outcome(Verdict::Deny, &hard_forbids)
+    }
+
+    /// Evaluates the shared slice and, if the called tool has one, its own slice.
+    fn authorize(
+        &self,
+        request: &Request,
+        entities: &Entities,
+        scoped: Option<&Slice>,
+        set: fn(&Slice) -> &PolicySet,
+    ) -> Answer {
+        let mut answer = Answer::default();
+        for slice in std::iter::once(&self.shared).chain(scoped) {
+            let response = self.authorizer.is_authorized(request, set(slice), entities);
+            for error in response.diagnostics().errors() {
+                let AuthorizationError::PolicyEvaluationError(failed) = error;
+                let id = failed.policy_id();
+                if answer.error.as_ref().is_none_or(|(least, _)| id < least) {
+                    answer.error = Some((id.clone(), error.to_string()));
+                }
+            }
+            let satisfied = response.diagnostics().reason().cloned();
+            match response.decision() {
+                Decision::Allow => answer.permits.extend(satisfied),
+                Decision::Deny => answer.forbids.extend(satisfied),
+            }
+        }
+        answer
     }
 
     fn outcome(&self, verdict: Verdict, determining: &[&PolicyId]) -> PolicyOutcome {
@@ -340,6 +547,35 @@ impl PolicyEngine {
             reason,
         }
     }
+}
+
+/// The tools whose calls can meet a policy's resource scope, or `None` when a call of any
+/// tool may (no scope, a type test, or a scope this does not recognise). A call's resource is
+/// `Aegis::ToolAction::"<tool>::<action>"` and its only ancestor `Aegis::Tool::"<tool>"`
+/// ([`PolicyResource`]), so:
+/// - `in`/`==` a tool: only that tool's calls (`==` a tool never holds at all);
+/// - `in`/`==` a tool action: only that action's calls. A tool name may itself contain the
+///   separator, so every place it occurs in the id names a candidate tool.
+fn scoped_tools(policy: &Policy) -> Option<Vec<String>> {
+    let vocabulary = &*VOCABULARY;
+    let scope = match policy.resource_constraint() {
+        ResourceConstraint::In(uid)
+        | ResourceConstraint::Eq(uid)
+        | ResourceConstraint::IsIn(_, uid) => uid,
+        ResourceConstraint::Any | ResourceConstraint::Is(_) => return None,
+    };
+    let id = scope.id().unescaped();
+    if scope.type_name() == &vocabulary.tool_type {
+        return Some(vec![id.to_owned()]);
+    }
+    if scope.type_name() != &vocabulary.tool_action_type {
+        return None;
+    }
+    let tools: Vec<String> = (0..id.len())
+        .filter(|&at| id.as_bytes()[at..].starts_with(TOOL_ACTION_SEPARATOR.as_bytes()))
+        .map(|at| id[..at].to_owned())
+        .collect();
+    (!tools.is_empty()).then_some(tools)
 }
 
 /// Policy ids in a stable order (Cedar reports them in hash-set order).
@@ -384,37 +620,12 @@ fn fail_closed(reason: String) -> PolicyOutcome {
     }
 }
 
+/// The call's request and entities: the prebuilt principal and resource, and the context.
 fn build_request(input: &PolicyInput<'_>) -> Result<(Request, Entities), String> {
-    let v = &*VOCABULARY;
-    let principal =
-        EntityUid::from_type_name_and_id(v.agent_type.clone(), EntityId::new(input.agent_id));
-    let tool = EntityUid::from_type_name_and_id(v.tool_type.clone(), EntityId::new(input.tool));
-    let resource = EntityUid::from_type_name_and_id(
-        v.tool_action_type.clone(),
-        EntityId::new(format!("{}::{}", input.tool, input.action)),
-    );
-    let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
-
-    let agent = Entity::new(
-        principal.clone(),
-        HashMap::from([
-            ("risk_tier".to_owned(), string(input.risk_tier.as_str())),
-            ("status".to_owned(), string(input.status.as_str())),
-        ]),
-        HashSet::new(),
-    )
-    .map_err(|e| e.to_string())?;
-    let tool_action = Entity::new(
-        resource.clone(),
-        HashMap::from([
-            ("tool".to_owned(), string(input.tool)),
-            ("action".to_owned(), string(input.action)),
-        ]),
-        HashSet::from([tool]),
-    )
-    .map_err(|e| e.to_string())?;
+    let principal = input.principal.entity.clone()?;
+    let resource = input.resource.entity.clone()?;
     let entities =
-        Entities::from_entities([agent, tool_action], None).map_err(|e| e.to_string())?;
+        Entities::from_entities([principal, resource], None).map_err(|e| e.to_string())?;
 
     let mut context = vec![
         (
@@ -439,8 +650,14 @@ fn build_request(input: &PolicyInput<'_>) -> Result<(Request, Entities), String>
         context.push(("target".to_owned(), string(target)));
     }
     let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
-    let request = Request::new(principal, v.call_action.clone(), resource, context, None)
-        .map_err(|e| e.to_string())?;
+    let request = Request::new(
+        input.principal.uid.clone(),
+        VOCABULARY.call_action.clone(),
+        input.resource.uid.clone(),
+        context,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     Ok((request, entities))
 }
 
@@ -449,13 +666,27 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The active agent `agt_1`, at each risk tier.
+    static AGENTS: LazyLock<Vec<PolicyPrincipal>> = LazyLock::new(|| {
+        RiskTier::ALL
+            .iter()
+            .map(|tier| PolicyPrincipal::new("agt_1", *tier, AgentStatus::Active))
+            .collect()
+    });
+    static MERGE: LazyLock<PolicyResource> =
+        LazyLock::new(|| PolicyResource::new("github", "merge_pull_request"));
+
+    fn agent(tier: RiskTier) -> &'static PolicyPrincipal {
+        AGENTS
+            .iter()
+            .find(|agent| agent.risk_tier() == tier)
+            .expect("one agent per tier")
+    }
+
     fn input(source_trust: SourceTrust, mutates_state: bool) -> PolicyInput<'static> {
         PolicyInput {
-            agent_id: "agt_1",
-            risk_tier: RiskTier::Low,
-            status: AgentStatus::Active,
-            tool: "github",
-            action: "merge_pull_request",
+            principal: agent(RiskTier::Low),
+            resource: &MERGE,
             target: Some("payments#1"),
             source_trust,
             mutates_state,
@@ -492,7 +723,7 @@ mod tests {
     fn high_tier_writes_need_approval_but_reads_do_not() {
         let engine = PolicyEngine::default_pack();
         let mut call = input(SourceTrust::TrustedInternalSigned, true);
-        call.risk_tier = RiskTier::High;
+        call.principal = agent(RiskTier::High);
         let outcome = engine.evaluate(&call);
         assert_eq!(outcome.verdict, Verdict::RequireApproval);
         assert_eq!(
@@ -605,7 +836,7 @@ when { context has target && context.target like "payments*" };"#
         fn untrusted_writes_are_never_allowed((trust, mutates, tier, risk, registered) in arb_input()) {
             let engine = PolicyEngine::default_pack();
             let mut call = input(trust, mutates);
-            call.risk_tier = tier;
+            call.principal = agent(tier);
             call.risk = risk;
             call.registered = registered;
             let outcome = engine.evaluate(&call);
@@ -620,5 +851,220 @@ when { context has target && context.target like "payments*" };"#
             }
             prop_assert_eq!(engine.evaluate(&call), outcome, "evaluation is deterministic");
         }
+    }
+
+    /// Tools and actions of the slicing tests. `a` and `a::b` overlap on purpose: the tool
+    /// action `a::b::x` is `x` of `a::b` and `b::x` of `a`.
+    const TOOLS: &[&str] = &["t0", "t1", "a", "a::b"];
+    const ACTIONS: &[&str] = &["x", "b::x"];
+    /// Conditions of generated policies; the last one fails to evaluate (overflow) whenever
+    /// the risk score is above 1, to exercise the fail-closed path.
+    const CONDITIONS: &[&str] = &[
+        "true",
+        "context.mutates_state",
+        "!context.mutates_state",
+        "context.registered",
+        r#"principal.risk_tier == "high""#,
+        r#"context.source_trust == "untrusted_external""#,
+        "context.risk_score > 40",
+        r#"resource.action == "x""#,
+        r#"context has target && context.target like "pay*""#,
+        "context.risk_score * 9223372036854775807 > 1",
+    ];
+
+    /// A resource scope: `(kind, tool, action)`, see [`scope_text`].
+    type Scope = (u8, &'static str, &'static str);
+
+    fn scope_text((kind, tool, action): Scope) -> String {
+        match kind {
+            0 => "resource".into(),
+            1 => format!(r#"resource in Aegis::Tool::"{tool}""#),
+            2 => format!(r#"resource == Aegis::ToolAction::"{tool}::{action}""#),
+            3 => format!(r#"resource in Aegis::ToolAction::"{tool}::{action}""#),
+            4 => "resource is Aegis::ToolAction".into(),
+            _ => format!(r#"resource is Aegis::ToolAction in Aegis::Tool::"{tool}""#),
+        }
+    }
+
+    /// `(forbid, approval, scope, condition)`
+    type GeneratedPolicy = (bool, bool, Scope, &'static str);
+
+    fn arb_policy() -> impl Strategy<Value = GeneratedPolicy> {
+        (
+            any::<bool>(),
+            any::<bool>(),
+            (
+                0u8..6,
+                prop::sample::select(TOOLS),
+                prop::sample::select(ACTIONS),
+            ),
+            prop::sample::select(CONDITIONS),
+        )
+    }
+
+    fn documents(policies: &[GeneratedPolicy]) -> Vec<PolicyDocument> {
+        policies
+            .iter()
+            .enumerate()
+            .map(|(i, &(forbid, approval, scope, condition))| {
+                let annotation = if forbid && approval {
+                    "@outcome(\"require_approval\")\n"
+                } else {
+                    ""
+                };
+                let effect = if forbid { "forbid" } else { "permit" };
+                PolicyDocument {
+                    id: format!("p{i}"),
+                    text: format!(
+                        "{annotation}{effect} (principal, action, {}) when {{ {condition} }};",
+                        scope_text(scope)
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// Everything a generated call varies: tier, tool, action, trust, writes, risk, score,
+    /// registered, target.
+    type GeneratedCall = (
+        RiskTier,
+        &'static str,
+        &'static str,
+        SourceTrust,
+        bool,
+        ActionRisk,
+        u8,
+        bool,
+        Option<&'static str>,
+    );
+
+    fn arb_call() -> impl Strategy<Value = GeneratedCall> {
+        (
+            prop::sample::select(RiskTier::ALL),
+            prop::sample::select([TOOLS, &["elsewhere"]].concat()),
+            prop::sample::select(ACTIONS),
+            prop::sample::select(SourceTrust::ALL),
+            any::<bool>(),
+            prop::sample::select(ActionRisk::ALL),
+            0u8..=100,
+            any::<bool>(),
+            proptest::option::of(prop::sample::select(&["payments#1", "docs"][..])),
+        )
+    }
+
+    /// Sorted ids, for comparing sets Cedar reports in no particular order.
+    fn sorted<'a>(ids: impl IntoIterator<Item = &'a PolicyId>) -> Vec<String> {
+        let mut ids: Vec<String> = ids.into_iter().map(ToString::to_string).collect();
+        ids.sort();
+        ids
+    }
+
+    proptest! {
+        /// Slicing by resource scope changes nothing: the sliced engine answers every call as
+        /// the same engine unsliced, and its combined slices give the decision and the
+        /// determining policies Cedar gives for the whole set.
+        #[test]
+        fn the_sliced_set_answers_as_the_whole_set(
+            policies in prop::collection::vec(arb_policy(), 0..12),
+            calls in prop::collection::vec(arb_call(), 1..8),
+        ) {
+            let docs = documents(&policies);
+            let sliced = PolicyEngine::compile(&docs).expect("generated policies validate");
+            let whole = PolicyEngine::compile_sliced(&docs, |_| None).expect("the same set");
+            prop_assert!(whole.by_tool.is_empty());
+            for (tier, tool, action, trust, mutates, risk, score, registered, target) in calls {
+                let principal = PolicyPrincipal::new("agt_1", tier, AgentStatus::Active);
+                let resource = PolicyResource::new(tool, action);
+                let call = PolicyInput {
+                    principal: &principal,
+                    resource: &resource,
+                    target,
+                    source_trust: trust,
+                    mutates_state: mutates,
+                    risk,
+                    risk_score: score,
+                    registered,
+                };
+                prop_assert_eq!(sliced.evaluate(&call), whole.evaluate(&call), "{:?}", call);
+
+                let (request, entities) = build_request(&call).expect("a well-formed call");
+                let cedar = Authorizer::new().is_authorized(&request, &whole.shared.all, &entities);
+                let answer = sliced.authorize(
+                    &request,
+                    &entities,
+                    sliced.by_tool.get(tool),
+                    |slice| &slice.all,
+                );
+                prop_assert_eq!(answer.allowed(), cedar.decision() == Decision::Allow);
+                prop_assert_eq!(sorted(answer.determining()), sorted(cedar.diagnostics().reason()));
+                prop_assert_eq!(
+                    answer.error.is_some(),
+                    cedar.diagnostics().errors().next().is_some()
+                );
+            }
+        }
+    }
+
+    /// The measured case of the issue: 300 policies scoped to other tools leave a call of
+    /// `github` with the default pack alone.
+    #[test]
+    fn policies_scoped_to_other_tools_are_not_evaluated_for_a_call() {
+        let docs: Vec<PolicyDocument> = (0..300)
+            .map(|n| PolicyDocument {
+                id: format!("tool{n}-writes"),
+                text: format!(
+                    r#"forbid (principal, action, resource in Aegis::Tool::"tool{n}") when {{ context.mutates_state }};"#
+                ),
+            })
+            .collect();
+        let engine = PolicyEngine::compile(&docs).unwrap();
+        assert_eq!(engine.by_tool.len(), 300);
+        assert!(
+            engine
+                .by_tool
+                .values()
+                .all(|s| s.all.policies().count() == 1)
+        );
+        assert!(!engine.by_tool.contains_key("github"));
+        assert_eq!(
+            engine.shared.all.policies().count(),
+            VOCABULARY.default_pack.len()
+        );
+
+        let write = input(SourceTrust::TrustedInternalSigned, true);
+        assert_eq!(engine.evaluate(&write).verdict, Verdict::Allow);
+        let tool7 = PolicyResource::new("tool7", "merge_pull_request");
+        let outcome = engine.evaluate(&PolicyInput {
+            resource: &tool7,
+            ..write
+        });
+        assert_eq!(outcome.verdict, Verdict::Deny);
+        assert_eq!(outcome.matched_policies, vec!["tool7-writes"]);
+    }
+
+    #[test]
+    fn a_tool_action_scope_goes_to_every_tool_its_id_can_name() {
+        let engine = PolicyEngine::compile(&[
+            PolicyDocument {
+                id: "one-action".into(),
+                text: r#"permit (principal, action, resource == Aegis::ToolAction::"a::b::x");"#
+                    .into(),
+            },
+            PolicyDocument {
+                id: "any-tool".into(),
+                text: r#"permit (principal, action, resource is Aegis::ToolAction);"#.into(),
+            },
+        ])
+        .unwrap();
+        let mut tools: Vec<&str> = engine.by_tool.keys().map(String::as_str).collect();
+        tools.sort();
+        assert_eq!(tools, vec!["a", "a::b"]);
+        assert!(
+            engine
+                .shared
+                .all
+                .policy(&PolicyId::new("any-tool"))
+                .is_some()
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Shared state of the gateway and the in-memory views that keep `/v1/authorize` free of
 //! database reads: the agent directory (token hash → agent) and, per tenant, the compiled
-//! policy engine, the tool catalog and the escalation settings.
+//! policy engine, the tool catalog and the escalation settings. The Cedar entities a decision
+//! needs live in these views too, built once with what they describe and dropped with it: an
+//! agent's in its snapshot, a registered tool action's in the catalog.
 //!
 //! The database stays the source of truth. Every change made through this process updates
 //! these views right after its commit; changes committed by other replicas reach them through
@@ -11,7 +13,7 @@
 
 use crate::live_feed::LiveFeed;
 use aegis_core::decision::RegisteredAction;
-use aegis_core::policy::PolicyEngine;
+use aegis_core::policy::{PolicyEngine, PolicyPrincipal, PolicyResource};
 use aegis_store::{Agent, RiskEscalation, SecretHash, Store, StoreError, StoreResult, TenantId};
 use arc_swap::ArcSwap;
 use parking_lot::RwLock;
@@ -109,6 +111,19 @@ impl AppState {
 pub struct AgentSnapshot {
     pub agent: Agent,
     pub token_hash: SecretHash,
+    /// The agent as policies see it, built from `agent` once per snapshot.
+    pub principal: PolicyPrincipal,
+}
+
+impl AgentSnapshot {
+    fn new(agent: Agent, token_hash: SecretHash) -> Self {
+        let principal = PolicyPrincipal::new(&agent.id, agent.risk_tier, agent.status);
+        AgentSnapshot {
+            agent,
+            token_hash,
+            principal,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -142,7 +157,7 @@ impl AgentDirectory {
         agent: Agent,
         generation: u64,
     ) -> Arc<AgentSnapshot> {
-        let snapshot = Arc::new(AgentSnapshot { agent, token_hash });
+        let snapshot = Arc::new(AgentSnapshot::new(agent, token_hash));
         let mut maps = self.maps.write();
         if self.generation.load(Ordering::Acquire) == generation {
             maps.token_of.insert(snapshot.agent.id.clone(), token_hash);
@@ -164,8 +179,15 @@ impl AgentDirectory {
     }
 }
 
-/// Registered tool actions of one tenant: tool → action → facts.
-pub type ToolCatalog = HashMap<String, HashMap<String, RegisteredAction>>;
+/// A registered tool action: the facts the server registered, and the action as policies see
+/// it (built once per catalog load).
+pub struct CatalogAction {
+    pub facts: RegisteredAction,
+    pub resource: PolicyResource,
+}
+
+/// Registered tool actions of one tenant: tool → action → registration.
+pub type ToolCatalog = HashMap<String, HashMap<String, CatalogAction>>;
 
 /// What authorize needs to know about one tenant, swapped atomically on change.
 pub struct TenantRuntime {
@@ -232,13 +254,17 @@ impl TenantRuntimes {
 pub async fn load_catalog(store: &dyn Store, tenant: &TenantId) -> StoreResult<ToolCatalog> {
     let mut catalog = ToolCatalog::new();
     for registered in store.tool_actions(tenant).await? {
+        let resource = PolicyResource::new(&registered.tool, &registered.action.action);
         catalog.entry(registered.tool).or_default().insert(
             registered.action.action,
-            RegisteredAction {
-                mutates_state: registered.action.mutates_state,
-                risk: registered.action.risk,
-                egress: registered.action.egress,
-                sensitive: registered.action.sensitive,
+            CatalogAction {
+                facts: RegisteredAction {
+                    mutates_state: registered.action.mutates_state,
+                    risk: registered.action.risk,
+                    egress: registered.action.egress,
+                    sensitive: registered.action.sensitive,
+                },
+                resource,
             },
         );
     }

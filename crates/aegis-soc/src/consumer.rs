@@ -9,13 +9,13 @@ use crate::SocConfig;
 use crate::detect::{DecisionPayload, detect_decision, detect_other};
 use crate::response::plan;
 use aegis_core::correlate::{
-    ActionClass, ActionFacts, AgentCorrelator, CorrelationConfig, CorrelationEvent,
+    ActionClass, ActionFacts, AgentCorrelator, AlertCount, CorrelationConfig, CorrelationEvent,
     CorrelatorState, ExfiltrationReads, Finding, RuleKind,
 };
 use aegis_core::model::AutonomyLevel;
 use aegis_store::{
-    Agent, CorrelatorStateRecord, Event, EvidenceAppend, EvidenceRef, NewAlert, NewIncident,
-    SocBatch, Store, StoreResult, TenantId, TenantSettings, event_kind,
+    Agent, AlertRepeat, CorrelatorStateRecord, Event, EvidenceAppend, EvidenceRef, NewAlert,
+    NewIncident, SocBatch, Store, StoreResult, TenantId, TenantSettings, event_kind,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -100,9 +100,12 @@ impl Consumer {
             ..SocBatch::default()
         };
         let mut touched = HashSet::new();
+        let mut alerts = AlertTally::default();
         for event in &events {
-            self.observe(event, &mut batch, &mut touched).await?;
+            self.observe(event, &mut batch, &mut alerts, &mut touched)
+                .await?;
         }
+        alerts.into_batch(&mut batch);
         batch.correlator_states = touched
             .into_iter()
             .filter_map(|key: AgentKey| {
@@ -127,6 +130,7 @@ impl Consumer {
         &mut self,
         event: &Event,
         batch: &mut SocBatch,
+        alerts: &mut AlertTally,
         touched: &mut HashSet<AgentKey>,
     ) -> StoreResult<()> {
         let tenant_id = &event.tenant_id;
@@ -146,7 +150,7 @@ impl Consumer {
         }
         if event.kind != event_kind::DECISION {
             if let Some(found) = detect_other(&event.kind, event.agent_id.as_deref()) {
-                batch.alerts.push(alert(event, found));
+                alerts.raise(alert(event, found));
             }
             return Ok(());
         }
@@ -160,9 +164,6 @@ impl Consumer {
             );
             return Ok(());
         };
-        for found in detect_decision(agent_id, &decision) {
-            batch.alerts.push(alert(event, found));
-        }
 
         let key: AgentKey = (tenant_id.clone(), agent_id.to_owned());
         let tenant = self.tenant(tenant_id).await?;
@@ -173,19 +174,31 @@ impl Consumer {
             mutates_state: decision.mutates_state,
         };
         let class = ActionClass::of(facts, tenant.exfiltration_reads);
-        let findings = self
+        let correlator = self
             .correlators
             .entry(key.clone())
-            .or_insert_with(|| AgentCorrelator::new(correlation))
-            .observe(CorrelationEvent {
-                seq: event.seq,
-                at_ms: event.created_at_ms,
-                verdict: decision.decision,
-                tool: &decision.tool,
-                action: &decision.action,
-                class,
-                contained: decision.contained,
-            });
+            .or_insert_with(|| AgentCorrelator::new(correlation));
+        let findings = correlator.observe(CorrelationEvent {
+            seq: event.seq,
+            at_ms: event.created_at_ms,
+            verdict: decision.decision,
+            tool: &decision.tool,
+            action: &decision.action,
+            class,
+            contained: decision.contained,
+        });
+        // An agent repeating a denied call raises one alert per kind and window, counting
+        // the rest into it: a storm writes its incident, not a row per deny.
+        for found in detect_decision(agent_id, &decision) {
+            match correlator.count_alert(found.kind, found.severity, event.seq, event.created_at_ms)
+            {
+                AlertCount::New => alerts.raise(alert(event, found)),
+                AlertCount::Repeat { opened_by } => {
+                    alerts.repeat(tenant_id, alert_id(tenant_id, found.kind, opened_by));
+                }
+                AlertCount::Replayed => {}
+            }
+        }
         touched.insert(key.clone());
 
         for finding in findings {
@@ -314,11 +327,15 @@ fn incident_id(tenant_id: &TenantId, dedup_key: &str) -> String {
     format!("inc_{}", &hex::encode(digest)[..32])
 }
 
+/// Deterministic: one alert per (kind, raising event), also when a batch is repeated.
+fn alert_id(tenant_id: &TenantId, kind: &str, source_seq: i64) -> String {
+    let digest = Sha256::digest(format!("{tenant_id}\n{kind}\n{source_seq}").as_bytes());
+    format!("alr_{}", &hex::encode(digest)[..32])
+}
+
 fn alert(event: &Event, found: crate::detect::Detection) -> NewAlert {
-    let digest =
-        Sha256::digest(format!("{}\n{}\n{}", event.tenant_id, found.kind, event.seq).as_bytes());
     NewAlert {
-        id: format!("alr_{}", &hex::encode(digest)[..32]),
+        id: alert_id(&event.tenant_id, found.kind, event.seq),
         tenant_id: event.tenant_id.clone(),
         kind: found.kind.into(),
         severity: found.severity,
@@ -326,6 +343,44 @@ fn alert(event: &Event, found: crate::detect::Detection) -> NewAlert {
         source_seq: event.seq,
         summary: found.summary,
         created_at_ms: event.created_at_ms,
+        count: 1,
+    }
+}
+
+/// The alerts one batch raises, and the detections it counts into alerts: into one raised
+/// in the same batch directly (it is inserted with its count), else one update per alert.
+#[derive(Default)]
+struct AlertTally {
+    raised: Vec<NewAlert>,
+    /// Index in `raised` by alert id.
+    raised_at: HashMap<String, usize>,
+    repeats: HashMap<String, AlertRepeat>,
+}
+
+impl AlertTally {
+    fn raise(&mut self, alert: NewAlert) {
+        self.raised_at.insert(alert.id.clone(), self.raised.len());
+        self.raised.push(alert);
+    }
+
+    fn repeat(&mut self, tenant_id: &TenantId, alert_id: String) {
+        if let Some(&index) = self.raised_at.get(&alert_id) {
+            self.raised[index].count += 1;
+            return;
+        }
+        self.repeats
+            .entry(alert_id)
+            .or_insert_with_key(|alert_id| AlertRepeat {
+                tenant_id: tenant_id.clone(),
+                alert_id: alert_id.clone(),
+                count: 0,
+            })
+            .count += 1;
+    }
+
+    fn into_batch(self, batch: &mut SocBatch) {
+        batch.alerts = self.raised;
+        batch.alert_repeats = self.repeats.into_values().collect();
     }
 }
 

@@ -339,6 +339,17 @@ pub struct NewAlert {
     pub source_seq: i64,
     pub summary: String,
     pub created_at_ms: i64,
+    /// Detections it counts when raised: its own and those of its window in the same batch
+    /// (`aegis_core::correlate::AgentCorrelator::count_alert`).
+    pub count: i64,
+}
+
+/// More detections counted into an alert an earlier batch raised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRepeat {
+    pub tenant_id: TenantId,
+    pub alert_id: String,
+    pub count: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -352,6 +363,8 @@ pub struct AlertRecord {
     pub summary: String,
     pub event_seq: i64,
     pub created_at_ms: i64,
+    /// Detections of its kind for its agent within its window, itself included.
+    pub count: i64,
 }
 
 /// What the response engine does when it opens an incident (by autonomy level).
@@ -410,6 +423,7 @@ pub struct SocBatch {
     /// The cursor after this batch: the highest event seq it covers.
     pub cursor: i64,
     pub alerts: Vec<NewAlert>,
+    pub alert_repeats: Vec<AlertRepeat>,
     pub incidents: Vec<NewIncident>,
     pub evidence: Vec<EvidenceAppend>,
     /// Correlation state of the agents this batch touched.

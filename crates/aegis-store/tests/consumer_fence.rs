@@ -31,6 +31,7 @@ fn soc_batch(after: i64, cursor: i64, alert_id: &str) -> SocBatch {
             source_seq: cursor,
             summary: format!("alert {alert_id}"),
             created_at_ms: now_ms(),
+            count: 1,
         }],
         ..SocBatch::default()
     }

@@ -1,6 +1,7 @@
 //! The SOC plane against the built binary: the runbook's Symptoms, "Before you start" and
 //! Verification sections.
 
+#[macro_use]
 mod support;
 
 use serde_json::{Value, json};
@@ -12,16 +13,22 @@ async fn incidents(client: &reqwest::Client, gw: &Gateway, key: &str, query: &st
     list.as_array().expect("a bare JSON array").clone()
 }
 
-/// Waits until the SOC has processed `n` untrusted-write denies (one alert each).
+/// Waits until the SOC has processed `n` untrusted-write denies (each counted by an alert).
 async fn processed(client: &reqwest::Client, gw: &Gateway, key: &str, n: usize) {
-    eventually(5, &format!("{n} alerts"), || async {
+    eventually(5, &format!("{n} alerted denies"), || async {
         let alerts = get_json(
             client,
             gw.url("/v1/alerts?kind=untrusted_write_denied&limit=1000"),
             key,
         )
         .await;
-        (alerts.as_array().unwrap().len() >= n).then_some(())
+        let counted: i64 = alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|alert| alert["count"].as_i64().unwrap())
+            .sum();
+        (counted >= n as i64).then_some(())
     })
     .await;
 }
@@ -141,6 +148,47 @@ async fn a_storm_is_one_incident_on_http_and_websocket_and_rearms_after_the_wind
         .unwrap();
     assert_eq!(again.status(), 409);
 }
+
+e2e_test!(
+    async fn an_agents_repeated_denies_are_one_alert_with_a_count_and_the_storm_is_unchanged(
+        backend
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::fresh(backend, dir.path()).await;
+        let admin = init_on(dir.path(), db.arg(), "acme");
+        let gw = Gateway::start_on(dir.path(), db.arg(), &[]).await;
+        let client = reqwest::Client::new();
+        let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
+
+        deny_n(&client, &gw, &token, 7).await;
+        // A suspected-malicious source is a high alert of its own, not hidden in the other.
+        assert_eq!(
+            authorize(&client, &gw, &token, "malicious_suspected").await,
+            "deny"
+        );
+        processed(&client, &gw, &admin, 8).await;
+        let alerts = get_json(
+            &client,
+            gw.url("/v1/alerts?kind=untrusted_write_denied"),
+            &admin,
+        )
+        .await;
+        let alerts = alerts.as_array().unwrap();
+        let by_severity = |severity: &str| -> Vec<&Value> {
+            alerts.iter().filter(|a| a["severity"] == severity).collect()
+        };
+        let (medium, high) = (by_severity("medium"), by_severity("high"));
+        assert_eq!((medium.len(), high.len()), (1, 1), "{alerts:?}");
+        assert_eq!(medium[0]["count"], 7);
+        assert_eq!(medium[0]["agent_id"], agent_id.as_str());
+        assert_eq!(high[0]["count"], 1);
+
+        // The storm rule still sees every deny: one incident with all eight behind it.
+        let storms = incidents(&client, &gw, &admin, "?kind=deny_storm").await;
+        assert_eq!(storms.len(), 1);
+        assert_eq!(storms[0]["evidence_count"], 8);
+    }
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_in_the_middle_of_a_storm_neither_duplicates_nor_misses() {

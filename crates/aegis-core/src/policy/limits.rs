@@ -236,7 +236,9 @@ fn over_limit(text: &str, offset: usize, message: String) -> PolicyError {
 mod tests {
     use super::*;
     use crate::model::{ActionRisk, AgentStatus, RiskTier, SourceTrust, Verdict};
-    use crate::policy::{PolicyDocument, PolicyEngine, PolicyInput, PolicyOutcome};
+    use crate::policy::{
+        PolicyDocument, PolicyEngine, PolicyInput, PolicyOutcome, PolicyPrincipal, PolicyResource,
+    };
     use proptest::prelude::*;
 
     /// A tokio worker thread's default stack.
@@ -271,11 +273,8 @@ mod tests {
                 text,
             }])?;
             Ok(engine.evaluate(&PolicyInput {
-                agent_id: "agt_1",
-                risk_tier: RiskTier::Low,
-                status: AgentStatus::Active,
-                tool: "github",
-                action: "merge_pull_request",
+                principal: &PolicyPrincipal::new("agt_1", RiskTier::Low, AgentStatus::Active),
+                resource: &PolicyResource::new("github", "merge_pull_request"),
                 target: Some("payments#1"),
                 source_trust: SourceTrust::TrustedInternalSigned,
                 mutates_state: true,

@@ -10,6 +10,7 @@ use crate::validate::Text;
 use aegis_core::canonical::ActionRef;
 use aegis_core::decision::{AgentFacts, CallFacts, decide};
 use aegis_core::model::{SourceTrust, Verdict};
+use aegis_core::policy::PolicyResource;
 use aegis_store::{NewDecision, StoreError, TraceContext};
 use axum::Json;
 use axum::extract::State;
@@ -141,29 +142,39 @@ pub async fn authorize(
         Some(root) => claimed_trust.tighten(root),
         None => claimed_trust,
     };
-    let registered = tenant
-        .tools
-        .load()
-        .get(&*call.tool)
-        .and_then(|actions| actions.get(&*call.action))
-        .copied();
-    let outcome = decide(
-        &tenant.engine.load(),
-        AgentFacts {
-            id: &agent.id,
-            status: agent.status,
-            risk_tier: agent.risk_tier,
-            frozen_reason: agent.status_reason.as_deref(),
-        },
-        CallFacts {
-            tool: &call.tool,
-            action: &call.action,
-            target: call.resource.as_deref(),
-            claimed_mutates_state: call.mutates_state,
-            source_trust,
-            registered,
-        },
-    );
+    // The catalog's guard is dropped before the write below is awaited.
+    let (outcome, registered) = {
+        let catalog = tenant.tools.load();
+        let registration = catalog
+            .get(&*call.tool)
+            .and_then(|actions| actions.get(&*call.action));
+        // A registered action's entity was built with the catalog; any other name the client
+        // sent is built for this call only, so client input never grows a cache.
+        let unregistered;
+        let resource = match registration {
+            Some(action) => &action.resource,
+            None => {
+                unregistered = PolicyResource::new(&call.tool, &call.action);
+                &unregistered
+            }
+        };
+        let registered = registration.map(|action| action.facts);
+        let outcome = decide(
+            &tenant.engine.load(),
+            AgentFacts {
+                principal: &caller.principal,
+                frozen_reason: agent.status_reason.as_deref(),
+            },
+            CallFacts {
+                resource,
+                target: call.resource.as_deref(),
+                claimed_mutates_state: call.mutates_state,
+                source_trust,
+                registered,
+            },
+        );
+        (outcome, registered)
+    };
 
     let escalation = *tenant.escalation.read();
     let decision_id = crate::auth::new_id("dec");

@@ -381,6 +381,9 @@ pub struct AlertView {
     pub source_seq: i64,
     pub event_seq: i64,
     pub created_at: String,
+    /// Detections it stands for: repeats of its kind for its agent within a minute of it
+    /// count into it instead of raising alerts of their own.
+    pub count: i64,
 }
 
 impl From<AlertRecord> for AlertView {
@@ -394,6 +397,7 @@ impl From<AlertRecord> for AlertView {
             source_seq: a.source_seq,
             event_seq: a.event_seq,
             created_at: format_millis(a.created_at_ms),
+            count: a.count,
         }
     }
 }

@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_evidence_cache.sql"),
     include_str!("../../migrations/postgres/0003_storms.sql"),
     include_str!("../../migrations/postgres/0004_sealed_webhook_secrets.sql"),
+    include_str!("../../migrations/postgres/0005_decision.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).

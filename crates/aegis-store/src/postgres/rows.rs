@@ -152,6 +152,7 @@ pub(super) fn alert_from_row(row: &Row) -> StoreResult<AlertRecord> {
         summary: get(row, 6)?,
         event_seq: get(row, 7)?,
         created_at_ms: get(row, 8)?,
+        count: get(row, 9)?,
     })
 }
 

@@ -19,6 +19,17 @@ pub(super) async fn apply_batch(
     for alert in &batch.alerts {
         insert_alert(tx, state, alert).await?;
     }
+    for repeat in &batch.alert_repeats {
+        tx.execute(
+            &prepared(
+                tx,
+                "UPDATE alerts SET count = count + $3 WHERE tenant_id = $1 AND id = $2",
+            )
+            .await?,
+            &[&repeat.tenant_id.as_str(), &repeat.alert_id, &repeat.count],
+        )
+        .await?;
+    }
     for incident in &batch.incidents {
         if open_incident(tx, state, incident, &mut applied).await? {
             applied.opened.push(incident.id.clone());
@@ -139,8 +150,8 @@ async fn insert_alert(
         .execute(
             &prepared(
                 tx,
-                "INSERT INTO alerts (id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)
+                "INSERT INTO alerts (id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at, count)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9)
                  ON CONFLICT (tenant_id, kind, source_seq) DO NOTHING",
             )
             .await?,
@@ -153,6 +164,7 @@ async fn insert_alert(
                 &alert.source_seq,
                 &alert.summary,
                 &alert.created_at_ms,
+                &alert.count,
             ],
         )
         .await?;

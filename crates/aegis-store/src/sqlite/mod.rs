@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_evidence_cache.sql"),
     include_str!("../../migrations/sqlite/0006_storms.sql"),
     include_str!("../../migrations/sqlite/0007_sealed_webhook_secrets.sql"),
+    include_str!("../../migrations/sqlite/0008_decision.sql"),
 ];
 
 /// Idle read connections kept for reuse.

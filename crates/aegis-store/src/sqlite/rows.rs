@@ -16,7 +16,7 @@ pub(crate) const INCIDENT_COLUMNS: &str = "id, tenant_id, kind, severity, status
 pub(crate) const RESPONSE_ACTION_COLUMNS: &str =
     "id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at";
 pub(crate) const ALERT_COLUMNS: &str =
-    "id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at";
+    "id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at, count";
 pub(crate) const KEY_COLUMNS: &str = "id, tenant_id, name, role, created_at, revoked_at";
 pub(crate) const AGENT_COLUMNS: &str =
     "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, rowid";
@@ -136,6 +136,7 @@ pub(super) fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<AlertRecord> {
         summary: row.get(6)?,
         event_seq: row.get(7)?,
         created_at_ms: row.get(8)?,
+        count: row.get(9)?,
     })
 }
 

@@ -19,6 +19,16 @@ pub(super) fn apply_batch(
     for alert in &batch.alerts {
         insert_alert(conn, alert)?;
     }
+    for repeat in &batch.alert_repeats {
+        conn.prepare_cached(
+            "UPDATE alerts SET count = count + ?3 WHERE tenant_id = ?1 AND id = ?2",
+        )?
+        .execute(params![
+            repeat.tenant_id.as_str(),
+            repeat.alert_id,
+            repeat.count
+        ])?;
+    }
     for incident in &batch.incidents {
         if open_incident(conn, incident, &mut applied)? {
             applied.opened.push(incident.id.clone());
@@ -80,8 +90,8 @@ pub(super) fn apply_batch(
 fn insert_alert(conn: &Connection, alert: &NewAlert) -> StoreResult<()> {
     let inserted = conn
         .prepare_cached(
-            "INSERT INTO alerts (id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)
+            "INSERT INTO alerts (id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at, count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)
              ON CONFLICT (tenant_id, kind, source_seq) DO NOTHING",
         )?
         .execute(params![
@@ -92,7 +102,8 @@ fn insert_alert(conn: &Connection, alert: &NewAlert) -> StoreResult<()> {
             alert.agent_id,
             alert.source_seq,
             alert.summary,
-            alert.created_at_ms
+            alert.created_at_ms,
+            alert.count
         ])?;
     if inserted == 0 {
         return Ok(());

@@ -1,0 +1,3 @@
+-- Coalesced alerts (PostgreSQL): an alert counts the detections of its kind for its agent
+-- within its window (aegis-core/src/correlate.rs, "Alert coalescing") instead of one row each.
+ALTER TABLE alerts ADD COLUMN count BIGINT NOT NULL DEFAULT 1;
