@@ -97,6 +97,16 @@ impl Deployment {
         self.replicas.iter().map(Replica::memory_kib).collect()
     }
 
+    /// The largest resident set size of the replicas, now and at its peak, in KiB (the
+    /// targets are per gateway process).
+    pub fn largest_memory_kib(&self) -> Result<Memory> {
+        let memory = self.memory_kib()?;
+        Ok(Memory {
+            rss_kib: memory.iter().map(|m| m.rss_kib).max().unwrap_or(0),
+            peak_kib: memory.iter().map(|m| m.peak_kib).max().unwrap_or(0),
+        })
+    }
+
     /// The last `max_lines` lines of every replica's log, framed for printing.
     pub fn log_excerpts(&self, max_lines: usize) -> String {
         let excerpts: Vec<String> = self

@@ -647,13 +647,7 @@ impl Bench {
                 .await?;
             decided += load.decisions.values().sum::<u64>();
             failures += load.errors.total();
-            let rss = self
-                .deployment
-                .memory_kib()?
-                .iter()
-                .map(|m| m.rss_kib)
-                .max()
-                .unwrap_or(0);
+            let rss = self.deployment.largest_memory_kib()?.rss_kib;
             samples.push((started.elapsed().as_secs_f64(), decided, rss));
             eprintln!(
                 "soak: {decided} decisions, RSS {:.1} MiB, {:.0} s",
@@ -670,13 +664,7 @@ impl Bench {
         let at_half = samples[half].2;
         let max_after = samples[half..].iter().map(|s| s.2).max().unwrap_or(at_half);
         let end = samples.last().map_or(0, |s| s.2);
-        let peak = self
-            .deployment
-            .memory_kib()?
-            .iter()
-            .map(|m| m.peak_kib)
-            .max()
-            .unwrap_or(0);
+        let peak = self.deployment.largest_memory_kib()?.peak_kib;
         println!("{}", self.header());
         println!(
             "soak: {decided} decisions in {:.0} s, {failures} errors; RSS at the end {:.1} MiB \

@@ -146,6 +146,17 @@ async fn chain_broken_alert(client: &reqwest::Client, gw: &Gateway, admin: &str)
     alerts[0].clone()
 }
 
+/// The payload of the one `receipt.chain_broken` event.
+async fn the_chain_broken_event(db: &str) -> Value {
+    let payloads = query_column(
+        db,
+        "SELECT payload FROM events WHERE kind = 'receipt.chain_broken'",
+    )
+    .await;
+    assert_eq!(payloads.len(), 1);
+    serde_json::from_str(&payloads[0]).unwrap()
+}
+
 /// An authorize call of the tenant whose chain is closed: 503, nothing recorded.
 async fn assert_refused(client: &reqwest::Client, gw: &Gateway, token: &str) {
     let resp = client
@@ -188,13 +199,7 @@ async fn a_rewritten_chain_is_never_signed_over(site: Site) {
         alert["summary"].as_str().unwrap().contains("receipt chain"),
         "{alert}"
     );
-    let payloads = query_column(
-        db,
-        "SELECT payload FROM events WHERE kind = 'receipt.chain_broken'",
-    )
-    .await;
-    assert_eq!(payloads.len(), 1);
-    let payload: Value = serde_json::from_str(&payloads[0]).unwrap();
+    let payload = the_chain_broken_event(db).await;
     assert_eq!(payload["check"], "start");
     assert_eq!(payload["seq"], 3);
     assert_refused(&client, &gw, &token).await;
@@ -355,13 +360,7 @@ async fn the_integrity_check_resumes_from_the_anchor_file_and_still_sweeps(site:
     assert_eq!(execute(db, sql, &[]).await, 1);
     let gw = Gateway::start_on(dir, db, &env).await;
     chain_broken_alert(&client, &gw, &admin).await;
-    let payloads = query_column(
-        db,
-        "SELECT payload FROM events WHERE kind = 'receipt.chain_broken'",
-    )
-    .await;
-    assert_eq!(payloads.len(), 1);
-    let payload: Value = serde_json::from_str(&payloads[0]).unwrap();
+    let payload = the_chain_broken_event(db).await;
     assert_eq!(payload["check"], "background");
     assert_eq!(payload["seq"], 2);
 }
