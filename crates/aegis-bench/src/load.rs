@@ -335,3 +335,51 @@ impl LoadResult {
         self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> LoadResult {
+        LoadResult::from_raw(serde_json::from_str(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn results_of_two_servers_merge_into_one_histogram() {
+        let mut merged = parsed(
+            r#"{"duration_us":2000000,"requests":100,"bytes":1,
+                "errors":{"connect":0,"read":0,"write":0,"status":2,"timeout":0},
+                "decisions":{"allow":98},"latency_us":[[1000,99],[9000,1]]}"#,
+        );
+        merged
+            .merge(parsed(
+                r#"{"duration_us":2100000,"requests":100,"bytes":1,
+                    "errors":{"connect":1,"read":0,"write":0,"status":0,"timeout":0},
+                    "decisions":{"allow":99,"deny":1},"latency_us":[[3000,100]]}"#,
+            ))
+            .unwrap();
+        assert_eq!(merged.duration, Duration::from_micros(2_100_000));
+        assert_eq!(merged.successes(), 198);
+        assert_eq!(merged.errors.total(), 3);
+        assert_eq!(merged.decisions["allow"], 197);
+        assert_eq!(merged.decisions["deny"], 1);
+        assert!((merged.rate() - 198.0 / 2.1).abs() < 1e-9);
+        assert_eq!(
+            merged.latency_ms(0.5),
+            3.0,
+            "the median of both servers' answers"
+        );
+        assert!((8.9..=9.1).contains(&merged.latency_ms(1.0)));
+    }
+
+    #[test]
+    fn a_field_with_a_tab_or_line_break_is_refused() {
+        let mut request = Request::get("/healthz");
+        assert_eq!(request.line().unwrap(), "GET\t/healthz\t\t\n");
+        request.body = Some("{\"a\":\"x\ty\"}".into());
+        assert!(request.line().is_err());
+        request.body = None;
+        request.authorization = Some("Bearer a\nb".into());
+        assert!(request.line().is_err());
+    }
+}
