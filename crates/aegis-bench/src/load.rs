@@ -364,9 +364,9 @@ mod tests {
         assert_eq!(merged.decisions["allow"], 197);
         assert_eq!(merged.decisions["deny"], 1);
         assert!((merged.rate() - 198.0 / 2.1).abs() < 1e-9);
-        assert_eq!(
-            merged.latency_ms(0.5),
-            3.0,
+        // Three significant digits: 3000 µs is reported as the top of its bucket.
+        assert!(
+            (2.99..=3.01).contains(&merged.latency_ms(0.5)),
             "the median of both servers' answers"
         );
         assert!((8.9..=9.1).contains(&merged.latency_ms(1.0)));
