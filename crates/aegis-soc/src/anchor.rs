@@ -1,6 +1,7 @@
 //! The anchor file: kept outside the database, beside the signing key, it holds for each
 //! receipt chain the last checkpoint this gateway process signed (a signed statement "the
-//! chain of tenant T had head H at seq N").
+//! chain of tenant T had head H at seq N"), and how far the background integrity check has
+//! verified the chain from seq 1 (`verified`: seq and hash of a signed head).
 //!
 //! A database writer can rewrite receipts and delete checkpoints, but cannot reach this file.
 //! At start ([`crate::integrity::audit_at_start`]) and with `aegis receipts verify --db …
@@ -10,16 +11,24 @@
 //! at or before the anchor with recomputed hashes, or restoring an older database, is
 //! detected.
 //!
+//! The verified points let the background check resume after a restart where it stopped
+//! instead of walking every chain from seq 1 again ([`crate::integrity`]). They are kept
+//! here and not in the database on purpose: a database writer who could move a chain's
+//! verified point could make the check skip a receipt they edited, while this file is in the
+//! signing key's trust domain (whoever can write it can sign receipts anyway). They need no
+//! signature for the same reason.
+//!
 //! The file is written off the request path: by [`keep`] every interval when the gateway
-//! signed something new, and once more at a clean shutdown. It is replaced atomically
+//! signed something new, by the integrity check when it verified further, and once more at a
+//! clean shutdown. It is replaced atomically
 //! (temporary file, fsync, rename, fsync of the directory), so a crash leaves the previous
 //! or the new version, never a torn one. An anchor only moves forward: a chain's entry is
 //! replaced only by a later head this process signed, and a chain this process refuses
 //! (closed at start) keeps its entry, so the evidence stays until an operator moves the
 //! file away.
 
-use aegis_core::receipt::Checkpoint;
-use aegis_store::Store;
+use aegis_core::receipt::{ChainPoint, Checkpoint};
+use aegis_store::{Store, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -31,27 +40,57 @@ use tokio::sync::Mutex;
 /// Version of the anchor file format.
 const FORMAT_VERSION: u32 = 1;
 
-/// The file's content: one checkpoint per chain.
+/// The file's content: per chain, the last checkpoint signed and the last point verified.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Anchors(BTreeMap<String, Checkpoint>);
+pub struct Anchors {
+    signed: BTreeMap<String, Checkpoint>,
+    verified: BTreeMap<String, ChainPoint>,
+}
 
 #[derive(Serialize, Deserialize)]
 struct Document {
     v: u32,
     anchors: Vec<Checkpoint>,
+    /// Absent in files written before the integrity check resumed from them.
+    #[serde(default)]
+    verified: Vec<VerifiedPoint>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VerifiedPoint {
+    tenant_id: String,
+    #[serde(flatten)]
+    point: ChainPoint,
 }
 
 impl Anchors {
     pub fn get(&self, tenant_id: &str) -> Option<&Checkpoint> {
-        self.0.get(tenant_id)
+        self.signed.get(tenant_id)
     }
 
+    /// Every chain with a signed or a verified point.
     pub fn tenants(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
+        let verified_only = self
+            .verified
+            .keys()
+            .filter(|tenant| !self.signed.contains_key(*tenant));
+        self.signed.keys().chain(verified_only).map(String::as_str)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Checkpoint> {
-        self.0.values()
+        self.signed.values()
+    }
+
+    /// How far the integrity check had verified the chain of `tenant_id` from seq 1.
+    pub fn verified(&self, tenant_id: &str) -> Option<&ChainPoint> {
+        self.verified.get(tenant_id)
+    }
+
+    /// Every chain's verified point.
+    pub fn verified_points(&self) -> impl Iterator<Item = (TenantId, &ChainPoint)> {
+        self.verified
+            .iter()
+            .map(|(tenant, point)| (TenantId::new(tenant.as_str()), point))
     }
 
     /// Reads an anchor file; a missing file is no anchors. A file that cannot be read or
@@ -70,13 +109,18 @@ impl Anchors {
                 format!("anchor file version {} is not {FORMAT_VERSION}", document.v),
             ));
         }
-        Ok(Anchors(
-            document
+        Ok(Anchors {
+            signed: document
                 .anchors
                 .into_iter()
                 .map(|c| (c.body.tenant_id.clone(), c))
                 .collect(),
-        ))
+            verified: document
+                .verified
+                .into_iter()
+                .map(|v| (v.tenant_id, v.point))
+                .collect(),
+        })
     }
 
     /// Moves each chain's anchor to the given checkpoint when it is later; returns whether
@@ -84,9 +128,24 @@ impl Anchors {
     fn advance(&mut self, signed: Vec<Checkpoint>) -> bool {
         let mut moved = false;
         for checkpoint in signed {
-            let current = self.0.get(&checkpoint.body.tenant_id);
+            let current = self.signed.get(&checkpoint.body.tenant_id);
             if current.is_none_or(|c| c.body.seq < checkpoint.body.seq) {
-                self.0.insert(checkpoint.body.tenant_id.clone(), checkpoint);
+                self.signed
+                    .insert(checkpoint.body.tenant_id.clone(), checkpoint);
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// Moves each chain's verified point forward to the given one when it is later; returns
+    /// whether anything moved.
+    fn advance_verified(&mut self, verified: Vec<(TenantId, ChainPoint)>) -> bool {
+        let mut moved = false;
+        for (tenant, point) in verified {
+            let current = self.verified.get(tenant.as_str());
+            if current.is_none_or(|c| c.seq < point.seq) {
+                self.verified.insert(tenant.as_str().to_owned(), point);
                 moved = true;
             }
         }
@@ -101,7 +160,15 @@ impl Anchors {
             .unwrap_or(Path::new("."));
         let document = Document {
             v: FORMAT_VERSION,
-            anchors: self.0.values().cloned().collect(),
+            anchors: self.signed.values().cloned().collect(),
+            verified: self
+                .verified
+                .iter()
+                .map(|(tenant_id, point)| VerifiedPoint {
+                    tenant_id: tenant_id.clone(),
+                    point: point.clone(),
+                })
+                .collect(),
         };
         let mut file = tempfile::NamedTempFile::new_in(dir)?;
         serde_json::to_writer_pretty(&mut file, &document)?;
@@ -144,9 +211,21 @@ impl AnchorFile {
     /// Moves the anchors to the heads `store` signed since, and rewrites the file if any
     /// moved.
     pub async fn update(&self, store: &dyn Store) -> io::Result<()> {
+        let signed = store.signed_heads();
+        self.change(|anchors| anchors.advance(signed)).await
+    }
+
+    /// Moves the verified points forward to `verified`, and rewrites the file if any moved.
+    pub async fn record_verified(&self, verified: Vec<(TenantId, ChainPoint)>) -> io::Result<()> {
+        self.change(|anchors| anchors.advance_verified(verified))
+            .await
+    }
+
+    /// Applies `advance` to a copy of the anchors and writes it if it says something moved.
+    async fn change(&self, advance: impl FnOnce(&mut Anchors) -> bool) -> io::Result<()> {
         let mut written = self.written.lock().await;
         let mut next = written.clone();
-        if !next.advance(store.signed_heads()) {
+        if !advance(&mut next) {
             return Ok(());
         }
         let path = self.path.clone();
@@ -215,10 +294,54 @@ mod tests {
         // Only the file itself is left: the temporary one was renamed over it.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
+        // A file without verified points (as written before they existed) still reads.
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("\"verified\": []", "\"unrelated\": []"),
+        )
+        .unwrap();
+        assert_eq!(Anchors::read(&path).unwrap(), anchors);
+
         std::fs::write(&path, "{not json").unwrap();
         assert_eq!(
             Anchors::read(&path).unwrap_err().kind(),
             io::ErrorKind::InvalidData
+        );
+    }
+
+    fn point(seq: u64) -> ChainPoint {
+        ChainPoint {
+            seq,
+            hash: format!("{seq:064x}"),
+        }
+    }
+
+    #[test]
+    fn verified_points_only_move_forward_and_are_kept_beside_the_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.anchors");
+        let acme = TenantId::new("acme");
+        let mut anchors = Anchors::default();
+        assert!(anchors.advance(vec![checkpoint("acme", 9)]));
+        assert!(anchors.advance_verified(vec![(acme.clone(), point(7))]));
+        assert!(!anchors.advance_verified(vec![(acme.clone(), point(3))]));
+        assert!(anchors.advance_verified(vec![(TenantId::new("globex"), point(2))]));
+        anchors.write(&path).unwrap();
+        let read = Anchors::read(&path).unwrap();
+        assert_eq!(read, anchors);
+        assert_eq!(read.verified("acme"), Some(&point(7)));
+        assert_eq!(
+            read.get("acme").unwrap().body.seq,
+            9,
+            "the signed anchor is apart"
+        );
+        assert_eq!(read.tenants().collect::<Vec<_>>(), ["acme", "globex"]);
+        let points: Vec<_> = read.verified_points().collect();
+        assert_eq!(
+            points,
+            [(acme, &point(7)), (TenantId::new("globex"), &point(2))]
         );
     }
 }

@@ -560,6 +560,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             deliver: args.notify.deliver_config(),
             integrity_interval: Duration::from_secs(args.evidence.integrity_interval_secs),
             broken_chains,
+            anchors: Arc::clone(&anchors),
         },
         stopped,
     ));
@@ -603,6 +604,8 @@ struct BackgroundArgs {
     integrity_interval: Duration,
     /// Chains the start-up audit reported (the background check does not report them again).
     broken_chains: Vec<TenantId>,
+    /// Where the integrity check resumes from and records how far it verified.
+    anchors: Arc<AnchorFile>,
 }
 
 /// Runs the log consumers (SOC, notifications, deliveries, integrity check) while this
@@ -702,6 +705,7 @@ async fn start_consumers(
             "integrity check",
             tokio::spawn(aegis_soc::integrity::run(
                 store,
+                Arc::clone(&args.anchors),
                 args.integrity_interval,
                 args.broken_chains.clone(),
                 stop,

@@ -9,6 +9,10 @@
 //!   alone is consistent again, but the anchor file kept beside the signing key names a head
 //!   the database no longer has.
 //!
+//! - Edit a receipt behind the point the background check verified and recorded in the
+//!   anchor file: after a restart the check resumes from that point instead of walking the
+//!   chain from seq 1, and its bounded sweep of the verified history still raises the alert.
+//!
 //! And `aegis receipts verify --db` on a gateway serving traffic sees no false break.
 
 mod support;
@@ -142,6 +146,17 @@ async fn chain_broken_alert(client: &reqwest::Client, gw: &Gateway, admin: &str)
     alerts[0].clone()
 }
 
+/// The payload of the one `receipt.chain_broken` event.
+async fn the_chain_broken_event(db: &str) -> Value {
+    let payloads = query_column(
+        db,
+        "SELECT payload FROM events WHERE kind = 'receipt.chain_broken'",
+    )
+    .await;
+    assert_eq!(payloads.len(), 1);
+    serde_json::from_str(&payloads[0]).unwrap()
+}
+
 /// An authorize call of the tenant whose chain is closed: 503, nothing recorded.
 async fn assert_refused(client: &reqwest::Client, gw: &Gateway, token: &str) {
     let resp = client
@@ -184,13 +199,7 @@ async fn a_rewritten_chain_is_never_signed_over(site: Site) {
         alert["summary"].as_str().unwrap().contains("receipt chain"),
         "{alert}"
     );
-    let payloads = query_column(
-        db,
-        "SELECT payload FROM events WHERE kind = 'receipt.chain_broken'",
-    )
-    .await;
-    assert_eq!(payloads.len(), 1);
-    let payload: Value = serde_json::from_str(&payloads[0]).unwrap();
+    let payload = the_chain_broken_event(db).await;
     assert_eq!(payload["check"], "start");
     assert_eq!(payload["seq"], 3);
     assert_refused(&client, &gw, &token).await;
@@ -287,6 +296,83 @@ async fn deleted_receipts_are_caught_by_the_anchor_file_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_receipts_are_caught_by_the_anchor_file_on_postgres() {
     deleted_receipts_are_caught_by_the_anchor_file(Site::postgres().await).await;
+}
+
+/// The log line of one walk of the background check, as `integrity.rs` writes it at debug.
+fn walk_logged(log: &str, walk: &str, from_seq: u64, checked: u64) -> bool {
+    log.lines().any(|line| {
+        line.contains("integrity walk")
+            && line.contains("tenant=acme")
+            && line.contains(walk)
+            && line.contains(&format!("from_seq={from_seq} "))
+            && line.contains(&format!("checked={checked}"))
+    })
+}
+
+async fn the_integrity_check_resumes_from_the_anchor_file_and_still_sweeps(site: Site) {
+    let (dir, db) = (site.dir(), site.db.as_str());
+    let admin = init_on(dir, db, "acme");
+    let client = reqwest::Client::new();
+    let env = [
+        ("AEGIS_INTEGRITY_INTERVAL_SECS", "1"),
+        ("AEGIS_LOG", "info,aegis_soc::integrity=debug"),
+    ];
+    let gw = Gateway::start_on(dir, db, &env).await;
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    for _ in 0..3 {
+        authorize(&client, &gw, &token, "trusted_internal_signed").await;
+        authorize(&client, &gw, &token, "untrusted_external").await;
+    }
+    // The check verified the whole chain and recorded how far beside the signing key.
+    let anchor_file = site.anchor_file();
+    eventually(10, "the verified point in the anchor file", || async {
+        let text = std::fs::read_to_string(&anchor_file).unwrap_or_default();
+        let anchors: Value = serde_json::from_str(&text).unwrap_or_default();
+        (anchors["verified"][0]["tenant_id"] == "acme" && anchors["verified"][0]["seq"] == 6)
+            .then_some(())
+    })
+    .await;
+    assert!(gw.terminate().success());
+
+    let gw = Gateway::start_on(dir, db, &env).await;
+    eventually(10, "a resumed extension walk and a sweep", || async {
+        let log = gw.log_text();
+        // Nothing new to extend from seq 7; the history is walked again only by the sweep.
+        (walk_logged(&log, "extend", 7, 0) && walk_logged(&log, "sweep", 1, 6)).then_some(())
+    })
+    .await;
+    let log = gw.log_text();
+    assert!(
+        log.contains("integrity check resumes from the verified point") && log.contains("seq=6"),
+        "{log}"
+    );
+    assert!(
+        !walk_logged(&log, "extend", 1, 6),
+        "no walk from seq 1: {log}"
+    );
+    assert!(gw.terminate().success());
+
+    // A receipt behind the verified point edited without recomputing any hash: the reads at
+    // start cannot see it (the head, the anchor and the verified receipt are intact), the
+    // sweep does.
+    let sql = "UPDATE receipts SET body = replace(body, '\"decision\":\"deny\"', \
+               '\"decision\":\"allow\"') WHERE tenant_id = 'acme' AND seq = 2";
+    assert_eq!(execute(db, sql, &[]).await, 1);
+    let gw = Gateway::start_on(dir, db, &env).await;
+    chain_broken_alert(&client, &gw, &admin).await;
+    let payload = the_chain_broken_event(db).await;
+    assert_eq!(payload["check"], "background");
+    assert_eq!(payload["seq"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_integrity_check_resumes_from_the_anchor_file_and_still_sweeps_on_sqlite() {
+    the_integrity_check_resumes_from_the_anchor_file_and_still_sweeps(Site::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_integrity_check_resumes_from_the_anchor_file_and_still_sweeps_on_postgres() {
+    the_integrity_check_resumes_from_the_anchor_file_and_still_sweeps(Site::postgres().await).await;
 }
 
 async fn verify_on_a_serving_gateway_sees_no_false_break(site: Site) {
