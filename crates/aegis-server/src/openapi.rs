@@ -35,18 +35,12 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// What every route that takes an operator key may answer.
+/// What every route that takes an operator key may answer about it.
 #[derive(IntoResponses)]
 pub enum OperatorErrors {
     /// No operator key, or one that is unknown or revoked, or an agent token.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// Stored data failed a consistency check.
-    #[response(status = 500)]
-    Internal(ErrorBody),
-    /// The database is unavailable; nothing was changed.
-    #[response(status = 503)]
-    Unavailable(ErrorBody),
 }
 
 /// What routes that need more than the viewer role may answer.
@@ -57,19 +51,33 @@ pub enum Forbidden {
     Forbidden(ErrorBody),
 }
 
-/// What the action plane may answer besides a decision.
+/// What the action plane may answer about its credential.
 #[derive(IntoResponses)]
 pub enum AgentErrors {
     /// No agent token, or one that is unknown, rotated away or revoked.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
+}
+
+/// What every route that reads or writes the database may answer when it cannot.
+#[derive(IntoResponses)]
+pub enum StoreErrors {
     /// Stored data failed a consistency check.
     #[response(status = 500)]
     Internal(ErrorBody),
-    /// The decision could not be recorded, or the tenant's receipt chain is broken: treat
-    /// the call as denied.
+    /// The database is unavailable, or the tenant's receipt chain is broken: nothing was
+    /// recorded (on the action plane, treat the call as denied).
     #[response(status = 503)]
     Unavailable(ErrorBody),
+}
+
+/// A policy that the gateway cannot store (the policy routes' 400).
+#[derive(IntoResponses)]
+pub enum PolicyRefused {
+    /// The JSON or the policy does not parse or validate, or is over a size or nesting
+    /// limit, or a path segment is not UTF-8; `error.field` says where.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
 }
 
 /// The request cannot be read (routes with a JSON body or a path parameter).

@@ -4,7 +4,7 @@ use crate::auth::{AGENT_TOKEN_PREFIX, Admin, Operator, Responder, Viewer, new_id
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, Path, QueryParams};
 use crate::openapi::{
-    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
 };
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
@@ -91,6 +91,7 @@ pub struct RotatedToken {
     responses(
         (status = 201, description = "The agent and its token (shown only here)", body = CreatedAgent),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,
@@ -131,6 +132,7 @@ pub async fn create_agent(
     responses(
         (status = 200, description = "Agents, newest first", body = [AgentView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
         OperatorErrors,
+        StoreErrors,
         Invalid,
     ))]
 pub async fn list_agents(
@@ -163,6 +165,7 @@ pub async fn list_agents(
     responses(
         (status = 200, description = "The agent", body = AgentView),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         NotFound,
     ))]
@@ -180,6 +183,7 @@ pub async fn get_agent(
     responses(
         (status = 200, description = "The agent with its new risk tier", body = AgentView),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,
@@ -211,6 +215,7 @@ pub async fn patch_agent(
     responses(
         (status = 200, description = "The frozen agent", body = AgentView),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,
@@ -239,6 +244,7 @@ pub async fn freeze_agent(
     responses(
         (status = 200, description = "The unfrozen agent", body = AgentView),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         NotFound,
@@ -260,6 +266,7 @@ pub async fn unfreeze_agent(
     responses(
         (status = 200, description = "The revoked agent", body = AgentView),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,
@@ -291,6 +298,7 @@ pub async fn revoke_agent(
     responses(
         (status = 200, description = "The new token (shown only here)", body = RotatedToken),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         NotFound,

@@ -4,7 +4,7 @@
 use crate::auth::AgentCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
-use crate::openapi::{AgentErrors, BodyRefused, Invalid, Unreadable};
+use crate::openapi::{AgentErrors, BodyRefused, Invalid, StoreErrors, Unreadable};
 use crate::state::SharedState;
 use crate::validate::Text;
 use aegis_core::canonical::ActionRef;
@@ -103,6 +103,7 @@ type Name = Text<128>;
     responses(
         (status = 200, description = "The decision (allow, deny or require_approval), already on disk", body = AuthorizeResponse),
         AgentErrors,
+        StoreErrors,
         Unreadable,
         Invalid,
         BodyRefused,

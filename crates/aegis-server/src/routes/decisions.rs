@@ -3,7 +3,7 @@
 use crate::auth::{Operator, Viewer};
 use crate::error::ApiResult;
 use crate::extract::{Path, QueryParams};
-use crate::openapi::{Invalid, NotFound, OperatorErrors, Unreadable};
+use crate::openapi::{Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable};
 use crate::routes::{Cursor, DEFAULT_LIMIT, Limit, Listed, page};
 use crate::state::SharedState;
 use crate::validate::Timestamp;
@@ -96,6 +96,7 @@ pub struct DecisionQuery {
     responses(
         (status = 200, description = "Decisions, newest first", body = [DecisionView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
         OperatorErrors,
+        StoreErrors,
         Invalid,
     ))]
 pub async fn list_decisions(
@@ -132,6 +133,7 @@ pub async fn list_decisions(
     responses(
         (status = 200, description = "The decision", body = DecisionView),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         NotFound,
     ))]

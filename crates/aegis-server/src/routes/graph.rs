@@ -6,7 +6,7 @@ use crate::auth::{Operator, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::evidence::{Graph, GraphBuilder, incident_graph as build_incident_graph, keyring};
 use crate::extract::{Path, QueryParams};
-use crate::openapi::{Invalid, NotFound, OperatorErrors, Unreadable};
+use crate::openapi::{Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable};
 use crate::routes::{Cursor, Limit, NEXT_CURSOR_HEADER, page};
 use crate::state::SharedState;
 use crate::validate::Timestamp;
@@ -58,6 +58,7 @@ pub struct IncidentGraphQuery {
     responses(
         (status = 200, description = "The incident's evidence graph", body = Graph, headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         Invalid,
         NotFound,
@@ -88,6 +89,7 @@ pub async fn incident_graph(
     responses(
         (status = 200, description = "The run's evidence graph", body = Graph),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         Invalid,
         NotFound,
@@ -131,6 +133,7 @@ pub async fn run_graph(
     responses(
         (status = 200, description = "The agent's evidence graph", body = Graph),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         Invalid,
         NotFound,

@@ -5,7 +5,7 @@ use crate::error::ApiResult;
 use crate::evidence::incident_decisions_page;
 use crate::extract::{JsonBody, Path, QueryParams};
 use crate::openapi::{
-    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
 };
 use crate::routes::agents::ReasonBody;
 use crate::routes::decisions::DecisionView;
@@ -207,6 +207,7 @@ impl IncidentStatus {
     responses(
         (status = 200, description = "Incidents, newest first", body = [IncidentView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
         OperatorErrors,
+        StoreErrors,
         Invalid,
     ))]
 pub async fn list_incidents(
@@ -242,6 +243,7 @@ pub async fn list_incidents(
     responses(
         (status = 200, description = "The incident", body = IncidentDetailView),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         NotFound,
     ))]
@@ -262,6 +264,7 @@ pub async fn get_incident(
     responses(
         (status = 200, description = "The incident's decisions, newest first", body = [DecisionView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         Invalid,
         NotFound,
@@ -292,6 +295,7 @@ pub async fn list_incident_decisions(
     responses(
         (status = 200, description = "The acknowledged incident", body = IncidentDetailView),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         NotFound,
@@ -311,6 +315,7 @@ pub async fn ack_incident(
     responses(
         (status = 200, description = "The closed incident", body = IncidentDetailView),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,
@@ -341,6 +346,7 @@ pub async fn close_incident(
     responses(
         (status = 200, description = "The incident with the recommended response applied", body = IncidentDetailView),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         NotFound,
@@ -425,6 +431,7 @@ pub struct AlertQuery {
     responses(
         (status = 200, description = "Alerts, newest first", body = [AlertView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
         OperatorErrors,
+        StoreErrors,
         Invalid,
     ))]
 pub async fn list_alerts(

@@ -14,7 +14,7 @@ use crate::evidence::{
     verify_stored_receipts, with_llm_analysis,
 };
 use crate::extract::Path;
-use crate::openapi::{Forbidden, NotFound, OperatorErrors, Unreadable};
+use crate::openapi::{Forbidden, NotFound, OperatorErrors, StoreErrors, Unreadable};
 use crate::routes::incidents::IncidentDetailView;
 use crate::state::SharedState;
 use aegis_core::model::Role;
@@ -140,6 +140,7 @@ async fn renew_narrative(
     responses(
         (status = 200, description = "The stored narrative", body = NarrativeView),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         NotFound,
     ))]
@@ -167,6 +168,7 @@ pub async fn narrate(
     responses(
         (status = 200, description = "A fresh narrative", body = NarrativeView),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         NotFound,
@@ -211,6 +213,7 @@ pub struct EvidenceBundle {
     responses(
         (status = 200, description = "The incident's evidence bundle", body = EvidenceBundle),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         NotFound,
     ))]

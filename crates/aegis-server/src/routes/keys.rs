@@ -4,7 +4,7 @@ use crate::auth::{Admin, Operator, new_operator_key};
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{
-    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
 };
 use crate::routes::Listed;
 use crate::state::SharedState;
@@ -61,6 +61,7 @@ pub struct CreatedKey {
     responses(
         (status = 201, description = "The key and its secret (shown only here)", body = CreatedKey),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,
@@ -90,6 +91,7 @@ pub async fn create_key(
     responses(
         (status = 200, description = "The tenant's operator keys, without secrets", body = [KeyView]),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
     ))]
 pub async fn list_keys(
@@ -107,6 +109,7 @@ pub async fn list_keys(
     responses(
         (status = 200, description = "The revoked key", body = KeyView),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         NotFound,

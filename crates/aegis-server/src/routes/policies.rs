@@ -3,10 +3,11 @@
 //! replaces the active one atomically.
 
 use crate::auth::{Admin, Operator, Viewer};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{
-    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable,
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, PolicyRefused,
+    StoreErrors, Unreadable,
 };
 use crate::routes::Listed;
 use crate::state::SharedState;
@@ -56,6 +57,7 @@ pub struct PolicyCatalog {
     responses(
         (status = 200, description = "The tenant's policies", body = [PolicyView]),
         OperatorErrors,
+        StoreErrors,
     ))]
 pub async fn list_policies(
     State(state): State<SharedState>,
@@ -77,6 +79,7 @@ pub async fn list_policies(
     responses(
         (status = 200, description = "The schema and the default pack", body = PolicyCatalog),
         OperatorErrors,
+        StoreErrors,
     ))]
 pub async fn policy_schema(_operator: Operator<Viewer>) -> Json<PolicyCatalog> {
     Json(PolicyCatalog {
@@ -90,8 +93,9 @@ pub async fn policy_schema(_operator: Operator<Viewer>) -> Json<PolicyCatalog> {
     security(("operator_key" = [])),
     responses(
         (status = 201, description = "The stored policy", body = PolicyView),
-        (status = 400, description = "The JSON or the policy does not parse or validate, or is over a size or nesting limit, or a path segment is not UTF-8; `error.field` says where", body = ErrorBody),
+        PolicyRefused,
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Invalid,
         BodyRefused,
@@ -124,8 +128,9 @@ pub async fn create_policy(
     responses(
         (status = 200, description = "The policy is replaced", body = PolicyView),
         (status = 201, description = "The policy is created", body = PolicyView),
-        (status = 400, description = "The JSON or the policy does not parse or validate, or is over a size or nesting limit, or a path segment is not UTF-8; `error.field` says where", body = ErrorBody),
+        PolicyRefused,
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Invalid,
         BodyRefused,
@@ -166,6 +171,7 @@ pub async fn put_policy(
     responses(
         (status = 200, description = "The policy", body = PolicyView),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         NotFound,
     ))]
@@ -193,6 +199,7 @@ pub async fn get_policy(
     responses(
         (status = 204, description = "The policy is deleted"),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         NotFound,

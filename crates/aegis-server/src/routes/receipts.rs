@@ -4,7 +4,7 @@ use crate::auth::{Operator, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::evidence::{keyring, verify_stored_receipt};
 use crate::extract::{JsonBody, Path, QueryParams};
-use crate::openapi::{BodyRefused, Invalid, NotFound, OperatorErrors, Unreadable};
+use crate::openapi::{BodyRefused, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable};
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
 use crate::validate::optional_whole;
@@ -34,6 +34,7 @@ pub struct ReceiptView {
     responses(
         (status = 200, description = "Receipts, newest first", body = [ReceiptView], headers(("X-Next-Cursor" = String, description = "The cursor of the next page, when there is one"))),
         OperatorErrors,
+        StoreErrors,
         Invalid,
     ))]
 pub async fn list_receipts(
@@ -66,6 +67,7 @@ pub async fn list_receipts(
     responses(
         (status = 200, description = "The receipt", body = ReceiptView),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         NotFound,
     ))]
@@ -93,6 +95,7 @@ pub struct ReceiptVerification {
     responses(
         (status = 200, description = "Whether the receipt verifies", body = ReceiptVerification),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         NotFound,
     ))]
@@ -147,6 +150,7 @@ pub struct RangeVerification {
     responses(
         (status = 200, description = "Whether the range verifies", body = RangeVerification),
         OperatorErrors,
+        StoreErrors,
         Unreadable,
         Invalid,
         BodyRefused,
@@ -203,6 +207,7 @@ pub struct PublicKeyView {
     responses(
         (status = 200, description = "The tenant's operator keys, without secrets", body = [PublicKeyView]),
         OperatorErrors,
+        StoreErrors,
     ))]
 pub async fn list_keys(
     State(state): State<SharedState>,

@@ -3,7 +3,7 @@
 use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
-use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, Unreadable};
+use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, StoreErrors, Unreadable};
 use crate::state::SharedState;
 use crate::validate::{optional_whole, whole};
 use aegis_core::correlate::{ExfiltrationReads, MAX_BURST_THRESHOLD};
@@ -38,6 +38,7 @@ pub struct RiskEscalationBody {
     responses(
         (status = 200, description = "The settings", body = RiskEscalationBody),
         OperatorErrors,
+        StoreErrors,
     ))]
 pub async fn get_risk_escalation(
     State(state): State<SharedState>,
@@ -56,6 +57,7 @@ pub async fn get_risk_escalation(
     responses(
         (status = 200, description = "The settings now in force", body = RiskEscalationBody),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,
@@ -144,6 +146,7 @@ fn autonomy_view(state: &SharedState, override_level: Option<AutonomyLevel>) -> 
     responses(
         (status = 200, description = "The level in force", body = SocAutonomyView),
         OperatorErrors,
+        StoreErrors,
     ))]
 pub async fn get_soc_autonomy(
     State(state): State<SharedState>,
@@ -159,6 +162,7 @@ pub async fn get_soc_autonomy(
     responses(
         (status = 200, description = "The level now in force", body = SocAutonomyView),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,
@@ -199,6 +203,7 @@ pub struct DenyStormBody {
     responses(
         (status = 200, description = "The overrides", body = DenyStormBody),
         OperatorErrors,
+        StoreErrors,
     ))]
 pub async fn get_deny_storm(
     State(state): State<SharedState>,
@@ -217,6 +222,7 @@ pub async fn get_deny_storm(
     responses(
         (status = 200, description = "The overrides now in force", body = DenyStormBody),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,
@@ -270,6 +276,7 @@ pub struct ExfiltrationBody {
     responses(
         (status = 200, description = "The setting", body = ExfiltrationBody),
         OperatorErrors,
+        StoreErrors,
     ))]
 pub async fn get_exfiltration(
     State(state): State<SharedState>,
@@ -287,6 +294,7 @@ pub async fn get_exfiltration(
     responses(
         (status = 200, description = "The setting now in force", body = ExfiltrationBody),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,

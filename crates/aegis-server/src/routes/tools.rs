@@ -3,7 +3,7 @@
 use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
-use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, Unreadable};
+use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, StoreErrors, Unreadable};
 use crate::routes::Listed;
 use crate::state::{SharedState, load_catalog};
 use crate::validate::Text;
@@ -70,6 +70,7 @@ pub struct ToolActionView {
     responses(
         (status = 201, description = "The tool as registered", body = RegisteredTool),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,
@@ -132,6 +133,7 @@ pub async fn register_tool(
     responses(
         (status = 200, description = "Every registered action", body = [ToolActionView]),
         OperatorErrors,
+        StoreErrors,
     ))]
 pub async fn list_tools(
     State(state): State<SharedState>,

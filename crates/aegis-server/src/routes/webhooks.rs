@@ -7,7 +7,9 @@
 use crate::auth::{Admin, Operator, new_id};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Path, QueryParams};
-use crate::openapi::{BodyRefused, Forbidden, Invalid, NotFound, OperatorErrors, Unreadable};
+use crate::openapi::{
+    BodyRefused, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
+};
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
 use aegis_core::timestamp::format_millis;
@@ -141,6 +143,7 @@ impl From<Delivery> for DeliveryView {
     responses(
         (status = 201, description = "The subscription and its signing secret (shown only here)", body = CreatedWebhook),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,
@@ -207,6 +210,7 @@ pub async fn create_webhook(
     responses(
         (status = 200, description = "The subscriptions, without secrets", body = [WebhookView]),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
     ))]
 pub async fn list_webhooks(
@@ -238,6 +242,7 @@ async fn own_webhook(
     responses(
         (status = 204, description = "The subscription is deleted"),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         NotFound,
@@ -257,6 +262,7 @@ pub async fn delete_webhook(
     responses(
         (status = 202, description = "A test delivery is queued", body = DeliveryView),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         NotFound,
@@ -301,6 +307,7 @@ pub async fn test_webhook(
     responses(
         (status = 200, description = "The subscription's deliveries, newest first", body = [DeliveryView]),
         OperatorErrors,
+        StoreErrors,
         Forbidden,
         Unreadable,
         Invalid,

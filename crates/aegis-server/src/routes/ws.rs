@@ -13,7 +13,7 @@ use crate::auth::{Operator, Viewer, bearer};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::QueryParams;
 use crate::live_feed::{CapReached, FeedEvent, FeedSlot, PAGE};
-use crate::openapi::{Invalid, OperatorErrors};
+use crate::openapi::{Invalid, OperatorErrors, StoreErrors};
 use crate::state::SharedState;
 use aegis_store::TenantId;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -71,6 +71,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestHead {
         (status = 426, description = "The connection cannot be upgraded (`not_a_websocket`)", body = ErrorBody),
         (status = 429, description = "The key or the tenant has the maximum of live feeds open", body = ErrorBody),
         OperatorErrors,
+        StoreErrors,
         Invalid,
     ))]
 pub async fn events_feed(
