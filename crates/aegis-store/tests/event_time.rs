@@ -76,6 +76,7 @@ fn decision(n: u32, created_at_ms: i64, contained: bool) -> NewDecision {
         created_at_ms,
         contained,
         escalation: RiskEscalation::default(),
+        agent_version: 0,
     }
 }
 
