@@ -6,55 +6,14 @@
 //! - session bounds: a write waiting for a `log_head` lock held by a stuck session gives up
 //!   within the bound instead of hanging (PostgreSQL).
 
-use aegis_core::model::{ActionRisk, RiskTier, Role, SourceTrust, Verdict};
-use aegis_core::receipt::ReceiptSigner;
+mod support;
+
+use aegis_core::model::{ActionRisk, RiskTier, SourceTrust, Verdict};
 use aegis_store::postgres::{PgStore, SessionBounds};
 use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn secrets() -> SecretsKey {
-    SecretsKey::from_bytes(&[9; 32])
-}
-
-fn signer() -> Arc<ReceiptSigner> {
-    Arc::new(ReceiptSigner::from_seed(&[5; 32]))
-}
-
-fn tenant() -> TenantId {
-    TenantId::new("acme")
-}
-
-async fn agent(store: &dyn Store) -> Agent {
-    store
-        .create_tenant(
-            &tenant(),
-            NewOperatorKey {
-                id: "key_admin".into(),
-                name: None,
-                role: Role::Admin,
-                secret_hash: [1; 32],
-                created_at_ms: now_ms(),
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .create_agent(
-            &tenant(),
-            NewAgent {
-                id: "agt_1".into(),
-                name: "coder".into(),
-                risk_tier: RiskTier::Low,
-                token_hash: [2; 32],
-                actor: "key_admin".into(),
-                created_at_ms: now_ms(),
-            },
-        )
-        .await
-        .unwrap()
-}
+use support::*;
 
 fn allow(n: u32, agent_version: i64) -> NewDecision {
     NewDecision {
