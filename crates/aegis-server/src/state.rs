@@ -150,7 +150,9 @@ impl AgentDirectory {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Caches an agent loaded from the database, unless a change happened since `generation`.
+    /// Caches an agent loaded from the database, unless a change happened since `generation`
+    /// or a newer version of the agent is cached already (two loads racing a change that is
+    /// not applied yet may finish in either order).
     pub fn insert(
         &self,
         token_hash: SecretHash,
@@ -159,7 +161,12 @@ impl AgentDirectory {
     ) -> Arc<AgentSnapshot> {
         let snapshot = Arc::new(AgentSnapshot::new(agent, token_hash));
         let mut maps = self.maps.write();
-        if self.generation.load(Ordering::Acquire) == generation {
+        let newer_cached = maps
+            .token_of
+            .get(&snapshot.agent.id)
+            .and_then(|hash| maps.by_token.get(hash))
+            .is_some_and(|cached| cached.agent.version > snapshot.agent.version);
+        if self.generation.load(Ordering::Acquire) == generation && !newer_cached {
             maps.token_of.insert(snapshot.agent.id.clone(), token_hash);
             maps.by_token.insert(token_hash, Arc::clone(&snapshot));
         }
@@ -290,6 +297,7 @@ mod tests {
             created_at_ms: 0,
             updated_at_ms: version,
             cursor: 0,
+            version,
         }
     }
 
@@ -340,6 +348,23 @@ mod tests {
         let served = directory.insert(TOKEN, read_before_the_freeze, generation);
         assert_eq!(served.agent.status, AgentStatus::Active);
         assert!(directory.get(&TOKEN).is_none());
+    }
+
+    /// A change committed but not yet applied here: a load that read the agent after it and
+    /// one that read it before finish in the other order. The older row must not replace
+    /// the newer one in the cache.
+    #[test]
+    fn a_load_of_an_older_version_never_replaces_a_newer_cached_one() {
+        let directory = AgentDirectory::default();
+        let generation = directory.generation();
+        let frozen = row(AgentStatus::Frozen, RiskTier::Low, 2);
+        directory.insert(TOKEN, frozen.clone(), generation);
+        directory.insert(
+            TOKEN,
+            row(AgentStatus::Active, RiskTier::Low, 1),
+            generation,
+        );
+        assert_eq!(directory.get(&TOKEN).unwrap().agent, frozen);
     }
 
     /// Any interleaving of changes (each committed, then applied to the directory, in

@@ -11,6 +11,7 @@
 //! PostgreSQL database (see that module for how).
 
 pub mod chain;
+mod fence;
 pub mod postgres;
 mod records;
 mod secrets;

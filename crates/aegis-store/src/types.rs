@@ -115,6 +115,9 @@ pub struct Agent {
     pub updated_at_ms: i64,
     /// Paging cursor: agents list newest first, by this value.
     pub cursor: i64,
+    /// Bumped by every change of the agent's row (status, risk tier, token rotation): a
+    /// decision made from an older version is stale (see [`NewDecision::agent_version`]).
+    pub version: i64,
 }
 
 /// Who a presented agent token belongs to.
@@ -219,6 +222,10 @@ pub struct NewDecision {
     pub created_at_ms: i64,
     /// The tenant's escalation settings at decision time (denies only count toward them).
     pub escalation: RiskEscalation,
+    /// The [`Agent::version`] the decision was made from. The writer compares it with the
+    /// stored one in the transaction that records the decision: if the agent changed since,
+    /// anything but a deny is recorded as a deny instead (`crate::fence`).
+    pub agent_version: i64,
 }
 
 /// What recording produced: where the decision sits in the log and its receipt.
@@ -231,6 +238,9 @@ pub struct RecordedDecision {
     pub prev_hash: String,
     /// Set when this deny stepped the agent's risk tier up.
     pub escalated_to: Option<RiskTier>,
+    /// Set when the agent had changed since the decision was made: the call was recorded
+    /// as a deny with this reason, and must be answered so.
+    pub stale_agent: Option<String>,
 }
 
 /// A stored decision.

@@ -46,6 +46,7 @@ fn decision(tenant: &str, n: u32) -> NewDecision {
         trace: TraceContext::default(),
         created_at_ms: now_ms(),
         escalation: RiskEscalation::default(),
+        agent_version: 0,
     }
 }
 

@@ -3,55 +3,13 @@
 //! skewed clock) put on the decision; and a frozen agent's refusals are recorded without
 //! counting towards risk-tier escalation.
 
-use aegis_core::model::{ActionRisk, RiskTier, Role, SourceTrust, Verdict};
-use aegis_core::receipt::ReceiptSigner;
+mod support;
+
+use aegis_core::model::{ActionRisk, RiskTier, SourceTrust, Verdict};
 use aegis_store::postgres::PgStore;
 use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
-use std::sync::Arc;
-
-/// Seals webhook secrets (none in these tests).
-fn secrets() -> SecretsKey {
-    SecretsKey::from_bytes(&[9; 32])
-}
-
-fn signer() -> Arc<ReceiptSigner> {
-    Arc::new(ReceiptSigner::from_seed(&[9; 32]))
-}
-
-fn tenant() -> TenantId {
-    TenantId::new("acme")
-}
-
-async fn agent(store: &dyn Store) -> Agent {
-    store
-        .create_tenant(
-            &tenant(),
-            NewOperatorKey {
-                id: "key_admin".into(),
-                name: None,
-                role: Role::Admin,
-                secret_hash: [1; 32],
-                created_at_ms: now_ms(),
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .create_agent(
-            &tenant(),
-            NewAgent {
-                id: "agt_1".into(),
-                name: "coder".into(),
-                risk_tier: RiskTier::Low,
-                token_hash: [2; 32],
-                actor: "key_admin".into(),
-                created_at_ms: now_ms(),
-            },
-        )
-        .await
-        .unwrap()
-}
+use support::*;
 
 fn decision(n: u32, created_at_ms: i64, contained: bool) -> NewDecision {
     NewDecision {
@@ -76,6 +34,7 @@ fn decision(n: u32, created_at_ms: i64, contained: bool) -> NewDecision {
         created_at_ms,
         contained,
         escalation: RiskEscalation::default(),
+        agent_version: 0,
     }
 }
 

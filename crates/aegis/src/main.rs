@@ -3,6 +3,7 @@
 
 mod key_file;
 mod notify_args;
+mod pg_session_args;
 mod receipts;
 mod signing_key;
 
@@ -132,6 +133,8 @@ struct DatabaseArgs {
     /// needs a copy of the same file.
     #[arg(long, env = "AEGIS_SECRETS_KEY_FILE")]
     secrets_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pg_sessions: pg_session_args::PgSessionArgs,
 }
 
 #[derive(Args)]
@@ -380,7 +383,7 @@ async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
     let secrets = SecretsKey::from_bytes(&secrets_key);
     if is_postgres(&args.db) {
         // The URL may carry a password: never echo it.
-        let store = PgStore::connect(&args.db, signer, secrets)
+        let store = PgStore::connect_bounded(&args.db, signer, secrets, args.pg_sessions.bounds())
             .await
             .context("cannot open the PostgreSQL database")?;
         return Ok(Arc::new(store));

@@ -3,46 +3,12 @@
 
 mod support;
 
-use aegis_testdb::FreshDatabase;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
+use support::deployment::*;
 use support::receiver::*;
 use support::*;
-
-/// A deployment: `n` replicas on one fresh database, each in its own directory (so each
-/// signs with its own key), and the tenant's admin key.
-struct Deployment {
-    replicas: Vec<Gateway>,
-    admin: String,
-    database: FreshDatabase,
-    dir: tempfile::TempDir,
-}
-
-impl Deployment {
-    async fn start(n: usize, env: &[(&str, &str)]) -> Deployment {
-        let database = FreshDatabase::create().await;
-        let dir = tempfile::tempdir().unwrap();
-        let admin = init_on(dir.path(), database.url(), "acme");
-        let mut replicas = Vec::new();
-        for i in 0..n {
-            replicas.push(start_replica(dir.path(), i, database.url(), env).await);
-        }
-        Deployment {
-            replicas,
-            admin,
-            database,
-            dir,
-        }
-    }
-}
-
-async fn start_replica(dir: &Path, i: usize, db: &str, env: &[(&str, &str)]) -> Gateway {
-    let home = dir.join(format!("replica-{i}"));
-    std::fs::create_dir_all(&home).unwrap();
-    Gateway::start_on(&home, db, env).await
-}
 
 async fn deny_storm_incidents(
     client: &reqwest::Client,
@@ -61,14 +27,6 @@ async fn deny_storm_incidents(
     .as_array()
     .unwrap()
     .clone()
-}
-
-/// Waits until this replica leads the SOC (its log says so).
-async fn wait_until_leading(gw: &Gateway) {
-    eventually(10, "a replica to take the SOC leadership", || async {
-        gw.log_text().contains("leading:").then_some(())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,6 +215,7 @@ pub async fn authorize(
             },
             created_at_ms: crate::now_ms(),
             escalation,
+            agent_version: agent.version,
         })
         .await
         .map_err(|error| match error {
@@ -233,12 +234,22 @@ pub async fn authorize(
         state.agents.forget(&agent.id);
     }
 
+    // The answer is what was recorded: a decision made from a stale agent was recorded as a
+    // deny, and this replica's cached agent is stale too.
+    let (verdict, reason, matched_policies) = match recorded.stale_agent {
+        Some(reason) => {
+            tracing::warn!(agent_id = %agent.id, %reason, "decision made from a stale agent; recorded and answered as a deny");
+            state.agents.forget(&agent.id);
+            (Verdict::Deny, reason, Vec::new())
+        }
+        None => (outcome.verdict, outcome.reason, outcome.matched_policies),
+    };
     Ok(Json(AuthorizeResponse {
         decision_id,
-        decision: outcome.verdict,
+        decision: verdict,
         risk_score: outcome.risk_score,
-        reason: outcome.reason,
-        matched_policies: outcome.matched_policies,
+        reason,
+        matched_policies,
         action_hash,
         receipt: ReceiptRef {
             id: recorded.receipt_id,

@@ -11,10 +11,14 @@
 mod chain;
 mod decision_rows;
 mod evidence;
+mod leader;
 mod notify;
 mod rows;
+mod session;
 mod soc;
 mod writer;
+
+pub use session::SessionBounds;
 
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::records;
@@ -44,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_storms.sql"),
     include_str!("../../migrations/postgres/0004_sealed_webhook_secrets.sql"),
     include_str!("../../migrations/postgres/0005_decision.sql"),
+    include_str!("../../migrations/postgres/0006_fence.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -111,6 +116,9 @@ pub struct PgStore {
     secrets: Option<SecretsKey>,
     commits: watch::Receiver<i64>,
     guard: Arc<ChainGuard>,
+    bounds: SessionBounds,
+    /// The fencing token of this process's leadership ([`leader`]).
+    epoch: leader::LeaderEpoch,
 }
 
 fn parse_config(url: &str) -> StoreResult<tokio_postgres::Config> {
@@ -144,23 +152,38 @@ impl PgStore {
         signer: Arc<ReceiptSigner>,
         secrets: SecretsKey,
     ) -> StoreResult<Self> {
-        Self::connect_with(url, Some(signer), Some(secrets)).await
+        Self::connect_bounded(url, signer, secrets, SessionBounds::default()).await
+    }
+
+    /// As [`PgStore::connect`], with the writer's and the leader's sessions bounded by
+    /// `bounds` ([`session`]).
+    pub async fn connect_bounded(
+        url: &str,
+        signer: Arc<ReceiptSigner>,
+        secrets: SecretsKey,
+        bounds: SessionBounds,
+    ) -> StoreResult<Self> {
+        Self::connect_with(url, Some(signer), Some(secrets), bounds).await
     }
 
     /// Connects for the operator commands that add tenants and keys: no signing key and no
     /// secrets key, so nothing is registered and no key file is needed; a write that would
     /// sign a receipt checkpoint or seal a webhook secret fails.
     pub async fn connect_unsigned(url: &str) -> StoreResult<Self> {
-        Self::connect_with(url, None, None).await
+        Self::connect_with(url, None, None, SessionBounds::default()).await
     }
 
     async fn connect_with(
         url: &str,
         signer: Option<Arc<ReceiptSigner>>,
         secrets: Option<SecretsKey>,
+        bounds: SessionBounds,
     ) -> StoreResult<Self> {
         let config = parse_config(url)?;
-        let pool = connection_pool(&config, READ_POOL_SIZE)?;
+        let pool = connection_pool(
+            &session::config_for(&config, session::Role::Reader, &bounds),
+            READ_POOL_SIZE,
+        )?;
         apply_migrations(&pool).await?;
         if let Some(secrets) = &secrets {
             let sealed = notify::seal_plain_secrets(&pool, secrets).await?;
@@ -175,14 +198,21 @@ impl PgStore {
         let (publish, commits) = watch::channel(head);
         let guard = Arc::new(ChainGuard::default());
         let writer = Writer::start(
-            connection_pool(&config, 1)?,
+            connection_pool(
+                &session::config_for(&config, session::Role::Writer, &bounds),
+                1,
+            )?,
             signer,
             Arc::clone(&guard),
             now_ms,
             publish.clone(),
         )
         .await?;
-        tokio::spawn(follow_log_head(config.clone(), pool.clone(), publish));
+        tokio::spawn(follow_log_head(
+            session::config_for(&config, session::Role::Listener, &bounds),
+            pool.clone(),
+            publish,
+        ));
         Ok(PgStore {
             config,
             pool,
@@ -190,6 +220,8 @@ impl PgStore {
             secrets,
             commits,
             guard,
+            bounds,
+            epoch: leader::LeaderEpoch::default(),
         })
     }
 
@@ -206,6 +238,8 @@ impl PgStore {
             secrets: None,
             commits,
             guard: Arc::default(),
+            bounds: SessionBounds::default(),
+            epoch: leader::LeaderEpoch::default(),
         })
     }
 
@@ -403,17 +437,18 @@ async fn listen_for_commits(
 /// own, so it is released the moment the session ends — also when the process is killed
 /// (the server sees the socket close). A heartbeat on that connection reports the loss when
 /// the database or the network goes away.
-async fn try_lead(config: &tokio_postgres::Config) -> StoreResult<Option<Leadership>> {
+///
+/// The session is bounded ([`session`]): if this process is cut off rather than killed, the
+/// server learns of it from TCP keepalives, about 11 s instead of the system's default of
+/// hours, before the session and its lock end and another replica may lead. Holding the
+/// lock, it takes the next leadership epoch ([`leader`]), which fences the consumers'
+/// commits.
+async fn try_lead(
+    config: &tokio_postgres::Config,
+    epoch: &leader::LeaderEpoch,
+) -> StoreResult<Option<Leadership>> {
     let (client, connection) = config.connect(NoTls).await?;
     let driver = tokio::spawn(connection);
-    // If this process is cut off rather than killed, the server learns of it from TCP
-    // keepalives: about 11 s with these, instead of the system's default of hours, before
-    // the session and its lock end and another replica may lead.
-    client
-        .batch_execute(
-            "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3",
-        )
-        .await?;
     let locked: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
         .await?
@@ -422,6 +457,7 @@ async fn try_lead(config: &tokio_postgres::Config) -> StoreResult<Option<Leaders
         driver.abort();
         return Ok(None);
     }
+    let held_epoch = epoch.take(&client).await?;
     let (report, lost) = watch::channel(false);
     let heartbeat = tokio::spawn(async move {
         let mut tick = tokio::time::interval(LEADERSHIP_CHECK);
@@ -437,15 +473,17 @@ async fn try_lead(config: &tokio_postgres::Config) -> StoreResult<Option<Leaders
             }
         }
     });
-    /// Gives the lock up when dropped: ending the task drops the client and its session.
-    struct Release(tokio::task::JoinHandle<()>);
+    /// Gives the lock and the epoch up when dropped: ending the task drops the client and
+    /// its session.
+    struct Release(tokio::task::JoinHandle<()>, leader::LeaderEpoch, i64);
     impl Drop for Release {
         fn drop(&mut self) {
+            self.1.release(self.2);
             self.0.abort();
         }
     }
     Ok(Some(Leadership::held_by(
-        Box::new(Release(heartbeat)),
+        Box::new(Release(heartbeat, epoch.clone(), held_epoch)),
         lost,
     )))
 }
@@ -581,10 +619,14 @@ async fn insert_operator_key(
 async fn record_decision_tx(
     tx: &deadpool_postgres::Transaction<'_>,
     state: &mut WriterState,
-    d: NewDecision,
+    mut d: NewDecision,
 ) -> StoreResult<RecordedDecision> {
     // First, before anything is written: a refused chain fails this decision alone.
     let head = state.chain_head(tx, d.tenant_id.as_str()).await?;
+    let stored = state
+        .agent_version(tx, d.tenant_id.as_str(), &d.agent_id)
+        .await?;
+    let stale_agent = crate::fence::fence_stale_agent(&mut d, stored);
     let event_seq = state.reserve_event_seq();
     let receipt = records::seal_receipt(&d, head.seq, &head.hash)?;
     let recorded = RecordedDecision {
@@ -594,6 +636,7 @@ async fn record_decision_tx(
         receipt_hash: receipt.hash.clone(),
         prev_hash: receipt.body.prev_hash.clone(),
         escalated_to: None,
+        stale_agent,
     };
     state.extend_chain(
         d.tenant_id.as_str(),
@@ -670,6 +713,7 @@ async fn escalate_if_due(
         &[&next.as_str(), &change_seq, &d.created_at_ms, &d.agent_id],
     )
     .await?;
+    state.agents_may_have_changed();
     Ok(Some(next))
 }
 
@@ -774,7 +818,8 @@ impl Store for PgStore {
 
     async fn lead(&self) -> StoreResult<Leadership> {
         loop {
-            match try_lead(&self.config).await {
+            let config = session::config_for(&self.config, session::Role::Leader, &self.bounds);
+            match try_lead(&config, &self.epoch).await {
                 Ok(Some(leadership)) => return Ok(leadership),
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "cannot contend for leadership"),
@@ -1471,9 +1516,13 @@ impl Store for PgStore {
     }
 
     async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
+        let epoch = self.epoch.clone();
         self.writer()?
             .write(move |tx, state| {
-                Box::pin(async move { soc::apply_batch(tx, state, &batch, now_ms()).await })
+                Box::pin(async move {
+                    epoch.check(tx).await?;
+                    soc::apply_batch(tx, state, &batch, now_ms()).await
+                })
             })
             .await
     }
@@ -1534,9 +1583,13 @@ impl Store for PgStore {
     }
 
     async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
+        let epoch = self.epoch.clone();
         self.writer()?
             .write(move |tx, _| {
-                Box::pin(async move { notify::apply_batch(tx, &batch, now_ms()).await })
+                Box::pin(async move {
+                    epoch.check(tx).await?;
+                    notify::apply_batch(tx, &batch, now_ms()).await
+                })
             })
             .await
     }

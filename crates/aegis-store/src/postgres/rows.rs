@@ -15,8 +15,7 @@ pub(super) use crate::sqlite::rows::{
 };
 
 /// Agents page by `ordinal` here (SQLite pages by its rowid).
-pub(super) const AGENT_COLUMNS: &str =
-    "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, ordinal";
+pub(super) const AGENT_COLUMNS: &str = "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, ordinal, version";
 
 pub(super) fn get<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> StoreResult<T> {
     row.try_get(index)
@@ -94,6 +93,7 @@ pub(super) fn agent_from_row(row: &Row) -> StoreResult<Agent> {
         created_at_ms: get(row, 6)?,
         updated_at_ms: get(row, 7)?,
         cursor: get(row, 8)?,
+        version: get(row, 9)?,
     })
 }
 

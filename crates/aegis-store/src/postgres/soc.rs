@@ -123,9 +123,11 @@ pub(super) async fn advance_cursor(
         .map(|row| get(&row, 0))
         .transpose()?
         .unwrap_or(0);
-    if stored > after {
+    // Exactly where the batch started: a cursor moved past it means another instance
+    // applied that stretch, one behind it that the batch would skip events.
+    if stored != after {
         return Err(StoreError::Conflict(format!(
-            "consumer {consumer} is at {stored}, past this batch's start {after}: another instance is running"
+            "consumer {consumer} is at {stored}, not at this batch's start {after}: another instance is running"
         )));
     }
     tx.execute(

@@ -110,6 +110,9 @@ pub(crate) struct WriterState {
     extended: Vec<String>,
     /// Decision rows not yet sent.
     pub decisions: PendingDecisions,
+    /// Agents' stored versions read in this batch (`None`: no such agent), for the
+    /// freshness fence ([`crate::fence`]); dropped whenever a job may have changed an agent.
+    agent_versions: HashMap<String, Option<i64>>,
 }
 
 impl WriterState {
@@ -146,6 +149,39 @@ impl WriterState {
         let head = self.guard.admit(tenant_id, seal(tx, tenant_id).await?)?;
         self.heads.insert(tenant_id.to_owned(), head.clone());
         Ok(head)
+    }
+
+    /// The stored version of a tenant's agent, read under the batch lock: one indexed read
+    /// per agent per batch, not per decision.
+    pub async fn agent_version(
+        &mut self,
+        tx: &Transaction<'_>,
+        tenant_id: &str,
+        agent_id: &str,
+    ) -> StoreResult<Option<i64>> {
+        if let Some(version) = self.agent_versions.get(agent_id) {
+            return Ok(*version);
+        }
+        let version = tx
+            .query_opt(
+                &prepared(
+                    tx,
+                    "SELECT version FROM agents WHERE tenant_id = $1 AND id = $2",
+                )
+                .await?,
+                &[&tenant_id, &agent_id],
+            )
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+        self.agent_versions.insert(agent_id.to_owned(), version);
+        Ok(version)
+    }
+
+    /// Forgets the agent versions read so far: a job changed an agent (or may have, or was
+    /// rolled back), so the next decision reads its agent again.
+    pub fn agents_may_have_changed(&mut self) {
+        self.agent_versions.clear();
     }
 
     /// Records that this job extended a chain. Call only after the job's last fallible step.
@@ -380,6 +416,7 @@ async fn commit_batch(
             heads: HashMap::new(),
             extended: Vec::new(),
             decisions: PendingDecisions::stamped(event_at),
+            agent_versions: HashMap::new(),
         };
         for job in batch.iter_mut() {
             if !job.isolated() {
@@ -405,6 +442,8 @@ async fn commit_batch(
                     state.next_seq = seq_before;
                 }
             }
+            // Changes of agents run in savepoints; decisions after one re-read versions.
+            state.agents_may_have_changed();
             outcomes.push(outcome);
         }
         state.decisions.flush(&tx).await?;

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_storms.sql"),
     include_str!("../../migrations/sqlite/0007_sealed_webhook_secrets.sql"),
     include_str!("../../migrations/sqlite/0008_decision.sql"),
+    include_str!("../../migrations/sqlite/0009_fence.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -330,9 +331,11 @@ pub(crate) fn advance_cursor(
         .query_row([consumer], |row| row.get(0))
         .optional()?
         .unwrap_or(0);
-    if stored > after {
+    // Exactly where the batch started: a cursor moved past it means another instance
+    // applied that stretch, one behind it that the batch would skip events.
+    if stored != after {
         return Err(StoreError::Conflict(format!(
-            "consumer {consumer} is at {stored}, past this batch's start {after}: another instance is running"
+            "consumer {consumer} is at {stored}, not at this batch's start {after}: another instance is running"
         )));
     }
     conn.prepare_cached(
@@ -478,6 +481,25 @@ fn record_decision_tx(
         receipt_hash: receipt.hash,
         prev_hash: receipt.body.prev_hash,
         escalated_to,
+        stale_agent: None,
+    })
+}
+
+/// [`record_decision_tx`] behind the freshness fence ([`crate::fence`]): the agent's version
+/// is read in the writer's transaction, which orders the log.
+fn record_fenced_decision_tx(
+    conn: &Connection,
+    state: &mut WriterState,
+    mut d: NewDecision,
+) -> StoreResult<RecordedDecision> {
+    let stored: Option<i64> = conn
+        .prepare_cached("SELECT version FROM agents WHERE tenant_id = ?1 AND id = ?2")?
+        .query_row([d.tenant_id.as_str(), &d.agent_id], |row| row.get(0))
+        .optional()?;
+    let stale_agent = crate::fence::fence_stale_agent(&mut d, stored);
+    Ok(RecordedDecision {
+        stale_agent,
+        ..record_decision_tx(conn, state, &d)?
     })
 }
 
@@ -995,7 +1017,7 @@ impl Store for SqliteStore {
 
     async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
         self.writer()?
-            .write(move |conn, state| record_decision_tx(conn, state, &decision))
+            .write(move |conn, state| record_fenced_decision_tx(conn, state, decision))
             .await
     }
 

@@ -19,7 +19,7 @@ pub(crate) const ALERT_COLUMNS: &str =
     "id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at, count";
 pub(crate) const KEY_COLUMNS: &str = "id, tenant_id, name, role, created_at, revoked_at";
 pub(crate) const AGENT_COLUMNS: &str =
-    "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, rowid";
+    "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, rowid, version";
 pub(crate) const DECISION_COLUMNS: &str = "id, tenant_id, event_seq, agent_id, request_id, tool, action, resource, \
      mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash, \
      run_id, trace_id, parent_run_id, receipt_id, created_at";
@@ -177,6 +177,7 @@ pub(super) fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
         created_at_ms: row.get(6)?,
         updated_at_ms: row.get(7)?,
         cursor: row.get(8)?,
+        version: row.get(9)?,
     })
 }
 

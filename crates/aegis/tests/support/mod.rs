@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod deployment;
 pub mod receiver;
 
 use serde_json::{Value, json};
@@ -203,6 +204,29 @@ impl Gateway {
     /// What the gateway has logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id (its PostgreSQL sessions are named `aegis:<role>:<pid>`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGSTOP: the process freezes wherever it is, its connections left open.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Gateway::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {signal}");
     }
 
     /// SIGKILL: no chance to flush anything.
