@@ -217,8 +217,9 @@ pub async fn create_tenant(
     store: &dyn aegis_store::Store,
     tenant_id: TenantId,
 ) -> Result<NewTenant, aegis_store::StoreError> {
-    let (admin_key, key) = new_operator_key(Role::Admin, Text::parse("initial admin".to_owned()).ok())
-        .map_err(|e| aegis_store::StoreError::Unavailable(e.message))?;
+    let (admin_key, key) =
+        new_operator_key(Role::Admin, Text::parse("initial admin".to_owned()).ok())
+            .map_err(|e| aegis_store::StoreError::Unavailable(e.message))?;
     let key = store.create_tenant(&tenant_id, key).await?;
     Ok(NewTenant {
         tenant_id,

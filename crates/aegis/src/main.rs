@@ -10,10 +10,10 @@ mod signing_key;
 use aegis_core::correlate::MAX_BURST_THRESHOLD;
 use aegis_core::model::{AutonomyLevel, Role};
 use aegis_server::auth::{create_tenant, new_operator_key};
-use aegis_server::validate::Text;
 use aegis_server::evidence::NarratorConfig;
 use aegis_server::live_feed::FeedSettings;
 use aegis_server::serve::ReadTimeouts;
+use aegis_server::validate::Text;
 use aegis_server::{AppState, Settings, router};
 use aegis_soc::SocConfig;
 use aegis_soc::anchor::AnchorFile;
@@ -463,7 +463,8 @@ async fn create_key(args: CreateKeyArgs) -> anyhow::Result<()> {
     if let Err(reason) = TenantId::validate(&args.tenant) {
         bail!("--tenant {reason}");
     }
-    let name = (args.name.map(Text::parse).transpose()).map_err(|reason| anyhow::anyhow!("--name {reason}"))?;
+    let name = (args.name.map(Text::parse).transpose())
+        .map_err(|reason| anyhow::anyhow!("--name {reason}"))?;
     let (secret, key) = new_operator_key(args.role, name).map_err(|error| {
         anyhow::anyhow!("--{}: {}", error.field.unwrap_or_default(), error.message)
     })?;

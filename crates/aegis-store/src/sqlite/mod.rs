@@ -631,6 +631,11 @@ impl Store for SqliteStore {
     }
 
     async fn check_commit(&self) -> StoreResult<()> {
+        if let Some(reason) = self.writer()?.refusal() {
+            return Err(StoreError::Unavailable(format!(
+                "the last write was refused: {reason}"
+            )));
+        }
         // A transaction that changes nothing writes nothing, and so would commit on a full
         // disk: rewrite one row as it is, which puts a page in the WAL.
         self.writer()?

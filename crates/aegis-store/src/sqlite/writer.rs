@@ -16,11 +16,41 @@ use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use aegis_core::timestamp::format_millis;
 use rusqlite::{Connection, TransactionBehavior, params};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Upper bound of jobs per transaction, so one commit never holds callers for long.
 const MAX_BATCH: usize = 256;
+
+/// How long a refused write keeps [`Writer::refusal`] reporting it when no write succeeds
+/// after it. A replica taken out of a balancer gets no writes to prove it recovered: after
+/// this long it lets the readiness probe decide again, and the next refused write reports it
+/// once more.
+const REFUSAL_HELD_FOR: Duration = Duration::from_secs(30);
+
+/// The last write the database refused (disk full, I/O error, read-only file) until a batch
+/// appends to the log again. A probe that rewrites one row fits in space a full disk's WAL
+/// already holds while every decision is refused, so readiness needs what real writes met.
+#[derive(Default)]
+struct Refusal(Mutex<Option<(Instant, String)>>);
+
+impl Refusal {
+    fn record(&self, reason: String) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), reason));
+    }
+
+    fn clear(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    fn recent(&self) -> Option<String> {
+        let last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < REFUSAL_HELD_FOR)
+            .map(|(_, reason)| reason.clone())
+    }
+}
 
 /// One unit of work for the writer thread.
 pub(crate) trait Job: Send {
@@ -139,6 +169,7 @@ fn sign_checkpoint(
 #[derive(Clone)]
 pub(crate) struct Writer {
     jobs: mpsc::UnboundedSender<Box<dyn Job>>,
+    refusal: Arc<Refusal>,
 }
 
 impl Writer {
@@ -162,11 +193,19 @@ impl Writer {
             committed: HashMap::new(),
             pending: HashMap::new(),
         };
+        let refusal = Arc::new(Refusal::default());
+        let refusals = Arc::clone(&refusal);
         std::thread::Builder::new()
             .name("aegis-sqlite-writer".into())
-            .spawn(move || run(conn, state, queue, now_ms, commits))
+            .spawn(move || run(conn, state, queue, now_ms, commits, &refusals))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
-        Ok(Writer { jobs })
+        Ok(Writer { jobs, refusal })
+    }
+
+    /// Why the database refused a write, if it did in the last [`REFUSAL_HELD_FOR`] and no
+    /// batch has appended to the log since.
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal.recent()
     }
 
     /// Runs `work` in the writer's next transaction and answers after it is committed.
@@ -215,6 +254,7 @@ fn run(
     mut queue: mpsc::UnboundedReceiver<Box<dyn Job>>,
     now_ms: fn() -> i64,
     commits: watch::Sender<i64>,
+    refusal: &Refusal,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
@@ -226,12 +266,22 @@ fn run(
             }
         }
         let outcomes = commit_batch(&mut conn, &mut state, &mut batch, now_ms);
+        let refused = outcomes.iter().find_map(|outcome| match outcome {
+            Err(StoreError::Unavailable(reason)) => Some(reason.clone()),
+            _ => None,
+        });
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             job.complete(outcome);
         }
         match highest_event_seq(&conn) {
             Ok(seq) => {
-                commits.send_if_modified(|current| std::mem::replace(current, seq) != seq);
+                let appended =
+                    commits.send_if_modified(|current| std::mem::replace(current, seq) != seq);
+                match refused {
+                    Some(reason) => refusal.record(reason),
+                    None if appended => refusal.clear(),
+                    None => {}
+                }
             }
             Err(error) => tracing::error!(%error, "cannot read the committed event seq"),
         }
