@@ -60,11 +60,9 @@ impl Deployment {
                 Ok(replica_dir)
             })
             .collect::<Result<Vec<_>>>()?;
-        // `init` opens the store too, and with it a signing key: let that be the first
-        // replica's rather than one no server uses.
         let admin_keys = tenants
             .iter()
-            .map(|tenant| init_tenant(aegis, &database, tenant, &replica_dirs[0]))
+            .map(|tenant| init_tenant(aegis, &database, tenant))
             .collect::<Result<Vec<_>>>()?;
 
         let ports = free_ports(replica_dirs.len())?;
@@ -123,12 +121,10 @@ fn signing_key_file(replica_dir: &Path) -> PathBuf {
 }
 
 /// Runs `aegis init` for `tenant` and returns its admin key.
-fn init_tenant(aegis: &Path, database: &OsStr, tenant: &str, replica_dir: &Path) -> Result<String> {
+fn init_tenant(aegis: &Path, database: &OsStr, tenant: &str) -> Result<String> {
     let init = Command::new(aegis)
         .args(["init", "--tenant", tenant, "--db"])
         .arg(database)
-        .arg("--signing-key-file")
-        .arg(signing_key_file(replica_dir))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()
