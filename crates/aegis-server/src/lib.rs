@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+pub mod action_plane;
 pub mod auth;
 pub mod coherence;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod evidence;
 pub mod extract;
 pub mod live_feed;
 pub mod markdown;
+pub mod mcp_gateway;
 pub mod openapi;
 pub mod routes;
 pub mod serve;
@@ -101,6 +103,10 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
             tenants::get_risk_escalation,
             tenants::put_risk_escalation
         ))
+        .routes(routes!(mcp::create_mcp_server, mcp::list_mcp_servers))
+        .routes(routes!(mcp::get_mcp_server, mcp::delete_mcp_server))
+        .routes(routes!(mcp::list_mcp_tools))
+        .routes(routes!(mcp::accept_mcp_tool))
         .split_for_parts()
 }
 
@@ -116,6 +122,12 @@ pub fn router(state: SharedState) -> Router {
     let (api, openapi) = api();
     let openapi = std::sync::Arc::new(openapi);
     api.route(
+        // An MCP endpoint speaks JSON-RPC, not this API; it is described by the MCP
+        // specification rather than the OpenAPI document.
+        "/mcp/{server}",
+        axum::routing::any(crate::mcp_gateway::mcp_endpoint),
+    )
+    .route(
         "/openapi.json",
         axum::routing::get(move || {
             let openapi = std::sync::Arc::clone(&openapi);

@@ -14,6 +14,7 @@
 use crate::live_feed::LiveFeed;
 use aegis_core::decision::RegisteredAction;
 use aegis_core::policy::{PolicyEngine, PolicyPrincipal, PolicyResource};
+use aegis_mcp::rmcp_http::{LocalSessionManager, StreamableHttpService};
 use aegis_store::{Agent, RiskEscalation, SecretHash, Store, StoreError, StoreResult, TenantId};
 use arc_swap::ArcSwap;
 use parking_lot::RwLock;
@@ -39,6 +40,8 @@ pub struct Settings {
     /// `AEGIS_PUBLIC_URL`, else `http://` and the listen address: where operators reach the
     /// gateway, as written in incident narratives' next-step commands (no trailing `/`).
     pub public_url: String,
+    /// `AEGIS_MCP_*`: limits of MCP gateway mode (`/mcp/{server}`).
+    pub mcp: aegis_mcp::McpSettings,
 }
 
 impl Default for Settings {
@@ -50,6 +53,7 @@ impl Default for Settings {
             narrator: None,
             live_feed: crate::live_feed::FeedSettings::default(),
             public_url: "http://127.0.0.1:8080".to_owned(),
+            mcp: aegis_mcp::McpSettings::default(),
         }
     }
 }
@@ -61,6 +65,9 @@ pub struct AppState {
     pub dead_tokens: DeadTokenLog,
     /// Fans committed events out to the live feed's sessions.
     pub live_feed: Arc<LiveFeed>,
+    /// MCP gateway mode: the MCP server and its streamable-HTTP transport.
+    pub mcp: crate::mcp_gateway::Gateway,
+    pub mcp_http: StreamableHttpService<crate::mcp_gateway::Gateway, LocalSessionManager>,
     pub settings: Settings,
 }
 
@@ -95,13 +102,22 @@ impl DeadTokenLog {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> SharedState {
         let head = *store.committed_seq().borrow();
-        Arc::new(AppState {
-            live_feed: LiveFeed::new(head, settings.live_feed),
-            store,
-            agents: AgentDirectory::default(),
-            tenants: TenantRuntimes::default(),
-            dead_tokens: DeadTokenLog::default(),
-            settings,
+        Arc::new_cyclic(|state| {
+            let mcp = crate::mcp_gateway::Gateway::new(
+                Arc::clone(&store),
+                crate::mcp_gateway::ServerGate(state.clone()),
+                settings.mcp.clone(),
+            );
+            AppState {
+                live_feed: LiveFeed::new(head, settings.live_feed),
+                store,
+                agents: AgentDirectory::default(),
+                tenants: TenantRuntimes::default(),
+                dead_tokens: DeadTokenLog::default(),
+                mcp_http: mcp.http_service(),
+                mcp,
+                settings,
+            }
         })
     }
 }

@@ -149,7 +149,9 @@ impl Consumer {
             return Ok(());
         }
         if event.kind != event_kind::DECISION {
-            if let Some(found) = detect_other(&event.kind, event.agent_id.as_deref()) {
+            if let Some(found) =
+                detect_other(&event.kind, event.agent_id.as_deref(), &event.payload)
+            {
                 alerts.raise(alert(event, found));
             }
             return Ok(());

@@ -2,6 +2,7 @@
 
 use aegis_core::model::{ActionRisk, Severity, SourceTrust, Verdict};
 use aegis_store::event_kind;
+use aegis_store::mcp::mcp_event;
 use serde::Deserialize;
 
 /// The fields of a `decision` event the SOC reads.
@@ -65,7 +66,27 @@ pub fn detect_decision(agent_id: &str, d: &DecisionPayload) -> Vec<Detection> {
 }
 
 /// Alerts for events other than decisions.
-pub fn detect_other(kind: &str, agent_id: Option<&str>) -> Option<Detection> {
+pub fn detect_other(
+    kind: &str,
+    agent_id: Option<&str>,
+    payload: &serde_json::Value,
+) -> Option<Detection> {
+    if kind == mcp_event::TOOL_DEFINITION_CHANGED {
+        let field = |name: &str| payload.get(name).and_then(|v| v.as_str()).unwrap_or("?");
+        // The names come from an upstream server: quoted, as data.
+        return Some(Detection {
+            kind: "tool_definition_changed",
+            severity: Severity::High,
+            summary: format!(
+                "the definition of tool {:?} of MCP server {:?} changed since it was pinned; \
+                 it is withheld from every agent until an admin accepts it \
+                 (POST /v1/mcp/servers/{}/tools/{{tool}}/accept)",
+                field("tool"),
+                field("server"),
+                field("server_id"),
+            ),
+        });
+    }
     if kind == crate::integrity::CHAIN_BROKEN_EVENT {
         return Some(Detection {
             kind: "receipt_chain_broken",
@@ -153,6 +174,21 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_mcp_tool_definition_raises_one_high_alert_naming_it() {
+        let payload = serde_json::json!({
+            "server_id": "mcp_1", "server": "notes", "tool": "read_note",
+            "pinned_hash": "aa", "new_hash": "bb",
+        });
+        let found = detect_other(mcp_event::TOOL_DEFINITION_CHANGED, None, &payload).unwrap();
+        assert_eq!(
+            (found.kind, found.severity),
+            ("tool_definition_changed", Severity::High)
+        );
+        assert!(found.summary.contains("\"read_note\"") && found.summary.contains("\"notes\""));
+        assert!(detect_other(mcp_event::TOOL_DEFINITION_ACCEPTED, None, &payload).is_none());
+    }
+
+    #[test]
     fn critical_denies_and_dead_tokens_alert() {
         let found = detect_decision(
             "a",
@@ -167,13 +203,29 @@ mod tests {
         allowed.decision = Verdict::Allow;
         assert!(detect_decision("a", &allowed).is_empty());
         assert_eq!(
-            detect_other(event_kind::AUTH_DEAD_TOKEN, Some("a"))
-                .unwrap()
-                .kind,
+            detect_other(
+                event_kind::AUTH_DEAD_TOKEN,
+                Some("a"),
+                &serde_json::Value::Null
+            )
+            .unwrap()
+            .kind,
             "dead_token_used"
         );
-        assert!(detect_other(event_kind::AGENT_FROZEN, Some("a")).is_none());
-        let broken = detect_other(crate::integrity::CHAIN_BROKEN_EVENT, None).unwrap();
+        assert!(
+            detect_other(
+                event_kind::AGENT_FROZEN,
+                Some("a"),
+                &serde_json::Value::Null
+            )
+            .is_none()
+        );
+        let broken = detect_other(
+            crate::integrity::CHAIN_BROKEN_EVENT,
+            None,
+            &serde_json::Value::Null,
+        )
+        .unwrap();
         assert_eq!(
             (broken.kind, broken.severity),
             ("receipt_chain_broken", Severity::Critical)

@@ -12,12 +12,17 @@
 
 pub mod chain;
 mod fence;
+pub mod mcp;
 pub mod postgres;
 mod records;
 mod secrets;
 pub mod sqlite;
 mod types;
 
+pub use mcp::{
+    FIRST_LISTING_RISK, McpObservation, McpRegistry, McpServer, NewMcpServer, ObservedTool,
+    PinStatus, ToolPin,
+};
 pub use secrets::SecretsKey;
 pub use types::*;
 
@@ -137,7 +142,7 @@ pub trait EvidenceReads: Send + Sync {
 
 /// The storage contract shared by the SQLite and PostgreSQL implementations.
 #[async_trait]
-pub trait Store: EvidenceReads + Send + Sync + 'static {
+pub trait Store: EvidenceReads + McpRegistry + Send + Sync + 'static {
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Waits until every queued write is committed (graceful shutdown).

@@ -186,6 +186,24 @@ struct ServeArgs {
     notify: notify_args::NotifyArgs,
     #[command(flatten)]
     evidence: EvidenceArgs,
+    #[command(flatten)]
+    mcp: McpArgs,
+}
+
+/// MCP gateway mode (`/mcp/{server}`).
+#[derive(Args)]
+struct McpArgs {
+    /// Seconds an upstream MCP server may take to answer one request.
+    #[arg(long, env = "AEGIS_MCP_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    mcp_timeout_secs: u64,
+    /// Largest upstream tool result passed on to the agent, in bytes; larger ones become an
+    /// error result.
+    #[arg(long, env = "AEGIS_MCP_MAX_RESULT_BYTES", default_value_t = 8 << 20,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    mcp_max_result_bytes: usize,
+    /// Let upstream MCP servers be private, loopback and link-local addresses.
+    #[arg(long, env = "AEGIS_MCP_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    mcp_allow_private: bool,
 }
 
 #[derive(Args)]
@@ -535,6 +553,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .public_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{listening}")),
+            mcp: aegis_mcp::McpSettings {
+                upstream_timeout: Duration::from_secs(args.mcp.mcp_timeout_secs),
+                max_upstream_result_bytes: args.mcp.mcp_max_result_bytes,
+                allow_private: args.mcp.mcp_allow_private,
+                max_body_bytes: args.max_body_bytes,
+            },
         },
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);

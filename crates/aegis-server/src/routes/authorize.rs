@@ -1,17 +1,16 @@
-//! `POST /v1/authorize`: the hot path. Token → cached agent → cached tenant policy → pure
-//! decision → one group-committed write (decision + event + receipt) → answer.
+//! `POST /v1/authorize`: the hot path. Token → cached agent → the authorize use case
+//! ([`crate::action_plane`]: cached tenant policy → pure decision → one group-committed write
+//! of decision, event and receipt) → answer.
 
+use crate::action_plane::{ProposedCall, authorize as authorize_call};
 use crate::auth::AgentCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::openapi::{AgentErrors, BodyRefused, Invalid, StoreErrors, Unreadable};
 use crate::state::SharedState;
 use crate::validate::Text;
-use aegis_core::canonical::ActionRef;
-use aegis_core::decision::{AgentFacts, CallFacts, decide};
 use aegis_core::model::{SourceTrust, Verdict};
-use aegis_core::policy::PolicyResource;
-use aegis_store::{NewDecision, StoreError, TraceContext};
+use aegis_store::TraceContext;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -114,72 +113,23 @@ pub async fn authorize(
     AgentCaller(caller): AgentCaller,
     JsonBody(request): JsonBody<AuthorizeRequest>,
 ) -> ApiResult<Json<AuthorizeResponse>> {
-    let call = &request.tool_call;
-    if call.parameters.as_ref().is_some_and(|p| !p.is_object()) {
+    if request
+        .tool_call
+        .parameters
+        .as_ref()
+        .is_some_and(|p| !p.is_object())
+    {
         return Err(ApiError::invalid_field(
             "tool_call.parameters",
             "must be a JSON object",
         ));
     }
-    let trace = request.trace.as_ref();
-
-    let action_hash = ActionRef {
-        tool: &call.tool,
-        action: &call.action,
-        resource: call.resource.as_deref(),
-        mutates_state: call.mutates_state.unwrap_or(false),
-        parameters: call.parameters.as_ref(),
-    }
-    .hash()
-    .map_err(|e| ApiError::invalid_field("tool_call.parameters", e.to_string()))?;
-
-    let agent = &caller.agent;
-    let tenant = state
-        .tenants
-        .get(state.store.as_ref(), &agent.tenant_id)
-        .await?;
     let claimed_trust = request.context.source_trust.unwrap_or(SourceTrust::Unknown);
-    let source_trust = match trace.and_then(|t| t.root_trust_level) {
+    let source_trust = match request.trace.as_ref().and_then(|t| t.root_trust_level) {
         Some(root) => claimed_trust.tighten(root),
         None => claimed_trust,
     };
-    // The catalog's guard is dropped before the write below is awaited.
-    let (outcome, registered) = {
-        let catalog = tenant.tools.load();
-        let registration = catalog
-            .get(&*call.tool)
-            .and_then(|actions| actions.get(&*call.action));
-        // A registered action's entity was built with the catalog; any other name the client
-        // sent is built for this call only, so client input never grows a cache.
-        let unregistered;
-        let resource = match registration {
-            Some(action) => &action.resource,
-            None => {
-                unregistered = PolicyResource::new(&call.tool, &call.action);
-                &unregistered
-            }
-        };
-        let registered = registration.map(|action| action.facts);
-        let outcome = decide(
-            &tenant.engine.load(),
-            AgentFacts {
-                principal: &caller.principal,
-                frozen_reason: agent.status_reason.as_deref(),
-            },
-            CallFacts {
-                resource,
-                target: call.resource.as_deref(),
-                claimed_mutates_state: call.mutates_state,
-                source_trust,
-                registered,
-            },
-        );
-        (outcome, registered)
-    };
-
-    let escalation = *tenant.escalation.read();
-    let decision_id = crate::auth::new_id("dec");
-    // The request is no longer needed: its strings move into the record instead of copies.
+    // The request is no longer needed: its strings move into the call instead of copies.
     let AuthorizeRequest {
         request_id,
         tool_call,
@@ -187,70 +137,34 @@ pub async fn authorize(
         ..
     } = request;
     let trace = trace.unwrap_or_default();
-    let recorded = state
-        .store
-        .record_decision(NewDecision {
-            id: decision_id.clone(),
-            tenant_id: agent.tenant_id.clone(),
-            agent_id: agent.id.clone(),
+    let decided = authorize_call(
+        &state,
+        &caller,
+        ProposedCall {
             request_id: request_id.map(Text::into_string),
             tool: tool_call.tool.into_string(),
             action: tool_call.action.into_string(),
             resource: tool_call.resource.map(Text::into_string),
-            mutates_state: outcome.mutates_state,
-            egress: registered.is_some_and(|r| r.egress),
-            sensitive: registered.is_some_and(|r| r.sensitive),
-            contained: outcome.contained,
-            risk: outcome.risk,
+            parameters: tool_call.parameters,
+            claimed_mutates_state: tool_call.mutates_state,
             source_trust,
-            verdict: outcome.verdict,
-            risk_score: outcome.risk_score,
-            reason: outcome.reason.clone(),
-            matched_policies: outcome.matched_policies.clone(),
-            action_hash: action_hash.clone(),
             trace: TraceContext {
                 run_id: trace.run_id.map(Text::into_string),
                 trace_id: trace.trace_id.map(Text::into_string),
                 parent_run_id: trace.parent_run_id.map(Text::into_string),
             },
-            created_at_ms: crate::now_ms(),
-            escalation,
-            agent_version: agent.version,
-        })
-        .await
-        .map_err(|error| match error {
-            StoreError::ChainBroken(_) => ApiError::from(error),
-            error => {
-                tracing::error!(%error, agent_id = %agent.id, "decision not recorded; answering 503 (fail closed)");
-                ApiError::unavailable("the decision could not be recorded; treat the call as denied")
-            }
-        })?;
-
-    if let Some(risk_tier) = recorded.escalated_to {
-        tracing::info!(agent_id = %agent.id, %risk_tier, "risk tier escalated after repeated denials");
-        // The writer committed the new tier. The snapshot this request started from may be
-        // older than a change committed since (a freeze): never write it back; the next call
-        // loads the committed row.
-        state.agents.forget(&agent.id);
-    }
-
-    // The answer is what was recorded: a decision made from a stale agent was recorded as a
-    // deny, and this replica's cached agent is stale too.
-    let (verdict, reason, matched_policies) = match recorded.stale_agent {
-        Some(reason) => {
-            tracing::warn!(agent_id = %agent.id, %reason, "decision made from a stale agent; recorded and answered as a deny");
-            state.agents.forget(&agent.id);
-            (Verdict::Deny, reason, Vec::new())
-        }
-        None => (outcome.verdict, outcome.reason, outcome.matched_policies),
-    };
+            denied_because: None,
+        },
+    )
+    .await?;
+    let recorded = decided.recorded;
     Ok(Json(AuthorizeResponse {
-        decision_id,
-        decision: verdict,
-        risk_score: outcome.risk_score,
-        reason,
-        matched_policies,
-        action_hash,
+        decision_id: decided.decision_id,
+        decision: decided.verdict,
+        risk_score: decided.risk_score,
+        reason: decided.reason,
+        matched_policies: decided.matched_policies,
+        action_hash: decided.action_hash,
         receipt: ReceiptRef {
             id: recorded.receipt_id,
             hash: recorded.receipt_hash,

@@ -9,6 +9,7 @@ pub mod health;
 pub mod incidents;
 pub mod investigate;
 pub mod keys;
+pub mod mcp;
 pub mod policies;
 pub mod receipts;
 pub mod tenants;

@@ -12,6 +12,7 @@ mod chain;
 mod decision_rows;
 mod evidence;
 mod leader;
+mod mcp;
 mod notify;
 mod rows;
 mod session;
@@ -49,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_sealed_webhook_secrets.sql"),
     include_str!("../../migrations/postgres/0005_decision.sql"),
     include_str!("../../migrations/postgres/0006_fence.sql"),
+    include_str!("../../migrations/postgres/0007_mcp.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).

@@ -3,6 +3,7 @@
 
 mod chain;
 mod evidence;
+mod mcp;
 pub(crate) mod notify;
 pub(crate) mod rows;
 pub(crate) mod soc;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_sealed_webhook_secrets.sql"),
     include_str!("../../migrations/sqlite/0008_decision.sql"),
     include_str!("../../migrations/sqlite/0009_fence.sql"),
+    include_str!("../../migrations/sqlite/0010_mcp.sql"),
 ];
 
 /// Idle read connections kept for reuse.

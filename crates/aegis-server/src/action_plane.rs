@@ -1,0 +1,217 @@
+//! The authorize use case: one proposed tool call becomes one decision, recorded durably
+//! (decision, event and receipt in one commit) before anyone acts on it. `POST
+//! /v1/authorize` and MCP gateway mode's `tools/call` both call [`authorize`], so a call is
+//! decided by the same rule whichever way it arrives.
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AgentSnapshot, AppState};
+use aegis_core::canonical::ActionRef;
+use aegis_core::decision::{AgentFacts, CallFacts, DecisionOutcome, decide};
+use aegis_core::model::{SourceTrust, Verdict};
+use aegis_core::policy::PolicyResource;
+use aegis_store::{NewDecision, RecordedDecision, StoreError, TraceContext};
+use serde_json::Value;
+
+/// A tool call an agent proposes, as the adapters (HTTP, MCP) hand it over.
+#[derive(Debug)]
+pub struct ProposedCall {
+    pub request_id: Option<String>,
+    pub tool: String,
+    pub action: String,
+    pub resource: Option<String>,
+    /// A JSON object when present (the adapters check it).
+    pub parameters: Option<Value>,
+    /// The caller's claim: it may only tighten what the tenant registered.
+    pub claimed_mutates_state: Option<bool>,
+    /// Already tightened by everything the caller said about provenance.
+    pub source_trust: SourceTrust,
+    pub trace: TraceContext,
+    /// Set when the call is refused whatever the policies say (an MCP tool whose definition
+    /// changed and was not accepted): the deny is recorded with this reason like any other.
+    pub denied_because: Option<String>,
+}
+
+/// The decision as recorded.
+#[derive(Debug)]
+pub struct Authorization {
+    pub decision_id: String,
+    pub verdict: Verdict,
+    pub risk_score: u8,
+    pub reason: String,
+    pub matched_policies: Vec<String>,
+    pub action_hash: String,
+    pub recorded: RecordedDecision,
+}
+
+/// Decides one call and records the decision before answering. A decision that cannot be
+/// recorded answers 503 (fail closed), never an unrecorded allow.
+pub async fn authorize(
+    state: &AppState,
+    caller: &AgentSnapshot,
+    call: ProposedCall,
+) -> ApiResult<Authorization> {
+    let action_hash = ActionRef {
+        tool: &call.tool,
+        action: &call.action,
+        resource: call.resource.as_deref(),
+        mutates_state: call.claimed_mutates_state.unwrap_or(false),
+        parameters: call.parameters.as_ref(),
+    }
+    .hash()
+    .map_err(|e| ApiError::invalid_field("tool_call.parameters", e.to_string()))?;
+
+    let agent = &caller.agent;
+    let tenant = state
+        .tenants
+        .get(state.store.as_ref(), &agent.tenant_id)
+        .await?;
+    // The catalog's guard is dropped before the write below is awaited.
+    let (outcome, registered) = {
+        let catalog = tenant.tools.load();
+        let registration = catalog
+            .get(&*call.tool)
+            .and_then(|actions| actions.get(&*call.action));
+        // A registered action's entity was built with the catalog; any other name the client
+        // sent is built for this call only, so client input never grows a cache.
+        let unregistered;
+        let resource = match registration {
+            Some(action) => &action.resource,
+            None => {
+                unregistered = PolicyResource::new(&call.tool, &call.action);
+                &unregistered
+            }
+        };
+        let registered = registration.map(|action| action.facts);
+        let outcome = decide(
+            &tenant.engine.load(),
+            AgentFacts {
+                principal: &caller.principal,
+                frozen_reason: agent.status_reason.as_deref(),
+            },
+            CallFacts {
+                resource,
+                target: call.resource.as_deref(),
+                claimed_mutates_state: call.claimed_mutates_state,
+                source_trust: call.source_trust,
+                registered,
+            },
+        );
+        (outcome, registered)
+    };
+    let outcome = match call.denied_because {
+        Some(reason) => DecisionOutcome {
+            verdict: Verdict::Deny,
+            reason,
+            matched_policies: Vec::new(),
+            ..outcome
+        },
+        None => outcome,
+    };
+
+    let escalation = *tenant.escalation.read();
+    let decision_id = crate::auth::new_id("dec");
+    let recorded = state
+        .store
+        .record_decision(NewDecision {
+            id: decision_id.clone(),
+            tenant_id: agent.tenant_id.clone(),
+            agent_id: agent.id.clone(),
+            request_id: call.request_id,
+            tool: call.tool,
+            action: call.action,
+            resource: call.resource,
+            mutates_state: outcome.mutates_state,
+            egress: registered.is_some_and(|r| r.egress),
+            sensitive: registered.is_some_and(|r| r.sensitive),
+            contained: outcome.contained,
+            risk: outcome.risk,
+            source_trust: call.source_trust,
+            verdict: outcome.verdict,
+            risk_score: outcome.risk_score,
+            reason: outcome.reason.clone(),
+            matched_policies: outcome.matched_policies.clone(),
+            action_hash: action_hash.clone(),
+            trace: call.trace,
+            created_at_ms: crate::now_ms(),
+            escalation,
+            agent_version: agent.version,
+        })
+        .await
+        .map_err(|error| match error {
+            StoreError::ChainBroken(_) => ApiError::from(error),
+            error => {
+                tracing::error!(%error, agent_id = %agent.id, "decision not recorded; answering 503 (fail closed)");
+                ApiError::unavailable("the decision could not be recorded; treat the call as denied")
+            }
+        })?;
+
+    if let Some(risk_tier) = recorded.escalated_to {
+        tracing::info!(agent_id = %agent.id, %risk_tier, "risk tier escalated after repeated denials");
+        // The writer committed the new tier. The snapshot this request started from may be
+        // older than a change committed since (a freeze): never write it back; the next call
+        // loads the committed row.
+        state.agents.forget(&agent.id);
+    }
+
+    // The answer is what was recorded: a decision made from a stale agent was recorded as a
+    // deny, and this replica's cached agent is stale too.
+    let (verdict, reason, matched_policies) = match recorded.stale_agent.clone() {
+        Some(reason) => {
+            tracing::warn!(agent_id = %agent.id, %reason, "decision made from a stale agent; recorded and answered as a deny");
+            state.agents.forget(&agent.id);
+            (Verdict::Deny, reason, Vec::new())
+        }
+        None => (outcome.verdict, outcome.reason, outcome.matched_policies),
+    };
+    Ok(Authorization {
+        decision_id,
+        verdict,
+        risk_score: outcome.risk_score,
+        reason,
+        matched_policies,
+        action_hash,
+        recorded,
+    })
+}
+
+/// Whether the tenant's policies could ever let this agent make this call: it is not
+/// denied even from the most trusted source, with the tenant's registered facts. Nothing
+/// is recorded; MCP listings leave out the tools this answers `false` for.
+pub async fn may_ever_call(
+    state: &AppState,
+    caller: &AgentSnapshot,
+    tool: &str,
+    action: &str,
+) -> ApiResult<bool> {
+    let tenant = state
+        .tenants
+        .get(state.store.as_ref(), &caller.agent.tenant_id)
+        .await?;
+    let catalog = tenant.tools.load();
+    let registration = catalog.get(tool).and_then(|actions| actions.get(action));
+    let unregistered;
+    let resource = match registration {
+        Some(action) => &action.resource,
+        None => {
+            unregistered = PolicyResource::new(tool, action);
+            &unregistered
+        }
+    };
+    let outcome = decide(
+        &tenant.engine.load(),
+        // A freeze is lifted by an operator; it does not make a tool one the agent may never
+        // call (its calls are denied, and recorded, meanwhile).
+        AgentFacts {
+            principal: &caller.principal,
+            frozen_reason: None,
+        },
+        CallFacts {
+            resource,
+            target: None,
+            claimed_mutates_state: None,
+            source_trust: SourceTrust::TrustedInternalSigned,
+            registered: registration.map(|action| action.facts),
+        },
+    );
+    Ok(outcome.verdict != Verdict::Deny)
+}

@@ -1,0 +1,242 @@
+//! Upstream MCP servers of a tenant (admins register and delete them, viewers read them)
+//! and the pins of their tool definitions. Upstream URLs follow the webhooks' SSRF rule
+//! (`aegis_soc::egress`) unless the deployment allows private upstreams
+//! (`AEGIS_MCP_ALLOW_PRIVATE=true`).
+
+use crate::auth::{Admin, Operator, Viewer, new_id};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Path};
+use crate::openapi::{
+    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
+};
+use crate::routes::Listed;
+use crate::state::SharedState;
+use aegis_core::timestamp::format_millis;
+use aegis_store::{McpServer, NewMcpServer, PinStatus, ToolPin};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Longest server name: it is a path segment of `/mcp/{name}` and the `tool` of decisions.
+const MAX_NAME: usize = 64;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMcpServer {
+    /// Letters, digits, `-` and `_`; unique in the tenant. Agents reach the server at
+    /// `/mcp/{name}`, and its calls are decided with this name as the tool.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
+    pub name: String,
+    /// The upstream's streamable-HTTP MCP endpoint (http or https).
+    #[schema(max_length = 2048)]
+    pub url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct McpServerView {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub created_at: String,
+}
+
+impl From<McpServer> for McpServerView {
+    fn from(server: McpServer) -> Self {
+        McpServerView {
+            id: server.id,
+            name: server.name,
+            url: server.url,
+            created_at: format_millis(server.created_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolPinView {
+    /// The MCP tool's name.
+    pub name: String,
+    /// SHA-256 of the RFC 8785 form of the trusted definition (name, title, description,
+    /// inputSchema, outputSchema, annotations).
+    pub definition_hash: String,
+    #[schema(value_type = String, example = "pinned")]
+    pub status: PinStatus,
+    /// The definition the upstream lists now, withheld until accepted (status `changed`).
+    pub changed_hash: Option<String>,
+    pub read_only: bool,
+    pub pinned_at: String,
+    /// Who accepted the current definition (an operator key), and when.
+    pub accepted_by: Option<String>,
+    pub accepted_at: Option<String>,
+}
+
+impl From<ToolPin> for ToolPinView {
+    fn from(pin: ToolPin) -> Self {
+        ToolPinView {
+            name: pin.tool,
+            definition_hash: pin.definition_hash,
+            status: pin.status,
+            changed_hash: pin.changed_hash,
+            read_only: pin.read_only,
+            pinned_at: format_millis(pin.pinned_at_ms),
+            accepted_by: pin.accepted_by,
+            accepted_at: pin.accepted_at_ms.map(format_millis),
+        }
+    }
+}
+
+/// Register an upstream MCP server.
+#[utoipa::path(post, path = "/v1/mcp/servers", tag = "mcp", request_body = CreateMcpServer,
+    security(("operator_key" = [])),
+    responses(
+        (status = 201, description = "The registered server", body = McpServerView),
+        OperatorErrors,
+        StoreErrors,
+        Forbidden,
+        Conflict,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+    ))]
+pub async fn create_mcp_server(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    JsonBody(body): JsonBody<CreateMcpServer>,
+) -> ApiResult<(StatusCode, Json<McpServerView>)> {
+    if body.name.is_empty()
+        || body.name.len() > MAX_NAME
+        || !body
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::invalid_field(
+            "name",
+            format!("must be 1 to {MAX_NAME} letters, digits, '-' or '_'"),
+        ));
+    }
+    aegis_soc::egress::check_subscription_url(&body.url, state.settings.mcp.allow_private)
+        .await
+        .map_err(|why| ApiError::invalid_field("url", why))?;
+    let server = state
+        .store
+        .create_mcp_server(
+            &operator.tenant,
+            NewMcpServer {
+                id: new_id("mcp"),
+                name: body.name,
+                url: body.url,
+                created_at_ms: crate::now_ms(),
+            },
+        )
+        .await
+        .map_err(|error| match error {
+            aegis_store::StoreError::Conflict(_) => {
+                ApiError::conflict("the tenant already has an MCP server of this name")
+            }
+            error => error.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(server.into())))
+}
+
+/// This tenant's upstream MCP servers.
+#[utoipa::path(get, path = "/v1/mcp/servers", tag = "mcp", security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "The servers, by name", body = [McpServerView]),
+        OperatorErrors,
+        StoreErrors,
+    ))]
+pub async fn list_mcp_servers(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+) -> ApiResult<Listed<McpServerView>> {
+    let servers = state.store.list_mcp_servers(&operator.tenant).await?;
+    Ok(Listed::all(servers.into_iter().map(Into::into).collect()))
+}
+
+/// One upstream MCP server.
+#[utoipa::path(get, path = "/v1/mcp/servers/{id}", tag = "mcp", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "The server", body = McpServerView),
+        OperatorErrors,
+        StoreErrors,
+        NotFound,
+    ))]
+pub async fn get_mcp_server(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<McpServerView>> {
+    let server = state.store.mcp_server(&operator.tenant, &id).await?;
+    Ok(Json(server.into()))
+}
+
+/// Delete an upstream MCP server and its pins; agents can no longer reach it.
+#[utoipa::path(delete, path = "/v1/mcp/servers/{id}", tag = "mcp", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        OperatorErrors,
+        StoreErrors,
+        Forbidden,
+        NotFound,
+    ))]
+pub async fn delete_mcp_server(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.store.delete_mcp_server(&operator.tenant, &id).await?;
+    state.mcp.server_deleted(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tools of an upstream MCP server the gateway has seen, each with its pin.
+#[utoipa::path(get, path = "/v1/mcp/servers/{id}/tools", tag = "mcp", params(("id" = String, Path)),
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "Each tool's pin and status", body = [ToolPinView]),
+        OperatorErrors,
+        StoreErrors,
+        NotFound,
+    ))]
+pub async fn list_mcp_tools(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+    Path(id): Path<String>,
+) -> ApiResult<Listed<ToolPinView>> {
+    let server = state.store.mcp_server(&operator.tenant, &id).await?;
+    let pins = state
+        .store
+        .mcp_tool_pins(&operator.tenant, &server.id)
+        .await?;
+    Ok(Listed::all(pins.into_iter().map(Into::into).collect()))
+}
+
+/// Accept a tool's changed definition: it becomes the pinned one, and the tool is listed
+/// and callable again. Records which operator key accepted it.
+#[utoipa::path(post, path = "/v1/mcp/servers/{id}/tools/{tool}/accept", tag = "mcp",
+    params(("id" = String, Path), ("tool" = String, Path)),
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "The tool's pin after accepting", body = ToolPinView),
+        OperatorErrors,
+        StoreErrors,
+        Forbidden,
+        NotFound,
+        Conflict,
+    ))]
+pub async fn accept_mcp_tool(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    Path((id, tool)): Path<(String, String)>,
+) -> ApiResult<Json<ToolPinView>> {
+    let server = state.store.mcp_server(&operator.tenant, &id).await?;
+    let pin = state
+        .store
+        .accept_mcp_tool(&operator.tenant, &server.id, &tool, &operator.actor())
+        .await?;
+    Ok(Json(pin.into()))
+}

@@ -1,0 +1,294 @@
+//! MCP gateway records: the upstream MCP servers a tenant registered, and the pin of every
+//! tool definition the gateway has seen from them.
+//!
+//! The rules live here once: [`pin_step`] says what one observed definition does to its pin,
+//! and the SQL below is shared by both backends (its parameters are written `$1`, `$2`, … in
+//! order of first use, which PostgreSQL reads as positions and SQLite as names numbered in
+//! that same order). Each backend only runs the statements in its own transaction.
+
+use crate::{StoreResult, TenantId};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Event kinds of MCP gateway mode.
+pub mod mcp_event {
+    pub const SERVER_REGISTERED: &str = "mcp.server_registered";
+    pub const SERVER_DELETED: &str = "mcp.server_deleted";
+    /// A listed tool's definition differs from its pin: raised once per new definition.
+    pub const TOOL_DEFINITION_CHANGED: &str = "mcp.tool_definition_changed";
+    pub const TOOL_DEFINITION_ACCEPTED: &str = "mcp.tool_definition_accepted";
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMcpServer {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpServer {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub url: String,
+    pub created_at_ms: i64,
+}
+
+/// Where a tool's pin stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinStatus {
+    /// The definition is the one first seen.
+    Pinned,
+    /// A different definition was seen since: withheld and denied until accepted.
+    Changed,
+    /// An admin accepted the current definition.
+    Accepted,
+}
+
+impl PinStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinStatus::Pinned => "pinned",
+            PinStatus::Changed => "changed",
+            PinStatus::Accepted => "accepted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pinned" => Some(PinStatus::Pinned),
+            "changed" => Some(PinStatus::Changed),
+            "accepted" => Some(PinStatus::Accepted),
+            _ => None,
+        }
+    }
+}
+
+/// The pin of one tool of one upstream server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolPin {
+    pub server_id: String,
+    pub tool: String,
+    /// Hash of the trusted definition: the first seen, or the last accepted.
+    pub definition_hash: String,
+    /// The trusted definition says the tool only reads (`annotations.readOnlyHint`).
+    pub read_only: bool,
+    pub status: PinStatus,
+    /// The newest definition seen that differs from the trusted one, while not accepted.
+    pub changed_hash: Option<String>,
+    pub accepted_by: Option<String>,
+    pub accepted_at_ms: Option<i64>,
+    pub pinned_at_ms: i64,
+}
+
+impl ToolPin {
+    /// A tool whose definition changed is neither listed nor callable until accepted.
+    pub fn withheld(&self) -> bool {
+        self.status == PinStatus::Changed
+    }
+}
+
+/// The pins after one listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpObservation {
+    pub pins: Vec<ToolPin>,
+    /// The listing registered tool actions the tenant had not registered.
+    pub registered_actions: bool,
+}
+
+/// A tool definition as one upstream listing showed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedTool {
+    pub name: String,
+    pub definition_hash: String,
+    pub read_only: bool,
+}
+
+/// What one observed definition does to its pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinStep {
+    /// First sight: pin it (and register the tool action with conservative facts).
+    Pin,
+    /// Nothing new: the trusted definition, or the change already recorded.
+    Keep,
+    /// A definition not seen before: withhold the tool and raise one alert.
+    Change,
+}
+
+/// The pin rule, for one tool of one listing.
+pub fn pin_step(existing: Option<&ToolPin>, observed: &ObservedTool) -> PinStep {
+    match existing {
+        None => PinStep::Pin,
+        Some(pin)
+            if pin.definition_hash == observed.definition_hash
+                || pin.changed_hash.as_deref() == Some(observed.definition_hash.as_str()) =>
+        {
+            PinStep::Keep
+        }
+        Some(_) => PinStep::Change,
+    }
+}
+
+/// Risk given to a tool action registered on first listing: an admin can change it.
+pub const FIRST_LISTING_RISK: aegis_core::model::ActionRisk = aegis_core::model::ActionRisk::Medium;
+
+/// The action registered for a tool on its first listing, as the `tool.registered` event
+/// of that listing lists it.
+pub(crate) fn first_listed_action(tool: &ObservedTool) -> crate::ToolAction {
+    crate::ToolAction {
+        action: tool.name.clone(),
+        mutates_state: !tool.read_only,
+        risk: FIRST_LISTING_RISK,
+        egress: false,
+        sensitive: false,
+    }
+}
+
+/// Payload of `mcp.tool_definition_changed`: what the SOC's alert names.
+pub(crate) fn definition_changed_payload(
+    server: &McpServer,
+    pin: Option<&ToolPin>,
+    seen: &ObservedTool,
+) -> serde_json::Value {
+    serde_json::json!({
+        "server_id": server.id,
+        "server": server.name,
+        "tool": seen.name,
+        "pinned_hash": pin.map(|p| p.definition_hash.as_str()),
+        "new_hash": seen.definition_hash,
+    })
+}
+
+/// Payload of `mcp.tool_definition_accepted`.
+pub(crate) fn accepted_payload(before: &ToolPin, accepted_by: &str) -> serde_json::Value {
+    serde_json::json!({
+        "server_id": before.server_id,
+        "tool": before.tool,
+        "previous_hash": before.definition_hash,
+        "accepted_hash": before.changed_hash,
+        "accepted_by": accepted_by,
+    })
+}
+
+/// The statements both backends run (see the module doc for the parameter style).
+pub(crate) mod sql {
+    pub const INSERT_SERVER: &str = "INSERT INTO mcp_servers (id, tenant_id, name, url, created_at) VALUES ($1, $2, $3, $4, $5)";
+    pub const LIST_SERVERS: &str = "SELECT id, tenant_id, name, url, created_at FROM mcp_servers WHERE tenant_id = $1 ORDER BY name";
+    pub const SERVER_BY_ID: &str = "SELECT id, tenant_id, name, url, created_at FROM mcp_servers WHERE tenant_id = $1 AND id = $2";
+    pub const SERVER_BY_NAME: &str = "SELECT id, tenant_id, name, url, created_at FROM mcp_servers WHERE tenant_id = $1 AND name = $2";
+    pub const DELETE_SERVER: &str = "DELETE FROM mcp_servers WHERE tenant_id = $1 AND id = $2";
+    pub const DELETE_PINS: &str =
+        "DELETE FROM mcp_tool_pins WHERE tenant_id = $1 AND server_id = $2";
+    pub const PINS: &str = "SELECT server_id, tool, definition_hash, read_only, status, changed_hash, accepted_by, accepted_at, pinned_at
+         FROM mcp_tool_pins WHERE tenant_id = $1 AND server_id = $2 ORDER BY tool";
+    pub const PIN: &str = "SELECT server_id, tool, definition_hash, read_only, status, changed_hash, accepted_by, accepted_at, pinned_at
+         FROM mcp_tool_pins WHERE tenant_id = $1 AND server_id = $2 AND tool = $3";
+    pub const INSERT_PIN: &str = "INSERT INTO mcp_tool_pins (tenant_id, server_id, tool, definition_hash, read_only, status, pinned_at)
+         VALUES ($1, $2, $3, $4, $5, 'pinned', $6) ON CONFLICT (tenant_id, server_id, tool) DO NOTHING";
+    /// Registers a first-listed tool action unless the tenant registered it already.
+    pub const REGISTER_FIRST_LISTED: &str = "INSERT INTO tool_actions (tenant_id, tool, action, mutates_state, risk, egress, sensitive, updated_at)
+         VALUES ($1, $2, $3, $4, $5, FALSE, FALSE, $6) ON CONFLICT (tenant_id, tool, action) DO NOTHING";
+    /// Records a change once: a replica racing on the same listing updates no row.
+    pub const MARK_CHANGED: &str =
+        "UPDATE mcp_tool_pins SET status = 'changed', changed_hash = $1, changed_read_only = $2
+         WHERE tenant_id = $3 AND server_id = $4 AND tool = $5 AND definition_hash <> $1
+           AND (changed_hash IS NULL OR changed_hash <> $1)";
+    pub const ACCEPT: &str = "UPDATE mcp_tool_pins SET definition_hash = changed_hash, read_only = changed_read_only, status = 'accepted',
+             changed_hash = NULL, changed_read_only = NULL, accepted_by = $1, accepted_at = $2
+         WHERE tenant_id = $3 AND server_id = $4 AND tool = $5 AND status = 'changed'";
+}
+
+/// Storage of MCP gateway mode. Every method is scoped to a tenant.
+#[async_trait]
+pub trait McpRegistry: Send + Sync {
+    /// `Conflict` if the tenant has a server of that name.
+    async fn create_mcp_server(
+        &self,
+        tenant: &TenantId,
+        server: NewMcpServer,
+    ) -> StoreResult<McpServer>;
+    async fn list_mcp_servers(&self, tenant: &TenantId) -> StoreResult<Vec<McpServer>>;
+    /// `NotFound` unless the tenant has it.
+    async fn mcp_server(&self, tenant: &TenantId, server_id: &str) -> StoreResult<McpServer>;
+    /// `NotFound` unless the tenant has it.
+    async fn mcp_server_by_name(&self, tenant: &TenantId, name: &str) -> StoreResult<McpServer>;
+    /// Deletes the server and its pins; `NotFound` unless the tenant has it.
+    async fn delete_mcp_server(&self, tenant: &TenantId, server_id: &str) -> StoreResult<()>;
+    /// Applies one upstream listing to the pins ([`pin_step`]) in one transaction: new
+    /// tools are pinned and, unless registered, registered (mutating unless read-only,
+    /// [`FIRST_LISTING_RISK`]); each definition not seen before marks its pin changed with
+    /// one `mcp.tool_definition_changed` event. Returns the server's pins afterwards.
+    async fn observe_mcp_tools(
+        &self,
+        tenant: &TenantId,
+        server: &McpServer,
+        tools: Vec<ObservedTool>,
+    ) -> StoreResult<McpObservation>;
+    async fn mcp_tool_pins(&self, tenant: &TenantId, server_id: &str) -> StoreResult<Vec<ToolPin>>;
+    /// Makes a changed definition the trusted one, recording who accepted it. `NotFound`
+    /// if the server has no such pin, `Conflict` if its definition has not changed.
+    async fn accept_mcp_tool(
+        &self,
+        tenant: &TenantId,
+        server_id: &str,
+        tool: &str,
+        accepted_by: &str,
+    ) -> StoreResult<ToolPin>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pin(hash: &str, changed: Option<&str>) -> ToolPin {
+        ToolPin {
+            server_id: "mcp_1".into(),
+            tool: "read".into(),
+            definition_hash: hash.into(),
+            read_only: true,
+            status: if changed.is_some() {
+                PinStatus::Changed
+            } else {
+                PinStatus::Pinned
+            },
+            changed_hash: changed.map(Into::into),
+            accepted_by: None,
+            accepted_at_ms: None,
+            pinned_at_ms: 0,
+        }
+    }
+
+    fn seen(hash: &str) -> ObservedTool {
+        ObservedTool {
+            name: "read".into(),
+            definition_hash: hash.into(),
+            read_only: true,
+        }
+    }
+
+    #[test]
+    fn a_change_is_recorded_once_per_new_definition() {
+        assert_eq!(pin_step(None, &seen("a")), PinStep::Pin);
+        assert_eq!(pin_step(Some(&pin("a", None)), &seen("a")), PinStep::Keep);
+        assert_eq!(pin_step(Some(&pin("a", None)), &seen("b")), PinStep::Change);
+        // Listed again with the same new definition: already recorded.
+        assert_eq!(
+            pin_step(Some(&pin("a", Some("b"))), &seen("b")),
+            PinStep::Keep
+        );
+        // A third definition is another change.
+        assert_eq!(
+            pin_step(Some(&pin("a", Some("b"))), &seen("c")),
+            PinStep::Change
+        );
+        // Back to the trusted one: nothing new, but the pin stays changed until accepted.
+        assert_eq!(
+            pin_step(Some(&pin("a", Some("b"))), &seen("a")),
+            PinStep::Keep
+        );
+        assert!(pin("a", Some("b")).withheld());
+    }
+}

@@ -1,0 +1,384 @@
+//! MCP gateway mode end to end, with real third-party MCP software: the official MCP Python
+//! SDK (PyPI `mcp`, installed in `target/mcp-venv` by `.ci/mcp-venv`) as the agent's client
+//! (`tests/mcp/client.py`) and as the upstream server (`tests/mcp/upstream.py`, built with
+//! the SDK's `MCPServer`), the built `aegis` binary in between, on both stores.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+use support::deployment::*;
+use support::receiver::free_addr;
+use support::*;
+
+/// The Python of `target/mcp-venv`, made by `.ci/mcp-venv` on first use.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let setup = Command::new(root.join(".ci/mcp-venv"))
+            .status()
+            .expect("run .ci/mcp-venv");
+        assert!(setup.success(), ".ci/mcp-venv failed");
+        root.join("target/mcp-venv/bin/python")
+    })
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/mcp")
+        .join(name)
+}
+
+/// The notes server of `tests/mcp/upstream.py` on a loopback port; killed when dropped.
+struct Upstream {
+    child: Child,
+    port: u16,
+}
+
+impl Upstream {
+    async fn start(variant: &str) -> Upstream {
+        Upstream::start_on(free_addr().port(), variant).await
+    }
+
+    async fn start_on(port: u16, variant: &str) -> Upstream {
+        let child = Command::new(python())
+            .arg(script("upstream.py"))
+            .arg(port.to_string())
+            .env("NOTES_VARIANT", variant)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the upstream MCP server");
+        eventually(30, "the upstream MCP server to listen", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
+        Upstream { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// Stops it and starts it again on the same port, serving `variant`.
+    async fn restart(mut self, variant: &str) -> Upstream {
+        let port = self.port;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Upstream::start_on(port, variant).await
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tests/mcp/client.py` with `program` and returns what it saw, one entry per step
+/// after the initialize handshake (which is checked here).
+async fn mcp_client(program: Value) -> Vec<Value> {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(script("client.py"))
+            .arg(program.to_string())
+            .output()
+            .expect("run the MCP client")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "MCP client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Vec<Value> = serde_json::from_slice(&output.stdout).expect("client prints JSON");
+    assert_eq!(
+        seen[0],
+        json!({"op": "initialize", "server": "aegis-gateway"})
+    );
+    seen[1..].to_vec()
+}
+
+fn list() -> Value {
+    json!({"op": "list"})
+}
+
+fn call(name: &str, arguments: Value) -> Value {
+    json!({"op": "call", "name": name, "arguments": arguments})
+}
+
+fn call_from(name: &str, arguments: Value, source_trust: &str) -> Value {
+    json!({"op": "call", "name": name, "arguments": arguments,
+           "meta": {"aegis": {"source_trust": source_trust}}})
+}
+
+/// The decision id an error result names.
+fn decision_named(text: &str) -> String {
+    let start = text
+        .find("dec_")
+        .unwrap_or_else(|| panic!("no decision id in {text:?}"));
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// A tenant's gateway with the notes upstream registered as `notes` and one agent.
+struct Setup {
+    client: reqwest::Client,
+    server_id: String,
+    agent_id: String,
+    token: String,
+}
+
+async fn register_notes(gw: &Gateway, admin: &str, upstream: &Upstream) -> Setup {
+    let client = reqwest::Client::new();
+    let agent = post_json(
+        &client,
+        gw.url("/v1/agents"),
+        admin,
+        &json!({"name": "notes-agent"}),
+    )
+    .await;
+    let response = client
+        .post(gw.url("/v1/mcp/servers"))
+        .bearer_auth(admin)
+        .json(&json!({"name": "notes", "url": upstream.url()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let server: Value = response.json().await.unwrap();
+    assert_eq!(server["name"], "notes");
+    assert_eq!(server["url"], upstream.url());
+    Setup {
+        client,
+        server_id: server["id"].as_str().unwrap().to_owned(),
+        agent_id: agent["id"].as_str().unwrap().to_owned(),
+        token: agent["agent_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+fn program(gw: &Gateway, token: &str, steps: Vec<Value>) -> Value {
+    json!({"url": gw.url("/mcp/notes"), "token": token, "steps": steps})
+}
+
+e2e_test! {
+    async fn calls_are_listed_decided_forwarded_and_denies_storm(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::fresh(backend, dir.path()).await;
+        let admin = init_on(dir.path(), db.arg(), "acme");
+        let gw = Gateway::start_on(
+            dir.path(),
+            db.arg(),
+            &[("AEGIS_MCP_ALLOW_PRIVATE", "true"), ("AEGIS_MCP_TIMEOUT_SECS", "2")],
+        )
+        .await;
+        let upstream = Upstream::start("honest").await;
+        let s = register_notes(&gw, &admin, &upstream).await;
+        // A policy no context can satisfy: the tool is left out of this agent's listing.
+        let policy = s
+            .client
+            .post(gw.url("/v1/policies"))
+            .bearer_auth(&admin)
+            .json(&json!({"id": "no-purge", "text": "forbid (principal, action, resource) when { resource.action == \"purge_notes\" };"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(policy.status(), 201);
+
+        // Operator keys, unknown servers and bad trust headers are refused before MCP.
+        for (credential, path, status) in [
+            (admin.as_str(), "/mcp/notes", 401),
+            (s.token.as_str(), "/mcp/nope", 404),
+        ] {
+            let response = s.client.post(gw.url(path)).bearer_auth(credential)
+                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).send().await.unwrap();
+            assert_eq!(response.status(), status, "{path}");
+            let body: Value = response.json().await.unwrap();
+            assert!(body["error"]["code"].is_string(), "{body}");
+        }
+        let response = s.client.post(gw.url("/mcp/notes")).bearer_auth(&s.token)
+            .header("X-Aegis-Source-Trust", "very_trusted")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).send().await.unwrap();
+        assert_eq!(response.status(), 422);
+        // Malformed JSON-RPC gets the spec's error code.
+        let response = s.client.post(gw.url("/mcp/notes")).bearer_auth(&s.token)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Content-Type", "application/json")
+            .body("{not json").send().await.unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], -32700, "{body}");
+
+        let seen = mcp_client(program(&gw, &s.token, vec![
+            json!({"op": "ping"}),
+            list(),
+            call("read_note", json!({"note_id": "1"})),
+            call("slow_echo", json!({"text": "late", "seconds": 5})),
+        ]))
+        .await;
+        assert_eq!(seen[0], json!({"op": "ping"}));
+        assert_eq!(seen[1]["tools"], json!(["delete_note", "read_note", "slow_echo"]));
+        // A read from an unknown source is allowed and the upstream's result comes back.
+        assert_eq!(seen[2], json!({"op": "call", "is_error": false, "text": "buy milk"}));
+        // A slow upstream is cut off at AEGIS_MCP_TIMEOUT_SECS with an error result.
+        assert_eq!(seen[3]["is_error"], true, "{}", seen[3]);
+        assert!(seen[3]["text"].as_str().unwrap().contains("did not answer within 2 s"), "{}", seen[3]);
+        let health = s.client.get(gw.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+
+        // Every tool the listing showed is pinned and registered with conservative facts.
+        let pins = get_json(&s.client, gw.url(&format!("/v1/mcp/servers/{}/tools", s.server_id)), &admin).await;
+        let pins = pins.as_array().unwrap();
+        assert_eq!(pins.len(), 4, "{pins:?}");
+        assert!(pins.iter().all(|p| p["status"] == "pinned" && p["definition_hash"].as_str().unwrap().len() == 64));
+        let tools = get_json(&s.client, gw.url("/v1/tools"), &admin).await;
+        let delete = tools.as_array().unwrap().iter()
+            .find(|t| t["tool"] == "notes" && t["action"] == "delete_note").unwrap();
+        assert_eq!((delete["mutates_state"].clone(), delete["risk"].clone()), (json!(true), json!("medium")));
+        let read = tools.as_array().unwrap().iter()
+            .find(|t| t["tool"] == "notes" && t["action"] == "read_note").unwrap();
+        assert_eq!(read["mutates_state"], false);
+
+        // A destructive call from an unknown source: a recorded deny, as an error result
+        // that names the decision; from a trusted source it is forwarded.
+        let mut steps: Vec<Value> = (0..5).map(|_| call("delete_note", json!({"note_id": "2"}))).collect();
+        steps.push(call_from("delete_note", json!({"note_id": "2"}), "trusted_internal_signed"));
+        let seen = mcp_client(program(&gw, &s.token, steps)).await;
+        for denied in &seen[..5] {
+            assert_eq!(denied["is_error"], true, "{denied}");
+            assert!(denied["text"].as_str().unwrap().starts_with("Denied by AegisAgent"), "{denied}");
+        }
+        assert_eq!(seen[5], json!({"op": "call", "is_error": false, "text": "deleted 2"}));
+        let decision_id = decision_named(seen[0]["text"].as_str().unwrap());
+        let decision = get_json(&s.client, gw.url(&format!("/v1/decisions/{decision_id}")), &admin).await;
+        assert_eq!(
+            (&decision["decision"], &decision["tool"], &decision["action"], &decision["source_trust"], &decision["agent_id"]),
+            (&json!("deny"), &json!("notes"), &json!("delete_note"), &json!("unknown"), &json!(s.agent_id))
+        );
+
+        // Five denied MCP calls are five ordinary denies: exactly one deny_storm.
+        let storms = eventually(15, "the deny_storm incident", || async {
+            let found = get_json(&s.client, gw.url(&format!("/v1/incidents?kind=deny_storm&agent_id={}", s.agent_id)), &admin).await;
+            (!found.as_array().unwrap().is_empty()).then_some(found)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let storms_after = get_json(&s.client, gw.url(&format!("/v1/incidents?kind=deny_storm&agent_id={}", s.agent_id)), &admin).await;
+        assert_eq!(storms.as_array().unwrap().len(), 1);
+        assert_eq!(storms_after.as_array().unwrap().len(), 1);
+    }
+}
+
+e2e_test! {
+    async fn a_changed_definition_is_withheld_alerted_once_and_accepted(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::fresh(backend, dir.path()).await;
+        let admin = init_on(dir.path(), db.arg(), "acme");
+        let gw = Gateway::start_on(dir.path(), db.arg(), &[("AEGIS_MCP_ALLOW_PRIVATE", "true")]).await;
+        let upstream = Upstream::start("honest").await;
+        let s = register_notes(&gw, &admin, &upstream).await;
+        let seen = mcp_client(program(&gw, &s.token, vec![list()])).await;
+        assert_eq!(seen[0]["tools"], json!(["delete_note", "purge_notes", "read_note", "slow_echo"]));
+
+        // The upstream now describes read_note differently (a rug pull).
+        let _upstream = upstream.restart("poisoned").await;
+        let seen = mcp_client(program(&gw, &s.token, vec![
+            list(),
+            list(),
+            call("read_note", json!({"note_id": "1"})),
+        ]))
+        .await;
+        for listing in &seen[..2] {
+            assert_eq!(listing["tools"], json!(["delete_note", "purge_notes", "slow_echo"]), "{listing}");
+        }
+        assert_eq!(seen[2]["is_error"], true);
+        let text = seen[2]["text"].as_str().unwrap();
+        assert!(text.contains("changed since it was pinned"), "{text}");
+        let decision = get_json(&s.client, gw.url(&format!("/v1/decisions/{}", decision_named(text))), &admin).await;
+        assert_eq!(decision["decision"], "deny");
+
+        let tools_url = gw.url(&format!("/v1/mcp/servers/{}/tools", s.server_id));
+        let pins = get_json(&s.client, tools_url.clone(), &admin).await;
+        let read = pins.as_array().unwrap().iter().find(|p| p["name"] == "read_note").unwrap().clone();
+        assert_eq!(read["status"], "changed");
+        let new_hash = read["changed_hash"].as_str().unwrap().to_owned();
+        assert_ne!(read["definition_hash"], read["changed_hash"]);
+
+        // One high alert for the change, however often it was listed.
+        let alerts = eventually(15, "the tool_definition_changed alert", || async {
+            let found = get_json(&s.client, gw.url("/v1/alerts?kind=tool_definition_changed"), &admin).await;
+            (!found.as_array().unwrap().is_empty()).then_some(found)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let alerts_after = get_json(&s.client, gw.url("/v1/alerts?kind=tool_definition_changed"), &admin).await;
+        assert_eq!(alerts.as_array().unwrap().len(), 1, "{alerts}");
+        assert_eq!(alerts_after, alerts);
+        assert_eq!(alerts[0]["severity"], "high");
+        assert_eq!(alerts[0]["count"], 1);
+
+        // Agents cannot accept; a viewer cannot either; an admin can, and it is recorded.
+        let accept = gw.url(&format!("/v1/mcp/servers/{}/tools/read_note/accept", s.server_id));
+        let refused = s.client.post(&accept).bearer_auth(&s.token).send().await.unwrap();
+        assert_eq!(refused.status(), 401);
+        let accepted = s.client.post(&accept).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(accepted.status(), 200);
+        let accepted: Value = accepted.json().await.unwrap();
+        assert_eq!(accepted["status"], "accepted");
+        assert_eq!(accepted["definition_hash"], new_hash.as_str());
+        assert!(accepted["accepted_by"].as_str().unwrap().starts_with("key:"), "{accepted}");
+        let again = s.client.post(&accept).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(again.status(), 409);
+
+        let seen = mcp_client(program(&gw, &s.token, vec![list(), call("read_note", json!({"note_id": "1"}))])).await;
+        assert_eq!(seen[0]["tools"], json!(["delete_note", "purge_notes", "read_note", "slow_echo"]));
+        assert_eq!(seen[1], json!({"op": "call", "is_error": false, "text": "buy milk"}));
+
+        // Another tenant sees none of it, and cannot accept.
+        let other_admin = init_on(dir.path(), db.arg(), "globex");
+        let hidden = s.client.get(&tools_url).bearer_auth(&other_admin).send().await.unwrap();
+        assert_eq!(hidden.status(), 404);
+        let hidden = s.client.post(&accept).bearer_auth(&other_admin).send().await.unwrap();
+        assert_eq!(hidden.status(), 404);
+    }
+}
+
+/// A client's session started on one replica goes on on another (PostgreSQL): the endpoint
+/// keeps no session state, so any replica serves any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_continues_on_another_replica() {
+    let d = Deployment::start(2, &[("AEGIS_MCP_ALLOW_PRIVATE", "true")]).await;
+    let upstream = Upstream::start("honest").await;
+    let s = register_notes(&d.replicas[0], &d.admin, &upstream).await;
+    let mut started_on_first = program(
+        &d.replicas[0],
+        &s.token,
+        vec![list(), call("read_note", json!({"note_id": "1"}))],
+    );
+    started_on_first["then_url"] = d.replicas[1].url("/mcp/notes").into();
+    let seen = mcp_client(started_on_first).await;
+    assert_eq!(
+        seen[0]["tools"],
+        json!(["delete_note", "purge_notes", "read_note", "slow_echo"])
+    );
+    assert_eq!(
+        seen[1],
+        json!({"op": "call", "is_error": false, "text": "buy milk"})
+    );
+    let served_by_second = query_column(
+        d.database.url(),
+        "SELECT count(*)::text FROM decisions WHERE tool = 'notes'",
+    )
+    .await;
+    assert_eq!(served_by_second, vec!["1"]);
+}
