@@ -904,6 +904,8 @@ mod tests {
         assert_eq!(config.runaway.window, Duration::from_secs(10));
         assert_eq!(config.data_exfiltration.window, Duration::from_secs(300));
         assert_eq!(config.trust_escalation.window, Duration::from_secs(60));
+        assert_eq!(config.approval_flood.threshold, 10);
+        assert_eq!(config.approval_flood.window, Duration::from_secs(300));
     }
 
     #[test]
@@ -915,7 +917,8 @@ mod tests {
                 "deny_storm",
                 "runaway",
                 "data_exfiltration",
-                "trust_escalation"
+                "trust_escalation",
+                "approval_flood"
             ]
         );
         for rule in RuleKind::ALL {

@@ -601,7 +601,7 @@ pub fn test_message(format: &str, tenant_id: &TenantId, delivery_id: &str, now_m
         "delivery_id": delivery_id, "tenant_id": tenant_id, "agent_id": null,
         "kind": "test", "severity": "info", "summary": summary, "count": 0,
         "first_at": format_millis(now_ms), "last_at": format_millis(now_ms),
-        "decision_ids": [], "alert_ids": [], "incident_ids": [], "response_ids": [], "items": []
+        "decision_ids": [], "alert_ids": [], "incident_ids": [], "approval_ids": [], "response_ids": [], "items": []
     })
 }
 

@@ -422,6 +422,11 @@ pub(crate) fn expired_event(approval_id: &str) -> Value {
     json!({ "approval_id": approval_id })
 }
 
+/// Serialises one vote for the `rejected_by` column.
+pub(crate) fn vote_json(vote: &ApprovalVote) -> String {
+    serde_json::to_string(vote).unwrap_or_else(|_| "null".into())
+}
+
 /// Serialises a vote list for its JSON column.
 pub(crate) fn votes_json(votes: &[ApprovalVote]) -> String {
     serde_json::to_string(votes).unwrap_or_else(|_| "[]".into())

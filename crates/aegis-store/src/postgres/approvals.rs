@@ -346,10 +346,7 @@ pub(crate) async fn decide(
         .await?
         .ok_or(StoreError::NotFound("approval"))?;
     let (approval, kind, payload) = approvals::apply_vote(approval, decision)?;
-    let rejected_by = approval
-        .rejected_by
-        .as_ref()
-        .map(|vote| approvals::votes_json(std::slice::from_ref(vote)));
+    let rejected_by = approval.rejected_by.as_ref().map(approvals::vote_json);
     tx.execute(
         &prepared(
             tx,
@@ -442,12 +439,7 @@ pub(crate) async fn reject_pending(
                  RETURNING id",
             )
             .await?,
-            &[
-                &approvals::votes_json(std::slice::from_ref(&vote)),
-                &tenant_id,
-                &agent_id,
-                &at_ms,
-            ],
+            &[&approvals::vote_json(&vote), &tenant_id, &agent_id, &at_ms],
         )
         .await?;
     for row in &rejected {

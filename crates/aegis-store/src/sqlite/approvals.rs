@@ -275,10 +275,7 @@ pub(crate) fn decide(
     .execute(params![
         approval.status.as_str(),
         approvals::votes_json(&approval.approvals),
-        approval
-            .rejected_by
-            .as_ref()
-            .map(|vote| approvals::votes_json(std::slice::from_ref(vote))),
+        approval.rejected_by.as_ref().map(approvals::vote_json),
         tenant_id,
         approval_id,
     ])?;
@@ -338,12 +335,7 @@ pub(crate) fn reject_pending(
              RETURNING id",
         )?
         .query_map(
-            params![
-                approvals::votes_json(std::slice::from_ref(&vote)),
-                tenant_id,
-                agent_id,
-                at_ms
-            ],
+            params![approvals::vote_json(&vote), tenant_id, agent_id, at_ms],
             |row| row.get(0),
         )?
         .collect::<Result<_, _>>()?;
