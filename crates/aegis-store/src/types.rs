@@ -233,7 +233,8 @@ pub struct NewDecision {
     pub approval: Option<crate::approvals::ApprovalGate>,
 }
 
-/// What recording produced: where the decision sits in the log and its receipt.
+/// What recording produced: where the decision sits in the log and its receipt. For a retry
+/// (`replayed`), those of the decision recorded the first time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedDecision {
     pub event_seq: i64,
@@ -251,6 +252,19 @@ pub struct RecordedDecision {
     pub approval: Option<crate::approvals::ApprovalAnswer>,
     /// The verdict and reason as recorded (after the fence and the approval gate).
     pub verdict: Verdict,
+    pub reason: String,
+    pub matched_policies: Vec<String>,
+    /// Set when the agent had already asked with this `request_id` (`crate::requests`):
+    /// nothing was recorded, and the call must be answered with this earlier decision.
+    pub replayed: Option<PriorDecision>,
+}
+
+/// A decision recorded earlier for the same agent and `request_id`, answered again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorDecision {
+    pub decision_id: String,
+    pub verdict: Verdict,
+    pub risk_score: u8,
     pub reason: String,
     pub matched_policies: Vec<String>,
 }
