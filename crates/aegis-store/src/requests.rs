@@ -74,7 +74,7 @@ impl PriorRow {
             .parse()
             .map_err(|_| corrupt("decision", &self.verdict))?;
         let risk_score = u8::try_from(self.risk_score).map_err(|e| corrupt("risk_score", &e))?;
-        let matched_policies = serde_json::from_str(&self.matched_policies)
+        let matched_policies: Vec<String> = serde_json::from_str(&self.matched_policies)
             .map_err(|e| corrupt("matched_policies", &e))?;
         let receipt_seq =
             u64::try_from(self.receipt_seq).map_err(|e| corrupt("receipt seq", &e))?;

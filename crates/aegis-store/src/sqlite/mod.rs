@@ -514,10 +514,14 @@ fn record_fenced_decision_tx(
     };
     // A retry is answered with what its first call recorded (`crate::requests`), before
     // any approval is created or used: the retry is the same call, already decided.
-    let key = [d.tenant_id.as_str(), &d.agent_id, request_id];
+    let key = [
+        d.tenant_id.as_str().to_owned(),
+        d.agent_id.clone(),
+        request_id.to_owned(),
+    ];
     if let Some(prior) = conn
         .prepare_cached(crate::requests::PRIOR_DECISION_SQL)?
-        .query_row(key, prior_decision_from_row)
+        .query_row([&key[0], &key[1], &key[2]], prior_decision_from_row)
         .optional()?
     {
         return prior.answer(&d);
@@ -525,7 +529,7 @@ fn record_fenced_decision_tx(
     approvals::gate(conn, &mut d)?;
     let recorded = record_decision_tx(conn, state, &d)?;
     conn.prepare_cached(crate::requests::REMEMBER_SQL)?
-        .execute([key[0], key[1], key[2], &d.id])?;
+        .execute([&key[0], &key[1], &key[2], &d.id])?;
     Ok(RecordedDecision {
         stale_agent,
         ..recorded
