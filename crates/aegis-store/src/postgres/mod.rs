@@ -9,6 +9,7 @@
 //! advisory lock.
 
 mod chain;
+mod console_sessions;
 mod decision_rows;
 mod evidence;
 mod leader;
@@ -49,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_sealed_webhook_secrets.sql"),
     include_str!("../../migrations/postgres/0005_decision.sql"),
     include_str!("../../migrations/postgres/0006_fence.sql"),
+    include_str!("../../migrations/postgres/0007_console_sessions.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).

@@ -2,6 +2,7 @@
 //! commit ([`writer`]), and a small pool of read-only connections for queries.
 
 mod chain;
+mod console_sessions;
 mod evidence;
 pub(crate) mod notify;
 pub(crate) mod rows;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_sealed_webhook_secrets.sql"),
     include_str!("../../migrations/sqlite/0008_decision.sql"),
     include_str!("../../migrations/sqlite/0009_fence.sql"),
+    include_str!("../../migrations/sqlite/0010_console_sessions.sql"),
 ];
 
 /// Idle read connections kept for reuse.
