@@ -15,6 +15,7 @@ mod console_sessions;
 mod fence;
 pub mod postgres;
 mod records;
+mod requests;
 mod secrets;
 pub mod sqlite;
 mod types;
