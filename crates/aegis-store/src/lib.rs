@@ -12,6 +12,7 @@
 
 pub mod approvals;
 pub mod chain;
+mod console_sessions;
 mod fence;
 pub mod postgres;
 mod records;
@@ -20,6 +21,7 @@ mod secrets;
 pub mod sqlite;
 mod types;
 
+pub use console_sessions::{ConsoleSessions, NewConsoleSession};
 pub use secrets::SecretsKey;
 pub use types::*;
 
@@ -145,7 +147,7 @@ pub trait EvidenceReads: Send + Sync {
 
 /// The storage contract shared by the SQLite and PostgreSQL implementations.
 #[async_trait]
-pub trait Store: EvidenceReads + Send + Sync + 'static {
+pub trait Store: EvidenceReads + ConsoleSessions + Send + Sync + 'static {
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Waits until every queued write is committed (graceful shutdown).

@@ -14,7 +14,7 @@ use aegis_server::evidence::NarratorConfig;
 use aegis_server::live_feed::FeedSettings;
 use aegis_server::serve::ReadTimeouts;
 use aegis_server::validate::Text;
-use aegis_server::{AppState, Settings, router};
+use aegis_server::{AppState, Settings};
 use aegis_soc::SocConfig;
 use aegis_soc::anchor::AnchorFile;
 use aegis_soc::consumer::Consumer;
@@ -584,7 +584,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         header: Duration::from_secs(args.header_read_timeout_secs),
         body: Duration::from_secs(args.body_read_timeout_secs),
     };
-    aegis_server::serve::serve(listener, router(state), timeouts, shutdown_signal()).await;
+    aegis_server::serve::serve(
+        listener,
+        aegis_server::router_with(state, aegis_console::routes()),
+        timeouts,
+        shutdown_signal(),
+    )
+    .await;
     let _ = stop.send(true);
     for (task, name) in [
         (background, "background plane"),

@@ -10,6 +10,7 @@
 
 mod approvals;
 mod chain;
+mod console_sessions;
 mod decision_rows;
 mod evidence;
 mod leader;
@@ -51,7 +52,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_decision.sql"),
     include_str!("../../migrations/postgres/0006_fence.sql"),
     include_str!("../../migrations/postgres/0007_decision_requests.sql"),
-    include_str!("../../migrations/postgres/0008_approvals.sql"),
+    include_str!("../../migrations/postgres/0008_console_sessions.sql"),
+    include_str!("../../migrations/postgres/0009_approvals.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).

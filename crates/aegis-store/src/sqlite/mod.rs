@@ -3,6 +3,7 @@
 
 mod approvals;
 mod chain;
+mod console_sessions;
 mod evidence;
 pub(crate) mod notify;
 pub(crate) mod rows;
@@ -41,7 +42,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_decision.sql"),
     include_str!("../../migrations/sqlite/0009_fence.sql"),
     include_str!("../../migrations/sqlite/0010_decision_requests.sql"),
-    include_str!("../../migrations/sqlite/0011_approvals.sql"),
+    include_str!("../../migrations/sqlite/0011_console_sessions.sql"),
+    include_str!("../../migrations/sqlite/0012_approvals.sql"),
 ];
 
 /// Idle read connections kept for reuse.
