@@ -29,6 +29,8 @@ pub struct GateDecision {
     pub decision_id: String,
     pub verdict: Verdict,
     pub reason: String,
+    /// The approval a `require_approval` asked for (or the one a call used or was refused).
+    pub approval_id: Option<String>,
 }
 
 /// The gateway's authorize use case, as MCP gateway mode uses it.

@@ -109,9 +109,7 @@ impl<G: ToolCallGate> McpGateway<G> {
         self.shared.upstreams.forget(server_id);
     }
 
-    fn request<'a>(
-        context: &'a RequestContext<RoleServer>,
-    ) -> Result<&'a McpRequest<G::Caller>, ErrorData> {
+    fn request(context: &RequestContext<RoleServer>) -> Result<&McpRequest<G::Caller>, ErrorData> {
         context
             .extensions
             .get::<http::request::Parts>()
@@ -279,9 +277,11 @@ fn error_result(text: String) -> CallToolResult {
 fn refusal(decision: &GateDecision) -> CallToolResult {
     error_result(match decision.verdict {
         Verdict::RequireApproval => format!(
-            "This call needs a person's approval first (decision {}): {}. Ask an operator to \
-             approve it, then repeat the identical call.",
-            decision.decision_id, decision.reason
+            "This call needs a person's approval first (decision {}, approval {}): {}. Ask an \
+             operator to approve it, then repeat the identical call.",
+            decision.decision_id,
+            decision.approval_id.as_deref().unwrap_or("none"),
+            decision.reason
         ),
         _ => format!(
             "Denied by AegisAgent (decision {}): {}",

@@ -5,11 +5,13 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AgentSnapshot, AppState};
+use crate::validate::APPROVAL_ID_PREFIX;
 use aegis_core::canonical::ActionRef;
 use aegis_core::decision::{AgentFacts, CallFacts, DecisionOutcome, decide};
 use aegis_core::model::{SourceTrust, Verdict};
 use aegis_core::policy::PolicyResource;
-use aegis_store::{NewDecision, RecordedDecision, StoreError, TraceContext};
+use aegis_store::approvals::{ApprovalGate, ApprovalRef};
+use aegis_store::{NewDecision, StoreError, TraceContext};
 use serde_json::Value;
 
 /// A tool call an agent proposes, as the adapters (HTTP, MCP) hand it over.
@@ -26,12 +28,16 @@ pub struct ProposedCall {
     /// Already tightened by everything the caller said about provenance.
     pub source_trust: SourceTrust,
     pub trace: TraceContext,
+    /// The approval the caller says this call uses (an identical repeated call finds its
+    /// approved approval without it).
+    pub approval_id: Option<String>,
     /// Set when the call is refused whatever the policies say (an MCP tool whose definition
     /// changed and was not accepted): the deny is recorded with this reason like any other.
     pub denied_because: Option<String>,
 }
 
-/// The decision as recorded.
+/// The decision as recorded: a retry's first decision (same `request_id`), or this one as
+/// the writer left it.
 #[derive(Debug)]
 pub struct Authorization {
     pub decision_id: String,
@@ -40,7 +46,14 @@ pub struct Authorization {
     pub reason: String,
     pub matched_policies: Vec<String>,
     pub action_hash: String,
-    pub recorded: RecordedDecision,
+    pub receipt_id: String,
+    pub receipt_hash: String,
+    pub receipt_prev_hash: String,
+    pub receipt_seq: u64,
+    /// Position of the decision in the event log.
+    pub event_seq: i64,
+    /// The approval the decision asked for (pending), used (consumed) or refused to use.
+    pub approval: Option<ApprovalRef>,
 }
 
 /// Decides one call and records the decision before answering. A decision that cannot be
@@ -110,6 +123,17 @@ pub async fn authorize(
 
     let escalation = *tenant.escalation.read();
     let decision_id = crate::auth::new_id("dec");
+    // Only a call the policy sends to people, or one that names an approval, meets the
+    // approval rules: every other call records exactly as before.
+    let approval = (outcome.verdict == Verdict::RequireApproval || call.approval_id.is_some())
+        .then(|| {
+            ApprovalGate::new(
+                call.approval_id,
+                crate::auth::new_id(APPROVAL_ID_PREFIX),
+                call.parameters
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+            )
+        });
     let recorded = state
         .store
         .record_decision(NewDecision {
@@ -128,49 +152,74 @@ pub async fn authorize(
             source_trust: call.source_trust,
             verdict: outcome.verdict,
             risk_score: outcome.risk_score,
-            reason: outcome.reason.clone(),
-            matched_policies: outcome.matched_policies.clone(),
+            reason: outcome.reason,
+            matched_policies: outcome.matched_policies,
             action_hash: action_hash.clone(),
             trace: call.trace,
             created_at_ms: crate::now_ms(),
             escalation,
             agent_version: agent.version,
+            approval,
         })
         .await
         .map_err(|error| match error {
             StoreError::ChainBroken(_) => ApiError::from(error),
+            StoreError::Conflict(message) => ApiError {
+                field: Some("request_id".into()),
+                ..ApiError::conflict(message)
+            },
             error => {
                 tracing::error!(%error, agent_id = %agent.id, "decision not recorded; answering 503 (fail closed)");
                 ApiError::unavailable("the decision could not be recorded; treat the call as denied")
             }
         })?;
 
-    if let Some(risk_tier) = recorded.escalated_to {
-        tracing::info!(agent_id = %agent.id, %risk_tier, "risk tier escalated after repeated denials");
-        // The writer committed the new tier. The snapshot this request started from may be
-        // older than a change committed since (a freeze): never write it back; the next call
-        // loads the committed row.
-        state.agents.forget(&agent.id);
-    }
-
-    // The answer is what was recorded: a decision made from a stale agent was recorded as a
-    // deny, and this replica's cached agent is stale too.
-    let (verdict, reason, matched_policies) = match recorded.stale_agent.clone() {
-        Some(reason) => {
-            tracing::warn!(agent_id = %agent.id, %reason, "decision made from a stale agent; recorded and answered as a deny");
-            state.agents.forget(&agent.id);
-            (Verdict::Deny, reason, Vec::new())
+    // The answer is what was recorded: a retry's first decision (with that call's receipt),
+    // or this one as the writer left it (a decision made from a stale agent was recorded as
+    // a deny, and this replica's cached agent is stale too; an approval may have turned the
+    // verdict into an allow (consumed) or a deny (refused)).
+    let (decision_id, verdict, risk_score, reason, matched_policies) = match recorded.replayed {
+        Some(prior) => (
+            prior.decision_id,
+            prior.verdict,
+            prior.risk_score,
+            prior.reason,
+            prior.matched_policies,
+        ),
+        None => {
+            if let Some(risk_tier) = recorded.escalated_to {
+                tracing::info!(agent_id = %agent.id, %risk_tier, "risk tier escalated after repeated denials");
+                // The writer committed the new tier. The snapshot this request started from
+                // may be older than a change committed since (a freeze): never write it back;
+                // the next call loads the committed row.
+                state.agents.forget(&agent.id);
+            }
+            if let Some(reason) = &recorded.stale_agent {
+                tracing::warn!(agent_id = %agent.id, %reason, "decision made from a stale agent; recorded and answered as a deny");
+                state.agents.forget(&agent.id);
+            }
+            (
+                decision_id,
+                recorded.verdict,
+                outcome.risk_score,
+                recorded.reason,
+                recorded.matched_policies,
+            )
         }
-        None => (outcome.verdict, outcome.reason, outcome.matched_policies),
     };
     Ok(Authorization {
         decision_id,
         verdict,
-        risk_score: outcome.risk_score,
+        risk_score,
         reason,
         matched_policies,
         action_hash,
-        recorded,
+        receipt_id: recorded.receipt_id,
+        receipt_hash: recorded.receipt_hash,
+        receipt_prev_hash: recorded.prev_hash,
+        receipt_seq: recorded.receipt_seq,
+        event_seq: recorded.event_seq,
+        approval: recorded.approval.map(|answer| answer.approval),
     })
 }
 

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod action_plane;
+pub mod approvals;
 pub mod auth;
 pub mod coherence;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod live_feed;
 pub mod markdown;
 pub mod mcp_gateway;
 pub mod openapi;
+pub mod operations;
 pub mod routes;
 pub mod serve;
 pub mod state;
@@ -74,6 +76,16 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(tenants::get_deny_storm, tenants::put_deny_storm))
         .routes(routes!(
+            tenants::get_approval_settings,
+            tenants::put_approval_settings
+        ))
+        .routes(routes!(routes::approvals::list_approvals))
+        .routes(routes!(routes::approvals::get_approval))
+        .routes(routes!(routes::approvals::approve))
+        .routes(routes!(routes::approvals::reject))
+        .routes(routes!(slack::register_approver))
+        .routes(routes!(slack::slack_callback))
+        .routes(routes!(
             tenants::get_exfiltration,
             tenants::put_exfiltration
         ))
@@ -119,32 +131,39 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// targets over [`MAX_URI_BYTES`] (414); bodies over the limit (413) are refused by
 /// [`extract::JsonBody`].
 pub fn router(state: SharedState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] with more routes outside the API (the console), which get the same limits
+/// and the same answers to unknown routes. They are not in the OpenAPI document.
+pub fn router_with(state: SharedState, extra: Router<SharedState>) -> Router {
     let (api, openapi) = api();
     let openapi = std::sync::Arc::new(openapi);
-    api.route(
-        // An MCP endpoint speaks JSON-RPC, not this API; it is described by the MCP
-        // specification rather than the OpenAPI document.
-        "/mcp/{server}",
-        axum::routing::any(crate::mcp_gateway::mcp_endpoint),
-    )
-    .route(
-        "/openapi.json",
-        axum::routing::get(move || {
-            let openapi = std::sync::Arc::clone(&openapi);
-            async move { axum::Json(openapi.as_ref().clone()) }
-        }),
-    )
-    .method_not_allowed_fallback(|| async {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not answer this method; see the Allow header",
+    api.merge(extra)
+        .route(
+            // An MCP endpoint speaks JSON-RPC, not this API; it is described by the MCP
+            // specification rather than the OpenAPI document.
+            "/mcp/{server}",
+            axum::routing::any(crate::mcp_gateway::mcp_endpoint),
         )
-    })
-    .fallback(|| async { ApiError::not_found("route") })
-    .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
-    .layer(axum::middleware::from_fn(refuse_long_uris))
-    .with_state(state)
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let openapi = std::sync::Arc::clone(&openapi);
+                async move { axum::Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not answer this method; see the Allow header",
+            )
+        })
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(axum::middleware::from_fn(refuse_long_uris))
+        .with_state(state)
 }
 
 async fn refuse_long_uris(request: Request, next: Next) -> Response {

@@ -54,6 +54,7 @@ impl ToolCallGate for ServerGate {
                 claimed_mutates_state: Some(call.claimed_mutates_state),
                 source_trust: call.source_trust,
                 trace: TraceContext::default(),
+                approval_id: None,
                 denied_because: call.denied_because,
             },
         )
@@ -63,6 +64,7 @@ impl ToolCallGate for ServerGate {
             decision_id: decided.decision_id,
             verdict: decided.verdict,
             reason: decided.reason,
+            approval_id: decided.approval.map(|approval| approval.id),
         })
     }
 
@@ -114,10 +116,10 @@ pub async fn mcp_endpoint(
                         format!(
                             "must be one of {}",
                             SourceTrust::ALL
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     )
                 })

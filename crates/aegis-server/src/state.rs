@@ -42,6 +42,9 @@ pub struct Settings {
     pub public_url: String,
     /// `AEGIS_MCP_*`: limits of MCP gateway mode (`/mcp/{server}`).
     pub mcp: aegis_mcp::McpSettings,
+    /// `AEGIS_SLACK_SIGNING_SECRET`: authenticates Slack's button clicks
+    /// (`POST /v1/callbacks/slack`, which answers 404 without it).
+    pub slack_signing_secret: Option<String>,
 }
 
 impl Default for Settings {
@@ -54,6 +57,7 @@ impl Default for Settings {
             live_feed: crate::live_feed::FeedSettings::default(),
             public_url: "http://127.0.0.1:8080".to_owned(),
             mcp: aegis_mcp::McpSettings::default(),
+            slack_signing_secret: None,
         }
     }
 }

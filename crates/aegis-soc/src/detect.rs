@@ -96,6 +96,19 @@ pub fn detect_other(
                 .to_owned(),
         });
     }
+    if kind == event_kind::APPROVAL_MISMATCH {
+        // A call that tries to ride on an approval it does not match (swapped parameters,
+        // a used, rejected or expired approval, another agent's): the approval's binding to
+        // one exact call is being probed.
+        return Some(Detection {
+            kind: "approval_mismatch",
+            severity: Severity::High,
+            summary: format!(
+                "agent {} named an approval its call cannot use; the call was denied",
+                agent_id.unwrap_or("(unknown)")
+            ),
+        });
+    }
     (kind == event_kind::AUTH_DEAD_TOKEN).then(|| Detection {
         kind: "dead_token_used",
         severity: Severity::High,
@@ -219,6 +232,16 @@ mod tests {
                 &serde_json::Value::Null
             )
             .is_none()
+        );
+        let mismatch = detect_other(
+            event_kind::APPROVAL_MISMATCH,
+            Some("a"),
+            &serde_json::Value::Null,
+        )
+        .unwrap();
+        assert_eq!(
+            (mismatch.kind, mismatch.severity),
+            ("approval_mismatch", Severity::High)
         );
         let broken = detect_other(
             crate::integrity::CHAIN_BROKEN_EVENT,

@@ -6,11 +6,15 @@ use crate::action_plane::{ProposedCall, authorize as authorize_call};
 use crate::auth::AgentCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
-use crate::openapi::{AgentErrors, BodyRefused, Invalid, StoreErrors, Unreadable};
+use crate::openapi::{AgentErrors, BodyRefused, Conflict, Invalid, StoreErrors, Unreadable};
 use crate::state::SharedState;
+use crate::validate::ApprovalId;
 use crate::validate::Text;
+use aegis_core::approval::ApprovalStatus;
 use aegis_core::model::{SourceTrust, Verdict};
+use aegis_core::timestamp::format_millis;
 use aegis_store::TraceContext;
+use aegis_store::approvals::ApprovalRef;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -22,13 +26,18 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
-    /// Client-chosen id, echoed in the decision record.
+    /// Client-chosen id of this call, echoed in the decision record. Repeating a call with
+    /// the same id (a retry) answers the decision recorded the first time, unless the agent
+    /// has been frozen or changed since; reusing it for a different call is a 409.
     #[schema(inline)]
     pub request_id: Option<Name>,
     pub tool_call: ToolCall,
     #[serde(default)]
     pub context: CallContext,
     pub trace: Option<Trace>,
+    /// The approval this call uses (optional: an identical repeated call finds its approved
+    /// approval by itself). A call that names an approval it cannot use is denied.
+    pub approval_id: Option<ApprovalId>,
     /// Ignored: the agent is identified by its token alone.
     #[schema(value_type = Option<Object>)]
     pub agent: Option<serde_json::Map<String, Value>>,
@@ -81,6 +90,29 @@ pub struct AuthorizeResponse {
     pub receipt: ReceiptRef,
     /// Position of the decision in the event log.
     pub event_seq: i64,
+    /// The approval the decision asked for (`require_approval`: pending), used (`allow`:
+    /// consumed) or refused to use (`deny`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRefView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalRefView {
+    pub id: String,
+    pub status: ApprovalStatus,
+    pub expires_at: String,
+    pub action_hash: String,
+}
+
+impl From<ApprovalRef> for ApprovalRefView {
+    fn from(approval: ApprovalRef) -> Self {
+        ApprovalRefView {
+            id: approval.id,
+            status: approval.status,
+            expires_at: format_millis(approval.expires_at_ms),
+            action_hash: approval.action_hash,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -106,6 +138,7 @@ type Name = Text<128>;
         Unreadable,
         Invalid,
         BodyRefused,
+        Conflict,
     )
 )]
 pub async fn authorize(
@@ -134,6 +167,7 @@ pub async fn authorize(
         request_id,
         tool_call,
         trace,
+        approval_id,
         ..
     } = request;
     let trace = trace.unwrap_or_default();
@@ -153,11 +187,11 @@ pub async fn authorize(
                 trace_id: trace.trace_id.map(Text::into_string),
                 parent_run_id: trace.parent_run_id.map(Text::into_string),
             },
+            approval_id: approval_id.map(ApprovalId::into_string),
             denied_because: None,
         },
     )
     .await?;
-    let recorded = decided.recorded;
     Ok(Json(AuthorizeResponse {
         decision_id: decided.decision_id,
         decision: decided.verdict,
@@ -166,11 +200,12 @@ pub async fn authorize(
         matched_policies: decided.matched_policies,
         action_hash: decided.action_hash,
         receipt: ReceiptRef {
-            id: recorded.receipt_id,
-            hash: recorded.receipt_hash,
-            prev_hash: recorded.prev_hash,
-            seq: recorded.receipt_seq,
+            id: decided.receipt_id,
+            hash: decided.receipt_hash,
+            prev_hash: decided.receipt_prev_hash,
+            seq: decided.receipt_seq,
         },
-        event_seq: recorded.event_seq,
+        event_seq: decided.event_seq,
+        approval: decided.approval.map(Into::into),
     }))
 }

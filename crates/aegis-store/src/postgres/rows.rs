@@ -68,6 +68,11 @@ pub(super) fn tenant_from_row(row: &Row) -> StoreResult<TenantSettings> {
             .map(|reads| parse_column(&reads))
             .transpose()?
             .unwrap_or(ExfiltrationReads::Sensitive),
+        approvals: crate::approvals::ApprovalSettings {
+            ttl_secs: u32_at(row, 8)?,
+            approvals_required: u8::try_from(u32_at(row, 9)?)
+                .map_err(|_| StoreError::Corrupt("column 9: approvals_required".into()))?,
+        },
     })
 }
 
@@ -204,6 +209,22 @@ pub(super) fn response_action_from_row(row: &Row) -> StoreResult<ResponseActionR
         detail: get(row, 6)?,
         event_seq: get(row, 7)?,
         created_at_ms: get(row, 8)?,
+    })
+}
+
+pub(super) fn prior_decision_from_row(row: &Row) -> StoreResult<crate::requests::PriorRow> {
+    Ok(crate::requests::PriorRow {
+        decision_id: get(row, 0)?,
+        verdict: get(row, 1)?,
+        risk_score: get(row, 2)?,
+        reason: get(row, 3)?,
+        matched_policies: get(row, 4)?,
+        action_hash: get(row, 5)?,
+        event_seq: get(row, 6)?,
+        receipt_id: get(row, 7)?,
+        receipt_seq: get(row, 8)?,
+        receipt_hash: get(row, 9)?,
+        receipt_body: get(row, 10)?,
     })
 }
 
