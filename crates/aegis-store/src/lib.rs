@@ -12,12 +12,14 @@
 
 pub mod chain;
 mod fence;
+mod operations;
 pub mod postgres;
 mod records;
 mod secrets;
 pub mod sqlite;
 mod types;
 
+pub use operations::{ConsumerPosition, DeliveryBacklog, OperationsSnapshot};
 pub use secrets::SecretsKey;
 pub use types::*;
 
@@ -149,6 +151,9 @@ pub trait Store: EvidenceReads + Send + Sync + 'static {
     /// Waits until this process may run the log consumers, then holds that right until the
     /// returned [`Leadership`] is dropped or reports it lost.
     async fn lead(&self) -> StoreResult<Leadership>;
+    /// The backlogs an operator watches: consumer cursors and undelivered notifications
+    /// (read when `/metrics` is scraped; see `operations.rs`).
+    async fn operations(&self) -> StoreResult<OperationsSnapshot>;
 
     // Tenants.
     /// Creates a tenant with its first admin key; `Conflict` if it exists.

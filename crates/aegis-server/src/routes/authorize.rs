@@ -244,6 +244,7 @@ pub async fn authorize(
         }
         None => (outcome.verdict, outcome.reason, outcome.matched_policies),
     };
+    tenant.decisions.count(verdict);
     Ok(Json(AuthorizeResponse {
         decision_id,
         decision: verdict,
