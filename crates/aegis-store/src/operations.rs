@@ -44,7 +44,8 @@ pub struct ConsumerPosition {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryBacklog {
-    /// `slack`, `webhook` (the deployment's sinks) or `subscription` (every API subscription).
+    /// `env:json`, `env:slack` (the deployment's sinks) or `subscription` (every API
+    /// subscription).
     pub sink: String,
     /// `pending` (queued or retrying) or `failed` (gave up).
     pub status: String,

@@ -253,7 +253,7 @@ e2e_test!(
                 let queued = value(
                     &found,
                     "aegis_deliveries",
-                    &[("sink", "webhook"), ("status", "pending")],
+                    &[("sink", "env:json"), ("status", "pending")],
                 );
                 (opened == Some(1.0) && lag == Some(0.0) && queued.is_some_and(|n| n > 0.0))
                     .then_some(text)
@@ -269,7 +269,7 @@ e2e_test!(
             value(
                 &found,
                 "aegis_delivery_oldest_pending_age_seconds",
-                &[("sink", "webhook")]
+                &[("sink", "env:json")]
             )
             .is_some()
         );
