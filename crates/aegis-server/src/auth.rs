@@ -8,7 +8,7 @@ use crate::state::{AgentSnapshot, SharedState};
 use crate::telemetry::record_tenant;
 use crate::validate::Text;
 use aegis_core::model::Role;
-use aegis_store::{SecretHash, TenantId, TokenOwner};
+use aegis_store::{OperatorKey, SecretHash, TenantId, TokenOwner};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -154,8 +154,16 @@ impl<R: RequiredRole> Operator<R> {
             .store
             .operator_key_by_hash(hash_secret(secret))
             .await?
-            .filter(|key| key.revoked_at_ms.is_none())
             .ok_or_else(|| ApiError::unauthorized("invalid operator key"))?;
+        Operator::from_key(key)
+    }
+
+    /// The operator of a stored key (found by its secret, or through a console session):
+    /// refused if the key is revoked (401) or its role does not grant `R` (403).
+    pub fn from_key(key: OperatorKey) -> Result<Self, ApiError> {
+        if key.revoked_at_ms.is_some() {
+            return Err(ApiError::unauthorized("invalid operator key"));
+        }
         record_tenant(&key.tenant_id);
         if !key.role.grants(R::ROLE) {
             return Err(ApiError::forbidden(format!(

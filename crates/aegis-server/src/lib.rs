@@ -23,6 +23,7 @@ pub mod extract;
 pub mod live_feed;
 pub mod markdown;
 pub mod openapi;
+pub mod operations;
 pub mod routes;
 pub mod serve;
 pub mod state;
@@ -115,27 +116,34 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// targets over [`MAX_URI_BYTES`] (414); bodies over the limit (413) are refused by
 /// [`extract::JsonBody`].
 pub fn router(state: SharedState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] with more routes outside the API (the console), which get the same limits
+/// and the same answers to unknown routes. They are not in the OpenAPI document.
+pub fn router_with(state: SharedState, extra: Router<SharedState>) -> Router {
     let (api, openapi) = api();
     let openapi = std::sync::Arc::new(openapi);
-    api.route(
-        "/openapi.json",
-        axum::routing::get(move || {
-            let openapi = std::sync::Arc::clone(&openapi);
-            async move { axum::Json(openapi.as_ref().clone()) }
-        }),
-    )
-    .method_not_allowed_fallback(|| async {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not answer this method; see the Allow header",
+    api.merge(extra)
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let openapi = std::sync::Arc::clone(&openapi);
+                async move { axum::Json(openapi.as_ref().clone()) }
+            }),
         )
-    })
-    .fallback(|| async { ApiError::not_found("route") })
-    .layer(axum::middleware::from_fn(telemetry::observe_request))
-    .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
-    .layer(axum::middleware::from_fn(refuse_long_uris))
-    .with_state(state)
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not answer this method; see the Allow header",
+            )
+        })
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn(telemetry::observe_request))
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(axum::middleware::from_fn(refuse_long_uris))
+        .with_state(state)
 }
 
 async fn refuse_long_uris(request: Request, next: Next) -> Response {

@@ -11,14 +11,17 @@
 //! PostgreSQL database (see that module for how).
 
 pub mod chain;
+mod console_sessions;
 mod fence;
 mod operations;
 pub mod postgres;
 mod records;
+mod requests;
 mod secrets;
 pub mod sqlite;
 mod types;
 
+pub use console_sessions::{ConsoleSessions, NewConsoleSession};
 pub use operations::{ConsumerPosition, DeliveryBacklog, OperationsSnapshot};
 pub use secrets::SecretsKey;
 pub use types::*;
@@ -139,7 +142,7 @@ pub trait EvidenceReads: Send + Sync {
 
 /// The storage contract shared by the SQLite and PostgreSQL implementations.
 #[async_trait]
-pub trait Store: EvidenceReads + Send + Sync + 'static {
+pub trait Store: EvidenceReads + ConsoleSessions + Send + Sync + 'static {
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Waits until every queued write is committed (graceful shutdown).

@@ -228,7 +228,8 @@ pub struct NewDecision {
     pub agent_version: i64,
 }
 
-/// What recording produced: where the decision sits in the log and its receipt.
+/// What recording produced: where the decision sits in the log and its receipt. For a retry
+/// (`replayed`), those of the decision recorded the first time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedDecision {
     pub event_seq: i64,
@@ -241,6 +242,19 @@ pub struct RecordedDecision {
     /// Set when the agent had changed since the decision was made: the call was recorded
     /// as a deny with this reason, and must be answered so.
     pub stale_agent: Option<String>,
+    /// Set when the agent had already asked with this `request_id` (`crate::requests`):
+    /// nothing was recorded, and the call must be answered with this earlier decision.
+    pub replayed: Option<PriorDecision>,
+}
+
+/// A decision recorded earlier for the same agent and `request_id`, answered again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorDecision {
+    pub decision_id: String,
+    pub verdict: Verdict,
+    pub risk_score: u8,
+    pub reason: String,
+    pub matched_policies: Vec<String>,
 }
 
 /// A stored decision.

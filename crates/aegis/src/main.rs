@@ -15,7 +15,7 @@ use aegis_server::live_feed::FeedSettings;
 use aegis_server::serve::ReadTimeouts;
 use aegis_server::telemetry::Metrics;
 use aegis_server::validate::Text;
-use aegis_server::{AppState, Settings, router};
+use aegis_server::{AppState, Settings};
 use aegis_soc::SocConfig;
 use aegis_soc::anchor::AnchorFile;
 use aegis_soc::consumer::Consumer;
@@ -642,7 +642,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %listening, db = %database_label(&args.database.db), "aegis gateway serving");
 
     let grace = Duration::from_secs(args.shutdown_grace_secs);
-    aegis_server::serve::serve(listener, router(state), timeouts, shutdown_signal()).await;
+    aegis_server::serve::serve(
+        listener,
+        aegis_server::router_with(state, aegis_console::routes()),
+        timeouts,
+        shutdown_signal(),
+    )
+    .await;
     let _ = stop.send(true);
     let mut tasks = vec![
         (background, "background plane"),

@@ -6,12 +6,13 @@ use crate::extract::{JsonBody, Path, QueryParams};
 use crate::openapi::{
     BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
 };
+use crate::operations;
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
 use crate::validate::Text;
 use aegis_core::model::{AgentStatus, RiskTier};
 use aegis_core::timestamp::format_millis;
-use aegis_store::{Agent, AgentChange, AgentChangeKind, NewAgent, Page};
+use aegis_store::{Agent, AgentChangeKind, NewAgent, Page};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -197,7 +198,7 @@ pub async fn patch_agent(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PatchAgent>,
 ) -> ApiResult<Json<AgentView>> {
-    change(
+    operations::change_agent(
         &state,
         &operator,
         &id,
@@ -229,11 +230,7 @@ pub async fn freeze_agent(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<AgentView>> {
-    let reason = body
-        .reason
-        .map(Text::into_string)
-        .unwrap_or_else(|| format!("frozen by operator {}", operator.actor()));
-    change(&state, &operator, &id, AgentChangeKind::Freeze { reason })
+    operations::freeze_agent(&state, &operator, &id, body.reason.map(Text::into_string))
         .await
         .map(|agent| Json(agent.into()))
 }
@@ -255,7 +252,7 @@ pub async fn unfreeze_agent(
     operator: Operator<Responder>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AgentView>> {
-    change(&state, &operator, &id, AgentChangeKind::Unfreeze)
+    operations::unfreeze_agent(&state, &operator, &id)
         .await
         .map(|agent| Json(agent.into()))
 }
@@ -280,16 +277,9 @@ pub async fn revoke_agent(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<AgentView>> {
-    change(
-        &state,
-        &operator,
-        &id,
-        AgentChangeKind::Revoke {
-            reason: body.reason.map(Text::into_string),
-        },
-    )
-    .await
-    .map(|agent| Json(agent.into()))
+    operations::revoke_agent(&state, &operator, &id, body.reason.map(Text::into_string))
+        .await
+        .map(|agent| Json(agent.into()))
 }
 
 /// Issue a new token (admin); the old one answers 401 at once.
@@ -309,35 +299,9 @@ pub async fn rotate_token(
     operator: Operator<Admin>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RotatedToken>> {
-    let (token, new_token_hash) = new_secret(AGENT_TOKEN_PREFIX)?;
-    change(
-        &state,
-        &operator,
-        &id,
-        AgentChangeKind::RotateToken { new_token_hash },
-    )
-    .await?;
+    let token = operations::rotate_agent_token(&state, &operator, &id).await?;
     Ok(Json(RotatedToken {
         agent_id: id,
         agent_token: token,
     }))
-}
-
-async fn change<R>(
-    state: &SharedState,
-    operator: &Operator<R>,
-    agent_id: &str,
-    kind: AgentChangeKind,
-) -> ApiResult<Agent> {
-    let change = AgentChange {
-        kind,
-        actor: operator.actor(),
-        at_ms: crate::now_ms(),
-    };
-    let agent = state
-        .store
-        .change_agent(&operator.tenant, agent_id, change)
-        .await?;
-    state.agents.forget(agent_id);
-    Ok(agent)
 }

@@ -4,7 +4,7 @@
 use crate::auth::AgentCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
-use crate::openapi::{AgentErrors, BodyRefused, Invalid, StoreErrors, Unreadable};
+use crate::openapi::{AgentErrors, BodyRefused, Conflict, Invalid, StoreErrors, Unreadable};
 use crate::state::SharedState;
 use crate::validate::Text;
 use aegis_core::canonical::ActionRef;
@@ -23,7 +23,9 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
-    /// Client-chosen id, echoed in the decision record.
+    /// Client-chosen id of this call, echoed in the decision record. Repeating a call with
+    /// the same id (a retry) answers the decision recorded the first time, unless the agent
+    /// has been frozen or changed since; reusing it for a different call is a 409.
     #[schema(inline)]
     pub request_id: Option<Name>,
     pub tool_call: ToolCall,
@@ -107,6 +109,7 @@ type Name = Text<128>;
         Unreadable,
         Invalid,
         BodyRefused,
+        Conflict,
     )
 )]
 pub async fn authorize(
@@ -220,35 +223,62 @@ pub async fn authorize(
         .await
         .map_err(|error| match error {
             StoreError::ChainBroken(_) => ApiError::from(error),
+            StoreError::Conflict(message) => ApiError {
+                field: Some("request_id".into()),
+                ..ApiError::conflict(message)
+            },
             error => {
                 tracing::error!(%error, agent_id = %agent.id, "decision not recorded; answering 503 (fail closed)");
                 ApiError::unavailable("the decision could not be recorded; treat the call as denied")
             }
         })?;
 
-    if let Some(risk_tier) = recorded.escalated_to {
-        tracing::info!(agent_id = %agent.id, %risk_tier, "risk tier escalated after repeated denials");
-        // The writer committed the new tier. The snapshot this request started from may be
-        // older than a change committed since (a freeze): never write it back; the next call
-        // loads the committed row.
-        state.agents.forget(&agent.id);
-    }
-
-    // The answer is what was recorded: a decision made from a stale agent was recorded as a
-    // deny, and this replica's cached agent is stale too.
-    let (verdict, reason, matched_policies) = match recorded.stale_agent {
-        Some(reason) => {
-            tracing::warn!(agent_id = %agent.id, %reason, "decision made from a stale agent; recorded and answered as a deny");
-            state.agents.forget(&agent.id);
-            (Verdict::Deny, reason, Vec::new())
+    // The answer is what was recorded: a retry's first decision (with that call's receipt),
+    // or this one; a decision made from a stale agent was recorded as a deny, and this
+    // replica's cached agent is stale too.
+    let (decision_id, verdict, risk_score, reason, matched_policies) = match recorded.replayed {
+        Some(prior) => (
+            prior.decision_id,
+            prior.verdict,
+            prior.risk_score,
+            prior.reason,
+            prior.matched_policies,
+        ),
+        None => {
+            if let Some(risk_tier) = recorded.escalated_to {
+                tracing::info!(agent_id = %agent.id, %risk_tier, "risk tier escalated after repeated denials");
+                // The writer committed the new tier. The snapshot this request started from
+                // may be older than a change committed since (a freeze): never write it back;
+                // the next call loads the committed row.
+                state.agents.forget(&agent.id);
+            }
+            match recorded.stale_agent {
+                Some(reason) => {
+                    tracing::warn!(agent_id = %agent.id, %reason, "decision made from a stale agent; recorded and answered as a deny");
+                    state.agents.forget(&agent.id);
+                    (
+                        decision_id,
+                        Verdict::Deny,
+                        outcome.risk_score,
+                        reason,
+                        Vec::new(),
+                    )
+                }
+                None => (
+                    decision_id,
+                    outcome.verdict,
+                    outcome.risk_score,
+                    outcome.reason,
+                    outcome.matched_policies,
+                ),
+            }
         }
-        None => (outcome.verdict, outcome.reason, outcome.matched_policies),
     };
     tenant.decisions.count(verdict);
     Ok(Json(AuthorizeResponse {
         decision_id,
         decision: verdict,
-        risk_score: outcome.risk_score,
+        risk_score,
         reason,
         matched_policies,
         action_hash,

@@ -90,6 +90,28 @@ pub struct DecisionQuery {
     pub cursor: Option<Cursor>,
 }
 
+impl DecisionQuery {
+    /// The store filter of this query, fetching one row more than the page (which only says
+    /// whether another page exists), and the page size.
+    pub fn into_filter(self) -> (DecisionFilter, u32) {
+        let page = page(self.limit, self.cursor, DEFAULT_LIMIT);
+        let filter = DecisionFilter {
+            since_ms: Timestamp::millis(self.since),
+            until_ms: Timestamp::millis(self.until),
+            agent_id: self.agent_id,
+            verdict: self.decision,
+            tool: self.tool,
+            action: self.action,
+            run_id: self.run_id,
+            page: aegis_store::Page {
+                limit: page.limit + 1,
+                ..page
+            },
+        };
+        (filter, page.limit)
+    }
+}
+
 /// Decisions of this tenant, newest first, filtered.
 #[utoipa::path(get, path = "/v1/decisions", tag = "decisions", params(DecisionQuery),
     security(("operator_key" = [])),
@@ -104,24 +126,11 @@ pub async fn list_decisions(
     operator: Operator<Viewer>,
     QueryParams(query): QueryParams<DecisionQuery>,
 ) -> ApiResult<Listed<DecisionView>> {
-    let page = page(query.limit, query.cursor, DEFAULT_LIMIT);
-    let filter = DecisionFilter {
-        since_ms: Timestamp::millis(query.since),
-        until_ms: Timestamp::millis(query.until),
-        agent_id: query.agent_id,
-        verdict: query.decision,
-        tool: query.tool,
-        action: query.action,
-        run_id: query.run_id,
-        page: aegis_store::Page {
-            limit: page.limit + 1,
-            ..page
-        },
-    };
+    let (filter, limit) = query.into_filter();
     let rows = state.store.list_decisions(&operator.tenant, filter).await?;
     Ok(Listed::paged(
         rows,
-        page.limit,
+        limit,
         |d| d.event_seq,
         DecisionView::from,
     ))

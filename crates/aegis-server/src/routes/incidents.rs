@@ -7,6 +7,7 @@ use crate::extract::{JsonBody, Path, QueryParams};
 use crate::openapi::{
     BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
 };
+use crate::operations;
 use crate::routes::agents::ReasonBody;
 use crate::routes::decisions::DecisionView;
 use crate::routes::{Cursor, DEFAULT_LIMIT, Limit, Listed, PageQuery, page};
@@ -182,6 +183,27 @@ pub struct IncidentQuery {
     pub cursor: Option<Cursor>,
 }
 
+impl IncidentQuery {
+    /// The store filter of this query, fetching one row more than the page (which only says
+    /// whether another page exists), and the page size.
+    pub fn into_filter(self) -> (IncidentFilter, u32) {
+        let page = page(self.limit, self.cursor, DEFAULT_LIMIT);
+        let filter = IncidentFilter {
+            since_ms: Timestamp::millis(self.since),
+            until_ms: Timestamp::millis(self.until),
+            status: self.status.map(|status| status.as_str().to_owned()),
+            severity: self.severity,
+            kind: self.kind,
+            agent_id: self.agent_id,
+            page: Page {
+                limit: page.limit + 1,
+                ..page
+            },
+        };
+        (filter, page.limit)
+    }
+}
+
 /// The `status` filter of incidents.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -192,7 +214,13 @@ pub enum IncidentStatus {
 }
 
 impl IncidentStatus {
-    fn as_str(self) -> &'static str {
+    pub const ALL: [IncidentStatus; 3] = [
+        IncidentStatus::Open,
+        IncidentStatus::Acknowledged,
+        IncidentStatus::Closed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
             IncidentStatus::Open => incident_status::OPEN,
             IncidentStatus::Acknowledged => incident_status::ACKNOWLEDGED,
@@ -215,23 +243,11 @@ pub async fn list_incidents(
     operator: Operator<Viewer>,
     QueryParams(query): QueryParams<IncidentQuery>,
 ) -> ApiResult<Listed<IncidentView>> {
-    let page = page(query.limit, query.cursor, DEFAULT_LIMIT);
-    let filter = IncidentFilter {
-        since_ms: Timestamp::millis(query.since),
-        until_ms: Timestamp::millis(query.until),
-        status: query.status.map(|status| status.as_str().to_owned()),
-        severity: query.severity,
-        kind: query.kind,
-        agent_id: query.agent_id,
-        page: Page {
-            limit: page.limit + 1,
-            ..page
-        },
-    };
+    let (filter, limit) = query.into_filter();
     let rows = state.store.list_incidents(&operator.tenant, filter).await?;
     Ok(Listed::paged(
         rows,
-        page.limit,
+        limit,
         |i| i.event_seq,
         IncidentView::from,
     ))
@@ -366,14 +382,9 @@ async fn step(
     id: &str,
     step: IncidentStep,
 ) -> ApiResult<Json<IncidentDetailView>> {
-    let (detail, agent) = state
-        .store
-        .step_incident(&operator.tenant, id, step, &operator.actor())
-        .await?;
-    if let Some(agent) = agent {
-        state.agents.forget(&agent.id);
-    }
-    Ok(Json(detail.into()))
+    operations::step_incident(state, operator, id, step)
+        .await
+        .map(|detail| Json(detail.into()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -130,6 +130,25 @@ async fn renew_narrative(
     Ok(record)
 }
 
+/// The narrative an operator reading the incident gets: the stored one while the incident is
+/// unchanged; otherwise a responder's read writes and stores a new one, and a viewer's gets
+/// the deterministic narrative, not stored (a viewer's read never writes or calls the LLM).
+/// The API's `GET .../narrate` and the console's incident page both read it here.
+pub async fn incident_narrative(
+    state: &SharedState,
+    operator: &Operator<Viewer>,
+    detail: &IncidentDetail,
+) -> ApiResult<NarrativeRecord> {
+    let tenant = &operator.tenant;
+    Ok(match current_narrative(state, tenant, detail).await? {
+        Some(stored) => stored,
+        None if operator.role.grants(Role::Responder) => {
+            renew_narrative(state, tenant, detail).await?
+        }
+        None => write_narrative(state, tenant, detail, false).await?,
+    })
+}
+
 /// A root-cause narrative built only from the incident's recorded evidence. The stored one
 /// while the incident is unchanged; otherwise a responder's request writes and stores a new
 /// one (with `AEGIS_NARRATOR_URL`, an OpenAI-compatible endpoint adds an advisory analysis of
@@ -149,15 +168,8 @@ pub async fn narrate(
     operator: Operator<Viewer>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<NarrativeView>> {
-    let tenant = &operator.tenant;
-    let detail = state.store.incident(tenant, &id).await?;
-    let narrative = match current_narrative(&state, tenant, &detail).await? {
-        Some(stored) => stored,
-        None if operator.role.grants(Role::Responder) => {
-            renew_narrative(&state, tenant, &detail).await?
-        }
-        None => write_narrative(&state, tenant, &detail, false).await?,
-    };
+    let detail = state.store.incident(&operator.tenant, &id).await?;
+    let narrative = incident_narrative(&state, &operator, &detail).await?;
     Ok(Json(narrative.into()))
 }
 

@@ -128,7 +128,12 @@ pub struct SocAutonomyBody {
     pub level: Option<AutonomyLevel>,
 }
 
-fn autonomy_view(state: &SharedState, override_level: Option<AutonomyLevel>) -> SocAutonomyView {
+/// The level in force for a tenant with `override_level`: its own, else the environment's,
+/// else `L1`.
+pub fn autonomy_view(
+    state: &SharedState,
+    override_level: Option<AutonomyLevel>,
+) -> SocAutonomyView {
     let (level, source) = match (override_level, state.settings.env_autonomy) {
         (Some(level), _) => (level, AutonomySource::Tenant),
         (None, Some(level)) => (level, AutonomySource::Env),

@@ -90,6 +90,18 @@ pub async fn events_feed(
             ApiError::unauthorized("an operator key is required (Authorization: Bearer or ?token=)")
         })?;
     let operator = Operator::<Viewer>::from_secret(&state, &secret).await?;
+    open_feed(state, operator, log_head, query, upgrade).await
+}
+
+/// Opens a live feed for an operator already authenticated (by key here, by session in the
+/// console), with `log_head` read before the operator's credential was checked.
+pub async fn open_feed(
+    state: SharedState,
+    operator: Operator<Viewer>,
+    log_head: i64,
+    query: FeedQuery,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
     if let Some(since) = query.since.filter(|since| *since > log_head) {
         // Accepted, such a feed would wait in silence for seqs the log may never reach.
         let mut head = state.store.committed_seq();

@@ -50,7 +50,17 @@ impl PendingDecisions {
         });
     }
 
-    /// Writes the gathered rows (events, decisions, receipts) in one round trip.
+    /// Whether a gathered decision answers retries under this request id.
+    pub fn holds_request(&self, tenant_id: &str, agent_id: &str, request_id: &str) -> bool {
+        self.rows.iter().any(|r| {
+            r.decision.tenant_id.as_str() == tenant_id
+                && r.decision.agent_id == agent_id
+                && crate::requests::replay_key(&r.decision) == Some(request_id)
+        })
+    }
+
+    /// Writes the gathered rows (events, decisions, receipts, request keys) in one round
+    /// trip.
     pub async fn flush(&mut self, tx: &Transaction<'_>) -> StoreResult<()> {
         if self.rows.is_empty() {
             return Ok(());
@@ -168,10 +178,38 @@ impl PendingDecisions {
             &hashes,
         ];
         let receipts = tx.execute(&insert_receipts, &receipts_columns);
+
+        let keyed: Vec<&PendingDecision> = rows
+            .iter()
+            .filter(|r| crate::requests::replay_key(&r.decision).is_some())
+            .collect();
+        let keyed_text = |f: for<'r> fn(&'r PendingDecision) -> &'r str| -> Vec<&str> {
+            keyed.iter().map(|r| f(r)).collect()
+        };
+        let key_tenants = keyed_text(|r| r.decision.tenant_id.as_str());
+        let key_agents = keyed_text(|r| &r.decision.agent_id);
+        let key_requests =
+            keyed_text(|r| crate::requests::replay_key(&r.decision).unwrap_or_default());
+        let key_decisions = keyed_text(|r| &r.decision.id);
+        let insert_keys = prepared(
+            tx,
+            "INSERT INTO decision_requests (tenant_id, agent_id, request_id, decision_id)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])",
+        )
+        .await?;
+        let keys_columns: [&(dyn ToSql + Sync); 4] =
+            [&key_tenants, &key_agents, &key_requests, &key_decisions];
+        let keys = async {
+            if keyed.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(&insert_keys, &keys_columns).await
+        };
         tokio::try_join!(
             async { events.await.map_err(StoreError::from) },
             async { decisions.await.map_err(StoreError::from) },
             async { receipts.await.map_err(StoreError::from) },
+            async { keys.await.map_err(StoreError::from) },
         )?;
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! advisory lock.
 
 mod chain;
+mod console_sessions;
 mod decision_rows;
 mod evidence;
 mod leader;
@@ -50,6 +51,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_sealed_webhook_secrets.sql"),
     include_str!("../../migrations/postgres/0005_decision.sql"),
     include_str!("../../migrations/postgres/0006_fence.sql"),
+    include_str!("../../migrations/postgres/0007_decision_requests.sql"),
+    include_str!("../../migrations/postgres/0008_console_sessions.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -628,6 +631,25 @@ async fn record_decision_tx(
         .agent_version(tx, d.tenant_id.as_str(), &d.agent_id)
         .await?;
     let stale_agent = crate::fence::fence_stale_agent(&mut d, stored);
+    if let Some(request_id) = crate::requests::replay_key(&d) {
+        // A retry is answered with what its first call recorded (`crate::requests`); a first
+        // call earlier in this batch must be in the tables to be found.
+        if state
+            .decisions
+            .holds_request(d.tenant_id.as_str(), &d.agent_id, request_id)
+        {
+            state.decisions.flush(tx).await?;
+        }
+        let prior = tx
+            .query_opt(
+                &prepared(tx, crate::requests::PRIOR_DECISION_SQL).await?,
+                &[&d.tenant_id.as_str(), &d.agent_id, &request_id],
+            )
+            .await?;
+        if let Some(row) = prior {
+            return prior_decision_from_row(&row)?.answer(&d);
+        }
+    }
     let event_seq = state.reserve_event_seq();
     let receipt = records::seal_receipt(&d, head.seq, &head.hash)?;
     let recorded = RecordedDecision {
@@ -638,6 +660,7 @@ async fn record_decision_tx(
         prev_hash: receipt.body.prev_hash.clone(),
         escalated_to: None,
         stale_agent,
+        replayed: None,
     };
     state.extend_chain(
         d.tenant_id.as_str(),

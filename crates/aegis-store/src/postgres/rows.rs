@@ -207,6 +207,22 @@ pub(super) fn response_action_from_row(row: &Row) -> StoreResult<ResponseActionR
     })
 }
 
+pub(super) fn prior_decision_from_row(row: &Row) -> StoreResult<crate::requests::PriorRow> {
+    Ok(crate::requests::PriorRow {
+        decision_id: get(row, 0)?,
+        verdict: get(row, 1)?,
+        risk_score: get(row, 2)?,
+        reason: get(row, 3)?,
+        matched_policies: get(row, 4)?,
+        action_hash: get(row, 5)?,
+        event_seq: get(row, 6)?,
+        receipt_id: get(row, 7)?,
+        receipt_seq: get(row, 8)?,
+        receipt_hash: get(row, 9)?,
+        receipt_body: get(row, 10)?,
+    })
+}
+
 pub(super) fn receipt_from_row(row: &Row) -> StoreResult<Receipt> {
     let body: String = get(row, 0)?;
     Ok(Receipt {

@@ -426,8 +426,11 @@ async fn commit_batch(
         for job in batch.iter_mut() {
             if !job.isolated() {
                 match job.apply(&tx, &mut state).await {
-                    // Refused before it wrote anything: this job alone fails.
-                    Err(refused @ StoreError::ChainBroken(_)) => outcomes.push(Err(refused)),
+                    // Refused before it wrote anything (a broken chain, a request id
+                    // reused for another call): this job alone fails.
+                    Err(refused @ (StoreError::ChainBroken(_) | StoreError::Conflict(_))) => {
+                        outcomes.push(Err(refused))
+                    }
                     // The transaction is aborted: fail the batch with its error.
                     Err(error) => return Err(error),
                     Ok(()) => outcomes.push(Ok(())),

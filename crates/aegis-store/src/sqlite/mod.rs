@@ -2,6 +2,7 @@
 //! commit ([`writer`]), and a small pool of read-only connections for queries.
 
 mod chain;
+mod console_sessions;
 mod evidence;
 pub(crate) mod notify;
 pub(crate) mod rows;
@@ -40,6 +41,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_sealed_webhook_secrets.sql"),
     include_str!("../../migrations/sqlite/0008_decision.sql"),
     include_str!("../../migrations/sqlite/0009_fence.sql"),
+    include_str!("../../migrations/sqlite/0010_decision_requests.sql"),
+    include_str!("../../migrations/sqlite/0011_console_sessions.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -483,6 +486,7 @@ fn record_decision_tx(
         prev_hash: receipt.body.prev_hash,
         escalated_to,
         stale_agent: None,
+        replayed: None,
     })
 }
 
@@ -498,10 +502,25 @@ fn record_fenced_decision_tx(
         .query_row([d.tenant_id.as_str(), &d.agent_id], |row| row.get(0))
         .optional()?;
     let stale_agent = crate::fence::fence_stale_agent(&mut d, stored);
-    Ok(RecordedDecision {
-        stale_agent,
-        ..record_decision_tx(conn, state, &d)?
-    })
+    let Some(request_id) = crate::requests::replay_key(&d) else {
+        return Ok(RecordedDecision {
+            stale_agent,
+            ..record_decision_tx(conn, state, &d)?
+        });
+    };
+    // A retry is answered with what its first call recorded (`crate::requests`).
+    let key = [d.tenant_id.as_str(), &d.agent_id, request_id];
+    if let Some(prior) = conn
+        .prepare_cached(crate::requests::PRIOR_DECISION_SQL)?
+        .query_row(key, prior_decision_from_row)
+        .optional()?
+    {
+        return prior.answer(&d);
+    }
+    let recorded = record_decision_tx(conn, state, &d)?;
+    conn.prepare_cached(crate::requests::REMEMBER_SQL)?
+        .execute([key[0], key[1], key[2], &d.id])?;
+    Ok(recorded)
 }
 
 /// Counts the agent's denies in the window that were logged after its last tier change

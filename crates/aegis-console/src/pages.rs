@@ -1,0 +1,460 @@
+//! The pages a person reads: incidents, one incident (graph, timeline, narrative), agents,
+//! one agent, decisions, settings. Each reads through the same store calls and use cases as
+//! the matching API route and renders what it got; every string from the store is escaped
+//! by the templates (nothing here is ever marked as pre-escaped).
+
+use crate::graph;
+use crate::page::{ConsoleError, ConsoleResult, timestamp, timestamp_ms};
+use crate::session::SignedIn;
+use aegis_core::model::{AgentStatus, AutonomyLevel, Role, Verdict};
+use aegis_server::SharedState;
+use aegis_server::evidence::{incident_graph, keyring};
+use aegis_server::extract::{Path, QueryParams, SearchForm};
+use aegis_server::routes::decisions::DecisionQuery;
+use aegis_server::routes::incidents::{IncidentQuery, IncidentStatus};
+use aegis_server::routes::investigate::incident_narrative;
+use aegis_server::routes::split_page;
+use aegis_server::routes::tenants::autonomy_view;
+use aegis_store::{Agent, DecisionFilter, DecisionRecord, Page};
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde_json::Value;
+
+/// Decisions drawn on an incident's graph (the most recent ones).
+const GRAPH_DECISIONS: u32 = 200;
+/// Rows of the incident, agent and decision lists.
+const LIST_ROWS: u32 = 100;
+/// Recent decisions shown on an agent's page.
+const AGENT_DECISIONS: u32 = 20;
+
+/// `GET /console`: the incidents when signed in, else the sign-in form.
+pub async fn home(session: Result<SignedIn, ConsoleError>) -> Response {
+    match session {
+        Ok(_) => Redirect::to("/console/incidents").into_response(),
+        Err(_) => Redirect::to("/console/sign-in").into_response(),
+    }
+}
+
+/// What a role may do, as the pages offer it (the server checks again on every action).
+pub struct Offers {
+    pub respond: bool,
+    pub administer: bool,
+}
+
+impl Offers {
+    pub fn of(role: Role) -> Self {
+        Offers {
+            respond: role.grants(Role::Responder),
+            administer: role.grants(Role::Admin),
+        }
+    }
+}
+
+/// `GET /console/incidents`: the incident list, refreshed live by the script.
+pub async fn incidents(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    QueryParams(query): QueryParams<IncidentQuery>,
+) -> ConsoleResult {
+    let operator = session.viewer()?;
+    let selected = query.status.map(IncidentStatus::as_str);
+    let log_head = *state.store.committed_seq().borrow();
+    let (filter, limit) = query.into_filter();
+    let rows = state.store.list_incidents(&operator.tenant, filter).await?;
+    let (incidents, more) = split_page(rows, limit, |i| i.event_seq);
+    let body = html! {
+        h1 { "Incidents" }
+        nav.tabs aria-label="Incident status" {
+            a href="/console/incidents" aria-current=[selected.is_none().then_some("page")] { "All" }
+            @for status in IncidentStatus::ALL {
+                a href=(format!("/console/incidents?status={}", status.as_str()))
+                    aria-current=[(selected == Some(status.as_str())).then_some("page")] { (status.as_str()) }
+            }
+        }
+        p #live-status.live-status aria-live="polite" { "Live updates: connecting…" }
+        div #incidents data-live-incidents data-since=(log_head) {
+            @if incidents.is_empty() {
+                p.empty { "No incidents here. Incidents open when the SOC's correlation rules fire (a deny storm, a runaway agent, data exfiltration); new ones appear on this page as they open, without a reload." }
+            } @else {
+                div.table-scroll {
+                    table {
+                        thead { tr { th { "Opened" } th { "Kind" } th { "Severity" } th { "Status" } th { "Agent" } th { "Evidence" } th { "Summary" } } }
+                        tbody {
+                            @for incident in &incidents {
+                                tr data-incident=(incident.id) {
+                                    td { (timestamp_ms(incident.opened_at_ms)) }
+                                    td { a href=(format!("/console/incidents/{}", incident.id)) { (incident.kind) } }
+                                    td { span class=(format!("severity severity-{}", incident.severity.as_str())) { (incident.severity.as_str()) } }
+                                    td { span class=(format!("status status-{}", incident.status)) { (incident.status) } }
+                                    td { a href=(format!("/console/agents/{}", incident.agent_id)) { (incident.agent_id) } }
+                                    td { (incident.evidence_count) }
+                                    td { (incident.summary) }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if more.is_some() {
+                    p.help { "Showing the " (limit) " most recent; narrow the list with the status tabs or use " code { "GET /v1/incidents" } " to page further." }
+                }
+            }
+        }
+    };
+    Ok(session.page("Incidents").render(body).into_response())
+}
+
+/// `GET /console/incidents/{id}`: everything behind one incident and what can be done.
+pub async fn incident(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    Path(id): Path<String>,
+) -> ConsoleResult {
+    let operator = session.viewer()?;
+    let store = state.store.as_ref();
+    let detail = store.incident(&operator.tenant, &id).await?;
+    let keys = keyring(store).await?;
+    let page = Page {
+        before: None,
+        limit: GRAPH_DECISIONS,
+    };
+    let (graph, _) = incident_graph(store, &operator.tenant, &detail, &keys, None, page).await?;
+    let narrative = incident_narrative(&state, &operator, &detail).await?;
+    let agent = store
+        .agent(&operator.tenant, &detail.incident.agent_id)
+        .await?;
+    let incident = &detail.incident;
+    let offers = Offers::of(session.role());
+    let back = format!("/console/incidents/{}", incident.id);
+    let mut timeline: Vec<&Value> = graph
+        .nodes
+        .iter()
+        .filter(|node| node["type"] == "decision")
+        .collect();
+    timeline.sort_by_key(|node| node["event_seq"].as_i64());
+    let body = html! {
+        h1 { "Incident " span.kind { (incident.kind) } }
+        dl.facts {
+            dt { "Severity" } dd { span class=(format!("severity severity-{}", incident.severity.as_str())) { (incident.severity.as_str()) } }
+            dt { "Status" } dd #incident-status { span class=(format!("status status-{}", incident.status)) { (incident.status) } }
+            dt { "Agent" } dd { a href=(format!("/console/agents/{}", agent.id)) { (agent.name) " (" (agent.id) ")" } " · " (agent.status.as_str()) }
+            dt { "Opened" } dd { (timestamp_ms(incident.opened_at_ms)) }
+            dt { "Evidence" } dd { (incident.evidence_count) " events" }
+            dt { "Summary" } dd { (incident.summary) }
+            @if let (Some(at), Some(by)) = (incident.acknowledged_at_ms, &incident.acknowledged_by) {
+                dt { "Acknowledged" } dd { (timestamp_ms(at)) " by " (by) }
+            }
+            @if let (Some(at), Some(by)) = (incident.closed_at_ms, &incident.closed_by) {
+                dt { "Closed" } dd { (timestamp_ms(at)) " by " (by) @if let Some(reason) = &incident.close_reason { ": " (reason) } }
+            }
+            @if let Some(action) = &incident.recommended_action {
+                dt { "Recommended" } dd { code { (action.to_string()) } }
+            }
+        }
+        @if offers.respond {
+            section.actions aria-label="Incident actions" {
+                h2 { "Respond" }
+                div.buttons {
+                    @if incident.status == "open" {
+                        (crate::actions::form(&format!("/console/incidents/{}/acknowledge", incident.id), "Acknowledge", &session.csrf, &back, None, crate::actions::Reason::None))
+                    }
+                    @if incident.recommended_action.is_some() && incident.status != "closed" {
+                        (crate::actions::form(&format!("/console/incidents/{}/apply", incident.id), "Apply recommendation", &session.csrf, &back, Some("Apply the recommended response to this agent?"), crate::actions::Reason::None))
+                    }
+                    @if incident.status != "closed" {
+                        (crate::actions::form(&format!("/console/incidents/{}/close", incident.id), "Close", &session.csrf, &back, Some("Close this incident?"), crate::actions::Reason::Optional))
+                    }
+                    (agent_actions(&agent, &offers, &session.csrf, &back))
+                }
+            }
+        }
+        section aria-labelledby="graph-title" {
+            h2 #graph-title { "Evidence graph" }
+            p.help { "Decisions, their receipts (✓ verified, ✗ unverified), the agent and run, tools and matched policies, and the responses taken. Hover a node for details." }
+            (graph::render(&graph))
+        }
+        section aria-labelledby="narrative-title" {
+            h2 #narrative-title { "Narrative" }
+            p.help { "Written by " (narrative.generated_by) " at " (timestamp_ms(narrative.generated_at_ms)) "." }
+            pre.narrative { (narrative.narrative) }
+        }
+        section aria-labelledby="timeline-title" {
+            h2 #timeline-title { "Timeline" }
+            @if timeline.is_empty() {
+                p.empty { "No decisions are linked to this incident." }
+            } @else {
+                div.table-scroll { table.timeline {
+                    thead { tr { th { "When" } th { "Decision" } th { "Call" } th { "Risk" } th { "Reason" } th { "Policies" } } }
+                    tbody {
+                        @for node in &timeline {
+                            tr {
+                                td { (timestamp(node["created_at"].as_str().unwrap_or_default())) }
+                                td { (verdict_badge(node["decision"].as_str().unwrap_or_default())) }
+                                td { code { (node["tool"].as_str().unwrap_or_default()) "." (node["action"].as_str().unwrap_or_default()) } }
+                                td { (node["risk_score"].to_string()) }
+                                td { (node["reason"].as_str().unwrap_or_default()) }
+                                td { @for policy in node["matched_policies"].as_array().into_iter().flatten() { code { (policy.as_str().unwrap_or_default()) } " " } }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+        @if !detail.response_actions.is_empty() {
+            section aria-labelledby="responses-title" {
+                h2 #responses-title { "Responses taken" }
+                ul { @for action in &detail.response_actions {
+                    li { (timestamp_ms(action.created_at_ms)) " · " (action.action) " (" (action.mode) ") by " (action.actor) ": " (action.detail) }
+                } }
+            }
+        }
+    };
+    Ok(session.page("Incident").render(body).into_response())
+}
+
+fn verdict_badge(verdict: &str) -> Markup {
+    html! { span class=(format!("verdict verdict-{verdict}")) { (verdict) } }
+}
+
+/// The lifecycle buttons of an agent, as far as its status and the operator's role allow.
+pub fn agent_actions(agent: &Agent, offers: &Offers, csrf: &str, back: &str) -> Markup {
+    use crate::actions::{Reason, form};
+    let path = |act: &str| format!("/console/agents/{}/{act}", agent.id);
+    html! {
+        @if offers.respond && agent.status == AgentStatus::Active {
+            (form(&path("freeze"), "Freeze agent", csrf, back, Some("Freeze this agent? Its calls are denied until it is unfrozen."), Reason::Optional))
+        }
+        @if offers.respond && agent.status == AgentStatus::Frozen {
+            (form(&path("unfreeze"), "Unfreeze agent", csrf, back, None, Reason::None))
+        }
+        @if offers.administer && agent.status != AgentStatus::Revoked {
+            (form(&path("revoke"), "Revoke agent", csrf, back, Some("Revoke this agent for good? Its tokens stop working and it cannot be unfrozen."), Reason::Optional))
+            (form(&path("rotate-token"), "Rotate token", csrf, back, Some("Issue a new token? The current one stops working at once."), Reason::None))
+        }
+    }
+}
+
+/// `GET /console/agents`.
+pub async fn agents(State(state): State<SharedState>, session: SignedIn) -> ConsoleResult {
+    let operator = session.viewer()?;
+    let page = Page {
+        before: None,
+        limit: LIST_ROWS + 1,
+    };
+    let rows = state.store.list_agents(&operator.tenant, page).await?;
+    let (agents, more) = split_page(rows, LIST_ROWS, |agent| agent.cursor);
+    let body = html! {
+        h1 { "Agents" }
+        @if agents.is_empty() {
+            p.empty { "No agents are registered yet. Register one with " code { "POST /v1/agents" } " (admin key); it then authorizes its tool calls with the token it gets." }
+        } @else {
+            div.table-scroll { table {
+                thead { tr { th { "Name" } th { "Status" } th { "Risk tier" } th { "Registered" } th { "Id" } } }
+                tbody { @for agent in &agents {
+                    tr {
+                        td { a href=(format!("/console/agents/{}", agent.id)) { (agent.name) } }
+                        td { span class=(format!("status status-{}", agent.status.as_str())) { (agent.status.as_str()) } }
+                        td { (agent.risk_tier.as_str()) }
+                        td { (timestamp_ms(agent.created_at_ms)) }
+                        td { code { (agent.id) } }
+                    }
+                } }
+            } }
+            @if more.is_some() { p.help { "Showing the " (LIST_ROWS) " most recent; " code { "GET /v1/agents" } " pages through all." } }
+        }
+    };
+    Ok(session.page("Agents").render(body).into_response())
+}
+
+/// `GET /console/agents/{id}`: status, risk tier, recent decisions, lifecycle buttons.
+pub async fn agent(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    Path(id): Path<String>,
+) -> ConsoleResult {
+    let operator = session.viewer()?;
+    let agent = state.store.agent(&operator.tenant, &id).await?;
+    let filter = DecisionFilter {
+        agent_id: Some(agent.id.clone()),
+        page: Page {
+            before: None,
+            limit: AGENT_DECISIONS,
+        },
+        ..DecisionFilter::default()
+    };
+    let decisions = state.store.list_decisions(&operator.tenant, filter).await?;
+    let offers = Offers::of(session.role());
+    let back = format!("/console/agents/{}", agent.id);
+    let body = html! {
+        h1 { "Agent " (agent.name) }
+        dl.facts {
+            dt { "Id" } dd { code { (agent.id) } }
+            dt { "Status" } dd #agent-status { span class=(format!("status status-{}", agent.status.as_str())) { (agent.status.as_str()) } }
+            @if let Some(reason) = &agent.status_reason { dt { "Why" } dd { (reason) } }
+            dt { "Risk tier" } dd { (agent.risk_tier.as_str()) }
+            dt { "Registered" } dd { (timestamp_ms(agent.created_at_ms)) }
+            dt { "Last change" } dd { (timestamp_ms(agent.updated_at_ms)) }
+        }
+        @if offers.respond && agent.status != AgentStatus::Revoked {
+            section.actions aria-label="Agent actions" {
+                h2 { "Lifecycle" }
+                div.buttons { (agent_actions(&agent, &offers, &session.csrf, &back)) }
+            }
+        }
+        section aria-labelledby="recent-title" {
+            h2 #recent-title { "Recent decisions" }
+            (decision_table(&decisions, "This agent has not asked for any tool call yet."))
+            p.help { a href=(format!("/console/decisions?agent_id={}", agent.id)) { "Search all of its decisions" } }
+        }
+    };
+    Ok(session.page("Agent").render(body).into_response())
+}
+
+fn decision_table(decisions: &[DecisionRecord], empty: &str) -> Markup {
+    html! {
+        @if decisions.is_empty() {
+            p.empty { (empty) }
+        } @else {
+            div.table-scroll { table {
+                thead { tr { th { "When" } th { "Decision" } th { "Agent" } th { "Call" } th { "Risk" } th { "Reason" } th { "Policies" } } }
+                tbody { @for d in decisions {
+                    tr data-decision=(d.id) {
+                        td { (timestamp_ms(d.created_at_ms)) }
+                        td { (verdict_badge(d.verdict.as_str())) }
+                        td { a href=(format!("/console/agents/{}", d.agent_id)) { code { (d.agent_id) } } }
+                        td { code { (d.tool) "." (d.action) } @if let Some(resource) = &d.resource { " on " code { (resource) } } }
+                        td { (d.risk_score) }
+                        td { (d.reason) }
+                        td { @for policy in &d.matched_policies { code { (policy) } " " } }
+                    }
+                } }
+            } }
+        }
+    }
+}
+
+/// `GET /console/decisions`: the decision log with the API's filters.
+pub async fn decisions(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    SearchForm(query): SearchForm<DecisionQuery>,
+) -> ConsoleResult {
+    let operator = session.viewer()?;
+    let field = |value: &Option<String>| value.clone().unwrap_or_default();
+    let (agent_id, tool, action, run_id) = (
+        field(&query.agent_id),
+        field(&query.tool),
+        field(&query.action),
+        field(&query.run_id),
+    );
+    let verdict = query.decision;
+    let (filter, limit) = query.into_filter();
+    let rows = state.store.list_decisions(&operator.tenant, filter).await?;
+    let (decisions, next) = split_page(rows, limit, |d| d.event_seq);
+    let body = html! {
+        h1 { "Decisions" }
+        form.search method="get" action="/console/decisions" {
+            span.field { label for="q-agent" { "Agent id" } input #q-agent name="agent_id" value=(agent_id); }
+            span.field { label for="q-decision" { "Decision" }
+                select #q-decision name="decision" {
+                    option value="" selected[verdict.is_none()] { "any" }
+                    @for v in Verdict::ALL { option value=(v.as_str()) selected[verdict == Some(*v)] { (v.as_str()) } }
+                }
+            }
+            span.field { label for="q-tool" { "Tool" } input #q-tool name="tool" value=(tool); }
+            span.field { label for="q-action" { "Action" } input #q-action name="action" value=(action); }
+            span.field { label for="q-run" { "Run id" } input #q-run name="run_id" value=(run_id); }
+            button type="submit" { "Search" }
+        }
+        (decision_table(&decisions, "No decision matches. Clear a filter, or wait for agents to call POST /v1/authorize."))
+        @if let Some(cursor) = next {
+            p { a href=(next_page_link(&agent_id, verdict, &tool, &action, &run_id, cursor)) { "Older decisions" } }
+        }
+    };
+    Ok(session.page("Decisions").render(body).into_response())
+}
+
+fn next_page_link(
+    agent_id: &str,
+    verdict: Option<Verdict>,
+    tool: &str,
+    action: &str,
+    run_id: &str,
+    cursor: i64,
+) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in [
+        ("agent_id", agent_id),
+        ("decision", verdict.map_or("", Verdict::as_str)),
+        ("tool", tool),
+        ("action", action),
+        ("run_id", run_id),
+    ] {
+        if !value.is_empty() {
+            query.append_pair(name, value);
+        }
+    }
+    query.append_pair("cursor", &cursor.to_string());
+    format!("/console/decisions?{}", query.finish())
+}
+
+/// `GET /console/settings`: the tenant's SOC settings, webhooks and policies.
+pub async fn settings(State(state): State<SharedState>, session: SignedIn) -> ConsoleResult {
+    let operator = session.viewer()?;
+    let tenant = state.store.tenant(&operator.tenant).await?;
+    let autonomy = autonomy_view(&state, tenant.autonomy_override);
+    let webhooks = state.store.list_webhooks(&operator.tenant).await?;
+    let policies = state.store.policies(&operator.tenant).await?;
+    let offers = Offers::of(session.role());
+    let body = html! {
+        h1 { "Settings" }
+        section aria-labelledby="autonomy-title" {
+            h2 #autonomy-title { "SOC autonomy" }
+            p { "In force: " strong #autonomy-level { (autonomy.level.as_str()) } " (from " (format!("{:?}", autonomy.source).to_lowercase()) ")." }
+            @if offers.administer {
+                form.setting method="post" action="/console/settings/autonomy" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label for="level" { "Tenant override" }
+                    select #level name="level" {
+                        option value="" selected[autonomy.override_level.is_none()] { "none (gateway default)" }
+                        @for level in AutonomyLevel::ALL {
+                            option value=(level.as_str()) selected[autonomy.override_level == Some(*level)] { (level.as_str()) }
+                        }
+                    }
+                    button type="submit" { "Save autonomy level" }
+                }
+            }
+        }
+        section aria-labelledby="thresholds-title" {
+            h2 #thresholds-title { "Thresholds" }
+            dl.facts {
+                dt { "Deny storm" } dd {
+                    (tenant.deny_storm.threshold.map_or("gateway default".to_owned(), |n| format!("{n} denies")))
+                    " within "
+                    (tenant.deny_storm.window_secs.map_or("the gateway default window".to_owned(), |s| format!("{s} s")))
+                }
+                dt { "Risk escalation" } dd { (tenant.risk_escalation.denial_threshold) " denies within " (tenant.risk_escalation.window_minutes) " min" }
+            }
+            p.help { "Change them with " code { "PUT /v1/tenants/deny-storm" } " and " code { "PUT /v1/tenants/risk-escalation" } " (admin key)." }
+        }
+        section aria-labelledby="webhooks-title" {
+            h2 #webhooks-title { "Webhooks" }
+            @if webhooks.is_empty() {
+                p.empty { "No webhook subscriptions. Add one with " code { "POST /v1/webhooks" } " to get incidents in another system." }
+            } @else {
+                ul { @for hook in &webhooks { li { code { (hook.url) } " · " (hook.format) " · since " (timestamp_ms(hook.created_at_ms)) } } }
+            }
+        }
+        section aria-labelledby="policies-title" {
+            h2 #policies-title { "Policies" }
+            @if policies.is_empty() {
+                p.empty { "Only the default policy pack applies. Add tenant policies with " code { "POST /v1/policies" } "." }
+            } @else {
+                @for policy in &policies {
+                    details { summary { code { (policy.id) } } pre { (policy.text) } }
+                }
+            }
+        }
+    };
+    Ok(session.page("Settings").render(body).into_response())
+}

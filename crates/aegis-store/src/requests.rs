@@ -1,0 +1,98 @@
+//! Retries of one tool call. An agent that repeats a call with the same `request_id` (a
+//! client retrying after a lost answer, a timeout or a 503) gets the decision recorded the
+//! first time, with its receipt, and nothing is recorded again.
+//!
+//! The check runs in the writer's transaction, behind the freshness fence, where writes are
+//! serial (SQLite: the one writer; PostgreSQL: the `log_head` lock), so two concurrent
+//! retries cannot both record; the primary key of `decision_requests` backs that up. It never
+//! bypasses containment: the route decides every call afresh first, so a frozen agent's
+//! retry, or one decided from an agent changed since, is a containment refusal
+//! (`contained`), which is never answered from an earlier decision and is recorded anew (a
+//! revoked agent's token is refused before any of this, with a 401). A `request_id` reused
+//! for a different call (another action hash) is refused as a conflict.
+//!
+//! Cost: nothing for a call without `request_id`; with one, one lookup over primary keys in
+//! the writer's transaction (PostgreSQL: one round trip under the batch lock) and one row
+//! in `decision_requests` (PostgreSQL: sent with the batch's decision rows).
+
+use crate::{NewDecision, PriorDecision, RecordedDecision, StoreError, StoreResult};
+
+/// The decision recorded for `(tenant_id, agent_id, request_id)`, with its receipt.
+pub(crate) const PRIOR_DECISION_SQL: &str =
+    "SELECT d.id, d.decision, d.risk_score, d.reason, d.matched_policies, d.action_hash,
+        d.event_seq, r.id, r.seq, r.hash, r.body
+     FROM decision_requests q
+     JOIN decisions d ON d.id = q.decision_id
+     JOIN receipts r ON r.id = d.receipt_id
+     WHERE q.tenant_id = $1 AND q.agent_id = $2 AND q.request_id = $3";
+
+/// Keys a recorded decision by its request id.
+pub(crate) const REMEMBER_SQL: &str = "INSERT INTO decision_requests (tenant_id, agent_id, request_id, decision_id) VALUES ($1, $2, $3, $4)";
+
+/// The request id a decision answers retries under, once decided and fenced: none without
+/// one, and none for a containment refusal, which every retry must meet afresh.
+pub(crate) fn replay_key(d: &NewDecision) -> Option<&str> {
+    if d.contained {
+        None
+    } else {
+        d.request_id.as_deref()
+    }
+}
+
+/// One row of [`PRIOR_DECISION_SQL`], as either backend reads it.
+pub(crate) struct PriorRow {
+    pub decision_id: String,
+    pub verdict: String,
+    pub risk_score: i64,
+    pub reason: String,
+    pub matched_policies: String,
+    pub action_hash: String,
+    pub event_seq: i64,
+    pub receipt_id: String,
+    pub receipt_seq: i64,
+    pub receipt_hash: String,
+    pub receipt_body: String,
+}
+
+impl PriorRow {
+    /// The answer to `retry`: the stored decision, when it was made for the same call.
+    pub(crate) fn answer(self, retry: &NewDecision) -> StoreResult<RecordedDecision> {
+        if self.action_hash != retry.action_hash {
+            return Err(StoreError::Conflict(format!(
+                "request_id {:?} was already used for a different tool call (decision {}); use a new request_id for a new call",
+                retry.request_id.as_deref().unwrap_or_default(),
+                self.decision_id
+            )));
+        }
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!("decision {}: {what}: {e}", self.decision_id))
+        };
+        let body: aegis_core::receipt::ReceiptBody =
+            serde_json::from_str(&self.receipt_body).map_err(|e| corrupt("receipt body", &e))?;
+        let verdict = self
+            .verdict
+            .parse()
+            .map_err(|_| corrupt("decision", &self.verdict))?;
+        let risk_score = u8::try_from(self.risk_score).map_err(|e| corrupt("risk_score", &e))?;
+        let matched_policies = serde_json::from_str(&self.matched_policies)
+            .map_err(|e| corrupt("matched_policies", &e))?;
+        let receipt_seq =
+            u64::try_from(self.receipt_seq).map_err(|e| corrupt("receipt seq", &e))?;
+        Ok(RecordedDecision {
+            event_seq: self.event_seq,
+            receipt_id: self.receipt_id,
+            receipt_seq,
+            receipt_hash: self.receipt_hash,
+            prev_hash: body.prev_hash,
+            escalated_to: None,
+            stale_agent: None,
+            replayed: Some(PriorDecision {
+                decision_id: self.decision_id,
+                verdict,
+                risk_score,
+                reason: self.reason,
+                matched_policies,
+            }),
+        })
+    }
+}

@@ -1,0 +1,167 @@
+"""What `protect` decides before and after asking the gateway, shared by both clients."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._wire import MAX_WAIT_SECS, check_name, check_positive, check_source_trust
+from .errors import ApprovalRejected, ApprovalRequired, Denied
+from .models import Approval, Decision
+
+log = logging.getLogger("aegis_gateway")
+
+# A value fixed when decorating, or computed from the guarded call's arguments.
+Derived = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The tool call a guarded function stands for, and what to do with the answer."""
+
+    tool: str
+    action: str
+    resource: str | Derived | None
+    parameters: Mapping[str, Any] | Derived | None
+    source_trust: str | Derived | None
+    mutates_state: bool | None
+    wait: bool
+    wait_timeout: float
+    fail_open: bool
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        tool: Any,
+        action: Any,
+        resource: Any,
+        parameters: Any,
+        source_trust: Any,
+        mutates_state: Any,
+        wait: Any,
+        wait_timeout: Any,
+        fail_open: Any,
+    ) -> Guard:
+        check_name(tool, "tool")
+        check_name(action, "action")
+        if not (resource is None or isinstance(resource, str) or callable(resource)):
+            raise ValueError("resource must be a string, a callable or None")
+        if not (parameters is None or isinstance(parameters, Mapping) or callable(parameters)):
+            raise ValueError("parameters must be a mapping, a callable or None")
+        if not callable(source_trust):
+            check_source_trust(source_trust)
+        if mutates_state is not None and not isinstance(mutates_state, bool):
+            raise ValueError("mutates_state must be a bool or None")
+        if not isinstance(wait, bool):
+            raise ValueError("wait must be a bool")
+        if not isinstance(fail_open, bool):
+            raise ValueError("fail_open must be a bool")
+        if fail_open and mutates_state is not False:
+            # Failing open is only ever acceptable for a call that changes nothing.
+            raise ValueError("fail_open=True is only allowed for reads: pass mutates_state=False")
+        return cls(
+            tool=tool,
+            action=action,
+            resource=resource,
+            parameters=parameters,
+            source_trust=source_trust,
+            mutates_state=mutates_state,
+            wait=wait,
+            wait_timeout=check_positive(wait_timeout, "wait_timeout"),
+            fail_open=fail_open,
+        )
+
+    @staticmethod
+    def arguments_of(
+        function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One call's arguments by name (`**kwargs` merged in, `*args` as a list)."""
+        signature = inspect.signature(function)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        for name, parameter in signature.parameters.items():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(arguments.pop(name, {}))
+            elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+                arguments[name] = list(arguments.get(name, ()))
+        return arguments
+
+    def call_with(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The `authorize` arguments for one call. By default the parameters are the call's
+        arguments by name, so the hash covers what runs."""
+
+        def derive(value: Any) -> Any:
+            return value(**arguments) if callable(value) else value
+
+        parameters = dict(arguments) if self.parameters is None else derive(self.parameters)
+        return {
+            "tool": self.tool,
+            "action": self.action,
+            "resource": derive(self.resource),
+            "parameters": parameters,
+            "source_trust": derive(self.source_trust),
+            "mutates_state": self.mutates_state,
+        }
+
+    def may_fail_open(self, error: Exception) -> bool:
+        if self.fail_open:
+            log.warning(
+                "gateway unavailable; running the read %s.%s without a decision (fail_open): %s",
+                self.tool,
+                self.action,
+                error,
+            )
+        return self.fail_open
+
+
+def enforce(decision: Decision) -> Decision:
+    """Returns an `allow`; raises for anything else."""
+    if decision.decision == "allow":
+        return decision
+    if decision.decision == "require_approval":
+        raise ApprovalRequired(decision)
+    raise Denied(decision)
+
+
+class ApprovalWait:
+    """The client side of waiting for an approval: long-poll until the approval is settled or
+    the deadline passes; then the caller repeats the identical call naming the approval."""
+
+    def __init__(self, decision: Decision, timeout: float) -> None:
+        if decision.approval is None:
+            # A require_approval without an approval to wait for cannot be waited on.
+            raise ApprovalRequired(decision)
+        self.decision = decision
+        self.approval: Approval = decision.approval
+        self.deadline = time.monotonic() + timeout
+
+    def next_poll_secs(self) -> int | None:
+        """Seconds to long-poll for next; `None` once the approval is no longer pending."""
+        if self.approval.status != "pending":
+            return None
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise ApprovalRequired(
+                self.decision,
+                f"approval {self.approval.id} is still pending after the wait timeout "
+                f"(decision {self.decision.decision_id}): the call was not run",
+            )
+        return max(1, min(MAX_WAIT_SECS, math.ceil(remaining)))
+
+    def settled(self, approval: Approval) -> None:
+        if approval.id != self.approval.id:
+            raise ApprovalRequired(self.decision, f"the gateway answered approval {approval.id}")
+        self.approval = approval
+
+    def approved_id(self) -> str:
+        """The approval to name in the repeated call; raises when it was not approved."""
+        if self.approval.status != "approved":
+            raise ApprovalRejected(self.decision, self.approval)
+        return self.approval.id

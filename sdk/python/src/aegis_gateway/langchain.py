@@ -1,0 +1,87 @@
+"""LangChain adapter (`pip install "aegis-gateway[langchain]"`): `guard_tool` wraps a
+`BaseTool` (or an `@tool` function) so that every invocation asks the gateway first.
+
+A deny or a pending approval becomes a `ToolException` whose text the model sees (the
+wrapped tool has `handle_tool_error=True`), so the agent can change course; the tool body does
+not run. A gateway that cannot answer raises `GatewayUnavailable` out of the run (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from langchain_core.tools import BaseTool, StructuredTool, ToolException
+
+from ._guard import Guard
+from .client import AsyncClient, Client
+from .errors import ApprovalRequired, Denied
+
+
+def guard_tool(
+    tool: BaseTool,
+    client: Client | AsyncClient,
+    *,
+    gateway_tool: str | None = None,
+    action: str | None = None,
+    resource: str | Callable[..., str | None] | None = None,
+    parameters: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
+    source_trust: str | Callable[..., str | None] | None = None,
+    mutates_state: bool | None = None,
+    wait: bool = False,
+    wait_timeout: float = 300.0,
+) -> StructuredTool:
+    """A tool with the same name, description and arguments as `tool`, guarded by `client`.
+
+    The gateway sees `tool=gateway_tool` (default: the tool's name), `action` (default
+    `"invoke"`) and the tool's arguments as `parameters` (unless given); `resource` and
+    `source_trust` are values or callables given the arguments by name. With an
+    `AsyncClient` the tool can only be run asynchronously (`ainvoke`).
+    """
+    if not isinstance(tool, BaseTool):
+        raise ValueError(f"tool must be a LangChain BaseTool, got {type(tool).__name__}")
+    if not isinstance(client, (Client, AsyncClient)):
+        raise ValueError("client must be an aegis_gateway Client or AsyncClient")
+    guard = Guard.checked(
+        tool=tool.name if gateway_tool is None else gateway_tool,
+        action="invoke" if action is None else action,
+        resource=resource,
+        parameters=parameters,
+        source_trust=source_trust,
+        mutates_state=mutates_state,
+        wait=wait,
+        wait_timeout=wait_timeout,
+        fail_open=False,
+    )
+
+    async def arun(**arguments: Any) -> Any:
+        try:
+            if isinstance(client, AsyncClient):
+                await client._enforce(guard, arguments)
+            else:
+                await asyncio.to_thread(client._enforce, guard, arguments)
+        except (Denied, ApprovalRequired) as refused:
+            raise ToolException(str(refused)) from refused
+        return await tool.ainvoke(arguments)
+
+    def run(**arguments: Any) -> Any:
+        if isinstance(client, AsyncClient):
+            raise RuntimeError(
+                f"tool {tool.name} is guarded by an AsyncClient: run it with ainvoke"
+            )
+        try:
+            client._enforce(guard, arguments)
+        except (Denied, ApprovalRequired) as refused:
+            raise ToolException(str(refused)) from refused
+        return tool.invoke(arguments)
+
+    return StructuredTool.from_function(
+        func=run,
+        coroutine=arun,
+        name=tool.name,
+        description=tool.description,
+        args_schema=tool.args_schema,
+        return_direct=tool.return_direct,
+        handle_tool_error=True,
+    )
