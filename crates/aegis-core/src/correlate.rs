@@ -14,8 +14,10 @@
 //! | `runaway` | at least `N` decisions of any verdict | 20 in 10 s |
 //! | `data_exfiltration` | a read (allowed or `require_approval`) followed by an external send (any verdict) | 5 min |
 //! | `trust_escalation` | a deny followed by an allow of the same (tool, action) | 60 s |
+//! | `approval_flood` | at least `N` `require_approval` decisions (each asks people) | 10 in 300 s |
 //!
-//! All four are `high`. Reads and sends are classified by the caller from registered tool
+//! All five are `high`: flooding people with approval requests until one is approved by
+//! mistake is a known attack. Reads and sends are classified by the caller from registered tool
 //! metadata ([`ActionClass::of`]); nothing here guesses from names. A denied read does not
 //! count towards exfiltration (the agent never got the data), a `require_approval` read does
 //! (once approved it runs without another decision, and the approver agreed to a read, not to
@@ -152,6 +154,7 @@ crate::model::wire_enum! {
         Runaway => "runaway",
         DataExfiltration => "data_exfiltration",
         TrustEscalation => "trust_escalation",
+        ApprovalFlood => "approval_flood",
     }
 }
 
@@ -162,7 +165,8 @@ impl RuleKind {
             RuleKind::DenyStorm
             | RuleKind::Runaway
             | RuleKind::DataExfiltration
-            | RuleKind::TrustEscalation => Severity::High,
+            | RuleKind::TrustEscalation
+            | RuleKind::ApprovalFlood => Severity::High,
         }
     }
 }
@@ -291,6 +295,7 @@ pub struct CorrelationConfig {
     pub runaway: BurstConfig,
     pub data_exfiltration: FollowConfig,
     pub trust_escalation: FollowConfig,
+    pub approval_flood: BurstConfig,
     /// How long an alert counts later detections of its kind for its agent (module docs,
     /// "Alert coalescing").
     pub alert_window: Duration,
@@ -323,6 +328,10 @@ impl Default for CorrelationConfig {
                 window: Duration::from_secs(60),
                 ..FOLLOW_LIMITS
             },
+            approval_flood: BurstConfig {
+                threshold: 10,
+                window: Duration::from_secs(300),
+            },
             alert_window: Duration::from_secs(60),
         }
     }
@@ -336,6 +345,7 @@ impl CorrelationConfig {
             self.runaway.window,
             self.data_exfiltration.window,
             self.trust_escalation.window,
+            self.approval_flood.window,
             self.alert_window,
         ]
         .into_iter()
@@ -358,6 +368,9 @@ pub struct CorrelatorState {
     runaway: WindowedBurst,
     data_exfiltration: FollowedBy,
     trust_escalation: FollowedBy,
+    /// Absent from states saved before the rule existed.
+    #[serde(default)]
+    approval_flood: WindowedBurst,
     /// The open alert of each (kind, severity) the agent raised.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     alerts: Vec<AlertWindow>,
@@ -445,6 +458,7 @@ impl AgentCorrelator {
             RuleKind::Runaway => state.runaway.open.into_iter().collect(),
             RuleKind::DataExfiltration => state.data_exfiltration.open_incidents(),
             RuleKind::TrustEscalation => state.trust_escalation.open_incidents(),
+            RuleKind::ApprovalFlood => state.approval_flood.open.into_iter().collect(),
         }
     }
 
@@ -458,6 +472,7 @@ impl AgentCorrelator {
             RuleKind::Runaway => state.runaway.close(opened_by),
             RuleKind::DataExfiltration => state.data_exfiltration.close(opened_by),
             RuleKind::TrustEscalation => state.trust_escalation.close(opened_by),
+            RuleKind::ApprovalFlood => state.approval_flood.close(opened_by),
         }
     }
 
@@ -558,6 +573,12 @@ impl AgentCorrelator {
             escalation_role,
             &mut findings,
         );
+        findings.extend(state.approval_flood.observe(
+            &config.approval_flood,
+            RuleKind::ApprovalFlood,
+            stamp,
+            event.verdict == Verdict::RequireApproval,
+        ));
         findings
     }
 }
@@ -883,6 +904,8 @@ mod tests {
         assert_eq!(config.runaway.window, Duration::from_secs(10));
         assert_eq!(config.data_exfiltration.window, Duration::from_secs(300));
         assert_eq!(config.trust_escalation.window, Duration::from_secs(60));
+        assert_eq!(config.approval_flood.threshold, 10);
+        assert_eq!(config.approval_flood.window, Duration::from_secs(300));
     }
 
     #[test]
@@ -894,7 +917,8 @@ mod tests {
                 "deny_storm",
                 "runaway",
                 "data_exfiltration",
-                "trust_escalation"
+                "trust_escalation",
+                "approval_flood"
             ]
         );
         for rule in RuleKind::ALL {
@@ -1240,9 +1264,10 @@ mod tests {
                 joined(RuleKind::Runaway, 20, 22),
             ]
         );
-        // 20 decisions spread over more than 10 s: nothing.
+        // 20 decisions spread over more than 10 s: no runaway.
         let mut c = correlator();
-        assert!(feed(&mut c, (1..=40).map(|i| event(i, 600))).is_empty());
+        let spread = feed(&mut c, (1..=40).map(|i| event(i, 600)));
+        assert!(of_rule(&spread, RuleKind::Runaway).is_empty());
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! );
 //! ```
 
+pub mod approval;
 pub mod canonical;
 pub mod correlate;
 pub mod decision;

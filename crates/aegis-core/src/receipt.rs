@@ -38,6 +38,18 @@ pub struct ReceiptBody {
     pub created_at: String,
     /// Hash of receipt `seq - 1`, or `""` for the first receipt of a chain.
     pub prev_hash: String,
+    /// The approval an allow consumed, with the operator keys that approved it; absent
+    /// from every other receipt (so receipts written before approvals hash as they did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ReceiptApproval>,
+}
+
+/// The approval named by the receipt of the allow that consumed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptApproval {
+    pub id: String,
+    /// Ids of the operator keys that approved, in the order they did.
+    pub approved_by: Vec<String>,
 }
 
 impl ReceiptBody {
@@ -539,6 +551,7 @@ mod tests {
                     action_hash: "ab".repeat(32),
                     created_at: "2026-11-25T00:00:00.000Z".into(),
                     prev_hash: prev.clone(),
+                    approval: None,
                 };
                 let hash = body.hash().unwrap();
                 prev = hash.clone();

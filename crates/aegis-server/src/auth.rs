@@ -131,6 +131,8 @@ impl RequiredRole for Admin {
 pub struct Operator<R> {
     pub tenant: TenantId,
     pub key_id: String,
+    /// The key's name, if it was given one.
+    pub key_name: Option<String>,
     pub role: Role,
     _role: PhantomData<R>,
 }
@@ -175,6 +177,7 @@ impl<R: RequiredRole> Operator<R> {
         Ok(Operator {
             tenant: key.tenant_id,
             key_id: key.id,
+            key_name: key.name,
             role: key.role,
             _role: PhantomData,
         })
@@ -192,6 +195,72 @@ impl<R: RequiredRole> FromRequestParts<SharedState> for Operator<R> {
             ApiError::unauthorized("an operator key is required (Authorization: Bearer)")
         })?;
         Operator::from_secret(state, secret).await
+    }
+}
+
+/// An operator key that may decide approvals (responder or admin). An agent token is
+/// refused with 403, not 401: it is a valid credential, and no agent may ever approve.
+pub struct Approver(pub Operator<Responder>);
+
+impl FromRequestParts<SharedState> for Approver {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        if bearer(parts).is_some_and(|secret| secret.starts_with(AGENT_TOKEN_PREFIX)) {
+            return Err(ApiError::forbidden(
+                "agents cannot decide approvals; an operator key with the responder or admin role can",
+            ));
+        }
+        Operator::from_request_parts(parts, state)
+            .await
+            .map(Approver)
+    }
+}
+
+/// Who may read an approval: an operator key (viewer and up) for the tenant's approvals, or
+/// an agent token for the agent's own (so an agent can wait for its answer).
+pub enum ApprovalReader {
+    Operator(Operator<Viewer>),
+    Agent(AgentCaller),
+}
+
+impl ApprovalReader {
+    pub fn tenant(&self) -> &TenantId {
+        match self {
+            ApprovalReader::Operator(operator) => &operator.tenant,
+            ApprovalReader::Agent(AgentCaller(agent)) => &agent.agent.tenant_id,
+        }
+    }
+
+    /// Whether this reader may see an approval of `agent_id` (operators see all of the
+    /// tenant's; an agent only its own, others answer 404 as if absent).
+    pub fn may_see(&self, agent_id: &str) -> bool {
+        match self {
+            ApprovalReader::Operator(_) => true,
+            ApprovalReader::Agent(AgentCaller(agent)) => agent.agent.id == agent_id,
+        }
+    }
+}
+
+impl FromRequestParts<SharedState> for ApprovalReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        if bearer(parts).is_some_and(|secret| secret.starts_with(AGENT_TOKEN_PREFIX)) {
+            AgentCaller::from_request_parts(parts, state)
+                .await
+                .map(ApprovalReader::Agent)
+        } else {
+            Operator::from_request_parts(parts, state)
+                .await
+                .map(ApprovalReader::Operator)
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 use crate::markdown::{code_block, code_span};
 use aegis_core::receipt::{ChainBreak, Checkpoint, KeyRing, Receipt, verify_receipt_in_place};
 use aegis_core::timestamp::format_millis;
+use aegis_store::approvals::ApprovalRecord;
 use aegis_store::{
     DecisionRecord, EvidenceReads, IncidentDetail, IncidentRecord, Page, ResponseActionRecord,
     Store, StoreResult, TenantId,
@@ -142,7 +143,7 @@ pub struct GraphEdge {
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Graph {
     /// `{"id", "type", ...}`; types: incident, decision, agent, run, tool, policy, receipt,
-    /// response_action.
+    /// response_action, approval, operator_key.
     #[schema(value_type = Vec<Object>)]
     pub nodes: Vec<Value>,
     pub edges: Vec<GraphEdge>,
@@ -270,7 +271,46 @@ impl<'a> GraphBuilder<'a> {
             self.edge(&decision, &receipt, "receipt");
             nodes.push(decision);
         }
+        let decision_ids: Vec<String> = decisions.iter().map(|d| d.id.clone()).collect();
+        let approvals = self
+            .reads
+            .approvals_of_decisions(&self.tenant, &decision_ids)
+            .await?;
+        for approval in &approvals {
+            self.approval(approval);
+        }
         Ok(nodes)
+    }
+
+    /// An approval between the decision that asked for it, the operator keys that decided
+    /// it and the decision that used it (edges only to decisions already in the graph).
+    fn approval(&mut self, a: &ApprovalRecord) {
+        let approval = self.node(
+            "approval",
+            &a.id,
+            json!({"status": a.status, "action_hash": a.action_hash, "tool": a.tool,
+                   "action": a.action, "approvals_required": a.required,
+                   "created_at": format_millis(a.created_at_ms),
+                   "expires_at": format_millis(a.expires_at_ms)}),
+        );
+        let requested_by = node_id("decision", &a.decision_id);
+        if self.nodes.contains(&requested_by) {
+            self.edge(&requested_by, &approval, "requested");
+        }
+        for vote in &a.approvals {
+            let key = self.node("operator_key", &vote.key_id, json!({"name": vote.key_name}));
+            self.edge(&approval, &key, "approved_by");
+        }
+        if let Some(vote) = &a.rejected_by {
+            let key = self.node("operator_key", &vote.key_id, json!({"name": vote.key_name}));
+            self.edge(&approval, &key, "rejected_by");
+        }
+        if let Some(consumer) = &a.consumed_by_decision_id {
+            let consumed_by = node_id("decision", consumer);
+            if self.nodes.contains(&consumed_by) {
+                self.edge(&approval, &consumed_by, "consumed_by");
+            }
+        }
     }
 
     /// A decision with its agent, run, tool and policies.

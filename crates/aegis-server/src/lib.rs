@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+pub mod approvals;
 pub mod auth;
 pub mod coherence;
 pub mod error;
@@ -74,6 +75,16 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
             tenants::put_soc_autonomy
         ))
         .routes(routes!(tenants::get_deny_storm, tenants::put_deny_storm))
+        .routes(routes!(
+            tenants::get_approval_settings,
+            tenants::put_approval_settings
+        ))
+        .routes(routes!(routes::approvals::list_approvals))
+        .routes(routes!(routes::approvals::get_approval))
+        .routes(routes!(routes::approvals::approve))
+        .routes(routes!(routes::approvals::reject))
+        .routes(routes!(slack::register_approver))
+        .routes(routes!(slack::slack_callback))
         .routes(routes!(
             tenants::get_exfiltration,
             tenants::put_exfiltration

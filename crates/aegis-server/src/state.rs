@@ -40,6 +40,9 @@ pub struct Settings {
     /// `AEGIS_PUBLIC_URL`, else `http://` and the listen address: where operators reach the
     /// gateway, as written in incident narratives' next-step commands (no trailing `/`).
     pub public_url: String,
+    /// `AEGIS_SLACK_SIGNING_SECRET`: authenticates Slack's button clicks
+    /// (`POST /v1/callbacks/slack`, which answers 404 without it).
+    pub slack_signing_secret: Option<String>,
     /// The installed Prometheus recorder, when `GET /metrics` on this listener serves it
     /// (none: 404, as without `AEGIS_METRICS` or with `AEGIS_METRICS_LISTEN`).
     pub metrics: Option<Arc<crate::telemetry::Metrics>>,
@@ -57,6 +60,7 @@ impl Default for Settings {
             narrator: None,
             live_feed: crate::live_feed::FeedSettings::default(),
             public_url: "http://127.0.0.1:8080".to_owned(),
+            slack_signing_secret: None,
             metrics: None,
             metrics_max_tenants: crate::telemetry::DEFAULT_MAX_TENANT_LABELS,
         }

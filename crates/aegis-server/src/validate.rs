@@ -125,3 +125,45 @@ impl PartialSchema for Timestamp {
 }
 
 impl ToSchema for Timestamp {}
+
+/// An approval id as the gateway issues them: `apr_` and 32 lowercase hex digits. Anything
+/// else answers 422 naming the field, before the store is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalId(String);
+
+/// The prefix of approval ids.
+pub const APPROVAL_ID_PREFIX: &str = "apr";
+const APPROVAL_ID_PATTERN: &str = "^apr_[0-9a-f]{32}$";
+
+impl ApprovalId {
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for ApprovalId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let well_formed = text.strip_prefix("apr_").is_some_and(|hex| {
+            hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        if well_formed {
+            Ok(ApprovalId(text))
+        } else {
+            Err(de::Error::custom(format!(
+                "is not an approval id (expected {APPROVAL_ID_PATTERN})"
+            )))
+        }
+    }
+}
+
+impl PartialSchema for ApprovalId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(APPROVAL_ID_PATTERN))
+            .into()
+    }
+}
+
+impl ToSchema for ApprovalId {}

@@ -487,6 +487,17 @@ impl EvidenceReads for CountingReads<'_> {
         self.inner.receipts_by_id(tenant, ids).await
     }
 
+    async fn approvals_of_decisions(
+        &self,
+        tenant: &TenantId,
+        decision_ids: &[String],
+    ) -> StoreResult<Vec<aegis_store::approvals::ApprovalRecord>> {
+        self.count("approvals_of_decisions");
+        self.inner
+            .approvals_of_decisions(tenant, decision_ids)
+            .await
+    }
+
     async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
         self.count("receipts_at");
         self.inner.receipts_at(tenant, seqs).await
@@ -638,6 +649,7 @@ store_test!(async fn an_incident_of_thousands_is_bounded_paged_once_and_graphed_
     assert_eq!(
         calls[0],
         BTreeMap::from([
+            ("approvals_of_decisions", 1),
             ("covering_checkpoints", 1),
             ("incident_decisions", 1),
             ("receipts_at", 1),

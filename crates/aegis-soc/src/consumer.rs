@@ -414,6 +414,10 @@ fn summary(rule: RuleKind, evidence: usize, config: &CorrelationConfig, agent_id
             "agent {agent_id} was denied and then allowed the same tool action within {} s: probing",
             config.trust_escalation.window.as_secs()
         ),
+        RuleKind::ApprovalFlood => format!(
+            "agent {agent_id} asked people to approve {evidence} calls within {} s: flooding approvers until one slips through",
+            config.approval_flood.window.as_secs()
+        ),
     }
 }
 

@@ -75,6 +75,19 @@ pub fn detect_other(kind: &str, agent_id: Option<&str>) -> Option<Detection> {
                 .to_owned(),
         });
     }
+    if kind == event_kind::APPROVAL_MISMATCH {
+        // A call that tries to ride on an approval it does not match (swapped parameters,
+        // a used, rejected or expired approval, another agent's): the approval's binding to
+        // one exact call is being probed.
+        return Some(Detection {
+            kind: "approval_mismatch",
+            severity: Severity::High,
+            summary: format!(
+                "agent {} named an approval its call cannot use; the call was denied",
+                agent_id.unwrap_or("(unknown)")
+            ),
+        });
+    }
     (kind == event_kind::AUTH_DEAD_TOKEN).then(|| Detection {
         kind: "dead_token_used",
         severity: Severity::High,
@@ -173,6 +186,11 @@ mod tests {
             "dead_token_used"
         );
         assert!(detect_other(event_kind::AGENT_FROZEN, Some("a")).is_none());
+        let mismatch = detect_other(event_kind::APPROVAL_MISMATCH, Some("a")).unwrap();
+        assert_eq!(
+            (mismatch.kind, mismatch.severity),
+            ("approval_mismatch", Severity::High)
+        );
         let broken = detect_other(crate::integrity::CHAIN_BROKEN_EVENT, None).unwrap();
         assert_eq!(
             (broken.kind, broken.severity),

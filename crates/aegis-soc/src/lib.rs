@@ -11,10 +11,12 @@ pub mod consumer;
 pub mod deliver;
 pub mod detect;
 pub mod egress;
+pub mod expiry;
 pub mod integrity;
 pub mod notify;
 pub mod response;
 pub mod slack;
+pub mod slack_actions;
 
 use aegis_core::correlate::CorrelationConfig;
 use aegis_core::model::AutonomyLevel;

@@ -11,7 +11,7 @@
 //! interval has passed, with their count, first/last times and every id. Nothing is dropped.
 
 use crate::consumer::effective_autonomy;
-use crate::slack;
+use crate::{slack, slack_actions};
 use aegis_core::model::{AutonomyLevel, Severity, Verdict};
 use aegis_core::timestamp::format_millis;
 use aegis_store::{
@@ -58,8 +58,11 @@ pub struct NotifyConfig {
     pub env_json: bool,
     /// `AEGIS_SLACK_WEBHOOK_URL` is set.
     pub env_slack: bool,
-    /// `AEGIS_PUBLIC_URL`, for links to incidents.
+    /// `AEGIS_PUBLIC_URL`, for links to incidents and approvals.
     pub public_url: Option<String>,
+    /// `AEGIS_SLACK_SIGNING_SECRET` is set: Slack messages carry Approve/Reject buttons, which
+    /// the gateway's `POST /v1/callbacks/slack` can then authenticate.
+    pub slack_buttons: bool,
     /// How often to look for due coalesced messages and new events without a commit signal.
     pub idle_poll: Duration,
 }
@@ -72,6 +75,7 @@ impl Default for NotifyConfig {
             env_json: false,
             env_slack: false,
             public_url: None,
+            slack_buttons: false,
             idle_poll: Duration::from_millis(250),
         }
     }
@@ -89,6 +93,9 @@ pub struct Item {
     pub at_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<String>,
+    /// The approval a `require_approval` decision asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
     pub seq: i64,
 }
 
@@ -213,6 +220,7 @@ impl Notifier {
                 agent_id: &agent_id,
                 items: &items,
                 public_url: self.config.public_url.as_deref(),
+                slack_buttons: self.config.slack_buttons,
             };
             let mut queue = |sink: String, render: &dyn Fn(&str) -> Value| {
                 let id = format!("dlv_{}", uuid::Uuid::now_v7().simple());
@@ -298,6 +306,9 @@ struct DecisionFields {
     risk_score: Option<u32>,
     #[serde(default)]
     source_trust: Option<String>,
+    /// The approval a `require_approval` decision asked for.
+    #[serde(default)]
+    approval_id: Option<String>,
 }
 
 fn str_field(payload: &Value, name: &str) -> Option<String> {
@@ -311,6 +322,7 @@ fn severity_field(payload: &Value) -> Option<Severity> {
 /// What an event reports, if it is one of the notified kinds. No raw parameters.
 pub fn item_of(event: &Event) -> Option<Item> {
     let p = &event.payload;
+    let mut approval_id = None;
     let (kind, id, severity, summary, incident_id) = match event.kind.as_str() {
         event_kind::DECISION => {
             let d: DecisionFields = serde_json::from_value(p.clone()).ok()?;
@@ -327,6 +339,9 @@ pub fn item_of(event: &Event) -> Option<Item> {
                 d.risk_score.unwrap_or_default(),
                 d.source_trust.as_deref().unwrap_or("unknown"),
             );
+            approval_id = d
+                .approval_id
+                .filter(|_| d.decision == Verdict::RequireApproval);
             (kind, d.decision_id, d.risk, summary, None)
         }
         event_kind::ALERT_RAISED | event_kind::INCIDENT_OPENED => {
@@ -374,6 +389,7 @@ pub fn item_of(event: &Event) -> Option<Item> {
         summary,
         at_ms: event.created_at_ms,
         incident_id,
+        approval_id,
         seq: event.seq,
     })
 }
@@ -385,6 +401,7 @@ struct Message<'a> {
     agent_id: &'a str,
     items: &'a [Item],
     public_url: Option<&'a str>,
+    slack_buttons: bool,
 }
 
 impl Message<'_> {
@@ -451,6 +468,13 @@ impl Message<'_> {
             .collect()
     }
 
+    fn approval_ids(&self) -> Vec<&str> {
+        self.items
+            .iter()
+            .filter_map(|i| i.approval_id.as_deref())
+            .collect()
+    }
+
     fn incident_ids(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = Vec::new();
         for id in self.items.iter().filter_map(|i| i.incident_id.as_deref()) {
@@ -476,6 +500,7 @@ impl Message<'_> {
             "decision_ids": self.ids(&["deny", "require_approval"]),
             "alert_ids": self.ids(&["alert"]),
             "incident_ids": self.incident_ids(),
+            "approval_ids": self.approval_ids(),
             "response_ids": self.ids(&["response_action"]),
             "items": self.items.iter().map(|i| json!({
                 "kind": i.kind,
@@ -484,6 +509,7 @@ impl Message<'_> {
                 "summary": i.summary,
                 "at": format_millis(i.at_ms),
                 "incident_id": i.incident_id,
+                "approval_id": i.approval_id,
             })).collect::<Vec<_>>(),
         })
     }
@@ -540,7 +566,21 @@ impl Message<'_> {
                 ));
             }
         }
+        if let Some(base) = self.public_url {
+            for id in self.approval_ids() {
+                let id = slack::escape_within(id, 200);
+                context.push_str(&format!(
+                    " · <{}/v1/approvals/{id}|approval {id}>",
+                    slack::escape_within(base.trim_end_matches('/'), 1000)
+                ));
+            }
+        }
         blocks.push(json!({"type": "context", "elements": [slack::markup(&context)]}));
+        if self.slack_buttons {
+            for id in self.approval_ids().into_iter().take(SLACK_MAX_ITEMS) {
+                blocks.push(slack_actions::buttons(self.tenant_id.as_str(), id));
+            }
+        }
         slack::message(&fallback, blocks)
     }
 }
@@ -561,7 +601,7 @@ pub fn test_message(format: &str, tenant_id: &TenantId, delivery_id: &str, now_m
         "delivery_id": delivery_id, "tenant_id": tenant_id, "agent_id": null,
         "kind": "test", "severity": "info", "summary": summary, "count": 0,
         "first_at": format_millis(now_ms), "last_at": format_millis(now_ms),
-        "decision_ids": [], "alert_ids": [], "incident_ids": [], "response_ids": [], "items": []
+        "decision_ids": [], "alert_ids": [], "incident_ids": [], "approval_ids": [], "response_ids": [], "items": []
     })
 }
 
@@ -597,6 +637,7 @@ mod tests {
             summary: format!("{kind} <b>&"),
             at_ms,
             incident_id: (kind == "incident").then(|| id.into()),
+            approval_id: None,
             seq: at_ms,
         }
     }
@@ -614,6 +655,7 @@ mod tests {
             agent_id: "a1",
             items: &items,
             public_url: Some("https://aegis.example/"),
+            slack_buttons: false,
         };
         let body = m.json("dlv_1");
         assert_eq!(body["count"], 3);
@@ -654,6 +696,7 @@ mod tests {
             agent_id: "agt_1",
             items,
             public_url: None,
+            slack_buttons: false,
         }
         .slack()
     }

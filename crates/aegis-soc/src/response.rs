@@ -16,7 +16,10 @@ pub struct ResponsePlan {
 
 /// Rules whose incidents L3 contains by freezing the agent.
 fn contained_at_l3(rule: RuleKind) -> bool {
-    matches!(rule, RuleKind::DenyStorm | RuleKind::Runaway)
+    matches!(
+        rule,
+        RuleKind::DenyStorm | RuleKind::Runaway | RuleKind::ApprovalFlood
+    )
 }
 
 pub fn plan(
@@ -35,10 +38,13 @@ pub fn plan(
             freeze: Some(reason),
             // After an operator unfreezes, writes still need approval until stepped down.
             raise_risk_tier: Some(RiskTier::High),
+            reject_pending_approvals: rule == RuleKind::ApprovalFlood,
         },
         AutonomyLevel::L3 if contained_at_l3(rule) => AutomaticResponse {
             freeze: Some(reason),
             raise_risk_tier: None,
+            // A flood's pending requests are what people might approve by mistake.
+            reject_pending_approvals: rule == RuleKind::ApprovalFlood,
         },
         _ => AutomaticResponse::default(),
     };

@@ -65,6 +65,7 @@ mod tests {
             created_at_ms: 0,
             escalation: RiskEscalation::default(),
             agent_version,
+            approval: None,
         }
     }
 

@@ -10,6 +10,7 @@
 //! [`postgres::PgStore`] keeps the same guarantees for several gateway replicas sharing one
 //! PostgreSQL database (see that module for how).
 
+pub mod approvals;
 pub mod chain;
 mod console_sessions;
 mod fence;
@@ -131,6 +132,12 @@ pub trait EvidenceReads: Send + Sync {
     async fn receipts_by_id(&self, tenant: &TenantId, ids: &[String]) -> StoreResult<Vec<Receipt>>;
     /// The tenant's receipts at these seqs, in seq order (missing seqs are left out).
     async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>>;
+    /// The tenant's approvals requested or consumed by these decisions, in request order.
+    async fn approvals_of_decisions(
+        &self,
+        tenant: &TenantId,
+        decision_ids: &[String],
+    ) -> StoreResult<Vec<approvals::ApprovalRecord>>;
     /// For each seq, the first checkpoint of the tenant's chain at or after it; each
     /// checkpoint once, in seq order.
     async fn covering_checkpoints(
@@ -295,6 +302,53 @@ pub trait Store: EvidenceReads + ConsoleSessions + Send + Sync + 'static {
         reads: ExfiltrationReads,
         actor: &str,
     ) -> StoreResult<TenantSettings>;
+
+    // Approvals (`approvals`). Statuses are as of the read: time expires approvals.
+    /// One of the tenant's approvals; `NotFound` if the tenant has none with this id.
+    async fn approval(
+        &self,
+        tenant: &TenantId,
+        approval_id: &str,
+    ) -> StoreResult<approvals::ApprovalRecord>;
+    /// The tenant's approvals newest first (`page.before` is an exclusive `requested_seq`).
+    async fn list_approvals(
+        &self,
+        tenant: &TenantId,
+        filter: approvals::ApprovalFilter,
+    ) -> StoreResult<Vec<approvals::ApprovalRecord>>;
+    /// Applies an operator's approval or rejection with its event, under the rules of
+    /// `aegis_core::approval`, in the writer's transaction (so concurrent votes are
+    /// serialised); `Conflict` when the rules refuse it.
+    async fn decide_approval(
+        &self,
+        tenant: &TenantId,
+        approval_id: &str,
+        decision: approvals::ApprovalDecision,
+    ) -> StoreResult<approvals::ApprovalRecord>;
+    async fn set_approval_settings(
+        &self,
+        tenant: &TenantId,
+        settings: approvals::ApprovalSettings,
+        actor: &str,
+    ) -> StoreResult<TenantSettings>;
+    /// Stores `expired` on up to `limit` approvals whose time ran out, each with its
+    /// `approval.expired` event, in one transaction; returns how many.
+    async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize>;
+
+    /// Lets a Slack user of the tenant decide approvals as the operator key `key_id`
+    /// (replacing the user's earlier key).
+    async fn put_slack_approver(
+        &self,
+        tenant: &TenantId,
+        slack_user_id: &str,
+        key_id: &str,
+    ) -> StoreResult<()>;
+    /// The operator key a Slack user of the tenant acts as, if one was registered.
+    async fn slack_approver(
+        &self,
+        tenant: &TenantId,
+        slack_user_id: &str,
+    ) -> StoreResult<Option<OperatorKey>>;
 
     // Event log.
     /// Events of one tenant with `seq > after_seq`, in order.

@@ -24,7 +24,13 @@ pub(crate) fn decision_event(d: &NewDecision) -> Value {
         "risk_score": d.risk_score,
         "source_trust": d.source_trust,
         "run_id": d.trace.run_id,
+        "approval_id": approval_answer(d).map(|answer| &answer.approval.id),
     })
+}
+
+/// What the approval gate made of a decision, if it met an approval.
+pub(crate) fn approval_answer(d: &NewDecision) -> Option<&crate::approvals::ApprovalAnswer> {
+    d.approval.as_ref().and_then(|gate| gate.answer.as_ref())
 }
 
 /// Whether a decision counts towards risk-tier escalation: denies do, except containment
@@ -61,6 +67,7 @@ pub(crate) fn seal_receipt(
         action_hash: d.action_hash.clone(),
         created_at: format_millis(d.created_at_ms),
         prev_hash: prev_hash.to_owned(),
+        approval: approval_answer(d).and_then(|answer| answer.consumed.clone()),
     };
     let canonical = canonical_json(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let hash = sha256_hex(canonical.as_bytes());

@@ -74,7 +74,7 @@ impl PriorRow {
             .parse()
             .map_err(|_| corrupt("decision", &self.verdict))?;
         let risk_score = u8::try_from(self.risk_score).map_err(|e| corrupt("risk_score", &e))?;
-        let matched_policies = serde_json::from_str(&self.matched_policies)
+        let matched_policies: Vec<String> = serde_json::from_str(&self.matched_policies)
             .map_err(|e| corrupt("matched_policies", &e))?;
         let receipt_seq =
             u64::try_from(self.receipt_seq).map_err(|e| corrupt("receipt seq", &e))?;
@@ -86,6 +86,11 @@ impl PriorRow {
             prev_hash: body.prev_hash,
             escalated_to: None,
             stale_agent: None,
+            // A retry creates and uses no approval: it is answered as first recorded.
+            approval: None,
+            verdict,
+            reason: self.reason.clone(),
+            matched_policies: matched_policies.clone(),
             replayed: Some(PriorDecision {
                 decision_id: self.decision_id,
                 verdict,

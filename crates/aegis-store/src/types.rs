@@ -70,6 +70,7 @@ pub struct TenantSettings {
     pub deny_storm: DenyStormOverride,
     /// Which actions are reads for `data_exfiltration` (`tenants.exfiltration_reads`).
     pub exfiltration_reads: ExfiltrationReads,
+    pub approvals: crate::approvals::ApprovalSettings,
     pub created_at_ms: i64,
 }
 
@@ -226,6 +227,10 @@ pub struct NewDecision {
     /// stored one in the transaction that records the decision: if the agent changed since,
     /// anything but a deny is recorded as a deny instead (`crate::fence`).
     pub agent_version: i64,
+    /// Set only when the policy answered `require_approval` or the call named an approval:
+    /// the writer then applies the approval rules in the decision's transaction
+    /// (`crate::approvals`).
+    pub approval: Option<crate::approvals::ApprovalGate>,
 }
 
 /// What recording produced: where the decision sits in the log and its receipt. For a retry
@@ -242,6 +247,13 @@ pub struct RecordedDecision {
     /// Set when the agent had changed since the decision was made: the call was recorded
     /// as a deny with this reason, and must be answered so.
     pub stale_agent: Option<String>,
+    /// The approval the decision met, and what it made of the decision: the verdict and
+    /// reason recorded are those of [`RecordedDecision::verdict`].
+    pub approval: Option<crate::approvals::ApprovalAnswer>,
+    /// The verdict and reason as recorded (after the fence and the approval gate).
+    pub verdict: Verdict,
+    pub reason: String,
+    pub matched_policies: Vec<String>,
     /// Set when the agent had already asked with this `request_id` (`crate::requests`):
     /// nothing was recorded, and the call must be answered with this earlier decision.
     pub replayed: Option<PriorDecision>,
@@ -336,6 +348,12 @@ pub mod event_kind {
     pub const INCIDENT_ACKNOWLEDGED: &str = "incident.acknowledged";
     pub const INCIDENT_CLOSED: &str = "incident.closed";
     pub const RESPONSE_ACTION: &str = "response.action";
+    pub const APPROVAL_REQUESTED: &str = "approval.requested";
+    pub const APPROVAL_APPROVED: &str = "approval.approved";
+    pub const APPROVAL_REJECTED: &str = "approval.rejected";
+    pub const APPROVAL_EXPIRED: &str = "approval.expired";
+    pub const APPROVAL_CONSUMED: &str = "approval.consumed";
+    pub const APPROVAL_MISMATCH: &str = "approval.mismatch";
 }
 
 /// Per-tenant overrides of the deny-storm rule; `None` means the gateway default.
@@ -398,6 +416,9 @@ pub struct AutomaticResponse {
     pub freeze: Option<String>,
     /// Raise the agent's risk tier so later writes need approval (L4).
     pub raise_risk_tier: Option<RiskTier>,
+    /// Reject the agent's pending approvals (an `approval_flood` contained at L3/L4), each
+    /// with its `approval.rejected` event.
+    pub reject_pending_approvals: bool,
 }
 
 /// An incident to open, unless its `dedup_key` already exists for the tenant.

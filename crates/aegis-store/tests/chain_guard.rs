@@ -47,6 +47,7 @@ fn decision(tenant: &str, n: u32) -> NewDecision {
         created_at_ms: now_ms(),
         escalation: RiskEscalation::default(),
         agent_version: 0,
+        approval: None,
     }
 }
 

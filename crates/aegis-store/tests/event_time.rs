@@ -35,6 +35,7 @@ fn decision(n: u32, created_at_ms: i64, contained: bool) -> NewDecision {
         contained,
         escalation: RiskEscalation::default(),
         agent_version: 0,
+        approval: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn allow(n: u32, agent_version: i64) -> NewDecision {
         created_at_ms: now_ms(),
         escalation: RiskEscalation::default(),
         agent_version,
+        approval: None,
     }
 }
 

@@ -239,6 +239,12 @@ struct SocArgs {
     /// trust_escalation: longest gap in seconds between a deny and an allow of the same action.
     #[arg(long, env = "AEGIS_TRUST_ESCALATION_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     trust_escalation_window_secs: u64,
+    /// approval_flood: require_approval decisions within the window that open an incident.
+    #[arg(long, env = "AEGIS_APPROVAL_FLOOD_N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=MAX_BURST_THRESHOLD as i64))]
+    approval_flood_n: u32,
+    /// approval_flood: trailing window in seconds.
+    #[arg(long, env = "AEGIS_APPROVAL_FLOOD_WINDOW_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    approval_flood_window_secs: u64,
 }
 
 impl SocArgs {
@@ -255,6 +261,8 @@ impl SocArgs {
         correlation.data_exfiltration.window = Duration::from_secs(self.exfiltration_window_secs);
         correlation.trust_escalation.window =
             Duration::from_secs(self.trust_escalation_window_secs);
+        correlation.approval_flood.threshold = self.approval_flood_n as usize;
+        correlation.approval_flood.window = Duration::from_secs(self.approval_flood_window_secs);
         config
     }
 }
@@ -591,6 +599,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .public_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{listening}")),
+            slack_signing_secret: args.notify.slack_signing_secret.clone(),
             metrics: metrics.clone().filter(|_| metrics_listener.is_none()),
             metrics_max_tenants: args.metrics.metrics_max_tenants,
         },
@@ -785,6 +794,10 @@ async fn stop_requested(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// How often the leader stores the expiry of approvals whose time ran out (their status
+/// reads as expired from the first millisecond regardless).
+const APPROVAL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn start_consumers(
     state: &aegis_server::SharedState,
     args: &BackgroundArgs,
@@ -817,6 +830,14 @@ async fn start_consumers(
             tokio::spawn(aegis_soc::deliver::run(
                 Arc::clone(&store),
                 args.deliver.clone(),
+                stop.clone(),
+            )),
+        ),
+        (
+            "approval expiry sweep",
+            tokio::spawn(aegis_soc::expiry::run(
+                Arc::clone(&store),
+                APPROVAL_SWEEP_INTERVAL,
                 stop.clone(),
             )),
         ),

@@ -14,6 +14,10 @@ pub struct NotifyArgs {
     /// Slack incoming webhook that receives every tenant's notifications.
     #[arg(long, env = "AEGIS_SLACK_WEBHOOK_URL", hide_env_values = true)]
     slack_webhook_url: Option<String>,
+    /// Slack app signing secret: Slack messages about approvals carry Approve/Reject buttons,
+    /// and `POST /v1/callbacks/slack` accepts the clicks Slack signs with it.
+    #[arg(long, env = "AEGIS_SLACK_SIGNING_SECRET", hide_env_values = true)]
+    pub slack_signing_secret: Option<String>,
     /// HMAC-SHA256 secret that signs deliveries to the two URLs above.
     #[arg(long, env = "AEGIS_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
@@ -63,6 +67,7 @@ impl NotifyArgs {
             env_json: self.webhook_url.is_some(),
             env_slack: self.slack_webhook_url.is_some(),
             public_url,
+            slack_buttons: self.slack_signing_secret.is_some(),
             ..NotifyConfig::default()
         }
     }

@@ -7,10 +7,14 @@ use crate::extract::JsonBody;
 use crate::openapi::{AgentErrors, BodyRefused, Conflict, Invalid, StoreErrors, Unreadable};
 use crate::state::SharedState;
 use crate::validate::Text;
+use crate::validate::{APPROVAL_ID_PREFIX, ApprovalId};
+use aegis_core::approval::ApprovalStatus;
 use aegis_core::canonical::ActionRef;
 use aegis_core::decision::{AgentFacts, CallFacts, decide};
 use aegis_core::model::{SourceTrust, Verdict};
 use aegis_core::policy::PolicyResource;
+use aegis_core::timestamp::format_millis;
+use aegis_store::approvals::{ApprovalGate, ApprovalRef};
 use aegis_store::{NewDecision, StoreError, TraceContext};
 use axum::Json;
 use axum::extract::State;
@@ -32,6 +36,9 @@ pub struct AuthorizeRequest {
     #[serde(default)]
     pub context: CallContext,
     pub trace: Option<Trace>,
+    /// The approval this call uses (optional: an identical repeated call finds its approved
+    /// approval by itself). A call that names an approval it cannot use is denied.
+    pub approval_id: Option<ApprovalId>,
     /// Ignored: the agent is identified by its token alone.
     #[schema(value_type = Option<Object>)]
     pub agent: Option<serde_json::Map<String, Value>>,
@@ -84,6 +91,29 @@ pub struct AuthorizeResponse {
     pub receipt: ReceiptRef,
     /// Position of the decision in the event log.
     pub event_seq: i64,
+    /// The approval the decision asked for (`require_approval`: pending), used (`allow`:
+    /// consumed) or refused to use (`deny`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRefView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalRefView {
+    pub id: String,
+    pub status: ApprovalStatus,
+    pub expires_at: String,
+    pub action_hash: String,
+}
+
+impl From<ApprovalRef> for ApprovalRefView {
+    fn from(approval: ApprovalRef) -> Self {
+        ApprovalRefView {
+            id: approval.id,
+            status: approval.status,
+            expires_at: format_millis(approval.expires_at_ms),
+            action_hash: approval.action_hash,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -187,9 +217,22 @@ pub async fn authorize(
         request_id,
         tool_call,
         trace,
+        approval_id,
         ..
     } = request;
     let trace = trace.unwrap_or_default();
+    // Only a call the policy sends to people, or one that names an approval, meets the
+    // approval rules: every other call records exactly as before.
+    let approval =
+        (outcome.verdict == Verdict::RequireApproval || approval_id.is_some()).then(|| {
+            ApprovalGate::new(
+                approval_id.map(ApprovalId::into_string),
+                crate::auth::new_id(APPROVAL_ID_PREFIX),
+                tool_call
+                    .parameters
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+            )
+        });
     let recorded = state
         .store
         .record_decision(NewDecision {
@@ -208,8 +251,8 @@ pub async fn authorize(
             source_trust,
             verdict: outcome.verdict,
             risk_score: outcome.risk_score,
-            reason: outcome.reason.clone(),
-            matched_policies: outcome.matched_policies.clone(),
+            reason: outcome.reason,
+            matched_policies: outcome.matched_policies,
             action_hash: action_hash.clone(),
             trace: TraceContext {
                 run_id: trace.run_id.map(Text::into_string),
@@ -219,6 +262,7 @@ pub async fn authorize(
             created_at_ms: crate::now_ms(),
             escalation,
             agent_version: agent.version,
+            approval,
         })
         .await
         .map_err(|error| match error {
@@ -234,8 +278,9 @@ pub async fn authorize(
         })?;
 
     // The answer is what was recorded: a retry's first decision (with that call's receipt),
-    // or this one; a decision made from a stale agent was recorded as a deny, and this
-    // replica's cached agent is stale too.
+    // or this one as the writer left it (a decision made from a stale agent was recorded as
+    // a deny, and this replica's cached agent is stale too; an approval may have turned the
+    // verdict into an allow (consumed) or a deny (refused)).
     let (decision_id, verdict, risk_score, reason, matched_policies) = match recorded.replayed {
         Some(prior) => (
             prior.decision_id,
@@ -252,26 +297,17 @@ pub async fn authorize(
                 // the next call loads the committed row.
                 state.agents.forget(&agent.id);
             }
-            match recorded.stale_agent {
-                Some(reason) => {
-                    tracing::warn!(agent_id = %agent.id, %reason, "decision made from a stale agent; recorded and answered as a deny");
-                    state.agents.forget(&agent.id);
-                    (
-                        decision_id,
-                        Verdict::Deny,
-                        outcome.risk_score,
-                        reason,
-                        Vec::new(),
-                    )
-                }
-                None => (
-                    decision_id,
-                    outcome.verdict,
-                    outcome.risk_score,
-                    outcome.reason,
-                    outcome.matched_policies,
-                ),
+            if let Some(reason) = &recorded.stale_agent {
+                tracing::warn!(agent_id = %agent.id, %reason, "decision made from a stale agent; recorded and answered as a deny");
+                state.agents.forget(&agent.id);
             }
+            (
+                decision_id,
+                recorded.verdict,
+                outcome.risk_score,
+                recorded.reason,
+                recorded.matched_policies,
+            )
         }
     };
     tenant.decisions.count(verdict);
@@ -289,5 +325,6 @@ pub async fn authorize(
             seq: recorded.receipt_seq,
         },
         event_seq: recorded.event_seq,
+        approval: recorded.approval.map(|answer| answer.approval.into()),
     }))
 }

@@ -2,6 +2,7 @@
 //! the store, map the result.
 
 pub mod agents;
+pub mod approvals;
 pub mod authorize;
 pub mod decisions;
 pub mod graph;
@@ -11,6 +12,7 @@ pub mod investigate;
 pub mod keys;
 pub mod policies;
 pub mod receipts;
+pub mod slack;
 pub mod tenants;
 pub mod tools;
 pub mod webhooks;

@@ -6,8 +6,10 @@ use crate::extract::JsonBody;
 use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, StoreErrors, Unreadable};
 use crate::state::SharedState;
 use crate::validate::{optional_whole, whole};
+use aegis_core::approval;
 use aegis_core::correlate::{ExfiltrationReads, MAX_BURST_THRESHOLD};
 use aegis_core::model::AutonomyLevel;
+use aegis_store::approvals::ApprovalSettings;
 use aegis_store::{DenyStormOverride, RiskEscalation};
 use axum::Json;
 use axum::extract::State;
@@ -315,4 +317,88 @@ pub async fn put_exfiltration(
         .set_exfiltration_reads(&operator.tenant, body.reads, &operator.actor())
         .await?;
     Ok(Json(body))
+}
+
+/// How the tenant's approvals work.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSettingsBody {
+    /// How long an approval can be decided and then used, in seconds (60 to 604800;
+    /// default 900).
+    #[schema(minimum = 60, maximum = 604800)]
+    #[serde(deserialize_with = "whole")]
+    pub ttl_secs: u32,
+    /// Distinct operator keys that must approve: 1, or 2 for the two-person rule. Applies to
+    /// approvals requested from now on.
+    #[schema(minimum = 1, maximum = 2)]
+    #[serde(deserialize_with = "whole")]
+    pub approvals_required: u8,
+}
+
+impl From<ApprovalSettings> for ApprovalSettingsBody {
+    fn from(settings: ApprovalSettings) -> Self {
+        ApprovalSettingsBody {
+            ttl_secs: settings.ttl_secs,
+            approvals_required: settings.approvals_required,
+        }
+    }
+}
+
+/// The tenant's approval settings.
+#[utoipa::path(get, path = "/v1/tenants/approvals", tag = "tenants", security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "The settings", body = ApprovalSettingsBody),
+        OperatorErrors,
+        StoreErrors,
+    ))]
+pub async fn get_approval_settings(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+) -> ApiResult<Json<ApprovalSettingsBody>> {
+    let settings = state.store.tenant(&operator.tenant).await?;
+    Ok(Json(settings.approvals.into()))
+}
+
+/// Change the approval settings (admin).
+#[utoipa::path(put, path = "/v1/tenants/approvals", tag = "tenants", request_body = ApprovalSettingsBody,
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "The settings now in force", body = ApprovalSettingsBody),
+        OperatorErrors,
+        StoreErrors,
+        Forbidden,
+        Unreadable,
+        Invalid,
+        BodyRefused,
+    ))]
+pub async fn put_approval_settings(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    JsonBody(body): JsonBody<ApprovalSettingsBody>,
+) -> ApiResult<Json<ApprovalSettingsBody>> {
+    if !(approval::MIN_TTL_SECS..=approval::MAX_TTL_SECS).contains(&body.ttl_secs) {
+        return Err(ApiError::invalid_field(
+            "ttl_secs",
+            format!(
+                "must be between {} and {}",
+                approval::MIN_TTL_SECS,
+                approval::MAX_TTL_SECS
+            ),
+        ));
+    }
+    if !(1..=approval::MAX_APPROVALS_REQUIRED).contains(&body.approvals_required) {
+        return Err(ApiError::invalid_field(
+            "approvals_required",
+            format!("must be 1 or {}", approval::MAX_APPROVALS_REQUIRED),
+        ));
+    }
+    let settings = ApprovalSettings {
+        ttl_secs: body.ttl_secs,
+        approvals_required: body.approvals_required,
+    };
+    let stored = state
+        .store
+        .set_approval_settings(&operator.tenant, settings, &operator.actor())
+        .await?;
+    Ok(Json(stored.approvals.into()))
 }

@@ -229,6 +229,15 @@ impl EvidenceReads for super::PgStore {
         .collect()
     }
 
+    async fn approvals_of_decisions(
+        &self,
+        tenant: &TenantId,
+        decision_ids: &[String],
+    ) -> StoreResult<Vec<crate::approvals::ApprovalRecord>> {
+        let client = self.pool.get().await?;
+        super::approvals::of_decisions(&client, tenant.as_str(), decision_ids, now_ms()).await
+    }
+
     async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
         self.query(
             "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND seq = ANY($2) ORDER BY seq",

@@ -8,6 +8,7 @@
 //! [`PgStore::lead`] elects the one replica that runs the SOC consumers, by a session-level
 //! advisory lock.
 
+mod approvals;
 mod chain;
 mod console_sessions;
 mod decision_rows;
@@ -53,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0006_fence.sql"),
     include_str!("../../migrations/postgres/0007_decision_requests.sql"),
     include_str!("../../migrations/postgres/0008_console_sessions.sql"),
+    include_str!("../../migrations/postgres/0009_approvals.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -650,6 +652,7 @@ async fn record_decision_tx(
             return prior_decision_from_row(&row)?.answer(&d);
         }
     }
+    approvals::gate(tx, state, &mut d).await?;
     let event_seq = state.reserve_event_seq();
     let receipt = records::seal_receipt(&d, head.seq, &head.hash)?;
     let recorded = RecordedDecision {
@@ -660,6 +663,10 @@ async fn record_decision_tx(
         prev_hash: receipt.body.prev_hash.clone(),
         escalated_to: None,
         stale_agent,
+        approval: records::approval_answer(&d).cloned(),
+        verdict: d.verdict,
+        reason: d.reason.clone(),
+        matched_policies: d.matched_policies.clone(),
         replayed: None,
     };
     state.extend_chain(
@@ -1434,6 +1441,109 @@ impl Store for PgStore {
             },
         )
         .await
+    }
+
+    async fn approval(
+        &self,
+        tenant: &TenantId,
+        approval_id: &str,
+    ) -> StoreResult<crate::approvals::ApprovalRecord> {
+        let client = self.pool.get().await?;
+        approvals::load(&client, tenant.as_str(), approval_id, now_ms())
+            .await?
+            .ok_or(StoreError::NotFound("approval"))
+    }
+
+    async fn list_approvals(
+        &self,
+        tenant: &TenantId,
+        filter: crate::approvals::ApprovalFilter,
+    ) -> StoreResult<Vec<crate::approvals::ApprovalRecord>> {
+        let client = self.pool.get().await?;
+        approvals::list(&client, tenant.as_str(), &filter, now_ms()).await
+    }
+
+    async fn decide_approval(
+        &self,
+        tenant: &TenantId,
+        approval_id: &str,
+        decision: crate::approvals::ApprovalDecision,
+    ) -> StoreResult<crate::approvals::ApprovalRecord> {
+        let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    approvals::decide(tx, state, tenant.as_str(), &approval_id, decision).await
+                })
+            })
+            .await
+    }
+
+    async fn set_approval_settings(
+        &self,
+        tenant: &TenantId,
+        settings: crate::approvals::ApprovalSettings,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        self.change_settings(
+            tenant,
+            "approval_ttl_secs = $1, approvals_required = $2",
+            vec![
+                Box::new(i64::from(settings.ttl_secs)),
+                Box::new(i64::from(settings.approvals_required)),
+            ],
+            serde_json::json!({"approvals": settings, "actor": actor}),
+        )
+        .await
+    }
+
+    async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize> {
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move { approvals::expire(tx, state, now_ms, limit).await })
+            })
+            .await
+    }
+
+    async fn put_slack_approver(
+        &self,
+        tenant: &TenantId,
+        slack_user_id: &str,
+        key_id: &str,
+    ) -> StoreResult<()> {
+        let (tenant, user, key) = (tenant.clone(), slack_user_id.to_owned(), key_id.to_owned());
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move {
+                    tx.execute(
+                        &prepared(
+                            tx,
+                            "INSERT INTO slack_approvers (tenant_id, slack_user_id, key_id, created_at)
+                             VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (tenant_id, slack_user_id) DO UPDATE SET key_id = excluded.key_id",
+                        )
+                        .await?,
+                        &[&tenant.as_str(), &user, &key, &now_ms()],
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn slack_approver(
+        &self,
+        tenant: &TenantId,
+        slack_user_id: &str,
+    ) -> StoreResult<Option<OperatorKey>> {
+        let sql = crate::approvals::SLACK_APPROVER_KEY
+            .replace("{tenant}", "$1")
+            .replace("{user}", "$2");
+        self.query_opt(&sql, &[&tenant.as_str(), &slack_user_id])
+            .await?
+            .map(|row| key_from_row(&row))
+            .transpose()
     }
 
     async fn set_autonomy_override(

@@ -68,6 +68,11 @@ pub(super) fn tenant_from_row(row: &Row) -> StoreResult<TenantSettings> {
             .map(|reads| parse_column(&reads))
             .transpose()?
             .unwrap_or(ExfiltrationReads::Sensitive),
+        approvals: crate::approvals::ApprovalSettings {
+            ttl_secs: u32_at(row, 8)?,
+            approvals_required: u8::try_from(u32_at(row, 9)?)
+                .map_err(|_| StoreError::Corrupt("column 9: approvals_required".into()))?,
+        },
     })
 }
 

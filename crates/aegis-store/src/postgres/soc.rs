@@ -265,6 +265,31 @@ async fn open_incident(
         };
         freeze_if_active(tx, state, &target, reason, at, applied).await?;
     }
+    if incident.response.reject_pending_approvals {
+        let rejected = super::approvals::reject_pending(
+            tx,
+            state,
+            tenant_id,
+            &incident.agent_id,
+            &incident.id,
+            at,
+        )
+        .await?;
+        if rejected > 0 {
+            let detail = format!("{rejected} pending approval(s) rejected");
+            record_response(
+                tx,
+                state,
+                incident,
+                "reject_pending_approvals",
+                "automatic",
+                RESPONSE_ENGINE,
+                &detail,
+                at,
+            )
+            .await?;
+        }
+    }
     if let Some(tier) = incident.response.raise_risk_tier {
         let agent = load_agent(tx, tenant_id, &incident.agent_id).await?;
         if agent.status != AgentStatus::Revoked && agent.risk_tier < tier {

@@ -241,6 +241,16 @@ impl EvidenceReads for super::SqliteStore {
             .await
     }
 
+    async fn approvals_of_decisions(
+        &self,
+        tenant: &TenantId,
+        decision_ids: &[String],
+    ) -> StoreResult<Vec<crate::approvals::ApprovalRecord>> {
+        let (tenant, ids) = (tenant.clone(), json_batch(decision_ids)?);
+        self.read(move |conn| super::approvals::of_decisions(conn, tenant.as_str(), &ids, now_ms()))
+            .await
+    }
+
     async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
         let (tenant, seqs) = (tenant.clone(), json_batch(seqs)?);
         self.read(move |conn| receipts_where_in(conn, &tenant, "seq", &seqs))

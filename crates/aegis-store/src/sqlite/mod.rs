@@ -1,6 +1,7 @@
 //! The embedded SQLite store: WAL mode, `synchronous=FULL`, one writer thread with group
 //! commit ([`writer`]), and a small pool of read-only connections for queries.
 
+mod approvals;
 mod chain;
 mod console_sessions;
 mod evidence;
@@ -43,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_fence.sql"),
     include_str!("../../migrations/sqlite/0010_decision_requests.sql"),
     include_str!("../../migrations/sqlite/0011_console_sessions.sql"),
+    include_str!("../../migrations/sqlite/0012_approvals.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -486,6 +488,10 @@ fn record_decision_tx(
         prev_hash: receipt.body.prev_hash,
         escalated_to,
         stale_agent: None,
+        approval: records::approval_answer(d).cloned(),
+        verdict: d.verdict,
+        reason: d.reason.clone(),
+        matched_policies: d.matched_policies.clone(),
         replayed: None,
     })
 }
@@ -503,24 +509,34 @@ fn record_fenced_decision_tx(
         .optional()?;
     let stale_agent = crate::fence::fence_stale_agent(&mut d, stored);
     let Some(request_id) = crate::requests::replay_key(&d) else {
+        approvals::gate(conn, &mut d)?;
         return Ok(RecordedDecision {
             stale_agent,
             ..record_decision_tx(conn, state, &d)?
         });
     };
-    // A retry is answered with what its first call recorded (`crate::requests`).
-    let key = [d.tenant_id.as_str(), &d.agent_id, request_id];
+    // A retry is answered with what its first call recorded (`crate::requests`), before
+    // any approval is created or used: the retry is the same call, already decided.
+    let key = [
+        d.tenant_id.as_str().to_owned(),
+        d.agent_id.clone(),
+        request_id.to_owned(),
+    ];
     if let Some(prior) = conn
         .prepare_cached(crate::requests::PRIOR_DECISION_SQL)?
-        .query_row(key, prior_decision_from_row)
+        .query_row([&key[0], &key[1], &key[2]], prior_decision_from_row)
         .optional()?
     {
         return prior.answer(&d);
     }
+    approvals::gate(conn, &mut d)?;
     let recorded = record_decision_tx(conn, state, &d)?;
     conn.prepare_cached(crate::requests::REMEMBER_SQL)?
-        .execute([key[0], key[1], key[2], &d.id])?;
-    Ok(recorded)
+        .execute([&key[0], &key[1], &key[2], &d.id])?;
+    Ok(RecordedDecision {
+        stale_agent,
+        ..recorded
+    })
 }
 
 /// Counts the agent's denies in the window that were logged after its last tier change
@@ -1358,6 +1374,103 @@ impl Store for SqliteStore {
                 soc::step_incident(conn, tenant.as_str(), &incident_id, &step, &actor, now_ms())
             })
             .await
+    }
+
+    async fn approval(
+        &self,
+        tenant: &TenantId,
+        approval_id: &str,
+    ) -> StoreResult<crate::approvals::ApprovalRecord> {
+        let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
+        self.read(move |conn| {
+            approvals::load(conn, tenant.as_str(), &approval_id, now_ms())?
+                .ok_or(StoreError::NotFound("approval"))
+        })
+        .await
+    }
+
+    async fn list_approvals(
+        &self,
+        tenant: &TenantId,
+        filter: crate::approvals::ApprovalFilter,
+    ) -> StoreResult<Vec<crate::approvals::ApprovalRecord>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| approvals::list(conn, tenant.as_str(), &filter, now_ms()))
+            .await
+    }
+
+    async fn decide_approval(
+        &self,
+        tenant: &TenantId,
+        approval_id: &str,
+        decision: crate::approvals::ApprovalDecision,
+    ) -> StoreResult<crate::approvals::ApprovalRecord> {
+        let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
+        self.writer()?
+            .write(move |conn, _| approvals::decide(conn, tenant.as_str(), &approval_id, decision))
+            .await
+    }
+
+    async fn set_approval_settings(
+        &self,
+        tenant: &TenantId,
+        settings: crate::approvals::ApprovalSettings,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        self.change_settings(
+            tenant,
+            "approval_ttl_secs = ?1, approvals_required = ?2",
+            vec![
+                Box::new(settings.ttl_secs),
+                Box::new(settings.approvals_required),
+            ],
+            serde_json::json!({"approvals": settings, "actor": actor}),
+        )
+        .await
+    }
+
+    async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize> {
+        self.writer()?
+            .write(move |conn, _| approvals::expire(conn, now_ms, limit))
+            .await
+    }
+
+    async fn put_slack_approver(
+        &self,
+        tenant: &TenantId,
+        slack_user_id: &str,
+        key_id: &str,
+    ) -> StoreResult<()> {
+        let (tenant, user, key) = (tenant.clone(), slack_user_id.to_owned(), key_id.to_owned());
+        self.writer()?
+            .write(move |conn, _| {
+                conn.prepare_cached(
+                    "INSERT INTO slack_approvers (tenant_id, slack_user_id, key_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (tenant_id, slack_user_id) DO UPDATE SET key_id = excluded.key_id",
+                )?
+                .execute(params![tenant.as_str(), user, key, now_ms()])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn slack_approver(
+        &self,
+        tenant: &TenantId,
+        slack_user_id: &str,
+    ) -> StoreResult<Option<OperatorKey>> {
+        let (tenant, user) = (tenant.clone(), slack_user_id.to_owned());
+        self.read(move |conn| {
+            let sql = crate::approvals::SLACK_APPROVER_KEY
+                .replace("{tenant}", "?1")
+                .replace("{user}", "?2");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([tenant.as_str(), &user], key_from_row)
+                .optional()?)
+        })
+        .await
     }
 
     async fn set_autonomy_override(

@@ -9,7 +9,8 @@ use std::str::FromStr;
 use subtle::ConstantTimeEq;
 
 pub(crate) const TENANT_COLUMNS: &str = "id, denial_threshold, escalation_window_minutes, created_at, \
-     soc_autonomy_level, deny_storm_n, deny_storm_window_secs, exfiltration_reads";
+     soc_autonomy_level, deny_storm_n, deny_storm_window_secs, exfiltration_reads, \
+     approval_ttl_secs, approvals_required";
 pub(crate) const INCIDENT_COLUMNS: &str = "id, tenant_id, kind, severity, status, agent_id, summary, \
      recommended_action, opened_at, updated_at, acknowledged_at, acknowledged_by, closed_at, closed_by, \
      close_reason, event_seq, (SELECT COUNT(*) FROM incident_evidence e WHERE e.incident_id = incidents.id)";
@@ -91,6 +92,10 @@ pub(super) fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantSettings>
             })
             .transpose()?
             .unwrap_or(ExfiltrationReads::Sensitive),
+        approvals: crate::approvals::ApprovalSettings {
+            ttl_secs: row.get(8)?,
+            approvals_required: row.get(9)?,
+        },
     })
 }
 

@@ -178,6 +178,27 @@ fn open_incident(
         };
         freeze_if_active(conn, &target, reason, at, applied)?;
     }
+    if incident.response.reject_pending_approvals {
+        let rejected = super::approvals::reject_pending(
+            conn,
+            tenant_id,
+            &incident.agent_id,
+            &incident.id,
+            at,
+        )?;
+        if rejected > 0 {
+            let detail = format!("{rejected} pending approval(s) rejected");
+            record_response(
+                conn,
+                incident,
+                "reject_pending_approvals",
+                "automatic",
+                RESPONSE_ENGINE,
+                &detail,
+                at,
+            )?;
+        }
+    }
     if let Some(tier) = incident.response.raise_risk_tier {
         let agent = load_agent(conn, tenant_id, &incident.agent_id)?;
         if agent.status != AgentStatus::Revoked && agent.risk_tier < tier {

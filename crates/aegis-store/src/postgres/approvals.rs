@@ -1,0 +1,482 @@
+//! The PostgreSQL statements of approvals; what they mean is `crate::approvals`. Every write
+//! runs in the writer's batch transaction under the `log_head` lock, so the conditional
+//! update that consumes an approval has one winner across all replicas.
+
+use super::rows::get;
+use super::writer::WriterState;
+use super::{NewEventRow, prepared};
+use crate::approvals::{
+    APPROVAL_COLUMNS, ApprovalDecision, ApprovalFilter, ApprovalRecord, ApprovalSettings, GateStep,
+    StoredApproval,
+};
+use crate::{NewDecision, StoreError, StoreResult, approvals, event_kind};
+use deadpool_postgres::{GenericClient, Transaction};
+use serde_json::Value;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+fn stored(row: &Row) -> StoreResult<StoredApproval> {
+    Ok(StoredApproval {
+        id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        agent_id: get(row, 2)?,
+        status: get(row, 3)?,
+        action_hash: get(row, 4)?,
+        decision_id: get(row, 5)?,
+        tool: get(row, 6)?,
+        action: get(row, 7)?,
+        resource: get(row, 8)?,
+        parameters: get(row, 9)?,
+        mutates_state: get(row, 10)?,
+        risk: get(row, 11)?,
+        risk_score: get(row, 12)?,
+        reason: get(row, 13)?,
+        run_id: get(row, 14)?,
+        required: get(row, 15)?,
+        approvals: get(row, 16)?,
+        rejected_by: get(row, 17)?,
+        consumed_by_decision_id: get(row, 18)?,
+        created_at_ms: get(row, 19)?,
+        expires_at_ms: get(row, 20)?,
+        requested_seq: get(row, 21)?,
+    })
+}
+
+fn record(row: Option<Row>, now_ms: i64) -> StoreResult<Option<ApprovalRecord>> {
+    row.map(|row| stored(&row)?.into_record(now_ms)).transpose()
+}
+
+pub(crate) async fn load<C: GenericClient>(
+    client: &C,
+    tenant_id: &str,
+    approval_id: &str,
+    now_ms: i64,
+) -> StoreResult<Option<ApprovalRecord>> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND id = $2"
+                ),
+            )
+            .await?,
+            &[&tenant_id, &approval_id],
+        )
+        .await?;
+    record(row, now_ms)
+}
+
+pub(crate) async fn list<C: GenericClient>(
+    client: &C,
+    tenant_id: &str,
+    filter: &ApprovalFilter,
+    now_ms: i64,
+) -> StoreResult<Vec<ApprovalRecord>> {
+    // The status is computed from the time, so a status filter binds the read's time too.
+    let status = filter.status.map_or_else(
+        || "TRUE".to_owned(),
+        |status| approvals::status_condition(status, "$6"),
+    );
+    let before = filter.page.before.unwrap_or(i64::MAX);
+    let limit = i64::from(filter.page.limit) + 1;
+    let mut values: Vec<&(dyn ToSql + Sync)> = vec![
+        &tenant_id,
+        &before,
+        &filter.agent_id,
+        &filter.since_ms,
+        &limit,
+    ];
+    if filter.status.is_some() {
+        values.push(&now_ms);
+    }
+    let sql = format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals
+         WHERE tenant_id = $1 AND requested_seq < $2 AND ($3::text IS NULL OR agent_id = $3)
+           AND ($4::bigint IS NULL OR created_at >= $4) AND {status}
+         ORDER BY requested_seq DESC LIMIT $5"
+    );
+    client
+        .query(&prepared(client, &sql).await?, &values)
+        .await?
+        .iter()
+        .map(|row| stored(row)?.into_record(now_ms))
+        .collect()
+}
+
+/// The approval rules of one decision, in its transaction, before its event and receipt are
+/// sealed (they record the verdict the gate leaves).
+pub(crate) async fn gate(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    d: &mut NewDecision,
+) -> StoreResult<()> {
+    let Some(gate) = d.approval.as_ref() else {
+        return Ok(());
+    };
+    let now = d.created_at_ms;
+    let named = match &gate.named {
+        Some(id) => load(tx, d.tenant_id.as_str(), id, now).await?,
+        None => None,
+    };
+    match approvals::gate_step(d, gate, named.clone(), now) {
+        GateStep::Pass => Ok(()),
+        GateStep::ConsumeNamed { approval_id } => match consume(tx, d, Some(&approval_id)).await? {
+            Some(consumed) => record_consumed(tx, state, d, consumed).await,
+            None => {
+                let why = "the approval was used already";
+                refuse(tx, state, d, &approval_id, why, named).await
+            }
+        },
+        GateStep::Refuse { approval_id, why } => {
+            refuse(tx, state, d, &approval_id, &why, named).await
+        }
+        GateStep::ConsumeOrRequest => {
+            if let Some(consumed) = consume(tx, d, None).await? {
+                return record_consumed(tx, state, d, consumed).await;
+            }
+            if let Some(pending) = pending(tx, d).await? {
+                approvals::requested(d, &pending);
+                return Ok(());
+            }
+            request(tx, state, d).await
+        }
+    }
+}
+
+/// Marks the oldest approved, unexpired approval of this agent and hash (the named one if
+/// given) consumed by `d`: a conditional update, so of many uses exactly one wins.
+async fn consume(
+    tx: &Transaction<'_>,
+    d: &NewDecision,
+    named: Option<&str>,
+) -> StoreResult<Option<ApprovalRecord>> {
+    let sql = format!(
+        "UPDATE approvals SET status = 'consumed', consumed_by_decision_id = $1
+         WHERE id = (SELECT id FROM approvals
+                      WHERE tenant_id = $2 AND agent_id = $3 AND action_hash = $4
+                        AND status = 'approved' AND expires_at > $5
+                        AND ($6::text IS NULL OR id = $6)
+                      ORDER BY requested_seq LIMIT 1)
+           AND status = 'approved'
+         RETURNING {APPROVAL_COLUMNS}"
+    );
+    let row = tx
+        .query_opt(
+            &prepared(tx, &sql).await?,
+            &[
+                &d.id,
+                &d.tenant_id.as_str(),
+                &d.agent_id,
+                &d.action_hash,
+                &d.created_at_ms,
+                &named,
+            ],
+        )
+        .await?;
+    record(row, d.created_at_ms)
+}
+
+async fn append(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    d: &NewDecision,
+    kind: &str,
+    approval_id: &str,
+    payload: &Value,
+) -> StoreResult<i64> {
+    state
+        .append_event(
+            tx,
+            NewEventRow {
+                tenant_id: d.tenant_id.as_str(),
+                kind,
+                agent_id: Some(&d.agent_id),
+                subject_id: Some(approval_id),
+                payload,
+            },
+        )
+        .await
+}
+
+async fn record_consumed(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    d: &mut NewDecision,
+    approval: ApprovalRecord,
+) -> StoreResult<()> {
+    let approval_id = approval.id.clone();
+    let payload = approvals::consumed(d, approval);
+    append(
+        tx,
+        state,
+        d,
+        event_kind::APPROVAL_CONSUMED,
+        &approval_id,
+        &payload,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn refuse(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    d: &mut NewDecision,
+    approval_id: &str,
+    why: &str,
+    named: Option<ApprovalRecord>,
+) -> StoreResult<()> {
+    let payload = approvals::refused(d, approval_id, why, named.as_ref());
+    append(
+        tx,
+        state,
+        d,
+        event_kind::APPROVAL_MISMATCH,
+        approval_id,
+        &payload,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn pending(tx: &Transaction<'_>, d: &NewDecision) -> StoreResult<Option<ApprovalRecord>> {
+    let sql = format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals
+         WHERE tenant_id = $1 AND agent_id = $2 AND action_hash = $3
+           AND status = 'pending' AND expires_at > $4
+         ORDER BY requested_seq DESC LIMIT 1"
+    );
+    let row = tx
+        .query_opt(
+            &prepared(tx, &sql).await?,
+            &[
+                &d.tenant_id.as_str(),
+                &d.agent_id,
+                &d.action_hash,
+                &d.created_at_ms,
+            ],
+        )
+        .await?;
+    record(row, d.created_at_ms)
+}
+
+/// Creates the approval a `require_approval` decision asks for, with its event.
+async fn request(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    d: &mut NewDecision,
+) -> StoreResult<()> {
+    let row = tx
+        .query_one(
+            &prepared(
+                tx,
+                "SELECT approval_ttl_secs, approvals_required FROM tenants WHERE id = $1",
+            )
+            .await?,
+            &[&d.tenant_id.as_str()],
+        )
+        .await?;
+    let (ttl_secs, required): (i64, i64) = (get(&row, 0)?, get(&row, 1)?);
+    let settings = ApprovalSettings {
+        ttl_secs: u32::try_from(ttl_secs)
+            .map_err(|_| StoreError::Corrupt("tenants.approval_ttl_secs".into()))?,
+        approvals_required: u8::try_from(required)
+            .map_err(|_| StoreError::Corrupt("tenants.approvals_required".into()))?,
+    };
+    let Some(gate) = d.approval.as_ref() else {
+        return Ok(());
+    };
+    let mut approval = approvals::new_approval(d, gate, settings);
+    let payload = approvals::requested_event(&approval);
+    approval.requested_seq = append(
+        tx,
+        state,
+        d,
+        event_kind::APPROVAL_REQUESTED,
+        &approval.id,
+        &payload,
+    )
+    .await?;
+    let sql = format!(
+        "INSERT INTO approvals ({APPROVAL_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+    );
+    tx.execute(
+        &prepared(tx, &sql).await?,
+        &[
+            &approval.id,
+            &approval.tenant_id.as_str(),
+            &approval.agent_id,
+            &approval.status.as_str(),
+            &approval.action_hash,
+            &approval.decision_id,
+            &approval.tool,
+            &approval.action,
+            &approval.resource,
+            &approval.parameters.to_string(),
+            &approval.mutates_state,
+            &approval.risk.as_str(),
+            &i64::from(approval.risk_score),
+            &approval.reason,
+            &approval.run_id,
+            &i64::from(approval.required),
+            &approvals::votes_json(&approval.approvals),
+            &Option::<String>::None,
+            &Option::<String>::None,
+            &approval.created_at_ms,
+            &approval.expires_at_ms,
+            &approval.requested_seq,
+        ],
+    )
+    .await?;
+    approvals::requested(d, &approval);
+    Ok(())
+}
+
+/// Applies an operator's vote in the writer's transaction.
+pub(crate) async fn decide(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    tenant_id: &str,
+    approval_id: &str,
+    decision: ApprovalDecision,
+) -> StoreResult<ApprovalRecord> {
+    let approval = load(tx, tenant_id, approval_id, decision.vote.at_ms)
+        .await?
+        .ok_or(StoreError::NotFound("approval"))?;
+    let (approval, kind, payload) = approvals::apply_vote(approval, decision)?;
+    let rejected_by = approval.rejected_by.as_ref().map(approvals::vote_json);
+    tx.execute(
+        &prepared(
+            tx,
+            "UPDATE approvals SET status = $1, approvals = $2, rejected_by = $3
+             WHERE tenant_id = $4 AND id = $5",
+        )
+        .await?,
+        &[
+            &approval.status.as_str(),
+            &approvals::votes_json(&approval.approvals),
+            &rejected_by,
+            &tenant_id,
+            &approval_id,
+        ],
+    )
+    .await?;
+    state
+        .append_event(
+            tx,
+            NewEventRow {
+                tenant_id,
+                kind,
+                agent_id: Some(&approval.agent_id),
+                subject_id: Some(approval_id),
+                payload: &payload,
+            },
+        )
+        .await?;
+    Ok(approval)
+}
+
+/// Stores `expired` on up to `limit` approvals whose time ran out, each with its
+/// `approval.expired` event; returns how many.
+pub(crate) async fn expire(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    now_ms: i64,
+    limit: u32,
+) -> StoreResult<usize> {
+    let due = tx
+        .query(
+            &prepared(
+                tx,
+                "UPDATE approvals SET status = 'expired'
+                 WHERE id IN (SELECT id FROM approvals
+                               WHERE status IN ('pending', 'approved') AND expires_at <= $1
+                               ORDER BY expires_at LIMIT $2)
+                 RETURNING id, tenant_id, agent_id",
+            )
+            .await?,
+            &[&now_ms, &i64::from(limit)],
+        )
+        .await?;
+    for row in &due {
+        let (id, tenant_id, agent_id): (String, String, String) =
+            (get(row, 0)?, get(row, 1)?, get(row, 2)?);
+        state
+            .append_event(
+                tx,
+                NewEventRow {
+                    tenant_id: &tenant_id,
+                    kind: event_kind::APPROVAL_EXPIRED,
+                    agent_id: Some(&agent_id),
+                    subject_id: Some(&id),
+                    payload: &approvals::expired_event(&id),
+                },
+            )
+            .await?;
+    }
+    Ok(due.len())
+}
+
+/// Rejects every pending, unexpired approval of the agent (the SOC containing an
+/// `approval_flood`), each with its `approval.rejected` event; returns how many.
+pub(crate) async fn reject_pending(
+    tx: &Transaction<'_>,
+    state: &mut WriterState,
+    tenant_id: &str,
+    agent_id: &str,
+    incident_id: &str,
+    at_ms: i64,
+) -> StoreResult<usize> {
+    let vote = approvals::soc_rejection(incident_id, at_ms);
+    let rejected = tx
+        .query(
+            &prepared(
+                tx,
+                "UPDATE approvals SET status = 'rejected', rejected_by = $1
+                 WHERE tenant_id = $2 AND agent_id = $3 AND status = 'pending' AND expires_at > $4
+                 RETURNING id",
+            )
+            .await?,
+            &[&approvals::vote_json(&vote), &tenant_id, &agent_id, &at_ms],
+        )
+        .await?;
+    for row in &rejected {
+        let id: String = get(row, 0)?;
+        state
+            .append_event(
+                tx,
+                NewEventRow {
+                    tenant_id,
+                    kind: event_kind::APPROVAL_REJECTED,
+                    agent_id: Some(agent_id),
+                    subject_id: Some(&id),
+                    payload: &approvals::rejected_event(&id, &vote),
+                },
+            )
+            .await?;
+    }
+    Ok(rejected.len())
+}
+
+/// The tenant's approvals requested or consumed by these decisions, in request order: one
+/// query for the whole batch.
+pub(crate) async fn of_decisions<C: GenericClient>(
+    client: &C,
+    tenant_id: &str,
+    decision_ids: &[String],
+    now_ms: i64,
+) -> StoreResult<Vec<ApprovalRecord>> {
+    let sql = format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals
+         WHERE tenant_id = $1 AND (decision_id = ANY($2) OR consumed_by_decision_id = ANY($2))
+         ORDER BY requested_seq"
+    );
+    client
+        .query(&prepared(client, &sql).await?, &[&tenant_id, &decision_ids])
+        .await?
+        .iter()
+        .map(|row| stored(row)?.into_record(now_ms))
+        .collect()
+}

@@ -1,0 +1,371 @@
+//! The SQLite statements of approvals; what they mean is `crate::approvals`.
+
+use super::append_event;
+use crate::approvals::{
+    APPROVAL_COLUMNS, ApprovalDecision, ApprovalFilter, ApprovalRecord, ApprovalSettings, GateStep,
+    StoredApproval,
+};
+use crate::{NewDecision, StoreError, StoreResult, approvals, event_kind};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+fn stored(row: &Row<'_>) -> rusqlite::Result<StoredApproval> {
+    Ok(StoredApproval {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        agent_id: row.get(2)?,
+        status: row.get(3)?,
+        action_hash: row.get(4)?,
+        decision_id: row.get(5)?,
+        tool: row.get(6)?,
+        action: row.get(7)?,
+        resource: row.get(8)?,
+        parameters: row.get(9)?,
+        mutates_state: row.get(10)?,
+        risk: row.get(11)?,
+        risk_score: row.get(12)?,
+        reason: row.get(13)?,
+        run_id: row.get(14)?,
+        required: row.get(15)?,
+        approvals: row.get(16)?,
+        rejected_by: row.get(17)?,
+        consumed_by_decision_id: row.get(18)?,
+        created_at_ms: row.get(19)?,
+        expires_at_ms: row.get(20)?,
+        requested_seq: row.get(21)?,
+    })
+}
+
+pub(crate) fn load(
+    conn: &Connection,
+    tenant_id: &str,
+    approval_id: &str,
+    now_ms: i64,
+) -> StoreResult<Option<ApprovalRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = ?1 AND id = ?2"
+    ))?
+    .query_row([tenant_id, approval_id], stored)
+    .optional()?
+    .map(|row| row.into_record(now_ms))
+    .transpose()
+}
+
+pub(crate) fn list(
+    conn: &Connection,
+    tenant_id: &str,
+    filter: &ApprovalFilter,
+    now_ms: i64,
+) -> StoreResult<Vec<ApprovalRecord>> {
+    // The status is computed from the time, so a status filter binds the read's time too.
+    let status = filter.status.map_or_else(
+        || "1 = 1".to_owned(),
+        |status| approvals::status_condition(status, "?6"),
+    );
+    let before = filter.page.before.unwrap_or(i64::MAX);
+    let limit = i64::from(filter.page.limit) + 1;
+    let mut values = params![tenant_id, before, filter.agent_id, filter.since_ms, limit].to_vec();
+    if filter.status.is_some() {
+        values.push(&now_ms);
+    }
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals
+         WHERE tenant_id = ?1 AND requested_seq < ?2 AND (?3 IS NULL OR agent_id = ?3)
+           AND (?4 IS NULL OR created_at >= ?4) AND {status}
+         ORDER BY requested_seq DESC LIMIT ?5"
+    ))?;
+    let rows = statement.query_map(values.as_slice(), stored)?;
+    rows.map(|row| row?.into_record(now_ms)).collect()
+}
+
+/// The approval rules of one decision, in its transaction, before its event and receipt are
+/// written (they record the verdict the gate leaves).
+pub(crate) fn gate(conn: &Connection, d: &mut NewDecision) -> StoreResult<()> {
+    let Some(gate) = d.approval.as_ref() else {
+        return Ok(());
+    };
+    let now = d.created_at_ms;
+    let named = match &gate.named {
+        Some(id) => load(conn, d.tenant_id.as_str(), id, now)?,
+        None => None,
+    };
+    match approvals::gate_step(d, gate, named.clone(), now) {
+        GateStep::Pass => Ok(()),
+        GateStep::ConsumeNamed { approval_id } => match consume(conn, d, Some(&approval_id))? {
+            Some(consumed) => record_consumed(conn, d, consumed),
+            None => refuse(
+                conn,
+                d,
+                &approval_id,
+                "the approval was used already",
+                named,
+            ),
+        },
+        GateStep::Refuse { approval_id, why } => refuse(conn, d, &approval_id, &why, named),
+        GateStep::ConsumeOrRequest => {
+            if let Some(consumed) = consume(conn, d, None)? {
+                return record_consumed(conn, d, consumed);
+            }
+            if let Some(pending) = pending(conn, d)? {
+                approvals::requested(d, &pending);
+                return Ok(());
+            }
+            request(conn, d)
+        }
+    }
+}
+
+/// Marks the oldest approved, unexpired approval of this agent and hash (the named one if
+/// given) consumed by `d`: a conditional update, so of many uses exactly one wins.
+fn consume(
+    conn: &Connection,
+    d: &NewDecision,
+    named: Option<&str>,
+) -> StoreResult<Option<ApprovalRecord>> {
+    conn.prepare_cached(&format!(
+        "UPDATE approvals SET status = 'consumed', consumed_by_decision_id = ?1
+         WHERE id = (SELECT id FROM approvals
+                      WHERE tenant_id = ?2 AND agent_id = ?3 AND action_hash = ?4
+                        AND status = 'approved' AND expires_at > ?5 AND (?6 IS NULL OR id = ?6)
+                      ORDER BY requested_seq LIMIT 1)
+           AND status = 'approved'
+         RETURNING {APPROVAL_COLUMNS}"
+    ))?
+    .query_row(
+        params![
+            d.id,
+            d.tenant_id.as_str(),
+            d.agent_id,
+            d.action_hash,
+            d.created_at_ms,
+            named
+        ],
+        stored,
+    )
+    .optional()?
+    .map(|row| row.into_record(d.created_at_ms))
+    .transpose()
+}
+
+fn record_consumed(
+    conn: &Connection,
+    d: &mut NewDecision,
+    approval: ApprovalRecord,
+) -> StoreResult<()> {
+    let approval_id = approval.id.clone();
+    let payload = approvals::consumed(d, approval);
+    append_event(
+        conn,
+        d.tenant_id.as_str(),
+        event_kind::APPROVAL_CONSUMED,
+        Some(&d.agent_id),
+        Some(&approval_id),
+        &payload,
+    )?;
+    Ok(())
+}
+
+fn refuse(
+    conn: &Connection,
+    d: &mut NewDecision,
+    approval_id: &str,
+    why: &str,
+    named: Option<ApprovalRecord>,
+) -> StoreResult<()> {
+    let payload = approvals::refused(d, approval_id, why, named.as_ref());
+    append_event(
+        conn,
+        d.tenant_id.as_str(),
+        event_kind::APPROVAL_MISMATCH,
+        Some(&d.agent_id),
+        Some(approval_id),
+        &payload,
+    )?;
+    Ok(())
+}
+
+fn pending(conn: &Connection, d: &NewDecision) -> StoreResult<Option<ApprovalRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals
+         WHERE tenant_id = ?1 AND agent_id = ?2 AND action_hash = ?3
+           AND status = 'pending' AND expires_at > ?4
+         ORDER BY requested_seq DESC LIMIT 1"
+    ))?
+    .query_row(
+        params![
+            d.tenant_id.as_str(),
+            d.agent_id,
+            d.action_hash,
+            d.created_at_ms
+        ],
+        stored,
+    )
+    .optional()?
+    .map(|row| row.into_record(d.created_at_ms))
+    .transpose()
+}
+
+/// Creates the approval a `require_approval` decision asks for, with its event.
+fn request(conn: &Connection, d: &mut NewDecision) -> StoreResult<()> {
+    let settings = conn
+        .prepare_cached("SELECT approval_ttl_secs, approvals_required FROM tenants WHERE id = ?1")?
+        .query_row([d.tenant_id.as_str()], |row| {
+            Ok(ApprovalSettings {
+                ttl_secs: row.get(0)?,
+                approvals_required: row.get(1)?,
+            })
+        })?;
+    let Some(gate) = d.approval.as_ref() else {
+        return Ok(());
+    };
+    let mut approval = approvals::new_approval(d, gate, settings);
+    approval.requested_seq = append_event(
+        conn,
+        d.tenant_id.as_str(),
+        event_kind::APPROVAL_REQUESTED,
+        Some(&d.agent_id),
+        Some(&approval.id),
+        &approvals::requested_event(&approval),
+    )?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO approvals ({APPROVAL_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+    ))?
+    .execute(params![
+        approval.id,
+        approval.tenant_id.as_str(),
+        approval.agent_id,
+        approval.status.as_str(),
+        approval.action_hash,
+        approval.decision_id,
+        approval.tool,
+        approval.action,
+        approval.resource,
+        approval.parameters.to_string(),
+        approval.mutates_state,
+        approval.risk.as_str(),
+        approval.risk_score,
+        approval.reason,
+        approval.run_id,
+        approval.required,
+        approvals::votes_json(&approval.approvals),
+        Option::<String>::None,
+        Option::<String>::None,
+        approval.created_at_ms,
+        approval.expires_at_ms,
+        approval.requested_seq,
+    ])?;
+    approvals::requested(d, &approval);
+    Ok(())
+}
+
+/// Applies an operator's vote in the writer's transaction.
+pub(crate) fn decide(
+    conn: &Connection,
+    tenant_id: &str,
+    approval_id: &str,
+    decision: ApprovalDecision,
+) -> StoreResult<ApprovalRecord> {
+    let approval = load(conn, tenant_id, approval_id, decision.vote.at_ms)?
+        .ok_or(StoreError::NotFound("approval"))?;
+    let (approval, kind, payload) = approvals::apply_vote(approval, decision)?;
+    conn.prepare_cached(
+        "UPDATE approvals SET status = ?1, approvals = ?2, rejected_by = ?3
+         WHERE tenant_id = ?4 AND id = ?5",
+    )?
+    .execute(params![
+        approval.status.as_str(),
+        approvals::votes_json(&approval.approvals),
+        approval.rejected_by.as_ref().map(approvals::vote_json),
+        tenant_id,
+        approval_id,
+    ])?;
+    append_event(
+        conn,
+        tenant_id,
+        kind,
+        Some(&approval.agent_id),
+        Some(approval_id),
+        &payload,
+    )?;
+    Ok(approval)
+}
+
+/// Stores `expired` on up to `limit` approvals whose time ran out, each with its
+/// `approval.expired` event; returns how many.
+pub(crate) fn expire(conn: &Connection, now_ms: i64, limit: u32) -> StoreResult<usize> {
+    let due: Vec<(String, String, String)> = conn
+        .prepare_cached(
+            "UPDATE approvals SET status = 'expired'
+             WHERE id IN (SELECT id FROM approvals
+                           WHERE status IN ('pending', 'approved') AND expires_at <= ?1
+                           ORDER BY expires_at LIMIT ?2)
+             RETURNING id, tenant_id, agent_id",
+        )?
+        .query_map(params![now_ms, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (id, tenant_id, agent_id) in &due {
+        append_event(
+            conn,
+            tenant_id,
+            event_kind::APPROVAL_EXPIRED,
+            Some(agent_id),
+            Some(id),
+            &approvals::expired_event(id),
+        )?;
+    }
+    Ok(due.len())
+}
+
+/// Rejects every pending, unexpired approval of the agent (the SOC containing an
+/// `approval_flood`), each with its `approval.rejected` event; returns how many.
+pub(crate) fn reject_pending(
+    conn: &Connection,
+    tenant_id: &str,
+    agent_id: &str,
+    incident_id: &str,
+    at_ms: i64,
+) -> StoreResult<usize> {
+    let vote = approvals::soc_rejection(incident_id, at_ms);
+    let rejected: Vec<String> = conn
+        .prepare_cached(
+            "UPDATE approvals SET status = 'rejected', rejected_by = ?1
+             WHERE tenant_id = ?2 AND agent_id = ?3 AND status = 'pending' AND expires_at > ?4
+             RETURNING id",
+        )?
+        .query_map(
+            params![approvals::vote_json(&vote), tenant_id, agent_id, at_ms],
+            |row| row.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    for id in &rejected {
+        append_event(
+            conn,
+            tenant_id,
+            event_kind::APPROVAL_REJECTED,
+            Some(agent_id),
+            Some(id),
+            &approvals::rejected_event(id, &vote),
+        )?;
+    }
+    Ok(rejected.len())
+}
+
+/// The tenant's approvals requested or consumed by the decisions of `ids` (a JSON array),
+/// in request order: one query for the whole batch.
+pub(crate) fn of_decisions(
+    conn: &Connection,
+    tenant_id: &str,
+    ids: &str,
+    now_ms: i64,
+) -> StoreResult<Vec<ApprovalRecord>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals
+         WHERE tenant_id = ?1 AND (decision_id IN (SELECT value FROM json_each(?2))
+                                   OR consumed_by_decision_id IN (SELECT value FROM json_each(?2)))
+         ORDER BY requested_seq"
+    ))?;
+    let rows = statement.query_map(params![tenant_id, ids], stored)?;
+    rows.map(|row| row?.into_record(now_ms)).collect()
+}
