@@ -207,6 +207,7 @@ pub async fn authorize(
             )
         }
     };
+    tenant.decisions.count(verdict);
     Ok(Authorization {
         decision_id,
         verdict,

@@ -5,6 +5,7 @@
 
 use crate::error::ApiError;
 use crate::state::{AgentSnapshot, SharedState};
+use crate::telemetry::record_tenant;
 use crate::validate::Text;
 use aegis_core::model::Role;
 use aegis_store::{OperatorKey, SecretHash, TenantId, TokenOwner};
@@ -68,11 +69,13 @@ impl FromRequestParts<SharedState> for AgentCaller {
         })?;
         let hash = hash_secret(token);
         if let Some(snapshot) = state.agents.get(&hash) {
+            record_tenant(&snapshot.agent.tenant_id);
             return Ok(AgentCaller(snapshot));
         }
         let generation = state.agents.generation();
         match state.store.agent_by_token_hash(hash).await? {
             Some(TokenOwner::Current(agent)) => {
+                record_tenant(&agent.tenant_id);
                 Ok(AgentCaller(state.agents.insert(hash, agent, generation)))
             }
             Some(TokenOwner::Dead {
@@ -163,6 +166,7 @@ impl<R: RequiredRole> Operator<R> {
         if key.revoked_at_ms.is_some() {
             return Err(ApiError::unauthorized("invalid operator key"));
         }
+        record_tenant(&key.tenant_id);
         if !key.role.grants(R::ROLE) {
             return Err(ApiError::forbidden(format!(
                 "this route needs the {} role; the key has {}",

@@ -30,6 +30,7 @@ pub mod operations;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod telemetry;
 pub mod validate;
 
 pub use aegis_store::now_ms;
@@ -51,6 +52,7 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
         .routes(routes!(authorize::authorize))
         .routes(routes!(agents::create_agent, agents::list_agents))
         .routes(routes!(agents::get_agent, agents::patch_agent))
@@ -161,6 +163,7 @@ pub fn router_with(state: SharedState, extra: Router<SharedState>) -> Router {
             )
         })
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn(telemetry::observe_request))
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(axum::middleware::from_fn(refuse_long_uris))
         .with_state(state)
@@ -180,4 +183,21 @@ async fn refuse_long_uris(request: Request, next: Next) -> Response {
         .into_response();
     }
     next.run(request).await
+}
+
+/// The router of a listener that serves only `GET /metrics` (`AEGIS_METRICS_LISTEN`).
+pub fn metrics_router(
+    metrics: std::sync::Arc<telemetry::Metrics>,
+    store: std::sync::Arc<dyn aegis_store::Store>,
+) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = std::sync::Arc::clone(&metrics);
+                let store = std::sync::Arc::clone(&store);
+                async move { routes::health::render_metrics(&metrics, store.as_ref()).await }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("route") })
 }

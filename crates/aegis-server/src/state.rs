@@ -12,6 +12,7 @@
 //! after their last change.
 
 use crate::live_feed::LiveFeed;
+use crate::telemetry::{DecisionCounters, TenantLabels};
 use aegis_core::decision::RegisteredAction;
 use aegis_core::policy::{PolicyEngine, PolicyPrincipal, PolicyResource};
 use aegis_mcp::rmcp_http::{LocalSessionManager, StreamableHttpService};
@@ -45,6 +46,12 @@ pub struct Settings {
     /// `AEGIS_SLACK_SIGNING_SECRET`: authenticates Slack's button clicks
     /// (`POST /v1/callbacks/slack`, which answers 404 without it).
     pub slack_signing_secret: Option<String>,
+    /// The installed Prometheus recorder, when `GET /metrics` on this listener serves it
+    /// (none: 404, as without `AEGIS_METRICS` or with `AEGIS_METRICS_LISTEN`).
+    pub metrics: Option<Arc<crate::telemetry::Metrics>>,
+    /// `AEGIS_METRICS_MAX_TENANTS`: tenants labelled by name in metrics (see
+    /// [`crate::telemetry::TenantLabels`]).
+    pub metrics_max_tenants: usize,
 }
 
 impl Default for Settings {
@@ -58,6 +65,8 @@ impl Default for Settings {
             public_url: "http://127.0.0.1:8080".to_owned(),
             mcp: aegis_mcp::McpSettings::default(),
             slack_signing_secret: None,
+            metrics: None,
+            metrics_max_tenants: crate::telemetry::DEFAULT_MAX_TENANT_LABELS,
         }
     }
 }
@@ -116,7 +125,7 @@ impl AppState {
                 live_feed: LiveFeed::new(head, settings.live_feed),
                 store,
                 agents: AgentDirectory::default(),
-                tenants: TenantRuntimes::default(),
+                tenants: TenantRuntimes::new(TenantLabels::new(settings.metrics_max_tenants)),
                 dead_tokens: DeadTokenLog::default(),
                 mcp_http: mcp.http_service(),
                 mcp,
@@ -221,19 +230,29 @@ pub struct TenantRuntime {
     pub engine: ArcSwap<PolicyEngine>,
     pub tools: ArcSwap<ToolCatalog>,
     pub escalation: RwLock<RiskEscalation>,
+    pub decisions: DecisionCounters,
     /// Serialises changes to this tenant's policies and tools, so the swapped-in view is
     /// always the one built from the latest committed state.
     pub change_lock: tokio::sync::Mutex<()>,
 }
 
-#[derive(Default)]
 pub struct TenantRuntimes {
     map: RwLock<HashMap<TenantId, Arc<TenantRuntime>>>,
     /// Bumped by every invalidation; a load that started before one must not be cached.
     generation: AtomicU64,
+    /// Kept across invalidations, so a tenant keeps its label for the life of the process.
+    labels: TenantLabels,
 }
 
 impl TenantRuntimes {
+    pub fn new(labels: TenantLabels) -> Self {
+        TenantRuntimes {
+            map: RwLock::default(),
+            generation: AtomicU64::default(),
+            labels,
+        }
+    }
+
     /// The tenant's runtime, loaded from the store on first use.
     pub async fn get(
         &self,
@@ -258,6 +277,7 @@ impl TenantRuntimes {
             engine: ArcSwap::from_pointee(engine),
             tools: ArcSwap::from_pointee(tools),
             escalation: RwLock::new(settings.risk_escalation),
+            decisions: DecisionCounters::new(self.labels.label(tenant)),
             change_lock: tokio::sync::Mutex::new(()),
         });
         let mut map = self.map.write();

@@ -117,8 +117,18 @@ impl Consumer {
                 })
             })
             .collect();
+        // Kinds are a fixed set of rule names: a bounded label.
+        let kinds: HashMap<String, String> = (batch.incidents.iter())
+            .map(|incident| (incident.id.clone(), incident.kind.clone()))
+            .collect();
         let applied = self.store.apply_soc_batch(batch).await?;
         self.cursor = last.seq;
+        for opened in &applied.opened {
+            if let Some(kind) = kinds.get(opened) {
+                metrics::counter!("aegis_incidents_opened_total", "kind" => kind.clone())
+                    .increment(1);
+            }
+        }
         for agent in &applied.agents_changed {
             tracing::info!(agent_id = %agent.id, status = %agent.status, "SOC response changed an agent");
             (self.on_agent_changed)(agent);

@@ -15,6 +15,7 @@ pub mod chain;
 mod console_sessions;
 mod fence;
 pub mod mcp;
+mod operations;
 pub mod postgres;
 mod records;
 mod requests;
@@ -27,6 +28,7 @@ pub use mcp::{
     FIRST_LISTING_RISK, McpObservation, McpRegistry, McpServer, NewMcpServer, ObservedTool,
     PinStatus, ToolPin,
 };
+pub use operations::{ConsumerPosition, DeliveryBacklog, OperationsSnapshot};
 pub use secrets::SecretsKey;
 pub use types::*;
 
@@ -164,6 +166,9 @@ pub trait Store: EvidenceReads + McpRegistry + ConsoleSessions + Send + Sync + '
     /// Waits until this process may run the log consumers, then holds that right until the
     /// returned [`Leadership`] is dropped or reports it lost.
     async fn lead(&self) -> StoreResult<Leadership>;
+    /// The backlogs an operator watches: consumer cursors and undelivered notifications
+    /// (read when `/metrics` is scraped; see `operations.rs`).
+    async fn operations(&self) -> StoreResult<OperationsSnapshot>;
 
     // Tenants.
     /// Creates a tenant with its first admin key; `Conflict` if it exists.

@@ -13,6 +13,7 @@ use aegis_server::auth::{create_tenant, new_operator_key};
 use aegis_server::evidence::NarratorConfig;
 use aegis_server::live_feed::FeedSettings;
 use aegis_server::serve::ReadTimeouts;
+use aegis_server::telemetry::Metrics;
 use aegis_server::validate::Text;
 use aegis_server::{AppState, Settings};
 use aegis_soc::SocConfig;
@@ -34,8 +35,17 @@ use std::time::Duration;
     about = "AegisAgent: the authorization gateway between AI agents and their tools"
 )]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line.
+    #[arg(long, env = "AEGIS_LOG_FORMAT", global = true, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -181,6 +191,8 @@ struct ServeArgs {
     #[arg(long, env = "AEGIS_ANCHOR_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     anchor_interval_secs: u64,
     #[command(flatten)]
+    metrics: MetricsArgs,
+    #[command(flatten)]
     soc: SocArgs,
     #[command(flatten)]
     notify: notify_args::NotifyArgs,
@@ -204,6 +216,22 @@ struct McpArgs {
     /// Let upstream MCP servers be private, loopback and link-local addresses.
     #[arg(long, env = "AEGIS_MCP_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     mcp_allow_private: bool,
+}
+
+#[derive(Args)]
+struct MetricsArgs {
+    /// Record Prometheus metrics and serve them at `GET /metrics` (no authentication).
+    #[arg(long = "metrics", env = "AEGIS_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    enabled: bool,
+    /// Serve `/metrics` on this address instead of the API listener (which then answers
+    /// 404 for it), e.g. to keep it off the network the agents reach.
+    #[arg(long, env = "AEGIS_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Tenants labelled by name in `aegis_decisions_total`: the first ones this process
+    /// serves; decisions of the others are counted under `tenant="other"`.
+    #[arg(long, env = "AEGIS_METRICS_MAX_TENANTS", default_value_t = aegis_server::telemetry::DEFAULT_MAX_TENANT_LABELS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10_000))]
+    metrics_max_tenants: usize,
 }
 
 #[derive(Args)]
@@ -301,15 +329,26 @@ struct InitArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AEGIS_LOG")
-                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Access lines (one per request) only when asked for, e.g. `AEGIS_LOG=info`.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AEGIS_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| "info,aegis::access=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line: the event's fields at the top level, the request span's
+        // (request id, method, route, tenant) under "span".
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -518,6 +557,15 @@ async fn create_key(args: CreateKeyArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Before the store opens: its writer takes its metric handles when it starts.
+    let metrics = match args.metrics.enabled {
+        true => {
+            Some(Arc::new(Metrics::install().map_err(|e| {
+                anyhow::anyhow!("cannot install metrics: {e}")
+            })?))
+        }
+        false => None,
+    };
     let store = open_store(&args.database).await?;
     let anchor_file = args.anchor_file.clone().unwrap_or_else(|| {
         let mut path = args.database.signing_key_file().into_os_string();
@@ -545,6 +593,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let listening = listener.local_addr()?;
+    let metrics_listener = match (&metrics, &args.metrics.metrics_listen) {
+        (Some(_), Some(address)) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (AEGIS_METRICS_LISTEN)"))?,
+        ),
+        _ => None,
+    };
     let state = AppState::new(
         Arc::clone(&store),
         Settings {
@@ -568,9 +624,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 max_body_bytes: args.max_body_bytes,
             },
             slack_signing_secret: args.notify.slack_signing_secret.clone(),
+            metrics: metrics.clone().filter(|_| metrics_listener.is_none()),
+            metrics_max_tenants: args.metrics.metrics_max_tenants,
         },
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let timeouts = ReadTimeouts {
+        header: Duration::from_secs(args.header_read_timeout_secs),
+        body: Duration::from_secs(args.body_read_timeout_secs),
+    };
+    let metrics_tasks = metrics.map(|metrics| {
+        serve_metrics(
+            metrics,
+            metrics_listener,
+            Arc::clone(&store),
+            timeouts,
+            stopped.clone(),
+        )
+    });
     let anchor_keeper = tokio::spawn(aegis_soc::anchor::keep(
         Arc::clone(&anchors),
         Arc::clone(&store),
@@ -604,10 +675,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %listening, db = %database_label(&args.database.db), "aegis gateway serving");
 
     let grace = Duration::from_secs(args.shutdown_grace_secs);
-    let timeouts = ReadTimeouts {
-        header: Duration::from_secs(args.header_read_timeout_secs),
-        body: Duration::from_secs(args.body_read_timeout_secs),
-    };
     aegis_server::serve::serve(
         listener,
         aegis_server::router_with(state, aegis_console::routes()),
@@ -616,12 +683,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await;
     let _ = stop.send(true);
-    for (task, name) in [
+    let mut tasks = vec![
         (background, "background plane"),
         (coherence, "cache follower"),
         (live_feed, "live feed follower"),
         (anchor_keeper, "anchor keeper"),
-    ] {
+    ];
+    tasks.extend(metrics_tasks.into_iter().flatten());
+    for (task, name) in tasks {
         if tokio::time::timeout(grace, task).await.is_err() {
             tracing::error!("the {name} did not stop within the shutdown grace period");
         }
@@ -638,6 +707,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::error!(%error, path = %anchor_file.display(), "cannot write the anchor file");
     }
     Ok(())
+}
+
+/// Keeps the metrics recorder's histograms folded, and serves `/metrics` on its own
+/// listener when one was given, until `stopped` turns true.
+fn serve_metrics(
+    metrics: Arc<Metrics>,
+    listener: Option<tokio::net::TcpListener>,
+    store: Arc<dyn Store>,
+    timeouts: ReadTimeouts,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Vec<(tokio::task::JoinHandle<()>, &'static str)> {
+    let mut upkeep_stopped = stopped.clone();
+    let upkept = Arc::clone(&metrics);
+    let upkeep = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = every.tick() => upkept.upkeep(),
+                () = stop_requested(&mut upkeep_stopped) => return,
+            }
+        }
+    });
+    let mut tasks = vec![(upkeep, "metrics upkeep")];
+    if let Some(listener) = listener {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(listen = %address, "serving /metrics");
+        }
+        let mut stopped = stopped;
+        let app = aegis_server::metrics_router(metrics, store);
+        tasks.push((
+            tokio::spawn(async move {
+                aegis_server::serve::serve(listener, app, timeouts, async move {
+                    stop_requested(&mut stopped).await
+                })
+                .await
+            }),
+            "metrics listener",
+        ));
+    }
+    tasks
 }
 
 struct BackgroundArgs {

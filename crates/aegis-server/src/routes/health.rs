@@ -2,8 +2,12 @@
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
+use crate::telemetry::Metrics;
+use aegis_store::Store;
 use axum::Json;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
 use serde::Serialize;
 use std::time::Duration;
 use utoipa::ToSchema;
@@ -54,4 +58,28 @@ pub async fn readyz(State(state): State<SharedState>) -> ApiResult<Json<Health>>
             COMMIT_CHECK_TIMEOUT.as_secs()
         ))),
     }
+}
+
+/// The Prometheus text format content type.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Prometheus metrics, without authentication like the health checks (no label names an
+/// agent, a decision or a credential). 404 when this listener does not serve them: the
+/// gateway runs without metrics, or serves them on `AEGIS_METRICS_LISTEN` instead.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, description = "Metrics in the Prometheus text format", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 404, description = "Metrics are not served on this listener", body = ErrorBody),
+    ))]
+pub async fn metrics(State(state): State<SharedState>) -> ApiResult<impl IntoResponse> {
+    let metrics = (state.settings.metrics.as_ref())
+        .ok_or_else(|| ApiError::not_found("metrics on this listener"))?;
+    Ok(render_metrics(metrics, state.store.as_ref()).await)
+}
+
+/// The answer of a metrics scrape, on the API listener or on `AEGIS_METRICS_LISTEN`.
+pub async fn render_metrics(metrics: &Metrics, store: &dyn Store) -> impl IntoResponse + use<> {
+    let text = metrics.render(store).await;
+    ([(CONTENT_TYPE, PROMETHEUS_TEXT)], text)
 }

@@ -24,6 +24,7 @@ mod writer;
 pub use session::SessionBounds;
 
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
+use crate::operations;
 use crate::records;
 use crate::secrets;
 use crate::*;
@@ -858,6 +859,38 @@ impl Store for PgStore {
             }
             tokio::time::sleep(LEADERSHIP_CHECK).await;
         }
+    }
+
+    async fn operations(&self) -> StoreResult<OperationsSnapshot> {
+        let consumers = self
+            .query(operations::CONSUMER_CURSORS_SQL, &[])
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(ConsumerPosition {
+                    consumer: get(row, 0)?,
+                    cursor: get(row, 1)?,
+                    oldest_unconsumed_at_ms: get(row, 2)?,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        let deliveries = self
+            .query(operations::DELIVERY_BACKLOG_SQL, &[])
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(DeliveryBacklog {
+                    sink: get(row, 0)?,
+                    status: get(row, 1)?,
+                    count: get(row, 2)?,
+                    oldest_created_at_ms: get(row, 3)?,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(OperationsSnapshot {
+            consumers,
+            deliveries,
+        })
     }
 
     async fn create_tenant(

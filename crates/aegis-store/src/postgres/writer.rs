@@ -25,6 +25,7 @@ use super::chain::seal;
 use super::decision_rows::PendingDecisions;
 use super::prepared;
 use crate::chain::{ChainGuard, signing_key};
+use crate::operations::WriterMetrics;
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use aegis_core::timestamp::format_millis;
@@ -32,6 +33,7 @@ use deadpool_postgres::{GenericClient, Pool, Transaction};
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Upper bound of jobs per transaction, so one commit never holds callers for long.
@@ -358,6 +360,7 @@ async fn run(
     commits: watch::Sender<i64>,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let metrics = WriterMetrics::new("postgres");
     while let Some(first) = queue.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -366,7 +369,9 @@ async fn run(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         let (outcomes, head) = commit_batch(&pool, &signer, &guard, &mut batch, now_ms).await;
+        metrics.batch(batch.len(), started.elapsed(), queue.len());
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             job.complete(outcome);
         }

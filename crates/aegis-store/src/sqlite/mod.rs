@@ -12,6 +12,7 @@ pub(crate) mod soc;
 mod writer;
 
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
+use crate::operations;
 use crate::records;
 use crate::secrets;
 use crate::*;
@@ -689,6 +690,37 @@ impl Store for SqliteStore {
 
     async fn lead(&self) -> StoreResult<Leadership> {
         Ok(Leadership::sole())
+    }
+
+    async fn operations(&self) -> StoreResult<OperationsSnapshot> {
+        self.read(|conn| {
+            let consumers = conn
+                .prepare_cached(operations::CONSUMER_CURSORS_SQL)?
+                .query_map([], |row| {
+                    Ok(ConsumerPosition {
+                        consumer: row.get(0)?,
+                        cursor: row.get(1)?,
+                        oldest_unconsumed_at_ms: row.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let deliveries = conn
+                .prepare_cached(operations::DELIVERY_BACKLOG_SQL)?
+                .query_map([], |row| {
+                    Ok(DeliveryBacklog {
+                        sink: row.get(0)?,
+                        status: row.get(1)?,
+                        count: row.get(2)?,
+                        oldest_created_at_ms: row.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(OperationsSnapshot {
+                consumers,
+                deliveries,
+            })
+        })
+        .await
     }
 
     async fn create_tenant(

@@ -11,6 +11,7 @@
 
 use super::chain::seal;
 use crate::chain::{ChainGuard, signing_key};
+use crate::operations::WriterMetrics;
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use aegis_core::timestamp::format_millis;
@@ -257,6 +258,7 @@ fn run(
     refusal: &Refusal,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let metrics = WriterMetrics::new("sqlite");
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -265,7 +267,9 @@ fn run(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         let outcomes = commit_batch(&mut conn, &mut state, &mut batch, now_ms);
+        metrics.batch(batch.len(), started.elapsed(), queue.len());
         let refused = outcomes.iter().find_map(|outcome| match outcome {
             Err(StoreError::Unavailable(reason)) => Some(reason.clone()),
             _ => None,

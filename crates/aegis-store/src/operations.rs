@@ -1,0 +1,83 @@
+//! What the store tells an operator about itself: the group-commit writers report each batch
+//! through the `metrics` facade (a no-op until the binary installs a recorder), and
+//! [`Store::operations`](crate::Store::operations) reads the backlogs a dashboard watches
+//! (consumer cursors behind the log head, deliveries waiting) when `/metrics` is scraped.
+//!
+//! The snapshot's SQL is written once for both backends: it takes no parameters and uses
+//! only what SQLite and PostgreSQL spell alike.
+
+use metrics::{Gauge, Histogram};
+use std::time::Duration;
+
+/// Where each log consumer stands, and when the oldest event it has not consumed yet was
+/// committed (none: it has consumed everything).
+pub(crate) const CONSUMER_CURSORS_SQL: &str = "\
+    SELECT c.name, c.seq, \
+           (SELECT e.created_at FROM events e WHERE e.seq > c.seq ORDER BY e.seq LIMIT 1) \
+    FROM consumer_cursors c ORDER BY c.name";
+
+/// Deliveries not delivered yet, per sink kind and status, with the oldest one's queue time.
+/// Subscription sinks (`sub:<webhook id>`) are counted together, so the number of label
+/// values does not grow with the number of subscriptions; delivered rows are history and not
+/// counted (the table keeps them all).
+pub(crate) const DELIVERY_BACKLOG_SQL: &str = "\
+    SELECT CASE WHEN sink LIKE 'sub:%' THEN 'subscription' ELSE sink END AS sink_kind, \
+           status, COUNT(*), MIN(created_at) \
+    FROM deliveries WHERE status <> 'delivered' \
+    GROUP BY sink_kind, status ORDER BY sink_kind, status";
+
+/// The store's backlogs at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperationsSnapshot {
+    pub consumers: Vec<ConsumerPosition>,
+    pub deliveries: Vec<DeliveryBacklog>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerPosition {
+    pub consumer: String,
+    /// The last event seq it consumed.
+    pub cursor: i64,
+    /// Commit time of the first event after `cursor`, if there is one.
+    pub oldest_unconsumed_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryBacklog {
+    /// `env:json`, `env:slack` (the deployment's sinks) or `subscription` (every API
+    /// subscription).
+    pub sink: String,
+    /// `pending` (queued or retrying) or `failed` (gave up).
+    pub status: String,
+    pub count: i64,
+    pub oldest_created_at_ms: i64,
+}
+
+/// Histograms and gauge of one group-commit writer, labelled with its backend. Made when the
+/// writer starts: the handles bind to the recorder installed at that time.
+pub(crate) struct WriterMetrics {
+    batch_size: Histogram,
+    commit_seconds: Histogram,
+    queue_depth: Gauge,
+}
+
+impl WriterMetrics {
+    pub fn new(store: &'static str) -> Self {
+        WriterMetrics {
+            batch_size: metrics::histogram!("aegis_writer_batch_size", "store" => store),
+            commit_seconds: metrics::histogram!(
+                "aegis_writer_commit_duration_seconds",
+                "store" => store
+            ),
+            queue_depth: metrics::gauge!("aegis_writer_queue_depth", "store" => store),
+        }
+    }
+
+    /// One batch of `jobs` took `took` to apply and commit; `still_queued` jobs arrived
+    /// meanwhile or did not fit in it.
+    pub fn batch(&self, jobs: usize, took: Duration, still_queued: usize) {
+        self.batch_size.record(jobs as f64);
+        self.commit_seconds.record(took.as_secs_f64());
+        self.queue_depth.set(still_queued as f64);
+    }
+}
