@@ -122,6 +122,20 @@ store_test!(async fn the_whole_flow_ends_in_one_allow_whose_receipt_names_the_ap
     let used = approval(&app, &viewer, &id).await;
     assert_eq!(used["status"], "consumed");
     assert_eq!(used["consumed_by_decision_id"], allowed["decision_id"]);
+    // Every status filter answers, whether or not its condition reads the time.
+    for (status, expected) in [
+        ("consumed", vec![id.clone()]),
+        ("rejected", vec![]),
+        ("approved", vec![]),
+        ("expired", vec![]),
+    ] {
+        let listed = expect_json(
+            app.get(&viewer, &format!("/v1/approvals?status={status}")).await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(ids(&listed, "id"), expected, "status={status}");
+    }
 
     // Its receipt names the approval and its approver, and the chain verifies.
     let receipts = app.verify_chain("acme").await;

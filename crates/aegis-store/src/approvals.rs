@@ -142,6 +142,12 @@ pub struct ApprovalDecision {
     pub vote: ApprovalVote,
 }
 
+/// Whether the condition of [`status_condition`] reads the time (pending and approved lapse
+/// into expired): only then does a list bind it, since both drivers refuse an unused parameter.
+pub(crate) fn status_reads_time(status: ApprovalStatus) -> bool {
+    !matches!(status, ApprovalStatus::Rejected | ApprovalStatus::Consumed)
+}
+
 /// The SQL condition, over the `approvals` columns, for approvals whose status at `now` is
 /// `status` (`now` is the placeholder of the read's time): expiry is computed, not stored.
 pub(crate) fn status_condition(status: ApprovalStatus, now: &str) -> String {

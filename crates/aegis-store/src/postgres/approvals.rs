@@ -73,7 +73,8 @@ pub(crate) async fn list<C: GenericClient>(
     filter: &ApprovalFilter,
     now_ms: i64,
 ) -> StoreResult<Vec<ApprovalRecord>> {
-    // The status is computed from the time, so a status filter binds the read's time too.
+    // Pending, approved and expired are computed from the time, so their filters bind the
+    // read's time too.
     let status = filter.status.map_or_else(
         || "TRUE".to_owned(),
         |status| approvals::status_condition(status, "$6"),
@@ -87,7 +88,7 @@ pub(crate) async fn list<C: GenericClient>(
         &filter.since_ms,
         &limit,
     ];
-    if filter.status.is_some() {
+    if filter.status.is_some_and(approvals::status_reads_time) {
         values.push(&now_ms);
     }
     let sql = format!(

@@ -56,7 +56,8 @@ pub(crate) fn list(
     filter: &ApprovalFilter,
     now_ms: i64,
 ) -> StoreResult<Vec<ApprovalRecord>> {
-    // The status is computed from the time, so a status filter binds the read's time too.
+    // Pending, approved and expired are computed from the time, so their filters bind the
+    // read's time too.
     let status = filter.status.map_or_else(
         || "1 = 1".to_owned(),
         |status| approvals::status_condition(status, "?6"),
@@ -64,7 +65,7 @@ pub(crate) fn list(
     let before = filter.page.before.unwrap_or(i64::MAX);
     let limit = i64::from(filter.page.limit) + 1;
     let mut values = params![tenant_id, before, filter.agent_id, filter.since_ms, limit].to_vec();
-    if filter.status.is_some() {
+    if filter.status.is_some_and(approvals::status_reads_time) {
         values.push(&now_ms);
     }
     let mut statement = conn.prepare_cached(&format!(
