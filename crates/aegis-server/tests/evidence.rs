@@ -108,11 +108,15 @@ async fn add_evidence(app: &TestApp, tenant: &str, incident_id: &str, seq: i64) 
 
 /// The agent's call with its strings in every agent-chosen field; returns the event seq.
 async fn hostile_deny(app: &TestApp, f: &Fixture, action: &str) -> i64 {
+    // Each call is a new call, not a retry: a repeated `request_id` would be answered with the
+    // first decision instead of recording another.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let body = expect_decision(
         app.authorize_body(
             &f.token,
             json!({
-                "request_id": PAYLOAD,
+                "request_id": format!("{PAYLOAD} {call}"),
                 "tool_call": {"tool": "github", "action": action, "resource": PAYLOAD,
                               "parameters": {"note": PAYLOAD}, "mutates_state": true},
                 "context": {"source_trust": "untrusted_external"},
