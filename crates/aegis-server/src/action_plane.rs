@@ -4,10 +4,10 @@
 //! decided by the same rule whichever way it arrives.
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AgentSnapshot, AppState};
+use crate::state::{AgentSnapshot, AppState, TenantRuntime};
 use crate::validate::APPROVAL_ID_PREFIX;
 use aegis_core::canonical::ActionRef;
-use aegis_core::decision::{AgentFacts, CallFacts, DecisionOutcome, decide};
+use aegis_core::decision::{AgentFacts, CallFacts, DecisionOutcome, RegisteredAction, decide};
 use aegis_core::model::{SourceTrust, Verdict};
 use aegis_core::policy::PolicyResource;
 use aegis_store::approvals::{ApprovalGate, ApprovalRef};
@@ -78,39 +78,20 @@ pub async fn authorize(
         .tenants
         .get(state.store.as_ref(), &agent.tenant_id)
         .await?;
-    // The catalog's guard is dropped before the write below is awaited.
-    let (outcome, registered) = {
-        let catalog = tenant.tools.load();
-        let registration = catalog
-            .get(&*call.tool)
-            .and_then(|actions| actions.get(&*call.action));
-        // A registered action's entity was built with the catalog; any other name the client
-        // sent is built for this call only, so client input never grows a cache.
-        let unregistered;
-        let resource = match registration {
-            Some(action) => &action.resource,
-            None => {
-                unregistered = PolicyResource::new(&call.tool, &call.action);
-                &unregistered
-            }
-        };
-        let registered = registration.map(|action| action.facts);
-        let outcome = decide(
-            &tenant.engine.load(),
-            AgentFacts {
-                principal: &caller.principal,
-                frozen_reason: agent.status_reason.as_deref(),
-            },
-            CallFacts {
-                resource,
-                target: call.resource.as_deref(),
-                claimed_mutates_state: call.claimed_mutates_state,
-                source_trust: call.source_trust,
-                registered,
-            },
-        );
-        (outcome, registered)
-    };
+    let (outcome, registered) = decide_call(
+        &tenant,
+        AgentFacts {
+            principal: &caller.principal,
+            frozen_reason: agent.status_reason.as_deref(),
+        },
+        CallSubject {
+            tool: &call.tool,
+            action: &call.action,
+            target: call.resource.as_deref(),
+            claimed_mutates_state: call.claimed_mutates_state,
+            source_trust: call.source_trust,
+        },
+    );
     let outcome = match call.denied_because {
         Some(reason) => DecisionOutcome {
             verdict: Verdict::Deny,
@@ -237,31 +218,67 @@ pub async fn may_ever_call(
         .tenants
         .get(state.store.as_ref(), &caller.agent.tenant_id)
         .await?;
-    let catalog = tenant.tools.load();
-    let registration = catalog.get(tool).and_then(|actions| actions.get(action));
-    let unregistered;
-    let resource = match registration {
-        Some(action) => &action.resource,
-        None => {
-            unregistered = PolicyResource::new(tool, action);
-            &unregistered
-        }
-    };
-    let outcome = decide(
-        &tenant.engine.load(),
+    let (outcome, _) = decide_call(
+        &tenant,
         // A freeze is lifted by an operator; it does not make a tool one the agent may never
         // call (its calls are denied, and recorded, meanwhile).
         AgentFacts {
             principal: &caller.principal,
             frozen_reason: None,
         },
-        CallFacts {
-            resource,
+        CallSubject {
+            tool,
+            action,
             target: None,
             claimed_mutates_state: None,
             source_trust: SourceTrust::TrustedInternalSigned,
-            registered: registration.map(|action| action.facts),
         },
     );
     Ok(outcome.verdict != Verdict::Deny)
+}
+
+/// What a call is about, as the tenant's policies judge it.
+struct CallSubject<'a> {
+    tool: &'a str,
+    action: &'a str,
+    /// The resource the call names (`tool_call.resource`).
+    target: Option<&'a str>,
+    claimed_mutates_state: Option<bool>,
+    source_trust: SourceTrust,
+}
+
+/// The tenant's policy decision on one call, with the registration it used. A registered
+/// action's Cedar entity was built with the catalog; any other name a client sent is built
+/// for this call only, so client input never grows a cache. The catalog's guard is dropped
+/// on return, before anything is awaited.
+fn decide_call(
+    tenant: &TenantRuntime,
+    agent: AgentFacts<'_>,
+    call: CallSubject<'_>,
+) -> (DecisionOutcome, Option<RegisteredAction>) {
+    let catalog = tenant.tools.load();
+    let registration = catalog
+        .get(call.tool)
+        .and_then(|actions| actions.get(call.action));
+    let unregistered;
+    let resource = match registration {
+        Some(action) => &action.resource,
+        None => {
+            unregistered = PolicyResource::new(call.tool, call.action);
+            &unregistered
+        }
+    };
+    let registered = registration.map(|action| action.facts);
+    let outcome = decide(
+        &tenant.engine.load(),
+        agent,
+        CallFacts {
+            resource,
+            target: call.target,
+            claimed_mutates_state: call.claimed_mutates_state,
+            source_trust: call.source_trust,
+            registered,
+        },
+    );
+    (outcome, registered)
 }
