@@ -279,6 +279,61 @@ e2e_test! {
     }
 }
 
+/// The approval id an error result names.
+fn approval_named(text: &str) -> String {
+    let start = text
+        .find("apr_")
+        .unwrap_or_else(|| panic!("no approval id in {text:?}"));
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+e2e_test! {
+    async fn an_approved_call_passes_once_and_not_twice(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::fresh(backend, dir.path()).await;
+        let admin = init_on(dir.path(), db.arg(), "acme");
+        let gw = Gateway::start_on(dir.path(), db.arg(), &[("AEGIS_MCP_ALLOW_PRIVATE", "true")]).await;
+        let upstream = Upstream::start("honest").await;
+        let s = register_notes(&gw, &admin, &upstream).await;
+        // A destructive call driven by a customer's content: the default pack asks a person.
+        let delete = || call_from("delete_note", json!({"note_id": "2"}), "semi_trusted_customer");
+
+        let seen = mcp_client(program(&gw, &s.token, vec![delete()])).await;
+        assert_eq!(seen[0]["is_error"], true, "{}", seen[0]);
+        let text = seen[0]["text"].as_str().unwrap();
+        assert!(text.contains("needs a person's approval"), "{text}");
+        let approval_id = approval_named(text);
+        let approved = s
+            .client
+            .post(gw.url(&format!("/v1/approvals/{approval_id}/approve")))
+            .bearer_auth(&admin)
+            .json(&json!({"reason": "the customer asked for it"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(approved.status(), 200);
+
+        // The identical call now passes, once: the approval is consumed by the first use,
+        // and the next identical call asks people again, with a new approval.
+        let seen = mcp_client(program(&gw, &s.token, vec![delete(), delete()])).await;
+        assert_eq!(seen[0], json!({"op": "call", "is_error": false, "text": "deleted 2"}));
+        assert_eq!(seen[1]["is_error"], true, "{}", seen[1]);
+        let again = approval_named(seen[1]["text"].as_str().unwrap());
+        assert_ne!(again, approval_id);
+        let used = get_json(&s.client, gw.url(&format!("/v1/approvals/{approval_id}")), &admin).await;
+        assert_eq!(used["status"], "consumed");
+        let consumer = used["consumed_by_decision_id"].as_str().unwrap();
+        let decision = get_json(&s.client, gw.url(&format!("/v1/decisions/{consumer}")), &admin).await;
+        assert_eq!(
+            (&decision["decision"], &decision["tool"], &decision["action"]),
+            (&json!("allow"), &json!("notes"), &json!("delete_note"))
+        );
+    }
+}
+
 e2e_test! {
     async fn a_changed_definition_is_withheld_alerted_once_and_accepted(backend) {
         let dir = tempfile::tempdir().unwrap();
