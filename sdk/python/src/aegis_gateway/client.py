@@ -218,7 +218,7 @@ class Client:
         (`mutates_state=False`). Async functions are guarded too (the HTTP call runs in a
         worker thread); an `AsyncClient` guards them without one.
         """
-        guard = Guard.checked(
+        guard = Guard(
             tool=tool,
             action=action,
             resource=resource,
@@ -379,7 +379,7 @@ class AsyncClient:
         fail_open: bool = False,
     ) -> Callable[[AF], AF]:
         """As `Client.protect`, for `async def` functions."""
-        guard = Guard.checked(
+        guard = Guard(
             tool=tool,
             action=action,
             resource=resource,

@@ -43,7 +43,7 @@ def guard_tool(
         raise ValueError(f"tool must be a LangChain BaseTool, got {type(tool).__name__}")
     if not isinstance(client, (Client, AsyncClient)):
         raise ValueError("client must be an aegis_gateway Client or AsyncClient")
-    guard = Guard.checked(
+    guard = Guard(
         tool=tool.name if gateway_tool is None else gateway_tool,
         action="invoke" if action is None else action,
         resource=resource,
@@ -52,7 +52,6 @@ def guard_tool(
         mutates_state=mutates_state,
         wait=wait,
         wait_timeout=wait_timeout,
-        fail_open=False,
     )
 
     async def arun(**arguments: Any) -> Any:

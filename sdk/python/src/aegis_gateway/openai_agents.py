@@ -50,7 +50,7 @@ def gateway_guardrail(
     if not isinstance(client, (Client, AsyncClient)):
         raise ValueError("client must be an aegis_gateway Client or AsyncClient")
     # The names are checked now; the tool's own name fills them in per call.
-    template = Guard.checked(
+    template = Guard(
         tool=gateway_tool or "tool",
         action=action or "action",
         resource=resource,
@@ -59,7 +59,6 @@ def gateway_guardrail(
         mutates_state=mutates_state,
         wait=wait,
         wait_timeout=wait_timeout,
-        fail_open=False,
     )
 
     async def ask_the_gateway(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
