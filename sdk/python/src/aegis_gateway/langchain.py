@@ -8,7 +8,6 @@ not run. A gateway that cannot answer raises `GatewayUnavailable` out of the run
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -56,10 +55,7 @@ def guard_tool(
 
     async def arun(**arguments: Any) -> Any:
         try:
-            if isinstance(client, AsyncClient):
-                await client._enforce(guard, arguments)
-            else:
-                await asyncio.to_thread(client._enforce, guard, arguments)
+            await client._check_async(guard, arguments)
         except (Denied, ApprovalRequired) as refused:
             raise ToolException(str(refused)) from refused
         return await tool.ainvoke(arguments)
@@ -70,7 +66,7 @@ def guard_tool(
                 f"tool {tool.name} is guarded by an AsyncClient: run it with ainvoke"
             )
         try:
-            client._enforce(guard, arguments)
+            client._check(guard, arguments)
         except (Denied, ApprovalRequired) as refused:
             raise ToolException(str(refused)) from refused
         return tool.invoke(arguments)

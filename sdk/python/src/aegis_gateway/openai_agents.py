@@ -14,7 +14,6 @@ fail closed).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from collections.abc import Callable, Mapping
@@ -68,10 +67,7 @@ def gateway_guardrail(
             arguments = json.loads(data.context.tool_arguments or "{}")
             if not isinstance(arguments, dict):
                 raise ValueError("the tool arguments are not a JSON object")
-            if isinstance(client, AsyncClient):
-                decision = await client._enforce(guard, arguments)
-            else:
-                decision = await asyncio.to_thread(client._enforce, guard, arguments)
+            decision = await client._check_async(guard, arguments)
         except (Denied, ApprovalRequired) as refused:
             return ToolGuardrailFunctionOutput.reject_content(
                 str(refused), output_info={"decision_id": refused.decision_id}
