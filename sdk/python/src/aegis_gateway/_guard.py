@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from ._wire import MAX_WAIT_SECS, check_name, check_positive, check_source_trust
 from .errors import ApprovalRejected, ApprovalRequired, Denied
@@ -18,6 +18,18 @@ log = logging.getLogger("aegis_gateway")
 
 # A value fixed when decorating, or computed from the guarded call's arguments.
 Derived = Callable[..., Any]
+
+
+class GuardOptions(TypedDict, total=False):
+    """What a guarded call may say besides its tool and action: the keyword arguments shared
+    by `protect`, `guard_tool` and `gateway_guardrail`. Their defaults are `Guard`'s."""
+
+    resource: str | Callable[..., str | None] | None
+    parameters: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None
+    source_trust: str | Callable[..., str | None] | None
+    mutates_state: bool | None
+    wait: bool
+    wait_timeout: float
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 import httpx
 
 from . import _plans as plans
-from ._guard import Guard
+from ._guard import Guard, GuardOptions
 from ._wire import Connection
 from .models import Decision
 
@@ -24,6 +24,9 @@ AF = TypeVar("AF", bound=Callable[..., Awaitable[Any]])
 H = TypeVar("H", httpx.Client, httpx.AsyncClient)
 P = ParamSpec("P")
 T = TypeVar("T")
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are not evaluated at runtime
+    from typing_extensions import Unpack
 
 
 class _AgentClient(Generic[H]):
@@ -125,35 +128,21 @@ class Client(_AgentClient[httpx.Client]):
         *,
         tool: str,
         action: str,
-        resource: str | Callable[..., str | None] | None = None,
-        parameters: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
-        source_trust: str | Callable[..., str | None] | None = None,
-        mutates_state: bool | None = None,
-        wait: bool = False,
-        wait_timeout: float = 300.0,
         fail_open: bool = False,
+        **options: Unpack[GuardOptions],
     ) -> Callable[[F], F]:
         """Decorates a function so that it runs only when the gateway allows the call.
 
-        `resource`, `parameters` and `source_trust` are values or callables given the
-        function's arguments by name; `parameters` defaults to those arguments. A deny raises
-        `Denied`; `require_approval` raises `ApprovalRequired`, or with `wait=True` waits up
-        to `wait_timeout` seconds for an operator. A gateway that cannot answer raises
+        Options (`GuardOptions`): `resource`, `parameters` and `source_trust` are values or
+        callables given the function's arguments by name; `parameters` defaults to those
+        arguments; `mutates_state` (default `None`: not sent). A deny raises `Denied`;
+        `require_approval` raises `ApprovalRequired`, or with `wait=True` waits up to
+        `wait_timeout` seconds (default 300) for an operator. A gateway that cannot answer raises
         `GatewayUnavailable` and the function does not run, unless `fail_open=True` on a read
         (`mutates_state=False`). Async functions are guarded too (the HTTP call runs in a
         worker thread); an `AsyncClient` guards them without one.
         """
-        guard = Guard(
-            tool=tool,
-            action=action,
-            resource=resource,
-            parameters=parameters,
-            source_trust=source_trust,
-            mutates_state=mutates_state,
-            wait=wait,
-            wait_timeout=wait_timeout,
-            fail_open=fail_open,
-        )
+        guard = Guard(tool=tool, action=action, fail_open=fail_open, **options)
 
         def decorate(function: F) -> F:
             if inspect.iscoroutinefunction(function):
@@ -193,26 +182,11 @@ class AsyncClient(_AgentClient[httpx.AsyncClient]):
         *,
         tool: str,
         action: str,
-        resource: str | Callable[..., str | None] | None = None,
-        parameters: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
-        source_trust: str | Callable[..., str | None] | None = None,
-        mutates_state: bool | None = None,
-        wait: bool = False,
-        wait_timeout: float = 300.0,
         fail_open: bool = False,
+        **options: Unpack[GuardOptions],
     ) -> Callable[[AF], AF]:
         """As `Client.protect`, for `async def` functions."""
-        guard = Guard(
-            tool=tool,
-            action=action,
-            resource=resource,
-            parameters=parameters,
-            source_trust=source_trust,
-            mutates_state=mutates_state,
-            wait=wait,
-            wait_timeout=wait_timeout,
-            fail_open=fail_open,
-        )
+        guard = Guard(tool=tool, action=action, fail_open=fail_open, **options)
 
         def decorate(function: AF) -> AF:
             if not inspect.iscoroutinefunction(function):

@@ -8,14 +8,16 @@ not run. A gateway that cannot answer raises `GatewayUnavailable` out of the run
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
-from ._guard import Guard
+from ._guard import Guard, GuardOptions
 from .client import AsyncClient, Client
 from .errors import ApprovalRequired, Denied
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are not evaluated at runtime
+    from typing_extensions import Unpack
 
 
 def guard_tool(
@@ -24,12 +26,7 @@ def guard_tool(
     *,
     gateway_tool: str | None = None,
     action: str | None = None,
-    resource: str | Callable[..., str | None] | None = None,
-    parameters: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
-    source_trust: str | Callable[..., str | None] | None = None,
-    mutates_state: bool | None = None,
-    wait: bool = False,
-    wait_timeout: float = 300.0,
+    **options: Unpack[GuardOptions],
 ) -> StructuredTool:
     """A tool with the same name, description and arguments as `tool`, guarded by `client`.
 
@@ -45,12 +42,8 @@ def guard_tool(
     guard = Guard(
         tool=tool.name if gateway_tool is None else gateway_tool,
         action="invoke" if action is None else action,
-        resource=resource,
-        parameters=parameters,
-        source_trust=source_trust,
-        mutates_state=mutates_state,
-        wait=wait,
-        wait_timeout=wait_timeout,
+        fail_open=False,  # an adapter never runs a tool without a decision
+        **options,
     )
 
     async def arun(**arguments: Any) -> Any:

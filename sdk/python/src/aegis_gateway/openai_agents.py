@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents import (
     ToolGuardrailFunctionOutput,
@@ -25,9 +24,12 @@ from agents import (
     ToolInputGuardrailData,
 )
 
-from ._guard import Guard
+from ._guard import Guard, GuardOptions
 from .client import AsyncClient, Client
 from .errors import AegisError, ApprovalRequired, Denied
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are not evaluated at runtime
+    from typing_extensions import Unpack
 
 
 def gateway_guardrail(
@@ -35,12 +37,7 @@ def gateway_guardrail(
     *,
     gateway_tool: str | None = None,
     action: str | None = None,
-    resource: str | Callable[..., str | None] | None = None,
-    parameters: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
-    source_trust: str | Callable[..., str | None] | None = None,
-    mutates_state: bool | None = None,
-    wait: bool = False,
-    wait_timeout: float = 300.0,
+    **options: Unpack[GuardOptions],
 ) -> ToolInputGuardrail[Any]:
     """A guardrail for function tools. The gateway sees `tool=gateway_tool` (default: the
     function tool's name), `action` (default: the function tool's name) and the tool's
@@ -52,12 +49,8 @@ def gateway_guardrail(
     template = Guard(
         tool=gateway_tool or "tool",
         action=action or "action",
-        resource=resource,
-        parameters=parameters,
-        source_trust=source_trust,
-        mutates_state=mutates_state,
-        wait=wait,
-        wait_timeout=wait_timeout,
+        fail_open=False,  # an adapter never runs a tool without a decision
+        **options,
     )
 
     async def ask_the_gateway(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
