@@ -25,12 +25,17 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.server_close()
 
 
-def answering(status: int, body: bytes, content_type: str) -> type[BaseHTTPRequestHandler]:
-    """A server that answers every request with `status` and `body`."""
+def answering(
+    status: int, body: bytes, content_type: str, requests: list[str] | None = None
+) -> type[BaseHTTPRequestHandler]:
+    """A server that answers every request with `status` and `body` (and appends each
+    request's path to `requests`)."""
 
     class Fixed(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if requests is not None:
+                requests.append(self.path)
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -46,12 +51,14 @@ def answering(status: int, body: bytes, content_type: str) -> type[BaseHTTPReque
 
 
 class LossyProxy:
-    """Forwards requests to the gateway; the answers of the first `lose` are dropped (the
-    connection closes after the gateway answered), as when a network path fails."""
+    """Forwards requests to the gateway; the answers of the first `lose` are dropped after the
+    gateway answered: the connection closes, as when a network path fails, or with
+    `lost_status` the proxy answers that instead (a 503 of a load balancer that gave up)."""
 
-    def __init__(self, upstream: str, lose: int) -> None:
+    def __init__(self, upstream: str, lose: int, lost_status: int | None = None) -> None:
         self.upstream = upstream
         self.lose = lose
+        self.lost_status = lost_status
         self.bodies: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
@@ -72,14 +79,19 @@ class LossyProxy:
                 with proxy.lock:
                     proxy.bodies.append(json.loads(body))
                     lost = len(proxy.bodies) <= proxy.lose
-                if lost:
+                if lost and proxy.lost_status is None:
                     self.close_connection = True
                     return
-                self.send_response(answer.status_code)
+                status, content = (
+                    (proxy.lost_status, b"upstream timed out")
+                    if lost and proxy.lost_status is not None
+                    else (answer.status_code, answer.content)
+                )
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer.content)))
+                self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
-                self.wfile.write(answer.content)
+                self.wfile.write(content)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

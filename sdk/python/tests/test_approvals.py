@@ -28,15 +28,6 @@ def operator(gateway: Gateway) -> Iterator[OperatorClient]:
         yield ops
 
 
-@pytest.fixture(autouse=True)
-def approvals_served(gateway: Gateway) -> None:
-    """These tests need a gateway that serves approvals (`GET /v1/approvals/{id}`); a build
-    from before that API skips them, saying so, instead of failing on a missing route."""
-    paths = gateway.call("GET", "/openapi.json")["paths"]
-    if "/v1/approvals/{id}" not in paths:
-        pytest.skip("this aegis build has no approvals API (GET /v1/approvals/{id})")
-
-
 def settle_when_pending(ops: OperatorClient, agent_id: str, approve: bool) -> threading.Thread:
     """An operator in another thread: waits for the agent's pending approval and settles it."""
 

@@ -88,10 +88,11 @@ async def test_async_fail_closed_when_the_gateway_is_stopped(own_gateway: Gatewa
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("lost_status", [None, 503], ids=["connection-lost", "503"])
 async def test_async_retry_after_a_lost_answer_is_recorded_once(
-    gateway: Gateway, agent: tuple[str, str]
+    gateway: Gateway, agent: tuple[str, str], lost_status: int | None
 ) -> None:
-    proxy = LossyProxy(gateway.base_url, lose=2)
+    proxy = LossyProxy(gateway.base_url, lose=2, lost_status=lost_status)
     with serving(proxy.handler()) as base_url:
         async with AsyncClient(base_url, agent[1], retries=2, backoff=0.05) as client:
             decision = await client.authorize("github", "get_file")

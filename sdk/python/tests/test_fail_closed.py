@@ -82,6 +82,24 @@ def test_an_answer_that_is_not_a_decision_never_lets_the_tool_run(
         assert body[:20].decode(errors="replace")[:10] in message
 
 
+@pytest.mark.parametrize(("status", "attempts"), [(502, 3), (503, 3), (504, 3), (500, 1)])
+def test_a_failing_gateway_is_retried_then_never_lets_the_tool_run(
+    status: int, attempts: int
+) -> None:
+    requests: list[str] = []
+    server = serving(answering(status, b'{"error": "busy"}', "application/json", requests))
+    with server as base_url, Client(base_url, "token", retries=2, backoff=0.01) as client:
+
+        @client.protect(tool="github", action="get_file")
+        def get_file(path: str) -> None:
+            raise AssertionError("must not run")
+
+        with pytest.raises(GatewayUnavailable, match=f"HTTP {status}"):
+            get_file("README.md")
+    # 502/503/504 are retried (2 more attempts); a 500 is a bug, and repeating it changes nothing.
+    assert requests == ["/v1/authorize"] * attempts
+
+
 def test_fail_open_runs_only_declared_reads_when_the_gateway_is_down(
     own_gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -121,6 +139,20 @@ def test_a_retry_after_a_lost_answer_is_recorded_once(
     [record] = gateway.decisions_of(agent[0])
     assert record["decision_id"] == decision.decision_id
     assert record["request_id"] == first["request_id"]
+
+
+def test_a_retry_after_a_503_is_recorded_once(gateway: Gateway, agent: tuple[str, str]) -> None:
+    # The gateway decided, but a proxy in front of it answered 503 (twice).
+    proxy = LossyProxy(gateway.base_url, lose=2, lost_status=503)
+    with (
+        serving(proxy.handler()) as base_url,
+        Client(base_url, agent[1], timeout=5, retries=2, backoff=0.05) as client,
+    ):
+        decision = client.authorize("github", "get_file", resource="README.md")
+    assert len(proxy.bodies) == 3
+    assert len({body["request_id"] for body in proxy.bodies}) == 1
+    [record] = gateway.decisions_of(agent[0])
+    assert record["decision_id"] == decision.decision_id
 
 
 def test_a_repeated_request_id_gets_the_stored_decision(

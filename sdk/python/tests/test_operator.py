@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from aegis_gateway import Client, Denied, GatewayError, OperatorClient
+from aegis_gateway import Client, Denied, GatewayError, GatewayUnavailable, OperatorClient
 
 from .gateway import Gateway
+from .servers import LossyProxy, serving
 
 
 @pytest.fixture
@@ -79,6 +80,21 @@ def test_the_live_feed_streams_decisions(
     assert event["type"] == "event"
     assert decision.decision_id in str(event)
     follower.join(timeout=10)
+
+
+def test_a_lost_freeze_answer_is_not_repeated(
+    gateway: Gateway, agent: tuple[str, str], operator: OperatorClient
+) -> None:
+    # Only reads are retried: the freeze happened, its answer was lost, nothing is resent.
+    proxy = LossyProxy(gateway.base_url, lose=1)
+    with (
+        serving(proxy.handler()) as base_url,
+        OperatorClient(base_url, gateway.admin_key, retries=2) as through_proxy,
+        pytest.raises(GatewayUnavailable),
+    ):
+        through_proxy.freeze(agent[0], reason="investigating")
+    assert len(proxy.bodies) == 1
+    assert operator.agent(agent[0])["status"] == "frozen"
 
 
 def test_operator_errors_are_typed(gateway: Gateway, operator: OperatorClient) -> None:

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from ._wire import MAX_WAIT_SECS, check_name, check_positive, check_source_trust
 from .errors import ApprovalRejected, ApprovalRequired, Denied
@@ -20,62 +20,56 @@ log = logging.getLogger("aegis_gateway")
 Derived = Callable[..., Any]
 
 
-@dataclass(frozen=True)
-class Guard:
-    """The tool call a guarded function stands for, and what to do with the answer."""
+class GuardOptions(TypedDict, total=False):
+    """What a guarded call may say besides its tool and action: the keyword arguments shared
+    by `protect`, `guard_tool` and `gateway_guardrail`. Their defaults are `Guard`'s."""
 
-    tool: str
-    action: str
-    resource: str | Derived | None
-    parameters: Mapping[str, Any] | Derived | None
-    source_trust: str | Derived | None
+    resource: str | Callable[..., str | None] | None
+    parameters: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None
+    source_trust: str | Callable[..., str | None] | None
     mutates_state: bool | None
     wait: bool
     wait_timeout: float
-    fail_open: bool
 
-    @classmethod
-    def checked(
-        cls,
-        *,
-        tool: Any,
-        action: Any,
-        resource: Any,
-        parameters: Any,
-        source_trust: Any,
-        mutates_state: Any,
-        wait: Any,
-        wait_timeout: Any,
-        fail_open: Any,
-    ) -> Guard:
-        check_name(tool, "tool")
-        check_name(action, "action")
-        if not (resource is None or isinstance(resource, str) or callable(resource)):
+
+@dataclass(frozen=True)
+class Guard:
+    """The tool call a guarded function stands for, and what to do with the answer. Checked
+    when built, so a bad argument is refused when decorating, before any call."""
+
+    tool: str
+    action: str
+    resource: str | Derived | None = None
+    parameters: Mapping[str, Any] | Derived | None = None
+    source_trust: str | Derived | None = None
+    mutates_state: bool | None = None
+    wait: bool = False
+    wait_timeout: float = 300.0
+    fail_open: bool = False
+
+    def __post_init__(self) -> None:
+        check_name(self.tool, "tool")
+        check_name(self.action, "action")
+        if not (self.resource is None or isinstance(self.resource, str) or callable(self.resource)):
             raise ValueError("resource must be a string, a callable or None")
-        if not (parameters is None or isinstance(parameters, Mapping) or callable(parameters)):
+        if not (
+            self.parameters is None
+            or isinstance(self.parameters, Mapping)
+            or callable(self.parameters)
+        ):
             raise ValueError("parameters must be a mapping, a callable or None")
-        if not callable(source_trust):
-            check_source_trust(source_trust)
-        if mutates_state is not None and not isinstance(mutates_state, bool):
+        if not callable(self.source_trust):
+            check_source_trust(self.source_trust)
+        if self.mutates_state is not None and not isinstance(self.mutates_state, bool):
             raise ValueError("mutates_state must be a bool or None")
-        if not isinstance(wait, bool):
+        if not isinstance(self.wait, bool):
             raise ValueError("wait must be a bool")
-        if not isinstance(fail_open, bool):
+        check_positive(self.wait_timeout, "wait_timeout")
+        if not isinstance(self.fail_open, bool):
             raise ValueError("fail_open must be a bool")
-        if fail_open and mutates_state is not False:
+        if self.fail_open and self.mutates_state is not False:
             # Failing open is only ever acceptable for a call that changes nothing.
             raise ValueError("fail_open=True is only allowed for reads: pass mutates_state=False")
-        return cls(
-            tool=tool,
-            action=action,
-            resource=resource,
-            parameters=parameters,
-            source_trust=source_trust,
-            mutates_state=mutates_state,
-            wait=wait,
-            wait_timeout=check_positive(wait_timeout, "wait_timeout"),
-            fail_open=fail_open,
-        )
 
     @staticmethod
     def arguments_of(

@@ -1,5 +1,5 @@
-"""What the sync and async clients share: argument checks, request bodies, retry timing and
-the reading of answers. Nothing here does I/O."""
+"""The wire format, without I/O: argument checks that mirror the gateway's, request bodies,
+the connection settings and retry timing, and the reading of answers."""
 
 from __future__ import annotations
 
@@ -137,6 +137,42 @@ class RetryPolicy:
         # Jitter spreads the retries of many agents after one gateway restart; this is not
         # a security decision.
         return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))  # noqa: S311
+
+
+class Connection:
+    """Where a client sends its requests, with which credential, and how patiently. The
+    credential is only ever put in the Authorization header (never in a repr)."""
+
+    def __init__(
+        self,
+        base_url: Any,
+        credential: Any,
+        *,
+        credential_name: str,
+        timeout: Any,
+        retries: Any = 2,
+        backoff: Any = 0.2,
+    ) -> None:
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http:// or https:// URL")
+        if not isinstance(credential, str) or not credential.strip():
+            raise ValueError(f"{credential_name} must be a non-blank string")
+        self.base_url = base_url.rstrip("/")
+        self.credential = credential
+        self.timeout = check_positive(timeout, "timeout")
+        self.retry = RetryPolicy(retries=retries, backoff=backoff)
+        self.redact = Redactor(credential)
+
+    def __repr__(self) -> str:
+        return f"Connection(base_url={self.base_url!r})"
+
+    def http_options(self) -> dict[str, Any]:
+        """The arguments of `httpx.Client` / `httpx.AsyncClient` for this connection."""
+        return {
+            "base_url": self.base_url,
+            "headers": {"Authorization": f"Bearer {self.credential}", "User-Agent": USER_AGENT},
+            "timeout": self.timeout,
+        }
 
 
 class Redactor:

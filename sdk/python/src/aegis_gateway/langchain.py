@@ -8,15 +8,16 @@ not run. A gateway that cannot answer raises `GatewayUnavailable` out of the run
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
-from ._guard import Guard
+from ._guard import Guard, GuardOptions
 from .client import AsyncClient, Client
 from .errors import ApprovalRequired, Denied
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are not evaluated at runtime
+    from typing_extensions import Unpack
 
 
 def guard_tool(
@@ -25,12 +26,7 @@ def guard_tool(
     *,
     gateway_tool: str | None = None,
     action: str | None = None,
-    resource: str | Callable[..., str | None] | None = None,
-    parameters: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
-    source_trust: str | Callable[..., str | None] | None = None,
-    mutates_state: bool | None = None,
-    wait: bool = False,
-    wait_timeout: float = 300.0,
+    **options: Unpack[GuardOptions],
 ) -> StructuredTool:
     """A tool with the same name, description and arguments as `tool`, guarded by `client`.
 
@@ -43,24 +39,16 @@ def guard_tool(
         raise ValueError(f"tool must be a LangChain BaseTool, got {type(tool).__name__}")
     if not isinstance(client, (Client, AsyncClient)):
         raise ValueError("client must be an aegis_gateway Client or AsyncClient")
-    guard = Guard.checked(
+    guard = Guard(
         tool=tool.name if gateway_tool is None else gateway_tool,
         action="invoke" if action is None else action,
-        resource=resource,
-        parameters=parameters,
-        source_trust=source_trust,
-        mutates_state=mutates_state,
-        wait=wait,
-        wait_timeout=wait_timeout,
-        fail_open=False,
+        fail_open=False,  # an adapter never runs a tool without a decision
+        **options,
     )
 
     async def arun(**arguments: Any) -> Any:
         try:
-            if isinstance(client, AsyncClient):
-                await client._enforce(guard, arguments)
-            else:
-                await asyncio.to_thread(client._enforce, guard, arguments)
+            await client._check_async(guard, arguments)
         except (Denied, ApprovalRequired) as refused:
             raise ToolException(str(refused)) from refused
         return await tool.ainvoke(arguments)
@@ -71,7 +59,7 @@ def guard_tool(
                 f"tool {tool.name} is guarded by an AsyncClient: run it with ainvoke"
             )
         try:
-            client._enforce(guard, arguments)
+            client._check(guard, arguments)
         except (Denied, ApprovalRequired) as refused:
             raise ToolException(str(refused)) from refused
         return tool.invoke(arguments)

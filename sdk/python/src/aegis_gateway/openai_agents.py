@@ -14,11 +14,9 @@ fail closed).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents import (
     ToolGuardrailFunctionOutput,
@@ -26,9 +24,12 @@ from agents import (
     ToolInputGuardrailData,
 )
 
-from ._guard import Guard
+from ._guard import Guard, GuardOptions
 from .client import AsyncClient, Client
 from .errors import AegisError, ApprovalRequired, Denied
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are not evaluated at runtime
+    from typing_extensions import Unpack
 
 
 def gateway_guardrail(
@@ -36,12 +37,7 @@ def gateway_guardrail(
     *,
     gateway_tool: str | None = None,
     action: str | None = None,
-    resource: str | Callable[..., str | None] | None = None,
-    parameters: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
-    source_trust: str | Callable[..., str | None] | None = None,
-    mutates_state: bool | None = None,
-    wait: bool = False,
-    wait_timeout: float = 300.0,
+    **options: Unpack[GuardOptions],
 ) -> ToolInputGuardrail[Any]:
     """A guardrail for function tools. The gateway sees `tool=gateway_tool` (default: the
     function tool's name), `action` (default: the function tool's name) and the tool's
@@ -50,16 +46,11 @@ def gateway_guardrail(
     if not isinstance(client, (Client, AsyncClient)):
         raise ValueError("client must be an aegis_gateway Client or AsyncClient")
     # The names are checked now; the tool's own name fills them in per call.
-    template = Guard.checked(
+    template = Guard(
         tool=gateway_tool or "tool",
         action=action or "action",
-        resource=resource,
-        parameters=parameters,
-        source_trust=source_trust,
-        mutates_state=mutates_state,
-        wait=wait,
-        wait_timeout=wait_timeout,
-        fail_open=False,
+        fail_open=False,  # an adapter never runs a tool without a decision
+        **options,
     )
 
     async def ask_the_gateway(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
@@ -69,10 +60,7 @@ def gateway_guardrail(
             arguments = json.loads(data.context.tool_arguments or "{}")
             if not isinstance(arguments, dict):
                 raise ValueError("the tool arguments are not a JSON object")
-            if isinstance(client, AsyncClient):
-                decision = await client._enforce(guard, arguments)
-            else:
-                decision = await asyncio.to_thread(client._enforce, guard, arguments)
+            decision = await client._check_async(guard, arguments)
         except (Denied, ApprovalRequired) as refused:
             return ToolGuardrailFunctionOutput.reject_content(
                 str(refused), output_info={"decision_id": refused.decision_id}

@@ -7,23 +7,17 @@ needs the `operator` extra (`pip install "aegis-gateway[operator]"`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
 
-from ._wire import (
-    RETRYABLE_STATUSES,
-    USER_AGENT,
-    Redactor,
-    RetryPolicy,
-    check_name,
-    check_positive,
-    read_json,
-    unavailable,
-)
-from .errors import UnexpectedResponse
+from . import _plans as plans
+from ._wire import Connection, check_name
+from .models import ShapeError
+
+T = TypeVar("T")
 
 
 def _id(value: Any, argument: str) -> str:
@@ -36,27 +30,29 @@ def _reason(reason: Any) -> dict[str, Any]:
     return {"reason": check_name(reason, "reason", 1024)}
 
 
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ShapeError("the answer is not a JSON object")
+    return data
+
+
+def _page(data: Any) -> list[dict[str, Any]]:
+    if not isinstance(data, list):
+        raise ShapeError("the answer is not a JSON array")
+    return data
+
+
 class OperatorClient:
     """A client for one operator key (viewer, responder or admin)."""
 
     def __init__(self, base_url: str, key: str, *, timeout: float = 10.0, retries: int = 2) -> None:
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ValueError("base_url must be an http:// or https:// URL")
-        if not isinstance(key, str) or not key.strip():
-            raise ValueError("key must be a non-blank string")
-        self._base_url = base_url.rstrip("/")
-        self._key = key
-        self._timeout = check_positive(timeout, "timeout")
-        self._retry = RetryPolicy(retries=retries)
-        self._redact = Redactor(key)
-        self._http = httpx.Client(
-            base_url=self._base_url,
-            headers={"Authorization": f"Bearer {key}", "User-Agent": USER_AGENT},
-            timeout=self._timeout,
+        self._conn = Connection(
+            base_url, key, credential_name="key", timeout=timeout, retries=retries
         )
+        self._http = httpx.Client(**self._conn.http_options())
 
     def __repr__(self) -> str:
-        return f"OperatorClient(base_url={self._base_url!r})"
+        return f"OperatorClient(base_url={self._conn.base_url!r})"
 
     def __enter__(self) -> OperatorClient:
         return self
@@ -67,28 +63,15 @@ class OperatorClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        what = f"{method} {path}"
+    def _call(self, method: str, path: str, read: Callable[[Any], T], **kwargs: Any) -> T:
+        send = plans.Send(method, path, self._conn.timeout, **kwargs)
         # Only reads are repeated: a repeated approve or freeze would not mean the same.
-        attempts = self._retry.retries + 1 if method == "GET" else 1
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
-            try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError as error:
-                if last:
-                    raise unavailable(what, error) from None
-            else:
-                if response.status_code not in RETRYABLE_STATUSES or last:
-                    return read_json(what, response, self._redact)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        retries = None if method == "GET" else 0
+        return plans.drive(self._http, plans.exchange(self._conn, send, read, retries=retries))
 
     def _list(self, path: str, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
         params = {name: value for name, value in filters.items() if value is not None}
-        answer = self._call("GET", path, params=params)
-        if not isinstance(answer, list):
-            raise UnexpectedResponse(f"GET {path}", 200, json.dumps(answer).encode())
-        return answer
+        return self._call("GET", path, _page, params=params)
 
     def incidents(
         self,
@@ -112,7 +95,7 @@ class OperatorClient:
         )
 
     def incident(self, incident_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/incidents/{_id(incident_id, 'incident_id')}")  # type: ignore[no-any-return]
+        return self._call("GET", f"/v1/incidents/{_id(incident_id, 'incident_id')}", _object)
 
     def approvals(
         self, *, status: str | None = None, agent_id: str | None = None, limit: int | None = None
@@ -122,22 +105,24 @@ class OperatorClient:
 
     def approve(self, approval_id: str, reason: str | None = None) -> dict[str, Any]:
         path = f"/v1/approvals/{_id(approval_id, 'approval_id')}/approve"
-        return self._call("POST", path, json=_reason(reason))  # type: ignore[no-any-return]
+        return self._call("POST", path, _object, json=_reason(reason))
 
     def reject(self, approval_id: str, reason: str | None = None) -> dict[str, Any]:
         path = f"/v1/approvals/{_id(approval_id, 'approval_id')}/reject"
-        return self._call("POST", path, json=_reason(reason))  # type: ignore[no-any-return]
+        return self._call("POST", path, _object, json=_reason(reason))
 
     def agent(self, agent_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/agents/{_id(agent_id, 'agent_id')}")  # type: ignore[no-any-return]
+        return self._call("GET", f"/v1/agents/{_id(agent_id, 'agent_id')}", _object)
 
     def freeze(self, agent_id: str, reason: str) -> dict[str, Any]:
         path = f"/v1/agents/{_id(agent_id, 'agent_id')}/freeze"
-        return self._call("POST", path, json={"reason": check_name(reason, "reason", 1024)})  # type: ignore[no-any-return]
+        return self._call(
+            "POST", path, _object, json={"reason": check_name(reason, "reason", 1024)}
+        )
 
     def unfreeze(self, agent_id: str) -> dict[str, Any]:
         path = f"/v1/agents/{_id(agent_id, 'agent_id')}/unfreeze"
-        return self._call("POST", path, json={})  # type: ignore[no-any-return]
+        return self._call("POST", path, _object, json={})
 
     def events(
         self,
@@ -167,13 +152,13 @@ class OperatorClient:
             if isinstance(since, bool) or not isinstance(since, int) or since < 0:
                 raise ValueError("since must be a whole number >= 0")
             query["since"] = since
-        url = "ws" + self._base_url.removeprefix("http") + "/v1/ws/events"
+        url = "ws" + self._conn.base_url.removeprefix("http") + "/v1/ws/events"
         if query:
             url += "?" + urlencode(query)
         with connect(
             url,
-            additional_headers={"Authorization": f"Bearer {self._key}"},
-            open_timeout=open_timeout or self._timeout,
+            additional_headers={"Authorization": f"Bearer {self._conn.credential}"},
+            open_timeout=open_timeout or self._conn.timeout,
         ) as socket:
             for message in socket:
                 yield json.loads(message)
