@@ -73,10 +73,10 @@ class Guard:
 
     @staticmethod
     def arguments_of(
-        function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> dict[str, Any]:
-        """One call's arguments by name (`**kwargs` merged in, `*args` as a list)."""
-        signature = inspect.signature(function)
+        """One call's arguments by name (`**kwargs` merged in, `*args` as a list), given the
+        guarded function's signature (read once, when decorating)."""
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)

@@ -167,11 +167,11 @@ class Connection:
         return f"Connection(base_url={self.base_url!r})"
 
     def http_options(self) -> dict[str, Any]:
-        """The arguments of `httpx.Client` / `httpx.AsyncClient` for this connection."""
+        """The arguments of `httpx.Client` / `httpx.AsyncClient` for this connection (each
+        request carries its own timeout: `Send.timeout`)."""
         return {
             "base_url": self.base_url,
             "headers": {"Authorization": f"Bearer {self.credential}", "User-Agent": USER_AGENT},
-            "timeout": self.timeout,
         }
 
 

@@ -86,9 +86,11 @@ def _guard_coroutine(
 ) -> Callable[..., Awaitable[Any]]:
     """`function` (an `async def`) running only once `guard` lets the call through."""
 
+    signature = inspect.signature(function)
+
     @functools.wraps(function)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
-        await client._check_async(guard, Guard.arguments_of(function, args, kwargs))
+        await client._check_async(guard, Guard.arguments_of(signature, args, kwargs))
         return await function(*args, **kwargs)
 
     return guarded
@@ -148,9 +150,11 @@ class Client(_AgentClient[httpx.Client]):
             if inspect.iscoroutinefunction(function):
                 return cast(F, _guard_coroutine(self, guard, function))
 
+            signature = inspect.signature(function)
+
             @functools.wraps(function)
             def guarded(*args: Any, **kwargs: Any) -> Any:
-                self._check(guard, Guard.arguments_of(function, args, kwargs))
+                self._check(guard, Guard.arguments_of(signature, args, kwargs))
                 return function(*args, **kwargs)
 
             return cast(F, guarded)
