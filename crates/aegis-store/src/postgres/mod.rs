@@ -210,6 +210,7 @@ impl PgStore {
                 &session::config_for(&config, session::Role::Writer, &bounds),
                 1,
             )?,
+            writer::LockWait(bounds.lock_wait),
             signer,
             Arc::clone(&guard),
             now_ms,
@@ -651,7 +652,12 @@ async fn record_decision_tx(
             )
             .await?;
         if let Some(row) = prior {
-            return prior_decision_from_row(&row)?.answer(&d);
+            let prior = prior_decision_from_row(&row)?;
+            let approval = match prior.approval_id()? {
+                Some(id) => approvals::load(tx, d.tenant_id.as_str(), &id, d.created_at_ms).await?,
+                None => None,
+            };
+            return prior.answer(&d, approval);
         }
     }
     approvals::gate(tx, state, &mut d).await?;

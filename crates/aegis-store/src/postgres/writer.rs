@@ -20,6 +20,11 @@
 //!   clock under the lock and never earlier than the previous batch's (kept in `log_head`),
 //!   so replicas whose clocks disagree still give the SOC one time line;
 //! - a place to NOTIFY other replicas of the new head (delivered at COMMIT).
+//!
+//! The session's `lock_timeout` bounds one batch's wait for that lock, but a job queued
+//! behind a batch that waited would wait again in its own. A batch whose oldest job has
+//! already waited therefore waits only for what is left of the bound, so no call waits for
+//! the lock longer than `lock_timeout` in all ([`lock_wait_left`]).
 
 use super::chain::seal;
 use super::decision_rows::PendingDecisions;
@@ -33,11 +38,16 @@ use deadpool_postgres::{GenericClient, Pool, Transaction};
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Upper bound of jobs per transaction, so one commit never holds callers for long.
 const MAX_BATCH: usize = 256;
+
+/// How long a batch's oldest job may have waited before the batch shortens its lock wait.
+/// A batch commits in milliseconds, so below this the session's bound is as good as whole
+/// and the extra round trip of `SET LOCAL` would be pure cost.
+const SHORTEN_LOCK_WAIT_AFTER: Duration = Duration::from_millis(100);
 
 /// The channel other replicas LISTEN on; the payload is the new log head.
 pub(crate) const LOG_CHANNEL: &str = "aegis_log";
@@ -59,10 +69,13 @@ trait Job: Send {
         state: &'a mut WriterState,
     ) -> BoxFuture<'a, StoreResult<()>>;
     fn complete(self: Box<Self>, outcome: StoreResult<()>);
+    /// When the job was queued.
+    fn queued(&self) -> Instant;
 }
 
 struct FnJob<T> {
     isolated: bool,
+    queued: Instant,
     work: Option<Work<T>>,
     value: Option<T>,
     reply: oneshot::Sender<StoreResult<T>>,
@@ -95,6 +108,10 @@ impl<T: Send> Job for FnJob<T> {
         });
         // The caller may have gone away (client disconnect); the write stands regardless.
         let _ = reply.send(result);
+    }
+
+    fn queued(&self) -> Instant {
+        self.queued
     }
 }
 
@@ -260,12 +277,17 @@ pub(crate) struct Writer {
     jobs: mpsc::UnboundedSender<Box<dyn Job>>,
 }
 
+/// What the writer's session allows a write to wait for the lock (its `lock_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LockWait(pub Duration);
+
 impl Writer {
     /// Registers the signing key and starts the writer task on its own pool (one
-    /// connection, re-opened if it breaks). After every commit it publishes the log head on
-    /// `commits`.
+    /// connection, re-opened if it breaks, whose session waits `lock_wait` for a lock).
+    /// After every commit it publishes the log head on `commits`.
     pub async fn start(
         pool: Pool,
+        lock_wait: LockWait,
         signer: Option<Arc<ReceiptSigner>>,
         guard: Arc<ChainGuard>,
         now_ms: fn() -> i64,
@@ -275,7 +297,7 @@ impl Writer {
             register_key(&pool, signer, now_ms()).await?;
         }
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, signer, guard, queue, now_ms, commits));
+        tokio::spawn(run(pool, lock_wait, signer, guard, queue, now_ms, commits));
         Ok(Writer { jobs })
     }
 
@@ -322,6 +344,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(FnJob {
             isolated,
+            queued: Instant::now(),
             work: Some(Box::new(work) as Work<T>),
             value: None,
             reply,
@@ -353,6 +376,7 @@ async fn register_key(pool: &Pool, signer: &ReceiptSigner, now_ms: i64) -> Store
 
 async fn run(
     pool: Pool,
+    lock_wait: LockWait,
     signer: Option<Arc<ReceiptSigner>>,
     guard: Arc<ChainGuard>,
     mut queue: mpsc::UnboundedReceiver<Box<dyn Job>>,
@@ -370,7 +394,8 @@ async fn run(
             }
         }
         let started = Instant::now();
-        let (outcomes, head) = commit_batch(&pool, &signer, &guard, &mut batch, now_ms).await;
+        let (outcomes, head) =
+            commit_batch(&pool, lock_wait, &signer, &guard, &mut batch, now_ms).await;
         metrics.batch(batch.len(), started.elapsed(), queue.len());
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             job.complete(outcome);
@@ -388,10 +413,18 @@ async fn run(
     tracing::debug!("writer queue closed; writer task exits");
 }
 
+/// The lock wait a batch whose oldest job has `waited` must use instead of the session's,
+/// or `None` when the session's is right. Never zero, which PostgreSQL reads as "forever".
+fn lock_wait_left(LockWait(bound): LockWait, waited: Duration) -> Option<Duration> {
+    (waited >= SHORTEN_LOCK_WAIT_AFTER)
+        .then(|| bound.saturating_sub(waited).max(Duration::from_millis(1)))
+}
+
 /// Applies a batch in one transaction. Returns one outcome per job and, when it committed,
 /// the log head after it.
 async fn commit_batch(
     pool: &Pool,
+    lock_wait: LockWait,
     signer: &Option<Arc<ReceiptSigner>>,
     guard: &Arc<ChainGuard>,
     batch: &mut [Box<dyn Job>],
@@ -401,6 +434,12 @@ async fn commit_batch(
     let committed: StoreResult<(i64, Vec<Checkpoint>)> = async {
         let mut client = pool.get().await?;
         let mut tx = client.transaction().await?;
+        // Jobs are queued in order: the first has waited longest.
+        let waited = batch.first().map_or(Duration::ZERO, |job| job.queued().elapsed());
+        if let Some(left) = lock_wait_left(lock_wait, waited) {
+            tx.batch_execute(&format!("SET LOCAL lock_timeout = {}", left.as_millis()))
+                .await?;
+        }
         let locked = tx
             .query_one(
                 &prepared(
@@ -492,6 +531,34 @@ async fn commit_batch(
                 .map(|_| Err(StoreError::Unavailable(format!("commit failed: {message}"))))
                 .collect();
             (failed, None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUND: LockWait = LockWait(Duration::from_secs(2));
+
+    #[test]
+    fn a_batch_that_has_not_waited_keeps_the_sessions_lock_wait() {
+        assert_eq!(lock_wait_left(BOUND, Duration::ZERO), None);
+        assert_eq!(lock_wait_left(BOUND, Duration::from_millis(99)), None);
+    }
+
+    #[test]
+    fn a_batch_that_waited_behind_another_waits_only_for_what_is_left() {
+        assert_eq!(
+            lock_wait_left(BOUND, Duration::from_millis(500)),
+            Some(Duration::from_millis(1500))
+        );
+        // Spent (or over): the shortest wait PostgreSQL takes, never 0 (no timeout at all).
+        for waited in [2000, 2001, 9000] {
+            assert_eq!(
+                lock_wait_left(BOUND, Duration::from_millis(waited)),
+                Some(Duration::from_millis(1))
+            );
         }
     }
 }
