@@ -199,6 +199,31 @@ fn responses_of(openapi: &Value) -> impl Iterator<Item = (String, &str, &Value)>
         })
 }
 
+/// Every `allOf` in `schema` (at any depth) whose members name different types, which no
+/// value satisfies: a generated client or schemathesis cannot build such a body.
+fn unsatisfiable_all_ofs(schema: &Value, at: &str, found: &mut Vec<String>) {
+    match schema {
+        Value::Object(fields) => {
+            if let Some(members) = fields.get("allOf").and_then(Value::as_array) {
+                let types: HashSet<&str> =
+                    members.iter().filter_map(|m| m["type"].as_str()).collect();
+                if types.len() > 1 {
+                    found.push(format!("{at}: allOf of {types:?}"));
+                }
+            }
+            for (name, value) in fields {
+                unsatisfiable_all_ofs(value, &format!("{at}/{name}"), found);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                unsatisfiable_all_ofs(item, &format!("{at}/{i}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
 store_test!(async fn the_document_states_what_the_server_does(backend) {
     let app = TestApp::spawn(backend).await;
     let openapi = expect_json(app.get("", "/openapi.json").await, StatusCode::OK).await;
@@ -247,6 +272,9 @@ store_test!(async fn the_document_states_what_the_server_does(backend) {
     assert_eq!(schemas["SourceTrust"]["enum"][4], "untrusted_external", "{}", schemas["SourceTrust"]);
     assert_eq!(schemas["AgentStatus"]["enum"][0], "active", "{}", schemas["AgentStatus"]);
     assert!(schemas["Verdict"]["enum"].as_array().unwrap().contains(&json!("require_approval")));
+    let mut unsatisfiable = Vec::new();
+    unsatisfiable_all_ofs(&openapi, "#", &mut unsatisfiable);
+    assert!(unsatisfiable.is_empty(), "{unsatisfiable:#?}");
     // Constraints as validated.
     let tool = &schemas["ToolCall"]["properties"]["tool"];
     assert_eq!((tool["minLength"].as_u64(), tool["maxLength"].as_u64()), (Some(1), Some(128)), "{tool}");

@@ -20,14 +20,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+/// A Slack user who decides approvals as an operator key: `slack_user_id` is the Slack
+/// member id (`U…`) as Slack sends it in interactive payloads, `key_id` the operator key
+/// (responder or admin) that the approvals they make in Slack name.
+// The fields carry no doc comments: utoipa turns a described inline field into an `allOf`
+// of its schema and an object, which no value satisfies.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlackApproverBody {
-    /// The Slack member id (`U…`) as Slack sends it in interactive payloads.
     #[schema(inline)]
     pub slack_user_id: Text<64>,
-    /// The operator key (responder or admin) the Slack user decides as: approvals they make
-    /// in Slack name this key.
     #[schema(inline)]
     pub key_id: Text<128>,
 }
