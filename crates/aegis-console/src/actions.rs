@@ -185,12 +185,11 @@ pub async fn set_autonomy(
     let operator = session.act::<Admin>(form.csrf.as_deref())?;
     let level = match form.level.as_deref().unwrap_or_default() {
         "" => None,
-        level => Some(level.parse::<AutonomyLevel>().map_err(|problem| {
-            ApiError::invalid_field(
-                "level",
-                format!("must be one of {}", problem.expected.join(", ")),
-            )
-        })?),
+        level => Some(
+            level
+                .parse::<AutonomyLevel>()
+                .map_err(|unknown| ApiError::invalid_field("level", unknown.to_string()))?,
+        ),
     };
     state
         .store

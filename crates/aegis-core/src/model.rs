@@ -58,9 +58,9 @@ macro_rules! wire_enum {
 }
 pub(crate) use wire_enum;
 
-/// A string did not name any variant of a wire enum.
+/// A string did not name any variant of a wire enum. Shown to the client as is.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("expected one of {expected:?}")]
+#[error("must be one of {}", expected.join(", "))]
 pub struct UnknownVariant {
     pub kind: &'static str,
     pub expected: &'static [&'static str],
@@ -179,7 +179,11 @@ mod tests {
             assert_eq!(v.as_str().parse::<SourceTrust>().unwrap(), *v);
             assert_eq!(serde_json::to_string(v).unwrap(), format!("\"{v}\""));
         }
-        assert!("nope".parse::<Verdict>().is_err());
+        let unknown = "nope".parse::<Verdict>().unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "must be one of allow, deny, require_approval"
+        );
     }
 
     #[test]

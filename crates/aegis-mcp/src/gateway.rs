@@ -254,19 +254,15 @@ fn call_source_trust(
     else {
         return Ok(None);
     };
-    serde_json::from_value(claimed).map(Some).map_err(|_| {
-        ErrorData::invalid_params(
-            format!(
-                "_meta.aegis.source_trust must be one of {}",
-                SourceTrust::ALL
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            None,
-        )
-    })
+    // A claim that is not a string names no variant either.
+    claimed
+        .as_str()
+        .unwrap_or_default()
+        .parse::<SourceTrust>()
+        .map(Some)
+        .map_err(|unknown| {
+            ErrorData::invalid_params(format!("_meta.aegis.source_trust {unknown}"), None)
+        })
 }
 
 fn error_result(text: String) -> CallToolResult {

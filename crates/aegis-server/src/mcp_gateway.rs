@@ -106,22 +106,13 @@ pub async fn mcp_endpoint(
         .headers()
         .get(SOURCE_TRUST_HEADER)
         .map(|value| {
+            // A header that is not visible ASCII names no variant either.
             value
                 .to_str()
-                .ok()
-                .and_then(|text| serde_json::from_value(text.into()).ok())
-                .ok_or_else(|| {
-                    ApiError::invalid_field(
-                        "X-Aegis-Source-Trust",
-                        format!(
-                            "must be one of {}",
-                            SourceTrust::ALL
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    )
+                .unwrap_or_default()
+                .parse::<SourceTrust>()
+                .map_err(|unknown| {
+                    ApiError::invalid_field("X-Aegis-Source-Trust", unknown.to_string())
                 })
         })
         .transpose()?;
