@@ -133,3 +133,34 @@ store_test!(async fn a_retry_never_passes_a_freeze_or_a_revoke(backend) {
     assert_eq!(decisions_of(&app, &f.agent_id).await, 3);
     app.verify_chain("acme").await;
 });
+
+store_test!(async fn a_retry_of_a_call_that_met_an_approval_names_that_approval(backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    // The default pack sends a semi-trusted write to people.
+    let asked = call("req-1", "semi_trusted_customer", json!({"pr": 482}));
+    let first = expect_decision(app.authorize_body(&f.token, asked.clone()).await, "require_approval").await;
+    let id = first["approval"]["id"].as_str().unwrap().to_owned();
+    // The first answer was lost: the retry still says which approval to wait for.
+    let retry = expect_decision(app.authorize_body(&f.token, asked.clone()).await, "require_approval").await;
+    assert_eq!(retry, first);
+
+    let responder = app.create_key(&f.admin, "responder").await;
+    expect_json(
+        app.post(&responder, &format!("/v1/approvals/{id}/approve"), json!({})).await,
+        StatusCode::OK,
+    )
+    .await;
+    // Retried after the approval: the same decision, with the approval as it stands now.
+    let retry = expect_decision(app.authorize_body(&f.token, asked).await, "require_approval").await;
+    assert_eq!(retry["decision_id"], first["decision_id"]);
+    assert_eq!((&retry["approval"]["id"], &retry["approval"]["status"]), (&json!(id), &json!("approved")));
+
+    // The call that used it, retried, names it as used.
+    let using = call("req-2", "semi_trusted_customer", json!({"pr": 482}));
+    let allowed = expect_decision(app.authorize_body(&f.token, using.clone()).await, "allow").await;
+    assert_eq!(allowed["approval"]["status"], "consumed");
+    let retry = expect_decision(app.authorize_body(&f.token, using).await, "allow").await;
+    assert_eq!(retry, allowed);
+    assert_eq!(decisions_of(&app, &f.agent_id).await, 2);
+});

@@ -110,7 +110,7 @@ impl ApprovalRecord {
         self.approvals.iter().map(|v| v.key_id.as_str()).collect()
     }
 
-    fn reference(&self) -> ApprovalRef {
+    pub(crate) fn reference(&self) -> ApprovalRef {
         ApprovalRef {
             id: self.id.clone(),
             status: self.status,

@@ -11,19 +11,26 @@
 //! revoked agent's token is refused before any of this, with a 401). A `request_id` reused
 //! for a different call (another action hash) is refused as a conflict.
 //!
+//! A retry of a call that met an approval (a `require_approval` waiting on one, an allow that
+//! used one) is answered with that approval as it stands now, so a client whose first answer
+//! was lost still learns which approval to wait for.
+//!
 //! Cost: nothing for a call without `request_id`; with one, one lookup over primary keys in
 //! the writer's transaction (PostgreSQL: one round trip under the batch lock) and one row
-//! in `decision_requests` (PostgreSQL: sent with the batch's decision rows).
+//! in `decision_requests` (PostgreSQL: sent with the batch's decision rows); a retry that
+//! met an approval reads it by primary key.
 
+use crate::approvals::{ApprovalAnswer, ApprovalRecord};
 use crate::{NewDecision, PriorDecision, RecordedDecision, StoreError, StoreResult};
 
 /// The decision recorded for `(tenant_id, agent_id, request_id)`, with its receipt.
 pub(crate) const PRIOR_DECISION_SQL: &str =
     "SELECT d.id, d.decision, d.risk_score, d.reason, d.matched_policies, d.action_hash,
-        d.event_seq, r.id, r.seq, r.hash, r.body
+        d.event_seq, r.id, r.seq, r.hash, r.body, e.payload
      FROM decision_requests q
      JOIN decisions d ON d.id = q.decision_id
      JOIN receipts r ON r.id = d.receipt_id
+     JOIN events e ON e.seq = d.event_seq
      WHERE q.tenant_id = $1 AND q.agent_id = $2 AND q.request_id = $3";
 
 /// Keys a recorded decision by its request id.
@@ -52,11 +59,27 @@ pub(crate) struct PriorRow {
     pub receipt_seq: i64,
     pub receipt_hash: String,
     pub receipt_body: String,
+    /// The decision's event, which names the approval it met.
+    pub event_payload: String,
 }
 
 impl PriorRow {
-    /// The answer to `retry`: the stored decision, when it was made for the same call.
-    pub(crate) fn answer(self, retry: &NewDecision) -> StoreResult<RecordedDecision> {
+    /// The approval the first call met (asked for or used), which the backend reads for
+    /// [`PriorRow::answer`].
+    pub(crate) fn approval_id(&self) -> StoreResult<Option<String>> {
+        let event: serde_json::Value = serde_json::from_str(&self.event_payload).map_err(|e| {
+            StoreError::Corrupt(format!("decision {}: event: {e}", self.decision_id))
+        })?;
+        Ok(event["approval_id"].as_str().map(str::to_owned))
+    }
+
+    /// The answer to `retry`: the stored decision, when it was made for the same call, with
+    /// the `approval` it met as that stands now.
+    pub(crate) fn answer(
+        self,
+        retry: &NewDecision,
+        approval: Option<ApprovalRecord>,
+    ) -> StoreResult<RecordedDecision> {
         if self.action_hash != retry.action_hash {
             return Err(StoreError::Conflict(format!(
                 "request_id {:?} was already used for a different tool call (decision {}); use a new request_id for a new call",
@@ -86,8 +109,12 @@ impl PriorRow {
             prev_hash: body.prev_hash,
             escalated_to: None,
             stale_agent: None,
-            // A retry creates and uses no approval: it is answered as first recorded.
-            approval: None,
+            // A retry creates and uses no approval: it is shown the one its first call met,
+            // and the receipt says whether that call used it.
+            approval: approval.map(|approval| ApprovalAnswer {
+                approval: approval.reference(),
+                consumed: body.approval.clone(),
+            }),
             verdict,
             reason: self.reason.clone(),
             matched_policies: matched_policies.clone(),

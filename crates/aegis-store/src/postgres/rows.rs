@@ -225,6 +225,7 @@ pub(super) fn prior_decision_from_row(row: &Row) -> StoreResult<crate::requests:
         receipt_seq: get(row, 8)?,
         receipt_hash: get(row, 9)?,
         receipt_body: get(row, 10)?,
+        event_payload: get(row, 11)?,
     })
 }
 

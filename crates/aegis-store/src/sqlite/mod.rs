@@ -529,7 +529,11 @@ fn record_fenced_decision_tx(
         .query_row([&key[0], &key[1], &key[2]], prior_decision_from_row)
         .optional()?
     {
-        return prior.answer(&d);
+        let approval = match prior.approval_id()? {
+            Some(id) => approvals::load(conn, d.tenant_id.as_str(), &id, d.created_at_ms)?,
+            None => None,
+        };
+        return prior.answer(&d, approval);
     }
     approvals::gate(conn, &mut d)?;
     let recorded = record_decision_tx(conn, state, &d)?;

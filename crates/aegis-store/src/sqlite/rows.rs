@@ -231,6 +231,7 @@ pub(super) fn prior_decision_from_row(
         receipt_seq: row.get(8)?,
         receipt_hash: row.get(9)?,
         receipt_body: row.get(10)?,
+        event_payload: row.get(11)?,
     })
 }
 
