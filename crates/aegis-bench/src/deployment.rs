@@ -219,7 +219,10 @@ impl Replica {
             .arg(signing_key_file(replica_dir))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
+            // The gateway's own default log filter, as operators run it: a quieter filter
+            // would skip the per-request span and flatter the figures.
+            .env_remove("AEGIS_LOG")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating log file handle")?)
             .stderr(log)
