@@ -339,7 +339,10 @@ e2e_test!(
             assert!(table.contains("evil\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\r\\nFAKE ROW\\u{9b}m"), "{table}");
             assert!(!table.lines().any(|line| line.starts_with("FAKE ROW")), "{table}");
         }
-        assert_eq!(admin.json(&["agents", "get", second_id])["name"], hostile);
+        let exact = admin.run(&["agents", "get", second_id, "--json"]);
+        let exact = String::from_utf8(exact.stdout).unwrap();
+        assert!(!exact.chars().any(|c| c.is_control() && c != '\n'), "{exact:?}");
+        assert_eq!(serde_json::from_str::<Value>(&exact).unwrap()["name"], hostile);
     }
 );
 

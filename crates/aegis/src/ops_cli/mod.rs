@@ -1,7 +1,7 @@
 //! The operator CLI: `aegis agents|incidents|approvals|decisions|settings …`, thin clients of a
 //! running gateway's HTTP API. Each command becomes one [`Call`], sent with the operator key
 //! from `AEGIS_KEY`; the answer is printed as a table, or with `--json` as the gateway's JSON
-//! unchanged. Failures print one line on stderr and exit with a [`Failure`] code.
+//! (the same JSON value, with the characters a terminal acts on as `\u` escapes). Failures print one line on stderr and exit with a [`Failure`] code.
 
 pub mod agents;
 pub mod approvals;
@@ -33,7 +33,7 @@ struct GatewayArgs {
     #[arg(long, env = "AEGIS_URL", default_value = "http://127.0.0.1:8080",
           value_parser = crate::parse_public_url, global = true)]
     url: String,
-    /// Print the gateway's JSON answer unchanged instead of a table.
+    /// Print the gateway's JSON answer instead of a table.
     #[arg(long, global = true)]
     json: bool,
 }
@@ -170,7 +170,7 @@ async fn send_and_print<C: Subcommand + ToCall>(resource: Resource<C>) -> Result
     let gateway = Gateway::from_env(&resource.gateway.url)?;
     let answer = gateway.send(&call).await?;
     let text = match resource.gateway.json {
-        true => format!("{}\n", answer.body),
+        true => format!("{}\n", table::inert_json(&answer.body)),
         false => table::render(&call.view, &answer.json),
     };
     print(&text)?;

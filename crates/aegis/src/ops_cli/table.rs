@@ -69,12 +69,25 @@ pub fn inert(text: &str) -> String {
         .collect()
 }
 
+/// A JSON text with the characters JSON leaves raw but a terminal acts on (C1 controls such
+/// as U+009B CSI, direction overrides) written as `\u` escapes: the same JSON value. Outside
+/// strings valid JSON has only ASCII, and its ASCII controls are already escaped in strings.
+pub fn inert_json(json: &str) -> String {
+    json.chars()
+        .map(|c| match is_unsafe(c) && !c.is_ascii() {
+            // Every such character is in the Basic Multilingual Plane: one `\uXXXX`.
+            true => format!("\\u{:04x}", u32::from(c)),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(c,
-            // zero-width and direction marks, bidirectional embeddings, overrides and
-            // isolates, invisible operators, byte order mark
-            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+            // zero-width and direction marks, line and paragraph separators, bidirectional
+            // embeddings, overrides and isolates, invisible operators, byte order mark
+            '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
 }
 
 /// A JSON value as one inert line: strings without quotes, `-` for null, arrays joined by
@@ -213,6 +226,23 @@ mod tests {
         let record = render(&View::Record(&[COLUMNS]), &json!({"id": hostile}));
         assert_eq!(record.lines().count(), 3, "{record}");
         assert!(!record.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn json_keeps_its_value_and_loses_what_a_terminal_acts_on() {
+        let value = json!({"name": "a\u{9b}31m\u{202e}b\u{1b}[0m\n", "n": 1});
+        let text = serde_json::to_string(&value).unwrap();
+        assert!(
+            text.contains('\u{9b}'),
+            "JSON leaves C1 controls raw: {text}"
+        );
+        let shown = inert_json(&text);
+        assert!(shown.chars().all(|c| !is_unsafe(c)), "{shown}");
+        assert!(
+            shown.contains("a\\u009b31m\\u202eb\\u001b[0m\\n"),
+            "{shown}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), value);
     }
 
     #[test]
