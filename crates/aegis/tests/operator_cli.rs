@@ -373,6 +373,10 @@ fn an_unreachable_gateway_or_a_missing_key_is_one_line() {
         "aegis: AEGIS_KEY is not set: export an operator key (aok_…) in it\n"
     );
 
+    let with_password = Operator::new("http://ops:s3cret@127.0.0.1:1", "aok_whatever");
+    let refused = with_password.fails(&["agents", "list"], 1);
+    assert!(!refused.contains("s3cret"), "{refused}");
+
     // The key is never an argument.
     let out = operator.run(&["agents", "list", "--key", "aok_x"]);
     assert_eq!(out.status.code(), Some(2), "a usage error");

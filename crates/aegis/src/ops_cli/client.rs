@@ -86,6 +86,13 @@ impl Gateway {
         authorization.set_sensitive(true);
         let base = url::Url::parse(base)
             .map_err(|error| Failure::Local(format!("--url {base}: {error}")))?;
+        // Error lines name the URL, and its credentials would go out beside the key.
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(Failure::Local(
+                "--url must not carry a user or password: the operator key goes in AEGIS_KEY"
+                    .into(),
+            ));
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(ANSWER_TIMEOUT)
