@@ -346,6 +346,46 @@ e2e_test!(
     }
 );
 
+/// The words of a command line as a shell splits it (double quotes only, as the README uses).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = vec![String::new()];
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => words.push(String::new()),
+            c => words.last_mut().unwrap().push(c),
+        }
+    }
+    words.retain(|word| !word.is_empty());
+    words
+}
+
+#[test]
+fn each_runbook_line_in_the_readme_is_a_command_the_cli_takes() {
+    let readme = include_str!("../../../README.md");
+    let table = readme
+        .split("### The deny-storm runbook from the CLI")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README's runbook section");
+    let commands: Vec<&str> = table
+        .lines()
+        .filter_map(|line| line.split("| `aegis ").nth(1))
+        .filter_map(|rest| rest.split('`').next())
+        // Run on the database host, not against the API (tested in cli.rs).
+        .filter(|command| !command.starts_with("receipts "))
+        .collect();
+    assert!(commands.len() >= 20, "{commands:?}");
+    // Nothing listens there: a command the CLI takes gets as far as trying to connect.
+    let operator = Operator::new("http://127.0.0.1:1", "aok_whatever");
+    for command in commands {
+        let words = shell_words(command);
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        operator.fails(&words, UNREACHABLE);
+    }
+}
+
 #[test]
 fn an_unreachable_gateway_or_a_missing_key_is_one_line() {
     // Nothing listens on port 1 of loopback.

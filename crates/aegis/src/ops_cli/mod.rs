@@ -1,7 +1,8 @@
 //! The operator CLI: `aegis agents|incidents|approvals|decisions|settings …`, thin clients of a
 //! running gateway's HTTP API. Each command becomes one [`Call`], sent with the operator key
 //! from `AEGIS_KEY`; the answer is printed as a table, or with `--json` as the gateway's JSON
-//! (the same JSON value, with the characters a terminal acts on as `\u` escapes). Failures print one line on stderr and exit with a [`Failure`] code.
+//! (the same JSON value, with the characters a terminal acts on as `\u` escapes). Failures
+//! print one line on stderr and exit with a [`Failure`] code.
 
 pub mod agents;
 pub mod approvals;
