@@ -22,7 +22,8 @@ const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 /// Why a command failed, each with its own exit code (the README lists them).
 #[derive(Debug)]
 pub enum Failure {
-    /// Nothing was sent: no usable key, or the answer could not be written out.
+    /// Not the gateway's doing: no usable key or `--url` (nothing was sent), or the answer
+    /// could not be written to standard output.
     Local(String),
     /// 404: the agent, incident or approval does not exist (in this tenant).
     NotFound(String),
