@@ -1,8 +1,10 @@
-//! `aegis`: the AegisAgent gateway (`aegis serve`) and its operator CLI (`aegis init`,
-//! `aegis keys create`, `aegis receipts export|verify`).
+//! `aegis`: the AegisAgent gateway (`aegis serve`), its commands on the database host
+//! (`aegis init`, `aegis keys create`, `aegis receipts export|verify`) and the operator CLI
+//! of a running gateway (`aegis agents|incidents|approvals|decisions|settings`, over HTTP).
 
 mod key_file;
 mod notify_args;
+mod ops_cli;
 mod pg_session_args;
 mod receipts;
 mod signing_key;
@@ -61,6 +63,17 @@ enum Command {
     /// Export and verify receipt chains.
     #[command(subcommand)]
     Receipts(ReceiptsCommand),
+    /// Agents of a running gateway: list, get, freeze, unfreeze, revoke, rotate-token,
+    /// set-risk-tier (operator key in AEGIS_KEY).
+    Agents(ops_cli::Resource<ops_cli::agents::AgentsCommand>),
+    /// Incidents of a running gateway: list, get, ack, close, apply, narrate, graph.
+    Incidents(ops_cli::Resource<ops_cli::incidents::IncidentsCommand>),
+    /// Approvals of a running gateway: list, approve, reject.
+    Approvals(ops_cli::Resource<ops_cli::approvals::ApprovalsCommand>),
+    /// Decisions of a running gateway: list, with the API's filters.
+    Decisions(ops_cli::Resource<ops_cli::decisions::DecisionsCommand>),
+    /// The tenant's SOC settings on a running gateway: show, and set (admin).
+    Settings(ops_cli::Resource<ops_cli::settings::SettingsCommand>),
 }
 
 #[derive(Subcommand)]
@@ -358,6 +371,11 @@ fn main() -> anyhow::Result<()> {
             Command::Init(args) => init(args).await,
             Command::Keys(KeysCommand::Create(args)) => create_key(args).await,
             Command::Receipts(command) => receipts_command(command).await,
+            Command::Agents(resource) => ops_cli::run(resource).await,
+            Command::Incidents(resource) => ops_cli::run(resource).await,
+            Command::Approvals(resource) => ops_cli::run(resource).await,
+            Command::Decisions(resource) => ops_cli::run(resource).await,
+            Command::Settings(resource) => ops_cli::run(resource).await,
         }
     })
 }
