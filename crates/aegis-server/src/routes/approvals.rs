@@ -6,7 +6,7 @@ use crate::auth::{ApprovalReader, Approver, Operator, Viewer};
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, Path, QueryParams};
 use crate::openapi::{
-    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
+    Conflict, Invalid, JsonWriteErrors, NotFound, OperatorErrors, StoreErrors, Unreadable,
 };
 use crate::routes::agents::ReasonBody;
 use crate::routes::{Cursor, DEFAULT_LIMIT, Limit, Listed, page};
@@ -227,12 +227,7 @@ pub async fn get_approval(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The approval after this vote", body = ApprovalView),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
         NotFound,
         Conflict,
     ))]
@@ -250,12 +245,7 @@ pub async fn approve(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The rejected approval", body = ApprovalView),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
         NotFound,
         Conflict,
     ))]

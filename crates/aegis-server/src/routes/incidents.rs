@@ -5,7 +5,8 @@ use crate::error::ApiResult;
 use crate::evidence::incident_decisions_page;
 use crate::extract::{JsonBody, Path, QueryParams};
 use crate::openapi::{
-    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
+    Conflict, Forbidden, Invalid, JsonWriteErrors, NotFound, OperatorErrors, StoreErrors,
+    Unreadable,
 };
 use crate::operations;
 use crate::routes::agents::ReasonBody;
@@ -330,12 +331,7 @@ pub async fn ack_incident(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The closed incident", body = IncidentDetailView),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
         NotFound,
         Conflict,
     ))]

@@ -3,7 +3,7 @@
 use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
-use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, StoreErrors, Unreadable};
+use crate::openapi::{JsonWriteErrors, OperatorErrors, StoreErrors};
 use crate::state::SharedState;
 use crate::validate::{optional_whole, whole};
 use aegis_core::approval;
@@ -58,12 +58,7 @@ pub async fn get_risk_escalation(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The settings now in force", body = RiskEscalationBody),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn put_risk_escalation(
     State(state): State<SharedState>,
@@ -168,12 +163,7 @@ pub async fn get_soc_autonomy(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The level now in force", body = SocAutonomyView),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn put_soc_autonomy(
     State(state): State<SharedState>,
@@ -228,12 +218,7 @@ pub async fn get_deny_storm(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The overrides now in force", body = DenyStormBody),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn put_deny_storm(
     State(state): State<SharedState>,
@@ -300,12 +285,7 @@ pub async fn get_exfiltration(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The setting now in force", body = ExfiltrationBody),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn put_exfiltration(
     State(state): State<SharedState>,
@@ -364,12 +344,7 @@ pub async fn get_approval_settings(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The settings now in force", body = ApprovalSettingsBody),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn put_approval_settings(
     State(state): State<SharedState>,
