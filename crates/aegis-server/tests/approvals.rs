@@ -174,6 +174,36 @@ store_test!(async fn the_whole_flow_ends_in_one_allow_whose_receipt_names_the_ap
     );
 });
 
+store_test!(async fn the_approval_list_pages_with_the_cursor_header(backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    let mut requested = Vec::new();
+    for pr in 1..=5 {
+        requested.push(request(&app, &f.token, merge(pr)).await);
+    }
+    requested.reverse(); // newest first
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/approvals?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let response = app.get(&f.admin, &path).await;
+        let cursor = response
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page = expect_json(response, StatusCode::OK).await;
+        pages += 1;
+        seen.extend(ids(&page, "id"));
+        match cursor {
+            Some(cursor) => path = format!("/v1/approvals?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, requested);
+});
+
 store_test!(async fn a_swapped_call_is_denied_and_leaves_the_approval_unused(backend) {
     let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;

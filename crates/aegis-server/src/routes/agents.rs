@@ -13,7 +13,7 @@ use crate::state::SharedState;
 use crate::validate::Text;
 use aegis_core::model::{AgentStatus, RiskTier};
 use aegis_core::timestamp::format_millis;
-use aegis_store::{Agent, AgentChangeKind, NewAgent, Page};
+use aegis_store::{Agent, AgentChangeKind, NewAgent};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -140,17 +140,11 @@ pub async fn list_agents(
     let page = query.page();
     let agents = state
         .store
-        .list_agents(
-            &operator.tenant,
-            Page {
-                limit: page.limit + 1,
-                ..page
-            },
-        )
+        .list_agents(&operator.tenant, page.with_next_row())
         .await?;
     Ok(Listed::paged(
         agents,
-        page.limit,
+        page,
         |agent| agent.cursor,
         AgentView::from,
     ))

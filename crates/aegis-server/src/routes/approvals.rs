@@ -146,12 +146,12 @@ pub async fn list_approvals(
         status: query.status,
         agent_id: query.agent_id.map(Text::into_string),
         since_ms: Timestamp::millis(query.since),
-        page,
+        page: page.with_next_row(),
     };
     let rows = state.store.list_approvals(&operator.tenant, filter).await?;
     Ok(Listed::paged(
         rows,
-        page.limit,
+        page,
         |a| a.requested_seq,
         ApprovalView::from,
     ))

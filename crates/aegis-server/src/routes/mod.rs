@@ -133,22 +133,6 @@ pub fn page(limit: Option<Limit>, cursor: Option<Cursor>, default: u32) -> Page 
     }
 }
 
-/// Up to `limit + 1` rows fetched newest first → the page (`limit` rows) and the next page's
-/// cursor when the extra row says there is one.
-pub fn split_page<S>(
-    mut rows: Vec<S>,
-    limit: u32,
-    cursor_of: impl Fn(&S) -> i64,
-) -> (Vec<S>, Option<i64>) {
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(&cursor_of)
-    } else {
-        None
-    };
-    (rows, next_cursor)
-}
-
 /// A bare JSON array, with `X-Next-Cursor` when there is another page.
 pub struct Listed<T> {
     items: Vec<T>,
@@ -156,15 +140,15 @@ pub struct Listed<T> {
 }
 
 impl<T> Listed<T> {
-    /// Builds a page from up to `limit + 1` rows fetched newest first: the extra row only
-    /// tells that another page exists.
+    /// `page` of the rows read with [`Page::with_next_row`], newest first, each shown as
+    /// `view` shows it.
     pub fn paged<S>(
         rows: Vec<S>,
-        limit: u32,
+        page: Page,
         cursor_of: impl Fn(&S) -> i64,
         view: impl Fn(S) -> T,
     ) -> Self {
-        let (rows, next_cursor) = split_page(rows, limit, cursor_of);
+        let (rows, next_cursor) = page.split(rows, cursor_of);
         Listed {
             items: rows.into_iter().map(view).collect(),
             next_cursor,
