@@ -35,40 +35,44 @@ pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 /// Largest page of every list.
 pub const MAX_LIMIT: u32 = 1000;
 
-/// A page size, 1 to [`MAX_LIMIT`]; each list has its own default. Anything else (not a
-/// number, 0, negative, too large) answers the same 422 naming `limit`.
+/// A whole number query parameter from `MIN` to `MAX`. Anything else (not a number, a sign,
+/// out of range) answers the same 422 naming the parameter.
 #[derive(Debug, Clone, Copy)]
-pub struct Limit(u32);
+pub struct Bounded<const MIN: u32, const MAX: u32>(u32);
 
-impl Limit {
-    pub fn or(limit: Option<Limit>, default: u32) -> u32 {
-        limit.map_or(default, |Limit(n)| n)
+impl<const MIN: u32, const MAX: u32> Bounded<MIN, MAX> {
+    /// The parameter's value, or `default` when it was left out.
+    pub fn or(value: Option<Self>, default: u32) -> u32 {
+        value.map_or(default, |Bounded(n)| n)
     }
 }
 
-impl<'de> Deserialize<'de> for Limit {
+impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for Bounded<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         match text.parse::<u32>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) && is_digits(&text) => Ok(Limit(n)),
+            Ok(n) if (MIN..=MAX).contains(&n) && is_digits(&text) => Ok(Bounded(n)),
             _ => Err(de::Error::custom(format!(
-                "must be a whole number between 1 and {MAX_LIMIT}"
+                "must be a whole number between {MIN} and {MAX}"
             ))),
         }
     }
 }
 
-impl PartialSchema for Limit {
+impl<const MIN: u32, const MAX: u32> PartialSchema for Bounded<MIN, MAX> {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
             .schema_type(Type::Integer)
-            .minimum(Some(1))
-            .maximum(Some(MAX_LIMIT))
+            .minimum(Some(MIN))
+            .maximum(Some(MAX))
             .into()
     }
 }
 
-impl ToSchema for Limit {}
+impl<const MIN: u32, const MAX: u32> ToSchema for Bounded<MIN, MAX> {}
+
+/// A page size, 1 to [`MAX_LIMIT`]; each list has its own default.
+pub type Limit = Bounded<1, MAX_LIMIT>;
 
 /// A cursor from `X-Next-Cursor`: the decimal digits of a position this server issued.
 #[derive(Debug, Clone, Copy)]
