@@ -13,7 +13,6 @@ use aegis_server::extract::{Path, QueryParams, SearchForm};
 use aegis_server::routes::decisions::DecisionQuery;
 use aegis_server::routes::incidents::{IncidentQuery, IncidentStatus};
 use aegis_server::routes::investigate::incident_narrative;
-use aegis_server::routes::split_page;
 use aegis_server::routes::tenants::autonomy_view;
 use aegis_store::{Agent, DecisionFilter, DecisionRecord, Page};
 use axum::extract::State;
@@ -60,9 +59,9 @@ pub async fn incidents(
     let operator = session.viewer()?;
     let selected = query.status.map(IncidentStatus::as_str);
     let log_head = *state.store.committed_seq().borrow();
-    let (filter, limit) = query.into_filter();
+    let (filter, page) = query.into_filter();
     let rows = state.store.list_incidents(&operator.tenant, filter).await?;
-    let (incidents, more) = split_page(rows, limit, |i| i.event_seq);
+    let (incidents, more) = page.split(rows, |i| i.event_seq);
     let body = html! {
         h1 { "Incidents" }
         nav.tabs aria-label="Incident status" {
@@ -96,7 +95,7 @@ pub async fn incidents(
                     }
                 }
                 @if more.is_some() {
-                    p.help { "Showing the " (limit) " most recent; narrow the list with the status tabs or use " code { "GET /v1/incidents" } " to page further." }
+                    p.help { "Showing the " (page.limit) " most recent; narrow the list with the status tabs or use " code { "GET /v1/incidents" } " to page further." }
                 }
             }
         }
@@ -239,10 +238,13 @@ pub async fn agents(State(state): State<SharedState>, session: SignedIn) -> Cons
     let operator = session.viewer()?;
     let page = Page {
         before: None,
-        limit: LIST_ROWS + 1,
+        limit: LIST_ROWS,
     };
-    let rows = state.store.list_agents(&operator.tenant, page).await?;
-    let (agents, more) = split_page(rows, LIST_ROWS, |agent| agent.cursor);
+    let rows = state
+        .store
+        .list_agents(&operator.tenant, page.with_next_row())
+        .await?;
+    let (agents, more) = page.split(rows, |agent| agent.cursor);
     let body = html! {
         h1 { "Agents" }
         @if agents.is_empty() {
@@ -348,9 +350,9 @@ pub async fn decisions(
         field(&query.run_id),
     );
     let verdict = query.decision;
-    let (filter, limit) = query.into_filter();
+    let (filter, page) = query.into_filter();
     let rows = state.store.list_decisions(&operator.tenant, filter).await?;
-    let (decisions, next) = split_page(rows, limit, |d| d.event_seq);
+    let (decisions, next) = page.split(rows, |d| d.event_seq);
     let body = html! {
         h1 { "Decisions" }
         form.search method="get" action="/console/decisions" {

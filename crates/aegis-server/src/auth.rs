@@ -54,6 +54,17 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether a bearer secret is an agent token. The prefix tells the two planes' credentials
+/// apart before any lookup, so an agent token never counts as an operator key.
+fn is_agent_token(secret: &str) -> bool {
+    secret.starts_with(AGENT_TOKEN_PREFIX)
+}
+
+/// Whether the request's bearer credential is an agent token.
+fn bears_agent_token(parts: &Parts) -> bool {
+    bearer(parts).is_some_and(is_agent_token)
+}
+
 /// The agent that presented a valid, current token.
 pub struct AgentCaller(pub Arc<AgentSnapshot>);
 
@@ -147,7 +158,7 @@ impl<R> Operator<R> {
 impl<R: RequiredRole> Operator<R> {
     /// Authenticates an operator key and checks its role.
     pub async fn from_secret(state: &SharedState, secret: &str) -> Result<Self, ApiError> {
-        if secret.starts_with(AGENT_TOKEN_PREFIX) {
+        if is_agent_token(secret) {
             return Err(ApiError::unauthorized(
                 "agent tokens are not accepted on the management API",
             ));
@@ -209,7 +220,7 @@ impl FromRequestParts<SharedState> for Approver {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
-        if bearer(parts).is_some_and(|secret| secret.starts_with(AGENT_TOKEN_PREFIX)) {
+        if bears_agent_token(parts) {
             return Err(ApiError::forbidden(
                 "agents cannot decide approvals; an operator key with the responder or admin role can",
             ));
@@ -252,7 +263,7 @@ impl FromRequestParts<SharedState> for ApprovalReader {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
-        if bearer(parts).is_some_and(|secret| secret.starts_with(AGENT_TOKEN_PREFIX)) {
+        if bears_agent_token(parts) {
             AgentCaller::from_request_parts(parts, state)
                 .await
                 .map(ApprovalReader::Agent)

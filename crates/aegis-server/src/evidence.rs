@@ -377,24 +377,10 @@ pub async fn incident_decisions_page(
     since_ms: Option<i64>,
     page: Page,
 ) -> StoreResult<(Vec<DecisionRecord>, Option<i64>)> {
-    let mut decisions = reads
-        .incident_decisions(
-            tenant,
-            incident_id,
-            since_ms,
-            Page {
-                limit: page.limit + 1,
-                ..page
-            },
-        )
+    let decisions = reads
+        .incident_decisions(tenant, incident_id, since_ms, page.with_next_row())
         .await?;
-    let next_cursor = if decisions.len() > page.limit as usize {
-        decisions.truncate(page.limit as usize);
-        decisions.last().map(|d| d.event_seq)
-    } else {
-        None
-    };
-    Ok((decisions, next_cursor))
+    Ok(page.split(decisions, |d| d.event_seq))
 }
 
 /// What a narrative is built from: the incident and its decisions, nothing else.

@@ -6,6 +6,9 @@
 //! be read, 422 when a field is missing, unknown, of the wrong type or out of range.
 
 use crate::error::ErrorBody;
+use std::collections::BTreeMap;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::response::Response;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
@@ -123,4 +126,26 @@ pub enum Conflict {
     /// The resource's state does not allow this change (e.g. unfreezing a revoked agent).
     #[response(status = 409)]
     Conflict(ErrorBody),
+}
+
+/// What a route that changes something answers when it needs more than the viewer role and
+/// reads a JSON body: [`OperatorErrors`], [`Forbidden`], [`StoreErrors`], and the body's
+/// [`Unreadable`], [`Invalid`] and [`BodyRefused`]. A route lists beside it only what its
+/// resource adds ([`NotFound`], [`Conflict`]).
+pub struct JsonWriteErrors;
+
+impl IntoResponses for JsonWriteErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [
+            OperatorErrors::responses(),
+            Forbidden::responses(),
+            StoreErrors::responses(),
+            Unreadable::responses(),
+            Invalid::responses(),
+            BodyRefused::responses(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }

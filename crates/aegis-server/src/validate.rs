@@ -1,8 +1,11 @@
 //! Request field types and validators whose rule and schema are written once, here: a
 //! violation answers 422 naming the field, and the OpenAPI document states the same rule.
 
+use crate::error::ApiError;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
+use std::fmt::Display;
+use std::ops::RangeInclusive;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
@@ -83,6 +86,22 @@ pub fn whole<'de, D: Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Res
         })
         .and_then(|n| T::try_from(n).ok())
         .ok_or_else(|| de::Error::custom(format!("{number} is not a whole number in range")))
+}
+
+/// 422 naming `field` unless `value` is within `range`: the bounds a body field's schema
+/// states (`minimum`, `maximum`) beyond what its number type holds.
+pub fn in_range<T: PartialOrd + Display>(
+    field: &str,
+    value: T,
+    range: RangeInclusive<T>,
+) -> Result<(), ApiError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ApiError::invalid_field(
+        field,
+        format!("must be between {} and {}", range.start(), range.end()),
+    ))
 }
 
 /// As [`whole`], for a nullable field.

@@ -174,6 +174,36 @@ store_test!(async fn the_whole_flow_ends_in_one_allow_whose_receipt_names_the_ap
     );
 });
 
+store_test!(async fn the_approval_list_pages_with_the_cursor_header(backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    let mut requested = Vec::new();
+    for pr in 1..=5 {
+        requested.push(request(&app, &f.token, merge(pr)).await);
+    }
+    requested.reverse(); // newest first
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/approvals?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let response = app.get(&f.admin, &path).await;
+        let cursor = response
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page = expect_json(response, StatusCode::OK).await;
+        pages += 1;
+        seen.extend(ids(&page, "id"));
+        match cursor {
+            Some(cursor) => path = format!("/v1/approvals?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, requested);
+});
+
 store_test!(async fn a_swapped_call_is_denied_and_leaves_the_approval_unused(backend) {
     let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
@@ -378,24 +408,55 @@ store_test!(async fn only_operators_with_the_right_role_decide_and_only_the_owne
     expect_error(approve(&app, &responder, &id).await, StatusCode::CONFLICT, "conflict").await;
     expect_decision(app.authorize_body(&f.token, naming(merge(7), &id)).await, "deny").await;
 
-    // Bad input names the field.
+    // An id nobody issued is absent; a malformed one is a 422 (see
+    // a_malformed_approval_id_or_wait_answers_422_naming_the_field).
     let unknown = "apr_0123456789abcdef0123456789abcdef";
     expect_error(app.get(&f.admin, &format!("/v1/approvals/{unknown}")).await, StatusCode::NOT_FOUND, "not_found").await;
     expect_error(approve(&app, &responder, unknown).await, StatusCode::NOT_FOUND, "not_found").await;
-    let malformed = expect_error(
-        app.authorize_body(&f.token, naming(merge(7), "not-an-approval")).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_field",
-    )
-    .await;
-    assert_eq!(malformed["field"], "approval_id");
-    let too_long = expect_error(
-        app.get(&f.token, &format!("/v1/approvals/{id}?wait_secs=61")).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_field",
-    )
-    .await;
-    assert_eq!(too_long["field"], "wait_secs");
+});
+
+store_test!(async fn a_malformed_approval_id_or_wait_answers_422_naming_the_field(backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    let id = request(&app, &f.token, merge(7)).await;
+    let decisions = || async { expect_json(app.get(&f.admin, "/v1/decisions").await, StatusCode::OK).await };
+    let recorded = decisions().await;
+
+    // Any value that is not an id the gateway issues, whatever its JSON type.
+    for approval_id in [
+        json!("not-an-approval"),
+        json!(""),
+        json!(id.to_uppercase()),
+        json!(format!("{id}0")),
+        json!(42),
+        json!([id.as_str()]),
+        json!({"id": id.as_str()}),
+    ] {
+        let mut call = merge(7);
+        call["approval_id"] = approval_id.clone();
+        let error = expect_error(
+            app.authorize_body(&f.token, call).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        )
+        .await;
+        assert_eq!(error["field"], "approval_id", "approval_id {approval_id}: {error}");
+    }
+    // Refused before anything is decided or recorded.
+    assert_eq!(decisions().await, recorded);
+
+    // The long-poll, for the agent and for an operator alike.
+    for credential in [&f.token, &f.admin] {
+        for wait in ["61", "-1", "+5", "1.5", "abc", "", "%205", "99999999999", "1&wait_secs=2"] {
+            let error = expect_error(
+                app.get(credential, &format!("/v1/approvals/{id}?wait_secs={wait}")).await,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+            )
+            .await;
+            assert_eq!(error["field"], "wait_secs", "wait_secs={wait}: {error}");
+        }
+    }
 });
 
 store_test!(async fn freeze_and_an_outright_deny_still_win_over_an_approval(backend) {

@@ -186,6 +186,33 @@ impl Default for Page {
     }
 }
 
+impl Page {
+    /// What to read for this page: its rows and one more, which only tells whether another
+    /// page follows ([`Page::split`]).
+    pub fn with_next_row(self) -> Page {
+        Page {
+            limit: self.limit + 1,
+            ..self
+        }
+    }
+
+    /// Rows read newest first with [`Page::with_next_row`] → this page's rows and, when the
+    /// extra row says another page follows, its cursor (the last row's).
+    pub fn split<S>(
+        self,
+        mut rows: Vec<S>,
+        cursor_of: impl Fn(&S) -> i64,
+    ) -> (Vec<S>, Option<i64>) {
+        let next_cursor = if rows.len() > self.limit as usize {
+            rows.truncate(self.limit as usize);
+            rows.last().map(cursor_of)
+        } else {
+            None
+        };
+        (rows, next_cursor)
+    }
+}
+
 /// Tracing context of a multi-hop run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TraceContext {

@@ -4,7 +4,8 @@ use crate::auth::{AGENT_TOKEN_PREFIX, Admin, Operator, Responder, Viewer, new_id
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, Path, QueryParams};
 use crate::openapi::{
-    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
+    Conflict, Forbidden, Invalid, JsonWriteErrors, NotFound, OperatorErrors, StoreErrors,
+    Unreadable,
 };
 use crate::operations;
 use crate::routes::{Listed, PageQuery};
@@ -12,7 +13,7 @@ use crate::state::SharedState;
 use crate::validate::Text;
 use aegis_core::model::{AgentStatus, RiskTier};
 use aegis_core::timestamp::format_millis;
-use aegis_store::{Agent, AgentChangeKind, NewAgent, Page};
+use aegis_store::{Agent, AgentChangeKind, NewAgent};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -91,12 +92,7 @@ pub struct RotatedToken {
     security(("operator_key" = [])),
     responses(
         (status = 201, description = "The agent and its token (shown only here)", body = CreatedAgent),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn create_agent(
     State(state): State<SharedState>,
@@ -144,17 +140,11 @@ pub async fn list_agents(
     let page = query.page();
     let agents = state
         .store
-        .list_agents(
-            &operator.tenant,
-            Page {
-                limit: page.limit + 1,
-                ..page
-            },
-        )
+        .list_agents(&operator.tenant, page.with_next_row())
         .await?;
     Ok(Listed::paged(
         agents,
-        page.limit,
+        page,
         |agent| agent.cursor,
         AgentView::from,
     ))
@@ -183,12 +173,7 @@ pub async fn get_agent(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The agent with its new risk tier", body = AgentView),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
         NotFound,
         Conflict,
     ))]
@@ -215,12 +200,7 @@ pub async fn patch_agent(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The frozen agent", body = AgentView),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
         NotFound,
         Conflict,
     ))]
@@ -262,12 +242,7 @@ pub async fn unfreeze_agent(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The revoked agent", body = AgentView),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
         NotFound,
         Conflict,
     ))]

@@ -6,10 +6,10 @@ use crate::auth::{ApprovalReader, Approver, Operator, Viewer};
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, Path, QueryParams};
 use crate::openapi::{
-    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
+    Conflict, Invalid, JsonWriteErrors, NotFound, OperatorErrors, StoreErrors, Unreadable,
 };
 use crate::routes::agents::ReasonBody;
-use crate::routes::{Cursor, DEFAULT_LIMIT, Limit, Listed, page};
+use crate::routes::{Bounded, Cursor, DEFAULT_LIMIT, Limit, Listed, page};
 use crate::state::SharedState;
 use crate::validate::{Text, Timestamp};
 use aegis_core::approval::{ApprovalStatus, Verdict};
@@ -18,13 +18,10 @@ use aegis_core::timestamp::format_millis;
 use aegis_store::approvals::{ApprovalFilter, ApprovalRecord, ApprovalVote};
 use axum::Json;
 use axum::extract::State;
-use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::{IntoParams, PartialSchema, ToSchema};
+use utoipa::{IntoParams, ToSchema};
 
 /// The call a person is asked to allow, and where that stands.
 #[derive(Debug, Serialize, ToSchema)]
@@ -146,46 +143,19 @@ pub async fn list_approvals(
         status: query.status,
         agent_id: query.agent_id.map(Text::into_string),
         since_ms: Timestamp::millis(query.since),
-        page,
+        page: page.with_next_row(),
     };
     let rows = state.store.list_approvals(&operator.tenant, filter).await?;
     Ok(Listed::paged(
         rows,
-        page.limit,
+        page,
         |a| a.requested_seq,
         ApprovalView::from,
     ))
 }
 
 /// Seconds to wait for a pending approval to be decided, 0 to [`MAX_WAIT_SECS`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WaitSecs(u32);
-
-impl<'de> Deserialize<'de> for WaitSecs {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        match text.parse::<u32>() {
-            Ok(n) if n <= MAX_WAIT_SECS && text.bytes().all(|b| b.is_ascii_digit()) => {
-                Ok(WaitSecs(n))
-            }
-            _ => Err(de::Error::custom(format!(
-                "must be a whole number between 0 and {MAX_WAIT_SECS}"
-            ))),
-        }
-    }
-}
-
-impl PartialSchema for WaitSecs {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .minimum(Some(0))
-            .maximum(Some(MAX_WAIT_SECS))
-            .into()
-    }
-}
-
-impl ToSchema for WaitSecs {}
+pub type WaitSecs = Bounded<0, MAX_WAIT_SECS>;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -215,8 +185,8 @@ pub async fn get_approval(
     Path(id): Path<String>,
     QueryParams(query): QueryParams<WaitQuery>,
 ) -> ApiResult<Json<ApprovalView>> {
-    let WaitSecs(wait) = query.wait_secs.unwrap_or_default();
-    let approval = watch(&state, &reader, &id, Duration::from_secs(u64::from(wait))).await?;
+    let wait = Duration::from_secs(u64::from(WaitSecs::or(query.wait_secs, 0)));
+    let approval = watch(&state, &reader, &id, wait).await?;
     Ok(Json(approval.into()))
 }
 
@@ -227,12 +197,7 @@ pub async fn get_approval(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The approval after this vote", body = ApprovalView),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
         NotFound,
         Conflict,
     ))]
@@ -250,12 +215,7 @@ pub async fn approve(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The rejected approval", body = ApprovalView),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
         NotFound,
         Conflict,
     ))]

@@ -91,9 +91,9 @@ pub struct DecisionQuery {
 }
 
 impl DecisionQuery {
-    /// The store filter of this query, fetching one row more than the page (which only says
-    /// whether another page exists), and the page size.
-    pub fn into_filter(self) -> (DecisionFilter, u32) {
+    /// The store filter of this query (reading the page's rows and the next one's first), and
+    /// the page.
+    pub fn into_filter(self) -> (DecisionFilter, aegis_store::Page) {
         let page = page(self.limit, self.cursor, DEFAULT_LIMIT);
         let filter = DecisionFilter {
             since_ms: Timestamp::millis(self.since),
@@ -103,12 +103,9 @@ impl DecisionQuery {
             tool: self.tool,
             action: self.action,
             run_id: self.run_id,
-            page: aegis_store::Page {
-                limit: page.limit + 1,
-                ..page
-            },
+            page: page.with_next_row(),
         };
-        (filter, page.limit)
+        (filter, page)
     }
 }
 
@@ -126,11 +123,11 @@ pub async fn list_decisions(
     operator: Operator<Viewer>,
     QueryParams(query): QueryParams<DecisionQuery>,
 ) -> ApiResult<Listed<DecisionView>> {
-    let (filter, limit) = query.into_filter();
+    let (filter, page) = query.into_filter();
     let rows = state.store.list_decisions(&operator.tenant, filter).await?;
     Ok(Listed::paged(
         rows,
-        limit,
+        page,
         |d| d.event_seq,
         DecisionView::from,
     ))

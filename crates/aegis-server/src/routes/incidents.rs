@@ -5,7 +5,8 @@ use crate::error::ApiResult;
 use crate::evidence::incident_decisions_page;
 use crate::extract::{JsonBody, Path, QueryParams};
 use crate::openapi::{
-    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
+    Conflict, Forbidden, Invalid, JsonWriteErrors, NotFound, OperatorErrors, StoreErrors,
+    Unreadable,
 };
 use crate::operations;
 use crate::routes::agents::ReasonBody;
@@ -184,9 +185,9 @@ pub struct IncidentQuery {
 }
 
 impl IncidentQuery {
-    /// The store filter of this query, fetching one row more than the page (which only says
-    /// whether another page exists), and the page size.
-    pub fn into_filter(self) -> (IncidentFilter, u32) {
+    /// The store filter of this query (reading the page's rows and the next one's first), and
+    /// the page.
+    pub fn into_filter(self) -> (IncidentFilter, Page) {
         let page = page(self.limit, self.cursor, DEFAULT_LIMIT);
         let filter = IncidentFilter {
             since_ms: Timestamp::millis(self.since),
@@ -195,12 +196,9 @@ impl IncidentQuery {
             severity: self.severity,
             kind: self.kind,
             agent_id: self.agent_id,
-            page: Page {
-                limit: page.limit + 1,
-                ..page
-            },
+            page: page.with_next_row(),
         };
-        (filter, page.limit)
+        (filter, page)
     }
 }
 
@@ -243,11 +241,11 @@ pub async fn list_incidents(
     operator: Operator<Viewer>,
     QueryParams(query): QueryParams<IncidentQuery>,
 ) -> ApiResult<Listed<IncidentView>> {
-    let (filter, limit) = query.into_filter();
+    let (filter, page) = query.into_filter();
     let rows = state.store.list_incidents(&operator.tenant, filter).await?;
     Ok(Listed::paged(
         rows,
-        limit,
+        page,
         |i| i.event_seq,
         IncidentView::from,
     ))
@@ -330,12 +328,7 @@ pub async fn ack_incident(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The closed incident", body = IncidentDetailView),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
         NotFound,
         Conflict,
     ))]
@@ -457,16 +450,8 @@ pub async fn list_alerts(
         severity: query.severity,
         kind: query.kind,
         agent_id: query.agent_id,
-        page: Page {
-            limit: page.limit + 1,
-            ..page
-        },
+        page: page.with_next_row(),
     };
     let rows = state.store.list_alerts(&operator.tenant, filter).await?;
-    Ok(Listed::paged(
-        rows,
-        page.limit,
-        |a| a.event_seq,
-        AlertView::from,
-    ))
+    Ok(Listed::paged(rows, page, |a| a.event_seq, AlertView::from))
 }

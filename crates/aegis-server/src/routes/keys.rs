@@ -4,7 +4,7 @@ use crate::auth::{Admin, Operator, new_operator_key};
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{
-    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
+    Conflict, Forbidden, JsonWriteErrors, NotFound, OperatorErrors, StoreErrors, Unreadable,
 };
 use crate::routes::Listed;
 use crate::state::SharedState;
@@ -60,12 +60,7 @@ pub struct CreatedKey {
     security(("operator_key" = [])),
     responses(
         (status = 201, description = "The key and its secret (shown only here)", body = CreatedKey),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn create_key(
     State(state): State<SharedState>,

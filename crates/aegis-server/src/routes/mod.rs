@@ -35,40 +35,44 @@ pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 /// Largest page of every list.
 pub const MAX_LIMIT: u32 = 1000;
 
-/// A page size, 1 to [`MAX_LIMIT`]; each list has its own default. Anything else (not a
-/// number, 0, negative, too large) answers the same 422 naming `limit`.
+/// A whole number query parameter from `MIN` to `MAX`. Anything else (not a number, a sign,
+/// out of range) answers the same 422 naming the parameter.
 #[derive(Debug, Clone, Copy)]
-pub struct Limit(u32);
+pub struct Bounded<const MIN: u32, const MAX: u32>(u32);
 
-impl Limit {
-    pub fn or(limit: Option<Limit>, default: u32) -> u32 {
-        limit.map_or(default, |Limit(n)| n)
+impl<const MIN: u32, const MAX: u32> Bounded<MIN, MAX> {
+    /// The parameter's value, or `default` when it was left out.
+    pub fn or(value: Option<Self>, default: u32) -> u32 {
+        value.map_or(default, |Bounded(n)| n)
     }
 }
 
-impl<'de> Deserialize<'de> for Limit {
+impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for Bounded<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         match text.parse::<u32>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) && is_digits(&text) => Ok(Limit(n)),
+            Ok(n) if (MIN..=MAX).contains(&n) && is_digits(&text) => Ok(Bounded(n)),
             _ => Err(de::Error::custom(format!(
-                "must be a whole number between 1 and {MAX_LIMIT}"
+                "must be a whole number between {MIN} and {MAX}"
             ))),
         }
     }
 }
 
-impl PartialSchema for Limit {
+impl<const MIN: u32, const MAX: u32> PartialSchema for Bounded<MIN, MAX> {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
             .schema_type(Type::Integer)
-            .minimum(Some(1))
-            .maximum(Some(MAX_LIMIT))
+            .minimum(Some(MIN))
+            .maximum(Some(MAX))
             .into()
     }
 }
 
-impl ToSchema for Limit {}
+impl<const MIN: u32, const MAX: u32> ToSchema for Bounded<MIN, MAX> {}
+
+/// A page size, 1 to [`MAX_LIMIT`]; each list has its own default.
+pub type Limit = Bounded<1, MAX_LIMIT>;
 
 /// A cursor from `X-Next-Cursor`: the decimal digits of a position this server issued.
 #[derive(Debug, Clone, Copy)]
@@ -133,22 +137,6 @@ pub fn page(limit: Option<Limit>, cursor: Option<Cursor>, default: u32) -> Page 
     }
 }
 
-/// Up to `limit + 1` rows fetched newest first → the page (`limit` rows) and the next page's
-/// cursor when the extra row says there is one.
-pub fn split_page<S>(
-    mut rows: Vec<S>,
-    limit: u32,
-    cursor_of: impl Fn(&S) -> i64,
-) -> (Vec<S>, Option<i64>) {
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(&cursor_of)
-    } else {
-        None
-    };
-    (rows, next_cursor)
-}
-
 /// A bare JSON array, with `X-Next-Cursor` when there is another page.
 pub struct Listed<T> {
     items: Vec<T>,
@@ -156,15 +144,15 @@ pub struct Listed<T> {
 }
 
 impl<T> Listed<T> {
-    /// Builds a page from up to `limit + 1` rows fetched newest first: the extra row only
-    /// tells that another page exists.
+    /// `page` of the rows read with [`Page::with_next_row`], newest first, each shown as
+    /// `view` shows it.
     pub fn paged<S>(
         rows: Vec<S>,
-        limit: u32,
+        page: Page,
         cursor_of: impl Fn(&S) -> i64,
         view: impl Fn(S) -> T,
     ) -> Self {
-        let (rows, next_cursor) = split_page(rows, limit, cursor_of);
+        let (rows, next_cursor) = page.split(rows, cursor_of);
         Listed {
             items: rows.into_iter().map(view).collect(),
             next_cursor,

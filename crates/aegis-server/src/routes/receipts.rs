@@ -10,7 +10,6 @@ use crate::state::SharedState;
 use crate::validate::optional_whole;
 use aegis_core::receipt::Receipt;
 use aegis_core::timestamp::format_millis;
-use aegis_store::Page;
 use aegis_store::chain::{ChainWalk, WalkStart};
 use axum::Json;
 use axum::extract::State;
@@ -45,17 +44,11 @@ pub async fn list_receipts(
     let page = query.page();
     let rows = state
         .store
-        .receipts_newest(
-            &operator.tenant,
-            Page {
-                limit: page.limit + 1,
-                ..page
-            },
-        )
+        .receipts_newest(&operator.tenant, page.with_next_row())
         .await?;
     Ok(Listed::paged(
         rows,
-        page.limit,
+        page,
         |r| r.body.seq as i64,
         |receipt| ReceiptView { receipt },
     ))

@@ -5,9 +5,7 @@ use crate::approvals::decide_from_slack;
 use crate::auth::{Admin, Operator};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
-use crate::openapi::{
-    BodyRefused, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
-};
+use crate::openapi::{BodyRefused, JsonWriteErrors, NotFound, StoreErrors};
 use crate::state::SharedState;
 use crate::validate::Text;
 use aegis_core::model::Role;
@@ -39,12 +37,7 @@ pub struct SlackApproverBody {
     security(("operator_key" = [])),
     responses(
         (status = 201, description = "The Slack user now decides as this key", body = SlackApproverBody),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
         NotFound,
     ))]
 pub async fn register_approver(

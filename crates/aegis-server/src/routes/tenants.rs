@@ -1,16 +1,16 @@
 //! Tenant settings.
 
 use crate::auth::{Admin, Operator, Viewer};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::JsonBody;
-use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, StoreErrors, Unreadable};
+use crate::openapi::{JsonWriteErrors, OperatorErrors, StoreErrors};
 use crate::state::SharedState;
-use crate::validate::{optional_whole, whole};
+use crate::validate::{in_range, optional_whole, whole};
 use aegis_core::approval;
 use aegis_core::correlate::{ExfiltrationReads, MAX_BURST_THRESHOLD};
 use aegis_core::model::AutonomyLevel;
 use aegis_store::approvals::ApprovalSettings;
-use aegis_store::{DenyStormOverride, RiskEscalation};
+use aegis_store::{DenyStormOverride, RiskEscalation, TenantSettings};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,15 @@ pub struct RiskEscalationBody {
     pub window_minutes: u32,
 }
 
+impl From<TenantSettings> for RiskEscalationBody {
+    fn from(settings: TenantSettings) -> Self {
+        RiskEscalationBody {
+            denial_threshold: settings.risk_escalation.denial_threshold,
+            window_minutes: settings.risk_escalation.window_minutes,
+        }
+    }
+}
+
 /// The tenant's risk-tier escalation settings.
 #[utoipa::path(get, path = "/v1/tenants/risk-escalation", tag = "tenants", security(("operator_key" = [])),
     responses(
@@ -46,11 +55,7 @@ pub async fn get_risk_escalation(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
 ) -> ApiResult<Json<RiskEscalationBody>> {
-    let settings = state.store.tenant(&operator.tenant).await?;
-    Ok(Json(RiskEscalationBody {
-        denial_threshold: settings.risk_escalation.denial_threshold,
-        window_minutes: settings.risk_escalation.window_minutes,
-    }))
+    Ok(Json(state.store.tenant(&operator.tenant).await?.into()))
 }
 
 /// Change the escalation settings (admin).
@@ -58,30 +63,19 @@ pub async fn get_risk_escalation(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The settings now in force", body = RiskEscalationBody),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn put_risk_escalation(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<RiskEscalationBody>,
 ) -> ApiResult<Json<RiskEscalationBody>> {
-    if !(1..=MAX_THRESHOLD).contains(&body.denial_threshold) {
-        return Err(ApiError::invalid_field(
-            "denial_threshold",
-            format!("must be between 1 and {MAX_THRESHOLD}"),
-        ));
-    }
-    if !(1..=MAX_WINDOW_MINUTES).contains(&body.window_minutes) {
-        return Err(ApiError::invalid_field(
-            "window_minutes",
-            format!("must be between 1 and {MAX_WINDOW_MINUTES}"),
-        ));
-    }
+    in_range("denial_threshold", body.denial_threshold, 1..=MAX_THRESHOLD)?;
+    in_range(
+        "window_minutes",
+        body.window_minutes,
+        1..=MAX_WINDOW_MINUTES,
+    )?;
     let escalation = RiskEscalation {
         denial_threshold: body.denial_threshold,
         window_minutes: body.window_minutes,
@@ -91,12 +85,12 @@ pub async fn put_risk_escalation(
         .get(state.store.as_ref(), &operator.tenant)
         .await?;
     let _serialised = runtime.change_lock.lock().await;
-    state
+    let stored = state
         .store
         .set_risk_escalation(&operator.tenant, escalation)
         .await?;
     *runtime.escalation.write() = escalation;
-    Ok(Json(body))
+    Ok(Json(stored.into()))
 }
 
 /// Where the effective autonomy level came from.
@@ -168,12 +162,7 @@ pub async fn get_soc_autonomy(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The level now in force", body = SocAutonomyView),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn put_soc_autonomy(
     State(state): State<SharedState>,
@@ -205,6 +194,15 @@ pub struct DenyStormBody {
     pub window_secs: Option<u32>,
 }
 
+impl From<TenantSettings> for DenyStormBody {
+    fn from(settings: TenantSettings) -> Self {
+        DenyStormBody {
+            threshold: settings.deny_storm.threshold,
+            window_secs: settings.deny_storm.window_secs,
+        }
+    }
+}
+
 /// The tenant's deny-storm overrides (null: the gateway default applies).
 #[utoipa::path(get, path = "/v1/tenants/deny-storm", tag = "tenants", security(("operator_key" = [])),
     responses(
@@ -216,11 +214,7 @@ pub async fn get_deny_storm(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
 ) -> ApiResult<Json<DenyStormBody>> {
-    let settings = state.store.tenant(&operator.tenant).await?;
-    Ok(Json(DenyStormBody {
-        threshold: settings.deny_storm.threshold,
-        window_secs: settings.deny_storm.window_secs,
-    }))
+    Ok(Json(state.store.tenant(&operator.tenant).await?.into()))
 }
 
 /// Override the deny-storm rule for this tenant (admin).
@@ -228,45 +222,28 @@ pub async fn get_deny_storm(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The overrides now in force", body = DenyStormBody),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn put_deny_storm(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<DenyStormBody>,
 ) -> ApiResult<Json<DenyStormBody>> {
-    if body
-        .threshold
-        .is_some_and(|n| !(1..=MAX_BURST_THRESHOLD).contains(&(n as usize)))
-    {
-        return Err(ApiError::invalid_field(
-            "threshold",
-            format!("must be between 1 and {MAX_BURST_THRESHOLD}"),
-        ));
+    if let Some(threshold) = body.threshold {
+        in_range("threshold", threshold as usize, 1..=MAX_BURST_THRESHOLD)?;
     }
-    if body
-        .window_secs
-        .is_some_and(|w| !(1..=MAX_DENY_STORM_WINDOW_SECS).contains(&w))
-    {
-        return Err(ApiError::invalid_field(
-            "window_secs",
-            format!("must be between 1 and {MAX_DENY_STORM_WINDOW_SECS}"),
-        ));
+    if let Some(window_secs) = body.window_secs {
+        in_range("window_secs", window_secs, 1..=MAX_DENY_STORM_WINDOW_SECS)?;
     }
     let deny_storm = DenyStormOverride {
         threshold: body.threshold,
         window_secs: body.window_secs,
     };
-    state
+    let stored = state
         .store
         .set_deny_storm_override(&operator.tenant, deny_storm, &operator.actor())
         .await?;
-    Ok(Json(body))
+    Ok(Json(stored.into()))
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -276,6 +253,14 @@ pub struct ExfiltrationBody {
     /// only actions registered with `sensitive: true`) or `non_mutating` (the older rule:
     /// any action that changes nothing).
     pub reads: ExfiltrationReads,
+}
+
+impl From<TenantSettings> for ExfiltrationBody {
+    fn from(settings: TenantSettings) -> Self {
+        ExfiltrationBody {
+            reads: settings.exfiltration_reads,
+        }
+    }
 }
 
 /// Which actions count as reads for the tenant's data_exfiltration rule.
@@ -289,10 +274,7 @@ pub async fn get_exfiltration(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
 ) -> ApiResult<Json<ExfiltrationBody>> {
-    let settings = state.store.tenant(&operator.tenant).await?;
-    Ok(Json(ExfiltrationBody {
-        reads: settings.exfiltration_reads,
-    }))
+    Ok(Json(state.store.tenant(&operator.tenant).await?.into()))
 }
 
 /// Choose which actions count as reads for data_exfiltration (admin).
@@ -300,23 +282,18 @@ pub async fn get_exfiltration(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The setting now in force", body = ExfiltrationBody),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn put_exfiltration(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<ExfiltrationBody>,
 ) -> ApiResult<Json<ExfiltrationBody>> {
-    state
+    let stored = state
         .store
         .set_exfiltration_reads(&operator.tenant, body.reads, &operator.actor())
         .await?;
-    Ok(Json(body))
+    Ok(Json(stored.into()))
 }
 
 /// How the tenant's approvals work.
@@ -335,11 +312,11 @@ pub struct ApprovalSettingsBody {
     pub approvals_required: u8,
 }
 
-impl From<ApprovalSettings> for ApprovalSettingsBody {
-    fn from(settings: ApprovalSettings) -> Self {
+impl From<TenantSettings> for ApprovalSettingsBody {
+    fn from(settings: TenantSettings) -> Self {
         ApprovalSettingsBody {
-            ttl_secs: settings.ttl_secs,
-            approvals_required: settings.approvals_required,
+            ttl_secs: settings.approvals.ttl_secs,
+            approvals_required: settings.approvals.approvals_required,
         }
     }
 }
@@ -355,8 +332,7 @@ pub async fn get_approval_settings(
     State(state): State<SharedState>,
     operator: Operator<Viewer>,
 ) -> ApiResult<Json<ApprovalSettingsBody>> {
-    let settings = state.store.tenant(&operator.tenant).await?;
-    Ok(Json(settings.approvals.into()))
+    Ok(Json(state.store.tenant(&operator.tenant).await?.into()))
 }
 
 /// Change the approval settings (admin).
@@ -364,34 +340,23 @@ pub async fn get_approval_settings(
     security(("operator_key" = [])),
     responses(
         (status = 200, description = "The settings now in force", body = ApprovalSettingsBody),
-        OperatorErrors,
-        StoreErrors,
-        Forbidden,
-        Unreadable,
-        Invalid,
-        BodyRefused,
+        JsonWriteErrors,
     ))]
 pub async fn put_approval_settings(
     State(state): State<SharedState>,
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<ApprovalSettingsBody>,
 ) -> ApiResult<Json<ApprovalSettingsBody>> {
-    if !(approval::MIN_TTL_SECS..=approval::MAX_TTL_SECS).contains(&body.ttl_secs) {
-        return Err(ApiError::invalid_field(
-            "ttl_secs",
-            format!(
-                "must be between {} and {}",
-                approval::MIN_TTL_SECS,
-                approval::MAX_TTL_SECS
-            ),
-        ));
-    }
-    if !(1..=approval::MAX_APPROVALS_REQUIRED).contains(&body.approvals_required) {
-        return Err(ApiError::invalid_field(
-            "approvals_required",
-            format!("must be 1 or {}", approval::MAX_APPROVALS_REQUIRED),
-        ));
-    }
+    in_range(
+        "ttl_secs",
+        body.ttl_secs,
+        approval::MIN_TTL_SECS..=approval::MAX_TTL_SECS,
+    )?;
+    in_range(
+        "approvals_required",
+        body.approvals_required,
+        1..=approval::MAX_APPROVALS_REQUIRED,
+    )?;
     let settings = ApprovalSettings {
         ttl_secs: body.ttl_secs,
         approvals_required: body.approvals_required,
@@ -400,5 +365,5 @@ pub async fn put_approval_settings(
         .store
         .set_approval_settings(&operator.tenant, settings, &operator.actor())
         .await?;
-    Ok(Json(stored.approvals.into()))
+    Ok(Json(stored.into()))
 }

@@ -320,12 +320,14 @@ pub async fn list_deliveries(
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Listed<DeliveryView>> {
     let webhook = own_webhook(&state, &operator, &id).await?;
-    let mut page = query.page();
-    let limit = page.limit;
-    page.limit += 1;
+    let page = query.page();
     let rows = state
         .store
-        .list_deliveries(&operator.tenant, &subscription_sink(&webhook.id), page)
+        .list_deliveries(
+            &operator.tenant,
+            &subscription_sink(&webhook.id),
+            page.with_next_row(),
+        )
         .await?;
-    Ok(Listed::paged(rows, limit, |d| d.cursor, DeliveryView::from))
+    Ok(Listed::paged(rows, page, |d| d.cursor, DeliveryView::from))
 }

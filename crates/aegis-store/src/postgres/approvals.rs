@@ -80,7 +80,7 @@ pub(crate) async fn list<C: GenericClient>(
         |status| approvals::status_condition(status, "$6"),
     );
     let before = filter.page.before.unwrap_or(i64::MAX);
-    let limit = i64::from(filter.page.limit) + 1;
+    let limit = i64::from(filter.page.limit);
     let mut values: Vec<&(dyn ToSql + Sync)> = vec![
         &tenant_id,
         &before,

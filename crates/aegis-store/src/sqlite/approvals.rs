@@ -63,7 +63,7 @@ pub(crate) fn list(
         |status| approvals::status_condition(status, "?6"),
     );
     let before = filter.page.before.unwrap_or(i64::MAX);
-    let limit = i64::from(filter.page.limit) + 1;
+    let limit = i64::from(filter.page.limit);
     let mut values = params![tenant_id, before, filter.agent_id, filter.since_ms, limit].to_vec();
     if filter.status.is_some_and(approvals::status_reads_time) {
         values.push(&now_ms);
