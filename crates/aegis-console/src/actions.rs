@@ -14,6 +14,7 @@ use aegis_server::routes::agents::Reason as ReasonText;
 use aegis_store::IncidentStep;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect};
+use axum::routing::{MethodRouter, post};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -82,73 +83,89 @@ fn is_console_path(path: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"/-_.?=&%".contains(&b))
 }
 
-pub async fn acknowledge(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Responder>(form.csrf.as_deref())?;
-    operations::step_incident(&state, &operator, &id, IncidentStep::Acknowledge).await?;
-    Ok(form.back("/console/incidents").into_response())
+/// The buttons that do one act on the incident or agent their path names. Each is a row
+/// here, routed with [`button`]. Each arm spells out the role its act needs, and the compiler
+/// holds it to the role its use case's signature demands, so it cannot differ from the API
+/// route of the same act.
+#[derive(Clone, Copy)]
+pub enum Act {
+    AcknowledgeIncident,
+    ApplyRecommendation,
+    CloseIncident,
+    FreezeAgent,
+    UnfreezeAgent,
+    RevokeAgent,
 }
 
-pub async fn close(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Responder>(form.csrf.as_deref())?;
-    let reason = form.reason()?;
-    operations::step_incident(&state, &operator, &id, IncidentStep::Close { reason }).await?;
-    Ok(form.back("/console/incidents").into_response())
+impl Act {
+    /// Checks the form's CSRF token and the key's role (before reading anything else in the
+    /// form), then carries the act out on `id`.
+    async fn carry_out(
+        self,
+        state: &SharedState,
+        session: &SignedIn,
+        id: &str,
+        form: &ActForm,
+    ) -> ConsoleResult<()> {
+        let csrf = form.csrf.as_deref();
+        match self {
+            Act::AcknowledgeIncident => {
+                let operator = session.act::<Responder>(csrf)?;
+                operations::step_incident(state, &operator, id, IncidentStep::Acknowledge).await?;
+            }
+            Act::ApplyRecommendation => {
+                let operator = session.act::<Responder>(csrf)?;
+                let step = IncidentStep::ApplyRecommendation;
+                operations::step_incident(state, &operator, id, step).await?;
+            }
+            Act::CloseIncident => {
+                let operator = session.act::<Responder>(csrf)?;
+                let step = IncidentStep::Close {
+                    reason: form.reason()?,
+                };
+                operations::step_incident(state, &operator, id, step).await?;
+            }
+            Act::FreezeAgent => {
+                let operator = session.act::<Responder>(csrf)?;
+                operations::freeze_agent(state, &operator, id, form.reason()?).await?;
+            }
+            Act::UnfreezeAgent => {
+                let operator = session.act::<Responder>(csrf)?;
+                operations::unfreeze_agent(state, &operator, id).await?;
+            }
+            Act::RevokeAgent => {
+                let operator = session.act::<Admin>(csrf)?;
+                operations::revoke_agent(state, &operator, id, form.reason()?).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the browser goes afterwards when the form does not name a console page.
+    fn fallback(self, id: &str) -> String {
+        match self {
+            Act::AcknowledgeIncident | Act::ApplyRecommendation | Act::CloseIncident => {
+                "/console/incidents".to_owned()
+            }
+            Act::FreezeAgent | Act::UnfreezeAgent | Act::RevokeAgent => {
+                format!("/console/agents/{id}")
+            }
+        }
+    }
 }
 
-pub async fn apply(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Responder>(form.csrf.as_deref())?;
-    operations::step_incident(&state, &operator, &id, IncidentStep::ApplyRecommendation).await?;
-    Ok(form.back("/console/incidents").into_response())
-}
-
-pub async fn freeze(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Responder>(form.csrf.as_deref())?;
-    let reason = form.reason()?;
-    operations::freeze_agent(&state, &operator, &id, reason).await?;
-    Ok(form.back(&format!("/console/agents/{id}")).into_response())
-}
-
-pub async fn unfreeze(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Responder>(form.csrf.as_deref())?;
-    operations::unfreeze_agent(&state, &operator, &id).await?;
-    Ok(form.back(&format!("/console/agents/{id}")).into_response())
-}
-
-pub async fn revoke(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Admin>(form.csrf.as_deref())?;
-    let reason = form.reason()?;
-    operations::revoke_agent(&state, &operator, &id, reason).await?;
-    Ok(form.back(&format!("/console/agents/{id}")).into_response())
+/// The route of a button (`POST …/{id}/…`): `act` on the path's id, then back to the page
+/// the form came from.
+pub fn button(act: Act) -> MethodRouter<SharedState> {
+    post(
+        move |State(state): State<SharedState>,
+              session: SignedIn,
+              Path(id): Path<String>,
+              FormBody(form): FormBody<ActForm>| async move {
+            act.carry_out(&state, &session, &id, &form).await?;
+            ConsoleResult::Ok(form.back(&act.fallback(&id)).into_response())
+        },
+    )
 }
 
 /// Shows the new token on a page of its own, once (the page is not cached).

@@ -29,6 +29,7 @@ mod page;
 mod pages;
 pub mod session;
 
+use actions::{Act, button};
 use aegis_server::SharedState;
 use axum::Router;
 use axum::routing::{get, post};
@@ -46,15 +47,18 @@ pub fn routes() -> Router<SharedState> {
         .route("/console/incidents/{id}", get(pages::incident))
         .route(
             "/console/incidents/{id}/acknowledge",
-            post(actions::acknowledge),
+            button(Act::AcknowledgeIncident),
         )
-        .route("/console/incidents/{id}/close", post(actions::close))
-        .route("/console/incidents/{id}/apply", post(actions::apply))
+        .route("/console/incidents/{id}/close", button(Act::CloseIncident))
+        .route(
+            "/console/incidents/{id}/apply",
+            button(Act::ApplyRecommendation),
+        )
         .route("/console/agents", get(pages::agents))
         .route("/console/agents/{id}", get(pages::agent))
-        .route("/console/agents/{id}/freeze", post(actions::freeze))
-        .route("/console/agents/{id}/unfreeze", post(actions::unfreeze))
-        .route("/console/agents/{id}/revoke", post(actions::revoke))
+        .route("/console/agents/{id}/freeze", button(Act::FreezeAgent))
+        .route("/console/agents/{id}/unfreeze", button(Act::UnfreezeAgent))
+        .route("/console/agents/{id}/revoke", button(Act::RevokeAgent))
         .route(
             "/console/agents/{id}/rotate-token",
             post(actions::rotate_token),
