@@ -4,6 +4,7 @@
 
 use crate::page::{ConsoleResult, FormBody};
 use crate::session::SignedIn;
+use aegis_core::approval::Verdict;
 use aegis_core::model::AutonomyLevel;
 use aegis_server::SharedState;
 use aegis_server::auth::{Admin, Responder};
@@ -83,7 +84,7 @@ fn is_console_path(path: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"/-_.?=&%".contains(&b))
 }
 
-/// The buttons that do one act on the incident or agent their path names. Each is a row
+/// The buttons that do one act on the incident, agent or approval their path names. Each is a row
 /// here, routed with [`button`]. Each arm spells out the role its act needs, and the compiler
 /// holds it to the role its use case's signature demands, so it cannot differ from the API
 /// route of the same act.
@@ -95,6 +96,8 @@ pub enum Act {
     FreezeAgent,
     UnfreezeAgent,
     RevokeAgent,
+    /// Approve or reject a call held for approval, as the session's operator key.
+    DecideApproval(Verdict),
 }
 
 impl Act {
@@ -137,6 +140,11 @@ impl Act {
                 let operator = session.act::<Admin>(csrf)?;
                 operations::revoke_agent(state, &operator, id, form.reason()?).await?;
             }
+            Act::DecideApproval(verdict) => {
+                let operator = session.act::<Responder>(csrf)?;
+                let reason = form.reason()?;
+                operations::decide_approval(state, &operator, id, verdict, reason).await?;
+            }
         }
         Ok(())
     }
@@ -150,6 +158,7 @@ impl Act {
             Act::FreezeAgent | Act::UnfreezeAgent | Act::RevokeAgent => {
                 format!("/console/agents/{id}")
             }
+            Act::DecideApproval(_) => "/console/approvals".to_owned(),
         }
     }
 }

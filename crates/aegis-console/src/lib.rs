@@ -30,6 +30,7 @@ mod pages;
 pub mod session;
 
 use actions::{Act, button};
+use aegis_core::approval::Verdict;
 use aegis_server::SharedState;
 use axum::Router;
 use axum::routing::{get, post};
@@ -62,6 +63,15 @@ pub fn routes() -> Router<SharedState> {
         .route(
             "/console/agents/{id}/rotate-token",
             post(actions::rotate_token),
+        )
+        .route("/console/approvals", get(pages::approvals))
+        .route(
+            "/console/approvals/{id}/approve",
+            button(Act::DecideApproval(Verdict::Approve)),
+        )
+        .route(
+            "/console/approvals/{id}/reject",
+            button(Act::DecideApproval(Verdict::Reject)),
         )
         .route("/console/decisions", get(pages::decisions))
         .route("/console/settings", get(pages::settings))

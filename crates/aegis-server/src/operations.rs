@@ -5,9 +5,12 @@
 //! token cache" cannot differ between the two. The role each act needs is in its signature:
 //! only an [`Operator`] of that role (or above) can be passed.
 
+use crate::approvals::{DecidingKey, decide};
 use crate::auth::{AGENT_TOKEN_PREFIX, Admin, Operator, Responder, new_secret};
 use crate::error::ApiResult;
 use crate::state::SharedState;
+use aegis_core::approval::Verdict;
+use aegis_store::approvals::ApprovalRecord;
 use aegis_store::{Agent, AgentChange, AgentChangeKind, IncidentDetail, IncidentStep};
 
 /// Freezes an agent: its calls are denied (and recorded) until it is unfrozen.
@@ -107,4 +110,20 @@ pub async fn step_incident(
         state.agents.forget(&agent.id);
     }
     Ok(detail)
+}
+
+/// Approves or rejects a call as the operator's own key: the approver recorded (and named
+/// in the receipt) is the key that acted, never a name the caller typed.
+pub async fn decide_approval(
+    state: &SharedState,
+    operator: &Operator<Responder>,
+    approval_id: &str,
+    verdict: Verdict,
+    reason: Option<String>,
+) -> ApiResult<ApprovalRecord> {
+    let key = DecidingKey {
+        id: operator.key_id.clone(),
+        name: operator.key_name.clone(),
+    };
+    Ok(decide(state, &operator.tenant, key, approval_id, verdict, reason).await?)
 }

@@ -137,14 +137,14 @@ impl Console {
         agent["status"].as_str().unwrap().to_owned()
     }
 
-    async fn new_key(&self, role: &str) -> Value {
-        post_json(
-            &self.api,
-            self.gw.url("/v1/keys"),
-            &self.admin,
-            &json!({"role": role}),
-        )
-        .await
+    async fn new_key(&self, role: &str, name: &str) -> Value {
+        let body = json!({"role": role, "name": name});
+        post_json(&self.api, self.gw.url("/v1/keys"), &self.admin, &body).await
+    }
+
+    /// The agent's authorize call; returns the decision.
+    async fn authorize(&self, token: &str, call: &Value) -> Value {
+        post_json(&self.api, self.gw.url("/v1/authorize"), token, call).await
     }
 }
 
@@ -255,8 +255,8 @@ e2e_test! {
     async fn the_role_of_the_key_decides_what_is_offered_and_what_is_done(backend) {
         let console = Console::start(backend).await;
         let (agent, _) = console.agent().await;
-        let viewer = console.new_key("viewer").await;
-        let responder = console.new_key("responder").await;
+        let viewer = console.new_key("viewer", "Vic").await;
+        let responder = console.new_key("responder", "Dana").await;
         let agent_page = format!("/console/agents/{agent}");
 
         let viewer = console.session(viewer["key"].as_str().unwrap()).await;
@@ -292,6 +292,101 @@ e2e_test! {
             console.page(&responder_session.cookie, &agent_page).await.headers()[LOCATION],
             "/console/sign-in"
         );
+    }
+}
+
+e2e_test! {
+    async fn an_approval_is_decided_from_the_console_as_the_session_key_and_the_call_then_passes(backend) {
+        let console = Console::start(backend).await;
+        let (agent, token) = console.agent().await;
+        let two_people = console
+            .api
+            .put(console.gw.url("/v1/tenants/approvals"))
+            .bearer_auth(&console.admin)
+            .json(&json!({"ttl_secs": 900, "approvals_required": 2}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(two_people.status(), StatusCode::OK);
+        let mut call = merge_call("semi_trusted_customer");
+        call["tool_call"]["parameters"]["title"] = json!("<script>alert(1)</script>");
+        let asked = console.authorize(&token, &call).await;
+        assert_eq!(asked["decision"], "require_approval", "{asked}");
+        let approval_id = asked["approval"]["id"].as_str().unwrap().to_owned();
+        let approve = format!("/console/approvals/{approval_id}/approve");
+        let pending = || async {
+            get_json(&console.api, console.gw.url(&format!("/v1/approvals/{approval_id}")), &console.admin).await
+        };
+
+        // A viewer reads the whole call, escaped, and is offered nothing; its POST is refused.
+        let viewer = console.new_key("viewer", "Vic").await;
+        let viewer = console.session(viewer["key"].as_str().unwrap()).await;
+        let html = console.html(&viewer.cookie, "/console/approvals").await;
+        for shown in [approval_id.as_str(), agent.as_str(), "merge_pull_request", "payments#482", "0 of 2 required", "two-person rule"] {
+            assert!(html.contains(shown), "the page shows {shown}");
+        }
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "parameters are escaped");
+        assert!(!html.contains("<script>alert"));
+        assert!(!html.contains(&approve), "a viewer is not offered Approve");
+        let refused = console.post_form(&viewer.cookie, &approve, &[("csrf", &viewer.csrf)]).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(pending().await["approvals"], json!([]));
+
+        // A responder approves with its session's CSRF token; the approver is its key.
+        let responder = console.new_key("responder", "Dana").await;
+        let dana = console.session(responder["key"].as_str().unwrap()).await;
+        let without_token = console.post_form(&dana.cookie, &approve, &[("reason", "forged")]).await;
+        assert_eq!(without_token.status(), StatusCode::FORBIDDEN);
+        let done = console
+            .post_form(&dana.cookie, &approve, &[("csrf", &dana.csrf), ("reason", "release window"), ("back", &format!("/console/approvals?decided={approval_id}"))])
+            .await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        assert_eq!(done.headers()[LOCATION], format!("/console/approvals?decided={approval_id}"));
+        let voted = pending().await;
+        assert_eq!(voted["status"], "pending", "the two-person rule wants a second key");
+        assert_eq!(voted["approvals"][0]["key_id"], responder["id"]);
+        assert_eq!(voted["approvals"][0]["reason"], "release window");
+        let html = console.html(&dana.cookie, &format!("/console/approvals?decided={approval_id}")).await;
+        assert!(html.contains("Your approval is recorded (1 of 2)"), "{html}");
+        assert!(html.contains("1 of 2 required") && html.contains("Dana"));
+        assert!(!html.contains(&approve), "the key that approved is not offered Approve again");
+        let again = console.post_form(&dana.cookie, &approve, &[("csrf", &dana.csrf)]).await;
+        assert_eq!(again.status(), StatusCode::CONFLICT, "the server refuses it anyway");
+        let waiting = console.authorize(&token, &call).await;
+        assert_eq!((waiting["decision"].as_str(), waiting["approval"]["id"].as_str()), (Some("require_approval"), Some(approval_id.as_str())));
+
+        // A second key approves from the console: the agent's repeated call is allowed once.
+        let admin = console.session(&console.admin).await;
+        let done = console.post_form(&admin.cookie, &approve, &[("csrf", &admin.csrf)]).await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        assert_eq!(pending().await["status"], "approved");
+        let html = console.html(&admin.cookie, &format!("/console/approvals?decided={approval_id}")).await;
+        assert!(html.contains("Approved: the agent"), "{html}");
+        assert!(html.contains("No call is waiting for approval"));
+        let allowed = console.authorize(&token, &call).await;
+        assert_eq!(allowed["decision"], "allow", "{allowed}");
+        assert_eq!(allowed["approval"]["status"], "consumed");
+    }
+}
+
+e2e_test! {
+    async fn a_rejection_from_the_console_keeps_the_call_denied(backend) {
+        let console = Console::start(backend).await;
+        let (_, token) = console.agent().await;
+        let call = merge_call("semi_trusted_customer");
+        let asked = console.authorize(&token, &call).await;
+        let approval_id = asked["approval"]["id"].as_str().unwrap().to_owned();
+        let admin = console.session(&console.admin).await;
+        let done = console
+            .post_form(&admin.cookie, &format!("/console/approvals/{approval_id}/reject"), &[("csrf", &admin.csrf), ("reason", "not during the freeze")])
+            .await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        let rejected = get_json(&console.api, console.gw.url(&format!("/v1/approvals/{approval_id}")), &console.admin).await;
+        assert_eq!(rejected["status"], "rejected");
+        assert_eq!(rejected["rejected_by"]["reason"], "not during the freeze");
+        let mut named = call.clone();
+        named["approval_id"] = json!(approval_id);
+        assert_eq!(console.authorize(&token, &named).await["decision"], "deny");
     }
 }
 
