@@ -203,6 +203,30 @@ def test_an_approval_is_approved_from_the_queue(gateway, visits, shots):
     assert allowed["approval"]["id"] == approval_id
 
 
+def test_thresholds_are_edited_on_the_settings_page(gateway, visits, shots):
+    page = sign_in(visits.context(viewport={"width": 1280, "height": 800}), gateway, gateway.admin)
+    page.get_by_role("link", name="Settings", exact=True).click()
+    page.get_by_label("Deny-storm denies").fill("0")
+    page.get_by_label("Deny-storm window (seconds)").fill("120")
+    page.get_by_role("button", name="Save deny storm", exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text("Not saved: Deny-storm denies must be between 1 and 1000.")
+    expect(page.get_by_label("Deny-storm denies")).to_have_value("0")
+    expect(page.get_by_label("Deny-storm denies")).to_have_attribute("aria-invalid", "true")
+    assert gateway.api("GET", "/v1/tenants/deny-storm") == {"threshold": None, "window_secs": None}
+    shots("settings-refused", page)
+
+    page.get_by_label("Deny-storm denies").fill("3")
+    page.get_by_role("button", name="Save deny storm", exact=True).click()
+    expect(page.locator("#deny-storm")).to_have_text("3 denies within 120 s")
+    page.get_by_label("Escalation denies").fill("4")
+    page.get_by_label("Escalation window (minutes)").fill("30")
+    page.get_by_role("button", name="Save risk escalation", exact=True).click()
+    expect(page.locator("#risk-escalation")).to_have_text("4 denies within 30 min")
+    assert gateway.api("GET", "/v1/tenants/deny-storm") == {"threshold": 3, "window_secs": 120}
+    assert gateway.api("GET", "/v1/tenants/risk-escalation") == {"denial_threshold": 4, "window_minutes": 30}
+    shots("settings-thresholds", page)
+
+
 def test_a_viewer_is_offered_nothing_and_refused_anyway(gateway, visits, shots):
     agent_id, token = register_agent(gateway)
     approval_id = authorize(gateway, token, HELD_MERGE)["approval"]["id"]

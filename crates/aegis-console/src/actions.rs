@@ -3,21 +3,24 @@
 //! route of the same act, and sends the browser back to the page it came from.
 
 use crate::page::{ConsoleResult, FormBody};
+use crate::pages::{self, Refused, Thresholds};
 use crate::session::SignedIn;
 use aegis_core::approval::Verdict;
 use aegis_core::model::AutonomyLevel;
 use aegis_server::SharedState;
-use aegis_server::auth::{Admin, Responder};
+use aegis_server::auth::{Admin, Operator, Responder};
 use aegis_server::error::ApiError;
 use aegis_server::extract::Path;
 use aegis_server::operations;
 use aegis_server::routes::agents::Reason as ReasonText;
-use aegis_store::IncidentStep;
+use aegis_store::{DenyStormOverride, IncidentStep, RiskEscalation};
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{MethodRouter, post};
 use maud::{Markup, html};
 use serde::Deserialize;
+use std::collections::HashMap;
 
 /// Whether a button's form asks for a reason.
 #[derive(Clone, Copy)]
@@ -224,4 +227,71 @@ pub async fn set_autonomy(
         .await
         .map_err(ApiError::from)?;
     Ok(Redirect::to("/console/settings").into_response())
+}
+
+/// The route of a thresholds form on the Settings page: saved through the API's use case
+/// (and so its bounds), then back to the page; a refused value (422) shows the page again
+/// with the form as typed and the reason, any other error the error page.
+pub fn save_thresholds(form: Thresholds) -> MethodRouter<SharedState> {
+    post(
+        move |State(state): State<SharedState>,
+              session: SignedIn,
+              FormBody(fields): FormBody<HashMap<String, String>>| async move {
+            let operator = session.act::<Admin>(fields.get("csrf").map(String::as_str))?;
+            let typed = form
+                .fields()
+                .map(|(name, _)| (name, fields.get(name).cloned().unwrap_or_default()));
+            match save(form, &state, &operator, &typed).await {
+                Ok(()) => Ok(Redirect::to("/console/settings").into_response()),
+                Err(error) if error.status == StatusCode::UNPROCESSABLE_ENTITY => {
+                    let refused = Refused { form, typed, error };
+                    pages::settings_page(&state, &session, Some(refused)).await
+                }
+                Err(error) => Err(error.into()),
+            }
+        },
+    )
+}
+
+/// Reads the typed fields of `form` and saves them.
+async fn save(
+    form: Thresholds,
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    [first, second]: &[(&str, String); 2],
+) -> Result<(), ApiError> {
+    match form {
+        // An empty field: the gateway default.
+        Thresholds::DenyStorm => {
+            let deny_storm = DenyStormOverride {
+                threshold: optional_whole(first)?,
+                window_secs: optional_whole(second)?,
+            };
+            operations::set_deny_storm(state, operator, deny_storm).await
+        }
+        Thresholds::RiskEscalation => {
+            let escalation = RiskEscalation {
+                denial_threshold: required_whole(first)?,
+                window_minutes: required_whole(second)?,
+            };
+            operations::set_risk_escalation(state, operator, escalation).await
+        }
+    }
+}
+
+/// The whole number typed into a field; empty is none.
+fn optional_whole((field, text): &(&str, String)) -> Result<Option<u32>, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<u32>() {
+        Ok(number) if text.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(number)),
+        _ => Err(ApiError::invalid_field(*field, "must be a whole number")),
+    }
+}
+
+/// The whole number typed into a field that must not be empty.
+fn required_whole(typed: &(&str, String)) -> Result<u32, ApiError> {
+    optional_whole(typed)?.ok_or_else(|| ApiError::invalid_field(typed.0, "is required"))
 }

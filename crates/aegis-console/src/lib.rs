@@ -34,6 +34,7 @@ use aegis_core::approval::Verdict;
 use aegis_server::SharedState;
 use axum::Router;
 use axum::routing::{get, post};
+use pages::Thresholds;
 
 /// The console's routes, all under `/console`, to merge into the gateway's router.
 pub fn routes() -> Router<SharedState> {
@@ -76,6 +77,14 @@ pub fn routes() -> Router<SharedState> {
         .route("/console/decisions", get(pages::decisions))
         .route("/console/settings", get(pages::settings))
         .route("/console/settings/autonomy", post(actions::set_autonomy))
+        .route(
+            "/console/settings/deny-storm",
+            actions::save_thresholds(Thresholds::DenyStorm),
+        )
+        .route(
+            "/console/settings/risk-escalation",
+            actions::save_thresholds(Thresholds::RiskEscalation),
+        )
         .route("/console/feed", get(feed::feed))
         .route("/console/assets/console.js", get(assets::script))
         .route("/console/assets/console.css", get(assets::style))

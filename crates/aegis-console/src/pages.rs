@@ -9,6 +9,7 @@ use crate::session::SignedIn;
 use aegis_core::approval::{ApprovalStatus, Verdict as ApprovalVerdict, vote};
 use aegis_core::model::{AgentStatus, AutonomyLevel, Role, Verdict};
 use aegis_server::SharedState;
+use aegis_server::error::ApiError;
 use aegis_server::evidence::{incident_graph, keyring};
 use aegis_server::extract::{Path, QueryParams, SearchForm};
 use aegis_server::routes::decisions::DecisionQuery;
@@ -19,6 +20,7 @@ use aegis_server::routes::tenants::autonomy_view;
 use aegis_store::approvals::{ApprovalFilter, ApprovalRecord};
 use aegis_store::{Agent, DecisionFilter, DecisionRecord, Page};
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -533,14 +535,77 @@ fn approval_card(
     }
 }
 
+/// The thresholds an admin edits on the Settings page, one form each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Thresholds {
+    DenyStorm,
+    RiskEscalation,
+}
+
+impl Thresholds {
+    /// Its fields: the name (the API's field name, so a refusal names the input) and label.
+    pub fn fields(self) -> [(&'static str, &'static str); 2] {
+        match self {
+            Thresholds::DenyStorm => [
+                ("threshold", "Deny-storm denies"),
+                ("window_secs", "Deny-storm window (seconds)"),
+            ],
+            Thresholds::RiskEscalation => [
+                ("denial_threshold", "Escalation denies"),
+                ("window_minutes", "Escalation window (minutes)"),
+            ],
+        }
+    }
+
+    fn action(self) -> &'static str {
+        match self {
+            Thresholds::DenyStorm => "/console/settings/deny-storm",
+            Thresholds::RiskEscalation => "/console/settings/risk-escalation",
+        }
+    }
+
+    fn button(self) -> &'static str {
+        match self {
+            Thresholds::DenyStorm => "Save deny storm",
+            Thresholds::RiskEscalation => "Save risk escalation",
+        }
+    }
+}
+
+/// A thresholds form the server refused: the values as typed, and why.
+pub struct Refused {
+    pub form: Thresholds,
+    pub typed: [(&'static str, String); 2],
+    pub error: ApiError,
+}
+
 /// `GET /console/settings`: the tenant's SOC settings, webhooks and policies.
 pub async fn settings(State(state): State<SharedState>, session: SignedIn) -> ConsoleResult {
+    settings_page(&state, &session, None).await
+}
+
+/// The Settings page; with `refused`, answered 422 with that form as it was typed and the
+/// reason next to it.
+pub async fn settings_page(
+    state: &SharedState,
+    session: &SignedIn,
+    refused: Option<Refused>,
+) -> ConsoleResult {
     let operator = session.viewer()?;
     let tenant = state.store.tenant(&operator.tenant).await?;
-    let autonomy = autonomy_view(&state, tenant.autonomy_override);
+    let autonomy = autonomy_view(state, tenant.autonomy_override);
     let webhooks = state.store.list_webhooks(&operator.tenant).await?;
     let policies = state.store.policies(&operator.tenant).await?;
     let offers = Offers::of(session.role());
+    let stored = |value: Option<u32>| value.map(|n| n.to_string()).unwrap_or_default();
+    let deny_storm = [
+        stored(tenant.deny_storm.threshold),
+        stored(tenant.deny_storm.window_secs),
+    ];
+    let risk_escalation = [
+        tenant.risk_escalation.denial_threshold.to_string(),
+        tenant.risk_escalation.window_minutes.to_string(),
+    ];
     let body = html! {
         h1 { "Settings" }
         section aria-labelledby="autonomy-title" {
@@ -563,14 +628,20 @@ pub async fn settings(State(state): State<SharedState>, session: SignedIn) -> Co
         section aria-labelledby="thresholds-title" {
             h2 #thresholds-title { "Thresholds" }
             dl.facts {
-                dt { "Deny storm" } dd {
+                dt { "Deny storm" } dd #deny-storm {
                     (tenant.deny_storm.threshold.map_or("gateway default".to_owned(), |n| format!("{n} denies")))
                     " within "
                     (tenant.deny_storm.window_secs.map_or("the gateway default window".to_owned(), |s| format!("{s} s")))
                 }
-                dt { "Risk escalation" } dd { (tenant.risk_escalation.denial_threshold) " denies within " (tenant.risk_escalation.window_minutes) " min" }
+                dt { "Risk escalation" } dd #risk-escalation { (tenant.risk_escalation.denial_threshold) " denies within " (tenant.risk_escalation.window_minutes) " min" }
             }
-            p.help { "Change them with " code { "PUT /v1/tenants/deny-storm" } " and " code { "PUT /v1/tenants/risk-escalation" } " (admin key)." }
+            @if offers.administer {
+                (threshold_form(Thresholds::DenyStorm, deny_storm, &session.csrf, refused.as_ref()))
+                (threshold_form(Thresholds::RiskEscalation, risk_escalation, &session.csrf, refused.as_ref()))
+                p.help { "Leave a deny-storm field empty for the gateway default. A deny storm opens an incident; each escalation steps the agent's risk tier up one level." }
+            } @else {
+                p.help { "An admin key changes them here or with " code { "PUT /v1/tenants/deny-storm" } " and " code { "PUT /v1/tenants/risk-escalation" } "." }
+            }
         }
         section aria-labelledby="webhooks-title" {
             h2 #webhooks-title { "Webhooks" }
@@ -591,5 +662,46 @@ pub async fn settings(State(state): State<SharedState>, session: SignedIn) -> Co
             }
         }
     };
-    Ok(session.page("Settings").render(body).into_response())
+    let status = if refused.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, session.page("Settings").render(body)).into_response())
+}
+
+/// One thresholds form with the values `stored`, or as typed when it was `refused`, and the
+/// reason it was refused under it, its input marked invalid.
+fn threshold_form(
+    form: Thresholds,
+    stored: [String; 2],
+    csrf: &str,
+    refused: Option<&Refused>,
+) -> Markup {
+    let refused = refused.filter(|refused| refused.form == form);
+    let fields = form.fields();
+    let value = |index: usize| match refused {
+        Some(refused) => refused.typed[index].1.clone(),
+        None => stored[index].clone(),
+    };
+    let invalid = |name: &str| refused.is_some_and(|r| r.error.field.as_deref() == Some(name));
+    html! {
+        form.setting method="post" action=(form.action()) {
+            input type="hidden" name="csrf" value=(csrf);
+            @for (index, (name, label)) in fields.iter().enumerate() {
+                label {
+                    (label)
+                    input name=(name) value=(value(index)) inputmode="numeric" size="8"
+                        placeholder=[(form == Thresholds::DenyStorm).then_some("gateway default")]
+                        aria-invalid=[invalid(name).then_some("true")]
+                        aria-describedby=[invalid(name).then_some("thresholds-problem")];
+                }
+            }
+            button type="submit" { (form.button()) }
+        }
+        @if let Some(refused) = refused {
+            @let label = fields.iter().find(|(name, _)| refused.error.field.as_deref() == Some(*name)).map_or("", |(_, label)| *label);
+            p #thresholds-problem.error role="alert" { "Not saved: " (label) " " (refused.error.message) "." }
+        }
+    }
 }

@@ -7,11 +7,15 @@
 
 use crate::approvals::{DecidingKey, decide};
 use crate::auth::{AGENT_TOKEN_PREFIX, Admin, Operator, Responder, new_secret};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 use aegis_core::approval::Verdict;
+use aegis_core::correlate::MAX_BURST_THRESHOLD;
 use aegis_store::approvals::ApprovalRecord;
-use aegis_store::{Agent, AgentChange, AgentChangeKind, IncidentDetail, IncidentStep};
+use aegis_store::{
+    Agent, AgentChange, AgentChangeKind, DenyStormOverride, IncidentDetail, IncidentStep,
+    RiskEscalation,
+};
 
 /// Freezes an agent: its calls are denied (and recorded) until it is unfrozen.
 pub async fn freeze_agent(
@@ -126,4 +130,74 @@ pub async fn decide_approval(
         name: operator.key_name.clone(),
     };
     Ok(decide(state, &operator.tenant, key, approval_id, verdict, reason).await?)
+}
+
+/// Upper bounds keep the escalation check cheap and its window meaningful.
+pub const MAX_ESCALATION_THRESHOLD: u32 = 10_000;
+pub const MAX_ESCALATION_WINDOW_MINUTES: u32 = 7 * 24 * 60;
+/// The longest deny-storm window: a day.
+pub const MAX_DENY_STORM_WINDOW_SECS: u32 = 24 * 60 * 60;
+
+/// Sets how many denies within how many minutes step an agent's risk tier up; a value out of
+/// bounds is refused (422, naming its field). The tenant's running settings change with the
+/// stored ones, under the tenant's change lock.
+pub async fn set_risk_escalation(
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    escalation: RiskEscalation,
+) -> ApiResult<()> {
+    within(
+        "denial_threshold",
+        escalation.denial_threshold,
+        MAX_ESCALATION_THRESHOLD,
+    )?;
+    within(
+        "window_minutes",
+        escalation.window_minutes,
+        MAX_ESCALATION_WINDOW_MINUTES,
+    )?;
+    let runtime = state
+        .tenants
+        .get(state.store.as_ref(), &operator.tenant)
+        .await?;
+    let _serialised = runtime.change_lock.lock().await;
+    state
+        .store
+        .set_risk_escalation(&operator.tenant, escalation)
+        .await?;
+    *runtime.escalation.write() = escalation;
+    Ok(())
+}
+
+/// Overrides the tenant's deny-storm rule (`None`: the gateway default); a value out of
+/// bounds is refused (422, naming its field).
+pub async fn set_deny_storm(
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    deny_storm: DenyStormOverride,
+) -> ApiResult<()> {
+    let max_threshold = u32::try_from(MAX_BURST_THRESHOLD).unwrap_or(u32::MAX);
+    if let Some(threshold) = deny_storm.threshold {
+        within("threshold", threshold, max_threshold)?;
+    }
+    if let Some(window_secs) = deny_storm.window_secs {
+        within("window_secs", window_secs, MAX_DENY_STORM_WINDOW_SECS)?;
+    }
+    state
+        .store
+        .set_deny_storm_override(&operator.tenant, deny_storm, &operator.actor())
+        .await?;
+    Ok(())
+}
+
+/// `value` of `field` is between 1 and `max`.
+fn within(field: &str, value: u32, max: u32) -> ApiResult<()> {
+    if (1..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field(
+            field,
+            format!("must be between 1 and {max}"),
+        ))
+    }
 }

@@ -391,6 +391,55 @@ e2e_test! {
 }
 
 e2e_test! {
+    async fn an_admin_edits_the_thresholds_and_a_refused_value_is_shown_on_the_form(backend) {
+        let console = Console::start(backend).await;
+        let admin = console.session(&console.admin).await;
+        let settings = |path: &str| get_json(&console.api, console.gw.url(&format!("/v1/tenants/{path}")), &console.admin);
+        let before = settings("deny-storm").await;
+
+        // The API's rule refuses the value; the page says why, next to the form as typed.
+        for (threshold, why) in [("0", "must be between 1 and 1000"), ("1001", "must be between 1 and 1000"), ("3.5", "must be a whole number")] {
+            let refused = console
+                .post_form(&admin.cookie, "/console/settings/deny-storm", &[("csrf", &admin.csrf), ("threshold", threshold), ("window_secs", "60")])
+                .await;
+            assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY, "{threshold}");
+            let html = refused.text().await.unwrap();
+            assert!(html.contains(&format!("Not saved: Deny-storm denies {why}.")), "{html}");
+            assert!(html.contains(&format!(r#"name="threshold" value="{threshold}""#)), "the typed value is kept");
+            assert_eq!(settings("deny-storm").await, before);
+        }
+        let refused = console
+            .post_form(&admin.cookie, "/console/settings/risk-escalation", &[("csrf", &admin.csrf), ("denial_threshold", "5"), ("window_minutes", "")])
+            .await;
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(refused.text().await.unwrap().contains("Not saved: Escalation window (minutes) is required."));
+
+        let saved = console
+            .post_form(&admin.cookie, "/console/settings/deny-storm", &[("csrf", &admin.csrf), ("threshold", "3"), ("window_secs", "")])
+            .await;
+        assert_eq!((saved.status(), &saved.headers()[LOCATION]), (StatusCode::SEE_OTHER, &"/console/settings".parse().unwrap()));
+        assert_eq!(settings("deny-storm").await, json!({"threshold": 3, "window_secs": null}));
+        let saved = console
+            .post_form(&admin.cookie, "/console/settings/risk-escalation", &[("csrf", &admin.csrf), ("denial_threshold", "4"), ("window_minutes", "30")])
+            .await;
+        assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+        assert_eq!(settings("risk-escalation").await, json!({"denial_threshold": 4, "window_minutes": 30}));
+        let html = console.html(&admin.cookie, "/console/settings").await;
+        assert!(html.contains("3 denies within the gateway default window") && html.contains("4 denies within 30 min"));
+
+        // A responder sees the thresholds but cannot change them, whatever it posts.
+        let responder = console.new_key("responder", "Dana").await;
+        let dana = console.session(responder["key"].as_str().unwrap()).await;
+        assert!(!console.html(&dana.cookie, "/console/settings").await.contains("Save deny storm"));
+        let refused = console
+            .post_form(&dana.cookie, "/console/settings/deny-storm", &[("csrf", &dana.csrf), ("threshold", "9"), ("window_secs", "")])
+            .await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(settings("deny-storm").await["threshold"], 3);
+    }
+}
+
+e2e_test! {
     async fn the_console_feed_takes_the_session_only_from_its_own_pages(backend) {
         let console = Console::start(backend).await;
         let (cookie, _) = console.sign_in(&console.admin).await;

@@ -4,10 +4,11 @@ use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::openapi::{BodyRefused, Forbidden, Invalid, OperatorErrors, StoreErrors, Unreadable};
+use crate::operations;
 use crate::state::SharedState;
 use crate::validate::{optional_whole, whole};
 use aegis_core::approval;
-use aegis_core::correlate::{ExfiltrationReads, MAX_BURST_THRESHOLD};
+use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::AutonomyLevel;
 use aegis_store::approvals::ApprovalSettings;
 use aegis_store::{DenyStormOverride, RiskEscalation};
@@ -16,20 +17,16 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Upper bounds keep the escalation check cheap and the window meaningful.
-const MAX_THRESHOLD: u32 = 10_000;
-const MAX_WINDOW_MINUTES: u32 = 7 * 24 * 60;
-const MAX_DENY_STORM_WINDOW_SECS: u32 = 24 * 60 * 60;
-
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RiskEscalationBody {
     /// Denies within the window that step the agent's risk tier up one level
-    /// (`MAX_THRESHOLD`).
+    /// (`operations::MAX_ESCALATION_THRESHOLD`).
     #[schema(minimum = 1, maximum = 10000)]
     #[serde(deserialize_with = "whole")]
     pub denial_threshold: u32,
-    /// Length of the trailing window in minutes (`MAX_WINDOW_MINUTES`).
+    /// Length of the trailing window in minutes
+    /// (`operations::MAX_ESCALATION_WINDOW_MINUTES`).
     #[schema(minimum = 1, maximum = 10080)]
     #[serde(deserialize_with = "whole")]
     pub window_minutes: u32,
@@ -70,32 +67,11 @@ pub async fn put_risk_escalation(
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<RiskEscalationBody>,
 ) -> ApiResult<Json<RiskEscalationBody>> {
-    if !(1..=MAX_THRESHOLD).contains(&body.denial_threshold) {
-        return Err(ApiError::invalid_field(
-            "denial_threshold",
-            format!("must be between 1 and {MAX_THRESHOLD}"),
-        ));
-    }
-    if !(1..=MAX_WINDOW_MINUTES).contains(&body.window_minutes) {
-        return Err(ApiError::invalid_field(
-            "window_minutes",
-            format!("must be between 1 and {MAX_WINDOW_MINUTES}"),
-        ));
-    }
     let escalation = RiskEscalation {
         denial_threshold: body.denial_threshold,
         window_minutes: body.window_minutes,
     };
-    let runtime = state
-        .tenants
-        .get(state.store.as_ref(), &operator.tenant)
-        .await?;
-    let _serialised = runtime.change_lock.lock().await;
-    state
-        .store
-        .set_risk_escalation(&operator.tenant, escalation)
-        .await?;
-    *runtime.escalation.write() = escalation;
+    operations::set_risk_escalation(&state, &operator, escalation).await?;
     Ok(Json(body))
 }
 
@@ -199,7 +175,8 @@ pub struct DenyStormBody {
     #[schema(minimum = 1, maximum = 1000, required = true)]
     #[serde(deserialize_with = "optional_whole")]
     pub threshold: Option<u32>,
-    /// Trailing window in seconds (`MAX_DENY_STORM_WINDOW_SECS`); null for the gateway default.
+    /// Trailing window in seconds (`operations::MAX_DENY_STORM_WINDOW_SECS`); null for the
+    /// gateway default.
     #[schema(minimum = 1, maximum = 86400, required = true)]
     #[serde(deserialize_with = "optional_whole")]
     pub window_secs: Option<u32>,
@@ -240,32 +217,11 @@ pub async fn put_deny_storm(
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<DenyStormBody>,
 ) -> ApiResult<Json<DenyStormBody>> {
-    if body
-        .threshold
-        .is_some_and(|n| !(1..=MAX_BURST_THRESHOLD).contains(&(n as usize)))
-    {
-        return Err(ApiError::invalid_field(
-            "threshold",
-            format!("must be between 1 and {MAX_BURST_THRESHOLD}"),
-        ));
-    }
-    if body
-        .window_secs
-        .is_some_and(|w| !(1..=MAX_DENY_STORM_WINDOW_SECS).contains(&w))
-    {
-        return Err(ApiError::invalid_field(
-            "window_secs",
-            format!("must be between 1 and {MAX_DENY_STORM_WINDOW_SECS}"),
-        ));
-    }
     let deny_storm = DenyStormOverride {
         threshold: body.threshold,
         window_secs: body.window_secs,
     };
-    state
-        .store
-        .set_deny_storm_override(&operator.tenant, deny_storm, &operator.actor())
-        .await?;
+    operations::set_deny_storm(&state, &operator, deny_storm).await?;
     Ok(Json(body))
 }
 
