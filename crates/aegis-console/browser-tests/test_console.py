@@ -10,6 +10,14 @@ UNTRUSTED_MERGE = {
                   "parameters": {"base_branch": "main"}, "mutates_state": True},
     "context": {"source_trust": "untrusted_external"},
 }
+# A write from a semi-trusted source: the policy holds it for a person to approve.
+HELD_MERGE = {
+    "tool_call": {"tool": "github", "action": "merge_pull_request", "resource": "payments#482",
+                  "parameters": {"base_branch": "main",
+                                 "title": "<img src=x onerror=window.__pwned=1>hotfix"},
+                  "mutates_state": True},
+    "context": {"source_trust": "semi_trusted_customer"},
+}
 AGENT_NAME_WITH_MARKUP = '<img src=x onerror="window.__pwned=1">coder'
 
 
@@ -155,8 +163,73 @@ def test_rotating_a_token_shows_the_new_one_once(gateway, visits, shots):
     shots("new-token", page)
 
 
+def test_an_approval_is_approved_from_the_queue(gateway, visits, shots):
+    agent_id, token = register_agent(gateway)
+    page = sign_in(visits.context(viewport={"width": 1280, "height": 800}), gateway, gateway.admin)
+    page.get_by_role("link", name="Approvals", exact=True).click()
+    expect(page.locator(".empty")).to_contain_text("No call is waiting for approval")
+    shots("approvals-empty", page)
+
+    asked = authorize(gateway, token, HELD_MERGE)
+    assert asked["decision"] == "require_approval", asked
+    approval_id = asked["approval"]["id"]
+    page.reload()
+    held = page.locator(f'article[data-approval="{approval_id}"]')
+    expect(held).to_contain_text("merge_pull_request")
+    expect(held).to_contain_text("payments#482")
+    expect(held).to_contain_text(agent_id)
+    expect(held.locator(".approval-count")).to_contain_text("0 of 1 required")
+    # The agent's parameters are shown as text, never run as markup.
+    expect(held.locator("pre.parameters")).to_contain_text(HELD_MERGE["tool_call"]["parameters"]["title"])
+    assert page.evaluate("window.__pwned") is None
+    shots("approvals", page)
+
+    questions = []
+    page.on("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+    approve = held.locator("form.action", has=page.get_by_role("button", name="Approve", exact=True))
+    approve.get_by_label("Reason").fill("release window")
+    approve.get_by_role("button", name="Approve", exact=True).click()
+    expect(page.locator("#decided")).to_contain_text("Approved: the agent's identical call is allowed once")
+    expect(page.locator(f'article[data-approval="{approval_id}"]')).to_have_count(0)
+    assert any("Approve this call" in question for question in questions)
+    approval = gateway.api("GET", f"/v1/approvals/{approval_id}")
+    assert approval["status"] == "approved"
+    assert approval["approvals"][0]["reason"] == "release window"
+    shots("approved", page)
+
+    # The agent repeats its call: allowed once, on this approval.
+    allowed = authorize(gateway, token, HELD_MERGE)
+    assert allowed["decision"] == "allow", allowed
+    assert allowed["approval"]["id"] == approval_id
+
+
+def test_thresholds_are_edited_on_the_settings_page(gateway, visits, shots):
+    page = sign_in(visits.context(viewport={"width": 1280, "height": 800}), gateway, gateway.admin)
+    page.get_by_role("link", name="Settings", exact=True).click()
+    page.get_by_label("Deny-storm denies").fill("0")
+    page.get_by_label("Deny-storm window (seconds)").fill("120")
+    page.get_by_role("button", name="Save deny storm", exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text("Not saved: Deny-storm denies must be between 1 and 1000.")
+    expect(page.get_by_label("Deny-storm denies")).to_have_value("0")
+    expect(page.get_by_label("Deny-storm denies")).to_have_attribute("aria-invalid", "true")
+    assert gateway.api("GET", "/v1/tenants/deny-storm") == {"threshold": None, "window_secs": None}
+    shots("settings-refused", page)
+
+    page.get_by_label("Deny-storm denies").fill("3")
+    page.get_by_role("button", name="Save deny storm", exact=True).click()
+    expect(page.locator("#deny-storm")).to_have_text("3 denies within 120 s")
+    page.get_by_label("Escalation denies").fill("4")
+    page.get_by_label("Escalation window (minutes)").fill("30")
+    page.get_by_role("button", name="Save risk escalation", exact=True).click()
+    expect(page.locator("#risk-escalation")).to_have_text("4 denies within 30 min")
+    assert gateway.api("GET", "/v1/tenants/deny-storm") == {"threshold": 3, "window_secs": 120}
+    assert gateway.api("GET", "/v1/tenants/risk-escalation") == {"denial_threshold": 4, "window_minutes": 30}
+    shots("settings-thresholds", page)
+
+
 def test_a_viewer_is_offered_nothing_and_refused_anyway(gateway, visits, shots):
     agent_id, token = register_agent(gateway)
+    approval_id = authorize(gateway, token, HELD_MERGE)["approval"]["id"]
     for _ in range(5):
         authorize(gateway, token)
     incident = wait_for_incident(gateway)
@@ -168,12 +241,21 @@ def test_a_viewer_is_offered_nothing_and_refused_anyway(gateway, visits, shots):
     for button in ["Acknowledge", "Close", "Freeze agent", "Unfreeze agent", "Revoke agent", "Rotate token"]:
         expect(page.get_by_role("button", name=button, exact=True)).to_have_count(0)
     shots("viewer-incident", page)
+    page.goto(f"{gateway.base}/console/approvals")
+    expect(page.locator(f'article[data-approval="{approval_id}"]')).to_be_visible()
+    for button in ["Approve", "Reject"]:
+        expect(page.get_by_role("button", name=button, exact=True)).to_have_count(0)
+    shots("viewer-approvals", page)
 
     # A forged POST from the viewer's session, with its valid CSRF token: refused by role.
     forged = context.request.post(f"{gateway.base}/console/agents/{agent_id}/freeze",
                                   form={"csrf": csrf_of(page)}, max_redirects=0)
     assert forged.status == 403
     assert gateway.api("GET", f"/v1/agents/{agent_id}")["status"] == "active"
+    forged = context.request.post(f"{gateway.base}/console/approvals/{approval_id}/approve",
+                                  form={"csrf": csrf_of(page)}, max_redirects=0)
+    assert forged.status == 403
+    assert gateway.api("GET", f"/v1/approvals/{approval_id}")["status"] == "pending"
 
 
 def test_a_post_without_the_csrf_token_is_refused(gateway, visits):
@@ -200,7 +282,7 @@ def test_phone_width_and_keyboard(gateway, visits, shots):
     page.keyboard.type(gateway.admin)
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{gateway.base}/console/incidents")
-    for path in ["incidents", "agents", "decisions", "settings"]:
+    for path in ["incidents", "approvals", "agents", "decisions", "settings"]:
         page.goto(f"{gateway.base}/console/{path}")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"{path} scrolls sideways on a phone ({overflow}px)"

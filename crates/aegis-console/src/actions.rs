@@ -3,19 +3,24 @@
 //! route of the same act, and sends the browser back to the page it came from.
 
 use crate::page::{ConsoleResult, FormBody};
+use crate::pages::{self, Refused, Thresholds};
 use crate::session::SignedIn;
+use aegis_core::approval::Verdict;
 use aegis_core::model::AutonomyLevel;
 use aegis_server::SharedState;
-use aegis_server::auth::{Admin, Responder};
+use aegis_server::auth::{Admin, Operator, Responder};
 use aegis_server::error::ApiError;
 use aegis_server::extract::Path;
 use aegis_server::operations;
 use aegis_server::routes::agents::Reason as ReasonText;
-use aegis_store::IncidentStep;
+use aegis_store::{DenyStormOverride, IncidentStep, RiskEscalation};
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
+use axum::routing::{MethodRouter, post};
 use maud::{Markup, html};
 use serde::Deserialize;
+use std::collections::HashMap;
 
 /// Whether a button's form asks for a reason.
 #[derive(Clone, Copy)]
@@ -82,73 +87,97 @@ fn is_console_path(path: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"/-_.?=&%".contains(&b))
 }
 
-pub async fn acknowledge(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Responder>(form.csrf.as_deref())?;
-    operations::step_incident(&state, &operator, &id, IncidentStep::Acknowledge).await?;
-    Ok(form.back("/console/incidents").into_response())
+/// The buttons that do one act on the incident, agent or approval their path names. Each is a row
+/// here, routed with [`button`]. Each arm spells out the role its act needs, and the compiler
+/// holds it to the role its use case's signature demands, so it cannot differ from the API
+/// route of the same act.
+#[derive(Clone, Copy)]
+pub enum Act {
+    AcknowledgeIncident,
+    ApplyRecommendation,
+    CloseIncident,
+    FreezeAgent,
+    UnfreezeAgent,
+    RevokeAgent,
+    /// Approve or reject a call held for approval, as the session's operator key.
+    DecideApproval(Verdict),
 }
 
-pub async fn close(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Responder>(form.csrf.as_deref())?;
-    let reason = form.reason()?;
-    operations::step_incident(&state, &operator, &id, IncidentStep::Close { reason }).await?;
-    Ok(form.back("/console/incidents").into_response())
+impl Act {
+    /// Checks the form's CSRF token and the key's role (before reading anything else in the
+    /// form), then carries the act out on `id`.
+    async fn carry_out(
+        self,
+        state: &SharedState,
+        session: &SignedIn,
+        id: &str,
+        form: &ActForm,
+    ) -> ConsoleResult<()> {
+        let csrf = form.csrf.as_deref();
+        match self {
+            Act::AcknowledgeIncident => {
+                let operator = session.act::<Responder>(csrf)?;
+                operations::step_incident(state, &operator, id, IncidentStep::Acknowledge).await?;
+            }
+            Act::ApplyRecommendation => {
+                let operator = session.act::<Responder>(csrf)?;
+                let step = IncidentStep::ApplyRecommendation;
+                operations::step_incident(state, &operator, id, step).await?;
+            }
+            Act::CloseIncident => {
+                let operator = session.act::<Responder>(csrf)?;
+                let step = IncidentStep::Close {
+                    reason: form.reason()?,
+                };
+                operations::step_incident(state, &operator, id, step).await?;
+            }
+            Act::FreezeAgent => {
+                let operator = session.act::<Responder>(csrf)?;
+                operations::freeze_agent(state, &operator, id, form.reason()?).await?;
+            }
+            Act::UnfreezeAgent => {
+                let operator = session.act::<Responder>(csrf)?;
+                operations::unfreeze_agent(state, &operator, id).await?;
+            }
+            Act::RevokeAgent => {
+                let operator = session.act::<Admin>(csrf)?;
+                operations::revoke_agent(state, &operator, id, form.reason()?).await?;
+            }
+            Act::DecideApproval(verdict) => {
+                let operator = session.act::<Responder>(csrf)?;
+                let reason = form.reason()?;
+                operations::decide_approval(state, &operator, id, verdict, reason).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the browser goes afterwards when the form does not name a console page.
+    fn fallback(self, id: &str) -> String {
+        match self {
+            Act::AcknowledgeIncident | Act::ApplyRecommendation | Act::CloseIncident => {
+                "/console/incidents".to_owned()
+            }
+            Act::FreezeAgent | Act::UnfreezeAgent | Act::RevokeAgent => {
+                format!("/console/agents/{id}")
+            }
+            Act::DecideApproval(_) => "/console/approvals".to_owned(),
+        }
+    }
 }
 
-pub async fn apply(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Responder>(form.csrf.as_deref())?;
-    operations::step_incident(&state, &operator, &id, IncidentStep::ApplyRecommendation).await?;
-    Ok(form.back("/console/incidents").into_response())
-}
-
-pub async fn freeze(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Responder>(form.csrf.as_deref())?;
-    let reason = form.reason()?;
-    operations::freeze_agent(&state, &operator, &id, reason).await?;
-    Ok(form.back(&format!("/console/agents/{id}")).into_response())
-}
-
-pub async fn unfreeze(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Responder>(form.csrf.as_deref())?;
-    operations::unfreeze_agent(&state, &operator, &id).await?;
-    Ok(form.back(&format!("/console/agents/{id}")).into_response())
-}
-
-pub async fn revoke(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Admin>(form.csrf.as_deref())?;
-    let reason = form.reason()?;
-    operations::revoke_agent(&state, &operator, &id, reason).await?;
-    Ok(form.back(&format!("/console/agents/{id}")).into_response())
+/// The route of a button (`POST …/{id}/…`): `act` on the path's id, then back to the page
+/// the form came from.
+pub fn button(act: Act) -> MethodRouter<SharedState> {
+    post(
+        move |State(state): State<SharedState>,
+              session: SignedIn,
+              Path(id): Path<String>,
+              FormBody(form): FormBody<ActForm>| async move {
+            act.carry_out(&state, &session, &id, &form).await?;
+            ConsoleResult::Ok(form.back(&act.fallback(&id)).into_response())
+        },
+    )
 }
 
 /// Shows the new token on a page of its own, once (the page is not cached).
@@ -197,4 +226,72 @@ pub async fn set_autonomy(
         .await
         .map_err(ApiError::from)?;
     Ok(Redirect::to("/console/settings").into_response())
+}
+
+/// The route of a thresholds form on the Settings page: saved through the API's use case
+/// (and so its bounds), then back to the page; a refused value (422) shows the page again
+/// with the form as typed and the reason, any other error the error page.
+pub fn save_thresholds(form: Thresholds) -> MethodRouter<SharedState> {
+    post(
+        move |State(state): State<SharedState>,
+              session: SignedIn,
+              FormBody(fields): FormBody<HashMap<String, String>>| async move {
+            let operator = session.act::<Admin>(fields.get("csrf").map(String::as_str))?;
+            let typed = form
+                .fields()
+                .map(|(name, _)| (name, fields.get(name).cloned().unwrap_or_default()));
+            match save(form, &state, &operator, &typed).await {
+                Ok(()) => Ok(Redirect::to("/console/settings").into_response()),
+                Err(error) if error.status == StatusCode::UNPROCESSABLE_ENTITY => {
+                    let refused = Refused { form, typed, error };
+                    pages::settings_page(&state, &session, Some(refused)).await
+                }
+                Err(error) => Err(error.into()),
+            }
+        },
+    )
+}
+
+/// Reads the typed fields of `form` and saves them.
+async fn save(
+    form: Thresholds,
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    [first, second]: &[(&str, String); 2],
+) -> Result<(), ApiError> {
+    match form {
+        // An empty field: the gateway default.
+        Thresholds::DenyStorm => {
+            let deny_storm = DenyStormOverride {
+                threshold: optional_whole(first)?,
+                window_secs: optional_whole(second)?,
+            };
+            operations::set_deny_storm(state, operator, deny_storm).await?;
+        }
+        Thresholds::RiskEscalation => {
+            let escalation = RiskEscalation {
+                denial_threshold: required_whole(first)?,
+                window_minutes: required_whole(second)?,
+            };
+            operations::set_risk_escalation(state, operator, escalation).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The whole number typed into a field; empty is none.
+fn optional_whole((field, text): &(&str, String)) -> Result<Option<u32>, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<u32>() {
+        Ok(number) if text.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(number)),
+        _ => Err(ApiError::invalid_field(*field, "must be a whole number")),
+    }
+}
+
+/// The whole number typed into a field that must not be empty.
+fn required_whole(typed: &(&str, String)) -> Result<u32, ApiError> {
+    optional_whole(typed)?.ok_or_else(|| ApiError::invalid_field(typed.0, "is required"))
 }

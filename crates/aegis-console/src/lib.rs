@@ -29,9 +29,12 @@ mod page;
 mod pages;
 pub mod session;
 
+use actions::{Act, button};
+use aegis_core::approval::Verdict;
 use aegis_server::SharedState;
 use axum::Router;
 use axum::routing::{get, post};
+use pages::Thresholds;
 
 /// The console's routes, all under `/console`, to merge into the gateway's router.
 pub fn routes() -> Router<SharedState> {
@@ -46,22 +49,42 @@ pub fn routes() -> Router<SharedState> {
         .route("/console/incidents/{id}", get(pages::incident))
         .route(
             "/console/incidents/{id}/acknowledge",
-            post(actions::acknowledge),
+            button(Act::AcknowledgeIncident),
         )
-        .route("/console/incidents/{id}/close", post(actions::close))
-        .route("/console/incidents/{id}/apply", post(actions::apply))
+        .route("/console/incidents/{id}/close", button(Act::CloseIncident))
+        .route(
+            "/console/incidents/{id}/apply",
+            button(Act::ApplyRecommendation),
+        )
         .route("/console/agents", get(pages::agents))
         .route("/console/agents/{id}", get(pages::agent))
-        .route("/console/agents/{id}/freeze", post(actions::freeze))
-        .route("/console/agents/{id}/unfreeze", post(actions::unfreeze))
-        .route("/console/agents/{id}/revoke", post(actions::revoke))
+        .route("/console/agents/{id}/freeze", button(Act::FreezeAgent))
+        .route("/console/agents/{id}/unfreeze", button(Act::UnfreezeAgent))
+        .route("/console/agents/{id}/revoke", button(Act::RevokeAgent))
         .route(
             "/console/agents/{id}/rotate-token",
             post(actions::rotate_token),
         )
+        .route("/console/approvals", get(pages::approvals))
+        .route(
+            "/console/approvals/{id}/approve",
+            button(Act::DecideApproval(Verdict::Approve)),
+        )
+        .route(
+            "/console/approvals/{id}/reject",
+            button(Act::DecideApproval(Verdict::Reject)),
+        )
         .route("/console/decisions", get(pages::decisions))
         .route("/console/settings", get(pages::settings))
         .route("/console/settings/autonomy", post(actions::set_autonomy))
+        .route(
+            "/console/settings/deny-storm",
+            actions::save_thresholds(Thresholds::DenyStorm),
+        )
+        .route(
+            "/console/settings/risk-escalation",
+            actions::save_thresholds(Thresholds::RiskEscalation),
+        )
         .route("/console/feed", get(feed::feed))
         .route("/console/assets/console.js", get(assets::script))
         .route("/console/assets/console.css", get(assets::style))

@@ -37,6 +37,7 @@ pub async fn security_headers(mut response: Response) -> Response {
 /// The pages of the navigation bar: (path, label).
 const NAVIGATION: &[(&str, &str)] = &[
     ("/console/incidents", "Incidents"),
+    ("/console/approvals", "Approvals"),
     ("/console/agents", "Agents"),
     ("/console/decisions", "Decisions"),
     ("/console/settings", "Settings"),

@@ -1,23 +1,28 @@
-//! The pages a person reads: incidents, one incident (graph, timeline, narrative), agents,
-//! one agent, decisions, settings. Each reads through the same store calls and use cases as
-//! the matching API route and renders what it got; every string from the store is escaped
-//! by the templates (nothing here is ever marked as pre-escaped).
+//! The pages a person reads: incidents, one incident (graph, timeline, narrative), approvals,
+//! agents, one agent, decisions, settings. Each reads through the same store calls and use
+//! cases as the matching API route and renders what it got; every string from the store is
+//! escaped by the templates (nothing here is ever marked as pre-escaped).
 
 use crate::graph;
 use crate::page::{ConsoleError, ConsoleResult, timestamp, timestamp_ms};
 use crate::session::SignedIn;
+use aegis_core::approval::{ApprovalStatus, Verdict as ApprovalVerdict, vote};
 use aegis_core::model::{AgentStatus, AutonomyLevel, Role, Verdict};
 use aegis_server::SharedState;
+use aegis_server::error::ApiError;
 use aegis_server::evidence::{incident_graph, keyring};
 use aegis_server::extract::{Path, QueryParams, SearchForm};
 use aegis_server::routes::decisions::DecisionQuery;
 use aegis_server::routes::incidents::{IncidentQuery, IncidentStatus};
 use aegis_server::routes::investigate::incident_narrative;
 use aegis_server::routes::tenants::autonomy_view;
+use aegis_store::approvals::{ApprovalFilter, ApprovalRecord};
 use aegis_store::{Agent, DecisionFilter, DecisionRecord, Page};
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// Decisions drawn on an incident's graph (the most recent ones).
@@ -400,14 +405,210 @@ fn next_page_link(
     format!("/console/decisions?{}", query.finish())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsQuery {
+    /// The approval just approved or rejected from this page, to say where it now stands.
+    decided: Option<String>,
+}
+
+/// `GET /console/approvals`: the tenant's calls waiting for a person, each with everything
+/// there is to judge and, for a responder or admin, Approve and Reject.
+pub async fn approvals(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    QueryParams(query): QueryParams<ApprovalsQuery>,
+) -> ConsoleResult {
+    let operator = session.viewer()?;
+    let page = Page {
+        before: None,
+        limit: LIST_ROWS,
+    };
+    let filter = ApprovalFilter {
+        status: Some(ApprovalStatus::Pending),
+        page: page.with_next_row(),
+        ..ApprovalFilter::default()
+    };
+    let rows = state.store.list_approvals(&operator.tenant, filter).await?;
+    let (pending, more) = page.split(rows, |approval| approval.requested_seq);
+    let decided = match query.decided {
+        Some(id) => Some(state.store.approval(&operator.tenant, &id).await?),
+        None => None,
+    };
+    let offers = Offers::of(session.role());
+    let now_ms = aegis_server::now_ms();
+    let body = html! {
+        h1 { "Approvals" }
+        @if let Some(decided) = &decided {
+            p #decided.notice role="status" { (decided_notice(decided)) }
+        }
+        @if pending.is_empty() {
+            p.empty { "No call is waiting for approval: nothing to decide now. A call lands here when a policy answers " code { "require_approval" } " (reload the page to see new ones); the agent then waits for the answer or repeats the call, which is allowed once it is approved. Your approval is recorded with the key you signed in with and named in the call's receipt." }
+        } @else {
+            p.help { "Approve lets exactly this call (same tool, action, resource and parameters) through once, when the agent repeats it before the approval expires; Reject denies it. The parameters are the agent's own: read them before you decide." }
+            @for approval in &pending {
+                (approval_card(approval, &operator.key_id, &offers, &session.csrf, now_ms))
+            }
+            @if more.is_some() {
+                p.help { "Showing the " (LIST_ROWS) " most recent; " code { "GET /v1/approvals?status=pending" } " pages through all." }
+            }
+        }
+    };
+    Ok(session.page("Approvals").render(body).into_response())
+}
+
+/// Where an approval stands after a vote from this page.
+fn decided_notice(approval: &ApprovalRecord) -> Markup {
+    let votes = approval.approvals.len();
+    html! {
+        @match approval.status {
+            ApprovalStatus::Approved => {
+                "Approved: the agent's identical call is allowed once, until " (timestamp_ms(approval.expires_at_ms)) "."
+            }
+            ApprovalStatus::Pending => {
+                "Your approval is recorded (" (votes) " of " (approval.required) "): another operator key must approve too."
+            }
+            ApprovalStatus::Rejected => { "Rejected: the agent's call stays denied." }
+            status => { "This approval is " (status.as_str()) "." }
+        }
+    }
+}
+
+/// One pending call: what the agent asked, why it waits, who approved so far, and the
+/// buttons the operator's role allows.
+fn approval_card(
+    approval: &ApprovalRecord,
+    key_id: &str,
+    offers: &Offers,
+    csrf: &str,
+    now_ms: i64,
+) -> Markup {
+    use crate::actions::{Reason, form};
+    let path = |act: &str| format!("/console/approvals/{}/{act}", approval.id);
+    let back = format!("/console/approvals?decided={}", approval.id);
+    let heading = format!("approval-{}", approval.id);
+    let approver_ids = approval.approver_ids();
+    // The core's vote rule, asked in advance: a key that already approved is not offered
+    // Approve again (the two-person rule needs another key).
+    let approve = vote(
+        approval.facts(&approver_ids),
+        key_id,
+        ApprovalVerdict::Approve,
+        now_ms,
+    );
+    let parameters = serde_json::to_string_pretty(&approval.parameters).unwrap_or_default();
+    html! {
+        article.approval data-approval=(approval.id) aria-labelledby=(heading) {
+            h2 #(heading) {
+                code { (approval.tool) "." (approval.action) }
+                @if let Some(resource) = &approval.resource { " on " code { (resource) } }
+            }
+            dl.facts {
+                dt { "Agent" } dd { a href=(format!("/console/agents/{}", approval.agent_id)) { code { (approval.agent_id) } } }
+                dt { "Tool" } dd { code { (approval.tool) } }
+                dt { "Action" } dd { code { (approval.action) } @if approval.mutates_state { " (changes state)" } @else { " (reads only)" } }
+                dt { "Resource" } dd { @if let Some(resource) = &approval.resource { code { (resource) } } @else { "none named" } }
+                dt { "Risk" } dd { (approval.risk.as_str()) " · score " (approval.risk_score) }
+                dt { "Why it waits" } dd { (approval.reason) }
+                dt { "Run" } dd { @if let Some(run) = &approval.run_id { code { (run) } } @else { "none named" } }
+                dt { "Requested" } dd { (timestamp_ms(approval.created_at_ms)) }
+                dt { "Expires" } dd { (timestamp_ms(approval.expires_at_ms)) }
+                dt { "Approvals" } dd.approval-count {
+                    (approval.approvals.len()) " of " (approval.required) " required"
+                    @if approval.required > 1 { " (two-person rule: two different operator keys)" }
+                }
+                @if !approval.approvals.is_empty() {
+                    dt { "Approved by" } dd { ul.votes { @for vote in &approval.approvals {
+                        li { (vote.key_name) " · " (timestamp_ms(vote.at_ms)) @if let Some(reason) = &vote.reason { ": " (reason) } }
+                    } } }
+                }
+            }
+            h3 { "Parameters" }
+            pre.parameters { (parameters) }
+            @if offers.respond {
+                div.buttons {
+                    @match approve {
+                        Ok(_) => (form(&path("approve"), "Approve", csrf, &back, Some("Approve this call? The agent's identical call is then allowed once."), Reason::Optional)),
+                        Err(refused) => p.help { "You cannot approve: " (refused.to_string()) "." },
+                    }
+                    (form(&path("reject"), "Reject", csrf, &back, Some("Reject this call? The agent's call stays denied."), Reason::Optional))
+                }
+            }
+        }
+    }
+}
+
+/// The thresholds an admin edits on the Settings page, one form each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Thresholds {
+    DenyStorm,
+    RiskEscalation,
+}
+
+impl Thresholds {
+    /// Its fields: the name (the API's field name, so a refusal names the input) and label.
+    pub fn fields(self) -> [(&'static str, &'static str); 2] {
+        match self {
+            Thresholds::DenyStorm => [
+                ("threshold", "Deny-storm denies"),
+                ("window_secs", "Deny-storm window (seconds)"),
+            ],
+            Thresholds::RiskEscalation => [
+                ("denial_threshold", "Escalation denies"),
+                ("window_minutes", "Escalation window (minutes)"),
+            ],
+        }
+    }
+
+    fn action(self) -> &'static str {
+        match self {
+            Thresholds::DenyStorm => "/console/settings/deny-storm",
+            Thresholds::RiskEscalation => "/console/settings/risk-escalation",
+        }
+    }
+
+    fn button(self) -> &'static str {
+        match self {
+            Thresholds::DenyStorm => "Save deny storm",
+            Thresholds::RiskEscalation => "Save risk escalation",
+        }
+    }
+}
+
+/// A thresholds form the server refused: the values as typed, and why.
+pub struct Refused {
+    pub form: Thresholds,
+    pub typed: [(&'static str, String); 2],
+    pub error: ApiError,
+}
+
 /// `GET /console/settings`: the tenant's SOC settings, webhooks and policies.
 pub async fn settings(State(state): State<SharedState>, session: SignedIn) -> ConsoleResult {
+    settings_page(&state, &session, None).await
+}
+
+/// The Settings page; with `refused`, answered 422 with that form as it was typed and the
+/// reason next to it.
+pub async fn settings_page(
+    state: &SharedState,
+    session: &SignedIn,
+    refused: Option<Refused>,
+) -> ConsoleResult {
     let operator = session.viewer()?;
     let tenant = state.store.tenant(&operator.tenant).await?;
-    let autonomy = autonomy_view(&state, tenant.autonomy_override);
+    let autonomy = autonomy_view(state, tenant.autonomy_override);
     let webhooks = state.store.list_webhooks(&operator.tenant).await?;
     let policies = state.store.policies(&operator.tenant).await?;
     let offers = Offers::of(session.role());
+    let stored = |value: Option<u32>| value.map(|n| n.to_string()).unwrap_or_default();
+    let deny_storm = [
+        stored(tenant.deny_storm.threshold),
+        stored(tenant.deny_storm.window_secs),
+    ];
+    let risk_escalation = [
+        tenant.risk_escalation.denial_threshold.to_string(),
+        tenant.risk_escalation.window_minutes.to_string(),
+    ];
     let body = html! {
         h1 { "Settings" }
         section aria-labelledby="autonomy-title" {
@@ -430,14 +631,20 @@ pub async fn settings(State(state): State<SharedState>, session: SignedIn) -> Co
         section aria-labelledby="thresholds-title" {
             h2 #thresholds-title { "Thresholds" }
             dl.facts {
-                dt { "Deny storm" } dd {
+                dt { "Deny storm" } dd #deny-storm {
                     (tenant.deny_storm.threshold.map_or("gateway default".to_owned(), |n| format!("{n} denies")))
                     " within "
                     (tenant.deny_storm.window_secs.map_or("the gateway default window".to_owned(), |s| format!("{s} s")))
                 }
-                dt { "Risk escalation" } dd { (tenant.risk_escalation.denial_threshold) " denies within " (tenant.risk_escalation.window_minutes) " min" }
+                dt { "Risk escalation" } dd #risk-escalation { (tenant.risk_escalation.denial_threshold) " denies within " (tenant.risk_escalation.window_minutes) " min" }
             }
-            p.help { "Change them with " code { "PUT /v1/tenants/deny-storm" } " and " code { "PUT /v1/tenants/risk-escalation" } " (admin key)." }
+            @if offers.administer {
+                (threshold_form(Thresholds::DenyStorm, deny_storm, &session.csrf, refused.as_ref()))
+                (threshold_form(Thresholds::RiskEscalation, risk_escalation, &session.csrf, refused.as_ref()))
+                p.help { "Leave a deny-storm field empty for the gateway default. A deny storm opens an incident; each escalation steps the agent's risk tier up one level." }
+            } @else {
+                p.help { "An admin key changes them here or with " code { "PUT /v1/tenants/deny-storm" } " and " code { "PUT /v1/tenants/risk-escalation" } "." }
+            }
         }
         section aria-labelledby="webhooks-title" {
             h2 #webhooks-title { "Webhooks" }
@@ -458,5 +665,46 @@ pub async fn settings(State(state): State<SharedState>, session: SignedIn) -> Co
             }
         }
     };
-    Ok(session.page("Settings").render(body).into_response())
+    let status = if refused.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, session.page("Settings").render(body)).into_response())
+}
+
+/// One thresholds form with the values `stored`, or as typed when it was `refused`, and the
+/// reason it was refused under it, its input marked invalid.
+fn threshold_form(
+    form: Thresholds,
+    stored: [String; 2],
+    csrf: &str,
+    refused: Option<&Refused>,
+) -> Markup {
+    let refused = refused.filter(|refused| refused.form == form);
+    let fields = form.fields();
+    let value = |index: usize| match refused {
+        Some(refused) => refused.typed[index].1.clone(),
+        None => stored[index].clone(),
+    };
+    let invalid = |name: &str| refused.is_some_and(|r| r.error.field.as_deref() == Some(name));
+    html! {
+        form.setting method="post" action=(form.action()) {
+            input type="hidden" name="csrf" value=(csrf);
+            @for (index, (name, label)) in fields.iter().enumerate() {
+                label {
+                    (label)
+                    input name=(name) value=(value(index)) inputmode="numeric" size="8"
+                        placeholder=[(form == Thresholds::DenyStorm).then_some("gateway default")]
+                        aria-invalid=[invalid(name).then_some("true")]
+                        aria-describedby=[invalid(name).then_some("thresholds-problem")];
+                }
+            }
+            button type="submit" { (form.button()) }
+        }
+        @if let Some(refused) = refused {
+            @let label = fields.iter().find(|(name, _)| refused.error.field.as_deref() == Some(*name)).map_or("", |(_, label)| *label);
+            p #thresholds-problem.error role="alert" { "Not saved: " (label) " " (refused.error.message) "." }
+        }
+    }
 }

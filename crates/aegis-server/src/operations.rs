@@ -5,10 +5,18 @@
 //! token cache" cannot differ between the two. The role each act needs is in its signature:
 //! only an [`Operator`] of that role (or above) can be passed.
 
+use crate::approvals::{DecidingKey, decide};
 use crate::auth::{AGENT_TOKEN_PREFIX, Admin, Operator, Responder, new_secret};
 use crate::error::ApiResult;
 use crate::state::SharedState;
-use aegis_store::{Agent, AgentChange, AgentChangeKind, IncidentDetail, IncidentStep};
+use crate::validate::in_range;
+use aegis_core::approval::Verdict;
+use aegis_core::correlate::MAX_BURST_THRESHOLD;
+use aegis_store::approvals::ApprovalRecord;
+use aegis_store::{
+    Agent, AgentChange, AgentChangeKind, DenyStormOverride, IncidentDetail, IncidentStep,
+    RiskEscalation, TenantSettings,
+};
 
 /// Freezes an agent: its calls are denied (and recorded) until it is unfrozen.
 pub async fn freeze_agent(
@@ -107,4 +115,76 @@ pub async fn step_incident(
         state.agents.forget(&agent.id);
     }
     Ok(detail)
+}
+
+/// Approves or rejects a call as the operator's own key: the approver recorded (and named
+/// in the receipt) is the key that acted, never a name the caller typed.
+pub async fn decide_approval(
+    state: &SharedState,
+    operator: &Operator<Responder>,
+    approval_id: &str,
+    verdict: Verdict,
+    reason: Option<String>,
+) -> ApiResult<ApprovalRecord> {
+    let key = DecidingKey {
+        id: operator.key_id.clone(),
+        name: operator.key_name.clone(),
+    };
+    Ok(decide(state, &operator.tenant, key, approval_id, verdict, reason).await?)
+}
+
+/// Upper bounds keep the escalation check cheap and its window meaningful.
+pub const MAX_ESCALATION_THRESHOLD: u32 = 10_000;
+pub const MAX_ESCALATION_WINDOW_MINUTES: u32 = 7 * 24 * 60;
+/// The longest deny-storm window: a day.
+pub const MAX_DENY_STORM_WINDOW_SECS: u32 = 24 * 60 * 60;
+
+/// Sets how many denies within how many minutes step an agent's risk tier up; a value out of
+/// bounds is refused (422, naming its field). The tenant's running settings change with the
+/// stored ones, under the tenant's change lock.
+pub async fn set_risk_escalation(
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    escalation: RiskEscalation,
+) -> ApiResult<TenantSettings> {
+    in_range(
+        "denial_threshold",
+        escalation.denial_threshold,
+        1..=MAX_ESCALATION_THRESHOLD,
+    )?;
+    in_range(
+        "window_minutes",
+        escalation.window_minutes,
+        1..=MAX_ESCALATION_WINDOW_MINUTES,
+    )?;
+    let runtime = state
+        .tenants
+        .get(state.store.as_ref(), &operator.tenant)
+        .await?;
+    let _serialised = runtime.change_lock.lock().await;
+    let stored = state
+        .store
+        .set_risk_escalation(&operator.tenant, escalation)
+        .await?;
+    *runtime.escalation.write() = escalation;
+    Ok(stored)
+}
+
+/// Overrides the tenant's deny-storm rule (`None`: the gateway default); a value out of
+/// bounds is refused (422, naming its field).
+pub async fn set_deny_storm(
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    deny_storm: DenyStormOverride,
+) -> ApiResult<TenantSettings> {
+    if let Some(threshold) = deny_storm.threshold {
+        in_range("threshold", threshold as usize, 1..=MAX_BURST_THRESHOLD)?;
+    }
+    if let Some(window_secs) = deny_storm.window_secs {
+        in_range("window_secs", window_secs, 1..=MAX_DENY_STORM_WINDOW_SECS)?;
+    }
+    Ok(state
+        .store
+        .set_deny_storm_override(&operator.tenant, deny_storm, &operator.actor())
+        .await?)
 }

@@ -19,118 +19,179 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
-/// Signs in with `key`; returns the session cookie (`name=value`) and the whole header.
-async fn sign_in(client: &reqwest::Client, gw: &Gateway, key: &str) -> (String, String) {
-    let answer = client
-        .post(gw.url("/console/sign-in"))
-        .form(&[("key", key)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "sign-in redirects");
-    assert_eq!(answer.headers()[LOCATION], "/console/incidents");
-    let header = answer.headers()[SET_COOKIE].to_str().unwrap().to_owned();
-    let cookie = header.split(';').next().unwrap().to_owned();
-    (cookie, header)
+/// A gateway on a fresh database with tenant `acme`, its admin key, a client for the API
+/// (bearer keys) and a [`browser`].
+struct Console {
+    gw: Gateway,
+    admin: String,
+    api: reqwest::Client,
+    browser: reqwest::Client,
+    db: Db,
+    dir: tempfile::TempDir,
 }
 
-async fn page(
-    client: &reqwest::Client,
-    gw: &Gateway,
-    cookie: &str,
-    path: &str,
-) -> reqwest::Response {
-    client
-        .get(gw.url(path))
-        .header(COOKIE, cookie)
-        .send()
-        .await
-        .unwrap()
+/// A signed-in browser: its session cookie (`name=value`) and the CSRF token of its forms.
+struct Session {
+    cookie: String,
+    csrf: String,
 }
 
-/// The CSRF token a signed-in page carries in its forms.
-async fn csrf_of(client: &reqwest::Client, gw: &Gateway, cookie: &str) -> String {
-    let answer = page(client, gw, cookie, "/console/agents").await;
-    assert_eq!(answer.status(), StatusCode::OK);
-    let html = answer.text().await.unwrap();
-    let marker = r#"name="csrf" value=""#;
-    let start = html.find(marker).expect("a form with the CSRF token") + marker.len();
-    html[start..start + 64].to_owned()
-}
-
-async fn post_form(
-    client: &reqwest::Client,
-    gw: &Gateway,
-    cookie: &str,
-    path: &str,
-    form: &[(&str, &str)],
-) -> reqwest::Response {
-    client
-        .post(gw.url(path))
-        .header(COOKIE, cookie)
-        .form(form)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn agent_status(client: &reqwest::Client, gw: &Gateway, admin: &str, agent: &str) -> String {
-    let agent = get_json(client, gw.url(&format!("/v1/agents/{agent}")), admin).await;
-    agent["status"].as_str().unwrap().to_owned()
-}
-
-async fn new_key(client: &reqwest::Client, gw: &Gateway, admin: &str, role: &str) -> Value {
-    post_json(client, gw.url("/v1/keys"), admin, &json!({"role": role})).await
-}
-
-e2e_test! {
-    async fn a_session_is_a_hashed_cookie_that_survives_a_restart_until_sign_out(backend) {
+impl Console {
+    async fn start(backend: Backend) -> Console {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::fresh(backend, dir.path()).await;
         let admin = init_on(dir.path(), db.arg(), "acme");
         let gw = Gateway::start_on(dir.path(), db.arg(), &[]).await;
-        let client = browser();
+        Console {
+            gw,
+            admin,
+            api: reqwest::Client::new(),
+            browser: browser(),
+            db,
+            dir,
+        }
+    }
+
+    /// Stops the gateway, then starts another on the same database.
+    async fn restart(self) -> Console {
+        let Console { gw, dir, db, .. } = self;
+        drop(gw);
+        let gw = Gateway::start_on(dir.path(), db.arg(), &[]).await;
+        Console {
+            gw,
+            dir,
+            db,
+            ..self
+        }
+    }
+
+    /// Signs in with `key`; returns the session cookie (`name=value`) and the whole header.
+    async fn sign_in(&self, key: &str) -> (String, String) {
+        let answer = self
+            .post_form("", "/console/sign-in", &[("key", key)])
+            .await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER, "sign-in redirects");
+        assert_eq!(answer.headers()[LOCATION], "/console/incidents");
+        let header = answer.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+        let cookie = header.split(';').next().unwrap().to_owned();
+        (cookie, header)
+    }
+
+    /// Signs in with `key` and reads the CSRF token off a page.
+    async fn session(&self, key: &str) -> Session {
+        let (cookie, _) = self.sign_in(key).await;
+        let csrf = self.csrf_of(&cookie).await;
+        Session { cookie, csrf }
+    }
+
+    async fn page(&self, cookie: &str, path: &str) -> reqwest::Response {
+        self.browser
+            .get(self.gw.url(path))
+            .header(COOKIE, cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn html(&self, cookie: &str, path: &str) -> String {
+        let answer = self.page(cookie, path).await;
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+        answer.text().await.unwrap()
+    }
+
+    /// The CSRF token a signed-in page carries in its forms.
+    async fn csrf_of(&self, cookie: &str) -> String {
+        let html = self.html(cookie, "/console/agents").await;
+        let marker = r#"name="csrf" value=""#;
+        let start = html.find(marker).expect("a form with the CSRF token") + marker.len();
+        html[start..start + 64].to_owned()
+    }
+
+    async fn post_form(
+        &self,
+        cookie: &str,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.browser
+            .post(self.gw.url(path))
+            .header(COOKIE, cookie)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers an agent with the `github` tool: (agent id, agent token).
+    async fn agent(&self) -> (String, String) {
+        agent_with_github(&self.api, &self.gw, &self.admin).await
+    }
+
+    async fn agent_status(&self, agent: &str) -> String {
+        let agent = get_json(
+            &self.api,
+            self.gw.url(&format!("/v1/agents/{agent}")),
+            &self.admin,
+        )
+        .await;
+        agent["status"].as_str().unwrap().to_owned()
+    }
+
+    async fn new_key(&self, role: &str, name: &str) -> Value {
+        let body = json!({"role": role, "name": name});
+        post_json(&self.api, self.gw.url("/v1/keys"), &self.admin, &body).await
+    }
+
+    /// The agent's authorize call; returns the decision.
+    async fn authorize(&self, token: &str, call: &Value) -> Value {
+        post_json(&self.api, self.gw.url("/v1/authorize"), token, call).await
+    }
+}
+
+e2e_test! {
+    async fn a_session_is_a_hashed_cookie_that_survives_a_restart_until_sign_out(backend) {
+        let console = Console::start(backend).await;
+        let db = console.db.arg().to_owned();
 
         assert_eq!(
-            page(&client, &gw, "", "/console/incidents").await.headers()[LOCATION],
+            console.page("", "/console/incidents").await.headers()[LOCATION],
             "/console/sign-in",
             "without a session the console asks to sign in"
         );
-        let (cookie, header) = sign_in(&client, &gw, &admin).await;
+        let (cookie, header) = console.sign_in(&console.admin).await;
         for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age=28800"] {
             assert!(header.contains(attribute), "{attribute} in {header}");
         }
-        assert!(!header.contains(&admin), "the key never goes back to the browser");
+        assert!(!header.contains(&console.admin), "the key never goes back to the browser");
         let session_id = cookie.split_once('=').unwrap().1;
         // Only the session id's hash is stored, next to the key's id; never the key.
-        let stored = query_column(db.arg(), "SELECT key_id FROM console_sessions").await;
+        let stored = query_column(&db, "SELECT key_id FROM console_sessions").await;
         assert_eq!(stored.len(), 1);
         assert!(stored[0].starts_with("key_"));
         let hashed = query_column(
-            db.arg(),
+            &db,
             &format!("SELECT key_id FROM console_sessions WHERE id_hash = {}", hash_literal(backend, session_id)),
         )
         .await;
         assert_eq!(hashed, stored, "the row is found by the SHA-256 of the cookie's id");
-        assert_eq!(page(&client, &gw, &cookie, "/console/incidents").await.status(), StatusCode::OK);
+        assert_eq!(console.page(&cookie, "/console/incidents").await.status(), StatusCode::OK);
 
         // Sessions live in the database: a restarted gateway still knows this one.
-        let csrf = csrf_of(&client, &gw, &cookie).await;
-        drop(gw);
-        let gw = Gateway::start_on(dir.path(), db.arg(), &[]).await;
-        assert_eq!(page(&client, &gw, &cookie, "/console/agents").await.status(), StatusCode::OK);
+        let csrf = console.csrf_of(&cookie).await;
+        let console = console.restart().await;
+        assert_eq!(console.page(&cookie, "/console/agents").await.status(), StatusCode::OK);
 
         // Sign-out needs the CSRF token too, then ends the session for good.
-        let refused = post_form(&client, &gw, &cookie, "/console/sign-out", &[]).await;
+        let refused = console.post_form(&cookie, "/console/sign-out", &[]).await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-        let out = post_form(&client, &gw, &cookie, "/console/sign-out", &[("csrf", &csrf)]).await;
+        let out = console.post_form(&cookie, "/console/sign-out", &[("csrf", &csrf)]).await;
         assert_eq!(out.status(), StatusCode::SEE_OTHER);
         assert!(out.headers()[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
         assert_eq!(
-            page(&client, &gw, &cookie, "/console/incidents").await.headers()[LOCATION],
+            console.page(&cookie, "/console/incidents").await.headers()[LOCATION],
             "/console/sign-in"
         );
-        assert!(query_column(db.arg(), "SELECT key_id FROM console_sessions").await.is_empty());
+        assert!(query_column(&db, "SELECT key_id FROM console_sessions").await.is_empty());
     }
 }
 
@@ -146,19 +207,10 @@ fn hash_literal(backend: Backend, secret: &str) -> String {
 
 e2e_test! {
     async fn keys_that_are_not_operator_keys_cannot_sign_in(backend) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::fresh(backend, dir.path()).await;
-        let admin = init_on(dir.path(), db.arg(), "acme");
-        let gw = Gateway::start_on(dir.path(), db.arg(), &[]).await;
-        let client = browser();
-        let (_, agent_token) = agent_with_github(&reqwest::Client::new(), &gw, &admin).await;
+        let console = Console::start(backend).await;
+        let (_, agent_token) = console.agent().await;
         for key in ["aok_0000", agent_token.as_str(), ""] {
-            let answer = client
-                .post(gw.url("/console/sign-in"))
-                .form(&[("key", key)])
-                .send()
-                .await
-                .unwrap();
+            let answer = console.post_form("", "/console/sign-in", &[("key", key)]).await;
             assert!(answer.status().is_client_error(), "{key:?}: {}", answer.status());
             assert!(answer.headers().get(SET_COOKIE).is_none());
             let html = answer.text().await.unwrap();
@@ -169,104 +221,233 @@ e2e_test! {
 
 e2e_test! {
     async fn every_state_change_needs_the_session_csrf_token(backend) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::fresh(backend, dir.path()).await;
-        let admin = init_on(dir.path(), db.arg(), "acme");
-        let gw = Gateway::start_on(dir.path(), db.arg(), &[]).await;
-        let api = reqwest::Client::new();
-        let client = browser();
-        let (agent, _) = agent_with_github(&api, &gw, &admin).await;
-        let (cookie, _) = sign_in(&client, &gw, &admin).await;
-        let (other_cookie, _) = sign_in(&client, &gw, &admin).await;
-        let other_csrf = csrf_of(&client, &gw, &other_cookie).await;
+        let console = Console::start(backend).await;
+        let (agent, _) = console.agent().await;
+        let session = console.session(&console.admin).await;
+        let other = console.session(&console.admin).await;
         let freeze = format!("/console/agents/{agent}/freeze");
 
-        for form in [vec![], vec![("csrf", "")], vec![("csrf", other_csrf.as_str())]] {
-            let refused = post_form(&client, &gw, &cookie, &freeze, &form).await;
+        for form in [vec![], vec![("csrf", "")], vec![("csrf", other.csrf.as_str())]] {
+            let refused = console.post_form(&session.cookie, &freeze, &form).await;
             assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{form:?}");
             assert!(refused.text().await.unwrap().contains("csrf"));
         }
-        assert_eq!(agent_status(&api, &gw, &admin, &agent).await, "active");
+        assert_eq!(console.agent_status(&agent).await, "active");
 
-        let csrf = csrf_of(&client, &gw, &cookie).await;
-        let done = post_form(
-            &client,
-            &gw,
-            &cookie,
-            &freeze,
-            &[("csrf", &csrf), ("reason", "storm"), ("back", "https://evil.example/")],
-        )
-        .await;
+        let done = console
+            .post_form(
+                &session.cookie,
+                &freeze,
+                &[("csrf", &session.csrf), ("reason", "storm"), ("back", "https://evil.example/")],
+            )
+            .await;
         assert_eq!(done.status(), StatusCode::SEE_OTHER);
         assert_eq!(
             done.headers()[LOCATION],
             format!("/console/agents/{agent}"),
             "a redirect never leaves the console"
         );
-        assert_eq!(agent_status(&api, &gw, &admin, &agent).await, "frozen");
+        assert_eq!(console.agent_status(&agent).await, "frozen");
     }
 }
 
 e2e_test! {
     async fn the_role_of_the_key_decides_what_is_offered_and_what_is_done(backend) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::fresh(backend, dir.path()).await;
-        let admin = init_on(dir.path(), db.arg(), "acme");
-        let gw = Gateway::start_on(dir.path(), db.arg(), &[]).await;
-        let api = reqwest::Client::new();
-        let client = browser();
-        let (agent, _) = agent_with_github(&api, &gw, &admin).await;
-        let viewer = new_key(&api, &gw, &admin, "viewer").await;
-        let responder = new_key(&api, &gw, &admin, "responder").await;
+        let console = Console::start(backend).await;
+        let (agent, _) = console.agent().await;
+        let viewer = console.new_key("viewer", "Vic").await;
+        let responder = console.new_key("responder", "Dana").await;
         let agent_page = format!("/console/agents/{agent}");
 
-        let (viewer_cookie, _) = sign_in(&client, &gw, viewer["key"].as_str().unwrap()).await;
-        let html = page(&client, &gw, &viewer_cookie, &agent_page).await.text().await.unwrap();
+        let viewer = console.session(viewer["key"].as_str().unwrap()).await;
+        let html = console.html(&viewer.cookie, &agent_page).await;
         for button in ["Freeze agent", "Revoke agent", "Rotate token"] {
             assert!(!html.contains(button), "a viewer is not offered {button}");
         }
         // A forged POST with the viewer's own valid token is refused by role.
-        let csrf = csrf_of(&client, &gw, &viewer_cookie).await;
-        let refused = post_form(&client, &gw, &viewer_cookie, &format!("{agent_page}/freeze"), &[("csrf", &csrf)]).await;
+        let refused = console.post_form(&viewer.cookie, &format!("{agent_page}/freeze"), &[("csrf", &viewer.csrf)]).await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-        assert_eq!(agent_status(&api, &gw, &admin, &agent).await, "active");
+        assert_eq!(console.agent_status(&agent).await, "active");
 
-        let (responder_cookie, _) = sign_in(&client, &gw, responder["key"].as_str().unwrap()).await;
-        let html = page(&client, &gw, &responder_cookie, &agent_page).await.text().await.unwrap();
+        let responder_session = console.session(responder["key"].as_str().unwrap()).await;
+        let html = console.html(&responder_session.cookie, &agent_page).await;
         assert!(html.contains("Freeze agent"));
         assert!(!html.contains("Revoke agent"), "revocation is an admin's act");
-        let csrf = csrf_of(&client, &gw, &responder_cookie).await;
-        let refused = post_form(&client, &gw, &responder_cookie, &format!("{agent_page}/revoke"), &[("csrf", &csrf)]).await;
+        let refused = console
+            .post_form(&responder_session.cookie, &format!("{agent_page}/revoke"), &[("csrf", &responder_session.csrf)])
+            .await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-        assert_eq!(agent_status(&api, &gw, &admin, &agent).await, "active");
+        assert_eq!(console.agent_status(&agent).await, "active");
 
         // Revoking the key ends its sessions at once.
-        let revoked = api
-            .delete(gw.url(&format!("/v1/keys/{}", responder["id"].as_str().unwrap())))
-            .bearer_auth(&admin)
+        let revoked = console
+            .api
+            .delete(console.gw.url(&format!("/v1/keys/{}", responder["id"].as_str().unwrap())))
+            .bearer_auth(&console.admin)
             .send()
             .await
             .unwrap();
         assert!(revoked.status().is_success());
         assert_eq!(
-            page(&client, &gw, &responder_cookie, &agent_page).await.headers()[LOCATION],
+            console.page(&responder_session.cookie, &agent_page).await.headers()[LOCATION],
             "/console/sign-in"
         );
     }
 }
 
 e2e_test! {
+    async fn an_approval_is_decided_from_the_console_as_the_session_key_and_the_call_then_passes(backend) {
+        let console = Console::start(backend).await;
+        let (agent, token) = console.agent().await;
+        let two_people = console
+            .api
+            .put(console.gw.url("/v1/tenants/approvals"))
+            .bearer_auth(&console.admin)
+            .json(&json!({"ttl_secs": 900, "approvals_required": 2}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(two_people.status(), StatusCode::OK);
+        let mut call = merge_call("semi_trusted_customer");
+        call["tool_call"]["parameters"]["title"] = json!("<script>alert(1)</script>");
+        let asked = console.authorize(&token, &call).await;
+        assert_eq!(asked["decision"], "require_approval", "{asked}");
+        let approval_id = asked["approval"]["id"].as_str().unwrap().to_owned();
+        let approve = format!("/console/approvals/{approval_id}/approve");
+        let pending = || async {
+            get_json(&console.api, console.gw.url(&format!("/v1/approvals/{approval_id}")), &console.admin).await
+        };
+
+        // A viewer reads the whole call, escaped, and is offered nothing; its POST is refused.
+        let viewer = console.new_key("viewer", "Vic").await;
+        let viewer = console.session(viewer["key"].as_str().unwrap()).await;
+        let html = console.html(&viewer.cookie, "/console/approvals").await;
+        for shown in [approval_id.as_str(), agent.as_str(), "merge_pull_request", "payments#482", "0 of 2 required", "two-person rule"] {
+            assert!(html.contains(shown), "the page shows {shown}");
+        }
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "parameters are escaped");
+        assert!(!html.contains("<script>alert"));
+        assert!(!html.contains(&approve), "a viewer is not offered Approve");
+        let refused = console.post_form(&viewer.cookie, &approve, &[("csrf", &viewer.csrf)]).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(pending().await["approvals"], json!([]));
+
+        // A responder approves with its session's CSRF token; the approver is its key.
+        let responder = console.new_key("responder", "Dana").await;
+        let dana = console.session(responder["key"].as_str().unwrap()).await;
+        let without_token = console.post_form(&dana.cookie, &approve, &[("reason", "forged")]).await;
+        assert_eq!(without_token.status(), StatusCode::FORBIDDEN);
+        let done = console
+            .post_form(&dana.cookie, &approve, &[("csrf", &dana.csrf), ("reason", "release window"), ("back", &format!("/console/approvals?decided={approval_id}"))])
+            .await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        assert_eq!(done.headers()[LOCATION], format!("/console/approvals?decided={approval_id}"));
+        let voted = pending().await;
+        assert_eq!(voted["status"], "pending", "the two-person rule wants a second key");
+        assert_eq!(voted["approvals"][0]["key_id"], responder["id"]);
+        assert_eq!(voted["approvals"][0]["reason"], "release window");
+        let html = console.html(&dana.cookie, &format!("/console/approvals?decided={approval_id}")).await;
+        assert!(html.contains("Your approval is recorded (1 of 2)"), "{html}");
+        assert!(html.contains("1 of 2 required") && html.contains("Dana"));
+        assert!(!html.contains(&approve), "the key that approved is not offered Approve again");
+        let again = console.post_form(&dana.cookie, &approve, &[("csrf", &dana.csrf)]).await;
+        assert_eq!(again.status(), StatusCode::CONFLICT, "the server refuses it anyway");
+        let waiting = console.authorize(&token, &call).await;
+        assert_eq!((waiting["decision"].as_str(), waiting["approval"]["id"].as_str()), (Some("require_approval"), Some(approval_id.as_str())));
+
+        // A second key approves from the console: the agent's repeated call is allowed once.
+        let admin = console.session(&console.admin).await;
+        let done = console.post_form(&admin.cookie, &approve, &[("csrf", &admin.csrf)]).await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        assert_eq!(pending().await["status"], "approved");
+        let html = console.html(&admin.cookie, &format!("/console/approvals?decided={approval_id}")).await;
+        assert!(html.contains("Approved: the agent"), "{html}");
+        assert!(html.contains("No call is waiting for approval"));
+        let allowed = console.authorize(&token, &call).await;
+        assert_eq!(allowed["decision"], "allow", "{allowed}");
+        assert_eq!(allowed["approval"]["status"], "consumed");
+    }
+}
+
+e2e_test! {
+    async fn a_rejection_from_the_console_keeps_the_call_denied(backend) {
+        let console = Console::start(backend).await;
+        let (_, token) = console.agent().await;
+        let call = merge_call("semi_trusted_customer");
+        let asked = console.authorize(&token, &call).await;
+        let approval_id = asked["approval"]["id"].as_str().unwrap().to_owned();
+        let admin = console.session(&console.admin).await;
+        let done = console
+            .post_form(&admin.cookie, &format!("/console/approvals/{approval_id}/reject"), &[("csrf", &admin.csrf), ("reason", "not during the freeze")])
+            .await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        let rejected = get_json(&console.api, console.gw.url(&format!("/v1/approvals/{approval_id}")), &console.admin).await;
+        assert_eq!(rejected["status"], "rejected");
+        assert_eq!(rejected["rejected_by"]["reason"], "not during the freeze");
+        let mut named = call.clone();
+        named["approval_id"] = json!(approval_id);
+        assert_eq!(console.authorize(&token, &named).await["decision"], "deny");
+    }
+}
+
+e2e_test! {
+    async fn an_admin_edits_the_thresholds_and_a_refused_value_is_shown_on_the_form(backend) {
+        let console = Console::start(backend).await;
+        let admin = console.session(&console.admin).await;
+        let settings = |path: &str| get_json(&console.api, console.gw.url(&format!("/v1/tenants/{path}")), &console.admin);
+        let before = settings("deny-storm").await;
+
+        // The API's rule refuses the value; the page says why, next to the form as typed.
+        for (threshold, why) in [("0", "must be between 1 and 1000"), ("1001", "must be between 1 and 1000"), ("3.5", "must be a whole number")] {
+            let refused = console
+                .post_form(&admin.cookie, "/console/settings/deny-storm", &[("csrf", &admin.csrf), ("threshold", threshold), ("window_secs", "60")])
+                .await;
+            assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY, "{threshold}");
+            let html = refused.text().await.unwrap();
+            assert!(html.contains(&format!("Not saved: Deny-storm denies {why}.")), "{html}");
+            assert!(html.contains(&format!(r#"name="threshold" value="{threshold}""#)), "the typed value is kept");
+            assert_eq!(settings("deny-storm").await, before);
+        }
+        let refused = console
+            .post_form(&admin.cookie, "/console/settings/risk-escalation", &[("csrf", &admin.csrf), ("denial_threshold", "5"), ("window_minutes", "")])
+            .await;
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(refused.text().await.unwrap().contains("Not saved: Escalation window (minutes) is required."));
+
+        let saved = console
+            .post_form(&admin.cookie, "/console/settings/deny-storm", &[("csrf", &admin.csrf), ("threshold", "3"), ("window_secs", "")])
+            .await;
+        assert_eq!((saved.status(), &saved.headers()[LOCATION]), (StatusCode::SEE_OTHER, &"/console/settings".parse().unwrap()));
+        assert_eq!(settings("deny-storm").await, json!({"threshold": 3, "window_secs": null}));
+        let saved = console
+            .post_form(&admin.cookie, "/console/settings/risk-escalation", &[("csrf", &admin.csrf), ("denial_threshold", "4"), ("window_minutes", "30")])
+            .await;
+        assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+        assert_eq!(settings("risk-escalation").await, json!({"denial_threshold": 4, "window_minutes": 30}));
+        let html = console.html(&admin.cookie, "/console/settings").await;
+        assert!(html.contains("3 denies within the gateway default window") && html.contains("4 denies within 30 min"));
+
+        // A responder sees the thresholds but cannot change them, whatever it posts.
+        let responder = console.new_key("responder", "Dana").await;
+        let dana = console.session(responder["key"].as_str().unwrap()).await;
+        assert!(!console.html(&dana.cookie, "/console/settings").await.contains("Save deny storm"));
+        let refused = console
+            .post_form(&dana.cookie, "/console/settings/deny-storm", &[("csrf", &dana.csrf), ("threshold", "9"), ("window_secs", "")])
+            .await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(settings("deny-storm").await["threshold"], 3);
+    }
+}
+
+e2e_test! {
     async fn the_console_feed_takes_the_session_only_from_its_own_pages(backend) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::fresh(backend, dir.path()).await;
-        let admin = init_on(dir.path(), db.arg(), "acme");
-        let gw = Gateway::start_on(dir.path(), db.arg(), &[]).await;
-        let client = browser();
-        let (cookie, _) = sign_in(&client, &gw, &admin).await;
-        let host = gw.base.trim_start_matches("http://").to_owned();
+        let console = Console::start(backend).await;
+        let (cookie, _) = console.sign_in(&console.admin).await;
+        let host = console.gw.base.trim_start_matches("http://").to_owned();
         let handshake = |origin: &str| {
-            client
-                .get(gw.url("/console/feed"))
+            console
+                .browser
+                .get(console.gw.url("/console/feed"))
                 .header(COOKIE, &cookie)
                 .header("origin", origin)
                 .header("connection", "upgrade")

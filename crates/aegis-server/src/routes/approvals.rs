@@ -1,13 +1,14 @@
 //! Approvals: the calls people are asked to allow. Operators list, read, approve and reject
 //! them; an agent reads (and waits on) its own.
 
-use crate::approvals::{DecidingKey, MAX_WAIT_SECS, decide, watch};
-use crate::auth::{ApprovalReader, Approver, Operator, Viewer};
+use crate::approvals::{MAX_WAIT_SECS, watch};
+use crate::auth::{ApprovalReader, Approver, Operator, Responder, Viewer};
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, Path, QueryParams};
 use crate::openapi::{
     Conflict, Invalid, JsonWriteErrors, NotFound, OperatorErrors, StoreErrors, Unreadable,
 };
+use crate::operations;
 use crate::routes::agents::ReasonBody;
 use crate::routes::{Bounded, Cursor, DEFAULT_LIMIT, Limit, Listed, page};
 use crate::state::SharedState;
@@ -230,16 +231,12 @@ pub async fn reject(
 
 async fn vote(
     state: &SharedState,
-    operator: Operator<crate::auth::Responder>,
+    operator: Operator<Responder>,
     id: &str,
     verdict: Verdict,
     body: ReasonBody,
 ) -> ApiResult<Json<ApprovalView>> {
-    let key = DecidingKey {
-        id: operator.key_id,
-        name: operator.key_name,
-    };
     let reason = body.reason.map(Text::into_string);
-    let decided = decide(state, &operator.tenant, key, id, verdict, reason).await?;
+    let decided = operations::decide_approval(state, &operator, id, verdict, reason).await?;
     Ok(Json(decided.into()))
 }

@@ -4,10 +4,11 @@ use crate::auth::{Admin, Operator, Viewer};
 use crate::error::ApiResult;
 use crate::extract::JsonBody;
 use crate::openapi::{JsonWriteErrors, OperatorErrors, StoreErrors};
+use crate::operations;
 use crate::state::SharedState;
 use crate::validate::{in_range, optional_whole, whole};
 use aegis_core::approval;
-use aegis_core::correlate::{ExfiltrationReads, MAX_BURST_THRESHOLD};
+use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::AutonomyLevel;
 use aegis_store::approvals::ApprovalSettings;
 use aegis_store::{DenyStormOverride, RiskEscalation, TenantSettings};
@@ -16,20 +17,16 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Upper bounds keep the escalation check cheap and the window meaningful.
-const MAX_THRESHOLD: u32 = 10_000;
-const MAX_WINDOW_MINUTES: u32 = 7 * 24 * 60;
-const MAX_DENY_STORM_WINDOW_SECS: u32 = 24 * 60 * 60;
-
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RiskEscalationBody {
     /// Denies within the window that step the agent's risk tier up one level
-    /// (`MAX_THRESHOLD`).
+    /// (`operations::MAX_ESCALATION_THRESHOLD`).
     #[schema(minimum = 1, maximum = 10000)]
     #[serde(deserialize_with = "whole")]
     pub denial_threshold: u32,
-    /// Length of the trailing window in minutes (`MAX_WINDOW_MINUTES`).
+    /// Length of the trailing window in minutes
+    /// (`operations::MAX_ESCALATION_WINDOW_MINUTES`).
     #[schema(minimum = 1, maximum = 10080)]
     #[serde(deserialize_with = "whole")]
     pub window_minutes: u32,
@@ -70,26 +67,11 @@ pub async fn put_risk_escalation(
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<RiskEscalationBody>,
 ) -> ApiResult<Json<RiskEscalationBody>> {
-    in_range("denial_threshold", body.denial_threshold, 1..=MAX_THRESHOLD)?;
-    in_range(
-        "window_minutes",
-        body.window_minutes,
-        1..=MAX_WINDOW_MINUTES,
-    )?;
     let escalation = RiskEscalation {
         denial_threshold: body.denial_threshold,
         window_minutes: body.window_minutes,
     };
-    let runtime = state
-        .tenants
-        .get(state.store.as_ref(), &operator.tenant)
-        .await?;
-    let _serialised = runtime.change_lock.lock().await;
-    let stored = state
-        .store
-        .set_risk_escalation(&operator.tenant, escalation)
-        .await?;
-    *runtime.escalation.write() = escalation;
+    let stored = operations::set_risk_escalation(&state, &operator, escalation).await?;
     Ok(Json(stored.into()))
 }
 
@@ -188,7 +170,8 @@ pub struct DenyStormBody {
     #[schema(minimum = 1, maximum = 1000, required = true)]
     #[serde(deserialize_with = "optional_whole")]
     pub threshold: Option<u32>,
-    /// Trailing window in seconds (`MAX_DENY_STORM_WINDOW_SECS`); null for the gateway default.
+    /// Trailing window in seconds (`operations::MAX_DENY_STORM_WINDOW_SECS`); null for the
+    /// gateway default.
     #[schema(minimum = 1, maximum = 86400, required = true)]
     #[serde(deserialize_with = "optional_whole")]
     pub window_secs: Option<u32>,
@@ -229,20 +212,11 @@ pub async fn put_deny_storm(
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<DenyStormBody>,
 ) -> ApiResult<Json<DenyStormBody>> {
-    if let Some(threshold) = body.threshold {
-        in_range("threshold", threshold as usize, 1..=MAX_BURST_THRESHOLD)?;
-    }
-    if let Some(window_secs) = body.window_secs {
-        in_range("window_secs", window_secs, 1..=MAX_DENY_STORM_WINDOW_SECS)?;
-    }
     let deny_storm = DenyStormOverride {
         threshold: body.threshold,
         window_secs: body.window_secs,
     };
-    let stored = state
-        .store
-        .set_deny_storm_override(&operator.tenant, deny_storm, &operator.actor())
-        .await?;
+    let stored = operations::set_deny_storm(&state, &operator, deny_storm).await?;
     Ok(Json(stored.into()))
 }
 
