@@ -7,12 +7,14 @@ use crate::pages::{self, Refused, Thresholds};
 use crate::session::SignedIn;
 use aegis_core::approval::Verdict;
 use aegis_core::model::AutonomyLevel;
+use aegis_core::policy::PolicyDocument;
 use aegis_server::SharedState;
 use aegis_server::auth::{Admin, Operator, Responder};
 use aegis_server::error::ApiError;
 use aegis_server::extract::Path;
-use aegis_server::operations;
+use aegis_server::operations::{self, PolicyChange, PolicyChangeError};
 use aegis_server::routes::agents::Reason as ReasonText;
+use aegis_server::routes::webhooks::{CreateWebhook, WebhookFormat};
 use aegis_store::{DenyStormOverride, IncidentStep, RiskEscalation};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -243,7 +245,7 @@ pub fn save_thresholds(form: Thresholds) -> MethodRouter<SharedState> {
             match save(form, &state, &operator, &typed).await {
                 Ok(()) => Ok(Redirect::to("/console/settings").into_response()),
                 Err(error) if error.status == StatusCode::UNPROCESSABLE_ENTITY => {
-                    let refused = Refused { form, typed, error };
+                    let refused = Refused::Thresholds { form, typed, error };
                     pages::settings_page(&state, &session, Some(refused)).await
                 }
                 Err(error) => Err(error.into()),
@@ -294,4 +296,143 @@ fn optional_whole((field, text): &(&str, String)) -> Result<Option<u32>, ApiErro
 /// The whole number typed into a field that must not be empty.
 fn required_whole(typed: &(&str, String)) -> Result<u32, ApiError> {
     optional_whole(typed)?.ok_or_else(|| ApiError::invalid_field(typed.0, "is required"))
+}
+
+/// The new-policy form, and the form of an existing policy (its id is in the path).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyForm {
+    csrf: Option<String>,
+    id: Option<String>,
+    #[serde(default)]
+    text: String,
+}
+
+/// `POST /console/settings/policies`: adds a policy under a new id.
+pub async fn add_policy(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    FormBody(form): FormBody<PolicyForm>,
+) -> ConsoleResult {
+    let operator = session.act::<Admin>(form.csrf.as_deref())?;
+    let doc = PolicyDocument {
+        id: form.id.unwrap_or_default(),
+        text: form.text,
+    };
+    save_policy(&state, &session, &operator, doc, false).await
+}
+
+/// `POST /console/settings/policies/{id}`: replaces the text of a policy.
+pub async fn replace_policy(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    Path(id): Path<String>,
+    FormBody(form): FormBody<PolicyForm>,
+) -> ConsoleResult {
+    let operator = session.act::<Admin>(form.csrf.as_deref())?;
+    let doc = PolicyDocument {
+        id,
+        text: form.text,
+    };
+    save_policy(&state, &session, &operator, doc, true).await
+}
+
+/// `POST /console/settings/policies/{id}/delete`.
+pub async fn delete_policy(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    Path(id): Path<String>,
+    FormBody(form): FormBody<ActForm>,
+) -> ConsoleResult {
+    let operator = session.act::<Admin>(form.csrf.as_deref())?;
+    operations::change_policy(&state, &operator, PolicyChange::Delete(id))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Redirect::to("/console/settings#policies-title").into_response())
+}
+
+/// Adds (or, `replacing`, replaces) a policy through the API's use case; a policy Cedar (or
+/// the id rule) refuses shows the page again with the policy as typed and where the problem is.
+async fn save_policy(
+    state: &SharedState,
+    session: &SignedIn,
+    operator: &Operator<Admin>,
+    typed: PolicyDocument,
+    replacing: bool,
+) -> ConsoleResult {
+    let change = if replacing {
+        PolicyChange::Put(typed.clone())
+    } else {
+        PolicyChange::Create(typed.clone())
+    };
+    match operations::change_policy(state, operator, change).await {
+        Ok(_) => Ok(Redirect::to("/console/settings#policies-title").into_response()),
+        Err(PolicyChangeError::Refused(error)) => {
+            let refused = Refused::Policy {
+                replacing,
+                typed,
+                error,
+            };
+            pages::settings_page(state, session, Some(refused)).await
+        }
+        Err(PolicyChangeError::Other(error)) => Err(error.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    url: String,
+    format: WebhookFormat,
+}
+
+/// `POST /console/settings/webhooks`: subscribes a URL through the API's use case (and so
+/// its SSRF rule), then shows the signing secret once, on a page of its own, as the API
+/// answers it once. A refused URL shows the Settings page again with the form as typed.
+pub async fn add_webhook(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    FormBody(form): FormBody<WebhookForm>,
+) -> ConsoleResult {
+    let operator = session.act::<Admin>(form.csrf.as_deref())?;
+    let request = CreateWebhook {
+        url: form.url.clone(),
+        format: Some(form.format),
+        events: None,
+        secret: None,
+    };
+    let created = match operations::create_webhook(&state, &operator, request).await {
+        Ok(created) => created,
+        Err(error) if error.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            let refused = Refused::Webhook {
+                url: form.url,
+                format: form.format,
+                error,
+            };
+            return pages::settings_page(&state, &session, Some(refused)).await;
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let body = html! {
+        h1 { "Webhook added" }
+        p { "Notifications are now sent to " code { (created.view.url) } " (" (created.view.format) ")." }
+        p { "Each delivery is signed with this secret. Keep it in the receiving system now: it is shown only this once." }
+        p { output #webhook-secret.secret { (created.secret) } }
+        p { a href="/console/settings#webhooks-title" { "Back to Settings" } }
+    };
+    Ok(session.page("Webhook added").render(body).into_response())
+}
+
+/// `POST /console/settings/webhooks/{id}/delete`.
+pub async fn delete_webhook(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    Path(id): Path<String>,
+    FormBody(form): FormBody<ActForm>,
+) -> ConsoleResult {
+    let operator = session.act::<Admin>(form.csrf.as_deref())?;
+    operations::delete_webhook(&state, &operator, &id).await?;
+    Ok(Redirect::to("/console/settings#webhooks-title").into_response())
 }

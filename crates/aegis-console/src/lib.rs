@@ -85,6 +85,20 @@ pub fn routes() -> Router<SharedState> {
             "/console/settings/risk-escalation",
             actions::save_thresholds(Thresholds::RiskEscalation),
         )
+        .route("/console/settings/policies", post(actions::add_policy))
+        .route(
+            "/console/settings/policies/{id}",
+            post(actions::replace_policy),
+        )
+        .route(
+            "/console/settings/policies/{id}/delete",
+            post(actions::delete_policy),
+        )
+        .route("/console/settings/webhooks", post(actions::add_webhook))
+        .route(
+            "/console/settings/webhooks/{id}/delete",
+            post(actions::delete_webhook),
+        )
         .route("/console/feed", get(feed::feed))
         .route("/console/assets/console.js", get(assets::script))
         .route("/console/assets/console.css", get(assets::style))
