@@ -89,7 +89,7 @@ fn is_console_path(path: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"/-_.?=&%".contains(&b))
 }
 
-/// The buttons that do one act on the incident, agent or approval their path names. Each is a row
+/// The buttons that do one act on the incident, agent, approval, policy or webhook their path names. Each is a row
 /// here, routed with [`button`]. Each arm spells out the role its act needs, and the compiler
 /// holds it to the role its use case's signature demands, so it cannot differ from the API
 /// route of the same act.
@@ -103,6 +103,8 @@ pub enum Act {
     RevokeAgent,
     /// Approve or reject a call held for approval, as the session's operator key.
     DecideApproval(Verdict),
+    DeletePolicy,
+    DeleteWebhook,
 }
 
 impl Act {
@@ -150,6 +152,17 @@ impl Act {
                 let reason = form.reason()?;
                 operations::decide_approval(state, &operator, id, verdict, reason).await?;
             }
+            Act::DeletePolicy => {
+                let operator = session.act::<Admin>(csrf)?;
+                let change = PolicyChange::Delete(id.to_owned());
+                operations::change_policy(state, &operator, change)
+                    .await
+                    .map_err(ApiError::from)?;
+            }
+            Act::DeleteWebhook => {
+                let operator = session.act::<Admin>(csrf)?;
+                operations::delete_webhook(state, &operator, id).await?;
+            }
         }
         Ok(())
     }
@@ -164,6 +177,7 @@ impl Act {
                 format!("/console/agents/{id}")
             }
             Act::DecideApproval(_) => "/console/approvals".to_owned(),
+            Act::DeletePolicy | Act::DeleteWebhook => "/console/settings".to_owned(),
         }
     }
 }
@@ -298,74 +312,40 @@ fn required_whole(typed: &(&str, String)) -> Result<u32, ApiError> {
     optional_whole(typed)?.ok_or_else(|| ApiError::invalid_field(typed.0, "is required"))
 }
 
-/// The new-policy form, and the form of an existing policy (its id is in the path).
+/// A policy form: the new-policy form, or (`replace` set) the form of a stored policy.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyForm {
     csrf: Option<String>,
-    id: Option<String>,
+    #[serde(default)]
+    id: String,
     #[serde(default)]
     text: String,
+    replace: Option<String>,
 }
 
-/// `POST /console/settings/policies`: adds a policy under a new id.
-pub async fn add_policy(
+/// `POST /console/settings/policies`: adds a policy under a new id or replaces a stored one,
+/// through the API's use case; a policy Cedar (or the id rule) refuses shows the page again
+/// with the policy as typed and where the problem is.
+pub async fn save_policy(
     State(state): State<SharedState>,
     session: SignedIn,
     FormBody(form): FormBody<PolicyForm>,
 ) -> ConsoleResult {
     let operator = session.act::<Admin>(form.csrf.as_deref())?;
-    let doc = PolicyDocument {
-        id: form.id.unwrap_or_default(),
-        text: form.text,
+    let replacing = form.replace.is_some();
+    // Browsers send a textarea's line breaks as CRLF: stored as LF, like a policy put
+    // through the API.
+    let typed = PolicyDocument {
+        id: form.id,
+        text: form.text.replace("\r\n", "\n"),
     };
-    save_policy(&state, &session, &operator, doc, false).await
-}
-
-/// `POST /console/settings/policies/{id}`: replaces the text of a policy.
-pub async fn replace_policy(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<PolicyForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Admin>(form.csrf.as_deref())?;
-    let doc = PolicyDocument {
-        id,
-        text: form.text,
-    };
-    save_policy(&state, &session, &operator, doc, true).await
-}
-
-/// `POST /console/settings/policies/{id}/delete`.
-pub async fn delete_policy(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Admin>(form.csrf.as_deref())?;
-    operations::change_policy(&state, &operator, PolicyChange::Delete(id))
-        .await
-        .map_err(ApiError::from)?;
-    Ok(Redirect::to("/console/settings#policies-title").into_response())
-}
-
-/// Adds (or, `replacing`, replaces) a policy through the API's use case; a policy Cedar (or
-/// the id rule) refuses shows the page again with the policy as typed and where the problem is.
-async fn save_policy(
-    state: &SharedState,
-    session: &SignedIn,
-    operator: &Operator<Admin>,
-    typed: PolicyDocument,
-    replacing: bool,
-) -> ConsoleResult {
     let change = if replacing {
         PolicyChange::Put(typed.clone())
     } else {
         PolicyChange::Create(typed.clone())
     };
-    match operations::change_policy(state, operator, change).await {
+    match operations::change_policy(&state, &operator, change).await {
         Ok(_) => Ok(Redirect::to("/console/settings#policies-title").into_response()),
         Err(PolicyChangeError::Refused(error)) => {
             let refused = Refused::Policy {
@@ -373,7 +353,7 @@ async fn save_policy(
                 typed,
                 error,
             };
-            pages::settings_page(state, session, Some(refused)).await
+            pages::settings_page(&state, &session, Some(refused)).await
         }
         Err(PolicyChangeError::Other(error)) => Err(error.into()),
     }
@@ -423,16 +403,4 @@ pub async fn add_webhook(
         p { a href="/console/settings#webhooks-title" { "Back to Settings" } }
     };
     Ok(session.page("Webhook added").render(body).into_response())
-}
-
-/// `POST /console/settings/webhooks/{id}/delete`.
-pub async fn delete_webhook(
-    State(state): State<SharedState>,
-    session: SignedIn,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActForm>,
-) -> ConsoleResult {
-    let operator = session.act::<Admin>(form.csrf.as_deref())?;
-    operations::delete_webhook(&state, &operator, &id).await?;
-    Ok(Redirect::to("/console/settings#webhooks-title").into_response())
 }

@@ -85,19 +85,15 @@ pub fn routes() -> Router<SharedState> {
             "/console/settings/risk-escalation",
             actions::save_thresholds(Thresholds::RiskEscalation),
         )
-        .route("/console/settings/policies", post(actions::add_policy))
-        .route(
-            "/console/settings/policies/{id}",
-            post(actions::replace_policy),
-        )
+        .route("/console/settings/policies", post(actions::save_policy))
         .route(
             "/console/settings/policies/{id}/delete",
-            post(actions::delete_policy),
+            button(Act::DeletePolicy),
         )
         .route("/console/settings/webhooks", post(actions::add_webhook))
         .route(
             "/console/settings/webhooks/{id}/delete",
-            post(actions::delete_webhook),
+            button(Act::DeleteWebhook),
         )
         .route("/console/feed", get(feed::feed))
         .route("/console/assets/console.js", get(assets::script))

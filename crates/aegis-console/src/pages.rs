@@ -768,7 +768,7 @@ fn webhook_form(csrf: &str, refused: Option<&Refused>) -> Markup {
             input type="hidden" name="csrf" value=(csrf);
             label {
                 "Webhook URL"
-                input name="url" type="url" required size="40" placeholder="https://hooks.example.com/aegis"
+                input name="url" type="url" required placeholder="https://hooks.example.com/aegis"
                     value=[refused.map(|(url, _, _)| url)]
                     aria-invalid=[invalid] aria-describedby=[invalid.map(|_| "webhook-problem")];
             }
@@ -818,17 +818,9 @@ fn policy_form(stored: Option<&PolicyDocument>, csrf: &str, refused: Option<&Ref
             .is_some_and(|(_, error)| error.field() == field)
             .then_some("true")
     };
-    let (action, button, title) = match stored {
-        Some(stored) => (
-            format!("/console/settings/policies/{}", stored.id),
-            "Replace policy",
-            None,
-        ),
-        None => (
-            "/console/settings/policies".to_owned(),
-            "Add policy",
-            Some("New policy"),
-        ),
+    let button = match stored {
+        Some(_) => "Replace policy",
+        None => "Add policy",
     };
     let problem_id = format!(
         "policy-problem-{}",
@@ -836,10 +828,13 @@ fn policy_form(stored: Option<&PolicyDocument>, csrf: &str, refused: Option<&Ref
     );
     html! {
         details.policy open[refused.is_some() || stored.is_none()] {
-            summary { @match (stored, title) { (Some(stored), _) => code { (stored.id) }, (None, title) => (title.unwrap_or_default()) } }
-            form.policy method="post" action=(action) {
+            summary { @match stored { Some(stored) => code { (stored.id) }, None => "New policy" } }
+            form.policy method="post" action="/console/settings/policies" {
                 input type="hidden" name="csrf" value=(csrf);
-                @if stored.is_none() {
+                @if let Some(stored) = stored {
+                    input type="hidden" name="id" value=(stored.id);
+                    input type="hidden" name="replace" value="true";
+                } @else {
                     label {
                         "Policy id"
                         input name="id" required maxlength="64" value=[id]
@@ -848,7 +843,7 @@ fn policy_form(stored: Option<&PolicyDocument>, csrf: &str, refused: Option<&Ref
                 }
                 label {
                     "Cedar policy"
-                    textarea name="text" rows="8" cols="80" spellcheck="false"
+                    textarea name="text" rows="8" spellcheck="false"
                         aria-invalid=[invalid("text")] aria-describedby=[invalid("text").map(|_| problem_id.as_str())] { (text.unwrap_or_default()) }
                 }
                 button type="submit" { (button) }

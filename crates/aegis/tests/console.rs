@@ -476,7 +476,7 @@ e2e_test! {
 
         // Replacing it with a broken text keeps the stored one, and shows the error on its form.
         let refused = console
-            .post_form(&admin.cookie, "/console/settings/policies/no-merges", &[("csrf", &admin.csrf), ("text", "forbid (principal, action, resource)\nwhen {\n  context.no_such_fact == \"x\" };")])
+            .post_form(&admin.cookie, "/console/settings/policies", &[("csrf", &admin.csrf), ("id", "no-merges"), ("replace", "true"), ("text", "forbid (principal, action, resource)\nwhen {\n  context.no_such_fact == \"x\" };")])
             .await;
         assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert!(refused.text().await.unwrap().contains("Not saved: line 3, column 3"));
@@ -549,7 +549,7 @@ e2e_test! {
             let delete_hook = format!("/console/settings/webhooks/{hook_id}/delete");
             for (path, form) in [
                 ("/console/settings/policies", vec![("id", "x"), ("text", forbid)]),
-                ("/console/settings/policies/no-reads", vec![("text", forbid)]),
+                ("/console/settings/policies", vec![("id", "no-reads"), ("replace", "true"), ("text", forbid)]),
                 ("/console/settings/policies/no-reads/delete", vec![]),
                 ("/console/settings/webhooks", vec![("url", "https://93.184.215.14/x"), ("format", "json")]),
                 (delete_hook.as_str(), vec![]),
