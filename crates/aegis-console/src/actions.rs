@@ -89,10 +89,10 @@ fn is_console_path(path: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"/-_.?=&%".contains(&b))
 }
 
-/// The buttons that do one act on the incident, agent, approval, policy or webhook their path names. Each is a row
-/// here, routed with [`button`]. Each arm spells out the role its act needs, and the compiler
-/// holds it to the role its use case's signature demands, so it cannot differ from the API
-/// route of the same act.
+/// The buttons that do one act on the incident, agent, approval, policy or webhook their path
+/// names. Each is a row here, routed with [`button`]. Each arm spells out the role its act
+/// needs, and the compiler holds it to the role its use case's signature demands, so it cannot
+/// differ from the API route of the same act.
 #[derive(Clone, Copy)]
 pub enum Act {
     AcknowledgeIncident,
