@@ -227,6 +227,34 @@ def test_thresholds_are_edited_on_the_settings_page(gateway, visits, shots):
     shots("settings-thresholds", page)
 
 
+def test_a_policy_cedar_refuses_is_shown_at_its_line_then_fixed_and_deleted(gateway, visits, shots):
+    page = sign_in(visits.context(viewport={"width": 1280, "height": 900}), gateway, gateway.admin)
+    page.get_by_role("link", name="Settings", exact=True).click()
+    page.get_by_label("Policy id").fill("no-prod")
+    broken = 'forbid (principal, action, resource)\nwhen { context.no_such_fact == "<b>prod</b>" };'
+    page.get_by_label("Cedar policy").fill(broken)
+    page.get_by_role("button", name="Add policy", exact=True).click()
+    problem = page.locator("#policy-problem-new")
+    expect(problem).to_contain_text("Not saved: line 2, column 8")
+    expect(problem.locator("pre.offending")).to_have_text('when { context.no_such_fact == "<b>prod</b>" };\n       ^')
+    expect(page.get_by_label("Cedar policy")).to_have_value(broken)
+    expect(page.get_by_label("Cedar policy")).to_have_attribute("aria-invalid", "true")
+    assert gateway.api("GET", "/v1/policies") == []
+    shots("settings-policy-refused", page)
+
+    fixed = 'forbid (principal, action, resource)\nwhen { context has target && context.target like "prod*" };'
+    page.get_by_label("Cedar policy").fill(fixed)
+    page.get_by_role("button", name="Add policy", exact=True).click()
+    saved = page.locator("details.policy summary", has_text="no-prod")
+    expect(saved).to_be_visible()
+    assert gateway.api("GET", "/v1/policies") == [{"id": "no-prod", "text": fixed}]
+    saved.click()
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete policy", exact=True).click()
+    expect(saved).to_have_count(0)
+    assert gateway.api("GET", "/v1/policies") == []
+
+
 def test_a_viewer_is_offered_nothing_and_refused_anyway(gateway, visits, shots):
     agent_id, token = register_agent(gateway)
     approval_id = authorize(gateway, token, HELD_MERGE)["approval"]["id"]

@@ -7,12 +7,14 @@ use crate::pages::{self, Refused, Thresholds};
 use crate::session::SignedIn;
 use aegis_core::approval::Verdict;
 use aegis_core::model::AutonomyLevel;
+use aegis_core::policy::PolicyDocument;
 use aegis_server::SharedState;
 use aegis_server::auth::{Admin, Operator, Responder};
 use aegis_server::error::ApiError;
 use aegis_server::extract::Path;
-use aegis_server::operations;
+use aegis_server::operations::{self, PolicyChange, PolicyChangeError};
 use aegis_server::routes::agents::Reason as ReasonText;
+use aegis_server::routes::webhooks::{CreateWebhook, WebhookFormat};
 use aegis_store::{DenyStormOverride, IncidentStep, RiskEscalation};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -87,10 +89,10 @@ fn is_console_path(path: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"/-_.?=&%".contains(&b))
 }
 
-/// The buttons that do one act on the incident, agent or approval their path names. Each is a row
-/// here, routed with [`button`]. Each arm spells out the role its act needs, and the compiler
-/// holds it to the role its use case's signature demands, so it cannot differ from the API
-/// route of the same act.
+/// The buttons that do one act on the incident, agent, approval, policy or webhook their path
+/// names. Each is a row here, routed with [`button`]. Each arm spells out the role its act
+/// needs, and the compiler holds it to the role its use case's signature demands, so it cannot
+/// differ from the API route of the same act.
 #[derive(Clone, Copy)]
 pub enum Act {
     AcknowledgeIncident,
@@ -101,6 +103,8 @@ pub enum Act {
     RevokeAgent,
     /// Approve or reject a call held for approval, as the session's operator key.
     DecideApproval(Verdict),
+    DeletePolicy,
+    DeleteWebhook,
 }
 
 impl Act {
@@ -148,6 +152,17 @@ impl Act {
                 let reason = form.reason()?;
                 operations::decide_approval(state, &operator, id, verdict, reason).await?;
             }
+            Act::DeletePolicy => {
+                let operator = session.act::<Admin>(csrf)?;
+                let change = PolicyChange::Delete(id.to_owned());
+                operations::change_policy(state, &operator, change)
+                    .await
+                    .map_err(ApiError::from)?;
+            }
+            Act::DeleteWebhook => {
+                let operator = session.act::<Admin>(csrf)?;
+                operations::delete_webhook(state, &operator, id).await?;
+            }
         }
         Ok(())
     }
@@ -162,6 +177,7 @@ impl Act {
                 format!("/console/agents/{id}")
             }
             Act::DecideApproval(_) => "/console/approvals".to_owned(),
+            Act::DeletePolicy | Act::DeleteWebhook => "/console/settings".to_owned(),
         }
     }
 }
@@ -243,7 +259,7 @@ pub fn save_thresholds(form: Thresholds) -> MethodRouter<SharedState> {
             match save(form, &state, &operator, &typed).await {
                 Ok(()) => Ok(Redirect::to("/console/settings").into_response()),
                 Err(error) if error.status == StatusCode::UNPROCESSABLE_ENTITY => {
-                    let refused = Refused { form, typed, error };
+                    let refused = Refused::Thresholds { form, typed, error };
                     pages::settings_page(&state, &session, Some(refused)).await
                 }
                 Err(error) => Err(error.into()),
@@ -294,4 +310,97 @@ fn optional_whole((field, text): &(&str, String)) -> Result<Option<u32>, ApiErro
 /// The whole number typed into a field that must not be empty.
 fn required_whole(typed: &(&str, String)) -> Result<u32, ApiError> {
     optional_whole(typed)?.ok_or_else(|| ApiError::invalid_field(typed.0, "is required"))
+}
+
+/// A policy form: the new-policy form, or (`replace` set) the form of a stored policy.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    text: String,
+    replace: Option<String>,
+}
+
+/// `POST /console/settings/policies`: adds a policy under a new id or replaces a stored one,
+/// through the API's use case; a policy Cedar (or the id rule) refuses shows the page again
+/// with the policy as typed and where the problem is.
+pub async fn save_policy(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    FormBody(form): FormBody<PolicyForm>,
+) -> ConsoleResult {
+    let operator = session.act::<Admin>(form.csrf.as_deref())?;
+    let replacing = form.replace.is_some();
+    // Browsers send a textarea's line breaks as CRLF: stored as LF, like a policy put
+    // through the API.
+    let typed = PolicyDocument {
+        id: form.id,
+        text: form.text.replace("\r\n", "\n"),
+    };
+    let change = if replacing {
+        PolicyChange::Put(typed.clone())
+    } else {
+        PolicyChange::Create(typed.clone())
+    };
+    match operations::change_policy(&state, &operator, change).await {
+        Ok(_) => Ok(Redirect::to("/console/settings#policies-title").into_response()),
+        Err(PolicyChangeError::Refused(error)) => {
+            let refused = Refused::Policy {
+                replacing,
+                typed,
+                error,
+            };
+            pages::settings_page(&state, &session, Some(refused)).await
+        }
+        Err(PolicyChangeError::Other(error)) => Err(error.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    url: String,
+    format: WebhookFormat,
+}
+
+/// `POST /console/settings/webhooks`: subscribes a URL through the API's use case (and so
+/// its SSRF rule), then shows the signing secret once, on a page of its own, as the API
+/// answers it once. A refused URL shows the Settings page again with the form as typed.
+pub async fn add_webhook(
+    State(state): State<SharedState>,
+    session: SignedIn,
+    FormBody(form): FormBody<WebhookForm>,
+) -> ConsoleResult {
+    let operator = session.act::<Admin>(form.csrf.as_deref())?;
+    let request = CreateWebhook {
+        url: form.url.clone(),
+        format: Some(form.format),
+        events: None,
+        secret: None,
+    };
+    let created = match operations::create_webhook(&state, &operator, request).await {
+        Ok(created) => created,
+        Err(error) if error.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            let refused = Refused::Webhook {
+                url: form.url,
+                format: form.format,
+                error,
+            };
+            return pages::settings_page(&state, &session, Some(refused)).await;
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let body = html! {
+        h1 { "Webhook added" }
+        p { "Notifications are now sent to " code { (created.view.url) } " (" (created.view.format) ")." }
+        p { "Each delivery is signed with this secret. Keep it in the receiving system now: it is shown only this once." }
+        p { output #webhook-secret.secret { (created.secret) } }
+        p { a href="/console/settings#webhooks-title" { "Back to Settings" } }
+    };
+    Ok(session.page("Webhook added").render(body).into_response())
 }

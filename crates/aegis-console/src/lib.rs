@@ -85,6 +85,16 @@ pub fn routes() -> Router<SharedState> {
             "/console/settings/risk-escalation",
             actions::save_thresholds(Thresholds::RiskEscalation),
         )
+        .route("/console/settings/policies", post(actions::save_policy))
+        .route(
+            "/console/settings/policies/{id}/delete",
+            button(Act::DeletePolicy),
+        )
+        .route("/console/settings/webhooks", post(actions::add_webhook))
+        .route(
+            "/console/settings/webhooks/{id}/delete",
+            button(Act::DeleteWebhook),
+        )
         .route("/console/feed", get(feed::feed))
         .route("/console/assets/console.js", get(assets::script))
         .route("/console/assets/console.css", get(assets::style))

@@ -8,6 +8,7 @@ use crate::page::{ConsoleError, ConsoleResult, timestamp, timestamp_ms};
 use crate::session::SignedIn;
 use aegis_core::approval::{ApprovalStatus, Verdict as ApprovalVerdict, vote};
 use aegis_core::model::{AgentStatus, AutonomyLevel, Role, Verdict};
+use aegis_core::policy::{PolicyDocument, PolicyError};
 use aegis_server::SharedState;
 use aegis_server::error::ApiError;
 use aegis_server::evidence::{incident_graph, keyring};
@@ -16,6 +17,7 @@ use aegis_server::routes::decisions::DecisionQuery;
 use aegis_server::routes::incidents::{IncidentQuery, IncidentStatus};
 use aegis_server::routes::investigate::incident_narrative;
 use aegis_server::routes::tenants::autonomy_view;
+use aegis_server::routes::webhooks::WebhookFormat;
 use aegis_store::approvals::{ApprovalFilter, ApprovalRecord};
 use aegis_store::{Agent, DecisionFilter, DecisionRecord, Page};
 use axum::extract::State;
@@ -575,11 +577,24 @@ impl Thresholds {
     }
 }
 
-/// A thresholds form the server refused: the values as typed, and why.
-pub struct Refused {
-    pub form: Thresholds,
-    pub typed: [(&'static str, String); 2],
-    pub error: ApiError,
+/// A form of the Settings page the server refused: what was typed, and why.
+pub enum Refused {
+    Thresholds {
+        form: Thresholds,
+        typed: [(&'static str, String); 2],
+        error: ApiError,
+    },
+    /// The new-policy form, or (`replacing`) the form of the policy of that id.
+    Policy {
+        replacing: bool,
+        typed: PolicyDocument,
+        error: PolicyError,
+    },
+    Webhook {
+        url: String,
+        format: WebhookFormat,
+        error: ApiError,
+    },
 }
 
 /// `GET /console/settings`: the tenant's SOC settings, webhooks and policies.
@@ -594,6 +609,7 @@ pub async fn settings_page(
     session: &SignedIn,
     refused: Option<Refused>,
 ) -> ConsoleResult {
+    use crate::actions::{Reason, form};
     let operator = session.viewer()?;
     let tenant = state.store.tenant(&operator.tenant).await?;
     let autonomy = autonomy_view(state, tenant.autonomy_override);
@@ -649,19 +665,42 @@ pub async fn settings_page(
         section aria-labelledby="webhooks-title" {
             h2 #webhooks-title { "Webhooks" }
             @if webhooks.is_empty() {
-                p.empty { "No webhook subscriptions. Add one with " code { "POST /v1/webhooks" } " to get incidents in another system." }
+                p.empty { "No webhook subscriptions: incidents reach no other system." }
             } @else {
-                ul { @for hook in &webhooks { li { code { (hook.url) } " · " (hook.format) " · since " (timestamp_ms(hook.created_at_ms)) } } }
+                ul.webhooks {
+                    @for hook in &webhooks {
+                        li {
+                            code { (hook.url) } " · " (hook.format) " · since " (timestamp_ms(hook.created_at_ms))
+                            @if offers.administer {
+                                (form(&format!("/console/settings/webhooks/{}/delete", hook.id), "Delete webhook", &session.csrf, "/console/settings", Some("Delete this webhook? Its pending deliveries are not sent."), Reason::None))
+                            }
+                        }
+                    }
+                }
+            }
+            @if offers.administer {
+                (webhook_form(&session.csrf, refused.as_ref()))
+            } @else {
+                p.help { "An admin key adds and deletes webhooks here or with " code { "POST /v1/webhooks" } "." }
             }
         }
         section aria-labelledby="policies-title" {
             h2 #policies-title { "Policies" }
+            p.help { "Tenant policies are Cedar policies, one per id, in force over the default pack as soon as they are saved. A policy is checked against the schema with the whole set before it is saved: a refused one is not saved." }
             @if policies.is_empty() {
-                p.empty { "Only the default policy pack applies. Add tenant policies with " code { "POST /v1/policies" } "." }
-            } @else {
-                @for policy in &policies {
+                p.empty { "Only the default policy pack applies." }
+            }
+            @for policy in &policies {
+                @if offers.administer {
+                    (policy_form(Some(policy), &session.csrf, refused.as_ref()))
+                } @else {
                     details { summary { code { (policy.id) } } pre { (policy.text) } }
                 }
+            }
+            @if offers.administer {
+                (policy_form(None, &session.csrf, refused.as_ref()))
+            } @else {
+                p.help { "An admin key edits them here or with " code { "PUT /v1/policies/{id}" } "." }
             }
         }
     };
@@ -681,13 +720,21 @@ fn threshold_form(
     csrf: &str,
     refused: Option<&Refused>,
 ) -> Markup {
-    let refused = refused.filter(|refused| refused.form == form);
+    let refused = match refused {
+        Some(Refused::Thresholds {
+            form: refused_form,
+            typed,
+            error,
+        }) if *refused_form == form => Some((typed, error)),
+        _ => None,
+    };
     let fields = form.fields();
     let value = |index: usize| match refused {
-        Some(refused) => refused.typed[index].1.clone(),
+        Some((typed, _)) => typed[index].1.clone(),
         None => stored[index].clone(),
     };
-    let invalid = |name: &str| refused.is_some_and(|r| r.error.field.as_deref() == Some(name));
+    let invalid =
+        |name: &str| refused.is_some_and(|(_, error)| error.field.as_deref() == Some(name));
     html! {
         form.setting method="post" action=(form.action()) {
             input type="hidden" name="csrf" value=(csrf);
@@ -702,9 +749,141 @@ fn threshold_form(
             }
             button type="submit" { (form.button()) }
         }
-        @if let Some(refused) = refused {
-            @let label = fields.iter().find(|(name, _)| refused.error.field.as_deref() == Some(*name)).map_or("", |(_, label)| *label);
-            p #thresholds-problem.error role="alert" { "Not saved: " (label) " " (refused.error.message) "." }
+        @if let Some((_, error)) = refused {
+            @let label = fields.iter().find(|(name, _)| error.field.as_deref() == Some(*name)).map_or("", |(_, label)| *label);
+            p #thresholds-problem.error role="alert" { "Not saved: " (label) " " (error.message) "." }
+        }
+    }
+}
+
+/// The form that adds a webhook (`refused`: as typed, with why under it).
+fn webhook_form(csrf: &str, refused: Option<&Refused>) -> Markup {
+    let refused = match refused {
+        Some(Refused::Webhook { url, format, error }) => Some((url, *format, error)),
+        _ => None,
+    };
+    let invalid = refused.is_some().then_some("true");
+    html! {
+        form.setting method="post" action="/console/settings/webhooks" {
+            input type="hidden" name="csrf" value=(csrf);
+            label {
+                "Webhook URL"
+                input name="url" type="url" required placeholder="https://hooks.example.com/aegis"
+                    value=[refused.map(|(url, _, _)| url)]
+                    aria-invalid=[invalid] aria-describedby=[invalid.map(|_| "webhook-problem")];
+            }
+            label {
+                "Format"
+                select name="format" {
+                    @for format in WebhookFormat::ALL {
+                        option value=(format.as_str()) selected[refused.is_some_and(|(_, typed, _)| typed.as_str() == format.as_str())] { (format.as_str()) }
+                    }
+                }
+            }
+            button type="submit" { "Add webhook" }
+        }
+        @if let Some((_, _, error)) = refused {
+            p #webhook-problem.error role="alert" { "Not added: " (error.field.as_deref().unwrap_or("webhook")) " " (error.message) "." }
+        }
+    }
+}
+
+/// The form of a stored policy (replace, and its delete button) or, with none, the form that
+/// adds one. When Cedar refused what was typed into it, it holds the text as typed and says
+/// why under it, quoting the line at fault with a caret under the column.
+fn policy_form(stored: Option<&PolicyDocument>, csrf: &str, refused: Option<&Refused>) -> Markup {
+    use crate::actions::{Reason, form};
+    let refused = match refused {
+        Some(Refused::Policy {
+            replacing,
+            typed,
+            error,
+        }) if *replacing == stored.is_some()
+            && stored.is_none_or(|stored| stored.id == typed.id) =>
+        {
+            Some((typed, error))
+        }
+        _ => None,
+    };
+    let text = refused
+        .map(|(typed, _)| typed)
+        .or(stored)
+        .map(|doc| doc.text.as_str());
+    let id = refused
+        .map(|(typed, _)| typed)
+        .or(stored)
+        .map(|doc| doc.id.as_str());
+    let invalid = |field: &str| {
+        refused
+            .is_some_and(|(_, error)| error.field() == field)
+            .then_some("true")
+    };
+    let button = match stored {
+        Some(_) => "Replace policy",
+        None => "Add policy",
+    };
+    let problem_id = format!(
+        "policy-problem-{}",
+        stored.map_or("new", |stored| stored.id.as_str())
+    );
+    html! {
+        details.policy open[refused.is_some() || stored.is_none()] {
+            summary { @match stored { Some(stored) => code { (stored.id) }, None => "New policy" } }
+            form.policy method="post" action="/console/settings/policies" {
+                input type="hidden" name="csrf" value=(csrf);
+                @if let Some(stored) = stored {
+                    input type="hidden" name="id" value=(stored.id);
+                    input type="hidden" name="replace" value="true";
+                } @else {
+                    label {
+                        "Policy id"
+                        input name="id" required maxlength="64" value=[id]
+                            aria-invalid=[invalid("id")] aria-describedby=[invalid("id").map(|_| problem_id.as_str())];
+                    }
+                }
+                label {
+                    "Cedar policy"
+                    textarea name="text" rows="8" spellcheck="false"
+                        aria-invalid=[invalid("text")] aria-describedby=[invalid("text").map(|_| problem_id.as_str())] { (text.unwrap_or_default()) }
+                }
+                button type="submit" { (button) }
+            }
+            @if let Some((typed, error)) = refused {
+                (policy_problem(&problem_id, &typed.text, error))
+            }
+            @if let Some(stored) = stored {
+                (form(&format!("/console/settings/policies/{}/delete", stored.id), "Delete policy", csrf, "/console/settings", Some("Delete this policy? It stops applying at once."), Reason::None))
+            }
+        }
+    }
+}
+
+/// Why Cedar (or the id rule) refused a policy: the message, and where it says the problem
+/// is, the line quoted with a caret under the column.
+fn policy_problem(problem_id: &str, text: &str, error: &PolicyError) -> Markup {
+    let message = match error {
+        PolicyError::InvalidId(why) => format!("the policy id {why}"),
+        PolicyError::OverLimit { message, .. } | PolicyError::Invalid { message, .. } => {
+            message.clone()
+        }
+    };
+    let at = error.location().and_then(|location| {
+        let (line, column) = location.split_once(':')?;
+        let (line, column) = (line.parse::<usize>().ok()?, column.parse::<usize>().ok()?);
+        let quoted = text.lines().nth(line.checked_sub(1)?)?;
+        // The column counts bytes; the caret is placed under the character there.
+        let before = quoted.get(..column.saturating_sub(1)).unwrap_or(quoted);
+        Some((line, column, quoted, " ".repeat(before.chars().count())))
+    });
+    html! {
+        div #(problem_id).error role="alert" {
+            @match &at {
+                Some((line, column, _, _)) => p { "Not saved: line " (line) ", column " (column) ": " (message) },
+                None => p { "Not saved: " (message) },
+            }
+            @if let Some((line, _, quoted, caret)) = &at {
+                pre.offending aria-label=(format!("line {line}")) { (quoted) "\n" (caret) "^" }
+            }
         }
     }
 }

@@ -6,17 +6,21 @@
 //! only an [`Operator`] of that role (or above) can be passed.
 
 use crate::approvals::{DecidingKey, decide};
-use crate::auth::{AGENT_TOKEN_PREFIX, Admin, Operator, Responder, new_secret};
-use crate::error::ApiResult;
+use crate::auth::{AGENT_TOKEN_PREFIX, Admin, Operator, Responder, new_id, new_secret};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::webhooks::{CreateWebhook, CreatedWebhook, EventKind, WebhookFormat};
 use crate::state::SharedState;
 use crate::validate::in_range;
 use aegis_core::approval::Verdict;
 use aegis_core::correlate::MAX_BURST_THRESHOLD;
+use aegis_core::policy::{PolicyDocument, PolicyEngine, PolicyError};
 use aegis_store::approvals::ApprovalRecord;
 use aegis_store::{
     Agent, AgentChange, AgentChangeKind, DenyStormOverride, IncidentDetail, IncidentStep,
-    RiskEscalation, TenantSettings,
+    NewWebhook, RiskEscalation, StoreError, TenantSettings,
 };
+use axum::http::StatusCode;
+use std::sync::Arc;
 
 /// Freezes an agent: its calls are denied (and recorded) until it is unfrozen.
 pub async fn freeze_agent(
@@ -186,5 +190,171 @@ pub async fn set_deny_storm(
     Ok(state
         .store
         .set_deny_storm_override(&operator.tenant, deny_storm, &operator.actor())
+        .await?)
+}
+
+/// A change to the tenant's own policies.
+pub enum PolicyChange {
+    /// Adds a policy under an id not yet taken (else conflict).
+    Create(PolicyDocument),
+    /// Adds or replaces the policy of that id.
+    Put(PolicyDocument),
+    /// Removes the policy of that id (not found if there is none).
+    Delete(String),
+}
+
+impl PolicyChange {
+    fn id(&self) -> &str {
+        match self {
+            PolicyChange::Create(doc) | PolicyChange::Put(doc) => &doc.id,
+            PolicyChange::Delete(id) => id,
+        }
+    }
+}
+
+/// Why a policy change was not made: the set it would leave was refused (the console shows
+/// where in the text; the API answers 400 `invalid_policy`), or any other error.
+#[derive(Debug)]
+pub enum PolicyChangeError {
+    Refused(PolicyError),
+    Other(ApiError),
+}
+
+impl From<ApiError> for PolicyChangeError {
+    fn from(error: ApiError) -> Self {
+        PolicyChangeError::Other(error)
+    }
+}
+
+impl From<StoreError> for PolicyChangeError {
+    fn from(error: StoreError) -> Self {
+        PolicyChangeError::Other(error.into())
+    }
+}
+
+impl From<PolicyChangeError> for ApiError {
+    fn from(error: PolicyChangeError) -> Self {
+        match error {
+            PolicyChangeError::Refused(refused) => ApiError {
+                field: Some(refused.field().into()),
+                ..ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_policy",
+                    refused.to_string(),
+                )
+            },
+            PolicyChangeError::Other(error) => error,
+        }
+    }
+}
+
+/// Compiles and validates the tenant's set as it would be after the change, stores the
+/// change, then swaps the compiled set in, all under the tenant's change lock, so a policy
+/// is in force for the next call exactly when it is stored. Returns whether the id existed.
+pub async fn change_policy(
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    change: PolicyChange,
+) -> Result<bool, PolicyChangeError> {
+    let runtime = state
+        .tenants
+        .get(state.store.as_ref(), &operator.tenant)
+        .await?;
+    let _serialised = runtime.change_lock.lock().await;
+    let mut docs = state.store.policies(&operator.tenant).await?;
+    let existed = docs.iter().any(|d| d.id == change.id());
+    match &change {
+        PolicyChange::Create(doc) if existed => {
+            return Err(ApiError::conflict(format!("policy {} already exists", doc.id)).into());
+        }
+        PolicyChange::Delete(_) if !existed => return Err(ApiError::not_found("policy").into()),
+        PolicyChange::Create(doc) | PolicyChange::Put(doc) => {
+            docs.retain(|d| d.id != doc.id);
+            docs.push(doc.clone());
+        }
+        PolicyChange::Delete(id) => docs.retain(|d| d.id != *id),
+    }
+    // Size and nesting limits are checked in the core, before Cedar parses anything.
+    let engine = PolicyEngine::compile(&docs).map_err(PolicyChangeError::Refused)?;
+    let actor = operator.actor();
+    match change {
+        PolicyChange::Create(doc) | PolicyChange::Put(doc) => {
+            state
+                .store
+                .put_policy(&operator.tenant, doc, &actor)
+                .await?;
+        }
+        PolicyChange::Delete(id) => {
+            state
+                .store
+                .delete_policy(&operator.tenant, &id, &actor)
+                .await?;
+        }
+    }
+    runtime.engine.store(Arc::new(engine));
+    Ok(existed)
+}
+
+/// Subscribes a URL to the tenant's notifications. The URL must pass the SSRF rule
+/// (`aegis_soc::egress`) unless the deployment allows private addresses; without a secret
+/// one is generated. The secret is returned here only: it is never shown again.
+pub async fn create_webhook(
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    request: CreateWebhook,
+) -> ApiResult<CreatedWebhook> {
+    aegis_soc::egress::check_subscription_url(&request.url, state.settings.webhook_allow_private)
+        .await
+        .map_err(|why| ApiError::invalid_field("url", why))?;
+    let format = request.format.unwrap_or(WebhookFormat::Json).as_str();
+    if request.events.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::invalid_field("events", "must not be empty"));
+    }
+    let secret = match request.secret {
+        Some(secret) if !(16..=256).contains(&secret.chars().count()) => {
+            return Err(ApiError::invalid_field(
+                "secret",
+                "must be 16 to 256 characters",
+            ));
+        }
+        Some(secret) => secret,
+        None => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes)
+                .map_err(|_| ApiError::unavailable("cannot generate a secret right now"))?;
+            format!("whsec_{}", hex::encode(bytes))
+        }
+    };
+    let webhook = state
+        .store
+        .create_webhook(
+            &operator.tenant,
+            NewWebhook {
+                id: new_id("whk"),
+                url: request.url,
+                format: format.to_owned(),
+                events: request
+                    .events
+                    .map(|events| events.into_iter().map(|EventKind(kind)| kind).collect()),
+                secret: Some(secret.clone()),
+                created_at_ms: crate::now_ms(),
+            },
+        )
+        .await?;
+    Ok(CreatedWebhook {
+        view: webhook.into(),
+        secret,
+    })
+}
+
+/// Deletes one of the tenant's subscriptions; its pending deliveries are not sent.
+pub async fn delete_webhook(
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    webhook_id: &str,
+) -> ApiResult<()> {
+    Ok(state
+        .store
+        .delete_webhook(&operator.tenant, webhook_id)
         .await?)
 }

@@ -440,6 +440,140 @@ e2e_test! {
 }
 
 e2e_test! {
+    async fn an_admin_edits_the_policies_and_cedar_refusals_are_shown_at_their_line(backend) {
+        let console = Console::start(backend).await;
+        let (_, token) = console.agent().await;
+        let admin = console.session(&console.admin).await;
+        let policies = || get_json(&console.api, console.gw.url("/v1/policies"), &console.admin);
+        let merge = merge_call("trusted_internal_signed");
+        let matched = |decision: &Value| decision["matched_policies"].as_array().is_some_and(|names| names.contains(&json!("no-merges")));
+        assert_eq!(console.authorize(&token, &merge).await["decision"], "allow");
+
+        // Cedar refuses the text: the page shows it as typed (escaped), the line and column,
+        // and the line itself; nothing is saved.
+        let broken = "forbid (principal, action, resource)\nwhen { context.target like \"<b>\" && };";
+        let refused = console
+            .post_form(&admin.cookie, "/console/settings/policies", &[("csrf", &admin.csrf), ("id", "no-merges"), ("text", broken)])
+            .await;
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let html = refused.text().await.unwrap();
+        assert!(html.contains("Not saved: line 2, column"), "{html}");
+        assert!(html.contains("when { context.target like &quot;&lt;b&gt;&quot; &amp;&amp; };\n"), "the line is quoted, escaped: {html}");
+        assert!(html.contains(r#"aria-invalid="true""#) && html.contains(r#"value="no-merges""#));
+        assert!(!html.contains("<b>"));
+        assert_eq!(policies().await, json!([]));
+
+        // A valid policy is saved and decides the next call.
+        let forbid = "@reason(\"no merges today\")\nforbid (principal, action, resource == Aegis::ToolAction::\"github::merge_pull_request\");";
+        let saved = console
+            .post_form(&admin.cookie, "/console/settings/policies", &[("csrf", &admin.csrf), ("id", "no-merges"), ("text", forbid)])
+            .await;
+        assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+        assert_eq!(policies().await, json!([{"id": "no-merges", "text": forbid}]));
+        let denied = console.authorize(&token, &merge).await;
+        assert_eq!(denied["decision"], "deny", "{denied}");
+        assert!(matched(&denied), "{denied}");
+
+        // Replacing it with a broken text keeps the stored one, and shows the error on its form.
+        let refused = console
+            .post_form(&admin.cookie, "/console/settings/policies", &[("csrf", &admin.csrf), ("id", "no-merges"), ("replace", "true"), ("text", "forbid (principal, action, resource)\nwhen {\n  context.no_such_fact == \"x\" };")])
+            .await;
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(refused.text().await.unwrap().contains("Not saved: line 3, column 3"));
+        assert_eq!(policies().await[0]["text"], forbid);
+
+        let deleted = console
+            .post_form(&admin.cookie, "/console/settings/policies/no-merges/delete", &[("csrf", &admin.csrf)])
+            .await;
+        assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+        assert_eq!(policies().await, json!([]));
+        assert_eq!(console.authorize(&token, &merge).await["decision"], "allow");
+    }
+}
+
+e2e_test! {
+    async fn an_admin_adds_and_deletes_webhooks_and_sees_the_secret_once(backend) {
+        let console = Console::start(backend).await;
+        let admin = console.session(&console.admin).await;
+        let webhooks = || get_json(&console.api, console.gw.url("/v1/webhooks"), &console.admin);
+
+        // The API's SSRF rule applies.
+        let refused = console
+            .post_form(&admin.cookie, "/console/settings/webhooks", &[("csrf", &admin.csrf), ("url", "http://127.0.0.1:9/hook"), ("format", "slack")])
+            .await;
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let html = refused.text().await.unwrap();
+        assert!(html.contains("Not added: url must not point to an internal address"), "{html}");
+        assert!(html.contains(r#"value="http://127.0.0.1:9/hook""#) && html.contains(r#"value="slack" selected"#));
+        assert_eq!(webhooks().await, json!([]));
+
+        let added = console
+            .post_form(&admin.cookie, "/console/settings/webhooks", &[("csrf", &admin.csrf), ("url", "https://93.184.215.14/aegis"), ("format", "slack")])
+            .await;
+        assert_eq!(added.status(), StatusCode::OK);
+        let html = added.text().await.unwrap();
+        let marker = r#"id="webhook-secret">"#;
+        let start = html.find(marker).expect("the secret is shown") + marker.len();
+        let secret = &html[start..start + html[start..].find('<').unwrap()];
+        assert!(secret.starts_with("whsec_"), "{secret}");
+        let listed = webhooks().await;
+        assert_eq!((&listed[0]["url"], &listed[0]["format"]), (&json!("https://93.184.215.14/aegis"), &json!("slack")));
+        let id = listed[0]["id"].as_str().unwrap().to_owned();
+        let page = console.html(&admin.cookie, "/console/settings").await;
+        assert!(page.contains("https://93.184.215.14/aegis") && !page.contains(secret), "the secret is never shown again");
+
+        let deleted = console
+            .post_form(&admin.cookie, &format!("/console/settings/webhooks/{id}/delete"), &[("csrf", &admin.csrf)])
+            .await;
+        assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+        assert_eq!(webhooks().await, json!([]));
+    }
+}
+
+e2e_test! {
+    async fn only_an_admin_changes_policies_and_webhooks(backend) {
+        let console = Console::start(backend).await;
+        let forbid = "forbid (principal, action, resource == Aegis::ToolAction::\"github::get_file\");";
+        let stored = post_json(&console.api, console.gw.url("/v1/policies"), &console.admin, &json!({"id": "no-reads", "text": forbid})).await;
+        assert_eq!(stored["id"], "no-reads");
+        let hook = post_json(&console.api, console.gw.url("/v1/webhooks"), &console.admin, &json!({"url": "https://93.184.215.14/aegis"})).await;
+        let hook_id = hook["id"].as_str().unwrap();
+        for role in ["viewer", "responder"] {
+            let key = console.new_key(role, "Robin").await;
+            let session = console.session(key["key"].as_str().unwrap()).await;
+            let html = console.html(&session.cookie, "/console/settings").await;
+            assert!(html.contains("no-reads"), "{role} reads the policies");
+            for offered in ["Add policy", "Replace policy", "Delete policy", "Add webhook", "Delete webhook"] {
+                assert!(!html.contains(offered), "{role} is not offered {offered}");
+            }
+            let delete_hook = format!("/console/settings/webhooks/{hook_id}/delete");
+            for (path, form) in [
+                ("/console/settings/policies", vec![("id", "x"), ("text", forbid)]),
+                ("/console/settings/policies", vec![("id", "no-reads"), ("replace", "true"), ("text", forbid)]),
+                ("/console/settings/policies/no-reads/delete", vec![]),
+                ("/console/settings/webhooks", vec![("url", "https://93.184.215.14/x"), ("format", "json")]),
+                (delete_hook.as_str(), vec![]),
+            ] {
+                let mut form = form;
+                form.push(("csrf", &session.csrf));
+                let refused = console.post_form(&session.cookie, path, &form).await;
+                assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{role} {path}");
+            }
+        }
+        // And an admin without the session's CSRF token is refused too.
+        let admin = console.session(&console.admin).await;
+        let refused = console
+            .post_form(&admin.cookie, "/console/settings/policies/no-reads/delete", &[("csrf", "0".repeat(64).as_str())])
+            .await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        let policies = get_json(&console.api, console.gw.url("/v1/policies"), &console.admin).await;
+        assert_eq!(policies.as_array().unwrap().len(), 1);
+        let hooks = get_json(&console.api, console.gw.url("/v1/webhooks"), &console.admin).await;
+        assert_eq!(hooks.as_array().unwrap().len(), 1);
+    }
+}
+
+e2e_test! {
     async fn the_console_feed_takes_the_session_only_from_its_own_pages(backend) {
         let console = Console::start(backend).await;
         let (cookie, _) = console.sign_in(&console.admin).await;

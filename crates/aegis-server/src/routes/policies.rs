@@ -1,6 +1,7 @@
-//! Tenant policies over the default pack. Every change is compiled and validated against
-//! the schema with the tenant's whole set before it is stored; the compiled set then
-//! replaces the active one atomically.
+//! Tenant policies over the default pack. Every change goes through
+//! [`change_policy`](crate::operations::change_policy): compiled and validated against the
+//! schema with the tenant's whole set before it is stored, the compiled set then replacing
+//! the active one atomically.
 
 use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{ApiError, ApiResult};
@@ -9,14 +10,14 @@ use crate::openapi::{
     BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, PolicyRefused,
     StoreErrors, Unreadable,
 };
+use crate::operations::{PolicyChange, change_policy};
 use crate::routes::Listed;
 use crate::state::SharedState;
-use aegis_core::policy::{DEFAULT_PACK_TEXT, PolicyDocument, PolicyEngine, SCHEMA_TEXT};
+use aegis_core::policy::{DEFAULT_PACK_TEXT, PolicyDocument, SCHEMA_TEXT};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -110,15 +111,11 @@ pub async fn create_policy(
         id: body.id.clone(),
         text: body.text.clone(),
     };
-    apply(
-        &state,
-        &operator,
-        Change::Create(PolicyDocument {
-            id: body.id,
-            text: body.text,
-        }),
-    )
-    .await?;
+    let change = PolicyChange::Create(PolicyDocument {
+        id: body.id,
+        text: body.text,
+    });
+    change_policy(&state, &operator, change).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -146,15 +143,11 @@ pub async fn put_policy(
         id: id.clone(),
         text: body.text.clone(),
     };
-    let existed = apply(
-        &state,
-        &operator,
-        Change::Put(PolicyDocument {
-            id,
-            text: body.text,
-        }),
-    )
-    .await?;
+    let change = PolicyChange::Put(PolicyDocument {
+        id,
+        text: body.text,
+    });
+    let existed = change_policy(&state, &operator, change).await?;
     Ok((
         if existed {
             StatusCode::OK
@@ -209,67 +202,6 @@ pub async fn delete_policy(
     operator: Operator<Admin>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    apply(&state, &operator, Change::Delete(id)).await?;
+    change_policy(&state, &operator, PolicyChange::Delete(id)).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-enum Change {
-    Create(PolicyDocument),
-    Put(PolicyDocument),
-    Delete(String),
-}
-
-/// Validates the tenant's set as it would be after the change, stores the change, then swaps
-/// the compiled set in, all under the tenant's change lock. Returns whether the id existed.
-async fn apply(state: &SharedState, operator: &Operator<Admin>, change: Change) -> ApiResult<bool> {
-    let runtime = state
-        .tenants
-        .get(state.store.as_ref(), &operator.tenant)
-        .await?;
-    let _serialised = runtime.change_lock.lock().await;
-    let mut docs = state.store.policies(&operator.tenant).await?;
-    let id = match &change {
-        Change::Create(doc) | Change::Put(doc) => &doc.id,
-        Change::Delete(id) => id,
-    };
-    let existed = docs.iter().any(|d| d.id == *id);
-    match &change {
-        Change::Create(doc) | Change::Put(doc) => {
-            if matches!(change, Change::Create(_)) && existed {
-                return Err(ApiError::conflict(format!(
-                    "policy {} already exists",
-                    doc.id
-                )));
-            }
-            docs.retain(|d| d.id != doc.id);
-            docs.push(doc.clone());
-        }
-        Change::Delete(id) => {
-            if !existed {
-                return Err(ApiError::not_found("policy"));
-            }
-            docs.retain(|d| d.id != *id);
-        }
-    }
-    // Size and nesting limits are checked in the core, before Cedar parses anything.
-    let engine = PolicyEngine::compile(&docs).map_err(|error| ApiError {
-        field: Some(error.field().into()),
-        ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", error.to_string())
-    })?;
-    match change {
-        Change::Create(doc) | Change::Put(doc) => {
-            state
-                .store
-                .put_policy(&operator.tenant, doc, &operator.actor())
-                .await?;
-        }
-        Change::Delete(id) => {
-            state
-                .store
-                .delete_policy(&operator.tenant, &id, &operator.actor())
-                .await?
-        }
-    }
-    runtime.engine.store(Arc::new(engine));
-    Ok(existed)
 }

@@ -3,6 +3,7 @@
 //! loopback, link-local or otherwise internal addresses (SSRF, `aegis_soc::egress`, checked
 //! again at every delivery) unless the deployment allows it
 //! (`AEGIS_WEBHOOK_ALLOW_PRIVATE=true`). Secrets are shown once and never returned again.
+//! Creating and deleting are use cases ([`operations::create_webhook`]), shared with the console.
 
 use crate::auth::{Admin, Operator, new_id};
 use crate::error::{ApiError, ApiResult};
@@ -10,11 +11,12 @@ use crate::extract::{JsonBody, Path, QueryParams};
 use crate::openapi::{
     BodyRefused, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
 };
+use crate::operations;
 use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
 use aegis_core::timestamp::format_millis;
 use aegis_soc::notify::{KINDS, subscription_sink, test_message};
-use aegis_store::{Delivery, NewDelivery, NewWebhook, Webhook};
+use aegis_store::{Delivery, NewDelivery, Webhook};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -45,7 +47,9 @@ pub enum WebhookFormat {
 }
 
 impl WebhookFormat {
-    fn as_str(self) -> &'static str {
+    pub const ALL: [WebhookFormat; 2] = [WebhookFormat::Json, WebhookFormat::Slack];
+
+    pub fn as_str(self) -> &'static str {
         match self {
             WebhookFormat::Json => "json",
             WebhookFormat::Slack => "slack",
@@ -55,7 +59,7 @@ impl WebhookFormat {
 
 /// One of the notification kinds ([`KINDS`]).
 #[derive(Debug, Clone)]
-pub struct EventKind(String);
+pub struct EventKind(pub String);
 
 impl<'de> Deserialize<'de> for EventKind {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -154,55 +158,8 @@ pub async fn create_webhook(
     operator: Operator<Admin>,
     JsonBody(body): JsonBody<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
-    aegis_soc::egress::check_subscription_url(&body.url, state.settings.webhook_allow_private)
-        .await
-        .map_err(|why| ApiError::invalid_field("url", why))?;
-    let format = body
-        .format
-        .unwrap_or(WebhookFormat::Json)
-        .as_str()
-        .to_owned();
-    if body.events.as_ref().is_some_and(Vec::is_empty) {
-        return Err(ApiError::invalid_field("events", "must not be empty"));
-    }
-    let secret = match body.secret {
-        Some(secret) if !(16..=256).contains(&secret.chars().count()) => {
-            return Err(ApiError::invalid_field(
-                "secret",
-                "must be 16 to 256 characters",
-            ));
-        }
-        Some(secret) => secret,
-        None => {
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes)
-                .map_err(|_| ApiError::unavailable("cannot generate a secret right now"))?;
-            format!("whsec_{}", hex::encode(bytes))
-        }
-    };
-    let webhook = state
-        .store
-        .create_webhook(
-            &operator.tenant,
-            NewWebhook {
-                id: new_id("whk"),
-                url: body.url,
-                format,
-                events: body
-                    .events
-                    .map(|events| events.into_iter().map(|EventKind(kind)| kind).collect()),
-                secret: Some(secret.clone()),
-                created_at_ms: crate::now_ms(),
-            },
-        )
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedWebhook {
-            view: webhook.into(),
-            secret,
-        }),
-    ))
+    let created = operations::create_webhook(&state, &operator, body).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// This tenant's webhook subscriptions (never their secrets).
@@ -252,7 +209,7 @@ pub async fn delete_webhook(
     operator: Operator<Admin>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.store.delete_webhook(&operator.tenant, &id).await?;
+    operations::delete_webhook(&state, &operator, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
