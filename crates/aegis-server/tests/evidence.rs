@@ -517,24 +517,6 @@ impl EvidenceReads for CountingReads<'_> {
     }
 }
 
-/// Follows `X-Next-Cursor` from `path` (which has a `?`); returns every page.
-async fn all_pages(app: &TestApp, key: &str, path: &str) -> Vec<Value> {
-    let mut pages = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let response = app.get(key, &format!("{path}{cursor}")).await;
-        let next = response
-            .headers()
-            .get("x-next-cursor")
-            .map(|v| v.to_str().unwrap().to_owned());
-        pages.push(expect_json(response, StatusCode::OK).await);
-        match next {
-            Some(next) => cursor = format!("&cursor={next}"),
-            None => return pages,
-        }
-    }
-}
-
 /// Decisions one agent makes through the API, `parallel` at a time; their event seqs.
 async fn denies(app: &TestApp, token: &str, count: usize, parallel: usize) -> Vec<i64> {
     let mut seqs = Vec::with_capacity(count);
@@ -585,7 +567,7 @@ store_test!(async fn an_incident_of_thousands_is_bounded_paged_once_and_graphed_
 
     // Paging returns every decision exactly once, newest first.
     for limit in [1000, 333] {
-        let pages = all_pages(&app, &f.admin, &format!("/v1/incidents/{incident}/decisions?limit={limit}")).await;
+        let pages = app.all_pages(&f.admin, &format!("/v1/incidents/{incident}/decisions?limit={limit}")).await;
         assert_eq!(pages.len(), STORM.div_ceil(limit));
         let paged: Vec<i64> = pages
             .iter()
@@ -618,7 +600,7 @@ store_test!(async fn an_incident_of_thousands_is_bounded_paged_once_and_graphed_
         graph["nodes"].as_array().unwrap().iter().filter(|n| n["type"] == kind).cloned().collect()
     };
     assert_eq!(kind(&whole, "decision").len(), 5);
-    let pages = all_pages(&app, &f.admin, &format!("/v1/graph/incident/{incident}?limit=1000")).await;
+    let pages = app.all_pages(&f.admin, &format!("/v1/graph/incident/{incident}?limit=1000")).await;
     assert_eq!(pages.len(), 2);
     assert_eq!(pages[0]["truncated"], true);
     let mut graphed = HashSet::new();

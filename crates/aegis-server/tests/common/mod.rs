@@ -478,6 +478,24 @@ impl TestApp {
         rows[0][0].int()
     }
 
+    /// Follows `X-Next-Cursor` from `path` (which has a `?`); returns every page.
+    pub async fn all_pages(&self, key: &str, path: &str) -> Vec<Value> {
+        let mut pages = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let response = self.get(key, &format!("{path}{cursor}")).await;
+            let next = response
+                .headers()
+                .get("x-next-cursor")
+                .map(|v| v.to_str().unwrap().to_owned());
+            pages.push(expect_json(response, StatusCode::OK).await);
+            match next {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => return pages,
+            }
+        }
+    }
+
     /// Runs a statement (behind the store's back); returns the rows it changed.
     pub async fn execute(&self, sql: &str, params: &[Sql]) -> u64 {
         match &self.db {
