@@ -122,11 +122,11 @@ fn call_from(name: &str, arguments: Value, source_trust: &str) -> Value {
            "meta": {"aegis": {"source_trust": source_trust}}})
 }
 
-/// The decision id an error result names.
-fn decision_named(text: &str) -> String {
+/// The first id with `prefix` (`dec_`, `apr_`) that an error result's text names.
+fn id_named(text: &str, prefix: &str) -> String {
     let start = text
-        .find("dec_")
-        .unwrap_or_else(|| panic!("no decision id in {text:?}"));
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} id in {text:?}"));
     text[start..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -259,7 +259,7 @@ e2e_test! {
             assert!(denied["text"].as_str().unwrap().starts_with("Denied by AegisAgent"), "{denied}");
         }
         assert_eq!(seen[5], json!({"op": "call", "is_error": false, "text": "deleted 2"}));
-        let decision_id = decision_named(seen[0]["text"].as_str().unwrap());
+        let decision_id = id_named(seen[0]["text"].as_str().unwrap(), "dec_");
         let decision = get_json(&s.client, gw.url(&format!("/v1/decisions/{decision_id}")), &admin).await;
         assert_eq!(
             (&decision["decision"], &decision["tool"], &decision["action"], &decision["source_trust"], &decision["agent_id"]),
@@ -279,17 +279,6 @@ e2e_test! {
     }
 }
 
-/// The approval id an error result names.
-fn approval_named(text: &str) -> String {
-    let start = text
-        .find("apr_")
-        .unwrap_or_else(|| panic!("no approval id in {text:?}"));
-    text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect()
-}
-
 e2e_test! {
     async fn an_approved_call_passes_once_and_not_twice(backend) {
         let dir = tempfile::tempdir().unwrap();
@@ -305,7 +294,7 @@ e2e_test! {
         assert_eq!(seen[0]["is_error"], true, "{}", seen[0]);
         let text = seen[0]["text"].as_str().unwrap();
         assert!(text.contains("needs a person's approval"), "{text}");
-        let approval_id = approval_named(text);
+        let approval_id = id_named(text, "apr_");
         let approved = s
             .client
             .post(gw.url(&format!("/v1/approvals/{approval_id}/approve")))
@@ -321,7 +310,7 @@ e2e_test! {
         let seen = mcp_client(program(&gw, &s.token, vec![delete(), delete()])).await;
         assert_eq!(seen[0], json!({"op": "call", "is_error": false, "text": "deleted 2"}));
         assert_eq!(seen[1]["is_error"], true, "{}", seen[1]);
-        let again = approval_named(seen[1]["text"].as_str().unwrap());
+        let again = id_named(seen[1]["text"].as_str().unwrap(), "apr_");
         assert_ne!(again, approval_id);
         let used = get_json(&s.client, gw.url(&format!("/v1/approvals/{approval_id}")), &admin).await;
         assert_eq!(used["status"], "consumed");
@@ -359,7 +348,7 @@ e2e_test! {
         assert_eq!(seen[2]["is_error"], true);
         let text = seen[2]["text"].as_str().unwrap();
         assert!(text.contains("changed since it was pinned"), "{text}");
-        let decision = get_json(&s.client, gw.url(&format!("/v1/decisions/{}", decision_named(text))), &admin).await;
+        let decision = get_json(&s.client, gw.url(&format!("/v1/decisions/{}", id_named(text, "dec_"))), &admin).await;
         assert_eq!(decision["decision"], "deny");
 
         let tools_url = gw.url(&format!("/v1/mcp/servers/{}/tools", s.server_id));
