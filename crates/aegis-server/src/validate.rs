@@ -73,7 +73,9 @@ impl<const MAX: usize> PartialSchema for Text<MAX> {
 impl<const MAX: usize> ToSchema for Text<MAX> {}
 
 /// A whole number field. JSON Schema's `integer` admits `5.0`, so the server does too, or a
-/// client following the document would be refused. Use with `#[serde(deserialize_with)]`.
+/// client following the document would be refused. The document states every such field as
+/// `format: int64`, so nothing above `i64::MAX` is read, whatever the Rust type holds.
+/// Use with `#[serde(deserialize_with)]`.
 pub fn whole<'de, D: Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Result<T, D::Error> {
     let number = serde_json::Number::deserialize(deserializer)?;
     number
@@ -81,9 +83,10 @@ pub fn whole<'de, D: Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Res
         .or_else(|| {
             number
                 .as_f64()
-                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < i64::MAX as f64)
                 .map(|f| f as u64)
         })
+        .filter(|n| i64::try_from(*n).is_ok())
         .and_then(|n| T::try_from(n).ok())
         .ok_or_else(|| de::Error::custom(format!("{number} is not a whole number in range")))
 }

@@ -148,6 +148,23 @@ store_test!(async fn unknown_fields_are_refused_everywhere(backend) {
     expect_field_error(app.get(&f.admin, "/v1/decisions?agent=x").await, "agent").await;
 });
 
+store_test!(async fn whole_number_fields_read_what_int64_states(backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.tenant_with_agent("acme").await;
+    // The document states every whole-number field as `format: int64`: 2^63 is out of range
+    // even where the server's type is unsigned, while `1.0` is an integer to JSON Schema.
+    for from_seq in [json!(9_223_372_036_854_775_808_u64), json!(-1), json!(1.5)] {
+        let response = app.post(&f.admin, "/v1/receipts/verify", json!({"from_seq": from_seq})).await;
+        expect_field_error(response, "from_seq").await;
+    }
+    let answer = expect_json(
+        app.post(&f.admin, "/v1/receipts/verify", json!({"from_seq": 1.0})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(answer["verified"], true, "{answer}");
+});
+
 store_test!(async fn every_bad_limit_and_cursor_answers_422(backend) {
     let app = TestApp::spawn(backend).await;
     let f = app.tenant_with_agent("acme").await;
