@@ -12,6 +12,8 @@ pub struct GatedCall {
     pub tool: String,
     /// The MCP tool's name.
     pub action: String,
+    /// The value of the argument the admin named as the tool's resource ([`crate::resource`]).
+    pub resource: Option<String>,
     /// The call's arguments (a JSON object), if any.
     pub parameters: Option<Value>,
     /// What the pinned definition says: a tool not declared read-only mutates state. It can
@@ -19,7 +21,8 @@ pub struct GatedCall {
     pub claimed_mutates_state: bool,
     pub source_trust: SourceTrust,
     /// Set when the call must be denied whatever the policies say (a changed definition
-    /// not yet accepted); the decision is still recorded, with this reason.
+    /// not yet accepted, a resource argument missing); the decision is still recorded,
+    /// with this reason.
     pub denied_because: Option<String>,
 }
 

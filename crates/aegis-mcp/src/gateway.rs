@@ -158,13 +158,21 @@ impl<G: ToolCallGate> McpGateway<G> {
             Some(trust) => trust,
             None => request.source_trust.unwrap_or(SourceTrust::Unknown),
         };
-        let denied_because = pin.filter(|pin| pin.withheld()).map(|pin| {
-            format!(
-                "the definition of MCP tool {:?} changed since it was pinned; an admin must accept it \
-                 (POST /v1/mcp/servers/{}/tools/{}/accept) before it can be called",
-                pin.tool, pin.server_id, pin.tool
-            )
-        });
+        let (resource, resource_refused) =
+            match crate::resource::of_call(pin, params.arguments.as_ref()) {
+                Ok(resource) => (resource, None),
+                Err(why) => (None, Some(why)),
+            };
+        let denied_because = pin
+            .filter(|pin| pin.withheld())
+            .map(|pin| {
+                format!(
+                    "the definition of MCP tool {:?} changed since it was pinned; an admin must accept it \
+                     (POST /v1/mcp/servers/{}/tools/{}/accept) before it can be called",
+                    pin.tool, pin.server_id, pin.tool
+                )
+            })
+            .or(resource_refused);
         self.shared
             .gate
             .authorize(
@@ -172,6 +180,7 @@ impl<G: ToolCallGate> McpGateway<G> {
                 GatedCall {
                     tool: request.server.name.clone(),
                     action: params.name.to_string(),
+                    resource,
                     parameters: params.arguments.clone().map(serde_json::Value::Object),
                     // A tool never seen, or not declared read-only, is taken to change state.
                     claimed_mutates_state: !pin.is_some_and(|pin| pin.read_only),

@@ -22,6 +22,7 @@
 pub mod definition;
 mod gate;
 mod gateway;
+pub mod resource;
 pub mod upstream;
 
 pub use gate::{GateDecision, GatedCall, ToolCallGate};

@@ -7,6 +7,7 @@ use crate::auth::AgentCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
 use crate::state::{AgentSnapshot, AppState, SharedState};
+use crate::validate::{Resource, Text};
 use aegis_core::model::SourceTrust;
 use aegis_mcp::{GateDecision, GatedCall, McpRequest, ToolCallGate};
 use aegis_store::{TenantId, TraceContext};
@@ -42,6 +43,15 @@ impl ToolCallGate for ServerGate {
         call: GatedCall,
     ) -> Result<GateDecision, String> {
         let state = self.state()?;
+        // The argument's value meets the rule of `tool_call.resource`, or the call is denied.
+        let (resource, denied_because) = match call.resource.map(Resource::parse).transpose() {
+            Ok(resource) => (resource.map(Text::into_string), call.denied_because),
+            Err(why) => (
+                None,
+                call.denied_because
+                    .or(Some(format!("the value of the tool's resource argument {why}"))),
+            ),
+        };
         let decided = authorize(
             &state,
             caller,
@@ -49,13 +59,13 @@ impl ToolCallGate for ServerGate {
                 request_id: None,
                 tool: call.tool,
                 action: call.action,
-                resource: None,
+                resource,
                 parameters: call.parameters,
                 claimed_mutates_state: Some(call.claimed_mutates_state),
                 source_trust: call.source_trust,
                 trace: TraceContext::default(),
                 approval_id: None,
-                denied_because: call.denied_because,
+                denied_because,
             },
         )
         .await

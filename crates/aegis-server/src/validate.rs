@@ -18,6 +18,12 @@ use utoipa::{PartialSchema, ToSchema};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Text<const MAX: usize>(String);
 
+/// Longest `resource` of a tool call, however it arrives (`tool_call.resource`, an MCP tool's
+/// resource argument).
+pub const MAX_RESOURCE_CHARS: usize = 1024;
+/// A tool call's `resource`.
+pub type Resource = Text<MAX_RESOURCE_CHARS>;
+
 /// A character outside Unicode `White_Space`, in a syntax that ECMA-262 and Python's `re`
 /// read alike.
 const NOT_BLANK: &str =

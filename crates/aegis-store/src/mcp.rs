@@ -17,6 +17,8 @@ pub mod mcp_event {
     /// A listed tool's definition differs from its pin: raised once per new definition.
     pub const TOOL_DEFINITION_CHANGED: &str = "mcp.tool_definition_changed";
     pub const TOOL_DEFINITION_ACCEPTED: &str = "mcp.tool_definition_accepted";
+    /// An admin named (or cleared) the argument that is a tool's calls' resource.
+    pub const TOOL_RESOURCE_ARGUMENT_SET: &str = "mcp.tool_resource_argument_set";
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +84,9 @@ pub struct ToolPin {
     pub accepted_by: Option<String>,
     pub accepted_at_ms: Option<i64>,
     pub pinned_at_ms: i64,
+    /// The argument whose string value is the `resource` of this tool's calls, when an
+    /// admin named one (a call without it as a string is denied).
+    pub resource_argument: Option<String>,
 }
 
 impl ToolPin {
@@ -173,6 +178,19 @@ pub(crate) fn accepted_payload(before: &ToolPin, accepted_by: &str) -> serde_jso
     })
 }
 
+/// Payload of `mcp.tool_resource_argument_set`.
+pub(crate) fn resource_argument_payload(
+    server_id: &str,
+    tool: &str,
+    resource_argument: Option<&str>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "server_id": server_id,
+        "tool": tool,
+        "resource_argument": resource_argument,
+    })
+}
+
 /// The statements both backends run (see the module doc for the parameter style).
 pub(crate) mod sql {
     pub const INSERT_SERVER: &str = "INSERT INTO mcp_servers (id, tenant_id, name, url, created_at) VALUES ($1, $2, $3, $4, $5)";
@@ -182,9 +200,9 @@ pub(crate) mod sql {
     pub const DELETE_SERVER: &str = "DELETE FROM mcp_servers WHERE tenant_id = $1 AND id = $2";
     pub const DELETE_PINS: &str =
         "DELETE FROM mcp_tool_pins WHERE tenant_id = $1 AND server_id = $2";
-    pub const PINS: &str = "SELECT server_id, tool, definition_hash, read_only, status, changed_hash, accepted_by, accepted_at, pinned_at
+    pub const PINS: &str = "SELECT server_id, tool, definition_hash, read_only, status, changed_hash, accepted_by, accepted_at, pinned_at, resource_argument
          FROM mcp_tool_pins WHERE tenant_id = $1 AND server_id = $2 ORDER BY tool";
-    pub const PIN: &str = "SELECT server_id, tool, definition_hash, read_only, status, changed_hash, accepted_by, accepted_at, pinned_at
+    pub const PIN: &str = "SELECT server_id, tool, definition_hash, read_only, status, changed_hash, accepted_by, accepted_at, pinned_at, resource_argument
          FROM mcp_tool_pins WHERE tenant_id = $1 AND server_id = $2 AND tool = $3";
     pub const INSERT_PIN: &str = "INSERT INTO mcp_tool_pins (tenant_id, server_id, tool, definition_hash, read_only, status, pinned_at)
          VALUES ($1, $2, $3, $4, $5, 'pinned', $6) ON CONFLICT (tenant_id, server_id, tool) DO NOTHING";
@@ -199,6 +217,8 @@ pub(crate) mod sql {
     pub const ACCEPT: &str = "UPDATE mcp_tool_pins SET definition_hash = changed_hash, read_only = changed_read_only, status = 'accepted',
              changed_hash = NULL, changed_read_only = NULL, accepted_by = $1, accepted_at = $2
          WHERE tenant_id = $3 AND server_id = $4 AND tool = $5 AND status = 'changed'";
+    pub const SET_RESOURCE_ARGUMENT: &str = "UPDATE mcp_tool_pins SET resource_argument = $1
+         WHERE tenant_id = $2 AND server_id = $3 AND tool = $4";
 }
 
 /// Storage of MCP gateway mode. Every method is scoped to a tenant.
@@ -237,6 +257,16 @@ pub trait McpRegistry: Send + Sync {
         tool: &str,
         accepted_by: &str,
     ) -> StoreResult<ToolPin>;
+    /// Names the argument whose string value is the `resource` of the tool's calls (`None`:
+    /// calls name no resource), with its `mcp.tool_resource_argument_set` event. `NotFound`
+    /// if the server has no such pin (the gateway has not seen the tool).
+    async fn set_mcp_resource_argument(
+        &self,
+        tenant: &TenantId,
+        server_id: &str,
+        tool: &str,
+        resource_argument: Option<String>,
+    ) -> StoreResult<ToolPin>;
 }
 
 #[cfg(test)]
@@ -258,6 +288,7 @@ mod tests {
             accepted_by: None,
             accepted_at_ms: None,
             pinned_at_ms: 0,
+            resource_argument: None,
         }
     }
 

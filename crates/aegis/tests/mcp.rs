@@ -397,6 +397,53 @@ e2e_test! {
     }
 }
 
+e2e_test! {
+    async fn a_policy_on_the_resource_decides_calls_naming_it(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::fresh(backend, dir.path()).await;
+        let admin = init_on(dir.path(), db.arg(), "acme");
+        let gw = Gateway::start_on(dir.path(), db.arg(), &[("AEGIS_MCP_ALLOW_PRIVATE", "true")]).await;
+        let upstream = Upstream::start("honest").await;
+        let s = register_notes(&gw, &admin, &upstream).await;
+        let seen = mcp_client(program(&gw, &s.token, vec![list()])).await;
+        assert!(seen[0]["tools"].as_array().unwrap().contains(&json!("read_note")), "{}", seen[0]);
+        let set = s.client
+            .put(gw.url(&format!("/v1/mcp/servers/{}/tools/read_note", s.server_id)))
+            .bearer_auth(&admin)
+            .json(&json!({"resource_argument": "note_id"}))
+            .send().await.unwrap();
+        assert_eq!(set.status(), 200);
+        let policy = s.client.post(gw.url("/v1/policies")).bearer_auth(&admin)
+            .json(&json!({"id": "private-note", "text": "forbid (principal, action, resource) when { context has target && context.target == \"2\" };"}))
+            .send().await.unwrap();
+        assert_eq!(policy.status(), 201);
+
+        let seen = mcp_client(program(&gw, &s.token, vec![
+            call("read_note", json!({"note_id": "1"})),
+            call("read_note", json!({"note_id": "2"})),
+            call("read_note", json!({"note_id": 2})),
+            call("read_note", json!({})),
+        ]))
+        .await;
+        assert_eq!(seen[0], json!({"op": "call", "is_error": false, "text": "buy milk"}));
+        let decisions = get_json(&s.client, gw.url("/v1/decisions?tool=notes&decision=allow"), &admin).await;
+        assert_eq!(decisions[0]["resource"], "1", "{decisions}");
+        // The policy sees the argument as the call's resource.
+        let text = seen[1]["text"].as_str().unwrap();
+        assert!(text.starts_with("Denied by AegisAgent"), "{text}");
+        let decision = get_json(&s.client, gw.url(&format!("/v1/decisions/{}", id_named(text, "dec_"))), &admin).await;
+        assert_eq!(decision["resource"], "2", "{decision}");
+        assert!(decision["matched_policies"].to_string().contains("private-note"), "{decision}");
+        // A declared resource argument that is not a string, or missing: denied, recorded.
+        for (seen, why) in [(&seen[2], "must be a string"), (&seen[3], "is missing")] {
+            let text = seen["text"].as_str().unwrap();
+            assert!(seen["is_error"] == true && text.contains(why), "{seen}");
+            let decision = get_json(&s.client, gw.url(&format!("/v1/decisions/{}", id_named(text, "dec_"))), &admin).await;
+            assert_eq!((&decision["decision"], &decision["resource"]), (&json!("deny"), &json!(null)), "{decision}");
+        }
+    }
+}
+
 /// A client's session started on one replica goes on on another (PostgreSQL): the endpoint
 /// keeps no session state, so any replica serves any request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use crate::extract::JsonBody;
 use crate::openapi::{AgentErrors, BodyRefused, Conflict, Invalid, StoreErrors, Unreadable};
 use crate::state::SharedState;
 use crate::validate::ApprovalId;
-use crate::validate::Text;
+use crate::validate::{Resource, Text};
 use aegis_core::approval::ApprovalStatus;
 use aegis_core::model::{SourceTrust, Verdict};
 use aegis_core::timestamp::format_millis;
@@ -51,7 +51,7 @@ pub struct ToolCall {
     #[schema(inline)]
     pub action: Name,
     #[schema(inline)]
-    pub resource: Option<Text<1024>>,
+    pub resource: Option<Resource>,
     /// Must be a JSON object when present.
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,

@@ -7,10 +7,12 @@ use crate::auth::{Admin, Operator, Viewer, new_id};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{
-    BodyRefused, Conflict, Forbidden, Invalid, NotFound, OperatorErrors, StoreErrors, Unreadable,
+    BodyRefused, Conflict, Forbidden, Invalid, JsonWriteErrors, NotFound, OperatorErrors,
+    StoreErrors, Unreadable,
 };
 use crate::routes::Listed;
 use crate::state::SharedState;
+use crate::validate::Text;
 use aegis_core::timestamp::format_millis;
 use aegis_store::{McpServer, NewMcpServer, PinStatus, ToolPin};
 use axum::Json;
@@ -69,6 +71,9 @@ pub struct ToolPinView {
     /// Who accepted the current definition (an operator key), and when.
     pub accepted_by: Option<String>,
     pub accepted_at: Option<String>,
+    /// The argument whose string value is the `resource` of this tool's decisions (null:
+    /// calls name no resource). A call without it as a string is denied.
+    pub resource_argument: Option<String>,
 }
 
 impl From<ToolPin> for ToolPinView {
@@ -82,6 +87,7 @@ impl From<ToolPin> for ToolPinView {
             pinned_at: format_millis(pin.pinned_at_ms),
             accepted_by: pin.accepted_by,
             accepted_at: pin.accepted_at_ms.map(format_millis),
+            resource_argument: pin.resource_argument,
         }
     }
 }
@@ -237,6 +243,50 @@ pub async fn accept_mcp_tool(
     let pin = state
         .store
         .accept_mcp_tool(&operator.tenant, &server.id, &tool, &operator.actor())
+        .await?;
+    Ok(Json(pin.into()))
+}
+
+/// The name of an argument an admin may declare as a tool's resource.
+type ArgumentName = Text<256>;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSettingsBody {
+    /// The name of the argument whose string value becomes the `resource` of this tool's
+    /// decisions (what `context.target` is to policies), or null for none. Once named, a
+    /// call that lacks it, or passes a value that is not a string, is denied.
+    #[schema(required = true, inline)]
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub resource_argument: Option<ArgumentName>,
+}
+
+/// Set a tool's settings (admin): which argument names the resource of its calls. The tool
+/// must have been seen by the gateway (listed or called) first.
+#[utoipa::path(put, path = "/v1/mcp/servers/{id}/tools/{tool}", tag = "mcp",
+    params(("id" = String, Path), ("tool" = String, Path)),
+    request_body = ToolSettingsBody,
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "The tool's pin with its settings", body = ToolPinView),
+        JsonWriteErrors,
+        NotFound,
+    ))]
+pub async fn put_mcp_tool(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    Path((id, tool)): Path<(String, String)>,
+    JsonBody(body): JsonBody<ToolSettingsBody>,
+) -> ApiResult<Json<ToolPinView>> {
+    let server = state.store.mcp_server(&operator.tenant, &id).await?;
+    let pin = state
+        .store
+        .set_mcp_resource_argument(
+            &operator.tenant,
+            &server.id,
+            &tool,
+            body.resource_argument.map(Text::into_string),
+        )
         .await?;
     Ok(Json(pin.into()))
 }

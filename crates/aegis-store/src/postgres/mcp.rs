@@ -5,7 +5,7 @@ use super::rows::get;
 use super::{PgStore, append_event, prepared};
 use crate::mcp::{
     PinStep, accepted_payload, definition_changed_payload, first_listed_action, mcp_event,
-    pin_step, sql,
+    pin_step, resource_argument_payload, sql,
 };
 use crate::*;
 use async_trait::async_trait;
@@ -35,6 +35,7 @@ fn pin_from_row(row: &Row) -> StoreResult<ToolPin> {
         accepted_by: get(row, 6)?,
         accepted_at_ms: get(row, 7)?,
         pinned_at_ms: get(row, 8)?,
+        resource_argument: get(row, 9)?,
     })
 }
 
@@ -323,6 +324,45 @@ impl McpRegistry for PgStore {
                         None,
                         Some(&id),
                         &accepted_payload(&before, &by),
+                    )
+                    .await?;
+                    pin(tx, &tenant, &id, &tool)
+                        .await?
+                        .ok_or(StoreError::NotFound("tool pin"))
+                })
+            })
+            .await
+    }
+
+    async fn set_mcp_resource_argument(
+        &self,
+        tenant: &TenantId,
+        server_id: &str,
+        tool: &str,
+        resource_argument: Option<String>,
+    ) -> StoreResult<ToolPin> {
+        let (tenant, id, tool) = (tenant.clone(), server_id.to_owned(), tool.to_owned());
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    if tx
+                        .execute(
+                            &prepared(tx, sql::SET_RESOURCE_ARGUMENT).await?,
+                            &[&resource_argument, &tenant.as_str(), &id, &tool],
+                        )
+                        .await?
+                        == 0
+                    {
+                        return Err(StoreError::NotFound("tool pin"));
+                    }
+                    append_event(
+                        tx,
+                        state,
+                        tenant.as_str(),
+                        mcp_event::TOOL_RESOURCE_ARGUMENT_SET,
+                        None,
+                        Some(&id),
+                        &resource_argument_payload(&id, &tool, resource_argument.as_deref()),
                     )
                     .await?;
                     pin(tx, &tenant, &id, &tool)

@@ -57,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0008_console_sessions.sql"),
     include_str!("../../migrations/postgres/0009_approvals.sql"),
     include_str!("../../migrations/postgres/0010_mcp.sql"),
+    include_str!("../../migrations/postgres/0011_mcp_resource_argument.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).

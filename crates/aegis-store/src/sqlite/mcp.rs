@@ -4,7 +4,7 @@
 use super::{SqliteStore, append_event};
 use crate::mcp::{
     PinStep, accepted_payload, definition_changed_payload, first_listed_action, mcp_event,
-    pin_step, sql,
+    pin_step, resource_argument_payload, sql,
 };
 use crate::*;
 use async_trait::async_trait;
@@ -34,6 +34,7 @@ fn pin_from_row(row: &Row<'_>) -> rusqlite::Result<(ToolPin, String)> {
             accepted_by: row.get(6)?,
             accepted_at_ms: row.get(7)?,
             pinned_at_ms: row.get(8)?,
+            resource_argument: row.get(9)?,
         },
         status,
     ))
@@ -283,6 +284,38 @@ impl McpRegistry for SqliteStore {
                     None,
                     Some(&id),
                     &accepted_payload(&before, &by),
+                )?;
+                pin(conn, &tenant, &id, &tool)?.ok_or(StoreError::NotFound("tool pin"))
+            })
+            .await
+    }
+
+    async fn set_mcp_resource_argument(
+        &self,
+        tenant: &TenantId,
+        server_id: &str,
+        tool: &str,
+        resource_argument: Option<String>,
+    ) -> StoreResult<ToolPin> {
+        let (tenant, id, tool) = (tenant.clone(), server_id.to_owned(), tool.to_owned());
+        self.writer()?
+            .write(move |conn, _| {
+                if conn.prepare_cached(sql::SET_RESOURCE_ARGUMENT)?.execute(params![
+                    resource_argument,
+                    tenant.as_str(),
+                    id,
+                    tool
+                ])? == 0
+                {
+                    return Err(StoreError::NotFound("tool pin"));
+                }
+                append_event(
+                    conn,
+                    tenant.as_str(),
+                    mcp_event::TOOL_RESOURCE_ARGUMENT_SET,
+                    None,
+                    Some(&id),
+                    &resource_argument_payload(&id, &tool, resource_argument.as_deref()),
                 )?;
                 pin(conn, &tenant, &id, &tool)?.ok_or(StoreError::NotFound("tool pin"))
             })

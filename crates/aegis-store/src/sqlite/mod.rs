@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_console_sessions.sql"),
     include_str!("../../migrations/sqlite/0012_approvals.sql"),
     include_str!("../../migrations/sqlite/0013_mcp.sql"),
+    include_str!("../../migrations/sqlite/0014_mcp_resource_argument.sql"),
 ];
 
 /// Idle read connections kept for reuse.
