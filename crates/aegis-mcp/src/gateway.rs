@@ -2,6 +2,7 @@
 
 use crate::definition;
 use crate::gate::{GateDecision, GatedCall, ToolCallGate};
+use crate::telemetry::{self, CallOutcome};
 use crate::upstream::Upstreams;
 use aegis_core::model::{SourceTrust, Verdict};
 use aegis_store::{McpServer, Store, TenantId, ToolPin};
@@ -35,8 +36,8 @@ pub struct McpRequest<C> {
 pub struct McpSettings {
     /// `AEGIS_MCP_TIMEOUT_SECS`: the longest an upstream exchange may take.
     pub upstream_timeout: Duration,
-    /// Largest upstream tool result passed on (serialised bytes); a larger one is replaced
-    /// by an error result.
+    /// `AEGIS_MCP_MAX_RESULT_BYTES`: the largest upstream answer (JSON body, or SSE event)
+    /// read; reading stops there and the call gets an error result.
     pub max_upstream_result_bytes: usize,
     /// `AEGIS_MCP_ALLOW_PRIVATE`: upstreams may be internal addresses.
     pub allow_private: bool,
@@ -80,7 +81,11 @@ impl<G: ToolCallGate> McpGateway<G> {
         McpGateway {
             shared: Arc::new(Shared {
                 store,
-                upstreams: Upstreams::new(settings.allow_private, settings.upstream_timeout),
+                upstreams: Upstreams::new(
+                    settings.allow_private,
+                    settings.upstream_timeout,
+                    settings.max_upstream_result_bytes,
+                ),
                 gate,
                 settings,
             }),
@@ -205,19 +210,17 @@ impl<G: ToolCallGate> McpGateway<G> {
     ) -> CallToolResult {
         let shared = &self.shared;
         let tool = params.name.to_string();
-        let failure = match shared.upstreams.call_tool(&request.server, params).await {
+        let started = std::time::Instant::now();
+        let answer = shared.upstreams.call_tool(&request.server, params).await;
+        telemetry::upstream_answered(started.elapsed());
+        let failure = match answer {
             Ok(result) => {
-                let size = serde_json::to_vec(&result).map_or(usize::MAX, |bytes| bytes.len());
-                if size <= shared.settings.max_upstream_result_bytes {
-                    return result;
-                }
-                format!(
-                    "the upstream's answer was over {} bytes and was cut off",
-                    shared.settings.max_upstream_result_bytes
-                )
+                telemetry::call_ended(CallOutcome::Forwarded);
+                return result;
             }
             Err(error) => error.to_string(),
         };
+        telemetry::call_ended(CallOutcome::UpstreamFailed);
         let payload = serde_json::json!({
             "decision_id": decision.decision_id,
             "server_id": request.server.id,
@@ -368,10 +371,18 @@ impl<G: ToolCallGate> ServerHandler for McpGateway<G> {
         }
         let decision = self
             .decide(request, &params, &context, pin.as_ref())
-            .await?;
+            .await
+            .inspect_err(|_| telemetry::call_ended(CallOutcome::Undecided))?;
         let result = match decision.verdict {
             Verdict::Allow => self.forward(request, params, &decision).await,
-            Verdict::Deny | Verdict::RequireApproval => refusal(&decision),
+            Verdict::Deny => {
+                telemetry::call_ended(CallOutcome::Denied);
+                refusal(&decision)
+            }
+            Verdict::RequireApproval => {
+                telemetry::call_ended(CallOutcome::ApprovalRequired);
+                refusal(&decision)
+            }
         };
         Ok(CallToolResponse::Complete(result))
     }

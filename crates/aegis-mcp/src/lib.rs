@@ -23,6 +23,7 @@ pub mod definition;
 mod gate;
 mod gateway;
 pub mod resource;
+pub mod telemetry;
 pub mod upstream;
 
 pub use gate::{GateDecision, GatedCall, ToolCallGate};

@@ -70,7 +70,11 @@ mod tests {
                 .unwrap_err()
                 .contains("is missing")
         );
-        assert!(of_call(Some(&path), None).unwrap_err().contains("is missing"));
+        assert!(
+            of_call(Some(&path), None)
+                .unwrap_err()
+                .contains("is missing")
+        );
     }
 
     #[test]

@@ -53,11 +53,14 @@ pub struct Upstreams {
     http: reqwest_mcp::Client,
     allow_private: bool,
     timeout: Duration,
+    max_answer_bytes: usize,
     connections: Mutex<HashMap<String, Arc<Client>>>,
 }
 
 impl Upstreams {
-    pub fn new(allow_private: bool, timeout: Duration) -> Self {
+    /// `max_answer_bytes` bounds each answer as it is read (rmcp's response limits count
+    /// the body's bytes before parsing), so an oversized answer is never held whole.
+    pub fn new(allow_private: bool, timeout: Duration, max_answer_bytes: usize) -> Self {
         // The client is built without a TLS provider of its own (no second crypto library
         // in the build); it uses the process's, ring, installed here unless one already is.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -71,6 +74,7 @@ impl Upstreams {
                 .expect("an HTTP client without custom TLS settings builds"),
             allow_private,
             timeout,
+            max_answer_bytes,
             connections: Mutex::new(HashMap::new()),
         }
     }
@@ -130,7 +134,9 @@ impl Upstreams {
         }
         let transport = StreamableHttpClientTransport::with_client(
             self.http.clone(),
-            StreamableHttpClientTransportConfig::with_uri(server.url.as_str()),
+            StreamableHttpClientTransportConfig::with_uri(server.url.as_str())
+                .max_json_response_size(self.max_answer_bytes)
+                .max_sse_event_size(self.max_answer_bytes),
         );
         let client = ClientConfig::new(
             ClientCapabilities::default(),

@@ -48,8 +48,9 @@ impl ToolCallGate for ServerGate {
             Ok(resource) => (resource.map(Text::into_string), call.denied_because),
             Err(why) => (
                 None,
-                call.denied_because
-                    .or(Some(format!("the value of the tool's resource argument {why}"))),
+                call.denied_because.or(Some(format!(
+                    "the value of the tool's resource argument {why}"
+                ))),
             ),
         };
         let decided = authorize(

@@ -203,6 +203,15 @@ fn describe() {
         "Age of the oldest pending delivery, by sink kind"
     );
     metrics::describe_counter!(
+        aegis_mcp::telemetry::CALLS,
+        "MCP tools/call requests of this process, by outcome (forwarded, denied, approval_required, upstream_failed, undecided)"
+    );
+    metrics::describe_histogram!(
+        aegis_mcp::telemetry::UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Time an allowed MCP call took at its upstream server, answered or not"
+    );
+    metrics::describe_counter!(
         "aegis_metrics_store_read_failures_total",
         "Scrapes of /metrics whose store backlogs could not be read"
     );

@@ -224,22 +224,35 @@ e2e_test! {
             list(),
             call("read_note", json!({"note_id": "1"})),
             call("slow_echo", json!({"text": "late", "seconds": 5})),
+            call("big_note", json!({"mebibytes": 9})),
+            call("read_note", json!({"note_id": "1"})),
         ]))
         .await;
         assert_eq!(seen[0], json!({"op": "ping"}));
-        assert_eq!(seen[1]["tools"], json!(["delete_note", "read_note", "slow_echo"]));
+        assert_eq!(seen[1]["tools"], json!(["big_note", "delete_note", "read_note", "slow_echo"]));
         // A read from an unknown source is allowed and the upstream's result comes back.
         assert_eq!(seen[2], json!({"op": "call", "is_error": false, "text": "buy milk"}));
         // A slow upstream is cut off at AEGIS_MCP_TIMEOUT_SECS with an error result.
         assert_eq!(seen[3]["is_error"], true, "{}", seen[3]);
         assert!(seen[3]["text"].as_str().unwrap().contains("did not answer within 2 s"), "{}", seen[3]);
+        // An answer over AEGIS_MCP_MAX_RESULT_BYTES (8 MiB) is cut off while it is read: an
+        // error result naming the limit, after a recorded allow, and the gateway goes on.
+        let big = seen[4]["text"].as_str().unwrap();
+        assert!(seen[4]["is_error"] == true && big.contains("8388608"), "{}", seen[4]);
+        assert!(big.len() < 4096, "the cut-off answer is not passed on: {} bytes", big.len());
+        let allowed = get_json(&s.client, gw.url(&format!("/v1/decisions/{}", id_named(big, "dec_"))), &admin).await;
+        assert_eq!((&allowed["decision"], &allowed["action"]), (&json!("allow"), &json!("big_note")));
+        let failures = query_column(db.arg(), "SELECT payload FROM events WHERE kind = 'mcp.upstream_failed' ORDER BY seq").await;
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[1].contains("8388608") && failures[1].contains("big_note"), "{failures:?}");
+        assert_eq!(seen[5], json!({"op": "call", "is_error": false, "text": "buy milk"}));
         let health = s.client.get(gw.url("/healthz")).send().await.unwrap();
         assert_eq!(health.status(), 200);
 
         // Every tool the listing showed is pinned and registered with conservative facts.
         let pins = get_json(&s.client, gw.url(&format!("/v1/mcp/servers/{}/tools", s.server_id)), &admin).await;
         let pins = pins.as_array().unwrap();
-        assert_eq!(pins.len(), 4, "{pins:?}");
+        assert_eq!(pins.len(), 5, "{pins:?}");
         assert!(pins.iter().all(|p| p["status"] == "pinned" && p["definition_hash"].as_str().unwrap().len() == 64));
         let tools = get_json(&s.client, gw.url("/v1/tools"), &admin).await;
         let delete = tools.as_array().unwrap().iter()
@@ -276,6 +289,15 @@ e2e_test! {
         let storms_after = get_json(&s.client, gw.url(&format!("/v1/incidents?kind=deny_storm&agent_id={}", s.agent_id)), &admin).await;
         assert_eq!(storms.as_array().unwrap().len(), 1);
         assert_eq!(storms_after.as_array().unwrap().len(), 1);
+
+        // Every call is counted by its outcome, with no server or tool name as a label.
+        let metrics = s.client.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        for (outcome, count) in [("forwarded", 3), ("denied", 5), ("upstream_failed", 2)] {
+            let line = format!("aegis_mcp_calls_total{{outcome=\"{outcome}\"}} {count}");
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
+        assert!(metrics.lines().any(|l| l == "aegis_mcp_upstream_duration_seconds_count 5"), "{metrics}");
+        assert!(!metrics.contains("notes"), "{metrics}");
     }
 }
 
@@ -332,7 +354,7 @@ e2e_test! {
         let upstream = Upstream::start("honest").await;
         let s = register_notes(&gw, &admin, &upstream).await;
         let seen = mcp_client(program(&gw, &s.token, vec![list()])).await;
-        assert_eq!(seen[0]["tools"], json!(["delete_note", "purge_notes", "read_note", "slow_echo"]));
+        assert_eq!(seen[0]["tools"], json!(["big_note", "delete_note", "purge_notes", "read_note", "slow_echo"]));
 
         // The upstream now describes read_note differently (a rug pull).
         let _upstream = upstream.restart("poisoned").await;
@@ -343,7 +365,7 @@ e2e_test! {
         ]))
         .await;
         for listing in &seen[..2] {
-            assert_eq!(listing["tools"], json!(["delete_note", "purge_notes", "slow_echo"]), "{listing}");
+            assert_eq!(listing["tools"], json!(["big_note", "delete_note", "purge_notes", "slow_echo"]), "{listing}");
         }
         assert_eq!(seen[2]["is_error"], true);
         let text = seen[2]["text"].as_str().unwrap();
@@ -385,7 +407,7 @@ e2e_test! {
         assert_eq!(again.status(), 409);
 
         let seen = mcp_client(program(&gw, &s.token, vec![list(), call("read_note", json!({"note_id": "1"}))])).await;
-        assert_eq!(seen[0]["tools"], json!(["delete_note", "purge_notes", "read_note", "slow_echo"]));
+        assert_eq!(seen[0]["tools"], json!(["big_note", "delete_note", "purge_notes", "read_note", "slow_echo"]));
         assert_eq!(seen[1], json!({"op": "call", "is_error": false, "text": "buy milk"}));
 
         // Another tenant sees none of it, and cannot accept.
@@ -460,7 +482,13 @@ async fn a_session_continues_on_another_replica() {
     let seen = mcp_client(started_on_first).await;
     assert_eq!(
         seen[0]["tools"],
-        json!(["delete_note", "purge_notes", "read_note", "slow_echo"])
+        json!([
+            "big_note",
+            "delete_note",
+            "purge_notes",
+            "read_note",
+            "slow_echo"
+        ])
     );
     assert_eq!(
         seen[1],

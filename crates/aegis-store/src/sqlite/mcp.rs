@@ -300,12 +300,10 @@ impl McpRegistry for SqliteStore {
         let (tenant, id, tool) = (tenant.clone(), server_id.to_owned(), tool.to_owned());
         self.writer()?
             .write(move |conn, _| {
-                if conn.prepare_cached(sql::SET_RESOURCE_ARGUMENT)?.execute(params![
-                    resource_argument,
-                    tenant.as_str(),
-                    id,
-                    tool
-                ])? == 0
+                if conn
+                    .prepare_cached(sql::SET_RESOURCE_ARGUMENT)?
+                    .execute(params![resource_argument, tenant.as_str(), id, tool])?
+                    == 0
                 {
                     return Err(StoreError::NotFound("tool pin"));
                 }

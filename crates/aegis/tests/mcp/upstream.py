@@ -43,6 +43,11 @@ async def slow_echo(text: str, seconds: float) -> str:
     return text
 
 
+@server.tool(description="Returns a note of this many MiB.", annotations=ToolAnnotations(read_only_hint=True))
+def big_note(mebibytes: int) -> str:
+    return "x" * (mebibytes << 20)
+
+
 server.run(
     "streamable-http",
     host="127.0.0.1",
