@@ -142,7 +142,12 @@ impl<G: ToolCallGate> McpGateway<G> {
             .map_err(|error| format!("an upstream tool definition cannot be pinned: {error}"))?;
         let observation = shared
             .store
-            .observe_mcp_tools(&request.tenant, &request.server, observed)
+            .observe_mcp_tools(
+                &request.tenant,
+                &request.server,
+                observed,
+                shared.gate.agent_id(&request.caller),
+            )
             .await
             .map_err(|error| format!("the tool pins could not be recorded: {error}"))?;
         if observation.registered_actions {

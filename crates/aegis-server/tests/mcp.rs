@@ -35,6 +35,7 @@ async fn seen_tool(app: &TestApp, tenant: &str) {
                 definition_hash: "a".repeat(64),
                 read_only: true,
             }],
+            "agt_none",
         )
         .await
         .unwrap();

@@ -13,6 +13,7 @@ use aegis_core::correlate::{
     CorrelatorState, ExfiltrationReads, Finding, RuleKind,
 };
 use aegis_core::model::AutonomyLevel;
+use aegis_store::mcp::{DEFINITION_CHANGED, definition_changed_dedup_key, mcp_event};
 use aegis_store::{
     Agent, AlertRepeat, CorrelatorStateRecord, Event, EvidenceAppend, EvidenceRef, NewAlert,
     NewIncident, SocBatch, Store, StoreResult, TenantId, TenantSettings, event_kind,
@@ -162,6 +163,9 @@ impl Consumer {
             if let Some(found) =
                 detect_other(&event.kind, event.agent_id.as_deref(), &event.payload)
             {
+                if event.kind == mcp_event::TOOL_DEFINITION_CHANGED {
+                    self.definition_changed(event, &found, batch).await?;
+                }
                 alerts.raise(alert(event, found));
             }
             return Ok(());
@@ -269,6 +273,49 @@ impl Consumer {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A changed MCP tool definition opens one incident per new definition, on the agent
+    /// whose request listed it; its response is planned by the tenant's autonomy level.
+    async fn definition_changed(
+        &mut self,
+        event: &Event,
+        found: &crate::detect::Detection,
+        batch: &mut SocBatch,
+    ) -> StoreResult<()> {
+        let field = |name: &str| event.payload.get(name).and_then(|v| v.as_str());
+        let (Some(agent_id), Some(server_id), Some(tool), Some(new_hash)) = (
+            event.agent_id.as_deref(),
+            field("server_id"),
+            field("tool"),
+            field("new_hash"),
+        ) else {
+            tracing::warn!(
+                seq = event.seq,
+                "tool definition change without its fields; no incident"
+            );
+            return Ok(());
+        };
+        let dedup_key = definition_changed_dedup_key(server_id, tool, new_hash);
+        let incident_id = incident_id(&event.tenant_id, &dedup_key);
+        let autonomy = self.tenant(&event.tenant_id).await?.autonomy;
+        batch.incidents.push(NewIncident {
+            id: incident_id,
+            tenant_id: event.tenant_id.clone(),
+            kind: DEFINITION_CHANGED.into(),
+            severity: found.severity,
+            agent_id: agent_id.to_owned(),
+            dedup_key,
+            summary: found.summary.clone(),
+            evidence: vec![EvidenceRef {
+                event_seq: event.seq,
+                decision_id: None,
+            }],
+            recommended_action: None,
+            response: crate::response::definition_changed(autonomy, server_id, tool),
+            opened_at_ms: event.created_at_ms,
+        });
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use aegis_core::model::{ActionRisk, Severity, SourceTrust, Verdict};
 use aegis_store::event_kind;
-use aegis_store::mcp::mcp_event;
+use aegis_store::mcp::{DEFINITION_CHANGED, mcp_event};
 use serde::Deserialize;
 
 /// The fields of a `decision` event the SOC reads.
@@ -75,7 +75,7 @@ pub fn detect_other(
         let field = |name: &str| payload.get(name).and_then(|v| v.as_str()).unwrap_or("?");
         // The names come from an upstream server: quoted, as data.
         return Some(Detection {
-            kind: "tool_definition_changed",
+            kind: DEFINITION_CHANGED,
             severity: Severity::High,
             summary: format!(
                 "the definition of tool {:?} of MCP server {:?} changed since it was pinned; \

@@ -39,18 +39,37 @@ pub fn plan(
             // After an operator unfreezes, writes still need approval until stepped down.
             raise_risk_tier: Some(RiskTier::High),
             reject_pending_approvals: rule == RuleKind::ApprovalFlood,
+            block_tool: None,
         },
         AutonomyLevel::L3 if contained_at_l3(rule) => AutomaticResponse {
             freeze: Some(reason),
             raise_risk_tier: None,
             // A flood's pending requests are what people might approve by mistake.
             reject_pending_approvals: rule == RuleKind::ApprovalFlood,
+            block_tool: None,
         },
         _ => AutomaticResponse::default(),
     };
     ResponsePlan {
         recommended,
         automatic,
+    }
+}
+
+/// What a `tool_definition_changed` incident does. The pin withholds the tool from every
+/// agent of the tenant until an admin accepts the new definition, at every level; from L3 on
+/// the incident also records that block as its automatic response, so the incident says what
+/// contains it (accepting the definition lifts the block and closes the incident).
+pub fn definition_changed(level: AutonomyLevel, server_id: &str, tool: &str) -> AutomaticResponse {
+    if level < AutonomyLevel::L3 {
+        return AutomaticResponse::default();
+    }
+    AutomaticResponse {
+        block_tool: Some(format!(
+            "MCP tool {tool:?} of server {server_id} blocked for every agent of the tenant until \
+             an admin accepts its new definition (POST /v1/mcp/servers/{server_id}/tools/{{tool}}/accept)"
+        )),
+        ..AutomaticResponse::default()
     }
 }
 
@@ -71,6 +90,22 @@ mod tests {
         assert_eq!(l3.automatic.raise_risk_tier, None);
         let l4 = storm(AutonomyLevel::L4);
         assert_eq!(l4.automatic.raise_risk_tier, Some(RiskTier::High));
+    }
+
+    #[test]
+    fn a_changed_definition_records_its_tenant_wide_block_from_l3() {
+        for level in [AutonomyLevel::L0, AutonomyLevel::L1, AutonomyLevel::L2] {
+            assert_eq!(
+                definition_changed(level, "mcp_1", "read_note"),
+                AutomaticResponse::default()
+            );
+        }
+        for level in [AutonomyLevel::L3, AutonomyLevel::L4] {
+            let response = definition_changed(level, "mcp_1", "read_note");
+            let detail = response.block_tool.unwrap();
+            assert!(detail.contains("\"read_note\"") && detail.contains("every agent"));
+            assert!(response.freeze.is_none() && response.raise_risk_tier.is_none());
+        }
     }
 
     #[test]

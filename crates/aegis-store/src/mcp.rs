@@ -137,6 +137,29 @@ pub fn pin_step(existing: Option<&ToolPin>, observed: &ObservedTool) -> PinStep 
     }
 }
 
+/// Kind of the alert and the incident a changed definition raises.
+pub const DEFINITION_CHANGED: &str = "tool_definition_changed";
+
+/// One incident per new definition of a tool: `tool_definition_changed:<server>:<tool>:<hash>`.
+pub fn definition_changed_dedup_key(server_id: &str, tool: &str, new_hash: &str) -> String {
+    format!(
+        "{}{new_hash}",
+        definition_changed_key_prefix(server_id, tool)
+    )
+}
+
+/// What the dedup keys of a tool's definition changes start with; the hash after it is 64
+/// hex digits, so a key of exactly that length belongs to this tool and no other (a tool
+/// named `read:x` has longer keys under `read`'s prefix).
+pub(crate) fn definition_changed_key_prefix(server_id: &str, tool: &str) -> String {
+    format!("{DEFINITION_CHANGED}:{server_id}:{tool}:")
+}
+
+/// Why accepting a definition closes the incidents its changes opened.
+pub(crate) fn accepted_close_reason(accepted_by: &str) -> String {
+    format!("the changed definition was accepted by {accepted_by}; the tool is callable again")
+}
+
 /// Risk given to a tool action registered on first listing: an admin can change it.
 pub const FIRST_LISTING_RISK: aegis_core::model::ActionRisk = aegis_core::model::ActionRisk::Medium;
 
@@ -217,6 +240,11 @@ pub(crate) mod sql {
     pub const ACCEPT: &str = "UPDATE mcp_tool_pins SET definition_hash = changed_hash, read_only = changed_read_only, status = 'accepted',
              changed_hash = NULL, changed_read_only = NULL, accepted_by = $1, accepted_at = $2
          WHERE tenant_id = $3 AND server_id = $4 AND tool = $5 AND status = 'changed'";
+    /// The open incidents of a tool's definition changes (`$2`: its dedup key prefix).
+    pub const OPEN_DEFINITION_INCIDENTS: &str = "SELECT id FROM incidents
+         WHERE tenant_id = $1 AND kind = 'tool_definition_changed' AND status <> 'closed'
+           AND substr(dedup_key, 1, length($2)) = $2 AND length(dedup_key) = length($2) + 64
+         ORDER BY event_seq";
     pub const SET_RESOURCE_ARGUMENT: &str = "UPDATE mcp_tool_pins SET resource_argument = $1
          WHERE tenant_id = $2 AND server_id = $3 AND tool = $4";
 }
@@ -240,16 +268,20 @@ pub trait McpRegistry: Send + Sync {
     /// Applies one upstream listing to the pins ([`pin_step`]) in one transaction: new
     /// tools are pinned and, unless registered, registered (mutating unless read-only,
     /// [`FIRST_LISTING_RISK`]); each definition not seen before marks its pin changed with
-    /// one `mcp.tool_definition_changed` event. Returns the server's pins afterwards.
+    /// one `mcp.tool_definition_changed` event, naming `observed_by` (the agent whose request
+    /// listed it). Returns the server's pins afterwards.
     async fn observe_mcp_tools(
         &self,
         tenant: &TenantId,
         server: &McpServer,
         tools: Vec<ObservedTool>,
+        observed_by: &str,
     ) -> StoreResult<McpObservation>;
     async fn mcp_tool_pins(&self, tenant: &TenantId, server_id: &str) -> StoreResult<Vec<ToolPin>>;
-    /// Makes a changed definition the trusted one, recording who accepted it. `NotFound`
-    /// if the server has no such pin, `Conflict` if its definition has not changed.
+    /// Makes a changed definition the trusted one, recording who accepted it, and closes
+    /// the open `tool_definition_changed` incidents of the tool (the block they recorded is
+    /// lifted). `NotFound` if the server has no such pin, `Conflict` if its definition has
+    /// not changed.
     async fn accept_mcp_tool(
         &self,
         tenant: &TenantId,

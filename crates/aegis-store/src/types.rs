@@ -446,6 +446,10 @@ pub struct AutomaticResponse {
     /// Reject the agent's pending approvals (an `approval_flood` contained at L3/L4), each
     /// with its `approval.rejected` event.
     pub reject_pending_approvals: bool,
+    /// Record, with this detail, that an MCP tool is blocked for every agent of the tenant
+    /// (a `tool_definition_changed` incident at L3/L4): the block itself is the pin, which
+    /// withholds the tool until an admin accepts its definition.
+    pub block_tool: Option<String>,
 }
 
 /// An incident to open, unless its `dedup_key` already exists for the tenant.

@@ -87,6 +87,7 @@ async fn pins_follow_the_rule(store: &dyn Store) {
                 seen("read_note", "aa", true),
                 seen("delete_note", "dd", false),
             ],
+            "agt_1",
         )
         .await
         .unwrap();
@@ -110,13 +111,13 @@ async fn pins_follow_the_rule(store: &dyn Store) {
 
     // The same definitions again: nothing new. A changed one, listed three times: one event.
     let again = store
-        .observe_mcp_tools(&acme, &server, vec![seen("read_note", "aa", true)])
+        .observe_mcp_tools(&acme, &server, vec![seen("read_note", "aa", true)], "agt_1")
         .await
         .unwrap();
     assert!(!again.registered_actions);
     for _ in 0..3 {
         store
-            .observe_mcp_tools(&acme, &server, vec![seen("read_note", "bb", true)])
+            .observe_mcp_tools(&acme, &server, vec![seen("read_note", "bb", true)], "agt_1")
             .await
             .unwrap();
     }
@@ -124,6 +125,7 @@ async fn pins_follow_the_rule(store: &dyn Store) {
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].payload["tool"], "read_note");
     assert_eq!(changed[0].payload["new_hash"], "bb");
+    assert_eq!(changed[0].agent_id.as_deref(), Some("agt_1"));
     let pins = store.mcp_tool_pins(&acme, "mcp_1").await.unwrap();
     let read = pins.iter().find(|pin| pin.tool == "read_note").unwrap();
     assert_eq!(

@@ -353,6 +353,10 @@ e2e_test! {
         let gw = Gateway::start_on(dir.path(), db.arg(), &[("AEGIS_MCP_ALLOW_PRIVATE", "true")]).await;
         let upstream = Upstream::start("honest").await;
         let s = register_notes(&gw, &admin, &upstream).await;
+        // At L3 the change's incident records the tenant-wide block as its response.
+        let level = s.client.put(gw.url("/v1/tenants/soc-autonomy")).bearer_auth(&admin)
+            .json(&json!({"level": "L3"})).send().await.unwrap();
+        assert_eq!(level.status(), 200);
         let seen = mcp_client(program(&gw, &s.token, vec![list()])).await;
         assert_eq!(seen[0]["tools"], json!(["big_note", "delete_note", "purge_notes", "read_note", "slow_echo"]));
 
@@ -393,6 +397,28 @@ e2e_test! {
         assert_eq!(alerts[0]["severity"], "high");
         assert_eq!(alerts[0]["count"], 1);
 
+        // One incident of that kind, on the agent whose listing met the change, whose
+        // automatic response is the block of the tool for every agent of the tenant.
+        let incidents = get_json(&s.client, gw.url("/v1/incidents?kind=tool_definition_changed"), &admin).await;
+        assert_eq!(incidents.as_array().unwrap().len(), 1, "{incidents}");
+        assert_eq!((&incidents[0]["agent_id"], &incidents[0]["severity"], &incidents[0]["status"]),
+                   (&json!(s.agent_id), &json!("high"), &json!("open")));
+        let incident_url = gw.url(&format!("/v1/incidents/{}", incidents[0]["id"].as_str().unwrap()));
+        let incident = get_json(&s.client, incident_url.clone(), &admin).await;
+        let responses = incident["response_actions"].as_array().unwrap();
+        assert_eq!(responses.len(), 1, "{incident}");
+        assert_eq!((&responses[0]["action"], &responses[0]["mode"]), (&json!("block_tool"), &json!("automatic")));
+        assert!(responses[0]["detail"].as_str().unwrap().contains("every agent"), "{incident}");
+        // The block holds for every agent of the tenant, not only the one that listed it.
+        let other_agent = post_json(&s.client, gw.url("/v1/agents"), &admin, &json!({"name": "other-agent"})).await;
+        let other_token = other_agent["agent_token"].as_str().unwrap();
+        let seen = mcp_client(program(&gw, other_token, vec![list(), call("read_note", json!({"note_id": "1"}))])).await;
+        assert!(!seen[0]["tools"].as_array().unwrap().contains(&json!("read_note")), "{}", seen[0]);
+        assert!(seen[1]["text"].as_str().unwrap().contains("changed since it was pinned"), "{}", seen[1]);
+        // The agent that listed it is not frozen: the change is the upstream's doing.
+        let agent = get_json(&s.client, gw.url(&format!("/v1/agents/{}", s.agent_id)), &admin).await;
+        assert_eq!(agent["status"], "active");
+
         // Agents cannot accept; a viewer cannot either; an admin can, and it is recorded.
         let accept = gw.url(&format!("/v1/mcp/servers/{}/tools/read_note/accept", s.server_id));
         let refused = s.client.post(&accept).bearer_auth(&s.token).send().await.unwrap();
@@ -405,6 +431,10 @@ e2e_test! {
         assert!(accepted["accepted_by"].as_str().unwrap().starts_with("key:"), "{accepted}");
         let again = s.client.post(&accept).bearer_auth(&admin).send().await.unwrap();
         assert_eq!(again.status(), 409);
+        // Accepting lifts the block and closes the incident, naming who accepted.
+        let incident = get_json(&s.client, incident_url, &admin).await;
+        assert_eq!(incident["status"], "closed", "{incident}");
+        assert!(incident["close_reason"].as_str().unwrap().contains("accepted by key:"), "{incident}");
 
         let seen = mcp_client(program(&gw, &s.token, vec![list(), call("read_note", json!({"note_id": "1"}))])).await;
         assert_eq!(seen[0]["tools"], json!(["big_note", "delete_note", "purge_notes", "read_note", "slow_echo"]));

@@ -4,8 +4,9 @@
 use super::rows::get;
 use super::{PgStore, append_event, prepared};
 use crate::mcp::{
-    PinStep, accepted_payload, definition_changed_payload, first_listed_action, mcp_event,
-    pin_step, resource_argument_payload, sql,
+    PinStep, accepted_close_reason, accepted_payload, definition_changed_key_prefix,
+    definition_changed_payload, first_listed_action, mcp_event, pin_step,
+    resource_argument_payload, sql,
 };
 use crate::*;
 use async_trait::async_trait;
@@ -184,8 +185,9 @@ impl McpRegistry for PgStore {
         tenant: &TenantId,
         server: &McpServer,
         tools: Vec<ObservedTool>,
+        observed_by: &str,
     ) -> StoreResult<McpObservation> {
-        let (tenant, server) = (tenant.clone(), server.clone());
+        let (tenant, server, agent) = (tenant.clone(), server.clone(), observed_by.to_owned());
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
@@ -244,7 +246,7 @@ impl McpRegistry for PgStore {
                                         state,
                                         tenant.as_str(),
                                         mcp_event::TOOL_DEFINITION_CHANGED,
-                                        None,
+                                        Some(&agent),
                                         Some(&server.id),
                                         &definition_changed_payload(
                                             &server,
@@ -326,6 +328,29 @@ impl McpRegistry for PgStore {
                         &accepted_payload(&before, &by),
                     )
                     .await?;
+                    let prefix = definition_changed_key_prefix(&id, &tool);
+                    let open = tx
+                        .query(
+                            &prepared(tx, sql::OPEN_DEFINITION_INCIDENTS).await?,
+                            &[&tenant.as_str(), &prefix],
+                        )
+                        .await?;
+                    let close = IncidentStep::Close {
+                        reason: Some(accepted_close_reason(&by)),
+                    };
+                    for row in &open {
+                        let incident_id: String = get(row, 0)?;
+                        super::soc::step_incident(
+                            tx,
+                            state,
+                            tenant.as_str(),
+                            &incident_id,
+                            &close,
+                            &by,
+                            at,
+                        )
+                        .await?;
+                    }
                     pin(tx, &tenant, &id, &tool)
                         .await?
                         .ok_or(StoreError::NotFound("tool pin"))

@@ -290,6 +290,19 @@ async fn open_incident(
             .await?;
         }
     }
+    if let Some(detail) = &incident.response.block_tool {
+        record_response(
+            tx,
+            state,
+            incident,
+            "block_tool",
+            "automatic",
+            RESPONSE_ENGINE,
+            detail,
+            at,
+        )
+        .await?;
+    }
     if let Some(tier) = incident.response.raise_risk_tier {
         let agent = load_agent(tx, tenant_id, &incident.agent_id).await?;
         if agent.status != AgentStatus::Revoked && agent.risk_tier < tier {

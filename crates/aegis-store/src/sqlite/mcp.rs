@@ -3,8 +3,9 @@
 
 use super::{SqliteStore, append_event};
 use crate::mcp::{
-    PinStep, accepted_payload, definition_changed_payload, first_listed_action, mcp_event,
-    pin_step, resource_argument_payload, sql,
+    PinStep, accepted_close_reason, accepted_payload, definition_changed_key_prefix,
+    definition_changed_payload, first_listed_action, mcp_event, pin_step,
+    resource_argument_payload, sql,
 };
 use crate::*;
 use async_trait::async_trait;
@@ -168,8 +169,9 @@ impl McpRegistry for SqliteStore {
         tenant: &TenantId,
         server: &McpServer,
         tools: Vec<ObservedTool>,
+        observed_by: &str,
     ) -> StoreResult<McpObservation> {
-        let (tenant, server) = (tenant.clone(), server.clone());
+        let (tenant, server, agent) = (tenant.clone(), server.clone(), observed_by.to_owned());
         self.writer()?
             .write(move |conn, _| {
                 let at = now_ms();
@@ -215,7 +217,7 @@ impl McpRegistry for SqliteStore {
                                     conn,
                                     tenant.as_str(),
                                     mcp_event::TOOL_DEFINITION_CHANGED,
-                                    None,
+                                    Some(&agent),
                                     Some(&server.id),
                                     &definition_changed_payload(&server, existing.as_ref(), tool),
                                 )?;
@@ -285,6 +287,26 @@ impl McpRegistry for SqliteStore {
                     Some(&id),
                     &accepted_payload(&before, &by),
                 )?;
+                let open: Vec<String> = conn
+                    .prepare_cached(sql::OPEN_DEFINITION_INCIDENTS)?
+                    .query_map(
+                        params![tenant.as_str(), definition_changed_key_prefix(&id, &tool)],
+                        |row| row.get(0),
+                    )?
+                    .collect::<Result<_, _>>()?;
+                let close = IncidentStep::Close {
+                    reason: Some(accepted_close_reason(&by)),
+                };
+                for incident_id in open {
+                    super::soc::step_incident(
+                        conn,
+                        tenant.as_str(),
+                        &incident_id,
+                        &close,
+                        &by,
+                        at,
+                    )?;
+                }
                 pin(conn, &tenant, &id, &tool)?.ok_or(StoreError::NotFound("tool pin"))
             })
             .await

@@ -199,6 +199,17 @@ fn open_incident(
             )?;
         }
     }
+    if let Some(detail) = &incident.response.block_tool {
+        record_response(
+            conn,
+            incident,
+            "block_tool",
+            "automatic",
+            RESPONSE_ENGINE,
+            detail,
+            at,
+        )?;
+    }
     if let Some(tier) = incident.response.raise_risk_tier {
         let agent = load_agent(conn, tenant_id, &incident.agent_id)?;
         if agent.status != AgentStatus::Revoked && agent.risk_tier < tier {
