@@ -72,6 +72,19 @@ fn label(node: &Value) -> (String, String) {
             format!("response {}", text(node, "action")),
             format!("{} by {}", text(node, "action"), text(node, "actor")),
         ),
+        "mcp_server" => (
+            format!("MCP server {}", text(node, "name")),
+            format!("MCP server {} at {}", text(node, "name"), text(node, "url")),
+        ),
+        "tool_definition" => (
+            format!("definition {} {}", text(node, "tool"), text(node, "status")),
+            format!(
+                "definition of {} ({}): {}",
+                text(node, "tool"),
+                text(node, "status"),
+                text(node, "definition_hash")
+            ),
+        ),
         kind => (format!("{kind} {reference}"), format!("{kind} {reference}")),
     }
 }

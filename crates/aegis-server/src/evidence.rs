@@ -11,8 +11,8 @@ use aegis_core::receipt::{ChainBreak, Checkpoint, KeyRing, Receipt, verify_recei
 use aegis_core::timestamp::format_millis;
 use aegis_store::approvals::ApprovalRecord;
 use aegis_store::{
-    DecisionRecord, EvidenceReads, IncidentDetail, IncidentRecord, Page, ResponseActionRecord,
-    Store, StoreResult, TenantId,
+    DecisionRecord, EvidenceReads, IncidentDetail, IncidentRecord, McpServer, Page,
+    ResponseActionRecord, Store, StoreResult, TenantId, ToolPin,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -143,7 +143,8 @@ pub struct GraphEdge {
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Graph {
     /// `{"id", "type", ...}`; types: incident, decision, agent, run, tool, policy, receipt,
-    /// response_action, approval, operator_key.
+    /// response_action, approval, operator_key, mcp_server, tool_definition (the pin, as it
+    /// stands now, of the MCP tool a decision's call went to).
     #[schema(value_type = Vec<Object>)]
     pub nodes: Vec<Value>,
     pub edges: Vec<GraphEdge>,
@@ -279,7 +280,47 @@ impl<'a> GraphBuilder<'a> {
         for approval in &approvals {
             self.approval(approval);
         }
+        self.mcp_definitions(decisions).await?;
         Ok(nodes)
+    }
+
+    /// Decisions of calls made through MCP gateway mode (their tool is one of the tenant's
+    /// MCP servers and their action a tool pinned there), each linked to the server and to
+    /// the tool's pinned definition as it stands now (hash and status).
+    async fn mcp_definitions(&mut self, decisions: &[DecisionRecord]) -> StoreResult<()> {
+        let mut servers: Vec<String> = decisions.iter().map(|d| d.tool.clone()).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        let definitions = self.reads.mcp_definitions(&self.tenant, &servers).await?;
+        if definitions.is_empty() {
+            return Ok(());
+        }
+        let by_call: HashMap<(&str, &str), &(McpServer, ToolPin)> = definitions
+            .iter()
+            .map(|entry| ((entry.0.name.as_str(), entry.1.tool.as_str()), entry))
+            .collect();
+        for d in decisions {
+            let Some((server, pin)) = by_call.get(&(d.tool.as_str(), d.action.as_str())) else {
+                continue;
+            };
+            let server_node = self.node(
+                "mcp_server",
+                &server.id,
+                json!({"name": server.name, "url": server.url}),
+            );
+            let definition = self.node(
+                "tool_definition",
+                &format!("{}/{}", server.id, pin.tool),
+                json!({"server_id": server.id, "tool": pin.tool,
+                       "definition_hash": pin.definition_hash, "status": pin.status,
+                       "changed_hash": pin.changed_hash}),
+            );
+            let decision = node_id("decision", &d.id);
+            self.edge(&decision, &server_node, "through");
+            self.edge(&decision, &definition, "defined_by");
+            self.edge(&definition, &server_node, "of");
+        }
+        Ok(())
     }
 
     /// An approval between the decision that asked for it, the operator keys that decided

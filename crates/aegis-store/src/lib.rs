@@ -143,6 +143,13 @@ pub trait EvidenceReads: Send + Sync {
         tenant: &TenantId,
         decision_ids: &[String],
     ) -> StoreResult<Vec<approvals::ApprovalRecord>>;
+    /// The pins of the tenant's MCP servers with these names (decisions' `tool`), each with
+    /// its server: what the evidence graph links an MCP call's decision to.
+    async fn mcp_definitions(
+        &self,
+        tenant: &TenantId,
+        server_names: &[String],
+    ) -> StoreResult<Vec<(McpServer, ToolPin)>>;
     /// For each seq, the first checkpoint of the tenant's chain at or after it; each
     /// checkpoint once, in seq order.
     async fn covering_checkpoints(

@@ -245,6 +245,12 @@ pub(crate) mod sql {
          WHERE tenant_id = $1 AND kind = 'tool_definition_changed' AND status <> 'closed'
            AND substr(dedup_key, 1, length($2)) = $2 AND length(dedup_key) = length($2) + 64
          ORDER BY event_seq";
+    /// Every pin of the tenant's servers with these names, with its server's name, URL and
+    /// creation (`{names}`: the backend's way to match a batch of names).
+    pub const DEFINITIONS_OF_SERVERS: &str = "SELECT p.server_id, p.tool, p.definition_hash, p.read_only, p.status, p.changed_hash,
+             p.accepted_by, p.accepted_at, p.pinned_at, p.resource_argument, s.name, s.url, s.created_at
+         FROM mcp_tool_pins p JOIN mcp_servers s ON s.tenant_id = p.tenant_id AND s.id = p.server_id
+         WHERE p.tenant_id = $1 AND s.name {names} ORDER BY s.name, p.tool";
     pub const SET_RESOURCE_ARGUMENT: &str = "UPDATE mcp_tool_pins SET resource_argument = $1
          WHERE tenant_id = $2 AND server_id = $3 AND tool = $4";
 }

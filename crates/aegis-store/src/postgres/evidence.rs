@@ -238,6 +238,15 @@ impl EvidenceReads for super::PgStore {
         super::approvals::of_decisions(&client, tenant.as_str(), decision_ids, now_ms()).await
     }
 
+    async fn mcp_definitions(
+        &self,
+        tenant: &TenantId,
+        server_names: &[String],
+    ) -> StoreResult<Vec<(McpServer, ToolPin)>> {
+        let client = self.pool.get().await?;
+        super::mcp::definitions_of_servers(&client, tenant, server_names).await
+    }
+
     async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
         self.query(
             "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND seq = ANY($2) ORDER BY seq",

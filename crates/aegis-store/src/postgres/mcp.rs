@@ -40,6 +40,33 @@ fn pin_from_row(row: &Row) -> StoreResult<ToolPin> {
     })
 }
 
+/// [`EvidenceReads::mcp_definitions`].
+pub(super) async fn definitions_of_servers<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    names: &[String],
+) -> StoreResult<Vec<(McpServer, ToolPin)>> {
+    let statement = sql::DEFINITIONS_OF_SERVERS.replace("{names}", "= ANY($2)");
+    client
+        .query(
+            &prepared(client, &statement).await?,
+            &[&tenant.as_str(), &names],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let server = McpServer {
+                id: get(row, 0)?,
+                tenant_id: tenant.clone(),
+                name: get(row, 10)?,
+                url: get(row, 11)?,
+                created_at_ms: get(row, 12)?,
+            };
+            Ok((server, pin_from_row(row)?))
+        })
+        .collect()
+}
+
 async fn pins<C: GenericClient>(
     client: &C,
     tenant: &TenantId,

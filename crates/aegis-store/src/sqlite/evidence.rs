@@ -251,6 +251,16 @@ impl EvidenceReads for super::SqliteStore {
             .await
     }
 
+    async fn mcp_definitions(
+        &self,
+        tenant: &TenantId,
+        server_names: &[String],
+    ) -> StoreResult<Vec<(McpServer, ToolPin)>> {
+        let (tenant, names) = (tenant.clone(), json_batch(server_names)?);
+        self.read(move |conn| super::mcp::definitions_of_servers(conn, &tenant, &names))
+            .await
+    }
+
     async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
         let (tenant, seqs) = (tenant.clone(), json_batch(seqs)?);
         self.read(move |conn| receipts_where_in(conn, &tenant, "seq", &seqs))

@@ -41,6 +41,32 @@ fn pin_from_row(row: &Row<'_>) -> rusqlite::Result<(ToolPin, String)> {
     ))
 }
 
+/// [`EvidenceReads::mcp_definitions`]: `names` is a JSON array of server names.
+pub(super) fn definitions_of_servers(
+    conn: &Connection,
+    tenant: &TenantId,
+    names: &str,
+) -> StoreResult<Vec<(McpServer, ToolPin)>> {
+    let statement =
+        sql::DEFINITIONS_OF_SERVERS.replace("{names}", "IN (SELECT value FROM json_each($2))");
+    conn.prepare_cached(&statement)?
+        .query_map(params![tenant.as_str(), names], |row| {
+            let server = McpServer {
+                id: row.get(0)?,
+                tenant_id: tenant.clone(),
+                name: row.get(10)?,
+                url: row.get(11)?,
+                created_at_ms: row.get(12)?,
+            };
+            Ok((server, pin_from_row(row)?))
+        })?
+        .map(|row| {
+            let (server, pin) = row?;
+            Ok((server, with_status(pin)?))
+        })
+        .collect()
+}
+
 fn with_status((mut pin, status): (ToolPin, String)) -> StoreResult<ToolPin> {
     pin.status = PinStatus::parse(&status)
         .ok_or_else(|| StoreError::Corrupt(format!("pin status {status:?}")))?;
