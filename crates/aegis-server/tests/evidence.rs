@@ -11,8 +11,8 @@ use aegis_core::receipt::{Checkpoint, Receipt};
 use aegis_server::Settings;
 use aegis_server::evidence::{NARRATOR_SYSTEM_PROMPT, NarratorConfig};
 use aegis_store::{
-    DecisionRecord, EvidenceAppend, EvidenceLink, EvidenceReads, EvidenceRef, NewIncident, Page,
-    ResponseActionRecord, SocBatch, StoreResult, TenantId,
+    DecisionRecord, EvidenceAppend, EvidenceLink, EvidenceReads, EvidenceRef, McpServer,
+    NewIncident, Page, ResponseActionRecord, SocBatch, StoreResult, TenantId, ToolPin,
 };
 use axum::routing::post;
 use common::*;
@@ -502,6 +502,15 @@ impl EvidenceReads for CountingReads<'_> {
             .await
     }
 
+    async fn mcp_definitions(
+        &self,
+        tenant: &TenantId,
+        server_names: &[String],
+    ) -> StoreResult<Vec<(McpServer, ToolPin)>> {
+        self.count("mcp_definitions");
+        self.inner.mcp_definitions(tenant, server_names).await
+    }
+
     async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
         self.count("receipts_at");
         self.inner.receipts_at(tenant, seqs).await
@@ -638,6 +647,7 @@ store_test!(async fn an_incident_of_thousands_is_bounded_paged_once_and_graphed_
             ("approvals_of_decisions", 1),
             ("covering_checkpoints", 1),
             ("incident_decisions", 1),
+            ("mcp_definitions", 1),
             ("receipts_at", 1),
             ("receipts_by_id", 1),
         ])
