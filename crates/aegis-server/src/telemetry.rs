@@ -5,8 +5,8 @@
 //! ([`Metrics::install`]) before it opens the store, so the store's writers, the SOC
 //! consumer and the request path all record into it; without a recorder (in-process tests,
 //! library use) every metric is a no-op. `/metrics` ([`Metrics::render`]) first reads what
-//! only the database knows (consumer cursors, undelivered notifications) and the process's
-//! own figures, then renders the text format.
+//! only the database knows (consumer cursors, undelivered notifications, pending approvals)
+//! and the process's own figures, then renders the text format.
 //!
 //! Label values are bounded: routes are the router's path templates, decisions and
 //! incident kinds are fixed sets, sinks are grouped by kind, and the tenant label names
@@ -112,6 +112,7 @@ impl Metrics {
         let now_ms = crate::now_ms();
         let age_secs = |since_ms: i64| (now_ms - since_ms).max(0) as f64 / 1000.0;
         metrics::gauge!("aegis_event_log_head").set(head as f64);
+        metrics::gauge!("aegis_approvals_pending").set(snapshot.pending_approvals as f64);
         for position in snapshot.consumers {
             let consumer = position.consumer;
             metrics::gauge!("aegis_consumer_lag_events", "consumer" => consumer.clone())
@@ -187,6 +188,11 @@ fn describe() {
         "aegis_consumer_lag_seconds",
         Unit::Seconds,
         "Age of the oldest event the named log consumer has not consumed yet"
+    );
+    metrics::describe_gauge!(
+        "aegis_approvals_pending",
+        Unit::Count,
+        "Approvals of every tenant waiting for operators (neither decided nor expired)"
     );
     metrics::describe_counter!(
         "aegis_incidents_opened_total",

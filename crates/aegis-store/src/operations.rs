@@ -1,10 +1,11 @@
 //! What the store tells an operator about itself: the group-commit writers report each batch
 //! through the `metrics` facade (a no-op until the binary installs a recorder), and
 //! [`Store::operations`](crate::Store::operations) reads the backlogs a dashboard watches
-//! (consumer cursors behind the log head, deliveries waiting) when `/metrics` is scraped.
+//! (consumer cursors behind the log head, deliveries waiting, approvals pending) when
+//! `/metrics` is scraped.
 //!
-//! The snapshot's SQL is written once for both backends: it takes no parameters and uses
-//! only what SQLite and PostgreSQL spell alike.
+//! The snapshot's SQL is written once for both backends: it uses only what SQLite and
+//! PostgreSQL spell alike, and no parameter but the time of the pending approvals' count.
 
 use metrics::{Gauge, Histogram};
 use std::time::Duration;
@@ -26,11 +27,22 @@ pub(crate) const DELIVERY_BACKLOG_SQL: &str = "\
     FROM deliveries WHERE status <> 'delivered' \
     GROUP BY sink_kind, status ORDER BY sink_kind, status";
 
+/// Approvals of every tenant still waiting for operators at the time bound to `now` (the
+/// backend's placeholder: the one parameter of the snapshot's SQL). The `IN` term is the
+/// predicate of the `approvals_open` partial index, so both backends count from it.
+pub(crate) fn pending_approvals_sql(now: &str) -> String {
+    let pending =
+        crate::approvals::status_condition(aegis_core::approval::ApprovalStatus::Pending, now);
+    format!("SELECT COUNT(*) FROM approvals WHERE status IN ('pending', 'approved') AND {pending}")
+}
+
 /// The store's backlogs at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OperationsSnapshot {
     pub consumers: Vec<ConsumerPosition>,
     pub deliveries: Vec<DeliveryBacklog>,
+    /// Approvals of every tenant waiting for operators (not decided, not expired).
+    pub pending_approvals: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

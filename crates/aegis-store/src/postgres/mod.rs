@@ -893,9 +893,17 @@ impl Store for PgStore {
                 })
             })
             .collect::<StoreResult<_>>()?;
+        let pending_approvals = match self
+            .query_opt(&operations::pending_approvals_sql("$1"), &[&now_ms()])
+            .await?
+        {
+            Some(count) => get(&count, 0)?,
+            None => 0,
+        };
         Ok(OperationsSnapshot {
             consumers,
             deliveries,
+            pending_approvals,
         })
     }
 

@@ -719,9 +719,13 @@ impl Store for SqliteStore {
                     })
                 })?
                 .collect::<Result<_, _>>()?;
+            let pending_approvals = conn
+                .prepare_cached(&operations::pending_approvals_sql("?1"))?
+                .query_row([now_ms()], |row| row.get(0))?;
             Ok(OperationsSnapshot {
                 consumers,
                 deliveries,
+                pending_approvals,
             })
         })
         .await
