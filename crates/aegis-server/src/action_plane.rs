@@ -189,6 +189,7 @@ pub async fn authorize(
         }
     };
     tenant.decisions.count(verdict);
+    crate::traces::record_decision(&decision_id, verdict);
     Ok(Authorization {
         decision_id,
         verdict,

@@ -31,6 +31,7 @@ pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod telemetry;
+pub mod traces;
 pub mod validate;
 
 pub use aegis_store::now_ms;

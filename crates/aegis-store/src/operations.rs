@@ -6,6 +6,12 @@
 //!
 //! The snapshot's SQL is written once for both backends: it uses only what SQLite and
 //! PostgreSQL spell alike, and no parameter but the time of the pending approvals' count.
+//!
+//! Traces: a write carries the span it was submitted in ([`submitter`]) when that span is
+//! on (the request's, while access logging or trace export is), and each batch holding such
+//! writes runs in a `writer.batch` span that follows from them ([`batch_span`]), which
+//! OpenTelemetry exports as span links. Writes submitted outside a traced span carry
+//! nothing and their batches make no span.
 
 use metrics::{Gauge, Histogram};
 use std::time::Duration;
@@ -92,4 +98,37 @@ impl WriterMetrics {
         self.commit_seconds.record(took.as_secs_f64());
         self.queue_depth.set(still_queued as f64);
     }
+}
+
+/// The span a write is submitted in, when it is on; none otherwise, so an untraced write
+/// carries nothing.
+pub(crate) fn submitter() -> Option<tracing::Span> {
+    let span = tracing::Span::current();
+    (!span.is_disabled()).then_some(span)
+}
+
+/// The span of one batch of `jobs` writes to the `store` backend, following from the traced
+/// spans its writes were submitted in; a disabled span when there are none. It shares the
+/// request span's target, so one filter turns both on.
+pub(crate) fn batch_span<'a>(
+    store: &'static str,
+    jobs: usize,
+    submitters: impl Iterator<Item = &'a tracing::Span>,
+) -> tracing::Span {
+    let mut submitters = submitters.peekable();
+    if submitters.peek().is_none() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: "aegis::access",
+        parent: None,
+        "writer.batch",
+        aegis.store = store,
+        // As i64: OpenTelemetry has no unsigned integers (a usize would export as text).
+        aegis.batch_size = jobs as i64,
+    );
+    for submitter in submitters {
+        span.follows_from(submitter);
+    }
+    span
 }

@@ -8,6 +8,7 @@ mod ops_cli;
 mod pg_session_args;
 mod receipts;
 mod signing_key;
+mod traces;
 
 use aegis_core::correlate::MAX_BURST_THRESHOLD;
 use aegis_core::model::{AutonomyLevel, Role};
@@ -29,6 +30,10 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use traces::Traces;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser)]
 #[command(
@@ -342,30 +347,15 @@ struct InitArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Access lines (one per request) only when asked for, e.g. `AEGIS_LOG=info`.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AEGIS_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| "info,aegis::access=warn".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        // One object per line: the event's fields at the top level, the request span's
-        // (request id, method, route, tenant) under "span".
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
+    let traces = match cli.command {
+        Command::Serve(_) => Traces::from_env()?,
+        _ => None,
+    };
+    init_logs(cli.log_format, traces.as_ref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Init(args) => init(args).await,
@@ -377,7 +367,55 @@ fn main() -> anyhow::Result<()> {
             Command::Decisions(resource) => ops_cli::run(resource).await,
             Command::Settings(resource) => ops_cli::run(resource).await,
         }
-    })
+    });
+    // After the runtime: the last requests' spans are closed and only need sending.
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    outcome
+}
+
+/// Log lines on stderr and, when `traces` is set, the OpenTelemetry layer beside them. Access
+/// lines (one per request) only when asked for, e.g. `AEGIS_LOG=info`; the request spans go
+/// to the traces whatever the log filter says.
+fn init_logs(format: LogFormat, traces: Option<&Traces>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AEGIS_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| "info,aegis::access=warn".into());
+    match traces {
+        // Without traces the filter is global, so what it turns off costs nothing.
+        None => tracing_subscriber::registry()
+            .with(log_lines(format))
+            .with(filter)
+            .init(),
+        Some(traces) => {
+            tracing_subscriber::registry()
+                .with(log_lines(format).with_filter(filter))
+                .with(traces.layer())
+                .init();
+            aegis_server::traces::export();
+        }
+    }
+}
+
+fn log_lines<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => lines
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+        // One object per line: the event's fields at the top level, the request span's
+        // (request id, method, route, tenant) under "span".
+        LogFormat::Json => lines
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    }
 }
 
 async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
