@@ -27,6 +27,7 @@ use support::*;
 /// The caller's trace context: W3C version 00, sampled.
 const CALLER_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
+const CALLER_TRACE_STATE: &str = "vendor=opaque-value";
 const PARAMETER: &str = "parameter-value-that-must-not-be-traced";
 const AGENT_TRACE_ID: &str = "agent-trace-7";
 
@@ -108,7 +109,9 @@ async fn authorize_call(
         .bearer_auth(token)
         .json(&call);
     if let Some(traceparent) = traceparent {
-        request = request.header("traceparent", traceparent);
+        request = request
+            .header("traceparent", traceparent)
+            .header("tracestate", CALLER_TRACE_STATE);
     }
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -179,6 +182,7 @@ e2e_test!(
             .unwrap();
         assert_eq!(hex::encode(&continued.trace_id), CALLER_TRACE_ID);
         assert_eq!(hex::encode(&continued.parent_span_id), CALLER_SPAN_ID);
+        assert_eq!(continued.trace_state, CALLER_TRACE_STATE);
         for span in authorize_spans.iter().filter(|span| span.span_id != continued.span_id) {
             assert!(span.parent_span_id.is_empty(), "{span:#?}");
             assert_ne!(hex::encode(&span.trace_id), CALLER_TRACE_ID);
