@@ -80,10 +80,10 @@ impl PartialSchema for McpToolDefinition {
 
 impl ToSchema for McpToolDefinition {}
 
+/// One call of the local server's tool `tool` (the MCP tool's name).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportedCall {
-    /// The MCP tool's name.
     #[schema(inline)]
     pub tool: ToolName,
     /// The call's arguments, as the agent sent them.
