@@ -432,20 +432,29 @@ async fn a_session_continues_on_another_replica() {
     assert_eq!(served_by_second, vec!["1"]);
 }
 
-/// A desktop MCP client's view of `aegis mcp wrap`: the client starts the wrap, which starts
-/// `tests/mcp/local_files.py` over `root`, serving `variant`.
+/// A desktop MCP client's view of `aegis mcp wrap` (with `flags`): the client starts the
+/// wrap, which starts `tests/mcp/local_files.py` over `root`, serving `variant`.
 async fn wrap_client(
     gw: &str,
     token: &str,
+    flags: &[&str],
     root: &Path,
     variant: &str,
     steps: Vec<Value>,
 ) -> Vec<Value> {
+    let mut args = json!(["mcp", "wrap", "--gateway", gw, "--server", "files"]);
+    let args_list = args.as_array_mut().unwrap();
+    args_list.extend(flags.iter().map(|flag| json!(flag)));
+    args_list.extend([
+        json!("--"),
+        json!(python()),
+        json!(script("local_files.py")),
+        json!(root),
+    ]);
     let program = json!({
         "stdio": {
             "command": AEGIS,
-            "args": ["mcp", "wrap", "--gateway", gw, "--server", "files", "--",
-                     python(), script("local_files.py"), root],
+            "args": args,
             "env": {"AEGIS_AGENT_TOKEN": token, "FILES_VARIANT": variant},
         },
         "steps": steps,
@@ -488,7 +497,7 @@ e2e_test! {
         std::fs::write(root.path().join("a.txt"), "hello").unwrap();
         std::fs::write(root.path().join("b.txt"), "keep me").unwrap();
         let gateway = gw.url("");
-        let seen = wrap_client(&gateway, &token, root.path(), "honest", vec![
+        let seen = wrap_client(&gateway, &token, &[], root.path(), "honest", vec![
             list(),
             call("read_file", json!({"name": "a.txt"})),
             call("delete_file", json!({"name": "b.txt"})),
@@ -510,12 +519,22 @@ e2e_test! {
         // The same call stated as trusted in `_meta` is allowed and runs.
         assert_eq!(seen[3], json!({"op": "call", "is_error": false, "text": "deleted b.txt"}));
         assert_eq!(journal(root.path()), ["read_file a.txt", "delete_file b.txt"]);
+        // `--source-trust` states where the client's calls come from, unless a call says.
+        let seen = wrap_client(&gateway, &token, &["--source-trust", "semi_trusted_customer"], root.path(), "honest", vec![
+            call("delete_file", json!({"name": "a.txt"})),
+        ]).await;
+        assert_eq!(seen[0]["is_error"], true, "{}", seen[0]);
+        let text = seen[0]["text"].as_str().unwrap();
+        assert!(text.contains("needs a person's approval"), "{text}");
+        let approval = get_json(&client, gw.url(&format!("/v1/approvals/{}", id_named(text, "apr_"))), &admin).await;
+        assert_eq!((&approval["status"], &approval["action"]), (&json!("pending"), &json!("delete_file")), "{approval}");
+        assert_eq!(journal(root.path()).len(), 2, "the call waiting for approval never ran");
         let pins = get_json(&client, gw.url(&format!("/v1/mcp/servers/{server_id}/tools")), &admin).await;
         assert_eq!(pins.as_array().unwrap().len(), 3, "{pins}");
         assert!(pins.as_array().unwrap().iter().all(|p| p["status"] == "pinned"), "{pins}");
 
         // The local server now describes read_file differently: withheld, refused, one alert.
-        let seen = wrap_client(&gateway, &token, root.path(), "poisoned", vec![
+        let seen = wrap_client(&gateway, &token, &[], root.path(), "poisoned", vec![
             list(),
             list(),
             call("read_file", json!({"name": "a.txt"})),
@@ -542,7 +561,7 @@ e2e_test! {
 
         // Gateway down: nothing is listed and nothing runs, not even a read.
         gw.terminate();
-        let seen = wrap_client(&gateway, &token, root.path(), "honest", vec![
+        let seen = wrap_client(&gateway, &token, &[], root.path(), "honest", vec![
             call("read_file", json!({"name": "a.txt"})),
             list(),
         ]).await;
