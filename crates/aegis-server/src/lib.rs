@@ -122,6 +122,8 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(mcp::get_mcp_server, mcp::delete_mcp_server))
         .routes(routes!(mcp::list_mcp_tools))
         .routes(routes!(mcp::accept_mcp_tool))
+        .routes(routes!(mcp_stdio::report_listing))
+        .routes(routes!(mcp_stdio::report_call))
         .split_for_parts()
 }
 

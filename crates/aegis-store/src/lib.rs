@@ -26,7 +26,7 @@ mod types;
 pub use console_sessions::{ConsoleSessions, NewConsoleSession};
 pub use mcp::{
     FIRST_LISTING_RISK, McpObservation, McpRegistry, McpServer, NewMcpServer, ObservedTool,
-    PinStatus, ToolPin,
+    PinStatus, STDIO_ADDRESS, ToolPin,
 };
 pub use operations::{ConsumerPosition, DeliveryBacklog, OperationsSnapshot};
 pub use secrets::SecretsKey;

@@ -1,8 +1,10 @@
 //! `aegis`: the AegisAgent gateway (`aegis serve`), its commands on the database host
 //! (`aegis init`, `aegis keys create`, `aegis receipts export|verify`) and the operator CLI
-//! of a running gateway (`aegis agents|incidents|approvals|decisions|settings`, over HTTP).
+//! of a running gateway (`aegis agents|incidents|approvals|decisions|settings`, over HTTP),
+//! and `aegis mcp wrap`, which puts a local stdio MCP server under a running gateway.
 
 mod key_file;
+mod mcp_wrap;
 mod notify_args;
 mod ops_cli;
 mod pg_session_args;
@@ -79,6 +81,16 @@ enum Command {
     Decisions(ops_cli::Resource<ops_cli::decisions::DecisionsCommand>),
     /// The tenant's SOC settings on a running gateway: show, and set (admin).
     Settings(ops_cli::Resource<ops_cli::settings::SettingsCommand>),
+    /// MCP servers under a running gateway.
+    #[command(subcommand)]
+    Mcp(McpCommand),
+}
+
+#[derive(Subcommand)]
+enum McpCommand {
+    /// Run a local stdio MCP server for a desktop MCP client, every listing and call
+    /// governed by the gateway (agent token in AEGIS_AGENT_TOKEN).
+    Wrap(mcp_wrap::WrapArgs),
 }
 
 #[derive(Subcommand)]
@@ -366,6 +378,7 @@ fn main() -> anyhow::Result<()> {
             Command::Approvals(resource) => ops_cli::run(resource).await,
             Command::Decisions(resource) => ops_cli::run(resource).await,
             Command::Settings(resource) => ops_cli::run(resource).await,
+            Command::Mcp(McpCommand::Wrap(args)) => mcp_wrap::run(args).await,
         }
     });
     // After the runtime: the last requests' spans are closed and only need sending.

@@ -11,6 +11,7 @@ pub mod incidents;
 pub mod investigate;
 pub mod keys;
 pub mod mcp;
+pub mod mcp_stdio;
 pub mod policies;
 pub mod receipts;
 pub mod slack;
