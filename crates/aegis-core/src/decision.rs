@@ -9,6 +9,10 @@ use crate::policy::{PolicyEngine, PolicyInput, PolicyPrincipal, PolicyResource};
 
 /// Policy id reported when a frozen agent is denied before policy evaluation.
 pub const FROZEN_POLICY_ID: &str = "aegis-agent-frozen";
+/// Policy ids reported when the gateway's rate limit or budget denies a call before policy
+/// evaluation.
+pub const RATE_LIMIT_POLICY_ID: &str = "aegis-rate-limit";
+pub const BUDGET_POLICY_ID: &str = "aegis-budget";
 
 /// The authenticated agent as the decision sees it.
 #[derive(Debug, Clone, Copy)]
@@ -84,17 +88,25 @@ pub fn risk_score(risk: ActionRisk, mutates_state: bool, trust: SourceTrust, tie
     (base + writes + provenance + tier).min(100)
 }
 
+impl CallFacts<'_> {
+    /// Whether the call changes state and how risky it is: the registration's facts, which
+    /// the client's claim may only tighten; an unregistered action counts as high risk.
+    pub fn assessed(&self) -> (bool, ActionRisk) {
+        let claimed = self.claimed_mutates_state.unwrap_or(false);
+        match self.registered {
+            Some(registered) => (registered.mutates_state || claimed, registered.risk),
+            None => (claimed, ActionRisk::High),
+        }
+    }
+}
+
 /// Decides one call for one agent.
 pub fn decide(
     engine: &PolicyEngine,
     agent: AgentFacts<'_>,
     call: CallFacts<'_>,
 ) -> DecisionOutcome {
-    let claimed = call.claimed_mutates_state.unwrap_or(false);
-    let (mutates_state, risk) = match call.registered {
-        Some(registered) => (registered.mutates_state || claimed, registered.risk),
-        None => (claimed, ActionRisk::High),
-    };
+    let (mutates_state, risk) = call.assessed();
     let principal = agent.principal;
     let risk_score = risk_score(
         risk,
@@ -136,6 +148,32 @@ pub fn decide(
         risk_score,
         reason: outcome.reason,
         matched_policies: outcome.matched_policies,
+        mutates_state,
+        risk,
+        contained: false,
+    }
+}
+
+/// A call of an active agent that the gateway's rate limit or budget refuses before any
+/// policy is evaluated: a deny under `policy_id` with the call's risk score, which counts
+/// like a policy's deny (escalation, the SOC's rules), unlike a frozen agent's refusal.
+pub fn over_limit(
+    agent: AgentFacts<'_>,
+    call: CallFacts<'_>,
+    policy_id: &str,
+    reason: String,
+) -> DecisionOutcome {
+    let (mutates_state, risk) = call.assessed();
+    DecisionOutcome {
+        verdict: Verdict::Deny,
+        risk_score: risk_score(
+            risk,
+            mutates_state,
+            call.source_trust,
+            agent.principal.risk_tier(),
+        ),
+        reason,
+        matched_policies: vec![policy_id.to_owned()],
         mutates_state,
         risk,
         contained: false,

@@ -12,6 +12,7 @@ pub mod investigate;
 pub mod keys;
 pub mod mcp;
 pub mod policies;
+pub mod rate_limits;
 pub mod receipts;
 pub mod slack;
 pub mod tenants;
