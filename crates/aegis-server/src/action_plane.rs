@@ -57,7 +57,9 @@ pub struct Authorization {
     pub event_seq: i64,
     /// The approval the decision asked for (pending), used (consumed) or refused to use.
     pub approval: Option<ApprovalRef>,
-    /// Set on a deny of the rate limit or budget: when the agent may call again.
+    /// Set on a deny of the rate limit or budget (recorded as such: it is never answered
+    /// from an earlier call, and no gate turns a deny into anything else): when the agent
+    /// may call again.
     pub retry_after_ms: Option<u64>,
 }
 
@@ -176,40 +178,35 @@ pub async fn authorize(
     // or this one as the writer left it (a decision made from a stale agent was recorded as
     // a deny, and this replica's cached agent is stale too; an approval may have turned the
     // verdict into an allow (consumed) or a deny (refused)).
-    // A throttled deny is never answered from the past (it has no replay key), so a replay
-    // carries no wait.
-    let (decision_id, verdict, risk_score, reason, matched_policies, retry_after_ms) =
-        match recorded.replayed {
-            Some(prior) => (
-                prior.decision_id,
-                prior.verdict,
-                prior.risk_score,
-                prior.reason,
-                prior.matched_policies,
-                None,
-            ),
-            None => {
-                if let Some(risk_tier) = recorded.escalated_to {
-                    tracing::info!(agent_id = %agent.id, %risk_tier, "risk tier escalated after repeated denials");
-                    // The writer committed the new tier. The snapshot this request started from
-                    // may be older than a change committed since (a freeze): never write it back;
-                    // the next call loads the committed row.
-                    state.agents.forget(&agent.id);
-                }
-                if let Some(reason) = &recorded.stale_agent {
-                    tracing::warn!(agent_id = %agent.id, %reason, "decision made from a stale agent; recorded and answered as a deny");
-                    state.agents.forget(&agent.id);
-                }
-                (
-                    decision_id,
-                    recorded.verdict,
-                    outcome.risk_score,
-                    recorded.reason,
-                    recorded.matched_policies,
-                    retry_after_ms,
-                )
+    let (decision_id, verdict, risk_score, reason, matched_policies) = match recorded.replayed {
+        Some(prior) => (
+            prior.decision_id,
+            prior.verdict,
+            prior.risk_score,
+            prior.reason,
+            prior.matched_policies,
+        ),
+        None => {
+            if let Some(risk_tier) = recorded.escalated_to {
+                tracing::info!(agent_id = %agent.id, %risk_tier, "risk tier escalated after repeated denials");
+                // The writer committed the new tier. The snapshot this request started from
+                // may be older than a change committed since (a freeze): never write it back;
+                // the next call loads the committed row.
+                state.agents.forget(&agent.id);
             }
-        };
+            if let Some(reason) = &recorded.stale_agent {
+                tracing::warn!(agent_id = %agent.id, %reason, "decision made from a stale agent; recorded and answered as a deny");
+                state.agents.forget(&agent.id);
+            }
+            (
+                decision_id,
+                recorded.verdict,
+                outcome.risk_score,
+                recorded.reason,
+                recorded.matched_policies,
+            )
+        }
+    };
     tenant.decisions.count(verdict);
     Ok(Authorization {
         decision_id,
