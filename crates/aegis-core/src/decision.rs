@@ -234,6 +234,28 @@ mod tests {
     };
 
     #[test]
+    fn a_call_over_a_limit_is_a_deny_that_counts_with_the_facts_policy_would_see() {
+        let engine = PolicyEngine::default_pack();
+        for (registered, claimed) in [(Some(READ), None), (Some(READ), Some(true)), (None, None)] {
+            let facts = call(registered, claimed, SourceTrust::TrustedInternalSigned);
+            let over = over_limit(
+                agent(AgentStatus::Active),
+                facts,
+                RATE_LIMIT_POLICY_ID,
+                "rate_limited: over 1 calls per second".into(),
+            );
+            let judged = decide(&engine, agent(AgentStatus::Active), facts);
+            assert_eq!(over.verdict, Verdict::Deny);
+            assert!(!over.contained, "counted like a policy's deny");
+            assert_eq!(over.matched_policies, vec![RATE_LIMIT_POLICY_ID]);
+            assert_eq!(
+                (over.mutates_state, over.risk, over.risk_score),
+                (judged.mutates_state, judged.risk, judged.risk_score)
+            );
+        }
+    }
+
+    #[test]
     fn frozen_agents_are_denied_with_the_freeze_reason() {
         let engine = PolicyEngine::default_pack();
         let outcome = decide(
