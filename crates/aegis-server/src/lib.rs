@@ -27,6 +27,7 @@ pub mod markdown;
 pub mod mcp_gateway;
 pub mod openapi;
 pub mod operations;
+pub mod rate_limit;
 pub mod routes;
 pub mod serve;
 pub mod state;
@@ -117,6 +118,15 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(
             tenants::get_risk_escalation,
             tenants::put_risk_escalation
+        ))
+        .routes(routes!(
+            rate_limits::get_rate_limits,
+            rate_limits::put_rate_limits
+        ))
+        .routes(routes!(rate_limits::get_budgets, rate_limits::put_budgets))
+        .routes(routes!(
+            rate_limits::get_agent_rate_limits,
+            rate_limits::put_agent_rate_limits
         ))
         .routes(routes!(mcp::create_mcp_server, mcp::list_mcp_servers))
         .routes(routes!(mcp::get_mcp_server, mcp::delete_mcp_server))

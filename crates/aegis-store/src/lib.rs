@@ -300,6 +300,21 @@ pub trait Store: EvidenceReads + McpRegistry + ConsoleSessions + Send + Sync + '
         deny_storm: DenyStormOverride,
         actor: &str,
     ) -> StoreResult<TenantSettings>;
+    /// Sets the tenant's per-agent token bucket (`tenants.rate_per_sec`, `rate_burst`).
+    async fn set_rate_limits(
+        &self,
+        tenant: &TenantId,
+        rate_limits: RateLimits,
+        actor: &str,
+    ) -> StoreResult<TenantSettings>;
+    /// Sets the tenant's per-agent budget of calls that change state
+    /// (`tenants.mutating_per_hour`).
+    async fn set_mutating_budget(
+        &self,
+        tenant: &TenantId,
+        mutating_per_hour: Option<u32>,
+        actor: &str,
+    ) -> StoreResult<TenantSettings>;
     /// Sets `tenants.exfiltration_reads`: which actions are reads for `data_exfiltration`.
     async fn set_exfiltration_reads(
         &self,

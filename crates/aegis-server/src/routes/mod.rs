@@ -13,6 +13,7 @@ pub mod keys;
 pub mod mcp;
 pub mod mcp_stdio;
 pub mod policies;
+pub mod rate_limits;
 pub mod receipts;
 pub mod slack;
 pub mod tenants;

@@ -57,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0008_console_sessions.sql"),
     include_str!("../../migrations/postgres/0009_approvals.sql"),
     include_str!("../../migrations/postgres/0010_mcp.sql"),
+    include_str!("../../migrations/postgres/0011_rate_limits.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -832,6 +833,18 @@ pub(crate) async fn change_agent_tx(
             )
             .await?;
         }
+        AgentChangeKind::SetRateLimits { rate_limits } => {
+            tx.execute(
+                records::SET_AGENT_RATE_LIMITS_SQL,
+                &[
+                    &rate_limits.per_sec.map(i64::from),
+                    &rate_limits.burst.map(i64::from),
+                    &at,
+                    &agent_id,
+                ],
+            )
+            .await?;
+        }
     }
     load_agent(tx, tenant_id, agent_id).await
 }
@@ -1591,6 +1604,39 @@ impl Store for PgStore {
                 Box::new(deny_storm.window_secs.map(i64::from)),
             ],
             serde_json::json!({"deny_storm": deny_storm, "actor": actor}),
+        )
+        .await
+    }
+
+    async fn set_rate_limits(
+        &self,
+        tenant: &TenantId,
+        rate_limits: RateLimits,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        self.change_settings(
+            tenant,
+            "rate_per_sec = $1, rate_burst = $2",
+            vec![
+                Box::new(rate_limits.per_sec.map(i64::from)),
+                Box::new(rate_limits.burst.map(i64::from)),
+            ],
+            serde_json::json!({"rate_limits": rate_limits, "actor": actor}),
+        )
+        .await
+    }
+
+    async fn set_mutating_budget(
+        &self,
+        tenant: &TenantId,
+        mutating_per_hour: Option<u32>,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        self.change_settings(
+            tenant,
+            "mutating_per_hour = $1",
+            vec![Box::new(mutating_per_hour.map(i64::from))],
+            serde_json::json!({"mutating_per_hour": mutating_per_hour, "actor": actor}),
         )
         .await
     }

@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_console_sessions.sql"),
     include_str!("../../migrations/sqlite/0012_approvals.sql"),
     include_str!("../../migrations/sqlite/0013_mcp.sql"),
+    include_str!("../../migrations/sqlite/0014_rate_limits.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -655,6 +656,12 @@ pub(crate) fn change_agent_tx(
             conn.execute(
                 "UPDATE agents SET risk_tier = ?1, risk_tier_changed_seq = ?2, updated_at = ?3 WHERE id = ?4",
                 params![risk_tier.as_str(), seq, at, agent_id],
+            )?;
+        }
+        AgentChangeKind::SetRateLimits { rate_limits } => {
+            conn.execute(
+                records::SET_AGENT_RATE_LIMITS_SQL,
+                params![rate_limits.per_sec, rate_limits.burst, at, agent_id],
             )?;
         }
     }
@@ -1512,6 +1519,36 @@ impl Store for SqliteStore {
                 Box::new(deny_storm.window_secs),
             ],
             serde_json::json!({"deny_storm": deny_storm, "actor": actor}),
+        )
+        .await
+    }
+
+    async fn set_rate_limits(
+        &self,
+        tenant: &TenantId,
+        rate_limits: RateLimits,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        self.change_settings(
+            tenant,
+            "rate_per_sec = ?1, rate_burst = ?2",
+            vec![Box::new(rate_limits.per_sec), Box::new(rate_limits.burst)],
+            serde_json::json!({"rate_limits": rate_limits, "actor": actor}),
+        )
+        .await
+    }
+
+    async fn set_mutating_budget(
+        &self,
+        tenant: &TenantId,
+        mutating_per_hour: Option<u32>,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        self.change_settings(
+            tenant,
+            "mutating_per_hour = ?1",
+            vec![Box::new(mutating_per_hour)],
+            serde_json::json!({"mutating_per_hour": mutating_per_hour, "actor": actor}),
         )
         .await
     }
