@@ -11,6 +11,7 @@
 //! PostgreSQL database (see that module for how).
 
 pub mod approvals;
+pub mod archive;
 pub mod chain;
 mod console_sessions;
 mod fence;
@@ -154,7 +155,9 @@ pub trait EvidenceReads: Send + Sync {
 
 /// The storage contract shared by the SQLite and PostgreSQL implementations.
 #[async_trait]
-pub trait Store: EvidenceReads + McpRegistry + ConsoleSessions + Send + Sync + 'static {
+pub trait Store:
+    EvidenceReads + McpRegistry + ConsoleSessions + archive::ChainArchive + Send + Sync + 'static
+{
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Waits until every queued write is committed (graceful shutdown).
