@@ -24,11 +24,10 @@ pub struct ArchiveBounds {
     pub events_consumed_through: i64,
 }
 
-/// Archiving on a store.
+/// Archiving on a store (the cut itself is read through
+/// [`crate::EvidenceReads::chain_cut`], which per-receipt checks need too).
 #[async_trait]
 pub trait ChainArchive: Send + Sync {
-    /// The tenant's recorded cut, if its chain was ever archived.
-    async fn chain_cut(&self, tenant: &TenantId) -> StoreResult<Option<ChainCut>>;
     /// The last seq the tenant's chain may be archived through: the highest checkpointed seq
     /// whose decision was created before `bounds.before_ms`, below the head (the head is
     /// never pruned: the writers link the next receipt to it), and below every decision

@@ -38,11 +38,6 @@ pub(super) async fn cut_of<C: GenericClient>(
 
 #[async_trait]
 impl ChainArchive for super::PgStore {
-    async fn chain_cut(&self, tenant: &TenantId) -> StoreResult<Option<ChainCut>> {
-        let client = self.pool.get().await?;
-        cut_of(&client, tenant.as_str()).await
-    }
-
     async fn archivable_through(
         &self,
         tenant: &TenantId,

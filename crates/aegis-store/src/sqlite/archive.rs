@@ -31,11 +31,6 @@ pub(super) fn cut_of(conn: &Connection, tenant_id: &str) -> StoreResult<Option<C
 
 #[async_trait]
 impl ChainArchive for super::SqliteStore {
-    async fn chain_cut(&self, tenant: &TenantId) -> StoreResult<Option<ChainCut>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| cut_of(conn, tenant.as_str())).await
-    }
-
     async fn archivable_through(
         &self,
         tenant: &TenantId,
