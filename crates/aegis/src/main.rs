@@ -427,38 +427,14 @@ async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
             let verdict = match (files.as_slice(), db) {
                 ([file], _) if generic => receipts::verify_generic_file(file)?,
                 (_, _) if generic => bail!("--generic checks one FILE"),
-                ([], Some(db)) => {
-                    let store = open_read_only(&db).await?;
-                    receipts::verify_db(store.as_ref(), &pins, anchors.as_deref(), None).await?
+                (files, db) => {
+                    let store = match db {
+                        Some(db) => Some(open_read_only(&db).await?),
+                        None => None,
+                    };
+                    receipts::verify_history(files, store.as_deref(), &pins, anchors.as_deref())
+                        .await?
                 }
-                (files, None) => receipts::verify_files(files, &pins)?.0,
-                (files, Some(db)) => match receipts::verify_files(files, &pins)? {
-                    (
-                        receipts::Verdict::Verified {
-                            receipts: archived, ..
-                        },
-                        ends,
-                    ) => {
-                        let store = open_read_only(&db).await?;
-                        let verdict = receipts::verify_db(
-                            store.as_ref(),
-                            &pins,
-                            anchors.as_deref(),
-                            Some(&ends),
-                        )
-                        .await?;
-                        match verdict {
-                            receipts::Verdict::Verified { receipts, chains } => {
-                                receipts::Verdict::Verified {
-                                    receipts: receipts + archived,
-                                    chains,
-                                }
-                            }
-                            broken => broken,
-                        }
-                    }
-                    (broken, _) => broken,
-                },
             };
             match verdict {
                 receipts::Verdict::Verified { receipts, chains } => {

@@ -143,12 +143,45 @@ pub enum Verdict {
     Broken(String),
 }
 
+/// Verifies `files` in order as one history and then, with `store`, the database's chains
+/// as their continuation (each chain from one snapshot).
+pub async fn verify_history(
+    files: &[PathBuf],
+    store: Option<&dyn Store>,
+    pinned: &HashMap<String, VerifyingKey>,
+    anchors: Option<&Path>,
+) -> anyhow::Result<Verdict> {
+    let (archived, ends) = if files.is_empty() {
+        ((0, 0), None)
+    } else {
+        match verify_files(files, pinned)? {
+            (Verdict::Verified { receipts, chains }, ends) => ((receipts, chains), Some(ends)),
+            (broken, _) => return Ok(broken),
+        }
+    };
+    let Some(store) = store else {
+        return Ok(Verdict::Verified {
+            receipts: archived.0,
+            chains: archived.1,
+        });
+    };
+    Ok(
+        match verify_db(store, pinned, anchors, ends.as_ref()).await? {
+            Verdict::Verified { receipts, chains } => Verdict::Verified {
+                receipts: receipts + archived.0,
+                chains,
+            },
+            broken => broken,
+        },
+    )
+}
+
 /// Verifies every chain stored in the database, each from one snapshot (a chain that was
 /// archived, from its signed cut); with `anchors` (the gateway's anchor file), also that
 /// every anchored receipt is still there, unchanged and covered. With `archived` (where the
 /// chains of the archive files verified before end), the files and the database must be one
 /// history: every cut chain goes on exactly where its archives end.
-pub async fn verify_db(
+async fn verify_db(
     store: &dyn Store,
     pinned: &HashMap<String, VerifyingKey>,
     anchors: Option<&Path>,
@@ -223,12 +256,12 @@ async fn joint(
 }
 
 /// Where each chain of verified files ends, by tenant.
-pub type ChainEnds = BTreeMap<String, ChainPoint>;
+type ChainEnds = BTreeMap<String, ChainPoint>;
 
 /// Verifies exported or archive files, in order, as one history: a chain in a file goes on
 /// from where it ended in an earlier file, else from the signed cut its header names, else
 /// from seq 1. Returns where each chain ends.
-pub fn verify_files(
+fn verify_files(
     paths: &[PathBuf],
     pinned: &HashMap<String, VerifyingKey>,
 ) -> anyhow::Result<(Verdict, ChainEnds)> {

@@ -130,12 +130,6 @@ async fn archive_while_serving(backend: Backend, decisions: u64) {
         .await
         .unwrap();
     assert_eq!(closed.status(), 200);
-    let before_prune = get_json(
-        &client,
-        gw.url(&format!("/v1/incidents/{incident_id}")),
-        &admin,
-    )
-    .await;
 
     let (made, failed) = load(&gw.base, &token, 16, decisions / 2 / 16, None).await;
     assert_eq!(failed, 0);
@@ -159,6 +153,12 @@ async fn archive_while_serving(backend: Backend, decisions: u64) {
     // The load itself looks like a burst to the SOC: close what it opened, since an open
     // incident keeps its evidence out of any archive.
     close_open_incidents(&client, &gw, &admin).await;
+    let before_prune = get_json(
+        &client,
+        gw.url(&format!("/v1/incidents/{incident_id}")),
+        &admin,
+    )
+    .await;
 
     // Archive while authorize calls go on.
     let stop = Arc::new(AtomicBool::new(false));
