@@ -82,12 +82,17 @@ pub async fn archive(
     for tenant in crate::receipts::tenants(store, request.tenant).await? {
         let cut = store.chain_cut(&tenant).await?;
         let after = cut.as_ref().map_or(0, |cut| cut.body.pruned_through_seq);
-        let Some(through) = store.archivable_through(&tenant, bounds).await? else {
+        let through = store.archivable_through(&tenant, bounds).await?;
+        let Some(through) = through.filter(|&through| through > after) else {
+            if cut.is_some() {
+                // A prune an earlier run did not finish: its archive holds what is left.
+                let pruned = prune(store, &tenant, request).await?;
+                if pruned > 0 {
+                    tracing::info!(tenant = %tenant, pruned, "finished an earlier prune");
+                }
+            }
             continue;
         };
-        if through <= after {
-            continue;
-        }
         let Some(last) = store.receipts(&tenant, through - 1, 1).await?.pop() else {
             bail!("receipt {through} of tenant {tenant} vanished while archiving");
         };
@@ -109,15 +114,7 @@ pub async fn archive(
     for plan in plans {
         let cut = signer.cut(plan.tenant.as_str(), &plan.through, format_millis(now_ms()))?;
         store.record_chain_cut(cut).await?;
-        let mut pruned = 0;
-        loop {
-            let deleted = store.prune_archived(&plan.tenant, request.batch).await?;
-            if deleted == 0 {
-                break;
-            }
-            pruned += deleted;
-            tokio::time::sleep(request.pause).await;
-        }
+        let pruned = prune(store, &plan.tenant, request).await?;
         archived.push(ArchivedChain {
             tenant_id: plan.header.tenant_id,
             from_seq: plan
@@ -131,6 +128,24 @@ pub async fn archive(
     Ok(archived)
 }
 
+/// Deletes what lies behind the tenant's cut, one batch per transaction with a pause
+/// between them; returns how many receipts it deleted.
+async fn prune(
+    store: &dyn Store,
+    tenant: &TenantId,
+    request: &ArchiveRequest<'_>,
+) -> anyhow::Result<u64> {
+    let mut pruned = 0;
+    loop {
+        let deleted = store.prune_archived(tenant, request.batch).await?;
+        if deleted == 0 {
+            return Ok(pruned);
+        }
+        pruned += deleted;
+        tokio::time::sleep(request.pause).await;
+    }
+}
+
 /// Writes the segment of every plan to `out` (through a temporary file, synced and
 /// renamed), verifying each chain as it goes: nothing is archived that does not verify.
 async fn write_segment(
@@ -140,7 +155,9 @@ async fn write_segment(
     out: &Path,
 ) -> anyhow::Result<()> {
     let public_keys = public_keys(store).await?;
-    let partial = out.with_extension("partial");
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
     let file = std::fs::File::create(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
     let mut writer = std::io::BufWriter::new(file);

@@ -283,6 +283,36 @@ async fn archive_while_serving(backend: Backend, decisions: u64) {
         "{stderr}"
     );
 
+    // Again up to the same time: nothing is left to archive, no file is written, and an
+    // existing archive is never overwritten.
+    let key_file = signing_key_file(dir.path(), db.arg());
+    let again = dir.path().join("again.jsonl");
+    let archive_again = |out: &str| {
+        run_aegis(
+            dir.path(),
+            &[
+                "archive",
+                "--db",
+                db.arg(),
+                "--before",
+                &midpoint,
+                "--out",
+                out,
+                "--signing-key-file",
+                &key_file,
+            ],
+        )
+    };
+    let (ok, stdout, stderr) = archive_again(again.to_str().unwrap());
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"archived": [], "out": null})
+    );
+    assert!(!again.exists());
+    let (ok, _, stderr) = archive_again(archive_arg);
+    assert!(!ok && stderr.contains("never overwritten"), "{stderr}");
+
     // The closed incident keeps its evidence summary and count; its decisions are gone.
     let evidence: Vec<String> = query_column(
         db.arg(),
