@@ -132,3 +132,43 @@ store_test!(
         );
     }
 );
+
+store_test!(
+    async fn retention_is_a_validated_admin_setting(backend) {
+        let app = TestApp::spawn(backend).await;
+        let fx = app.tenant_with_agent("acme").await;
+        let viewer = app.create_key(&fx.admin, "viewer").await;
+        let got = expect_json(app.get(&viewer, "/v1/tenants/retention").await, StatusCode::OK).await;
+        assert_eq!(got, json!({"min_days": null}));
+
+        for bad in [json!({"min_days": 0}), json!({"min_days": -3}), json!({"min_days": 36501}),
+                    json!({"min_days": 1.5}), json!({"min_days": "30"}), json!({})] {
+            let refused = app.put(&fx.admin, "/v1/tenants/retention", bad.clone()).await;
+            let error = expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+            assert_eq!(error["field"], "min_days", "{bad}");
+        }
+        let unknown = app
+            .put(&fx.admin, "/v1/tenants/retention", json!({"min_days": 30, "max_days": 1}))
+            .await;
+        expect_error(unknown, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+        let forbidden = app.put(&viewer, "/v1/tenants/retention", json!({"min_days": 30})).await;
+        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+
+        let set = app.put(&fx.admin, "/v1/tenants/retention", json!({"min_days": 30})).await;
+        assert_eq!(expect_json(set, StatusCode::OK).await, json!({"min_days": 30}));
+        let got = expect_json(app.get(&viewer, "/v1/tenants/retention").await, StatusCode::OK).await;
+        assert_eq!(got, json!({"min_days": 30}));
+        let other = app.tenant_with_agent("globex").await;
+        let theirs = expect_json(app.get(&other.admin, "/v1/tenants/retention").await, StatusCode::OK).await;
+        assert_eq!(theirs, json!({"min_days": null}), "per tenant");
+        let events = app
+            .count(
+                "SELECT COUNT(*) FROM events WHERE tenant_id = 'acme' AND kind = 'tenant.settings_changed'",
+                &[],
+            )
+            .await;
+        assert_eq!(events, 1);
+        let cleared = app.put(&fx.admin, "/v1/tenants/retention", json!({"min_days": null})).await;
+        assert_eq!(expect_json(cleared, StatusCode::OK).await, json!({"min_days": null}));
+    }
+);

@@ -12,6 +12,9 @@ use crate::{StoreResult, TenantId};
 use aegis_core::receipt::ChainCut;
 use async_trait::async_trait;
 
+/// The longest retention a tenant may set, in days (a hundred years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
 /// What may not be archived yet, whatever the date asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArchiveBounds {
@@ -38,6 +41,17 @@ pub trait ChainArchive: Send + Sync {
         tenant: &TenantId,
         bounds: ArchiveBounds,
     ) -> StoreResult<Option<u64>>;
+    /// The tenant's retention: decisions younger than this many days are never archived
+    /// (`None`: no minimum). `NotFound` if there is no such tenant.
+    async fn retention_min_days(&self, tenant: &TenantId) -> StoreResult<Option<u32>>;
+    /// Sets (or clears, `None`) the tenant's retention, with its `tenant.settings_changed`
+    /// event.
+    async fn set_retention_min_days(
+        &self,
+        tenant: &TenantId,
+        min_days: Option<u32>,
+        actor: &str,
+    ) -> StoreResult<()>;
     /// Records `cut` as its tenant's cut; `Conflict` unless it moves the cut forward.
     async fn record_chain_cut(&self, cut: ChainCut) -> StoreResult<()>;
     /// Deletes, in one transaction, the oldest `batch` receipts at or before the tenant's
@@ -45,6 +59,14 @@ pub trait ChainArchive: Send + Sync {
     /// is an incident's evidence stays, so the incident's evidence summary stays whole).
     /// Returns how many receipts it deleted: 0 when nothing is left behind the cut.
     async fn prune_archived(&self, tenant: &TenantId, batch: u32) -> StoreResult<u64>;
+}
+
+/// `$1` tenant.
+pub(crate) const RETENTION_OF: &str = "SELECT retention_min_days FROM tenants WHERE id = $1";
+
+/// What a retention change records with its event.
+pub(crate) fn retention_changed(min_days: Option<u32>, actor: &str) -> serde_json::Value {
+    serde_json::json!({"retention": {"min_days": min_days}, "actor": actor})
 }
 
 /// `$1` tenant: the cut's columns.

@@ -78,8 +78,20 @@ pub async fn archive(
         now_ms: now_ms(),
         events_consumed_through: consumed,
     };
+    let tenants = crate::receipts::tenants(store, request.tenant).await?;
+    for tenant in &tenants {
+        if let Some(days) = store.retention_min_days(tenant).await? {
+            let latest = bounds.now_ms - i64::from(days) * 86_400_000;
+            if request.before_ms > latest {
+                bail!(
+                    "tenant {tenant} keeps decisions for {days} days (its retention): --before must be at most {}",
+                    format_millis(latest)
+                );
+            }
+        }
+    }
     let mut plans = Vec::new();
-    for tenant in crate::receipts::tenants(store, request.tenant).await? {
+    for tenant in tenants {
         let cut = store.chain_cut(&tenant).await?;
         let after = cut.as_ref().map_or(0, |cut| cut.body.pruned_through_seq);
         let through = store.archivable_through(&tenant, bounds).await?;

@@ -160,6 +160,37 @@ async fn archive_while_serving(backend: Backend, decisions: u64) {
     )
     .await;
 
+    // A retention of 30 days refuses an archive up to the midpoint, naming the tenant.
+    let retention = |min_days: Value| {
+        client
+            .put(gw.url("/v1/tenants/retention"))
+            .bearer_auth(&admin)
+            .json(&json!({ "min_days": min_days }))
+            .send()
+    };
+    assert_eq!(retention(json!(30)).await.unwrap().status(), 200);
+    let refused = dir.path().join("refused.jsonl");
+    let (ok, _, stderr) = run_aegis(
+        dir.path(),
+        &[
+            "archive",
+            "--db",
+            db.arg(),
+            "--before",
+            &midpoint,
+            "--out",
+            refused.to_str().unwrap(),
+            "--signing-key-file",
+            &signing_key_file(dir.path(), db.arg()),
+        ],
+    );
+    assert!(
+        !ok && stderr.contains("tenant acme") && stderr.contains("30 days"),
+        "{stderr}"
+    );
+    assert!(!refused.exists());
+    assert_eq!(retention(Value::Null).await.unwrap().status(), 200);
+
     // Archive while authorize calls go on.
     let stop = Arc::new(AtomicBool::new(false));
     let during = {

@@ -10,3 +10,7 @@ CREATE TABLE chain_cuts (
     cut_at               TEXT NOT NULL,
     signature            TEXT NOT NULL
 );
+
+-- The tenant's retention (`PUT /v1/tenants/retention`): decisions younger than this many days
+-- are never archived. NULL: no minimum. The gateway never deletes on its own.
+ALTER TABLE tenants ADD COLUMN retention_min_days INTEGER CHECK (retention_min_days >= 1);

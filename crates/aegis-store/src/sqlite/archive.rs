@@ -2,7 +2,8 @@
 //! read pool.
 
 use crate::archive::{
-    ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, OLDEST_SEQ, PRUNE, PUT_CUT, batch_end,
+    ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, OLDEST_SEQ, PRUNE, PUT_CUT,
+    RETENTION_OF, batch_end, retention_changed,
 };
 use crate::*;
 use aegis_core::receipt::{ChainCut, ChainCutBody, RECEIPT_SCHEMA_VERSION};
@@ -50,6 +51,33 @@ impl ChainArchive for super::SqliteStore {
             Ok(through.map(|seq| seq as u64))
         })
         .await
+    }
+
+    async fn retention_min_days(&self, tenant: &TenantId) -> StoreResult<Option<u32>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(RETENTION_OF)?
+                .query_row([tenant.as_str()], |row| row.get::<_, Option<u32>>(0))
+                .optional()?
+                .ok_or(StoreError::NotFound("tenant"))
+        })
+        .await
+    }
+
+    async fn set_retention_min_days(
+        &self,
+        tenant: &TenantId,
+        min_days: Option<u32>,
+        actor: &str,
+    ) -> StoreResult<()> {
+        self.change_settings(
+            tenant,
+            "retention_min_days = ?1",
+            vec![Box::new(min_days)],
+            retention_changed(min_days, actor),
+        )
+        .await
+        .map(drop)
     }
 
     async fn record_chain_cut(&self, cut: ChainCut) -> StoreResult<()> {
