@@ -83,6 +83,7 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
             tenants::get_approval_settings,
             tenants::put_approval_settings
         ))
+        .routes(routes!(tenants::get_retention, tenants::put_retention))
         .routes(routes!(routes::approvals::list_approvals))
         .routes(routes!(routes::approvals::get_approval))
         .routes(routes!(routes::approvals::approve))

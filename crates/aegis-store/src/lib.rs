@@ -11,6 +11,7 @@
 //! PostgreSQL database (see that module for how).
 
 pub mod approvals;
+pub mod archive;
 pub mod chain;
 mod console_sessions;
 mod fence;
@@ -43,7 +44,7 @@ pub fn now_ms() -> i64 {
 use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::AutonomyLevel;
 use aegis_core::policy::PolicyDocument;
-use aegis_core::receipt::{Checkpoint, KeyRing, Receipt};
+use aegis_core::receipt::{ChainCut, Checkpoint, KeyRing, Receipt};
 use async_trait::async_trait;
 
 /// The right to run the work that only one replica may do at a time: the log consumers
@@ -150,11 +151,15 @@ pub trait EvidenceReads: Send + Sync {
         tenant: &TenantId,
         seqs: &[u64],
     ) -> StoreResult<Vec<Checkpoint>>;
+    /// The tenant's recorded cut, if its chain was ever archived (`archive.rs`).
+    async fn chain_cut(&self, tenant: &TenantId) -> StoreResult<Option<ChainCut>>;
 }
 
 /// The storage contract shared by the SQLite and PostgreSQL implementations.
 #[async_trait]
-pub trait Store: EvidenceReads + McpRegistry + ConsoleSessions + Send + Sync + 'static {
+pub trait Store:
+    EvidenceReads + McpRegistry + ConsoleSessions + archive::ChainArchive + Send + Sync + 'static
+{
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Waits until every queued write is committed (graceful shutdown).

@@ -3,6 +3,7 @@
 //! of a running gateway (`aegis agents|incidents|approvals|decisions|settings`, over HTTP),
 //! and `aegis mcp wrap`, which puts a local stdio MCP server under a running gateway.
 
+mod archive;
 mod key_file;
 mod mcp_wrap;
 mod notify_args;
@@ -70,6 +71,10 @@ enum Command {
     /// Export and verify receipt chains.
     #[command(subcommand)]
     Receipts(ReceiptsCommand),
+    /// Write the receipts (and decisions) created before a date to a self-verifying archive
+    /// file, then cut the chains there and prune what the file holds, in small batches
+    /// while the gateway serves. Prints the chains archived as JSON.
+    Archive(ArchiveArgs),
     /// Agents of a running gateway: list, get, freeze, unfreeze, revoke, rotate-token,
     /// set-risk-tier (operator key in AEGIS_KEY).
     Agents(ops_cli::Resource<ops_cli::agents::AgentsCommand>),
@@ -108,11 +113,12 @@ enum ReceiptsCommand {
     /// Verify chains: hashes, links, seq without gaps, and checkpoint signatures.
     /// Exits 0 when every chain verifies; otherwise names the first bad receipt.
     Verify {
-        /// An exported JSON-lines file.
-        #[arg(required_unless_present = "db", conflicts_with = "db")]
-        file: Option<PathBuf>,
-        /// Verify the chains stored in this database (SQLite file or `postgres://` URL)
-        /// instead.
+        /// Exported or archive JSON-lines files, oldest first: they verify as one history
+        /// (each chain goes on where an earlier file ended it).
+        #[arg(required_unless_present = "db")]
+        files: Vec<PathBuf>,
+        /// Verify the chains stored in this database (SQLite file or `postgres://` URL),
+        /// each from its cut if it was archived; after FILES, as their continuation.
         #[arg(long)]
         db: Option<String>,
         /// Accept only these signing keys (`KEY_ID=HEX`, repeatable) instead of the keys
@@ -125,9 +131,30 @@ enum ReceiptsCommand {
         anchors: Option<PathBuf>,
         /// Interop mode: FILE holds receipts under the generic rule "hash every field but
         /// receipt_hash" (the reference vectors' format).
-        #[arg(long, requires = "file")]
+        #[arg(long, requires = "files", conflicts_with = "db")]
         generic: bool,
     },
+}
+
+#[derive(Args)]
+struct ArchiveArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Archive what was decided before this time (RFC 3339, e.g. `2026-06-01T00:00:00Z`).
+    #[arg(long, value_parser = parse_timestamp)]
+    before: i64,
+    /// The archive file to write (never overwritten).
+    #[arg(long)]
+    out: PathBuf,
+    /// Only this tenant's chain.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Receipts pruned per transaction.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    batch: u32,
+    /// Pause between two prune transactions, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pause_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -373,6 +400,7 @@ fn main() -> anyhow::Result<()> {
             Command::Init(args) => init(args).await,
             Command::Keys(KeysCommand::Create(args)) => create_key(args).await,
             Command::Receipts(command) => receipts_command(command).await,
+            Command::Archive(args) => archive_command(args).await,
             Command::Agents(resource) => ops_cli::run(resource).await,
             Command::Incidents(resource) => ops_cli::run(resource).await,
             Command::Approvals(resource) => ops_cli::run(resource).await,
@@ -440,21 +468,24 @@ async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ReceiptsCommand::Verify {
-            file,
+            files,
             db,
             trusted_keys,
             anchors,
             generic,
         } => {
             let pins = receipts::parse_pins(&trusted_keys)?;
-            let verdict = match (file, db) {
-                (Some(file), _) if generic => receipts::verify_generic_file(&file)?,
-                (Some(file), _) => receipts::verify_file(&file, &pins)?,
-                (None, Some(db)) => {
-                    let store = open_read_only(&db).await?;
-                    receipts::verify_db(store.as_ref(), &pins, anchors.as_deref()).await?
+            let verdict = match (files.as_slice(), db) {
+                ([file], _) if generic => receipts::verify_generic_file(file)?,
+                (_, _) if generic => bail!("--generic checks one FILE"),
+                (files, db) => {
+                    let store = match db {
+                        Some(db) => Some(open_read_only(&db).await?),
+                        None => None,
+                    };
+                    receipts::verify_history(files, store.as_deref(), &pins, anchors.as_deref())
+                        .await?
                 }
-                (None, None) => bail!("give an exported FILE or --db"),
             };
             match verdict {
                 receipts::Verdict::Verified { receipts, chains } => {
@@ -468,6 +499,44 @@ async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn archive_command(args: ArchiveArgs) -> anyhow::Result<()> {
+    // The gateway's own key signs the cuts, so that its start-up check accepts them; the
+    // store is opened without it, as nothing here extends a chain.
+    let signing_key_file = args.database.signing_key_file();
+    if args.database.signing_key.is_none() && !signing_key_file.exists() {
+        bail!(
+            "no signing key at {}: give the gateway's key (--signing-key-file)",
+            signing_key_file.display()
+        );
+    }
+    let signer =
+        signing_key::load_or_create(args.database.signing_key.as_deref(), &signing_key_file)?;
+    let store = open_unsigned(&args.database.db).await?;
+    let request = archive::ArchiveRequest {
+        before_ms: args.before,
+        tenant: args.tenant.as_deref(),
+        out: &args.out,
+        batch: args.batch,
+        pause: Duration::from_millis(args.pause_ms),
+    };
+    let archived = archive::archive(store.as_ref(), &signer, &request).await?;
+    store.flush().await?;
+    let out = args.out.display().to_string();
+    let report = if archived.is_empty() {
+        serde_json::json!({"archived": archived, "out": null})
+    } else {
+        serde_json::json!({"archived": archived, "out": out})
+    };
+    println!("{report}");
+    Ok(())
+}
+
+/// An RFC 3339 time as Unix milliseconds.
+fn parse_timestamp(value: &str) -> Result<i64, String> {
+    aegis_core::timestamp::parse_millis(value)
+        .ok_or_else(|| "must be an RFC 3339 time, e.g. 2026-06-01T00:00:00Z".into())
 }
 
 /// An `http(s)://` base URL without query or fragment, kept without its trailing `/`.

@@ -9,6 +9,7 @@
 //! advisory lock.
 
 mod approvals;
+mod archive;
 mod chain;
 mod console_sessions;
 mod decision_rows;
@@ -58,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0009_approvals.sql"),
     include_str!("../../migrations/postgres/0010_mcp.sql"),
     include_str!("../../migrations/postgres/0011_rate_limits.sql"),
+    include_str!("../../migrations/postgres/0012_chain_cuts.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).

@@ -2,6 +2,7 @@
 //! commit ([`writer`]), and a small pool of read-only connections for queries.
 
 mod approvals;
+mod archive;
 mod chain;
 mod console_sessions;
 mod evidence;
@@ -48,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0012_approvals.sql"),
     include_str!("../../migrations/sqlite/0013_mcp.sql"),
     include_str!("../../migrations/sqlite/0014_rate_limits.sql"),
+    include_str!("../../migrations/sqlite/0015_chain_cuts.sql"),
 ];
 
 /// Idle read connections kept for reuse.
