@@ -9,6 +9,10 @@ use crate::policy::{PolicyEngine, PolicyInput, PolicyPrincipal, PolicyResource};
 
 /// Policy id reported when a frozen agent is denied before policy evaluation.
 pub const FROZEN_POLICY_ID: &str = "aegis-agent-frozen";
+/// Policy ids reported when the gateway's rate limit or budget denies a call before policy
+/// evaluation.
+pub const RATE_LIMIT_POLICY_ID: &str = "aegis-rate-limit";
+pub const BUDGET_POLICY_ID: &str = "aegis-budget";
 
 /// The authenticated agent as the decision sees it.
 #[derive(Debug, Clone, Copy)]
@@ -84,17 +88,25 @@ pub fn risk_score(risk: ActionRisk, mutates_state: bool, trust: SourceTrust, tie
     (base + writes + provenance + tier).min(100)
 }
 
+impl CallFacts<'_> {
+    /// Whether the call changes state and how risky it is: the registration's facts, which
+    /// the client's claim may only tighten; an unregistered action counts as high risk.
+    pub fn assessed(&self) -> (bool, ActionRisk) {
+        let claimed = self.claimed_mutates_state.unwrap_or(false);
+        match self.registered {
+            Some(registered) => (registered.mutates_state || claimed, registered.risk),
+            None => (claimed, ActionRisk::High),
+        }
+    }
+}
+
 /// Decides one call for one agent.
 pub fn decide(
     engine: &PolicyEngine,
     agent: AgentFacts<'_>,
     call: CallFacts<'_>,
 ) -> DecisionOutcome {
-    let claimed = call.claimed_mutates_state.unwrap_or(false);
-    let (mutates_state, risk) = match call.registered {
-        Some(registered) => (registered.mutates_state || claimed, registered.risk),
-        None => (claimed, ActionRisk::High),
-    };
+    let (mutates_state, risk) = call.assessed();
     let principal = agent.principal;
     let risk_score = risk_score(
         risk,
@@ -136,6 +148,32 @@ pub fn decide(
         risk_score,
         reason: outcome.reason,
         matched_policies: outcome.matched_policies,
+        mutates_state,
+        risk,
+        contained: false,
+    }
+}
+
+/// A call of an active agent that the gateway's rate limit or budget refuses before any
+/// policy is evaluated: a deny under `policy_id` with the call's risk score, which counts
+/// like a policy's deny (escalation, the SOC's rules), unlike a frozen agent's refusal.
+pub fn over_limit(
+    agent: AgentFacts<'_>,
+    call: CallFacts<'_>,
+    policy_id: &str,
+    reason: String,
+) -> DecisionOutcome {
+    let (mutates_state, risk) = call.assessed();
+    DecisionOutcome {
+        verdict: Verdict::Deny,
+        risk_score: risk_score(
+            risk,
+            mutates_state,
+            call.source_trust,
+            agent.principal.risk_tier(),
+        ),
+        reason,
+        matched_policies: vec![policy_id.to_owned()],
         mutates_state,
         risk,
         contained: false,
@@ -194,6 +232,28 @@ mod tests {
         egress: false,
         sensitive: true,
     };
+
+    #[test]
+    fn a_call_over_a_limit_is_a_deny_that_counts_with_the_facts_policy_would_see() {
+        let engine = PolicyEngine::default_pack();
+        for (registered, claimed) in [(Some(READ), None), (Some(READ), Some(true)), (None, None)] {
+            let facts = call(registered, claimed, SourceTrust::TrustedInternalSigned);
+            let over = over_limit(
+                agent(AgentStatus::Active),
+                facts,
+                RATE_LIMIT_POLICY_ID,
+                "rate_limited: over 1 calls per second".into(),
+            );
+            let judged = decide(&engine, agent(AgentStatus::Active), facts);
+            assert_eq!(over.verdict, Verdict::Deny);
+            assert!(!over.contained, "counted like a policy's deny");
+            assert_eq!(over.matched_policies, vec![RATE_LIMIT_POLICY_ID]);
+            assert_eq!(
+                (over.mutates_state, over.risk, over.risk_score),
+                (judged.mutates_state, judged.risk, judged.risk_score)
+            );
+        }
+    }
 
     #[test]
     fn frozen_agents_are_denied_with_the_freeze_reason() {

@@ -67,6 +67,16 @@ pub struct Receipt {
     pub hash: String,
 }
 
+impl Receipt {
+    /// Where this receipt stands in its chain.
+    pub fn point(&self) -> ChainPoint {
+        ChainPoint {
+            seq: self.body.seq,
+            hash: self.hash.clone(),
+        }
+    }
+}
+
 /// A position in a chain: receipt `seq` and its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainPoint {
@@ -170,6 +180,68 @@ impl ReceiptSigner {
     }
 }
 
+/// The signed content of a chain cut: "the receipts of `tenant_id` through
+/// `pruned_through_seq`, the last with hash `pruned_through_hash`, were archived and may be
+/// missing from the database" (`aegis archive`, docs/receipts.md, *Archiving*). Its field
+/// names differ from a checkpoint's, so neither signature can pass for the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainCutBody {
+    pub v: u32,
+    pub tenant_id: String,
+    pub pruned_through_seq: u64,
+    pub pruned_through_hash: String,
+    pub key_id: String,
+    pub cut_at: String,
+}
+
+/// A chain cut with its Ed25519 signature (hex) over `JCS(body)`: where a pruned chain's
+/// verification starts instead of genesis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainCut {
+    #[serde(flatten)]
+    pub body: ChainCutBody,
+    pub signature: String,
+}
+
+impl ChainCut {
+    /// The last archived receipt, where the live chain goes on.
+    pub fn point(&self) -> ChainPoint {
+        ChainPoint {
+            seq: self.body.pruned_through_seq,
+            hash: self.body.pruned_through_hash.clone(),
+        }
+    }
+
+    /// Whether the signature is valid under a key of `keys` (the key id names it).
+    pub fn verify(&self, keys: &KeyRing) -> bool {
+        signature_valid(&self.body, &self.body.key_id, &self.signature, keys)
+    }
+}
+
+impl ReceiptSigner {
+    /// Signs a cut after the receipts through `through` were archived.
+    pub fn cut(
+        &self,
+        tenant_id: &str,
+        through: &ChainPoint,
+        cut_at: String,
+    ) -> Result<ChainCut, CanonicalError> {
+        let body = ChainCutBody {
+            v: RECEIPT_SCHEMA_VERSION,
+            tenant_id: tenant_id.to_owned(),
+            pruned_through_seq: through.seq,
+            pruned_through_hash: through.hash.clone(),
+            key_id: self.key_id.clone(),
+            cut_at,
+        };
+        let signature = self.key.sign(canonical_json(&body)?.as_bytes());
+        Ok(ChainCut {
+            body,
+            signature: hex::encode(signature.to_bytes()),
+        })
+    }
+}
+
 impl std::fmt::Debug for ReceiptSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReceiptSigner")
@@ -199,6 +271,8 @@ pub enum BreakKind {
         "the receipt at seq {seq} is missing or differs from the head this gateway recorded outside the database (anchor)"
     )]
     AnchorMismatch { seq: u64 },
+    #[error("the chain cut at seq {seq} has a bad signature or unknown key {key_id}")]
+    BadCut { seq: u64, key_id: String },
 }
 
 /// The first bad receipt of a chain.
@@ -213,16 +287,26 @@ pub struct ChainBreak {
 
 /// Checks a checkpoint's signature against the known public keys.
 pub fn verify_checkpoint(checkpoint: &Checkpoint, keys: &HashMap<String, VerifyingKey>) -> bool {
-    let Some(key) = keys.get(&checkpoint.body.key_id) else {
+    signature_valid(
+        &checkpoint.body,
+        &checkpoint.body.key_id,
+        &checkpoint.signature,
+        keys,
+    )
+}
+
+/// Whether `signature` (hex) is the Ed25519 signature of `JCS(body)` by the key `key_id`.
+fn signature_valid(body: &impl Serialize, key_id: &str, signature: &str, keys: &KeyRing) -> bool {
+    let Some(key) = keys.get(key_id) else {
         return false;
     };
-    let Ok(bytes) = hex::decode(&checkpoint.signature) else {
+    let Ok(bytes) = hex::decode(signature) else {
         return false;
     };
     let Ok(signature) = Signature::from_slice(&bytes) else {
         return false;
     };
-    let Ok(message) = canonical_json(&checkpoint.body) else {
+    let Ok(message) = canonical_json(body) else {
         return false;
     };
     key.verify(message.as_bytes(), &signature).is_ok()
@@ -437,6 +521,33 @@ pub struct ExportedReceipt {
     pub receipt: Receipt,
     pub checkpoint: Checkpoint,
     pub public_key: String,
+}
+
+/// The first line of a segment file: an archive written by `aegis archive`, or an export of
+/// a chain that was archived. Without it a file holds chains from seq 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentHeader {
+    /// Format version, `1`; the key by which a header line is recognised.
+    pub aegis_segment: u32,
+    pub chains: Vec<SegmentChain>,
+    /// Hex public keys by key id: those of the checkpoints in the file and of the cuts in
+    /// this header.
+    pub public_keys: std::collections::BTreeMap<String, String>,
+}
+
+/// One chain of a segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentChain {
+    pub tenant_id: String,
+    /// The signed cut the segment's first receipt follows; absent when it starts at seq 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_after: Option<ChainCut>,
+    /// The segment's last receipt (an archive names it, so that a file cut short fails);
+    /// absent in an export of a live chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<ChainPoint>,
 }
 
 /// Public keys by key id, as [`ChainVerifier`] takes them.
@@ -822,6 +933,40 @@ mod tests {
             Some(s.verifying_key())
         );
         assert_eq!(decode_public_key("zz"), None);
+    }
+
+    #[test]
+    fn a_cut_is_signed_apart_from_checkpoints_and_a_pruned_chain_verifies_from_it() {
+        let s = signer();
+        let keys = keys(&s);
+        let receipts = chain(6);
+        let cut = s
+            .cut(
+                "t1",
+                &receipts[2].point(),
+                "2026-11-26T00:00:00.000Z".into(),
+            )
+            .unwrap();
+        assert!(cut.verify(&keys));
+        assert!(!cut.verify(&HashMap::new()), "an unknown key");
+        let mut moved = cut.clone();
+        moved.body.pruned_through_seq = 4;
+        assert!(!moved.verify(&keys), "a cut moved without the key");
+        // A checkpoint's signature over the same point does not pass for a cut.
+        let cp = head_checkpoint(&receipts[..3], &s);
+        let mut posing = cut.clone();
+        posing.body.cut_at = cp.body.signed_at.clone();
+        posing.signature = cp.signature.clone();
+        assert!(!posing.verify(&keys));
+
+        let head = head_checkpoint(&receipts, &s);
+        let mut verifier = ChainVerifier::new("t1", [&head], &keys)
+            .unwrap()
+            .anchored_at(cut.point().seq, cut.point().hash);
+        for receipt in &receipts[3..] {
+            verifier.push(receipt).unwrap();
+        }
+        assert_eq!(verifier.finish(), Ok(3));
     }
 
     #[test]

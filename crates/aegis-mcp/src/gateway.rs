@@ -9,6 +9,7 @@ use aegis_store::{McpServer, Store, TenantId, ToolPin};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
     Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -124,17 +125,86 @@ impl<G: ToolCallGate> McpGateway<G> {
             })
     }
 
-    /// Lists the upstream's tools and applies the listing to the pins.
-    async fn observe(
+    /// The tools of a listing this agent may see: the listing is applied to the pins, then
+    /// the tools whose definition changed and those the agent may never call are left out.
+    /// `tools/list` hands it the upstream's listing; the agent API hands it the listing of a
+    /// local server that `aegis mcp wrap` reported, so both are governed by this one rule.
+    pub async fn govern_listing(
         &self,
         request: &McpRequest<G::Caller>,
-    ) -> Result<(Vec<rmcp::model::Tool>, Vec<ToolPin>), String> {
-        let shared = &self.shared;
-        let tools = shared
+        tools: Vec<Tool>,
+    ) -> Result<Vec<Tool>, String> {
+        let pins = self.observe(request, &tools).await?;
+        let mut listed = Vec::with_capacity(tools.len());
+        for tool in tools {
+            let withheld = pins
+                .iter()
+                .find(|pin| *pin.tool == *tool.name)
+                .is_none_or(ToolPin::withheld);
+            if withheld {
+                continue;
+            }
+            let callable = self
+                .shared
+                .gate
+                .may_ever_call(&request.caller, &request.server.name, &tool.name)
+                .await?;
+            if callable {
+                listed.push(tool);
+            }
+        }
+        Ok(listed)
+    }
+
+    /// One call of a local server (reported by `aegis mcp wrap`), decided as a `tools/call`
+    /// is: against the tool's pin, by the gate, recorded before the answer. Nothing is
+    /// forwarded here: the wrap runs the tool on an allow. A tool never listed has no pin and
+    /// is decided as an unknown, state-changing one.
+    pub async fn decide_reported_call(
+        &self,
+        request: &McpRequest<G::Caller>,
+        tool: String,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+        source_trust: SourceTrust,
+    ) -> Result<GateDecision, String> {
+        let pin = self.pin_of(request, &tool).await?;
+        let mut params = CallToolRequestParams::new(tool);
+        params.arguments = arguments;
+        self.decide(request, &params, source_trust, pin.as_ref())
+            .await
+    }
+
+    /// The pin of one tool of the request's server, if it was ever listed.
+    async fn pin_of(
+        &self,
+        request: &McpRequest<G::Caller>,
+        tool: &str,
+    ) -> Result<Option<ToolPin>, String> {
+        let pins = self
+            .shared
+            .store
+            .mcp_tool_pins(&request.tenant, &request.server.id)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(pins.into_iter().find(|pin| pin.tool == tool))
+    }
+
+    /// Lists the upstream's tools.
+    async fn list_upstream(&self, request: &McpRequest<G::Caller>) -> Result<Vec<Tool>, String> {
+        self.shared
             .upstreams
             .list_tools(&request.server)
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| error.to_string())
+    }
+
+    /// Applies a listing to the pins.
+    async fn observe(
+        &self,
+        request: &McpRequest<G::Caller>,
+        tools: &[Tool],
+    ) -> Result<Vec<ToolPin>, String> {
+        let shared = &self.shared;
         let observed = tools
             .iter()
             .map(definition::observe)
@@ -153,7 +223,7 @@ impl<G: ToolCallGate> McpGateway<G> {
         if observation.registered_actions {
             shared.gate.tools_registered(&request.tenant);
         }
-        Ok((tools, observation.pins))
+        Ok(observation.pins)
     }
 
     /// The decision for one call, recorded before anything is forwarded.
@@ -161,13 +231,9 @@ impl<G: ToolCallGate> McpGateway<G> {
         &self,
         request: &McpRequest<G::Caller>,
         params: &CallToolRequestParams,
-        context: &RequestContext<RoleServer>,
+        source_trust: SourceTrust,
         pin: Option<&ToolPin>,
-    ) -> Result<GateDecision, ErrorData> {
-        let source_trust = match call_source_trust(params, context)? {
-            Some(trust) => trust,
-            None => request.source_trust.unwrap_or(SourceTrust::Unknown),
-        };
+    ) -> Result<GateDecision, String> {
         let (resource, resource_refused) =
             match crate::resource::of_call(pin, params.arguments.as_ref()) {
                 Ok(resource) => (resource, None),
@@ -199,12 +265,6 @@ impl<G: ToolCallGate> McpGateway<G> {
                 },
             )
             .await
-            .map_err(|error| {
-                ErrorData::internal_error(
-                    format!("the call could not be decided, so it was not forwarded: {error}"),
-                    None,
-                )
-            })
     }
 
     async fn forward(
@@ -253,8 +313,8 @@ impl<G: ToolCallGate> McpGateway<G> {
 }
 
 /// `params._meta.aegis.source_trust`, when the call carries it (the SDK may hand `_meta` over
-/// in the request or in its context).
-fn call_source_trust(
+/// in the request or in its context). `aegis mcp wrap` reads a call's claim with it too.
+pub fn call_source_trust(
     params: &CallToolRequestParams,
     context: &RequestContext<RoleServer>,
 ) -> Result<Option<SourceTrust>, ErrorData> {
@@ -286,9 +346,11 @@ fn error_result(text: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(text)])
 }
 
-/// What the model reads when a call is not forwarded.
-fn refusal(decision: &GateDecision) -> CallToolResult {
-    error_result(match decision.verdict {
+/// What the model reads instead of a result when a call is not forwarded (`None` for an
+/// allow). The agent API answers it for a wrapped call, so both modes say the same.
+pub fn refusal_text(decision: &GateDecision) -> Option<String> {
+    Some(match decision.verdict {
+        Verdict::Allow => return None,
         Verdict::RequireApproval => format!(
             "This call needs a person's approval first (decision {}, approval {}): {}. Ask an \
              operator to approve it, then repeat the identical call.",
@@ -296,7 +358,7 @@ fn refusal(decision: &GateDecision) -> CallToolResult {
             decision.approval_id.as_deref().unwrap_or("none"),
             decision.reason
         ),
-        _ => format!(
+        Verdict::Deny => format!(
             "Denied by AegisAgent (decision {}): {}",
             decision.decision_id, decision.reason
         ),
@@ -323,29 +385,14 @@ impl<G: ToolCallGate> ServerHandler for McpGateway<G> {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let request = Self::request(&context)?;
-        let (tools, pins) = self
-            .observe(request)
+        let tools = self
+            .list_upstream(request)
             .await
             .map_err(|error| ErrorData::internal_error(error, None))?;
-        let mut listed = Vec::with_capacity(tools.len());
-        for tool in tools {
-            let withheld = pins
-                .iter()
-                .find(|pin| *pin.tool == *tool.name)
-                .is_none_or(ToolPin::withheld);
-            if withheld {
-                continue;
-            }
-            let callable = self
-                .shared
-                .gate
-                .may_ever_call(&request.caller, &request.server.name, &tool.name)
-                .await
-                .map_err(|error| ErrorData::internal_error(error, None))?;
-            if callable {
-                listed.push(tool);
-            }
-        }
+        let listed = self
+            .govern_listing(request, tools)
+            .await
+            .map_err(|error| ErrorData::internal_error(error, None))?;
         Ok(ListToolsResult::with_all_items(listed))
     }
 
@@ -355,38 +402,47 @@ impl<G: ToolCallGate> ServerHandler for McpGateway<G> {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let request = Self::request(&context)?;
-        let store = &self.shared.store;
-        let find = |pins: Vec<ToolPin>| pins.into_iter().find(|pin| *pin.tool == *params.name);
-        let mut pin = find(
-            store
-                .mcp_tool_pins(&request.tenant, &request.server.id)
-                .await
-                .map_err(|error| ErrorData::internal_error(error.to_string(), None))?,
-        );
+        let mut pin = self
+            .pin_of(request, &params.name)
+            .await
+            .map_err(|error| ErrorData::internal_error(error, None))?;
         if pin.is_none() {
             // Called before any listing showed it: list now, so it is pinned (and
             // registered) before it is decided. If the upstream cannot list, the call is
             // decided as an unknown tool.
-            match self.observe(request).await {
-                Ok((_, pins)) => pin = find(pins),
+            let listed = match self.list_upstream(request).await {
+                Ok(tools) => self.observe(request, &tools).await,
+                Err(error) => Err(error),
+            };
+            match listed {
+                Ok(pins) => pin = pins.into_iter().find(|pin| *pin.tool == *params.name),
                 Err(error) => {
                     tracing::warn!(%error, server = %request.server.name, "upstream listing before a call failed")
                 }
             }
         }
+        let source_trust = match call_source_trust(&params, &context)? {
+            Some(trust) => trust,
+            None => request.source_trust.unwrap_or(SourceTrust::Unknown),
+        };
         let decision = self
-            .decide(request, &params, &context, pin.as_ref())
+            .decide(request, &params, source_trust, pin.as_ref())
             .await
-            .inspect_err(|_| telemetry::call_ended(CallOutcome::Undecided))?;
-        let result = match decision.verdict {
-            Verdict::Allow => self.forward(request, params, &decision).await,
-            Verdict::Deny => {
-                telemetry::call_ended(CallOutcome::Denied);
-                refusal(&decision)
-            }
-            Verdict::RequireApproval => {
-                telemetry::call_ended(CallOutcome::ApprovalRequired);
-                refusal(&decision)
+            .map_err(|error| {
+                telemetry::call_ended(CallOutcome::Undecided);
+                ErrorData::internal_error(
+                    format!("the call could not be decided, so it was not forwarded: {error}"),
+                    None,
+                )
+            })?;
+        let result = match refusal_text(&decision) {
+            None => self.forward(request, params, &decision).await,
+            Some(refusal) => {
+                telemetry::call_ended(match decision.verdict {
+                    Verdict::RequireApproval => CallOutcome::ApprovalRequired,
+                    _ => CallOutcome::Denied,
+                });
+                error_result(refusal)
             }
         };
         Ok(CallToolResponse::Complete(result))

@@ -13,6 +13,10 @@
 //!   use case, in process); only an allow is forwarded upstream. Deny and require_approval
 //!   are tool results with `isError: true` that name the decision.
 //!
+//! A local (stdio) server the gateway cannot reach is run beside the agent by `aegis mcp
+//! wrap`, which reports its listings and calls; [`McpGateway::govern_listing`] and
+//! [`McpGateway::decide_reported_call`] apply the same rules to them.
+//!
 //! The server is stateless (no MCP session): every request carries the agent's token and
 //! is served by whichever replica receives it, before or after a restart.
 //!
@@ -27,7 +31,9 @@ pub mod telemetry;
 pub mod upstream;
 
 pub use gate::{GateDecision, GatedCall, ToolCallGate};
-pub use gateway::{McpGateway, McpRequest, McpSettings};
+pub use gateway::{McpGateway, McpRequest, McpSettings, call_source_trust, refusal_text};
+/// The MCP tool definition, as listings carry it.
+pub use rmcp::model::Tool;
 
 /// The transport types an embedding server names to hold the service.
 pub mod rmcp_http {

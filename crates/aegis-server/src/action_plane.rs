@@ -4,11 +4,14 @@
 //! decided by the same rule whichever way it arrives.
 
 use crate::error::{ApiError, ApiResult};
+use crate::rate_limit::{AgentLimits, Limiters};
 use crate::state::{AgentSnapshot, AppState, TenantRuntime};
 use crate::validate::APPROVAL_ID_PREFIX;
 use aegis_core::canonical::ActionRef;
-use aegis_core::decision::{AgentFacts, CallFacts, DecisionOutcome, RegisteredAction, decide};
-use aegis_core::model::{SourceTrust, Verdict};
+use aegis_core::decision::{
+    AgentFacts, CallFacts, DecisionOutcome, RegisteredAction, decide, over_limit,
+};
+use aegis_core::model::{AgentStatus, SourceTrust, Verdict};
 use aegis_core::policy::PolicyResource;
 use aegis_store::approvals::{ApprovalGate, ApprovalRef};
 use aegis_store::{NewDecision, StoreError, TraceContext};
@@ -54,6 +57,10 @@ pub struct Authorization {
     pub event_seq: i64,
     /// The approval the decision asked for (pending), used (consumed) or refused to use.
     pub approval: Option<ApprovalRef>,
+    /// Set on a deny of the rate limit or budget (recorded as such: it is never answered
+    /// from an earlier call, and no gate turns a deny into anything else): when the agent
+    /// may call again.
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Decides one call and records the decision before answering. A decision that cannot be
@@ -78,7 +85,16 @@ pub async fn authorize(
         .tenants
         .get(state.store.as_ref(), &agent.tenant_id)
         .await?;
-    let (outcome, registered) = decide_call(
+    // Unset limits cost these two `Option` checks: no lock and no lookup.
+    let throttle =
+        AgentLimits::resolve(caller.rate, tenant.rate, tenant.mutating_budget).map(|limits| {
+            Throttle {
+                limiters: &state.limiters,
+                agent_id: &agent.id,
+                limits,
+            }
+        });
+    let (outcome, registered, retry_after_ms) = decide_call(
         &tenant,
         AgentFacts {
             principal: &caller.principal,
@@ -91,15 +107,17 @@ pub async fn authorize(
             claimed_mutates_state: call.claimed_mutates_state,
             source_trust: call.source_trust,
         },
+        throttle,
     );
     let outcome = match call.denied_because {
-        Some(reason) => DecisionOutcome {
+        // The limit is checked before anything else is judged; its deny says so.
+        Some(reason) if retry_after_ms.is_none() => DecisionOutcome {
             verdict: Verdict::Deny,
             reason,
             matched_policies: Vec::new(),
             ..outcome
         },
-        None => outcome,
+        _ => outcome,
     };
 
     let escalation = *tenant.escalation.read();
@@ -129,6 +147,7 @@ pub async fn authorize(
             egress: registered.is_some_and(|r| r.egress),
             sensitive: registered.is_some_and(|r| r.sensitive),
             contained: outcome.contained,
+            throttled: retry_after_ms.is_some(),
             risk: outcome.risk,
             source_trust: call.source_trust,
             verdict: outcome.verdict,
@@ -189,6 +208,7 @@ pub async fn authorize(
         }
     };
     tenant.decisions.count(verdict);
+    crate::traces::record_decision(&decision_id, verdict);
     Ok(Authorization {
         decision_id,
         verdict,
@@ -202,6 +222,7 @@ pub async fn authorize(
         receipt_seq: recorded.receipt_seq,
         event_seq: recorded.event_seq,
         approval: recorded.approval.map(|answer| answer.approval),
+        retry_after_ms,
     })
 }
 
@@ -218,7 +239,7 @@ pub async fn may_ever_call(
         .tenants
         .get(state.store.as_ref(), &caller.agent.tenant_id)
         .await?;
-    let (outcome, _) = decide_call(
+    let (outcome, _, _) = decide_call(
         &tenant,
         // A freeze is lifted by an operator; it does not make a tool one the agent may never
         // call (its calls are denied, and recorded, meanwhile).
@@ -233,6 +254,8 @@ pub async fn may_ever_call(
             claimed_mutates_state: None,
             source_trust: SourceTrust::TrustedInternalSigned,
         },
+        // A listing takes nothing from the agent's buckets.
+        None,
     );
     Ok(outcome.verdict != Verdict::Deny)
 }
@@ -247,15 +270,26 @@ struct CallSubject<'a> {
     source_trust: SourceTrust,
 }
 
-/// The tenant's policy decision on one call, with the registration it used. A registered
-/// action's Cedar entity was built with the catalog; any other name a client sent is built
-/// for this call only, so client input never grows a cache. The catalog's guard is dropped
-/// on return, before anything is awaited.
+/// The agent's rate limit and budget, when it has any.
+#[derive(Clone, Copy)]
+struct Throttle<'a> {
+    limiters: &'a Limiters,
+    agent_id: &'a str,
+    limits: AgentLimits,
+}
+
+/// The tenant's policy decision on one call, with the registration it used and, when the
+/// agent's rate limit or budget refused the call before policy, the milliseconds until it
+/// may call again. A frozen agent is answered as frozen and takes nothing from its buckets.
+/// A registered action's Cedar entity was built with the catalog; any other name a client
+/// sent is built for this call only, so client input never grows a cache. The catalog's
+/// guard is dropped on return, before anything is awaited.
 fn decide_call(
     tenant: &TenantRuntime,
     agent: AgentFacts<'_>,
     call: CallSubject<'_>,
-) -> (DecisionOutcome, Option<RegisteredAction>) {
+    throttle: Option<Throttle<'_>>,
+) -> (DecisionOutcome, Option<RegisteredAction>, Option<u64>) {
     let catalog = tenant.tools.load();
     let registration = catalog
         .get(call.tool)
@@ -269,16 +303,32 @@ fn decide_call(
         }
     };
     let registered = registration.map(|action| action.facts);
-    let outcome = decide(
-        &tenant.engine.load(),
-        agent,
-        CallFacts {
-            resource,
-            target: call.target,
-            claimed_mutates_state: call.claimed_mutates_state,
-            source_trust: call.source_trust,
+    let facts = CallFacts {
+        resource,
+        target: call.target,
+        claimed_mutates_state: call.claimed_mutates_state,
+        source_trust: call.source_trust,
+        registered,
+    };
+    let refused = throttle
+        .filter(|_| agent.principal.status() == AgentStatus::Active)
+        .and_then(|throttle| {
+            let (mutates_state, _) = facts.assessed();
+            throttle
+                .limiters
+                .admit(throttle.agent_id, throttle.limits, mutates_state)
+                .err()
+        });
+    match refused {
+        Some(over) => (
+            over_limit(agent, facts, over.policy_id, over.reason),
             registered,
-        },
-    );
-    (outcome, registered)
+            Some(over.retry_after_ms),
+        ),
+        None => (
+            decide(&tenant.engine.load(), agent, facts),
+            registered,
+            None,
+        ),
+    }
 }

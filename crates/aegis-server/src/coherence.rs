@@ -2,7 +2,7 @@
 //! ([`crate::live_feed`]) in step with changes committed by any replica sharing the database.
 //!
 //! The event log is the change feed: every freeze, revocation, token rotation, risk-tier
-//! change, policy or tool change and settings change is an event written in the transaction
+//! or rate-limit change, policy or tool change and settings change is an event written in the transaction
 //! of the change. [`follow_changes`] wakes on every new committed log head (the store learns
 //! of other replicas' commits by notification, or by polling at worst) and drops the cached
 //! agent or tenant runtime each such event names (the next request reloads it from the
@@ -21,6 +21,7 @@ pub const FOLLOWED_EVENTS: &[&str] = &[
     event_kind::AGENT_REVOKED,
     event_kind::AGENT_TOKEN_ROTATED,
     event_kind::AGENT_RISK_TIER_CHANGED,
+    event_kind::AGENT_RATE_LIMITS_CHANGED,
     event_kind::POLICY_PUT,
     event_kind::POLICY_DELETED,
     event_kind::TOOL_REGISTERED,

@@ -7,7 +7,9 @@
 //! a graph of five. Narratives show agent-supplied strings only through [`crate::markdown`].
 
 use crate::markdown::{code_block, code_span};
-use aegis_core::receipt::{ChainBreak, Checkpoint, KeyRing, Receipt, verify_receipt_in_place};
+use aegis_core::receipt::{
+    ChainBreak, ChainCut, Checkpoint, KeyRing, Receipt, verify_receipt_in_place,
+};
 use aegis_core::timestamp::format_millis;
 use aegis_store::approvals::ApprovalRecord;
 use aegis_store::{
@@ -37,6 +39,8 @@ pub struct ReceiptCheck {
 struct ChainContext {
     checkpoints: Vec<Checkpoint>,
     chain: Vec<Receipt>,
+    /// The chain's cut, read only when a predecessor is not stored (it was archived).
+    cut: Option<ChainCut>,
 }
 
 impl ChainContext {
@@ -50,6 +54,7 @@ impl ChainContext {
         let mut context = ChainContext {
             checkpoints: reads.covering_checkpoints(tenant, &seqs).await?,
             chain: Vec::new(),
+            cut: None,
         };
         let mut around = BTreeSet::new();
         for &seq in &seqs {
@@ -62,6 +67,15 @@ impl ChainContext {
         }
         let around: Vec<u64> = around.into_iter().collect();
         context.chain = reads.receipts_at(tenant, &around).await?;
+        let stored = |seq: u64| {
+            context
+                .chain
+                .binary_search_by_key(&seq, |r| r.body.seq)
+                .is_ok()
+        };
+        if seqs.iter().any(|&seq| seq > 1 && !stored(seq - 1)) {
+            context.cut = reads.chain_cut(tenant).await?;
+        }
         Ok(context)
     }
 
@@ -88,7 +102,14 @@ impl ChainContext {
             .chain
             .get(self.position(seq.saturating_sub(1)))
             .filter(|r| seq > 1 && r.body.seq == seq - 1)
-            .map(|r| r.hash.as_str());
+            .map(|r| r.hash.as_str())
+            .or_else(|| {
+                // The first receipt after an archived prefix links to the signed cut.
+                self.cut
+                    .as_ref()
+                    .filter(|cut| cut.body.pruned_through_seq + 1 == seq && cut.verify(keys))
+                    .map(|cut| cut.body.pruned_through_hash.as_str())
+            });
         let forward = self
             .walk_end(seq)
             .and_then(|end| {

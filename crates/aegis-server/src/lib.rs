@@ -27,10 +27,12 @@ pub mod markdown;
 pub mod mcp_gateway;
 pub mod openapi;
 pub mod operations;
+pub mod rate_limit;
 pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod telemetry;
+pub mod traces;
 pub mod validate;
 
 pub use aegis_store::now_ms;
@@ -81,6 +83,7 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
             tenants::get_approval_settings,
             tenants::put_approval_settings
         ))
+        .routes(routes!(tenants::get_retention, tenants::put_retention))
         .routes(routes!(routes::approvals::list_approvals))
         .routes(routes!(routes::approvals::get_approval))
         .routes(routes!(routes::approvals::approve))
@@ -117,11 +120,22 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
             tenants::get_risk_escalation,
             tenants::put_risk_escalation
         ))
+        .routes(routes!(
+            rate_limits::get_rate_limits,
+            rate_limits::put_rate_limits
+        ))
+        .routes(routes!(rate_limits::get_budgets, rate_limits::put_budgets))
+        .routes(routes!(
+            rate_limits::get_agent_rate_limits,
+            rate_limits::put_agent_rate_limits
+        ))
         .routes(routes!(mcp::create_mcp_server, mcp::list_mcp_servers))
         .routes(routes!(mcp::get_mcp_server, mcp::delete_mcp_server))
         .routes(routes!(mcp::list_mcp_tools))
         .routes(routes!(mcp::accept_mcp_tool))
         .routes(routes!(mcp::put_mcp_tool))
+        .routes(routes!(mcp_stdio::report_listing))
+        .routes(routes!(mcp_stdio::report_call))
         .split_for_parts()
 }
 

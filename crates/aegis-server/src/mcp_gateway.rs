@@ -103,7 +103,7 @@ impl ToolCallGate for ServerGate {
 }
 
 /// `/mcp/{server}`: a streamable-HTTP MCP endpoint for agents (agent token only). An unknown
-/// server is 404 and a bad `X-Aegis-Source-Trust` 422, in the API's error shape; everything
+/// server is 404, a local (stdio) one 409 and a bad `X-Aegis-Source-Trust` 422, in the API's error shape; everything
 /// else is MCP's own (JSON-RPC errors, `isError` tool results).
 pub async fn mcp_endpoint(
     State(state): State<SharedState>,
@@ -113,6 +113,13 @@ pub async fn mcp_endpoint(
 ) -> ApiResult<Response> {
     let tenant = caller.agent.tenant_id.clone();
     let server = state.store.mcp_server_by_name(&tenant, &server).await?;
+    if server.is_stdio() {
+        return Err(ApiError::conflict(format!(
+            "MCP server {:?} is a local (stdio) server, which the gateway cannot reach: run it \
+             under `aegis mcp wrap`",
+            server.name
+        )));
+    }
     let source_trust = request
         .headers()
         .get(SOURCE_TRUST_HEADER)

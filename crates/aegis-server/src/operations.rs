@@ -8,6 +8,7 @@
 use crate::approvals::{DecidingKey, decide};
 use crate::auth::{AGENT_TOKEN_PREFIX, Admin, Operator, Responder, new_id, new_secret};
 use crate::error::{ApiError, ApiResult};
+use crate::rate_limit;
 use crate::routes::webhooks::{CreateWebhook, CreatedWebhook, EventKind, WebhookFormat};
 use crate::state::SharedState;
 use crate::validate::in_range;
@@ -17,7 +18,7 @@ use aegis_core::policy::{PolicyDocument, PolicyEngine, PolicyError};
 use aegis_store::approvals::ApprovalRecord;
 use aegis_store::{
     Agent, AgentChange, AgentChangeKind, DenyStormOverride, IncidentDetail, IncidentStep,
-    NewWebhook, RiskEscalation, StoreError, TenantSettings,
+    NewWebhook, RateLimits, RiskEscalation, StoreError, TenantSettings,
 };
 use axum::http::StatusCode;
 use std::sync::Arc;
@@ -191,6 +192,82 @@ pub async fn set_deny_storm(
         .store
         .set_deny_storm_override(&operator.tenant, deny_storm, &operator.actor())
         .await?)
+}
+
+/// Sets the token bucket of each of the tenant's agents that has none of its own
+/// (`per_sec: None`: no limit); a value out of bounds is refused (422, naming its field).
+/// This replica's cached tenant is dropped at once; the others drop theirs when they read
+/// the settings event.
+pub async fn set_rate_limits(
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    rate_limits: RateLimits,
+) -> ApiResult<TenantSettings> {
+    check_rate_limits(rate_limits)?;
+    let stored = state
+        .store
+        .set_rate_limits(&operator.tenant, rate_limits, &operator.actor())
+        .await?;
+    state.tenants.invalidate(&operator.tenant);
+    Ok(stored)
+}
+
+/// Sets how many calls that change state each of the tenant's agents may make per hour
+/// (`None`: no budget), like [`set_rate_limits`].
+pub async fn set_mutating_budget(
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    mutating_per_hour: Option<u32>,
+) -> ApiResult<TenantSettings> {
+    if let Some(budget) = mutating_per_hour {
+        in_range(
+            "mutating_per_hour",
+            budget,
+            1..=rate_limit::MAX_MUTATING_PER_HOUR,
+        )?;
+    }
+    let stored = state
+        .store
+        .set_mutating_budget(&operator.tenant, mutating_per_hour, &operator.actor())
+        .await?;
+    state.tenants.invalidate(&operator.tenant);
+    Ok(stored)
+}
+
+/// Gives one agent its own token bucket in place of the tenant's (`per_sec: None`: the
+/// tenant's applies again); an agent change like a freeze (recorded, fenced, and dropped
+/// from every replica's cache).
+pub async fn set_agent_rate_limits(
+    state: &SharedState,
+    operator: &Operator<Admin>,
+    agent_id: &str,
+    rate_limits: RateLimits,
+) -> ApiResult<Agent> {
+    check_rate_limits(rate_limits)?;
+    change_agent(
+        state,
+        operator,
+        agent_id,
+        AgentChangeKind::SetRateLimits { rate_limits },
+    )
+    .await
+}
+
+/// The bounds of a token bucket, named as the API names its fields.
+fn check_rate_limits(rate_limits: RateLimits) -> ApiResult<()> {
+    if let Some(per_sec) = rate_limits.per_sec {
+        in_range("per_agent_per_sec", per_sec, 1..=rate_limit::MAX_PER_SEC)?;
+    }
+    if let Some(burst) = rate_limits.burst {
+        in_range("burst", burst, 1..=rate_limit::MAX_BURST)?;
+        if rate_limits.per_sec.is_none() {
+            return Err(ApiError::invalid_field(
+                "burst",
+                "needs per_agent_per_sec: without a rate there is no bucket",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A change to the tenant's own policies.

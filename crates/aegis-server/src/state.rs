@@ -12,12 +12,14 @@
 //! after their last change.
 
 use crate::live_feed::LiveFeed;
+use crate::rate_limit::{budget_quota, rate_quota};
 use crate::telemetry::{DecisionCounters, TenantLabels};
 use aegis_core::decision::RegisteredAction;
 use aegis_core::policy::{PolicyEngine, PolicyPrincipal, PolicyResource};
 use aegis_mcp::rmcp_http::{LocalSessionManager, StreamableHttpService};
 use aegis_store::{Agent, RiskEscalation, SecretHash, Store, StoreError, StoreResult, TenantId};
 use arc_swap::ArcSwap;
+use governor::Quota;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,6 +78,8 @@ pub struct AppState {
     pub agents: AgentDirectory,
     pub tenants: TenantRuntimes,
     pub dead_tokens: DeadTokenLog,
+    /// The agents' rate and budget buckets ([`crate::rate_limit`]).
+    pub limiters: crate::rate_limit::Limiters,
     /// Fans committed events out to the live feed's sessions.
     pub live_feed: Arc<LiveFeed>,
     /// MCP gateway mode: the MCP server and its streamable-HTTP transport.
@@ -127,6 +131,7 @@ impl AppState {
                 agents: AgentDirectory::default(),
                 tenants: TenantRuntimes::new(TenantLabels::new(settings.metrics_max_tenants)),
                 dead_tokens: DeadTokenLog::default(),
+                limiters: crate::rate_limit::Limiters::default(),
                 mcp_http: mcp.http_service(),
                 mcp,
                 settings,
@@ -142,12 +147,15 @@ pub struct AgentSnapshot {
     pub token_hash: SecretHash,
     /// The agent as policies see it, built from `agent` once per snapshot.
     pub principal: PolicyPrincipal,
+    /// The agent's own token bucket, in place of its tenant's.
+    pub rate: Option<Quota>,
 }
 
 impl AgentSnapshot {
     fn new(agent: Agent, token_hash: SecretHash) -> Self {
         let principal = PolicyPrincipal::new(&agent.id, agent.risk_tier, agent.status);
         AgentSnapshot {
+            rate: rate_quota(agent.rate_limits),
             agent,
             token_hash,
             principal,
@@ -230,6 +238,10 @@ pub struct TenantRuntime {
     pub engine: ArcSwap<PolicyEngine>,
     pub tools: ArcSwap<ToolCatalog>,
     pub escalation: RwLock<RiskEscalation>,
+    /// Every agent's token bucket, unless it has its own; a change drops the runtime.
+    pub rate: Option<Quota>,
+    /// Every agent's budget of calls that change state; a change drops the runtime.
+    pub mutating_budget: Option<Quota>,
     pub decisions: DecisionCounters,
     /// Serialises changes to this tenant's policies and tools, so the swapped-in view is
     /// always the one built from the latest committed state.
@@ -277,6 +289,8 @@ impl TenantRuntimes {
             engine: ArcSwap::from_pointee(engine),
             tools: ArcSwap::from_pointee(tools),
             escalation: RwLock::new(settings.risk_escalation),
+            rate: rate_quota(settings.rate_limits),
+            mutating_budget: budget_quota(settings.mutating_per_hour),
             decisions: DecisionCounters::new(self.labels.label(tenant)),
             change_lock: tokio::sync::Mutex::new(()),
         });
@@ -338,6 +352,7 @@ mod tests {
             updated_at_ms: version,
             cursor: 0,
             version,
+            rate_limits: Default::default(),
         }
     }
 

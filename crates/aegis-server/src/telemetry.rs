@@ -5,8 +5,8 @@
 //! ([`Metrics::install`]) before it opens the store, so the store's writers, the SOC
 //! consumer and the request path all record into it; without a recorder (in-process tests,
 //! library use) every metric is a no-op. `/metrics` ([`Metrics::render`]) first reads what
-//! only the database knows (consumer cursors, undelivered notifications) and the process's
-//! own figures, then renders the text format.
+//! only the database knows (consumer cursors, undelivered notifications, pending approvals)
+//! and the process's own figures, then renders the text format.
 //!
 //! Label values are bounded: routes are the router's path templates, decisions and
 //! incident kinds are fixed sets, sinks are grouped by kind, and the tenant label names
@@ -112,6 +112,7 @@ impl Metrics {
         let now_ms = crate::now_ms();
         let age_secs = |since_ms: i64| (now_ms - since_ms).max(0) as f64 / 1000.0;
         metrics::gauge!("aegis_event_log_head").set(head as f64);
+        metrics::gauge!("aegis_approvals_pending").set(snapshot.pending_approvals as f64);
         for position in snapshot.consumers {
             let consumer = position.consumer;
             metrics::gauge!("aegis_consumer_lag_events", "consumer" => consumer.clone())
@@ -187,6 +188,11 @@ fn describe() {
         "aegis_consumer_lag_seconds",
         Unit::Seconds,
         "Age of the oldest event the named log consumer has not consumed yet"
+    );
+    metrics::describe_gauge!(
+        "aegis_approvals_pending",
+        Unit::Count,
+        "Approvals of every tenant waiting for operators (neither decided nor expired)"
     );
     metrics::describe_counter!(
         "aegis_incidents_opened_total",
@@ -334,16 +340,17 @@ fn count_request(route: &str, status: u16) {
 
 /// Middleware on every route: answers with the request's `X-Request-Id`, counts it, times
 /// authorize calls, and — when access logging is on (`AEGIS_LOG=info`, or
-/// `aegis::access=info`) — runs it in a `request` span (request id, method, route template;
-/// the authenticating extractor adds the tenant) and logs one access line with status and
-/// latency. The span shares the access line's target, so the default filter turns both off:
-/// the log layer formatting the span's fields was a fifth of a `/healthz` request's
-/// instructions. Nothing from headers other than the request id, nor any body, query or
-/// credential, reaches the span or the line.
+/// `aegis::access=info`) or traces are exported — runs it in a `request` span (request id,
+/// method, route template; the authenticating extractor adds the tenant) and logs one access
+/// line with status and latency. The span shares the access line's target, so the default
+/// filter turns both off: the log layer formatting the span's fields was a fifth of a
+/// `/healthz` request's instructions. Nothing from headers other than the request id (and,
+/// for traces, `traceparent`), nor any body, query or credential, reaches the span or the
+/// line.
 pub async fn observe_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let id = request_id(&request);
     let span = tracing::info_span!(
         target: "aegis::access",
@@ -352,10 +359,19 @@ pub async fn observe_request(request: Request, next: Next) -> Response {
         method = %request.method(),
         route,
         tenant = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+    );
+    crate::traces::start_request(
+        &span,
+        request.method(),
+        matched.as_ref().map(MatchedPath::as_str),
+        request.headers(),
     );
     let mut response = next.run(request).instrument(span.clone()).await;
     let latency = started.elapsed();
     let status = response.status().as_u16();
+    crate::traces::finish_request(&span, status);
     response.headers_mut().insert(REQUEST_ID, id);
     if route == "/v1/authorize" {
         metrics::histogram!("aegis_authorize_duration_seconds").record(latency.as_secs_f64());
@@ -375,4 +391,5 @@ fn millis(latency: Duration) -> f64 {
 /// Names the request's tenant in its span, once its credential is known.
 pub fn record_tenant(tenant: &TenantId) {
     tracing::Span::current().record("tenant", tenant.as_str());
+    crate::traces::record_tenant(tenant);
 }

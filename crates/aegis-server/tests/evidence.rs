@@ -7,7 +7,7 @@
 mod common;
 
 use aegis_core::model::Severity;
-use aegis_core::receipt::{Checkpoint, Receipt};
+use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
 use aegis_server::Settings;
 use aegis_server::evidence::{NARRATOR_SYSTEM_PROMPT, NarratorConfig};
 use aegis_store::{
@@ -523,6 +523,11 @@ impl EvidenceReads for CountingReads<'_> {
     ) -> StoreResult<Vec<Checkpoint>> {
         self.count("covering_checkpoints");
         self.inner.covering_checkpoints(tenant, seqs).await
+    }
+
+    async fn chain_cut(&self, tenant: &TenantId) -> StoreResult<Option<ChainCut>> {
+        self.count("chain_cut");
+        self.inner.chain_cut(tenant).await
     }
 }
 

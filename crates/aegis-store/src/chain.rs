@@ -11,8 +11,8 @@
 use crate::{Store, StoreError, StoreResult};
 use aegis_core::receipt::ReceiptSigner;
 use aegis_core::receipt::{
-    BreakKind, ChainBreak, ChainHead, ChainPoint, ChainVerifier, Checkpoint, KeyRing, Receipt,
-    decode_public_key, key_id, verify_sealed_head,
+    BreakKind, ChainBreak, ChainCut, ChainHead, ChainPoint, ChainVerifier, Checkpoint, KeyRing,
+    Receipt, decode_public_key, key_id, verify_sealed_head,
 };
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -144,6 +144,8 @@ pub(crate) trait ChainReads {
     async fn checkpoints(&self, from: u64, through: u64) -> StoreResult<Vec<Checkpoint>>;
     /// The first checkpoint at or after `seq`.
     async fn covering_checkpoint(&self, seq: u64) -> StoreResult<Option<Checkpoint>>;
+    /// The chain's cut, if it was archived ([`crate::archive`]).
+    async fn cut(&self) -> StoreResult<Option<ChainCut>>;
 }
 
 /// Walks `walk` over the chain of `tenant` with [`ChainVerifier`], checkpoints fed page by
@@ -161,9 +163,53 @@ pub(crate) async fn audit<R: ChainReads>(
         Ok(verifier) => verifier,
         Err(brk) => return Ok(ChainAudit::broken(0, brk)),
     };
+    // A pruned chain starts at its signed cut: what lies behind it is in an archive.
+    let cut = match reads.cut().await? {
+        Some(cut) if cut.verify(keys) => Some(cut.point()),
+        Some(cut) => {
+            let brk = ChainBreak {
+                tenant_id: tenant.to_owned(),
+                receipt_id: String::new(),
+                seq: cut.body.pruned_through_seq,
+                kind: BreakKind::BadCut {
+                    seq: cut.body.pruned_through_seq,
+                    key_id: cut.body.key_id,
+                },
+            };
+            return Ok(ChainAudit::broken(0, brk));
+        }
+        None => None,
+    };
+    // A walk that would start at or behind the cut starts right after it instead; a trusted
+    // point behind the cut was verified before it was archived, and one at the cut must be
+    // the point the cut records.
+    let start_seq = match &walk.from {
+        WalkStart::Genesis => Some(0),
+        WalkStart::Trusted(point) => Some(point.seq),
+        WalkStart::Stored(from) => Some(from.saturating_sub(1)),
+        WalkStart::LastCheckpoint => None,
+    };
+    if let (Some(cut), Some(start_seq)) = (&cut, start_seq)
+        && start_seq <= cut.seq
+    {
+        if let WalkStart::Trusted(point) = &walk.from
+            && point.seq == cut.seq
+            && point.hash != cut.hash
+        {
+            let brk = ChainBreak {
+                tenant_id: tenant.to_owned(),
+                receipt_id: String::new(),
+                seq: point.seq,
+                kind: BreakKind::AnchorMismatch { seq: point.seq },
+            };
+            return Ok(ChainAudit::broken(0, brk));
+        }
+        verifier = verifier.anchored_at(cut.seq, cut.hash.clone());
+    }
     // `first` is the first receipt counted as checked; a trusted anchor is pushed before it.
-    let (first, mut anchor) = match &walk.from {
-        WalkStart::LastCheckpoint => {
+    let (first, mut anchor) = match (&walk.from, verifier.last()) {
+        (_, Some(cut)) => (cut.seq + 1, None),
+        (WalkStart::LastCheckpoint, None) => {
             let outcome = verify_sealed_head(
                 tenant,
                 seal.head.as_ref(),
@@ -176,9 +222,9 @@ pub(crate) async fn audit<R: ChainReads>(
                 outcome,
             });
         }
-        WalkStart::Genesis => (1, None),
-        WalkStart::Trusted(point) if point.seq == 0 => (1, None),
-        WalkStart::Stored(from) => {
+        (WalkStart::Genesis, None) => (1, None),
+        (WalkStart::Trusted(point), None) if point.seq == 0 => (1, None),
+        (WalkStart::Stored(from), None) => {
             let from = (*from).max(1);
             if from > walk.through.unwrap_or(head).min(head) {
                 return Ok(ChainAudit {
@@ -196,7 +242,7 @@ pub(crate) async fn audit<R: ChainReads>(
             }
             (from, None)
         }
-        WalkStart::Trusted(point) => match reads.receipt_at(point.seq).await? {
+        (WalkStart::Trusted(point), None) => match reads.receipt_at(point.seq).await? {
             Some(anchored) if anchored.hash == point.hash => {
                 verifier = verifier.anchored_at(point.seq - 1, anchored.body.prev_hash.clone());
                 (point.seq + 1, Some(anchored))

@@ -54,6 +54,7 @@ mod tests {
             egress: false,
             sensitive: false,
             contained: false,
+            throttled: false,
             risk: ActionRisk::Low,
             source_trust: SourceTrust::TrustedInternalSigned,
             verdict,

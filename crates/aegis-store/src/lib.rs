@@ -11,6 +11,7 @@
 //! PostgreSQL database (see that module for how).
 
 pub mod approvals;
+pub mod archive;
 pub mod chain;
 mod console_sessions;
 mod fence;
@@ -26,7 +27,7 @@ mod types;
 pub use console_sessions::{ConsoleSessions, NewConsoleSession};
 pub use mcp::{
     FIRST_LISTING_RISK, McpObservation, McpRegistry, McpServer, NewMcpServer, ObservedTool,
-    PinStatus, ToolPin,
+    PinStatus, STDIO_ADDRESS, ToolPin,
 };
 pub use operations::{ConsumerPosition, DeliveryBacklog, OperationsSnapshot};
 pub use secrets::SecretsKey;
@@ -43,7 +44,7 @@ pub fn now_ms() -> i64 {
 use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::AutonomyLevel;
 use aegis_core::policy::PolicyDocument;
-use aegis_core::receipt::{Checkpoint, KeyRing, Receipt};
+use aegis_core::receipt::{ChainCut, Checkpoint, KeyRing, Receipt};
 use async_trait::async_trait;
 
 /// The right to run the work that only one replica may do at a time: the log consumers
@@ -157,11 +158,15 @@ pub trait EvidenceReads: Send + Sync {
         tenant: &TenantId,
         seqs: &[u64],
     ) -> StoreResult<Vec<Checkpoint>>;
+    /// The tenant's recorded cut, if its chain was ever archived (`archive.rs`).
+    async fn chain_cut(&self, tenant: &TenantId) -> StoreResult<Option<ChainCut>>;
 }
 
 /// The storage contract shared by the SQLite and PostgreSQL implementations.
 #[async_trait]
-pub trait Store: EvidenceReads + McpRegistry + ConsoleSessions + Send + Sync + 'static {
+pub trait Store:
+    EvidenceReads + McpRegistry + ConsoleSessions + archive::ChainArchive + Send + Sync + 'static
+{
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Waits until every queued write is committed (graceful shutdown).
@@ -305,6 +310,21 @@ pub trait Store: EvidenceReads + McpRegistry + ConsoleSessions + Send + Sync + '
         &self,
         tenant: &TenantId,
         deny_storm: DenyStormOverride,
+        actor: &str,
+    ) -> StoreResult<TenantSettings>;
+    /// Sets the tenant's per-agent token bucket (`tenants.rate_per_sec`, `rate_burst`).
+    async fn set_rate_limits(
+        &self,
+        tenant: &TenantId,
+        rate_limits: RateLimits,
+        actor: &str,
+    ) -> StoreResult<TenantSettings>;
+    /// Sets the tenant's per-agent budget of calls that change state
+    /// (`tenants.mutating_per_hour`).
+    async fn set_mutating_budget(
+        &self,
+        tenant: &TenantId,
+        mutating_per_hour: Option<u32>,
         actor: &str,
     ) -> StoreResult<TenantSettings>;
     /// Sets `tenants.exfiltration_reads`: which actions are reads for `data_exfiltration`.

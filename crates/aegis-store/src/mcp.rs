@@ -34,8 +34,22 @@ pub struct McpServer {
     pub id: String,
     pub tenant_id: TenantId,
     pub name: String,
+    /// The upstream's streamable-HTTP endpoint, or [`STDIO_ADDRESS`].
     pub url: String,
     pub created_at_ms: i64,
+}
+
+/// The address stored for a local server (registered with `transport: stdio`): the gateway
+/// never connects to it. `aegis mcp wrap` runs it beside the agent and reports its listings
+/// and calls over the agent API. No http(s) URL can take this form, so the two kinds of
+/// registration never meet.
+pub const STDIO_ADDRESS: &str = "stdio:";
+
+impl McpServer {
+    /// A local server behind `aegis mcp wrap`, not one the gateway reaches itself.
+    pub fn is_stdio(&self) -> bool {
+        self.url == STDIO_ADDRESS
+    }
 }
 
 /// Where a tool's pin stands.

@@ -1,10 +1,17 @@
 //! What the store tells an operator about itself: the group-commit writers report each batch
 //! through the `metrics` facade (a no-op until the binary installs a recorder), and
 //! [`Store::operations`](crate::Store::operations) reads the backlogs a dashboard watches
-//! (consumer cursors behind the log head, deliveries waiting) when `/metrics` is scraped.
+//! (consumer cursors behind the log head, deliveries waiting, approvals pending) when
+//! `/metrics` is scraped.
 //!
-//! The snapshot's SQL is written once for both backends: it takes no parameters and uses
-//! only what SQLite and PostgreSQL spell alike.
+//! The snapshot's SQL is written once for both backends: it uses only what SQLite and
+//! PostgreSQL spell alike, and no parameter but the time of the pending approvals' count.
+//!
+//! Traces: a write carries the span it was submitted in ([`submitter`]) when that span is
+//! on (the request's, while access logging or trace export is), and each batch holding such
+//! writes runs in a `writer.batch` span that follows from them ([`batch_span`]), which
+//! OpenTelemetry exports as span links. Writes submitted outside a traced span carry
+//! nothing and their batches make no span.
 
 use metrics::{Gauge, Histogram};
 use std::time::Duration;
@@ -26,11 +33,22 @@ pub(crate) const DELIVERY_BACKLOG_SQL: &str = "\
     FROM deliveries WHERE status <> 'delivered' \
     GROUP BY sink_kind, status ORDER BY sink_kind, status";
 
+/// Approvals of every tenant still waiting for operators at the time bound to `now` (the
+/// backend's placeholder: the one parameter of the snapshot's SQL). The `IN` term is the
+/// predicate of the `approvals_open` partial index, so both backends count from it.
+pub(crate) fn pending_approvals_sql(now: &str) -> String {
+    let pending =
+        crate::approvals::status_condition(aegis_core::approval::ApprovalStatus::Pending, now);
+    format!("SELECT COUNT(*) FROM approvals WHERE status IN ('pending', 'approved') AND {pending}")
+}
+
 /// The store's backlogs at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OperationsSnapshot {
     pub consumers: Vec<ConsumerPosition>,
     pub deliveries: Vec<DeliveryBacklog>,
+    /// Approvals of every tenant waiting for operators (not decided, not expired).
+    pub pending_approvals: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,4 +98,37 @@ impl WriterMetrics {
         self.commit_seconds.record(took.as_secs_f64());
         self.queue_depth.set(still_queued as f64);
     }
+}
+
+/// The span a write is submitted in, when it is on; none otherwise, so an untraced write
+/// carries nothing.
+pub(crate) fn submitter() -> Option<tracing::Span> {
+    let span = tracing::Span::current();
+    (!span.is_disabled()).then_some(span)
+}
+
+/// The span of one batch of `jobs` writes to the `store` backend, following from the traced
+/// spans its writes were submitted in; a disabled span when there are none. It shares the
+/// request span's target, so one filter turns both on.
+pub(crate) fn batch_span<'a>(
+    store: &'static str,
+    jobs: usize,
+    submitters: impl Iterator<Item = &'a tracing::Span>,
+) -> tracing::Span {
+    let mut submitters = submitters.peekable();
+    if submitters.peek().is_none() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: "aegis::access",
+        parent: None,
+        "writer.batch",
+        aegis.store = store,
+        // As i64: OpenTelemetry has no unsigned integers (a usize would export as text).
+        aegis.batch_size = jobs as i64,
+    );
+    for submitter in submitters {
+        span.follows_from(submitter);
+    }
+    span
 }

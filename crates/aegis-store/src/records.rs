@@ -130,8 +130,17 @@ pub(crate) fn agent_change_event(agent: &Agent, change: &AgentChange) -> (&'stat
             event_kind::AGENT_RISK_TIER_CHANGED,
             json!({"from": agent.risk_tier, "to": risk_tier, "cause": "operator", "actor": actor}),
         ),
+        AgentChangeKind::SetRateLimits { rate_limits } => (
+            event_kind::AGENT_RATE_LIMITS_CHANGED,
+            json!({"from": agent.rate_limits, "to": rate_limits, "actor": actor}),
+        ),
     }
 }
+
+/// Stores an agent's own token bucket (`AgentChangeKind::SetRateLimits`); both backends
+/// run this text: per second, burst, time, agent id.
+pub(crate) const SET_AGENT_RATE_LIMITS_SQL: &str =
+    "UPDATE agents SET rate_per_sec = $1, rate_burst = $2, updated_at = $3 WHERE id = $4";
 
 /// An operator applying an incident's recommendation: what to do to the agent.
 pub(crate) struct Recommendation {

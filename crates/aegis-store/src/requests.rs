@@ -37,9 +37,10 @@ pub(crate) const PRIOR_DECISION_SQL: &str =
 pub(crate) const REMEMBER_SQL: &str = "INSERT INTO decision_requests (tenant_id, agent_id, request_id, decision_id) VALUES ($1, $2, $3, $4)";
 
 /// The request id a decision answers retries under, once decided and fenced: none without
-/// one, and none for a containment refusal, which every retry must meet afresh.
+/// one, and none for a containment refusal or a rate limit's or budget's deny, which every
+/// retry must meet afresh.
 pub(crate) fn replay_key(d: &NewDecision) -> Option<&str> {
-    if d.contained {
+    if d.contained || d.throttled {
         None
     } else {
         d.request_id.as_deref()

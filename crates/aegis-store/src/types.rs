@@ -71,7 +71,19 @@ pub struct TenantSettings {
     /// Which actions are reads for `data_exfiltration` (`tenants.exfiltration_reads`).
     pub exfiltration_reads: ExfiltrationReads,
     pub approvals: crate::approvals::ApprovalSettings,
+    /// Every agent's token bucket, unless the agent has its own (`Agent::rate_limits`).
+    pub rate_limits: RateLimits,
+    /// Most calls that change state one agent may make per hour; `None`: no budget.
+    pub mutating_per_hour: Option<u32>,
     pub created_at_ms: i64,
+}
+
+/// A token bucket of the action plane: `per_sec` calls a second, `burst` at once. `None`
+/// for `per_sec` means no limit; `None` for `burst` means one second's worth.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RateLimits {
+    pub per_sec: Option<u32>,
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +131,8 @@ pub struct Agent {
     /// Bumped by every change of the agent's row (status, risk tier, token rotation): a
     /// decision made from an older version is stale (see [`NewDecision::agent_version`]).
     pub version: i64,
+    /// The agent's own token bucket, in place of the tenant's; `per_sec: None`: none.
+    pub rate_limits: RateLimits,
 }
 
 /// Who a presented agent token belongs to.
@@ -148,6 +162,7 @@ pub enum AgentChangeKind {
     Revoke { reason: Option<String> },
     RotateToken { new_token_hash: SecretHash },
     SetRiskTier { risk_tier: RiskTier },
+    SetRateLimits { rate_limits: RateLimits },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -239,6 +254,9 @@ pub struct NewDecision {
     /// A deny issued only because the agent is frozen: recorded, but counted towards no
     /// escalation and no SOC rule.
     pub contained: bool,
+    /// A deny of the gateway's rate limit or budget: counted like any deny, but a retry
+    /// with the same `request_id` meets the limit afresh instead of this answer.
+    pub throttled: bool,
     pub risk: ActionRisk,
     pub source_trust: SourceTrust,
     pub verdict: Verdict,
@@ -362,6 +380,7 @@ pub mod event_kind {
     pub const AGENT_REVOKED: &str = "agent.revoked";
     pub const AGENT_TOKEN_ROTATED: &str = "agent.token_rotated";
     pub const AGENT_RISK_TIER_CHANGED: &str = "agent.risk_tier_changed";
+    pub const AGENT_RATE_LIMITS_CHANGED: &str = "agent.rate_limits_changed";
     pub const TOOL_REGISTERED: &str = "tool.registered";
     pub const POLICY_PUT: &str = "policy.put";
     pub const POLICY_DELETED: &str = "policy.deleted";

@@ -36,6 +36,7 @@ fn decision(tenant: &str, n: u32) -> NewDecision {
         egress: false,
         sensitive: false,
         contained: false,
+        throttled: false,
         risk: ActionRisk::Low,
         source_trust: SourceTrust::TrustedInternalSigned,
         verdict: Verdict::Allow,

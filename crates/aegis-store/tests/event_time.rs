@@ -33,6 +33,7 @@ fn decision(n: u32, created_at_ms: i64, contained: bool) -> NewDecision {
         trace: TraceContext::default(),
         created_at_ms,
         contained,
+        throttled: false,
         escalation: RiskEscalation::default(),
         agent_version: 0,
         approval: None,

@@ -28,6 +28,7 @@ fn allow(n: u32, agent_version: i64) -> NewDecision {
         egress: false,
         sensitive: false,
         contained: false,
+        throttled: false,
         risk: ActionRisk::Low,
         source_trust: SourceTrust::TrustedInternalSigned,
         verdict: Verdict::Allow,

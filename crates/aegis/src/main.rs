@@ -1,13 +1,17 @@
 //! `aegis`: the AegisAgent gateway (`aegis serve`), its commands on the database host
 //! (`aegis init`, `aegis keys create`, `aegis receipts export|verify`) and the operator CLI
-//! of a running gateway (`aegis agents|incidents|approvals|decisions|settings`, over HTTP).
+//! of a running gateway (`aegis agents|incidents|approvals|decisions|settings`, over HTTP),
+//! and `aegis mcp wrap`, which puts a local stdio MCP server under a running gateway.
 
+mod archive;
 mod key_file;
+mod mcp_wrap;
 mod notify_args;
 mod ops_cli;
 mod pg_session_args;
 mod receipts;
 mod signing_key;
+mod traces;
 
 use aegis_core::correlate::MAX_BURST_THRESHOLD;
 use aegis_core::model::{AutonomyLevel, Role};
@@ -29,6 +33,10 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use traces::Traces;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +71,10 @@ enum Command {
     /// Export and verify receipt chains.
     #[command(subcommand)]
     Receipts(ReceiptsCommand),
+    /// Write the receipts (and decisions) created before a date to a self-verifying archive
+    /// file, then cut the chains there and prune what the file holds, in small batches
+    /// while the gateway serves. Prints the chains archived as JSON.
+    Archive(ArchiveArgs),
     /// Agents of a running gateway: list, get, freeze, unfreeze, revoke, rotate-token,
     /// set-risk-tier (operator key in AEGIS_KEY).
     Agents(ops_cli::Resource<ops_cli::agents::AgentsCommand>),
@@ -74,6 +86,16 @@ enum Command {
     Decisions(ops_cli::Resource<ops_cli::decisions::DecisionsCommand>),
     /// The tenant's SOC settings on a running gateway: show, and set (admin).
     Settings(ops_cli::Resource<ops_cli::settings::SettingsCommand>),
+    /// MCP servers under a running gateway.
+    #[command(subcommand)]
+    Mcp(McpCommand),
+}
+
+#[derive(Subcommand)]
+enum McpCommand {
+    /// Run a local stdio MCP server for a desktop MCP client, every listing and call
+    /// governed by the gateway (agent token in AEGIS_AGENT_TOKEN).
+    Wrap(mcp_wrap::WrapArgs),
 }
 
 #[derive(Subcommand)]
@@ -91,11 +113,12 @@ enum ReceiptsCommand {
     /// Verify chains: hashes, links, seq without gaps, and checkpoint signatures.
     /// Exits 0 when every chain verifies; otherwise names the first bad receipt.
     Verify {
-        /// An exported JSON-lines file.
-        #[arg(required_unless_present = "db", conflicts_with = "db")]
-        file: Option<PathBuf>,
-        /// Verify the chains stored in this database (SQLite file or `postgres://` URL)
-        /// instead.
+        /// Exported or archive JSON-lines files, oldest first: they verify as one history
+        /// (each chain goes on where an earlier file ended it).
+        #[arg(required_unless_present = "db")]
+        files: Vec<PathBuf>,
+        /// Verify the chains stored in this database (SQLite file or `postgres://` URL),
+        /// each from its cut if it was archived; after FILES, as their continuation.
         #[arg(long)]
         db: Option<String>,
         /// Accept only these signing keys (`KEY_ID=HEX`, repeatable) instead of the keys
@@ -108,9 +131,30 @@ enum ReceiptsCommand {
         anchors: Option<PathBuf>,
         /// Interop mode: FILE holds receipts under the generic rule "hash every field but
         /// receipt_hash" (the reference vectors' format).
-        #[arg(long, requires = "file")]
+        #[arg(long, requires = "files", conflicts_with = "db")]
         generic: bool,
     },
+}
+
+#[derive(Args)]
+struct ArchiveArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Archive what was decided before this time (RFC 3339, e.g. `2026-06-01T00:00:00Z`).
+    #[arg(long, value_parser = parse_timestamp)]
+    before: i64,
+    /// The archive file to write (never overwritten).
+    #[arg(long)]
+    out: PathBuf,
+    /// Only this tenant's chain.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Receipts pruned per transaction.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    batch: u32,
+    /// Pause between two prune transactions, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pause_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -342,42 +386,77 @@ struct InitArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Access lines (one per request) only when asked for, e.g. `AEGIS_LOG=info`.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AEGIS_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| "info,aegis::access=warn".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        // One object per line: the event's fields at the top level, the request span's
-        // (request id, method, route, tenant) under "span".
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
+    let traces = match cli.command {
+        Command::Serve(_) => Traces::from_env()?,
+        _ => None,
+    };
+    init_logs(cli.log_format, traces.as_ref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Init(args) => init(args).await,
             Command::Keys(KeysCommand::Create(args)) => create_key(args).await,
             Command::Receipts(command) => receipts_command(command).await,
+            Command::Archive(args) => archive_command(args).await,
             Command::Agents(resource) => ops_cli::run(resource).await,
             Command::Incidents(resource) => ops_cli::run(resource).await,
             Command::Approvals(resource) => ops_cli::run(resource).await,
             Command::Decisions(resource) => ops_cli::run(resource).await,
             Command::Settings(resource) => ops_cli::run(resource).await,
+            Command::Mcp(McpCommand::Wrap(args)) => mcp_wrap::run(args).await,
         }
-    })
+    });
+    // After the runtime: the last requests' spans are closed and only need sending.
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    outcome
+}
+
+/// Log lines on stderr and, when `traces` is set, the OpenTelemetry layer beside them. Access
+/// lines (one per request) only when asked for, e.g. `AEGIS_LOG=info`; the request spans go
+/// to the traces whatever the log filter says.
+fn init_logs(format: LogFormat, traces: Option<&Traces>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AEGIS_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| "info,aegis::access=warn".into());
+    match traces {
+        // Without traces the filter is global, so what it turns off costs nothing.
+        None => tracing_subscriber::registry()
+            .with(log_lines(format))
+            .with(filter)
+            .init(),
+        Some(traces) => {
+            tracing_subscriber::registry()
+                .with(log_lines(format).with_filter(filter))
+                .with(traces.layer())
+                .init();
+            aegis_server::traces::export();
+        }
+    }
+}
+
+fn log_lines<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => lines
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+        // One object per line: the event's fields at the top level, the request span's
+        // (request id, method, route, tenant) under "span".
+        LogFormat::Json => lines
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    }
 }
 
 async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
@@ -389,21 +468,24 @@ async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ReceiptsCommand::Verify {
-            file,
+            files,
             db,
             trusted_keys,
             anchors,
             generic,
         } => {
             let pins = receipts::parse_pins(&trusted_keys)?;
-            let verdict = match (file, db) {
-                (Some(file), _) if generic => receipts::verify_generic_file(&file)?,
-                (Some(file), _) => receipts::verify_file(&file, &pins)?,
-                (None, Some(db)) => {
-                    let store = open_read_only(&db).await?;
-                    receipts::verify_db(store.as_ref(), &pins, anchors.as_deref()).await?
+            let verdict = match (files.as_slice(), db) {
+                ([file], _) if generic => receipts::verify_generic_file(file)?,
+                (_, _) if generic => bail!("--generic checks one FILE"),
+                (files, db) => {
+                    let store = match db {
+                        Some(db) => Some(open_read_only(&db).await?),
+                        None => None,
+                    };
+                    receipts::verify_history(files, store.as_deref(), &pins, anchors.as_deref())
+                        .await?
                 }
-                (None, None) => bail!("give an exported FILE or --db"),
             };
             match verdict {
                 receipts::Verdict::Verified { receipts, chains } => {
@@ -417,6 +499,44 @@ async fn receipts_command(command: ReceiptsCommand) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn archive_command(args: ArchiveArgs) -> anyhow::Result<()> {
+    // The gateway's own key signs the cuts, so that its start-up check accepts them; the
+    // store is opened without it, as nothing here extends a chain.
+    let signing_key_file = args.database.signing_key_file();
+    if args.database.signing_key.is_none() && !signing_key_file.exists() {
+        bail!(
+            "no signing key at {}: give the gateway's key (--signing-key-file)",
+            signing_key_file.display()
+        );
+    }
+    let signer =
+        signing_key::load_or_create(args.database.signing_key.as_deref(), &signing_key_file)?;
+    let store = open_unsigned(&args.database.db).await?;
+    let request = archive::ArchiveRequest {
+        before_ms: args.before,
+        tenant: args.tenant.as_deref(),
+        out: &args.out,
+        batch: args.batch,
+        pause: Duration::from_millis(args.pause_ms),
+    };
+    let archived = archive::archive(store.as_ref(), &signer, &request).await?;
+    store.flush().await?;
+    let out = args.out.display().to_string();
+    let report = if archived.is_empty() {
+        serde_json::json!({"archived": archived, "out": null})
+    } else {
+        serde_json::json!({"archived": archived, "out": out})
+    };
+    println!("{report}");
+    Ok(())
+}
+
+/// An RFC 3339 time as Unix milliseconds.
+fn parse_timestamp(value: &str) -> Result<i64, String> {
+    aegis_core::timestamp::parse_millis(value)
+        .ok_or_else(|| "must be an RFC 3339 time, e.g. 2026-06-01T00:00:00Z".into())
 }
 
 /// An `http(s)://` base URL without query or fragment, kept without its trailing `/`.

@@ -1,7 +1,9 @@
 //! MCP gateway mode end to end, with real third-party MCP software: the official MCP Python
 //! SDK (PyPI `mcp`, installed in `target/mcp-venv` by `.ci/mcp-venv`) as the agent's client
 //! (`tests/mcp/client.py`) and as the upstream server (`tests/mcp/upstream.py`, built with
-//! the SDK's `MCPServer`), the built `aegis` binary in between, on both stores.
+//! the SDK's `MCPServer`), the built `aegis` binary in between, on both stores. The same
+//! client also drives `aegis mcp wrap` over stdio, wrapping a local stdio server built with
+//! the SDK (`tests/mcp/local_files.py`).
 
 #[macro_use]
 mod support;
@@ -84,9 +86,15 @@ impl Drop for Upstream {
     }
 }
 
-/// Runs `tests/mcp/client.py` with `program` and returns what it saw, one entry per step
-/// after the initialize handshake (which is checked here).
+/// Runs `tests/mcp/client.py` with `program` against the gateway's `/mcp/{server}` and
+/// returns what it saw, one entry per step after the initialize handshake.
 async fn mcp_client(program: Value) -> Vec<Value> {
+    client_of("aegis-gateway", program).await
+}
+
+/// Runs `tests/mcp/client.py` with `program` and returns what it saw, one entry per step
+/// after the initialize handshake with `server` (which is checked here).
+async fn client_of(server: &str, program: Value) -> Vec<Value> {
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python())
             .arg(script("client.py"))
@@ -102,10 +110,7 @@ async fn mcp_client(program: Value) -> Vec<Value> {
         String::from_utf8_lossy(&output.stderr)
     );
     let seen: Vec<Value> = serde_json::from_slice(&output.stdout).expect("client prints JSON");
-    assert_eq!(
-        seen[0],
-        json!({"op": "initialize", "server": "aegis-gateway"})
-    );
+    assert_eq!(seen[0], json!({"op": "initialize", "server": server}));
     seen[1..].to_vec()
 }
 
@@ -530,4 +535,237 @@ async fn a_session_continues_on_another_replica() {
     )
     .await;
     assert_eq!(served_by_second, vec!["1"]);
+}
+
+/// A desktop MCP client's view of `aegis mcp wrap` (with `flags`): the client starts the
+/// wrap, which starts `tests/mcp/local_files.py` over `root`, serving `variant`.
+async fn wrap_client(
+    gw: &str,
+    token: &str,
+    flags: &[&str],
+    root: &Path,
+    variant: &str,
+    steps: Vec<Value>,
+) -> Vec<Value> {
+    let mut args = json!(["mcp", "wrap", "--gateway", gw, "--server", "files"]);
+    let args_list = args.as_array_mut().unwrap();
+    args_list.extend(flags.iter().map(|flag| json!(flag)));
+    args_list.extend([
+        json!("--"),
+        json!(python()),
+        json!(script("local_files.py")),
+        json!(root),
+    ]);
+    let program = json!({
+        "stdio": {
+            "command": AEGIS,
+            "args": args,
+            "env": {"AEGIS_AGENT_TOKEN": token, "FILES_VARIANT": variant},
+        },
+        "steps": steps,
+    });
+    client_of("aegis-mcp-wrap", program).await
+}
+
+/// What the local server's tools did, one line per call that reached them.
+fn journal(root: &Path) -> Vec<String> {
+    std::fs::read_to_string(root.join("journal"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+e2e_test! {
+    async fn a_wrapped_local_server_is_governed_by_the_gateway(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::fresh(backend, dir.path()).await;
+        let admin = init_on(dir.path(), db.arg(), "acme");
+        let gw = Gateway::start_on(dir.path(), db.arg(), &[]).await;
+        let client = reqwest::Client::new();
+        let agent = post_json(&client, gw.url("/v1/agents"), &admin, &json!({"name": "desktop"})).await;
+        let token = agent["agent_token"].as_str().unwrap().to_owned();
+        let server = post_json(&client, gw.url("/v1/mcp/servers"), &admin,
+            &json!({"name": "files", "transport": "stdio"})).await;
+        assert_eq!((&server["transport"], &server["url"]), (&json!("stdio"), &Value::Null));
+        let server_id = server["id"].as_str().unwrap().to_owned();
+        let policy = client.post(gw.url("/v1/policies")).bearer_auth(&admin)
+            .json(&json!({"id": "no-wipe", "text": "forbid (principal, action, resource) when { resource.action == \"wipe_disk\" };"}))
+            .send().await.unwrap();
+        assert_eq!(policy.status(), 201);
+        // The gateway cannot reach a local server itself.
+        let response = client.post(gw.url("/mcp/files")).bearer_auth(&token)
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).send().await.unwrap();
+        assert_eq!(response.status(), 409);
+
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a.txt"), "hello").unwrap();
+        std::fs::write(root.path().join("b.txt"), "keep me").unwrap();
+        let gateway = gw.url("");
+        let seen = wrap_client(&gateway, &token, &[], root.path(), "honest", vec![
+            list(),
+            call("read_file", json!({"name": "a.txt"})),
+            call("delete_file", json!({"name": "b.txt"})),
+            call_from("delete_file", json!({"name": "b.txt"}), "trusted_internal_signed"),
+        ]).await;
+        // A tool this agent may never call is not listed.
+        assert_eq!(seen[0]["tools"], json!(["delete_file", "read_file"]), "{}", seen[0]);
+        // A read is allowed and the local server's result comes back unchanged.
+        assert_eq!(seen[1], json!({"op": "call", "is_error": false, "text": "hello"}));
+        // A destructive call from an unknown source is a recorded deny; the tool never ran.
+        assert_eq!(seen[2]["is_error"], true, "{}", seen[2]);
+        let text = seen[2]["text"].as_str().unwrap();
+        assert!(text.starts_with("Denied by AegisAgent"), "{text}");
+        let decision = get_json(&client, gw.url(&format!("/v1/decisions/{}", id_named(text, "dec_"))), &admin).await;
+        assert_eq!(
+            (&decision["decision"], &decision["tool"], &decision["action"], &decision["source_trust"], &decision["agent_id"]),
+            (&json!("deny"), &json!("files"), &json!("delete_file"), &json!("unknown"), &agent["id"])
+        );
+        // The same call stated as trusted in `_meta` is allowed and runs.
+        assert_eq!(seen[3], json!({"op": "call", "is_error": false, "text": "deleted b.txt"}));
+        assert_eq!(journal(root.path()), ["read_file a.txt", "delete_file b.txt"]);
+        // `--source-trust` states where the client's calls come from, unless a call says.
+        let seen = wrap_client(&gateway, &token, &["--source-trust", "semi_trusted_customer"], root.path(), "honest", vec![
+            call("delete_file", json!({"name": "a.txt"})),
+        ]).await;
+        assert_eq!(seen[0]["is_error"], true, "{}", seen[0]);
+        let text = seen[0]["text"].as_str().unwrap();
+        assert!(text.contains("needs a person's approval"), "{text}");
+        let approval = get_json(&client, gw.url(&format!("/v1/approvals/{}", id_named(text, "apr_"))), &admin).await;
+        assert_eq!((&approval["status"], &approval["action"]), (&json!("pending"), &json!("delete_file")), "{approval}");
+        assert_eq!(journal(root.path()).len(), 2, "the call waiting for approval never ran");
+        let pins = get_json(&client, gw.url(&format!("/v1/mcp/servers/{server_id}/tools")), &admin).await;
+        assert_eq!(pins.as_array().unwrap().len(), 3, "{pins}");
+        assert!(pins.as_array().unwrap().iter().all(|p| p["status"] == "pinned"), "{pins}");
+
+        // The local server now describes read_file differently: withheld, refused, one alert.
+        let seen = wrap_client(&gateway, &token, &[], root.path(), "poisoned", vec![
+            list(),
+            list(),
+            call("read_file", json!({"name": "a.txt"})),
+        ]).await;
+        for listing in &seen[..2] {
+            assert_eq!(listing["tools"], json!(["delete_file"]), "{listing}");
+        }
+        assert_eq!(seen[2]["is_error"], true, "{}", seen[2]);
+        let text = seen[2]["text"].as_str().unwrap();
+        assert!(text.contains("changed since it was pinned"), "{text}");
+        let decision = get_json(&client, gw.url(&format!("/v1/decisions/{}", id_named(text, "dec_"))), &admin).await;
+        assert_eq!(decision["decision"], "deny");
+        let alerts = eventually(15, "the tool_definition_changed alert", || async {
+            let found = get_json(&client, gw.url("/v1/alerts?kind=tool_definition_changed"), &admin).await;
+            (!found.as_array().unwrap().is_empty()).then_some(found)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let alerts_after = get_json(&client, gw.url("/v1/alerts?kind=tool_definition_changed"), &admin).await;
+        assert_eq!(alerts.as_array().unwrap().len(), 1, "{alerts}");
+        assert_eq!(alerts_after, alerts);
+        assert_eq!(alerts[0]["count"], 1);
+        assert_eq!(journal(root.path()).len(), 2, "the withheld tool never ran");
+
+        // Gateway down: nothing is listed and nothing runs, not even a read.
+        gw.terminate();
+        let seen = wrap_client(&gateway, &token, &[], root.path(), "honest", vec![
+            call("read_file", json!({"name": "a.txt"})),
+            list(),
+        ]).await;
+        assert_eq!(seen[0]["is_error"], true, "{}", seen[0]);
+        let text = seen[0]["text"].as_str().unwrap();
+        assert!(text.starts_with("AegisAgent could not decide this call, so it was not made"), "{text}");
+        assert!(seen[1]["error"].as_str().is_some_and(|e| e.contains("cannot reach the gateway")), "{}", seen[1]);
+        assert_eq!(journal(root.path()).len(), 2, "no tool ran while the gateway was down");
+    }
+}
+
+/// The wrap's own failures: no token, a local server that never speaks MCP, each refused
+/// with a line on standard error and nothing on standard output (the protocol's stream).
+#[test]
+fn the_wrap_refuses_to_run_without_a_token_or_a_local_server() {
+    let wrap = |token: Option<&str>| {
+        let mut command = Command::new(AEGIS);
+        command
+            .args([
+                "mcp",
+                "wrap",
+                "--gateway",
+                "http://127.0.0.1:9",
+                "--server",
+                "files",
+                "--",
+            ])
+            .arg(python())
+            .args(["-c", "import sys; sys.exit(3)"])
+            .env_remove("AEGIS_AGENT_TOKEN")
+            .stdin(Stdio::null());
+        if let Some(token) = token {
+            command.env("AEGIS_AGENT_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    for (token, says) in [
+        (None, "AEGIS_AGENT_TOKEN is not set"),
+        (Some("aat_whatever"), "did not complete the MCP handshake"),
+    ] {
+        let output = wrap(token);
+        assert!(!output.status.success());
+        assert!(
+            output.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(
+            !stderr.contains("aat_whatever"),
+            "the token is never shown: {stderr}"
+        );
+    }
+}
+
+/// The local server ending on its own ends the wrap: non-zero, one line saying so.
+#[tokio::test]
+async fn the_wrap_exits_when_its_local_server_does() {
+    let root = tempfile::tempdir().unwrap();
+    let mut wrap = Command::new(AEGIS)
+        .args([
+            "mcp",
+            "wrap",
+            "--gateway",
+            "http://127.0.0.1:9",
+            "--server",
+            "files",
+            "--",
+        ])
+        .arg(python())
+        .arg(script("local_files.py"))
+        .arg(root.path())
+        .env("AEGIS_AGENT_TOKEN", "aat_whatever")
+        .env("FILES_EXIT_AFTER", "1")
+        // Held open and silent: the client never speaks, so only the child's exit ends it.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = eventually(30, "the wrap to exit", || {
+        let exited = wrap.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert_eq!(status.code(), Some(1));
+    let output = wrap.wait_with_output().unwrap();
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|line| line.starts_with("aegis mcp wrap:"))
+            .collect::<Vec<_>>(),
+        [format!(
+            "aegis mcp wrap: the local MCP server `{}` exited; stopping",
+            python().display()
+        )],
+        "{stderr}"
+    );
 }

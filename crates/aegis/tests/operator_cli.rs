@@ -235,6 +235,30 @@ e2e_test!(
         );
         let invalid = admin.fails(&["settings", "set-soc-autonomy", "L9"], REFUSED);
         assert!(invalid.contains("422"), "{invalid}");
+        // The action plane's rate limit and budget.
+        assert_eq!(
+            viewer.json(&["settings", "show", "rate-limits"]),
+            json!({"per_agent_per_sec": null, "burst": null})
+        );
+        let refused = viewer.fails(&["settings", "set-rate-limits", "--per-agent-per-sec", "50"], REFUSED);
+        assert!(refused.contains("403"), "{refused}");
+        let limits = admin.table(&["settings", "set-rate-limits", "--per-agent-per-sec", "50", "--burst", "100"]);
+        assert!(row_with(&limits, "per_agent_per_sec").ends_with("50"), "{limits}");
+        assert_eq!(
+            get_json(&client, gw.url("/v1/tenants/rate-limits"), &viewer_key).await,
+            json!({"per_agent_per_sec": 50, "burst": 100})
+        );
+        let invalid = admin.fails(&["settings", "set-rate-limits", "--burst", "5"], REFUSED);
+        assert!(invalid.contains("422") && invalid.contains("burst"), "{invalid}");
+        admin.json(&["settings", "set-rate-limits"]);
+        assert_eq!(
+            admin.json(&["settings", "set-budgets", "--mutating-per-hour", "500"]),
+            json!({"mutating_per_hour": 500})
+        );
+        assert_eq!(viewer.json(&["settings", "show", "budgets"]), json!({"mutating_per_hour": 500}));
+        let invalid = admin.fails(&["settings", "set-budgets", "--mutating-per-hour", "0"], REFUSED);
+        assert!(invalid.contains("422") && invalid.contains("mutating_per_hour"), "{invalid}");
+        admin.json(&["settings", "set-budgets"]);
 
         // Contain: a viewer may not freeze; a responder does, once.
         let refused = viewer.fails(&["agents", "freeze", &agent_id, "--reason", "storm"], REFUSED);

@@ -262,6 +262,61 @@ async fn a_change_through_one_replica_is_enforced_by_the_other_within_a_second()
     }
 }
 
+/// Rate limits set through one replica reach the other like any settings change; each
+/// replica then enforces them on buckets of its own (`docs/replicas.md`: N replicas admit up
+/// to N times a limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_set_through_one_replica_are_enforced_by_each_on_its_own_buckets() {
+    let d = Deployment::start(2, &[]).await;
+    let (a, b) = (&d.replicas[0], &d.replicas[1]);
+    let client = reqwest::Client::new();
+    let (agent_id, token) = agent_with_github(&client, a, &d.admin).await;
+    let read = json!({"tool_call": {"tool": "github", "action": "get_file", "mutates_state": false},
+                      "context": {"source_trust": "trusted_internal_signed"}});
+    let put = async |path: String, body: Value| {
+        let resp = client
+            .put(a.url(&path))
+            .bearer_auth(&d.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    };
+    // B has the tenant cached, without limits.
+    assert_eq!(authorize_status(&client, b, &token, &read).await, "allow");
+
+    put(
+        "/v1/tenants/rate-limits".into(),
+        json!({"per_agent_per_sec": 1, "burst": 1}),
+    )
+    .await;
+    time_until("rate limit on B", "deny", async || {
+        authorize_status(&client, b, &token, &read).await
+    })
+    .await;
+    // A's bucket is its own: full, though B's was just found empty.
+    assert_eq!(authorize_status(&client, a, &token, &read).await, "allow");
+
+    // The agent's own bucket, set through A, replaces the tenant's on B: five calls in a row
+    // pass, which a bucket of one a second never lets through.
+    put(
+        format!("/v1/agents/{agent_id}/rate-limits"),
+        json!({"per_agent_per_sec": 1000, "burst": 1000}),
+    )
+    .await;
+    time_until("the agent's own bucket on B", "allow", async || {
+        for _ in 0..5 {
+            let answer = authorize_status(&client, b, &token, &read).await;
+            if answer != "allow" {
+                return answer;
+            }
+        }
+        "allow".to_owned()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_load_on_two_replicas_loses_nothing_and_the_chain_verifies() {
     let d = Deployment::start(2, &[]).await;

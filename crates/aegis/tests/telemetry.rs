@@ -273,8 +273,24 @@ e2e_test!(
             )
             .is_some()
         );
+        // The semi-trusted agent's twelve identical calls wait on one approval; once an
+        // operator approves it, none is pending.
+        assert_eq!(value(&found, "aegis_approvals_pending", &[]), Some(1.0), "{text}");
         promtool_accepts(&text);
         dashboard_metrics_are_served(&found);
+        let pending: Value = get_json(&client, gw.url("/v1/approvals?status=pending"), &admin).await;
+        let pending = pending.as_array().expect("a list of approvals");
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        let approve = client
+            .post(gw.url(&format!("/v1/approvals/{}/approve", pending[0]["id"].as_str().unwrap())))
+            .bearer_auth(&admin)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(approve.status(), 200);
+        let found = samples(&scrape(&client, &metrics_url).await);
+        assert_eq!(value(&found, "aegis_approvals_pending", &[]), Some(0.0));
 
         // The API listener does not serve what the metrics listener does.
         let resp = client.get(gw.url("/metrics")).send().await.unwrap();

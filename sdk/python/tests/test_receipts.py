@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
 import pytest
 
-from aegis_gateway import Client, verify_receipts
+from aegis_gateway import Client, Decision, OperatorClient, verify_receipts
 
 from .gateway import Gateway
 
@@ -103,3 +106,91 @@ def test_a_line_that_is_not_a_receipt_is_named(exported: list[str]) -> None:
     result = verify_receipts([exported[0], "{not json", *exported[1:]])
     assert not result
     assert "line 2" in (result.error or "")
+
+
+def test_the_receipt_of_a_consumed_approval_verifies(own_gateway: Gateway) -> None:
+    # The allow that consumes an approval names it and its approvers in its receipt body.
+    _, token = own_gateway.new_agent("approved")
+    with Client(own_gateway.base_url, token) as client:
+
+        def merge() -> Decision:
+            return client.authorize(
+                "github",
+                "merge_pull_request",
+                resource="payments#1",
+                source_trust="semi_trusted_customer",
+            )
+
+        asked = merge()
+        assert asked.decision == "require_approval" and asked.approval is not None
+        with OperatorClient(own_gateway.base_url, own_gateway.admin_key) as ops:
+            ops.approve(asked.approval.id, reason="reviewed")
+        assert merge().decision == "allow"
+    own_gateway.stop()
+    lines = own_gateway.aegis("receipts", "export", "--db", str(own_gateway.db)).stdout
+    receipts = [json.loads(line) for line in lines.splitlines()]
+    assert [r.get("approval", {}).get("id") for r in receipts] == [None, asked.approval.id]
+    result = verify_receipts(lines.splitlines())
+    assert result, result.error
+    assert result.receipts == 2
+    # The approval is hashed like every other field: naming another one breaks the chain.
+    forged = receipts[-1] | {"approval": {"id": "apr_other", "approved_by": []}}
+    broken = verify_receipts([*lines.splitlines()[:-1], json.dumps(forged)])
+    assert "hash does not match" in (broken.error or "")
+
+
+def test_an_archive_and_the_pruned_chain_verify(own_gateway: Gateway, tmp_path: Path) -> None:
+    _, token = own_gateway.new_agent("archived")
+
+    def reads(first: int, count: int) -> None:
+        with Client(own_gateway.base_url, token) as client:
+            for n in range(first, first + count):
+                assert client.authorize("github", "get_file", resource=f"f{n}").decision == "allow"
+
+    def consumed() -> None:
+        # A decision is archived only once the SOC and notification consumers read its event.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            lags = [
+                line.rsplit(" ", 1)[1]
+                for line in httpx.get(f"{own_gateway.base_url}/metrics").text.splitlines()
+                if line.startswith("aegis_consumer_lag_events{")
+            ]
+            if lags and all(lag == "0" for lag in lags):
+                return
+            time.sleep(0.1)
+        raise AssertionError("the consumers did not catch up")
+
+    reads(0, 4)
+    consumed()
+    own_gateway.stop()
+    archive = tmp_path / "archive.jsonl"
+    before = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    own_gateway.aegis(
+        "archive", "--db", str(own_gateway.db), "--before", before, "--out", str(archive)
+    )
+    own_gateway.start()
+    reads(4, 2)
+    own_gateway.stop()
+    live = own_gateway.aegis("receipts", "export", "--db", str(own_gateway.db)).stdout
+    live_lines = live.splitlines()
+
+    # The cut never takes a chain's head: of the first four receipts, three are archived.
+    archived = verify_receipts(archive)
+    assert archived, archived.error
+    assert archived.receipts == 3
+    # The live chain starts after the signed cut its header carries, not at seq 1.
+    header = json.loads(live_lines[0])
+    assert header["chains"][0]["starts_after"]["pruned_through_seq"] == 3
+    pruned = verify_receipts(live_lines)
+    assert pruned, pruned.error
+    assert pruned.receipts == 3
+
+    # A cut whose signature does not hold, or an archive cut short, is refused.
+    header["chains"][0]["starts_after"]["pruned_through_seq"] = 2
+    forged = verify_receipts([json.dumps(header), *live_lines[1:]])
+    assert "bad signature" in (forged.error or "")
+    short = archive.read_text().splitlines()[:-1]
+    assert "header says the archive holds the chain through seq 3" in (
+        verify_receipts(short).error or ""
+    )

@@ -94,6 +94,12 @@ pub struct AuthorizeResponse {
     /// consumed) or refused to use (`deny`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRefView>,
+    /// Only on a deny of the agent's rate limit (reason `rate_limited: …`) or budget
+    /// (`budget_exceeded: …`): milliseconds until the agent may call again. A retry with
+    /// the same `request_id` is decided afresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub retry_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -207,5 +213,6 @@ pub async fn authorize(
         },
         event_seq: decided.event_seq,
         approval: decided.approval.map(Into::into),
+        retry_after_ms: decided.retry_after_ms,
     }))
 }

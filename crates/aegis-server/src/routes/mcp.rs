@@ -1,7 +1,8 @@
 //! Upstream MCP servers of a tenant (admins register and delete them, viewers read them)
 //! and the pins of their tool definitions. Upstream URLs follow the webhooks' SSRF rule
 //! (`aegis_soc::egress`) unless the deployment allows private upstreams
-//! (`AEGIS_MCP_ALLOW_PRIVATE=true`).
+//! (`AEGIS_MCP_ALLOW_PRIVATE=true`). A local server (`transport: stdio`) has no URL: the
+//! gateway never connects to it (`routes/mcp_stdio.rs`).
 
 use crate::auth::{Admin, Operator, Viewer, new_id};
 use crate::error::{ApiError, ApiResult};
@@ -14,7 +15,7 @@ use crate::routes::Listed;
 use crate::state::SharedState;
 use crate::validate::Text;
 use aegis_core::timestamp::format_millis;
-use aegis_store::{McpServer, NewMcpServer, PinStatus, ToolPin};
+use aegis_store::{McpServer, NewMcpServer, PinStatus, STDIO_ADDRESS, ToolPin};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -31,25 +32,50 @@ pub struct CreateMcpServer {
     /// `/mcp/{name}`, and its calls are decided with this name as the tool.
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub name: String,
-    /// The upstream's streamable-HTTP MCP endpoint (http or https).
+    /// `http` (the default): the gateway reaches the server at `url`. `stdio`: a local server
+    /// that `aegis mcp wrap` runs beside the agent; no `url`.
+    #[serde(default)]
+    pub transport: McpTransport,
+    /// The upstream's streamable-HTTP MCP endpoint (http or https); required with `http`,
+    /// refused with `stdio`.
     #[schema(max_length = 2048)]
-    pub url: String,
+    pub url: Option<String>,
+}
+
+/// How the gateway reaches an MCP server's tools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum McpTransport {
+    /// Streamable HTTP at the registered URL: agents connect to `/mcp/{name}`.
+    #[default]
+    Http,
+    /// A local server behind `aegis mcp wrap`, which reports its listings and calls to
+    /// `/v1/mcp/stdio/{name}/listing` and `/calls`.
+    Stdio,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct McpServerView {
     pub id: String,
     pub name: String,
-    pub url: String,
+    pub transport: McpTransport,
+    /// The upstream's endpoint; null for a `stdio` server.
+    pub url: Option<String>,
     pub created_at: String,
 }
 
 impl From<McpServer> for McpServerView {
     fn from(server: McpServer) -> Self {
+        let (transport, url) = if server.is_stdio() {
+            (McpTransport::Stdio, None)
+        } else {
+            (McpTransport::Http, Some(server.url))
+        };
         McpServerView {
             id: server.id,
             name: server.name,
-            url: server.url,
+            transport,
+            url,
             created_at: format_millis(server.created_at_ms),
         }
     }
@@ -122,9 +148,27 @@ pub async fn create_mcp_server(
             format!("must be 1 to {MAX_NAME} letters, digits, '-' or '_'"),
         ));
     }
-    aegis_soc::egress::check_subscription_url(&body.url, state.settings.mcp.allow_private)
-        .await
-        .map_err(|why| ApiError::invalid_field("url", why))?;
+    let url = match (body.transport, body.url) {
+        (McpTransport::Http, Some(url)) => {
+            aegis_soc::egress::check_subscription_url(&url, state.settings.mcp.allow_private)
+                .await
+                .map_err(|why| ApiError::invalid_field("url", why))?;
+            url
+        }
+        (McpTransport::Http, None) => {
+            return Err(ApiError::invalid_field(
+                "url",
+                "is required unless transport is stdio",
+            ));
+        }
+        (McpTransport::Stdio, None) => STDIO_ADDRESS.to_owned(),
+        (McpTransport::Stdio, Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "url",
+                "must be absent with transport stdio: the gateway never connects to a local server",
+            ));
+        }
+    };
     let server = state
         .store
         .create_mcp_server(
@@ -132,7 +176,7 @@ pub async fn create_mcp_server(
             NewMcpServer {
                 id: new_id("mcp"),
                 name: body.name,
-                url: body.url,
+                url,
                 created_at_ms: crate::now_ms(),
             },
         )

@@ -11,6 +11,7 @@ use aegis_core::approval;
 use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::model::AutonomyLevel;
 use aegis_store::approvals::ApprovalSettings;
+use aegis_store::archive::MAX_RETENTION_DAYS;
 use aegis_store::{DenyStormOverride, RiskEscalation, TenantSettings};
 use axum::Json;
 use axum::extract::State;
@@ -340,4 +341,54 @@ pub async fn put_approval_settings(
         .set_approval_settings(&operator.tenant, settings, &operator.actor())
         .await?;
     Ok(Json(stored.into()))
+}
+
+/// The tenant's retention: archiving (`aegis archive`) never takes a decision younger than
+/// `min_days` days. The gateway deletes nothing on its own; this only bounds what an archive
+/// may take.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionBody {
+    /// Days a decision stays in the database at least; null for no minimum.
+    #[schema(minimum = 1, maximum = 36500, required = true)]
+    #[serde(deserialize_with = "optional_whole")]
+    pub min_days: Option<u32>,
+}
+
+/// The tenant's retention.
+#[utoipa::path(get, path = "/v1/tenants/retention", tag = "tenants", security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "The retention", body = RetentionBody),
+        OperatorErrors,
+        StoreErrors,
+    ))]
+pub async fn get_retention(
+    State(state): State<SharedState>,
+    operator: Operator<Viewer>,
+) -> ApiResult<Json<RetentionBody>> {
+    let min_days = state.store.retention_min_days(&operator.tenant).await?;
+    Ok(Json(RetentionBody { min_days }))
+}
+
+/// Set the tenant's retention (admin).
+#[utoipa::path(put, path = "/v1/tenants/retention", tag = "tenants", request_body = RetentionBody,
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "The retention now in force", body = RetentionBody),
+        JsonWriteErrors,
+    ))]
+pub async fn put_retention(
+    State(state): State<SharedState>,
+    operator: Operator<Admin>,
+    JsonBody(body): JsonBody<RetentionBody>,
+) -> ApiResult<Json<RetentionBody>> {
+    if let Some(days) = body.min_days {
+        in_range("min_days", days, 1..=MAX_RETENTION_DAYS)?;
+    }
+    let store = state.store.as_ref();
+    store
+        .set_retention_min_days(&operator.tenant, body.min_days, &operator.actor())
+        .await?;
+    let min_days = store.retention_min_days(&operator.tenant).await?;
+    Ok(Json(RetentionBody { min_days }))
 }

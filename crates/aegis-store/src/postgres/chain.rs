@@ -6,7 +6,9 @@ use super::prepared;
 use super::rows::{checkpoint_from_row, get, receipt_from_row};
 use crate::chain::{ChainReads, ChainSeal};
 use crate::*;
-use aegis_core::receipt::{ChainHead, Checkpoint, CheckpointBody, RECEIPT_SCHEMA_VERSION, Receipt};
+use aegis_core::receipt::{
+    ChainCut, ChainHead, Checkpoint, CheckpointBody, RECEIPT_SCHEMA_VERSION, Receipt,
+};
 use deadpool_postgres::GenericClient;
 
 /// The chain's last receipt and last checkpoint with its key's stored public key, in one
@@ -131,5 +133,9 @@ impl<C: GenericClient + Sync> ChainReads for PgChain<'_, C> {
         Ok(checkpoints_from(self.client, self.tenant, seq, 1)
             .await?
             .pop())
+    }
+
+    async fn cut(&self) -> StoreResult<Option<ChainCut>> {
+        super::archive::cut_of(self.client, self.tenant.as_str()).await
     }
 }

@@ -8,7 +8,7 @@ use super::rows::{
 };
 use crate::records;
 use crate::*;
-use aegis_core::receipt::{Checkpoint, Receipt};
+use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
 use deadpool_postgres::{GenericClient, Transaction};
 
 pub(super) async fn receipt<C: GenericClient>(
@@ -256,6 +256,11 @@ impl EvidenceReads for super::PgStore {
         .iter()
         .map(receipt_from_row)
         .collect()
+    }
+
+    async fn chain_cut(&self, tenant: &TenantId) -> StoreResult<Option<ChainCut>> {
+        let client = self.pool.get().await?;
+        super::archive::cut_of(&client, tenant.as_str()).await
     }
 
     async fn covering_checkpoints(

@@ -9,6 +9,7 @@
 //! advisory lock.
 
 mod approvals;
+mod archive;
 mod chain;
 mod console_sessions;
 mod decision_rows;
@@ -57,7 +58,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0008_console_sessions.sql"),
     include_str!("../../migrations/postgres/0009_approvals.sql"),
     include_str!("../../migrations/postgres/0010_mcp.sql"),
-    include_str!("../../migrations/postgres/0011_mcp_resource_argument.sql"),
+    include_str!("../../migrations/postgres/0011_rate_limits.sql"),
+    include_str!("../../migrations/postgres/0012_chain_cuts.sql"),
+    include_str!("../../migrations/postgres/0013_mcp_resource_argument.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -833,6 +836,18 @@ pub(crate) async fn change_agent_tx(
             )
             .await?;
         }
+        AgentChangeKind::SetRateLimits { rate_limits } => {
+            tx.execute(
+                records::SET_AGENT_RATE_LIMITS_SQL,
+                &[
+                    &rate_limits.per_sec.map(i64::from),
+                    &rate_limits.burst.map(i64::from),
+                    &at,
+                    &agent_id,
+                ],
+            )
+            .await?;
+        }
     }
     load_agent(tx, tenant_id, agent_id).await
 }
@@ -894,9 +909,17 @@ impl Store for PgStore {
                 })
             })
             .collect::<StoreResult<_>>()?;
+        let pending_approvals = match self
+            .query_opt(&operations::pending_approvals_sql("$1"), &[&now_ms()])
+            .await?
+        {
+            Some(count) => get(&count, 0)?,
+            None => 0,
+        };
         Ok(OperationsSnapshot {
             consumers,
             deliveries,
+            pending_approvals,
         })
     }
 
@@ -1584,6 +1607,39 @@ impl Store for PgStore {
                 Box::new(deny_storm.window_secs.map(i64::from)),
             ],
             serde_json::json!({"deny_storm": deny_storm, "actor": actor}),
+        )
+        .await
+    }
+
+    async fn set_rate_limits(
+        &self,
+        tenant: &TenantId,
+        rate_limits: RateLimits,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        self.change_settings(
+            tenant,
+            "rate_per_sec = $1, rate_burst = $2",
+            vec![
+                Box::new(rate_limits.per_sec.map(i64::from)),
+                Box::new(rate_limits.burst.map(i64::from)),
+            ],
+            serde_json::json!({"rate_limits": rate_limits, "actor": actor}),
+        )
+        .await
+    }
+
+    async fn set_mutating_budget(
+        &self,
+        tenant: &TenantId,
+        mutating_per_hour: Option<u32>,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        self.change_settings(
+            tenant,
+            "mutating_per_hour = $1",
+            vec![Box::new(mutating_per_hour.map(i64::from))],
+            serde_json::json!({"mutating_per_hour": mutating_per_hour, "actor": actor}),
         )
         .await
     }

@@ -15,7 +15,7 @@ pub(super) use crate::sqlite::rows::{
 };
 
 /// Agents page by `ordinal` here (SQLite pages by its rowid).
-pub(super) const AGENT_COLUMNS: &str = "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, ordinal, version";
+pub(super) const AGENT_COLUMNS: &str = "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, ordinal, version, rate_per_sec, rate_burst";
 
 pub(super) fn get<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> StoreResult<T> {
     row.try_get(index)
@@ -73,6 +73,11 @@ pub(super) fn tenant_from_row(row: &Row) -> StoreResult<TenantSettings> {
             approvals_required: u8::try_from(u32_at(row, 9)?)
                 .map_err(|_| StoreError::Corrupt("column 9: approvals_required".into()))?,
         },
+        rate_limits: RateLimits {
+            per_sec: opt_u32_at(row, 10)?,
+            burst: opt_u32_at(row, 11)?,
+        },
+        mutating_per_hour: opt_u32_at(row, 12)?,
     })
 }
 
@@ -99,6 +104,10 @@ pub(super) fn agent_from_row(row: &Row) -> StoreResult<Agent> {
         updated_at_ms: get(row, 7)?,
         cursor: get(row, 8)?,
         version: get(row, 9)?,
+        rate_limits: RateLimits {
+            per_sec: opt_u32_at(row, 10)?,
+            burst: opt_u32_at(row, 11)?,
+        },
     })
 }
 

@@ -30,7 +30,7 @@ use super::chain::seal;
 use super::decision_rows::PendingDecisions;
 use super::prepared;
 use crate::chain::{ChainGuard, signing_key};
-use crate::operations::WriterMetrics;
+use crate::operations::{WriterMetrics, batch_span, submitter};
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use aegis_core::timestamp::format_millis;
@@ -40,6 +40,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 /// Upper bound of jobs per transaction, so one commit never holds callers for long.
 const MAX_BATCH: usize = 256;
@@ -71,6 +72,8 @@ trait Job: Send {
     fn complete(self: Box<Self>, outcome: StoreResult<()>);
     /// When the job was queued.
     fn queued(&self) -> Instant;
+    /// The traced span the job was submitted in, if any.
+    fn submitter(&self) -> Option<&tracing::Span>;
 }
 
 struct FnJob<T> {
@@ -79,6 +82,7 @@ struct FnJob<T> {
     work: Option<Work<T>>,
     value: Option<T>,
     reply: oneshot::Sender<StoreResult<T>>,
+    submitter: Option<tracing::Span>,
 }
 
 impl<T: Send> Job for FnJob<T> {
@@ -112,6 +116,10 @@ impl<T: Send> Job for FnJob<T> {
 
     fn queued(&self) -> Instant {
         self.queued
+    }
+
+    fn submitter(&self) -> Option<&tracing::Span> {
+        self.submitter.as_ref()
     }
 }
 
@@ -348,6 +356,7 @@ impl Writer {
             work: Some(Box::new(work) as Work<T>),
             value: None,
             reply,
+            submitter: submitter(),
         });
         self.jobs
             .send(job)
@@ -393,9 +402,15 @@ async fn run(
                 Err(_) => break,
             }
         }
+        let span = batch_span(
+            "postgres",
+            batch.len(),
+            batch.iter().filter_map(|job| job.submitter()),
+        );
         let started = Instant::now();
-        let (outcomes, head) =
-            commit_batch(&pool, lock_wait, &signer, &guard, &mut batch, now_ms).await;
+        let (outcomes, head) = commit_batch(&pool, lock_wait, &signer, &guard, &mut batch, now_ms)
+            .instrument(span)
+            .await;
         metrics.batch(batch.len(), started.elapsed(), queue.len());
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             job.complete(outcome);

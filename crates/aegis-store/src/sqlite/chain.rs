@@ -5,7 +5,9 @@ use super::evidence::{checkpoints_from, receipt_from_parts};
 use super::rows::checkpoint_from_row;
 use crate::chain::{ChainReads, ChainSeal};
 use crate::*;
-use aegis_core::receipt::{ChainHead, Checkpoint, CheckpointBody, RECEIPT_SCHEMA_VERSION, Receipt};
+use aegis_core::receipt::{
+    ChainCut, ChainHead, Checkpoint, CheckpointBody, RECEIPT_SCHEMA_VERSION, Receipt,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The chain's last receipt and last checkpoint with its key's stored public key, in one
@@ -114,5 +116,9 @@ impl ChainReads for SqliteChain<'_> {
 
     async fn covering_checkpoint(&self, seq: u64) -> StoreResult<Option<Checkpoint>> {
         Ok(checkpoints_from(self.conn, self.tenant, seq, 1)?.pop())
+    }
+
+    async fn cut(&self) -> StoreResult<Option<ChainCut>> {
+        super::archive::cut_of(self.conn, self.tenant.as_str())
     }
 }

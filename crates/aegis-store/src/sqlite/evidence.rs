@@ -4,7 +4,7 @@
 use super::rows::checkpoint_from_row;
 use crate::records;
 use crate::*;
-use aegis_core::receipt::{Checkpoint, Receipt, ReceiptBody};
+use aegis_core::receipt::{ChainCut, Checkpoint, Receipt, ReceiptBody};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub(super) fn receipt_from_parts(body: String, hash: String) -> StoreResult<Receipt> {
@@ -264,6 +264,12 @@ impl EvidenceReads for super::SqliteStore {
     async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
         let (tenant, seqs) = (tenant.clone(), json_batch(seqs)?);
         self.read(move |conn| receipts_where_in(conn, &tenant, "seq", &seqs))
+            .await
+    }
+
+    async fn chain_cut(&self, tenant: &TenantId) -> StoreResult<Option<ChainCut>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| super::archive::cut_of(conn, tenant.as_str()))
             .await
     }
 

@@ -2,6 +2,7 @@
 //! commit ([`writer`]), and a small pool of read-only connections for queries.
 
 mod approvals;
+mod archive;
 mod chain;
 mod console_sessions;
 mod evidence;
@@ -47,7 +48,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_console_sessions.sql"),
     include_str!("../../migrations/sqlite/0012_approvals.sql"),
     include_str!("../../migrations/sqlite/0013_mcp.sql"),
-    include_str!("../../migrations/sqlite/0014_mcp_resource_argument.sql"),
+    include_str!("../../migrations/sqlite/0014_rate_limits.sql"),
+    include_str!("../../migrations/sqlite/0015_chain_cuts.sql"),
+    include_str!("../../migrations/sqlite/0016_mcp_resource_argument.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -658,6 +661,12 @@ pub(crate) fn change_agent_tx(
                 params![risk_tier.as_str(), seq, at, agent_id],
             )?;
         }
+        AgentChangeKind::SetRateLimits { rate_limits } => {
+            conn.execute(
+                records::SET_AGENT_RATE_LIMITS_SQL,
+                params![rate_limits.per_sec, rate_limits.burst, at, agent_id],
+            )?;
+        }
     }
     load_agent(conn, tenant_id, agent_id)
 }
@@ -720,9 +729,13 @@ impl Store for SqliteStore {
                     })
                 })?
                 .collect::<Result<_, _>>()?;
+            let pending_approvals = conn
+                .prepare_cached(&operations::pending_approvals_sql("?1"))?
+                .query_row([now_ms()], |row| row.get(0))?;
             Ok(OperationsSnapshot {
                 consumers,
                 deliveries,
+                pending_approvals,
             })
         })
         .await
@@ -1509,6 +1522,36 @@ impl Store for SqliteStore {
                 Box::new(deny_storm.window_secs),
             ],
             serde_json::json!({"deny_storm": deny_storm, "actor": actor}),
+        )
+        .await
+    }
+
+    async fn set_rate_limits(
+        &self,
+        tenant: &TenantId,
+        rate_limits: RateLimits,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        self.change_settings(
+            tenant,
+            "rate_per_sec = ?1, rate_burst = ?2",
+            vec![Box::new(rate_limits.per_sec), Box::new(rate_limits.burst)],
+            serde_json::json!({"rate_limits": rate_limits, "actor": actor}),
+        )
+        .await
+    }
+
+    async fn set_mutating_budget(
+        &self,
+        tenant: &TenantId,
+        mutating_per_hour: Option<u32>,
+        actor: &str,
+    ) -> StoreResult<TenantSettings> {
+        self.change_settings(
+            tenant,
+            "mutating_per_hour = ?1",
+            vec![Box::new(mutating_per_hour)],
+            serde_json::json!({"mutating_per_hour": mutating_per_hour, "actor": actor}),
         )
         .await
     }

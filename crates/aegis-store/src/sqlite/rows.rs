@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 pub(crate) const TENANT_COLUMNS: &str = "id, denial_threshold, escalation_window_minutes, created_at, \
      soc_autonomy_level, deny_storm_n, deny_storm_window_secs, exfiltration_reads, \
-     approval_ttl_secs, approvals_required";
+     approval_ttl_secs, approvals_required, rate_per_sec, rate_burst, mutating_per_hour";
 pub(crate) const INCIDENT_COLUMNS: &str = "id, tenant_id, kind, severity, status, agent_id, summary, \
      recommended_action, opened_at, updated_at, acknowledged_at, acknowledged_by, closed_at, closed_by, \
      close_reason, event_seq, (SELECT COUNT(*) FROM incident_evidence e WHERE e.incident_id = incidents.id)";
@@ -19,8 +19,8 @@ pub(crate) const RESPONSE_ACTION_COLUMNS: &str =
 pub(crate) const ALERT_COLUMNS: &str =
     "id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at, count";
 pub(crate) const KEY_COLUMNS: &str = "id, tenant_id, name, role, created_at, revoked_at";
-pub(crate) const AGENT_COLUMNS: &str =
-    "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, rowid, version";
+pub(crate) const AGENT_COLUMNS: &str = "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, rowid, version, \
+     rate_per_sec, rate_burst";
 pub(crate) const DECISION_COLUMNS: &str = "id, tenant_id, event_seq, agent_id, request_id, tool, action, resource, \
      mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash, \
      run_id, trace_id, parent_run_id, receipt_id, created_at";
@@ -96,6 +96,11 @@ pub(super) fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantSettings>
             ttl_secs: row.get(8)?,
             approvals_required: row.get(9)?,
         },
+        rate_limits: RateLimits {
+            per_sec: row.get(10)?,
+            burst: row.get(11)?,
+        },
+        mutating_per_hour: row.get(12)?,
     })
 }
 
@@ -183,6 +188,10 @@ pub(super) fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
         updated_at_ms: row.get(7)?,
         cursor: row.get(8)?,
         version: row.get(9)?,
+        rate_limits: RateLimits {
+            per_sec: row.get(10)?,
+            burst: row.get(11)?,
+        },
     })
 }
 

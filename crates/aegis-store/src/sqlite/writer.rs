@@ -11,7 +11,7 @@
 
 use super::chain::seal;
 use crate::chain::{ChainGuard, signing_key};
-use crate::operations::WriterMetrics;
+use crate::operations::{WriterMetrics, batch_span, submitter};
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use aegis_core::timestamp::format_millis;
@@ -59,12 +59,15 @@ pub(crate) trait Job: Send {
     fn apply(&mut self, conn: &Connection, state: &mut WriterState) -> StoreResult<()>;
     /// Answers the caller once the batch's fate is known.
     fn complete(self: Box<Self>, outcome: StoreResult<()>);
+    /// The traced span the job was submitted in, if any.
+    fn submitter(&self) -> Option<&tracing::Span>;
 }
 
 struct FnJob<T, F> {
     work: Option<F>,
     value: Option<T>,
     reply: oneshot::Sender<StoreResult<T>>,
+    submitter: Option<tracing::Span>,
 }
 
 impl<T, F> Job for FnJob<T, F>
@@ -88,6 +91,10 @@ where
         });
         // The caller may have gone away (client disconnect); the write stands regardless.
         let _ = reply.send(result);
+    }
+
+    fn submitter(&self) -> Option<&tracing::Span> {
+        self.submitter.as_ref()
     }
 }
 
@@ -220,6 +227,7 @@ impl Writer {
             work: Some(work),
             value: None,
             reply,
+            submitter: submitter(),
         });
         self.jobs
             .send(job)
@@ -267,8 +275,15 @@ fn run(
                 Err(_) => break,
             }
         }
+        let span = batch_span(
+            "sqlite",
+            batch.len(),
+            batch.iter().filter_map(|job| job.submitter()),
+        );
         let started = Instant::now();
-        let outcomes = commit_batch(&mut conn, &mut state, &mut batch, now_ms);
+        let outcomes = span.in_scope(|| commit_batch(&mut conn, &mut state, &mut batch, now_ms));
+        // The batch's span ends with its commit, before the callers hear of it.
+        drop(span);
         metrics.batch(batch.len(), started.elapsed(), queue.len());
         let refused = outcomes.iter().find_map(|outcome| match outcome {
             Err(StoreError::Unavailable(reason)) => Some(reason.clone()),

@@ -1,5 +1,6 @@
-//! `aegis settings show|set-soc-autonomy|set-deny-storm|set-risk-escalation`: the tenant's
-//! SOC settings the deny-storm runbook reads and tunes.
+//! `aegis settings show|set-soc-autonomy|set-deny-storm|set-risk-escalation|set-rate-limits|
+//! set-budgets`: the tenant's SOC settings the deny-storm runbook reads and tunes, and the
+//! action plane's rate limit and budget.
 
 use super::{Call, ToCall, View};
 use clap::{Subcommand, ValueEnum};
@@ -33,6 +34,23 @@ pub enum SettingsCommand {
         #[arg(long)]
         window_minutes: u32,
     },
+    /// Set each agent's token bucket (admin); without options, no limit. Like
+    /// `set-deny-storm`, it replaces the whole setting.
+    SetRateLimits {
+        /// Calls a second each agent may make, 1 to 100000.
+        #[arg(long)]
+        per_agent_per_sec: Option<u32>,
+        /// Calls at once after a pause (default: one second's worth), 1 to 1000000.
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// Set each agent's budget of calls that change state (admin); without the option,
+    /// none.
+    SetBudgets {
+        /// Such calls per hour, 1 to 1000000.
+        #[arg(long)]
+        mutating_per_hour: Option<u32>,
+    },
 }
 
 /// A setting, named as its path under `/v1/tenants/`.
@@ -41,6 +59,8 @@ pub enum Setting {
     SocAutonomy,
     DenyStorm,
     RiskEscalation,
+    RateLimits,
+    Budgets,
 }
 
 impl Setting {
@@ -49,6 +69,8 @@ impl Setting {
             Setting::SocAutonomy => "soc-autonomy",
             Setting::DenyStorm => "deny-storm",
             Setting::RiskEscalation => "risk-escalation",
+            Setting::RateLimits => "rate-limits",
+            Setting::Budgets => "budgets",
         };
         ["tenants", name]
     }
@@ -80,6 +102,19 @@ impl ToCall for SettingsCommand {
             } => Call::put(
                 &Setting::RiskEscalation.path(),
                 json!({ "denial_threshold": denial_threshold, "window_minutes": window_minutes }),
+                View::Fields,
+            ),
+            SettingsCommand::SetRateLimits {
+                per_agent_per_sec,
+                burst,
+            } => Call::put(
+                &Setting::RateLimits.path(),
+                json!({ "per_agent_per_sec": per_agent_per_sec, "burst": burst }),
+                View::Fields,
+            ),
+            SettingsCommand::SetBudgets { mutating_per_hour } => Call::put(
+                &Setting::Budgets.path(),
+                json!({ "mutating_per_hour": mutating_per_hour }),
                 View::Fields,
             ),
         }

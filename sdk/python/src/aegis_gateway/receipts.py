@@ -1,6 +1,7 @@
-"""Offline verification of exported receipt chains (`aegis receipts export`), with the rules
-of `aegis receipts verify FILE`: the receipt body schema, hash links, gap-free `seq` and
-Ed25519-signed checkpoints over chain heads (see docs/receipts.md in the repository)."""
+"""Offline verification of exported receipt chains (`aegis receipts export`) and archive
+segments (`aegis archive`), with the rules of `aegis receipts verify FILE`: the receipt body
+schema, hash links, gap-free `seq`, Ed25519-signed checkpoints over chain heads, and a
+segment's signed cut and end (see docs/receipts.md in the repository)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,23 @@ _CHECKPOINT_FIELDS: dict[str, type] = {
     "key_id": str,
     "signed_at": str,
 }
+# The signed statement that a chain's receipts through a seq were archived and pruned: where
+# a segment (or the export of a pruned chain) starts instead of seq 1.
+_CUT_FIELDS: dict[str, type] = {
+    "v": int,
+    "tenant_id": str,
+    "pruned_through_seq": int,
+    "pruned_through_hash": str,
+    "key_id": str,
+    "cut_at": str,
+}
 # The unsigned integer widths of the gateway's schema (u32, u64, u8).
-_BOUNDS: dict[str, int] = {"v": 2**32, "seq": 2**64, "risk_score": 2**8}
+_BOUNDS: dict[str, int] = {
+    "v": 2**32,
+    "seq": 2**64,
+    "risk_score": 2**8,
+    "pruned_through_seq": 2**64,
+}
 
 
 @dataclass(frozen=True)
@@ -98,10 +114,13 @@ class _Line:
 class _Chain:
     """One tenant's chain walked in `seq` order: the receipt verifier of the gateway."""
 
-    def __init__(self, tenant_id: str, checkpoints: dict[int, str]) -> None:
+    def __init__(
+        self, tenant_id: str, checkpoints: dict[int, str], start: tuple[int, str] | None
+    ) -> None:
         self.tenant_id = tenant_id
         self.checkpoints = checkpoints
-        self.last: tuple[int, str] | None = None
+        # The (seq, hash) the first receipt follows: a signed cut, or genesis when None.
+        self.last: tuple[int, str] | None = start
         self.last_signed = False
         self.last_id = ""
         self.count = 0
@@ -143,7 +162,7 @@ class _Chain:
         self.count += 1
 
     def finish(self) -> int:
-        if self.last is not None and not self.last_signed:
+        if self.count and self.last is not None and not self.last_signed:
             raise self.fail(
                 None, self.last[0], self.last_id, "no valid signed checkpoint covers this receipt"
             )
@@ -184,10 +203,69 @@ def verify_receipts(
         return VerificationResult(ok=False, receipts=0, chains=0, error=str(broken))
 
 
+@dataclass
+class _SegmentChain:
+    """One chain of a segment header: the signed cut it starts after, and its last receipt."""
+
+    starts_after: dict[str, Any] | None
+    through: tuple[int, str] | None
+
+
+def _segment_header(
+    data: dict[str, Any], number: int, keys: dict[str, Ed25519PublicKey], pinned: bool
+) -> dict[str, _SegmentChain]:
+    """Reads a segment's first line: its chains, and (unless keys are pinned) its keys."""
+    if data.get("aegis_segment") != 1:
+        raise _Broken(f"line {number}: unknown segment version {data.get('aegis_segment')!r}")
+    public_keys, raw_chains = data.get("public_keys"), data.get("chains")
+    if not isinstance(public_keys, dict) or not isinstance(raw_chains, list):
+        raise _Broken(f"line {number}: not a segment header: needs chains and public_keys")
+    if not pinned:
+        for header_key_id, hex_key in public_keys.items():
+            parsed = _public_key(hex_key)
+            if parsed is None or key_id(parsed[0]) != header_key_id:
+                raise _Broken(
+                    f"line {number}: public key {header_key_id} does not match its key id"
+                )
+            keys[header_key_id] = parsed[1]
+    chains: dict[str, _SegmentChain] = {}
+    try:
+        for raw in raw_chains:
+            if not isinstance(raw, dict) or not isinstance(raw.get("tenant_id"), str):
+                raise ValueError("a chain without a tenant_id")
+            cut, through = raw.get("starts_after"), raw.get("through")
+            if cut is not None:
+                if not isinstance(cut, dict) or not isinstance(cut.get("signature"), str):
+                    raise ValueError("starts_after is not a signed cut")
+                cut = {**_typed(cut, _CUT_FIELDS, "cut"), "signature": cut["signature"]}
+            if through is not None:
+                point = _typed(through, {"seq": int, "hash": str}, "through")
+                through = (point["seq"], point["hash"])
+            chains[raw["tenant_id"]] = _SegmentChain(cut, through)
+    except (ValueError, AttributeError) as error:
+        raise _Broken(f"line {number}: not a segment header: {error}") from None
+    return chains
+
+
+def _approval(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The approval a consumed allow's receipt names (absent from every other receipt)."""
+    approval = data["approval"]
+    if not isinstance(approval, dict) or set(approval) != {"id", "approved_by"}:
+        raise ValueError("receipt: field 'approval' is not {id, approved_by}")
+    if not isinstance(approval["id"], str) or not (
+        isinstance(approval["approved_by"], list)
+        and all(isinstance(k, str) for k in approval["approved_by"])
+    ):
+        raise ValueError("receipt: field 'approval' is not {id: str, approved_by: [str]}")
+    return approval
+
+
 def _verify(lines: Iterable[str], pinned: dict[str, Ed25519PublicKey]) -> VerificationResult:
     keys = dict(pinned)
     chains: dict[str, list[_Line]] = {}
     checkpoints: dict[tuple[str, int], dict[str, Any]] = {}
+    segment: dict[str, _SegmentChain] = {}
+    first = True
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -195,9 +273,16 @@ def _verify(lines: Iterable[str], pinned: dict[str, Ed25519PublicKey]) -> Verifi
             data = json.loads(text)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
+            if first and "aegis_segment" in data:
+                first = False
+                segment = _segment_header(data, number, keys, bool(pinned))
+                continue
+            first = False
             body = _typed(data, _BODY_FIELDS, "receipt")
             if not all(isinstance(p, str) for p in body["matched_policies"]):
                 raise ValueError("receipt: matched_policies holds a non-string")
+            if "approval" in data:
+                body["approval"] = _approval(data)
             receipt_hash = data.get("hash")
             if not isinstance(receipt_hash, str):
                 raise ValueError("receipt: field 'hash' is missing or not str")
@@ -238,21 +323,55 @@ def _verify(lines: Iterable[str], pinned: dict[str, Ed25519PublicKey]) -> Verifi
                     f"bad signature or unknown key {checkpoint['key_id']}"
                 )
             heads[seq] = checkpoint["head_hash"]
-        chain = _Chain(tenant_id, heads)
+        chain = _Chain(tenant_id, heads, _start(tenant_id, segment.get(tenant_id), keys))
         for line in chains[tenant_id]:
             chain.push(line)
         total += chain.finish()
+        through = segment[tenant_id].through if tenant_id in segment else None
+        if through is not None and chain.last != through:
+            raise _Broken(
+                f"tenant {tenant_id}: the file ends at seq {chain.last[0] if chain.last else 0} "
+                f"but its header says the archive holds the chain through seq {through[0]}"
+            )
+    # An archive's header names every chain it holds: one missing from the file was lost.
+    for tenant_id, named in segment.items():
+        if named.through is not None and tenant_id not in chains:
+            raise _Broken(
+                f"tenant {tenant_id}: named in the header, but the file holds none of its receipts"
+            )
     return VerificationResult(ok=True, receipts=total, chains=len(chains))
 
 
+def _start(
+    tenant_id: str, named: _SegmentChain | None, keys: Mapping[str, Ed25519PublicKey]
+) -> tuple[int, str] | None:
+    """Where a chain of the file starts: after its header's signed cut, else at seq 1."""
+    cut = named.starts_after if named else None
+    if cut is None:
+        return None
+    if cut["tenant_id"] != tenant_id or not _signed_body(cut, _CUT_FIELDS, keys):
+        raise _Broken(
+            f"tenant {tenant_id}: the cut at seq {cut['pruned_through_seq']} in the header has "
+            f"a bad signature or unknown key {cut['key_id']}"
+        )
+    return cut["pruned_through_seq"], cut["pruned_through_hash"]
+
+
 def _signed(checkpoint: dict[str, Any], keys: Mapping[str, Ed25519PublicKey]) -> bool:
-    key = keys.get(checkpoint["key_id"])
+    return _signed_body(checkpoint, _CHECKPOINT_FIELDS, keys)
+
+
+def _signed_body(
+    signed: dict[str, Any], fields: Mapping[str, type], keys: Mapping[str, Ed25519PublicKey]
+) -> bool:
+    """Whether `signed["signature"]` is a valid signature over the JCS of its `fields`."""
+    key = keys.get(signed["key_id"])
     if key is None:
         return False
     try:
-        signature = bytes.fromhex(checkpoint["signature"])
-        body = {name: checkpoint[name] for name in _CHECKPOINT_FIELDS}
-        key.verify(signature, canonical_json(body, name="checkpoint"))
+        signature = bytes.fromhex(signed["signature"])
+        body = {name: signed[name] for name in fields}
+        key.verify(signature, canonical_json(body, name="signed statement"))
     except (ValueError, InvalidSignature):
         return False
     return True

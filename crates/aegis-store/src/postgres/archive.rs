@@ -1,0 +1,147 @@
+//! [`ChainArchive`] on PostgreSQL: the shared SQL of `crate::archive` run on the writer and
+//! the pool.
+
+use super::prepared;
+use super::rows::get;
+use crate::archive::{
+    ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, OLDEST_SEQ, PRUNE, PUT_CUT,
+    RETENTION_OF, batch_end, retention_changed,
+};
+use crate::*;
+use aegis_core::receipt::{ChainCut, ChainCutBody, RECEIPT_SCHEMA_VERSION};
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+
+/// The tenant's cut, read through `client` (inside a walk's snapshot, or a prune's
+/// transaction).
+pub(super) async fn cut_of<C: GenericClient>(
+    client: &C,
+    tenant_id: &str,
+) -> StoreResult<Option<ChainCut>> {
+    let Some(row) = client
+        .query_opt(&prepared(client, CUT_OF).await?, &[&tenant_id])
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(ChainCut {
+        body: ChainCutBody {
+            v: RECEIPT_SCHEMA_VERSION,
+            tenant_id: tenant_id.to_owned(),
+            pruned_through_seq: get::<i64>(&row, 0)? as u64,
+            pruned_through_hash: get(&row, 1)?,
+            key_id: get(&row, 2)?,
+            cut_at: get(&row, 3)?,
+        },
+        signature: get(&row, 4)?,
+    }))
+}
+
+#[async_trait]
+impl ChainArchive for super::PgStore {
+    async fn archivable_through(
+        &self,
+        tenant: &TenantId,
+        bounds: ArchiveBounds,
+    ) -> StoreResult<Option<u64>> {
+        let row = self
+            .query_opt(
+                ARCHIVABLE_THROUGH,
+                &[
+                    &tenant.as_str(),
+                    &bounds.before_ms,
+                    &bounds.events_consumed_through,
+                    &bounds.now_ms,
+                ],
+            )
+            .await?;
+        let through = match row {
+            Some(row) => get::<Option<i64>>(&row, 0)?,
+            None => None,
+        };
+        Ok(through.map(|seq| seq as u64))
+    }
+
+    async fn retention_min_days(&self, tenant: &TenantId) -> StoreResult<Option<u32>> {
+        let row = self
+            .query_opt(RETENTION_OF, &[&tenant.as_str()])
+            .await?
+            .ok_or(StoreError::NotFound("tenant"))?;
+        Ok(get::<Option<i64>>(&row, 0)?.map(|days| days as u32))
+    }
+
+    async fn set_retention_min_days(
+        &self,
+        tenant: &TenantId,
+        min_days: Option<u32>,
+        actor: &str,
+    ) -> StoreResult<()> {
+        self.change_settings(
+            tenant,
+            "retention_min_days = $1",
+            vec![Box::new(min_days.map(i64::from))],
+            retention_changed(min_days, actor),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn record_chain_cut(&self, cut: ChainCut) -> StoreResult<()> {
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move {
+                    let body = &cut.body;
+                    let changed = tx
+                        .execute(
+                            &prepared(tx, PUT_CUT).await?,
+                            &[
+                                &body.tenant_id,
+                                &(body.pruned_through_seq as i64),
+                                &body.pruned_through_hash,
+                                &body.key_id,
+                                &body.cut_at,
+                                &cut.signature,
+                            ],
+                        )
+                        .await?;
+                    if changed == 0 {
+                        return Err(StoreError::Conflict(
+                            "the chain is already cut at or after this seq".into(),
+                        ));
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn prune_archived(&self, tenant: &TenantId, batch: u32) -> StoreResult<u64> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move {
+                    let oldest: Option<i64> = get(
+                        &tx.query_one(&prepared(tx, OLDEST_SEQ).await?, &[&tenant.as_str()])
+                            .await?,
+                        0,
+                    )?;
+                    let cut = cut_of(tx, tenant.as_str()).await?;
+                    let Some(end) = batch_end(oldest.map(|seq| seq as u64), cut.as_ref(), batch)
+                    else {
+                        return Ok(0);
+                    };
+                    let mut deleted = 0;
+                    for statement in PRUNE {
+                        deleted = tx
+                            .execute(
+                                &prepared(tx, statement).await?,
+                                &[&tenant.as_str(), &(end as i64)],
+                            )
+                            .await?;
+                    }
+                    Ok(deleted)
+                })
+            })
+            .await
+    }
+}

@@ -1,0 +1,127 @@
+//! [`ChainArchive`] on SQLite: the shared SQL of `crate::archive` run on the writer and the
+//! read pool.
+
+use crate::archive::{
+    ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, OLDEST_SEQ, PRUNE, PUT_CUT,
+    RETENTION_OF, batch_end, retention_changed,
+};
+use crate::*;
+use aegis_core::receipt::{ChainCut, ChainCutBody, RECEIPT_SCHEMA_VERSION};
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The tenant's cut, read through `conn` (inside a walk's snapshot, or a prune's transaction).
+pub(super) fn cut_of(conn: &Connection, tenant_id: &str) -> StoreResult<Option<ChainCut>> {
+    Ok(conn
+        .prepare_cached(CUT_OF)?
+        .query_row([tenant_id], |row| {
+            Ok(ChainCut {
+                body: ChainCutBody {
+                    v: RECEIPT_SCHEMA_VERSION,
+                    tenant_id: tenant_id.to_owned(),
+                    pruned_through_seq: row.get::<_, i64>(0)? as u64,
+                    pruned_through_hash: row.get(1)?,
+                    key_id: row.get(2)?,
+                    cut_at: row.get(3)?,
+                },
+                signature: row.get(4)?,
+            })
+        })
+        .optional()?)
+}
+
+#[async_trait]
+impl ChainArchive for super::SqliteStore {
+    async fn archivable_through(
+        &self,
+        tenant: &TenantId,
+        bounds: ArchiveBounds,
+    ) -> StoreResult<Option<u64>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            let through: Option<i64> = conn.prepare_cached(ARCHIVABLE_THROUGH)?.query_row(
+                params![
+                    tenant.as_str(),
+                    bounds.before_ms,
+                    bounds.events_consumed_through,
+                    bounds.now_ms
+                ],
+                |row| row.get(0),
+            )?;
+            Ok(through.map(|seq| seq as u64))
+        })
+        .await
+    }
+
+    async fn retention_min_days(&self, tenant: &TenantId) -> StoreResult<Option<u32>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(RETENTION_OF)?
+                .query_row([tenant.as_str()], |row| row.get::<_, Option<u32>>(0))
+                .optional()?
+                .ok_or(StoreError::NotFound("tenant"))
+        })
+        .await
+    }
+
+    async fn set_retention_min_days(
+        &self,
+        tenant: &TenantId,
+        min_days: Option<u32>,
+        actor: &str,
+    ) -> StoreResult<()> {
+        self.change_settings(
+            tenant,
+            "retention_min_days = ?1",
+            vec![Box::new(min_days)],
+            retention_changed(min_days, actor),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn record_chain_cut(&self, cut: ChainCut) -> StoreResult<()> {
+        self.writer()?
+            .write(move |conn, _| {
+                let body = &cut.body;
+                let changed = conn.execute(
+                    PUT_CUT,
+                    params![
+                        body.tenant_id,
+                        body.pruned_through_seq as i64,
+                        body.pruned_through_hash,
+                        body.key_id,
+                        body.cut_at,
+                        cut.signature
+                    ],
+                )?;
+                if changed == 0 {
+                    return Err(StoreError::Conflict(
+                        "the chain is already cut at or after this seq".into(),
+                    ));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn prune_archived(&self, tenant: &TenantId, batch: u32) -> StoreResult<u64> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |conn, _| {
+                let oldest: Option<i64> = conn
+                    .prepare_cached(OLDEST_SEQ)?
+                    .query_row([tenant.as_str()], |row| row.get(0))?;
+                let cut = cut_of(conn, tenant.as_str())?;
+                let Some(end) = batch_end(oldest.map(|seq| seq as u64), cut.as_ref(), batch) else {
+                    return Ok(0);
+                };
+                let mut deleted = 0;
+                for statement in PRUNE {
+                    deleted = conn.execute(statement, params![tenant.as_str(), end as i64])?;
+                }
+                Ok(deleted as u64)
+            })
+            .await
+    }
+}
