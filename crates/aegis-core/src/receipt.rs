@@ -42,6 +42,10 @@ pub struct ReceiptBody {
     /// from every other receipt (so receipts written before approvals hash as they did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ReceiptApproval>,
+    /// For a call made over MCP, the hash of the tool's pinned definition (RFC 8785, SHA-256)
+    /// the call was decided against; absent from every other receipt, as `approval` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_definition_hash: Option<String>,
 }
 
 /// The approval named by the receipt of the allow that consumed it.
@@ -663,6 +667,7 @@ mod tests {
                     created_at: "2026-11-25T00:00:00.000Z".into(),
                     prev_hash: prev.clone(),
                     approval: None,
+                    tool_definition_hash: None,
                 };
                 let hash = body.hash().unwrap();
                 prev = hash.clone();

@@ -24,6 +24,9 @@ pub struct GatedCall {
     /// not yet accepted, a resource argument missing); the decision is still recorded,
     /// with this reason.
     pub denied_because: Option<String>,
+    /// The hash of the tool's pinned definition (none for a tool never listed), which the
+    /// decision's receipt records.
+    pub definition_hash: Option<String>,
 }
 
 /// The decision, as recorded.

@@ -262,6 +262,7 @@ impl<G: ToolCallGate> McpGateway<G> {
                     claimed_mutates_state: !pin.is_some_and(|pin| pin.read_only),
                     source_trust,
                     denied_because,
+                    definition_hash: pin.map(|pin| pin.definition_hash.clone()),
                 },
             )
             .await

@@ -37,6 +37,8 @@ pub struct ProposedCall {
     /// Set when the call is refused whatever the policies say (an MCP tool whose definition
     /// changed and was not accepted): the deny is recorded with this reason like any other.
     pub denied_because: Option<String>,
+    /// The pinned definition of the MCP tool called, recorded in the receipt.
+    pub tool_definition_hash: Option<String>,
 }
 
 /// The decision as recorded: a retry's first decision (same `request_id`), or this one as
@@ -160,6 +162,7 @@ pub async fn authorize(
             escalation,
             agent_version: agent.version,
             approval,
+            tool_definition_hash: call.tool_definition_hash,
         })
         .await
         .map_err(|error| match error {

@@ -67,6 +67,7 @@ impl ToolCallGate for ServerGate {
                 trace: TraceContext::default(),
                 approval_id: None,
                 denied_because,
+                tool_definition_hash: call.definition_hash,
             },
         )
         .await

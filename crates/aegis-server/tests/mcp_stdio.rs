@@ -140,6 +140,16 @@ store_test!(async fn a_reported_call_is_one_recorded_decision(backend) {
     )
     .await;
     assert!(allowed["refusal"].is_null(), "{allowed}");
+    // Its receipt names the definition it was decided against, as pinned.
+    let server_id = app.get(&f.admin, "/v1/mcp/servers").await.json::<Value>().await.unwrap()[0]["id"].clone();
+    let pins = expect_json(app.get(&f.admin, &format!("/v1/mcp/servers/{}/tools", server_id.as_str().unwrap())).await, StatusCode::OK).await;
+    let pinned = pins.as_array().unwrap().iter().find(|pin| pin["name"] == "read_file").unwrap()["definition_hash"].clone();
+    let decision = expect_json(app.get(&f.admin, &format!("/v1/decisions/{}", allowed["decision_id"].as_str().unwrap())).await, StatusCode::OK).await;
+    let receipt = expect_json(app.get(&f.admin, &format!("/v1/receipts/{}", decision["receipt_id"].as_str().unwrap())).await, StatusCode::OK).await;
+    assert_eq!(receipt["tool_definition_hash"], pinned, "{receipt}");
+    assert!(pinned.as_str().is_some_and(|hash| hash.len() == 64), "{pins}");
+    let verified = expect_json(app.get(&f.admin, &format!("/v1/receipts/{}/verify", decision["receipt_id"].as_str().unwrap())).await, StatusCode::OK).await;
+    assert_eq!(verified["verified"], true, "{verified}");
     // A destructive one from an unknown source is denied, with the text the model reads.
     let denied = expect_decision(
         app.post(&f.token, CALLS, json!({"tool": "delete_file", "arguments": {"name": "b.txt"}})).await,

@@ -67,6 +67,7 @@ mod tests {
             escalation: RiskEscalation::default(),
             agent_version,
             approval: None,
+            tool_definition_hash: None,
         }
     }
 

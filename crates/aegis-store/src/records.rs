@@ -68,6 +68,7 @@ pub(crate) fn seal_receipt(
         created_at: format_millis(d.created_at_ms),
         prev_hash: prev_hash.to_owned(),
         approval: approval_answer(d).and_then(|answer| answer.consumed.clone()),
+        tool_definition_hash: d.tool_definition_hash.clone(),
     };
     let canonical = canonical_json(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let hash = sha256_hex(canonical.as_bytes());

@@ -276,6 +276,8 @@ pub struct NewDecision {
     /// the writer then applies the approval rules in the decision's transaction
     /// (`crate::approvals`).
     pub approval: Option<crate::approvals::ApprovalGate>,
+    /// The pinned definition an MCP call was decided against (its receipt names it).
+    pub tool_definition_hash: Option<String>,
 }
 
 /// What recording produced: where the decision sits in the log and its receipt. For a retry

@@ -49,6 +49,7 @@ fn decision(tenant: &str, n: u32) -> NewDecision {
         escalation: RiskEscalation::default(),
         agent_version: 0,
         approval: None,
+        tool_definition_hash: None,
     }
 }
 

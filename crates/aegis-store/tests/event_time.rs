@@ -37,6 +37,7 @@ fn decision(n: u32, created_at_ms: i64, contained: bool) -> NewDecision {
         escalation: RiskEscalation::default(),
         agent_version: 0,
         approval: None,
+        tool_definition_hash: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn allow(n: u32, agent_version: i64) -> NewDecision {
         escalation: RiskEscalation::default(),
         agent_version,
         approval: None,
+        tool_definition_hash: None,
     }
 }
 

@@ -195,6 +195,7 @@ pub async fn authorize(
             },
             approval_id: approval_id.map(ApprovalId::into_string),
             denied_because: None,
+            tool_definition_hash: None,
         },
     )
     .await?;

@@ -283,6 +283,10 @@ def _verify(lines: Iterable[str], pinned: dict[str, Ed25519PublicKey]) -> Verifi
                 raise ValueError("receipt: matched_policies holds a non-string")
             if "approval" in data:
                 body["approval"] = _approval(data)
+            if "tool_definition_hash" in data:
+                if not isinstance(data["tool_definition_hash"], str):
+                    raise ValueError("receipt: field 'tool_definition_hash' is not str")
+                body["tool_definition_hash"] = data["tool_definition_hash"]
             receipt_hash = data.get("hash")
             if not isinstance(receipt_hash, str):
                 raise ValueError("receipt: field 'hash' is missing or not str")
