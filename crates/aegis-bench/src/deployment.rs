@@ -223,6 +223,8 @@ impl Replica {
             // would skip the per-request span and flatter the figures.
             .env_remove("AEGIS_LOG")
             .env_remove("RUST_LOG")
+            // The `mcp-proxy` row's upstream is the benchmark's own server on loopback.
+            .env("AEGIS_MCP_ALLOW_PRIVATE", "true")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating log file handle")?)
             .stderr(log)

@@ -22,6 +22,8 @@ pub struct Request {
     pub authorization: Option<String>,
     /// A JSON body (sent with `Content-Type: application/json`).
     pub body: Option<String>,
+    /// Further headers, each `Name: value`.
+    pub headers: Vec<String>,
 }
 
 impl Request {
@@ -31,6 +33,7 @@ impl Request {
             path,
             authorization: None,
             body: None,
+            headers: Vec::new(),
         }
     }
 
@@ -38,16 +41,19 @@ impl Request {
     fn line(&self) -> Result<String> {
         let authorization = self.authorization.as_deref().unwrap_or("");
         let body = self.body.as_deref().unwrap_or("");
-        if [authorization, body]
-            .iter()
-            .any(|field| field.contains(['\t', '\n', '\r']))
-        {
-            bail!("a request field holds a tab or a line break: {body}");
+        let fields = [authorization, body]
+            .into_iter()
+            .chain(self.headers.iter().map(String::as_str));
+        let mut line = format!("{}\t{}", self.method, self.path);
+        for field in fields {
+            if field.contains(['\t', '\n', '\r']) {
+                bail!("a request field holds a tab or a line break: {field}");
+            }
+            line.push('\t');
+            line.push_str(field);
         }
-        Ok(format!(
-            "{}\t{}\t{authorization}\t{body}\n",
-            self.method, self.path
-        ))
+        line.push('\n');
+        Ok(line)
     }
 }
 
@@ -380,6 +386,14 @@ mod tests {
         assert!(request.line().is_err());
         request.body = None;
         request.authorization = Some("Bearer a\nb".into());
+        assert!(request.line().is_err());
+        request.authorization = None;
+        request.headers = vec!["Accept: application/json".into()];
+        assert_eq!(
+            request.line().unwrap(),
+            "GET\t/healthz\t\t\tAccept: application/json\n"
+        );
+        request.headers = vec!["X-A: a\tb".into()];
         assert!(request.line().is_err());
     }
 }

@@ -16,7 +16,11 @@
 //!   another tool (`resource in Aegis::Tool::"toolN"`);
 //! - `tenants-100`: the allowed calls spread over 100 tenants, one agent each;
 //! - `feed-20`: the allowed calls while 20 live-feed clients (`GET /v1/ws/events`, one viewer
-//!   key each) are connected and read raw bytes.
+//!   key each) are connected and read raw bytes;
+//! - `mcp-direct`, `mcp-proxy`: an MCP `tools/call` of a read-only `echo` tool, sent straight
+//!   to an upstream MCP server inside the benchmark (streamable HTTP, on its own threads), or
+//!   through the gateway's `/mcp/{server}` (decided, recorded and forwarded); the report adds
+//!   the gateway's overhead at p50 (proxy minus direct).
 //!
 //! Each row prints throughput (successful responses per second), p50/p99/p99.9 from the full
 //! latency histogram, errors, decisions that differ from the default policy pack's, the
@@ -32,6 +36,7 @@
 
 mod deployment;
 mod load;
+mod mcp_upstream;
 mod observe;
 mod setup;
 
@@ -42,7 +47,7 @@ use deployment::{Deployment, Memory};
 use load::{LoadResult, Request, Shape, Wrk};
 use observe::{FeedClients, SocCursor};
 use serde_json::{Value, json};
-use setup::{Call, Tenant};
+use setup::{Call, MCP_PROXY_PATH, Tenant};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -133,10 +138,16 @@ enum Row {
     /// The allowed calls with 20 live-feed clients connected.
     #[value(name = "feed-20")]
     Feed20,
+    /// An MCP tools/call sent straight to the upstream MCP server.
+    #[value(name = "mcp-direct")]
+    McpDirect,
+    /// The same MCP tools/call through the gateway.
+    #[value(name = "mcp-proxy")]
+    McpProxy,
 }
 
 impl Row {
-    const ALL: [Row; 8] = [
+    const ALL: [Row; 10] = [
         Row::Bare,
         Row::Healthz,
         Row::Allow,
@@ -145,6 +156,8 @@ impl Row {
         Row::Policies300,
         Row::Tenants100,
         Row::Feed20,
+        Row::McpDirect,
+        Row::McpProxy,
     ];
 
     fn name(self) -> &'static str {
@@ -157,17 +170,22 @@ impl Row {
             Row::Policies300 => "policies-300",
             Row::Tenants100 => "tenants-100",
             Row::Feed20 => "feed-20",
+            Row::McpDirect => "mcp-direct",
+            Row::McpProxy => "mcp-proxy",
         }
     }
 
+    /// Whether the row's requests are decided by the gateway.
     fn authorizes(self) -> bool {
-        !matches!(self, Row::Bare | Row::Healthz)
+        !matches!(self, Row::Bare | Row::Healthz | Row::McpDirect)
     }
 
-    /// The decisions the default policy pack gives this row's calls.
+    /// The decisions the default policy pack gives this row's calls (for the MCP rows, the
+    /// outcome the script reads in the JSON-RPC answer: a tool result, not an error result).
     fn expected_decisions(self) -> &'static [&'static str] {
         match self {
             Row::Bare | Row::Healthz => &[],
+            Row::McpDirect | Row::McpProxy => &["mcp_result"],
             Row::Deny => &["deny"],
             Row::Mixed => &["allow", "deny"],
             Row::Allow | Row::Policies300 | Row::Tenants100 | Row::Feed20 => &["allow"],
@@ -176,7 +194,11 @@ impl Row {
 
     /// The row this one is compared with, besides the no-op rows.
     fn baseline(self) -> Option<Row> {
-        matches!(self, Row::Policies300 | Row::Tenants100 | Row::Feed20).then_some(Row::Allow)
+        match self {
+            Row::Policies300 | Row::Tenants100 | Row::Feed20 => Some(Row::Allow),
+            Row::McpProxy => Some(Row::McpDirect),
+            _ => None,
+        }
     }
 }
 
@@ -191,6 +213,8 @@ struct Prepared {
     tenants: Vec<String>,
     /// Viewer keys of the live-feed clients.
     feed_keys: Vec<String>,
+    /// Base URL of the upstream MCP server, when an MCP row runs.
+    mcp_upstream: Option<String>,
 }
 
 impl Prepared {
@@ -216,6 +240,8 @@ impl Prepared {
                 .iter()
                 .flat_map(|call| self.tenants.iter().map(|agent| call.request(agent)))
                 .collect(),
+            Row::McpDirect => vec![setup::mcp_call(mcp_upstream::PATH, None)],
+            Row::McpProxy => vec![setup::mcp_call(MCP_PROXY_PATH, Some(&self.allow))],
         })
     }
 }
@@ -252,6 +278,7 @@ async fn prepare(
         policies: None,
         tenants: Vec::new(),
         feed_keys: Vec::new(),
+        mcp_upstream: None,
     };
     for (i, name) in names.iter().enumerate().skip(1) {
         let tenant = tenant(i);
@@ -270,6 +297,18 @@ async fn prepare(
                 .feed_keys
                 .push(main.viewer_key(&format!("bench-feed-{i}")).await?);
         }
+    }
+    if rows
+        .iter()
+        .any(|row| matches!(row, Row::McpDirect | Row::McpProxy))
+    {
+        let upstream = mcp_upstream::start()?;
+        main.mcp_server(
+            &format!("{upstream}{}", mcp_upstream::PATH),
+            &prepared.allow,
+        )
+        .await?;
+        prepared.mcp_upstream = Some(upstream);
     }
     Ok(prepared)
 }
@@ -291,7 +330,7 @@ impl RowReport {
     /// Successful responses whose decision is not one the default pack gives these calls
     /// (a 200 without a decision counts too).
     fn unexpected(&self) -> u64 {
-        if !self.row.authorizes() {
+        if self.row.expected_decisions().is_empty() {
             return 0;
         }
         let expected: u64 = self
@@ -329,6 +368,17 @@ impl Report {
     fn ratio(&self, report: &RowReport, baseline: Option<Row>) -> Option<f64> {
         let base = self.rate_of(baseline?)?;
         (baseline != Some(report.row)).then(|| report.load.rate() / base)
+    }
+
+    /// The gateway's MCP overhead at p50: `mcp-proxy` minus `mcp-direct`, in milliseconds.
+    fn mcp_overhead_p50_ms(&self) -> Option<f64> {
+        let p50 = |row: Row| {
+            self.rows
+                .iter()
+                .find(|r| r.row == row)
+                .map(|r| r.load.latency_ms(0.5))
+        };
+        Some(p50(Row::McpProxy)? - p50(Row::McpDirect)?)
     }
 
     fn failures(&self) -> u64 {
@@ -381,6 +431,9 @@ impl Report {
                     lag.as_secs_f64() * 1e3
                 )),
             );
+        }
+        if let Some(overhead) = self.mcp_overhead_p50_ms() {
+            println!("mcp proxy overhead p50: {overhead:.3} ms");
         }
         for r in &self.rows {
             if let Some(storm) = r.storm {
@@ -445,6 +498,7 @@ impl Report {
             .collect();
         let mut report = self.header.clone();
         report["rows"] = Value::Array(rows);
+        report["mcp_proxy_overhead_p50_ms"] = json!(self.mcp_overhead_p50_ms());
         report
     }
 }
@@ -540,11 +594,20 @@ impl Bench {
     async fn run_row(&self, row: Row, bare_url: Option<&str>) -> Result<RowReport> {
         eprintln!("row {} ...", row.name());
         let requests = self.prepared.requests(row)?;
-        let bare;
+        let own_server;
         let targets = match row {
             Row::Bare => {
-                bare = vec![bare_url.context("no bare server")?.to_owned()];
-                &bare
+                own_server = vec![bare_url.context("no bare server")?.to_owned()];
+                &own_server
+            }
+            Row::McpDirect => {
+                own_server = vec![
+                    self.prepared
+                        .mcp_upstream
+                        .clone()
+                        .context("no upstream MCP server")?,
+                ];
+                &own_server
             }
             _ => &self.base_urls,
         };
@@ -594,7 +657,7 @@ impl Bench {
             false => None,
         };
         let memory = match row {
-            Row::Bare => Vec::new(),
+            Row::Bare | Row::McpDirect => Vec::new(),
             _ => self.deployment.memory_kib()?,
         };
         Ok(RowReport {

@@ -2,6 +2,7 @@
 //! policies and viewer keys, created over the API with each tenant's admin key.
 
 use crate::load::Request;
+use crate::mcp_upstream;
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
@@ -44,8 +45,37 @@ impl Call {
             path: "/v1/authorize",
             authorization: Some(authorization.to_owned()),
             body: Some(self.body().to_string()),
+            headers: Vec::new(),
         }
     }
+}
+
+/// The MCP server the `mcp-proxy` row reaches through the gateway (`/mcp/{MCP_SERVER}`).
+pub const MCP_SERVER: &str = "bench-echo";
+/// The gateway's MCP endpoint of that server.
+pub const MCP_PROXY_PATH: &str = "/mcp/bench-echo";
+
+/// A JSON-RPC request of the MCP rows, POSTed as a streamable-HTTP client does.
+fn mcp_request(path: &'static str, body: &Value, authorization: Option<&str>) -> Request {
+    Request {
+        method: "POST",
+        path,
+        authorization: authorization.map(str::to_owned),
+        body: Some(body.to_string()),
+        headers: vec![
+            "Accept: application/json, text/event-stream".into(),
+            // What the default policy pack needs to allow the read, as the `allow` row says.
+            "X-Aegis-Source-Trust: trusted_internal_signed".into(),
+        ],
+    }
+}
+
+/// The MCP rows' call: the upstream's read-only `echo` tool. `authorization` is the agent's
+/// bearer header when sent through the gateway, none when sent to the upstream directly.
+pub fn mcp_call(path: &'static str, authorization: Option<&str>) -> Request {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": mcp_upstream::TOOL, "arguments": {"text": "hi"}}});
+    mcp_request(path, &body, authorization)
 }
 
 /// The management API of one tenant, on the first server (the others see its changes through
@@ -165,6 +195,64 @@ impl Tenant<'_> {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("POST /v1/keys: no `key` in {key}"))
+    }
+
+    /// Registers the upstream MCP server at `upstream_url` as `MCP_SERVER`, then has the
+    /// agent list its tools once through the gateway, so that `echo` is pinned (read-only)
+    /// and registered before the load, and checks that one call through the gateway is
+    /// forwarded and answered with a result.
+    pub async fn mcp_server(&self, upstream_url: &str, authorization: &str) -> Result<()> {
+        self.expect(
+            Method::POST,
+            "/v1/mcp/servers",
+            Some(&json!({"name": MCP_SERVER, "url": upstream_url})),
+            StatusCode::CREATED,
+        )
+        .await?;
+        let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
+        let listing = self
+            .mcp(&mcp_request(MCP_PROXY_PATH, &list, Some(authorization)))
+            .await?;
+        let listed = listing["result"]["tools"]
+            .as_array()
+            .is_some_and(|tools| tools.iter().any(|tool| tool["name"] == mcp_upstream::TOOL));
+        if !listed {
+            bail!("tools/list through the gateway does not list `echo`: {listing}");
+        }
+        let call = self
+            .mcp(&mcp_call(MCP_PROXY_PATH, Some(authorization)))
+            .await?;
+        if call["result"]["isError"] != Value::Bool(false) {
+            bail!("tools/call through the gateway was not forwarded: {call}");
+        }
+        Ok(())
+    }
+
+    /// Sends an MCP request to the gateway; returns its JSON-RPC answer.
+    async fn mcp(&self, request: &Request) -> Result<Value> {
+        let mut builder = self
+            .client
+            .post(format!("{}{}", self.base_url, request.path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(request.body.clone().unwrap_or_default());
+        if let Some(authorization) = &request.authorization {
+            builder = builder.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        for header in &request.headers {
+            if let Some((name, value)) = header.split_once(": ") {
+                builder = builder.header(name, value);
+            }
+        }
+        let response = builder
+            .send()
+            .await
+            .with_context(|| format!("POST {}", request.path))?;
+        let status = response.status();
+        let text = response.text().await.context("reading an MCP answer")?;
+        if status != StatusCode::OK {
+            bail!("POST {}: unexpected {status}: {text}", request.path);
+        }
+        serde_json::from_str(&text).with_context(|| format!("an MCP answer is not JSON: {text}"))
     }
 
     /// Sends 5 untrusted writes of a new agent after `delay`, round-robin over `base_urls`

@@ -2,9 +2,11 @@
 -- every row of a run, so the load generator does the same work per response on every route.
 --
 -- $AEGIS_BENCH_REQUESTS names a file with one request per line, fields separated by tabs:
---   METHOD  PATH  AUTHORIZATION-or-empty  JSON-BODY-or-empty
--- Each thread sends them in turn from its own offset. Every response's decision (the first
--- `"decision":"…"` in a 200 body) is tallied. done() writes one JSON object to
+--   METHOD  PATH  AUTHORIZATION-or-empty  JSON-BODY-or-empty  [Name: value ...]
+-- (the fields after the body are further headers). Each thread sends them in turn from its own
+-- offset. Every 200 response's outcome is tallied: its decision (the first `"decision":"…"`),
+-- or for an MCP JSON-RPC answer `mcp_result` (a tool result), `mcp_tool_error` (a result with
+-- `"isError":true`, which is also how the gateway answers a refused call) or `mcp_rpc_error`. done() writes one JSON object to
 -- $AEGIS_BENCH_RESULT: wrk's totals and errors, the decisions, and every distinct latency in
 -- microseconds with its count, so that the harness computes the percentiles itself and can merge
 -- the histograms of several wrk processes (one per replica).
@@ -19,7 +21,11 @@ end
 function init(args)
   requests = {}
   for line in io.lines(os.getenv("AEGIS_BENCH_REQUESTS")) do
-    local method, path, authorization, body = line:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
+    local fields = {}
+    for field in (line .. "\t"):gmatch("([^\t]*)\t") do
+      table.insert(fields, field)
+    end
+    local method, path, authorization, body = fields[1], fields[2], fields[3], fields[4]
     local headers = {}
     if authorization ~= "" then
       headers["Authorization"] = authorization
@@ -28,6 +34,10 @@ function init(args)
       body = nil
     else
       headers["Content-Type"] = "application/json"
+    end
+    for i = 5, #fields do
+      local name, value = fields[i]:match("^([^:]+):%s*(.*)$")
+      headers[name] = value
     end
     table.insert(requests, wrk.format(method, path, headers, body))
   end
@@ -40,9 +50,22 @@ function request()
   return requests[position]
 end
 
+function mcp_outcome(body)
+  if body:find('"isError":true', 1, true) then
+    return "mcp_tool_error"
+  elseif body:find('"result":', 1, true) then
+    return "mcp_result"
+  else
+    return "mcp_rpc_error"
+  end
+end
+
 function response(status, headers, body)
   if status == 200 then
     local decision = body:match('"decision":"([%w_]+)"')
+    if not decision and body:find('"jsonrpc"', 1, true) then
+      decision = mcp_outcome(body)
+    end
     if decision then
       decisions[decision] = (decisions[decision] or 0) + 1
     end
