@@ -83,6 +83,16 @@ pub(crate) const PUT_CUT: &str = "INSERT INTO chain_cuts (tenant_id, pruned_thro
          cut_at = excluded.cut_at, signature = excluded.signature
      WHERE chain_cuts.pruned_through_seq < excluded.pruned_through_seq";
 
+/// What `PUT_CUT` changing `changed` rows means: a cut only moves forward.
+pub(crate) fn cut_moved(changed: u64) -> StoreResult<()> {
+    if changed == 0 {
+        return Err(crate::StoreError::Conflict(
+            "the chain is already cut at or after this seq".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `$1` tenant, `$2` before (ms), `$3` events consumed through, `$4` now (ms).
 pub(crate) const ARCHIVABLE_THROUGH: &str = "SELECT MAX(c.seq) FROM receipt_checkpoints c
      JOIN receipts r ON r.tenant_id = c.tenant_id AND r.seq = c.seq

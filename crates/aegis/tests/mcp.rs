@@ -678,23 +678,31 @@ e2e_test! {
     }
 }
 
+/// `aegis mcp wrap` of server `files` towards a gateway that is not there (the discard
+/// port), running the test venv's Python on the arguments the caller adds.
+fn wrap_without_gateway() -> Command {
+    let mut command = Command::new(AEGIS);
+    command
+        .args([
+            "mcp",
+            "wrap",
+            "--gateway",
+            "http://127.0.0.1:9",
+            "--server",
+            "files",
+            "--",
+        ])
+        .arg(python());
+    command
+}
+
 /// The wrap's own failures: no token, a local server that never speaks MCP, each refused
 /// with a line on standard error and nothing on standard output (the protocol's stream).
 #[test]
 fn the_wrap_refuses_to_run_without_a_token_or_a_local_server() {
     let wrap = |token: Option<&str>| {
-        let mut command = Command::new(AEGIS);
+        let mut command = wrap_without_gateway();
         command
-            .args([
-                "mcp",
-                "wrap",
-                "--gateway",
-                "http://127.0.0.1:9",
-                "--server",
-                "files",
-                "--",
-            ])
-            .arg(python())
             .args(["-c", "import sys; sys.exit(3)"])
             .env_remove("AEGIS_AGENT_TOKEN")
             .stdin(Stdio::null());
@@ -727,17 +735,7 @@ fn the_wrap_refuses_to_run_without_a_token_or_a_local_server() {
 #[tokio::test]
 async fn the_wrap_exits_when_its_local_server_does() {
     let root = tempfile::tempdir().unwrap();
-    let mut wrap = Command::new(AEGIS)
-        .args([
-            "mcp",
-            "wrap",
-            "--gateway",
-            "http://127.0.0.1:9",
-            "--server",
-            "files",
-            "--",
-        ])
-        .arg(python())
+    let mut wrap = wrap_without_gateway()
         .arg(script("local_files.py"))
         .arg(root.path())
         .env("AEGIS_AGENT_TOKEN", "aat_whatever")

@@ -5,7 +5,7 @@ use super::prepared;
 use super::rows::get;
 use crate::archive::{
     ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, OLDEST_SEQ, PRUNE, PUT_CUT,
-    RETENTION_OF, batch_end, retention_changed,
+    RETENTION_OF, batch_end, cut_moved, retention_changed,
 };
 use crate::*;
 use aegis_core::receipt::{ChainCut, ChainCutBody, RECEIPT_SCHEMA_VERSION};
@@ -104,12 +104,7 @@ impl ChainArchive for super::PgStore {
                             ],
                         )
                         .await?;
-                    if changed == 0 {
-                        return Err(StoreError::Conflict(
-                            "the chain is already cut at or after this seq".into(),
-                        ));
-                    }
-                    Ok(())
+                    cut_moved(changed)
                 })
             })
             .await

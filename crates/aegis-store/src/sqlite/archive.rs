@@ -3,7 +3,7 @@
 
 use crate::archive::{
     ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, OLDEST_SEQ, PRUNE, PUT_CUT,
-    RETENTION_OF, batch_end, retention_changed,
+    RETENTION_OF, batch_end, cut_moved, retention_changed,
 };
 use crate::*;
 use aegis_core::receipt::{ChainCut, ChainCutBody, RECEIPT_SCHEMA_VERSION};
@@ -95,12 +95,7 @@ impl ChainArchive for super::SqliteStore {
                         cut.signature
                     ],
                 )?;
-                if changed == 0 {
-                    return Err(StoreError::Conflict(
-                        "the chain is already cut at or after this seq".into(),
-                    ));
-                }
-                Ok(())
+                cut_moved(changed as u64)
             })
             .await
     }
