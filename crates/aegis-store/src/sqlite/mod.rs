@@ -1109,7 +1109,7 @@ impl Store for SqliteStore {
 
     async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
         self.writer()?
-            .write(move |conn, state| record_fenced_decision_tx(conn, state, decision))
+            .write_in_batch(move |conn, state| record_fenced_decision_tx(conn, state, decision))
             .await
     }
 
