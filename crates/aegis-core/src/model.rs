@@ -135,6 +135,17 @@ impl RiskTier {
             RiskTier::High => None,
         }
     }
+
+    /// The tier an agent steps up to as it is denied once more: when its denies within the
+    /// trailing window since its last tier change, this one included, reach `threshold`.
+    /// `earlier_denies` may be counted only up to `threshold - 1`; more changes nothing.
+    pub fn after_deny(self, earlier_denies: u32, threshold: u32) -> Option<RiskTier> {
+        if earlier_denies.saturating_add(1) >= threshold {
+            self.escalated()
+        } else {
+            None
+        }
+    }
 }
 
 wire_enum! {
@@ -171,6 +182,17 @@ wire_enum! {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_deny_steps_the_tier_up_once_the_threshold_is_reached() {
+        use super::RiskTier::{High, Low, Medium};
+        assert_eq!(Low.after_deny(3, 5), None);
+        assert_eq!(Low.after_deny(4, 5), Some(Medium));
+        assert_eq!(Medium.after_deny(4, 5), Some(High));
+        assert_eq!(High.after_deny(4, 5), None, "high is the top");
+        assert_eq!(Low.after_deny(0, 1), Some(Medium), "a threshold of one");
+        assert_eq!(Low.after_deny(u32::MAX, 5), Some(Medium), "no overflow");
+    }
+
     use super::*;
 
     #[test]

@@ -9,6 +9,10 @@
 //! Coalescing: the first notification for an agent is queued at once; later ones within
 //! `coalesce` of the last message for that agent are gathered and queued together when the
 //! interval has passed, with their count, first/last times and every id. Nothing is dropped.
+//! What is gathered for an agent is always its notified events from the first one held back
+//! up to the cursor, so the saved state is that first seq alone ([`CoalesceRecord`]); after a
+//! restart the items are read again from the log. A burst of denies thus costs each pass
+//! only the events it read, however long the burst lasts.
 
 use crate::consumer::effective_autonomy;
 use crate::{slack, slack_actions};
@@ -82,7 +86,7 @@ impl Default for NotifyConfig {
 }
 
 /// One thing to report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Item {
     /// One of [`KINDS`].
     pub kind: String,
@@ -91,10 +95,10 @@ pub struct Item {
     pub severity: Severity,
     pub summary: String,
     pub at_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<String>,
     /// The approval a `require_approval` decision asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
     pub seq: i64,
 }
@@ -135,20 +139,64 @@ impl Notifier {
         self.cursor = self.store.consumer_cursor(CONSUMER).await?;
         self.autonomy.clear();
         self.states.clear();
+        let mut held_from: HashMap<AgentKey, i64> = HashMap::new();
         for saved in self.store.coalesce_states().await? {
-            let pending = serde_json::from_value(saved.pending).unwrap_or_else(|error| {
-                tracing::warn!(%error, agent_id = %saved.agent_id, "unreadable coalescing state; starting it empty");
-                Vec::new()
-            });
+            let key = (saved.tenant_id, saved.agent_id);
+            if let Some(seq) = saved.pending_from_seq {
+                held_from.insert(key.clone(), seq);
+            }
             self.states.insert(
-                (saved.tenant_id, saved.agent_id),
+                key,
                 Coalesce {
                     last_sent_at_ms: Some(saved.last_sent_at_ms),
-                    pending,
+                    pending: Vec::new(),
                 },
             );
         }
+        self.gather_held(&held_from).await
+    }
+
+    /// Reads again what was held back at the last save: each agent's notified events from
+    /// its first held seq up to the cursor.
+    async fn gather_held(&mut self, held_from: &HashMap<AgentKey, i64>) -> StoreResult<()> {
+        let Some(first) = held_from.values().min() else {
+            return Ok(());
+        };
+        let (mut after, cursor) = (first - 1, self.cursor);
+        while after < cursor {
+            let events = self.store.events_after(after, BATCH).await?;
+            let Some(last) = events.last() else { break };
+            after = last.seq;
+            for event in events.iter().filter(|event| event.seq <= cursor) {
+                let Some((key, item)) = self.notified(event).await? else {
+                    continue;
+                };
+                if held_from.get(&key).is_some_and(|from| event.seq >= *from) {
+                    self.states.entry(key).or_default().pending.push(item);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// What `event` notifies and for which agent, if anything: one of the notified kinds, of
+    /// a tenant whose autonomy level is above L0. A settings change forgets the tenant's level.
+    async fn notified(&mut self, event: &Event) -> StoreResult<Option<(AgentKey, Item)>> {
+        if event.kind == event_kind::TENANT_SETTINGS_CHANGED {
+            self.autonomy.remove(&event.tenant_id);
+            return Ok(None);
+        }
+        let Some(item) = item_of(event) else {
+            return Ok(None);
+        };
+        if self.autonomy_of(&event.tenant_id).await? == AutonomyLevel::L0 {
+            return Ok(None);
+        }
+        let key = (
+            event.tenant_id.clone(),
+            event.agent_id.clone().unwrap_or_default(),
+        );
+        Ok(Some((key, item)))
     }
 
     /// Runs until `shutdown` turns true.
@@ -166,18 +214,9 @@ impl Notifier {
         let mut touched: HashSet<AgentKey> = HashSet::new();
         let mut messages: Vec<(AgentKey, Vec<Item>)> = Vec::new();
         for event in &events {
-            if event.kind == event_kind::TENANT_SETTINGS_CHANGED {
-                self.autonomy.remove(&event.tenant_id);
+            let Some((key, item)) = self.notified(event).await? else {
                 continue;
-            }
-            let Some(item) = item_of(event) else { continue };
-            if self.autonomy_of(&event.tenant_id).await? == AutonomyLevel::L0 {
-                continue;
-            }
-            let key = (
-                event.tenant_id.clone(),
-                event.agent_id.clone().unwrap_or_default(),
-            );
+            };
             let state = self.states.entry(key.clone()).or_default();
             let quiet = state
                 .last_sent_at_ms
@@ -269,7 +308,7 @@ impl Notifier {
                 let state = self.states.get(&key)?;
                 Some(CoalesceRecord {
                     last_sent_at_ms: state.last_sent_at_ms.unwrap_or(0),
-                    pending: serde_json::to_value(&state.pending).ok()?,
+                    pending_from_seq: state.pending.first().map(|item| item.seq),
                     tenant_id: key.0,
                     agent_id: key.1,
                 })

@@ -406,7 +406,7 @@ pub(crate) fn apply_vote(
 /// The rejection the SOC's response engine records on a flooding agent's pending approvals.
 pub(crate) fn soc_rejection(incident_id: &str, at_ms: i64) -> ApprovalVote {
     ApprovalVote {
-        key_id: crate::sqlite::soc::RESPONSE_ENGINE.to_owned(),
+        key_id: crate::schema::RESPONSE_ENGINE.to_owned(),
         key_name: "SOC response engine".to_owned(),
         at_ms,
         reason: Some(format!("rejected by the SOC: incident {incident_id}")),

@@ -20,6 +20,7 @@ mod operations;
 pub mod postgres;
 mod records;
 mod requests;
+mod schema;
 mod secrets;
 pub mod sqlite;
 mod types;

@@ -39,6 +39,28 @@ pub(crate) fn counts_towards_escalation(d: &NewDecision) -> bool {
     d.verdict == Verdict::Deny && !d.contained
 }
 
+/// The values of [`TIER_AND_EARLIER_DENIES_SQL`](crate::schema::TIER_AND_EARLIER_DENIES_SQL)'s placeholders for a deny: the agent, the
+/// start of the tenant's window and the count past which more denies change nothing.
+pub(crate) fn earlier_denies_params(d: &NewDecision) -> (&str, i64, i64) {
+    let window_start = d.created_at_ms - i64::from(d.escalation.window_minutes) * 60_000;
+    let enough = i64::from(d.escalation.denial_threshold.saturating_sub(1));
+    (&d.agent_id, window_start, enough)
+}
+
+/// The tier change a deny brings, if any, from what
+/// [`TIER_AND_EARLIER_DENIES_SQL`](crate::schema::TIER_AND_EARLIER_DENIES_SQL) read.
+pub(crate) fn escalation_due(
+    d: &NewDecision,
+    tier: &str,
+    earlier_denies: i64,
+) -> StoreResult<Option<(RiskTier, RiskTier)>> {
+    let tier: RiskTier = crate::schema::parse_column(tier)?;
+    let earlier = u32::try_from(earlier_denies).unwrap_or(u32::MAX);
+    Ok(tier
+        .after_deny(earlier, d.escalation.denial_threshold)
+        .map(|next| (tier, next)))
+}
+
 /// A decision's receipt, linked to the chain head it extends, with the canonical JSON its
 /// hash covers.
 pub(crate) struct SealedReceipt {
@@ -80,17 +102,13 @@ pub(crate) fn seal_receipt(
 }
 
 /// The payload of an escalation's `agent.risk_tier_changed` event.
-pub(crate) fn escalation_event(
-    d: &NewDecision,
-    from: RiskTier,
-    to: RiskTier,
-    denials: i64,
-) -> Value {
+pub(crate) fn escalation_event(d: &NewDecision, from: RiskTier, to: RiskTier) -> Value {
     json!({
         "from": from,
         "to": to,
         "cause": "escalation",
-        "denials": denials,
+        // The count that stepped the tier up: the threshold, reached by this deny.
+        "denials": d.escalation.denial_threshold,
         "window_minutes": d.escalation.window_minutes,
     })
 }

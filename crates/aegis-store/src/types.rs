@@ -782,7 +782,10 @@ pub struct CoalesceRecord {
     pub tenant_id: TenantId,
     pub agent_id: String,
     pub last_sent_at_ms: i64,
-    pub pending: serde_json::Value,
+    /// The seq of the first event gathered for the agent's next message, if any: that
+    /// message holds the agent's notified events from there up to the consumer's cursor, so
+    /// they are found again in the log instead of being saved a second time.
+    pub pending_from_seq: Option<i64>,
 }
 
 /// Everything one pass of the notification consumer produced, applied with its cursor.

@@ -282,6 +282,73 @@ async fn queued_notifications_survive_a_dead_receiver_and_kill_9() {
     receiver.stop().await;
 }
 
+/// The denies held back for an agent's next message are saved as where they start in the log;
+/// killed before the message leaves, the restarted gateway reads them again and sends each
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denies_held_for_the_next_message_are_sent_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, admin) = acme_on_sqlite(dir.path());
+    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let url = receiver.url("/hook");
+    let env = [
+        ("AEGIS_WEBHOOK_URL", url.as_str()),
+        ("AEGIS_NOTIFY_COALESCE_SECS", "4"),
+        // Only the denies themselves are notified here.
+        ("AEGIS_DENY_STORM_N", "1000"),
+        ("AEGIS_RUNAWAY_N", "1000"),
+    ];
+    let gw = Gateway::start_with(dir.path(), &db, &env).await;
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, &gw, &admin).await;
+    let mut sent = vec![deny(&client, &gw, &token).await];
+    eventually(10, "the first deny sent at once", || async {
+        (!receiver.received().is_empty()).then_some(())
+    })
+    .await;
+    for _ in 0..6 {
+        sent.push(deny(&client, &gw, &token).await);
+    }
+    // The notifier has passed the held denies: its cursor is saved beyond them.
+    let last_seq: i64 = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))
+            .unwrap()
+    };
+    eventually(10, "the held denies passed by the notifier", || async {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let (cursor, held_from): (i64, Option<i64>) = conn
+            .query_row(
+                "SELECT (SELECT seq FROM consumer_cursors WHERE name = 'notify'),
+                        (SELECT pending_from_seq FROM notify_coalesce)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        (cursor >= last_seq && held_from.is_some()).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.received().len(), 1, "the rest is held back");
+    gw.kill_9();
+
+    let gw = Gateway::start_with(dir.path(), &db, &env).await;
+    let got = eventually(15, "every deny reported", || async {
+        let got = receiver.received();
+        (deny_ids(&got).len() >= sent.len()).then_some(got)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reported = deny_ids(&receiver.received());
+    assert_eq!(reported.len(), sent.len(), "each deny once: {reported:?}");
+    assert_eq!(
+        reported.iter().collect::<HashSet<_>>(),
+        sent.iter().collect::<HashSet<_>>()
+    );
+    assert_eq!(got[1].json()["count"], 6, "the held denies in one message");
+    drop(gw);
+    receiver.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_messages_follow_the_incoming_webhook_schema_and_link_the_incident() {
     let dir = tempfile::tempdir().unwrap();

@@ -61,6 +61,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0011_rate_limits.sql"),
     include_str!("../../migrations/postgres/0012_chain_cuts.sql"),
     include_str!("../../migrations/postgres/0013_mcp_resource_argument.sql"),
+    include_str!("../../migrations/postgres/0014_deny_index.sql"),
+    include_str!("../../migrations/postgres/0015_coalesce_from_seq.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -701,9 +703,8 @@ async fn record_decision_tx(
     })
 }
 
-/// Counts the agent's denies in the window logged after its last tier change (containment
-/// refusals excepted), `d` (not yet written) included; at the threshold, steps the tier up one level and records the event
-/// (as in the SQLite store).
+/// Steps the agent's tier up when deny `d` (not yet written) brings it there
+/// ([`records::escalation_due`]) and logs the change.
 async fn escalate_if_due(
     tx: &deadpool_postgres::Transaction<'_>,
     state: &mut WriterState,
@@ -711,32 +712,18 @@ async fn escalate_if_due(
 ) -> StoreResult<Option<RiskTier>> {
     // Earlier denies of this batch must be in the table to be counted.
     state.decisions.flush(tx).await?;
-    let window_start = d.created_at_ms - i64::from(d.escalation.window_minutes) * 60_000;
-    let threshold = i64::from(d.escalation.denial_threshold);
-    // Tier and recent denies in one round trip.
+    let (agent, window_start, enough) = records::earlier_denies_params(d);
     let row = tx
         .query_one(
-            &prepared(
-                tx,
-                "SELECT a.risk_tier, (SELECT COUNT(*) FROM (SELECT 1 FROM decisions
-                    WHERE agent_id = a.id AND decision = 'deny' AND NOT contained AND created_at >= $2
-                      AND event_seq > a.risk_tier_changed_seq
-                    LIMIT $3) AS recent)
-                 FROM agents a WHERE a.id = $1",
-            )
-            .await?,
-            &[&d.agent_id, &window_start, &(threshold - 1)],
+            &prepared(tx, crate::schema::TIER_AND_EARLIER_DENIES_SQL).await?,
+            &[&agent, &window_start, &enough],
         )
         .await?;
-    let tier: RiskTier = parse_column(&get::<String>(&row, 0)?)?;
-    // The stored denies, and this one.
-    let denies: i64 = get::<i64>(&row, 1)? + 1;
-    let Some(next) = tier.escalated() else {
+    let Some((tier, next)) =
+        records::escalation_due(d, &get::<String>(&row, 0)?, get::<i64>(&row, 1)?)?
+    else {
         return Ok(None);
     };
-    if denies < threshold {
-        return Ok(None);
-    }
     let change_seq = append_event(
         tx,
         state,
@@ -744,7 +731,7 @@ async fn escalate_if_due(
         event_kind::AGENT_RISK_TIER_CHANGED,
         Some(&d.agent_id),
         Some(&d.id),
-        &records::escalation_event(d, tier, next, denies),
+        &records::escalation_event(d, tier, next),
     )
     .await?;
     tx.execute(

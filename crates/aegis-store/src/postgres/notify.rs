@@ -3,7 +3,7 @@
 use super::prepared;
 use super::rows::get;
 use crate::records;
-use crate::sqlite::notify::WEBHOOK_COLUMNS;
+use crate::schema::WEBHOOK_COLUMNS;
 use crate::*;
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
@@ -74,12 +74,7 @@ pub(super) async fn apply_batch(
     for delivery in &batch.deliveries {
         insert_delivery(tx, delivery).await?;
     }
-    let save = prepared(
-        tx,
-        "INSERT INTO notify_coalesce (tenant_id, agent_id, last_sent_at, pending) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (tenant_id, agent_id) DO UPDATE SET last_sent_at = excluded.last_sent_at, pending = excluded.pending",
-    )
-    .await?;
+    let save = prepared(tx, crate::schema::SAVE_COALESCE_SQL).await?;
     for state in &batch.coalesce {
         tx.execute(
             &save,
@@ -87,7 +82,7 @@ pub(super) async fn apply_batch(
                 &state.tenant_id.as_str(),
                 &state.agent_id,
                 &state.last_sent_at_ms,
-                &state.pending.to_string(),
+                &state.pending_from_seq,
             ],
         )
         .await?;
@@ -101,23 +96,17 @@ pub(super) async fn coalesce_states<C: GenericClient>(
 ) -> StoreResult<Vec<CoalesceRecord>> {
     client
         .query(
-            &prepared(
-                client,
-                "SELECT tenant_id, agent_id, last_sent_at, pending FROM notify_coalesce",
-            )
-            .await?,
+            &prepared(client, crate::schema::COALESCE_STATES_SQL).await?,
             &[],
         )
         .await?
         .iter()
         .map(|row| {
-            let pending: String = get(row, 3)?;
             Ok(CoalesceRecord {
                 tenant_id: TenantId::new(get::<String>(row, 0)?),
                 agent_id: get(row, 1)?,
                 last_sent_at_ms: get(row, 2)?,
-                pending: serde_json::from_str(&pending)
-                    .map_err(|e| StoreError::Corrupt(format!("coalescing state: {e}")))?,
+                pending_from_seq: get(row, 3)?,
             })
         })
         .collect()

@@ -1,7 +1,7 @@
-//! Row mappers for the PostgreSQL store. Column lists are the SQLite store's (`sqlite::rows`)
-//! where the schemas agree; the two differ only in how a row is read.
+//! Row mappers for the PostgreSQL store. Column lists are shared (`crate::schema`) where the
+//! schemas agree; the two backends differ only in how a row is read.
 
-pub(super) use crate::sqlite::rows::parse_column;
+pub(super) use crate::schema::parse_column;
 use crate::*;
 use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::receipt::{Checkpoint, CheckpointBody, RECEIPT_SCHEMA_VERSION, Receipt};
@@ -9,7 +9,7 @@ use std::str::FromStr;
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
-pub(super) use crate::sqlite::rows::{
+pub(super) use crate::schema::{
     ALERT_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, INCIDENT_COLUMNS, KEY_COLUMNS,
     RESPONSE_ACTION_COLUMNS, TENANT_COLUMNS, constant_time_eq,
 };

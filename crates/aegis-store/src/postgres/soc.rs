@@ -4,7 +4,7 @@ use super::rows::*;
 use super::writer::WriterState;
 use super::{append_event, change_agent_tx, load_agent, prepared};
 use crate::records;
-use crate::sqlite::soc::RESPONSE_ENGINE;
+use crate::schema::RESPONSE_ENGINE;
 use crate::*;
 use aegis_core::model::AgentStatus;
 use deadpool_postgres::{GenericClient, Transaction};

@@ -1,7 +1,8 @@
 //! [`ConsoleSessions`] on SQLite: the shared SQL run on the writer and the read pool.
 
-use super::rows::{constant_time_eq, key_from_row};
+use super::rows::key_from_row;
 use crate::console_sessions::{DROP_EXPIRED, END, INSERT, KEY_OF_SESSION};
+use crate::schema::*;
 use crate::*;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};

@@ -3,6 +3,7 @@
 
 use super::rows::checkpoint_from_row;
 use crate::records;
+use crate::schema::*;
 use crate::*;
 use aegis_core::receipt::{ChainCut, Checkpoint, Receipt, ReceiptBody};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -170,7 +171,7 @@ impl EvidenceReads for super::SqliteStore {
                      WHERE e.incident_id = ?1 AND d.tenant_id = ?2 AND e.event_seq < ?3
                        AND (?4 IS NULL OR d.created_at >= ?4)
                      ORDER BY e.event_seq DESC LIMIT ?5",
-                    super::rows::qualified_decision_columns("d")
+                    qualified_decision_columns("d")
                 ))?
                 .query_map(
                     params![
@@ -224,7 +225,7 @@ impl EvidenceReads for super::SqliteStore {
                     "SELECT {} FROM response_actions
                      WHERE tenant_id = ?1 AND incident_id IN (SELECT value FROM json_each(?2))
                      ORDER BY event_seq",
-                    super::rows::RESPONSE_ACTION_COLUMNS
+                    RESPONSE_ACTION_COLUMNS
                 ))?
                 .query_map(
                     params![tenant.as_str(), ids],

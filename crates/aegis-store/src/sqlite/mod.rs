@@ -15,6 +15,7 @@ mod writer;
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::operations;
 use crate::records;
+use crate::schema::*;
 use crate::secrets;
 use crate::*;
 use aegis_core::canonical::sha256_hex;
@@ -29,7 +30,7 @@ use parking_lot::Mutex;
 use rows::*;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use tokio::sync::watch;
 use writer::{Writer, WriterState};
 
@@ -51,6 +52,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0014_rate_limits.sql"),
     include_str!("../../migrations/sqlite/0015_chain_cuts.sql"),
     include_str!("../../migrations/sqlite/0016_mcp_resource_argument.sql"),
+    include_str!("../../migrations/sqlite/0017_deny_index.sql"),
+    include_str!("../../migrations/sqlite/0018_coalesce_from_seq.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -419,14 +422,22 @@ fn insert_operator_key(
     })
 }
 
-/// Inserts decision, event and receipt; steps the risk tier up when a deny reaches the
-/// tenant's threshold. Runs inside the writer's transaction.
+/// Inserts decision, event and receipt, the receipt extending `head`; steps the risk tier
+/// up when a deny reaches the tenant's threshold. Runs inside the writer's transaction.
 fn record_decision_tx(
     conn: &Connection,
     state: &mut WriterState,
+    head: ChainPoint,
     d: &NewDecision,
 ) -> StoreResult<RecordedDecision> {
     let tenant_id = d.tenant_id.as_str();
+    let receipt = records::seal_receipt(d, head.seq, &head.hash)?;
+    let receipt_id = receipt.body.id.clone();
+    let escalation = if records::counts_towards_escalation(d) {
+        escalation_due(conn, d)?
+    } else {
+        None
+    };
     let event_seq = append_event(
         conn,
         tenant_id,
@@ -435,10 +446,6 @@ fn record_decision_tx(
         Some(&d.id),
         &records::decision_event(d),
     )?;
-
-    let head = state.chain_head(conn, tenant_id)?;
-    let receipt = records::seal_receipt(d, head.seq, &head.hash)?;
-    let receipt_id = receipt.body.id.clone();
 
     conn.prepare_cached(
         "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
@@ -473,11 +480,9 @@ fn record_decision_tx(
     conn.prepare_cached("INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
         .execute(params![receipt_id, tenant_id, receipt.body.seq as i64, d.id, receipt.canonical, receipt.hash])?;
 
-    let escalated_to = if records::counts_towards_escalation(d) {
-        escalate_if_due(conn, d)?
-    } else {
-        None
-    };
+    let escalated_to = escalation
+        .map(|change| escalate(conn, d, change))
+        .transpose()?;
 
     state.extend_chain(
         tenant_id,
@@ -509,6 +514,10 @@ fn record_fenced_decision_tx(
     state: &mut WriterState,
     mut d: NewDecision,
 ) -> StoreResult<RecordedDecision> {
+    // Everything that can refuse the decision comes before its first write, so that a
+    // refusal (a broken chain, a reused request id) fails this decision alone
+    // (`Containment::Batch`).
+    let head = state.chain_head(conn, d.tenant_id.as_str())?;
     let stored: Option<i64> = conn
         .prepare_cached("SELECT version FROM agents WHERE tenant_id = ?1 AND id = ?2")?
         .query_row([d.tenant_id.as_str(), &d.agent_id], |row| row.get(0))
@@ -518,7 +527,7 @@ fn record_fenced_decision_tx(
         approvals::gate(conn, &mut d)?;
         return Ok(RecordedDecision {
             stale_agent,
-            ..record_decision_tx(conn, state, &d)?
+            ..record_decision_tx(conn, state, head, &d)?
         });
     };
     // A retry is answered with what its first call recorded (`crate::requests`), before
@@ -540,7 +549,7 @@ fn record_fenced_decision_tx(
         return prior.answer(&d, approval);
     }
     approvals::gate(conn, &mut d)?;
-    let recorded = record_decision_tx(conn, state, &d)?;
+    let recorded = record_decision_tx(conn, state, head, &d)?;
     conn.prepare_cached(crate::requests::REMEMBER_SQL)?
         .execute([&key[0], &key[1], &key[2], &d.id])?;
     Ok(RecordedDecision {
@@ -549,51 +558,47 @@ fn record_fenced_decision_tx(
     })
 }
 
-/// Counts the agent's denies in the window that were logged after its last tier change
-/// (containment refusals excepted); at the threshold, steps the tier up one level and
-/// records the event. Ordering by event seq (not time) makes "after the change" exact, even
-/// within one millisecond.
-fn escalate_if_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<RiskTier>> {
-    let (tier, changed_seq): (String, i64) = conn
-        .prepare_cached("SELECT risk_tier, risk_tier_changed_seq FROM agents WHERE id = ?1")?
-        .query_row([&d.agent_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    let tier: RiskTier = parse_column(&tier)?;
-    let Some(next) = tier.escalated() else {
-        return Ok(None);
-    };
-    let window_start = d.created_at_ms - i64::from(d.escalation.window_minutes) * 60_000;
-    let denies: i64 = conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM decisions
-              WHERE agent_id = ?1 AND decision = 'deny' AND NOT contained AND created_at >= ?2
-                AND event_seq > ?3
-              LIMIT ?4)",
-        )?
-        .query_row(
-            params![
-                d.agent_id,
-                window_start,
-                changed_seq,
-                d.escalation.denial_threshold
-            ],
-            |row| row.get(0),
-        )?;
-    if denies < i64::from(d.escalation.denial_threshold) {
-        return Ok(None);
-    }
+/// [`crate::schema::TIER_AND_EARLIER_DENIES_SQL`] in SQLite's numbered placeholders.
+static TIER_AND_EARLIER_DENIES: LazyLock<String> =
+    LazyLock::new(|| numbered_placeholders(crate::schema::TIER_AND_EARLIER_DENIES_SQL));
+
+/// PostgreSQL's `$N` placeholders spelled as SQLite's `?N`, so that one SQL text serves both
+/// stores whatever order its placeholders appear in (SQLite numbers `$N` by appearance).
+fn numbered_placeholders(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// The tier change a deny brings ([`records::escalation_due`]), read before it is stored.
+fn escalation_due(conn: &Connection, d: &NewDecision) -> StoreResult<Option<(RiskTier, RiskTier)>> {
+    let (agent, window_start, enough) = records::earlier_denies_params(d);
+    let (tier, earlier): (String, i64) = conn
+        .prepare_cached(&TIER_AND_EARLIER_DENIES)?
+        .query_row(params![agent, window_start, enough], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    records::escalation_due(d, &tier, earlier)
+}
+
+/// Steps the agent's tier from `tier` to `next` after decision `d` and logs the change; the
+/// change's own seq marks where escalation counting restarts.
+fn escalate(
+    conn: &Connection,
+    d: &NewDecision,
+    (tier, next): (RiskTier, RiskTier),
+) -> StoreResult<RiskTier> {
     let change_seq = append_event(
         conn,
         d.tenant_id.as_str(),
         event_kind::AGENT_RISK_TIER_CHANGED,
         Some(&d.agent_id),
         Some(&d.id),
-        &records::escalation_event(d, tier, next, denies),
+        &records::escalation_event(d, tier, next),
     )?;
     conn.prepare_cached(
         "UPDATE agents SET risk_tier = ?1, risk_tier_changed_seq = ?2, updated_at = ?3 WHERE id = ?4",
     )?
     .execute(params![next.as_str(), change_seq, d.created_at_ms, d.agent_id])?;
-    Ok(Some(next))
+    Ok(next)
 }
 
 pub(crate) fn change_agent_tx(

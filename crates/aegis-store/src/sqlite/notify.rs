@@ -1,11 +1,11 @@
 //! Notification tables: webhook subscriptions, the delivery queue, coalescing state.
 
 use crate::records;
+use crate::schema::WEBHOOK_COLUMNS;
 use crate::*;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, rowid";
-pub(crate) const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, created_at";
 
 fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
@@ -57,16 +57,13 @@ pub(super) fn apply_batch(conn: &Connection, batch: &NotifyBatch, now: i64) -> S
     for delivery in &batch.deliveries {
         insert_delivery(conn, delivery)?;
     }
-    let mut save = conn.prepare_cached(
-        "INSERT INTO notify_coalesce (tenant_id, agent_id, last_sent_at, pending) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (tenant_id, agent_id) DO UPDATE SET last_sent_at = excluded.last_sent_at, pending = excluded.pending",
-    )?;
+    let mut save = conn.prepare_cached(crate::schema::SAVE_COALESCE_SQL)?;
     for state in &batch.coalesce {
         save.execute(params![
             state.tenant_id.as_str(),
             state.agent_id,
             state.last_sent_at_ms,
-            state.pending.to_string()
+            state.pending_from_seq
         ])?;
     }
     super::advance_cursor(conn, &batch.consumer, batch.after, batch.cursor, now)?;
@@ -74,26 +71,17 @@ pub(super) fn apply_batch(conn: &Connection, batch: &NotifyBatch, now: i64) -> S
 }
 
 pub(super) fn coalesce_states(conn: &Connection) -> StoreResult<Vec<CoalesceRecord>> {
-    conn.prepare_cached("SELECT tenant_id, agent_id, last_sent_at, pending FROM notify_coalesce")?
+    Ok(conn
+        .prepare_cached(crate::schema::COALESCE_STATES_SQL)?
         .query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, String>(3)?,
-            ))
-        })?
-        .map(|row| {
-            let (tenant_id, agent_id, last_sent_at_ms, pending) = row?;
             Ok(CoalesceRecord {
-                tenant_id: TenantId::new(tenant_id),
-                agent_id,
-                last_sent_at_ms,
-                pending: serde_json::from_str(&pending)
-                    .map_err(|e| StoreError::Corrupt(format!("coalescing state: {e}")))?,
+                tenant_id: TenantId::new(row.get::<_, String>(0)?),
+                agent_id: row.get(1)?,
+                last_sent_at_ms: row.get(2)?,
+                pending_from_seq: row.get(3)?,
             })
-        })
-        .collect()
+        })?
+        .collect::<Result<_, _>>()?)
 }
 
 /// Claims due deliveries by [`records::fair_claim`]. Nothing is leased: this process is the

@@ -6,43 +6,9 @@ use aegis_core::receipt::{Checkpoint, CheckpointBody, RECEIPT_SCHEMA_VERSION};
 use rusqlite::Row;
 use rusqlite::types::Type;
 use std::str::FromStr;
-use subtle::ConstantTimeEq;
 
-pub(crate) const TENANT_COLUMNS: &str = "id, denial_threshold, escalation_window_minutes, created_at, \
-     soc_autonomy_level, deny_storm_n, deny_storm_window_secs, exfiltration_reads, \
-     approval_ttl_secs, approvals_required, rate_per_sec, rate_burst, mutating_per_hour";
-pub(crate) const INCIDENT_COLUMNS: &str = "id, tenant_id, kind, severity, status, agent_id, summary, \
-     recommended_action, opened_at, updated_at, acknowledged_at, acknowledged_by, closed_at, closed_by, \
-     close_reason, event_seq, (SELECT COUNT(*) FROM incident_evidence e WHERE e.incident_id = incidents.id)";
-pub(crate) const RESPONSE_ACTION_COLUMNS: &str =
-    "id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at";
-pub(crate) const ALERT_COLUMNS: &str =
-    "id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at, count";
-pub(crate) const KEY_COLUMNS: &str = "id, tenant_id, name, role, created_at, revoked_at";
 pub(crate) const AGENT_COLUMNS: &str = "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, rowid, version, \
      rate_per_sec, rate_burst";
-pub(crate) const DECISION_COLUMNS: &str = "id, tenant_id, event_seq, agent_id, request_id, tool, action, resource, \
-     mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash, \
-     run_id, trace_id, parent_run_id, receipt_id, created_at";
-
-/// [`DECISION_COLUMNS`] of the decisions table under `alias`, for joins.
-pub(crate) fn qualified_decision_columns(alias: &str) -> String {
-    DECISION_COLUMNS
-        .split(", ")
-        .map(|column| format!("{alias}.{}", column.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-pub(crate) fn constant_time_eq(stored: &[u8], presented: &[u8]) -> bool {
-    stored.ct_eq(presented).into()
-}
-
-/// Parses a stored enum spelling; an unknown spelling means the row is corrupt.
-pub(crate) fn parse_column<T: FromStr>(text: &str) -> StoreResult<T> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("unexpected stored value {text:?}")))
-}
 
 fn enum_at<T: FromStr>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
     let text: String = row.get(index)?;
@@ -161,9 +127,6 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
         created_at_ms: row.get(6)?,
     })
 }
-
-pub(crate) const EVENT_COLUMNS: &str =
-    "seq, tenant_id, kind, agent_id, subject_id, payload, created_at";
 
 pub(super) fn key_from_row(row: &Row<'_>) -> rusqlite::Result<OperatorKey> {
     Ok(OperatorKey {

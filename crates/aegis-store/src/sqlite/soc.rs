@@ -3,12 +3,11 @@
 use super::rows::*;
 use super::{append_event, change_agent_tx, load_agent};
 use crate::records;
+use crate::schema::RESPONSE_ENGINE;
+use crate::schema::*;
 use crate::*;
 use aegis_core::model::AgentStatus;
 use rusqlite::{Connection, OptionalExtension, params};
-
-/// The actor named on automatic responses.
-pub const RESPONSE_ENGINE: &str = "soc:response-engine";
 
 pub(super) fn apply_batch(
     conn: &Connection,

@@ -1,0 +1,72 @@
+//! What both backends read and write alike: column lists, SQL text written once, and how a
+//! stored value is read back. A backend adds only its driver's plumbing (placeholder style,
+//! row access); nothing here belongs to one of them.
+
+use crate::{StoreError, StoreResult};
+use std::str::FromStr;
+use subtle::ConstantTimeEq;
+
+pub(crate) const TENANT_COLUMNS: &str = "id, denial_threshold, escalation_window_minutes, created_at, \
+     soc_autonomy_level, deny_storm_n, deny_storm_window_secs, exfiltration_reads, \
+     approval_ttl_secs, approvals_required, rate_per_sec, rate_burst, mutating_per_hour";
+pub(crate) const INCIDENT_COLUMNS: &str = "id, tenant_id, kind, severity, status, agent_id, summary, \
+     recommended_action, opened_at, updated_at, acknowledged_at, acknowledged_by, closed_at, closed_by, \
+     close_reason, event_seq, (SELECT COUNT(*) FROM incident_evidence e WHERE e.incident_id = incidents.id)";
+pub(crate) const RESPONSE_ACTION_COLUMNS: &str =
+    "id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at";
+pub(crate) const ALERT_COLUMNS: &str =
+    "id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at, count";
+pub(crate) const KEY_COLUMNS: &str = "id, tenant_id, name, role, created_at, revoked_at";
+pub(crate) const DECISION_COLUMNS: &str = "id, tenant_id, event_seq, agent_id, request_id, tool, action, resource, \
+     mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash, \
+     run_id, trace_id, parent_run_id, receipt_id, created_at";
+
+/// [`DECISION_COLUMNS`] of the decisions table under `alias`, for joins.
+pub(crate) fn qualified_decision_columns(alias: &str) -> String {
+    DECISION_COLUMNS
+        .split(", ")
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) const EVENT_COLUMNS: &str =
+    "seq, tenant_id, kind, agent_id, subject_id, payload, created_at";
+
+/// The columns of a webhook subscription.
+pub(crate) const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, created_at";
+
+/// The actor named on automatic responses.
+pub const RESPONSE_ENGINE: &str = "soc:response-engine";
+
+/// The agent's risk tier (`$1` its id) and its denies that count towards escalation, logged
+/// after its last tier change and at or after `$2` (ms), counted up to `$3`: what
+/// [`RiskTier::after_deny`](aegis_core::model::RiskTier::after_deny) needs, read before the deny at hand is stored. The partial index
+/// `decisions_agent_denies` holds exactly the rows counted.
+pub(crate) const TIER_AND_EARLIER_DENIES_SQL: &str = "SELECT a.risk_tier,
+    (SELECT COUNT(*) FROM (SELECT 1 FROM decisions
+        WHERE agent_id = a.id AND decision = 'deny' AND NOT contained
+          AND event_seq > a.risk_tier_changed_seq AND created_at >= $2
+        LIMIT $3) AS earlier)
+ FROM agents a WHERE a.id = $1";
+
+/// Saves one agent's notification coalescing state ([`crate::CoalesceRecord`]).
+pub(crate) const SAVE_COALESCE_SQL: &str = "INSERT INTO notify_coalesce (tenant_id, agent_id, last_sent_at, pending_from_seq)
+     VALUES ($1, $2, $3, $4)
+     ON CONFLICT (tenant_id, agent_id)
+     DO UPDATE SET last_sent_at = excluded.last_sent_at, pending_from_seq = excluded.pending_from_seq";
+
+/// Every saved coalescing state, read in [`crate::CoalesceRecord`]'s field order.
+pub(crate) const COALESCE_STATES_SQL: &str =
+    "SELECT tenant_id, agent_id, last_sent_at, pending_from_seq FROM notify_coalesce";
+
+/// Parses a stored enum spelling; an unknown spelling means the row is corrupt.
+pub(crate) fn parse_column<T: FromStr>(text: &str) -> StoreResult<T> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("unexpected stored value {text:?}")))
+}
+
+/// Compares a stored secret hash with a presented one in constant time.
+pub(crate) fn constant_time_eq(stored: &[u8], presented: &[u8]) -> bool {
+    stored.ct_eq(presented).into()
+}
