@@ -45,7 +45,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 use deployment::{Deployment, Memory};
 use load::{LoadResult, Request, Shape, Wrk};
-use observe::{FeedClients, SocCursor};
+use observe::{DatabaseProbe, FeedClients};
 use serde_json::{Value, json};
 use setup::{Call, MCP_PROXY_PATH, Tenant};
 use std::path::PathBuf;
@@ -512,7 +512,7 @@ struct Bench {
     wrk: Wrk,
     shape: Shape,
     base_urls: Vec<String>,
-    cursor: SocCursor,
+    database: DatabaseProbe,
     prepared: Prepared,
     admin_key: String,
     control: reqwest::Client,
@@ -559,7 +559,7 @@ impl Bench {
             eprintln!("{}", deployment.log_excerpts(40));
             e.context("setting up tenants, agents, tools and policies")
         })?;
-        let cursor = SocCursor::open(&deployment.database).await?;
+        let database = DatabaseProbe::open(&deployment.database).await?;
         Ok(Bench {
             shape: Shape {
                 threads: args.threads,
@@ -571,7 +571,7 @@ impl Bench {
             deployment,
             wrk,
             base_urls,
-            cursor,
+            database,
             prepared,
             control,
         })
@@ -653,7 +653,7 @@ impl Bench {
             None => (load.await?, None),
         };
         let soc_lag = match row.authorizes() {
-            true => Some(self.cursor.lag().await?),
+            true => Some(self.database.lag().await?),
             false => None,
         };
         let memory = match row {
@@ -718,7 +718,7 @@ impl Bench {
                 started.elapsed().as_secs_f64()
             );
         }
-        let soc_lag = self.cursor.lag().await?;
+        let soc_lag = self.database.lag().await?;
         // The second half: from the first sample at or past half the decisions.
         let half = samples
             .iter()
@@ -728,6 +728,8 @@ impl Bench {
         let max_after = samples[half..].iter().map(|s| s.2).max().unwrap_or(at_half);
         let end = samples.last().map_or(0, |s| s.2);
         let peak = self.deployment.largest_memory_kib()?.peak_kib;
+        let (stored_bytes, stored_decisions) = self.database.stored().await?;
+        let bytes_per_decision = stored_bytes / stored_decisions.max(1);
         println!("{}", self.header());
         println!(
             "soak: {decided} decisions in {:.0} s, {failures} errors; RSS at the end {:.1} MiB \
@@ -742,6 +744,11 @@ impl Bench {
             mib(max_after - at_half),
             soc_lag.as_secs_f64() * 1e3
         );
+        println!(
+            "stored: {bytes_per_decision} bytes per decision ({:.1} MiB for {stored_decisions} \
+             decisions)",
+            stored_bytes as f64 / (1024.0 * 1024.0)
+        );
         let mut report = self.header();
         report["soak"] = json!({
             "chunk_secs": self.args.soak_chunk,
@@ -753,6 +760,9 @@ impl Bench {
             "second_half_max_mib": mib(max_after),
             "second_half_growth_mib": mib(max_after - at_half),
             "soc_lag_ms": soc_lag.as_secs_f64() * 1e3,
+            "stored_bytes": stored_bytes,
+            "stored_decisions": stored_decisions,
+            "stored_bytes_per_decision": bytes_per_decision,
             "samples": samples
                 .iter()
                 .map(|(secs, decisions, rss)| json!({"secs": secs, "decisions": decisions, "rss_mib": mib(*rss)}))

@@ -119,10 +119,10 @@ async fn read_raw(mut stream: TcpStream, received: Arc<AtomicU64>) {
     }
 }
 
-/// Reads the SOC consumer's cursor and the event log's head straight from the database (the
-/// API has no route for them); the tables are `consumer_cursors` and `events` of
-/// `crates/aegis-store/migrations`.
-pub enum SocCursor {
+/// Reads straight from the gateway's database what the API has no route for: the SOC
+/// consumer's cursor and the event log's head (tables `consumer_cursors` and `events` of
+/// `crates/aegis-store/migrations`), and the space the database takes per decision.
+pub enum DatabaseProbe {
     Sqlite(std::sync::Mutex<rusqlite::Connection>),
     Postgres(tokio_postgres::Client),
 }
@@ -137,37 +137,66 @@ const POLL: Duration = Duration::from_millis(2);
 /// Longest wait for the SOC to catch up.
 const MAX_LAG: Duration = Duration::from_secs(120);
 
-impl SocCursor {
-    pub async fn open(database: &OsStr) -> Result<SocCursor> {
+impl DatabaseProbe {
+    pub async fn open(database: &OsStr) -> Result<DatabaseProbe> {
         let text = database.to_string_lossy();
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             let (client, connection) = tokio_postgres::connect(&text, tokio_postgres::NoTls)
                 .await
                 .context("connecting to PostgreSQL to read the SOC cursor")?;
             tokio::spawn(connection);
-            Ok(SocCursor::Postgres(client))
+            Ok(DatabaseProbe::Postgres(client))
         } else {
             let connection = rusqlite::Connection::open_with_flags(
                 database,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
             )
             .context("opening the SQLite database to read the SOC cursor")?;
-            Ok(SocCursor::Sqlite(std::sync::Mutex::new(connection)))
+            Ok(DatabaseProbe::Sqlite(std::sync::Mutex::new(connection)))
         }
     }
 
     /// The event log's head and the SOC consumer's cursor.
     async fn read(&self) -> Result<(i64, i64)> {
         match self {
-            SocCursor::Sqlite(connection) => Ok(tokio::task::block_in_place(|| {
+            DatabaseProbe::Sqlite(connection) => Ok(tokio::task::block_in_place(|| {
                 let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
                 connection.query_row(CURSOR_AND_HEAD, [], |row| Ok((row.get(0)?, row.get(1)?)))
             })?),
-            SocCursor::Postgres(client) => {
+            DatabaseProbe::Postgres(client) => {
                 let row = client.query_one(CURSOR_AND_HEAD, &[]).await?;
                 Ok((row.get(0), row.get(1)))
             }
         }
+    }
+
+    /// The bytes the database holds and its decisions: on SQLite the pages in use, the WAL's
+    /// included (what a connection sees); on PostgreSQL the database's size on disk.
+    pub async fn stored(&self) -> Result<(u64, u64)> {
+        let (bytes, decisions): (i64, i64) = match self {
+            DatabaseProbe::Sqlite(connection) => tokio::task::block_in_place(|| {
+                let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
+                connection.query_row(
+                    "SELECT ((SELECT page_count FROM pragma_page_count()) \
+                             - (SELECT freelist_count FROM pragma_freelist_count())) \
+                            * (SELECT page_size FROM pragma_page_size()), \
+                            (SELECT COUNT(*) FROM decisions)",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+            })?,
+            DatabaseProbe::Postgres(client) => {
+                let row = client
+                    .query_one(
+                        "SELECT pg_database_size(current_database()), \
+                                (SELECT COUNT(*) FROM decisions)",
+                        &[],
+                    )
+                    .await?;
+                (row.get(0), row.get(1))
+            }
+        };
+        Ok((u64::try_from(bytes)?, u64::try_from(decisions)?))
     }
 
     /// Called when the load has stopped: the time until the SOC consumer has processed every
