@@ -49,7 +49,7 @@ pub async fn decide(
 /// absent), after waiting up to `wait` for its status to leave `pending`.
 ///
 /// Waiting costs no polling loop: it wakes on each commit the store publishes
-/// (`Store::committed_seq`, which on PostgreSQL also follows other replicas' commits) and
+/// (`EventLog::committed_seq`, which on PostgreSQL also follows other replicas' commits) and
 /// re-reads only then, so an answer leaves as soon as the decision is committed.
 pub async fn watch(
     state: &SharedState,

@@ -8,7 +8,7 @@ use crate::state::{AgentSnapshot, SharedState};
 use crate::telemetry::record_tenant;
 use crate::validate::Text;
 use aegis_core::model::Role;
-use aegis_store::{OperatorKey, SecretHash, TenantId, TokenOwner};
+use aegis_store::{AdminStore, OperatorKey, SecretHash, TenantId, TokenOwner};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -306,7 +306,7 @@ pub fn new_operator_key(
 /// Creates a tenant and its first admin key (what `aegis init` does). `Conflict` if the
 /// tenant exists.
 pub async fn create_tenant(
-    store: &dyn aegis_store::Store,
+    store: &dyn AdminStore,
     tenant_id: TenantId,
 ) -> Result<NewTenant, aegis_store::StoreError> {
     let (admin_key, key) =

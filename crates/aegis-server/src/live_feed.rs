@@ -21,7 +21,7 @@
 
 use crate::state::SharedState;
 use aegis_core::timestamp::format_millis;
-use aegis_store::{Event, Store, StoreResult, TenantId, event_kind};
+use aegis_store::{Event, EventLog, StoreResult, TenantId, event_kind};
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use serde_json::json;
@@ -172,7 +172,7 @@ impl LiveFeed {
     /// catching up.
     pub async fn read_for_session(
         &self,
-        store: &dyn Store,
+        store: &dyn EventLog,
         tenant: &TenantId,
         after: i64,
     ) -> StoreResult<Vec<Event>> {
@@ -232,7 +232,7 @@ impl LiveFeed {
 
     /// Reads and publishes the events committed after the last published one, up to
     /// `head`; or, while nobody listens, only moves the mark to `head`.
-    async fn publish_up_to(&self, store: &dyn Store, head: i64) -> StoreResult<()> {
+    async fn publish_up_to(&self, store: &dyn EventLog, head: i64) -> StoreResult<()> {
         loop {
             let after = {
                 let mut published = self.published.lock();

@@ -17,7 +17,9 @@ use crate::telemetry::{DecisionCounters, TenantLabels};
 use aegis_core::decision::RegisteredAction;
 use aegis_core::policy::{PolicyEngine, PolicyPrincipal, PolicyResource};
 use aegis_mcp::rmcp_http::{LocalSessionManager, StreamableHttpService};
-use aegis_store::{Agent, RiskEscalation, SecretHash, Store, StoreError, StoreResult, TenantId};
+use aegis_store::{
+    ActionPlaneStore, Agent, RiskEscalation, SecretHash, Store, StoreError, StoreResult, TenantId,
+};
 use arc_swap::ArcSwap;
 use governor::Quota;
 use parking_lot::RwLock;
@@ -268,7 +270,7 @@ impl TenantRuntimes {
     /// The tenant's runtime, loaded from the store on first use.
     pub async fn get(
         &self,
-        store: &dyn Store,
+        store: &dyn ActionPlaneStore,
         tenant: &TenantId,
     ) -> StoreResult<Arc<TenantRuntime>> {
         if let Some(runtime) = self.map.read().get(tenant) {
@@ -312,7 +314,10 @@ impl TenantRuntimes {
 }
 
 /// Reads a tenant's tool catalog from the store.
-pub async fn load_catalog(store: &dyn Store, tenant: &TenantId) -> StoreResult<ToolCatalog> {
+pub async fn load_catalog(
+    store: &dyn ActionPlaneStore,
+    tenant: &TenantId,
+) -> StoreResult<ToolCatalog> {
     let mut catalog = ToolCatalog::new();
     for registered in store.tool_actions(tenant).await? {
         let resource = PolicyResource::new(&registered.tool, &registered.action.action);

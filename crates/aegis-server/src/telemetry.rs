@@ -14,7 +14,7 @@
 //! `other`). No agent, decision or request id is ever a label.
 
 use aegis_core::model::Verdict;
-use aegis_store::{Store, TenantId};
+use aegis_store::{EventLog, TenantId};
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
@@ -95,7 +95,7 @@ impl Metrics {
     /// The Prometheus text exposition, after reading the store's backlogs and the process's
     /// figures. A store that cannot answer leaves its gauges at their last values and is
     /// counted in `aegis_metrics_store_read_failures_total`; the rest still renders.
-    pub async fn render(&self, store: &dyn Store) -> String {
+    pub async fn render(&self, store: &dyn EventLog) -> String {
         match store.operations().await {
             Ok(snapshot) => self.record_backlogs(store, snapshot),
             Err(error) => {
@@ -107,7 +107,7 @@ impl Metrics {
         self.handle.render()
     }
 
-    fn record_backlogs(&self, store: &dyn Store, snapshot: aegis_store::OperationsSnapshot) {
+    fn record_backlogs(&self, store: &dyn EventLog, snapshot: aegis_store::OperationsSnapshot) {
         let head = *store.committed_seq().borrow();
         let now_ms = crate::now_ms();
         let age_secs = |since_ms: i64| (now_ms - since_ms).max(0) as f64 / 1000.0;

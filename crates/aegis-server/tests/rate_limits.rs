@@ -134,7 +134,7 @@ store_test!(async fn settings_round_trip_and_are_validated(backend) {
 store_test!(async fn a_rate_limited_agent_gets_recorded_denies_that_open_one_deny_storm(backend) {
     let app = TestApp::spawn(backend).await;
     // The SOC follows the log as `aegis serve` runs it (defaults: five denies in 60 s).
-    let consumer = Consumer::start(Arc::clone(&app.store), SocConfig::default(), Arc::new(|_| {}))
+    let consumer = Consumer::start(app.store.clone(), SocConfig::default(), Arc::new(|_| {}))
         .await
         .expect("SOC consumer");
     let (_stop, stopped) = tokio::sync::watch::channel(false);

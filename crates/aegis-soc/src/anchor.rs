@@ -28,7 +28,7 @@
 //! file away.
 
 use aegis_core::receipt::{ChainPoint, Checkpoint};
-use aegis_store::{Store, TenantId};
+use aegis_store::{ReceiptStore, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -210,7 +210,7 @@ impl AnchorFile {
 
     /// Moves the anchors to the heads `store` signed since, and rewrites the file if any
     /// moved.
-    pub async fn update(&self, store: &dyn Store) -> io::Result<()> {
+    pub async fn update(&self, store: &dyn ReceiptStore) -> io::Result<()> {
         let signed = store.signed_heads();
         self.change(|anchors| anchors.advance(signed)).await
     }
@@ -242,7 +242,7 @@ impl AnchorFile {
 /// store's last commit, is the caller's).
 pub async fn keep(
     file: Arc<AnchorFile>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn ReceiptStore>,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {

@@ -1,7 +1,7 @@
 //! The SOC consumer: reads the event log in `seq` order from its persisted cursor, runs
 //! detection and correlation, plans responses, and writes everything it found together with
 //! its new cursor and the correlators' windows in one transaction
-//! (`Store::apply_soc_batch`). A crash before that commit repeats the batch from the same
+//! (`SocStore::apply_soc_batch`). A crash before that commit repeats the batch from the same
 //! state; after it, nothing is repeated. Incident ids and dedup keys are derived from the
 //! finding, so even a repeat could not open a second incident for one storm.
 
@@ -15,8 +15,8 @@ use aegis_core::correlate::{
 use aegis_core::model::AutonomyLevel;
 use aegis_store::mcp::{DEFINITION_CHANGED, definition_changed_dedup_key, mcp_event};
 use aegis_store::{
-    Agent, AlertRepeat, CorrelatorStateRecord, Event, EvidenceAppend, EvidenceRef, NewAlert,
-    NewIncident, SocBatch, Store, StoreResult, TenantId, TenantSettings, event_kind,
+    Agent, AlertRepeat, CorrelatorStateRecord, Event, EventLog, EvidenceAppend, EvidenceRef,
+    NewAlert, NewIncident, SocBatch, SocStore, StoreResult, TenantId, TenantSettings, event_kind,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -39,7 +39,7 @@ struct TenantSoc {
 }
 
 pub struct Consumer {
-    store: Arc<dyn Store>,
+    store: Arc<dyn SocStore>,
     config: SocConfig,
     on_agent_changed: AgentChanged,
     cursor: i64,
@@ -50,7 +50,7 @@ pub struct Consumer {
 impl Consumer {
     /// Loads the cursor and the saved correlation windows.
     pub async fn start(
-        store: Arc<dyn Store>,
+        store: Arc<dyn SocStore>,
         config: SocConfig,
         on_agent_changed: AgentChanged,
     ) -> StoreResult<Self> {
@@ -473,7 +473,7 @@ fn summary(rule: RuleKind, evidence: usize, config: &CorrelationConfig, agent_id
 impl crate::LogConsumer for Consumer {
     const NAME: &'static str = CONSUMER;
 
-    fn store(&self) -> &dyn Store {
+    fn store(&self) -> &dyn EventLog {
         self.store.as_ref()
     }
 

@@ -7,7 +7,7 @@
 //!
 //! Tenants cannot hold each other up: at most `max_in_flight` POSTs run at once, each bounded
 //! by `timeout`, and no tenant has more than `max_in_flight_per_tenant` of them; free slots
-//! go round-robin over tenants with due deliveries (`Store::claim_deliveries`), and only as
+//! go round-robin over tenants with due deliveries (`NotificationStore::claim_deliveries`), and only as
 //! many deliveries are claimed as can start at once. The circuit breaker that pauses an
 //! endpoint after consecutive failures is kept per (tenant, endpoint), so failures that one
 //! tenant causes at a URL never pause another tenant's deliveries to it.
@@ -21,7 +21,8 @@
 use crate::egress;
 use crate::notify::{ENV_JSON_SINK, ENV_SLACK_SINK, SUBSCRIPTION_SINK_PREFIX};
 use aegis_store::{
-    Delivery, DeliveryClaim, DeliveryOutcome, Store, StoreError, StoreResult, TenantId, now_ms,
+    Delivery, DeliveryClaim, DeliveryOutcome, NotificationStore, StoreError, StoreResult, TenantId,
+    now_ms,
 };
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -111,7 +112,7 @@ struct Target {
 }
 
 struct Worker {
-    store: Arc<dyn Store>,
+    store: Arc<dyn NotificationStore>,
     config: DeliverConfig,
     /// For the deployment's own (trusted) URLs.
     env_client: reqwest::Client,
@@ -151,7 +152,7 @@ fn client(config: &DeliverConfig, subscriptions: bool) -> reqwest::Result<reqwes
 
 /// Runs the worker until `shutdown` turns true; in-flight POSTs get `timeout` to finish.
 pub async fn run(
-    store: Arc<dyn Store>,
+    store: Arc<dyn NotificationStore>,
     config: DeliverConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {

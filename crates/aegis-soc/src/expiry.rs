@@ -4,7 +4,7 @@
 //! approval on the log, for the SOC, the live feed and the agents waiting on it. It runs on
 //! the leading replica, in bounded batches, so a backlog never makes one long transaction.
 
-use aegis_store::Store;
+use aegis_store::AdminStore;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ const BATCH: u32 = 500;
 
 /// Expires due approvals every `interval` until `stop` turns true.
 pub async fn run(
-    store: Arc<dyn Store>,
+    store: Arc<dyn AdminStore>,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {

@@ -7,10 +7,10 @@
 //!   else was written behind the gateway's back), and each chain of the anchor file
 //!   ([`crate::anchor`]) must still hold the anchored receipt and the verified receipt with
 //!   their hashes, covered by a valid checkpoint. These are a few reads per chain, not a walk
-//!   from seq 1. A chain that fails is closed (`Store::close_chain`): this process appends
+//!   from seq 1. A chain that fails is closed (`ReceiptStore::close_chain`): this process appends
 //!   nothing to it, so nothing is ever signed over it.
 //! - In the background ([`run`], on the leader): every interval each chain is walked with
-//!   `Store::audit_chain`, in one consistent snapshot, from the last point verified through
+//!   `ReceiptStore::audit_chain`, in one consistent snapshot, from the last point verified through
 //!   the new receipts (the extension). That point is kept in the anchor file, so a restart
 //!   resumes from it and costs the same whatever the length of the history.
 //! - Behind the verified points, history is walked again from seq 1 at a bounded rate (the
@@ -25,7 +25,7 @@ use crate::anchor::{AnchorFile, Anchors};
 use aegis_core::receipt::KeyRing;
 use aegis_core::receipt::{ChainBreak, ChainPoint};
 use aegis_store::chain::{ChainWalk, WalkStart, keyring};
-use aegis_store::{Store, StoreResult, TenantId};
+use aegis_store::{ReceiptStore, StoreResult, TenantId};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -41,7 +41,10 @@ pub const SWEEP_PER_PASS: u64 = 10_000;
 
 /// Audits every chain in the database or in `anchors` before the gateway serves; closes
 /// and reports each broken one. Returns the tenants reported.
-pub async fn audit_at_start(store: &dyn Store, anchors: &Anchors) -> StoreResult<Vec<TenantId>> {
+pub async fn audit_at_start(
+    store: &dyn ReceiptStore,
+    anchors: &Anchors,
+) -> StoreResult<Vec<TenantId>> {
     let keys = keyring(store).await?;
     let mut tenants: BTreeSet<TenantId> = store.receipt_tenants().await?.into_iter().collect();
     tenants.extend(anchors.tenants().map(TenantId::new));
@@ -70,7 +73,7 @@ pub async fn audit_at_start(store: &dyn Store, anchors: &Anchors) -> StoreResult
 }
 
 async fn report(
-    store: &dyn Store,
+    store: &dyn ReceiptStore,
     tenant: &TenantId,
     brk: &ChainBreak,
     check: &str,
@@ -120,7 +123,7 @@ impl IntegrityCheck {
     }
 
     /// One pass over every chain; returns the breaks found for the first time.
-    pub async fn pass(&mut self, store: &dyn Store) -> StoreResult<Vec<ChainBreak>> {
+    pub async fn pass(&mut self, store: &dyn ReceiptStore) -> StoreResult<Vec<ChainBreak>> {
         let keys = keyring(store).await?;
         let mut found = Vec::new();
         for tenant in store.receipt_tenants().await? {
@@ -166,7 +169,7 @@ impl IntegrityCheck {
     /// Walks `walk`, and reports the chain if it is broken.
     async fn walk(
         &mut self,
-        store: &dyn Store,
+        store: &dyn ReceiptStore,
         keys: &KeyRing,
         tenant: &TenantId,
         name: &str,
@@ -210,7 +213,7 @@ fn start_at(point: Option<&ChainPoint>) -> WalkStart {
 /// points of `anchors` and writing them back there; `reported` are the chains
 /// [`audit_at_start`] already reported.
 pub async fn run(
-    store: Arc<dyn Store>,
+    store: Arc<dyn ReceiptStore>,
     anchors: Arc<AnchorFile>,
     interval: Duration,
     reported: Vec<TenantId>,

@@ -47,7 +47,7 @@ impl Default for SocConfig {
 pub(crate) trait LogConsumer {
     /// What the logs call it.
     const NAME: &'static str;
-    fn store(&self) -> &dyn aegis_store::Store;
+    fn store(&self) -> &dyn aegis_store::EventLog;
     fn idle_poll(&self) -> Duration;
     /// Processes one batch; returns whether there was anything to do.
     async fn step(&mut self) -> aegis_store::StoreResult<bool>;

@@ -2,7 +2,7 @@
 //! picks what operators must hear about (denies, approval requests, high/critical alerts and
 //! incidents, automatic responses), coalesces bursts per agent, and queues one delivery per
 //! sink in the `deliveries` table, in the same transaction as its new cursor and its
-//! coalescing state (`Store::apply_notify_batch`). A crash before that commit repeats the
+//! coalescing state (`NotificationStore::apply_notify_batch`). A crash before that commit repeats the
 //! batch from the saved state; after it, nothing is repeated. It never touches the network:
 //! the delivery worker ([`crate::deliver`]) sends what is queued.
 //!
@@ -19,8 +19,8 @@ use crate::{slack, slack_actions};
 use aegis_core::model::{AutonomyLevel, Severity, Verdict};
 use aegis_core::timestamp::format_millis;
 use aegis_store::{
-    CoalesceRecord, Event, NewDelivery, NotifyBatch, Store, StoreResult, TenantId, Webhook,
-    event_kind,
+    CoalesceRecord, Event, EventLog, NewDelivery, NotificationStore, NotifyBatch, StoreResult,
+    TenantId, Webhook, event_kind,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -112,7 +112,7 @@ struct Coalesce {
 type AgentKey = (TenantId, String);
 
 pub struct Notifier {
-    store: Arc<dyn Store>,
+    store: Arc<dyn NotificationStore>,
     config: NotifyConfig,
     cursor: i64,
     states: HashMap<AgentKey, Coalesce>,
@@ -122,7 +122,10 @@ pub struct Notifier {
 
 impl Notifier {
     /// Loads the cursor and the saved coalescing state.
-    pub async fn start(store: Arc<dyn Store>, config: NotifyConfig) -> StoreResult<Self> {
+    pub async fn start(
+        store: Arc<dyn NotificationStore>,
+        config: NotifyConfig,
+    ) -> StoreResult<Self> {
         let mut notifier = Notifier {
             store,
             config,
@@ -647,7 +650,7 @@ pub fn test_message(format: &str, tenant_id: &TenantId, delivery_id: &str, now_m
 impl crate::LogConsumer for Notifier {
     const NAME: &'static str = CONSUMER;
 
-    fn store(&self) -> &dyn Store {
+    fn store(&self) -> &dyn EventLog {
         self.store.as_ref()
     }
 

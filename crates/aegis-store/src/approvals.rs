@@ -4,7 +4,7 @@
 //!
 //! Expiry needs no writer: a stored `pending` or `approved` approval past `expires_at` reads
 //! as `expired` everywhere ([`aegis_core::approval::effective_status`]). The leader's sweep
-//! ([`crate::Store::expire_approvals`]) later stores the status and appends the
+//! ([`crate::AdminStore::expire_approvals`]) later stores the status and appends the
 //! `approval.expired` event, in bounded batches.
 
 use crate::{NewDecision, Page, TenantId, event_kind};
@@ -438,12 +438,19 @@ pub(crate) fn votes_json(votes: &[ApprovalVote]) -> String {
     serde_json::to_string(votes).unwrap_or_else(|_| "[]".into())
 }
 
-/// The operator key a Slack user acts as (`?1`/`$1` tenant, `?2`/`$2` Slack user), in the
-/// order of the key row mappers.
+/// The operator key a Slack user acts as (`$1` tenant, `$2` Slack user), in the order of the
+/// key row mappers.
 pub(crate) const SLACK_APPROVER_KEY: &str =
     "SELECT k.id, k.tenant_id, k.name, k.role, k.created_at, k.revoked_at
      FROM slack_approvers s JOIN operator_keys k ON k.tenant_id = s.tenant_id AND k.id = s.key_id
-     WHERE s.tenant_id = {tenant} AND s.slack_user_id = {user}";
+     WHERE s.tenant_id = $1 AND s.slack_user_id = $2";
+
+/// Registers (or replaces) the key a Slack user acts as: `$1` tenant, `$2` Slack user, `$3`
+/// key id, `$4` created at (ms).
+pub(crate) const PUT_SLACK_APPROVER: &str =
+    "INSERT INTO slack_approvers (tenant_id, slack_user_id, key_id, created_at)
+     VALUES ($1, $2, $3, $4)
+     ON CONFLICT (tenant_id, slack_user_id) DO UPDATE SET key_id = excluded.key_id";
 
 /// The `approvals` columns every read selects, in [`StoredApproval`]'s order.
 pub(crate) const APPROVAL_COLUMNS: &str = "id, tenant_id, agent_id, status, action_hash, decision_id, \

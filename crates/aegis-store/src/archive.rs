@@ -42,16 +42,9 @@ pub trait ChainArchive: Send + Sync {
         bounds: ArchiveBounds,
     ) -> StoreResult<Option<u64>>;
     /// The tenant's retention: decisions younger than this many days are never archived
-    /// (`None`: no minimum). `NotFound` if there is no such tenant.
+    /// (`None`: no minimum; set by [`crate::AdminStore::set_retention_min_days`]). `NotFound`
+    /// if there is no such tenant.
     async fn retention_min_days(&self, tenant: &TenantId) -> StoreResult<Option<u32>>;
-    /// Sets (or clears, `None`) the tenant's retention, with its `tenant.settings_changed`
-    /// event.
-    async fn set_retention_min_days(
-        &self,
-        tenant: &TenantId,
-        min_days: Option<u32>,
-        actor: &str,
-    ) -> StoreResult<()>;
     /// Records `cut` as its tenant's cut; `Conflict` unless it moves the cut forward.
     async fn record_chain_cut(&self, cut: ChainCut) -> StoreResult<()>;
     /// Deletes, in one transaction, the oldest `batch` receipts at or before the tenant's
@@ -63,11 +56,6 @@ pub trait ChainArchive: Send + Sync {
 
 /// `$1` tenant.
 pub(crate) const RETENTION_OF: &str = "SELECT retention_min_days FROM tenants WHERE id = $1";
-
-/// What a retention change records with its event.
-pub(crate) fn retention_changed(min_days: Option<u32>, actor: &str) -> serde_json::Value {
-    serde_json::json!({"retention": {"min_days": min_days}, "actor": actor})
-}
 
 /// `$1` tenant: the cut's columns.
 pub(crate) const CUT_OF: &str =

@@ -8,7 +8,7 @@
 //! Anything else (receipts past the last checkpoint, a chain without checkpoints, a
 //! checkpoint beyond the receipts) was written behind the gateway's back.
 
-use crate::{Store, StoreError, StoreResult};
+use crate::{ReceiptStore, StoreError, StoreResult};
 use aegis_core::receipt::ReceiptSigner;
 use aegis_core::receipt::{
     BreakKind, ChainBreak, ChainCut, ChainHead, ChainPoint, ChainVerifier, Checkpoint, KeyRing,
@@ -35,7 +35,7 @@ pub(crate) fn signing_key(signer: &Option<Arc<ReceiptSigner>>) -> StoreResult<&R
 
 /// Every stored public key under the key id derived from it (a key stored under another id,
 /// or one that does not decode, is left out, so the checkpoints it would sign fail).
-pub async fn keyring(store: &dyn Store) -> StoreResult<KeyRing> {
+pub async fn keyring(store: &dyn ReceiptStore) -> StoreResult<KeyRing> {
     Ok(store
         .signing_keys()
         .await?

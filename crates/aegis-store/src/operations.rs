@@ -1,6 +1,6 @@
 //! What the store tells an operator about itself: the group-commit writers report each batch
 //! through the `metrics` facade (a no-op until the binary installs a recorder), and
-//! [`Store::operations`](crate::Store::operations) reads the backlogs a dashboard watches
+//! [`EventLog::operations`](crate::EventLog::operations) reads the backlogs a dashboard watches
 //! (consumer cursors behind the log head, deliveries waiting, approvals pending) when
 //! `/metrics` is scraped.
 //!

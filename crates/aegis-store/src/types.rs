@@ -594,7 +594,7 @@ pub struct EvidenceLink {
 }
 
 /// How many evidence items an incident shows from the start of its evidence and from the end
-/// (`Store::incident`); the rest is paged through [`EvidenceReads::incident_decisions`].
+/// (`SocStore::incident`); the rest is paged through [`EvidenceReads::incident_decisions`].
 pub const EVIDENCE_SHOWN_FIRST: u32 = 25;
 pub const EVIDENCE_SHOWN_RECENT: u32 = 25;
 
@@ -702,7 +702,7 @@ pub struct NewWebhook {
     pub created_at_ms: i64,
 }
 
-/// A stored subscription (its secret only through `Store::webhook_signing_secret`).
+/// A stored subscription (its secret only through `NotificationStore::webhook_signing_secret`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
     pub id: String,
@@ -744,7 +744,7 @@ pub struct Delivery {
     pub cursor: i64,
 }
 
-/// What the delivery worker can start now, for [`crate::Store::claim_deliveries`].
+/// What the delivery worker can start now, for [`crate::NotificationStore::claim_deliveries`].
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryClaim {
     pub now_ms: i64,

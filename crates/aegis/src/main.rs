@@ -782,7 +782,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let anchor_keeper = tokio::spawn(aegis_soc::anchor::keep(
         Arc::clone(&anchors),
-        Arc::clone(&store),
+        store.clone(),
         Duration::from_secs(args.anchor_interval_secs),
         stopped.clone(),
     ));
@@ -970,7 +970,7 @@ async fn start_consumers(
     // replicas learn of it through the log).
     let directory_state = Arc::clone(state);
     let consumer = Consumer::start(
-        Arc::clone(&store),
+        store.clone(),
         args.soc,
         Arc::new(move |agent| directory_state.agents.forget(&agent.id)),
     )
@@ -978,7 +978,7 @@ async fn start_consumers(
     .context("cannot start the SOC consumer")?;
     // Notifications: a second consumer queues deliveries; the worker sends them. Neither
     // sits on the authorize path.
-    let notifier = aegis_soc::notify::Notifier::start(Arc::clone(&store), args.notify.clone())
+    let notifier = aegis_soc::notify::Notifier::start(store.clone(), args.notify.clone())
         .await
         .context("cannot start the notification consumer")?;
     Ok(vec![
@@ -990,7 +990,7 @@ async fn start_consumers(
         (
             "delivery worker",
             tokio::spawn(aegis_soc::deliver::run(
-                Arc::clone(&store),
+                store.clone(),
                 args.deliver.clone(),
                 stop.clone(),
             )),
@@ -998,7 +998,7 @@ async fn start_consumers(
         (
             "approval expiry sweep",
             tokio::spawn(aegis_soc::expiry::run(
-                Arc::clone(&store),
+                store.clone(),
                 APPROVAL_SWEEP_INTERVAL,
                 stop.clone(),
             )),

@@ -11,7 +11,7 @@
 //! format. Several files and a database verify as one history: each chain goes on in the
 //! next file (or in the database, after its cut) from where the previous file ended.
 //!
-//! A database is verified with `Store::audit_chain`, the walk the gateway runs itself, in
+//! A database is verified with `ReceiptStore::audit_chain`, the walk the gateway runs itself, in
 //! one consistent snapshot per chain: a gateway serving meanwhile is never seen half-way
 //! through a commit, so receipts past a chain's last checkpoint are always a break.
 

@@ -3,7 +3,7 @@
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use crate::telemetry::Metrics;
-use aegis_store::Store;
+use aegis_store::EventLog;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -79,7 +79,7 @@ pub async fn metrics(State(state): State<SharedState>) -> ApiResult<impl IntoRes
 }
 
 /// The answer of a metrics scrape, on the API listener or on `AEGIS_METRICS_LISTEN`.
-pub async fn render_metrics(metrics: &Metrics, store: &dyn Store) -> impl IntoResponse + use<> {
+pub async fn render_metrics(metrics: &Metrics, store: &dyn EventLog) -> impl IntoResponse + use<> {
     let text = metrics.render(store).await;
     ([(CONTENT_TYPE, PROMETHEUS_TEXT)], text)
 }

@@ -5,7 +5,7 @@ use super::prepared;
 use super::rows::get;
 use crate::archive::{
     ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, OLDEST_SEQ, PRUNE, PUT_CUT,
-    RETENTION_OF, batch_end, cut_moved, retention_changed,
+    RETENTION_OF, batch_end, cut_moved,
 };
 use crate::*;
 use aegis_core::receipt::{ChainCut, ChainCutBody, RECEIPT_SCHEMA_VERSION};
@@ -68,22 +68,6 @@ impl ChainArchive for super::PgStore {
             .await?
             .ok_or(StoreError::NotFound("tenant"))?;
         Ok(get::<Option<i64>>(&row, 0)?.map(|days| days as u32))
-    }
-
-    async fn set_retention_min_days(
-        &self,
-        tenant: &TenantId,
-        min_days: Option<u32>,
-        actor: &str,
-    ) -> StoreResult<()> {
-        self.change_settings(
-            tenant,
-            "retention_min_days = $1",
-            vec![Box::new(min_days.map(i64::from))],
-            retention_changed(min_days, actor),
-        )
-        .await
-        .map(drop)
     }
 
     async fn record_chain_cut(&self, cut: ChainCut) -> StoreResult<()> {

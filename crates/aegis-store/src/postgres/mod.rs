@@ -28,10 +28,10 @@ use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::operations;
 use crate::records;
 use crate::secrets;
+use crate::settings::SettingValue;
 use crate::*;
 use aegis_core::canonical::sha256_hex;
-use aegis_core::correlate::ExfiltrationReads;
-use aegis_core::model::{AgentStatus, AutonomyLevel, RiskTier, Verdict};
+use aegis_core::model::{AgentStatus, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{ChainPoint, KeyRing};
 use aegis_core::receipt::{Checkpoint, Receipt, ReceiptSigner};
@@ -278,36 +278,6 @@ impl PgStore {
         let client = self.pool.get().await?;
         let statement = prepared(&client, sql).await?;
         Ok(client.query_opt(&statement, params).await?)
-    }
-
-    /// Sets columns of the tenant's row (`assignments` numbers its values from `$1`) and
-    /// records the change with `payload`; returns the settings after it.
-    async fn change_settings(
-        &self,
-        tenant: &TenantId,
-        assignments: &'static str,
-        values: Vec<Box<dyn ToSql + Send + Sync>>,
-        payload: serde_json::Value,
-    ) -> StoreResult<TenantSettings> {
-        let tenant = tenant.clone();
-        let sql = format!(
-            "UPDATE tenants SET {assignments} WHERE id = ${}",
-            values.len() + 1
-        );
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut params: Vec<&(dyn ToSql + Sync)> = values
-                        .iter()
-                        .map(|value| value.as_ref() as &(dyn ToSql + Sync))
-                        .collect();
-                    let id = tenant.as_str();
-                    params.push(&id);
-                    tx.execute(&prepared(tx, &sql).await?, &params).await?;
-                    settings_changed(tx, state, &tenant, payload).await
-                })
-            })
-            .await
     }
 
     async fn query_map<T>(
@@ -840,24 +810,7 @@ pub(crate) async fn change_agent_tx(
 }
 
 #[async_trait]
-impl Store for PgStore {
-    async fn ping(&self) -> StoreResult<()> {
-        self.query("SELECT 1", &[]).await.map(drop)
-    }
-
-    async fn flush(&self) -> StoreResult<()> {
-        self.writer()?
-            .write(|_, _| Box::pin(async { Ok(()) }))
-            .await
-    }
-
-    async fn check_commit(&self) -> StoreResult<()> {
-        // Every batch, even an empty one, first locks `log_head` FOR UPDATE: a write, refused
-        // by a read-only database, and waiting while another session holds the cluster's
-        // write order.
-        self.flush().await
-    }
-
+impl EventLog for PgStore {
     async fn lead(&self) -> StoreResult<Leadership> {
         loop {
             let config = session::config_for(&self.config, session::Role::Leader, &self.bounds);
@@ -910,6 +863,228 @@ impl Store for PgStore {
         })
     }
 
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        self.query_map(
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            ),
+            &[&tenant.as_str(), &after_seq, &i64::from(limit)],
+            event_from_row,
+        )
+        .await
+    }
+
+    async fn record_event(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        agent_id: Option<&str>,
+        payload: serde_json::Value,
+    ) -> StoreResult<i64> {
+        let (tenant, kind, agent_id) =
+            (tenant.clone(), kind.to_owned(), agent_id.map(str::to_owned));
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    append_event(
+                        tx,
+                        state,
+                        tenant.as_str(),
+                        &kind,
+                        agent_id.as_deref(),
+                        None,
+                        &payload,
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        self.query_map(
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
+            &[&after_seq, &i64::from(limit)],
+            event_from_row,
+        )
+        .await
+    }
+
+    async fn events_of_kinds(
+        &self,
+        after_seq: i64,
+        up_to: i64,
+        kinds: &'static [&'static str],
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        self.query_map(
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE seq > $1 AND seq <= $2 AND kind = ANY($3)
+                 ORDER BY seq LIMIT $4"
+            ),
+            &[&after_seq, &up_to, &kinds, &i64::from(limit)],
+            event_from_row,
+        )
+        .await
+    }
+
+    fn committed_seq(&self) -> watch::Receiver<i64> {
+        self.commits.clone()
+    }
+
+    async fn consumer_cursor(&self, consumer: &str) -> StoreResult<i64> {
+        Ok(self
+            .query_opt(
+                "SELECT seq FROM consumer_cursors WHERE name = $1",
+                &[&consumer],
+            )
+            .await?
+            .map(|row| get(&row, 0))
+            .transpose()?
+            .unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl TenantReads for PgStore {
+    async fn tenant(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {
+        let client = self.pool.get().await?;
+        load_tenant(&client, tenant).await
+    }
+}
+
+#[async_trait]
+impl ActionPlaneStore for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.query("SELECT 1", &[]).await.map(drop)
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.writer()?
+            .write(|_, _| Box::pin(async { Ok(()) }))
+            .await
+    }
+
+    async fn check_commit(&self) -> StoreResult<()> {
+        // Every batch, even an empty one, first locks `log_head` FOR UPDATE: a write, refused
+        // by a read-only database, and waiting while another session holds the cluster's
+        // write order.
+        self.flush().await
+    }
+
+    async fn agent_by_token_hash(
+        &self,
+        secret_hash: SecretHash,
+    ) -> StoreResult<Option<TokenOwner>> {
+        let client = self.pool.get().await?;
+        let token = client
+            .query_opt(
+                &prepared(
+                    &client,
+                    "SELECT tenant_id, agent_id, retired_at, secret_hash FROM agent_tokens WHERE secret_hash = $1",
+                )
+                .await?,
+                &[&&secret_hash[..]],
+            )
+            .await?;
+        let Some(row) = token else {
+            return Ok(None);
+        };
+        let stored: Vec<u8> = get(&row, 3)?;
+        if !constant_time_eq(&stored, &secret_hash) {
+            return Ok(None);
+        }
+        let tenant_id: String = get(&row, 0)?;
+        let agent_id: String = get(&row, 1)?;
+        let retired_at: Option<i64> = get(&row, 2)?;
+        let agent = load_agent(&client, &tenant_id, &agent_id).await?;
+        if retired_at.is_some() || agent.status == AgentStatus::Revoked {
+            return Ok(Some(TokenOwner::Dead {
+                tenant_id: TenantId::new(tenant_id),
+                agent_id,
+            }));
+        }
+        Ok(Some(TokenOwner::Current(agent)))
+    }
+
+    async fn tool_actions(&self, tenant: &TenantId) -> StoreResult<Vec<RegisteredToolAction>> {
+        self.query_map(
+            "SELECT tool, action, mutates_state, risk, egress, sensitive FROM tool_actions WHERE tenant_id = $1 ORDER BY tool, action",
+            &[&tenant.as_str()],
+            |row| {
+                Ok(RegisteredToolAction {
+                    tool: get(row, 0)?,
+                    action: ToolAction {
+                        action: get(row, 1)?,
+                        mutates_state: get(row, 2)?,
+                        risk: parse_column(&get::<String>(row, 3)?)?,
+                        egress: get(row, 4)?,
+                        sensitive: get(row, 5)?,
+                    },
+                })
+            },
+        )
+        .await
+    }
+
+    async fn policies(&self, tenant: &TenantId) -> StoreResult<Vec<PolicyDocument>> {
+        self.query_map(
+            "SELECT id, text FROM policies WHERE tenant_id = $1 ORDER BY id",
+            &[&tenant.as_str()],
+            |row| {
+                Ok(PolicyDocument {
+                    id: get(row, 0)?,
+                    text: get(row, 1)?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
+        // Recording a decision fails only when the database does; no savepoint needed.
+        self.writer()?
+            .write_unguarded(move |tx, state| {
+                Box::pin(async move { record_decision_tx(tx, state, decision).await })
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl AdminStore for PgStore {
+    async fn change_tenant_settings(
+        &self,
+        tenant: &TenantId,
+        change: SettingsChange,
+    ) -> StoreResult<TenantSettings> {
+        let tenant = tenant.clone();
+        let sql = change.update_sql();
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    let id = tenant.as_str();
+                    let mut params: Vec<&(dyn ToSql + Sync)> = change
+                        .values()
+                        .map(|value| match value {
+                            SettingValue::Int(int) => int as &(dyn ToSql + Sync),
+                            SettingValue::Text(text) => text,
+                        })
+                        .collect();
+                    params.push(&id);
+                    tx.execute(&prepared(tx, &sql).await?, &params).await?;
+                    settings_changed(tx, state, &tenant, change.into_payload()).await
+                })
+            })
+            .await
+    }
+
     async fn create_tenant(
         &self,
         tenant: &TenantId,
@@ -945,28 +1120,6 @@ impl Store for PgStore {
                 })
             })
             .await
-    }
-
-    async fn tenant(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {
-        let client = self.pool.get().await?;
-        load_tenant(&client, tenant).await
-    }
-
-    async fn set_risk_escalation(
-        &self,
-        tenant: &TenantId,
-        escalation: RiskEscalation,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "denial_threshold = $1, escalation_window_minutes = $2",
-            vec![
-                Box::new(i64::from(escalation.denial_threshold)),
-                Box::new(i64::from(escalation.window_minutes)),
-            ],
-            serde_json::json!({"risk_escalation": escalation}),
-        )
-        .await
     }
 
     async fn create_operator_key(
@@ -1127,41 +1280,6 @@ impl Store for PgStore {
         .await
     }
 
-    async fn agent_by_token_hash(
-        &self,
-        secret_hash: SecretHash,
-    ) -> StoreResult<Option<TokenOwner>> {
-        let client = self.pool.get().await?;
-        let token = client
-            .query_opt(
-                &prepared(
-                    &client,
-                    "SELECT tenant_id, agent_id, retired_at, secret_hash FROM agent_tokens WHERE secret_hash = $1",
-                )
-                .await?,
-                &[&&secret_hash[..]],
-            )
-            .await?;
-        let Some(row) = token else {
-            return Ok(None);
-        };
-        let stored: Vec<u8> = get(&row, 3)?;
-        if !constant_time_eq(&stored, &secret_hash) {
-            return Ok(None);
-        }
-        let tenant_id: String = get(&row, 0)?;
-        let agent_id: String = get(&row, 1)?;
-        let retired_at: Option<i64> = get(&row, 2)?;
-        let agent = load_agent(&client, &tenant_id, &agent_id).await?;
-        if retired_at.is_some() || agent.status == AgentStatus::Revoked {
-            return Ok(Some(TokenOwner::Dead {
-                tenant_id: TenantId::new(tenant_id),
-                agent_id,
-            }));
-        }
-        Ok(Some(TokenOwner::Current(agent)))
-    }
-
     async fn change_agent(
         &self,
         tenant: &TenantId,
@@ -1219,40 +1337,6 @@ impl Store for PgStore {
                 })
             })
             .await
-    }
-
-    async fn tool_actions(&self, tenant: &TenantId) -> StoreResult<Vec<RegisteredToolAction>> {
-        self.query_map(
-            "SELECT tool, action, mutates_state, risk, egress, sensitive FROM tool_actions WHERE tenant_id = $1 ORDER BY tool, action",
-            &[&tenant.as_str()],
-            |row| {
-                Ok(RegisteredToolAction {
-                    tool: get(row, 0)?,
-                    action: ToolAction {
-                        action: get(row, 1)?,
-                        mutates_state: get(row, 2)?,
-                        risk: parse_column(&get::<String>(row, 3)?)?,
-                        egress: get(row, 4)?,
-                        sensitive: get(row, 5)?,
-                    },
-                })
-            },
-        )
-        .await
-    }
-
-    async fn policies(&self, tenant: &TenantId) -> StoreResult<Vec<PolicyDocument>> {
-        self.query_map(
-            "SELECT id, text FROM policies WHERE tenant_id = $1 ORDER BY id",
-            &[&tenant.as_str()],
-            |row| {
-                Ok(PolicyDocument {
-                    id: get(row, 0)?,
-                    text: get(row, 1)?,
-                })
-            },
-        )
-        .await
     }
 
     async fn put_policy(
@@ -1330,15 +1414,292 @@ impl Store for PgStore {
             .await
     }
 
-    async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
-        // Recording a decision fails only when the database does; no savepoint needed.
+    async fn approval(
+        &self,
+        tenant: &TenantId,
+        approval_id: &str,
+    ) -> StoreResult<crate::approvals::ApprovalRecord> {
+        let client = self.pool.get().await?;
+        approvals::load(&client, tenant.as_str(), approval_id, now_ms())
+            .await?
+            .ok_or(StoreError::NotFound("approval"))
+    }
+
+    async fn list_approvals(
+        &self,
+        tenant: &TenantId,
+        filter: crate::approvals::ApprovalFilter,
+    ) -> StoreResult<Vec<crate::approvals::ApprovalRecord>> {
+        let client = self.pool.get().await?;
+        approvals::list(&client, tenant.as_str(), &filter, now_ms()).await
+    }
+
+    async fn decide_approval(
+        &self,
+        tenant: &TenantId,
+        approval_id: &str,
+        decision: crate::approvals::ApprovalDecision,
+    ) -> StoreResult<crate::approvals::ApprovalRecord> {
+        let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
         self.writer()?
-            .write_unguarded(move |tx, state| {
-                Box::pin(async move { record_decision_tx(tx, state, decision).await })
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    approvals::decide(tx, state, tenant.as_str(), &approval_id, decision).await
+                })
             })
             .await
     }
 
+    async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize> {
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move { approvals::expire(tx, state, now_ms, limit).await })
+            })
+            .await
+    }
+
+    async fn put_slack_approver(
+        &self,
+        tenant: &TenantId,
+        slack_user_id: &str,
+        key_id: &str,
+    ) -> StoreResult<()> {
+        let (tenant, user, key) = (tenant.clone(), slack_user_id.to_owned(), key_id.to_owned());
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move {
+                    tx.execute(
+                        &prepared(tx, crate::approvals::PUT_SLACK_APPROVER).await?,
+                        &[&tenant.as_str(), &user, &key, &now_ms()],
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn slack_approver(
+        &self,
+        tenant: &TenantId,
+        slack_user_id: &str,
+    ) -> StoreResult<Option<OperatorKey>> {
+        self.query_opt(
+            crate::approvals::SLACK_APPROVER_KEY,
+            &[&tenant.as_str(), &slack_user_id],
+        )
+        .await?
+        .map(|row| key_from_row(&row))
+        .transpose()
+    }
+
+    async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook> {
+        let writer = self.writer()?;
+        let sealed = secrets::seal_new(self.secrets.as_ref(), tenant, &webhook)?;
+        let tenant = tenant.clone();
+        writer
+            .write(move |tx, _| {
+                Box::pin(async move {
+                    notify::create_webhook(tx, &tenant, &webhook, sealed.as_deref()).await
+                })
+            })
+            .await
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {
+        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move { notify::delete_webhook(tx, &tenant, &id, now_ms()).await })
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl SocStore for PgStore {
+    async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
+        let epoch = self.epoch.clone();
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    epoch.check(tx).await?;
+                    soc::apply_batch(tx, state, &batch, now_ms()).await
+                })
+            })
+            .await
+    }
+
+    async fn correlator_states(&self) -> StoreResult<Vec<CorrelatorStateRecord>> {
+        let client = self.pool.get().await?;
+        soc::correlator_states(&client).await
+    }
+
+    async fn list_alerts(
+        &self,
+        tenant: &TenantId,
+        filter: AlertFilter,
+    ) -> StoreResult<Vec<AlertRecord>> {
+        let client = self.pool.get().await?;
+        soc::list_alerts(&client, tenant, &filter).await
+    }
+
+    async fn list_incidents(
+        &self,
+        tenant: &TenantId,
+        filter: IncidentFilter,
+    ) -> StoreResult<Vec<IncidentRecord>> {
+        let client = self.pool.get().await?;
+        soc::list_incidents(&client, tenant, &filter).await
+    }
+
+    async fn incident(&self, tenant: &TenantId, incident_id: &str) -> StoreResult<IncidentDetail> {
+        let client = self.pool.get().await?;
+        soc::load_incident(&client, tenant.as_str(), incident_id).await
+    }
+
+    async fn step_incident(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+        step: IncidentStep,
+        actor: &str,
+    ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
+        let (tenant, incident_id, actor) =
+            (tenant.clone(), incident_id.to_owned(), actor.to_owned());
+        self.writer()?
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    soc::step_incident(
+                        tx,
+                        state,
+                        tenant.as_str(),
+                        &incident_id,
+                        &step,
+                        &actor,
+                        now_ms(),
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    async fn put_narrative(
+        &self,
+        tenant: &TenantId,
+        narrative: NarrativeRecord,
+    ) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move { evidence::put_narrative(tx, &tenant, &narrative).await })
+            })
+            .await
+    }
+
+    async fn narrative(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+    ) -> StoreResult<Option<NarrativeRecord>> {
+        let client = self.pool.get().await?;
+        evidence::narrative(&client, tenant, incident_id).await
+    }
+}
+
+#[async_trait]
+impl NotificationStore for PgStore {
+    async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
+        let epoch = self.epoch.clone();
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move {
+                    epoch.check(tx).await?;
+                    notify::apply_batch(tx, &batch, now_ms()).await
+                })
+            })
+            .await
+    }
+
+    async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>> {
+        let client = self.pool.get().await?;
+        notify::coalesce_states(&client).await
+    }
+
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
+        let client = self.pool.get().await?;
+        notify::claim_deliveries(&client, &claim).await
+    }
+
+    async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move { notify::finish_delivery(tx, &id, &outcome).await })
+            })
+            .await
+    }
+
+    async fn defer_deliveries(&self, ids: Vec<String>, next_attempt_at_ms: i64) -> StoreResult<()> {
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move {
+                    for id in &ids {
+                        notify::finish_delivery(
+                            tx,
+                            id,
+                            &DeliveryOutcome::Deferred { next_attempt_at_ms },
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
+        self.writer()?
+            .write(move |tx, _| {
+                Box::pin(async move { notify::insert_delivery(tx, &delivery).await })
+            })
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        sink: &str,
+        page: Page,
+    ) -> StoreResult<Vec<Delivery>> {
+        let client = self.pool.get().await?;
+        notify::list_deliveries(&client, tenant, sink, page).await
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
+        let client = self.pool.get().await?;
+        notify::list_webhooks(&client, tenant).await
+    }
+
+    async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>> {
+        let client = self.pool.get().await?;
+        notify::webhook_by_id(&client, webhook_id).await
+    }
+
+    async fn webhook_signing_secret(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+    ) -> StoreResult<Option<String>> {
+        let client = self.pool.get().await?;
+        let (sealed, plain) = notify::webhook_secret_columns(&client, tenant, webhook_id).await?;
+        secrets::stored_secret(self.secrets.as_ref(), tenant, webhook_id, sealed, plain)
+    }
+}
+
+#[async_trait]
+impl ReceiptStore for PgStore {
     async fn decision(&self, tenant: &TenantId, decision_id: &str) -> StoreResult<DecisionRecord> {
         let row = self
             .query_opt(
@@ -1462,453 +1823,6 @@ impl Store for PgStore {
         .await
     }
 
-    async fn approval(
-        &self,
-        tenant: &TenantId,
-        approval_id: &str,
-    ) -> StoreResult<crate::approvals::ApprovalRecord> {
-        let client = self.pool.get().await?;
-        approvals::load(&client, tenant.as_str(), approval_id, now_ms())
-            .await?
-            .ok_or(StoreError::NotFound("approval"))
-    }
-
-    async fn list_approvals(
-        &self,
-        tenant: &TenantId,
-        filter: crate::approvals::ApprovalFilter,
-    ) -> StoreResult<Vec<crate::approvals::ApprovalRecord>> {
-        let client = self.pool.get().await?;
-        approvals::list(&client, tenant.as_str(), &filter, now_ms()).await
-    }
-
-    async fn decide_approval(
-        &self,
-        tenant: &TenantId,
-        approval_id: &str,
-        decision: crate::approvals::ApprovalDecision,
-    ) -> StoreResult<crate::approvals::ApprovalRecord> {
-        let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    approvals::decide(tx, state, tenant.as_str(), &approval_id, decision).await
-                })
-            })
-            .await
-    }
-
-    async fn set_approval_settings(
-        &self,
-        tenant: &TenantId,
-        settings: crate::approvals::ApprovalSettings,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "approval_ttl_secs = $1, approvals_required = $2",
-            vec![
-                Box::new(i64::from(settings.ttl_secs)),
-                Box::new(i64::from(settings.approvals_required)),
-            ],
-            serde_json::json!({"approvals": settings, "actor": actor}),
-        )
-        .await
-    }
-
-    async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize> {
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move { approvals::expire(tx, state, now_ms, limit).await })
-            })
-            .await
-    }
-
-    async fn put_slack_approver(
-        &self,
-        tenant: &TenantId,
-        slack_user_id: &str,
-        key_id: &str,
-    ) -> StoreResult<()> {
-        let (tenant, user, key) = (tenant.clone(), slack_user_id.to_owned(), key_id.to_owned());
-        self.writer()?
-            .write(move |tx, _| {
-                Box::pin(async move {
-                    tx.execute(
-                        &prepared(
-                            tx,
-                            "INSERT INTO slack_approvers (tenant_id, slack_user_id, key_id, created_at)
-                             VALUES ($1, $2, $3, $4)
-                             ON CONFLICT (tenant_id, slack_user_id) DO UPDATE SET key_id = excluded.key_id",
-                        )
-                        .await?,
-                        &[&tenant.as_str(), &user, &key, &now_ms()],
-                    )
-                    .await?;
-                    Ok(())
-                })
-            })
-            .await
-    }
-
-    async fn slack_approver(
-        &self,
-        tenant: &TenantId,
-        slack_user_id: &str,
-    ) -> StoreResult<Option<OperatorKey>> {
-        let sql = crate::approvals::SLACK_APPROVER_KEY
-            .replace("{tenant}", "$1")
-            .replace("{user}", "$2");
-        self.query_opt(&sql, &[&tenant.as_str(), &slack_user_id])
-            .await?
-            .map(|row| key_from_row(&row))
-            .transpose()
-    }
-
-    async fn set_autonomy_override(
-        &self,
-        tenant: &TenantId,
-        level: Option<AutonomyLevel>,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "soc_autonomy_level = $1",
-            vec![Box::new(level.map(AutonomyLevel::as_str))],
-            serde_json::json!({"soc_autonomy_level": level, "actor": actor}),
-        )
-        .await
-    }
-
-    async fn set_deny_storm_override(
-        &self,
-        tenant: &TenantId,
-        deny_storm: DenyStormOverride,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "deny_storm_n = $1, deny_storm_window_secs = $2",
-            vec![
-                Box::new(deny_storm.threshold.map(i64::from)),
-                Box::new(deny_storm.window_secs.map(i64::from)),
-            ],
-            serde_json::json!({"deny_storm": deny_storm, "actor": actor}),
-        )
-        .await
-    }
-
-    async fn set_rate_limits(
-        &self,
-        tenant: &TenantId,
-        rate_limits: RateLimits,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "rate_per_sec = $1, rate_burst = $2",
-            vec![
-                Box::new(rate_limits.per_sec.map(i64::from)),
-                Box::new(rate_limits.burst.map(i64::from)),
-            ],
-            serde_json::json!({"rate_limits": rate_limits, "actor": actor}),
-        )
-        .await
-    }
-
-    async fn set_mutating_budget(
-        &self,
-        tenant: &TenantId,
-        mutating_per_hour: Option<u32>,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "mutating_per_hour = $1",
-            vec![Box::new(mutating_per_hour.map(i64::from))],
-            serde_json::json!({"mutating_per_hour": mutating_per_hour, "actor": actor}),
-        )
-        .await
-    }
-
-    async fn set_exfiltration_reads(
-        &self,
-        tenant: &TenantId,
-        reads: ExfiltrationReads,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "exfiltration_reads = $1",
-            vec![Box::new(reads.as_str())],
-            serde_json::json!({"exfiltration_reads": reads, "actor": actor}),
-        )
-        .await
-    }
-
-    async fn events(
-        &self,
-        tenant: &TenantId,
-        after_seq: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<Event>> {
-        self.query_map(
-            &format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-            ),
-            &[&tenant.as_str(), &after_seq, &i64::from(limit)],
-            event_from_row,
-        )
-        .await
-    }
-
-    async fn record_event(
-        &self,
-        tenant: &TenantId,
-        kind: &str,
-        agent_id: Option<&str>,
-        payload: serde_json::Value,
-    ) -> StoreResult<i64> {
-        let (tenant, kind, agent_id) =
-            (tenant.clone(), kind.to_owned(), agent_id.map(str::to_owned));
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        &kind,
-                        agent_id.as_deref(),
-                        None,
-                        &payload,
-                    )
-                    .await
-                })
-            })
-            .await
-    }
-
-    async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>> {
-        self.query_map(
-            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
-            &[&after_seq, &i64::from(limit)],
-            event_from_row,
-        )
-        .await
-    }
-
-    async fn events_of_kinds(
-        &self,
-        after_seq: i64,
-        up_to: i64,
-        kinds: &'static [&'static str],
-        limit: u32,
-    ) -> StoreResult<Vec<Event>> {
-        self.query_map(
-            &format!(
-                "SELECT {EVENT_COLUMNS} FROM events
-                 WHERE seq > $1 AND seq <= $2 AND kind = ANY($3)
-                 ORDER BY seq LIMIT $4"
-            ),
-            &[&after_seq, &up_to, &kinds, &i64::from(limit)],
-            event_from_row,
-        )
-        .await
-    }
-
-    fn committed_seq(&self) -> watch::Receiver<i64> {
-        self.commits.clone()
-    }
-
-    async fn consumer_cursor(&self, consumer: &str) -> StoreResult<i64> {
-        Ok(self
-            .query_opt(
-                "SELECT seq FROM consumer_cursors WHERE name = $1",
-                &[&consumer],
-            )
-            .await?
-            .map(|row| get(&row, 0))
-            .transpose()?
-            .unwrap_or(0))
-    }
-
-    async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
-        let epoch = self.epoch.clone();
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    epoch.check(tx).await?;
-                    soc::apply_batch(tx, state, &batch, now_ms()).await
-                })
-            })
-            .await
-    }
-
-    async fn correlator_states(&self) -> StoreResult<Vec<CorrelatorStateRecord>> {
-        let client = self.pool.get().await?;
-        soc::correlator_states(&client).await
-    }
-
-    async fn list_alerts(
-        &self,
-        tenant: &TenantId,
-        filter: AlertFilter,
-    ) -> StoreResult<Vec<AlertRecord>> {
-        let client = self.pool.get().await?;
-        soc::list_alerts(&client, tenant, &filter).await
-    }
-
-    async fn list_incidents(
-        &self,
-        tenant: &TenantId,
-        filter: IncidentFilter,
-    ) -> StoreResult<Vec<IncidentRecord>> {
-        let client = self.pool.get().await?;
-        soc::list_incidents(&client, tenant, &filter).await
-    }
-
-    async fn incident(&self, tenant: &TenantId, incident_id: &str) -> StoreResult<IncidentDetail> {
-        let client = self.pool.get().await?;
-        soc::load_incident(&client, tenant.as_str(), incident_id).await
-    }
-
-    async fn step_incident(
-        &self,
-        tenant: &TenantId,
-        incident_id: &str,
-        step: IncidentStep,
-        actor: &str,
-    ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
-        let (tenant, incident_id, actor) =
-            (tenant.clone(), incident_id.to_owned(), actor.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    soc::step_incident(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        &incident_id,
-                        &step,
-                        &actor,
-                        now_ms(),
-                    )
-                    .await
-                })
-            })
-            .await
-    }
-
-    async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
-        let epoch = self.epoch.clone();
-        self.writer()?
-            .write(move |tx, _| {
-                Box::pin(async move {
-                    epoch.check(tx).await?;
-                    notify::apply_batch(tx, &batch, now_ms()).await
-                })
-            })
-            .await
-    }
-
-    async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>> {
-        let client = self.pool.get().await?;
-        notify::coalesce_states(&client).await
-    }
-
-    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
-        let client = self.pool.get().await?;
-        notify::claim_deliveries(&client, &claim).await
-    }
-
-    async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
-        let id = id.to_owned();
-        self.writer()?
-            .write(move |tx, _| {
-                Box::pin(async move { notify::finish_delivery(tx, &id, &outcome).await })
-            })
-            .await
-    }
-
-    async fn defer_deliveries(&self, ids: Vec<String>, next_attempt_at_ms: i64) -> StoreResult<()> {
-        self.writer()?
-            .write(move |tx, _| {
-                Box::pin(async move {
-                    for id in &ids {
-                        notify::finish_delivery(
-                            tx,
-                            id,
-                            &DeliveryOutcome::Deferred { next_attempt_at_ms },
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .await
-    }
-
-    async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
-        self.writer()?
-            .write(move |tx, _| {
-                Box::pin(async move { notify::insert_delivery(tx, &delivery).await })
-            })
-            .await
-    }
-
-    async fn list_deliveries(
-        &self,
-        tenant: &TenantId,
-        sink: &str,
-        page: Page,
-    ) -> StoreResult<Vec<Delivery>> {
-        let client = self.pool.get().await?;
-        notify::list_deliveries(&client, tenant, sink, page).await
-    }
-
-    async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook> {
-        let writer = self.writer()?;
-        let sealed = secrets::seal_new(self.secrets.as_ref(), tenant, &webhook)?;
-        let tenant = tenant.clone();
-        writer
-            .write(move |tx, _| {
-                Box::pin(async move {
-                    notify::create_webhook(tx, &tenant, &webhook, sealed.as_deref()).await
-                })
-            })
-            .await
-    }
-
-    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
-        let client = self.pool.get().await?;
-        notify::list_webhooks(&client, tenant).await
-    }
-
-    async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>> {
-        let client = self.pool.get().await?;
-        notify::webhook_by_id(&client, webhook_id).await
-    }
-
-    async fn webhook_signing_secret(
-        &self,
-        tenant: &TenantId,
-        webhook_id: &str,
-    ) -> StoreResult<Option<String>> {
-        let client = self.pool.get().await?;
-        let (sealed, plain) = notify::webhook_secret_columns(&client, tenant, webhook_id).await?;
-        secrets::stored_secret(self.secrets.as_ref(), tenant, webhook_id, sealed, plain)
-    }
-
-    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {
-        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
-        self.writer()?
-            .write(move |tx, _| {
-                Box::pin(async move { notify::delete_webhook(tx, &tenant, &id, now_ms()).await })
-            })
-            .await
-    }
-
     async fn receipt(&self, tenant: &TenantId, receipt_id: &str) -> StoreResult<Receipt> {
         let client = self.pool.get().await?;
         evidence::receipt(&client, tenant, receipt_id).await
@@ -1927,27 +1841,5 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<Checkpoint>> {
         let client = self.pool.get().await?;
         evidence::checkpoints_from(&client, tenant, from_seq, limit).await
-    }
-
-    async fn put_narrative(
-        &self,
-        tenant: &TenantId,
-        narrative: NarrativeRecord,
-    ) -> StoreResult<()> {
-        let tenant = tenant.clone();
-        self.writer()?
-            .write(move |tx, _| {
-                Box::pin(async move { evidence::put_narrative(tx, &tenant, &narrative).await })
-            })
-            .await
-    }
-
-    async fn narrative(
-        &self,
-        tenant: &TenantId,
-        incident_id: &str,
-    ) -> StoreResult<Option<NarrativeRecord>> {
-        let client = self.pool.get().await?;
-        evidence::narrative(&client, tenant, incident_id).await
     }
 }

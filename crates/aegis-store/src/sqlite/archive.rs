@@ -3,7 +3,7 @@
 
 use crate::archive::{
     ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, OLDEST_SEQ, PRUNE, PUT_CUT,
-    RETENTION_OF, batch_end, cut_moved, retention_changed,
+    RETENTION_OF, batch_end, cut_moved,
 };
 use crate::*;
 use aegis_core::receipt::{ChainCut, ChainCutBody, RECEIPT_SCHEMA_VERSION};
@@ -62,22 +62,6 @@ impl ChainArchive for super::SqliteStore {
                 .ok_or(StoreError::NotFound("tenant"))
         })
         .await
-    }
-
-    async fn set_retention_min_days(
-        &self,
-        tenant: &TenantId,
-        min_days: Option<u32>,
-        actor: &str,
-    ) -> StoreResult<()> {
-        self.change_settings(
-            tenant,
-            "retention_min_days = ?1",
-            vec![Box::new(min_days)],
-            retention_changed(min_days, actor),
-        )
-        .await
-        .map(drop)
     }
 
     async fn record_chain_cut(&self, cut: ChainCut) -> StoreResult<()> {

@@ -17,10 +17,10 @@ use crate::operations;
 use crate::records;
 use crate::schema::*;
 use crate::secrets;
+use crate::settings::SettingValue;
 use crate::*;
 use aegis_core::canonical::sha256_hex;
-use aegis_core::correlate::ExfiltrationReads;
-use aegis_core::model::{AgentStatus, AutonomyLevel, RiskTier, Verdict};
+use aegis_core::model::{AgentStatus, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{ChainPoint, KeyRing};
 use aegis_core::receipt::{Checkpoint, Receipt, ReceiptSigner};
@@ -150,32 +150,6 @@ impl SqliteStore {
         self.writer
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("the database was opened read-only".into()))
-    }
-
-    /// Sets tenant columns (`assignments` numbers its values from `?1`) and records the
-    /// change as a `tenant.settings_changed` event carrying `payload`, in one transaction.
-    async fn change_settings(
-        &self,
-        tenant: &TenantId,
-        assignments: &'static str,
-        values: Vec<Box<dyn rusqlite::ToSql + Send>>,
-        payload: serde_json::Value,
-    ) -> StoreResult<TenantSettings> {
-        let tenant = tenant.clone();
-        let sql = format!(
-            "UPDATE tenants SET {assignments} WHERE id = ?{}",
-            values.len() + 1
-        );
-        self.writer()?
-            .write(move |conn, _| {
-                let id = tenant.as_str();
-                let mut params: Vec<&dyn rusqlite::ToSql> =
-                    values.iter().map(|value| value.as_ref() as _).collect();
-                params.push(&id);
-                conn.execute(&sql, params.as_slice())?;
-                settings_changed(conn, &tenant, payload)
-            })
-            .await
     }
 
     /// Runs a query on a pooled read-only connection, off the async runtime.
@@ -677,36 +651,7 @@ pub(crate) fn change_agent_tx(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> StoreResult<()> {
-        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
-    }
-
-    async fn flush(&self) -> StoreResult<()> {
-        self.writer()?.write(|_, _| Ok(())).await
-    }
-
-    async fn check_commit(&self) -> StoreResult<()> {
-        if let Some(reason) = self.writer()?.refusal() {
-            return Err(StoreError::Unavailable(format!(
-                "the last write was refused: {reason}"
-            )));
-        }
-        // A transaction that changes nothing writes nothing, and so would commit on a full
-        // disk: rewrite one row as it is, which puts a page in the WAL.
-        self.writer()?
-            .write(|conn, _| {
-                conn.execute(
-                    "UPDATE schema_migrations SET applied_at = applied_at
-                     WHERE version = (SELECT MAX(version) FROM schema_migrations)",
-                    [],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
+impl EventLog for SqliteStore {
     async fn lead(&self) -> StoreResult<Leadership> {
         Ok(Leadership::sole())
     }
@@ -746,6 +691,252 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                ))?
+                .query_map(params![tenant.as_str(), after_seq, limit], event_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn record_event(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        agent_id: Option<&str>,
+        payload: serde_json::Value,
+    ) -> StoreResult<i64> {
+        let (tenant, kind, agent_id) =
+            (tenant.clone(), kind.to_owned(), agent_id.map(str::to_owned));
+        self.writer()?
+            .write(move |conn, _| {
+                append_event(
+                    conn,
+                    tenant.as_str(),
+                    &kind,
+                    agent_id.as_deref(),
+                    None,
+                    &payload,
+                )
+            })
+            .await
+    }
+
+    async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ))?
+                .query_map(params![after_seq, limit], event_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn events_of_kinds(
+        &self,
+        after_seq: i64,
+        up_to: i64,
+        kinds: &'static [&'static str],
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE seq > ?1 AND seq <= ?2 AND kind IN (SELECT value FROM json_each(?3))
+                     ORDER BY seq LIMIT ?4"
+                ))?
+                .query_map(params![after_seq, up_to, kinds, limit], event_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    fn committed_seq(&self) -> watch::Receiver<i64> {
+        self.commits.clone()
+    }
+
+    async fn consumer_cursor(&self, consumer: &str) -> StoreResult<i64> {
+        let consumer = consumer.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT seq FROM consumer_cursors WHERE name = ?1")?
+                .query_row([consumer], |row| row.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TenantReads for SqliteStore {
+    async fn tenant(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
+            ))?
+            .query_row([tenant.as_str()], tenant_from_row)
+            .optional()?
+            .ok_or(StoreError::NotFound("tenant"))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ActionPlaneStore for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.writer()?.write(|_, _| Ok(())).await
+    }
+
+    async fn check_commit(&self) -> StoreResult<()> {
+        if let Some(reason) = self.writer()?.refusal() {
+            return Err(StoreError::Unavailable(format!(
+                "the last write was refused: {reason}"
+            )));
+        }
+        // A transaction that changes nothing writes nothing, and so would commit on a full
+        // disk: rewrite one row as it is, which puts a page in the WAL.
+        self.writer()?
+            .write(|conn, _| {
+                conn.execute(
+                    "UPDATE schema_migrations SET applied_at = applied_at
+                     WHERE version = (SELECT MAX(version) FROM schema_migrations)",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn agent_by_token_hash(
+        &self,
+        secret_hash: SecretHash,
+    ) -> StoreResult<Option<TokenOwner>> {
+        self.read(move |conn| {
+            let token = conn
+                .prepare_cached("SELECT tenant_id, agent_id, retired_at, secret_hash FROM agent_tokens WHERE secret_hash = ?1")?
+                .query_row([&secret_hash[..]], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                        row.get::<_, Vec<u8>>(3)?,
+                    ))
+                })
+                .optional()?;
+            let Some((tenant_id, agent_id, retired_at, stored)) = token else {
+                return Ok(None);
+            };
+            if !constant_time_eq(&stored, &secret_hash) {
+                return Ok(None);
+            }
+            let agent = load_agent(conn, &tenant_id, &agent_id)?;
+            if retired_at.is_some() || agent.status == AgentStatus::Revoked {
+                return Ok(Some(TokenOwner::Dead { tenant_id: TenantId::new(tenant_id), agent_id }));
+            }
+            Ok(Some(TokenOwner::Current(agent)))
+        })
+        .await
+    }
+
+    async fn tool_actions(&self, tenant: &TenantId) -> StoreResult<Vec<RegisteredToolAction>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT tool, action, mutates_state, risk, egress, sensitive FROM tool_actions WHERE tenant_id = ?1 ORDER BY tool, action",
+            )?
+            .query_map([tenant.as_str()], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, bool>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, bool>(4)?,
+                    row.get::<_, bool>(5)?,
+                ))
+            })?
+            .map(|row| {
+                let (tool, action, mutates_state, risk, egress, sensitive) = row?;
+                Ok(RegisteredToolAction {
+                    tool,
+                    action: ToolAction { action, mutates_state, risk: parse_column(&risk)?, egress, sensitive },
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn policies(&self, tenant: &TenantId) -> StoreResult<Vec<PolicyDocument>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT id, text FROM policies WHERE tenant_id = ?1 ORDER BY id")?
+                .query_map([tenant.as_str()], |row| {
+                    Ok(PolicyDocument {
+                        id: row.get(0)?,
+                        text: row.get(1)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
+        self.writer()?
+            .write_in_batch(move |conn, state| record_fenced_decision_tx(conn, state, decision))
+            .await
+    }
+}
+
+#[async_trait]
+impl AdminStore for SqliteStore {
+    async fn change_tenant_settings(
+        &self,
+        tenant: &TenantId,
+        change: SettingsChange,
+    ) -> StoreResult<TenantSettings> {
+        let tenant = tenant.clone();
+        let sql = change.update_sql();
+        self.writer()?
+            .write(move |conn, _| {
+                let id = tenant.as_str();
+                let mut params: Vec<&dyn rusqlite::ToSql> = change
+                    .values()
+                    .map(|value| match value {
+                        SettingValue::Int(int) => int as &dyn rusqlite::ToSql,
+                        SettingValue::Text(text) => text,
+                    })
+                    .collect();
+                params.push(&id);
+                conn.execute(&sql, params.as_slice())?;
+                settings_changed(conn, &tenant, change.into_payload())
+            })
+            .await
+    }
+
     async fn create_tenant(
         &self,
         tenant: &TenantId,
@@ -766,36 +957,6 @@ impl Store for SqliteStore {
                 insert_operator_key(conn, tenant.as_str(), &admin_key)
             })
             .await
-    }
-
-    async fn tenant(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {
-        let tenant = tenant.clone();
-        self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
-            ))?
-            .query_row([tenant.as_str()], tenant_from_row)
-            .optional()?
-            .ok_or(StoreError::NotFound("tenant"))
-        })
-        .await
-    }
-
-    async fn set_risk_escalation(
-        &self,
-        tenant: &TenantId,
-        escalation: RiskEscalation,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "denial_threshold = ?1, escalation_window_minutes = ?2",
-            vec![
-                Box::new(escalation.denial_threshold),
-                Box::new(escalation.window_minutes),
-            ],
-            serde_json::json!({"risk_escalation": escalation}),
-        )
-        .await
     }
 
     async fn create_operator_key(
@@ -930,37 +1091,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn agent_by_token_hash(
-        &self,
-        secret_hash: SecretHash,
-    ) -> StoreResult<Option<TokenOwner>> {
-        self.read(move |conn| {
-            let token = conn
-                .prepare_cached("SELECT tenant_id, agent_id, retired_at, secret_hash FROM agent_tokens WHERE secret_hash = ?1")?
-                .query_row([&secret_hash[..]], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, Option<i64>>(2)?,
-                        row.get::<_, Vec<u8>>(3)?,
-                    ))
-                })
-                .optional()?;
-            let Some((tenant_id, agent_id, retired_at, stored)) = token else {
-                return Ok(None);
-            };
-            if !constant_time_eq(&stored, &secret_hash) {
-                return Ok(None);
-            }
-            let agent = load_agent(conn, &tenant_id, &agent_id)?;
-            if retired_at.is_some() || agent.status == AgentStatus::Revoked {
-                return Ok(Some(TokenOwner::Dead { tenant_id: TenantId::new(tenant_id), agent_id }));
-            }
-            Ok(Some(TokenOwner::Current(agent)))
-        })
-        .await
-    }
-
     async fn change_agent(
         &self,
         tenant: &TenantId,
@@ -1004,50 +1134,6 @@ impl Store for SqliteStore {
                 Ok(())
             })
             .await
-    }
-
-    async fn tool_actions(&self, tenant: &TenantId) -> StoreResult<Vec<RegisteredToolAction>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT tool, action, mutates_state, risk, egress, sensitive FROM tool_actions WHERE tenant_id = ?1 ORDER BY tool, action",
-            )?
-            .query_map([tenant.as_str()], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, bool>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, bool>(4)?,
-                    row.get::<_, bool>(5)?,
-                ))
-            })?
-            .map(|row| {
-                let (tool, action, mutates_state, risk, egress, sensitive) = row?;
-                Ok(RegisteredToolAction {
-                    tool,
-                    action: ToolAction { action, mutates_state, risk: parse_column(&risk)?, egress, sensitive },
-                })
-            })
-            .collect()
-        })
-        .await
-    }
-
-    async fn policies(&self, tenant: &TenantId) -> StoreResult<Vec<PolicyDocument>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT id, text FROM policies WHERE tenant_id = ?1 ORDER BY id")?
-                .query_map([tenant.as_str()], |row| {
-                    Ok(PolicyDocument {
-                        id: row.get(0)?,
-                        text: row.get(1)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?)
-        })
-        .await
     }
 
     async fn put_policy(
@@ -1112,12 +1198,258 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
-        self.writer()?
-            .write_in_batch(move |conn, state| record_fenced_decision_tx(conn, state, decision))
+    async fn approval(
+        &self,
+        tenant: &TenantId,
+        approval_id: &str,
+    ) -> StoreResult<crate::approvals::ApprovalRecord> {
+        let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
+        self.read(move |conn| {
+            approvals::load(conn, tenant.as_str(), &approval_id, now_ms())?
+                .ok_or(StoreError::NotFound("approval"))
+        })
+        .await
+    }
+
+    async fn list_approvals(
+        &self,
+        tenant: &TenantId,
+        filter: crate::approvals::ApprovalFilter,
+    ) -> StoreResult<Vec<crate::approvals::ApprovalRecord>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| approvals::list(conn, tenant.as_str(), &filter, now_ms()))
             .await
     }
 
+    async fn decide_approval(
+        &self,
+        tenant: &TenantId,
+        approval_id: &str,
+        decision: crate::approvals::ApprovalDecision,
+    ) -> StoreResult<crate::approvals::ApprovalRecord> {
+        let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
+        self.writer()?
+            .write(move |conn, _| approvals::decide(conn, tenant.as_str(), &approval_id, decision))
+            .await
+    }
+
+    async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize> {
+        self.writer()?
+            .write(move |conn, _| approvals::expire(conn, now_ms, limit))
+            .await
+    }
+
+    async fn put_slack_approver(
+        &self,
+        tenant: &TenantId,
+        slack_user_id: &str,
+        key_id: &str,
+    ) -> StoreResult<()> {
+        let (tenant, user, key) = (tenant.clone(), slack_user_id.to_owned(), key_id.to_owned());
+        self.writer()?
+            .write(move |conn, _| {
+                conn.prepare_cached(crate::approvals::PUT_SLACK_APPROVER)?
+                    .execute(params![tenant.as_str(), user, key, now_ms()])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn slack_approver(
+        &self,
+        tenant: &TenantId,
+        slack_user_id: &str,
+    ) -> StoreResult<Option<OperatorKey>> {
+        let (tenant, user) = (tenant.clone(), slack_user_id.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(crate::approvals::SLACK_APPROVER_KEY)?
+                .query_row([tenant.as_str(), &user], key_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook> {
+        let writer = self.writer()?;
+        let sealed = secrets::seal_new(self.secrets.as_ref(), tenant, &webhook)?;
+        let tenant = tenant.clone();
+        writer
+            .write(move |conn, _| {
+                notify::create_webhook(conn, &tenant, &webhook, sealed.as_deref())
+            })
+            .await
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {
+        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
+        self.writer()?
+            .write(move |conn, _| notify::delete_webhook(conn, &tenant, &id, now_ms()))
+            .await
+    }
+}
+
+#[async_trait]
+impl SocStore for SqliteStore {
+    async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
+        self.writer()?
+            .write(move |conn, _| soc::apply_batch(conn, &batch, now_ms()))
+            .await
+    }
+
+    async fn correlator_states(&self) -> StoreResult<Vec<CorrelatorStateRecord>> {
+        self.read(soc::correlator_states).await
+    }
+
+    async fn list_alerts(
+        &self,
+        tenant: &TenantId,
+        filter: AlertFilter,
+    ) -> StoreResult<Vec<AlertRecord>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| soc::list_alerts(conn, &tenant, &filter))
+            .await
+    }
+
+    async fn list_incidents(
+        &self,
+        tenant: &TenantId,
+        filter: IncidentFilter,
+    ) -> StoreResult<Vec<IncidentRecord>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| soc::list_incidents(conn, &tenant, &filter))
+            .await
+    }
+
+    async fn incident(&self, tenant: &TenantId, incident_id: &str) -> StoreResult<IncidentDetail> {
+        let (tenant, incident_id) = (tenant.clone(), incident_id.to_owned());
+        self.read(move |conn| soc::load_incident(conn, tenant.as_str(), &incident_id))
+            .await
+    }
+
+    async fn step_incident(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+        step: IncidentStep,
+        actor: &str,
+    ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
+        let (tenant, incident_id, actor) =
+            (tenant.clone(), incident_id.to_owned(), actor.to_owned());
+        self.writer()?
+            .write(move |conn, _| {
+                soc::step_incident(conn, tenant.as_str(), &incident_id, &step, &actor, now_ms())
+            })
+            .await
+    }
+
+    async fn put_narrative(
+        &self,
+        tenant: &TenantId,
+        narrative: NarrativeRecord,
+    ) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |conn, _| evidence::put_narrative(conn, &tenant, &narrative))
+            .await
+    }
+
+    async fn narrative(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+    ) -> StoreResult<Option<NarrativeRecord>> {
+        let (tenant, incident_id) = (tenant.clone(), incident_id.to_owned());
+        self.read(move |conn| evidence::narrative(conn, &tenant, &incident_id))
+            .await
+    }
+}
+
+#[async_trait]
+impl NotificationStore for SqliteStore {
+    async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
+        self.writer()?
+            .write(move |conn, _| notify::apply_batch(conn, &batch, now_ms()))
+            .await
+    }
+
+    async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>> {
+        self.read(notify::coalesce_states).await
+    }
+
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
+        self.read(move |conn| notify::claim_deliveries(conn, &claim))
+            .await
+    }
+
+    async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.writer()?
+            .write(move |conn, _| notify::finish_delivery(conn, &id, &outcome))
+            .await
+    }
+
+    async fn defer_deliveries(&self, ids: Vec<String>, next_attempt_at_ms: i64) -> StoreResult<()> {
+        self.writer()?
+            .write(move |conn, _| {
+                for id in &ids {
+                    notify::finish_delivery(
+                        conn,
+                        id,
+                        &DeliveryOutcome::Deferred { next_attempt_at_ms },
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
+        self.writer()?
+            .write(move |conn, _| notify::insert_delivery(conn, &delivery))
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        sink: &str,
+        page: Page,
+    ) -> StoreResult<Vec<Delivery>> {
+        let (tenant, sink) = (tenant.clone(), sink.to_owned());
+        self.read(move |conn| notify::list_deliveries(conn, &tenant, &sink, page))
+            .await
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| notify::list_webhooks(conn, &tenant))
+            .await
+    }
+
+    async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>> {
+        let id = webhook_id.to_owned();
+        self.read(move |conn| notify::webhook_by_id(conn, &id))
+            .await
+    }
+
+    async fn webhook_signing_secret(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+    ) -> StoreResult<Option<String>> {
+        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
+        let (sealed, plain) = {
+            let (tenant, id) = (tenant.clone(), id.clone());
+            self.read(move |conn| notify::webhook_secret_columns(conn, &tenant, &id))
+                .await?
+        };
+        secrets::stored_secret(self.secrets.as_ref(), &tenant, &id, sealed, plain)
+    }
+}
+
+#[async_trait]
+impl ReceiptStore for SqliteStore {
     async fn decision(&self, tenant: &TenantId, decision_id: &str) -> StoreResult<DecisionRecord> {
         let (tenant, decision_id) = (tenant.clone(), decision_id.to_owned());
         self.read(move |conn| {
@@ -1259,324 +1591,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn events(
-        &self,
-        tenant: &TenantId,
-        after_seq: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<Event>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-                ))?
-                .query_map(params![tenant.as_str(), after_seq, limit], event_from_row)?
-                .collect::<Result<_, _>>()?)
-        })
-        .await
-    }
-
-    async fn record_event(
-        &self,
-        tenant: &TenantId,
-        kind: &str,
-        agent_id: Option<&str>,
-        payload: serde_json::Value,
-    ) -> StoreResult<i64> {
-        let (tenant, kind, agent_id) =
-            (tenant.clone(), kind.to_owned(), agent_id.map(str::to_owned));
-        self.writer()?
-            .write(move |conn, _| {
-                append_event(
-                    conn,
-                    tenant.as_str(),
-                    &kind,
-                    agent_id.as_deref(),
-                    None,
-                    &payload,
-                )
-            })
-            .await
-    }
-
-    async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>> {
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-                ))?
-                .query_map(params![after_seq, limit], event_from_row)?
-                .collect::<Result<_, _>>()?)
-        })
-        .await
-    }
-
-    async fn events_of_kinds(
-        &self,
-        after_seq: i64,
-        up_to: i64,
-        kinds: &'static [&'static str],
-        limit: u32,
-    ) -> StoreResult<Vec<Event>> {
-        let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events
-                     WHERE seq > ?1 AND seq <= ?2 AND kind IN (SELECT value FROM json_each(?3))
-                     ORDER BY seq LIMIT ?4"
-                ))?
-                .query_map(params![after_seq, up_to, kinds, limit], event_from_row)?
-                .collect::<Result<_, _>>()?)
-        })
-        .await
-    }
-
-    fn committed_seq(&self) -> watch::Receiver<i64> {
-        self.commits.clone()
-    }
-
-    async fn consumer_cursor(&self, consumer: &str) -> StoreResult<i64> {
-        let consumer = consumer.to_owned();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT seq FROM consumer_cursors WHERE name = ?1")?
-                .query_row([consumer], |row| row.get(0))
-                .optional()?
-                .unwrap_or(0))
-        })
-        .await
-    }
-
-    async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
-        self.writer()?
-            .write(move |conn, _| soc::apply_batch(conn, &batch, now_ms()))
-            .await
-    }
-
-    async fn correlator_states(&self) -> StoreResult<Vec<CorrelatorStateRecord>> {
-        self.read(soc::correlator_states).await
-    }
-
-    async fn list_alerts(
-        &self,
-        tenant: &TenantId,
-        filter: AlertFilter,
-    ) -> StoreResult<Vec<AlertRecord>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| soc::list_alerts(conn, &tenant, &filter))
-            .await
-    }
-
-    async fn list_incidents(
-        &self,
-        tenant: &TenantId,
-        filter: IncidentFilter,
-    ) -> StoreResult<Vec<IncidentRecord>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| soc::list_incidents(conn, &tenant, &filter))
-            .await
-    }
-
-    async fn incident(&self, tenant: &TenantId, incident_id: &str) -> StoreResult<IncidentDetail> {
-        let (tenant, incident_id) = (tenant.clone(), incident_id.to_owned());
-        self.read(move |conn| soc::load_incident(conn, tenant.as_str(), &incident_id))
-            .await
-    }
-
-    async fn step_incident(
-        &self,
-        tenant: &TenantId,
-        incident_id: &str,
-        step: IncidentStep,
-        actor: &str,
-    ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
-        let (tenant, incident_id, actor) =
-            (tenant.clone(), incident_id.to_owned(), actor.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                soc::step_incident(conn, tenant.as_str(), &incident_id, &step, &actor, now_ms())
-            })
-            .await
-    }
-
-    async fn approval(
-        &self,
-        tenant: &TenantId,
-        approval_id: &str,
-    ) -> StoreResult<crate::approvals::ApprovalRecord> {
-        let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
-        self.read(move |conn| {
-            approvals::load(conn, tenant.as_str(), &approval_id, now_ms())?
-                .ok_or(StoreError::NotFound("approval"))
-        })
-        .await
-    }
-
-    async fn list_approvals(
-        &self,
-        tenant: &TenantId,
-        filter: crate::approvals::ApprovalFilter,
-    ) -> StoreResult<Vec<crate::approvals::ApprovalRecord>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| approvals::list(conn, tenant.as_str(), &filter, now_ms()))
-            .await
-    }
-
-    async fn decide_approval(
-        &self,
-        tenant: &TenantId,
-        approval_id: &str,
-        decision: crate::approvals::ApprovalDecision,
-    ) -> StoreResult<crate::approvals::ApprovalRecord> {
-        let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
-        self.writer()?
-            .write(move |conn, _| approvals::decide(conn, tenant.as_str(), &approval_id, decision))
-            .await
-    }
-
-    async fn set_approval_settings(
-        &self,
-        tenant: &TenantId,
-        settings: crate::approvals::ApprovalSettings,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "approval_ttl_secs = ?1, approvals_required = ?2",
-            vec![
-                Box::new(settings.ttl_secs),
-                Box::new(settings.approvals_required),
-            ],
-            serde_json::json!({"approvals": settings, "actor": actor}),
-        )
-        .await
-    }
-
-    async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize> {
-        self.writer()?
-            .write(move |conn, _| approvals::expire(conn, now_ms, limit))
-            .await
-    }
-
-    async fn put_slack_approver(
-        &self,
-        tenant: &TenantId,
-        slack_user_id: &str,
-        key_id: &str,
-    ) -> StoreResult<()> {
-        let (tenant, user, key) = (tenant.clone(), slack_user_id.to_owned(), key_id.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                conn.prepare_cached(
-                    "INSERT INTO slack_approvers (tenant_id, slack_user_id, key_id, created_at)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (tenant_id, slack_user_id) DO UPDATE SET key_id = excluded.key_id",
-                )?
-                .execute(params![tenant.as_str(), user, key, now_ms()])?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn slack_approver(
-        &self,
-        tenant: &TenantId,
-        slack_user_id: &str,
-    ) -> StoreResult<Option<OperatorKey>> {
-        let (tenant, user) = (tenant.clone(), slack_user_id.to_owned());
-        self.read(move |conn| {
-            let sql = crate::approvals::SLACK_APPROVER_KEY
-                .replace("{tenant}", "?1")
-                .replace("{user}", "?2");
-            Ok(conn
-                .prepare_cached(&sql)?
-                .query_row([tenant.as_str(), &user], key_from_row)
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn set_autonomy_override(
-        &self,
-        tenant: &TenantId,
-        level: Option<AutonomyLevel>,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "soc_autonomy_level = ?1",
-            vec![Box::new(level.map(AutonomyLevel::as_str))],
-            serde_json::json!({"soc_autonomy_level": level, "actor": actor}),
-        )
-        .await
-    }
-
-    async fn set_deny_storm_override(
-        &self,
-        tenant: &TenantId,
-        deny_storm: DenyStormOverride,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "deny_storm_n = ?1, deny_storm_window_secs = ?2",
-            vec![
-                Box::new(deny_storm.threshold),
-                Box::new(deny_storm.window_secs),
-            ],
-            serde_json::json!({"deny_storm": deny_storm, "actor": actor}),
-        )
-        .await
-    }
-
-    async fn set_rate_limits(
-        &self,
-        tenant: &TenantId,
-        rate_limits: RateLimits,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "rate_per_sec = ?1, rate_burst = ?2",
-            vec![Box::new(rate_limits.per_sec), Box::new(rate_limits.burst)],
-            serde_json::json!({"rate_limits": rate_limits, "actor": actor}),
-        )
-        .await
-    }
-
-    async fn set_mutating_budget(
-        &self,
-        tenant: &TenantId,
-        mutating_per_hour: Option<u32>,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "mutating_per_hour = ?1",
-            vec![Box::new(mutating_per_hour)],
-            serde_json::json!({"mutating_per_hour": mutating_per_hour, "actor": actor}),
-        )
-        .await
-    }
-
-    async fn set_exfiltration_reads(
-        &self,
-        tenant: &TenantId,
-        reads: ExfiltrationReads,
-        actor: &str,
-    ) -> StoreResult<TenantSettings> {
-        self.change_settings(
-            tenant,
-            "exfiltration_reads = ?1",
-            vec![Box::new(reads.as_str())],
-            serde_json::json!({"exfiltration_reads": reads, "actor": actor}),
-        )
-        .await
-    }
-
-    // Evidence.
     async fn receipt(&self, tenant: &TenantId, receipt_id: &str) -> StoreResult<Receipt> {
         let (tenant, receipt_id) = (tenant.clone(), receipt_id.to_owned());
         self.read(move |conn| evidence::receipt(conn, &tenant, &receipt_id))
@@ -1597,126 +1611,6 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Checkpoint>> {
         let tenant = tenant.clone();
         self.read(move |conn| evidence::checkpoints_from(conn, &tenant, from_seq, limit))
-            .await
-    }
-
-    async fn put_narrative(
-        &self,
-        tenant: &TenantId,
-        narrative: NarrativeRecord,
-    ) -> StoreResult<()> {
-        let tenant = tenant.clone();
-        self.writer()?
-            .write(move |conn, _| evidence::put_narrative(conn, &tenant, &narrative))
-            .await
-    }
-
-    async fn narrative(
-        &self,
-        tenant: &TenantId,
-        incident_id: &str,
-    ) -> StoreResult<Option<NarrativeRecord>> {
-        let (tenant, incident_id) = (tenant.clone(), incident_id.to_owned());
-        self.read(move |conn| evidence::narrative(conn, &tenant, &incident_id))
-            .await
-    }
-
-    // Notifications.
-    async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
-        self.writer()?
-            .write(move |conn, _| notify::apply_batch(conn, &batch, now_ms()))
-            .await
-    }
-
-    async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>> {
-        self.read(notify::coalesce_states).await
-    }
-
-    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
-        self.read(move |conn| notify::claim_deliveries(conn, &claim))
-            .await
-    }
-
-    async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
-        let id = id.to_owned();
-        self.writer()?
-            .write(move |conn, _| notify::finish_delivery(conn, &id, &outcome))
-            .await
-    }
-
-    async fn defer_deliveries(&self, ids: Vec<String>, next_attempt_at_ms: i64) -> StoreResult<()> {
-        self.writer()?
-            .write(move |conn, _| {
-                for id in &ids {
-                    notify::finish_delivery(
-                        conn,
-                        id,
-                        &DeliveryOutcome::Deferred { next_attempt_at_ms },
-                    )?;
-                }
-                Ok(())
-            })
-            .await
-    }
-
-    async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
-        self.writer()?
-            .write(move |conn, _| notify::insert_delivery(conn, &delivery))
-            .await
-    }
-
-    async fn list_deliveries(
-        &self,
-        tenant: &TenantId,
-        sink: &str,
-        page: Page,
-    ) -> StoreResult<Vec<Delivery>> {
-        let (tenant, sink) = (tenant.clone(), sink.to_owned());
-        self.read(move |conn| notify::list_deliveries(conn, &tenant, &sink, page))
-            .await
-    }
-
-    async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook> {
-        let writer = self.writer()?;
-        let sealed = secrets::seal_new(self.secrets.as_ref(), tenant, &webhook)?;
-        let tenant = tenant.clone();
-        writer
-            .write(move |conn, _| {
-                notify::create_webhook(conn, &tenant, &webhook, sealed.as_deref())
-            })
-            .await
-    }
-
-    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| notify::list_webhooks(conn, &tenant))
-            .await
-    }
-
-    async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>> {
-        let id = webhook_id.to_owned();
-        self.read(move |conn| notify::webhook_by_id(conn, &id))
-            .await
-    }
-
-    async fn webhook_signing_secret(
-        &self,
-        tenant: &TenantId,
-        webhook_id: &str,
-    ) -> StoreResult<Option<String>> {
-        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
-        let (sealed, plain) = {
-            let (tenant, id) = (tenant.clone(), id.clone());
-            self.read(move |conn| notify::webhook_secret_columns(conn, &tenant, &id))
-                .await?
-        };
-        secrets::stored_secret(self.secrets.as_ref(), &tenant, &id, sealed, plain)
-    }
-
-    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {
-        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
-        self.writer()?
-            .write(move |conn, _| notify::delete_webhook(conn, &tenant, &id, now_ms()))
             .await
     }
 }
