@@ -1114,7 +1114,7 @@ impl AdminStore for PgStore {
                         None,
                         None,
                         &serde_json::json!({}),
-)
+                    )
                     .await?;
                     insert_operator_key(tx, state, tenant.as_str(), &admin_key).await
                 })
@@ -1213,7 +1213,7 @@ impl AdminStore for PgStore {
                         None,
                         Some(&key_id),
                         &serde_json::json!({"key_id": key_id}),
-)
+                    )
                     .await?;
                     let row = tx
                         .query_one(
@@ -1252,7 +1252,7 @@ impl AdminStore for PgStore {
                         Some(&agent.id),
                         Some(&agent.id),
                         &serde_json::json!({"name": agent.name, "risk_tier": agent.risk_tier, "actor": agent.actor}),
-)
+                    )
                     .await?;
                     load_agent(tx, tenant.as_str(), &agent.id).await
                 })
@@ -1331,7 +1331,7 @@ impl AdminStore for PgStore {
                         None,
                         Some(&tool),
                         &serde_json::json!({"tool": tool, "actions": actions}),
-)
+                    )
                     .await?;
                     Ok(())
                 })
@@ -1371,7 +1371,7 @@ impl AdminStore for PgStore {
                         None,
                         Some(&policy.id),
                         &serde_json::json!({"policy_id": policy.id, "actor": actor, "sha256": sha256_hex(policy.text.as_bytes())}),
-)
+                    )
                     .await?;
                     Ok(!existed)
                 })
