@@ -13,6 +13,10 @@ use support::receiver::*;
 use support::*;
 
 const SECRET: &str = "test-webhook-secret-0123456789";
+/// Storm and runaway thresholds no test here reaches, so that only the denies themselves are
+/// notified.
+const DENIES_ONLY: [(&str, &str); 2] =
+    [("AEGIS_DENY_STORM_N", "1000"), ("AEGIS_RUNAWAY_N", "1000")];
 
 fn verify_signature(r: &Received, secret: &str) {
     let signature = r.signature.as_deref().expect("a signature header");
@@ -135,18 +139,11 @@ async fn fifty_denies_for_one_agent_coalesce_into_a_few_messages_accounting_for_
     let (db, admin) = acme_on_sqlite(dir.path());
     let receiver = Receiver::start(free_addr(), Log::default()).await;
     let url = receiver.url("/hook");
-    let gw = Gateway::start_with(
-        dir.path(),
-        &db,
-        &[
-            ("AEGIS_WEBHOOK_URL", url.as_str()),
-            ("AEGIS_NOTIFY_COALESCE_SECS", "2"),
-            // Only the denies themselves are notified here.
-            ("AEGIS_DENY_STORM_N", "1000"),
-            ("AEGIS_RUNAWAY_N", "1000"),
-        ],
-    )
-    .await;
+    let env = [
+        ("AEGIS_WEBHOOK_URL", url.as_str()),
+        ("AEGIS_NOTIFY_COALESCE_SECS", "2"),
+    ];
+    let gw = Gateway::start_with(dir.path(), &db, &[&env[..], &DENIES_ONLY].concat()).await;
     let client = reqwest::Client::new();
     let (_, token) = agent_with_github(&client, &gw, &admin).await;
     let mut sent = Vec::new();
@@ -199,17 +196,18 @@ async fn queued_notifications_survive_a_dead_receiver_and_kill_9() {
     let addr = free_addr();
     let url = format!("http://{addr}/hook");
     let env = [
-        ("AEGIS_WEBHOOK_URL", url.as_str()),
-        ("AEGIS_WEBHOOK_SECRET", SECRET),
-        ("AEGIS_NOTIFY_COALESCE_SECS", "1"),
-        ("AEGIS_WEBHOOK_RETRY_BASE_MS", "100"),
-        ("AEGIS_WEBHOOK_RETRY_MAX_DELAY_SECS", "1"),
-        ("AEGIS_WEBHOOK_CIRCUIT_THRESHOLD", "3"),
-        ("AEGIS_WEBHOOK_CIRCUIT_PAUSE_SECS", "1"),
-        // Only the denies themselves are notified here.
-        ("AEGIS_DENY_STORM_N", "1000"),
-        ("AEGIS_RUNAWAY_N", "1000"),
-    ];
+        &[
+            ("AEGIS_WEBHOOK_URL", url.as_str()),
+            ("AEGIS_WEBHOOK_SECRET", SECRET),
+            ("AEGIS_NOTIFY_COALESCE_SECS", "1"),
+            ("AEGIS_WEBHOOK_RETRY_BASE_MS", "100"),
+            ("AEGIS_WEBHOOK_RETRY_MAX_DELAY_SECS", "1"),
+            ("AEGIS_WEBHOOK_CIRCUIT_THRESHOLD", "3"),
+            ("AEGIS_WEBHOOK_CIRCUIT_PAUSE_SECS", "1"),
+        ][..],
+        &DENIES_ONLY,
+    ]
+    .concat();
     let gw = Gateway::start_with(dir.path(), &db, &env).await;
     let client = reqwest::Client::new();
     let (_, token) = agent_with_github(&client, &gw, &admin).await;
@@ -292,12 +290,13 @@ async fn denies_held_for_the_next_message_are_sent_after_kill_9() {
     let receiver = Receiver::start(free_addr(), Log::default()).await;
     let url = receiver.url("/hook");
     let env = [
-        ("AEGIS_WEBHOOK_URL", url.as_str()),
-        ("AEGIS_NOTIFY_COALESCE_SECS", "4"),
-        // Only the denies themselves are notified here.
-        ("AEGIS_DENY_STORM_N", "1000"),
-        ("AEGIS_RUNAWAY_N", "1000"),
-    ];
+        &[
+            ("AEGIS_WEBHOOK_URL", url.as_str()),
+            ("AEGIS_NOTIFY_COALESCE_SECS", "4"),
+        ][..],
+        &DENIES_ONLY,
+    ]
+    .concat();
     let gw = Gateway::start_with(dir.path(), &db, &env).await;
     let client = reqwest::Client::new();
     let (_, token) = agent_with_github(&client, &gw, &admin).await;

@@ -59,7 +59,7 @@ pub(crate) enum Containment {
     /// The job runs in a savepoint of its own: an error rolls back this job's changes only.
     Savepoint,
     /// The job runs without one, because a savepoint costs two statements and a sub-journal
-    /// copy of every page the job touches, about a quarter of the writer's time per decision.
+    /// copy of every page the job touches, about a fifth of the writer's time per decision.
     /// An error before the job changed a row fails this job alone; an error after it did
     /// fails the whole batch, as a failed commit does. For jobs whose only failures after a
     /// write are the database's own (the decision record).
