@@ -39,8 +39,10 @@ pub(crate) fn counts_towards_escalation(d: &NewDecision) -> bool {
     d.verdict == Verdict::Deny && !d.contained
 }
 
-/// The values of [`TIER_AND_EARLIER_DENIES_SQL`](crate::schema::TIER_AND_EARLIER_DENIES_SQL)'s placeholders for a deny: the agent, the
-/// start of the tenant's window and the count past which more denies change nothing.
+/// The values of the placeholders of
+/// [`TIER_AND_EARLIER_DENIES_SQL`](crate::schema::TIER_AND_EARLIER_DENIES_SQL) for a deny:
+/// the agent, the start of the tenant's window and the count past which more denies change
+/// nothing.
 pub(crate) fn earlier_denies_params(d: &NewDecision) -> (&str, i64, i64) {
     let window_start = d.created_at_ms - i64::from(d.escalation.window_minutes) * 60_000;
     let enough = i64::from(d.escalation.denial_threshold.saturating_sub(1));

@@ -41,8 +41,9 @@ pub const RESPONSE_ENGINE: &str = "soc:response-engine";
 
 /// The agent's risk tier (`$1` its id) and its denies that count towards escalation, logged
 /// after its last tier change and at or after `$2` (ms), counted up to `$3`: what
-/// [`RiskTier::after_deny`](aegis_core::model::RiskTier::after_deny) needs, read before the deny at hand is stored. The partial index
-/// `decisions_agent_denies` holds exactly the rows counted.
+/// [`RiskTier::after_deny`](aegis_core::model::RiskTier::after_deny) needs, read before the
+/// deny at hand is stored. The partial index `decisions_agent_denies` holds exactly the rows
+/// counted.
 pub(crate) const TIER_AND_EARLIER_DENIES_SQL: &str = "SELECT a.risk_tier,
     (SELECT COUNT(*) FROM (SELECT 1 FROM decisions
         WHERE agent_id = a.id AND decision = 'deny' AND NOT contained
