@@ -366,18 +366,21 @@ pub fn refusal_text(decision: &GateDecision) -> Option<String> {
     })
 }
 
+/// What a governed MCP server tells its clients about itself: `name`, a tools-only server,
+/// and what it governs (`whose_tools`: "an upstream MCP server", "a local MCP server").
+pub fn governed_server_info(name: &'static str, whose_tools: &str) -> ServerConfig {
+    ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        .with_server_info(Implementation::new(name, env!("CARGO_PKG_VERSION")))
+        .with_instructions(format!(
+            "Tools of {whose_tools}, governed by AegisAgent: every call is a recorded \
+             decision, and a refused call comes back as an error result that names the \
+             decision."
+        ))
+}
+
 impl<G: ToolCallGate> ServerHandler for McpGateway<G> {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(
-                "aegis-gateway",
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(
-                "Tools of an upstream MCP server, governed by AegisAgent: every call is a \
-                 recorded decision, and a refused call comes back as an error result that \
-                 names the decision.",
-            )
+        governed_server_info("aegis-gateway", "an upstream MCP server")
     }
 
     async fn list_tools(

@@ -31,7 +31,9 @@ pub mod telemetry;
 pub mod upstream;
 
 pub use gate::{GateDecision, GatedCall, ToolCallGate};
-pub use gateway::{McpGateway, McpRequest, McpSettings, call_source_trust, refusal_text};
+pub use gateway::{
+    McpGateway, McpRequest, McpSettings, call_source_trust, governed_server_info, refusal_text,
+};
 /// The MCP tool definition, as listings carry it.
 pub use rmcp::model::Tool;
 

@@ -16,8 +16,8 @@ use anyhow::{Context, bail};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
-    ContentBlock, ErrorData, Implementation, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig, Tool,
+    ContentBlock, ErrorData, Implementation, ListToolsResult, PaginatedRequestParams, ServerConfig,
+    Tool,
 };
 use rmcp::service::{ClientCacheConfig, RequestContext};
 use rmcp::transport::{TokioChildProcess, stdio_pipes};
@@ -182,16 +182,7 @@ fn error_result(text: String) -> CallToolResult {
 
 impl ServerHandler for Wrap {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(
-                "aegis-mcp-wrap",
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(
-                "Tools of a local MCP server, governed by AegisAgent: every call is a \
-                 recorded decision, and a refused call comes back as an error result that \
-                 names the decision.",
-            )
+        aegis_mcp::governed_server_info("aegis-mcp-wrap", "a local MCP server")
     }
 
     async fn list_tools(
