@@ -18,6 +18,12 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<String, CanonicalError>
 #[error("cannot canonicalise: {0}")]
 pub struct CanonicalError(String);
 
+impl From<serde_json::Error> for CanonicalError {
+    fn from(error: serde_json::Error) -> Self {
+        CanonicalError(error.to_string())
+    }
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
