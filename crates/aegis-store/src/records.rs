@@ -3,9 +3,8 @@
 //! talk to their database; a receipt or an event must not depend on which one recorded it.
 
 use crate::*;
-use aegis_core::canonical::{canonical_json, sha256_hex};
 use aegis_core::model::{AgentStatus, RiskTier, Verdict};
-use aegis_core::receipt::{RECEIPT_SCHEMA_VERSION, ReceiptBody};
+use aegis_core::receipt::{RECEIPT_SCHEMA_VERSION, Receipt, ReceiptApproval, ReceiptBody};
 use aegis_core::timestamp::format_millis;
 use serde_json::{Value, json};
 
@@ -63,11 +62,10 @@ pub(crate) fn escalation_due(
         .map(|next| (tier, next)))
 }
 
-/// A decision's receipt, linked to the chain head it extends, with the canonical JSON its
-/// hash covers.
+/// A decision's receipt, linked to the chain head it extends, and its hash. Its body is not
+/// stored: [`StoredReceipt`] rebuilds it from the decision row.
 pub(crate) struct SealedReceipt {
     pub body: ReceiptBody,
-    pub canonical: String,
     pub hash: String,
 }
 
@@ -94,13 +92,131 @@ pub(crate) fn seal_receipt(
         approval: approval_answer(d).and_then(|answer| answer.consumed.clone()),
         tool_definition_hash: d.tool_definition_hash.clone(),
     };
-    let canonical = canonical_json(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let hash = sha256_hex(canonical.as_bytes());
-    Ok(SealedReceipt {
-        body,
-        canonical,
-        hash,
-    })
+    let hash = body
+        .hash()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(SealedReceipt { body, hash })
+}
+
+/// The consumed approval of a sealed receipt as the decision row keeps it (JSON), the one
+/// field of a receipt body besides `tool_definition_hash` that no other decision column holds.
+pub(crate) fn receipt_approval_column(receipt: &SealedReceipt) -> StoreResult<Option<String>> {
+    receipt
+        .body
+        .approval
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("receipt approval: {e}")))
+}
+
+/// A receipt row read with the decision row it records, in the order of
+/// [`crate::schema::RECEIPT_COLUMNS`]. The decision's fields are `None` when its row is gone.
+pub(crate) struct StoredReceipt {
+    /// The canonical body, for a receipt stored before its body was rebuilt from the
+    /// decision row (migration `0019_receipt_from_decision`); `""` for one stored since.
+    pub body: String,
+    pub hash: String,
+    pub id: String,
+    pub tenant_id: String,
+    pub seq: i64,
+    pub decision_id: String,
+    pub prev_hash: Option<String>,
+    pub agent_id: Option<String>,
+    pub tool: Option<String>,
+    pub action: Option<String>,
+    pub decision: Option<String>,
+    pub risk_score: Option<i64>,
+    pub matched_policies: Option<String>,
+    pub action_hash: Option<String>,
+    pub created_at_ms: Option<i64>,
+    pub approval: Option<String>,
+    pub tool_definition_hash: Option<String>,
+}
+
+impl StoredReceipt {
+    /// Reads a row of [`crate::schema::RECEIPT_COLUMNS`].
+    pub fn read(row: &impl crate::schema::StoredRow) -> StoreResult<Self> {
+        Ok(StoredReceipt {
+            body: row.required_text(0)?,
+            hash: row.required_text(1)?,
+            id: row.required_text(2)?,
+            tenant_id: row.required_text(3)?,
+            seq: row.required_int(4)?,
+            decision_id: row.required_text(5)?,
+            prev_hash: row.text(6)?,
+            agent_id: row.text(7)?,
+            tool: row.text(8)?,
+            action: row.text(9)?,
+            decision: row.text(10)?,
+            risk_score: row.int(11)?,
+            matched_policies: row.text(12)?,
+            action_hash: row.text(13)?,
+            created_at_ms: row.int(14)?,
+            approval: row.text(15)?,
+            tool_definition_hash: row.text(16)?,
+        })
+    }
+
+    /// The receipt as it was sealed, if nothing was edited since: the stored body, or one
+    /// rebuilt from the decision row (schema v1, the only version written without a body).
+    ///
+    /// Nothing read here is trusted: the audit hashes the result and compares it with the
+    /// stored hash, which the chain and the signed checkpoints cover. So an unreadable or
+    /// missing decision row is not an error here but a body without a verdict
+    /// (`decision: ""`), which no sealed body has: its hash check fails and the audit reports
+    /// the receipt as tampered with, as it would an edited body.
+    pub fn into_receipt(self) -> StoreResult<Receipt> {
+        if !self.body.is_empty() {
+            let body: ReceiptBody = serde_json::from_str(&self.body)
+                .map_err(|e| StoreError::Corrupt(format!("receipt body: {e}")))?;
+            return Ok(Receipt {
+                body,
+                hash: self.hash,
+            });
+        }
+        let matched_policies = self
+            .matched_policies
+            .as_deref()
+            .map(serde_json::from_str::<Vec<String>>);
+        let approval = self
+            .approval
+            .as_deref()
+            .map(serde_json::from_str::<ReceiptApproval>)
+            .transpose();
+        let risk_score = self.risk_score.map(u8::try_from);
+        let readable = matches!(matched_policies, Some(Ok(_)))
+            && approval.is_ok()
+            && matches!(risk_score, Some(Ok(_)))
+            && self.created_at_ms.is_some();
+        let decision = match self.decision {
+            Some(decision) if readable => decision,
+            _ => String::new(),
+        };
+        let body = ReceiptBody {
+            v: RECEIPT_SCHEMA_VERSION,
+            id: self.id,
+            tenant_id: self.tenant_id,
+            seq: u64::try_from(self.seq)
+                .map_err(|_| StoreError::Corrupt(format!("receipt seq {}", self.seq)))?,
+            decision_id: self.decision_id,
+            agent_id: self.agent_id.unwrap_or_default(),
+            tool: self.tool.unwrap_or_default(),
+            action: self.action.unwrap_or_default(),
+            decision,
+            risk_score: risk_score.and_then(Result::ok).unwrap_or_default(),
+            matched_policies: matched_policies.and_then(Result::ok).unwrap_or_default(),
+            action_hash: self.action_hash.unwrap_or_default(),
+            created_at: format_millis(self.created_at_ms.unwrap_or_default()),
+            prev_hash: self.prev_hash.unwrap_or_default(),
+            approval: approval.ok().flatten(),
+            tool_definition_hash: self.tool_definition_hash,
+        };
+        Ok(Receipt {
+            body,
+            hash: self.hash,
+        })
+    }
 }
 
 /// The payload of an escalation's `agent.risk_tier_changed` event.

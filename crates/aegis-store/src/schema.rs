@@ -30,6 +30,66 @@ pub(crate) fn qualified_decision_columns(alias: &str) -> String {
         .join(", ")
 }
 
+/// A receipt row (`r`) and the decision row (`d`) its body is rebuilt from, read from
+/// [`RECEIPTS_JOINED`] into [`crate::records::StoredReceipt`] in this order.
+pub(crate) const RECEIPT_COLUMNS: &str = "r.body, r.hash, r.id, r.tenant_id, r.seq, r.decision_id, r.prev_hash, \
+     d.agent_id, d.tool, d.action, d.decision, d.risk_score, d.matched_policies, d.action_hash, \
+     d.created_at, d.receipt_approval, d.tool_definition_hash";
+
+/// Each receipt beside the decision it records, of the same tenant. A receipt whose decision
+/// row is gone still reads, and then fails its hash check.
+pub(crate) const RECEIPTS_JOINED: &str =
+    "receipts r LEFT JOIN decisions d ON d.id = r.decision_id AND d.tenant_id = r.tenant_id";
+
+/// The reads of receipts by id, seq and page, in one placeholder spelling.
+pub(crate) struct ReceiptQueries {
+    pub with_id: String,
+    pub at_seq: String,
+    /// `seq > $2`, oldest first, at most `$3`.
+    pub after_seq: String,
+    /// `seq < $2`, newest first, at most `$3`.
+    pub newest_before_seq: String,
+}
+
+impl ReceiptQueries {
+    /// The queries with `$N` placeholders passed through `spell` (a backend's spelling).
+    pub fn spelled(spell: fn(&str) -> String) -> Self {
+        let query = |condition: &str| spell(&receipts_where(condition));
+        ReceiptQueries {
+            with_id: query("r.id = $2"),
+            at_seq: query("r.seq = $2"),
+            after_seq: query("r.seq > $2 ORDER BY r.seq LIMIT $3"),
+            newest_before_seq: query("r.seq < $2 ORDER BY r.seq DESC LIMIT $3"),
+        }
+    }
+}
+
+/// The receipts of tenant `$1` that meet `condition` (which may end in `ORDER BY`/`LIMIT`),
+/// with [`RECEIPT_COLUMNS`].
+pub(crate) fn receipts_where(condition: &str) -> String {
+    format!(
+        "SELECT {RECEIPT_COLUMNS} FROM {RECEIPTS_JOINED} WHERE r.tenant_id = $1 AND {condition}"
+    )
+}
+
+/// A stored row read by column position, whichever driver read it: the rules that read rows
+/// (e.g. [`crate::records::StoredReceipt`]) are written once against it.
+pub(crate) trait StoredRow {
+    fn text(&self, index: usize) -> StoreResult<Option<String>>;
+    fn int(&self, index: usize) -> StoreResult<Option<i64>>;
+
+    /// A column that is never NULL.
+    fn required_text(&self, index: usize) -> StoreResult<String> {
+        self.text(index)?
+            .ok_or_else(|| StoreError::Corrupt(format!("column {index} is NULL")))
+    }
+
+    fn required_int(&self, index: usize) -> StoreResult<i64> {
+        self.int(index)?
+            .ok_or_else(|| StoreError::Corrupt(format!("column {index} is NULL")))
+    }
+}
+
 pub(crate) const EVENT_COLUMNS: &str =
     "seq, tenant_id, kind, agent_id, subject_id, payload, created_at";
 

@@ -125,19 +125,32 @@ impl Database {
     /// Appends a well-formed receipt to the tenant's chain, linked to its head with a
     /// recomputed hash, but without a checkpoint: what a forger can write.
     async fn append_forged_receipt(&self, tenant: &str) {
-        let head = self
-            .run(
-                "SELECT body FROM receipts WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
-                &[tenant],
-            )
-            .await
-            .unwrap();
-        let head: ReceiptBody = serde_json::from_str(&head).unwrap();
-        let mut forged = head.clone();
-        forged.id = format!("rcpt_forged_{}", head.seq + 1);
-        forged.seq = head.seq + 1;
-        forged.decision_id = format!("dec_forged_{}", head.seq + 1);
-        forged.prev_hash = head.hash().unwrap();
+        let head = |column: &'static str| async move {
+            let sql = format!(
+                "SELECT CAST({column} AS TEXT) FROM receipts WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1"
+            );
+            self.run(&sql, &[tenant]).await.unwrap()
+        };
+        let seq = head("seq").await.parse::<u64>().unwrap() + 1;
+        // A whole body in the row, which reads take as stored.
+        let forged = ReceiptBody {
+            v: 1,
+            id: format!("rcpt_forged_{seq}"),
+            tenant_id: tenant.to_owned(),
+            seq,
+            decision_id: format!("dec_forged_{seq}"),
+            agent_id: "agt_forger".into(),
+            tool: "github".into(),
+            action: "merge_pull_request".into(),
+            decision: "allow".into(),
+            risk_score: 0,
+            matched_policies: Vec::new(),
+            action_hash: "00".repeat(32),
+            created_at: "2026-11-29T00:00:00.000Z".into(),
+            prev_hash: head("hash").await,
+            approval: None,
+            tool_definition_hash: None,
+        };
         let body = canonical_json(&forged).unwrap();
         let sql = match self {
             Database::Sqlite(_) => {
@@ -280,6 +293,74 @@ async fn audits_name_what_a_database_writer_changed(db: Database) {
         matches!(refused, Err(StoreError::ChainBroken(_))),
         "{refused:?}"
     );
+}
+
+/// A receipt's body is rebuilt from its decision row; one stored with its body (before
+/// migration 0019) reads as stored, beside rebuilt ones, and the chain verifies across both.
+/// An edited or vanished decision row is a hash break at its receipt, not a read error.
+async fn receipts_read_from_their_body_or_their_decision(db: Database) {
+    let store = db.open().await;
+    for n in 1..=3 {
+        store.record_decision(decision("acme", n)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let acme = TenantId::new("acme");
+    let sealed = store.receipts(&acme, 0, 10).await.unwrap();
+    assert_eq!(sealed.len(), 3);
+    let keys = keyring(store.as_ref()).await.unwrap();
+    let audit = || {
+        let (store, acme, keys) = (&store, &acme, &keys);
+        async move {
+            store
+                .audit_chain(acme, ChainWalk::whole(), keys)
+                .await
+                .unwrap()
+        }
+    };
+
+    // Receipt 2 as a store before the migration wrote it: the canonical body, no prev_hash
+    // (so only the stored body can give it its link to receipt 1).
+    let old_form = canonical_json(&sealed[1].body).unwrap();
+    let sql = "UPDATE receipts SET body = $1, prev_hash = NULL WHERE id = $2 RETURNING id";
+    assert!(
+        db.run(sql, &[&old_form, &sealed[1].body.id])
+            .await
+            .is_some()
+    );
+    assert_eq!(store.receipts(&acme, 0, 10).await.unwrap(), sealed);
+    let whole = audit().await;
+    assert_eq!((whole.outcome, whole.checked), (Ok(()), 3));
+
+    // The decision row of receipt 1 edited: the rebuilt body no longer hashes as sealed.
+    let sql = "UPDATE decisions SET action = 'delete_repo' WHERE id = $1 RETURNING id";
+    assert!(db.run(sql, &[&sealed[0].body.decision_id]).await.is_some());
+    let brk = audit().await.outcome.unwrap_err();
+    assert_eq!((brk.kind, brk.seq), (BreakKind::Hash, 1));
+    let sql = "UPDATE decisions SET action = 'get_file' WHERE id = $1 RETURNING id";
+    assert!(db.run(sql, &[&sealed[0].body.decision_id]).await.is_some());
+    assert_eq!(audit().await.outcome, Ok(()));
+
+    // The decision row of receipt 3 deleted: the receipt still reads, with no verdict, and
+    // fails its hash check.
+    let sql = "DELETE FROM decisions WHERE id = $1 RETURNING id";
+    assert!(db.run(sql, &[&sealed[2].body.decision_id]).await.is_some());
+    let orphan = store.receipt(&acme, &sealed[2].body.id).await.unwrap();
+    assert_eq!(orphan.body.decision, "");
+    let brk = audit().await.outcome.unwrap_err();
+    assert_eq!((brk.kind, brk.seq), (BreakKind::Hash, 3));
+}
+
+#[tokio::test]
+async fn sqlite_reads_receipts_from_their_body_or_their_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    receipts_read_from_their_body_or_their_decision(Database::Sqlite(dir.path().join("aegis.db")))
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_reads_receipts_from_their_body_or_their_decision() {
+    let db = aegis_testdb::FreshDatabase::create().await;
+    receipts_read_from_their_body_or_their_decision(Database::Postgres(db)).await;
 }
 
 #[tokio::test]

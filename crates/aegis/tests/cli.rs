@@ -121,21 +121,23 @@ async fn exported_chains_verify_and_tampering_is_named() {
     let why = String::from_utf8_lossy(&bad.stderr);
     assert!(why.contains("line 2") && why.contains("hash"), "{why}");
 
-    // One tampered row in the database: verify --db names that receipt.
+    // One tampered row in the database: verify --db names the receipt of the edited
+    // decision (its body is rebuilt from that row).
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let (id, body): (String, String) = conn
-        .query_row("SELECT id, body FROM receipts WHERE seq = 3", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+    let (id, decision_id): (String, String) = conn
+        .query_row(
+            "SELECT id, decision_id FROM receipts WHERE seq = 3",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
-    conn.execute(
-        "UPDATE receipts SET body = ?1 WHERE id = ?2",
-        [
-            body.replace("\"risk_score\":", "\"risk_score\":1"),
-            id.clone(),
-        ],
-    )
-    .unwrap();
+    let edited = conn
+        .execute(
+            "UPDATE decisions SET risk_score = risk_score + 1 WHERE id = ?1",
+            [decision_id],
+        )
+        .unwrap();
+    assert_eq!(edited, 1);
     drop(conn);
     let bad = aegis(dir.path(), &["receipts", "verify", "--db", db_arg]);
     assert_eq!(bad.status.code(), Some(1));

@@ -259,12 +259,13 @@ async fn storm_graph_has_verified_receipts_and_tampering_is_caught_everywhere() 
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Tamper with receipt seq 4 in the database while the gateway is down.
+    // Tamper with the decision of receipt seq 4 in the database while the gateway is down.
     assert!(gw.terminate().success());
     let conn = rusqlite::Connection::open(&db).unwrap();
     let changed = conn
         .execute(
-            "UPDATE receipts SET body = replace(body, '\"decision\":\"deny\"', '\"decision\":\"allow\"') WHERE id = ?1",
+            "UPDATE decisions SET decision = 'allow'
+             WHERE decision = 'deny' AND id = (SELECT decision_id FROM receipts WHERE id = ?1)",
             [&victim],
         )
         .unwrap();

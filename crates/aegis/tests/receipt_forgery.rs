@@ -17,8 +17,7 @@
 
 mod support;
 
-use aegis_core::canonical::canonical_json;
-use aegis_core::receipt::ReceiptBody;
+use aegis_core::receipt::{ExportedReceipt, ReceiptBody};
 use aegis_testdb::FreshDatabase;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -103,29 +102,41 @@ fn assert_verifies(out: &std::process::Output) {
     );
 }
 
-/// Rewrites the tenant's first deny receipt (and its decision) as an allow, recomputes the
-/// hashes of it and every later receipt, and deletes the tenant's checkpoints: all a
-/// database writer can do without the signing key.
-async fn rewrite_first_deny_as_allow(db: &str, tenant: &str) {
-    let order = format!("FROM receipts WHERE tenant_id = '{tenant}' ORDER BY seq");
-    let ids = query_column(db, &format!("SELECT id {order}")).await;
-    let mut bodies: Vec<ReceiptBody> = query_column(db, &format!("SELECT body {order}"))
-        .await
-        .iter()
-        .map(|body| serde_json::from_str(body).unwrap())
+/// Rewrites the tenant's first deny as an allow in its decision row (which the receipt body
+/// is rebuilt from), recomputes the hashes of its receipt and every later one, and deletes
+/// the tenant's checkpoints: all a database writer can do without the signing key. The
+/// receipts are read as `aegis receipts export` gives them to anyone holding the database.
+async fn rewrite_first_deny_as_allow(dir: &Path, db: &str, tenant: &str) {
+    let out = aegis(dir, &["receipts", "export", "--db", db, "--tenant", tenant]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut bodies: Vec<ReceiptBody> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<ExportedReceipt>(line)
+                .unwrap()
+                .receipt
+                .body
+        })
         .collect();
     let deny = bodies.iter().position(|b| b.decision == "deny").unwrap();
     bodies[deny].decision = "allow".into();
-    let mut prev = bodies[deny].prev_hash.clone();
-    for (id, body) in ids.iter().zip(&mut bodies).skip(deny) {
-        body.prev_hash = prev;
-        prev = body.hash().unwrap();
-        let canonical = canonical_json(&*body).unwrap();
-        let sql = "UPDATE receipts SET body = $1, hash = $2 WHERE id = $3";
-        assert_eq!(execute(db, sql, &[&canonical, &prev, id]).await, 1);
-    }
     let sql = "UPDATE decisions SET decision = 'allow' WHERE id = $1";
     assert_eq!(execute(db, sql, &[&bodies[deny].decision_id]).await, 1);
+    let mut prev = bodies[deny].prev_hash.clone();
+    for body in bodies.iter_mut().skip(deny) {
+        body.prev_hash = prev;
+        prev = body.hash().unwrap();
+        let sql = "UPDATE receipts SET prev_hash = $1, hash = $2 WHERE id = $3";
+        assert_eq!(
+            execute(db, sql, &[&body.prev_hash, &prev, &body.id]).await,
+            1
+        );
+    }
     let sql = "DELETE FROM receipt_checkpoints WHERE tenant_id = $1";
     assert!(execute(db, sql, &[tenant]).await > 0);
 }
@@ -188,7 +199,7 @@ async fn a_rewritten_chain_is_never_signed_over(site: Site) {
     assert!(gw.terminate().success());
     assert_verifies(&site.verify(&pin, &[]));
 
-    rewrite_first_deny_as_allow(db, "acme").await;
+    rewrite_first_deny_as_allow(dir, db, "acme").await;
     assert_fails(&site.verify(&pin, &[]), "no valid signed checkpoint");
 
     // The gateway starts on the forged database: it signs nothing, refuses to append to the
@@ -352,11 +363,11 @@ async fn the_integrity_check_resumes_from_the_anchor_file_and_still_sweeps(site:
     );
     assert!(gw.terminate().success());
 
-    // A receipt behind the verified point edited without recomputing any hash: the reads at
+    // A decision behind the verified point edited without recomputing any hash: the reads at
     // start cannot see it (the head, the anchor and the verified receipt are intact), the
     // sweep does.
-    let sql = "UPDATE receipts SET body = replace(body, '\"decision\":\"deny\"', \
-               '\"decision\":\"allow\"') WHERE tenant_id = 'acme' AND seq = 2";
+    let sql = "UPDATE decisions SET decision = 'allow' WHERE id = \
+               (SELECT decision_id FROM receipts WHERE tenant_id = 'acme' AND seq = 2)";
     assert_eq!(execute(db, sql, &[]).await, 1);
     let gw = Gateway::start_on(dir, db, &env).await;
     chain_broken_alert(&client, &gw, &admin).await;

@@ -3,7 +3,7 @@
 
 use super::evidence::checkpoints_from;
 use super::prepared;
-use super::rows::{checkpoint_from_row, get, receipt_from_row};
+use super::rows::{RECEIPT_SQL, checkpoint_from_row, get, receipt_from_row};
 use crate::chain::{ChainReads, ChainSeal};
 use crate::*;
 use aegis_core::receipt::{
@@ -68,11 +68,7 @@ pub(super) async fn receipts_after<C: GenericClient>(
 ) -> StoreResult<Vec<Receipt>> {
     client
         .query(
-            &prepared(
-                client,
-                "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            )
-            .await?,
+            &prepared(client, &RECEIPT_SQL.after_seq).await?,
             &[&tenant_id, &(after as i64), &i64::from(limit)],
         )
         .await?
@@ -95,11 +91,7 @@ impl<C: GenericClient + Sync> ChainReads for PgChain<'_, C> {
     async fn receipt_at(&self, seq: u64) -> StoreResult<Option<Receipt>> {
         self.client
             .query_opt(
-                &prepared(
-                    self.client,
-                    "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND seq = $2",
-                )
-                .await?,
+                &prepared(self.client, &RECEIPT_SQL.at_seq).await?,
                 &[&self.tenant.as_str(), &(seq as i64)],
             )
             .await?

@@ -123,18 +123,25 @@ impl PendingDecisions {
         let trace_ids = optional(|r| r.decision.trace.trace_id.as_deref());
         let parent_run_ids = optional(|r| r.decision.trace.parent_run_id.as_deref());
         let receipt_ids = text(|r| &r.receipt.body.id);
+        let receipt_approvals: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| crate::records::receipt_approval_column(&r.receipt))
+            .collect::<StoreResult<_>>()?;
+        let tool_definition_hashes = optional(|r| r.receipt.body.tool_definition_hash.as_deref());
         let insert_decisions = prepared(
             tx,
             "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
                 mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
-                run_id, trace_id, parent_run_id, receipt_id, created_at, contained)
+                run_id, trace_id, parent_run_id, receipt_id, created_at, contained, receipt_approval,
+                tool_definition_hash)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
                                   $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[],
                                   $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-                                  $19::text[], $20::text[], $21::bigint[], $22::boolean[])",
+                                  $19::text[], $20::text[], $21::bigint[], $22::boolean[], $23::text[],
+                                  $24::text[])",
         )
         .await?;
-        let decisions_columns: [&(dyn ToSql + Sync); 22] = [
+        let decisions_columns: [&(dyn ToSql + Sync); 24] = [
             &decision_ids,
             &tenant_ids,
             &event_seqs,
@@ -157,16 +164,21 @@ impl PendingDecisions {
             &receipt_ids,
             &created_at,
             &contained,
+            &receipt_approvals,
+            &tool_definition_hashes,
         ];
         let decisions = tx.execute(&insert_decisions, &decisions_columns);
 
         let receipt_seqs = int(|r| r.receipt.body.seq as i64);
-        let bodies = text(|r| &r.receipt.canonical);
         let hashes = text(|r| &r.receipt.hash);
+        let prev_hashes = text(|r| &r.receipt.body.prev_hash);
+        // The body is rebuilt from the decision row when read (`records::StoredReceipt`).
         let insert_receipts = prepared(
             tx,
-            "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])",
+            "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash, prev_hash)
+             SELECT id, tenant_id, seq, decision_id, '', hash, prev_hash
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+                  AS r (id, tenant_id, seq, decision_id, hash, prev_hash)",
         )
         .await?;
         let receipts_columns: [&(dyn ToSql + Sync); 6] = [
@@ -174,8 +186,8 @@ impl PendingDecisions {
             &tenant_ids,
             &receipt_seqs,
             &decision_ids,
-            &bodies,
             &hashes,
+            &prev_hashes,
         ];
         let receipts = tx.execute(&insert_receipts, &receipts_columns);
 

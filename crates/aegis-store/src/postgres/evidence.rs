@@ -3,10 +3,11 @@
 
 use super::prepared;
 use super::rows::{
-    RESPONSE_ACTION_COLUMNS, checkpoint_from_row, decision_from_row, get, receipt_from_row,
-    response_action_from_row,
+    RECEIPT_SQL, RESPONSE_ACTION_COLUMNS, checkpoint_from_row, decision_from_row, get,
+    receipt_from_row, response_action_from_row,
 };
 use crate::records;
+use crate::schema::receipts_where;
 use crate::*;
 use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -18,11 +19,7 @@ pub(super) async fn receipt<C: GenericClient>(
 ) -> StoreResult<Receipt> {
     let row = client
         .query_opt(
-            &prepared(
-                client,
-                "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND id = $2",
-            )
-            .await?,
+            &prepared(client, &RECEIPT_SQL.with_id).await?,
             &[&tenant.as_str(), &id],
         )
         .await?
@@ -37,11 +34,7 @@ pub(super) async fn receipts_newest<C: GenericClient>(
 ) -> StoreResult<Vec<Receipt>> {
     client
         .query(
-            &prepared(
-                client,
-                "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
-            )
-            .await?,
+            &prepared(client, &RECEIPT_SQL.newest_before_seq).await?,
             &[
                 &tenant.as_str(),
                 &page.before.unwrap_or(i64::MAX),
@@ -220,7 +213,7 @@ impl EvidenceReads for super::PgStore {
 
     async fn receipts_by_id(&self, tenant: &TenantId, ids: &[String]) -> StoreResult<Vec<Receipt>> {
         self.query(
-            "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND id = ANY($2) ORDER BY seq",
+            &receipts_where("r.id = ANY($2) ORDER BY r.seq"),
             &[&tenant.as_str(), &ids],
         )
         .await?
@@ -249,7 +242,7 @@ impl EvidenceReads for super::PgStore {
 
     async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
         self.query(
-            "SELECT body, hash FROM receipts WHERE tenant_id = $1 AND seq = ANY($2) ORDER BY seq",
+            &receipts_where("r.seq = ANY($2) ORDER BY r.seq"),
             &[&tenant.as_str(), &seq_array(seqs)],
         )
         .await?

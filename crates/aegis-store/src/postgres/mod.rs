@@ -63,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0013_mcp_resource_argument.sql"),
     include_str!("../../migrations/postgres/0014_deny_index.sql"),
     include_str!("../../migrations/postgres/0015_coalesce_from_seq.sql"),
+    include_str!("../../migrations/postgres/0016_receipt_from_decision.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).

@@ -238,11 +238,21 @@ pub(super) fn prior_decision_from_row(row: &Row) -> StoreResult<crate::requests:
     })
 }
 
-pub(super) fn receipt_from_row(row: &Row) -> StoreResult<Receipt> {
-    let body: String = get(row, 0)?;
-    Ok(Receipt {
-        body: serde_json::from_str(&body)
-            .map_err(|e| StoreError::Corrupt(format!("receipt body: {e}")))?,
-        hash: get(row, 1)?,
-    })
+impl crate::schema::StoredRow for Row {
+    fn text(&self, index: usize) -> StoreResult<Option<String>> {
+        get(self, index)
+    }
+
+    fn int(&self, index: usize) -> StoreResult<Option<i64>> {
+        get(self, index)
+    }
 }
+
+/// A row of [`crate::schema::RECEIPT_COLUMNS`].
+pub(super) fn receipt_from_row(row: &Row) -> StoreResult<Receipt> {
+    crate::records::StoredReceipt::read(row)?.into_receipt()
+}
+
+/// The receipt reads in PostgreSQL's placeholders, as written.
+pub(super) static RECEIPT_SQL: std::sync::LazyLock<crate::schema::ReceiptQueries> =
+    std::sync::LazyLock::new(|| crate::schema::ReceiptQueries::spelled(str::to_owned));

@@ -1,14 +1,14 @@
 //! The reads of a chain audit (`crate::chain`) on SQLite, and the seal query the writer runs
 //! before appending to a head it did not write itself.
 
-use super::evidence::{checkpoints_from, receipt_from_parts};
+use super::evidence::{RECEIPT_SQL, checkpoints_from, read_receipts};
 use super::rows::checkpoint_from_row;
 use crate::chain::{ChainReads, ChainSeal};
 use crate::*;
 use aegis_core::receipt::{
     ChainCut, ChainHead, Checkpoint, CheckpointBody, RECEIPT_SCHEMA_VERSION, Receipt,
 };
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 /// The chain's last receipt and last checkpoint with its key's stored public key, in one
 /// statement (so one snapshot).
@@ -61,17 +61,11 @@ pub(super) fn receipts_after(
     after: u64,
     limit: u32,
 ) -> StoreResult<Vec<Receipt>> {
-    conn.prepare_cached(
-        "SELECT body, hash FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    )?
-    .query_map(params![tenant_id, after as i64, limit], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-    })?
-    .map(|row| {
-        let (body, hash) = row?;
-        receipt_from_parts(body, hash)
-    })
-    .collect()
+    read_receipts(
+        conn,
+        &RECEIPT_SQL.after_seq,
+        params![tenant_id, after as i64, limit],
+    )
 }
 
 /// A chain inside the read transaction that `conn` holds open.
@@ -86,14 +80,12 @@ impl ChainReads for SqliteChain<'_> {
     }
 
     async fn receipt_at(&self, seq: u64) -> StoreResult<Option<Receipt>> {
-        self.conn
-            .prepare_cached("SELECT body, hash FROM receipts WHERE tenant_id = ?1 AND seq = ?2")?
-            .query_row(params![self.tenant.as_str(), seq as i64], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })
-            .optional()?
-            .map(|(body, hash)| receipt_from_parts(body, hash))
-            .transpose()
+        Ok(read_receipts(
+            self.conn,
+            &RECEIPT_SQL.at_seq,
+            params![self.tenant.as_str(), seq as i64],
+        )?
+        .pop())
     }
 
     async fn receipts(&self, after: u64, limit: u32) -> StoreResult<Vec<Receipt>> {

@@ -1,28 +1,38 @@
 //! Evidence queries: single receipts, receipt pages newest first, checkpoints from a seq,
 //! and incident narratives.
 
+use super::numbered_placeholders;
 use super::rows::checkpoint_from_row;
-use crate::records;
+use crate::records::{self, StoredReceipt};
 use crate::schema::*;
 use crate::*;
-use aegis_core::receipt::{ChainCut, Checkpoint, Receipt, ReceiptBody};
+use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::LazyLock;
 
-pub(super) fn receipt_from_parts(body: String, hash: String) -> StoreResult<Receipt> {
-    let body: ReceiptBody = serde_json::from_str(&body)
-        .map_err(|e| StoreError::Corrupt(format!("receipt body: {e}")))?;
-    Ok(Receipt { body, hash })
+/// The receipts `sql` reads (a [`ReceiptQueries`] text or [`receipts_where`]), in its order.
+pub(super) fn read_receipts(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<Receipt>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut receipts = Vec::new();
+    while let Some(row) = rows.next()? {
+        receipts.push(StoredReceipt::read(row)?.into_receipt()?);
+    }
+    Ok(receipts)
 }
 
+/// The receipt reads in SQLite's placeholders.
+pub(super) static RECEIPT_SQL: LazyLock<ReceiptQueries> =
+    LazyLock::new(|| ReceiptQueries::spelled(numbered_placeholders));
+
 pub(super) fn receipt(conn: &Connection, tenant: &TenantId, id: &str) -> StoreResult<Receipt> {
-    let row = conn
-        .prepare_cached("SELECT body, hash FROM receipts WHERE tenant_id = ?1 AND id = ?2")?
-        .query_row([tenant.as_str(), id], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })
-        .optional()?
-        .ok_or(StoreError::NotFound("receipt"))?;
-    receipt_from_parts(row.0, row.1)
+    read_receipts(conn, &RECEIPT_SQL.with_id, [tenant.as_str(), id])?
+        .pop()
+        .ok_or(StoreError::NotFound("receipt"))
 }
 
 pub(super) fn receipts_newest(
@@ -30,18 +40,11 @@ pub(super) fn receipts_newest(
     tenant: &TenantId,
     page: Page,
 ) -> StoreResult<Vec<Receipt>> {
-    conn.prepare_cached(
-        "SELECT body, hash FROM receipts WHERE tenant_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-    )?
-    .query_map(
+    read_receipts(
+        conn,
+        &RECEIPT_SQL.newest_before_seq,
         params![tenant.as_str(), page.before.unwrap_or(i64::MAX), page.limit],
-        |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
-    )?
-    .map(|row| {
-        let (body, hash) = row?;
-        receipt_from_parts(body, hash)
-    })
-    .collect()
+    )
 }
 
 pub(super) fn checkpoints_from(
@@ -131,18 +134,12 @@ fn receipts_where_in(
     column: &'static str,
     batch: &str,
 ) -> StoreResult<Vec<Receipt>> {
-    conn.prepare_cached(&format!(
-        "SELECT body, hash FROM receipts
-         WHERE tenant_id = ?1 AND {column} IN (SELECT value FROM json_each(?2)) ORDER BY seq"
-    ))?
-    .query_map(params![tenant.as_str(), batch], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-    })?
-    .map(|row| {
-        let (body, hash) = row?;
-        receipt_from_parts(body, hash)
-    })
-    .collect()
+    let condition = format!("r.{column} IN (SELECT value FROM json_each($2)) ORDER BY r.seq");
+    read_receipts(
+        conn,
+        &numbered_placeholders(&receipts_where(&condition)),
+        params![tenant.as_str(), batch],
+    )
 }
 
 /// Binds a batch for `json_each`: one parameter, however many items.

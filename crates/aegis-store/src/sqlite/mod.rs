@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0016_mcp_resource_argument.sql"),
     include_str!("../../migrations/sqlite/0017_deny_index.sql"),
     include_str!("../../migrations/sqlite/0018_coalesce_from_seq.sql"),
+    include_str!("../../migrations/sqlite/0019_receipt_from_decision.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -407,6 +408,7 @@ fn record_decision_tx(
     let tenant_id = d.tenant_id.as_str();
     let receipt = records::seal_receipt(d, head.seq, &head.hash)?;
     let receipt_id = receipt.body.id.clone();
+    let receipt_approval = records::receipt_approval_column(&receipt)?;
     let escalation = if records::counts_towards_escalation(d) {
         escalation_due(conn, d)?
     } else {
@@ -424,8 +426,10 @@ fn record_decision_tx(
     conn.prepare_cached(
         "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
             mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
-            run_id, trace_id, parent_run_id, receipt_id, created_at, contained)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+            run_id, trace_id, parent_run_id, receipt_id, created_at, contained, receipt_approval,
+            tool_definition_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
+            ?23, ?24)",
     )?
     .execute(params![
         d.id,
@@ -450,9 +454,22 @@ fn record_decision_tx(
         receipt_id,
         d.created_at_ms,
         d.contained,
+        receipt_approval,
+        receipt.body.tool_definition_hash,
     ])?;
-    conn.prepare_cached("INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![receipt_id, tenant_id, receipt.body.seq as i64, d.id, receipt.canonical, receipt.hash])?;
+    // The body is rebuilt from the decision row when read (`records::StoredReceipt`).
+    conn.prepare_cached(
+        "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash, prev_hash)
+         VALUES (?1, ?2, ?3, ?4, '', ?5, ?6)",
+    )?
+    .execute(params![
+        receipt_id,
+        tenant_id,
+        receipt.body.seq as i64,
+        d.id,
+        receipt.hash,
+        receipt.body.prev_hash,
+    ])?;
 
     let escalated_to = escalation
         .map(|change| escalate(conn, d, change))
@@ -538,7 +555,7 @@ static TIER_AND_EARLIER_DENIES: LazyLock<String> =
 
 /// PostgreSQL's `$N` placeholders spelled as SQLite's `?N`, so that one SQL text serves both
 /// stores whatever order its placeholders appear in (SQLite numbers `$N` by appearance).
-fn numbered_placeholders(sql: &str) -> String {
+pub(super) fn numbered_placeholders(sql: &str) -> String {
     sql.replace('$', "?")
 }
 

@@ -10,6 +10,16 @@ use std::str::FromStr;
 pub(crate) const AGENT_COLUMNS: &str = "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, rowid, version, \
      rate_per_sec, rate_burst";
 
+impl crate::schema::StoredRow for Row<'_> {
+    fn text(&self, index: usize) -> StoreResult<Option<String>> {
+        Ok(self.get(index)?)
+    }
+
+    fn int(&self, index: usize) -> StoreResult<Option<i64>> {
+        Ok(self.get(index)?)
+    }
+}
+
 fn enum_at<T: FromStr>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
     let text: String = row.get(index)?;
     text.parse().map_err(|_| {
