@@ -35,32 +35,51 @@ pub(super) async fn apply_batch(
             applied.opened.push(incident.id.clone());
         }
     }
-    for append in &batch.evidence {
+    // One statement for the batch's evidence, not a round trip per event: a storm joins
+    // every later event of the agent to its incident.
+    let appends = &batch.evidence;
+    let tenants: Vec<&str> = appends.iter().map(|a| a.tenant_id.as_str()).collect();
+    let incidents: Vec<&str> = appends.iter().map(|a| a.incident_id.as_str()).collect();
+    let seqs: Vec<i64> = appends.iter().map(|a| a.evidence.event_seq).collect();
+    let decisions: Vec<Option<&str>> = appends
+        .iter()
+        .map(|a| a.evidence.decision_id.as_deref())
+        .collect();
+    if !seqs.is_empty() {
         let added = tx
-            .execute(
+            .query(
                 &prepared(
                     tx,
                     "INSERT INTO incident_evidence (incident_id, event_seq, decision_id)
-                     SELECT id, $3::bigint, COALESCE($4::text, (SELECT d.id FROM decisions d WHERE d.event_seq = $3))
-                     FROM incidents WHERE tenant_id = $1 AND id = $2
-                     ON CONFLICT DO NOTHING",
+                     SELECT i.id, a.event_seq,
+                            COALESCE(a.decision_id, (SELECT d.id FROM decisions d WHERE d.event_seq = a.event_seq))
+                     FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[])
+                          AS a (tenant_id, incident_id, event_seq, decision_id)
+                     JOIN incidents i ON i.tenant_id = a.tenant_id AND i.id = a.incident_id
+                     ON CONFLICT DO NOTHING
+                     RETURNING incident_id",
                 )
                 .await?,
-                &[
-                    &append.tenant_id.as_str(),
-                    &append.incident_id,
-                    &append.evidence.event_seq,
-                    &append.evidence.decision_id,
-                ],
+                &[&tenants, &incidents, &seqs, &decisions],
             )
             .await?;
-        if added > 0 {
-            tx.execute(
-                &prepared(tx, "UPDATE incidents SET updated_at = $1 WHERE id = $2").await?,
-                &[&now, &append.incident_id],
+        let mut grown: Vec<String> = added
+            .iter()
+            .map(|row| get(row, 0))
+            .collect::<StoreResult<_>>()?;
+        grown.sort();
+        grown.dedup();
+        tx.execute(
+            &prepared(
+                tx,
+                "UPDATE incidents SET updated_at = $1 WHERE id = ANY($2)",
             )
-            .await?;
-        }
+            .await?,
+            &[&now, &grown],
+        )
+        .await?;
+    }
+    for append in &batch.evidence {
         if let Some(reason) = &append.recontain {
             let open_for = tx
                 .query_opt(

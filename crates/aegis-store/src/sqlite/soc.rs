@@ -33,6 +33,9 @@ pub(super) fn apply_batch(
             applied.opened.push(incident.id.clone());
         }
     }
+    // The incidents whose evidence grew get their `updated_at` once per batch, not once per
+    // event: a storm joins every later event of the agent to its incident.
+    let mut grown = std::collections::BTreeSet::new();
     for append in &batch.evidence {
         let added = conn
             .prepare_cached(
@@ -48,9 +51,14 @@ pub(super) fn apply_batch(
                 append.evidence.decision_id
             ])?;
         if added > 0 {
-            conn.prepare_cached("UPDATE incidents SET updated_at = ?1 WHERE id = ?2")?
-                .execute(params![now, append.incident_id])?;
+            grown.insert(append.incident_id.as_str());
         }
+    }
+    for incident_id in grown {
+        conn.prepare_cached("UPDATE incidents SET updated_at = ?1 WHERE id = ?2")?
+            .execute(params![now, incident_id])?;
+    }
+    for append in &batch.evidence {
         if let Some(reason) = &append.recontain {
             let open_for: Option<String> = conn
                 .prepare_cached(
