@@ -111,7 +111,7 @@ pub(crate) fn receipt_approval_column(receipt: &SealedReceipt) -> StoreResult<Op
 }
 
 /// A receipt row read with the decision row it records, in the order of
-/// [`crate::schema::RECEIPT_COLUMNS`]. The decision's fields are `None` when its row is gone.
+/// [`crate::schema::ReceiptQueries`]. The decision's fields are `None` when its row is gone.
 pub(crate) struct StoredReceipt {
     /// The canonical body, for a receipt stored before its body was rebuilt from the
     /// decision row (migration `0019_receipt_from_decision`); `""` for one stored since.
@@ -135,7 +135,7 @@ pub(crate) struct StoredReceipt {
 }
 
 impl StoredReceipt {
-    /// Reads a row of [`crate::schema::RECEIPT_COLUMNS`].
+    /// Reads a row of a [`crate::schema::ReceiptQueries`] read.
     pub fn read(row: &impl crate::schema::StoredRow) -> StoreResult<Self> {
         Ok(StoredReceipt {
             body: row.required_text(0)?,

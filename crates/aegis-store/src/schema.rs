@@ -30,18 +30,15 @@ pub(crate) fn qualified_decision_columns(alias: &str) -> String {
         .join(", ")
 }
 
-/// A receipt row (`r`) and the decision row (`d`) its body is rebuilt from, read from
-/// [`RECEIPTS_JOINED`] into [`crate::records::StoredReceipt`] in this order.
-pub(crate) const RECEIPT_COLUMNS: &str = "r.body, r.hash, r.id, r.tenant_id, r.seq, r.decision_id, r.prev_hash, \
-     d.agent_id, d.tool, d.action, d.decision, d.risk_score, d.matched_policies, d.action_hash, \
-     d.created_at, d.receipt_approval, d.tool_definition_hash";
+/// The columns of a decision row that a receipt body is rebuilt from
+/// ([`crate::records::StoredReceipt`]).
+pub(crate) const RECEIPT_DECISION_COLUMNS: &str = "agent_id, tool, action, decision, risk_score, \
+     matched_policies, action_hash, created_at, receipt_approval, tool_definition_hash";
 
-/// Each receipt beside the decision it records, of the same tenant. A receipt whose decision
-/// row is gone still reads, and then fails its hash check.
-pub(crate) const RECEIPTS_JOINED: &str =
-    "receipts r LEFT JOIN decisions d ON d.id = r.decision_id AND d.tenant_id = r.tenant_id";
-
-/// The reads of receipts by id, seq and page, in one placeholder spelling.
+/// The reads of receipts, each row with the decision row it records, in one backend's
+/// spelling: the receipts are chosen first (by the index on `(tenant_id, seq)` or the primary
+/// key) and then each looks up its decision by primary key, so a read costs the same however
+/// many decisions the tenant has, whatever the planner's statistics say.
 pub(crate) struct ReceiptQueries {
     pub with_id: String,
     pub at_seq: String,
@@ -49,27 +46,47 @@ pub(crate) struct ReceiptQueries {
     pub after_seq: String,
     /// `seq < $2`, newest first, at most `$3`.
     pub newest_before_seq: String,
+    join: String,
+    spell: fn(&str) -> String,
 }
 
 impl ReceiptQueries {
-    /// The queries with `$N` placeholders passed through `spell` (a backend's spelling).
-    pub fn spelled(spell: fn(&str) -> String) -> Self {
-        let query = |condition: &str| spell(&receipts_where(condition));
-        ReceiptQueries {
-            with_id: query("r.id = $2"),
-            at_seq: query("r.seq = $2"),
-            after_seq: query("r.seq > $2 ORDER BY r.seq LIMIT $3"),
-            newest_before_seq: query("r.seq < $2 ORDER BY r.seq DESC LIMIT $3"),
-        }
+    /// `join` joins a receipt `r` to its decision `d` (with [`RECEIPT_DECISION_COLUMNS`]);
+    /// `spell` turns the `$N` placeholders into the backend's.
+    pub fn new(join: String, spell: fn(&str) -> String) -> Self {
+        let mut queries = ReceiptQueries {
+            with_id: String::new(),
+            at_seq: String::new(),
+            after_seq: String::new(),
+            newest_before_seq: String::new(),
+            join,
+            spell,
+        };
+        queries.with_id = queries.matching("id = $2", "");
+        queries.at_seq = queries.matching("seq = $2", "");
+        queries.after_seq = queries.matching("seq > $2 ORDER BY seq LIMIT $3", "");
+        queries.newest_before_seq = queries.matching("seq < $2 ORDER BY seq DESC LIMIT $3", "DESC");
+        queries
     }
-}
 
-/// The receipts of tenant `$1` that meet `condition` (which may end in `ORDER BY`/`LIMIT`),
-/// with [`RECEIPT_COLUMNS`].
-pub(crate) fn receipts_where(condition: &str) -> String {
-    format!(
-        "SELECT {RECEIPT_COLUMNS} FROM {RECEIPTS_JOINED} WHERE r.tenant_id = $1 AND {condition}"
-    )
+    /// The receipts of tenant `$1` that meet `filter` (over the receipts table; it may end in
+    /// `ORDER BY … LIMIT`), each with its decision, ordered by seq in `direction`, read into
+    /// [`crate::records::StoredReceipt`].
+    pub fn matching(&self, filter: &str, direction: &str) -> String {
+        let decision_columns = RECEIPT_DECISION_COLUMNS
+            .split(", ")
+            .map(|column| format!("d.{}", column.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (self.spell)(&format!(
+            "SELECT r.body, r.hash, r.id, r.tenant_id, r.seq, r.decision_id, r.prev_hash, {decision_columns}
+             FROM (SELECT id, tenant_id, seq, decision_id, body, hash, prev_hash FROM receipts
+                   WHERE tenant_id = $1 AND {filter}) r
+             {join}
+             ORDER BY r.seq {direction}",
+            join = self.join,
+        ))
+    }
 }
 
 /// A stored row read by column position, whichever driver read it: the rules that read rows

@@ -7,7 +7,6 @@ use super::rows::{
     receipt_from_row, response_action_from_row,
 };
 use crate::records;
-use crate::schema::receipts_where;
 use crate::*;
 use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -213,7 +212,7 @@ impl EvidenceReads for super::PgStore {
 
     async fn receipts_by_id(&self, tenant: &TenantId, ids: &[String]) -> StoreResult<Vec<Receipt>> {
         self.query(
-            &receipts_where("r.id = ANY($2) ORDER BY r.seq"),
+            &RECEIPT_SQL.matching("id = ANY($2)", ""),
             &[&tenant.as_str(), &ids],
         )
         .await?
@@ -242,7 +241,7 @@ impl EvidenceReads for super::PgStore {
 
     async fn receipts_at(&self, tenant: &TenantId, seqs: &[u64]) -> StoreResult<Vec<Receipt>> {
         self.query(
-            &receipts_where("r.seq = ANY($2) ORDER BY r.seq"),
+            &RECEIPT_SQL.matching("seq = ANY($2)", ""),
             &[&tenant.as_str(), &seq_array(seqs)],
         )
         .await?

@@ -10,7 +10,7 @@ use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::LazyLock;
 
-/// The receipts `sql` reads (a [`ReceiptQueries`] text or [`receipts_where`]), in its order.
+/// The receipts `sql` reads (a [`ReceiptQueries`] text), in its order.
 pub(super) fn read_receipts(
     conn: &Connection,
     sql: &str,
@@ -25,9 +25,14 @@ pub(super) fn read_receipts(
     Ok(receipts)
 }
 
-/// The receipt reads in SQLite's placeholders.
-pub(super) static RECEIPT_SQL: LazyLock<ReceiptQueries> =
-    LazyLock::new(|| ReceiptQueries::spelled(numbered_placeholders));
+/// The receipt reads in SQLite's placeholders. SQLite looks a decision up by its primary key
+/// for each receipt chosen, so a plain join does.
+pub(super) static RECEIPT_SQL: LazyLock<ReceiptQueries> = LazyLock::new(|| {
+    ReceiptQueries::new(
+        "LEFT JOIN decisions d ON d.id = r.decision_id AND d.tenant_id = r.tenant_id".to_owned(),
+        numbered_placeholders,
+    )
+});
 
 pub(super) fn receipt(conn: &Connection, tenant: &TenantId, id: &str) -> StoreResult<Receipt> {
     read_receipts(conn, &RECEIPT_SQL.with_id, [tenant.as_str(), id])?
@@ -134,10 +139,10 @@ fn receipts_where_in(
     column: &'static str,
     batch: &str,
 ) -> StoreResult<Vec<Receipt>> {
-    let condition = format!("r.{column} IN (SELECT value FROM json_each($2)) ORDER BY r.seq");
+    let filter = format!("{column} IN (SELECT value FROM json_each($2))");
     read_receipts(
         conn,
-        &numbered_placeholders(&receipts_where(&condition)),
+        &RECEIPT_SQL.matching(&filter, ""),
         params![tenant.as_str(), batch],
     )
 }
