@@ -26,7 +26,7 @@ use crate::{NewDecision, PriorDecision, RecordedDecision, StoreError, StoreResul
 /// The decision recorded for `(tenant_id, agent_id, request_id)`, with its receipt.
 pub(crate) const PRIOR_DECISION_SQL: &str =
     "SELECT d.id, d.decision, d.risk_score, d.reason, d.matched_policies, d.action_hash,
-        d.event_seq, r.id, r.seq, r.hash, r.body, e.payload
+        d.event_seq, r.id, r.seq, r.hash, r.body, e.payload, r.prev_hash, d.receipt_approval
      FROM decision_requests q
      JOIN decisions d ON d.id = q.decision_id
      JOIN receipts r ON r.id = d.receipt_id
@@ -59,9 +59,15 @@ pub(crate) struct PriorRow {
     pub receipt_id: String,
     pub receipt_seq: i64,
     pub receipt_hash: String,
+    /// The stored body of a receipt written before bodies were rebuilt from the decision
+    /// row (`records::StoredReceipt`); `""` since, and then the two columns below hold what
+    /// a retry's answer needs of it.
     pub receipt_body: String,
     /// The decision's event, which names the approval it met.
     pub event_payload: String,
+    pub receipt_prev_hash: Option<String>,
+    /// The approval the decision consumed, JSON.
+    pub receipt_approval: Option<String>,
 }
 
 impl PriorRow {
@@ -91,8 +97,20 @@ impl PriorRow {
         let corrupt = |what: &str, e: &dyn std::fmt::Display| {
             StoreError::Corrupt(format!("decision {}: {what}: {e}", self.decision_id))
         };
-        let body: aegis_core::receipt::ReceiptBody =
-            serde_json::from_str(&self.receipt_body).map_err(|e| corrupt("receipt body", &e))?;
+        let (prev_hash, consumed) = if self.receipt_body.is_empty() {
+            let consumed: Option<aegis_core::receipt::ReceiptApproval> = self
+                .receipt_approval
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt("receipt approval", &e))?;
+            (self.receipt_prev_hash.unwrap_or_default(), consumed)
+        } else {
+            let body: aegis_core::receipt::ReceiptBody =
+                serde_json::from_str(&self.receipt_body)
+                    .map_err(|e| corrupt("receipt body", &e))?;
+            (body.prev_hash, body.approval)
+        };
         let verdict = self
             .verdict
             .parse()
@@ -107,14 +125,14 @@ impl PriorRow {
             receipt_id: self.receipt_id,
             receipt_seq,
             receipt_hash: self.receipt_hash,
-            prev_hash: body.prev_hash,
+            prev_hash,
             escalated_to: None,
             stale_agent: None,
             // A retry creates and uses no approval: it is shown the one its first call met,
             // and the receipt says whether that call used it.
             approval: approval.map(|approval| ApprovalAnswer {
                 approval: approval.reference(),
-                consumed: body.approval.clone(),
+                consumed,
             }),
             verdict,
             reason: self.reason.clone(),

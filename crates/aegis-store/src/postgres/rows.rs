@@ -235,6 +235,8 @@ pub(super) fn prior_decision_from_row(row: &Row) -> StoreResult<crate::requests:
         receipt_hash: get(row, 9)?,
         receipt_body: get(row, 10)?,
         event_payload: get(row, 11)?,
+        receipt_prev_hash: get(row, 12)?,
+        receipt_approval: get(row, 13)?,
     })
 }
 
@@ -248,7 +250,7 @@ impl crate::schema::StoredRow for Row {
     }
 }
 
-/// A row of [`crate::schema::RECEIPT_COLUMNS`].
+/// A row of a [`crate::schema::ReceiptQueries`] read.
 pub(super) fn receipt_from_row(row: &Row) -> StoreResult<Receipt> {
     crate::records::StoredReceipt::read(row)?.into_receipt()
 }

@@ -214,6 +214,8 @@ pub(super) fn prior_decision_from_row(
         receipt_hash: row.get(9)?,
         receipt_body: row.get(10)?,
         event_payload: row.get(11)?,
+        receipt_prev_hash: row.get(12)?,
+        receipt_approval: row.get(13)?,
     })
 }
 
