@@ -69,15 +69,17 @@ pub(super) async fn apply_batch(
             .collect::<StoreResult<_>>()?;
         grown.sort();
         grown.dedup();
-        tx.execute(
-            &prepared(
-                tx,
-                "UPDATE incidents SET updated_at = $1 WHERE id = ANY($2)",
+        if !grown.is_empty() {
+            tx.execute(
+                &prepared(
+                    tx,
+                    "UPDATE incidents SET updated_at = $1 WHERE id = ANY($2)",
+                )
+                .await?,
+                &[&now, &grown],
             )
-            .await?,
-            &[&now, &grown],
-        )
-        .await?;
+            .await?;
+        }
     }
     for append in &batch.evidence {
         if let Some(reason) = &append.recontain {
