@@ -13,6 +13,7 @@
 
 pub mod approvals;
 pub mod archive;
+mod catalog;
 pub mod chain;
 mod console_sessions;
 mod fence;
@@ -25,6 +26,7 @@ mod schema;
 mod secrets;
 mod settings;
 pub mod sqlite;
+mod tx;
 mod types;
 
 pub use console_sessions::{ConsoleSessions, NewConsoleSession};

@@ -20,17 +20,18 @@ mod notify;
 mod rows;
 mod session;
 mod soc;
+mod tx;
 mod writer;
 
 pub use session::SessionBounds;
 
+use crate::catalog;
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::operations;
 use crate::records;
 use crate::secrets;
 use crate::settings::SettingValue;
 use crate::*;
-use aegis_core::canonical::sha256_hex;
 use aegis_core::model::{AgentStatus, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{ChainPoint, KeyRing};
@@ -1307,34 +1308,9 @@ impl AdminStore for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    let at = now_ms();
-                    let upsert = prepared(
-                        tx,
-                        "INSERT INTO tool_actions (tenant_id, tool, action, mutates_state, risk, egress, sensitive, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                         ON CONFLICT (tenant_id, tool, action) DO UPDATE
-                         SET mutates_state = excluded.mutates_state, risk = excluded.risk, egress = excluded.egress,
-                             sensitive = excluded.sensitive, updated_at = excluded.updated_at",
-                    )
-                    .await?;
-                    for a in &actions {
-                        tx.execute(
-                            &upsert,
-                            &[&tenant.as_str(), &tool, &a.action, &a.mutates_state, &a.risk.as_str(), &a.egress, &a.sensitive, &at],
-                        )
-                        .await?;
-                    }
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        event_kind::TOOL_REGISTERED,
-                        None,
-                        Some(&tool),
-                        &serde_json::json!({"tool": tool, "actions": actions}),
-                    )
-                    .await?;
-                    Ok(())
+                    let mut tx = tx::PgTx { tx, state };
+                    catalog::register_tool(&mut tx, tenant.as_str(), &tool, &actions, now_ms())
+                        .await
                 })
             })
             .await
@@ -1350,31 +1326,8 @@ impl AdminStore for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    let at = now_ms();
-                    let existed: bool = tx
-                        .query_one(
-                            "SELECT EXISTS (SELECT 1 FROM policies WHERE tenant_id = $1 AND id = $2)",
-                            &[&tenant.as_str(), &policy.id],
-                        )
-                        .await?
-                        .try_get(0)?;
-                    tx.execute(
-                        "INSERT INTO policies (tenant_id, id, text, updated_at) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (tenant_id, id) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
-                        &[&tenant.as_str(), &policy.id, &policy.text, &at],
-                    )
-                    .await?;
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        event_kind::POLICY_PUT,
-                        None,
-                        Some(&policy.id),
-                        &serde_json::json!({"policy_id": policy.id, "actor": actor, "sha256": sha256_hex(policy.text.as_bytes())}),
-                    )
-                    .await?;
-                    Ok(!existed)
+                    let mut tx = tx::PgTx { tx, state };
+                    catalog::put_policy(&mut tx, tenant.as_str(), &policy, &actor, now_ms()).await
                 })
             })
             .await
@@ -1390,26 +1343,8 @@ impl AdminStore for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    let deleted = tx
-                        .execute(
-                            "DELETE FROM policies WHERE tenant_id = $1 AND id = $2",
-                            &[&tenant.as_str(), &policy_id],
-                        )
-                        .await?;
-                    if deleted == 0 {
-                        return Err(StoreError::NotFound("policy"));
-                    }
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        event_kind::POLICY_DELETED,
-                        None,
-                        Some(&policy_id),
-                        &serde_json::json!({"policy_id": policy_id, "actor": actor}),
-                    )
-                    .await?;
-                    Ok(())
+                    let mut tx = tx::PgTx { tx, state };
+                    catalog::delete_policy(&mut tx, tenant.as_str(), &policy_id, &actor).await
                 })
             })
             .await

@@ -10,8 +10,10 @@ mod mcp;
 pub(crate) mod notify;
 pub(crate) mod rows;
 pub(crate) mod soc;
+mod tx;
 mod writer;
 
+use crate::catalog;
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::operations;
 use crate::records;
@@ -19,7 +21,6 @@ use crate::schema::*;
 use crate::secrets;
 use crate::settings::SettingValue;
 use crate::*;
-use aegis_core::canonical::sha256_hex;
 use aegis_core::model::{AgentStatus, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{ChainPoint, KeyRing};
@@ -1129,26 +1130,10 @@ impl AdminStore for SqliteStore {
         let (tenant, tool) = (tenant.clone(), tool.to_owned());
         self.writer()?
             .write(move |conn, _| {
-                let at = now_ms();
-                let mut upsert = conn.prepare_cached(
-                    "INSERT INTO tool_actions (tenant_id, tool, action, mutates_state, risk, egress, sensitive, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (tenant_id, tool, action) DO UPDATE
-                     SET mutates_state = excluded.mutates_state, risk = excluded.risk, egress = excluded.egress,
-                         sensitive = excluded.sensitive, updated_at = excluded.updated_at",
-                )?;
-                for a in &actions {
-                    upsert.execute(params![tenant.as_str(), tool, a.action, a.mutates_state, a.risk.as_str(), a.egress, a.sensitive, at])?;
-                }
-                append_event(
-                    conn,
-                    tenant.as_str(),
-                    event_kind::TOOL_REGISTERED,
-                    None,
-                    Some(&tool),
-                    &serde_json::json!({"tool": tool, "actions": actions}),
-                )?;
-                Ok(())
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    catalog::register_tool(&mut tx, tenant.as_str(), &tool, &actions, now_ms())
+                        .await
+                })
             })
             .await
     }
@@ -1162,26 +1147,9 @@ impl AdminStore for SqliteStore {
         let (tenant, actor) = (tenant.clone(), actor.to_owned());
         self.writer()?
             .write(move |conn, _| {
-                let at = now_ms();
-                let existed: bool = conn.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM policies WHERE tenant_id = ?1 AND id = ?2)",
-                    params![tenant.as_str(), policy.id],
-                    |row| row.get(0),
-                )?;
-                conn.execute(
-                    "INSERT INTO policies (tenant_id, id, text, updated_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (tenant_id, id) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
-                    params![tenant.as_str(), policy.id, policy.text, at],
-                )?;
-                append_event(
-                    conn,
-                    tenant.as_str(),
-                    event_kind::POLICY_PUT,
-                    None,
-                    Some(&policy.id),
-                    &serde_json::json!({"policy_id": policy.id, "actor": actor, "sha256": sha256_hex(policy.text.as_bytes())}),
-)?;
-                Ok(!existed)
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    catalog::put_policy(&mut tx, tenant.as_str(), &policy, &actor, now_ms()).await
+                })
             })
             .await
     }
@@ -1195,22 +1163,9 @@ impl AdminStore for SqliteStore {
         let (tenant, policy_id, actor) = (tenant.clone(), policy_id.to_owned(), actor.to_owned());
         self.writer()?
             .write(move |conn, _| {
-                let deleted = conn.execute(
-                    "DELETE FROM policies WHERE tenant_id = ?1 AND id = ?2",
-                    params![tenant.as_str(), policy_id],
-                )?;
-                if deleted == 0 {
-                    return Err(StoreError::NotFound("policy"));
-                }
-                append_event(
-                    conn,
-                    tenant.as_str(),
-                    event_kind::POLICY_DELETED,
-                    None,
-                    Some(&policy_id),
-                    &serde_json::json!({"policy_id": policy_id, "actor": actor}),
-                )?;
-                Ok(())
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    catalog::delete_policy(&mut tx, tenant.as_str(), &policy_id, &actor).await
+                })
             })
             .await
     }

@@ -1,0 +1,108 @@
+//! [`WriteTx`] over the SQLite writer's connection: rules written once (`crate::tx`) run in
+//! the writer thread's batch transaction.
+
+use super::{append_event, numbered_placeholders};
+use crate::tx::{EventDraft, SqlValue, WriteTx};
+use crate::{StoreError, StoreResult};
+use futures_util::FutureExt;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, ToSql, params_from_iter};
+
+impl ToSql for SqlValue<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            SqlValue::Text(Some(text)) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            SqlValue::Int(Some(int)) => ToSqlOutput::Owned(Value::Integer(int)),
+            SqlValue::Bool(flag) => ToSqlOutput::Owned(Value::Integer(flag.into())),
+            SqlValue::Text(None) | SqlValue::Int(None) => ToSqlOutput::Owned(Value::Null),
+        })
+    }
+}
+
+pub(super) struct SqliteTx<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> SqliteTx<'c> {
+    /// Runs `rule` over `conn`. Every statement of a [`SqliteTx`] completes synchronously,
+    /// so the rule's future is ready when first polled; one that is not is a rule awaiting
+    /// something else, which the writer thread cannot run.
+    pub fn run<T, R>(conn: &'c Connection, rule: impl FnOnce(SqliteTx<'c>) -> R) -> StoreResult<T>
+    where
+        R: Future<Output = StoreResult<T>>,
+    {
+        rule(SqliteTx { conn }).now_or_never().unwrap_or_else(|| {
+            Err(StoreError::Unavailable(
+                "a write rule waited on something other than the SQLite connection".into(),
+            ))
+        })
+    }
+}
+
+impl WriteTx for SqliteTx<'_> {
+    async fn execute(&mut self, sql: &'static str, params: &[SqlValue<'_>]) -> StoreResult<u64> {
+        let changed = self
+            .conn
+            .prepare_cached(&numbered_placeholders(sql))?
+            .execute(params_from_iter(params))?;
+        Ok(changed as u64)
+    }
+
+    async fn query_bool(
+        &mut self,
+        sql: &'static str,
+        params: &[SqlValue<'_>],
+    ) -> StoreResult<bool> {
+        Ok(self
+            .conn
+            .prepare_cached(&numbered_placeholders(sql))?
+            .query_row(params_from_iter(params), |row| row.get(0))?)
+    }
+
+    async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64> {
+        append_event(
+            self.conn,
+            event.tenant_id,
+            event.kind,
+            event.agent_id,
+            event.subject_id,
+            &event.payload,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_bind_as_the_sqlite_schema_stores_them() {
+        let conn = Connection::open_in_memory().unwrap();
+        let bound: (String, String, i64, String) = conn
+            .query_row(
+                "SELECT typeof(?1), typeof(?2), ?3, typeof(?4)",
+                params_from_iter([
+                    SqlValue::text("a"),
+                    SqlValue::int(7),
+                    SqlValue::Bool(true),
+                    SqlValue::Text(None),
+                ]),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(bound, ("text".into(), "integer".into(), 1, "null".into()));
+    }
+
+    #[test]
+    fn a_rule_waiting_on_anything_else_fails_instead_of_holding_the_writer() {
+        let conn = Connection::open_in_memory().unwrap();
+        let outcome: StoreResult<()> = SqliteTx::run(&conn, |_tx| async {
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        assert!(
+            matches!(outcome, Err(StoreError::Unavailable(_))),
+            "{outcome:?}"
+        );
+    }
+}
