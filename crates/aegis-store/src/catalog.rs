@@ -1,14 +1,58 @@
 //! What registering a tool and putting or deleting a policy write, once for both stores
-//! ([`crate::tx::WriteTx`]): the rows, what is refused, and the event that records each.
+//! ([`crate::tx::WriteTx`]): the rows, what is refused, and the event that records each. A
+//! backend only runs a [`CatalogChange`] in its writer transaction
+//! ([`crate::AdminStore::change_catalog`]).
 
 use crate::tx::{EventDraft, SqlValue, WriteTx};
 use crate::{PolicyDocument, StoreError, StoreResult, ToolAction, event_kind};
 use aegis_core::canonical::sha256_hex;
 use serde_json::json;
 
+/// A change to what a tenant's agents may call: its tool actions and its policies.
+#[derive(Debug, Clone)]
+pub enum CatalogChange {
+    RegisterTool {
+        tool: String,
+        actions: Vec<ToolAction>,
+    },
+    PutPolicy {
+        policy: PolicyDocument,
+        actor: String,
+    },
+    DeletePolicy {
+        policy_id: String,
+        actor: String,
+    },
+}
+
+impl CatalogChange {
+    /// Applies the change to the tenant's catalog in `tx`, at `at`; whether it added
+    /// something new (a policy id the tenant did not have).
+    pub(crate) async fn apply(
+        &self,
+        tx: &mut impl WriteTx,
+        tenant_id: &str,
+        at: i64,
+    ) -> StoreResult<bool> {
+        match self {
+            CatalogChange::RegisterTool { tool, actions } => {
+                register_tool(tx, tenant_id, tool, actions, at).await?;
+                Ok(false)
+            }
+            CatalogChange::PutPolicy { policy, actor } => {
+                put_policy(tx, tenant_id, policy, actor, at).await
+            }
+            CatalogChange::DeletePolicy { policy_id, actor } => {
+                delete_policy(tx, tenant_id, policy_id, actor).await?;
+                Ok(false)
+            }
+        }
+    }
+}
+
 /// Registers (or re-registers) `actions` of `tool`: each is inserted or has its metadata
 /// replaced; one `tool.registered` event records them all.
-pub(crate) async fn register_tool(
+async fn register_tool(
     tx: &mut impl WriteTx,
     tenant_id: &str,
     tool: &str,
@@ -48,7 +92,7 @@ pub(crate) async fn register_tool(
 
 /// Puts `policy` (a new id, or new text for an existing one); whether it is new. The event
 /// names the policy and the SHA-256 of its text, not the text.
-pub(crate) async fn put_policy(
+async fn put_policy(
     tx: &mut impl WriteTx,
     tenant_id: &str,
     policy: &PolicyDocument,
@@ -84,7 +128,7 @@ pub(crate) async fn put_policy(
 }
 
 /// Deletes the tenant's policy `policy_id`; `NotFound` if it has none.
-pub(crate) async fn delete_policy(
+async fn delete_policy(
     tx: &mut impl WriteTx,
     tenant_id: &str,
     policy_id: &str,

@@ -29,6 +29,7 @@ pub mod sqlite;
 mod tx;
 mod types;
 
+pub use catalog::CatalogChange;
 pub use console_sessions::{ConsoleSessions, NewConsoleSession};
 pub use mcp::{
     FIRST_LISTING_RISK, McpObservation, McpRegistry, McpServer, NewMcpServer, ObservedTool,
@@ -385,25 +386,45 @@ pub trait AdminStore: TenantReads + Send + Sync {
         change: AgentChange,
     ) -> StoreResult<Agent>;
 
+    /// Applies a change to the tenant's tool actions or policies with the event that records
+    /// it, in one writer transaction; whether it added something new. The methods below are
+    /// the changes (`catalog.rs`); a backend only runs them.
+    async fn change_catalog(&self, tenant: &TenantId, change: CatalogChange) -> StoreResult<bool>;
+    /// Registers a tool's actions (inserted, or their metadata replaced).
     async fn register_tool(
         &self,
         tenant: &TenantId,
         tool: &str,
         actions: Vec<ToolAction>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        let tool = tool.to_owned();
+        self.change_catalog(tenant, CatalogChange::RegisterTool { tool, actions })
+            .await
+            .map(drop)
+    }
     /// Inserts or replaces; returns whether it was new.
     async fn put_policy(
         &self,
         tenant: &TenantId,
         policy: PolicyDocument,
         actor: &str,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        let actor = actor.to_owned();
+        self.change_catalog(tenant, CatalogChange::PutPolicy { policy, actor })
+            .await
+    }
+    /// Deletes a policy; `NotFound` if the tenant has none with this id.
     async fn delete_policy(
         &self,
         tenant: &TenantId,
         policy_id: &str,
         actor: &str,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        let (policy_id, actor) = (policy_id.to_owned(), actor.to_owned());
+        self.change_catalog(tenant, CatalogChange::DeletePolicy { policy_id, actor })
+            .await
+            .map(drop)
+    }
 
     // Approvals (`approvals`). Statuses are as of the read: time expires approvals.
     /// One of the tenant's approvals; `NotFound` if the tenant has none with this id.

@@ -25,7 +25,6 @@ mod writer;
 
 pub use session::SessionBounds;
 
-use crate::catalog;
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::operations;
 use crate::records;
@@ -1298,53 +1297,13 @@ impl AdminStore for PgStore {
             .await
     }
 
-    async fn register_tool(
-        &self,
-        tenant: &TenantId,
-        tool: &str,
-        actions: Vec<ToolAction>,
-    ) -> StoreResult<()> {
-        let (tenant, tool) = (tenant.clone(), tool.to_owned());
+    async fn change_catalog(&self, tenant: &TenantId, change: CatalogChange) -> StoreResult<bool> {
+        let tenant = tenant.clone();
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
                     let mut tx = tx::PgTx { tx, state };
-                    catalog::register_tool(&mut tx, tenant.as_str(), &tool, &actions, now_ms())
-                        .await
-                })
-            })
-            .await
-    }
-
-    async fn put_policy(
-        &self,
-        tenant: &TenantId,
-        policy: PolicyDocument,
-        actor: &str,
-    ) -> StoreResult<bool> {
-        let (tenant, actor) = (tenant.clone(), actor.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    catalog::put_policy(&mut tx, tenant.as_str(), &policy, &actor, now_ms()).await
-                })
-            })
-            .await
-    }
-
-    async fn delete_policy(
-        &self,
-        tenant: &TenantId,
-        policy_id: &str,
-        actor: &str,
-    ) -> StoreResult<()> {
-        let (tenant, policy_id, actor) = (tenant.clone(), policy_id.to_owned(), actor.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    catalog::delete_policy(&mut tx, tenant.as_str(), &policy_id, &actor).await
+                    change.apply(&mut tx, tenant.as_str(), now_ms()).await
                 })
             })
             .await
