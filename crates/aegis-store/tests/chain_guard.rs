@@ -350,6 +350,40 @@ async fn receipts_read_from_their_body_or_their_decision(db: Database) {
     assert_eq!((brk.kind, brk.seq), (BreakKind::Hash, 3));
 }
 
+/// A database of an older schema is refused by a reader (which never migrates) with what to
+/// do, instead of failing on a column the old schema lacks.
+async fn a_reader_refuses_an_older_schema_with_what_to_do(db: Database) {
+    let store = db.open().await;
+    store.record_decision(decision("acme", 1)).await.unwrap();
+    store.flush().await.unwrap();
+    drop(store);
+    let sql = "DELETE FROM schema_migrations
+               WHERE version = (SELECT MAX(version) FROM schema_migrations)
+               RETURNING CAST(version AS TEXT)";
+    assert!(db.run(sql, &[]).await.is_some());
+    let refused = match &db {
+        Database::Sqlite(path) => SqliteStore::open_read_only(path).map(drop),
+        Database::Postgres(pg) => PgStore::connect_read_only(pg.url()).await.map(drop),
+    };
+    let Err(StoreError::Unavailable(why)) = refused else {
+        panic!("expected a refusal, got {refused:?}");
+    };
+    assert!(why.contains("older than this binary reads"), "{why}");
+}
+
+#[tokio::test]
+async fn sqlite_refuses_an_older_schema_to_a_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    a_reader_refuses_an_older_schema_with_what_to_do(Database::Sqlite(dir.path().join("aegis.db")))
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_refuses_an_older_schema_to_a_reader() {
+    let db = aegis_testdb::FreshDatabase::create().await;
+    a_reader_refuses_an_older_schema_with_what_to_do(Database::Postgres(db)).await;
+}
+
 #[tokio::test]
 async fn sqlite_reads_receipts_from_their_body_or_their_decision() {
     let dir = tempfile::tempdir().unwrap();

@@ -246,6 +246,13 @@ impl PgStore {
     pub async fn connect_read_only(url: &str) -> StoreResult<Self> {
         let config = parse_config(url)?;
         let pool = connection_pool(&config, 2)?;
+        let stored: i64 = pool
+            .get()
+            .await?
+            .query_one(crate::schema::SCHEMA_VERSION_SQL, &[])
+            .await?
+            .try_get(0)?;
+        crate::schema::readable_schema(stored, MIGRATIONS.len())?;
         let (_, commits) = watch::channel(log_head(&pool).await?);
         Ok(PgStore {
             config,
@@ -304,10 +311,7 @@ async fn apply_migrations(pool: &Pool) -> StoreResult<()> {
     )
     .await?;
     let current: i64 = tx
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            &[],
-        )
+        .query_one(crate::schema::SCHEMA_VERSION_SQL, &[])
         .await?
         .try_get(0)?;
     if current > MIGRATIONS.len() as i64 {

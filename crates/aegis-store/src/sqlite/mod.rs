@@ -136,6 +136,8 @@ impl SqliteStore {
             )));
         }
         let probe = open_reader_connection(path)?;
+        let stored: i64 = probe.query_row(SCHEMA_VERSION_SQL, [], |row| row.get(0))?;
+        readable_schema(stored, MIGRATIONS.len())?;
         let (_, commits) = watch::channel(writer::highest_event_seq(&probe)?);
         Ok(SqliteStore {
             path: path.to_owned(),
@@ -257,11 +259,7 @@ fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
-    let current: i64 = tx.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |r| r.get(0),
-    )?;
+    let current: i64 = tx.query_row(SCHEMA_VERSION_SQL, [], |r| r.get(0))?;
     if current > MIGRATIONS.len() as i64 {
         return Err(StoreError::Unavailable(format!(
             "the database has schema version {current}, newer than this binary knows ({})",
