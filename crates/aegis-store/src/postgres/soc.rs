@@ -35,7 +35,7 @@ pub(super) async fn apply_batch(
             applied.opened.push(incident.id.clone());
         }
     }
-    // One statement for the batch's evidence, not a round trip per event: a storm joins
+    // One statement for the batch's evidence, not two round trips per event: a storm joins
     // every later event of the agent to its incident.
     let appends = &batch.evidence;
     let tenants: Vec<&str> = appends.iter().map(|a| a.tenant_id.as_str()).collect();
@@ -46,40 +46,25 @@ pub(super) async fn apply_batch(
         .map(|a| a.evidence.decision_id.as_deref())
         .collect();
     if !seqs.is_empty() {
-        let added = tx
-            .query(
-                &prepared(
-                    tx,
-                    "INSERT INTO incident_evidence (incident_id, event_seq, decision_id)
+        // The incidents whose evidence grew get their `updated_at` in the same statement.
+        tx.execute(
+            &prepared(
+                tx,
+                "WITH added AS (
+                     INSERT INTO incident_evidence (incident_id, event_seq, decision_id)
                      SELECT i.id, a.event_seq,
                             COALESCE(a.decision_id, (SELECT d.id FROM decisions d WHERE d.event_seq = a.event_seq))
                      FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[])
                           AS a (tenant_id, incident_id, event_seq, decision_id)
                      JOIN incidents i ON i.tenant_id = a.tenant_id AND i.id = a.incident_id
                      ON CONFLICT DO NOTHING
-                     RETURNING incident_id",
-                )
-                .await?,
-                &[&tenants, &incidents, &seqs, &decisions],
+                     RETURNING incident_id)
+                 UPDATE incidents SET updated_at = $5 WHERE id IN (SELECT incident_id FROM added)",
             )
-            .await?;
-        let mut grown: Vec<String> = added
-            .iter()
-            .map(|row| get(row, 0))
-            .collect::<StoreResult<_>>()?;
-        grown.sort();
-        grown.dedup();
-        if !grown.is_empty() {
-            tx.execute(
-                &prepared(
-                    tx,
-                    "UPDATE incidents SET updated_at = $1 WHERE id = ANY($2)",
-                )
-                .await?,
-                &[&now, &grown],
-            )
-            .await?;
-        }
+            .await?,
+            &[&tenants, &incidents, &seqs, &decisions, &now],
+        )
+        .await?;
     }
     for append in &batch.evidence {
         if let Some(reason) = &append.recontain {
