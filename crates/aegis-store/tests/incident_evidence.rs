@@ -1,0 +1,98 @@
+//! Evidence joining an open incident moves the incident's `updated_at`, once per batch that
+//! adds something, and an event already behind it adds nothing — on both stores.
+
+mod support;
+
+use aegis_core::model::Severity;
+use aegis_store::postgres::PgStore;
+use aegis_store::sqlite::SqliteStore;
+use aegis_store::*;
+use support::*;
+
+fn evidence(seq: i64) -> EvidenceRef {
+    EvidenceRef {
+        event_seq: seq,
+        decision_id: None,
+    }
+}
+
+fn join(seq: i64) -> EvidenceAppend {
+    EvidenceAppend {
+        tenant_id: tenant(),
+        incident_id: "inc_1".into(),
+        evidence: evidence(seq),
+        recontain: None,
+    }
+}
+
+async fn incident(store: &dyn Store) -> IncidentRecord {
+    store.incident(&tenant(), "inc_1").await.unwrap().incident
+}
+
+async fn joining_evidence_moves_updated_at(store: &dyn Store) {
+    agent(store).await;
+    let opened = SocBatch {
+        consumer: "soc".into(),
+        after: 0,
+        cursor: 1,
+        incidents: vec![NewIncident {
+            id: "inc_1".into(),
+            tenant_id: tenant(),
+            kind: "deny_storm".into(),
+            severity: Severity::High,
+            agent_id: "agt_1".into(),
+            dedup_key: "agt_1:deny_storm:1".into(),
+            summary: "denies".into(),
+            evidence: vec![evidence(1)],
+            recommended_action: None,
+            response: AutomaticResponse::default(),
+            opened_at_ms: 1,
+        }],
+        ..SocBatch::default()
+    };
+    store.apply_soc_batch(opened).await.unwrap();
+    assert_eq!(incident(store).await.updated_at_ms, 1);
+
+    let batch = |after, cursor, evidence| SocBatch {
+        consumer: "soc".into(),
+        after,
+        cursor,
+        evidence,
+        ..SocBatch::default()
+    };
+    store
+        .apply_soc_batch(batch(1, 2, vec![join(2), join(2)]))
+        .await
+        .unwrap();
+    let joined = incident(store).await;
+    assert!(joined.updated_at_ms > 1, "{joined:?}");
+    assert_eq!(joined.evidence_count, 2);
+
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store
+        .apply_soc_batch(batch(2, 2, vec![join(1), join(2)]))
+        .await
+        .unwrap();
+    let again = incident(store).await;
+    assert_eq!(
+        again.updated_at_ms, joined.updated_at_ms,
+        "nothing new joined"
+    );
+    assert_eq!(again.evidence_count, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_joining_evidence_moves_updated_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
+    joining_evidence_moves_updated_at(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_joining_evidence_moves_updated_at() {
+    let database = aegis_testdb::FreshDatabase::create().await;
+    let store = PgStore::connect(database.url(), signer(), secrets())
+        .await
+        .unwrap();
+    joining_evidence_moves_updated_at(&store).await;
+}
