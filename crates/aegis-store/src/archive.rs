@@ -91,10 +91,9 @@ pub(crate) const ARCHIVABLE_THROUGH: &str = "SELECT MAX(c.seq) FROM receipt_chec
            SELECT MIN(k.seq) FROM receipts k JOIN decisions kd ON kd.id = k.decision_id
            WHERE k.tenant_id = $1 AND (
                kd.event_seq > $3
-               OR kd.id IN (SELECT e.decision_id FROM incident_evidence e
-                            JOIN incidents i ON i.id = e.incident_id
-                            WHERE i.tenant_id = $1 AND i.status <> 'closed'
-                              AND e.decision_id IS NOT NULL)
+               OR kd.event_seq IN (SELECT e.event_seq FROM incident_evidence e
+                                   JOIN incidents i ON i.id = e.incident_id
+                                   WHERE i.tenant_id = $1 AND i.status <> 'closed')
                OR kd.id IN (SELECT a.decision_id FROM approvals a
                             WHERE a.tenant_id = $1 AND a.status IN ('pending', 'approved')
                               AND a.expires_at > $4))),
@@ -102,6 +101,19 @@ pub(crate) const ARCHIVABLE_THROUGH: &str = "SELECT MAX(c.seq) FROM receipt_chec
 
 /// `$1` tenant: the oldest stored receipt.
 pub(crate) const OLDEST_SEQ: &str = "SELECT MIN(seq) FROM receipts WHERE tenant_id = $1";
+
+/// `$1` tenant, `$2` the last seq of a prune batch: the decision events that [`PRUNE`] keeps
+/// (an incident's evidence) although it deletes the decision row their payload is rebuilt
+/// from, as a filter of [`crate::schema::EventQueries::matching`]. Before a batch is pruned,
+/// each backend reads them and writes their payloads out ([`KEEP_PAYLOAD`]), so they read
+/// the same after.
+pub(crate) const KEPT_DECISION_EVENTS: &str = "payload = ''
+       AND seq IN (SELECT event_seq FROM incident_evidence)
+       AND seq IN (SELECT d.event_seq FROM receipts r JOIN decisions d ON d.id = r.decision_id
+                   WHERE r.tenant_id = $1 AND r.seq <= $2)";
+
+/// `$1` the payload of event `$2`, as [`KEPT_DECISION_EVENTS`] read it.
+pub(crate) const KEEP_PAYLOAD: &str = "UPDATE events SET payload = $1 WHERE seq = $2";
 
 /// One prune batch, in this order (each reads the receipts the next deletes); every
 /// statement takes `$1` tenant and `$2` the last seq of the batch.

@@ -2,29 +2,137 @@
 //! agent changes and incident steps. The SQLite and PostgreSQL stores differ only in how they
 //! talk to their database; a receipt or an event must not depend on which one recorded it.
 
+use crate::schema::parse_column;
 use crate::*;
-use aegis_core::model::{AgentStatus, RiskTier, Verdict};
+use aegis_core::model::{ActionRisk, AgentStatus, RiskTier, SourceTrust, Verdict};
 use aegis_core::receipt::{RECEIPT_SCHEMA_VERSION, Receipt, ReceiptApproval, ReceiptBody};
 use aegis_core::timestamp::format_millis;
 use serde_json::{Value, json};
 
+/// An event row read with the decision row it records, in the order of
+/// [`crate::schema::EventQueries`]. A decision's event is stored without its payload since
+/// migration `0020_decision_event_from_decision` (`payload = ''`): the payload repeated the
+/// decision row, so it is rebuilt from that row when read. Every other event, and a decision
+/// event stored before, keeps its payload.
+pub(crate) struct StoredEvent {
+    seq: i64,
+    tenant_id: String,
+    kind: String,
+    agent_id: Option<String>,
+    subject_id: Option<String>,
+    payload: String,
+    created_at_ms: i64,
+    /// The decision's columns, `None` unless the payload is rebuilt and the row is there.
+    decision: Option<DecisionEventColumns>,
+}
+
+/// [`crate::schema::EVENT_DECISION_COLUMNS`], as read.
+struct DecisionEventColumns {
+    verdict: String,
+    tool: String,
+    action: String,
+    mutates_state: bool,
+    egress: bool,
+    sensitive: bool,
+    contained: bool,
+    risk: String,
+    risk_score: i64,
+    source_trust: String,
+    run_id: Option<String>,
+    approval_id: Option<String>,
+}
+
 /// The payload of a decision's `decision` event.
-pub(crate) fn decision_event(d: &NewDecision) -> Value {
-    json!({
-        "decision_id": d.id,
-        "decision": d.verdict,
-        "tool": d.tool,
-        "action": d.action,
-        "mutates_state": d.mutates_state,
-        "egress": d.egress,
-        "sensitive": d.sensitive,
-        "contained": d.contained,
-        "risk": d.risk,
-        "risk_score": d.risk_score,
-        "source_trust": d.source_trust,
-        "run_id": d.trace.run_id,
-        "approval_id": approval_answer(d).map(|answer| &answer.approval.id),
-    })
+#[derive(serde::Serialize)]
+struct DecisionEventPayload<'a> {
+    decision_id: &'a str,
+    decision: Verdict,
+    tool: &'a str,
+    action: &'a str,
+    mutates_state: bool,
+    egress: bool,
+    sensitive: bool,
+    contained: bool,
+    risk: ActionRisk,
+    risk_score: u8,
+    source_trust: SourceTrust,
+    run_id: Option<&'a str>,
+    approval_id: Option<&'a str>,
+}
+
+impl StoredEvent {
+    /// Reads a row of a [`crate::schema::EventQueries`] read.
+    pub fn read(row: &impl crate::schema::StoredRow) -> StoreResult<Self> {
+        // The decision columns are all NULL when no decision row was joined.
+        let decision = match row.text(7)? {
+            None => None,
+            Some(verdict) => Some(DecisionEventColumns {
+                verdict,
+                tool: row.required_text(8)?,
+                action: row.required_text(9)?,
+                mutates_state: row.required_flag(10)?,
+                egress: row.required_flag(11)?,
+                sensitive: row.required_flag(12)?,
+                contained: row.required_flag(13)?,
+                risk: row.required_text(14)?,
+                risk_score: row.required_int(15)?,
+                source_trust: row.required_text(16)?,
+                run_id: row.text(17)?,
+                approval_id: row.text(18)?,
+            }),
+        };
+        Ok(StoredEvent {
+            seq: row.required_int(0)?,
+            tenant_id: row.required_text(1)?,
+            kind: row.required_text(2)?,
+            agent_id: row.text(3)?,
+            subject_id: row.text(4)?,
+            payload: row.required_text(5)?,
+            created_at_ms: row.required_int(6)?,
+            decision,
+        })
+    }
+
+    /// The event as it was recorded. A decision event whose decision row is gone (only an
+    /// edit of the database does that: pruning writes the payload out first) reads with a
+    /// payload naming only its decision, which the SOC skips as unreadable.
+    pub fn into_event(self) -> StoreResult<Event> {
+        let payload = if !self.payload.is_empty() {
+            serde_json::from_str(&self.payload)
+                .map_err(|e| StoreError::Corrupt(format!("event {} payload: {e}", self.seq)))?
+        } else {
+            let decision_id = self.subject_id.as_deref().unwrap_or_default();
+            match &self.decision {
+                None => json!({ "decision_id": decision_id }),
+                Some(d) => serde_json::to_value(DecisionEventPayload {
+                    decision_id,
+                    decision: parse_column(&d.verdict)?,
+                    tool: &d.tool,
+                    action: &d.action,
+                    mutates_state: d.mutates_state,
+                    egress: d.egress,
+                    sensitive: d.sensitive,
+                    contained: d.contained,
+                    risk: parse_column(&d.risk)?,
+                    risk_score: u8::try_from(d.risk_score)
+                        .map_err(|_| StoreError::Corrupt(format!("risk score {}", d.risk_score)))?,
+                    source_trust: parse_column(&d.source_trust)?,
+                    run_id: d.run_id.as_deref(),
+                    approval_id: d.approval_id.as_deref(),
+                })
+                .map_err(|e| StoreError::Corrupt(format!("event {} payload: {e}", self.seq)))?,
+            }
+        };
+        Ok(Event {
+            seq: self.seq,
+            tenant_id: TenantId::new(self.tenant_id),
+            kind: self.kind,
+            agent_id: self.agent_id,
+            subject_id: self.subject_id,
+            payload,
+            created_at_ms: self.created_at_ms,
+        })
+    }
 }
 
 /// What the approval gate made of a decision, if it met an approval.

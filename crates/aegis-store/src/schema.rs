@@ -113,6 +113,7 @@ pub(crate) fn readable_schema(stored: i64, known: usize) -> StoreResult<()> {
 pub(crate) trait StoredRow {
     fn text(&self, index: usize) -> StoreResult<Option<String>>;
     fn int(&self, index: usize) -> StoreResult<Option<i64>>;
+    fn flag(&self, index: usize) -> StoreResult<Option<bool>>;
 
     /// A column that is never NULL.
     fn required_text(&self, index: usize) -> StoreResult<String> {
@@ -124,10 +125,72 @@ pub(crate) trait StoredRow {
         self.int(index)?
             .ok_or_else(|| StoreError::Corrupt(format!("column {index} is NULL")))
     }
+
+    fn required_flag(&self, index: usize) -> StoreResult<bool> {
+        self.flag(index)?
+            .ok_or_else(|| StoreError::Corrupt(format!("column {index} is NULL")))
+    }
 }
 
-pub(crate) const EVENT_COLUMNS: &str =
-    "seq, tenant_id, kind, agent_id, subject_id, payload, created_at";
+/// The columns of a decision row that its event's payload is rebuilt from
+/// ([`crate::records::StoredEvent`]); `decision` first, never NULL in a joined row.
+pub(crate) const EVENT_DECISION_COLUMNS: &str = "decision, tool, action, mutates_state, egress, \
+     sensitive, contained, risk, risk_score, source_trust, run_id, approval_id";
+
+/// The reads of the event log in one backend's spelling, each event with the decision row
+/// its payload is rebuilt from when it was stored without one: the events are chosen first
+/// (by the primary key or the index on `(tenant_id, seq)`) and each then looks its decision
+/// up by `event_seq`, so a page costs the same however long the log is.
+pub(crate) struct EventQueries {
+    /// Tenant `$1`, `seq > $2`, oldest first, at most `$3`.
+    pub of_tenant_after: String,
+    /// `seq > $1`, oldest first, at most `$2`.
+    pub after: String,
+    join: String,
+    spell: fn(&str) -> String,
+}
+
+impl EventQueries {
+    /// `join` joins an event `e` to its decision `d` (with [`EVENT_DECISION_COLUMNS`]) when
+    /// `e.payload = ''`; `spell` turns the `$N` placeholders into the backend's.
+    pub fn new(join: String, spell: fn(&str) -> String) -> Self {
+        let mut queries = EventQueries {
+            of_tenant_after: String::new(),
+            after: String::new(),
+            join,
+            spell,
+        };
+        queries.of_tenant_after =
+            queries.matching("tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+        queries.after = queries.matching("seq > $1 ORDER BY seq LIMIT $2");
+        queries
+    }
+
+    /// The events that meet `filter` (over the events table; it may end in
+    /// `ORDER BY seq LIMIT …`), oldest first, read into [`crate::records::StoredEvent`].
+    pub fn matching(&self, filter: &str) -> String {
+        let decision_columns = EVENT_DECISION_COLUMNS
+            .split(", ")
+            .map(|column| format!("d.{}", column.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (self.spell)(&format!(
+            "SELECT e.seq, e.tenant_id, e.kind, e.agent_id, e.subject_id, e.payload, e.created_at,
+                    {decision_columns}
+             FROM (SELECT seq, tenant_id, kind, agent_id, subject_id, payload, created_at
+                   FROM events WHERE {filter}) e
+             {join}
+             ORDER BY e.seq",
+            join = self.join,
+        ))
+    }
+}
+
+/// An incident's evidence item `e` read with its event `ev`, in
+/// [`crate::EvidenceItem`]'s field order: the decision is the event's subject when the
+/// event is a decision's (a decision event's subject is its decision).
+pub(crate) const EVIDENCE_ITEM_COLUMNS: &str =
+    "e.event_seq, CASE WHEN ev.kind = 'decision' THEN ev.subject_id END, ev.created_at";
 
 /// The columns of a webhook subscription.
 pub(crate) const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, created_at";

@@ -347,7 +347,10 @@ async fn archive_while_serving(backend: Backend, decisions: u64) {
     // The closed incident keeps its evidence summary and count; its decisions are gone.
     let evidence: Vec<String> = query_column(
         db.arg(),
-        &format!("SELECT decision_id FROM incident_evidence WHERE incident_id = '{incident_id}'"),
+        &format!(
+            "SELECT ev.subject_id FROM incident_evidence e JOIN events ev ON ev.seq = e.event_seq
+             WHERE e.incident_id = '{incident_id}' ORDER BY e.event_seq"
+        ),
     )
     .await;
     assert!(!evidence.is_empty());
@@ -362,6 +365,22 @@ async fn archive_while_serving(backend: Backend, decisions: u64) {
         .await,
     );
     assert_eq!(still_there, 0, "the storm's decisions were archived");
+    // Their events stay as evidence, with the payload they read with before: written out
+    // from the decision row before it went.
+    let payloads: Vec<String> = query_column(
+        db.arg(),
+        &format!(
+            "SELECT ev.payload FROM incident_evidence e JOIN events ev ON ev.seq = e.event_seq
+             WHERE e.incident_id = '{incident_id}' AND ev.kind = 'decision' ORDER BY e.event_seq"
+        ),
+    )
+    .await;
+    assert_eq!(payloads.len(), evidence.len());
+    for (payload, decision_id) in payloads.iter().zip(&evidence) {
+        let payload: Value = serde_json::from_str(payload).expect("a written-out payload");
+        assert_eq!(payload["decision"], "deny", "{payload}");
+        assert_eq!(payload["decision_id"], decision_id.as_str(), "{payload}");
+    }
     let after_prune = get_json(
         &client,
         gw.url(&format!("/v1/incidents/{incident_id}")),

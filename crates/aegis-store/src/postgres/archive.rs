@@ -3,9 +3,10 @@
 
 use super::prepared;
 use super::rows::get;
+use super::rows::{EVENT_SQL, event_from_row};
 use crate::archive::{
-    ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, OLDEST_SEQ, PRUNE, PUT_CUT,
-    RETENTION_OF, batch_end, cut_moved,
+    ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, KEEP_PAYLOAD, KEPT_DECISION_EVENTS,
+    OLDEST_SEQ, PRUNE, PUT_CUT, RETENTION_OF, batch_end, cut_moved,
 };
 use crate::*;
 use aegis_core::receipt::{ChainCut, ChainCutBody, RECEIPT_SCHEMA_VERSION};
@@ -109,6 +110,22 @@ impl ChainArchive for super::PgStore {
                     else {
                         return Ok(0);
                     };
+                    static KEPT: std::sync::LazyLock<String> =
+                        std::sync::LazyLock::new(|| EVENT_SQL.matching(KEPT_DECISION_EVENTS));
+                    let kept = tx
+                        .query(
+                            &prepared(tx, &KEPT).await?,
+                            &[&tenant.as_str(), &(end as i64)],
+                        )
+                        .await?;
+                    for row in &kept {
+                        let event = event_from_row(row)?;
+                        tx.execute(
+                            &prepared(tx, KEEP_PAYLOAD).await?,
+                            &[&event.payload.to_string(), &event.seq],
+                        )
+                        .await?;
+                    }
                     let mut deleted = 0;
                     for statement in PRUNE {
                         deleted = tx

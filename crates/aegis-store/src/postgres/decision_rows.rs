@@ -15,7 +15,6 @@ use tokio_postgres::types::ToSql;
 
 struct PendingDecision {
     event_seq: i64,
-    event_payload: String,
     decision: NewDecision,
     receipt: SealedReceipt,
 }
@@ -35,16 +34,9 @@ impl PendingDecisions {
         }
     }
 
-    pub fn push(
-        &mut self,
-        event_seq: i64,
-        event_payload: String,
-        decision: NewDecision,
-        receipt: SealedReceipt,
-    ) {
+    pub fn push(&mut self, event_seq: i64, decision: NewDecision, receipt: SealedReceipt) {
         self.rows.push(PendingDecision {
             event_seq,
-            event_payload,
             decision,
             receipt,
         });
@@ -81,23 +73,23 @@ impl PendingDecisions {
         let kinds = text(|_| crate::event_kind::DECISION);
         let agent_ids = text(|r| &r.decision.agent_id);
         let decision_ids = text(|r| &r.decision.id);
-        let payloads = text(|r| &r.event_payload);
         let event_at = vec![self.event_at; rows.len()];
         let created_at = int(|r| r.decision.created_at_ms);
+        // The payload is rebuilt from the decision row when read (`records::StoredEvent`).
         let insert_events = prepared(
             tx,
             "INSERT INTO events (seq, tenant_id, kind, agent_id, subject_id, payload, created_at)
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[], $7::bigint[])",
+             SELECT seq, tenant_id, kind, agent_id, subject_id, '', created_at
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+                  AS e (seq, tenant_id, kind, agent_id, subject_id, created_at)",
         )
         .await?;
-        let events_columns: [&(dyn ToSql + Sync); 7] = [
+        let events_columns: [&(dyn ToSql + Sync); 6] = [
             &event_seqs,
             &tenant_ids,
             &kinds,
             &agent_ids,
             &decision_ids,
-            &payloads,
             &event_at,
         ];
         let events = tx.execute(&insert_events, &events_columns);
@@ -128,20 +120,25 @@ impl PendingDecisions {
             .map(|r| crate::records::receipt_approval_column(&r.receipt))
             .collect::<StoreResult<_>>()?;
         let tool_definition_hashes = optional(|r| r.receipt.body.tool_definition_hash.as_deref());
+        let egress: Vec<bool> = rows.iter().map(|r| r.decision.egress).collect();
+        let sensitive: Vec<bool> = rows.iter().map(|r| r.decision.sensitive).collect();
+        let approval_ids = optional(|r| {
+            crate::records::approval_answer(&r.decision).map(|answer| answer.approval.id.as_str())
+        });
         let insert_decisions = prepared(
             tx,
             "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
                 mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
                 run_id, trace_id, parent_run_id, receipt_id, created_at, contained, receipt_approval,
-                tool_definition_hash)
+                tool_definition_hash, egress, sensitive, approval_id)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
                                   $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[],
                                   $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
                                   $19::text[], $20::text[], $21::bigint[], $22::boolean[], $23::text[],
-                                  $24::text[])",
+                                  $24::text[], $25::boolean[], $26::boolean[], $27::text[])",
         )
         .await?;
-        let decisions_columns: [&(dyn ToSql + Sync); 24] = [
+        let decisions_columns: [&(dyn ToSql + Sync); 27] = [
             &decision_ids,
             &tenant_ids,
             &event_seqs,
@@ -166,6 +163,9 @@ impl PendingDecisions {
             &contained,
             &receipt_approvals,
             &tool_definition_hashes,
+            &egress,
+            &sensitive,
+            &approval_ids,
         ];
         let decisions = tx.execute(&insert_decisions, &decisions_columns);
 

@@ -149,7 +149,7 @@ impl EvidenceReads for super::PgStore {
         .ok_or(StoreError::NotFound("incident"))?;
         self.query(
             &format!(
-                "SELECT {} FROM incident_evidence e JOIN decisions d ON d.id = e.decision_id
+                "SELECT {} FROM incident_evidence e JOIN decisions d ON d.event_seq = e.event_seq
                  WHERE e.incident_id = $1 AND d.tenant_id = $2 AND e.event_seq < $3
                    AND ($4::BIGINT IS NULL OR d.created_at >= $4)
                  ORDER BY e.event_seq DESC LIMIT $5",
@@ -175,9 +175,10 @@ impl EvidenceReads for super::PgStore {
         decision_ids: &[String],
     ) -> StoreResult<Vec<EvidenceLink>> {
         self.query(
-            "SELECT e.incident_id, e.decision_id FROM incident_evidence e
+            "SELECT e.incident_id, d.id FROM decisions d
+             JOIN incident_evidence e ON e.event_seq = d.event_seq
              JOIN incidents i ON i.id = e.incident_id
-             WHERE i.tenant_id = $1 AND e.decision_id = ANY($2)
+             WHERE d.tenant_id = $1 AND d.id = ANY($2) AND i.tenant_id = $1
              ORDER BY e.event_seq",
             &[&tenant.as_str(), &decision_ids],
         )

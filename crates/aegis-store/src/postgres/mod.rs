@@ -64,6 +64,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0014_deny_index.sql"),
     include_str!("../../migrations/postgres/0015_coalesce_from_seq.sql"),
     include_str!("../../migrations/postgres/0016_receipt_from_decision.sql"),
+    include_str!("../../migrations/postgres/0017_decision_event_from_decision.sql"),
+    include_str!("../../migrations/postgres/0018_evidence_by_event.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -670,8 +672,7 @@ async fn record_decision_tx(
     } else {
         None
     };
-    let payload = records::decision_event(&d).to_string();
-    state.decisions.push(event_seq, payload, d, receipt);
+    state.decisions.push(event_seq, d, receipt);
     Ok(RecordedDecision {
         escalated_to,
         ..recorded
@@ -875,9 +876,7 @@ impl EventLog for PgStore {
         limit: u32,
     ) -> StoreResult<Vec<Event>> {
         self.query_map(
-            &format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-            ),
+            &EVENT_SQL.of_tenant_after,
             &[&tenant.as_str(), &after_seq, &i64::from(limit)],
             event_from_row,
         )
@@ -913,7 +912,7 @@ impl EventLog for PgStore {
 
     async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>> {
         self.query_map(
-            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
+            &EVENT_SQL.after,
             &[&after_seq, &i64::from(limit)],
             event_from_row,
         )
@@ -927,12 +926,11 @@ impl EventLog for PgStore {
         kinds: &'static [&'static str],
         limit: u32,
     ) -> StoreResult<Vec<Event>> {
+        static OF_KINDS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            EVENT_SQL.matching("seq > $1 AND seq <= $2 AND kind = ANY($3) ORDER BY seq LIMIT $4")
+        });
         self.query_map(
-            &format!(
-                "SELECT {EVENT_COLUMNS} FROM events
-                 WHERE seq > $1 AND seq <= $2 AND kind = ANY($3)
-                 ORDER BY seq LIMIT $4"
-            ),
+            &OF_KINDS,
             &[&after_seq, &up_to, &kinds, &i64::from(limit)],
             event_from_row,
         )

@@ -10,8 +10,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
 pub(super) use crate::schema::{
-    ALERT_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, INCIDENT_COLUMNS, KEY_COLUMNS,
-    RESPONSE_ACTION_COLUMNS, TENANT_COLUMNS, constant_time_eq,
+    ALERT_COLUMNS, DECISION_COLUMNS, INCIDENT_COLUMNS, KEY_COLUMNS, RESPONSE_ACTION_COLUMNS,
+    TENANT_COLUMNS, constant_time_eq,
 };
 
 /// Agents page by `ordinal` here (SQLite pages by its rowid).
@@ -143,17 +143,23 @@ pub(super) fn decision_from_row(row: &Row) -> StoreResult<DecisionRecord> {
     })
 }
 
+/// A row of an [`EVENT_SQL`] read.
 pub(super) fn event_from_row(row: &Row) -> StoreResult<Event> {
-    Ok(Event {
-        seq: get(row, 0)?,
-        tenant_id: TenantId::new(get::<String>(row, 1)?),
-        kind: get(row, 2)?,
-        agent_id: get(row, 3)?,
-        subject_id: get(row, 4)?,
-        payload: json_at(row, 5)?.unwrap_or_default(),
-        created_at_ms: get(row, 6)?,
-    })
+    crate::records::StoredEvent::read(row)?.into_event()
 }
+
+/// The event reads in PostgreSQL's placeholders, as written. The decision is joined through
+/// a fenced (`OFFSET 0`) lateral subquery for the reason [`RECEIPT_SQL`] is: one probe of the
+/// unique index on `event_seq` per event read, whatever the statistics say.
+pub(super) static EVENT_SQL: std::sync::LazyLock<crate::schema::EventQueries> =
+    std::sync::LazyLock::new(|| {
+        let join = format!(
+            "LEFT JOIN LATERAL (SELECT {} FROM decisions
+                                WHERE e.payload = '' AND event_seq = e.seq OFFSET 0) d ON true",
+            crate::schema::EVENT_DECISION_COLUMNS
+        );
+        crate::schema::EventQueries::new(join, str::to_owned)
+    });
 
 pub(super) fn alert_from_row(row: &Row) -> StoreResult<AlertRecord> {
     Ok(AlertRecord {
@@ -246,6 +252,10 @@ impl crate::schema::StoredRow for Row {
     }
 
     fn int(&self, index: usize) -> StoreResult<Option<i64>> {
+        get(self, index)
+    }
+
+    fn flag(&self, index: usize) -> StoreResult<Option<bool>> {
         get(self, index)
     }
 }

@@ -4,7 +4,7 @@ use super::rows::*;
 use super::writer::WriterState;
 use super::{append_event, change_agent_tx, load_agent, prepared};
 use crate::records;
-use crate::schema::RESPONSE_ENGINE;
+use crate::schema::{EVIDENCE_ITEM_COLUMNS, RESPONSE_ENGINE};
 use crate::*;
 use aegis_core::model::AgentStatus;
 use deadpool_postgres::{GenericClient, Transaction};
@@ -41,28 +41,23 @@ pub(super) async fn apply_batch(
     let tenants: Vec<&str> = appends.iter().map(|a| a.tenant_id.as_str()).collect();
     let incidents: Vec<&str> = appends.iter().map(|a| a.incident_id.as_str()).collect();
     let seqs: Vec<i64> = appends.iter().map(|a| a.evidence.event_seq).collect();
-    let decisions: Vec<Option<&str>> = appends
-        .iter()
-        .map(|a| a.evidence.decision_id.as_deref())
-        .collect();
     if !seqs.is_empty() {
         // The incidents whose evidence grew get their `updated_at` in the same statement.
         tx.execute(
             &prepared(
                 tx,
                 "WITH added AS (
-                     INSERT INTO incident_evidence (incident_id, event_seq, decision_id)
-                     SELECT i.id, a.event_seq,
-                            COALESCE(a.decision_id, (SELECT d.id FROM decisions d WHERE d.event_seq = a.event_seq))
-                     FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[])
-                          AS a (tenant_id, incident_id, event_seq, decision_id)
+                     INSERT INTO incident_evidence (incident_id, event_seq)
+                     SELECT i.id, a.event_seq
+                     FROM UNNEST($1::text[], $2::text[], $3::bigint[])
+                          AS a (tenant_id, incident_id, event_seq)
                      JOIN incidents i ON i.tenant_id = a.tenant_id AND i.id = a.incident_id
                      ON CONFLICT DO NOTHING
                      RETURNING incident_id)
-                 UPDATE incidents SET updated_at = $5 WHERE id IN (SELECT incident_id FROM added)",
+                 UPDATE incidents SET updated_at = $4 WHERE id IN (SELECT incident_id FROM added)",
             )
             .await?,
-            &[&tenants, &incidents, &seqs, &decisions, &now],
+            &[&tenants, &incidents, &seqs, &now],
         )
         .await?;
     }
@@ -234,17 +229,13 @@ async fn open_incident(
     }
     let evidence = prepared(
         tx,
-        "INSERT INTO incident_evidence (incident_id, event_seq, decision_id)
-         VALUES ($1, $2, COALESCE($3::text, (SELECT d.id FROM decisions d WHERE d.event_seq = $2)))
+        "INSERT INTO incident_evidence (incident_id, event_seq) VALUES ($1, $2)
          ON CONFLICT DO NOTHING",
     )
     .await?;
     for item in &incident.evidence {
-        tx.execute(
-            &evidence,
-            &[&incident.id, &item.event_seq, &item.decision_id],
-        )
-        .await?;
+        tx.execute(&evidence, &[&incident.id, &item.event_seq])
+            .await?;
     }
     let seq = append_event(
         tx,
@@ -542,7 +533,7 @@ async fn evidence_end<C: GenericClient>(
     limit: u32,
 ) -> StoreResult<Vec<EvidenceItem>> {
     let sql = format!(
-        "SELECT e.event_seq, e.decision_id, ev.created_at
+        "SELECT {EVIDENCE_ITEM_COLUMNS}
          FROM incident_evidence e JOIN events ev ON ev.seq = e.event_seq
          WHERE e.incident_id = $1 ORDER BY e.event_seq {order} LIMIT $2"
     );

@@ -1,14 +1,16 @@
 //! [`ChainArchive`] on SQLite: the shared SQL of `crate::archive` run on the writer and the
 //! read pool.
 
+use super::rows::{EVENT_SQL, read_events};
 use crate::archive::{
-    ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, OLDEST_SEQ, PRUNE, PUT_CUT,
-    RETENTION_OF, batch_end, cut_moved,
+    ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, KEEP_PAYLOAD, KEPT_DECISION_EVENTS,
+    OLDEST_SEQ, PRUNE, PUT_CUT, RETENTION_OF, batch_end, cut_moved,
 };
 use crate::*;
 use aegis_core::receipt::{ChainCut, ChainCutBody, RECEIPT_SCHEMA_VERSION};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::LazyLock;
 
 /// The tenant's cut, read through `conn` (inside a walk's snapshot, or a prune's transaction).
 pub(super) fn cut_of(conn: &Connection, tenant_id: &str) -> StoreResult<Option<ChainCut>> {
@@ -95,6 +97,12 @@ impl ChainArchive for super::SqliteStore {
                 let Some(end) = batch_end(oldest.map(|seq| seq as u64), cut.as_ref(), batch) else {
                     return Ok(0);
                 };
+                static KEPT: LazyLock<String> =
+                    LazyLock::new(|| EVENT_SQL.matching(KEPT_DECISION_EVENTS));
+                for kept in read_events(conn, &KEPT, params![tenant.as_str(), end as i64])? {
+                    conn.prepare_cached(KEEP_PAYLOAD)?
+                        .execute(params![kept.payload.to_string(), kept.seq])?;
+                }
                 let mut deleted = 0;
                 for statement in PRUNE {
                     deleted = conn.execute(statement, params![tenant.as_str(), end as i64])?;

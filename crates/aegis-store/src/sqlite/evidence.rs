@@ -169,7 +169,7 @@ impl EvidenceReads for super::SqliteStore {
                 .ok_or(StoreError::NotFound("incident"))?;
             Ok(conn
                 .prepare_cached(&format!(
-                    "SELECT {} FROM incident_evidence e JOIN decisions d ON d.id = e.decision_id
+                    "SELECT {} FROM incident_evidence e JOIN decisions d ON d.event_seq = e.event_seq
                      WHERE e.incident_id = ?1 AND d.tenant_id = ?2 AND e.event_seq < ?3
                        AND (?4 IS NULL OR d.created_at >= ?4)
                      ORDER BY e.event_seq DESC LIMIT ?5",
@@ -199,9 +199,11 @@ impl EvidenceReads for super::SqliteStore {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT e.incident_id, e.decision_id FROM incident_evidence e
+                    "SELECT e.incident_id, d.id FROM decisions d
+                     JOIN incident_evidence e ON e.event_seq = d.event_seq
                      JOIN incidents i ON i.id = e.incident_id
-                     WHERE i.tenant_id = ?1 AND e.decision_id IN (SELECT value FROM json_each(?2))
+                     WHERE d.tenant_id = ?1 AND d.id IN (SELECT value FROM json_each(?2))
+                       AND i.tenant_id = ?1
                      ORDER BY e.event_seq",
                 )?
                 .query_map(params![tenant.as_str(), ids], |row| {

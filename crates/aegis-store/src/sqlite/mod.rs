@@ -55,6 +55,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0017_deny_index.sql"),
     include_str!("../../migrations/sqlite/0018_coalesce_from_seq.sql"),
     include_str!("../../migrations/sqlite/0019_receipt_from_decision.sql"),
+    include_str!("../../migrations/sqlite/0020_decision_event_from_decision.sql"),
+    include_str!("../../migrations/sqlite/0021_evidence_by_event.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -289,6 +291,26 @@ pub(crate) fn append_event(
     subject_id: Option<&str>,
     payload: &serde_json::Value,
 ) -> StoreResult<i64> {
+    insert_event(
+        conn,
+        tenant_id,
+        kind,
+        agent_id,
+        subject_id,
+        &payload.to_string(),
+    )
+}
+
+/// [`append_event`] with the payload as stored: `""` for a decision's event, whose payload
+/// is rebuilt from its decision row (`records::StoredEvent`).
+fn insert_event(
+    conn: &Connection,
+    tenant_id: &str,
+    kind: &str,
+    agent_id: Option<&str>,
+    subject_id: Option<&str>,
+    payload: &str,
+) -> StoreResult<i64> {
     conn.prepare_cached(
         "INSERT INTO events (tenant_id, kind, agent_id, subject_id, payload, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5,
@@ -299,7 +321,7 @@ pub(crate) fn append_event(
         kind,
         agent_id,
         subject_id,
-        payload.to_string(),
+        payload,
         now_ms()
     ])?;
     Ok(conn.last_insert_rowid())
@@ -412,22 +434,22 @@ fn record_decision_tx(
     } else {
         None
     };
-    let event_seq = append_event(
+    let event_seq = insert_event(
         conn,
         tenant_id,
         event_kind::DECISION,
         Some(&d.agent_id),
         Some(&d.id),
-        &records::decision_event(d),
+        "",
     )?;
 
     conn.prepare_cached(
         "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
             mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
             run_id, trace_id, parent_run_id, receipt_id, created_at, contained, receipt_approval,
-            tool_definition_hash)
+            tool_definition_hash, egress, sensitive, approval_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
-            ?23, ?24)",
+            ?23, ?24, ?25, ?26, ?27)",
     )?
     .execute(params![
         d.id,
@@ -454,6 +476,9 @@ fn record_decision_tx(
         d.contained,
         receipt_approval,
         receipt.body.tool_definition_hash,
+        d.egress,
+        d.sensitive,
+        records::approval_answer(d).map(|answer| &answer.approval.id),
     ])?;
     // The body is rebuilt from the decision row when read (`records::StoredReceipt`).
     conn.prepare_cached(
@@ -714,12 +739,11 @@ impl EventLog for SqliteStore {
     ) -> StoreResult<Vec<Event>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-                ))?
-                .query_map(params![tenant.as_str(), after_seq, limit], event_from_row)?
-                .collect::<Result<_, _>>()?)
+            read_events(
+                conn,
+                &EVENT_SQL.of_tenant_after,
+                params![tenant.as_str(), after_seq, limit],
+            )
         })
         .await
     }
@@ -748,15 +772,8 @@ impl EventLog for SqliteStore {
     }
 
     async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>> {
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-                ))?
-                .query_map(params![after_seq, limit], event_from_row)?
-                .collect::<Result<_, _>>()?)
-        })
-        .await
+        self.read(move |conn| read_events(conn, &EVENT_SQL.after, params![after_seq, limit]))
+            .await
     }
 
     async fn events_of_kinds(
@@ -768,14 +785,13 @@ impl EventLog for SqliteStore {
     ) -> StoreResult<Vec<Event>> {
         let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events
-                     WHERE seq > ?1 AND seq <= ?2 AND kind IN (SELECT value FROM json_each(?3))
-                     ORDER BY seq LIMIT ?4"
-                ))?
-                .query_map(params![after_seq, up_to, kinds, limit], event_from_row)?
-                .collect::<Result<_, _>>()?)
+            static OF_KINDS: LazyLock<String> = LazyLock::new(|| {
+                EVENT_SQL.matching(
+                    "seq > $1 AND seq <= $2 AND kind IN (SELECT value FROM json_each($3))
+                     ORDER BY seq LIMIT $4",
+                )
+            });
+            read_events(conn, &OF_KINDS, params![after_seq, up_to, kinds, limit])
         })
         .await
     }

@@ -3,8 +3,8 @@
 use crate::*;
 use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::receipt::{Checkpoint, CheckpointBody, RECEIPT_SCHEMA_VERSION};
-use rusqlite::Row;
 use rusqlite::types::Type;
+use rusqlite::{Connection, Row};
 use std::str::FromStr;
 
 pub(crate) const AGENT_COLUMNS: &str = "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, rowid, version, \
@@ -16,6 +16,10 @@ impl crate::schema::StoredRow for Row<'_> {
     }
 
     fn int(&self, index: usize) -> StoreResult<Option<i64>> {
+        Ok(self.get(index)?)
+    }
+
+    fn flag(&self, index: usize) -> StoreResult<Option<bool>> {
         Ok(self.get(index)?)
     }
 }
@@ -126,17 +130,30 @@ pub(super) fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<AlertRecord> {
     })
 }
 
-pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
-    Ok(Event {
-        seq: row.get(0)?,
-        tenant_id: TenantId::new(row.get::<_, String>(1)?),
-        kind: row.get(2)?,
-        agent_id: row.get(3)?,
-        subject_id: row.get(4)?,
-        payload: json_at(row, 5)?.unwrap_or_default(),
-        created_at_ms: row.get(6)?,
-    })
+/// Runs a read of [`EVENT_SQL`] (or of its `matching`).
+pub(super) fn read_events(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<Event>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        events.push(crate::records::StoredEvent::read(row)?.into_event()?);
+    }
+    Ok(events)
 }
+
+/// The event reads in SQLite's placeholders; SQLite looks each event's decision up by the
+/// unique index on `event_seq`.
+pub(super) static EVENT_SQL: std::sync::LazyLock<crate::schema::EventQueries> =
+    std::sync::LazyLock::new(|| {
+        crate::schema::EventQueries::new(
+            "LEFT JOIN decisions d ON e.payload = '' AND d.event_seq = e.seq".to_owned(),
+            super::numbered_placeholders,
+        )
+    });
 
 pub(super) fn key_from_row(row: &Row<'_>) -> rusqlite::Result<OperatorKey> {
     Ok(OperatorKey {

@@ -39,16 +39,14 @@ pub(super) fn apply_batch(
     for append in &batch.evidence {
         let added = conn
             .prepare_cached(
-                "INSERT INTO incident_evidence (incident_id, event_seq, decision_id)
-                 SELECT id, ?3, COALESCE(?4, (SELECT d.id FROM decisions d WHERE d.event_seq = ?3))
-                 FROM incidents WHERE tenant_id = ?1 AND id = ?2
+                "INSERT INTO incident_evidence (incident_id, event_seq)
+                 SELECT id, ?3 FROM incidents WHERE tenant_id = ?1 AND id = ?2
                  ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 append.tenant_id.as_str(),
                 append.incident_id,
                 append.evidence.event_seq,
-                append.evidence.decision_id
             ])?;
         if added > 0 {
             grown.insert(append.incident_id.as_str());
@@ -158,12 +156,11 @@ fn open_incident(
         return Ok(false);
     }
     let mut evidence = conn.prepare_cached(
-        "INSERT INTO incident_evidence (incident_id, event_seq, decision_id)
-         VALUES (?1, ?2, COALESCE(?3, (SELECT d.id FROM decisions d WHERE d.event_seq = ?2)))
+        "INSERT INTO incident_evidence (incident_id, event_seq) VALUES (?1, ?2)
          ON CONFLICT DO NOTHING",
     )?;
     for item in &incident.evidence {
-        evidence.execute(params![incident.id, item.event_seq, item.decision_id])?;
+        evidence.execute(params![incident.id, item.event_seq])?;
     }
     let seq = append_event(
         conn,
@@ -408,7 +405,7 @@ fn evidence_end(
 ) -> StoreResult<Vec<EvidenceItem>> {
     Ok(conn
         .prepare_cached(&format!(
-            "SELECT e.event_seq, e.decision_id, ev.created_at
+            "SELECT {EVIDENCE_ITEM_COLUMNS}
              FROM incident_evidence e JOIN events ev ON ev.seq = e.event_seq
              WHERE e.incident_id = ?1 ORDER BY e.event_seq {order} LIMIT ?2"
         ))?
