@@ -26,7 +26,8 @@ use crate::{NewDecision, PriorDecision, RecordedDecision, StoreError, StoreResul
 /// The decision recorded for `(tenant_id, agent_id, request_id)`, with its receipt.
 pub(crate) const PRIOR_DECISION_SQL: &str =
     "SELECT d.id, d.decision, d.risk_score, d.reason, d.matched_policies, d.action_hash,
-        d.event_seq, r.id, r.seq, r.hash, r.body, e.payload, r.prev_hash, d.receipt_approval
+        d.event_seq, r.id, r.seq, r.hash, r.body, e.payload, r.prev_hash, d.receipt_approval,
+        d.approval_id
      FROM decision_requests q
      JOIN decisions d ON d.id = q.decision_id
      JOIN receipts r ON r.id = d.receipt_id
@@ -63,17 +64,44 @@ pub(crate) struct PriorRow {
     /// row (`records::StoredReceipt`); `""` since, and then the two columns below hold what
     /// a retry's answer needs of it.
     pub receipt_body: String,
-    /// The decision's event, which names the approval it met.
+    /// The payload of a decision event written before it was rebuilt from the decision row
+    /// (`records::StoredEvent`), which names the approval the decision met; `""` since, and
+    /// then `approval_id` names it.
     pub event_payload: String,
     pub receipt_prev_hash: Option<String>,
     /// The approval the decision consumed, JSON.
     pub receipt_approval: Option<String>,
+    pub approval_id: Option<String>,
 }
 
 impl PriorRow {
+    /// Reads a row of [`PRIOR_DECISION_SQL`].
+    pub(crate) fn read(row: &impl crate::schema::StoredRow) -> StoreResult<Self> {
+        Ok(PriorRow {
+            decision_id: row.required_text(0)?,
+            verdict: row.required_text(1)?,
+            risk_score: row.required_int(2)?,
+            reason: row.required_text(3)?,
+            matched_policies: row.required_text(4)?,
+            action_hash: row.required_text(5)?,
+            event_seq: row.required_int(6)?,
+            receipt_id: row.required_text(7)?,
+            receipt_seq: row.required_int(8)?,
+            receipt_hash: row.required_text(9)?,
+            receipt_body: row.required_text(10)?,
+            event_payload: row.required_text(11)?,
+            receipt_prev_hash: row.text(12)?,
+            receipt_approval: row.text(13)?,
+            approval_id: row.text(14)?,
+        })
+    }
+
     /// The approval the first call met (asked for or used), which the backend reads for
     /// [`PriorRow::answer`].
     pub(crate) fn approval_id(&self) -> StoreResult<Option<String>> {
+        if self.event_payload.is_empty() {
+            return Ok(self.approval_id.clone());
+        }
         let event: serde_json::Value = serde_json::from_str(&self.event_payload).map_err(|e| {
             StoreError::Corrupt(format!("decision {}: event: {e}", self.decision_id))
         })?;

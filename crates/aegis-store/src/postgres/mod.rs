@@ -635,7 +635,7 @@ async fn record_decision_tx(
             )
             .await?;
         if let Some(row) = prior {
-            let prior = prior_decision_from_row(&row)?;
+            let prior = crate::requests::PriorRow::read(&row)?;
             let approval = match prior.approval_id()? {
                 Some(id) => approvals::load(tx, d.tenant_id.as_str(), &id, d.created_at_ms).await?,
                 None => None,

@@ -227,25 +227,6 @@ pub(super) fn response_action_from_row(row: &Row) -> StoreResult<ResponseActionR
     })
 }
 
-pub(super) fn prior_decision_from_row(row: &Row) -> StoreResult<crate::requests::PriorRow> {
-    Ok(crate::requests::PriorRow {
-        decision_id: get(row, 0)?,
-        verdict: get(row, 1)?,
-        risk_score: get(row, 2)?,
-        reason: get(row, 3)?,
-        matched_policies: get(row, 4)?,
-        action_hash: get(row, 5)?,
-        event_seq: get(row, 6)?,
-        receipt_id: get(row, 7)?,
-        receipt_seq: get(row, 8)?,
-        receipt_hash: get(row, 9)?,
-        receipt_body: get(row, 10)?,
-        event_payload: get(row, 11)?,
-        receipt_prev_hash: get(row, 12)?,
-        receipt_approval: get(row, 13)?,
-    })
-}
-
 impl crate::schema::StoredRow for Row {
     fn text(&self, index: usize) -> StoreResult<Option<String>> {
         get(self, index)

@@ -551,11 +551,14 @@ fn record_fenced_decision_tx(
         d.agent_id.clone(),
         request_id.to_owned(),
     ];
-    if let Some(prior) = conn
-        .prepare_cached(crate::requests::PRIOR_DECISION_SQL)?
-        .query_row([&key[0], &key[1], &key[2]], prior_decision_from_row)
-        .optional()?
-    {
+    let prior = {
+        let mut statement = conn.prepare_cached(crate::requests::PRIOR_DECISION_SQL)?;
+        let mut rows = statement.query([&key[0], &key[1], &key[2]])?;
+        rows.next()?
+            .map(crate::requests::PriorRow::read)
+            .transpose()?
+    };
+    if let Some(prior) = prior {
         let approval = match prior.approval_id()? {
             Some(id) => approvals::load(conn, d.tenant_id.as_str(), &id, d.created_at_ms)?,
             None => None,

@@ -215,27 +215,6 @@ pub(super) fn decision_from_row(row: &Row<'_>) -> rusqlite::Result<DecisionRecor
     })
 }
 
-pub(super) fn prior_decision_from_row(
-    row: &Row<'_>,
-) -> rusqlite::Result<crate::requests::PriorRow> {
-    Ok(crate::requests::PriorRow {
-        decision_id: row.get(0)?,
-        verdict: row.get(1)?,
-        risk_score: row.get(2)?,
-        reason: row.get(3)?,
-        matched_policies: row.get(4)?,
-        action_hash: row.get(5)?,
-        event_seq: row.get(6)?,
-        receipt_id: row.get(7)?,
-        receipt_seq: row.get(8)?,
-        receipt_hash: row.get(9)?,
-        receipt_body: row.get(10)?,
-        event_payload: row.get(11)?,
-        receipt_prev_hash: row.get(12)?,
-        receipt_approval: row.get(13)?,
-    })
-}
-
 pub(super) fn response_action_from_row(row: &Row<'_>) -> rusqlite::Result<ResponseActionRecord> {
     Ok(ResponseActionRecord {
         id: row.get(0)?,
