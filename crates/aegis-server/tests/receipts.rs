@@ -54,9 +54,18 @@ async fn assert_recorded(app: &TestApp, tenant: &str, answer: &Value) {
     assert_eq!(receipt_decision.text(), decision_id);
     assert_eq!(seq.int(), receipt["seq"].as_i64().unwrap());
     assert_eq!(stored_hash.text(), receipt["hash"].as_str().unwrap());
-    assert_eq!(prev_hash.text(), receipt["prev_hash"].as_str().unwrap());
-    // The decision is stored once: the receipt's body is rebuilt from the decision row.
+    // The decision is stored once: the receipt's body is rebuilt from the decision row, and
+    // its link is the hash of the receipt before (none before the first).
     assert_eq!(body.text(), "");
+    assert_eq!(*prev_hash, Sql::Null);
+    let before = app
+        .rows(
+            "SELECT hash FROM receipts WHERE tenant_id = ?1 AND seq = ?2",
+            &[tenant.into(), (seq.int() - 1).into()],
+        )
+        .await;
+    let linked = before.first().map_or("", |row| row[0].text());
+    assert_eq!(linked, receipt["prev_hash"].as_str().unwrap());
 }
 
 store_test!(async fn sequential_decisions_form_a_verified_chain(backend) {

@@ -116,8 +116,12 @@ pub(crate) const KEPT_DECISION_EVENTS: &str = "payload = ''
 pub(crate) const KEEP_PAYLOAD: &str = "UPDATE events SET payload = $1 WHERE seq = $2";
 
 /// One prune batch, in this order (each reads the receipts the next deletes); every
-/// statement takes `$1` tenant and `$2` the last seq of the batch.
-pub(crate) const PRUNE: [&str; 5] = [
+/// statement takes `$1` tenant and `$2` the last seq of the batch. The first writes out the
+/// `prev_hash` of the first receipt kept, which is read from the last one deleted while it
+/// is stored ([`crate::schema::RECEIPT_PREV_HASH`]).
+pub(crate) const PRUNE: [&str; 6] = [
+    "UPDATE receipts SET prev_hash = (SELECT p.hash FROM receipts p WHERE p.tenant_id = $1 AND p.seq = $2)
+     WHERE tenant_id = $1 AND seq = $2 + 1 AND prev_hash IS NULL",
     "DELETE FROM decision_requests WHERE (tenant_id, agent_id, request_id) IN (
          SELECT d.tenant_id, d.agent_id, d.request_id FROM receipts r
          JOIN decisions d ON d.id = r.decision_id

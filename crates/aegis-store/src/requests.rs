@@ -24,15 +24,20 @@ use crate::approvals::{ApprovalAnswer, ApprovalRecord};
 use crate::{NewDecision, PriorDecision, RecordedDecision, StoreError, StoreResult};
 
 /// The decision recorded for `(tenant_id, agent_id, request_id)`, with its receipt.
-pub(crate) const PRIOR_DECISION_SQL: &str =
-    "SELECT d.id, d.decision, d.risk_score, d.reason, d.matched_policies, d.action_hash,
-        d.event_seq, r.id, r.seq, r.hash, r.body, e.payload, r.prev_hash, d.receipt_approval,
-        d.approval_id
-     FROM decision_requests q
-     JOIN decisions d ON d.id = q.decision_id
-     JOIN receipts r ON r.id = d.receipt_id
-     JOIN events e ON e.seq = d.event_seq
-     WHERE q.tenant_id = $1 AND q.agent_id = $2 AND q.request_id = $3";
+pub(crate) static PRIOR_DECISION_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT d.id, d.decision, d.risk_score, d.reason, d.matched_policies, d.action_hash,
+                d.event_seq, r.id, r.seq, r.hash, r.body, e.payload,
+                {RECEIPT_PREV_HASH}, d.receipt_approval, d.approval_id
+             FROM decision_requests q
+             JOIN decisions d ON d.id = q.decision_id
+             JOIN receipts r ON r.id = d.receipt_id
+             JOIN events e ON e.seq = d.event_seq
+             WHERE q.tenant_id = $1 AND q.agent_id = $2 AND q.request_id = $3",
+            RECEIPT_PREV_HASH = crate::schema::RECEIPT_PREV_HASH
+        )
+    });
 
 /// Keys a recorded decision by its request id.
 pub(crate) const REMEMBER_SQL: &str = "INSERT INTO decision_requests (tenant_id, agent_id, request_id, decision_id) VALUES ($1, $2, $3, $4)";
@@ -68,7 +73,7 @@ pub(crate) struct PriorRow {
     /// (`records::StoredEvent`), which names the approval the decision met; `""` since, and
     /// then `approval_id` names it.
     pub event_payload: String,
-    pub receipt_prev_hash: Option<String>,
+    pub receipt_prev_hash: String,
     /// The approval the decision consumed, JSON.
     pub receipt_approval: Option<String>,
     pub approval_id: Option<String>,
@@ -90,7 +95,7 @@ impl PriorRow {
             receipt_hash: row.required_text(9)?,
             receipt_body: row.required_text(10)?,
             event_payload: row.required_text(11)?,
-            receipt_prev_hash: row.text(12)?,
+            receipt_prev_hash: row.required_text(12)?,
             receipt_approval: row.text(13)?,
             approval_id: row.text(14)?,
         })
@@ -132,7 +137,7 @@ impl PriorRow {
                 .map(serde_json::from_str)
                 .transpose()
                 .map_err(|e| corrupt("receipt approval", &e))?;
-            (self.receipt_prev_hash.unwrap_or_default(), consumed)
+            (self.receipt_prev_hash, consumed)
         } else {
             let body: aegis_core::receipt::ReceiptBody =
                 serde_json::from_str(&self.receipt_body)

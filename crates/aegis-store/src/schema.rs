@@ -35,6 +35,16 @@ pub(crate) fn qualified_decision_columns(alias: &str) -> String {
 pub(crate) const RECEIPT_DECISION_COLUMNS: &str = "agent_id, tool, action, decision, risk_score, \
      matched_policies, action_hash, created_at, receipt_approval, tool_definition_hash";
 
+/// The `prev_hash` of receipt `r`: its column, or else the hash of the receipt before it in
+/// its chain, or else the genesis `""`. A receipt row stores no `prev_hash` (since
+/// `records::seal_receipt`'s writers stopped storing it): it is the hash of the row before,
+/// and pruning writes it out for the first receipt it keeps (`archive::PRUNE`), so the
+/// column is NULL only while the receipt before is stored. A receipt whose predecessor was
+/// deleted behind the store's back reads with `""`, which no sealed body past seq 1 holds:
+/// the audit reports it as broken.
+pub(crate) const RECEIPT_PREV_HASH: &str = "COALESCE(r.prev_hash,
+        (SELECT p.hash FROM receipts p WHERE p.tenant_id = r.tenant_id AND p.seq = r.seq - 1), '')";
+
 /// The reads of receipts, each row with the decision row it records, in one backend's
 /// spelling: the receipts are chosen first (by the index on `(tenant_id, seq)` or the primary
 /// key) and then each looks up its decision by primary key, so a read costs the same however
@@ -79,7 +89,8 @@ impl ReceiptQueries {
             .collect::<Vec<_>>()
             .join(", ");
         (self.spell)(&format!(
-            "SELECT r.body, r.hash, r.id, r.tenant_id, r.seq, r.decision_id, r.prev_hash, {decision_columns}
+            "SELECT r.body, r.hash, r.id, r.tenant_id, r.seq, r.decision_id, {RECEIPT_PREV_HASH},
+                    {decision_columns}
              FROM (SELECT id, tenant_id, seq, decision_id, body, hash, prev_hash FROM receipts
                    WHERE tenant_id = $1 AND {filter}) r
              {join}

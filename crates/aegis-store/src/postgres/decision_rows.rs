@@ -171,23 +171,22 @@ impl PendingDecisions {
 
         let receipt_seqs = int(|r| r.receipt.body.seq as i64);
         let hashes = text(|r| &r.receipt.hash);
-        let prev_hashes = text(|r| &r.receipt.body.prev_hash);
-        // The body is rebuilt from the decision row when read (`records::StoredReceipt`).
+        // The body is rebuilt from the decision row and `prev_hash` is the hash of the receipt
+        // before when read (`records::StoredReceipt`, `schema::RECEIPT_PREV_HASH`).
         let insert_receipts = prepared(
             tx,
-            "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash, prev_hash)
-             SELECT id, tenant_id, seq, decision_id, '', hash, prev_hash
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
-                  AS r (id, tenant_id, seq, decision_id, hash, prev_hash)",
+            "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash)
+             SELECT id, tenant_id, seq, decision_id, '', hash
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])
+                  AS r (id, tenant_id, seq, decision_id, hash)",
         )
         .await?;
-        let receipts_columns: [&(dyn ToSql + Sync); 6] = [
+        let receipts_columns: [&(dyn ToSql + Sync); 5] = [
             &receipt_ids,
             &tenant_ids,
             &receipt_seqs,
             &decision_ids,
             &hashes,
-            &prev_hashes,
         ];
         let receipts = tx.execute(&insert_receipts, &receipts_columns);
 

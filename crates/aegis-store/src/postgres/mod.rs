@@ -630,7 +630,7 @@ async fn record_decision_tx(
         }
         let prior = tx
             .query_opt(
-                &prepared(tx, crate::requests::PRIOR_DECISION_SQL).await?,
+                &prepared(tx, &crate::requests::PRIOR_DECISION_SQL).await?,
                 &[&d.tenant_id.as_str(), &d.agent_id, &request_id],
             )
             .await?;

@@ -480,10 +480,11 @@ fn record_decision_tx(
         d.sensitive,
         records::approval_answer(d).map(|answer| &answer.approval.id),
     ])?;
-    // The body is rebuilt from the decision row when read (`records::StoredReceipt`).
+    // The body is rebuilt from the decision row and `prev_hash` is the hash of the receipt
+    // before when read (`records::StoredReceipt`, `schema::RECEIPT_PREV_HASH`).
     conn.prepare_cached(
-        "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash, prev_hash)
-         VALUES (?1, ?2, ?3, ?4, '', ?5, ?6)",
+        "INSERT INTO receipts (id, tenant_id, seq, decision_id, body, hash)
+         VALUES (?1, ?2, ?3, ?4, '', ?5)",
     )?
     .execute(params![
         receipt_id,
@@ -491,7 +492,6 @@ fn record_decision_tx(
         receipt.body.seq as i64,
         d.id,
         receipt.hash,
-        receipt.body.prev_hash,
     ])?;
 
     let escalated_to = escalation
@@ -552,7 +552,7 @@ fn record_fenced_decision_tx(
         request_id.to_owned(),
     ];
     let prior = {
-        let mut statement = conn.prepare_cached(crate::requests::PRIOR_DECISION_SQL)?;
+        let mut statement = conn.prepare_cached(&crate::requests::PRIOR_DECISION_SQL)?;
         let mut rows = statement.query([&key[0], &key[1], &key[2]])?;
         rows.next()?
             .map(crate::requests::PriorRow::read)
