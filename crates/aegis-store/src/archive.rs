@@ -121,7 +121,7 @@ pub(crate) const KEEP_PAYLOAD: &str = "UPDATE events SET payload = $1 WHERE seq 
 /// is stored ([`crate::schema::RECEIPT_PREV_HASH`]).
 pub(crate) const PRUNE: [&str; 6] = [
     "UPDATE receipts SET prev_hash = (SELECT p.hash FROM receipts p WHERE p.tenant_id = $1 AND p.seq = $2)
-     WHERE tenant_id = $1 AND seq = $2 + 1 AND prev_hash IS NULL",
+     WHERE tenant_id = $1 AND seq = CAST($2 AS BIGINT) + 1 AND prev_hash IS NULL",
     "DELETE FROM decision_requests WHERE (tenant_id, agent_id, request_id) IN (
          SELECT d.tenant_id, d.agent_id, d.request_id FROM receipts r
          JOIN decisions d ON d.id = r.decision_id
