@@ -17,11 +17,19 @@ async fn assert_recorded(app: &TestApp, tenant: &str, answer: &Value) {
     let receipt = &answer["receipt"];
     let decision = app
         .rows(
-            "SELECT tenant_id, event_seq, receipt_id, decision, action_hash FROM decisions WHERE id = ?1",
+            "SELECT tenant_id, event_seq, receipt_id, decision, action_hash, agent_id FROM decisions WHERE id = ?1",
             &[decision_id.into()],
         )
         .await;
-    let [stored_tenant, stored_seq, stored_receipt, verdict, hash] = decision[0].as_slice() else {
+    let [
+        stored_tenant,
+        stored_seq,
+        stored_receipt,
+        verdict,
+        hash,
+        agent_id,
+    ] = decision[0].as_slice()
+    else {
         panic!("decision row {decision_id}: {decision:?}");
     };
     assert_eq!(stored_tenant.text(), tenant);
@@ -30,17 +38,20 @@ async fn assert_recorded(app: &TestApp, tenant: &str, answer: &Value) {
     assert_eq!(verdict.text(), answer["decision"].as_str().unwrap());
     assert_eq!(hash.text(), answer["action_hash"].as_str().unwrap());
 
+    // The event row says what happened, to whom; what was decided is read from the decision
+    // row, which holds it once.
     let event = app
         .rows(
-            "SELECT kind, subject_id FROM events WHERE seq = ?1 AND tenant_id = ?2",
+            "SELECT kind, agent_id, subject_id, payload FROM events WHERE seq = ?1 AND tenant_id = ?2",
             &[event_seq.into(), tenant.into()],
         )
         .await;
-    assert_eq!(
-        (event[0][0].text(), event[0][1].text()),
-        ("decision", decision_id),
-        "event row {event_seq}"
-    );
+    let [kind, agent, subject, payload] = event[0].as_slice() else {
+        panic!("event row {event_seq}: {event:?}");
+    };
+    assert_eq!(kind.text(), "decision");
+    assert_eq!(agent.text(), agent_id.text());
+    assert_eq!((subject, payload.text()), (&Sql::Null, ""));
 
     let stored = app
         .rows(
@@ -253,7 +264,7 @@ store_test!(async fn concurrent_decisions_keep_a_gap_free_verified_chain(backend
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM decisions d JOIN receipts r ON r.id = d.receipt_id AND r.decision_id = d.id
-             JOIN events e ON e.seq = d.event_seq AND e.kind = 'decision' AND e.subject_id = d.id",
+             JOIN events e ON e.seq = d.event_seq AND e.kind = 'decision' AND e.agent_id = d.agent_id",
             &[]
         )
         .await,

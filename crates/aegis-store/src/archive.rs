@@ -105,15 +105,16 @@ pub(crate) const OLDEST_SEQ: &str = "SELECT MIN(seq) FROM receipts WHERE tenant_
 /// `$1` tenant, `$2` the last seq of a prune batch: the decision events that [`PRUNE`] keeps
 /// (an incident's evidence) although it deletes the decision row their payload is rebuilt
 /// from, as a filter of [`crate::schema::EventQueries::matching`]. Before a batch is pruned,
-/// each backend reads them and writes their payloads out ([`KEEP_PAYLOAD`]), so they read
-/// the same after.
+/// each backend reads them and writes their payloads and subjects out ([`KEEP_PAYLOAD`]), so
+/// they read the same after.
 pub(crate) const KEPT_DECISION_EVENTS: &str = "payload = ''
        AND seq IN (SELECT event_seq FROM incident_evidence)
        AND seq IN (SELECT d.event_seq FROM receipts r JOIN decisions d ON d.id = r.decision_id
                    WHERE r.tenant_id = $1 AND r.seq <= $2)";
 
-/// `$1` the payload of event `$2`, as [`KEPT_DECISION_EVENTS`] read it.
-pub(crate) const KEEP_PAYLOAD: &str = "UPDATE events SET payload = $1 WHERE seq = $2";
+/// `$1` the payload and `$2` the subject of event `$3`, as [`KEPT_DECISION_EVENTS`] read them.
+pub(crate) const KEEP_PAYLOAD: &str =
+    "UPDATE events SET payload = $1, subject_id = $2 WHERE seq = $3";
 
 /// One prune batch, in this order (each reads the receipts the next deletes); every
 /// statement takes `$1` tenant and `$2` the last seq of the batch. The first writes out the

@@ -10,10 +10,10 @@ use aegis_core::timestamp::format_millis;
 use serde_json::{Value, json};
 
 /// An event row read with the decision row it records, in the order of
-/// [`crate::schema::EventQueries`]. A decision's event is stored without its payload since
-/// migration `0020_decision_event_from_decision` (`payload = ''`): the payload repeated the
-/// decision row, so it is rebuilt from that row when read. Every other event, and a decision
-/// event stored before, keeps its payload.
+/// [`crate::schema::EventQueries`]. A decision's event is stored without its payload and its
+/// subject since migration `0020_decision_event_from_decision` (`payload = ''`): they
+/// repeated the decision row, so they are rebuilt from that row when read. Every other
+/// event, and a decision event stored before, keeps them.
 pub(crate) struct StoredEvent {
     seq: i64,
     tenant_id: String,
@@ -28,6 +28,7 @@ pub(crate) struct StoredEvent {
 
 /// [`crate::schema::EVENT_DECISION_COLUMNS`], as read.
 struct DecisionEventColumns {
+    id: String,
     verdict: String,
     tool: String,
     action: String,
@@ -66,19 +67,20 @@ impl StoredEvent {
         // The decision columns are all NULL when no decision row was joined.
         let decision = match row.text(7)? {
             None => None,
-            Some(verdict) => Some(DecisionEventColumns {
-                verdict,
-                tool: row.required_text(8)?,
-                action: row.required_text(9)?,
-                mutates_state: row.required_flag(10)?,
-                egress: row.required_flag(11)?,
-                sensitive: row.required_flag(12)?,
-                contained: row.required_flag(13)?,
-                risk: row.required_text(14)?,
-                risk_score: row.required_int(15)?,
-                source_trust: row.required_text(16)?,
-                run_id: row.text(17)?,
-                approval_id: row.text(18)?,
+            Some(id) => Some(DecisionEventColumns {
+                id,
+                verdict: row.required_text(8)?,
+                tool: row.required_text(9)?,
+                action: row.required_text(10)?,
+                mutates_state: row.required_flag(11)?,
+                egress: row.required_flag(12)?,
+                sensitive: row.required_flag(13)?,
+                contained: row.required_flag(14)?,
+                risk: row.required_text(15)?,
+                risk_score: row.required_int(16)?,
+                source_trust: row.required_text(17)?,
+                run_id: row.text(18)?,
+                approval_id: row.text(19)?,
             }),
         };
         Ok(StoredEvent {
@@ -94,18 +96,18 @@ impl StoredEvent {
     }
 
     /// The event as it was recorded. A decision event whose decision row is gone (only an
-    /// edit of the database does that: pruning writes the payload out first) reads with a
-    /// payload naming only its decision, which the SOC skips as unreadable.
+    /// edit of the database does that: pruning writes the payload and subject out first)
+    /// reads with a `null` payload, which the SOC skips as unreadable.
     pub fn into_event(self) -> StoreResult<Event> {
+        let mut subject_id = self.subject_id;
         let payload = if !self.payload.is_empty() {
             serde_json::from_str(&self.payload)
                 .map_err(|e| StoreError::Corrupt(format!("event {} payload: {e}", self.seq)))?
         } else {
-            let decision_id = self.subject_id.as_deref().unwrap_or_default();
             match &self.decision {
-                None => json!({ "decision_id": decision_id }),
+                None => Value::Null,
                 Some(d) => serde_json::to_value(DecisionEventPayload {
-                    decision_id,
+                    decision_id: &d.id,
                     decision: parse_column(&d.verdict)?,
                     tool: &d.tool,
                     action: &d.action,
@@ -123,12 +125,15 @@ impl StoredEvent {
                 .map_err(|e| StoreError::Corrupt(format!("event {} payload: {e}", self.seq)))?,
             }
         };
+        if let Some(d) = self.decision {
+            subject_id = Some(d.id);
+        }
         Ok(Event {
             seq: self.seq,
             tenant_id: TenantId::new(self.tenant_id),
             kind: self.kind,
             agent_id: self.agent_id,
-            subject_id: self.subject_id,
+            subject_id,
             payload,
             created_at_ms: self.created_at_ms,
         })

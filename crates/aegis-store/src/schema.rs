@@ -144,8 +144,9 @@ pub(crate) trait StoredRow {
 }
 
 /// The columns of a decision row that its event's payload is rebuilt from
-/// ([`crate::records::StoredEvent`]); `decision` first, never NULL in a joined row.
-pub(crate) const EVENT_DECISION_COLUMNS: &str = "decision, tool, action, mutates_state, egress, \
+/// ([`crate::records::StoredEvent`]) and its subject, the decision's id; `id` first, never NULL
+/// in a joined row.
+pub(crate) const EVENT_DECISION_COLUMNS: &str = "id, decision, tool, action, mutates_state, egress, \
      sensitive, contained, risk, risk_score, source_trust, run_id, approval_id";
 
 /// The reads of the event log in one backend's spelling, each event with the decision row
@@ -199,9 +200,12 @@ impl EventQueries {
 
 /// An incident's evidence item `e` read with its event `ev`, in
 /// [`crate::EvidenceItem`]'s field order: the decision is the event's subject when the
-/// event is a decision's (a decision event's subject is its decision).
-pub(crate) const EVIDENCE_ITEM_COLUMNS: &str =
-    "e.event_seq, CASE WHEN ev.kind = 'decision' THEN ev.subject_id END, ev.created_at";
+/// event is a decision's, read from the decision row when the event does not store it
+/// ([`crate::records::StoredEvent`]).
+pub(crate) const EVIDENCE_ITEM_COLUMNS: &str = "e.event_seq,
+    CASE WHEN ev.kind = 'decision'
+         THEN COALESCE(ev.subject_id, (SELECT d.id FROM decisions d WHERE d.event_seq = ev.seq)) END,
+    ev.created_at";
 
 /// The columns of a webhook subscription.
 pub(crate) const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, created_at";

@@ -349,7 +349,7 @@ async fn archive_while_serving(backend: Backend, decisions: u64) {
         db.arg(),
         &format!(
             "SELECT ev.subject_id FROM incident_evidence e JOIN events ev ON ev.seq = e.event_seq
-             WHERE e.incident_id = '{incident_id}' ORDER BY e.event_seq"
+             WHERE e.incident_id = '{incident_id}' AND ev.kind = 'decision' ORDER BY e.event_seq"
         ),
     )
     .await;

@@ -97,7 +97,7 @@ async fn stored_evidence(db: &str, incident_id: &str) -> Vec<String> {
     query_column(
         db,
         &format!(
-            "SELECT ev.subject_id FROM incident_evidence e JOIN events ev ON ev.seq = e.event_seq
+            "SELECT d.id FROM incident_evidence e JOIN decisions d ON d.event_seq = e.event_seq
              WHERE e.incident_id = '{incident_id}' ORDER BY e.event_seq"
         ),
     )

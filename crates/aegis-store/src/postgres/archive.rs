@@ -122,7 +122,7 @@ impl ChainArchive for super::PgStore {
                         let event = event_from_row(row)?;
                         tx.execute(
                             &prepared(tx, KEEP_PAYLOAD).await?,
-                            &[&event.payload.to_string(), &event.seq],
+                            &[&event.payload.to_string(), &event.subject_id, &event.seq],
                         )
                         .await?;
                     }

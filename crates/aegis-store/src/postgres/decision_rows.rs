@@ -75,23 +75,18 @@ impl PendingDecisions {
         let decision_ids = text(|r| &r.decision.id);
         let event_at = vec![self.event_at; rows.len()];
         let created_at = int(|r| r.decision.created_at_ms);
-        // The payload is rebuilt from the decision row when read (`records::StoredEvent`).
+        // The payload and subject are rebuilt from the decision row when read
+        // (`records::StoredEvent`).
         let insert_events = prepared(
             tx,
-            "INSERT INTO events (seq, tenant_id, kind, agent_id, subject_id, payload, created_at)
-             SELECT seq, tenant_id, kind, agent_id, subject_id, '', created_at
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-                  AS e (seq, tenant_id, kind, agent_id, subject_id, created_at)",
+            "INSERT INTO events (seq, tenant_id, kind, agent_id, payload, created_at)
+             SELECT seq, tenant_id, kind, agent_id, '', created_at
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+                  AS e (seq, tenant_id, kind, agent_id, created_at)",
         )
         .await?;
-        let events_columns: [&(dyn ToSql + Sync); 6] = [
-            &event_seqs,
-            &tenant_ids,
-            &kinds,
-            &agent_ids,
-            &decision_ids,
-            &event_at,
-        ];
+        let events_columns: [&(dyn ToSql + Sync); 5] =
+            [&event_seqs, &tenant_ids, &kinds, &agent_ids, &event_at];
         let events = tx.execute(&insert_events, &events_columns);
 
         let request_ids = optional(|r| r.decision.request_id.as_deref());

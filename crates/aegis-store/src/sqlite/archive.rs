@@ -100,8 +100,11 @@ impl ChainArchive for super::SqliteStore {
                 static KEPT: LazyLock<String> =
                     LazyLock::new(|| EVENT_SQL.matching(KEPT_DECISION_EVENTS));
                 for kept in read_events(conn, &KEPT, params![tenant.as_str(), end as i64])? {
-                    conn.prepare_cached(KEEP_PAYLOAD)?
-                        .execute(params![kept.payload.to_string(), kept.seq])?;
+                    conn.prepare_cached(KEEP_PAYLOAD)?.execute(params![
+                        kept.payload.to_string(),
+                        kept.subject_id,
+                        kept.seq
+                    ])?;
                 }
                 let mut deleted = 0;
                 for statement in PRUNE {

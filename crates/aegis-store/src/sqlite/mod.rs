@@ -302,7 +302,7 @@ pub(crate) fn append_event(
 }
 
 /// [`append_event`] with the payload as stored: `""` for a decision's event, whose payload
-/// is rebuilt from its decision row (`records::StoredEvent`).
+/// and subject are rebuilt from its decision row (`records::StoredEvent`).
 fn insert_event(
     conn: &Connection,
     tenant_id: &str,
@@ -439,7 +439,7 @@ fn record_decision_tx(
         tenant_id,
         event_kind::DECISION,
         Some(&d.agent_id),
-        Some(&d.id),
+        None,
         "",
     )?;
 
