@@ -96,7 +96,7 @@ async fn kill_9_loses_no_answered_decision(dir: &Path, db: &str) {
         db,
         "SELECT d.id FROM decisions d
          JOIN receipts r ON r.id = d.receipt_id AND r.decision_id = d.id
-         JOIN events e ON e.seq = d.event_seq AND e.subject_id = d.id",
+         JOIN events e ON e.seq = d.event_seq AND e.kind = 'decision' AND e.agent_id = d.agent_id",
     )
     .await
     .into_iter()
