@@ -297,7 +297,8 @@ async fn audits_name_what_a_database_writer_changed(db: Database) {
 
 /// A receipt's body is rebuilt from its decision row; one stored with its body (before
 /// migration 0019) reads as stored, beside rebuilt ones, and the chain verifies across both.
-/// An edited or vanished decision row is a hash break at its receipt, not a read error.
+/// An edited or vanished decision row is a hash break at its receipt, not a read error, and
+/// the event of a vanished one still reads, without a payload.
 async fn receipts_read_from_their_body_or_their_decision(db: Database) {
     let store = db.open().await;
     for n in 1..=3 {
@@ -348,6 +349,31 @@ async fn receipts_read_from_their_body_or_their_decision(db: Database) {
     assert_eq!(orphan.body.decision, "");
     let brk = audit().await.outcome.unwrap_err();
     assert_eq!((brk.kind, brk.seq), (BreakKind::Hash, 3));
+    // Its event still reads, with nothing to rebuild a payload or subject from; the log read
+    // does not fail for it, and every other decision's event reads whole.
+    let events = store.events(&acme, 0, 100).await.unwrap();
+    let decision_events: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind == event_kind::DECISION)
+        .collect();
+    assert_eq!(decision_events.len(), sealed.len(), "{events:?}");
+    for (event, receipt) in decision_events.iter().zip(&sealed) {
+        if receipt.body.seq == 3 {
+            assert_eq!(
+                (&event.payload, &event.subject_id),
+                (&serde_json::Value::Null, &None)
+            );
+        } else {
+            assert_eq!(
+                event.payload["decision_id"],
+                receipt.body.decision_id.as_str()
+            );
+            assert_eq!(
+                event.subject_id.as_deref(),
+                Some(receipt.body.decision_id.as_str())
+            );
+        }
+    }
 }
 
 /// A database of an older schema is refused by a reader (which never migrates) with what to
