@@ -2,20 +2,11 @@
 //! cursor that another instance (a deposed or a new leader) already moved past is refused,
 //! and nothing of it is written — on both stores.
 
+mod support;
+
 use aegis_core::model::Severity;
-use aegis_core::receipt::ReceiptSigner;
-use aegis_store::postgres::PgStore;
-use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
-use std::sync::Arc;
-
-fn signer() -> Arc<ReceiptSigner> {
-    Arc::new(ReceiptSigner::from_seed(&[7; 32]))
-}
-
-fn secrets() -> SecretsKey {
-    SecretsKey::from_bytes(&[9; 32])
-}
+use support::*;
 
 fn soc_batch(after: i64, cursor: i64, alert_id: &str) -> SocBatch {
     SocBatch {
@@ -75,18 +66,4 @@ async fn a_stale_batch_is_refused(store: &dyn Store) {
     assert_eq!(store.consumer_cursor("notify").await.unwrap(), 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_refuses_a_stale_consumer_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
-    a_stale_batch_is_refused(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_refuses_a_stale_consumer_batch() {
-    let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer(), secrets())
-        .await
-        .unwrap();
-    a_stale_batch_is_refused(&store).await;
-}
+on_both_stores!(a_stale_batch_is_refused);

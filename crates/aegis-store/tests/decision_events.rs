@@ -5,8 +5,6 @@
 mod support;
 
 use aegis_core::model::{ActionRisk, SourceTrust, Verdict};
-use aegis_store::postgres::PgStore;
-use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
 use serde_json::json;
 use support::*;
@@ -99,18 +97,4 @@ async fn a_decision_event_reads_as_recorded(store: &dyn Store) {
     assert_eq!(chosen, decisions.into_iter().cloned().collect::<Vec<_>>());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_decision_event_reads_as_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
-    a_decision_event_reads_as_recorded(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_decision_event_reads_as_recorded() {
-    let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer(), secrets())
-        .await
-        .unwrap();
-    a_decision_event_reads_as_recorded(&store).await;
-}
+on_both_stores!(a_decision_event_reads_as_recorded);

@@ -2,19 +2,10 @@
 //! capped counting what it has in flight, and no more deliveries are claimed than asked
 //! for — the rest stay claimable at once (PostgreSQL leases only what it returns).
 
-use aegis_core::receipt::ReceiptSigner;
-use aegis_store::postgres::PgStore;
-use aegis_store::sqlite::SqliteStore;
+mod support;
+
 use aegis_store::*;
-use std::sync::Arc;
-
-fn signer() -> Arc<ReceiptSigner> {
-    Arc::new(ReceiptSigner::from_seed(&[7; 32]))
-}
-
-fn secrets() -> SecretsKey {
-    SecretsKey::from_bytes(&[9; 32])
-}
+use support::*;
 
 async fn enqueue(store: &dyn Store, id: &str, tenant: &str, at_ms: i64) {
     store
@@ -77,18 +68,4 @@ async fn claims_are_fair_and_never_exceed_the_free_slots(store: &dyn Store) {
     assert_eq!(ids(&rest), ["busy2", "busy3", "busy4", "busy5"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_claims_fairly() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
-    claims_are_fair_and_never_exceed_the_free_slots(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_claims_fairly() {
-    let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer(), secrets())
-        .await
-        .unwrap();
-    claims_are_fair_and_never_exceed_the_free_slots(&store).await;
-}
+on_both_stores!(claims_are_fair_and_never_exceed_the_free_slots);

@@ -6,8 +6,6 @@
 mod support;
 
 use aegis_core::model::{ActionRisk, RiskTier, SourceTrust, Verdict};
-use aegis_store::postgres::PgStore;
-use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
 use support::*;
 
@@ -108,34 +106,6 @@ async fn refusals_of_a_frozen_agent_do_not_escalate(store: &dyn Store) {
     assert_eq!(escalated, [None, None, None, None, Some(RiskTier::Medium)]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_stamps_events_at_commit_in_seq_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
-    event_times_follow_the_commit_order(&store).await;
-}
+on_both_stores!(event_times_follow_the_commit_order);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_stamps_events_at_commit_in_seq_order() {
-    let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer(), secrets())
-        .await
-        .unwrap();
-    event_times_follow_the_commit_order(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_does_not_escalate_on_a_frozen_agents_refusals() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
-    refusals_of_a_frozen_agent_do_not_escalate(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_does_not_escalate_on_a_frozen_agents_refusals() {
-    let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer(), secrets())
-        .await
-        .unwrap();
-    refusals_of_a_frozen_agent_do_not_escalate(&store).await;
-}
+on_both_stores!(refusals_of_a_frozen_agent_do_not_escalate);

@@ -10,7 +10,6 @@ mod support;
 
 use aegis_core::model::{ActionRisk, RiskTier, SourceTrust, Verdict};
 use aegis_store::postgres::{PgStore, SessionBounds};
-use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
 use std::time::{Duration, Instant};
 use support::*;
@@ -114,21 +113,7 @@ async fn an_allow_from_a_stale_agent_is_recorded_as_a_deny(store: &dyn Store) {
     assert_eq!(stored.verdict, Verdict::Allow);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_records_a_stale_allow_as_a_deny() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
-    an_allow_from_a_stale_agent_is_recorded_as_a_deny(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_records_a_stale_allow_as_a_deny() {
-    let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer(), secrets())
-        .await
-        .unwrap();
-    an_allow_from_a_stale_agent_is_recorded_as_a_deny(&store).await;
-}
+on_both_stores!(an_allow_from_a_stale_agent_is_recorded_as_a_deny);
 
 /// A connection of the test's own to the store's database.
 async fn connect(url: &str) -> tokio_postgres::Client {

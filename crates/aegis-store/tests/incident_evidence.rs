@@ -4,8 +4,6 @@
 mod support;
 
 use aegis_core::model::Severity;
-use aegis_store::postgres::PgStore;
-use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
 use support::*;
 
@@ -81,18 +79,4 @@ async fn joining_evidence_moves_updated_at(store: &dyn Store) {
     assert_eq!(again.evidence_count, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_joining_evidence_moves_updated_at() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
-    joining_evidence_moves_updated_at(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_joining_evidence_moves_updated_at() {
-    let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer(), secrets())
-        .await
-        .unwrap();
-    joining_evidence_moves_updated_at(&store).await;
-}
+on_both_stores!(joining_evidence_moves_updated_at);

@@ -6,8 +6,6 @@ mod support;
 
 use aegis_core::model::{ActionRisk, Role};
 use aegis_store::mcp::mcp_event;
-use aegis_store::postgres::PgStore;
-use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
 use support::*;
 
@@ -212,18 +210,4 @@ async fn pins_follow_the_rule(store: &dyn Store) {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_pins_follow_the_rule() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("aegis.db"), signer(), secrets()).unwrap();
-    pins_follow_the_rule(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_pins_follow_the_rule() {
-    let database = aegis_testdb::FreshDatabase::create().await;
-    let store = PgStore::connect(database.url(), signer(), secrets())
-        .await
-        .unwrap();
-    pins_follow_the_rule(&store).await;
-}
+on_both_stores!(pins_follow_the_rule);

@@ -49,3 +49,37 @@ pub async fn agent(store: &dyn Store) -> Agent {
         .await
         .unwrap()
 }
+
+/// Runs `async fn $rule(store: &dyn Store)` as two tests: `$rule::sqlite` on a fresh SQLite
+/// file and `$rule::postgres` on a fresh PostgreSQL database, so that every rule is held on
+/// both stores by one body.
+macro_rules! on_both_stores {
+    ($rule:ident) => {
+        mod $rule {
+            use $crate::support::{secrets, signer};
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let store = aegis_store::sqlite::SqliteStore::open(
+                    &dir.path().join("aegis.db"),
+                    signer(),
+                    secrets(),
+                )
+                .unwrap();
+                super::$rule(&store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let database = aegis_testdb::FreshDatabase::create().await;
+                let store =
+                    aegis_store::postgres::PgStore::connect(database.url(), signer(), secrets())
+                        .await
+                        .unwrap();
+                super::$rule(&store).await;
+            }
+        }
+    };
+}
+pub(crate) use on_both_stores;
