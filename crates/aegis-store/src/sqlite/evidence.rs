@@ -2,7 +2,7 @@
 //! and incident narratives.
 
 use super::numbered_placeholders;
-use super::rows::checkpoint_from_row;
+use super::rows::{checkpoint_from_row, read_rows};
 use crate::records::{self, StoredReceipt};
 use crate::schema::*;
 use crate::*;
@@ -16,13 +16,9 @@ pub(super) fn read_receipts(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> StoreResult<Vec<Receipt>> {
-    let mut statement = conn.prepare_cached(sql)?;
-    let mut rows = statement.query(params)?;
-    let mut receipts = Vec::new();
-    while let Some(row) = rows.next()? {
-        receipts.push(StoredReceipt::read(row)?.into_receipt()?);
-    }
-    Ok(receipts)
+    read_rows(conn, sql, params, |row| {
+        StoredReceipt::read(row)?.into_receipt()
+    })
 }
 
 /// The receipt reads in SQLite's placeholders. SQLite looks a decision up by its primary key

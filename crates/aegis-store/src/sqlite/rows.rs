@@ -130,19 +130,32 @@ pub(super) fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<AlertRecord> {
     })
 }
 
+/// Runs `sql` and reads each row with `read`, a reader written once for both backends (over
+/// [`crate::schema::StoredRow`]), so that its errors are the store's, not the driver's.
+pub(super) fn read_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    read: fn(&Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut values = Vec::new();
+    while let Some(row) = rows.next()? {
+        values.push(read(row)?);
+    }
+    Ok(values)
+}
+
 /// Runs a read of [`EVENT_SQL`] (or of its `matching`).
 pub(super) fn read_events(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
 ) -> StoreResult<Vec<Event>> {
-    let mut statement = conn.prepare_cached(sql)?;
-    let mut rows = statement.query(params)?;
-    let mut events = Vec::new();
-    while let Some(row) = rows.next()? {
-        events.push(crate::records::StoredEvent::read(row)?.into_event()?);
-    }
-    Ok(events)
+    read_rows(conn, sql, params, |row| {
+        crate::records::StoredEvent::read(row)?.into_event()
+    })
 }
 
 /// The event reads in SQLite's placeholders; SQLite looks each event's decision up by the
