@@ -52,10 +52,7 @@ async fn open_incident(app: &TestApp, tenant: &str, agent_id: &str, seqs: &[i64]
             summary: format!("{} denies for agent {agent_id}", seqs.len()),
             evidence: opening
                 .iter()
-                .map(|&event_seq| EvidenceRef {
-                    event_seq,
-                    decision_id: None,
-                })
+                .map(|&event_seq| EvidenceRef { event_seq })
                 .collect(),
             recommended_action: None,
             response: Default::default(),
@@ -66,10 +63,7 @@ async fn open_incident(app: &TestApp, tenant: &str, agent_id: &str, seqs: &[i64]
             .map(|&event_seq| EvidenceAppend {
                 tenant_id: tenant.clone(),
                 incident_id: id.clone(),
-                evidence: EvidenceRef {
-                    event_seq,
-                    decision_id: None,
-                },
+                evidence: EvidenceRef { event_seq },
                 recontain: None,
             })
             .collect(),
@@ -92,10 +86,7 @@ async fn add_evidence(app: &TestApp, tenant: &str, incident_id: &str, seq: i64) 
         evidence: vec![EvidenceAppend {
             tenant_id: TenantId::new(tenant),
             incident_id: incident_id.into(),
-            evidence: EvidenceRef {
-                event_seq: seq,
-                decision_id: None,
-            },
+            evidence: EvidenceRef { event_seq: seq },
             recontain: None,
         }],
         ..SocBatch::default()

@@ -238,11 +238,7 @@ impl Consumer {
                         summary: summary(rule, evidence.len(), &correlation, agent_id),
                         evidence: evidence
                             .iter()
-                            .map(|&seq| EvidenceRef {
-                                event_seq: seq,
-                                decision_id: (seq == event.seq)
-                                    .then(|| decision.decision_id.clone()),
-                            })
+                            .map(|&seq| EvidenceRef { event_seq: seq })
                             .collect(),
                         recommended_action: response.recommended,
                         response: response.automatic,
@@ -264,10 +260,7 @@ impl Consumer {
                     batch.evidence.push(EvidenceAppend {
                         tenant_id: tenant_id.clone(),
                         incident_id,
-                        evidence: EvidenceRef {
-                            event_seq: seq,
-                            decision_id: (seq == event.seq).then(|| decision.decision_id.clone()),
-                        },
+                        evidence: EvidenceRef { event_seq: seq },
                         recontain,
                     });
                 }
@@ -310,7 +303,6 @@ impl Consumer {
             summary: found.summary.clone(),
             evidence: vec![EvidenceRef {
                 event_seq: event.seq,
-                decision_id: None,
             }],
             recommended_action: None,
             response: crate::response::definition_changed(autonomy, server_id, tool),

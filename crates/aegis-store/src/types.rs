@@ -493,9 +493,8 @@ pub struct NewIncident {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EvidenceRef {
+    /// The event joined; the decision it records, if any, is read through it.
     pub event_seq: i64,
-    /// The decision recorded at that seq; looked up from the log when not given.
-    pub decision_id: Option<String>,
 }
 
 /// One more event behind an existing incident.

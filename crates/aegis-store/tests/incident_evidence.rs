@@ -8,10 +8,7 @@ use aegis_store::*;
 use support::*;
 
 fn evidence(seq: i64) -> EvidenceRef {
-    EvidenceRef {
-        event_seq: seq,
-        decision_id: None,
-    }
+    EvidenceRef { event_seq: seq }
 }
 
 fn join(seq: i64) -> EvidenceAppend {
