@@ -145,6 +145,12 @@ pub(crate) fn approval_answer(d: &NewDecision) -> Option<&crate::approvals::Appr
     d.approval.as_ref().and_then(|gate| gate.answer.as_ref())
 }
 
+/// The approval a decision met (asked for or used): its `approval_id` column, which its
+/// event's payload names.
+pub(crate) fn met_approval_id(d: &NewDecision) -> Option<&str> {
+    approval_answer(d).map(|answer| answer.approval.id.as_str())
+}
+
 /// Whether a decision counts towards risk-tier escalation: denies do, except containment
 /// refusals (a frozen agent's calls), which are the freeze working, not new behaviour.
 pub(crate) fn counts_towards_escalation(d: &NewDecision) -> bool {

@@ -117,9 +117,7 @@ impl PendingDecisions {
         let tool_definition_hashes = optional(|r| r.receipt.body.tool_definition_hash.as_deref());
         let egress: Vec<bool> = rows.iter().map(|r| r.decision.egress).collect();
         let sensitive: Vec<bool> = rows.iter().map(|r| r.decision.sensitive).collect();
-        let approval_ids = optional(|r| {
-            crate::records::approval_answer(&r.decision).map(|answer| answer.approval.id.as_str())
-        });
+        let approval_ids = optional(|r| crate::records::met_approval_id(&r.decision));
         let insert_decisions = prepared(
             tx,
             "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,

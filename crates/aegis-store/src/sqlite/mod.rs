@@ -478,7 +478,7 @@ fn record_decision_tx(
         receipt.body.tool_definition_hash,
         d.egress,
         d.sensitive,
-        records::approval_answer(d).map(|answer| &answer.approval.id),
+        records::met_approval_id(d),
     ])?;
     // The body is rebuilt from the decision row and `prev_hash` is the hash of the receipt
     // before when read (`records::StoredReceipt`, `schema::RECEIPT_PREV_HASH`).
@@ -551,13 +551,13 @@ fn record_fenced_decision_tx(
         d.agent_id.clone(),
         request_id.to_owned(),
     ];
-    let prior = {
-        let mut statement = conn.prepare_cached(&crate::requests::PRIOR_DECISION_SQL)?;
-        let mut rows = statement.query([&key[0], &key[1], &key[2]])?;
-        rows.next()?
-            .map(crate::requests::PriorRow::read)
-            .transpose()?
-    };
+    let prior = read_rows(
+        conn,
+        &crate::requests::PRIOR_DECISION_SQL,
+        [&key[0], &key[1], &key[2]],
+        |row| crate::requests::PriorRow::read(row),
+    )?
+    .pop();
     if let Some(prior) = prior {
         let approval = match prior.approval_id()? {
             Some(id) => approvals::load(conn, d.tenant_id.as_str(), &id, d.created_at_ms)?,
