@@ -297,6 +297,7 @@ async fn audits_name_what_a_database_writer_changed(db: Database) {
 
 /// A receipt's body is rebuilt from its decision row; one stored with its body (before
 /// migration 0019) reads as stored, beside rebuilt ones, and the chain verifies across both.
+/// A decision event stored with its payload (before migration 0020) reads as stored too.
 /// An edited or vanished decision row is a hash break at its receipt, not a read error, and
 /// the event of a vanished one still reads, without a payload.
 async fn receipts_read_from_their_body_or_their_decision(db: Database) {
@@ -331,6 +332,33 @@ async fn receipts_read_from_their_body_or_their_decision(db: Database) {
     assert_eq!(store.receipts(&acme, 0, 10).await.unwrap(), sealed);
     let whole = audit().await;
     assert_eq!((whole.outcome, whole.checked), (Ok(()), 3));
+
+    // Decision 2's event as a store before migration 0020 wrote it, with its payload and
+    // subject (the payload marked, so that only the stored one can read this way): it reads
+    // as stored, and decision 1's beside it is rebuilt from its row.
+    let stored_payload =
+        serde_json::json!({"decision_id": sealed[1].body.decision_id, "tool": "as-stored"});
+    let sql = "UPDATE events SET payload = $1, subject_id = $2
+               WHERE seq = (SELECT event_seq FROM decisions WHERE id = $2) RETURNING kind";
+    let decision_2 = &sealed[1].body.decision_id;
+    assert!(
+        db.run(sql, &[&stored_payload.to_string(), decision_2])
+            .await
+            .is_some()
+    );
+    let events = store.events(&acme, 0, 100).await.unwrap();
+    let of = |id: &str| {
+        events
+            .iter()
+            .find(|e| e.kind == event_kind::DECISION && e.payload["decision_id"] == id)
+            .unwrap_or_else(|| panic!("no event of {id}: {events:?}"))
+            .clone()
+    };
+    let old_event = of(decision_2);
+    assert_eq!(old_event.payload, stored_payload);
+    assert_eq!(old_event.subject_id.as_deref(), Some(decision_2.as_str()));
+    let rebuilt = of(&sealed[0].body.decision_id);
+    assert_eq!(rebuilt.payload["tool"], "github");
 
     // The decision row of receipt 1 edited: the rebuilt body no longer hashes as sealed.
     let sql = "UPDATE decisions SET action = 'delete_repo' WHERE id = $1 RETURNING id";
