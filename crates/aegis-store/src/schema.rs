@@ -21,9 +21,9 @@ pub(crate) const DECISION_COLUMNS: &str = "id, tenant_id, event_seq, agent_id, r
      mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash, \
      run_id, trace_id, parent_run_id, receipt_id, created_at";
 
-/// [`DECISION_COLUMNS`] of the decisions table under `alias`, for joins.
-pub(crate) fn qualified_decision_columns(alias: &str) -> String {
-    DECISION_COLUMNS
+/// A column list such as [`DECISION_COLUMNS`] under the table alias `alias`, for joins.
+pub(crate) fn qualified(columns: &str, alias: &str) -> String {
+    columns
         .split(", ")
         .map(|column| format!("{alias}.{}", column.trim()))
         .collect::<Vec<_>>()
@@ -83,11 +83,7 @@ impl ReceiptQueries {
     /// `ORDER BY … LIMIT`), each with its decision, ordered by seq in `direction`, read into
     /// [`crate::records::StoredReceipt`].
     pub fn matching(&self, filter: &str, direction: &str) -> String {
-        let decision_columns = RECEIPT_DECISION_COLUMNS
-            .split(", ")
-            .map(|column| format!("d.{}", column.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let decision_columns = qualified(RECEIPT_DECISION_COLUMNS, "d");
         (self.spell)(&format!(
             "SELECT r.body, r.hash, r.id, r.tenant_id, r.seq, r.decision_id, {RECEIPT_PREV_HASH},
                     {decision_columns}
@@ -181,11 +177,7 @@ impl EventQueries {
     /// The events that meet `filter` (over the events table; it may end in
     /// `ORDER BY seq LIMIT …`), oldest first, read into [`crate::records::StoredEvent`].
     pub fn matching(&self, filter: &str) -> String {
-        let decision_columns = EVENT_DECISION_COLUMNS
-            .split(", ")
-            .map(|column| format!("d.{}", column.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let decision_columns = qualified(EVENT_DECISION_COLUMNS, "d");
         (self.spell)(&format!(
             "SELECT e.seq, e.tenant_id, e.kind, e.agent_id, e.subject_id, e.payload, e.created_at,
                     {decision_columns}

@@ -153,7 +153,7 @@ impl EvidenceReads for super::PgStore {
                  WHERE e.incident_id = $1 AND d.tenant_id = $2 AND e.event_seq < $3
                    AND ($4::BIGINT IS NULL OR d.created_at >= $4)
                  ORDER BY e.event_seq DESC LIMIT $5",
-                crate::schema::qualified_decision_columns("d")
+                crate::schema::qualified(crate::schema::DECISION_COLUMNS, "d")
             ),
             &[
                 &incident_id,

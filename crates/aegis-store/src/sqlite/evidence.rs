@@ -169,7 +169,7 @@ impl EvidenceReads for super::SqliteStore {
                      WHERE e.incident_id = ?1 AND d.tenant_id = ?2 AND e.event_seq < ?3
                        AND (?4 IS NULL OR d.created_at >= ?4)
                      ORDER BY e.event_seq DESC LIMIT ?5",
-                    qualified_decision_columns("d")
+                    qualified(DECISION_COLUMNS, "d")
                 ))?
                 .query_map(
                     params![
