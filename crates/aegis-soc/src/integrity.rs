@@ -14,8 +14,9 @@
 //!   the new receipts (the extension). That point is kept in the anchor file, so a restart
 //!   resumes from it and costs the same whatever the length of the history.
 //! - Behind the verified points, history is walked again from seq 1 at a bounded rate (the
-//!   sweep, [`SWEEP_PER_PASS`] receipts per chain and pass, restarting at seq 1 after each
-//!   start and each completed round). It finds damage behind signed heads that the start-up
+//!   sweep: [`SWEEP_PER_PASS`] receipts per pass over all chains together, each pass going on
+//!   where the last one ran out, and each chain restarting at seq 1 after each start and each
+//!   completed round). It finds damage behind signed heads that the start-up
 //!   reads cannot see (a receipt edited without recomputing the hashes after it), eventually
 //!   rather than in the first pass after a restart as when every start walked everything.
 //!   Such damage cannot be laundered by new checkpoints, so it raises the alert without
@@ -35,8 +36,10 @@ use std::time::Duration;
 pub const CHAIN_BROKEN_EVENT: &str = "receipt.chain_broken";
 /// Most new receipts one tenant's background pass walks (the rest waits for the next pass).
 const MAX_PER_PASS: u64 = 100_000;
-/// Most verified receipts one tenant's sweep walks again per pass: at the default interval of
-/// 10 s, about 1 % of a core, and 100 M receipts swept in about 28 hours.
+/// Most verified receipts the sweep walks again per pass, all chains together: at the default
+/// interval of 10 s, 100 M receipts are swept in about 28 hours. A budget per chain instead
+/// would grow with the number of tenants, and so would the cost of each pass: with many
+/// tenants nearly every receipt has its own checkpoint, whose signature the sweep verifies.
 pub const SWEEP_PER_PASS: u64 = 10_000;
 
 /// Audits every chain in the database or in `anchors` before the gateway serves; closes
@@ -97,19 +100,27 @@ async fn report(
 pub struct IntegrityCheck {
     verified: HashMap<TenantId, ChainPoint>,
     swept: HashMap<TenantId, ChainPoint>,
+    /// Receipts the sweep walks per pass, over all chains.
+    sweep_per_pass: u64,
+    /// The chain the next pass sweeps first: the one this pass ran out of budget on.
+    sweep_next: Option<TenantId>,
     reported: HashSet<TenantId>,
 }
 
 impl IntegrityCheck {
-    /// A check that goes on from the `verified` points (the anchor file's) and does not
-    /// report again the chains already reported (at start).
+    /// A check that goes on from the `verified` points (the anchor file's), does not report
+    /// again the chains already reported (at start), and sweeps `sweep_per_pass` receipts
+    /// of verified history per pass ([`SWEEP_PER_PASS`] when serving).
     pub fn resume(
         verified: impl IntoIterator<Item = (TenantId, ChainPoint)>,
         reported: impl IntoIterator<Item = TenantId>,
+        sweep_per_pass: u64,
     ) -> Self {
         IntegrityCheck {
             verified: verified.into_iter().collect(),
             swept: HashMap::new(),
+            sweep_per_pass,
+            sweep_next: None,
             reported: reported.into_iter().collect(),
         }
     }
@@ -122,48 +133,91 @@ impl IntegrityCheck {
             .collect()
     }
 
-    /// One pass over every chain; returns the breaks found for the first time.
+    /// One pass over every chain: each chain's new receipts, then the sweep; returns the
+    /// breaks found for the first time.
     pub async fn pass(&mut self, store: &dyn ReceiptStore) -> StoreResult<Vec<ChainBreak>> {
         let keys = keyring(store).await?;
+        let tenants = store.receipt_tenants().await?;
         let mut found = Vec::new();
-        for tenant in store.receipt_tenants().await? {
-            if self.reported.contains(&tenant) {
+        for tenant in &tenants {
+            if self.reported.contains(tenant) {
                 continue;
             }
             let extension = ChainWalk {
-                from: start_at(self.verified.get(&tenant)),
+                from: start_at(self.verified.get(tenant)),
                 through: None,
                 max: MAX_PER_PASS,
             };
-            let Walked::Verified(verified) = self
-                .walk(store, &keys, &tenant, "extend", extension, &mut found)
+            if let Walked::Verified {
+                through: Some(point),
+                ..
+            } = self
+                .walk(store, &keys, tenant, "extend", extension, &mut found)
+                .await?
+            {
+                self.verified.insert(tenant.clone(), point);
+            }
+        }
+        self.sweep(store, &keys, &tenants, &mut found).await?;
+        Ok(found)
+    }
+
+    /// Walks verified history again, chain after chain from the one the last pass ran out
+    /// on, until this pass's budget is spent.
+    async fn sweep(
+        &mut self,
+        store: &dyn ReceiptStore,
+        keys: &KeyRing,
+        tenants: &[TenantId],
+        found: &mut Vec<ChainBreak>,
+    ) -> StoreResult<()> {
+        let first = self
+            .sweep_next
+            .take()
+            .map_or(0, |next| tenants.partition_point(|tenant| *tenant < next));
+        let (behind, ahead) = tenants.split_at(first);
+        let mut budget = self.sweep_per_pass;
+        for tenant in ahead.iter().chain(behind) {
+            if budget == 0 {
+                self.sweep_next = Some(tenant.clone());
+                break;
+            }
+            if self.reported.contains(tenant) {
+                continue;
+            }
+            let Some(through) = self.verified.get(tenant).map(|point| point.seq) else {
+                continue;
+            };
+            let sweep = ChainWalk {
+                from: start_at(self.swept.get(tenant)),
+                through: Some(through),
+                max: budget,
+            };
+            let Walked::Verified {
+                through: swept,
+                checked,
+            } = self
+                .walk(store, keys, tenant, "sweep", sweep, found)
                 .await?
             else {
                 continue;
             };
-            if let Some(point) = verified {
-                self.verified.insert(tenant.clone(), point);
-            }
-            let Some(through) = self.verified.get(&tenant).map(|point| point.seq) else {
-                continue;
-            };
-            let sweep = ChainWalk {
-                from: start_at(self.swept.get(&tenant)),
-                through: Some(through),
-                max: SWEEP_PER_PASS,
-            };
-            if let Walked::Verified(swept) = self
-                .walk(store, &keys, &tenant, "sweep", sweep, &mut found)
-                .await?
-            {
-                // A round ends at the verified point; the next one starts again at seq 1.
-                match swept.filter(|point| point.seq < through) {
-                    Some(point) => self.swept.insert(tenant, point),
-                    None => self.swept.remove(&tenant),
-                };
+            budget = budget.saturating_sub(checked);
+            // A round ends at the verified point; the next one starts again at seq 1.
+            match swept.filter(|point| point.seq < through) {
+                Some(point) => {
+                    self.swept.insert(tenant.clone(), point);
+                    if budget == 0 {
+                        self.sweep_next = Some(tenant.clone());
+                        break;
+                    }
+                }
+                None => {
+                    self.swept.remove(tenant);
+                }
             }
         }
-        Ok(found)
+        Ok(())
     }
 
     /// Walks `walk`, and reports the chain if it is broken.
@@ -183,7 +237,10 @@ impl IntegrityCheck {
         let audit = store.audit_chain(tenant, walk, keys).await?;
         tracing::debug!(tenant = %tenant, walk = name, from_seq, checked = audit.checked, "integrity walk");
         match audit.outcome {
-            Ok(()) => Ok(Walked::Verified(audit.verified_through)),
+            Ok(()) => Ok(Walked::Verified {
+                through: audit.verified_through,
+                checked: audit.checked,
+            }),
             Err(brk) => {
                 report(store, tenant, &brk, "background").await?;
                 self.reported.insert(tenant.clone());
@@ -196,8 +253,12 @@ impl IntegrityCheck {
 
 /// How one walk of a pass ended.
 enum Walked {
-    /// Sound, through this point (a signed head) if it walked any receipt.
-    Verified(Option<ChainPoint>),
+    /// Sound, through this point (a signed head) if it walked any receipt, after checking
+    /// `checked` receipts.
+    Verified {
+        through: Option<ChainPoint>,
+        checked: u64,
+    },
     /// Broken, and reported.
     Broken,
 }
@@ -226,7 +287,7 @@ pub async fn run(
     let verified = resumed
         .verified_points()
         .map(|(tenant, point)| (tenant, point.clone()));
-    let mut check = IntegrityCheck::resume(verified, reported);
+    let mut check = IntegrityCheck::resume(verified, reported, SWEEP_PER_PASS);
     loop {
         match check.pass(store.as_ref()).await {
             Ok(_) => {
