@@ -5,37 +5,15 @@
 
 mod support;
 
-use aegis_core::model::{ActionRisk, RiskTier, SourceTrust, Verdict};
+use aegis_core::model::{RiskTier, Verdict};
 use aegis_store::*;
 use support::*;
 
 fn decision(n: u32, created_at_ms: i64, contained: bool) -> NewDecision {
     NewDecision {
-        id: format!("dec_{n}"),
-        tenant_id: tenant(),
-        agent_id: "agt_1".into(),
-        request_id: None,
-        tool: "github".into(),
-        action: "merge_pull_request".into(),
-        resource: None,
-        mutates_state: true,
-        egress: false,
-        sensitive: false,
-        risk: ActionRisk::High,
-        source_trust: SourceTrust::UntrustedExternal,
-        verdict: Verdict::Deny,
-        risk_score: 85,
-        reason: "denied".into(),
-        matched_policies: vec![],
-        action_hash: "0".repeat(64),
-        trace: TraceContext::default(),
         created_at_ms,
         contained,
-        throttled: false,
-        escalation: RiskEscalation::default(),
-        agent_version: 0,
-        approval: None,
-        tool_definition_hash: None,
+        ..denied_merge(n)
     }
 }
 

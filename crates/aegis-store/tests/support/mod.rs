@@ -1,8 +1,9 @@
 //! What the store tests share: keys, the tenant `acme` and its agent `agt_1`.
 
-#![allow(dead_code)]
+// Each test file uses a part of this module; the `sqlite_*` ones need not run on both stores.
+#![allow(dead_code, unused_macros, unused_imports)]
 
-use aegis_core::model::{RiskTier, Role};
+use aegis_core::model::{ActionRisk, RiskTier, Role, SourceTrust, Verdict};
 use aegis_core::receipt::ReceiptSigner;
 use aegis_store::*;
 use std::sync::Arc;
@@ -83,3 +84,34 @@ macro_rules! on_both_stores {
     };
 }
 pub(crate) use on_both_stores;
+
+/// Decision `dec_{n}` of `agt_1`: an untrusted merge, denied.
+pub fn denied_merge(n: u32) -> NewDecision {
+    NewDecision {
+        id: format!("dec_{n}"),
+        tenant_id: tenant(),
+        agent_id: "agt_1".into(),
+        request_id: None,
+        tool: "github".into(),
+        action: "merge_pull_request".into(),
+        resource: None,
+        mutates_state: true,
+        egress: false,
+        sensitive: false,
+        risk: ActionRisk::High,
+        source_trust: SourceTrust::UntrustedExternal,
+        verdict: Verdict::Deny,
+        risk_score: 85,
+        reason: "denied".into(),
+        matched_policies: vec![],
+        action_hash: "0".repeat(64),
+        trace: TraceContext::default(),
+        created_at_ms: now_ms(),
+        contained: false,
+        throttled: false,
+        escalation: RiskEscalation::default(),
+        agent_version: 0,
+        approval: None,
+        tool_definition_hash: None,
+    }
+}
