@@ -16,11 +16,11 @@
 //! - Behind the verified points, history is walked again from seq 1 at a bounded rate (the
 //!   sweep: [`SWEEP_PER_PASS`] receipts per pass over all chains together, each pass going on
 //!   where the last one ran out, and each chain restarting at seq 1 after each start and each
-//!   completed round). It finds damage behind signed heads that the start-up
-//!   reads cannot see (a receipt edited without recomputing the hashes after it), eventually
-//!   rather than in the first pass after a restart as when every start walked everything.
-//!   Such damage cannot be laundered by new checkpoints, so it raises the alert without
-//!   closing the chain.
+//!   completed round). It finds damage behind signed heads that the start-up reads cannot
+//!   see (a receipt edited without recomputing the hashes after it), eventually rather than
+//!   in the first pass after a restart as when every start walked everything. Such damage
+//!   cannot be laundered by new checkpoints, so it raises the alert without closing the
+//!   chain.
 
 use crate::anchor::{AnchorFile, Anchors};
 use aegis_core::receipt::KeyRing;
