@@ -370,6 +370,49 @@ pub fn verify_checkpoint(checkpoint: &Checkpoint, keys: &HashMap<String, Verifyi
     )
 }
 
+/// The first of `checkpoints` whose signature [`verify_checkpoint`] rejects, if any.
+///
+/// The signatures are checked as one Ed25519 batch, which costs about half as much per
+/// signature as checking them one by one: a walk over a chain whose receipts each have a
+/// checkpoint of their own (load spread over many tenants) verifies one signature per
+/// receipt. Only a batch that fails is checked one by one, to name the first bad checkpoint,
+/// so the answer is the same as checking each. (A batch accepts only signatures that single
+/// checks accept, except ones built with the signing key itself to differ between the two,
+/// which gives whoever holds the key nothing they could not sign outright.)
+pub fn first_badly_signed<'c>(
+    checkpoints: &[&'c Checkpoint],
+    keys: &KeyRing,
+) -> Option<&'c Checkpoint> {
+    let one_by_one = || {
+        checkpoints
+            .iter()
+            .find(|checkpoint| !verify_checkpoint(checkpoint, keys))
+            .copied()
+    };
+    let mut messages = Vec::with_capacity(checkpoints.len());
+    let mut signatures = Vec::with_capacity(checkpoints.len());
+    let mut signers = Vec::with_capacity(checkpoints.len());
+    for checkpoint in checkpoints {
+        let parsed = keys.get(&checkpoint.body.key_id).and_then(|key| {
+            let bytes = hex::decode(&checkpoint.signature).ok()?;
+            let signature = Signature::from_slice(&bytes).ok()?;
+            let message = canonical_json(&checkpoint.body).ok()?;
+            Some((key, signature, message))
+        });
+        let Some((key, signature, message)) = parsed else {
+            return one_by_one();
+        };
+        messages.push(message);
+        signatures.push(signature);
+        signers.push(*key);
+    }
+    let messages: Vec<&[u8]> = messages.iter().map(|message| message.as_bytes()).collect();
+    match ed25519_dalek::verify_batch(&messages, &signatures, &signers) {
+        Ok(()) => None,
+        Err(_) => one_by_one(),
+    }
+}
+
 /// Whether `signature` (hex) is the Ed25519 signature of `JCS(body)` by the key `key_id`.
 fn signature_valid(body: &impl Serialize, key_id: &str, signature: &str, keys: &KeyRing) -> bool {
     let Some(key) = keys.get(key_id) else {
@@ -434,21 +477,22 @@ impl<'k> ChainVerifier<'k> {
         &mut self,
         checkpoints: impl IntoIterator<Item = &'c Checkpoint>,
     ) -> Result<(), ChainBreak> {
-        for checkpoint in checkpoints {
-            if checkpoint.body.tenant_id != self.tenant_id {
-                continue;
-            }
-            if !verify_checkpoint(checkpoint, self.keys) {
-                return Err(ChainBreak {
-                    tenant_id: self.tenant_id.clone(),
-                    receipt_id: String::new(),
-                    seq: checkpoint.body.seq,
-                    kind: BreakKind::BadCheckpoint {
-                        seq: checkpoint.body.seq,
-                        key_id: checkpoint.body.key_id.clone(),
-                    },
-                });
-            }
+        let own: Vec<&Checkpoint> = checkpoints
+            .into_iter()
+            .filter(|checkpoint| checkpoint.body.tenant_id == self.tenant_id)
+            .collect();
+        if let Some(bad) = first_badly_signed(&own, self.keys) {
+            return Err(ChainBreak {
+                tenant_id: self.tenant_id.clone(),
+                receipt_id: String::new(),
+                seq: bad.body.seq,
+                kind: BreakKind::BadCheckpoint {
+                    seq: bad.body.seq,
+                    key_id: bad.body.key_id.clone(),
+                },
+            });
+        }
+        for checkpoint in own {
             self.checkpoints
                 .insert(checkpoint.body.seq, checkpoint.body.head_hash.clone());
         }
@@ -774,6 +818,47 @@ mod tests {
                 "2026-11-25T00:00:01.000Z".into(),
             )
             .unwrap()
+    }
+
+    /// A checkpoint per receipt, as a chain of a tenant among many has them.
+    fn checkpoint_each(receipts: &[Receipt], signer: &ReceiptSigner) -> Vec<Checkpoint> {
+        (1..=receipts.len())
+            .map(|n| head_checkpoint(&receipts[..n], signer))
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_of_checkpoints_names_its_first_bad_signature() {
+        let s = signer();
+        let keys = keys(&s);
+        let good = checkpoint_each(&chain(8), &s);
+        let all: Vec<&Checkpoint> = good.iter().collect();
+        assert_eq!(first_badly_signed(&all, &keys), None);
+        assert_eq!(first_badly_signed(&[], &keys), None);
+        for bad in 0..good.len() {
+            // Its signature no longer matches what it names.
+            let mut forged = good.clone();
+            forged[bad].body.head_hash = "00".repeat(32);
+            let refs: Vec<&Checkpoint> = forged.iter().collect();
+            let found = first_badly_signed(&refs, &keys).map(|cp| cp.body.seq);
+            assert_eq!(found, Some(forged[bad].body.seq), "forged at {bad}");
+        }
+        // One that cannot even be parsed after one that parses but fails: the first is named.
+        let mut forged = good.clone();
+        forged[2].signature = "not hex".into();
+        forged[1].signature = forged[0].signature.clone();
+        let refs: Vec<&Checkpoint> = forged.iter().collect();
+        assert_eq!(
+            first_badly_signed(&refs, &keys).map(|cp| cp.body.seq),
+            Some(2)
+        );
+        let mut unknown = good.clone();
+        unknown[5].body.key_id = "0123456789abcdef".into();
+        let refs: Vec<&Checkpoint> = unknown.iter().collect();
+        assert_eq!(
+            first_badly_signed(&refs, &keys).map(|cp| cp.body.seq),
+            Some(6)
+        );
     }
 
     #[test]
