@@ -393,13 +393,12 @@ pub fn first_badly_signed<'c>(
     let mut signatures = Vec::with_capacity(checkpoints.len());
     let mut signers = Vec::with_capacity(checkpoints.len());
     for checkpoint in checkpoints {
-        let parsed = keys.get(&checkpoint.body.key_id).and_then(|key| {
-            let bytes = hex::decode(&checkpoint.signature).ok()?;
-            let signature = Signature::from_slice(&bytes).ok()?;
-            let message = canonical_json(&checkpoint.body).ok()?;
-            Some((key, signature, message))
-        });
-        let Some((key, signature, message)) = parsed else {
+        let Some((key, signature, message)) = signed_message(
+            &checkpoint.body,
+            &checkpoint.body.key_id,
+            &checkpoint.signature,
+            keys,
+        ) else {
             return one_by_one();
         };
         messages.push(message);
@@ -415,19 +414,21 @@ pub fn first_badly_signed<'c>(
 
 /// Whether `signature` (hex) is the Ed25519 signature of `JCS(body)` by the key `key_id`.
 fn signature_valid(body: &impl Serialize, key_id: &str, signature: &str, keys: &KeyRing) -> bool {
-    let Some(key) = keys.get(key_id) else {
-        return false;
-    };
-    let Ok(bytes) = hex::decode(signature) else {
-        return false;
-    };
-    let Ok(signature) = Signature::from_slice(&bytes) else {
-        return false;
-    };
-    let Ok(message) = canonical_json(body) else {
-        return false;
-    };
-    key.verify(message.as_bytes(), &signature).is_ok()
+    signed_message(body, key_id, signature, keys)
+        .is_some_and(|(key, signature, message)| key.verify(message.as_bytes(), &signature).is_ok())
+}
+
+/// The key `key_id`, the decoded `signature` (hex) and the message it must sign, `JCS(body)`;
+/// `None` when the key is unknown or the signature or body cannot be read.
+fn signed_message<'k>(
+    body: &impl Serialize,
+    key_id: &str,
+    signature: &str,
+    keys: &'k KeyRing,
+) -> Option<(&'k VerifyingKey, Signature, String)> {
+    let key = keys.get(key_id)?;
+    let signature = Signature::from_slice(&hex::decode(signature).ok()?).ok()?;
+    Some((key, signature, canonical_json(body).ok()?))
 }
 
 /// Incremental verifier of one tenant's chain: feed receipts in `seq` order from the start
