@@ -3,54 +3,27 @@
 //! and the next pass goes on where it ran out, so every chain's history is walked again in
 //! turn and damage behind a signed head is found.
 
-use aegis_core::model::{ActionRisk, SourceTrust, Verdict};
-use aegis_core::receipt::{BreakKind, ReceiptSigner};
+// The store tests' fixtures: this test drives the SOC's check over a real store.
+#[path = "../../aegis-store/tests/support/mod.rs"]
+mod support;
+
+use aegis_core::receipt::BreakKind;
 use aegis_soc::integrity::IntegrityCheck;
 use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
-use std::sync::Arc;
-
-/// An allow of `tenant`'s agent; each is recorded alone, so each receipt has its own
-/// checkpoint, as under load spread over many tenants.
-fn decision(tenant: &str, n: u32) -> NewDecision {
-    NewDecision {
-        id: format!("dec_{tenant}_{n}"),
-        tenant_id: TenantId::new(tenant),
-        agent_id: "agt_1".into(),
-        request_id: None,
-        tool: "github".into(),
-        action: "get_file".into(),
-        resource: None,
-        mutates_state: false,
-        egress: false,
-        sensitive: false,
-        contained: false,
-        throttled: false,
-        risk: ActionRisk::Low,
-        source_trust: SourceTrust::TrustedInternalSigned,
-        verdict: Verdict::Allow,
-        risk_score: 10,
-        reason: "permitted".into(),
-        matched_policies: vec![],
-        action_hash: "ab".repeat(32),
-        trace: TraceContext::default(),
-        created_at_ms: now_ms(),
-        escalation: RiskEscalation::default(),
-        agent_version: 0,
-        approval: None,
-        tool_definition_hash: None,
-    }
-}
+use support::allowed_read_of;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_sweep_budget_per_pass_reaches_every_chain_in_turn() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("aegis.db");
-    let signer = Arc::new(ReceiptSigner::from_seed(&[5; 32]));
-    let store = SqliteStore::open(&path, signer, SecretsKey::from_bytes(&[9; 32])).unwrap();
+    let store = SqliteStore::open(&path, support::signer(), support::secrets()).unwrap();
     for tenant in ["acme", "globex", "initech"] {
         for n in 1..=5 {
-            store.record_decision(decision(tenant, n)).await.unwrap();
+            store
+                .record_decision(allowed_read_of(tenant, n))
+                .await
+                .unwrap();
         }
     }
     // 15 receipts over three chains, 4 swept per pass.

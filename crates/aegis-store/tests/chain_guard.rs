@@ -4,54 +4,17 @@
 //! (`ChainBroken`, 503 at the API) while other tenants' decisions, even in the same batch,
 //! are recorded.
 
+mod support;
+
 use aegis_core::canonical::canonical_json;
-use aegis_core::model::{ActionRisk, SourceTrust, Verdict};
-use aegis_core::receipt::{BreakKind, ReceiptBody, ReceiptSigner};
+use aegis_core::receipt::{BreakKind, ReceiptBody};
 use aegis_store::chain::{ChainWalk, keyring};
 use aegis_store::postgres::PgStore;
 use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Seals webhook secrets (none in these tests).
-fn secrets() -> SecretsKey {
-    SecretsKey::from_bytes(&[9; 32])
-}
-
-fn signer() -> Arc<ReceiptSigner> {
-    Arc::new(ReceiptSigner::from_seed(&[7; 32]))
-}
-
-fn decision(tenant: &str, n: u32) -> NewDecision {
-    NewDecision {
-        id: format!("dec_{tenant}_{n}"),
-        tenant_id: TenantId::new(tenant),
-        agent_id: "agt_1".into(),
-        request_id: None,
-        tool: "github".into(),
-        action: "get_file".into(),
-        resource: None,
-        mutates_state: false,
-        egress: false,
-        sensitive: false,
-        contained: false,
-        throttled: false,
-        risk: ActionRisk::Low,
-        source_trust: SourceTrust::TrustedInternalSigned,
-        verdict: Verdict::Allow,
-        risk_score: 10,
-        reason: "permitted".into(),
-        matched_policies: vec![],
-        action_hash: "ab".repeat(32),
-        trace: TraceContext::default(),
-        created_at_ms: now_ms(),
-        escalation: RiskEscalation::default(),
-        agent_version: 0,
-        approval: None,
-        tool_definition_hash: None,
-    }
-}
+use support::{allowed_read_of, secrets, signer};
 
 /// The database behind a store, reached directly as someone with write access would.
 enum Database {
@@ -175,9 +138,15 @@ impl Database {
 async fn the_writer_signs_only_heads_it_wrote(db: Database) {
     let store = db.open().await;
     for n in 1..=2 {
-        store.record_decision(decision("acme", n)).await.unwrap();
+        store
+            .record_decision(allowed_read_of("acme", n))
+            .await
+            .unwrap();
     }
-    store.record_decision(decision("globex", 1)).await.unwrap();
+    store
+        .record_decision(allowed_read_of("globex", 1))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     drop(store);
 
@@ -195,8 +164,8 @@ async fn the_writer_signs_only_heads_it_wrote(db: Database) {
 
     // Two decisions queued together (one batch): acme's is refused, globex's recorded.
     let (refused, recorded) = tokio::join!(
-        store.record_decision(decision("acme", 3)),
-        store.record_decision(decision("globex", 2)),
+        store.record_decision(allowed_read_of("acme", 3)),
+        store.record_decision(allowed_read_of("globex", 2)),
     );
     assert!(
         matches!(refused, Err(StoreError::ChainBroken(_))),
@@ -221,16 +190,19 @@ async fn the_writer_signs_only_heads_it_wrote(db: Database) {
     assert_eq!(seqs, (1..=4).collect::<Vec<_>>());
 
     // While the writer runs: a receipt slipped into initech's chain is never signed over.
-    store.record_decision(decision("initech", 1)).await.unwrap();
+    store
+        .record_decision(allowed_read_of("initech", 1))
+        .await
+        .unwrap();
     db.append_forged_receipt("initech").await;
-    let refused = store.record_decision(decision("initech", 2)).await;
+    let refused = store.record_decision(allowed_read_of("initech", 2)).await;
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(db.checkpoints("initech").await, 1);
     assert_eq!(db.receipts("initech").await, 2);
 
     // A chain closed (found broken at start) takes nothing until the next start.
     store.close_chain(&TenantId::new("globex")).await.unwrap();
-    let closed = store.record_decision(decision("globex", 3)).await;
+    let closed = store.record_decision(allowed_read_of("globex", 3)).await;
     assert!(
         matches!(closed, Err(StoreError::ChainBroken(_))),
         "{closed:?}"
@@ -249,7 +221,10 @@ async fn the_writer_signs_only_heads_it_wrote(db: Database) {
 async fn audits_name_what_a_database_writer_changed(db: Database) {
     let store = db.open().await;
     for n in 1..=3 {
-        store.record_decision(decision("acme", n)).await.unwrap();
+        store
+            .record_decision(allowed_read_of("acme", n))
+            .await
+            .unwrap();
     }
     let acme = TenantId::new("acme");
     let keys = keyring(store.as_ref()).await.unwrap();
@@ -288,7 +263,7 @@ async fn audits_name_what_a_database_writer_changed(db: Database) {
     assert_eq!(brk.kind, BreakKind::AnchorMismatch { seq: 3 });
     drop(store);
     let store = db.open().await;
-    let refused = store.record_decision(decision("acme", 4)).await;
+    let refused = store.record_decision(allowed_read_of("acme", 4)).await;
     assert!(
         matches!(refused, Err(StoreError::ChainBroken(_))),
         "{refused:?}"
@@ -303,7 +278,10 @@ async fn audits_name_what_a_database_writer_changed(db: Database) {
 async fn receipts_read_from_their_body_or_their_decision(db: Database) {
     let store = db.open().await;
     for n in 1..=3 {
-        store.record_decision(decision("acme", n)).await.unwrap();
+        store
+            .record_decision(allowed_read_of("acme", n))
+            .await
+            .unwrap();
     }
     store.flush().await.unwrap();
     let acme = TenantId::new("acme");
@@ -408,7 +386,10 @@ async fn receipts_read_from_their_body_or_their_decision(db: Database) {
 /// do, instead of failing on a column the old schema lacks.
 async fn a_reader_refuses_an_older_schema_with_what_to_do(db: Database) {
     let store = db.open().await;
-    store.record_decision(decision("acme", 1)).await.unwrap();
+    store
+        .record_decision(allowed_read_of("acme", 1))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     drop(store);
     let sql = "DELETE FROM schema_migrations

@@ -8,39 +8,18 @@
 
 mod support;
 
-use aegis_core::model::{ActionRisk, RiskTier, SourceTrust, Verdict};
+use aegis_core::model::{RiskTier, Verdict};
 use aegis_store::postgres::{PgStore, SessionBounds};
 use aegis_store::*;
 use std::time::{Duration, Instant};
 use support::*;
 
+/// An allow with policies matched, which a fenced decision must drop.
 fn allow(n: u32, agent_version: i64) -> NewDecision {
     NewDecision {
-        id: format!("dec_{n}"),
-        tenant_id: tenant(),
-        agent_id: "agt_1".into(),
-        request_id: None,
-        tool: "github".into(),
-        action: "get_file".into(),
-        resource: None,
-        mutates_state: false,
-        egress: false,
-        sensitive: false,
-        contained: false,
-        throttled: false,
-        risk: ActionRisk::Low,
-        source_trust: SourceTrust::TrustedInternalSigned,
-        verdict: Verdict::Allow,
-        risk_score: 5,
-        reason: "permitted".into(),
-        matched_policies: vec!["allow-reads".into()],
-        action_hash: "0".repeat(64),
-        trace: TraceContext::default(),
-        created_at_ms: now_ms(),
-        escalation: RiskEscalation::default(),
         agent_version,
-        approval: None,
-        tool_definition_hash: None,
+        matched_policies: vec!["allow-reads".into()],
+        ..allowed_read(n)
     }
 }
 

@@ -3,7 +3,6 @@
 
 mod support;
 
-use aegis_core::model::Severity;
 use aegis_store::*;
 use support::*;
 
@@ -26,25 +25,7 @@ async fn incident(store: &dyn Store) -> IncidentRecord {
 
 async fn joining_evidence_moves_updated_at(store: &dyn Store) {
     agent(store).await;
-    let opened = SocBatch {
-        consumer: "soc".into(),
-        after: 0,
-        cursor: 1,
-        incidents: vec![NewIncident {
-            id: "inc_1".into(),
-            tenant_id: tenant(),
-            kind: "deny_storm".into(),
-            severity: Severity::High,
-            agent_id: "agt_1".into(),
-            dedup_key: "agt_1:deny_storm:1".into(),
-            summary: "denies".into(),
-            evidence: vec![evidence(1)],
-            recommended_action: None,
-            response: AutomaticResponse::default(),
-            opened_at_ms: 1,
-        }],
-        ..SocBatch::default()
-    };
+    let opened = storm_opened(1, vec![evidence(1)], 1);
     store.apply_soc_batch(opened).await.unwrap();
     assert_eq!(incident(store).await.updated_at_ms, 1);
 

@@ -4,7 +4,6 @@
 
 mod support;
 
-use aegis_core::model::Severity;
 use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
 use support::*;
@@ -66,25 +65,7 @@ async fn incident_evidence_reads_the_same_after_migration_0021() {
         .await
         .unwrap();
     let evidence = [seqs[0], seqs[1], seqs[3], note].map(|event_seq| EvidenceRef { event_seq });
-    let opened = SocBatch {
-        consumer: "soc".into(),
-        after: 0,
-        cursor: note,
-        incidents: vec![NewIncident {
-            id: "inc_1".into(),
-            tenant_id: tenant(),
-            kind: "deny_storm".into(),
-            severity: Severity::High,
-            agent_id: "agt_1".into(),
-            dedup_key: "agt_1:deny_storm:1".into(),
-            summary: "denies".into(),
-            evidence: evidence.to_vec(),
-            recommended_action: None,
-            response: AutomaticResponse::default(),
-            opened_at_ms: now_ms(),
-        }],
-        ..SocBatch::default()
-    };
+    let opened = storm_opened(note, evidence.to_vec(), now_ms());
     store.apply_soc_batch(opened).await.unwrap();
     let before = evidence_read(&store).await;
     let decisions: Vec<_> = before

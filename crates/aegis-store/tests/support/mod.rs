@@ -1,9 +1,10 @@
-//! What the store tests share: keys, the tenant `acme` and its agent `agt_1`.
+//! What the store tests share: keys, the tenant `acme`, its agent `agt_1`, decisions of that
+//! agent and the incident its denies open. `aegis-soc`'s store-backed tests share it too.
 
 // Each test file uses a part of this module; the `sqlite_*` ones need not run on both stores.
 #![allow(dead_code, unused_macros, unused_imports)]
 
-use aegis_core::model::{ActionRisk, RiskTier, Role, SourceTrust, Verdict};
+use aegis_core::model::{ActionRisk, RiskTier, Role, Severity, SourceTrust, Verdict};
 use aegis_core::receipt::ReceiptSigner;
 use aegis_store::*;
 use std::sync::Arc;
@@ -85,24 +86,24 @@ macro_rules! on_both_stores {
 }
 pub(crate) use on_both_stores;
 
-/// Decision `dec_{n}` of `agt_1`: an untrusted merge, denied.
-pub fn denied_merge(n: u32) -> NewDecision {
+/// Decision `dec_{n}` of `agt_1`: a trusted read, allowed.
+pub fn allowed_read(n: u32) -> NewDecision {
     NewDecision {
         id: format!("dec_{n}"),
         tenant_id: tenant(),
         agent_id: "agt_1".into(),
         request_id: None,
         tool: "github".into(),
-        action: "merge_pull_request".into(),
+        action: "get_file".into(),
         resource: None,
-        mutates_state: true,
+        mutates_state: false,
         egress: false,
         sensitive: false,
-        risk: ActionRisk::High,
-        source_trust: SourceTrust::UntrustedExternal,
-        verdict: Verdict::Deny,
-        risk_score: 85,
-        reason: "denied".into(),
+        risk: ActionRisk::Low,
+        source_trust: SourceTrust::TrustedInternalSigned,
+        verdict: Verdict::Allow,
+        risk_score: 5,
+        reason: "permitted".into(),
         matched_policies: vec![],
         action_hash: "0".repeat(64),
         trace: TraceContext::default(),
@@ -113,5 +114,52 @@ pub fn denied_merge(n: u32) -> NewDecision {
         agent_version: 0,
         approval: None,
         tool_definition_hash: None,
+    }
+}
+
+/// Decision `dec_{tenant}_{n}` of the agent `agt_1` of `tenant`: a trusted read, allowed.
+pub fn allowed_read_of(tenant: &str, n: u32) -> NewDecision {
+    NewDecision {
+        id: format!("dec_{tenant}_{n}"),
+        tenant_id: TenantId::new(tenant),
+        ..allowed_read(n)
+    }
+}
+
+/// Decision `dec_{n}` of `agt_1`: an untrusted merge, denied.
+pub fn denied_merge(n: u32) -> NewDecision {
+    NewDecision {
+        action: "merge_pull_request".into(),
+        mutates_state: true,
+        risk: ActionRisk::High,
+        source_trust: SourceTrust::UntrustedExternal,
+        verdict: Verdict::Deny,
+        risk_score: 85,
+        reason: "denied".into(),
+        ..allowed_read(n)
+    }
+}
+
+/// A SOC batch that opens the `deny_storm` incident `inc_1` of `agt_1` at `opened_at_ms`
+/// with `evidence`, its consumer's cursor moved from 0 to `cursor`.
+pub fn storm_opened(cursor: i64, evidence: Vec<EvidenceRef>, opened_at_ms: i64) -> SocBatch {
+    SocBatch {
+        consumer: "soc".into(),
+        after: 0,
+        cursor,
+        incidents: vec![NewIncident {
+            id: "inc_1".into(),
+            tenant_id: tenant(),
+            kind: "deny_storm".into(),
+            severity: Severity::High,
+            agent_id: "agt_1".into(),
+            dedup_key: "agt_1:deny_storm:1".into(),
+            summary: "denies".into(),
+            evidence,
+            recommended_action: None,
+            response: AutomaticResponse::default(),
+            opened_at_ms,
+        }],
+        ..SocBatch::default()
     }
 }
