@@ -379,7 +379,7 @@ pub fn verify_checkpoint(checkpoint: &Checkpoint, keys: &HashMap<String, Verifyi
 /// so the answer is the same as checking each. (A batch accepts only signatures that single
 /// checks accept, except ones built with the signing key itself to differ between the two,
 /// which gives whoever holds the key nothing they could not sign outright.)
-pub fn first_badly_signed<'c>(
+fn first_badly_signed<'c>(
     checkpoints: &[&'c Checkpoint],
     keys: &KeyRing,
 ) -> Option<&'c Checkpoint> {

@@ -203,15 +203,15 @@ impl IntegrityCheck {
                 continue;
             };
             budget = budget.saturating_sub(checked);
-            // A round ends at the verified point; the next one starts again at seq 1.
             match swept.filter(|point| point.seq < through) {
+                // Short of the verified point, the walk spent the budget: this chain goes on
+                // first in the next pass.
                 Some(point) => {
                     self.swept.insert(tenant.clone(), point);
-                    if budget == 0 {
-                        self.sweep_next = Some(tenant.clone());
-                        break;
-                    }
+                    self.sweep_next = Some(tenant.clone());
+                    break;
                 }
+                // A round ends at the verified point; the next one starts again at seq 1.
                 None => {
                     self.swept.remove(tenant);
                 }
