@@ -101,11 +101,12 @@ async fn put_policy(
 ) -> StoreResult<bool> {
     let key = [SqlValue::text(tenant_id), SqlValue::text(&policy.id)];
     let existed = tx
-        .query_bool(
-            "SELECT EXISTS (SELECT 1 FROM policies WHERE tenant_id = $1 AND id = $2)",
+        .query_opt::<bool>(
+            "SELECT TRUE FROM policies WHERE tenant_id = $1 AND id = $2",
             &key,
         )
-        .await?;
+        .await?
+        .is_some();
     tx.execute(
         "INSERT INTO policies (tenant_id, id, text, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (tenant_id, id) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",

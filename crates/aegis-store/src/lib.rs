@@ -11,6 +11,7 @@
 //! [`postgres::PgStore`] keeps the same guarantees for several gateway replicas sharing one
 //! PostgreSQL database (see that module for how).
 
+mod agents;
 pub mod approvals;
 pub mod archive;
 mod catalog;
@@ -18,6 +19,7 @@ pub mod chain;
 mod console_sessions;
 mod fence;
 pub mod mcp;
+mod notify;
 mod operations;
 pub mod postgres;
 mod records;
@@ -25,6 +27,7 @@ mod requests;
 mod schema;
 mod secrets;
 mod settings;
+mod soc;
 pub mod sqlite;
 mod tx;
 mod types;

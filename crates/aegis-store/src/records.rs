@@ -393,11 +393,6 @@ pub(crate) fn agent_change_event(agent: &Agent, change: &AgentChange) -> (&'stat
     }
 }
 
-/// Stores an agent's own token bucket (`AgentChangeKind::SetRateLimits`); both backends
-/// run this text: per second, burst, time, agent id.
-pub(crate) const SET_AGENT_RATE_LIMITS_SQL: &str =
-    "UPDATE agents SET rate_per_sec = $1, rate_burst = $2, updated_at = $3 WHERE id = $4";
-
 /// An operator applying an incident's recommendation: what to do to the agent.
 pub(crate) struct Recommendation {
     /// The action's name, as recorded on the response (`freeze`).

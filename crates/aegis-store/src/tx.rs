@@ -2,13 +2,14 @@
 //! which order, what they refuse, what event records them) is written once and run by either
 //! store in its writer transaction. SQL is written with PostgreSQL's `$N` placeholders; the
 //! SQLite store spells them as its own. A backend implements [`WriteTx`] with its driver's
-//! plumbing only: binding [`SqlValue`]s, running a statement, appending an event.
+//! plumbing: binding [`SqlValue`]s, running a statement, appending an event, and the reads
+//! that map whole rows (an agent, an incident), which it shares with its read API.
 //!
 //! The SQLite driver is synchronous: its implementation does its work when first polled and
 //! never suspends, so the writer thread runs a rule with one poll
 //! (`sqlite::SqliteTx::run`).
 
-use crate::StoreResult;
+use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult};
 use serde_json::Value;
 
 /// A statement parameter, typed as its column is: PostgreSQL checks a parameter's type
@@ -18,6 +19,7 @@ pub(crate) enum SqlValue<'a> {
     Text(Option<&'a str>),
     Int(Option<i64>),
     Bool(bool),
+    Bytes(&'a [u8]),
 }
 
 impl<'a> SqlValue<'a> {
@@ -35,13 +37,50 @@ pub(crate) trait WriteTx {
     /// Runs `sql` with `params`; the number of rows it changed.
     async fn execute(&mut self, sql: &'static str, params: &[SqlValue<'_>]) -> StoreResult<u64>;
 
-    /// The boolean in the first column of the one row `sql` returns.
-    async fn query_bool(&mut self, sql: &'static str, params: &[SqlValue<'_>])
-    -> StoreResult<bool>;
+    /// The first column of the first row `sql` returns; `None` if it returns none.
+    async fn query_opt<T: Column>(
+        &mut self,
+        sql: &'static str,
+        params: &[SqlValue<'_>],
+    ) -> StoreResult<Option<T>>;
 
     /// Appends an event to the log in this transaction; its seq.
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64>;
+
+    /// The tenant's agent as stored now; `NotFound` if it has none by that id.
+    async fn load_agent(&mut self, tenant_id: &str, agent_id: &str) -> StoreResult<Agent>;
+
+    /// The tenant's incident as the read API shows it; `NotFound` if it has none by that id.
+    async fn load_incident(
+        &mut self,
+        tenant_id: &str,
+        incident_id: &str,
+    ) -> StoreResult<IncidentDetail>;
+
+    /// Rejects the agent's pending approvals because `incident_id` contained it; how many.
+    async fn reject_pending_approvals(
+        &mut self,
+        tenant_id: &str,
+        agent_id: &str,
+        incident_id: &str,
+        at_ms: i64,
+    ) -> StoreResult<usize>;
+
+    /// Joins each event to its incident unless already joined; an incident whose evidence
+    /// grew is marked updated at `now`. (A storm joins every later event of its agent, so a
+    /// backend does this in as few statements as its driver allows.)
+    async fn add_evidence(&mut self, appends: &[EvidenceAppend], now: i64) -> StoreResult<()>;
 }
+
+/// A column type a rule reads back, as both drivers decode it.
+pub(crate) trait Column:
+    rusqlite::types::FromSql + for<'r> tokio_postgres::types::FromSql<'r>
+{
+}
+
+impl Column for bool {}
+impl Column for i64 {}
+impl Column for String {}
 
 /// An event a rule appends ([`WriteTx::append_event`]).
 pub(crate) struct EventDraft<'a> {

@@ -365,12 +365,13 @@ impl McpRegistry for PgStore {
                     let close = IncidentStep::Close {
                         reason: Some(accepted_close_reason(&by)),
                     };
+                    let mut soc_tx = super::tx::PgTx { tx, state };
                     for row in &open {
                         let incident_id: String = get(row, 0)?;
-                        super::soc::step_incident(
-                            tx,
-                            state,
-                            tenant.as_str(),
+                        let tenant_id = tenant.as_str();
+                        crate::soc::step_incident(
+                            &mut soc_tx,
+                            tenant_id,
                             &incident_id,
                             &close,
                             &by,

@@ -723,98 +723,6 @@ async fn escalate_if_due(
     Ok(Some(next))
 }
 
-pub(crate) async fn change_agent_tx(
-    tx: &deadpool_postgres::Transaction<'_>,
-    state: &mut WriterState,
-    tenant_id: &str,
-    agent_id: &str,
-    change: &AgentChange,
-) -> StoreResult<Agent> {
-    let agent = load_agent(tx, tenant_id, agent_id).await?;
-    if !records::agent_change_applies(&agent, change)? {
-        return Ok(agent);
-    }
-    let at = change.at_ms;
-    let (kind, payload) = records::agent_change_event(&agent, change);
-    // The tier change's own seq marks where escalation counting restarts, so the event
-    // comes first.
-    let seq = append_event(
-        tx,
-        state,
-        tenant_id,
-        kind,
-        Some(agent_id),
-        Some(agent_id),
-        &payload,
-    )
-    .await?;
-    match &change.kind {
-        AgentChangeKind::Freeze { reason } => {
-            tx.execute(
-                "UPDATE agents SET status = 'frozen', status_reason = $1, updated_at = $2 WHERE id = $3",
-                &[reason, &at, &agent_id],
-            )
-            .await?;
-        }
-        AgentChangeKind::Unfreeze => {
-            tx.execute(
-                "UPDATE agents SET status = 'active', status_reason = NULL, updated_at = $1 WHERE id = $2",
-                &[&at, &agent_id],
-            )
-            .await?;
-        }
-        AgentChangeKind::Revoke { reason } => {
-            tx.execute(
-                "UPDATE agents SET status = 'revoked', status_reason = $1, updated_at = $2 WHERE id = $3",
-                &[reason, &at, &agent_id],
-            )
-            .await?;
-            tx.execute(
-                "UPDATE agent_tokens SET retired_at = $1 WHERE agent_id = $2 AND retired_at IS NULL",
-                &[&at, &agent_id],
-            )
-            .await?;
-        }
-        AgentChangeKind::RotateToken { new_token_hash } => {
-            tx.execute(
-                "UPDATE agent_tokens SET retired_at = $1 WHERE agent_id = $2 AND retired_at IS NULL",
-                &[&at, &agent_id],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO agent_tokens (secret_hash, tenant_id, agent_id, created_at) VALUES ($1, $2, $3, $4)",
-                &[&&new_token_hash[..], &tenant_id, &agent_id, &at],
-            )
-            .await?;
-            tx.execute(
-                "UPDATE agents SET updated_at = $1 WHERE id = $2",
-                &[&at, &agent_id],
-            )
-            .await?;
-        }
-        AgentChangeKind::SetRiskTier { risk_tier } => {
-            tx.execute(
-                "UPDATE agents SET risk_tier = $1, risk_tier_changed_seq = $2, updated_at = $3 WHERE id = $4",
-                &[&risk_tier.as_str(), &seq, &at, &agent_id],
-            )
-            .await?;
-        }
-        AgentChangeKind::SetRateLimits { rate_limits } => {
-            tx.execute(
-                records::SET_AGENT_RATE_LIMITS_SQL,
-                &[
-                    &rate_limits.per_sec.map(i64::from),
-                    &rate_limits.burst.map(i64::from),
-                    &at,
-                    &agent_id,
-                ],
-            )
-            .await?;
-        }
-    }
-    load_agent(tx, tenant_id, agent_id).await
-}
-
 #[async_trait]
 impl EventLog for PgStore {
     async fn lead(&self) -> StoreResult<Leadership> {
@@ -1293,7 +1201,8 @@ impl AdminStore for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    change_agent_tx(tx, state, tenant.as_str(), &agent_id, &change).await
+                    let mut tx = tx::PgTx { tx, state };
+                    crate::agents::change_agent(&mut tx, tenant.as_str(), &agent_id, &change).await
                 })
             })
             .await
@@ -1421,7 +1330,7 @@ impl SocStore for PgStore {
             .write(move |tx, state| {
                 Box::pin(async move {
                     epoch.check(tx).await?;
-                    soc::apply_batch(tx, state, &batch, now_ms()).await
+                    crate::soc::apply_batch(&mut tx::PgTx { tx, state }, &batch, now_ms()).await
                 })
             })
             .await
@@ -1467,9 +1376,8 @@ impl SocStore for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    soc::step_incident(
-                        tx,
-                        state,
+                    crate::soc::step_incident(
+                        &mut tx::PgTx { tx, state },
                         tenant.as_str(),
                         &incident_id,
                         &step,
@@ -1510,10 +1418,10 @@ impl NotificationStore for PgStore {
     async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
         let epoch = self.epoch.clone();
         self.writer()?
-            .write(move |tx, _| {
+            .write(move |tx, state| {
                 Box::pin(async move {
                     epoch.check(tx).await?;
-                    notify::apply_batch(tx, &batch, now_ms()).await
+                    crate::notify::apply_batch(&mut tx::PgTx { tx, state }, &batch, now_ms()).await
                 })
             })
             .await
@@ -1558,8 +1466,10 @@ impl NotificationStore for PgStore {
 
     async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
         self.writer()?
-            .write(move |tx, _| {
-                Box::pin(async move { notify::insert_delivery(tx, &delivery).await })
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    crate::notify::insert_delivery(&mut tx::PgTx { tx, state }, &delivery).await
+                })
             })
             .await
     }

@@ -1,4 +1,5 @@
-//! Notification tables: webhook subscriptions, the delivery queue, coalescing state.
+//! Notification tables as PostgreSQL keeps them: webhook subscriptions, the delivery queue
+//! and its claims, coalescing state. What a notify batch writes is `crate::notify`.
 
 use super::prepared;
 use super::rows::get;
@@ -42,53 +43,6 @@ fn webhook_from_row(row: &Row) -> StoreResult<Webhook> {
         events: events.and_then(|e| serde_json::from_str(&e).ok()),
         created_at_ms: get(row, 5)?,
     })
-}
-
-pub(super) async fn insert_delivery(tx: &Transaction<'_>, d: &NewDelivery) -> StoreResult<()> {
-    tx.execute(
-        &prepared(
-            tx,
-            "INSERT INTO deliveries (id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .await?,
-        &[
-            &d.id,
-            &d.tenant_id.as_str(),
-            &d.sink,
-            &d.agent_id,
-            &d.body,
-            &d.created_at_ms,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-pub(super) async fn apply_batch(
-    tx: &Transaction<'_>,
-    batch: &NotifyBatch,
-    now: i64,
-) -> StoreResult<()> {
-    for delivery in &batch.deliveries {
-        insert_delivery(tx, delivery).await?;
-    }
-    let save = prepared(tx, crate::schema::SAVE_COALESCE_SQL).await?;
-    for state in &batch.coalesce {
-        tx.execute(
-            &save,
-            &[
-                &state.tenant_id.as_str(),
-                &state.agent_id,
-                &state.last_sent_at_ms,
-                &state.pending_from_seq,
-            ],
-        )
-        .await?;
-    }
-    super::soc::advance_cursor(tx, &batch.consumer, batch.after, batch.cursor, now).await?;
-    Ok(())
 }
 
 pub(super) async fn coalesce_states<C: GenericClient>(

@@ -2,9 +2,9 @@
 //! run in the batch transaction that holds `log_head`.
 
 use super::writer::WriterState;
-use super::{append_event, prepared};
-use crate::StoreResult;
-use crate::tx::{EventDraft, SqlValue, WriteTx};
+use super::{append_event, approvals, load_agent, prepared, soc};
+use crate::tx::{Column, EventDraft, SqlValue, WriteTx};
+use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult};
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
@@ -19,6 +19,7 @@ impl ToSql for SqlValue<'_> {
             // Every integer column is BIGINT in the PostgreSQL schema.
             SqlValue::Int(int) => int.to_sql(ty, out),
             SqlValue::Bool(flag) => flag.to_sql(ty, out),
+            SqlValue::Bytes(bytes) => bytes.to_sql(ty, out),
         }
     }
 
@@ -26,6 +27,7 @@ impl ToSql for SqlValue<'_> {
         <Option<&str> as ToSql>::accepts(ty)
             || <i64 as ToSql>::accepts(ty)
             || <bool as ToSql>::accepts(ty)
+            || <&[u8] as ToSql>::accepts(ty)
     }
 
     to_sql_checked!();
@@ -46,18 +48,18 @@ impl WriteTx for PgTx<'_> {
             .await?)
     }
 
-    async fn query_bool(
+    async fn query_opt<T: Column>(
         &mut self,
         sql: &'static str,
         params: &[SqlValue<'_>],
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<T>> {
         let params: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         let row = self
             .tx
-            .query_one(&prepared(self.tx, sql).await?, &params)
+            .query_opt(&prepared(self.tx, sql).await?, &params)
             .await?;
-        Ok(row.try_get(0)?)
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
 
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64> {
@@ -71,5 +73,32 @@ impl WriteTx for PgTx<'_> {
             &event.payload,
         )
         .await
+    }
+
+    async fn load_agent(&mut self, tenant_id: &str, agent_id: &str) -> StoreResult<Agent> {
+        load_agent(self.tx, tenant_id, agent_id).await
+    }
+
+    async fn load_incident(
+        &mut self,
+        tenant_id: &str,
+        incident_id: &str,
+    ) -> StoreResult<IncidentDetail> {
+        soc::load_incident(self.tx, tenant_id, incident_id).await
+    }
+
+    async fn reject_pending_approvals(
+        &mut self,
+        tenant_id: &str,
+        agent_id: &str,
+        incident_id: &str,
+        at_ms: i64,
+    ) -> StoreResult<usize> {
+        approvals::reject_pending(self.tx, self.state, tenant_id, agent_id, incident_id, at_ms)
+            .await
+    }
+
+    async fn add_evidence(&mut self, appends: &[EvidenceAppend], now: i64) -> StoreResult<()> {
+        soc::add_evidence(self.tx, appends, now).await
     }
 }

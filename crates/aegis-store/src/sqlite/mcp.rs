@@ -323,16 +323,14 @@ impl McpRegistry for SqliteStore {
                 let close = IncidentStep::Close {
                     reason: Some(accepted_close_reason(&by)),
                 };
-                for incident_id in open {
-                    super::soc::step_incident(
-                        conn,
-                        tenant.as_str(),
-                        &incident_id,
-                        &close,
-                        &by,
-                        at,
-                    )?;
-                }
+                let (tenant_id, close, by) = (tenant.as_str(), &close, by.as_str());
+                super::tx::SqliteTx::run(conn, |mut tx| async move {
+                    for incident_id in open {
+                        crate::soc::step_incident(&mut tx, tenant_id, &incident_id, close, by, at)
+                            .await?;
+                    }
+                    Ok(())
+                })?;
                 pin(conn, &tenant, &id, &tool)?.ok_or(StoreError::NotFound("tool pin"))
             })
             .await

@@ -327,35 +327,6 @@ fn insert_event(
     Ok(conn.last_insert_rowid())
 }
 
-/// Moves a consumer's cursor from `after` to `cursor`, refusing if another consumer already
-/// moved it past `after` (only one may apply each stretch of the log).
-pub(crate) fn advance_cursor(
-    conn: &Connection,
-    consumer: &str,
-    after: i64,
-    cursor: i64,
-    now: i64,
-) -> StoreResult<()> {
-    let stored: i64 = conn
-        .prepare_cached("SELECT seq FROM consumer_cursors WHERE name = ?1")?
-        .query_row([consumer], |row| row.get(0))
-        .optional()?
-        .unwrap_or(0);
-    // Exactly where the batch started: a cursor moved past it means another instance
-    // applied that stretch, one behind it that the batch would skip events.
-    if stored != after {
-        return Err(StoreError::Conflict(format!(
-            "consumer {consumer} is at {stored}, not at this batch's start {after}: another instance is running"
-        )));
-    }
-    conn.prepare_cached(
-        "INSERT INTO consumer_cursors (name, seq, updated_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
-    )?
-    .execute(params![consumer, cursor, now])?;
-    Ok(())
-}
-
 /// Records a settings change and returns the tenant's settings after it.
 fn settings_changed(
     conn: &Connection,
@@ -616,81 +587,6 @@ fn escalate(
     )?
     .execute(params![next.as_str(), change_seq, d.created_at_ms, d.agent_id])?;
     Ok(next)
-}
-
-pub(crate) fn change_agent_tx(
-    conn: &Connection,
-    tenant_id: &str,
-    agent_id: &str,
-    change: &AgentChange,
-) -> StoreResult<Agent> {
-    let agent = load_agent(conn, tenant_id, agent_id)?;
-    if !records::agent_change_applies(&agent, change)? {
-        return Ok(agent);
-    }
-    let at = change.at_ms;
-    let (kind, payload) = records::agent_change_event(&agent, change);
-    // The tier change's own seq marks where escalation counting restarts, so the event
-    // comes first.
-    let seq = append_event(
-        conn,
-        tenant_id,
-        kind,
-        Some(agent_id),
-        Some(agent_id),
-        &payload,
-    )?;
-    match &change.kind {
-        AgentChangeKind::Freeze { reason } => {
-            conn.execute(
-                "UPDATE agents SET status = 'frozen', status_reason = ?1, updated_at = ?2 WHERE id = ?3",
-                params![reason, at, agent_id],
-            )?;
-        }
-        AgentChangeKind::Unfreeze => {
-            conn.execute(
-                "UPDATE agents SET status = 'active', status_reason = NULL, updated_at = ?1 WHERE id = ?2",
-                params![at, agent_id],
-            )?;
-        }
-        AgentChangeKind::Revoke { reason } => {
-            conn.execute(
-                "UPDATE agents SET status = 'revoked', status_reason = ?1, updated_at = ?2 WHERE id = ?3",
-                params![reason, at, agent_id],
-            )?;
-            conn.execute(
-                "UPDATE agent_tokens SET retired_at = ?1 WHERE agent_id = ?2 AND retired_at IS NULL",
-                params![at, agent_id],
-            )?;
-        }
-        AgentChangeKind::RotateToken { new_token_hash } => {
-            conn.execute(
-                "UPDATE agent_tokens SET retired_at = ?1 WHERE agent_id = ?2 AND retired_at IS NULL",
-                params![at, agent_id],
-            )?;
-            conn.execute(
-                "INSERT INTO agent_tokens (secret_hash, tenant_id, agent_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![&new_token_hash[..], tenant_id, agent_id, at],
-            )?;
-            conn.execute(
-                "UPDATE agents SET updated_at = ?1 WHERE id = ?2",
-                params![at, agent_id],
-            )?;
-        }
-        AgentChangeKind::SetRiskTier { risk_tier } => {
-            conn.execute(
-                "UPDATE agents SET risk_tier = ?1, risk_tier_changed_seq = ?2, updated_at = ?3 WHERE id = ?4",
-                params![risk_tier.as_str(), seq, at, agent_id],
-            )?;
-        }
-        AgentChangeKind::SetRateLimits { rate_limits } => {
-            conn.execute(
-                records::SET_AGENT_RATE_LIMITS_SQL,
-                params![rate_limits.per_sec, rate_limits.burst, at, agent_id],
-            )?;
-        }
-    }
-    load_agent(conn, tenant_id, agent_id)
 }
 
 #[async_trait]
@@ -1133,7 +1029,11 @@ impl AdminStore for SqliteStore {
     ) -> StoreResult<Agent> {
         let (tenant, agent_id) = (tenant.clone(), agent_id.to_owned());
         self.writer()?
-            .write(move |conn, _| change_agent_tx(conn, tenant.as_str(), &agent_id, &change))
+            .write(move |conn, _| {
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::agents::change_agent(&mut tx, tenant.as_str(), &agent_id, &change).await
+                })
+            })
             .await
     }
 
@@ -1243,7 +1143,11 @@ impl AdminStore for SqliteStore {
 impl SocStore for SqliteStore {
     async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
         self.writer()?
-            .write(move |conn, _| soc::apply_batch(conn, &batch, now_ms()))
+            .write(move |conn, _| {
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::soc::apply_batch(&mut tx, &batch, now_ms()).await
+                })
+            })
             .await
     }
 
@@ -1288,7 +1192,18 @@ impl SocStore for SqliteStore {
             (tenant.clone(), incident_id.to_owned(), actor.to_owned());
         self.writer()?
             .write(move |conn, _| {
-                soc::step_incident(conn, tenant.as_str(), &incident_id, &step, &actor, now_ms())
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    let tenant_id = tenant.as_str();
+                    crate::soc::step_incident(
+                        &mut tx,
+                        tenant_id,
+                        &incident_id,
+                        &step,
+                        &actor,
+                        now_ms(),
+                    )
+                    .await
+                })
             })
             .await
     }
@@ -1319,7 +1234,11 @@ impl SocStore for SqliteStore {
 impl NotificationStore for SqliteStore {
     async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
         self.writer()?
-            .write(move |conn, _| notify::apply_batch(conn, &batch, now_ms()))
+            .write(move |conn, _| {
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::notify::apply_batch(&mut tx, &batch, now_ms()).await
+                })
+            })
             .await
     }
 
@@ -1356,7 +1275,11 @@ impl NotificationStore for SqliteStore {
 
     async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
         self.writer()?
-            .write(move |conn, _| notify::insert_delivery(conn, &delivery))
+            .write(move |conn, _| {
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::notify::insert_delivery(&mut tx, &delivery).await
+                })
+            })
             .await
     }
 

@@ -1,4 +1,5 @@
-//! Notification tables: webhook subscriptions, the delivery queue, coalescing state.
+//! Notification tables as SQLite keeps them: webhook subscriptions, the delivery queue and
+//! its claims, coalescing state. What a notify batch writes is `crate::notify`.
 
 use crate::records;
 use crate::schema::WEBHOOK_COLUMNS;
@@ -34,40 +35,6 @@ fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
         events: events.and_then(|e| serde_json::from_str(&e).ok()),
         created_at_ms: row.get(5)?,
     })
-}
-
-pub(super) fn insert_delivery(conn: &Connection, d: &NewDelivery) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO deliveries (id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)
-         ON CONFLICT (id) DO NOTHING",
-    )?
-    .execute(params![
-        d.id,
-        d.tenant_id.as_str(),
-        d.sink,
-        d.agent_id,
-        d.body,
-        d.created_at_ms
-    ])?;
-    Ok(())
-}
-
-pub(super) fn apply_batch(conn: &Connection, batch: &NotifyBatch, now: i64) -> StoreResult<()> {
-    for delivery in &batch.deliveries {
-        insert_delivery(conn, delivery)?;
-    }
-    let mut save = conn.prepare_cached(crate::schema::SAVE_COALESCE_SQL)?;
-    for state in &batch.coalesce {
-        save.execute(params![
-            state.tenant_id.as_str(),
-            state.agent_id,
-            state.last_sent_at_ms,
-            state.pending_from_seq
-        ])?;
-    }
-    super::advance_cursor(conn, &batch.consumer, batch.after, batch.cursor, now)?;
-    Ok(())
 }
 
 pub(super) fn coalesce_states(conn: &Connection) -> StoreResult<Vec<CoalesceRecord>> {

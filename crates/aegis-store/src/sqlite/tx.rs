@@ -1,12 +1,12 @@
 //! [`WriteTx`] over the SQLite writer's connection: rules written once (`crate::tx`) run in
 //! the writer thread's batch transaction.
 
-use super::{append_event, numbered_placeholders};
-use crate::tx::{EventDraft, SqlValue, WriteTx};
-use crate::{StoreError, StoreResult};
+use super::{append_event, approvals, load_agent, numbered_placeholders, soc};
+use crate::tx::{Column, EventDraft, SqlValue, WriteTx};
+use crate::{Agent, EvidenceAppend, IncidentDetail, StoreError, StoreResult};
 use futures_util::FutureExt;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::{Connection, ToSql, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, ToSql, params_from_iter};
 
 impl ToSql for SqlValue<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -14,6 +14,7 @@ impl ToSql for SqlValue<'_> {
             SqlValue::Text(Some(text)) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
             SqlValue::Int(Some(int)) => ToSqlOutput::Owned(Value::Integer(int)),
             SqlValue::Bool(flag) => ToSqlOutput::Owned(Value::Integer(flag.into())),
+            SqlValue::Bytes(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
             SqlValue::Text(None) | SqlValue::Int(None) => ToSqlOutput::Owned(Value::Null),
         })
     }
@@ -48,15 +49,16 @@ impl WriteTx for SqliteTx<'_> {
         Ok(changed as u64)
     }
 
-    async fn query_bool(
+    async fn query_opt<T: Column>(
         &mut self,
         sql: &'static str,
         params: &[SqlValue<'_>],
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<T>> {
         Ok(self
             .conn
             .prepare_cached(&numbered_placeholders(sql))?
-            .query_row(params_from_iter(params), |row| row.get(0))?)
+            .query_row(params_from_iter(params), |row| row.get(0))
+            .optional()?)
     }
 
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64> {
@@ -69,6 +71,32 @@ impl WriteTx for SqliteTx<'_> {
             &event.payload,
         )
     }
+
+    async fn load_agent(&mut self, tenant_id: &str, agent_id: &str) -> StoreResult<Agent> {
+        load_agent(self.conn, tenant_id, agent_id)
+    }
+
+    async fn load_incident(
+        &mut self,
+        tenant_id: &str,
+        incident_id: &str,
+    ) -> StoreResult<IncidentDetail> {
+        soc::load_incident(self.conn, tenant_id, incident_id)
+    }
+
+    async fn reject_pending_approvals(
+        &mut self,
+        tenant_id: &str,
+        agent_id: &str,
+        incident_id: &str,
+        at_ms: i64,
+    ) -> StoreResult<usize> {
+        approvals::reject_pending(self.conn, tenant_id, agent_id, incident_id, at_ms)
+    }
+
+    async fn add_evidence(&mut self, appends: &[EvidenceAppend], now: i64) -> StoreResult<()> {
+        soc::add_evidence(self.conn, appends, now)
+    }
 }
 
 #[cfg(test)]
@@ -78,19 +106,37 @@ mod tests {
     #[test]
     fn values_bind_as_the_sqlite_schema_stores_them() {
         let conn = Connection::open_in_memory().unwrap();
-        let bound: (String, String, i64, String) = conn
+        let bound: (String, String, i64, String, String) = conn
             .query_row(
-                "SELECT typeof(?1), typeof(?2), ?3, typeof(?4)",
+                "SELECT typeof(?1), typeof(?2), ?3, typeof(?4), typeof(?5)",
                 params_from_iter([
                     SqlValue::text("a"),
                     SqlValue::int(7),
                     SqlValue::Bool(true),
                     SqlValue::Text(None),
+                    SqlValue::Bytes(b"\x00\xff"),
                 ]),
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
             )
             .unwrap();
-        assert_eq!(bound, ("text".into(), "integer".into(), 1, "null".into()));
+        assert_eq!(
+            bound,
+            (
+                "text".into(),
+                "integer".into(),
+                1,
+                "null".into(),
+                "blob".into()
+            )
+        );
     }
 
     #[test]

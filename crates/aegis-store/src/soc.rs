@@ -1,0 +1,431 @@
+//! What the SOC plane writes, once for both stores ([`crate::tx::WriteTx`]): a consumer's
+//! batch of alerts, incidents and evidence with each incident's automatic response, an
+//! operator's step on an incident, and the consumer cursor every batch moves. A backend
+//! runs these in its writer transaction (`sqlite::soc`, `postgres::soc` keep the reads).
+
+use crate::records;
+use crate::schema::RESPONSE_ENGINE;
+use crate::tx::{EventDraft, SqlValue, WriteTx};
+use crate::{
+    Agent, AgentChange, AgentChangeKind, IncidentDetail, IncidentStep, NewAlert, NewIncident,
+    SocApplied, SocBatch, StoreError, StoreResult, agents, event_kind,
+};
+use aegis_core::model::AgentStatus;
+
+/// Applies a SOC consumer's batch and moves its cursor from `batch.after` to `batch.cursor`.
+pub(crate) async fn apply_batch(
+    tx: &mut impl WriteTx,
+    batch: &SocBatch,
+    now: i64,
+) -> StoreResult<SocApplied> {
+    let mut applied = SocApplied::default();
+    for alert in &batch.alerts {
+        insert_alert(tx, alert).await?;
+    }
+    for repeat in &batch.alert_repeats {
+        tx.execute(
+            "UPDATE alerts SET count = count + $3 WHERE tenant_id = $1 AND id = $2",
+            &[
+                SqlValue::text(repeat.tenant_id.as_str()),
+                SqlValue::text(&repeat.alert_id),
+                SqlValue::int(repeat.count),
+            ],
+        )
+        .await?;
+    }
+    for incident in &batch.incidents {
+        if open_incident(tx, incident, &mut applied).await? {
+            applied.opened.push(incident.id.clone());
+        }
+    }
+    tx.add_evidence(&batch.evidence, now).await?;
+    for append in &batch.evidence {
+        let Some(reason) = &append.recontain else {
+            continue;
+        };
+        let tenant_id = append.tenant_id.as_str();
+        let open_for: Option<String> = tx
+            .query_opt(
+                "SELECT agent_id FROM incidents WHERE tenant_id = $1 AND id = $2 AND status <> 'closed'",
+                &[SqlValue::text(tenant_id), SqlValue::text(&append.incident_id)],
+            )
+            .await?;
+        if let Some(agent_id) = open_for {
+            let target = IncidentTarget {
+                tenant_id,
+                incident_id: &append.incident_id,
+                agent_id: &agent_id,
+            };
+            freeze_if_active(tx, &target, reason, now, &mut applied).await?;
+        }
+    }
+    for saved in &batch.correlator_states {
+        tx.execute(
+            "INSERT INTO correlator_state (tenant_id, agent_id, state) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, agent_id) DO UPDATE SET state = excluded.state",
+            &[
+                SqlValue::text(saved.tenant_id.as_str()),
+                SqlValue::text(&saved.agent_id),
+                SqlValue::text(&saved.state.to_string()),
+            ],
+        )
+        .await?;
+    }
+    advance_cursor(tx, &batch.consumer, batch.after, batch.cursor, now).await?;
+    Ok(applied)
+}
+
+/// Moves a consumer's cursor from `after` to `cursor`, refusing if another consumer already
+/// moved it (only one may apply each stretch of the log). No row lock is needed: the
+/// writer's transaction holds the database's write lock (SQLite) or `log_head`
+/// (PostgreSQL), so no other writer runs between the read and the write.
+pub(crate) async fn advance_cursor(
+    tx: &mut impl WriteTx,
+    consumer: &str,
+    after: i64,
+    cursor: i64,
+    now: i64,
+) -> StoreResult<()> {
+    let stored: i64 = tx
+        .query_opt(
+            "SELECT seq FROM consumer_cursors WHERE name = $1",
+            &[SqlValue::text(consumer)],
+        )
+        .await?
+        .unwrap_or(0);
+    // Exactly where the batch started: a cursor moved past it means another instance
+    // applied that stretch, one behind it that the batch would skip events.
+    if stored != after {
+        return Err(StoreError::Conflict(format!(
+            "consumer {consumer} is at {stored}, not at this batch's start {after}: another instance is running"
+        )));
+    }
+    tx.execute(
+        "INSERT INTO consumer_cursors (name, seq, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+        &[
+            SqlValue::text(consumer),
+            SqlValue::int(cursor),
+            SqlValue::int(now),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Inserts the alert unless one of its kind already names its source event, with the
+/// `alert.raised` event that records it.
+async fn insert_alert(tx: &mut impl WriteTx, alert: &NewAlert) -> StoreResult<()> {
+    let tenant_id = alert.tenant_id.as_str();
+    let inserted = tx
+        .execute(
+            "INSERT INTO alerts (id, tenant_id, kind, severity, agent_id, source_seq, summary, event_seq, created_at, count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9)
+             ON CONFLICT (tenant_id, kind, source_seq) DO NOTHING",
+            &[
+                SqlValue::text(&alert.id),
+                SqlValue::text(tenant_id),
+                SqlValue::text(&alert.kind),
+                SqlValue::text(alert.severity.as_str()),
+                SqlValue::Text(alert.agent_id.as_deref()),
+                SqlValue::int(alert.source_seq),
+                SqlValue::text(&alert.summary),
+                SqlValue::int(alert.created_at_ms),
+                SqlValue::int(alert.count),
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(());
+    }
+    let seq = tx
+        .append_event(EventDraft {
+            tenant_id,
+            kind: event_kind::ALERT_RAISED,
+            agent_id: alert.agent_id.as_deref(),
+            subject_id: Some(&alert.id),
+            payload: records::alert_event(alert),
+        })
+        .await?;
+    tx.execute(
+        "UPDATE alerts SET event_seq = $1 WHERE id = $2",
+        &[SqlValue::int(seq), SqlValue::text(&alert.id)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Inserts the incident unless its dedup key exists; then its evidence and its automatic
+/// response. Returns whether it was new.
+async fn open_incident(
+    tx: &mut impl WriteTx,
+    incident: &NewIncident,
+    applied: &mut SocApplied,
+) -> StoreResult<bool> {
+    let tenant_id = incident.tenant_id.as_str();
+    let recommended_action = incident
+        .recommended_action
+        .as_ref()
+        .map(ToString::to_string);
+    let inserted = tx
+        .execute(
+            "INSERT INTO incidents (id, tenant_id, kind, severity, status, agent_id, dedup_key, summary,
+                 recommended_action, opened_at, updated_at, event_seq)
+             VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $9, 0)
+             ON CONFLICT DO NOTHING",
+            &[
+                SqlValue::text(&incident.id),
+                SqlValue::text(tenant_id),
+                SqlValue::text(&incident.kind),
+                SqlValue::text(incident.severity.as_str()),
+                SqlValue::text(&incident.agent_id),
+                SqlValue::text(&incident.dedup_key),
+                SqlValue::text(&incident.summary),
+                SqlValue::Text(recommended_action.as_deref()),
+                SqlValue::int(incident.opened_at_ms),
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    for item in &incident.evidence {
+        tx.execute(
+            "INSERT INTO incident_evidence (incident_id, event_seq) VALUES ($1, $2)
+             ON CONFLICT DO NOTHING",
+            &[SqlValue::text(&incident.id), SqlValue::int(item.event_seq)],
+        )
+        .await?;
+    }
+    let seq = tx
+        .append_event(EventDraft {
+            tenant_id,
+            kind: event_kind::INCIDENT_OPENED,
+            agent_id: Some(&incident.agent_id),
+            subject_id: Some(&incident.id),
+            payload: records::incident_opened_event(incident),
+        })
+        .await?;
+    tx.execute(
+        "UPDATE incidents SET event_seq = $1 WHERE id = $2",
+        &[SqlValue::int(seq), SqlValue::text(&incident.id)],
+    )
+    .await?;
+
+    let at = incident.opened_at_ms;
+    let target = IncidentTarget {
+        tenant_id,
+        incident_id: &incident.id,
+        agent_id: &incident.agent_id,
+    };
+    if let Some(reason) = &incident.response.freeze {
+        freeze_if_active(tx, &target, reason, at, applied).await?;
+    }
+    if incident.response.reject_pending_approvals {
+        let rejected = tx
+            .reject_pending_approvals(tenant_id, &incident.agent_id, &incident.id, at)
+            .await?;
+        if rejected > 0 {
+            let response = Response::automatic("reject_pending_approvals");
+            let detail = format!("{rejected} pending approval(s) rejected");
+            insert_response(tx, &target, &response, &detail, at).await?;
+        }
+    }
+    if let Some(detail) = &incident.response.block_tool {
+        insert_response(tx, &target, &Response::automatic("block_tool"), detail, at).await?;
+    }
+    if let Some(tier) = incident.response.raise_risk_tier {
+        let agent = tx.load_agent(tenant_id, &incident.agent_id).await?;
+        if agent.status != AgentStatus::Revoked && agent.risk_tier < tier {
+            let change = AgentChange {
+                kind: AgentChangeKind::SetRiskTier { risk_tier: tier },
+                actor: RESPONSE_ENGINE.into(),
+                at_ms: at,
+            };
+            let raised = agents::change_agent(tx, tenant_id, &agent.id, &change).await?;
+            let detail = format!(
+                "risk tier {} → {tier}: later writes need approval",
+                agent.risk_tier
+            );
+            let response = Response::automatic("raise_risk_tier");
+            insert_response(tx, &target, &response, &detail, at).await?;
+            applied.agents_changed.push(raised);
+        }
+    }
+    Ok(true)
+}
+
+/// An incident and its agent, as a response names them.
+struct IncidentTarget<'a> {
+    tenant_id: &'a str,
+    incident_id: &'a str,
+    agent_id: &'a str,
+}
+
+/// A response action as recorded: what was done, how (`automatic` by the response engine,
+/// `applied` by an operator taking the recommendation) and by whom.
+struct Response<'a> {
+    action: &'a str,
+    mode: &'a str,
+    actor: &'a str,
+}
+
+impl Response<'static> {
+    fn automatic(action: &'static str) -> Self {
+        Response {
+            action,
+            mode: "automatic",
+            actor: RESPONSE_ENGINE,
+        }
+    }
+}
+
+/// The automatic freeze of an incident's response: applied to the agent as it is now, so
+/// only an active agent is frozen (and the response recorded).
+async fn freeze_if_active(
+    tx: &mut impl WriteTx,
+    target: &IncidentTarget<'_>,
+    reason: &str,
+    at: i64,
+    applied: &mut SocApplied,
+) -> StoreResult<()> {
+    let agent = tx.load_agent(target.tenant_id, target.agent_id).await?;
+    if agent.status != AgentStatus::Active {
+        return Ok(());
+    }
+    let change = AgentChange {
+        kind: AgentChangeKind::Freeze {
+            reason: reason.to_owned(),
+        },
+        actor: RESPONSE_ENGINE.into(),
+        at_ms: at,
+    };
+    let frozen = agents::change_agent(tx, target.tenant_id, &agent.id, &change).await?;
+    insert_response(tx, target, &Response::automatic("freeze"), reason, at).await?;
+    applied.agents_changed.push(frozen);
+    Ok(())
+}
+
+/// Records a response taken on an incident's agent, with its `response.action` event.
+async fn insert_response(
+    tx: &mut impl WriteTx,
+    target: &IncidentTarget<'_>,
+    response: &Response<'_>,
+    detail: &str,
+    at: i64,
+) -> StoreResult<()> {
+    let id = format!("rsp_{}", uuid::Uuid::now_v7().simple());
+    let seq = tx
+        .append_event(EventDraft {
+            tenant_id: target.tenant_id,
+            kind: event_kind::RESPONSE_ACTION,
+            agent_id: Some(target.agent_id),
+            subject_id: Some(&id),
+            payload: records::response_event(
+                &id,
+                target.incident_id,
+                response.action,
+                response.mode,
+                response.actor,
+                detail,
+            ),
+        })
+        .await?;
+    tx.execute(
+        "INSERT INTO response_actions (id, tenant_id, incident_id, agent_id, action, mode, actor, detail, event_seq, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            SqlValue::text(&id),
+            SqlValue::text(target.tenant_id),
+            SqlValue::text(target.incident_id),
+            SqlValue::text(target.agent_id),
+            SqlValue::text(response.action),
+            SqlValue::text(response.mode),
+            SqlValue::text(response.actor),
+            SqlValue::text(detail),
+            SqlValue::int(seq),
+            SqlValue::int(at),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// An operator's step on an incident (acknowledge, close, apply its recommendation), with
+/// the event that records it; the incident after it and the agent it changed, if any.
+pub(crate) async fn step_incident(
+    tx: &mut impl WriteTx,
+    tenant_id: &str,
+    incident_id: &str,
+    step: &IncidentStep,
+    actor: &str,
+    now: i64,
+) -> StoreResult<(IncidentDetail, Option<Agent>)> {
+    let detail = tx.load_incident(tenant_id, incident_id).await?;
+    let incident = &detail.incident;
+    let recommendation = records::check_incident_step(&detail, step)?;
+    match step {
+        IncidentStep::Acknowledge => {
+            tx.execute(
+                "UPDATE incidents SET status = 'acknowledged', acknowledged_at = $1, acknowledged_by = $2, updated_at = $1
+                 WHERE id = $3",
+                &[
+                    SqlValue::int(now),
+                    SqlValue::text(actor),
+                    SqlValue::text(incident_id),
+                ],
+            )
+            .await?;
+        }
+        IncidentStep::Close { reason } => {
+            tx.execute(
+                "UPDATE incidents SET status = 'closed', closed_at = $1, closed_by = $2, close_reason = $3, updated_at = $1
+                 WHERE id = $4",
+                &[
+                    SqlValue::int(now),
+                    SqlValue::text(actor),
+                    SqlValue::Text(reason.as_deref()),
+                    SqlValue::text(incident_id),
+                ],
+            )
+            .await?;
+        }
+        IncidentStep::ApplyRecommendation => {}
+    }
+    if let Some((kind, payload)) = records::incident_step_event(incident, step, actor) {
+        tx.append_event(EventDraft {
+            tenant_id,
+            kind,
+            agent_id: Some(&incident.agent_id),
+            subject_id: Some(incident_id),
+            payload,
+        })
+        .await?;
+    }
+    let mut changed_agent = None;
+    if let Some(recommended) = recommendation {
+        let agent = tx.load_agent(tenant_id, &incident.agent_id).await?;
+        records::check_recommendation_target(&agent)?;
+        let change = AgentChange {
+            kind: recommended.change,
+            actor: actor.to_owned(),
+            at_ms: now,
+        };
+        changed_agent = Some(agents::change_agent(tx, tenant_id, &agent.id, &change).await?);
+        let target = IncidentTarget {
+            tenant_id,
+            incident_id,
+            agent_id: &incident.agent_id,
+        };
+        let response = Response {
+            action: &recommended.action,
+            mode: "applied",
+            actor,
+        };
+        insert_response(tx, &target, &response, &recommended.reason, now).await?;
+    }
+    Ok((
+        tx.load_incident(tenant_id, incident_id).await?,
+        changed_agent,
+    ))
+}
