@@ -1,13 +1,16 @@
 //! Approvals in storage: the records, and what both backends do the same way when a decision
-//! meets an approval (the gate) or an operator decides one. The rules themselves are
-//! `aegis_core::approval`; each backend's `approvals.rs` only runs the statements.
+//! meets an approval (the gate), when an operator decides one, when the sweep expires them
+//! and when the SOC rejects an agent's pending ones. The rules themselves are
+//! `aegis_core::approval`; the last three are written once here over [`WriteTx`]; the gate
+//! is run by each backend's `approvals.rs` in its decision write.
 //!
 //! Expiry needs no writer: a stored `pending` or `approved` approval past `expires_at` reads
 //! as `expired` everywhere ([`aegis_core::approval::effective_status`]). The leader's sweep
 //! ([`crate::AdminStore::expire_approvals`]) later stores the status and appends the
 //! `approval.expired` event, in bounded batches.
 
-use crate::{NewDecision, Page, TenantId, event_kind};
+use crate::tx::{EventDraft, SqlValue, WriteTx};
+use crate::{NewDecision, Page, StoreError, StoreResult, TenantId, event_kind};
 use aegis_core::approval::{ApprovalFacts, ApprovalStatus, UseRefused};
 use aegis_core::model::{ActionRisk, Verdict};
 use aegis_core::receipt::ReceiptApproval;
@@ -401,6 +404,106 @@ pub(crate) fn apply_vote(
         "required": approval.required,
     });
     Ok((approval, kind, payload))
+}
+
+/// Applies an operator's vote in the writer's transaction, with the event that records it;
+/// the approval after it.
+pub(crate) async fn decide(
+    tx: &mut impl WriteTx,
+    tenant_id: &str,
+    approval_id: &str,
+    decision: ApprovalDecision,
+) -> StoreResult<ApprovalRecord> {
+    let approval = tx
+        .load_approval(tenant_id, approval_id, decision.vote.at_ms)
+        .await?
+        .ok_or(StoreError::NotFound("approval"))?;
+    let (approval, kind, payload) = apply_vote(approval, decision)?;
+    let votes = votes_json(&approval.approvals);
+    let rejected_by = approval.rejected_by.as_ref().map(vote_json);
+    tx.execute(
+        "UPDATE approvals SET status = $1, approvals = $2, rejected_by = $3
+         WHERE tenant_id = $4 AND id = $5",
+        &[
+            SqlValue::text(approval.status.as_str()),
+            SqlValue::text(&votes),
+            SqlValue::Text(rejected_by.as_deref()),
+            SqlValue::text(tenant_id),
+            SqlValue::text(approval_id),
+        ],
+    )
+    .await?;
+    tx.append_event(EventDraft {
+        tenant_id,
+        kind,
+        agent_id: Some(&approval.agent_id),
+        subject_id: Some(approval_id),
+        payload,
+    })
+    .await?;
+    Ok(approval)
+}
+
+/// Stores `expired` on up to `limit` approvals whose time ran out, each with its
+/// `approval.expired` event; returns how many.
+pub(crate) async fn expire(tx: &mut impl WriteTx, now_ms: i64, limit: u32) -> StoreResult<usize> {
+    let due: Vec<(String, String, String)> = tx
+        .query_rows(
+            "UPDATE approvals SET status = 'expired'
+             WHERE id IN (SELECT id FROM approvals
+                           WHERE status IN ('pending', 'approved') AND expires_at <= $1
+                           ORDER BY expires_at LIMIT $2)
+             RETURNING id, tenant_id, agent_id",
+            &[SqlValue::int(now_ms), SqlValue::int(limit.into())],
+        )
+        .await?;
+    for (id, tenant_id, agent_id) in &due {
+        tx.append_event(EventDraft {
+            tenant_id,
+            kind: event_kind::APPROVAL_EXPIRED,
+            agent_id: Some(agent_id),
+            subject_id: Some(id),
+            payload: expired_event(id),
+        })
+        .await?;
+    }
+    Ok(due.len())
+}
+
+/// Rejects every pending, unexpired approval of the agent (the SOC containing an
+/// `approval_flood`), each with its `approval.rejected` event; returns how many.
+pub(crate) async fn reject_pending(
+    tx: &mut impl WriteTx,
+    tenant_id: &str,
+    agent_id: &str,
+    incident_id: &str,
+    at_ms: i64,
+) -> StoreResult<usize> {
+    let vote = soc_rejection(incident_id, at_ms);
+    let rejected: Vec<(String,)> = tx
+        .query_rows(
+            "UPDATE approvals SET status = 'rejected', rejected_by = $1
+             WHERE tenant_id = $2 AND agent_id = $3 AND status = 'pending' AND expires_at > $4
+             RETURNING id",
+            &[
+                SqlValue::text(&vote_json(&vote)),
+                SqlValue::text(tenant_id),
+                SqlValue::text(agent_id),
+                SqlValue::int(at_ms),
+            ],
+        )
+        .await?;
+    for (id,) in &rejected {
+        tx.append_event(EventDraft {
+            tenant_id,
+            kind: event_kind::APPROVAL_REJECTED,
+            agent_id: Some(agent_id),
+            subject_id: Some(id),
+            payload: rejected_event(id, &vote),
+        })
+        .await?;
+    }
+    Ok(rejected.len())
 }
 
 /// The rejection the SOC's response engine records on a flooding agent's pending approvals.

@@ -3,12 +3,11 @@
 //! operator's step on an incident, and the consumer cursor every batch moves. A backend
 //! runs these in its writer transaction (`sqlite::soc`, `postgres::soc` keep the reads).
 
-use crate::records;
 use crate::schema::RESPONSE_ENGINE;
 use crate::tx::{EventDraft, SqlValue, WriteTx};
 use crate::{
     Agent, AgentChange, AgentChangeKind, IncidentDetail, IncidentStep, NewAlert, NewIncident,
-    SocApplied, SocBatch, StoreError, StoreResult, agents, event_kind,
+    SocApplied, SocBatch, StoreError, StoreResult, agents, approvals, event_kind, records,
 };
 use aegis_core::model::AgentStatus;
 
@@ -222,9 +221,8 @@ async fn open_incident(
         freeze_if_active(tx, &target, reason, at, applied).await?;
     }
     if incident.response.reject_pending_approvals {
-        let rejected = tx
-            .reject_pending_approvals(tenant_id, &incident.agent_id, &incident.id, at)
-            .await?;
+        let rejected =
+            approvals::reject_pending(tx, tenant_id, &incident.agent_id, &incident.id, at).await?;
         if rejected > 0 {
             let response = Response::automatic("reject_pending_approvals");
             let detail = format!("{rejected} pending approval(s) rejected");

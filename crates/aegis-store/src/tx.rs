@@ -3,12 +3,14 @@
 //! store in its writer transaction. SQL is written with PostgreSQL's `$N` placeholders; the
 //! SQLite store spells them as its own. A backend implements [`WriteTx`] with its driver's
 //! plumbing: binding [`SqlValue`]s, running a statement, appending an event, and the reads
-//! that map whole rows (an agent, an incident), which it shares with its read API.
+//! that map whole rows (an agent, an incident, an approval), which it shares with its read
+//! API.
 //!
 //! The SQLite driver is synchronous: its implementation does its work when first polled and
 //! never suspends, so the writer thread runs a rule with one poll
 //! (`sqlite::SqliteTx::run`).
 
+use crate::approvals::ApprovalRecord;
 use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult};
 use serde_json::Value;
 
@@ -44,6 +46,13 @@ pub(crate) trait WriteTx {
         params: &[SqlValue<'_>],
     ) -> StoreResult<Option<T>>;
 
+    /// Every row `sql` returns (the `RETURNING` list of an update, say), in order.
+    async fn query_rows<R: Columns>(
+        &mut self,
+        sql: &'static str,
+        params: &[SqlValue<'_>],
+    ) -> StoreResult<Vec<R>>;
+
     /// Appends an event to the log in this transaction; its seq.
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64>;
 
@@ -57,14 +66,13 @@ pub(crate) trait WriteTx {
         incident_id: &str,
     ) -> StoreResult<IncidentDetail>;
 
-    /// Rejects the agent's pending approvals because `incident_id` contained it; how many.
-    async fn reject_pending_approvals(
+    /// The tenant's approval as of `now_ms`; `None` if it has none by that id.
+    async fn load_approval(
         &mut self,
         tenant_id: &str,
-        agent_id: &str,
-        incident_id: &str,
-        at_ms: i64,
-    ) -> StoreResult<usize>;
+        approval_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<ApprovalRecord>>;
 
     /// Joins each event to its incident unless already joined; an incident whose evidence
     /// grew is marked updated at `now`. (A storm joins every later event of its agent, so a
@@ -81,6 +89,29 @@ pub(crate) trait Column:
 impl Column for bool {}
 impl Column for i64 {}
 impl Column for String {}
+
+/// A row a rule reads back, as a tuple of its columns in select order.
+pub(crate) trait Columns: Sized {
+    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
+    fn from_postgres(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error>;
+}
+
+macro_rules! columns {
+    ($($column:ident $index:tt),+) => {
+        impl<$($column: Column),+> Columns for ($($column,)+) {
+            fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(($(row.get($index)?,)+))
+            }
+
+            fn from_postgres(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+                Ok(($(row.try_get($index)?,)+))
+            }
+        }
+    };
+}
+
+columns!(A 0);
+columns!(A 0, B 1, C 2);
 
 /// An event a rule appends ([`WriteTx::append_event`]).
 pub(crate) struct EventDraft<'a> {

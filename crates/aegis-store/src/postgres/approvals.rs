@@ -6,8 +6,7 @@ use super::rows::get;
 use super::writer::WriterState;
 use super::{NewEventRow, prepared};
 use crate::approvals::{
-    APPROVAL_COLUMNS, ApprovalDecision, ApprovalFilter, ApprovalRecord, ApprovalSettings, GateStep,
-    StoredApproval,
+    APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalSettings, GateStep, StoredApproval,
 };
 use crate::{NewDecision, StoreError, StoreResult, approvals, event_kind};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -333,132 +332,6 @@ async fn request(
     .await?;
     approvals::requested(d, &approval);
     Ok(())
-}
-
-/// Applies an operator's vote in the writer's transaction.
-pub(crate) async fn decide(
-    tx: &Transaction<'_>,
-    state: &mut WriterState,
-    tenant_id: &str,
-    approval_id: &str,
-    decision: ApprovalDecision,
-) -> StoreResult<ApprovalRecord> {
-    let approval = load(tx, tenant_id, approval_id, decision.vote.at_ms)
-        .await?
-        .ok_or(StoreError::NotFound("approval"))?;
-    let (approval, kind, payload) = approvals::apply_vote(approval, decision)?;
-    let rejected_by = approval.rejected_by.as_ref().map(approvals::vote_json);
-    tx.execute(
-        &prepared(
-            tx,
-            "UPDATE approvals SET status = $1, approvals = $2, rejected_by = $3
-             WHERE tenant_id = $4 AND id = $5",
-        )
-        .await?,
-        &[
-            &approval.status.as_str(),
-            &approvals::votes_json(&approval.approvals),
-            &rejected_by,
-            &tenant_id,
-            &approval_id,
-        ],
-    )
-    .await?;
-    state
-        .append_event(
-            tx,
-            NewEventRow {
-                tenant_id,
-                kind,
-                agent_id: Some(&approval.agent_id),
-                subject_id: Some(approval_id),
-                payload: &payload,
-            },
-        )
-        .await?;
-    Ok(approval)
-}
-
-/// Stores `expired` on up to `limit` approvals whose time ran out, each with its
-/// `approval.expired` event; returns how many.
-pub(crate) async fn expire(
-    tx: &Transaction<'_>,
-    state: &mut WriterState,
-    now_ms: i64,
-    limit: u32,
-) -> StoreResult<usize> {
-    let due = tx
-        .query(
-            &prepared(
-                tx,
-                "UPDATE approvals SET status = 'expired'
-                 WHERE id IN (SELECT id FROM approvals
-                               WHERE status IN ('pending', 'approved') AND expires_at <= $1
-                               ORDER BY expires_at LIMIT $2)
-                 RETURNING id, tenant_id, agent_id",
-            )
-            .await?,
-            &[&now_ms, &i64::from(limit)],
-        )
-        .await?;
-    for row in &due {
-        let (id, tenant_id, agent_id): (String, String, String) =
-            (get(row, 0)?, get(row, 1)?, get(row, 2)?);
-        state
-            .append_event(
-                tx,
-                NewEventRow {
-                    tenant_id: &tenant_id,
-                    kind: event_kind::APPROVAL_EXPIRED,
-                    agent_id: Some(&agent_id),
-                    subject_id: Some(&id),
-                    payload: &approvals::expired_event(&id),
-                },
-            )
-            .await?;
-    }
-    Ok(due.len())
-}
-
-/// Rejects every pending, unexpired approval of the agent (the SOC containing an
-/// `approval_flood`), each with its `approval.rejected` event; returns how many.
-pub(crate) async fn reject_pending(
-    tx: &Transaction<'_>,
-    state: &mut WriterState,
-    tenant_id: &str,
-    agent_id: &str,
-    incident_id: &str,
-    at_ms: i64,
-) -> StoreResult<usize> {
-    let vote = approvals::soc_rejection(incident_id, at_ms);
-    let rejected = tx
-        .query(
-            &prepared(
-                tx,
-                "UPDATE approvals SET status = 'rejected', rejected_by = $1
-                 WHERE tenant_id = $2 AND agent_id = $3 AND status = 'pending' AND expires_at > $4
-                 RETURNING id",
-            )
-            .await?,
-            &[&approvals::vote_json(&vote), &tenant_id, &agent_id, &at_ms],
-        )
-        .await?;
-    for row in &rejected {
-        let id: String = get(row, 0)?;
-        state
-            .append_event(
-                tx,
-                NewEventRow {
-                    tenant_id,
-                    kind: event_kind::APPROVAL_REJECTED,
-                    agent_id: Some(agent_id),
-                    subject_id: Some(&id),
-                    payload: &approvals::rejected_event(&id, &vote),
-                },
-            )
-            .await?;
-    }
-    Ok(rejected.len())
 }
 
 /// The tenant's approvals requested or consumed by these decisions, in request order: one

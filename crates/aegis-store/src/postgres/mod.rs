@@ -1250,7 +1250,8 @@ impl AdminStore for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    approvals::decide(tx, state, tenant.as_str(), &approval_id, decision).await
+                    let mut tx = tx::PgTx { tx, state };
+                    crate::approvals::decide(&mut tx, tenant.as_str(), &approval_id, decision).await
                 })
             })
             .await
@@ -1259,7 +1260,9 @@ impl AdminStore for PgStore {
     async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize> {
         self.writer()?
             .write(move |tx, state| {
-                Box::pin(async move { approvals::expire(tx, state, now_ms, limit).await })
+                Box::pin(async move {
+                    crate::approvals::expire(&mut tx::PgTx { tx, state }, now_ms, limit).await
+                })
             })
             .await
     }

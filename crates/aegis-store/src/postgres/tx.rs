@@ -3,7 +3,8 @@
 
 use super::writer::WriterState;
 use super::{append_event, approvals, load_agent, prepared, soc};
-use crate::tx::{Column, EventDraft, SqlValue, WriteTx};
+use crate::approvals::ApprovalRecord;
+use crate::tx::{Column, Columns, EventDraft, SqlValue, WriteTx};
 use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult};
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -62,6 +63,23 @@ impl WriteTx for PgTx<'_> {
         Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
 
+    async fn query_rows<R: Columns>(
+        &mut self,
+        sql: &'static str,
+        params: &[SqlValue<'_>],
+    ) -> StoreResult<Vec<R>> {
+        let params: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let rows = self
+            .tx
+            .query(&prepared(self.tx, sql).await?, &params)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(R::from_postgres)
+            .collect::<Result<_, _>>()?)
+    }
+
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64> {
         append_event(
             self.tx,
@@ -87,15 +105,13 @@ impl WriteTx for PgTx<'_> {
         soc::load_incident(self.tx, tenant_id, incident_id).await
     }
 
-    async fn reject_pending_approvals(
+    async fn load_approval(
         &mut self,
         tenant_id: &str,
-        agent_id: &str,
-        incident_id: &str,
-        at_ms: i64,
-    ) -> StoreResult<usize> {
-        approvals::reject_pending(self.tx, self.state, tenant_id, agent_id, incident_id, at_ms)
-            .await
+        approval_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<ApprovalRecord>> {
+        approvals::load(self.tx, tenant_id, approval_id, now_ms).await
     }
 
     async fn add_evidence(&mut self, appends: &[EvidenceAppend], now: i64) -> StoreResult<()> {

@@ -2,10 +2,9 @@
 
 use super::append_event;
 use crate::approvals::{
-    APPROVAL_COLUMNS, ApprovalDecision, ApprovalFilter, ApprovalRecord, ApprovalSettings, GateStep,
-    StoredApproval,
+    APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalSettings, GateStep, StoredApproval,
 };
-use crate::{NewDecision, StoreError, StoreResult, approvals, event_kind};
+use crate::{NewDecision, StoreResult, approvals, event_kind};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 fn stored(row: &Row<'_>) -> rusqlite::Result<StoredApproval> {
@@ -257,100 +256,6 @@ fn request(conn: &Connection, d: &mut NewDecision) -> StoreResult<()> {
     ])?;
     approvals::requested(d, &approval);
     Ok(())
-}
-
-/// Applies an operator's vote in the writer's transaction.
-pub(crate) fn decide(
-    conn: &Connection,
-    tenant_id: &str,
-    approval_id: &str,
-    decision: ApprovalDecision,
-) -> StoreResult<ApprovalRecord> {
-    let approval = load(conn, tenant_id, approval_id, decision.vote.at_ms)?
-        .ok_or(StoreError::NotFound("approval"))?;
-    let (approval, kind, payload) = approvals::apply_vote(approval, decision)?;
-    conn.prepare_cached(
-        "UPDATE approvals SET status = ?1, approvals = ?2, rejected_by = ?3
-         WHERE tenant_id = ?4 AND id = ?5",
-    )?
-    .execute(params![
-        approval.status.as_str(),
-        approvals::votes_json(&approval.approvals),
-        approval.rejected_by.as_ref().map(approvals::vote_json),
-        tenant_id,
-        approval_id,
-    ])?;
-    append_event(
-        conn,
-        tenant_id,
-        kind,
-        Some(&approval.agent_id),
-        Some(approval_id),
-        &payload,
-    )?;
-    Ok(approval)
-}
-
-/// Stores `expired` on up to `limit` approvals whose time ran out, each with its
-/// `approval.expired` event; returns how many.
-pub(crate) fn expire(conn: &Connection, now_ms: i64, limit: u32) -> StoreResult<usize> {
-    let due: Vec<(String, String, String)> = conn
-        .prepare_cached(
-            "UPDATE approvals SET status = 'expired'
-             WHERE id IN (SELECT id FROM approvals
-                           WHERE status IN ('pending', 'approved') AND expires_at <= ?1
-                           ORDER BY expires_at LIMIT ?2)
-             RETURNING id, tenant_id, agent_id",
-        )?
-        .query_map(params![now_ms, limit], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    for (id, tenant_id, agent_id) in &due {
-        append_event(
-            conn,
-            tenant_id,
-            event_kind::APPROVAL_EXPIRED,
-            Some(agent_id),
-            Some(id),
-            &approvals::expired_event(id),
-        )?;
-    }
-    Ok(due.len())
-}
-
-/// Rejects every pending, unexpired approval of the agent (the SOC containing an
-/// `approval_flood`), each with its `approval.rejected` event; returns how many.
-pub(crate) fn reject_pending(
-    conn: &Connection,
-    tenant_id: &str,
-    agent_id: &str,
-    incident_id: &str,
-    at_ms: i64,
-) -> StoreResult<usize> {
-    let vote = approvals::soc_rejection(incident_id, at_ms);
-    let rejected: Vec<String> = conn
-        .prepare_cached(
-            "UPDATE approvals SET status = 'rejected', rejected_by = ?1
-             WHERE tenant_id = ?2 AND agent_id = ?3 AND status = 'pending' AND expires_at > ?4
-             RETURNING id",
-        )?
-        .query_map(
-            params![approvals::vote_json(&vote), tenant_id, agent_id, at_ms],
-            |row| row.get(0),
-        )?
-        .collect::<Result<_, _>>()?;
-    for id in &rejected {
-        append_event(
-            conn,
-            tenant_id,
-            event_kind::APPROVAL_REJECTED,
-            Some(agent_id),
-            Some(id),
-            &approvals::rejected_event(id, &vote),
-        )?;
-    }
-    Ok(rejected.len())
 }
 
 /// The tenant's approvals requested or consumed by the decisions of `ids` (a JSON array),

@@ -1079,13 +1079,21 @@ impl AdminStore for SqliteStore {
     ) -> StoreResult<crate::approvals::ApprovalRecord> {
         let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
         self.writer()?
-            .write(move |conn, _| approvals::decide(conn, tenant.as_str(), &approval_id, decision))
+            .write(move |conn, _| {
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::approvals::decide(&mut tx, tenant.as_str(), &approval_id, decision).await
+                })
+            })
             .await
     }
 
     async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize> {
         self.writer()?
-            .write(move |conn, _| approvals::expire(conn, now_ms, limit))
+            .write(move |conn, _| {
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::approvals::expire(&mut tx, now_ms, limit).await
+                })
+            })
             .await
     }
 

@@ -2,7 +2,8 @@
 //! the writer thread's batch transaction.
 
 use super::{append_event, approvals, load_agent, numbered_placeholders, soc};
-use crate::tx::{Column, EventDraft, SqlValue, WriteTx};
+use crate::approvals::ApprovalRecord;
+use crate::tx::{Column, Columns, EventDraft, SqlValue, WriteTx};
 use crate::{Agent, EvidenceAppend, IncidentDetail, StoreError, StoreResult};
 use futures_util::FutureExt;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
@@ -61,6 +62,18 @@ impl WriteTx for SqliteTx<'_> {
             .optional()?)
     }
 
+    async fn query_rows<R: Columns>(
+        &mut self,
+        sql: &'static str,
+        params: &[SqlValue<'_>],
+    ) -> StoreResult<Vec<R>> {
+        Ok(self
+            .conn
+            .prepare_cached(&numbered_placeholders(sql))?
+            .query_map(params_from_iter(params), R::from_sqlite)?
+            .collect::<Result<_, _>>()?)
+    }
+
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64> {
         append_event(
             self.conn,
@@ -84,14 +97,13 @@ impl WriteTx for SqliteTx<'_> {
         soc::load_incident(self.conn, tenant_id, incident_id)
     }
 
-    async fn reject_pending_approvals(
+    async fn load_approval(
         &mut self,
         tenant_id: &str,
-        agent_id: &str,
-        incident_id: &str,
-        at_ms: i64,
-    ) -> StoreResult<usize> {
-        approvals::reject_pending(self.conn, tenant_id, agent_id, incident_id, at_ms)
+        approval_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<ApprovalRecord>> {
+        approvals::load(self.conn, tenant_id, approval_id, now_ms)
     }
 
     async fn add_evidence(&mut self, appends: &[EvidenceAppend], now: i64) -> StoreResult<()> {
