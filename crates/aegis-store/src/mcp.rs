@@ -2,11 +2,13 @@
 //! tool definition the gateway has seen from them.
 //!
 //! The rules live here once: [`pin_step`] says what one observed definition does to its pin,
-//! and the SQL below is shared by both backends (its parameters are written `$1`, `$2`, … in
-//! order of first use, which PostgreSQL reads as positions and SQLite as names numbered in
-//! that same order). Each backend only runs the statements in its own transaction.
+//! and what registering a server, observing a listing, accepting a changed definition and
+//! setting a tool's resource argument write is written below once over
+//! [`crate::tx::WriteTx`], with the SQL both backends run ([`sql`]). Each backend runs
+//! these in its writer transaction and keeps its reads.
 
-use crate::{StoreResult, TenantId};
+use crate::tx::{EventDraft, SqlValue, WriteTx};
+use crate::{IncidentStep, StoreError, StoreResult, TenantId, event_kind, soc};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -165,12 +167,12 @@ pub fn definition_changed_dedup_key(server_id: &str, tool: &str, new_hash: &str)
 /// What the dedup keys of a tool's definition changes start with; the hash after it is 64
 /// hex digits, so a key of exactly that length belongs to this tool and no other (a tool
 /// named `read:x` has longer keys under `read`'s prefix).
-pub(crate) fn definition_changed_key_prefix(server_id: &str, tool: &str) -> String {
+fn definition_changed_key_prefix(server_id: &str, tool: &str) -> String {
     format!("{DEFINITION_CHANGED}:{server_id}:{tool}:")
 }
 
 /// Why accepting a definition closes the incidents its changes opened.
-pub(crate) fn accepted_close_reason(accepted_by: &str) -> String {
+fn accepted_close_reason(accepted_by: &str) -> String {
     format!("the changed definition was accepted by {accepted_by}; the tool is callable again")
 }
 
@@ -179,7 +181,7 @@ pub const FIRST_LISTING_RISK: aegis_core::model::ActionRisk = aegis_core::model:
 
 /// The action registered for a tool on its first listing, as the `tool.registered` event
 /// of that listing lists it.
-pub(crate) fn first_listed_action(tool: &ObservedTool) -> crate::ToolAction {
+fn first_listed_action(tool: &ObservedTool) -> crate::ToolAction {
     crate::ToolAction {
         action: tool.name.clone(),
         mutates_state: !tool.read_only,
@@ -190,7 +192,7 @@ pub(crate) fn first_listed_action(tool: &ObservedTool) -> crate::ToolAction {
 }
 
 /// Payload of `mcp.tool_definition_changed`: what the SOC's alert names.
-pub(crate) fn definition_changed_payload(
+fn definition_changed_payload(
     server: &McpServer,
     pin: Option<&ToolPin>,
     seen: &ObservedTool,
@@ -205,7 +207,7 @@ pub(crate) fn definition_changed_payload(
 }
 
 /// Payload of `mcp.tool_definition_accepted`.
-pub(crate) fn accepted_payload(before: &ToolPin, accepted_by: &str) -> serde_json::Value {
+fn accepted_payload(before: &ToolPin, accepted_by: &str) -> serde_json::Value {
     serde_json::json!({
         "server_id": before.server_id,
         "tool": before.tool,
@@ -216,7 +218,7 @@ pub(crate) fn accepted_payload(before: &ToolPin, accepted_by: &str) -> serde_jso
 }
 
 /// Payload of `mcp.tool_resource_argument_set`.
-pub(crate) fn resource_argument_payload(
+fn resource_argument_payload(
     server_id: &str,
     tool: &str,
     resource_argument: Option<&str>,
@@ -226,6 +228,243 @@ pub(crate) fn resource_argument_payload(
         "tool": tool,
         "resource_argument": resource_argument,
     })
+}
+
+/// Registers an upstream MCP server for the tenant, with its event.
+pub(crate) async fn create_server(
+    tx: &mut impl WriteTx,
+    tenant: TenantId,
+    new: NewMcpServer,
+) -> StoreResult<McpServer> {
+    tx.execute(
+        sql::INSERT_SERVER,
+        &[
+            SqlValue::text(&new.id),
+            SqlValue::text(tenant.as_str()),
+            SqlValue::text(&new.name),
+            SqlValue::text(&new.url),
+            SqlValue::int(new.created_at_ms),
+        ],
+    )
+    .await?;
+    tx.append_event(EventDraft {
+        tenant_id: tenant.as_str(),
+        kind: mcp_event::SERVER_REGISTERED,
+        agent_id: None,
+        subject_id: Some(&new.id),
+        payload: serde_json::json!({"server_id": new.id, "name": new.name, "url": new.url}),
+    })
+    .await?;
+    Ok(McpServer {
+        id: new.id,
+        tenant_id: tenant,
+        name: new.name,
+        url: new.url,
+        created_at_ms: new.created_at_ms,
+    })
+}
+
+/// Deletes the tenant's MCP server and its pins, with its event.
+pub(crate) async fn delete_server(
+    tx: &mut impl WriteTx,
+    tenant_id: &str,
+    server_id: &str,
+) -> StoreResult<()> {
+    let key = [SqlValue::text(tenant_id), SqlValue::text(server_id)];
+    if tx.execute(sql::DELETE_SERVER, &key).await? == 0 {
+        return Err(StoreError::NotFound("MCP server"));
+    }
+    tx.execute(sql::DELETE_PINS, &key).await?;
+    tx.append_event(EventDraft {
+        tenant_id,
+        kind: mcp_event::SERVER_DELETED,
+        agent_id: None,
+        subject_id: Some(server_id),
+        payload: serde_json::json!({"server_id": server_id}),
+    })
+    .await?;
+    Ok(())
+}
+
+/// Applies one listing of the server's tools, seen by agent `observed_by` at `at`, to their
+/// pins ([`pin_step`]): a first sight pins the definition and registers the tool action, a
+/// definition not seen before withholds the tool with one event. The pins after it.
+pub(crate) async fn observe_tools(
+    tx: &mut impl WriteTx,
+    tenant_id: &str,
+    server: &McpServer,
+    tools: &[ObservedTool],
+    observed_by: &str,
+    at: i64,
+) -> StoreResult<McpObservation> {
+    let mut registered = Vec::new();
+    for tool in tools {
+        let existing = tx.load_pin(tenant_id, &server.id, &tool.name).await?;
+        match pin_step(existing.as_ref(), tool) {
+            PinStep::Keep => {}
+            PinStep::Pin => {
+                tx.execute(
+                    sql::INSERT_PIN,
+                    &[
+                        SqlValue::text(tenant_id),
+                        SqlValue::text(&server.id),
+                        SqlValue::text(&tool.name),
+                        SqlValue::text(&tool.definition_hash),
+                        SqlValue::Bool(tool.read_only),
+                        SqlValue::int(at),
+                    ],
+                )
+                .await?;
+                let inserted = tx
+                    .execute(
+                        sql::REGISTER_FIRST_LISTED,
+                        &[
+                            SqlValue::text(tenant_id),
+                            SqlValue::text(&server.name),
+                            SqlValue::text(&tool.name),
+                            SqlValue::Bool(!tool.read_only),
+                            SqlValue::text(FIRST_LISTING_RISK.as_str()),
+                            SqlValue::int(at),
+                        ],
+                    )
+                    .await?;
+                if inserted == 1 {
+                    registered.push(first_listed_action(tool));
+                }
+            }
+            PinStep::Change => {
+                let marked = tx
+                    .execute(
+                        sql::MARK_CHANGED,
+                        &[
+                            SqlValue::text(&tool.definition_hash),
+                            SqlValue::Bool(tool.read_only),
+                            SqlValue::text(tenant_id),
+                            SqlValue::text(&server.id),
+                            SqlValue::text(&tool.name),
+                        ],
+                    )
+                    .await?;
+                if marked == 1 {
+                    tx.append_event(EventDraft {
+                        tenant_id,
+                        kind: mcp_event::TOOL_DEFINITION_CHANGED,
+                        agent_id: Some(observed_by),
+                        subject_id: Some(&server.id),
+                        payload: definition_changed_payload(server, existing.as_ref(), tool),
+                    })
+                    .await?;
+                }
+            }
+        }
+    }
+    if !registered.is_empty() {
+        tx.append_event(EventDraft {
+            tenant_id,
+            kind: event_kind::TOOL_REGISTERED,
+            agent_id: None,
+            subject_id: Some(&server.name),
+            payload: serde_json::json!({"tool": server.name, "actions": registered}),
+        })
+        .await?;
+    }
+    Ok(McpObservation {
+        pins: tx.load_pins(tenant_id, &server.id).await?,
+        registered_actions: !registered.is_empty(),
+    })
+}
+
+/// An operator accepting a tool's changed definition at `at`: the pin trusts it and the tool
+/// is callable again, and the incidents its changes opened are closed. The pin after it.
+pub(crate) async fn accept_tool(
+    tx: &mut impl WriteTx,
+    tenant_id: &str,
+    server_id: &str,
+    tool: &str,
+    accepted_by: &str,
+    at: i64,
+) -> StoreResult<ToolPin> {
+    let before = tx
+        .load_pin(tenant_id, server_id, tool)
+        .await?
+        .ok_or(StoreError::NotFound("tool pin"))?;
+    let accepted = tx
+        .execute(
+            sql::ACCEPT,
+            &[
+                SqlValue::text(accepted_by),
+                SqlValue::int(at),
+                SqlValue::text(tenant_id),
+                SqlValue::text(server_id),
+                SqlValue::text(tool),
+            ],
+        )
+        .await?;
+    if accepted == 0 {
+        return Err(StoreError::Conflict(
+            "the tool's definition has not changed since it was pinned or accepted".into(),
+        ));
+    }
+    tx.append_event(EventDraft {
+        tenant_id,
+        kind: mcp_event::TOOL_DEFINITION_ACCEPTED,
+        agent_id: None,
+        subject_id: Some(server_id),
+        payload: accepted_payload(&before, accepted_by),
+    })
+    .await?;
+    let prefix = definition_changed_key_prefix(server_id, tool);
+    let open: Vec<(String,)> = tx
+        .query_rows(
+            sql::OPEN_DEFINITION_INCIDENTS,
+            &[SqlValue::text(tenant_id), SqlValue::text(&prefix)],
+        )
+        .await?;
+    let close = IncidentStep::Close {
+        reason: Some(accepted_close_reason(accepted_by)),
+    };
+    for (incident_id,) in &open {
+        soc::step_incident(tx, tenant_id, incident_id, &close, accepted_by, at).await?;
+    }
+    tx.load_pin(tenant_id, server_id, tool)
+        .await?
+        .ok_or(StoreError::NotFound("tool pin"))
+}
+
+/// Sets (or clears) which argument of a tool's calls names the resource it acts on, with
+/// its event. The pin after it.
+pub(crate) async fn set_resource_argument(
+    tx: &mut impl WriteTx,
+    tenant_id: &str,
+    server_id: &str,
+    tool: &str,
+    resource_argument: Option<&str>,
+) -> StoreResult<ToolPin> {
+    let set = tx
+        .execute(
+            sql::SET_RESOURCE_ARGUMENT,
+            &[
+                SqlValue::Text(resource_argument),
+                SqlValue::text(tenant_id),
+                SqlValue::text(server_id),
+                SqlValue::text(tool),
+            ],
+        )
+        .await?;
+    if set == 0 {
+        return Err(StoreError::NotFound("tool pin"));
+    }
+    tx.append_event(EventDraft {
+        tenant_id,
+        kind: mcp_event::TOOL_RESOURCE_ARGUMENT_SET,
+        agent_id: None,
+        subject_id: Some(server_id),
+        payload: resource_argument_payload(server_id, tool, resource_argument),
+    })
+    .await?;
+    tx.load_pin(tenant_id, server_id, tool)
+        .await?
+        .ok_or(StoreError::NotFound("tool pin"))
 }
 
 /// The statements both backends run (see the module doc for the parameter style).

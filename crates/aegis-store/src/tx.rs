@@ -3,15 +3,15 @@
 //! store in its writer transaction. SQL is written with PostgreSQL's `$N` placeholders; the
 //! SQLite store spells them as its own. A backend implements [`WriteTx`] with its driver's
 //! plumbing: binding [`SqlValue`]s, running a statement, appending an event, and the reads
-//! that map whole rows (an agent, an incident, an approval), which it shares with its read
-//! API.
+//! that map whole rows (an agent, an incident, an approval, an MCP tool's pin), which it
+//! shares with its read API.
 //!
 //! The SQLite driver is synchronous: its implementation does its work when first polled and
 //! never suspends, so the writer thread runs a rule with one poll
 //! (`sqlite::SqliteTx::run`).
 
 use crate::approvals::ApprovalRecord;
-use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult};
+use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult, ToolPin};
 use serde_json::Value;
 
 /// A statement parameter, typed as its column is: PostgreSQL checks a parameter's type
@@ -73,6 +73,17 @@ pub(crate) trait WriteTx {
         approval_id: &str,
         now_ms: i64,
     ) -> StoreResult<Option<ApprovalRecord>>;
+
+    /// The pin of one tool of the tenant's MCP server; `None` if it has none.
+    async fn load_pin(
+        &mut self,
+        tenant_id: &str,
+        server_id: &str,
+        tool: &str,
+    ) -> StoreResult<Option<ToolPin>>;
+
+    /// The pins of every tool of the tenant's MCP server, by tool name.
+    async fn load_pins(&mut self, tenant_id: &str, server_id: &str) -> StoreResult<Vec<ToolPin>>;
 
     /// Joins each event to its incident unless already joined; an incident whose evidence
     /// grew is marked updated at `now`. (A storm joins every later event of its agent, so a

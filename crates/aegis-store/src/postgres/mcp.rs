@@ -1,13 +1,9 @@
-//! [`McpRegistry`] on PostgreSQL: the shared statements of [`crate::mcp`] run in the
-//! writer's batch transaction (writes) and on the read pool.
+//! [`McpRegistry`] on PostgreSQL: the writes of [`crate::mcp`] run in the writer's batch
+//! transaction, the reads of its shared statements on the read pool.
 
 use super::rows::get;
-use super::{PgStore, append_event, prepared};
-use crate::mcp::{
-    PinStep, accepted_close_reason, accepted_payload, definition_changed_key_prefix,
-    definition_changed_payload, first_listed_action, mcp_event, pin_step,
-    resource_argument_payload, sql,
-};
+use super::{PgStore, prepared};
+use crate::mcp::sql;
 use crate::*;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -67,15 +63,15 @@ pub(super) async fn definitions_of_servers<C: GenericClient>(
         .collect()
 }
 
-async fn pins<C: GenericClient>(
+pub(super) async fn pins<C: GenericClient>(
     client: &C,
-    tenant: &TenantId,
+    tenant_id: &str,
     server_id: &str,
 ) -> StoreResult<Vec<ToolPin>> {
     client
         .query(
             &prepared(client, sql::PINS).await?,
-            &[&tenant.as_str(), &server_id],
+            &[&tenant_id, &server_id],
         )
         .await?
         .iter()
@@ -83,16 +79,16 @@ async fn pins<C: GenericClient>(
         .collect()
 }
 
-async fn pin<C: GenericClient>(
+pub(super) async fn pin<C: GenericClient>(
     client: &C,
-    tenant: &TenantId,
+    tenant_id: &str,
     server_id: &str,
     tool: &str,
 ) -> StoreResult<Option<ToolPin>> {
     client
         .query_opt(
             &prepared(client, sql::PIN).await?,
-            &[&tenant.as_str(), &server_id, &tool],
+            &[&tenant_id, &server_id, &tool],
         )
         .await?
         .as_ref()
@@ -127,34 +123,8 @@ impl McpRegistry for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    tx.execute(
-                        &prepared(tx, sql::INSERT_SERVER).await?,
-                        &[
-                            &new.id,
-                            &tenant.as_str(),
-                            &new.name,
-                            &new.url,
-                            &new.created_at_ms,
-                        ],
-                    )
-                    .await?;
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        mcp_event::SERVER_REGISTERED,
-                        None,
-                        Some(&new.id),
-                        &serde_json::json!({"server_id": new.id, "name": new.name, "url": new.url}),
-                    )
-                    .await?;
-                    Ok(McpServer {
-                        id: new.id,
-                        tenant_id: tenant,
-                        name: new.name,
-                        url: new.url,
-                        created_at_ms: new.created_at_ms,
-                    })
+                    let mut tx = super::tx::PgTx { tx, state };
+                    crate::mcp::create_server(&mut tx, tenant, new).await
                 })
             })
             .await
@@ -180,28 +150,8 @@ impl McpRegistry for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-                        [&tenant.as_str(), &id];
-                    if tx
-                        .execute(&prepared(tx, sql::DELETE_SERVER).await?, &params)
-                        .await?
-                        == 0
-                    {
-                        return Err(StoreError::NotFound("MCP server"));
-                    }
-                    tx.execute(&prepared(tx, sql::DELETE_PINS).await?, &params)
-                        .await?;
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        mcp_event::SERVER_DELETED,
-                        None,
-                        Some(&id),
-                        &serde_json::json!({"server_id": id}),
-                    )
-                    .await?;
-                    Ok(())
+                    let mut tx = super::tx::PgTx { tx, state };
+                    crate::mcp::delete_server(&mut tx, tenant.as_str(), &id).await
                 })
             })
             .await
@@ -218,90 +168,10 @@ impl McpRegistry for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    let at = now_ms();
-                    let mut registered = Vec::new();
-                    for tool in &tools {
-                        let existing = pin(tx, &tenant, &server.id, &tool.name).await?;
-                        match pin_step(existing.as_ref(), tool) {
-                            PinStep::Keep => {}
-                            PinStep::Pin => {
-                                tx.execute(
-                                    &prepared(tx, sql::INSERT_PIN).await?,
-                                    &[
-                                        &tenant.as_str(),
-                                        &server.id,
-                                        &tool.name,
-                                        &tool.definition_hash,
-                                        &tool.read_only,
-                                        &at,
-                                    ],
-                                )
-                                .await?;
-                                let inserted = tx
-                                    .execute(
-                                        &prepared(tx, sql::REGISTER_FIRST_LISTED).await?,
-                                        &[
-                                            &tenant.as_str(),
-                                            &server.name,
-                                            &tool.name,
-                                            &!tool.read_only,
-                                            &FIRST_LISTING_RISK.as_str(),
-                                            &at,
-                                        ],
-                                    )
-                                    .await?;
-                                if inserted == 1 {
-                                    registered.push(first_listed_action(tool));
-                                }
-                            }
-                            PinStep::Change => {
-                                let marked = tx
-                                    .execute(
-                                        &prepared(tx, sql::MARK_CHANGED).await?,
-                                        &[
-                                            &tool.definition_hash,
-                                            &tool.read_only,
-                                            &tenant.as_str(),
-                                            &server.id,
-                                            &tool.name,
-                                        ],
-                                    )
-                                    .await?;
-                                if marked == 1 {
-                                    append_event(
-                                        tx,
-                                        state,
-                                        tenant.as_str(),
-                                        mcp_event::TOOL_DEFINITION_CHANGED,
-                                        Some(&agent),
-                                        Some(&server.id),
-                                        &definition_changed_payload(
-                                            &server,
-                                            existing.as_ref(),
-                                            tool,
-                                        ),
-                                    )
-                                    .await?;
-                                }
-                            }
-                        }
-                    }
-                    if !registered.is_empty() {
-                        append_event(
-                            tx,
-                            state,
-                            tenant.as_str(),
-                            event_kind::TOOL_REGISTERED,
-                            None,
-                            Some(&server.name),
-                            &serde_json::json!({"tool": server.name, "actions": registered}),
-                        )
-                        .await?;
-                    }
-                    Ok(McpObservation {
-                        pins: pins(tx, &tenant, &server.id).await?,
-                        registered_actions: !registered.is_empty(),
-                    })
+                    let mut tx = super::tx::PgTx { tx, state };
+                    let tenant_id = tenant.as_str();
+                    crate::mcp::observe_tools(&mut tx, tenant_id, &server, &tools, &agent, now_ms())
+                        .await
                 })
             })
             .await
@@ -309,7 +179,7 @@ impl McpRegistry for PgStore {
 
     async fn mcp_tool_pins(&self, tenant: &TenantId, server_id: &str) -> StoreResult<Vec<ToolPin>> {
         let client = self.pool.get().await?;
-        pins(&client, tenant, server_id).await
+        pins(&client, tenant.as_str(), server_id).await
     }
 
     async fn accept_mcp_tool(
@@ -328,60 +198,9 @@ impl McpRegistry for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    let before = pin(tx, &tenant, &id, &tool)
-                        .await?
-                        .ok_or(StoreError::NotFound("tool pin"))?;
-                    let at = now_ms();
-                    if tx
-                        .execute(
-                            &prepared(tx, sql::ACCEPT).await?,
-                            &[&by, &at, &tenant.as_str(), &id, &tool],
-                        )
-                        .await?
-                        == 0
-                    {
-                        return Err(StoreError::Conflict(
-                            "the tool's definition has not changed since it was pinned or accepted"
-                                .into(),
-                        ));
-                    }
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        mcp_event::TOOL_DEFINITION_ACCEPTED,
-                        None,
-                        Some(&id),
-                        &accepted_payload(&before, &by),
-                    )
-                    .await?;
-                    let prefix = definition_changed_key_prefix(&id, &tool);
-                    let open = tx
-                        .query(
-                            &prepared(tx, sql::OPEN_DEFINITION_INCIDENTS).await?,
-                            &[&tenant.as_str(), &prefix],
-                        )
-                        .await?;
-                    let close = IncidentStep::Close {
-                        reason: Some(accepted_close_reason(&by)),
-                    };
-                    let mut soc_tx = super::tx::PgTx { tx, state };
-                    for row in &open {
-                        let incident_id: String = get(row, 0)?;
-                        let tenant_id = tenant.as_str();
-                        crate::soc::step_incident(
-                            &mut soc_tx,
-                            tenant_id,
-                            &incident_id,
-                            &close,
-                            &by,
-                            at,
-                        )
-                        .await?;
-                    }
-                    pin(tx, &tenant, &id, &tool)
-                        .await?
-                        .ok_or(StoreError::NotFound("tool pin"))
+                    let mut tx = super::tx::PgTx { tx, state };
+                    let tenant_id = tenant.as_str();
+                    crate::mcp::accept_tool(&mut tx, tenant_id, &id, &tool, &by, now_ms()).await
                 })
             })
             .await
@@ -398,29 +217,10 @@ impl McpRegistry for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    if tx
-                        .execute(
-                            &prepared(tx, sql::SET_RESOURCE_ARGUMENT).await?,
-                            &[&resource_argument, &tenant.as_str(), &id, &tool],
-                        )
-                        .await?
-                        == 0
-                    {
-                        return Err(StoreError::NotFound("tool pin"));
-                    }
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        mcp_event::TOOL_RESOURCE_ARGUMENT_SET,
-                        None,
-                        Some(&id),
-                        &resource_argument_payload(&id, &tool, resource_argument.as_deref()),
-                    )
-                    .await?;
-                    pin(tx, &tenant, &id, &tool)
-                        .await?
-                        .ok_or(StoreError::NotFound("tool pin"))
+                    let mut tx = super::tx::PgTx { tx, state };
+                    let (tenant_id, argument) = (tenant.as_str(), resource_argument.as_deref());
+                    crate::mcp::set_resource_argument(&mut tx, tenant_id, &id, &tool, argument)
+                        .await
                 })
             })
             .await

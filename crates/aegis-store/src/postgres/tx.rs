@@ -2,10 +2,10 @@
 //! run in the batch transaction that holds `log_head`.
 
 use super::writer::WriterState;
-use super::{append_event, approvals, load_agent, prepared, soc};
+use super::{append_event, approvals, load_agent, mcp, prepared, soc};
 use crate::approvals::ApprovalRecord;
 use crate::tx::{Column, Columns, EventDraft, SqlValue, WriteTx};
-use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult};
+use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult, ToolPin};
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
@@ -112,6 +112,19 @@ impl WriteTx for PgTx<'_> {
         now_ms: i64,
     ) -> StoreResult<Option<ApprovalRecord>> {
         approvals::load(self.tx, tenant_id, approval_id, now_ms).await
+    }
+
+    async fn load_pin(
+        &mut self,
+        tenant_id: &str,
+        server_id: &str,
+        tool: &str,
+    ) -> StoreResult<Option<ToolPin>> {
+        mcp::pin(self.tx, tenant_id, server_id, tool).await
+    }
+
+    async fn load_pins(&mut self, tenant_id: &str, server_id: &str) -> StoreResult<Vec<ToolPin>> {
+        mcp::pins(self.tx, tenant_id, server_id).await
     }
 
     async fn add_evidence(&mut self, appends: &[EvidenceAppend], now: i64) -> StoreResult<()> {

@@ -1,12 +1,8 @@
-//! [`McpRegistry`] on SQLite: the shared statements of [`crate::mcp`] run on the writer
-//! thread (writes) and the read pool.
+//! [`McpRegistry`] on SQLite: the writes of [`crate::mcp`] run on the writer thread, the
+//! reads of its shared statements on the read pool.
 
-use super::{SqliteStore, append_event};
-use crate::mcp::{
-    PinStep, accepted_close_reason, accepted_payload, definition_changed_key_prefix,
-    definition_changed_payload, first_listed_action, mcp_event, pin_step,
-    resource_argument_payload, sql,
-};
+use super::SqliteStore;
+use crate::mcp::sql;
 use crate::*;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -73,21 +69,25 @@ fn with_status((mut pin, status): (ToolPin, String)) -> StoreResult<ToolPin> {
     Ok(pin)
 }
 
-fn pins(conn: &Connection, tenant: &TenantId, server_id: &str) -> StoreResult<Vec<ToolPin>> {
+pub(super) fn pins(
+    conn: &Connection,
+    tenant_id: &str,
+    server_id: &str,
+) -> StoreResult<Vec<ToolPin>> {
     conn.prepare_cached(sql::PINS)?
-        .query_map(params![tenant.as_str(), server_id], pin_from_row)?
+        .query_map(params![tenant_id, server_id], pin_from_row)?
         .map(|row| with_status(row?))
         .collect()
 }
 
-fn pin(
+pub(super) fn pin(
     conn: &Connection,
-    tenant: &TenantId,
+    tenant_id: &str,
     server_id: &str,
     tool: &str,
 ) -> StoreResult<Option<ToolPin>> {
     conn.prepare_cached(sql::PIN)?
-        .query_row(params![tenant.as_str(), server_id, tool], pin_from_row)
+        .query_row(params![tenant_id, server_id, tool], pin_from_row)
         .optional()?
         .map(with_status)
         .transpose()
@@ -115,27 +115,8 @@ impl McpRegistry for SqliteStore {
         let tenant = tenant.clone();
         self.writer()?
             .write(move |conn, _| {
-                conn.prepare_cached(sql::INSERT_SERVER)?.execute(params![
-                    new.id,
-                    tenant.as_str(),
-                    new.name,
-                    new.url,
-                    new.created_at_ms
-                ])?;
-                append_event(
-                    conn,
-                    tenant.as_str(),
-                    mcp_event::SERVER_REGISTERED,
-                    None,
-                    Some(&new.id),
-                    &serde_json::json!({"server_id": new.id, "name": new.name, "url": new.url}),
-                )?;
-                Ok(McpServer {
-                    id: new.id,
-                    tenant_id: tenant,
-                    name: new.name,
-                    url: new.url,
-                    created_at_ms: new.created_at_ms,
+                super::tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::mcp::create_server(&mut tx, tenant, new).await
                 })
             })
             .await
@@ -168,24 +149,9 @@ impl McpRegistry for SqliteStore {
         let (tenant, id) = (tenant.clone(), server_id.to_owned());
         self.writer()?
             .write(move |conn, _| {
-                if conn
-                    .prepare_cached(sql::DELETE_SERVER)?
-                    .execute(params![tenant.as_str(), id])?
-                    == 0
-                {
-                    return Err(StoreError::NotFound("MCP server"));
-                }
-                conn.prepare_cached(sql::DELETE_PINS)?
-                    .execute(params![tenant.as_str(), id])?;
-                append_event(
-                    conn,
-                    tenant.as_str(),
-                    mcp_event::SERVER_DELETED,
-                    None,
-                    Some(&id),
-                    &serde_json::json!({"server_id": id}),
-                )?;
-                Ok(())
+                super::tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::mcp::delete_server(&mut tx, tenant.as_str(), &id).await
+                })
             })
             .await
     }
@@ -200,70 +166,10 @@ impl McpRegistry for SqliteStore {
         let (tenant, server, agent) = (tenant.clone(), server.clone(), observed_by.to_owned());
         self.writer()?
             .write(move |conn, _| {
-                let at = now_ms();
-                let mut registered = Vec::new();
-                for tool in &tools {
-                    let existing = pin(conn, &tenant, &server.id, &tool.name)?;
-                    match pin_step(existing.as_ref(), tool) {
-                        PinStep::Keep => {}
-                        PinStep::Pin => {
-                            conn.prepare_cached(sql::INSERT_PIN)?.execute(params![
-                                tenant.as_str(),
-                                server.id,
-                                tool.name,
-                                tool.definition_hash,
-                                tool.read_only,
-                                at
-                            ])?;
-                            let inserted = conn
-                                .prepare_cached(sql::REGISTER_FIRST_LISTED)?
-                                .execute(params![
-                                    tenant.as_str(),
-                                    server.name,
-                                    tool.name,
-                                    !tool.read_only,
-                                    FIRST_LISTING_RISK.as_str(),
-                                    at
-                                ])?;
-                            if inserted == 1 {
-                                registered.push(first_listed_action(tool));
-                            }
-                        }
-                        PinStep::Change => {
-                            let marked =
-                                conn.prepare_cached(sql::MARK_CHANGED)?.execute(params![
-                                    tool.definition_hash,
-                                    tool.read_only,
-                                    tenant.as_str(),
-                                    server.id,
-                                    tool.name
-                                ])?;
-                            if marked == 1 {
-                                append_event(
-                                    conn,
-                                    tenant.as_str(),
-                                    mcp_event::TOOL_DEFINITION_CHANGED,
-                                    Some(&agent),
-                                    Some(&server.id),
-                                    &definition_changed_payload(&server, existing.as_ref(), tool),
-                                )?;
-                            }
-                        }
-                    }
-                }
-                if !registered.is_empty() {
-                    append_event(
-                        conn,
-                        tenant.as_str(),
-                        event_kind::TOOL_REGISTERED,
-                        None,
-                        Some(&server.name),
-                        &serde_json::json!({"tool": server.name, "actions": registered}),
-                    )?;
-                }
-                Ok(McpObservation {
-                    pins: pins(conn, &tenant, &server.id)?,
-                    registered_actions: !registered.is_empty(),
+                super::tx::SqliteTx::run(conn, |mut tx| async move {
+                    let tenant_id = tenant.as_str();
+                    crate::mcp::observe_tools(&mut tx, tenant_id, &server, &tools, &agent, now_ms())
+                        .await
                 })
             })
             .await
@@ -271,7 +177,8 @@ impl McpRegistry for SqliteStore {
 
     async fn mcp_tool_pins(&self, tenant: &TenantId, server_id: &str) -> StoreResult<Vec<ToolPin>> {
         let (tenant, id) = (tenant.clone(), server_id.to_owned());
-        self.read(move |conn| pins(conn, &tenant, &id)).await
+        self.read(move |conn| pins(conn, tenant.as_str(), &id))
+            .await
     }
 
     async fn accept_mcp_tool(
@@ -289,49 +196,10 @@ impl McpRegistry for SqliteStore {
         );
         self.writer()?
             .write(move |conn, _| {
-                let before =
-                    pin(conn, &tenant, &id, &tool)?.ok_or(StoreError::NotFound("tool pin"))?;
-                let at = now_ms();
-                if conn.prepare_cached(sql::ACCEPT)?.execute(params![
-                    by,
-                    at,
-                    tenant.as_str(),
-                    id,
-                    tool
-                ])? == 0
-                {
-                    return Err(StoreError::Conflict(
-                        "the tool's definition has not changed since it was pinned or accepted"
-                            .into(),
-                    ));
-                }
-                append_event(
-                    conn,
-                    tenant.as_str(),
-                    mcp_event::TOOL_DEFINITION_ACCEPTED,
-                    None,
-                    Some(&id),
-                    &accepted_payload(&before, &by),
-                )?;
-                let open: Vec<String> = conn
-                    .prepare_cached(sql::OPEN_DEFINITION_INCIDENTS)?
-                    .query_map(
-                        params![tenant.as_str(), definition_changed_key_prefix(&id, &tool)],
-                        |row| row.get(0),
-                    )?
-                    .collect::<Result<_, _>>()?;
-                let close = IncidentStep::Close {
-                    reason: Some(accepted_close_reason(&by)),
-                };
-                let (tenant_id, close, by) = (tenant.as_str(), &close, by.as_str());
                 super::tx::SqliteTx::run(conn, |mut tx| async move {
-                    for incident_id in open {
-                        crate::soc::step_incident(&mut tx, tenant_id, &incident_id, close, by, at)
-                            .await?;
-                    }
-                    Ok(())
-                })?;
-                pin(conn, &tenant, &id, &tool)?.ok_or(StoreError::NotFound("tool pin"))
+                    let tenant_id = tenant.as_str();
+                    crate::mcp::accept_tool(&mut tx, tenant_id, &id, &tool, &by, now_ms()).await
+                })
             })
             .await
     }
@@ -346,22 +214,11 @@ impl McpRegistry for SqliteStore {
         let (tenant, id, tool) = (tenant.clone(), server_id.to_owned(), tool.to_owned());
         self.writer()?
             .write(move |conn, _| {
-                if conn
-                    .prepare_cached(sql::SET_RESOURCE_ARGUMENT)?
-                    .execute(params![resource_argument, tenant.as_str(), id, tool])?
-                    == 0
-                {
-                    return Err(StoreError::NotFound("tool pin"));
-                }
-                append_event(
-                    conn,
-                    tenant.as_str(),
-                    mcp_event::TOOL_RESOURCE_ARGUMENT_SET,
-                    None,
-                    Some(&id),
-                    &resource_argument_payload(&id, &tool, resource_argument.as_deref()),
-                )?;
-                pin(conn, &tenant, &id, &tool)?.ok_or(StoreError::NotFound("tool pin"))
+                super::tx::SqliteTx::run(conn, |mut tx| async move {
+                    let (tenant_id, argument) = (tenant.as_str(), resource_argument.as_deref());
+                    crate::mcp::set_resource_argument(&mut tx, tenant_id, &id, &tool, argument)
+                        .await
+                })
             })
             .await
     }

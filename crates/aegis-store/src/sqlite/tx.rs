@@ -1,10 +1,10 @@
 //! [`WriteTx`] over the SQLite writer's connection: rules written once (`crate::tx`) run in
 //! the writer thread's batch transaction.
 
-use super::{append_event, approvals, load_agent, numbered_placeholders, soc};
+use super::{append_event, approvals, load_agent, mcp, numbered_placeholders, soc};
 use crate::approvals::ApprovalRecord;
 use crate::tx::{Column, Columns, EventDraft, SqlValue, WriteTx};
-use crate::{Agent, EvidenceAppend, IncidentDetail, StoreError, StoreResult};
+use crate::{Agent, EvidenceAppend, IncidentDetail, StoreError, StoreResult, ToolPin};
 use futures_util::FutureExt;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, ToSql, params_from_iter};
@@ -104,6 +104,19 @@ impl WriteTx for SqliteTx<'_> {
         now_ms: i64,
     ) -> StoreResult<Option<ApprovalRecord>> {
         approvals::load(self.conn, tenant_id, approval_id, now_ms)
+    }
+
+    async fn load_pin(
+        &mut self,
+        tenant_id: &str,
+        server_id: &str,
+        tool: &str,
+    ) -> StoreResult<Option<ToolPin>> {
+        mcp::pin(self.conn, tenant_id, server_id, tool)
+    }
+
+    async fn load_pins(&mut self, tenant_id: &str, server_id: &str) -> StoreResult<Vec<ToolPin>> {
+        mcp::pins(self.conn, tenant_id, server_id)
     }
 
     async fn add_evidence(&mut self, appends: &[EvidenceAppend], now: i64) -> StoreResult<()> {
