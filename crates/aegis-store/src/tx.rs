@@ -39,19 +39,22 @@ pub(crate) trait WriteTx {
     /// Runs `sql` with `params`; the number of rows it changed.
     async fn execute(&mut self, sql: &'static str, params: &[SqlValue<'_>]) -> StoreResult<u64>;
 
-    /// The first column of the first row `sql` returns; `None` if it returns none.
-    async fn query_opt<T: Column>(
-        &mut self,
-        sql: &'static str,
-        params: &[SqlValue<'_>],
-    ) -> StoreResult<Option<T>>;
-
     /// Every row `sql` returns (the `RETURNING` list of an update, say), in order.
     async fn query_rows<R: Columns>(
         &mut self,
         sql: &'static str,
         params: &[SqlValue<'_>],
     ) -> StoreResult<Vec<R>>;
+
+    /// The one column of the one row `sql` returns (by a unique key); `None` if none.
+    async fn query_opt<T: Column>(
+        &mut self,
+        sql: &'static str,
+        params: &[SqlValue<'_>],
+    ) -> StoreResult<Option<T>> {
+        let rows: Vec<(T,)> = self.query_rows(sql, params).await?;
+        Ok(rows.into_iter().next().map(|(value,)| value))
+    }
 
     /// Appends an event to the log in this transaction; its seq.
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64>;

@@ -4,7 +4,7 @@
 use super::writer::WriterState;
 use super::{append_event, approvals, load_agent, mcp, prepared, soc};
 use crate::approvals::ApprovalRecord;
-use crate::tx::{Column, Columns, EventDraft, SqlValue, WriteTx};
+use crate::tx::{Columns, EventDraft, SqlValue, WriteTx};
 use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult, ToolPin};
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -39,28 +39,15 @@ pub(super) struct PgTx<'a> {
     pub state: &'a mut WriterState,
 }
 
+/// `params` as the driver takes them.
+fn bind<'p>(params: &'p [SqlValue<'_>]) -> Vec<&'p (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
 impl WriteTx for PgTx<'_> {
     async fn execute(&mut self, sql: &'static str, params: &[SqlValue<'_>]) -> StoreResult<u64> {
-        let params: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        Ok(self
-            .tx
-            .execute(&prepared(self.tx, sql).await?, &params)
-            .await?)
-    }
-
-    async fn query_opt<T: Column>(
-        &mut self,
-        sql: &'static str,
-        params: &[SqlValue<'_>],
-    ) -> StoreResult<Option<T>> {
-        let params: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let row = self
-            .tx
-            .query_opt(&prepared(self.tx, sql).await?, &params)
-            .await?;
-        Ok(row.map(|row| row.try_get(0)).transpose()?)
+        let statement = prepared(self.tx, sql).await?;
+        Ok(self.tx.execute(&statement, &bind(params)).await?)
     }
 
     async fn query_rows<R: Columns>(
@@ -68,12 +55,8 @@ impl WriteTx for PgTx<'_> {
         sql: &'static str,
         params: &[SqlValue<'_>],
     ) -> StoreResult<Vec<R>> {
-        let params: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let rows = self
-            .tx
-            .query(&prepared(self.tx, sql).await?, &params)
-            .await?;
+        let statement = prepared(self.tx, sql).await?;
+        let rows = self.tx.query(&statement, &bind(params)).await?;
         Ok(rows
             .iter()
             .map(R::from_postgres)

@@ -3,11 +3,11 @@
 
 use super::{append_event, approvals, load_agent, mcp, numbered_placeholders, soc};
 use crate::approvals::ApprovalRecord;
-use crate::tx::{Column, Columns, EventDraft, SqlValue, WriteTx};
+use crate::tx::{Columns, EventDraft, SqlValue, WriteTx};
 use crate::{Agent, EvidenceAppend, IncidentDetail, StoreError, StoreResult, ToolPin};
 use futures_util::FutureExt;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::{Connection, OptionalExtension, ToSql, params_from_iter};
+use rusqlite::{CachedStatement, Connection, ToSql, params_from_iter};
 
 impl ToSql for SqlValue<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -41,25 +41,17 @@ impl<'c> SqliteTx<'c> {
     }
 }
 
+impl<'c> SqliteTx<'c> {
+    /// `sql`, written with `$N` placeholders, from the connection's statement cache.
+    fn statement(&self, sql: &str) -> StoreResult<CachedStatement<'c>> {
+        Ok(self.conn.prepare_cached(&numbered_placeholders(sql))?)
+    }
+}
+
 impl WriteTx for SqliteTx<'_> {
     async fn execute(&mut self, sql: &'static str, params: &[SqlValue<'_>]) -> StoreResult<u64> {
-        let changed = self
-            .conn
-            .prepare_cached(&numbered_placeholders(sql))?
-            .execute(params_from_iter(params))?;
+        let changed = self.statement(sql)?.execute(params_from_iter(params))?;
         Ok(changed as u64)
-    }
-
-    async fn query_opt<T: Column>(
-        &mut self,
-        sql: &'static str,
-        params: &[SqlValue<'_>],
-    ) -> StoreResult<Option<T>> {
-        Ok(self
-            .conn
-            .prepare_cached(&numbered_placeholders(sql))?
-            .query_row(params_from_iter(params), |row| row.get(0))
-            .optional()?)
     }
 
     async fn query_rows<R: Columns>(
@@ -68,8 +60,7 @@ impl WriteTx for SqliteTx<'_> {
         params: &[SqlValue<'_>],
     ) -> StoreResult<Vec<R>> {
         Ok(self
-            .conn
-            .prepare_cached(&numbered_placeholders(sql))?
+            .statement(sql)?
             .query_map(params_from_iter(params), R::from_sqlite)?
             .collect::<Result<_, _>>()?)
     }
