@@ -455,6 +455,13 @@ pub(crate) async fn expire(tx: &mut impl WriteTx, now_ms: i64, limit: u32) -> St
                            ORDER BY expires_at LIMIT $2)
              RETURNING id, tenant_id, agent_id",
             &[SqlValue::int(now_ms), SqlValue::int(limit.into())],
+            |row| {
+                Ok((
+                    row.required_text(0)?,
+                    row.required_text(1)?,
+                    row.required_text(2)?,
+                ))
+            },
         )
         .await?;
     for (id, tenant_id, agent_id) in &due {
@@ -480,7 +487,7 @@ pub(crate) async fn reject_pending(
     at_ms: i64,
 ) -> StoreResult<usize> {
     let vote = soc_rejection(incident_id, at_ms);
-    let rejected: Vec<(String,)> = tx
+    let rejected = tx
         .query_rows(
             "UPDATE approvals SET status = 'rejected', rejected_by = $1
              WHERE tenant_id = $2 AND agent_id = $3 AND status = 'pending' AND expires_at > $4
@@ -491,9 +498,10 @@ pub(crate) async fn reject_pending(
                 SqlValue::text(agent_id),
                 SqlValue::int(at_ms),
             ],
+            |row| row.required_text(0),
         )
         .await?;
-    for (id,) in &rejected {
+    for id in &rejected {
         tx.append_event(EventDraft {
             tenant_id,
             kind: event_kind::APPROVAL_REJECTED,

@@ -101,9 +101,10 @@ async fn put_policy(
 ) -> StoreResult<bool> {
     let key = [SqlValue::text(tenant_id), SqlValue::text(&policy.id)];
     let existed = tx
-        .query_opt::<bool>(
-            "SELECT TRUE FROM policies WHERE tenant_id = $1 AND id = $2",
+        .query_opt(
+            "SELECT 1 FROM policies WHERE tenant_id = $1 AND id = $2",
             &key,
+            |_| Ok(()),
         )
         .await?
         .is_some();

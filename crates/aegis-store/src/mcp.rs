@@ -384,10 +384,7 @@ pub(crate) async fn accept_tool(
     accepted_by: &str,
     at: i64,
 ) -> StoreResult<ToolPin> {
-    let before = tx
-        .load_pin(tenant_id, server_id, tool)
-        .await?
-        .ok_or(StoreError::NotFound("tool pin"))?;
+    let before = pin_of(tx, tenant_id, server_id, tool).await?;
     let accepted = tx
         .execute(
             sql::ACCEPT,
@@ -414,21 +411,20 @@ pub(crate) async fn accept_tool(
     })
     .await?;
     let prefix = definition_changed_key_prefix(server_id, tool);
-    let open: Vec<(String,)> = tx
+    let open = tx
         .query_rows(
             sql::OPEN_DEFINITION_INCIDENTS,
             &[SqlValue::text(tenant_id), SqlValue::text(&prefix)],
+            |row| row.required_text(0),
         )
         .await?;
     let close = IncidentStep::Close {
         reason: Some(accepted_close_reason(accepted_by)),
     };
-    for (incident_id,) in &open {
+    for incident_id in &open {
         soc::step_incident(tx, tenant_id, incident_id, &close, accepted_by, at).await?;
     }
-    tx.load_pin(tenant_id, server_id, tool)
-        .await?
-        .ok_or(StoreError::NotFound("tool pin"))
+    pin_of(tx, tenant_id, server_id, tool).await
 }
 
 /// Sets (or clears) which argument of a tool's calls names the resource it acts on, with
@@ -462,6 +458,16 @@ pub(crate) async fn set_resource_argument(
         payload: resource_argument_payload(server_id, tool, resource_argument),
     })
     .await?;
+    pin_of(tx, tenant_id, server_id, tool).await
+}
+
+/// The pin of one tool of the tenant's server; `NotFound` if it has none.
+async fn pin_of(
+    tx: &mut impl WriteTx,
+    tenant_id: &str,
+    server_id: &str,
+    tool: &str,
+) -> StoreResult<ToolPin> {
     tx.load_pin(tenant_id, server_id, tool)
         .await?
         .ok_or(StoreError::NotFound("tool pin"))

@@ -43,10 +43,11 @@ pub(crate) async fn apply_batch(
             continue;
         };
         let tenant_id = append.tenant_id.as_str();
-        let open_for: Option<String> = tx
+        let open_for = tx
             .query_opt(
                 "SELECT agent_id FROM incidents WHERE tenant_id = $1 AND id = $2 AND status <> 'closed'",
                 &[SqlValue::text(tenant_id), SqlValue::text(&append.incident_id)],
+                |row| row.required_text(0),
             )
             .await?;
         if let Some(agent_id) = open_for {
@@ -85,10 +86,11 @@ pub(crate) async fn advance_cursor(
     cursor: i64,
     now: i64,
 ) -> StoreResult<()> {
-    let stored: i64 = tx
+    let stored = tx
         .query_opt(
             "SELECT seq FROM consumer_cursors WHERE name = $1",
             &[SqlValue::text(consumer)],
+            |row| row.required_int(0),
         )
         .await?
         .unwrap_or(0);

@@ -11,6 +11,7 @@
 //! (`sqlite::SqliteTx::run`).
 
 use crate::approvals::ApprovalRecord;
+use crate::schema::StoredRow;
 use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult, ToolPin};
 use serde_json::Value;
 
@@ -39,21 +40,23 @@ pub(crate) trait WriteTx {
     /// Runs `sql` with `params`; the number of rows it changed.
     async fn execute(&mut self, sql: &'static str, params: &[SqlValue<'_>]) -> StoreResult<u64>;
 
-    /// Every row `sql` returns (the `RETURNING` list of an update, say), in order.
-    async fn query_rows<R: Columns>(
+    /// Every row `sql` returns (the `RETURNING` list of an update, say), in order, each
+    /// read by `read` as the backends' own reads are ([`StoredRow`]).
+    async fn query_rows<T>(
         &mut self,
         sql: &'static str,
         params: &[SqlValue<'_>],
-    ) -> StoreResult<Vec<R>>;
+        read: fn(&dyn StoredRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>>;
 
-    /// The one column of the one row `sql` returns (by a unique key); `None` if none.
-    async fn query_opt<T: Column>(
+    /// The one row `sql` returns by a unique key, read by `read`; `None` if none.
+    async fn query_opt<T>(
         &mut self,
         sql: &'static str,
         params: &[SqlValue<'_>],
+        read: fn(&dyn StoredRow) -> StoreResult<T>,
     ) -> StoreResult<Option<T>> {
-        let rows: Vec<(T,)> = self.query_rows(sql, params).await?;
-        Ok(rows.into_iter().next().map(|(value,)| value))
+        Ok(self.query_rows(sql, params, read).await?.into_iter().next())
     }
 
     /// Appends an event to the log in this transaction; its seq.
@@ -93,39 +96,6 @@ pub(crate) trait WriteTx {
     /// backend does this in as few statements as its driver allows.)
     async fn add_evidence(&mut self, appends: &[EvidenceAppend], now: i64) -> StoreResult<()>;
 }
-
-/// A column type a rule reads back, as both drivers decode it.
-pub(crate) trait Column:
-    rusqlite::types::FromSql + for<'r> tokio_postgres::types::FromSql<'r>
-{
-}
-
-impl Column for bool {}
-impl Column for i64 {}
-impl Column for String {}
-
-/// A row a rule reads back, as a tuple of its columns in select order.
-pub(crate) trait Columns: Sized {
-    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
-    fn from_postgres(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error>;
-}
-
-macro_rules! columns {
-    ($($column:ident $index:tt),+) => {
-        impl<$($column: Column),+> Columns for ($($column,)+) {
-            fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-                Ok(($(row.get($index)?,)+))
-            }
-
-            fn from_postgres(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
-                Ok(($(row.try_get($index)?,)+))
-            }
-        }
-    };
-}
-
-columns!(A 0);
-columns!(A 0, B 1, C 2);
 
 /// An event a rule appends ([`WriteTx::append_event`]).
 pub(crate) struct EventDraft<'a> {

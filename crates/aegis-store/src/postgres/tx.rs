@@ -4,7 +4,8 @@
 use super::writer::WriterState;
 use super::{append_event, approvals, load_agent, mcp, prepared, soc};
 use crate::approvals::ApprovalRecord;
-use crate::tx::{Columns, EventDraft, SqlValue, WriteTx};
+use crate::schema::StoredRow;
+use crate::tx::{EventDraft, SqlValue, WriteTx};
 use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult, ToolPin};
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -50,17 +51,15 @@ impl WriteTx for PgTx<'_> {
         Ok(self.tx.execute(&statement, &bind(params)).await?)
     }
 
-    async fn query_rows<R: Columns>(
+    async fn query_rows<T>(
         &mut self,
         sql: &'static str,
         params: &[SqlValue<'_>],
-    ) -> StoreResult<Vec<R>> {
+        read: fn(&dyn StoredRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
         let statement = prepared(self.tx, sql).await?;
         let rows = self.tx.query(&statement, &bind(params)).await?;
-        Ok(rows
-            .iter()
-            .map(R::from_postgres)
-            .collect::<Result<_, _>>()?)
+        rows.iter().map(|row| read(row)).collect()
     }
 
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64> {

@@ -136,7 +136,7 @@ pub(super) fn read_rows<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
-    read: fn(&Row<'_>) -> StoreResult<T>,
+    read: impl Fn(&Row<'_>) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
     let mut statement = conn.prepare_cached(sql)?;
     let mut rows = statement.query(params)?;

@@ -1,13 +1,15 @@
 //! [`WriteTx`] over the SQLite writer's connection: rules written once (`crate::tx`) run in
 //! the writer thread's batch transaction.
 
+use super::rows::read_rows;
 use super::{append_event, approvals, load_agent, mcp, numbered_placeholders, soc};
 use crate::approvals::ApprovalRecord;
-use crate::tx::{Columns, EventDraft, SqlValue, WriteTx};
+use crate::schema::StoredRow;
+use crate::tx::{EventDraft, SqlValue, WriteTx};
 use crate::{Agent, EvidenceAppend, IncidentDetail, StoreError, StoreResult, ToolPin};
 use futures_util::FutureExt;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::{CachedStatement, Connection, ToSql, params_from_iter};
+use rusqlite::{Connection, ToSql, params_from_iter};
 
 impl ToSql for SqlValue<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -41,28 +43,27 @@ impl<'c> SqliteTx<'c> {
     }
 }
 
-impl<'c> SqliteTx<'c> {
-    /// `sql`, written with `$N` placeholders, from the connection's statement cache.
-    fn statement(&self, sql: &str) -> StoreResult<CachedStatement<'c>> {
-        Ok(self.conn.prepare_cached(&numbered_placeholders(sql))?)
-    }
-}
-
 impl WriteTx for SqliteTx<'_> {
     async fn execute(&mut self, sql: &'static str, params: &[SqlValue<'_>]) -> StoreResult<u64> {
-        let changed = self.statement(sql)?.execute(params_from_iter(params))?;
+        let changed = self
+            .conn
+            .prepare_cached(&numbered_placeholders(sql))?
+            .execute(params_from_iter(params))?;
         Ok(changed as u64)
     }
 
-    async fn query_rows<R: Columns>(
+    async fn query_rows<T>(
         &mut self,
         sql: &'static str,
         params: &[SqlValue<'_>],
-    ) -> StoreResult<Vec<R>> {
-        Ok(self
-            .statement(sql)?
-            .query_map(params_from_iter(params), R::from_sqlite)?
-            .collect::<Result<_, _>>()?)
+        read: fn(&dyn StoredRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        read_rows(
+            self.conn,
+            &numbered_placeholders(sql),
+            params_from_iter(params),
+            |row| read(row),
+        )
     }
 
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64> {
