@@ -51,7 +51,7 @@ use utoipa_axum::routes;
 
 /// The API router and its OpenAPI document, built from the same declarations.
 pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
@@ -136,7 +136,9 @@ pub fn api() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(mcp::put_mcp_tool))
         .routes(routes!(mcp_stdio::report_listing))
         .routes(routes!(mcp_stdio::report_call))
-        .split_for_parts()
+        .split_for_parts();
+    openapi::add_layer_answers(&mut openapi);
+    (router, openapi)
 }
 
 /// Longest request target (path and query) the gateway reads. Longer ones answer 414 here,

@@ -112,6 +112,36 @@ pub enum BodyRefused {
     UnsupportedMediaType(ErrorBody),
 }
 
+/// What any route may answer before it is reached (the layers of [`crate::router`]).
+#[derive(IntoResponses)]
+pub enum Refused {
+    /// The request target (path and query) is longer than [`crate::MAX_URI_BYTES`].
+    #[response(status = 414)]
+    UriTooLong(ErrorBody),
+}
+
+/// Lists [`Refused`] on every operation of `openapi`: the layer answers in front of every
+/// route, so it is declared here once rather than in each route's `responses`.
+pub fn add_layer_answers(openapi: &mut utoipa::openapi::OpenApi) {
+    let refused = Refused::responses();
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+            &mut item.query,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.responses.responses.extend(refused.clone());
+        }
+    }
+}
+
 /// The resource named in the path does not exist in the caller's tenant.
 #[derive(IntoResponses)]
 pub enum NotFound {
