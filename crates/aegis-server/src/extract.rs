@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 /// A JSON body. It must be sent as `application/json` (or a `+json` type), or as
 /// `application/x-www-form-urlencoded`: curl's `-d` sends that type, as the README's and the
 /// runbook's command lines do, and a form body is never valid here, so the body is read as
-/// JSON all the same. Any other type answers 415. An empty body reads as `{}`, whatever its
-/// type, and so does `null`, so optional bodies may be left out; any other non-object answers
-/// 422 `invalid_body`. Syntax errors answer 400; missing, unknown or
+/// JSON all the same. Any other type answers 415. An empty body (no bytes at all) reads as
+/// `{}`, whatever its type, and so does `null`, so optional bodies may be left out; a body of
+/// only whitespace is not JSON (400), and any other non-object answers 422 `invalid_body`. Syntax errors answer 400; missing, unknown or
 /// ill-typed fields answer 422 naming the field.
 pub struct JsonBody<T>(pub T);
 
@@ -47,8 +47,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     ApiError::new(status, "invalid_body", rejection.body_text())
                 }
             })?;
-        let text = bytes.trim_ascii();
-        if text.is_empty() {
+        if bytes.is_empty() {
             return parse_json(b"{}").map(JsonBody);
         }
         if !json_type {
@@ -58,6 +57,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
+        let text = bytes.trim_ascii();
         match text {
             // What generated clients send for a body they leave out.
             b"null" => parse_json(b"{}"),

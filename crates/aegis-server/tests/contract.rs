@@ -102,6 +102,15 @@ store_test!(async fn json_bodies_need_a_json_content_type(backend) {
     let freeze = format!("/v1/agents/{}/freeze", f.agent_id);
     let response = app.request(Method::POST, &freeze, &f.admin).send().await.unwrap();
     expect_json(response, StatusCode::OK).await;
+    // Whitespace is a body, and not JSON: only a body of no bytes is left out.
+    let response = app
+        .request(Method::POST, &freeze, &f.admin)
+        .header(CONTENT_TYPE, "application/json")
+        .body(" ")
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::BAD_REQUEST, "invalid_json").await;
     // The action plane too.
     let response = app
         .request(Method::POST, "/v1/authorize", &f.token)
@@ -250,6 +259,8 @@ store_test!(async fn the_document_states_what_the_server_does(backend) {
         for (method, operation) in operations.as_object().unwrap() {
             let id = operation["operationId"].as_str().unwrap();
             assert!(operation_ids.insert(id.to_owned()), "{method}: {id} twice");
+            // The URI limit answers in front of every route.
+            assert!(operation["responses"].get("414").is_some(), "{id}: no 414");
             for parameter in operation["parameters"].as_array().into_iter().flatten() {
                 let name = parameter["name"].as_str().unwrap();
                 let place = parameter["in"].as_str().unwrap();
