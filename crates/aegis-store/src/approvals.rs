@@ -595,6 +595,34 @@ pub(crate) struct StoredApproval {
 }
 
 impl StoredApproval {
+    /// A row of `SELECT {APPROVAL_COLUMNS}`.
+    pub fn read(row: &dyn crate::schema::StoredRow) -> StoreResult<Self> {
+        Ok(StoredApproval {
+            id: row.required_text(0)?,
+            tenant_id: row.required_text(1)?,
+            agent_id: row.required_text(2)?,
+            status: row.required_text(3)?,
+            action_hash: row.required_text(4)?,
+            decision_id: row.required_text(5)?,
+            tool: row.required_text(6)?,
+            action: row.required_text(7)?,
+            resource: row.text(8)?,
+            parameters: row.required_text(9)?,
+            mutates_state: row.required_flag(10)?,
+            risk: row.required_text(11)?,
+            risk_score: row.required_int(12)?,
+            reason: row.required_text(13)?,
+            run_id: row.text(14)?,
+            required: row.required_int(15)?,
+            approvals: row.required_text(16)?,
+            rejected_by: row.text(17)?,
+            consumed_by_decision_id: row.text(18)?,
+            created_at_ms: row.required_int(19)?,
+            expires_at_ms: row.required_int(20)?,
+            requested_seq: row.required_int(21)?,
+        })
+    }
+
     /// The record, with its status as of `now_ms`.
     pub fn into_record(self, now_ms: i64) -> crate::StoreResult<ApprovalRecord> {
         let corrupt =

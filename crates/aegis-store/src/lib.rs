@@ -24,6 +24,7 @@ mod operations;
 pub mod postgres;
 mod records;
 mod requests;
+mod rows;
 mod schema;
 mod secrets;
 mod settings;

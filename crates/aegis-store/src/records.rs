@@ -63,7 +63,7 @@ struct DecisionEventPayload<'a> {
 
 impl StoredEvent {
     /// Reads a row of a [`crate::schema::EventQueries`] read.
-    pub fn read(row: &impl crate::schema::StoredRow) -> StoreResult<Self> {
+    pub fn read(row: &(impl crate::schema::StoredRow + ?Sized)) -> StoreResult<Self> {
         // The decision columns are all NULL when no decision row was joined.
         let decision = match row.text(7)? {
             None => None,
@@ -255,7 +255,7 @@ pub(crate) struct StoredReceipt {
 
 impl StoredReceipt {
     /// Reads a row of a [`crate::schema::ReceiptQueries`] read.
-    pub fn read(row: &impl crate::schema::StoredRow) -> StoreResult<Self> {
+    pub fn read(row: &(impl crate::schema::StoredRow + ?Sized)) -> StoreResult<Self> {
         Ok(StoredReceipt {
             body: row.required_text(0)?,
             hash: row.required_text(1)?,

@@ -81,7 +81,7 @@ pub(crate) struct PriorRow {
 
 impl PriorRow {
     /// Reads a row of [`PRIOR_DECISION_SQL`].
-    pub(crate) fn read(row: &impl crate::schema::StoredRow) -> StoreResult<Self> {
+    pub(crate) fn read(row: &(impl crate::schema::StoredRow + ?Sized)) -> StoreResult<Self> {
         Ok(PriorRow {
             decision_id: row.required_text(0)?,
             verdict: row.required_text(1)?,

@@ -121,6 +121,7 @@ pub(crate) trait StoredRow {
     fn text(&self, index: usize) -> StoreResult<Option<String>>;
     fn int(&self, index: usize) -> StoreResult<Option<i64>>;
     fn flag(&self, index: usize) -> StoreResult<Option<bool>>;
+    fn bytes(&self, index: usize) -> StoreResult<Option<Vec<u8>>>;
 
     /// A column that is never NULL.
     fn required_text(&self, index: usize) -> StoreResult<String> {
@@ -135,6 +136,11 @@ pub(crate) trait StoredRow {
 
     fn required_flag(&self, index: usize) -> StoreResult<bool> {
         self.flag(index)?
+            .ok_or_else(|| StoreError::Corrupt(format!("column {index} is NULL")))
+    }
+
+    fn required_bytes(&self, index: usize) -> StoreResult<Vec<u8>> {
+        self.bytes(index)?
             .ok_or_else(|| StoreError::Corrupt(format!("column {index} is NULL")))
     }
 }

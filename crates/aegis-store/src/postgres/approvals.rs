@@ -14,35 +14,9 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-fn stored(row: &Row) -> StoreResult<StoredApproval> {
-    Ok(StoredApproval {
-        id: get(row, 0)?,
-        tenant_id: get(row, 1)?,
-        agent_id: get(row, 2)?,
-        status: get(row, 3)?,
-        action_hash: get(row, 4)?,
-        decision_id: get(row, 5)?,
-        tool: get(row, 6)?,
-        action: get(row, 7)?,
-        resource: get(row, 8)?,
-        parameters: get(row, 9)?,
-        mutates_state: get(row, 10)?,
-        risk: get(row, 11)?,
-        risk_score: get(row, 12)?,
-        reason: get(row, 13)?,
-        run_id: get(row, 14)?,
-        required: get(row, 15)?,
-        approvals: get(row, 16)?,
-        rejected_by: get(row, 17)?,
-        consumed_by_decision_id: get(row, 18)?,
-        created_at_ms: get(row, 19)?,
-        expires_at_ms: get(row, 20)?,
-        requested_seq: get(row, 21)?,
-    })
-}
-
 fn record(row: Option<Row>, now_ms: i64) -> StoreResult<Option<ApprovalRecord>> {
-    row.map(|row| stored(&row)?.into_record(now_ms)).transpose()
+    row.map(|row| StoredApproval::read(&row)?.into_record(now_ms))
+        .transpose()
 }
 
 pub(crate) async fn load<C: GenericClient>(
@@ -100,7 +74,7 @@ pub(crate) async fn list<C: GenericClient>(
         .query(&prepared(client, &sql).await?, &values)
         .await?
         .iter()
-        .map(|row| stored(row)?.into_record(now_ms))
+        .map(|row| StoredApproval::read(row)?.into_record(now_ms))
         .collect()
 }
 
@@ -351,6 +325,6 @@ pub(crate) async fn of_decisions<C: GenericClient>(
         .query(&prepared(client, &sql).await?, &[&tenant_id, &decision_ids])
         .await?
         .iter()
-        .map(|row| stored(row)?.into_record(now_ms))
+        .map(|row| StoredApproval::read(row)?.into_record(now_ms))
         .collect()
 }

@@ -2,8 +2,8 @@
 //! the pool.
 
 use super::prepared;
+use super::rows::EVENT_SQL;
 use super::rows::get;
-use super::rows::{EVENT_SQL, event_from_row};
 use crate::archive::{
     ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, KEEP_PAYLOAD, KEPT_DECISION_EVENTS,
     OLDEST_SEQ, PRUNE, PUT_CUT, RETENTION_OF, batch_end, cut_moved,
@@ -119,7 +119,7 @@ impl ChainArchive for super::PgStore {
                         )
                         .await?;
                     for row in &kept {
-                        let event = event_from_row(row)?;
+                        let event = crate::rows::event(row)?;
                         tx.execute(
                             &prepared(tx, KEEP_PAYLOAD).await?,
                             &[&event.payload.to_string(), &event.subject_id, &event.seq],

@@ -3,7 +3,7 @@
 
 use super::evidence::checkpoints_from;
 use super::prepared;
-use super::rows::{RECEIPT_SQL, checkpoint_from_row, get, receipt_from_row};
+use super::rows::{RECEIPT_SQL, get};
 use crate::chain::{ChainReads, ChainSeal};
 use crate::*;
 use aegis_core::receipt::{
@@ -73,7 +73,7 @@ pub(super) async fn receipts_after<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(receipt_from_row)
+        .map(|row| crate::rows::receipt(row))
         .collect()
 }
 
@@ -96,7 +96,7 @@ impl<C: GenericClient + Sync> ChainReads for PgChain<'_, C> {
             )
             .await?
             .as_ref()
-            .map(receipt_from_row)
+            .map(|row| crate::rows::receipt(row))
             .transpose()
     }
 
@@ -117,7 +117,7 @@ impl<C: GenericClient + Sync> ChainReads for PgChain<'_, C> {
             )
             .await?
             .iter()
-            .map(checkpoint_from_row)
+            .map(|row| crate::rows::checkpoint(row))
             .collect()
     }
 

@@ -1,7 +1,7 @@
 //! [`ConsoleSessions`] on PostgreSQL: the shared SQL run on the writer and the pool.
 
 use super::prepared;
-use super::rows::{constant_time_eq, get, key_from_row};
+use super::rows::{constant_time_eq, get};
 use crate::console_sessions::{DROP_EXPIRED, END, INSERT, KEY_OF_SESSION};
 use crate::*;
 use async_trait::async_trait;
@@ -50,7 +50,7 @@ impl ConsoleSessions for super::PgStore {
         if !constant_time_eq(&stored, &id_hash) {
             return Ok(None);
         }
-        key_from_row(&row).map(Some)
+        crate::rows::operator_key(&row).map(Some)
     }
 
     async fn end_console_session(&self, id_hash: SecretHash) -> StoreResult<()> {

@@ -2,10 +2,7 @@
 //! and incident narratives.
 
 use super::prepared;
-use super::rows::{
-    RECEIPT_SQL, RESPONSE_ACTION_COLUMNS, checkpoint_from_row, decision_from_row, get,
-    receipt_from_row, response_action_from_row,
-};
+use super::rows::{RECEIPT_SQL, RESPONSE_ACTION_COLUMNS, get};
 use crate::records;
 use crate::*;
 use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
@@ -23,7 +20,7 @@ pub(super) async fn receipt<C: GenericClient>(
         )
         .await?
         .ok_or(StoreError::NotFound("receipt"))?;
-    receipt_from_row(&row)
+    crate::rows::receipt(&row)
 }
 
 pub(super) async fn receipts_newest<C: GenericClient>(
@@ -42,7 +39,7 @@ pub(super) async fn receipts_newest<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(receipt_from_row)
+        .map(|row| crate::rows::receipt(row))
         .collect()
 }
 
@@ -64,7 +61,7 @@ pub(super) async fn checkpoints_from<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(checkpoint_from_row)
+        .map(|row| crate::rows::checkpoint(row))
         .collect()
 }
 
@@ -165,7 +162,7 @@ impl EvidenceReads for super::PgStore {
         )
         .await?
         .iter()
-        .map(decision_from_row)
+        .map(|row| crate::rows::decision(row))
         .collect()
     }
 
@@ -207,7 +204,7 @@ impl EvidenceReads for super::PgStore {
         )
         .await?
         .iter()
-        .map(response_action_from_row)
+        .map(|row| crate::rows::response_action(row))
         .collect()
     }
 
@@ -218,7 +215,7 @@ impl EvidenceReads for super::PgStore {
         )
         .await?
         .iter()
-        .map(receipt_from_row)
+        .map(|row| crate::rows::receipt(row))
         .collect()
     }
 
@@ -247,7 +244,7 @@ impl EvidenceReads for super::PgStore {
         )
         .await?
         .iter()
-        .map(receipt_from_row)
+        .map(|row| crate::rows::receipt(row))
         .collect()
     }
 
@@ -271,7 +268,7 @@ impl EvidenceReads for super::PgStore {
         )
         .await?
         .iter()
-        .map(checkpoint_from_row)
+        .map(|row| crate::rows::checkpoint(row))
         .collect()
     }
 }

@@ -1,40 +1,11 @@
 //! [`McpRegistry`] on PostgreSQL: the writes of [`crate::mcp`] run in the writer's batch
 //! transaction, the reads of its shared statements on the read pool.
 
-use super::rows::get;
 use super::{PgStore, prepared};
 use crate::mcp::sql;
 use crate::*;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
-
-fn server_from_row(row: &Row) -> StoreResult<McpServer> {
-    Ok(McpServer {
-        id: get(row, 0)?,
-        tenant_id: TenantId::new(get::<String>(row, 1)?),
-        name: get(row, 2)?,
-        url: get(row, 3)?,
-        created_at_ms: get(row, 4)?,
-    })
-}
-
-fn pin_from_row(row: &Row) -> StoreResult<ToolPin> {
-    let status: String = get(row, 4)?;
-    Ok(ToolPin {
-        server_id: get(row, 0)?,
-        tool: get(row, 1)?,
-        definition_hash: get(row, 2)?,
-        read_only: get(row, 3)?,
-        status: PinStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("pin status {status:?}")))?,
-        changed_hash: get(row, 5)?,
-        accepted_by: get(row, 6)?,
-        accepted_at_ms: get(row, 7)?,
-        pinned_at_ms: get(row, 8)?,
-        resource_argument: get(row, 9)?,
-    })
-}
 
 /// [`EvidenceReads::mcp_definitions`].
 pub(super) async fn definitions_of_servers<C: GenericClient>(
@@ -50,16 +21,7 @@ pub(super) async fn definitions_of_servers<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(|row| {
-            let server = McpServer {
-                id: get(row, 0)?,
-                tenant_id: tenant.clone(),
-                name: get(row, 10)?,
-                url: get(row, 11)?,
-                created_at_ms: get(row, 12)?,
-            };
-            Ok((server, pin_from_row(row)?))
-        })
+        .map(|row| crate::rows::defined_tool(row, tenant))
         .collect()
 }
 
@@ -75,7 +37,7 @@ pub(super) async fn pins<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(pin_from_row)
+        .map(|row| crate::rows::tool_pin(row))
         .collect()
 }
 
@@ -92,7 +54,7 @@ pub(super) async fn pin<C: GenericClient>(
         )
         .await?
         .as_ref()
-        .map(pin_from_row)
+        .map(|row| crate::rows::tool_pin(row))
         .transpose()
 }
 
@@ -106,7 +68,7 @@ impl PgStore {
         self.query_opt(statement, &[&tenant.as_str(), &key])
             .await?
             .as_ref()
-            .map(server_from_row)
+            .map(|row| crate::rows::mcp_server(row))
             .transpose()?
             .ok_or(StoreError::NotFound("MCP server"))
     }
@@ -131,8 +93,12 @@ impl McpRegistry for PgStore {
     }
 
     async fn list_mcp_servers(&self, tenant: &TenantId) -> StoreResult<Vec<McpServer>> {
-        self.query_map(sql::LIST_SERVERS, &[&tenant.as_str()], server_from_row)
-            .await
+        self.query_map(
+            sql::LIST_SERVERS,
+            &[&tenant.as_str()],
+            crate::rows::mcp_server,
+        )
+        .await
     }
 
     async fn mcp_server(&self, tenant: &TenantId, server_id: &str) -> StoreResult<McpServer> {

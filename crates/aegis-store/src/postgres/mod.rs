@@ -294,12 +294,17 @@ impl PgStore {
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-        map: fn(&Row) -> StoreResult<T>,
+        read: fn(&dyn StoredRow) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>> {
-        self.query(sql, params).await?.iter().map(map).collect()
+        self.query(sql, params)
+            .await?
+            .iter()
+            .map(|row| read(row))
+            .collect()
     }
 }
 
+use crate::schema::StoredRow;
 use tokio_postgres::Row;
 
 async fn apply_migrations(pool: &Pool) -> StoreResult<()> {
@@ -520,7 +525,7 @@ async fn load_tenant<C: GenericClient>(
         )
         .await?
         .ok_or(StoreError::NotFound("tenant"))?;
-    tenant_from_row(&row)
+    crate::rows::tenant(&row)
 }
 
 /// Records a settings change and returns the tenant's settings after it.
@@ -560,7 +565,7 @@ pub(crate) async fn load_agent<C: GenericClient>(
         )
         .await?
         .ok_or(StoreError::NotFound("agent"))?;
-    agent_from_row(&row)
+    crate::rows::agent(&row)
 }
 
 async fn insert_operator_key(
@@ -786,7 +791,7 @@ impl EventLog for PgStore {
         self.query_map(
             &EVENT_SQL.of_tenant_after,
             &[&tenant.as_str(), &after_seq, &i64::from(limit)],
-            event_from_row,
+            crate::rows::event,
         )
         .await
     }
@@ -822,7 +827,7 @@ impl EventLog for PgStore {
         self.query_map(
             &EVENT_SQL.after,
             &[&after_seq, &i64::from(limit)],
-            event_from_row,
+            crate::rows::event,
         )
         .await
     }
@@ -840,7 +845,7 @@ impl EventLog for PgStore {
         self.query_map(
             &OF_KINDS,
             &[&after_seq, &up_to, &kinds, &i64::from(limit)],
-            event_from_row,
+            crate::rows::event,
         )
         .await
     }
@@ -928,18 +933,7 @@ impl ActionPlaneStore for PgStore {
         self.query_map(
             "SELECT tool, action, mutates_state, risk, egress, sensitive FROM tool_actions WHERE tenant_id = $1 ORDER BY tool, action",
             &[&tenant.as_str()],
-            |row| {
-                Ok(RegisteredToolAction {
-                    tool: get(row, 0)?,
-                    action: ToolAction {
-                        action: get(row, 1)?,
-                        mutates_state: get(row, 2)?,
-                        risk: parse_column(&get::<String>(row, 3)?)?,
-                        egress: get(row, 4)?,
-                        sensitive: get(row, 5)?,
-                    },
-                })
-            },
+            crate::rows::tool_action,
         )
         .await
     }
@@ -948,12 +942,7 @@ impl ActionPlaneStore for PgStore {
         self.query_map(
             "SELECT id, text FROM policies WHERE tenant_id = $1 ORDER BY id",
             &[&tenant.as_str()],
-            |row| {
-                Ok(PolicyDocument {
-                    id: get(row, 0)?,
-                    text: get(row, 1)?,
-                })
-            },
+            crate::rows::policy,
         )
         .await
     }
@@ -1066,7 +1055,7 @@ impl AdminStore for PgStore {
         if !constant_time_eq(&stored, &secret_hash) {
             return Ok(None);
         }
-        key_from_row(&row).map(Some)
+        crate::rows::operator_key(&row).map(Some)
     }
 
     async fn list_operator_keys(&self, tenant: &TenantId) -> StoreResult<Vec<OperatorKey>> {
@@ -1075,7 +1064,7 @@ impl AdminStore for PgStore {
                 "SELECT {KEY_COLUMNS} FROM operator_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"
             ),
             &[&tenant.as_str()],
-            key_from_row,
+            crate::rows::operator_key,
         )
         .await
     }
@@ -1132,7 +1121,7 @@ impl AdminStore for PgStore {
                             &[&key_id],
                         )
                         .await?;
-                    key_from_row(&row)
+                    crate::rows::operator_key(&row)
                 })
             })
             .await
@@ -1186,7 +1175,7 @@ impl AdminStore for PgStore {
                 &page.before.unwrap_or(i64::MAX),
                 &i64::from(page.limit),
             ],
-            agent_from_row,
+            crate::rows::agent,
         )
         .await
     }
@@ -1298,7 +1287,7 @@ impl AdminStore for PgStore {
             &[&tenant.as_str(), &slack_user_id],
         )
         .await?
-        .map(|row| key_from_row(&row))
+        .map(|row| crate::rows::operator_key(&row))
         .transpose()
     }
 
@@ -1520,7 +1509,7 @@ impl ReceiptStore for PgStore {
             )
             .await?
             .ok_or(StoreError::NotFound("decision"))?;
-        decision_from_row(&row)
+        crate::rows::decision(&row)
     }
 
     async fn list_decisions(
@@ -1551,7 +1540,7 @@ impl ReceiptStore for PgStore {
                 &filter.until_ms,
                 &i64::from(filter.page.limit),
             ],
-            decision_from_row,
+            crate::rows::decision,
         )
         .await
     }
@@ -1560,7 +1549,7 @@ impl ReceiptStore for PgStore {
         self.query_map(
             "SELECT DISTINCT tenant_id FROM receipts ORDER BY tenant_id",
             &[],
-            |row| Ok(TenantId::new(get::<String>(row, 0)?)),
+            |row| Ok(TenantId::new(row.required_text(0)?)),
         )
         .await
     }
@@ -1613,7 +1602,7 @@ impl ReceiptStore for PgStore {
             "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
              WHERE tenant_id = $1 ORDER BY seq",
             &[&tenant.as_str()],
-            checkpoint_from_row,
+            crate::rows::checkpoint,
         )
         .await
     }
@@ -1622,13 +1611,7 @@ impl ReceiptStore for PgStore {
         self.query_map(
             "SELECT key_id, public_key, created_at FROM signing_keys ORDER BY created_at",
             &[],
-            |row| {
-                Ok(SigningKeyRecord {
-                    key_id: get(row, 0)?,
-                    public_key: get(row, 1)?,
-                    created_at_ms: get(row, 2)?,
-                })
-            },
+            crate::rows::signing_key,
         )
         .await
     }

@@ -7,7 +7,6 @@ use crate::records;
 use crate::schema::WEBHOOK_COLUMNS;
 use crate::*;
 use deadpool_postgres::{GenericClient, Transaction};
-use tokio_postgres::Row;
 
 /// Deliveries page and queue by `ordinal` here (SQLite uses its rowid).
 const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, ordinal";
@@ -15,35 +14,6 @@ const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, att
 /// How long a delivery claimed by [`due_deliveries`] stays away from other claims; the
 /// outcome recorded by [`finish_delivery`] replaces it.
 const CLAIM_LEASE_MS: i64 = 60_000;
-
-fn delivery_from_row(row: &Row) -> StoreResult<Delivery> {
-    Ok(Delivery {
-        id: get(row, 0)?,
-        tenant_id: TenantId::new(get::<String>(row, 1)?),
-        sink: get(row, 2)?,
-        agent_id: get(row, 3)?,
-        body: get(row, 4)?,
-        status: get(row, 5)?,
-        attempts: get(row, 6)?,
-        next_attempt_at_ms: get(row, 7)?,
-        last_error: get(row, 8)?,
-        created_at_ms: get(row, 9)?,
-        delivered_at_ms: get(row, 10)?,
-        cursor: get(row, 11)?,
-    })
-}
-
-fn webhook_from_row(row: &Row) -> StoreResult<Webhook> {
-    let events: Option<String> = get(row, 4)?;
-    Ok(Webhook {
-        id: get(row, 0)?,
-        tenant_id: TenantId::new(get::<String>(row, 1)?),
-        url: get(row, 2)?,
-        format: get(row, 3)?,
-        events: events.and_then(|e| serde_json::from_str(&e).ok()),
-        created_at_ms: get(row, 5)?,
-    })
-}
 
 pub(super) async fn coalesce_states<C: GenericClient>(
     client: &C,
@@ -131,7 +101,7 @@ pub(super) async fn claim_deliveries<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(|row| delivery_from_row(row).map(|d| (d.id.clone(), d)))
+        .map(|row| crate::rows::delivery(row).map(|d| (d.id.clone(), d)))
         .collect::<StoreResult<_>>()?;
     Ok(picked.iter().filter_map(|id| rows.remove(id)).collect())
 }
@@ -223,7 +193,7 @@ pub(super) async fn list_deliveries<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(delivery_from_row)
+        .map(|row| crate::rows::delivery(row))
         .collect()
 }
 
@@ -284,7 +254,7 @@ pub(super) async fn list_webhooks<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(webhook_from_row)
+        .map(|row| crate::rows::webhook(row))
         .collect()
 }
 
@@ -305,7 +275,7 @@ pub(super) async fn webhook_by_id<C: GenericClient>(
         )
         .await?
         .as_ref()
-        .map(webhook_from_row)
+        .map(|row| crate::rows::webhook(row))
         .transpose()
 }
 

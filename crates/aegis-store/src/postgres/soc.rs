@@ -76,7 +76,7 @@ pub(super) async fn list_alerts<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(alert_from_row)
+        .map(|row| crate::rows::alert(row))
         .collect()
 }
 
@@ -114,7 +114,7 @@ pub(super) async fn list_incidents<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(incident_from_row)
+        .map(|row| crate::rows::incident(row))
         .collect()
 }
 
@@ -165,7 +165,7 @@ pub(super) async fn load_incident<C: GenericClient>(
         )
         .await?
         .ok_or(StoreError::NotFound("incident"))?;
-    let incident = incident_from_row(&row)?;
+    let incident = crate::rows::incident(&row)?;
     let evidence = records::evidence_summary(
         evidence_end(client, incident_id, "ASC", EVIDENCE_SHOWN_FIRST).await?,
         evidence_end(client, incident_id, "DESC", EVIDENCE_SHOWN_RECENT).await?,
@@ -183,7 +183,7 @@ pub(super) async fn load_incident<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(response_action_from_row)
+        .map(|row| crate::rows::response_action(row))
         .collect::<StoreResult<_>>()?;
     Ok(IncidentDetail {
         incident,

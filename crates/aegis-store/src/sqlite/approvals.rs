@@ -1,38 +1,12 @@
 //! The SQLite statements of approvals; what they mean is `crate::approvals`.
 
 use super::append_event;
+use super::rows::{read_opt, read_rows};
 use crate::approvals::{
     APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalSettings, GateStep, StoredApproval,
 };
 use crate::{NewDecision, StoreResult, approvals, event_kind};
-use rusqlite::{Connection, OptionalExtension, Row, params};
-
-fn stored(row: &Row<'_>) -> rusqlite::Result<StoredApproval> {
-    Ok(StoredApproval {
-        id: row.get(0)?,
-        tenant_id: row.get(1)?,
-        agent_id: row.get(2)?,
-        status: row.get(3)?,
-        action_hash: row.get(4)?,
-        decision_id: row.get(5)?,
-        tool: row.get(6)?,
-        action: row.get(7)?,
-        resource: row.get(8)?,
-        parameters: row.get(9)?,
-        mutates_state: row.get(10)?,
-        risk: row.get(11)?,
-        risk_score: row.get(12)?,
-        reason: row.get(13)?,
-        run_id: row.get(14)?,
-        required: row.get(15)?,
-        approvals: row.get(16)?,
-        rejected_by: row.get(17)?,
-        consumed_by_decision_id: row.get(18)?,
-        created_at_ms: row.get(19)?,
-        expires_at_ms: row.get(20)?,
-        requested_seq: row.get(21)?,
-    })
-}
+use rusqlite::{Connection, params};
 
 pub(crate) fn load(
     conn: &Connection,
@@ -40,11 +14,12 @@ pub(crate) fn load(
     approval_id: &str,
     now_ms: i64,
 ) -> StoreResult<Option<ApprovalRecord>> {
-    conn.prepare_cached(&format!(
-        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = ?1 AND id = ?2"
-    ))?
-    .query_row([tenant_id, approval_id], stored)
-    .optional()?
+    read_opt(
+        conn,
+        &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = ?1 AND id = ?2"),
+        [tenant_id, approval_id],
+        StoredApproval::read,
+    )?
     .map(|row| row.into_record(now_ms))
     .transpose()
 }
@@ -67,14 +42,20 @@ pub(crate) fn list(
     if filter.status.is_some_and(approvals::status_reads_time) {
         values.push(&now_ms);
     }
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT {APPROVAL_COLUMNS} FROM approvals
-         WHERE tenant_id = ?1 AND requested_seq < ?2 AND (?3 IS NULL OR agent_id = ?3)
-           AND (?4 IS NULL OR created_at >= ?4) AND {status}
-         ORDER BY requested_seq DESC LIMIT ?5"
-    ))?;
-    let rows = statement.query_map(values.as_slice(), stored)?;
-    rows.map(|row| row?.into_record(now_ms)).collect()
+    read_rows(
+        conn,
+        &format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE tenant_id = ?1 AND requested_seq < ?2 AND (?3 IS NULL OR agent_id = ?3)
+               AND (?4 IS NULL OR created_at >= ?4) AND {status}
+             ORDER BY requested_seq DESC LIMIT ?5"
+        ),
+        values.as_slice(),
+        StoredApproval::read,
+    )?
+    .into_iter()
+    .map(|row| row.into_record(now_ms))
+    .collect()
 }
 
 /// The approval rules of one decision, in its transaction, before its event and receipt are
@@ -121,16 +102,17 @@ fn consume(
     d: &NewDecision,
     named: Option<&str>,
 ) -> StoreResult<Option<ApprovalRecord>> {
-    conn.prepare_cached(&format!(
-        "UPDATE approvals SET status = 'consumed', consumed_by_decision_id = ?1
-         WHERE id = (SELECT id FROM approvals
-                      WHERE tenant_id = ?2 AND agent_id = ?3 AND action_hash = ?4
-                        AND status = 'approved' AND expires_at > ?5 AND (?6 IS NULL OR id = ?6)
-                      ORDER BY requested_seq LIMIT 1)
-           AND status = 'approved'
-         RETURNING {APPROVAL_COLUMNS}"
-    ))?
-    .query_row(
+    read_opt(
+        conn,
+        &format!(
+            "UPDATE approvals SET status = 'consumed', consumed_by_decision_id = ?1
+             WHERE id = (SELECT id FROM approvals
+                          WHERE tenant_id = ?2 AND agent_id = ?3 AND action_hash = ?4
+                            AND status = 'approved' AND expires_at > ?5 AND (?6 IS NULL OR id = ?6)
+                          ORDER BY requested_seq LIMIT 1)
+               AND status = 'approved'
+             RETURNING {APPROVAL_COLUMNS}"
+        ),
         params![
             d.id,
             d.tenant_id.as_str(),
@@ -139,9 +121,8 @@ fn consume(
             d.created_at_ms,
             named
         ],
-        stored,
-    )
-    .optional()?
+        StoredApproval::read,
+    )?
     .map(|row| row.into_record(d.created_at_ms))
     .transpose()
 }
@@ -184,22 +165,22 @@ fn refuse(
 }
 
 fn pending(conn: &Connection, d: &NewDecision) -> StoreResult<Option<ApprovalRecord>> {
-    conn.prepare_cached(&format!(
-        "SELECT {APPROVAL_COLUMNS} FROM approvals
-         WHERE tenant_id = ?1 AND agent_id = ?2 AND action_hash = ?3
-           AND status = 'pending' AND expires_at > ?4
-         ORDER BY requested_seq DESC LIMIT 1"
-    ))?
-    .query_row(
+    read_opt(
+        conn,
+        &format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE tenant_id = ?1 AND agent_id = ?2 AND action_hash = ?3
+               AND status = 'pending' AND expires_at > ?4
+             ORDER BY requested_seq DESC LIMIT 1"
+        ),
         params![
             d.tenant_id.as_str(),
             d.agent_id,
             d.action_hash,
             d.created_at_ms
         ],
-        stored,
-    )
-    .optional()?
+        StoredApproval::read,
+    )?
     .map(|row| row.into_record(d.created_at_ms))
     .transpose()
 }
@@ -266,12 +247,18 @@ pub(crate) fn of_decisions(
     ids: &str,
     now_ms: i64,
 ) -> StoreResult<Vec<ApprovalRecord>> {
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT {APPROVAL_COLUMNS} FROM approvals
-         WHERE tenant_id = ?1 AND (decision_id IN (SELECT value FROM json_each(?2))
-                                   OR consumed_by_decision_id IN (SELECT value FROM json_each(?2)))
-         ORDER BY requested_seq"
-    ))?;
-    let rows = statement.query_map(params![tenant_id, ids], stored)?;
-    rows.map(|row| row?.into_record(now_ms)).collect()
+    read_rows(
+        conn,
+        &format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE tenant_id = ?1 AND (decision_id IN (SELECT value FROM json_each(?2))
+                                       OR consumed_by_decision_id IN (SELECT value FROM json_each(?2)))
+             ORDER BY requested_seq"
+        ),
+        params![tenant_id, ids],
+        StoredApproval::read,
+    )?
+    .into_iter()
+    .map(|row| row.into_record(now_ms))
+    .collect()
 }

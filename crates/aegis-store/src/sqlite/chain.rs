@@ -2,7 +2,7 @@
 //! before appending to a head it did not write itself.
 
 use super::evidence::{RECEIPT_SQL, checkpoints_from, read_receipts};
-use super::rows::checkpoint_from_row;
+use super::rows::read_rows;
 use crate::chain::{ChainReads, ChainSeal};
 use crate::*;
 use aegis_core::receipt::{
@@ -93,17 +93,8 @@ impl ChainReads for SqliteChain<'_> {
     }
 
     async fn checkpoints(&self, from: u64, through: u64) -> StoreResult<Vec<Checkpoint>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
-                 WHERE tenant_id = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
-            )?
-            .query_map(
-                params![self.tenant.as_str(), from as i64, through as i64],
-                checkpoint_from_row,
-            )?
-            .collect::<Result<_, _>>()?)
+        read_rows(self.conn, "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+                 WHERE tenant_id = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq", params![self.tenant.as_str(), from as i64, through as i64], crate::rows::checkpoint)
     }
 
     async fn covering_checkpoint(&self, seq: u64) -> StoreResult<Option<Checkpoint>> {

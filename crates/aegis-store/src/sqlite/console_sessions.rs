@@ -1,11 +1,11 @@
 //! [`ConsoleSessions`] on SQLite: the shared SQL run on the writer and the read pool.
 
-use super::rows::key_from_row;
+use super::rows::read_opt;
 use crate::console_sessions::{DROP_EXPIRED, END, INSERT, KEY_OF_SESSION};
 use crate::schema::*;
 use crate::*;
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 #[async_trait]
 impl ConsoleSessions for super::SqliteStore {
@@ -34,12 +34,9 @@ impl ConsoleSessions for super::SqliteStore {
         now_ms: i64,
     ) -> StoreResult<Option<OperatorKey>> {
         self.read(move |conn| {
-            let found = conn
-                .prepare_cached(KEY_OF_SESSION)?
-                .query_row(params![&id_hash[..], now_ms], |row| {
-                    Ok((key_from_row(row)?, row.get::<_, Vec<u8>>(6)?))
-                })
-                .optional()?;
+            let found = read_opt(conn, KEY_OF_SESSION, params![&id_hash[..], now_ms], |row| {
+                Ok((crate::rows::operator_key(row)?, row.required_bytes(6)?))
+            })?;
             // The index lookup found the row; confirm in constant time before trusting it.
             Ok(found
                 .filter(|(_, stored)| constant_time_eq(stored, &id_hash))

@@ -2,8 +2,8 @@
 //! and incident narratives.
 
 use super::numbered_placeholders;
-use super::rows::{checkpoint_from_row, read_rows};
-use crate::records::{self, StoredReceipt};
+use super::rows::read_rows;
+use crate::records;
 use crate::schema::*;
 use crate::*;
 use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
@@ -16,9 +16,7 @@ pub(super) fn read_receipts(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> StoreResult<Vec<Receipt>> {
-    read_rows(conn, sql, params, |row| {
-        StoredReceipt::read(row)?.into_receipt()
-    })
+    read_rows(conn, sql, params, crate::rows::receipt)
 }
 
 /// The receipt reads in SQLite's placeholders. SQLite looks a decision up by its primary key
@@ -54,16 +52,13 @@ pub(super) fn checkpoints_from(
     from_seq: u64,
     limit: u32,
 ) -> StoreResult<Vec<Checkpoint>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+    read_rows(
+        conn,
+        "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
              WHERE tenant_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
-        )?
-        .query_map(
-            params![tenant.as_str(), from_seq as i64, limit],
-            checkpoint_from_row,
-        )?
-        .collect::<Result<_, _>>()?)
+        params![tenant.as_str(), from_seq as i64, limit],
+        crate::rows::checkpoint,
+    )
 }
 
 pub(super) fn put_narrative(
@@ -163,25 +158,19 @@ impl EvidenceReads for super::SqliteStore {
                 .query_row([tenant.as_str(), &incident_id], |_| Ok(()))
                 .optional()?
                 .ok_or(StoreError::NotFound("incident"))?;
-            Ok(conn
-                .prepare_cached(&format!(
+            read_rows(conn, &format!(
                     "SELECT {} FROM incident_evidence e JOIN decisions d ON d.event_seq = e.event_seq
                      WHERE e.incident_id = ?1 AND d.tenant_id = ?2 AND e.event_seq < ?3
                        AND (?4 IS NULL OR d.created_at >= ?4)
                      ORDER BY e.event_seq DESC LIMIT ?5",
                     qualified(DECISION_COLUMNS, "d")
-                ))?
-                .query_map(
-                    params![
+                ), params![
                         incident_id,
                         tenant.as_str(),
                         page.before.unwrap_or(i64::MAX),
                         since_ms,
                         page.limit
-                    ],
-                    super::rows::decision_from_row,
-                )?
-                .collect::<Result<_, _>>()?)
+                    ], crate::rows::decision)
         })
         .await
     }
@@ -220,18 +209,17 @@ impl EvidenceReads for super::SqliteStore {
     ) -> StoreResult<Vec<ResponseActionRecord>> {
         let (tenant, ids) = (tenant.clone(), json_batch(incident_ids)?);
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
+            read_rows(
+                conn,
+                &format!(
                     "SELECT {} FROM response_actions
                      WHERE tenant_id = ?1 AND incident_id IN (SELECT value FROM json_each(?2))
                      ORDER BY event_seq",
                     RESPONSE_ACTION_COLUMNS
-                ))?
-                .query_map(
-                    params![tenant.as_str(), ids],
-                    super::rows::response_action_from_row,
-                )?
-                .collect::<Result<_, _>>()?)
+                ),
+                params![tenant.as_str(), ids],
+                crate::rows::response_action,
+            )
         })
         .await
     }
@@ -281,17 +269,12 @@ impl EvidenceReads for super::SqliteStore {
     ) -> StoreResult<Vec<Checkpoint>> {
         let (tenant, seqs) = (tenant.clone(), json_batch(seqs)?);
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+            read_rows(conn, "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
                      WHERE tenant_id = ?1 AND seq IN (
                        SELECT (SELECT MIN(c.seq) FROM receipt_checkpoints c
                                WHERE c.tenant_id = ?1 AND c.seq >= s.value)
                        FROM json_each(?2) s)
-                     ORDER BY seq",
-                )?
-                .query_map(params![tenant.as_str(), seqs], checkpoint_from_row)?
-                .collect::<Result<_, _>>()?)
+                     ORDER BY seq", params![tenant.as_str(), seqs], crate::rows::checkpoint)
         })
         .await
     }

@@ -2,40 +2,11 @@
 //! reads of its shared statements on the read pool.
 
 use super::SqliteStore;
+use super::rows::{read_opt, read_rows};
 use crate::mcp::sql;
 use crate::*;
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, params};
-
-fn server_from_row(row: &Row<'_>) -> rusqlite::Result<McpServer> {
-    Ok(McpServer {
-        id: row.get(0)?,
-        tenant_id: TenantId::new(row.get::<_, String>(1)?),
-        name: row.get(2)?,
-        url: row.get(3)?,
-        created_at_ms: row.get(4)?,
-    })
-}
-
-fn pin_from_row(row: &Row<'_>) -> rusqlite::Result<(ToolPin, String)> {
-    let status: String = row.get(4)?;
-    Ok((
-        ToolPin {
-            server_id: row.get(0)?,
-            tool: row.get(1)?,
-            definition_hash: row.get(2)?,
-            read_only: row.get(3)?,
-            // Replaced below from `status`, which the CHECK constraint bounds.
-            status: PinStatus::Pinned,
-            changed_hash: row.get(5)?,
-            accepted_by: row.get(6)?,
-            accepted_at_ms: row.get(7)?,
-            pinned_at_ms: row.get(8)?,
-            resource_argument: row.get(9)?,
-        },
-        status,
-    ))
-}
+use rusqlite::{Connection, params};
 
 /// [`EvidenceReads::mcp_definitions`]: `names` is a JSON array of server names.
 pub(super) fn definitions_of_servers(
@@ -45,28 +16,9 @@ pub(super) fn definitions_of_servers(
 ) -> StoreResult<Vec<(McpServer, ToolPin)>> {
     let statement =
         sql::DEFINITIONS_OF_SERVERS.replace("{names}", "IN (SELECT value FROM json_each($2))");
-    conn.prepare_cached(&statement)?
-        .query_map(params![tenant.as_str(), names], |row| {
-            let server = McpServer {
-                id: row.get(0)?,
-                tenant_id: tenant.clone(),
-                name: row.get(10)?,
-                url: row.get(11)?,
-                created_at_ms: row.get(12)?,
-            };
-            Ok((server, pin_from_row(row)?))
-        })?
-        .map(|row| {
-            let (server, pin) = row?;
-            Ok((server, with_status(pin)?))
-        })
-        .collect()
-}
-
-fn with_status((mut pin, status): (ToolPin, String)) -> StoreResult<ToolPin> {
-    pin.status = PinStatus::parse(&status)
-        .ok_or_else(|| StoreError::Corrupt(format!("pin status {status:?}")))?;
-    Ok(pin)
+    read_rows(conn, &statement, params![tenant.as_str(), names], |row| {
+        crate::rows::defined_tool(row, tenant)
+    })
 }
 
 pub(super) fn pins(
@@ -74,10 +26,12 @@ pub(super) fn pins(
     tenant_id: &str,
     server_id: &str,
 ) -> StoreResult<Vec<ToolPin>> {
-    conn.prepare_cached(sql::PINS)?
-        .query_map(params![tenant_id, server_id], pin_from_row)?
-        .map(|row| with_status(row?))
-        .collect()
+    read_rows(
+        conn,
+        sql::PINS,
+        params![tenant_id, server_id],
+        crate::rows::tool_pin,
+    )
 }
 
 pub(super) fn pin(
@@ -86,11 +40,12 @@ pub(super) fn pin(
     server_id: &str,
     tool: &str,
 ) -> StoreResult<Option<ToolPin>> {
-    conn.prepare_cached(sql::PIN)?
-        .query_row(params![tenant_id, server_id, tool], pin_from_row)
-        .optional()?
-        .map(with_status)
-        .transpose()
+    read_opt(
+        conn,
+        sql::PIN,
+        params![tenant_id, server_id, tool],
+        crate::rows::tool_pin,
+    )
 }
 
 fn server(
@@ -99,10 +54,13 @@ fn server(
     tenant: &TenantId,
     key: &str,
 ) -> StoreResult<McpServer> {
-    conn.prepare_cached(statement)?
-        .query_row(params![tenant.as_str(), key], server_from_row)
-        .optional()?
-        .ok_or(StoreError::NotFound("MCP server"))
+    read_opt(
+        conn,
+        statement,
+        params![tenant.as_str(), key],
+        crate::rows::mcp_server,
+    )?
+    .ok_or(StoreError::NotFound("MCP server"))
 }
 
 #[async_trait]
@@ -125,10 +83,12 @@ impl McpRegistry for SqliteStore {
     async fn list_mcp_servers(&self, tenant: &TenantId) -> StoreResult<Vec<McpServer>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(sql::LIST_SERVERS)?
-                .query_map([tenant.as_str()], server_from_row)?
-                .collect::<Result<_, _>>()?)
+            read_rows(
+                conn,
+                sql::LIST_SERVERS,
+                [tenant.as_str()],
+                crate::rows::mcp_server,
+            )
         })
         .await
     }

@@ -333,14 +333,13 @@ fn settings_changed(
     tenant: &TenantId,
     payload: serde_json::Value,
 ) -> StoreResult<TenantSettings> {
-    let settings = conn
-        .query_row(
-            &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
-            [tenant.as_str()],
-            tenant_from_row,
-        )
-        .optional()?
-        .ok_or(StoreError::NotFound("tenant"))?;
+    let settings = read_opt(
+        conn,
+        &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
+        [tenant.as_str()],
+        crate::rows::tenant,
+    )?
+    .ok_or(StoreError::NotFound("tenant"))?;
     append_event(
         conn,
         tenant.as_str(),
@@ -353,11 +352,12 @@ fn settings_changed(
 }
 
 pub(crate) fn load_agent(conn: &Connection, tenant_id: &str, agent_id: &str) -> StoreResult<Agent> {
-    conn.prepare_cached(&format!(
-        "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = ?1 AND id = ?2"
-    ))?
-    .query_row([tenant_id, agent_id], agent_from_row)
-    .optional()?
+    read_opt(
+        conn,
+        &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = ?1 AND id = ?2"),
+        [tenant_id, agent_id],
+        crate::rows::agent,
+    )?
     .ok_or(StoreError::NotFound("agent"))
 }
 
@@ -717,11 +717,12 @@ impl TenantReads for SqliteStore {
     async fn tenant(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
-            ))?
-            .query_row([tenant.as_str()], tenant_from_row)
-            .optional()?
+            read_opt(
+                conn,
+                &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
+                [tenant.as_str()],
+                crate::rows::tenant,
+            )?
             .ok_or(StoreError::NotFound("tenant"))
         })
         .await
@@ -793,27 +794,12 @@ impl ActionPlaneStore for SqliteStore {
     async fn tool_actions(&self, tenant: &TenantId) -> StoreResult<Vec<RegisteredToolAction>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            conn.prepare_cached(
+            read_rows(
+                conn,
                 "SELECT tool, action, mutates_state, risk, egress, sensitive FROM tool_actions WHERE tenant_id = ?1 ORDER BY tool, action",
-            )?
-            .query_map([tenant.as_str()], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, bool>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, bool>(4)?,
-                    row.get::<_, bool>(5)?,
-                ))
-            })?
-            .map(|row| {
-                let (tool, action, mutates_state, risk, egress, sensitive) = row?;
-                Ok(RegisteredToolAction {
-                    tool,
-                    action: ToolAction { action, mutates_state, risk: parse_column(&risk)?, egress, sensitive },
-                })
-            })
-            .collect()
+                [tenant.as_str()],
+                crate::rows::tool_action,
+            )
         })
         .await
     }
@@ -821,15 +807,12 @@ impl ActionPlaneStore for SqliteStore {
     async fn policies(&self, tenant: &TenantId) -> StoreResult<Vec<PolicyDocument>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT id, text FROM policies WHERE tenant_id = ?1 ORDER BY id")?
-                .query_map([tenant.as_str()], |row| {
-                    Ok(PolicyDocument {
-                        id: row.get(0)?,
-                        text: row.get(1)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?)
+            read_rows(
+                conn,
+                "SELECT id, text FROM policies WHERE tenant_id = ?1 ORDER BY id",
+                [tenant.as_str()],
+                crate::rows::policy,
+            )
         })
         .await
     }
@@ -905,14 +888,14 @@ impl AdminStore for SqliteStore {
         secret_hash: SecretHash,
     ) -> StoreResult<Option<OperatorKey>> {
         self.read(move |conn| {
-            let found = conn
-                .prepare_cached(&format!(
+            let found = read_opt(
+                conn,
+                &format!(
                     "SELECT {KEY_COLUMNS}, secret_hash FROM operator_keys WHERE secret_hash = ?1"
-                ))?
-                .query_row([&secret_hash[..]], |row| {
-                    Ok((key_from_row(row)?, row.get::<_, Vec<u8>>(6)?))
-                })
-                .optional()?;
+                ),
+                [&secret_hash[..]],
+                |row| Ok((crate::rows::operator_key(row)?, row.required_bytes(6)?)),
+            )?;
             // The index lookup found the row; confirm in constant time before trusting it.
             Ok(found
                 .filter(|(_, stored)| constant_time_eq(stored, &secret_hash))
@@ -924,12 +907,9 @@ impl AdminStore for SqliteStore {
     async fn list_operator_keys(&self, tenant: &TenantId) -> StoreResult<Vec<OperatorKey>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
+            read_rows(conn, &format!(
                     "SELECT {KEY_COLUMNS} FROM operator_keys WHERE tenant_id = ?1 ORDER BY created_at DESC, id DESC"
-                ))?
-                .query_map([tenant.as_str()], key_from_row)?
-                .collect::<Result<_, _>>()?)
+                ), [tenant.as_str()], crate::rows::operator_key)
         })
         .await
     }
@@ -965,12 +945,13 @@ impl AdminStore for SqliteStore {
                     return Err(StoreError::NotFound("key"));
                 }
                 append_event(conn, tenant.as_str(), event_kind::KEY_REVOKED, None, Some(&key_id), &serde_json::json!({"key_id": key_id}))?;
-                conn.query_row(
+                read_opt(
+                    conn,
                     &format!("SELECT {KEY_COLUMNS} FROM operator_keys WHERE id = ?1"),
                     [&key_id],
-                    key_from_row,
-                )
-                .map_err(StoreError::from)
+                    crate::rows::operator_key,
+                )?
+                .ok_or(StoreError::NotFound("key"))
             })
             .await
     }
@@ -1011,12 +992,9 @@ impl AdminStore for SqliteStore {
     async fn list_agents(&self, tenant: &TenantId, page: Page) -> StoreResult<Vec<Agent>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
+            read_rows(conn, &format!(
                     "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
-                ))?
-                .query_map(params![tenant.as_str(), page.before.unwrap_or(i64::MAX), page.limit], agent_from_row)?
-                .collect::<Result<_, _>>()?)
+                ), params![tenant.as_str(), page.before.unwrap_or(i64::MAX), page.limit], crate::rows::agent)
         })
         .await
     }
@@ -1120,10 +1098,12 @@ impl AdminStore for SqliteStore {
     ) -> StoreResult<Option<OperatorKey>> {
         let (tenant, user) = (tenant.clone(), slack_user_id.to_owned());
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(crate::approvals::SLACK_APPROVER_KEY)?
-                .query_row([tenant.as_str(), &user], key_from_row)
-                .optional()?)
+            read_opt(
+                conn,
+                crate::approvals::SLACK_APPROVER_KEY,
+                [tenant.as_str(), &user],
+                crate::rows::operator_key,
+            )
         })
         .await
     }
@@ -1334,11 +1314,14 @@ impl ReceiptStore for SqliteStore {
     async fn decision(&self, tenant: &TenantId, decision_id: &str) -> StoreResult<DecisionRecord> {
         let (tenant, decision_id) = (tenant.clone(), decision_id.to_owned());
         self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {DECISION_COLUMNS} FROM decisions WHERE tenant_id = ?1 AND id = ?2"
-            ))?
-            .query_row([tenant.as_str(), &decision_id], decision_from_row)
-            .optional()?
+            read_opt(
+                conn,
+                &format!(
+                    "SELECT {DECISION_COLUMNS} FROM decisions WHERE tenant_id = ?1 AND id = ?2"
+                ),
+                [tenant.as_str(), &decision_id],
+                crate::rows::decision,
+            )?
             .ok_or(StoreError::NotFound("decision"))
         })
         .await
@@ -1360,34 +1343,35 @@ impl ReceiptStore for SqliteStore {
                    AND (?8 IS NULL OR created_at >= ?8) AND (?9 IS NULL OR created_at < ?9)
                  ORDER BY event_seq DESC LIMIT ?10"
             );
-            Ok(conn
-                .prepare_cached(&sql)?
-                .query_map(
-                    params![
-                        tenant.as_str(),
-                        filter.page.before.unwrap_or(i64::MAX),
-                        filter.agent_id,
-                        filter.verdict.map(Verdict::as_str),
-                        filter.tool,
-                        filter.action,
-                        filter.run_id,
-                        filter.since_ms,
-                        filter.until_ms,
-                        filter.page.limit,
-                    ],
-                    decision_from_row,
-                )?
-                .collect::<Result<_, _>>()?)
+            read_rows(
+                conn,
+                &sql,
+                params![
+                    tenant.as_str(),
+                    filter.page.before.unwrap_or(i64::MAX),
+                    filter.agent_id,
+                    filter.verdict.map(Verdict::as_str),
+                    filter.tool,
+                    filter.action,
+                    filter.run_id,
+                    filter.since_ms,
+                    filter.until_ms,
+                    filter.page.limit,
+                ],
+                crate::rows::decision,
+            )
         })
         .await
     }
 
     async fn receipt_tenants(&self) -> StoreResult<Vec<TenantId>> {
         self.read(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT DISTINCT tenant_id FROM receipts ORDER BY tenant_id")?
-                .query_map([], |row| Ok(TenantId::new(row.get::<_, String>(0)?)))?
-                .collect::<Result<_, _>>()?)
+            read_rows(
+                conn,
+                "SELECT DISTINCT tenant_id FROM receipts ORDER BY tenant_id",
+                [],
+                |row| Ok(TenantId::new(row.required_text(0)?)),
+            )
         })
         .await
     }
@@ -1443,31 +1427,20 @@ impl ReceiptStore for SqliteStore {
     async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
-                     WHERE tenant_id = ?1 ORDER BY seq",
-                )?
-                .query_map([tenant.as_str()], checkpoint_from_row)?
-                .collect::<Result<_, _>>()?)
+            read_rows(conn, "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+                     WHERE tenant_id = ?1 ORDER BY seq", [tenant.as_str()], crate::rows::checkpoint)
         })
         .await
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
         self.read(|conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT key_id, public_key, created_at FROM signing_keys ORDER BY created_at",
-                )?
-                .query_map([], |row| {
-                    Ok(SigningKeyRecord {
-                        key_id: row.get(0)?,
-                        public_key: row.get(1)?,
-                        created_at_ms: row.get(2)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?)
+            read_rows(
+                conn,
+                "SELECT key_id, public_key, created_at FROM signing_keys ORDER BY created_at",
+                [],
+                crate::rows::signing_key,
+            )
         })
         .await
     }

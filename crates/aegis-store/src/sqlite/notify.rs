@@ -1,41 +1,13 @@
 //! Notification tables as SQLite keeps them: webhook subscriptions, the delivery queue and
 //! its claims, coalescing state. What a notify batch writes is `crate::notify`.
 
+use super::rows::{read_opt, read_rows};
 use crate::records;
 use crate::schema::WEBHOOK_COLUMNS;
 use crate::*;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, rowid";
-
-fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
-    Ok(Delivery {
-        id: row.get(0)?,
-        tenant_id: TenantId::new(row.get::<_, String>(1)?),
-        sink: row.get(2)?,
-        agent_id: row.get(3)?,
-        body: row.get(4)?,
-        status: row.get(5)?,
-        attempts: row.get(6)?,
-        next_attempt_at_ms: row.get(7)?,
-        last_error: row.get(8)?,
-        created_at_ms: row.get(9)?,
-        delivered_at_ms: row.get(10)?,
-        cursor: row.get(11)?,
-    })
-}
-
-fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
-    let events: Option<String> = row.get(4)?;
-    Ok(Webhook {
-        id: row.get(0)?,
-        tenant_id: TenantId::new(row.get::<_, String>(1)?),
-        url: row.get(2)?,
-        format: row.get(3)?,
-        events: events.and_then(|e| serde_json::from_str(&e).ok()),
-        created_at_ms: row.get(5)?,
-    })
-}
 
 pub(super) fn coalesce_states(conn: &Connection) -> StoreResult<Vec<CoalesceRecord>> {
     Ok(conn
@@ -80,13 +52,17 @@ pub(super) fn claim_deliveries(
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let picked = records::fair_claim(due, claim);
-    let mut rows: std::collections::HashMap<String, Delivery> = conn
-        .prepare_cached(&format!(
+    let mut rows: std::collections::HashMap<String, Delivery> = read_rows(
+        conn,
+        &format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id IN (SELECT value FROM json_each(?1))"
-        ))?
-        .query_map([serde_json::Value::from(picked.clone()).to_string()], delivery_from_row)?
-        .map(|row| row.map(|d| (d.id.clone(), d)))
-        .collect::<Result<_, _>>()?;
+        ),
+        [serde_json::Value::from(picked.clone()).to_string()],
+        crate::rows::delivery,
+    )?
+    .into_iter()
+    .map(|delivery| (delivery.id.clone(), delivery))
+    .collect();
     Ok(picked.iter().filter_map(|id| rows.remove(id)).collect())
 }
 
@@ -129,22 +105,21 @@ pub(super) fn list_deliveries(
     sink: &str,
     page: Page,
 ) -> StoreResult<Vec<Delivery>> {
-    Ok(conn
-        .prepare_cached(&format!(
+    read_rows(
+        conn,
+        &format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries
              WHERE tenant_id = ?1 AND sink = ?2 AND rowid < ?3
              ORDER BY rowid DESC LIMIT ?4"
-        ))?
-        .query_map(
-            params![
-                tenant.as_str(),
-                sink,
-                page.before.unwrap_or(i64::MAX),
-                page.limit
-            ],
-            delivery_from_row,
-        )?
-        .collect::<Result<_, _>>()?)
+        ),
+        params![
+            tenant.as_str(),
+            sink,
+            page.before.unwrap_or(i64::MAX),
+            page.limit
+        ],
+        crate::rows::delivery,
+    )
 }
 
 /// Inserts a subscription; `sealed_secret` is its secret as [`SecretsKey::seal`] made it.
@@ -220,22 +195,26 @@ pub(super) fn seal_plain_secrets(conn: &Connection, key: &SecretsKey) -> StoreRe
 }
 
 pub(super) fn list_webhooks(conn: &Connection, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
-    Ok(conn
-        .prepare_cached(&format!(
+    read_rows(
+        conn,
+        &format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions
              WHERE tenant_id = ?1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC"
-        ))?
-        .query_map([tenant.as_str()], webhook_from_row)?
-        .collect::<Result<_, _>>()?)
+        ),
+        [tenant.as_str()],
+        crate::rows::webhook,
+    )
 }
 
 pub(super) fn webhook_by_id(conn: &Connection, id: &str) -> StoreResult<Option<Webhook>> {
-    Ok(conn
-        .prepare_cached(&format!(
+    read_opt(
+        conn,
+        &format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions WHERE id = ?1 AND deleted_at IS NULL"
-        ))?
-        .query_row([id], webhook_from_row)
-        .optional()?)
+        ),
+        [id],
+        crate::rows::webhook,
+    )
 }
 
 pub(super) fn delete_webhook(

@@ -5,7 +5,7 @@ use super::rows::*;
 use crate::records;
 use crate::schema::*;
 use crate::*;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 /// Joins each event to its incident unless already joined (`crate::soc::apply_batch`); the
 /// incidents whose evidence grew get their `updated_at` once, not once per event: a storm
@@ -43,16 +43,13 @@ pub(super) fn list_alerts(
     tenant: &TenantId,
     f: &AlertFilter,
 ) -> StoreResult<Vec<AlertRecord>> {
-    Ok(conn
-        .prepare_cached(&format!(
+    read_rows(conn, &format!(
             "SELECT {ALERT_COLUMNS} FROM alerts
              WHERE tenant_id = ?1 AND event_seq < ?2
                AND (?3 IS NULL OR severity = ?3) AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR agent_id = ?5)
                AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at < ?7)
              ORDER BY event_seq DESC LIMIT ?8"
-        ))?
-        .query_map(
-            params![
+        ), params![
                 tenant.as_str(),
                 f.page.before.unwrap_or(i64::MAX),
                 f.severity.map(|s| s.as_str()),
@@ -61,10 +58,7 @@ pub(super) fn list_alerts(
                 f.since_ms,
                 f.until_ms,
                 f.page.limit
-            ],
-            alert_from_row,
-        )?
-        .collect::<Result<_, _>>()?)
+            ], crate::rows::alert)
 }
 
 pub(super) fn list_incidents(
@@ -72,30 +66,29 @@ pub(super) fn list_incidents(
     tenant: &TenantId,
     f: &IncidentFilter,
 ) -> StoreResult<Vec<IncidentRecord>> {
-    Ok(conn
-        .prepare_cached(&format!(
+    read_rows(
+        conn,
+        &format!(
             "SELECT {INCIDENT_COLUMNS} FROM incidents
              WHERE tenant_id = ?1 AND event_seq < ?2
                AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR severity = ?4)
                AND (?5 IS NULL OR kind = ?5) AND (?6 IS NULL OR agent_id = ?6)
                AND (?7 IS NULL OR opened_at >= ?7) AND (?8 IS NULL OR opened_at < ?8)
              ORDER BY event_seq DESC LIMIT ?9"
-        ))?
-        .query_map(
-            params![
-                tenant.as_str(),
-                f.page.before.unwrap_or(i64::MAX),
-                f.status,
-                f.severity.map(|s| s.as_str()),
-                f.kind,
-                f.agent_id,
-                f.since_ms,
-                f.until_ms,
-                f.page.limit
-            ],
-            incident_from_row,
-        )?
-        .collect::<Result<_, _>>()?)
+        ),
+        params![
+            tenant.as_str(),
+            f.page.before.unwrap_or(i64::MAX),
+            f.status,
+            f.severity.map(|s| s.as_str()),
+            f.kind,
+            f.agent_id,
+            f.since_ms,
+            f.until_ms,
+            f.page.limit
+        ],
+        crate::rows::incident,
+    )
 }
 
 /// The first (`ASC`) or most recent (`DESC`) evidence items of an incident.
@@ -126,23 +119,25 @@ pub(super) fn load_incident(
     tenant_id: &str,
     incident_id: &str,
 ) -> StoreResult<IncidentDetail> {
-    let incident = conn
-        .prepare_cached(&format!(
-            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE tenant_id = ?1 AND id = ?2"
-        ))?
-        .query_row([tenant_id, incident_id], incident_from_row)
-        .optional()?
-        .ok_or(StoreError::NotFound("incident"))?;
+    let incident = read_opt(
+        conn,
+        &format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE tenant_id = ?1 AND id = ?2"),
+        [tenant_id, incident_id],
+        crate::rows::incident,
+    )?
+    .ok_or(StoreError::NotFound("incident"))?;
     let evidence = records::evidence_summary(
         evidence_end(conn, incident_id, "ASC", EVIDENCE_SHOWN_FIRST)?,
         evidence_end(conn, incident_id, "DESC", EVIDENCE_SHOWN_RECENT)?,
     );
-    let response_actions = conn
-        .prepare_cached(&format!(
+    let response_actions = read_rows(
+        conn,
+        &format!(
             "SELECT {RESPONSE_ACTION_COLUMNS} FROM response_actions WHERE incident_id = ?1 ORDER BY event_seq"
-        ))?
-        .query_map([incident_id], response_action_from_row)?
-        .collect::<Result<_, _>>()?;
+        ),
+        [incident_id],
+        crate::rows::response_action,
+    )?;
     Ok(IncidentDetail {
         incident,
         evidence,
