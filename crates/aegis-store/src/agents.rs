@@ -1,10 +1,51 @@
-//! What changing an agent writes, once for both stores ([`crate::tx::WriteTx`]): an
-//! operator's freeze, unfreeze, revoke, token rotation, tier or rate-limit change, and the
+//! What registering or changing an agent writes, once for both stores
+//! ([`crate::tx::WriteTx`]): a new agent with its token, an operator's freeze, unfreeze, revoke, token rotation, tier or rate-limit change, and the
 //! SOC's automatic responses, which are the same changes made by the response engine.
 
 use crate::records;
 use crate::tx::{EventDraft, SqlValue, WriteTx};
-use crate::{Agent, AgentChange, AgentChangeKind, StoreResult};
+use crate::{Agent, AgentChange, AgentChangeKind, NewAgent, StoreResult, event_kind};
+use serde_json::json;
+
+/// Registers the agent, active, with its first token (stored only as a hash) and the event
+/// that records it; the agent as stored.
+pub(crate) async fn create_agent(
+    tx: &mut impl WriteTx,
+    tenant_id: &str,
+    agent: &NewAgent,
+) -> StoreResult<Agent> {
+    let (tenant, id, at) = (
+        SqlValue::text(tenant_id),
+        SqlValue::text(&agent.id),
+        SqlValue::int(agent.created_at_ms),
+    );
+    tx.execute(
+        "INSERT INTO agents (id, tenant_id, name, status, risk_tier, created_at, updated_at)
+         VALUES ($1, $2, $3, 'active', $4, $5, $5)",
+        &[
+            id,
+            tenant,
+            SqlValue::text(&agent.name),
+            SqlValue::text(agent.risk_tier.as_str()),
+            at,
+        ],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO agent_tokens (secret_hash, tenant_id, agent_id, created_at) VALUES ($1, $2, $3, $4)",
+        &[SqlValue::Bytes(&agent.token_hash[..]), tenant, id, at],
+    )
+    .await?;
+    tx.append_event(EventDraft {
+        tenant_id,
+        kind: event_kind::AGENT_CREATED,
+        agent_id: Some(&agent.id),
+        subject_id: Some(&agent.id),
+        payload: json!({"name": agent.name, "risk_tier": agent.risk_tier, "actor": agent.actor}),
+    })
+    .await?;
+    tx.load_agent(tenant_id, &agent.id).await
+}
 
 /// Applies `change` to the tenant's agent with the event that records it; the agent after
 /// it. A change that would not change anything (freezing a frozen agent) writes nothing; any

@@ -558,10 +558,29 @@ pub(crate) const SLACK_APPROVER_KEY: &str =
 
 /// Registers (or replaces) the key a Slack user acts as: `$1` tenant, `$2` Slack user, `$3`
 /// key id, `$4` created at (ms).
-pub(crate) const PUT_SLACK_APPROVER: &str =
-    "INSERT INTO slack_approvers (tenant_id, slack_user_id, key_id, created_at)
-     VALUES ($1, $2, $3, $4)
-     ON CONFLICT (tenant_id, slack_user_id) DO UPDATE SET key_id = excluded.key_id";
+/// Maps a Slack user to the operator key whose role their votes carry (replacing any
+/// earlier mapping of that user).
+pub(crate) async fn put_slack_approver(
+    tx: &mut impl WriteTx,
+    tenant_id: &str,
+    slack_user_id: &str,
+    key_id: &str,
+    at: i64,
+) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO slack_approvers (tenant_id, slack_user_id, key_id, created_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, slack_user_id) DO UPDATE SET key_id = excluded.key_id",
+        &[
+            SqlValue::text(tenant_id),
+            SqlValue::text(slack_user_id),
+            SqlValue::text(key_id),
+            SqlValue::int(at),
+        ],
+    )
+    .await?;
+    Ok(())
+}
 
 /// The `approvals` columns every read selects, in [`StoredApproval`]'s order.
 pub(crate) const APPROVAL_COLUMNS: &str = "id, tenant_id, agent_id, status, action_hash, decision_id, \

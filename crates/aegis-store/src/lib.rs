@@ -30,6 +30,7 @@ mod secrets;
 mod settings;
 mod soc;
 pub mod sqlite;
+mod tenants;
 mod tx;
 mod types;
 

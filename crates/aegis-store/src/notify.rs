@@ -1,10 +1,75 @@
-//! What the notifier writes, once for both stores ([`crate::tx::WriteTx`]): a delivery queued
-//! for a sink, and a notify consumer's batch of deliveries and coalescing state with its
-//! cursor. A backend runs these in its writer transaction (`sqlite::notify`,
+//! What the notifier writes, once for both stores ([`crate::tx::WriteTx`]): a webhook
+//! subscription created or deleted, a delivery queued for a sink, and a notify consumer's
+//! batch of deliveries and coalescing state with its cursor. A backend runs these in its writer transaction (`sqlite::notify`,
 //! `postgres::notify` keep the reads and the delivery queue's claims).
 
 use crate::tx::{SqlValue, WriteTx};
-use crate::{NewDelivery, NotifyBatch, StoreResult, schema, soc};
+use crate::{
+    NewDelivery, NewWebhook, NotifyBatch, StoreError, StoreResult, TenantId, Webhook, schema, soc,
+};
+
+/// Stores the tenant's subscription; `sealed_secret` is its signing secret as
+/// [`crate::SecretsKey::seal`] made it (never the secret itself).
+pub(crate) async fn create_webhook(
+    tx: &mut impl WriteTx,
+    tenant: &TenantId,
+    webhook: &NewWebhook,
+    sealed_secret: Option<&str>,
+) -> StoreResult<Webhook> {
+    let events = webhook
+        .events
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("webhook events: {e}")))?;
+    tx.execute(
+        "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, sealed_secret, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            SqlValue::text(&webhook.id),
+            SqlValue::text(tenant.as_str()),
+            SqlValue::text(&webhook.url),
+            SqlValue::text(&webhook.format),
+            SqlValue::Text(events.as_deref()),
+            SqlValue::Text(sealed_secret),
+            SqlValue::int(webhook.created_at_ms),
+        ],
+    )
+    .await?;
+    Ok(Webhook {
+        id: webhook.id.clone(),
+        tenant_id: tenant.clone(),
+        url: webhook.url.clone(),
+        format: webhook.format.clone(),
+        events: webhook.events.clone(),
+        created_at_ms: webhook.created_at_ms,
+    })
+}
+
+/// Deletes the tenant's live subscription at `at`, dropping its secret; `NotFound` if it has
+/// none by that id.
+pub(crate) async fn delete_webhook(
+    tx: &mut impl WriteTx,
+    tenant: &TenantId,
+    webhook_id: &str,
+    at: i64,
+) -> StoreResult<()> {
+    let changed = tx
+        .execute(
+            "UPDATE webhook_subscriptions SET deleted_at = $3, secret = NULL, sealed_secret = NULL
+             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+            &[
+                SqlValue::text(tenant.as_str()),
+                SqlValue::text(webhook_id),
+                SqlValue::int(at),
+            ],
+        )
+        .await?;
+    if changed == 0 {
+        return Err(StoreError::NotFound("webhook"));
+    }
+    Ok(())
+}
 
 /// Queues a delivery unless one with its id is queued already (a batch applied again after a
 /// crash queues nothing twice).

@@ -346,10 +346,19 @@ mod tests {
     #[test]
     fn values_the_schema_cannot_hold_read_as_corrupt_not_unavailable() {
         let unknown_role = read_one("SELECT 'k1', 'acme', NULL, 'root', 7, NULL", operator_key);
-        assert!(matches!(unknown_role, Err(StoreError::Corrupt(_))), "{unknown_role:?}");
+        assert!(
+            matches!(unknown_role, Err(StoreError::Corrupt(_))),
+            "{unknown_role:?}"
+        );
         let negative_seq = read_one("SELECT 'acme', -1, 'h', 'k', 't', 's'", checkpoint);
-        assert!(matches!(negative_seq, Err(StoreError::Corrupt(_))), "{negative_seq:?}");
+        assert!(
+            matches!(negative_seq, Err(StoreError::Corrupt(_))),
+            "{negative_seq:?}"
+        );
         let missing_id = read_one("SELECT NULL, 'acme', NULL, 'admin', 7, NULL", operator_key);
-        assert!(matches!(missing_id, Err(StoreError::Corrupt(_))), "{missing_id:?}");
+        assert!(
+            matches!(missing_id, Err(StoreError::Corrupt(_))),
+            "{missing_id:?}"
+        );
     }
 }

@@ -1,13 +1,15 @@
 //! What the SOC plane writes, once for both stores ([`crate::tx::WriteTx`]): a consumer's
 //! batch of alerts, incidents and evidence with each incident's automatic response, an
-//! operator's step on an incident, and the consumer cursor every batch moves. A backend
+//! operator's step on an incident, an incident's narrative, and the consumer cursor every
+//! batch moves. A backend
 //! runs these in its writer transaction (`sqlite::soc`, `postgres::soc` keep the reads).
 
 use crate::schema::RESPONSE_ENGINE;
 use crate::tx::{EventDraft, SqlValue, WriteTx};
 use crate::{
-    Agent, AgentChange, AgentChangeKind, IncidentDetail, IncidentStep, NewAlert, NewIncident,
-    SocApplied, SocBatch, StoreError, StoreResult, agents, approvals, event_kind, records,
+    Agent, AgentChange, AgentChangeKind, IncidentDetail, IncidentStep, NarrativeRecord, NewAlert,
+    NewIncident, SocApplied, SocBatch, StoreError, StoreResult, agents, approvals, event_kind,
+    records,
 };
 use aegis_core::model::AgentStatus;
 
@@ -428,4 +430,31 @@ pub(crate) async fn step_incident(
         tx.load_incident(tenant_id, incident_id).await?,
         changed_agent,
     ))
+}
+
+/// Stores the incident's narrative, replacing the one before it.
+pub(crate) async fn put_narrative(
+    tx: &mut impl WriteTx,
+    tenant_id: &str,
+    narrative: &NarrativeRecord,
+) -> StoreResult<()> {
+    let (evidence, basis) = records::narrative_columns(narrative)?;
+    tx.execute(
+        "INSERT INTO incident_narratives (tenant_id, incident_id, generated_by, narrative, evidence, generated_at, basis)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (tenant_id, incident_id) DO UPDATE SET generated_by = excluded.generated_by,
+           narrative = excluded.narrative, evidence = excluded.evidence, generated_at = excluded.generated_at,
+           basis = excluded.basis",
+        &[
+            SqlValue::text(tenant_id),
+            SqlValue::text(&narrative.incident_id),
+            SqlValue::text(&narrative.generated_by),
+            SqlValue::text(&narrative.narrative),
+            SqlValue::text(&evidence),
+            SqlValue::int(narrative.generated_at_ms),
+            SqlValue::Text(basis.as_deref()),
+        ],
+    )
+    .await?;
+    Ok(())
 }

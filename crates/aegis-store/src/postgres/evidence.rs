@@ -6,7 +6,7 @@ use super::rows::{RECEIPT_SQL, RESPONSE_ACTION_COLUMNS, get};
 use crate::records;
 use crate::*;
 use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
-use deadpool_postgres::{GenericClient, Transaction};
+use deadpool_postgres::GenericClient;
 
 pub(super) async fn receipt<C: GenericClient>(
     client: &C,
@@ -63,36 +63,6 @@ pub(super) async fn checkpoints_from<C: GenericClient>(
         .iter()
         .map(|row| crate::rows::checkpoint(row))
         .collect()
-}
-
-pub(super) async fn put_narrative(
-    tx: &Transaction<'_>,
-    tenant: &TenantId,
-    narrative: &NarrativeRecord,
-) -> StoreResult<()> {
-    let (evidence, basis) = records::narrative_columns(narrative)?;
-    tx.execute(
-        &prepared(
-            tx,
-            "INSERT INTO incident_narratives (tenant_id, incident_id, generated_by, narrative, evidence, generated_at, basis)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (tenant_id, incident_id) DO UPDATE SET generated_by = excluded.generated_by,
-               narrative = excluded.narrative, evidence = excluded.evidence, generated_at = excluded.generated_at,
-               basis = excluded.basis",
-        )
-        .await?,
-        &[
-            &tenant.as_str(),
-            &narrative.incident_id,
-            &narrative.generated_by,
-            &narrative.narrative,
-            &evidence,
-            &narrative.generated_at_ms,
-            &basis,
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 pub(super) async fn narrative<C: GenericClient>(

@@ -29,7 +29,6 @@ use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::operations;
 use crate::records;
 use crate::secrets;
-use crate::settings::SettingValue;
 use crate::*;
 use aegis_core::model::{AgentStatus, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
@@ -528,27 +527,6 @@ async fn load_tenant<C: GenericClient>(
     crate::rows::tenant(&row)
 }
 
-/// Records a settings change and returns the tenant's settings after it.
-async fn settings_changed(
-    tx: &deadpool_postgres::Transaction<'_>,
-    state: &mut WriterState,
-    tenant: &TenantId,
-    payload: serde_json::Value,
-) -> StoreResult<TenantSettings> {
-    let settings = load_tenant(tx, tenant).await?;
-    append_event(
-        tx,
-        state,
-        tenant.as_str(),
-        event_kind::TENANT_SETTINGS_CHANGED,
-        None,
-        None,
-        &payload,
-    )
-    .await?;
-    Ok(settings)
-}
-
 pub(crate) async fn load_agent<C: GenericClient>(
     client: &C,
     tenant_id: &str,
@@ -566,48 +544,6 @@ pub(crate) async fn load_agent<C: GenericClient>(
         .await?
         .ok_or(StoreError::NotFound("agent"))?;
     crate::rows::agent(&row)
-}
-
-async fn insert_operator_key(
-    tx: &deadpool_postgres::Transaction<'_>,
-    state: &mut WriterState,
-    tenant_id: &str,
-    key: &NewOperatorKey,
-) -> StoreResult<OperatorKey> {
-    tx.execute(
-        &prepared(
-            tx,
-            "INSERT INTO operator_keys (id, tenant_id, name, role, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .await?,
-        &[
-            &key.id,
-            &tenant_id,
-            &key.name,
-            &key.role.as_str(),
-            &&key.secret_hash[..],
-            &key.created_at_ms,
-        ],
-    )
-    .await?;
-    append_event(
-        tx,
-        state,
-        tenant_id,
-        event_kind::KEY_CREATED,
-        None,
-        Some(&key.id),
-        &serde_json::json!({"key_id": key.id, "role": key.role, "name": key.name}),
-    )
-    .await?;
-    Ok(OperatorKey {
-        id: key.id.clone(),
-        tenant_id: TenantId::new(tenant_id),
-        name: key.name.clone(),
-        role: key.role,
-        created_at_ms: key.created_at_ms,
-        revoked_at_ms: None,
-    })
 }
 
 /// Gathers decision, event and receipt for the batch's multi-row insert
@@ -965,21 +901,11 @@ impl AdminStore for PgStore {
         change: SettingsChange,
     ) -> StoreResult<TenantSettings> {
         let tenant = tenant.clone();
-        let sql = change.update_sql();
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    let id = tenant.as_str();
-                    let mut params: Vec<&(dyn ToSql + Sync)> = change
-                        .values()
-                        .map(|value| match value {
-                            SettingValue::Int(int) => int as &(dyn ToSql + Sync),
-                            SettingValue::Text(text) => text,
-                        })
-                        .collect();
-                    params.push(&id);
-                    tx.execute(&prepared(tx, &sql).await?, &params).await?;
-                    settings_changed(tx, state, &tenant, change.into_payload()).await
+                    let mut tx = tx::PgTx { tx, state };
+                    crate::settings::apply(&mut tx, tenant.as_str(), change).await
                 })
             })
             .await
@@ -994,29 +920,8 @@ impl AdminStore for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    let at = admin_key.created_at_ms;
-                    let inserted = tx
-                        .execute(
-                            "INSERT INTO tenants (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-                            &[&tenant.as_str(), &at],
-                        )
-                        .await?;
-                    if inserted == 0 {
-                        return Err(StoreError::Conflict(format!(
-                            "tenant {tenant} already exists"
-                        )));
-                    }
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        event_kind::TENANT_CREATED,
-                        None,
-                        None,
-                        &serde_json::json!({}),
-                    )
-                    .await?;
-                    insert_operator_key(tx, state, tenant.as_str(), &admin_key).await
+                    let mut tx = tx::PgTx { tx, state };
+                    crate::tenants::create_tenant(&mut tx, tenant.as_str(), &admin_key).await
                 })
             })
             .await
@@ -1030,7 +935,10 @@ impl AdminStore for PgStore {
         let tenant = tenant.clone();
         self.writer()?
             .write(move |tx, state| {
-                Box::pin(async move { insert_operator_key(tx, state, tenant.as_str(), &key).await })
+                Box::pin(async move {
+                    let mut tx = tx::PgTx { tx, state };
+                    crate::tenants::create_key(&mut tx, tenant.as_str(), &key).await
+                })
             })
             .await
     }
@@ -1078,50 +986,8 @@ impl AdminStore for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    // Under the writer's `log_head` lock: no other revoke runs between this
-                    // count and the update, on any replica.
-                    let remaining_admins = tx
-                        .query_opt(
-                            "SELECT (SELECT COUNT(*) FROM operator_keys o
-                                     WHERE o.tenant_id = k.tenant_id AND o.id <> k.id
-                                       AND o.role = 'admin' AND o.revoked_at IS NULL)
-                             FROM operator_keys k
-                             WHERE k.tenant_id = $1 AND k.id = $2 AND k.role = 'admin' AND k.revoked_at IS NULL",
-                            &[&tenant.as_str(), &key_id],
-                        )
-                        .await?
-                        .map(|row| row.try_get::<_, i64>(0))
-                        .transpose()?;
-                    if remaining_admins == Some(0) {
-                        return Err(StoreError::LastAdminKey);
-                    }
-                    let at = now_ms();
-                    let changed = tx
-                        .execute(
-                            "UPDATE operator_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND id = $3",
-                            &[&at, &tenant.as_str(), &key_id],
-                        )
-                        .await?;
-                    if changed == 0 {
-                        return Err(StoreError::NotFound("key"));
-                    }
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        event_kind::KEY_REVOKED,
-                        None,
-                        Some(&key_id),
-                        &serde_json::json!({"key_id": key_id}),
-                    )
-                    .await?;
-                    let row = tx
-                        .query_one(
-                            &format!("SELECT {KEY_COLUMNS} FROM operator_keys WHERE id = $1"),
-                            &[&key_id],
-                        )
-                        .await?;
-                    crate::rows::operator_key(&row)
+                    let mut tx = tx::PgTx { tx, state };
+                    crate::tenants::revoke_key(&mut tx, tenant.as_str(), &key_id, now_ms()).await
                 })
             })
             .await
@@ -1132,29 +998,8 @@ impl AdminStore for PgStore {
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
-                    let at = agent.created_at_ms;
-                    tx.execute(
-                        "INSERT INTO agents (id, tenant_id, name, status, risk_tier, created_at, updated_at)
-                         VALUES ($1, $2, $3, 'active', $4, $5, $5)",
-                        &[&agent.id, &tenant.as_str(), &agent.name, &agent.risk_tier.as_str(), &at],
-                    )
-                    .await?;
-                    tx.execute(
-                        "INSERT INTO agent_tokens (secret_hash, tenant_id, agent_id, created_at) VALUES ($1, $2, $3, $4)",
-                        &[&&agent.token_hash[..], &tenant.as_str(), &agent.id, &at],
-                    )
-                    .await?;
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        event_kind::AGENT_CREATED,
-                        Some(&agent.id),
-                        Some(&agent.id),
-                        &serde_json::json!({"name": agent.name, "risk_tier": agent.risk_tier, "actor": agent.actor}),
-                    )
-                    .await?;
-                    load_agent(tx, tenant.as_str(), &agent.id).await
+                    let mut tx = tx::PgTx { tx, state };
+                    crate::agents::create_agent(&mut tx, tenant.as_str(), &agent).await
                 })
             })
             .await
@@ -1264,14 +1109,17 @@ impl AdminStore for PgStore {
     ) -> StoreResult<()> {
         let (tenant, user, key) = (tenant.clone(), slack_user_id.to_owned(), key_id.to_owned());
         self.writer()?
-            .write(move |tx, _| {
+            .write(move |tx, state| {
                 Box::pin(async move {
-                    tx.execute(
-                        &prepared(tx, crate::approvals::PUT_SLACK_APPROVER).await?,
-                        &[&tenant.as_str(), &user, &key, &now_ms()],
+                    let mut tx = tx::PgTx { tx, state };
+                    crate::approvals::put_slack_approver(
+                        &mut tx,
+                        tenant.as_str(),
+                        &user,
+                        &key,
+                        now_ms(),
                     )
-                    .await?;
-                    Ok(())
+                    .await
                 })
             })
             .await
@@ -1296,9 +1144,11 @@ impl AdminStore for PgStore {
         let sealed = secrets::seal_new(self.secrets.as_ref(), tenant, &webhook)?;
         let tenant = tenant.clone();
         writer
-            .write(move |tx, _| {
+            .write(move |tx, state| {
                 Box::pin(async move {
-                    notify::create_webhook(tx, &tenant, &webhook, sealed.as_deref()).await
+                    let mut tx = tx::PgTx { tx, state };
+                    crate::notify::create_webhook(&mut tx, &tenant, &webhook, sealed.as_deref())
+                        .await
                 })
             })
             .await
@@ -1307,8 +1157,11 @@ impl AdminStore for PgStore {
     async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {
         let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
         self.writer()?
-            .write(move |tx, _| {
-                Box::pin(async move { notify::delete_webhook(tx, &tenant, &id, now_ms()).await })
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    let mut tx = tx::PgTx { tx, state };
+                    crate::notify::delete_webhook(&mut tx, &tenant, &id, now_ms()).await
+                })
             })
             .await
     }
@@ -1389,8 +1242,11 @@ impl SocStore for PgStore {
     ) -> StoreResult<()> {
         let tenant = tenant.clone();
         self.writer()?
-            .write(move |tx, _| {
-                Box::pin(async move { evidence::put_narrative(tx, &tenant, &narrative).await })
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    let mut tx = tx::PgTx { tx, state };
+                    crate::soc::put_narrative(&mut tx, tenant.as_str(), &narrative).await
+                })
             })
             .await
     }

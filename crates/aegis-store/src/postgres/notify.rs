@@ -197,45 +197,6 @@ pub(super) async fn list_deliveries<C: GenericClient>(
         .collect()
 }
 
-/// Inserts a subscription; `sealed_secret` is its secret as [`SecretsKey::seal`] made it.
-pub(super) async fn create_webhook(
-    tx: &Transaction<'_>,
-    tenant: &TenantId,
-    w: &NewWebhook,
-    sealed_secret: Option<&str>,
-) -> StoreResult<Webhook> {
-    let events = w
-        .events
-        .as_ref()
-        .map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()));
-    tx.execute(
-        &prepared(
-            tx,
-            "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, sealed_secret, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .await?,
-        &[
-            &w.id,
-            &tenant.as_str(),
-            &w.url,
-            &w.format,
-            &events,
-            &sealed_secret,
-            &w.created_at_ms,
-        ],
-    )
-    .await?;
-    Ok(Webhook {
-        id: w.id.clone(),
-        tenant_id: tenant.clone(),
-        url: w.url.clone(),
-        format: w.format.clone(),
-        events: w.events.clone(),
-        created_at_ms: w.created_at_ms,
-    })
-}
-
 pub(super) async fn list_webhooks<C: GenericClient>(
     client: &C,
     tenant: &TenantId,
@@ -277,29 +238,6 @@ pub(super) async fn webhook_by_id<C: GenericClient>(
         .as_ref()
         .map(|row| crate::rows::webhook(row))
         .transpose()
-}
-
-pub(super) async fn delete_webhook(
-    tx: &Transaction<'_>,
-    tenant: &TenantId,
-    id: &str,
-    now: i64,
-) -> StoreResult<()> {
-    let changed = tx
-        .execute(
-            &prepared(
-                tx,
-                "UPDATE webhook_subscriptions SET deleted_at = $3, secret = NULL, sealed_secret = NULL
-                 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
-            )
-            .await?,
-            &[&tenant.as_str(), &id, &now],
-        )
-        .await?;
-    if changed == 0 {
-        return Err(StoreError::NotFound("webhook"));
-    }
-    Ok(())
 }
 
 /// The stored (sealed, plain) secret columns of one of the tenant's live subscriptions.

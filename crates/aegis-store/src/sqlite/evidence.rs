@@ -61,31 +61,6 @@ pub(super) fn checkpoints_from(
     )
 }
 
-pub(super) fn put_narrative(
-    conn: &Connection,
-    tenant: &TenantId,
-    narrative: &NarrativeRecord,
-) -> StoreResult<()> {
-    let (evidence, basis) = records::narrative_columns(narrative)?;
-    conn.prepare_cached(
-        "INSERT INTO incident_narratives (tenant_id, incident_id, generated_by, narrative, evidence, generated_at, basis)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (tenant_id, incident_id) DO UPDATE SET generated_by = excluded.generated_by,
-           narrative = excluded.narrative, evidence = excluded.evidence, generated_at = excluded.generated_at,
-           basis = excluded.basis",
-    )?
-    .execute(params![
-        tenant.as_str(),
-        narrative.incident_id,
-        narrative.generated_by,
-        narrative.narrative,
-        evidence,
-        narrative.generated_at_ms,
-        basis
-    ])?;
-    Ok(())
-}
-
 pub(super) fn narrative(
     conn: &Connection,
     tenant: &TenantId,

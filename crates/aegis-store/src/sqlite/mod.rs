@@ -18,7 +18,6 @@ use crate::operations;
 use crate::records;
 use crate::schema::*;
 use crate::secrets;
-use crate::settings::SettingValue;
 use crate::*;
 use aegis_core::model::{AgentStatus, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
@@ -327,30 +326,6 @@ fn insert_event(
     Ok(conn.last_insert_rowid())
 }
 
-/// Records a settings change and returns the tenant's settings after it.
-fn settings_changed(
-    conn: &Connection,
-    tenant: &TenantId,
-    payload: serde_json::Value,
-) -> StoreResult<TenantSettings> {
-    let settings = read_opt(
-        conn,
-        &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
-        [tenant.as_str()],
-        crate::rows::tenant,
-    )?
-    .ok_or(StoreError::NotFound("tenant"))?;
-    append_event(
-        conn,
-        tenant.as_str(),
-        event_kind::TENANT_SETTINGS_CHANGED,
-        None,
-        None,
-        &payload,
-    )?;
-    Ok(settings)
-}
-
 pub(crate) fn load_agent(conn: &Connection, tenant_id: &str, agent_id: &str) -> StoreResult<Agent> {
     read_opt(
         conn,
@@ -359,33 +334,6 @@ pub(crate) fn load_agent(conn: &Connection, tenant_id: &str, agent_id: &str) -> 
         crate::rows::agent,
     )?
     .ok_or(StoreError::NotFound("agent"))
-}
-
-fn insert_operator_key(
-    conn: &Connection,
-    tenant_id: &str,
-    key: &NewOperatorKey,
-) -> StoreResult<OperatorKey> {
-    conn.execute(
-        "INSERT INTO operator_keys (id, tenant_id, name, role, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![key.id, tenant_id, key.name, key.role.as_str(), &key.secret_hash[..], key.created_at_ms],
-    )?;
-    append_event(
-        conn,
-        tenant_id,
-        event_kind::KEY_CREATED,
-        None,
-        Some(&key.id),
-        &serde_json::json!({"key_id": key.id, "role": key.role, "name": key.name}),
-    )?;
-    Ok(OperatorKey {
-        id: key.id.clone(),
-        tenant_id: TenantId::new(tenant_id),
-        name: key.name.clone(),
-        role: key.role,
-        created_at_ms: key.created_at_ms,
-        revoked_at_ms: None,
-    })
 }
 
 /// Inserts decision, event and receipt, the receipt extending `head`; steps the risk tier
@@ -832,20 +780,11 @@ impl AdminStore for SqliteStore {
         change: SettingsChange,
     ) -> StoreResult<TenantSettings> {
         let tenant = tenant.clone();
-        let sql = change.update_sql();
         self.writer()?
             .write(move |conn, _| {
-                let id = tenant.as_str();
-                let mut params: Vec<&dyn rusqlite::ToSql> = change
-                    .values()
-                    .map(|value| match value {
-                        SettingValue::Int(int) => int as &dyn rusqlite::ToSql,
-                        SettingValue::Text(text) => text,
-                    })
-                    .collect();
-                params.push(&id);
-                conn.execute(&sql, params.as_slice())?;
-                settings_changed(conn, &tenant, change.into_payload())
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::settings::apply(&mut tx, tenant.as_str(), change).await
+                })
             })
             .await
     }
@@ -858,16 +797,9 @@ impl AdminStore for SqliteStore {
         let tenant = tenant.clone();
         self.writer()?
             .write(move |conn, _| {
-                let at = admin_key.created_at_ms;
-                let inserted = conn.execute(
-                    "INSERT INTO tenants (id, created_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
-                    params![tenant.as_str(), at],
-                )?;
-                if inserted == 0 {
-                    return Err(StoreError::Conflict(format!("tenant {tenant} already exists")));
-                }
-                append_event(conn, tenant.as_str(), event_kind::TENANT_CREATED, None, None, &serde_json::json!({}))?;
-                insert_operator_key(conn, tenant.as_str(), &admin_key)
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::tenants::create_tenant(&mut tx, tenant.as_str(), &admin_key).await
+                })
             })
             .await
     }
@@ -879,7 +811,11 @@ impl AdminStore for SqliteStore {
     ) -> StoreResult<OperatorKey> {
         let tenant = tenant.clone();
         self.writer()?
-            .write(move |conn, _| insert_operator_key(conn, tenant.as_str(), &key))
+            .write(move |conn, _| {
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::tenants::create_key(&mut tx, tenant.as_str(), &key).await
+                })
+            })
             .await
     }
 
@@ -922,36 +858,9 @@ impl AdminStore for SqliteStore {
         let (tenant, key_id) = (tenant.clone(), key_id.to_owned());
         self.writer()?
             .write(move |conn, _| {
-                let remaining_admins: Option<i64> = conn
-                    .query_row(
-                        "SELECT (SELECT COUNT(*) FROM operator_keys o
-                                 WHERE o.tenant_id = k.tenant_id AND o.id <> k.id
-                                   AND o.role = 'admin' AND o.revoked_at IS NULL)
-                         FROM operator_keys k
-                         WHERE k.tenant_id = ?1 AND k.id = ?2 AND k.role = 'admin' AND k.revoked_at IS NULL",
-                        params![tenant.as_str(), key_id],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                if remaining_admins == Some(0) {
-                    return Err(StoreError::LastAdminKey);
-                }
-                let at = now_ms();
-                let changed = conn.execute(
-                    "UPDATE operator_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE tenant_id = ?2 AND id = ?3",
-                    params![at, tenant.as_str(), key_id],
-                )?;
-                if changed == 0 {
-                    return Err(StoreError::NotFound("key"));
-                }
-                append_event(conn, tenant.as_str(), event_kind::KEY_REVOKED, None, Some(&key_id), &serde_json::json!({"key_id": key_id}))?;
-                read_opt(
-                    conn,
-                    &format!("SELECT {KEY_COLUMNS} FROM operator_keys WHERE id = ?1"),
-                    [&key_id],
-                    crate::rows::operator_key,
-                )?
-                .ok_or(StoreError::NotFound("key"))
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::tenants::revoke_key(&mut tx, tenant.as_str(), &key_id, now_ms()).await
+                })
             })
             .await
     }
@@ -960,25 +869,9 @@ impl AdminStore for SqliteStore {
         let tenant = tenant.clone();
         self.writer()?
             .write(move |conn, _| {
-                let at = agent.created_at_ms;
-                conn.execute(
-                    "INSERT INTO agents (id, tenant_id, name, status, risk_tier, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, 'active', ?4, ?5, ?5)",
-                    params![agent.id, tenant.as_str(), agent.name, agent.risk_tier.as_str(), at],
-                )?;
-                conn.execute(
-                    "INSERT INTO agent_tokens (secret_hash, tenant_id, agent_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![&agent.token_hash[..], tenant.as_str(), agent.id, at],
-                )?;
-                append_event(
-                    conn,
-                    tenant.as_str(),
-                    event_kind::AGENT_CREATED,
-                    Some(&agent.id),
-                    Some(&agent.id),
-                    &serde_json::json!({"name": agent.name, "risk_tier": agent.risk_tier, "actor": agent.actor}),
-)?;
-                load_agent(conn, tenant.as_str(), &agent.id)
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::agents::create_agent(&mut tx, tenant.as_str(), &agent).await
+                })
             })
             .await
     }
@@ -1084,9 +977,16 @@ impl AdminStore for SqliteStore {
         let (tenant, user, key) = (tenant.clone(), slack_user_id.to_owned(), key_id.to_owned());
         self.writer()?
             .write(move |conn, _| {
-                conn.prepare_cached(crate::approvals::PUT_SLACK_APPROVER)?
-                    .execute(params![tenant.as_str(), user, key, now_ms()])?;
-                Ok(())
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::approvals::put_slack_approver(
+                        &mut tx,
+                        tenant.as_str(),
+                        &user,
+                        &key,
+                        now_ms(),
+                    )
+                    .await
+                })
             })
             .await
     }
@@ -1114,7 +1014,10 @@ impl AdminStore for SqliteStore {
         let tenant = tenant.clone();
         writer
             .write(move |conn, _| {
-                notify::create_webhook(conn, &tenant, &webhook, sealed.as_deref())
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::notify::create_webhook(&mut tx, &tenant, &webhook, sealed.as_deref())
+                        .await
+                })
             })
             .await
     }
@@ -1122,7 +1025,11 @@ impl AdminStore for SqliteStore {
     async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {
         let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
         self.writer()?
-            .write(move |conn, _| notify::delete_webhook(conn, &tenant, &id, now_ms()))
+            .write(move |conn, _| {
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::notify::delete_webhook(&mut tx, &tenant, &id, now_ms()).await
+                })
+            })
             .await
     }
 }
@@ -1203,7 +1110,11 @@ impl SocStore for SqliteStore {
     ) -> StoreResult<()> {
         let tenant = tenant.clone();
         self.writer()?
-            .write(move |conn, _| evidence::put_narrative(conn, &tenant, &narrative))
+            .write(move |conn, _| {
+                tx::SqliteTx::run(conn, |mut tx| async move {
+                    crate::soc::put_narrative(&mut tx, tenant.as_str(), &narrative).await
+                })
+            })
             .await
     }
 

@@ -122,40 +122,6 @@ pub(super) fn list_deliveries(
     )
 }
 
-/// Inserts a subscription; `sealed_secret` is its secret as [`SecretsKey::seal`] made it.
-pub(super) fn create_webhook(
-    conn: &Connection,
-    tenant: &TenantId,
-    w: &NewWebhook,
-    sealed_secret: Option<&str>,
-) -> StoreResult<Webhook> {
-    let events = w
-        .events
-        .as_ref()
-        .map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()));
-    conn.execute(
-        "INSERT INTO webhook_subscriptions (id, tenant_id, url, format, events, sealed_secret, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            w.id,
-            tenant.as_str(),
-            w.url,
-            w.format,
-            events,
-            sealed_secret,
-            w.created_at_ms
-        ],
-    )?;
-    Ok(Webhook {
-        id: w.id.clone(),
-        tenant_id: tenant.clone(),
-        url: w.url.clone(),
-        format: w.format.clone(),
-        events: w.events.clone(),
-        created_at_ms: w.created_at_ms,
-    })
-}
-
 /// The stored (sealed, plain) secret columns of one of the tenant's live subscriptions.
 pub(super) fn webhook_secret_columns(
     conn: &Connection,
@@ -215,21 +181,4 @@ pub(super) fn webhook_by_id(conn: &Connection, id: &str) -> StoreResult<Option<W
         [id],
         crate::rows::webhook,
     )
-}
-
-pub(super) fn delete_webhook(
-    conn: &Connection,
-    tenant: &TenantId,
-    id: &str,
-    now: i64,
-) -> StoreResult<()> {
-    let changed = conn.execute(
-        "UPDATE webhook_subscriptions SET deleted_at = ?3, secret = NULL, sealed_secret = NULL
-         WHERE tenant_id = ?1 AND id = ?2 AND deleted_at IS NULL",
-        params![tenant.as_str(), id, now],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::NotFound("webhook"));
-    }
-    Ok(())
 }
