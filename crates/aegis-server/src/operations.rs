@@ -414,6 +414,7 @@ pub async fn create_webhook(
                     .events
                     .map(|events| events.into_iter().map(|EventKind(kind)| kind).collect()),
                 secret: Some(secret.clone()),
+                actor: operator.actor(),
                 created_at_ms: crate::now_ms(),
             },
         )
@@ -432,6 +433,6 @@ pub async fn delete_webhook(
 ) -> ApiResult<()> {
     Ok(state
         .store
-        .delete_webhook(&operator.tenant, webhook_id)
+        .delete_webhook(&operator.tenant, webhook_id, &operator.actor())
         .await?)
 }

@@ -1051,3 +1051,44 @@ store_test!(async fn every_body_survives_deeply_nested_json(backend) {
     expect_json(app.get("", "/healthz").await, StatusCode::OK).await;
     app.decide(&f.token, "github", "get_file", "trusted_internal_signed", false).await;
 });
+
+store_test!(async fn webhook_changes_are_audited_without_their_url(backend) {
+    let settings = aegis_server::Settings {
+        webhook_allow_private: true,
+        ..aegis_server::Settings::default()
+    };
+    let app = TestApp::spawn_with(backend, settings).await;
+    let admin = app.create_tenant("acme").await;
+    // A Slack incoming-webhook URL carries its credential in the path.
+    let url = "http://127.0.0.1:9/services/T000/B000/credential-in-the-path";
+    let created = expect_json(
+        app.post(&admin, "/v1/webhooks", json!({"url": url, "events": ["deny"]}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/webhooks/{id}");
+    assert_eq!(app.delete(&admin, &path).await.status(), StatusCode::NO_CONTENT);
+    expect_error(app.delete(&admin, &path).await, StatusCode::NOT_FOUND, "not_found").await;
+
+    let events = app
+        .rows(
+            "SELECT kind, subject_id, payload FROM events
+             WHERE tenant_id = 'acme' AND kind LIKE 'webhook.%' ORDER BY seq",
+            &[],
+        )
+        .await;
+    let kinds: Vec<&str> = events.iter().map(|row| row[0].text()).collect();
+    assert_eq!(kinds, ["webhook.created", "webhook.deleted"], "a refused delete records nothing");
+    for row in &events {
+        assert_eq!(row[1].text(), id);
+        let payload: Value = serde_json::from_str(row[2].text()).unwrap();
+        assert_eq!(payload["webhook_id"], id.as_str(), "{payload}");
+        assert!(payload["actor"].as_str().unwrap().starts_with("key:"), "{payload}");
+        assert!(!row[2].text().contains("credential") && !row[2].text().contains("127.0.0.1"));
+    }
+    let created_payload: Value = serde_json::from_str(events[0][2].text()).unwrap();
+    assert_eq!(created_payload["events"], json!(["deny"]));
+    assert_eq!(created_payload["format"], "json");
+});

@@ -472,7 +472,12 @@ pub trait AdminStore: TenantReads + Send + Sync {
         slack_user_id: &str,
     ) -> StoreResult<Option<OperatorKey>>;
     async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook>;
-    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()>;
+    async fn delete_webhook(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        actor: &str,
+    ) -> StoreResult<()>;
 }
 
 /// What the SOC consumer and the incident views need: its batches, correlator states,

@@ -3,13 +3,16 @@
 //! batch of deliveries and coalescing state with its cursor. A backend runs these in its writer transaction (`sqlite::notify`,
 //! `postgres::notify` keep the reads and the delivery queue's claims).
 
-use crate::tx::{SqlValue, WriteTx};
+use crate::tx::{EventDraft, SqlValue, WriteTx};
 use crate::{
-    NewDelivery, NewWebhook, NotifyBatch, StoreError, StoreResult, TenantId, Webhook, schema, soc,
+    NewDelivery, NewWebhook, NotifyBatch, StoreError, StoreResult, TenantId, Webhook, event_kind,
+    schema, soc,
 };
+use serde_json::json;
 
-/// Stores the tenant's subscription; `sealed_secret` is its signing secret as
-/// [`crate::SecretsKey::seal`] made it (never the secret itself).
+/// Stores the tenant's subscription with the event that records it; `sealed_secret` is its
+/// signing secret as [`crate::SecretsKey::seal`] made it (never the secret itself). The
+/// event leaves the URL out: a Slack incoming-webhook URL is itself a credential.
 pub(crate) async fn create_webhook(
     tx: &mut impl WriteTx,
     tenant: &TenantId,
@@ -36,6 +39,19 @@ pub(crate) async fn create_webhook(
         ],
     )
     .await?;
+    tx.append_event(EventDraft {
+        tenant_id: tenant.as_str(),
+        kind: event_kind::WEBHOOK_CREATED,
+        agent_id: None,
+        subject_id: Some(&webhook.id),
+        payload: json!({
+            "webhook_id": webhook.id,
+            "format": webhook.format,
+            "events": webhook.events,
+            "actor": webhook.actor,
+        }),
+    })
+    .await?;
     Ok(Webhook {
         id: webhook.id.clone(),
         tenant_id: tenant.clone(),
@@ -46,12 +62,13 @@ pub(crate) async fn create_webhook(
     })
 }
 
-/// Deletes the tenant's live subscription at `at`, dropping its secret; `NotFound` if it has
-/// none by that id.
+/// Deletes the tenant's live subscription at `at`, dropping its secret, with the event that
+/// records it; `NotFound` if it has none by that id.
 pub(crate) async fn delete_webhook(
     tx: &mut impl WriteTx,
     tenant: &TenantId,
     webhook_id: &str,
+    actor: &str,
     at: i64,
 ) -> StoreResult<()> {
     let changed = tx
@@ -68,6 +85,14 @@ pub(crate) async fn delete_webhook(
     if changed == 0 {
         return Err(StoreError::NotFound("webhook"));
     }
+    tx.append_event(EventDraft {
+        tenant_id: tenant.as_str(),
+        kind: event_kind::WEBHOOK_DELETED,
+        agent_id: None,
+        subject_id: Some(webhook_id),
+        payload: json!({"webhook_id": webhook_id, "actor": actor}),
+    })
+    .await?;
     Ok(())
 }
 

@@ -390,6 +390,8 @@ pub mod event_kind {
     pub const KEY_REVOKED: &str = "key.revoked";
     pub const TENANT_CREATED: &str = "tenant.created";
     pub const TENANT_SETTINGS_CHANGED: &str = "tenant.settings_changed";
+    pub const WEBHOOK_CREATED: &str = "webhook.created";
+    pub const WEBHOOK_DELETED: &str = "webhook.deleted";
     pub const AUTH_DEAD_TOKEN: &str = "auth.dead_token";
     pub const ALERT_RAISED: &str = "alert.raised";
     pub const INCIDENT_OPENED: &str = "incident.opened";
@@ -698,6 +700,8 @@ pub struct NewWebhook {
     /// Notification kinds to send; `None` = every kind.
     pub events: Option<Vec<String>>,
     pub secret: Option<String>,
+    /// Who subscribed it (`key:<id>`), for its `webhook.created` event.
+    pub actor: String,
     pub created_at_ms: i64,
 }
 

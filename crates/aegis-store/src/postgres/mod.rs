@@ -1154,13 +1154,18 @@ impl AdminStore for PgStore {
             .await
     }
 
-    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {
-        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
+    async fn delete_webhook(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let (tenant, id, actor) = (tenant.clone(), webhook_id.to_owned(), actor.to_owned());
         self.writer()?
             .write(move |tx, state| {
                 Box::pin(async move {
                     let mut tx = tx::PgTx { tx, state };
-                    crate::notify::delete_webhook(&mut tx, &tenant, &id, now_ms()).await
+                    crate::notify::delete_webhook(&mut tx, &tenant, &id, &actor, now_ms()).await
                 })
             })
             .await

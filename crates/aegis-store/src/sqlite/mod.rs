@@ -1022,12 +1022,17 @@ impl AdminStore for SqliteStore {
             .await
     }
 
-    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<()> {
-        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
+    async fn delete_webhook(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let (tenant, id, actor) = (tenant.clone(), webhook_id.to_owned(), actor.to_owned());
         self.writer()?
             .write(move |conn, _| {
                 tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::notify::delete_webhook(&mut tx, &tenant, &id, now_ms()).await
+                    crate::notify::delete_webhook(&mut tx, &tenant, &id, &actor, now_ms()).await
                 })
             })
             .await
