@@ -901,14 +901,10 @@ impl AdminStore for PgStore {
         change: SettingsChange,
     ) -> StoreResult<TenantSettings> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    crate::settings::apply(&mut tx, tenant.as_str(), change).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { crate::settings::apply(&mut tx, tenant.as_str(), change).await })
+        })
+        .await
     }
 
     async fn create_tenant(
@@ -917,14 +913,12 @@ impl AdminStore for PgStore {
         admin_key: NewOperatorKey,
     ) -> StoreResult<OperatorKey> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    crate::tenants::create_tenant(&mut tx, tenant.as_str(), &admin_key).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::tenants::create_tenant(&mut tx, tenant.as_str(), &admin_key).await
             })
-            .await
+        })
+        .await
     }
 
     async fn create_operator_key(
@@ -933,14 +927,12 @@ impl AdminStore for PgStore {
         key: NewOperatorKey,
     ) -> StoreResult<OperatorKey> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    crate::tenants::create_key(&mut tx, tenant.as_str(), &key).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(
+                async move { crate::tenants::create_key(&mut tx, tenant.as_str(), &key).await },
+            )
+        })
+        .await
     }
 
     async fn operator_key_by_hash(
@@ -983,26 +975,22 @@ impl AdminStore for PgStore {
         key_id: &str,
     ) -> StoreResult<OperatorKey> {
         let (tenant, key_id) = (tenant.clone(), key_id.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    crate::tenants::revoke_key(&mut tx, tenant.as_str(), &key_id, now_ms()).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::tenants::revoke_key(&mut tx, tenant.as_str(), &key_id, now_ms()).await
             })
-            .await
+        })
+        .await
     }
 
     async fn create_agent(&self, tenant: &TenantId, agent: NewAgent) -> StoreResult<Agent> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    crate::agents::create_agent(&mut tx, tenant.as_str(), &agent).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(
+                async move { crate::agents::create_agent(&mut tx, tenant.as_str(), &agent).await },
+            )
+        })
+        .await
     }
 
     async fn agent(&self, tenant: &TenantId, agent_id: &str) -> StoreResult<Agent> {
@@ -1032,26 +1020,20 @@ impl AdminStore for PgStore {
         change: AgentChange,
     ) -> StoreResult<Agent> {
         let (tenant, agent_id) = (tenant.clone(), agent_id.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    crate::agents::change_agent(&mut tx, tenant.as_str(), &agent_id, &change).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::agents::change_agent(&mut tx, tenant.as_str(), &agent_id, &change).await
             })
-            .await
+        })
+        .await
     }
 
     async fn change_catalog(&self, tenant: &TenantId, change: CatalogChange) -> StoreResult<bool> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    change.apply(&mut tx, tenant.as_str(), now_ms()).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { change.apply(&mut tx, tenant.as_str(), now_ms()).await })
+        })
+        .await
     }
 
     async fn approval(
@@ -1081,24 +1063,19 @@ impl AdminStore for PgStore {
         decision: crate::approvals::ApprovalDecision,
     ) -> StoreResult<crate::approvals::ApprovalRecord> {
         let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    crate::approvals::decide(&mut tx, tenant.as_str(), &approval_id, decision).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::approvals::decide(&mut tx, tenant.as_str(), &approval_id, decision).await
             })
-            .await
+        })
+        .await
     }
 
     async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize> {
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    crate::approvals::expire(&mut tx::PgTx { tx, state }, now_ms, limit).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { crate::approvals::expire(&mut tx, now_ms, limit).await })
+        })
+        .await
     }
 
     async fn put_slack_approver(
@@ -1108,21 +1085,19 @@ impl AdminStore for PgStore {
         key_id: &str,
     ) -> StoreResult<()> {
         let (tenant, user, key) = (tenant.clone(), slack_user_id.to_owned(), key_id.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    crate::approvals::put_slack_approver(
-                        &mut tx,
-                        tenant.as_str(),
-                        &user,
-                        &key,
-                        now_ms(),
-                    )
-                    .await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::approvals::put_slack_approver(
+                    &mut tx,
+                    tenant.as_str(),
+                    &user,
+                    &key,
+                    now_ms(),
+                )
+                .await
             })
-            .await
+        })
+        .await
     }
 
     async fn slack_approver(
@@ -1140,18 +1115,14 @@ impl AdminStore for PgStore {
     }
 
     async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook> {
-        let writer = self.writer()?;
         let sealed = secrets::seal_new(self.secrets.as_ref(), tenant, &webhook)?;
         let tenant = tenant.clone();
-        writer
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    crate::notify::create_webhook(&mut tx, &tenant, &webhook, sealed.as_deref())
-                        .await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::notify::create_webhook(&mut tx, &tenant, &webhook, sealed.as_deref()).await
             })
-            .await
+        })
+        .await
     }
 
     async fn delete_webhook(
@@ -1161,14 +1132,12 @@ impl AdminStore for PgStore {
         actor: &str,
     ) -> StoreResult<()> {
         let (tenant, id, actor) = (tenant.clone(), webhook_id.to_owned(), actor.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    crate::notify::delete_webhook(&mut tx, &tenant, &id, &actor, now_ms()).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::notify::delete_webhook(&mut tx, &tenant, &id, &actor, now_ms()).await
             })
-            .await
+        })
+        .await
     }
 }
 
@@ -1223,21 +1192,20 @@ impl SocStore for PgStore {
     ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
         let (tenant, incident_id, actor) =
             (tenant.clone(), incident_id.to_owned(), actor.to_owned());
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    crate::soc::step_incident(
-                        &mut tx::PgTx { tx, state },
-                        tenant.as_str(),
-                        &incident_id,
-                        &step,
-                        &actor,
-                        now_ms(),
-                    )
-                    .await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::soc::step_incident(
+                    &mut tx,
+                    tenant.as_str(),
+                    &incident_id,
+                    &step,
+                    &actor,
+                    now_ms(),
+                )
+                .await
             })
-            .await
+        })
+        .await
     }
 
     async fn put_narrative(
@@ -1246,14 +1214,12 @@ impl SocStore for PgStore {
         narrative: NarrativeRecord,
     ) -> StoreResult<()> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    let mut tx = tx::PgTx { tx, state };
-                    crate::soc::put_narrative(&mut tx, tenant.as_str(), &narrative).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::soc::put_narrative(&mut tx, tenant.as_str(), &narrative).await
             })
-            .await
+        })
+        .await
     }
 
     async fn narrative(
@@ -1318,13 +1284,10 @@ impl NotificationStore for PgStore {
     }
 
     async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    crate::notify::insert_delivery(&mut tx::PgTx { tx, state }, &delivery).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { crate::notify::insert_delivery(&mut tx, &delivery).await })
+        })
+        .await
     }
 
     async fn list_deliveries(

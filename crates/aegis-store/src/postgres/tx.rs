@@ -2,12 +2,13 @@
 //! run in the batch transaction that holds `log_head`.
 
 use super::writer::WriterState;
-use super::{append_event, approvals, load_agent, mcp, prepared, soc};
+use super::{PgStore, append_event, approvals, load_agent, mcp, prepared, soc};
 use crate::approvals::ApprovalRecord;
 use crate::schema::StoredRow;
 use crate::tx::{EventDraft, SqlValue, WriteTx};
 use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult, ToolPin};
 use deadpool_postgres::Transaction;
+use futures_util::future::BoxFuture;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 impl ToSql for SqlValue<'_> {
@@ -38,6 +39,22 @@ impl ToSql for SqlValue<'_> {
 pub(super) struct PgTx<'a> {
     pub tx: &'a Transaction<'a>,
     pub state: &'a mut WriterState,
+}
+
+impl PgStore {
+    /// Runs `rule` in the writer's batch transaction, with its job's savepoint: the one place
+    /// a rule written against [`WriteTx`] becomes a writer job. (The rule is boxed by the
+    /// caller because its future must be `Send`, which a bound on a generic async closure
+    /// cannot state.)
+    pub(super) async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'a> FnOnce(PgTx<'a>) -> BoxFuture<'a, StoreResult<T>> + Send + 'static,
+    {
+        self.writer()?
+            .write(move |tx, state| rule(PgTx { tx, state }))
+            .await
+    }
 }
 
 /// `params` as the driver takes them.

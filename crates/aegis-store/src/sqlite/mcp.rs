@@ -71,13 +71,10 @@ impl McpRegistry for SqliteStore {
         new: NewMcpServer,
     ) -> StoreResult<McpServer> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |conn, _| {
-                super::tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::mcp::create_server(&mut tx, tenant, new).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { crate::mcp::create_server(&mut tx, tenant, new).await })
+        })
+        .await
     }
 
     async fn list_mcp_servers(&self, tenant: &TenantId) -> StoreResult<Vec<McpServer>> {
@@ -107,13 +104,10 @@ impl McpRegistry for SqliteStore {
 
     async fn delete_mcp_server(&self, tenant: &TenantId, server_id: &str) -> StoreResult<()> {
         let (tenant, id) = (tenant.clone(), server_id.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                super::tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::mcp::delete_server(&mut tx, tenant.as_str(), &id).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { crate::mcp::delete_server(&mut tx, tenant.as_str(), &id).await })
+        })
+        .await
     }
 
     async fn observe_mcp_tools(
@@ -124,15 +118,14 @@ impl McpRegistry for SqliteStore {
         observed_by: &str,
     ) -> StoreResult<McpObservation> {
         let (tenant, server, agent) = (tenant.clone(), server.clone(), observed_by.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                super::tx::SqliteTx::run(conn, |mut tx| async move {
-                    let tenant_id = tenant.as_str();
-                    crate::mcp::observe_tools(&mut tx, tenant_id, &server, &tools, &agent, now_ms())
-                        .await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                let tenant_id = tenant.as_str();
+                crate::mcp::observe_tools(&mut tx, tenant_id, &server, &tools, &agent, now_ms())
+                    .await
             })
-            .await
+        })
+        .await
     }
 
     async fn mcp_tool_pins(&self, tenant: &TenantId, server_id: &str) -> StoreResult<Vec<ToolPin>> {
@@ -154,14 +147,13 @@ impl McpRegistry for SqliteStore {
             tool.to_owned(),
             accepted_by.to_owned(),
         );
-        self.writer()?
-            .write(move |conn, _| {
-                super::tx::SqliteTx::run(conn, |mut tx| async move {
-                    let tenant_id = tenant.as_str();
-                    crate::mcp::accept_tool(&mut tx, tenant_id, &id, &tool, &by, now_ms()).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                let tenant_id = tenant.as_str();
+                crate::mcp::accept_tool(&mut tx, tenant_id, &id, &tool, &by, now_ms()).await
             })
-            .await
+        })
+        .await
     }
 
     async fn set_mcp_resource_argument(
@@ -172,14 +164,12 @@ impl McpRegistry for SqliteStore {
         resource_argument: Option<String>,
     ) -> StoreResult<ToolPin> {
         let (tenant, id, tool) = (tenant.clone(), server_id.to_owned(), tool.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                super::tx::SqliteTx::run(conn, |mut tx| async move {
-                    let (tenant_id, argument) = (tenant.as_str(), resource_argument.as_deref());
-                    crate::mcp::set_resource_argument(&mut tx, tenant_id, &id, &tool, argument)
-                        .await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                let (tenant_id, argument) = (tenant.as_str(), resource_argument.as_deref());
+                crate::mcp::set_resource_argument(&mut tx, tenant_id, &id, &tool, argument).await
             })
-            .await
+        })
+        .await
     }
 }

@@ -780,13 +780,10 @@ impl AdminStore for SqliteStore {
         change: SettingsChange,
     ) -> StoreResult<TenantSettings> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::settings::apply(&mut tx, tenant.as_str(), change).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { crate::settings::apply(&mut tx, tenant.as_str(), change).await })
+        })
+        .await
     }
 
     async fn create_tenant(
@@ -795,13 +792,12 @@ impl AdminStore for SqliteStore {
         admin_key: NewOperatorKey,
     ) -> StoreResult<OperatorKey> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::tenants::create_tenant(&mut tx, tenant.as_str(), &admin_key).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::tenants::create_tenant(&mut tx, tenant.as_str(), &admin_key).await
             })
-            .await
+        })
+        .await
     }
 
     async fn create_operator_key(
@@ -810,13 +806,12 @@ impl AdminStore for SqliteStore {
         key: NewOperatorKey,
     ) -> StoreResult<OperatorKey> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::tenants::create_key(&mut tx, tenant.as_str(), &key).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(
+                async move { crate::tenants::create_key(&mut tx, tenant.as_str(), &key).await },
+            )
+        })
+        .await
     }
 
     async fn operator_key_by_hash(
@@ -856,24 +851,22 @@ impl AdminStore for SqliteStore {
         key_id: &str,
     ) -> StoreResult<OperatorKey> {
         let (tenant, key_id) = (tenant.clone(), key_id.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::tenants::revoke_key(&mut tx, tenant.as_str(), &key_id, now_ms()).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::tenants::revoke_key(&mut tx, tenant.as_str(), &key_id, now_ms()).await
             })
-            .await
+        })
+        .await
     }
 
     async fn create_agent(&self, tenant: &TenantId, agent: NewAgent) -> StoreResult<Agent> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::agents::create_agent(&mut tx, tenant.as_str(), &agent).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(
+                async move { crate::agents::create_agent(&mut tx, tenant.as_str(), &agent).await },
+            )
+        })
+        .await
     }
 
     async fn agent(&self, tenant: &TenantId, agent_id: &str) -> StoreResult<Agent> {
@@ -899,24 +892,20 @@ impl AdminStore for SqliteStore {
         change: AgentChange,
     ) -> StoreResult<Agent> {
         let (tenant, agent_id) = (tenant.clone(), agent_id.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::agents::change_agent(&mut tx, tenant.as_str(), &agent_id, &change).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::agents::change_agent(&mut tx, tenant.as_str(), &agent_id, &change).await
             })
-            .await
+        })
+        .await
     }
 
     async fn change_catalog(&self, tenant: &TenantId, change: CatalogChange) -> StoreResult<bool> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    change.apply(&mut tx, tenant.as_str(), now_ms()).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { change.apply(&mut tx, tenant.as_str(), now_ms()).await })
+        })
+        .await
     }
 
     async fn approval(
@@ -949,23 +938,19 @@ impl AdminStore for SqliteStore {
         decision: crate::approvals::ApprovalDecision,
     ) -> StoreResult<crate::approvals::ApprovalRecord> {
         let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::approvals::decide(&mut tx, tenant.as_str(), &approval_id, decision).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::approvals::decide(&mut tx, tenant.as_str(), &approval_id, decision).await
             })
-            .await
+        })
+        .await
     }
 
     async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize> {
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::approvals::expire(&mut tx, now_ms, limit).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { crate::approvals::expire(&mut tx, now_ms, limit).await })
+        })
+        .await
     }
 
     async fn put_slack_approver(
@@ -975,20 +960,19 @@ impl AdminStore for SqliteStore {
         key_id: &str,
     ) -> StoreResult<()> {
         let (tenant, user, key) = (tenant.clone(), slack_user_id.to_owned(), key_id.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::approvals::put_slack_approver(
-                        &mut tx,
-                        tenant.as_str(),
-                        &user,
-                        &key,
-                        now_ms(),
-                    )
-                    .await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::approvals::put_slack_approver(
+                    &mut tx,
+                    tenant.as_str(),
+                    &user,
+                    &key,
+                    now_ms(),
+                )
+                .await
             })
-            .await
+        })
+        .await
     }
 
     async fn slack_approver(
@@ -1009,17 +993,14 @@ impl AdminStore for SqliteStore {
     }
 
     async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook> {
-        let writer = self.writer()?;
         let sealed = secrets::seal_new(self.secrets.as_ref(), tenant, &webhook)?;
         let tenant = tenant.clone();
-        writer
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::notify::create_webhook(&mut tx, &tenant, &webhook, sealed.as_deref())
-                        .await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::notify::create_webhook(&mut tx, &tenant, &webhook, sealed.as_deref()).await
             })
-            .await
+        })
+        .await
     }
 
     async fn delete_webhook(
@@ -1029,26 +1010,22 @@ impl AdminStore for SqliteStore {
         actor: &str,
     ) -> StoreResult<()> {
         let (tenant, id, actor) = (tenant.clone(), webhook_id.to_owned(), actor.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::notify::delete_webhook(&mut tx, &tenant, &id, &actor, now_ms()).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::notify::delete_webhook(&mut tx, &tenant, &id, &actor, now_ms()).await
             })
-            .await
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl SocStore for SqliteStore {
     async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::soc::apply_batch(&mut tx, &batch, now_ms()).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { crate::soc::apply_batch(&mut tx, &batch, now_ms()).await })
+        })
+        .await
     }
 
     async fn correlator_states(&self) -> StoreResult<Vec<CorrelatorStateRecord>> {
@@ -1090,22 +1067,14 @@ impl SocStore for SqliteStore {
     ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
         let (tenant, incident_id, actor) =
             (tenant.clone(), incident_id.to_owned(), actor.to_owned());
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    let tenant_id = tenant.as_str();
-                    crate::soc::step_incident(
-                        &mut tx,
-                        tenant_id,
-                        &incident_id,
-                        &step,
-                        &actor,
-                        now_ms(),
-                    )
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                let tenant_id = tenant.as_str();
+                crate::soc::step_incident(&mut tx, tenant_id, &incident_id, &step, &actor, now_ms())
                     .await
-                })
             })
-            .await
+        })
+        .await
     }
 
     async fn put_narrative(
@@ -1114,13 +1083,12 @@ impl SocStore for SqliteStore {
         narrative: NarrativeRecord,
     ) -> StoreResult<()> {
         let tenant = tenant.clone();
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::soc::put_narrative(&mut tx, tenant.as_str(), &narrative).await
-                })
+        self.run_rule(move |mut tx| {
+            Box::pin(async move {
+                crate::soc::put_narrative(&mut tx, tenant.as_str(), &narrative).await
             })
-            .await
+        })
+        .await
     }
 
     async fn narrative(
@@ -1137,13 +1105,10 @@ impl SocStore for SqliteStore {
 #[async_trait]
 impl NotificationStore for SqliteStore {
     async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::notify::apply_batch(&mut tx, &batch, now_ms()).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { crate::notify::apply_batch(&mut tx, &batch, now_ms()).await })
+        })
+        .await
     }
 
     async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>> {
@@ -1178,13 +1143,10 @@ impl NotificationStore for SqliteStore {
     }
 
     async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
-        self.writer()?
-            .write(move |conn, _| {
-                tx::SqliteTx::run(conn, |mut tx| async move {
-                    crate::notify::insert_delivery(&mut tx, &delivery).await
-                })
-            })
-            .await
+        self.run_rule(move |mut tx| {
+            Box::pin(async move { crate::notify::insert_delivery(&mut tx, &delivery).await })
+        })
+        .await
     }
 
     async fn list_deliveries(

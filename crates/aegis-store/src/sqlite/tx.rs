@@ -2,12 +2,13 @@
 //! the writer thread's batch transaction.
 
 use super::rows::read_rows;
-use super::{append_event, approvals, load_agent, mcp, numbered_placeholders, soc};
+use super::{SqliteStore, append_event, approvals, load_agent, mcp, numbered_placeholders, soc};
 use crate::approvals::ApprovalRecord;
 use crate::schema::StoredRow;
 use crate::tx::{EventDraft, SqlValue, WriteTx};
 use crate::{Agent, EvidenceAppend, IncidentDetail, StoreError, StoreResult, ToolPin};
 use futures_util::FutureExt;
+use futures_util::future::LocalBoxFuture;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, ToSql, params_from_iter};
 
@@ -40,6 +41,21 @@ impl<'c> SqliteTx<'c> {
                 "a write rule waited on something other than the SQLite connection".into(),
             ))
         })
+    }
+}
+
+impl SqliteStore {
+    /// Runs `rule` on the writer thread in its batch transaction, with the job's savepoint:
+    /// the one place a rule written against [`WriteTx`] becomes a writer job (the same shape
+    /// as `PgStore::run_rule`).
+    pub(super) async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'c> FnOnce(SqliteTx<'c>) -> LocalBoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        self.writer()?
+            .write(move |conn, _| SqliteTx::run(conn, rule))
+            .await
     }
 }
 
