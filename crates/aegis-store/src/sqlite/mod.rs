@@ -61,6 +61,10 @@ const MIGRATIONS: &[&str] = &[
 /// Idle read connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
 
+/// The page cache of each read connection, in KiB (SQLite's `cache_size` takes KiB as a
+/// negative number).
+const READER_CACHE_KIB: i64 = 256;
+
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         match error.sqlite_error_code() {
@@ -251,6 +255,11 @@ fn open_reader_connection(path: &Path) -> StoreResult<Connection> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Each connection keeps its own page cache (2,000 KiB by default), and the pool keeps up
+    // to MAX_IDLE_READERS of them: at the default they held most of the process's memory
+    // once a database outgrew them. The reads here touch recent pages or walk a range once,
+    // which the OS page cache serves as well.
+    conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
