@@ -50,6 +50,19 @@ pub(crate) fn operator_key(row: &dyn StoredRow) -> StoreResult<OperatorKey> {
     })
 }
 
+/// A row of `SELECT {KEY_COLUMNS}, <hash>` found by the index on that hash: the key only if
+/// the stored hash (column 6) equals `presented`, compared in constant time, since an index
+/// lookup alone is not a constant-time comparison.
+pub(crate) fn operator_key_if_hash_matches(
+    row: &dyn StoredRow,
+    presented: &[u8],
+) -> StoreResult<Option<OperatorKey>> {
+    if !crate::schema::constant_time_eq(&row.required_bytes(6)?, presented) {
+        return Ok(None);
+    }
+    operator_key(row).map(Some)
+}
+
 /// A row of `SELECT {AGENT_COLUMNS}` (the backend's: each pages by its own ordinal).
 pub(crate) fn agent(row: &dyn StoredRow) -> StoreResult<Agent> {
     Ok(Agent {

@@ -1,7 +1,6 @@
 //! [`ConsoleSessions`] on PostgreSQL: the shared SQL run on the writer and the pool.
 
 use super::prepared;
-use super::rows::{constant_time_eq, get};
 use crate::console_sessions::{DROP_EXPIRED, END, INSERT, KEY_OF_SESSION};
 use crate::*;
 use async_trait::async_trait;
@@ -45,12 +44,7 @@ impl ConsoleSessions for super::PgStore {
         else {
             return Ok(None);
         };
-        let stored: Vec<u8> = get(&row, 6)?;
-        // The index lookup found the row; confirm in constant time before trusting it.
-        if !constant_time_eq(&stored, &id_hash) {
-            return Ok(None);
-        }
-        crate::rows::operator_key(&row).map(Some)
+        crate::rows::operator_key_if_hash_matches(&row, &id_hash)
     }
 
     async fn end_console_session(&self, id_hash: SecretHash) -> StoreResult<()> {

@@ -950,12 +950,7 @@ impl AdminStore for PgStore {
         let Some(row) = found else {
             return Ok(None);
         };
-        let stored: Vec<u8> = get(&row, 6)?;
-        // The index lookup found the row; confirm in constant time before trusting it.
-        if !constant_time_eq(&stored, &secret_hash) {
-            return Ok(None);
-        }
-        crate::rows::operator_key(&row).map(Some)
+        crate::rows::operator_key_if_hash_matches(&row, &secret_hash)
     }
 
     async fn list_operator_keys(&self, tenant: &TenantId) -> StoreResult<Vec<OperatorKey>> {

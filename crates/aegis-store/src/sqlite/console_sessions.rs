@@ -2,7 +2,6 @@
 
 use super::rows::read_opt;
 use crate::console_sessions::{DROP_EXPIRED, END, INSERT, KEY_OF_SESSION};
-use crate::schema::*;
 use crate::*;
 use async_trait::async_trait;
 use rusqlite::params;
@@ -35,12 +34,9 @@ impl ConsoleSessions for super::SqliteStore {
     ) -> StoreResult<Option<OperatorKey>> {
         self.read(move |conn| {
             let found = read_opt(conn, KEY_OF_SESSION, params![&id_hash[..], now_ms], |row| {
-                Ok((crate::rows::operator_key(row)?, row.required_bytes(6)?))
+                crate::rows::operator_key_if_hash_matches(row, &id_hash)
             })?;
-            // The index lookup found the row; confirm in constant time before trusting it.
-            Ok(found
-                .filter(|(_, stored)| constant_time_eq(stored, &id_hash))
-                .map(|(key, _)| key))
+            Ok(found.flatten())
         })
         .await
     }

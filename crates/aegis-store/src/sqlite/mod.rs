@@ -834,12 +834,9 @@ impl AdminStore for SqliteStore {
                     "SELECT {KEY_COLUMNS}, secret_hash FROM operator_keys WHERE secret_hash = ?1"
                 ),
                 [&secret_hash[..]],
-                |row| Ok((crate::rows::operator_key(row)?, row.required_bytes(6)?)),
+                |row| crate::rows::operator_key_if_hash_matches(row, &secret_hash),
             )?;
-            // The index lookup found the row; confirm in constant time before trusting it.
-            Ok(found
-                .filter(|(_, stored)| constant_time_eq(stored, &secret_hash))
-                .map(|(key, _)| key))
+            Ok(found.flatten())
         })
         .await
     }

@@ -50,9 +50,7 @@ pub(super) fn read_opt<T>(
     params: impl rusqlite::Params,
     read: impl Fn(&dyn StoredRow) -> StoreResult<T>,
 ) -> StoreResult<Option<T>> {
-    let mut statement = conn.prepare_cached(sql)?;
-    let mut rows = statement.query(params)?;
-    rows.next()?.map(|row| read(row)).transpose()
+    Ok(read_rows(conn, sql, params, read)?.into_iter().next())
 }
 
 /// Runs a read of [`EVENT_SQL`] (or of its `matching`).
