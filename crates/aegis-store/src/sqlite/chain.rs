@@ -93,8 +93,13 @@ impl ChainReads for SqliteChain<'_> {
     }
 
     async fn checkpoints(&self, from: u64, through: u64) -> StoreResult<Vec<Checkpoint>> {
-        read_rows(self.conn, "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
-                 WHERE tenant_id = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq", params![self.tenant.as_str(), from as i64, through as i64], crate::rows::checkpoint)
+        read_rows(
+            self.conn,
+            "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+            WHERE tenant_id = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
+            params![self.tenant.as_str(), from as i64, through as i64],
+            crate::rows::checkpoint,
+        )
     }
 
     async fn covering_checkpoint(&self, seq: u64) -> StoreResult<Option<Checkpoint>> {

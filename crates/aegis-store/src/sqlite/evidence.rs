@@ -133,19 +133,24 @@ impl EvidenceReads for super::SqliteStore {
                 .query_row([tenant.as_str(), &incident_id], |_| Ok(()))
                 .optional()?
                 .ok_or(StoreError::NotFound("incident"))?;
-            read_rows(conn, &format!(
+            read_rows(
+                conn,
+                &format!(
                     "SELECT {} FROM incident_evidence e JOIN decisions d ON d.event_seq = e.event_seq
                      WHERE e.incident_id = ?1 AND d.tenant_id = ?2 AND e.event_seq < ?3
                        AND (?4 IS NULL OR d.created_at >= ?4)
                      ORDER BY e.event_seq DESC LIMIT ?5",
                     qualified(DECISION_COLUMNS, "d")
-                ), params![
-                        incident_id,
-                        tenant.as_str(),
-                        page.before.unwrap_or(i64::MAX),
-                        since_ms,
-                        page.limit
-                    ], crate::rows::decision)
+                ),
+                params![
+                    incident_id,
+                    tenant.as_str(),
+                    page.before.unwrap_or(i64::MAX),
+                    since_ms,
+                    page.limit
+                ],
+                crate::rows::decision,
+            )
         })
         .await
     }
@@ -244,12 +249,17 @@ impl EvidenceReads for super::SqliteStore {
     ) -> StoreResult<Vec<Checkpoint>> {
         let (tenant, seqs) = (tenant.clone(), json_batch(seqs)?);
         self.read(move |conn| {
-            read_rows(conn, "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
-                     WHERE tenant_id = ?1 AND seq IN (
-                       SELECT (SELECT MIN(c.seq) FROM receipt_checkpoints c
-                               WHERE c.tenant_id = ?1 AND c.seq >= s.value)
-                       FROM json_each(?2) s)
-                     ORDER BY seq", params![tenant.as_str(), seqs], crate::rows::checkpoint)
+            read_rows(
+                conn,
+                "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+                WHERE tenant_id = ?1 AND seq IN (
+                  SELECT (SELECT MIN(c.seq) FROM receipt_checkpoints c
+                          WHERE c.tenant_id = ?1 AND c.seq >= s.value)
+                  FROM json_each(?2) s)
+                ORDER BY seq",
+                params![tenant.as_str(), seqs],
+                crate::rows::checkpoint,
+            )
         })
         .await
     }

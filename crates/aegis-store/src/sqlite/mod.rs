@@ -844,9 +844,14 @@ impl AdminStore for SqliteStore {
     async fn list_operator_keys(&self, tenant: &TenantId) -> StoreResult<Vec<OperatorKey>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            read_rows(conn, &format!(
+            read_rows(
+                conn,
+                &format!(
                     "SELECT {KEY_COLUMNS} FROM operator_keys WHERE tenant_id = ?1 ORDER BY created_at DESC, id DESC"
-                ), [tenant.as_str()], crate::rows::operator_key)
+                ),
+                [tenant.as_str()],
+                crate::rows::operator_key,
+            )
         })
         .await
     }
@@ -884,9 +889,14 @@ impl AdminStore for SqliteStore {
     async fn list_agents(&self, tenant: &TenantId, page: Page) -> StoreResult<Vec<Agent>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            read_rows(conn, &format!(
+            read_rows(
+                conn,
+                &format!(
                     "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
-                ), params![tenant.as_str(), page.before.unwrap_or(i64::MAX), page.limit], crate::rows::agent)
+                ),
+                params![tenant.as_str(), page.before.unwrap_or(i64::MAX), page.limit],
+                crate::rows::agent,
+            )
         })
         .await
     }
@@ -1311,8 +1321,13 @@ impl ReceiptStore for SqliteStore {
     async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            read_rows(conn, "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
-                     WHERE tenant_id = ?1 ORDER BY seq", [tenant.as_str()], crate::rows::checkpoint)
+            read_rows(
+                conn,
+                "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+                WHERE tenant_id = ?1 ORDER BY seq",
+                [tenant.as_str()],
+                crate::rows::checkpoint,
+            )
         })
         .await
     }

@@ -43,22 +43,28 @@ pub(super) fn list_alerts(
     tenant: &TenantId,
     f: &AlertFilter,
 ) -> StoreResult<Vec<AlertRecord>> {
-    read_rows(conn, &format!(
+    read_rows(
+        conn,
+        &format!(
             "SELECT {ALERT_COLUMNS} FROM alerts
              WHERE tenant_id = ?1 AND event_seq < ?2
-               AND (?3 IS NULL OR severity = ?3) AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR agent_id = ?5)
+               AND (?3 IS NULL OR severity = ?3) AND (?4 IS NULL OR kind = ?4)
+               AND (?5 IS NULL OR agent_id = ?5)
                AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at < ?7)
              ORDER BY event_seq DESC LIMIT ?8"
-        ), params![
-                tenant.as_str(),
-                f.page.before.unwrap_or(i64::MAX),
-                f.severity.map(|s| s.as_str()),
-                f.kind,
-                f.agent_id,
-                f.since_ms,
-                f.until_ms,
-                f.page.limit
-            ], crate::rows::alert)
+        ),
+        params![
+            tenant.as_str(),
+            f.page.before.unwrap_or(i64::MAX),
+            f.severity.map(|s| s.as_str()),
+            f.kind,
+            f.agent_id,
+            f.since_ms,
+            f.until_ms,
+            f.page.limit
+        ],
+        crate::rows::alert,
+    )
 }
 
 pub(super) fn list_incidents(
