@@ -339,7 +339,10 @@ mod tests {
     use aegis_core::model::Role;
     use rusqlite::Connection;
 
-    fn read_one<T>(select: &str, read: fn(&dyn StoredRow) -> StoreResult<T>) -> StoreResult<T> {
+    fn read_one<T>(
+        select: &str,
+        read: impl Fn(&dyn StoredRow) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let conn = Connection::open_in_memory().unwrap();
         let mut statement = conn.prepare(select).unwrap();
         let mut rows = statement.query([]).unwrap();
@@ -354,6 +357,17 @@ mod tests {
             ("k1", "acme", None, Role::Admin)
         );
         assert_eq!((key.created_at_ms, key.revoked_at_ms), (7, None));
+    }
+
+    #[test]
+    fn a_key_is_trusted_only_when_its_stored_hash_matches() {
+        let row = "SELECT 'k1', 'acme', NULL, 'admin', 7, NULL, X'0102'";
+        let matching = read_one(row, |row| operator_key_if_hash_matches(row, &[1, 2])).unwrap();
+        assert_eq!(matching.map(|key| key.id), Some("k1".to_owned()));
+        for other in [&[1, 3][..], &[1], &[1, 2, 0]] {
+            let refused = read_one(row, |row| operator_key_if_hash_matches(row, other)).unwrap();
+            assert_eq!(refused, None, "{other:?}");
+        }
     }
 
     #[test]
