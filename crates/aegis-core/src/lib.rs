@@ -27,6 +27,7 @@ pub mod approval;
 pub mod canonical;
 pub mod correlate;
 pub mod decision;
+pub mod merkle;
 pub mod model;
 pub mod policy;
 pub mod receipt;
