@@ -3,15 +3,21 @@
 //! The one receipt body schema is [`ReceiptBody`] and is written down in `docs/receipts.md`.
 //! Each tenant has one chain: receipt `seq = n` carries `prev_hash` = hash of receipt `n - 1`
 //! (`""` for the first), and `hash = hex(SHA-256(JCS(body)))`. Receipts are not signed one
-//! by one: the writer signs a [`Checkpoint`] over the chain head in the same transaction that
-//! commits the receipts, so every committed receipt is covered by a signature over a chain
-//! head at or after it, at a fraction of the cost of signing each.
+//! by one: the writer makes a [`Checkpoint`] over the head of every chain a commit batch
+//! extended, in the same transaction that commits the receipts, and signs them all at once
+//! (one signature over the Merkle root of the batch's checkpoints,
+//! [`ReceiptSigner::checkpoints`]). So every committed receipt is covered by a signature over
+//! a chain head at or after it, at a cost per batch that does not grow with the number of
+//! chains it moved.
 
 use crate::canonical::{CanonicalError, canonical_json, sha256_hex};
+use crate::merkle::{self, MerkleTree};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 /// Version of the receipt and checkpoint body schema.
 pub const RECEIPT_SCHEMA_VERSION: u32 = 1;
@@ -187,12 +193,41 @@ pub struct CheckpointBody {
     pub signed_at: String,
 }
 
-/// A checkpoint with its Ed25519 signature (hex) over `JCS(body)`.
+/// A checkpoint with its Ed25519 signature (hex). The signature is over the
+/// [`CheckpointBatchBody`] of the batch the checkpoint was signed in, whose Merkle root
+/// `batch` proves the checkpoint part of; a checkpoint without `batch` (written before
+/// batches were signed as one) is signed over `JCS(body)` itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     #[serde(flatten)]
     pub body: CheckpointBody,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<CheckpointBatch>,
     pub signature: String,
+}
+
+/// Where a checkpoint stands in the batch one signature covers: leaf `index` of the Merkle
+/// tree ([`crate::merkle`]) over the leaves `JCS(body)` of the batch's `size` checkpoints,
+/// and the sibling hashes from that leaf to the root. The path names no other checkpoint:
+/// a tenant's evidence carries it without revealing another tenant's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointBatch {
+    pub index: u64,
+    pub size: u64,
+    /// Hex SHA-256 hashes, leaf side first.
+    pub path: Vec<String>,
+}
+
+/// What a batch signature signs: "the `checkpoints` checkpoints signed at `signed_at` with
+/// key `key_id` have the Merkle root `checkpoints_root`". Its field names differ from a
+/// checkpoint's and a chain cut's, so no signature can pass for another kind's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointBatchBody<'a> {
+    pub v: u32,
+    pub checkpoints_root: String,
+    pub checkpoints: u64,
+    pub key_id: &'a str,
+    pub signed_at: &'a str,
 }
 
 impl Checkpoint {
@@ -202,6 +237,30 @@ impl Checkpoint {
             seq: self.body.seq,
             hash: self.body.head_hash.clone(),
         }
+    }
+
+    /// The text the signature must sign; `None` when the checkpoint cannot be read (a path
+    /// that is not hex hashes, or that belongs to no leaf at `index` of `size`).
+    fn signed_text(&self) -> Option<String> {
+        let body = canonical_json(&self.body).ok()?;
+        let Some(batch) = &self.batch else {
+            return Some(body);
+        };
+        let path = batch
+            .path
+            .iter()
+            .map(|node| hex::decode(node).ok()?.try_into().ok())
+            .collect::<Option<Vec<merkle::Hash>>>()?;
+        let leaf = merkle::leaf_hash(body.as_bytes());
+        let root = merkle::root_from_inclusion_path(leaf, batch.index, batch.size, &path)?;
+        canonical_json(&CheckpointBatchBody {
+            v: self.body.v,
+            checkpoints_root: hex::encode(root),
+            checkpoints: batch.size,
+            key_id: &self.body.key_id,
+            signed_at: &self.body.signed_at,
+        })
+        .ok()
     }
 }
 
@@ -231,27 +290,59 @@ impl ReceiptSigner {
         self.key.verifying_key()
     }
 
-    /// Signs a checkpoint over a chain head.
-    pub fn checkpoint(
+    /// Signs a checkpoint over each of `heads` (a tenant and its chain's head), all with one
+    /// signature over the Merkle root of their bodies; each checkpoint carries its path to
+    /// that root. The checkpoints come back in the order of `heads`.
+    pub fn checkpoints<'h>(
         &self,
-        tenant_id: &str,
-        seq: u64,
-        head_hash: &str,
-        signed_at: String,
-    ) -> Result<Checkpoint, CanonicalError> {
-        let body = CheckpointBody {
-            v: RECEIPT_SCHEMA_VERSION,
-            tenant_id: tenant_id.to_owned(),
-            seq,
-            head_hash: head_hash.to_owned(),
-            key_id: self.key_id.clone(),
-            signed_at,
+        heads: impl IntoIterator<Item = (&'h str, &'h ChainPoint)>,
+        signed_at: &str,
+    ) -> Result<Vec<Checkpoint>, CanonicalError> {
+        let bodies: Vec<CheckpointBody> = heads
+            .into_iter()
+            .map(|(tenant_id, head)| CheckpointBody {
+                v: RECEIPT_SCHEMA_VERSION,
+                tenant_id: tenant_id.to_owned(),
+                seq: head.seq,
+                head_hash: head.hash.clone(),
+                key_id: self.key_id.clone(),
+                signed_at: signed_at.to_owned(),
+            })
+            .collect();
+        let leaves = bodies
+            .iter()
+            .map(|body| Ok(merkle::leaf_hash(canonical_json(body)?.as_bytes())))
+            .collect::<Result<Vec<_>, CanonicalError>>()?;
+        let Some(tree) = MerkleTree::new(leaves) else {
+            return Ok(Vec::new());
         };
-        let signature = self.key.sign(canonical_json(&body)?.as_bytes());
-        Ok(Checkpoint {
-            body,
-            signature: hex::encode(signature.to_bytes()),
-        })
+        let size = tree.size() as u64;
+        let statement = canonical_json(&CheckpointBatchBody {
+            v: RECEIPT_SCHEMA_VERSION,
+            checkpoints_root: hex::encode(tree.root()),
+            checkpoints: size,
+            key_id: &self.key_id,
+            signed_at,
+        })?;
+        let signature = hex::encode(self.key.sign(statement.as_bytes()).to_bytes());
+        Ok(bodies
+            .into_iter()
+            .enumerate()
+            .map(|(index, body)| Checkpoint {
+                body,
+                batch: Some(CheckpointBatch {
+                    index: index as u64,
+                    size,
+                    path: tree
+                        .inclusion_path(index)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(hex::encode)
+                        .collect(),
+                }),
+                signature: signature.clone(),
+            })
+            .collect())
     }
 }
 
@@ -289,7 +380,12 @@ impl ChainCut {
 
     /// Whether the signature is valid under a key of `keys` (the key id names it).
     pub fn verify(&self, keys: &KeyRing) -> bool {
-        signature_valid(&self.body, &self.body.key_id, &self.signature, keys)
+        keys.signed(
+            &self.body.key_id,
+            &self.signature,
+            canonical_json(&self.body).ok(),
+        )
+        .is_some_and(|signed| keys.verify(&signed))
     }
 }
 
@@ -361,24 +457,24 @@ pub struct ChainBreak {
 }
 
 /// Checks a checkpoint's signature against the known public keys.
-pub fn verify_checkpoint(checkpoint: &Checkpoint, keys: &HashMap<String, VerifyingKey>) -> bool {
-    signature_valid(
-        &checkpoint.body,
+pub fn verify_checkpoint(checkpoint: &Checkpoint, keys: &KeyRing) -> bool {
+    keys.signed(
         &checkpoint.body.key_id,
         &checkpoint.signature,
-        keys,
+        checkpoint.signed_text(),
     )
+    .is_some_and(|signed| keys.verify(&signed))
 }
 
 /// The first of `checkpoints` whose signature [`verify_checkpoint`] rejects, if any.
 ///
 /// The signatures are checked as one Ed25519 batch, which costs about half as much per
-/// signature as checking them one by one: a walk over a chain whose receipts each have a
-/// checkpoint of their own (load spread over many tenants) verifies one signature per
-/// receipt. Only a batch that fails is checked one by one, to name the first bad checkpoint,
-/// so the answer is the same as checking each. (A batch accepts only signatures that single
-/// checks accept, except ones built with the signing key itself to differ between the two,
-/// which gives whoever holds the key nothing they could not sign outright.)
+/// signature as checking them one by one, and a signature the key ring has seen verify (the
+/// one signature of a commit batch, shared by the checkpoints of every chain it moved) is not
+/// checked again. Only a batch that fails is checked one by one, to name the first bad
+/// checkpoint, so the answer is the same as checking each. (A batch accepts only signatures
+/// that single checks accept, except ones built with the signing key itself to differ between
+/// the two, which gives whoever holds the key nothing they could not sign outright.)
 fn first_badly_signed<'c>(
     checkpoints: &[&'c Checkpoint],
     keys: &KeyRing,
@@ -389,46 +485,39 @@ fn first_badly_signed<'c>(
             .find(|checkpoint| !verify_checkpoint(checkpoint, keys))
             .copied()
     };
-    let mut messages = Vec::with_capacity(checkpoints.len());
-    let mut signatures = Vec::with_capacity(checkpoints.len());
-    let mut signers = Vec::with_capacity(checkpoints.len());
-    for checkpoint in checkpoints {
-        let Some((key, signature, message)) = signed_message(
-            &checkpoint.body,
-            &checkpoint.body.key_id,
-            &checkpoint.signature,
-            keys,
-        ) else {
-            return one_by_one();
-        };
-        messages.push(message);
-        signatures.push(signature);
-        signers.push(*key);
-    }
-    let messages: Vec<&[u8]> = messages.iter().map(|message| message.as_bytes()).collect();
-    match ed25519_dalek::verify_batch(&messages, &signatures, &signers) {
-        Ok(()) => None,
-        Err(_) => one_by_one(),
+    let signed: Option<Vec<SignedText>> = checkpoints
+        .iter()
+        .map(|checkpoint| {
+            keys.signed(
+                &checkpoint.body.key_id,
+                &checkpoint.signature,
+                checkpoint.signed_text(),
+            )
+        })
+        .collect();
+    match signed {
+        Some(signed) if keys.verify_all(&signed) => None,
+        _ => one_by_one(),
     }
 }
 
-/// Whether `signature` (hex) is the Ed25519 signature of `JCS(body)` by the key `key_id`.
-fn signature_valid(body: &impl Serialize, key_id: &str, signature: &str, keys: &KeyRing) -> bool {
-    signed_message(body, key_id, signature, keys)
-        .is_some_and(|(key, signature, message)| key.verify(message.as_bytes(), &signature).is_ok())
+/// A text, the decoded signature over it and the key it must verify under.
+struct SignedText<'k> {
+    key: &'k VerifyingKey,
+    signature: Signature,
+    text: String,
 }
 
-/// The key `key_id`, the decoded `signature` (hex) and the message it must sign, `JCS(body)`;
-/// `None` when the key is unknown or the signature or body cannot be read.
-fn signed_message<'k>(
-    body: &impl Serialize,
-    key_id: &str,
-    signature: &str,
-    keys: &'k KeyRing,
-) -> Option<(&'k VerifyingKey, Signature, String)> {
-    let key = keys.get(key_id)?;
-    let signature = Signature::from_slice(&hex::decode(signature).ok()?).ok()?;
-    Some((key, signature, canonical_json(body).ok()?))
+impl SignedText<'_> {
+    /// What [`KeyRing`] remembers of a signature that verified.
+    fn digest(&self) -> merkle::Hash {
+        Sha256::new()
+            .chain_update(self.key.as_bytes())
+            .chain_update(self.signature.to_bytes())
+            .chain_update(self.text.as_bytes())
+            .finalize()
+            .into()
+    }
 }
 
 /// Incremental verifier of one tenant's chain: feed receipts in `seq` order from the start
@@ -670,8 +759,133 @@ pub struct SegmentChain {
     pub through: Option<ChainPoint>,
 }
 
-/// Public keys by key id, as [`ChainVerifier`] takes them.
-pub type KeyRing = HashMap<String, VerifyingKey>;
+/// Public keys by key id, as [`ChainVerifier`] takes them, with the signatures seen to
+/// verify under them. One commit batch signs the checkpoints of every chain it moved with
+/// one signature, so a pass over many chains (the integrity check, `aegis receipts verify`)
+/// meets each signature once per chain; it is checked once per key ring.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    keys: HashMap<String, VerifyingKey>,
+    /// Digests of the (key, signature, text) triples that verified ([`SignedText::digest`]),
+    /// at most [`KeyRing::REMEMBERED`]: a full set is emptied, a miss costs one check.
+    verified: Mutex<HashSet<merkle::Hash>>,
+}
+
+impl KeyRing {
+    /// Signatures remembered: 2 MiB of digests.
+    const REMEMBERED: usize = 1 << 16;
+
+    pub fn get(&self, key_id: &str) -> Option<&VerifyingKey> {
+        self.keys.get(key_id)
+    }
+
+    pub fn insert(&mut self, key_id: String, key: VerifyingKey) {
+        self.keys.insert(key_id, key);
+    }
+
+    pub fn contains_key(&self, key_id: &str) -> bool {
+        self.keys.contains_key(key_id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// `signature` (hex) over `text` by the key `key_id`; `None` when the key is unknown or
+    /// the signature or the text cannot be read.
+    fn signed(
+        &self,
+        key_id: &str,
+        signature: &str,
+        text: Option<String>,
+    ) -> Option<SignedText<'_>> {
+        let key = self.keys.get(key_id)?;
+        let signature = Signature::from_slice(&hex::decode(signature).ok()?).ok()?;
+        Some(SignedText {
+            key,
+            signature,
+            text: text?,
+        })
+    }
+
+    fn verify(&self, signed: &SignedText) -> bool {
+        let digest = signed.digest();
+        if self.verified().contains(&digest) {
+            return true;
+        }
+        let valid = signed
+            .key
+            .verify(signed.text.as_bytes(), &signed.signature)
+            .is_ok();
+        if valid {
+            self.remember([digest]);
+        }
+        valid
+    }
+
+    /// Whether every signature verifies, checking those not seen before as one batch.
+    fn verify_all(&self, signed: &[SignedText]) -> bool {
+        let mut unseen = Vec::new();
+        let mut digests = HashSet::new();
+        {
+            let verified = self.verified();
+            for item in signed {
+                let digest = item.digest();
+                if !verified.contains(&digest) && digests.insert(digest) {
+                    unseen.push(item);
+                }
+            }
+        }
+        let texts: Vec<&[u8]> = unseen.iter().map(|item| item.text.as_bytes()).collect();
+        let signatures: Vec<Signature> = unseen.iter().map(|item| item.signature).collect();
+        let keys: Vec<VerifyingKey> = unseen.iter().map(|item| *item.key).collect();
+        let valid =
+            unseen.is_empty() || ed25519_dalek::verify_batch(&texts, &signatures, &keys).is_ok();
+        if valid {
+            self.remember(digests);
+        }
+        valid
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashSet<merkle::Hash>> {
+        // The set holds only digests of verified signatures; a panic elsewhere while it was
+        // held leaves nothing half-true in it.
+        self.verified
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn remember(&self, digests: impl IntoIterator<Item = merkle::Hash>) {
+        let mut verified = self.verified();
+        for digest in digests {
+            if verified.len() >= Self::REMEMBERED {
+                verified.clear();
+            }
+            verified.insert(digest);
+        }
+    }
+}
+
+impl Clone for KeyRing {
+    fn clone(&self) -> Self {
+        self.keys.clone().into()
+    }
+}
+
+impl From<HashMap<String, VerifyingKey>> for KeyRing {
+    fn from(keys: HashMap<String, VerifyingKey>) -> Self {
+        KeyRing {
+            keys,
+            verified: Mutex::default(),
+        }
+    }
+}
+
+impl FromIterator<(String, VerifyingKey)> for KeyRing {
+    fn from_iter<I: IntoIterator<Item = (String, VerifyingKey)>>(keys: I) -> Self {
+        HashMap::from_iter(keys).into()
+    }
+}
 
 /// Decodes a hex Ed25519 public key; `None` when it is not one.
 pub fn decode_public_key(hex_key: &str) -> Option<VerifyingKey> {
@@ -792,8 +1006,8 @@ mod tests {
             .collect()
     }
 
-    fn keys(signer: &ReceiptSigner) -> HashMap<String, VerifyingKey> {
-        HashMap::from([(signer.key_id().to_owned(), signer.verifying_key())])
+    fn keys(signer: &ReceiptSigner) -> KeyRing {
+        KeyRing::from_iter([(signer.key_id().to_owned(), signer.verifying_key())])
     }
 
     fn verify(
@@ -811,14 +1025,19 @@ mod tests {
 
     fn head_checkpoint(receipts: &[Receipt], signer: &ReceiptSigner) -> Checkpoint {
         let head = receipts.last().unwrap();
+        sign_one(signer, "t1", head.body.seq, &head.hash)
+    }
+
+    /// A checkpoint signed in a batch of its own.
+    fn sign_one(signer: &ReceiptSigner, tenant: &str, seq: u64, hash: &str) -> Checkpoint {
+        let head = ChainPoint {
+            seq,
+            hash: hash.to_owned(),
+        };
         signer
-            .checkpoint(
-                "t1",
-                head.body.seq,
-                &head.hash,
-                "2026-11-25T00:00:01.000Z".into(),
-            )
+            .checkpoints([(tenant, &head)], "2026-11-25T00:00:01.000Z")
             .unwrap()
+            .remove(0)
     }
 
     /// A checkpoint per receipt, as a chain of a tenant among many has them.
@@ -1032,13 +1251,101 @@ mod tests {
             sealed(Some(&head), Some(&forged)),
             Err((BreakKind::BadCheckpoint { .. }, 5))
         ));
-        let other_tenant = s
-            .checkpoint("t2", 5, &head.hash, "2026-11-25T00:00:01.000Z".into())
-            .unwrap();
+        let other_tenant = sign_one(&s, "t2", 5, &head.hash);
         assert!(matches!(
             sealed(Some(&head), Some(&other_tenant)),
             Err((BreakKind::BadCheckpoint { .. }, 5))
         ));
+    }
+
+    #[test]
+    fn one_signature_covers_a_batch_and_each_checkpoint_proves_only_itself() {
+        let s = signer();
+        let heads: Vec<(String, ChainPoint)> = (1..=5)
+            .map(|n| {
+                let head = ChainPoint {
+                    seq: n,
+                    hash: format!("{n:02x}").repeat(32),
+                };
+                (format!("tenant-{n}"), head)
+            })
+            .collect();
+        let batch = s
+            .checkpoints(
+                heads.iter().map(|(tenant, head)| (tenant.as_str(), head)),
+                "2026-11-29T00:00:00.000Z",
+            )
+            .unwrap();
+        let keys = keys(&s);
+        assert_eq!(batch.len(), 5);
+        for (checkpoint, (tenant, head)) in batch.iter().zip(&heads) {
+            assert_eq!(&checkpoint.body.tenant_id, tenant);
+            assert_eq!(checkpoint.head(), *head);
+            assert_eq!(checkpoint.signature, batch[0].signature, "one signature");
+            assert!(verify_checkpoint(checkpoint, &keys));
+        }
+        // Each of these changes what the path proves, so the batch signature no longer
+        // covers it; the key ring that saw the signature verify does not take them.
+        let tampered: [fn(&mut Checkpoint); 6] = [
+            |c| c.body.head_hash = "ff".repeat(32),
+            |c| c.body.seq += 1,
+            |c| c.batch.as_mut().unwrap().index = 0,
+            |c| c.batch.as_mut().unwrap().size += 1,
+            |c| c.batch.as_mut().unwrap().path[0] = "00".repeat(32),
+            |c| {
+                c.batch.as_mut().unwrap().path.pop();
+            },
+        ];
+        for tamper in tampered {
+            let mut checkpoint = batch[3].clone();
+            tamper(&mut checkpoint);
+            assert!(!verify_checkpoint(&checkpoint, &keys), "{checkpoint:?}");
+            assert_eq!(
+                first_badly_signed(&[&batch[0], &checkpoint], &keys),
+                Some(&checkpoint)
+            );
+        }
+        // Without its path, a checkpoint of a batch reads as a lone one and fails.
+        let mut unbatched = batch[2].clone();
+        unbatched.batch = None;
+        assert!(!verify_checkpoint(&unbatched, &keys));
+        // A batch's checkpoints serialise with their place in it and read back the same.
+        let json = serde_json::to_value(&batch[4]).unwrap();
+        assert_eq!(json["batch"]["index"], 4);
+        assert_eq!(json["batch"]["size"], 5);
+        assert_eq!(
+            serde_json::from_value::<Checkpoint>(json).unwrap(),
+            batch[4]
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_signed_alone_before_batches_still_verifies() {
+        let s = signer();
+        let body = CheckpointBody {
+            v: RECEIPT_SCHEMA_VERSION,
+            tenant_id: "t1".into(),
+            seq: 7,
+            head_hash: "ab".repeat(32),
+            key_id: s.key_id().into(),
+            signed_at: "2026-11-25T00:00:01.000Z".into(),
+        };
+        let signature = s.key.sign(canonical_json(&body).unwrap().as_bytes());
+        let legacy = Checkpoint {
+            body,
+            batch: None,
+            signature: hex::encode(signature.to_bytes()),
+        };
+        assert!(
+            !serde_json::to_string(&legacy).unwrap().contains("batch"),
+            "a lone checkpoint serialises as it always did"
+        );
+        let keys = keys(&s);
+        assert!(verify_checkpoint(&legacy, &keys));
+        assert_eq!(first_badly_signed(&[&legacy], &keys), None);
+        let mut forged = legacy.clone();
+        forged.body.seq = 8;
+        assert!(!verify_checkpoint(&forged, &keys));
     }
 
     #[test]
@@ -1110,7 +1417,7 @@ mod tests {
             )
             .unwrap();
         assert!(cut.verify(&keys));
-        assert!(!cut.verify(&HashMap::new()), "an unknown key");
+        assert!(!cut.verify(&KeyRing::default()), "an unknown key");
         let mut moved = cut.clone();
         moved.body.pruned_through_seq = 4;
         assert!(!moved.verify(&keys), "a cut moved without the key");

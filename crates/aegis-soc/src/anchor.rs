@@ -263,14 +263,14 @@ mod tests {
     use aegis_core::receipt::ReceiptSigner;
 
     fn checkpoint(tenant: &str, seq: u64) -> Checkpoint {
+        let head = ChainPoint {
+            seq,
+            hash: "ab".repeat(32),
+        };
         ReceiptSigner::from_seed(&[7; 32])
-            .checkpoint(
-                tenant,
-                seq,
-                &"ab".repeat(32),
-                "2026-11-25T00:00:00.000Z".into(),
-            )
+            .checkpoints([(tenant, &head)], "2026-11-25T00:00:00.000Z")
             .unwrap()
+            .remove(0)
     }
 
     #[test]

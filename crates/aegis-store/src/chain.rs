@@ -8,12 +8,14 @@
 //! Anything else (receipts past the last checkpoint, a chain without checkpoints, a
 //! checkpoint beyond the receipts) was written behind the gateway's back.
 
+use crate::tx::{SqlValue, WriteTx};
 use crate::{ReceiptStore, StoreError, StoreResult};
 use aegis_core::receipt::ReceiptSigner;
 use aegis_core::receipt::{
     BreakKind, ChainBreak, ChainCut, ChainHead, ChainPoint, ChainVerifier, Checkpoint, KeyRing,
     Receipt, decode_public_key, key_id, verify_sealed_head,
 };
+use aegis_core::timestamp::format_millis;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +33,53 @@ pub(crate) fn signing_key(signer: &Option<Arc<ReceiptSigner>>) -> StoreResult<&R
                 .into(),
         )
     })
+}
+
+/// Signs a checkpoint over the new head of every chain a commit batch extended, all with one
+/// signature ([`ReceiptSigner::checkpoints`]), and stores them in the batch's transaction, so
+/// that the batch costs one signature however many chains it moved. A checkpoint already
+/// stored at one of those seqs was not written by a gateway: its insert fails and so does the
+/// batch. A batch that extended no chain signs nothing.
+pub(crate) async fn sign_heads<'h>(
+    tx: &mut impl WriteTx,
+    signer: &Option<Arc<ReceiptSigner>>,
+    heads: impl ExactSizeIterator<Item = (&'h str, &'h ChainPoint)>,
+    now_ms: i64,
+) -> StoreResult<Vec<Checkpoint>> {
+    if heads.len() == 0 {
+        return Ok(Vec::new());
+    }
+    let checkpoints = signing_key(signer)?
+        .checkpoints(heads, &format_millis(now_ms))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    for checkpoint in &checkpoints {
+        let (Some(batch), Some(path)) = (
+            &checkpoint.batch,
+            crate::rows::stored_batch_path(checkpoint)?,
+        ) else {
+            return Err(StoreError::Corrupt(
+                "a batch checkpoint was signed without its path".into(),
+            ));
+        };
+        tx.execute(
+            "INSERT INTO receipt_checkpoints (tenant_id, seq, head_hash, key_id, signed_at, signature,
+                                              batch_index, batch_size, batch_path)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                SqlValue::text(&checkpoint.body.tenant_id),
+                SqlValue::int(checkpoint.body.seq as i64),
+                SqlValue::text(&checkpoint.body.head_hash),
+                SqlValue::text(&checkpoint.body.key_id),
+                SqlValue::text(&checkpoint.body.signed_at),
+                SqlValue::text(&checkpoint.signature),
+                SqlValue::int(batch.index as i64),
+                SqlValue::int(batch.size as i64),
+                SqlValue::Bytes(&path),
+            ],
+        )
+        .await?;
+    }
+    Ok(checkpoints)
 }
 
 /// Every stored public key under the key id derived from it (a key stored under another id,

@@ -4,11 +4,14 @@
 //! schema should not hold (an unknown enum, an out-of-range integer) is `Corrupt` on either
 //! store.
 
+use crate::chain::ChainSeal;
 use crate::schema::{StoredRow, parse_column};
 use crate::*;
 use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::policy::PolicyDocument;
-use aegis_core::receipt::{Checkpoint, CheckpointBody, RECEIPT_SCHEMA_VERSION, Receipt};
+use aegis_core::receipt::{
+    ChainHead, Checkpoint, CheckpointBatch, CheckpointBody, RECEIPT_SCHEMA_VERSION, Receipt,
+};
 use std::str::FromStr;
 
 /// A row of `SELECT {TENANT_COLUMNS}`.
@@ -173,9 +176,17 @@ pub(crate) fn response_action(row: &dyn StoredRow) -> StoreResult<ResponseAction
     })
 }
 
-/// A row of `SELECT tenant_id, seq, head_hash, key_id, signed_at, signature` of
-/// `checkpoints`.
+/// A row of `SELECT {CHECKPOINT_COLUMNS}`.
 pub(crate) fn checkpoint(row: &dyn StoredRow) -> StoreResult<Checkpoint> {
+    let batch = match (row.int(6)?, row.int(7)?, row.bytes(8)?) {
+        (None, None, None) => None,
+        (Some(index), Some(size), Some(path)) if path.len() % 32 == 0 => Some(CheckpointBatch {
+            index: u64::try_from(index).map_err(|_| corrupt_batch())?,
+            size: u64::try_from(size).map_err(|_| corrupt_batch())?,
+            path: path.chunks(32).map(hex::encode).collect(),
+        }),
+        _ => return Err(corrupt_batch()),
+    };
     Ok(Checkpoint {
         body: CheckpointBody {
             v: RECEIPT_SCHEMA_VERSION,
@@ -185,7 +196,46 @@ pub(crate) fn checkpoint(row: &dyn StoredRow) -> StoreResult<Checkpoint> {
             key_id: row.required_text(3)?,
             signed_at: row.required_text(4)?,
         },
+        batch,
         signature: row.required_text(5)?,
+    })
+}
+
+fn corrupt_batch() -> StoreError {
+    StoreError::Corrupt("a checkpoint's batch columns are not an index, a size and a path".into())
+}
+
+/// A checkpoint's place in its batch as stored: the path's hashes, 32 bytes each, one after
+/// the other; `None` for a checkpoint signed alone.
+pub(crate) fn stored_batch_path(checkpoint: &Checkpoint) -> StoreResult<Option<Vec<u8>>> {
+    let Some(batch) = &checkpoint.batch else {
+        return Ok(None);
+    };
+    let mut path = Vec::with_capacity(batch.path.len() * 32);
+    for node in &batch.path {
+        path.extend(hex::decode(node).map_err(|_| corrupt_batch())?);
+    }
+    Ok(Some(path))
+}
+
+/// A row of [`crate::schema::SEAL_SQL`].
+pub(crate) fn chain_seal(row: &dyn StoredRow) -> StoreResult<ChainSeal> {
+    let last_checkpoint = match row.int(1)? {
+        Some(_) => Some(checkpoint(row)?),
+        None => None,
+    };
+    let head = match row.text(9)? {
+        Some(receipt_id) => Some(ChainHead {
+            receipt_id,
+            seq: narrow(row, 10)?,
+            hash: row.required_text(11)?,
+        }),
+        None => None,
+    };
+    Ok(ChainSeal {
+        head,
+        last_checkpoint,
+        public_key: row.text(12)?,
     })
 }
 
@@ -371,13 +421,49 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_reads_alone_or_with_its_place_in_a_batch() {
+        let alone = read_one(
+            "SELECT 'acme', 4, 'h', 'k', 't', 's', NULL, NULL, NULL",
+            checkpoint,
+        )
+        .unwrap();
+        assert_eq!((alone.body.seq, alone.batch), (4, None));
+        let path = format!("{}{}", "01".repeat(32), "02".repeat(32));
+        let batched = read_one(
+            &format!("SELECT 'acme', 4, 'h', 'k', 't', 's', 2, 3, X'{path}'"),
+            checkpoint,
+        )
+        .unwrap();
+        let batch = batched.batch.clone().unwrap();
+        assert_eq!((batch.index, batch.size), (2, 3));
+        assert_eq!(batch.path, vec!["01".repeat(32), "02".repeat(32)]);
+        assert_eq!(
+            stored_batch_path(&batched).unwrap(),
+            Some(hex::decode(path).unwrap())
+        );
+        for broken in ["2, NULL, X''", "2, 3, NULL", "2, 3, X'0102'", "-1, 3, X''"] {
+            let read = read_one(
+                &format!("SELECT 'acme', 4, 'h', 'k', 't', 's', {broken}"),
+                checkpoint,
+            );
+            assert!(
+                matches!(read, Err(StoreError::Corrupt(_))),
+                "{broken}: {read:?}"
+            );
+        }
+    }
+
+    #[test]
     fn values_the_schema_cannot_hold_read_as_corrupt_not_unavailable() {
         let unknown_role = read_one("SELECT 'k1', 'acme', NULL, 'root', 7, NULL", operator_key);
         assert!(
             matches!(unknown_role, Err(StoreError::Corrupt(_))),
             "{unknown_role:?}"
         );
-        let negative_seq = read_one("SELECT 'acme', -1, 'h', 'k', 't', 's'", checkpoint);
+        let negative_seq = read_one(
+            "SELECT 'acme', -1, 'h', 'k', 't', 's', NULL, NULL, NULL",
+            checkpoint,
+        );
         assert!(
             matches!(negative_seq, Err(StoreError::Corrupt(_))),
             "{negative_seq:?}"

@@ -4,6 +4,7 @@
 
 use crate::{StoreError, StoreResult};
 use std::str::FromStr;
+use std::sync::LazyLock;
 use subtle::ConstantTimeEq;
 
 pub(crate) const TENANT_COLUMNS: &str = "id, denial_threshold, escalation_window_minutes, created_at, \
@@ -20,6 +21,25 @@ pub(crate) const KEY_COLUMNS: &str = "id, tenant_id, name, role, created_at, rev
 pub(crate) const DECISION_COLUMNS: &str = "id, tenant_id, event_seq, agent_id, request_id, tool, action, resource, \
      mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash, \
      run_id, trace_id, parent_run_id, receipt_id, created_at";
+/// A checkpoint row (`crate::rows::checkpoint`). The three `batch_` columns are NULL on a
+/// checkpoint signed alone, before commit batches were signed as one.
+pub(crate) const CHECKPOINT_COLUMNS: &str =
+    "tenant_id, seq, head_hash, key_id, signed_at, signature, batch_index, batch_size, batch_path";
+
+/// A chain's last checkpoint, its last receipt and the public key stored under the
+/// checkpoint's key id, in one statement (so one snapshot); read by `crate::rows::chain_seal`.
+pub(crate) static SEAL_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {checkpoint}, r.id, r.seq, r.hash, k.public_key
+         FROM (SELECT 1) AS one
+         LEFT JOIN (SELECT id, seq, hash FROM receipts WHERE tenant_id = $1
+                    ORDER BY seq DESC LIMIT 1) r ON true
+         LEFT JOIN (SELECT {CHECKPOINT_COLUMNS} FROM receipt_checkpoints
+                    WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1) c ON true
+         LEFT JOIN signing_keys k ON k.key_id = c.key_id",
+        checkpoint = qualified(CHECKPOINT_COLUMNS, "c"),
+    )
+});
 
 /// A column list such as [`DECISION_COLUMNS`] under the table alias `alias`, for joins.
 pub(crate) fn qualified(columns: &str, alias: &str) -> String {

@@ -1,11 +1,17 @@
-//! SQLite migrations that rebuild a table keep what it held. Migration 0021 rebuilds
-//! `incident_evidence` without the `decision_id` column (the decision is read through the
-//! event): a database written at schema 20 reads the same incident evidence after it.
+//! SQLite migrations keep what a database held. Migration 0021 rebuilds `incident_evidence`
+//! without the `decision_id` column (the decision is read through the event): a database
+//! written at schema 20 reads the same incident evidence after it. Migration 0022 gives
+//! checkpoints their place in a signed batch: checkpoints signed alone before it still
+//! verify, and the chain goes on under batch signatures.
 
 mod support;
 
+use aegis_core::canonical::canonical_json;
+use aegis_core::receipt::{CheckpointBody, RECEIPT_SCHEMA_VERSION};
+use aegis_store::chain::{ChainWalk, keyring};
 use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
+use ed25519_dalek::{Signer, SigningKey};
 use support::*;
 
 /// The evidence table as schema 20 had it (migrations 0002 and 0005), filled from the
@@ -23,7 +29,18 @@ const BACK_TO_SCHEMA_20: &str = "
     DROP TABLE incident_evidence;
     ALTER TABLE evidence_at_schema_20 RENAME TO incident_evidence;
     CREATE INDEX incident_evidence_decision ON incident_evidence (decision_id);
+    ALTER TABLE receipt_checkpoints DROP COLUMN batch_index;
+    ALTER TABLE receipt_checkpoints DROP COLUMN batch_size;
+    ALTER TABLE receipt_checkpoints DROP COLUMN batch_path;
     DELETE FROM schema_migrations WHERE version > 20;
+";
+
+/// Migration 0022 undone: the batch columns dropped and the schema version set back to 21.
+const BACK_TO_SCHEMA_21: &str = "
+    ALTER TABLE receipt_checkpoints DROP COLUMN batch_index;
+    ALTER TABLE receipt_checkpoints DROP COLUMN batch_size;
+    ALTER TABLE receipt_checkpoints DROP COLUMN batch_path;
+    DELETE FROM schema_migrations WHERE version > 21;
 ";
 
 fn open(path: &std::path::Path) -> SqliteStore {
@@ -112,4 +129,97 @@ async fn incident_evidence_reads_the_same_after_migration_0021() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(indexes, ["incident_evidence_event"]);
+}
+
+/// Rewrites every checkpoint as the gateway signed them before migration 0022: each alone,
+/// its signature over `JCS(body)` by the key of `support::signer`.
+fn sign_checkpoints_alone(conn: &rusqlite::Connection) {
+    let key = SigningKey::from_bytes(&[9; 32]);
+    let bodies: Vec<CheckpointBody> = conn
+        .prepare("SELECT tenant_id, seq, head_hash, key_id, signed_at FROM receipt_checkpoints")
+        .unwrap()
+        .query_map([], |row| {
+            Ok(CheckpointBody {
+                v: RECEIPT_SCHEMA_VERSION,
+                tenant_id: row.get(0)?,
+                seq: row.get::<_, i64>(1)? as u64,
+                head_hash: row.get(2)?,
+                key_id: row.get(3)?,
+                signed_at: row.get(4)?,
+            })
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!bodies.is_empty());
+    for body in bodies {
+        let signature = key.sign(canonical_json(&body).unwrap().as_bytes());
+        conn.execute(
+            "UPDATE receipt_checkpoints SET signature = ?1 WHERE tenant_id = ?2 AND seq = ?3",
+            rusqlite::params![
+                hex::encode(signature.to_bytes()),
+                body.tenant_id,
+                body.seq as i64
+            ],
+        )
+        .unwrap();
+    }
+}
+
+async fn whole_chain_verifies(store: &SqliteStore) -> u64 {
+    let keys = keyring(store).await.unwrap();
+    let audit = store
+        .audit_chain(&tenant(), ChainWalk::whole(), &keys)
+        .await
+        .unwrap();
+    assert_eq!(audit.outcome, Ok(()));
+    audit.checked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_signed_alone_before_migration_0022_verify_and_the_chain_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aegis.db");
+    let store = open(&path);
+    agent(&store).await;
+    for n in 1..=3 {
+        store.record_decision(allowed_read(n)).await.unwrap();
+    }
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(BACK_TO_SCHEMA_21).unwrap();
+    sign_checkpoints_alone(&conn);
+    drop(conn);
+
+    let store = open(&path);
+    assert_eq!(whole_chain_verifies(&store).await, 3);
+    // The writer takes the head a lone checkpoint signed, and signs on in batches.
+    for n in 4..=5 {
+        store.record_decision(allowed_read(n)).await.unwrap();
+    }
+    assert_eq!(whole_chain_verifies(&store).await, 5);
+    let checkpoints = store.checkpoints(&tenant()).await.unwrap();
+    let batched: Vec<bool> = checkpoints.iter().map(|c| c.batch.is_some()).collect();
+    assert_eq!(batched, [false, false, false, true, true]);
+    drop(store);
+
+    // A lone checkpoint cannot be passed off as part of a batch, nor the reverse.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE receipt_checkpoints SET batch_index = 0, batch_size = 1, batch_path = X'' WHERE seq = 3",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let store = open(&path);
+    let keys = keyring(&store).await.unwrap();
+    let audit = store
+        .audit_chain(&tenant(), ChainWalk::whole(), &keys)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&audit.outcome, Err(brk) if brk.seq == 3),
+        "{:?}",
+        audit.outcome
+    );
 }

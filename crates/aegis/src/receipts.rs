@@ -16,8 +16,8 @@
 //! through a commit, so receipts past a chain's last checkpoint are always a break.
 
 use aegis_core::receipt::{
-    ChainBreak, ChainPoint, ChainVerifier, Checkpoint, ExportedReceipt, Receipt, SegmentChain,
-    SegmentHeader, key_id, verify_generic_chain,
+    ChainBreak, ChainPoint, ChainVerifier, Checkpoint, ExportedReceipt, KeyRing, Receipt,
+    SegmentChain, SegmentHeader, key_id, verify_generic_chain,
 };
 use aegis_soc::anchor::Anchors;
 use aegis_store::chain::{ChainWalk, keyring};
@@ -148,7 +148,7 @@ pub enum Verdict {
 pub async fn verify_history(
     files: &[PathBuf],
     store: Option<&dyn Store>,
-    pinned: &HashMap<String, VerifyingKey>,
+    pinned: &KeyRing,
     anchors: Option<&Path>,
 ) -> anyhow::Result<Verdict> {
     let (archived, ends) = if files.is_empty() {
@@ -183,7 +183,7 @@ pub async fn verify_history(
 /// history: every cut chain goes on exactly where its archives end.
 async fn verify_db(
     store: &dyn Store,
-    pinned: &HashMap<String, VerifyingKey>,
+    pinned: &KeyRing,
     anchors: Option<&Path>,
     archived: Option<&BTreeMap<String, ChainPoint>>,
 ) -> anyhow::Result<Verdict> {
@@ -261,10 +261,7 @@ type ChainEnds = BTreeMap<String, ChainPoint>;
 /// Verifies exported or archive files, in order, as one history: a chain in a file goes on
 /// from where it ended in an earlier file, else from the signed cut its header names, else
 /// from seq 1. Returns where each chain ends.
-fn verify_files(
-    paths: &[PathBuf],
-    pinned: &HashMap<String, VerifyingKey>,
-) -> anyhow::Result<(Verdict, ChainEnds)> {
+fn verify_files(paths: &[PathBuf], pinned: &KeyRing) -> anyhow::Result<(Verdict, ChainEnds)> {
     let mut ends = ChainEnds::new();
     let mut total = 0;
     for path in paths {
@@ -294,7 +291,7 @@ fn verify_files(
 /// the file does not verify.
 fn verify_file(
     path: &Path,
-    pinned: &HashMap<String, VerifyingKey>,
+    pinned: &KeyRing,
     ends: &mut ChainEnds,
 ) -> anyhow::Result<Result<u64, String>> {
     let text =
@@ -490,7 +487,7 @@ fn parse_key(hex_key: &str) -> anyhow::Result<VerifyingKey> {
 }
 
 /// Parses `--trusted-key KEY_ID=HEX` pins.
-pub fn parse_pins(pins: &[String]) -> anyhow::Result<HashMap<String, VerifyingKey>> {
+pub fn parse_pins(pins: &[String]) -> anyhow::Result<KeyRing> {
     pins.iter()
         .map(|pin| {
             let (id, hex_key) = pin

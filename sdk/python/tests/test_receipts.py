@@ -194,3 +194,32 @@ def test_an_archive_and_the_pruned_chain_verify(own_gateway: Gateway, tmp_path: 
     assert "header says the archive holds the chain through seq 3" in (
         verify_receipts(short).error or ""
     )
+
+
+def test_a_checkpoint_moved_within_its_batch_is_caught(exported: list[str]) -> None:
+    # Each checkpoint is signed as a leaf of its commit batch's Merkle tree; claiming another
+    # place in the batch (or another batch size) breaks the path to the signed root.
+    last = json.loads(exported[-1])
+    batch = last["checkpoint"]["batch"]
+    assert batch["index"] < batch["size"]
+    for moved in ({"index": batch["size"]}, {"size": batch["size"] + 1}):
+        edited = json.loads(exported[-1])
+        edited["checkpoint"]["batch"] = {**batch, **moved}
+        result = verify_receipts([*exported[:-1], json.dumps(edited)])
+        assert not result
+        assert "bad signature" in (result.error or "")
+
+
+def test_merkle_paths_follow_the_certificate_transparency_reference() -> None:
+    # transparency-dev/merkle, testdata/inclusion/3/happy-path.json (Apache-2.0): leaf 2 of a
+    # tree of 3 over the reference leaf inputs "", "00", "10".
+    import hashlib
+
+    from aegis_gateway.receipts import _merkle_root
+
+    leaf = hashlib.sha256(b"\x00" + bytes.fromhex("10")).digest()
+    path = [bytes.fromhex("fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125")]
+    root = "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77"
+    assert (_merkle_root(leaf, 2, 3, path) or b"").hex() == root
+    assert _merkle_root(leaf, 1, 3, path) != bytes.fromhex(root)
+    assert _merkle_root(leaf, 3, 3, path) is None

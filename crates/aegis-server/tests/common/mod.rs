@@ -12,7 +12,7 @@
 // Each test binary uses a different subset of the helpers.
 #![allow(dead_code)]
 
-use aegis_core::receipt::{ChainBreak, ChainVerifier, Receipt, ReceiptSigner};
+use aegis_core::receipt::{ChainBreak, ChainVerifier, KeyRing, Receipt, ReceiptSigner};
 use aegis_server::{AppState, Settings};
 use aegis_store::postgres::PgStore;
 use aegis_store::sqlite::SqliteStore;
@@ -20,7 +20,6 @@ use aegis_store::{Store, TenantId};
 use ed25519_dalek::VerifyingKey;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -548,7 +547,7 @@ impl TestApp {
             .checkpoints(&tenant_id)
             .await
             .expect("checkpoints");
-        let keys: HashMap<String, VerifyingKey> = self
+        let keys: KeyRing = self
             .store
             .signing_keys()
             .await

@@ -4,6 +4,7 @@
 use super::prepared;
 use super::rows::{RECEIPT_SQL, RESPONSE_ACTION_COLUMNS, get};
 use crate::records;
+use crate::schema::CHECKPOINT_COLUMNS;
 use crate::*;
 use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
 use deadpool_postgres::GenericClient;
@@ -53,8 +54,10 @@ pub(super) async fn checkpoints_from<C: GenericClient>(
         .query(
             &prepared(
                 client,
-                "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
-                 WHERE tenant_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+                &format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM receipt_checkpoints
+                 WHERE tenant_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3"
+                ),
             )
             .await?,
             &[&tenant.as_str(), &(from_seq as i64), &i64::from(limit)],
@@ -229,11 +232,11 @@ impl EvidenceReads for super::PgStore {
         seqs: &[u64],
     ) -> StoreResult<Vec<Checkpoint>> {
         self.query(
-            "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+            &format!("SELECT {CHECKPOINT_COLUMNS} FROM receipt_checkpoints
              WHERE tenant_id = $1 AND seq IN (
                SELECT (SELECT MIN(c.seq) FROM receipt_checkpoints c WHERE c.tenant_id = $1 AND c.seq >= s)
                FROM unnest($2::BIGINT[]) AS s)
-             ORDER BY seq",
+             ORDER BY seq"),
             &[&tenant.as_str(), &seq_array(seqs)],
         )
         .await?

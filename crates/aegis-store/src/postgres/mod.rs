@@ -28,6 +28,7 @@ pub use session::SessionBounds;
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::operations;
 use crate::records;
+use crate::schema::CHECKPOINT_COLUMNS;
 use crate::secrets;
 use crate::*;
 use aegis_core::model::{AgentStatus, RiskTier, Verdict};
@@ -65,6 +66,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0016_receipt_from_decision.sql"),
     include_str!("../../migrations/postgres/0017_decision_event_from_decision.sql"),
     include_str!("../../migrations/postgres/0018_evidence_by_event.sql"),
+    include_str!("../../migrations/postgres/0019_checkpoint_batches.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -1418,8 +1420,10 @@ impl ReceiptStore for PgStore {
 
     async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {
         self.query_map(
-            "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
-             WHERE tenant_id = $1 ORDER BY seq",
+            &format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM receipt_checkpoints
+             WHERE tenant_id = $1 ORDER BY seq"
+            ),
             &[&tenant.as_str()],
             crate::rows::checkpoint,
         )

@@ -29,11 +29,10 @@
 use super::chain::seal;
 use super::decision_rows::PendingDecisions;
 use super::prepared;
-use crate::chain::{ChainGuard, signing_key};
+use crate::chain::ChainGuard;
 use crate::operations::{WriterMetrics, batch_span, submitter};
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
-use aegis_core::timestamp::format_millis;
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
@@ -245,38 +244,6 @@ async fn insert_event(
     )
     .await?;
     Ok(())
-}
-
-/// Signs and inserts a checkpoint over a head this batch appended. A checkpoint already
-/// stored at that seq was not written by a gateway: the insert fails and so does the batch.
-async fn sign_checkpoint(
-    tx: &Transaction<'_>,
-    signer: &ReceiptSigner,
-    tenant_id: &str,
-    head: &ChainPoint,
-    now_ms: i64,
-) -> StoreResult<Checkpoint> {
-    let checkpoint = signer
-        .checkpoint(tenant_id, head.seq, &head.hash, format_millis(now_ms))
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    tx.execute(
-        &prepared(
-            tx,
-            "INSERT INTO receipt_checkpoints (tenant_id, seq, head_hash, key_id, signed_at, signature)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .await?,
-        &[
-            &tenant_id,
-            &(head.seq as i64),
-            &checkpoint.body.head_hash,
-            &checkpoint.body.key_id,
-            &checkpoint.body.signed_at,
-            &checkpoint.signature,
-        ],
-    )
-    .await?;
-    Ok(checkpoint)
 }
 
 /// Handle for sending jobs to the writer task.
@@ -509,13 +476,27 @@ async fn commit_batch(
             outcomes.push(outcome);
         }
         state.decisions.flush(&tx).await?;
-        let at = now_ms();
-        let mut signed = Vec::with_capacity(state.extended.len());
-        for tenant_id in &state.extended {
-            let head = &state.heads[tenant_id];
-            let signer = signing_key(&state.signer)?;
-            signed.push(sign_checkpoint(&tx, signer, tenant_id, head, at).await?);
-        }
+        let moved = state
+            .extended
+            .iter()
+            .map(|tenant_id| {
+                let head = state.heads.get(tenant_id).ok_or_else(|| {
+                    StoreError::Unavailable(format!("no head for the extended chain of {tenant_id}"))
+                })?;
+                Ok((tenant_id.clone(), head.clone()))
+            })
+            .collect::<StoreResult<Vec<(String, ChainPoint)>>>()?;
+        let signer = state.signer.clone();
+        let signed = crate::chain::sign_heads(
+            &mut super::tx::PgTx {
+                tx: &tx,
+                state: &mut state,
+            },
+            &signer,
+            moved.iter().map(|(tenant_id, head)| (tenant_id.as_str(), head)),
+            now_ms(),
+        )
+        .await?;
         let new_head = state.next_seq - 1;
         if new_head > head {
             tx.execute(

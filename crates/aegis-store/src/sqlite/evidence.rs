@@ -4,6 +4,7 @@
 use super::numbered_placeholders;
 use super::rows::read_rows;
 use crate::records;
+use crate::schema::CHECKPOINT_COLUMNS;
 use crate::schema::*;
 use crate::*;
 use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
@@ -54,8 +55,10 @@ pub(super) fn checkpoints_from(
 ) -> StoreResult<Vec<Checkpoint>> {
     read_rows(
         conn,
-        "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
-             WHERE tenant_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+        &format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM receipt_checkpoints
+             WHERE tenant_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"
+        ),
         params![tenant.as_str(), from_seq as i64, limit],
         crate::rows::checkpoint,
     )
@@ -251,12 +254,14 @@ impl EvidenceReads for super::SqliteStore {
         self.read(move |conn| {
             read_rows(
                 conn,
-                "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
+                &format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM receipt_checkpoints
                 WHERE tenant_id = ?1 AND seq IN (
                   SELECT (SELECT MIN(c.seq) FROM receipt_checkpoints c
                           WHERE c.tenant_id = ?1 AND c.seq >= s.value)
                   FROM json_each(?2) s)
-                ORDER BY seq",
+                ORDER BY seq"
+                ),
                 params![tenant.as_str(), seqs],
                 crate::rows::checkpoint,
             )

@@ -16,6 +16,7 @@ mod writer;
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::operations;
 use crate::records;
+use crate::schema::CHECKPOINT_COLUMNS;
 use crate::schema::*;
 use crate::secrets;
 use crate::*;
@@ -56,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0019_receipt_from_decision.sql"),
     include_str!("../../migrations/sqlite/0020_decision_event_from_decision.sql"),
     include_str!("../../migrations/sqlite/0021_evidence_by_event.sql"),
+    include_str!("../../migrations/sqlite/0022_checkpoint_batches.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -1323,8 +1325,10 @@ impl ReceiptStore for SqliteStore {
         self.read(move |conn| {
             read_rows(
                 conn,
-                "SELECT tenant_id, seq, head_hash, key_id, signed_at, signature FROM receipt_checkpoints
-                WHERE tenant_id = ?1 ORDER BY seq",
+                &format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM receipt_checkpoints
+                WHERE tenant_id = ?1 ORDER BY seq"
+                ),
                 [tenant.as_str()],
                 crate::rows::checkpoint,
             )

@@ -10,11 +10,11 @@
 //! job of the batch, and no caller ever hears "done" for a write that is not on disk.
 
 use super::chain::seal;
-use crate::chain::{ChainGuard, signing_key};
+use super::tx::SqliteTx;
+use crate::chain::ChainGuard;
 use crate::operations::{WriterMetrics, batch_span, submitter};
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
-use aegis_core::timestamp::format_millis;
 use rusqlite::{Connection, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -153,43 +153,16 @@ impl WriterState {
         self.committed.remove(tenant_id);
     }
 
-    /// Signs a checkpoint over every chain head the batch moved.
+    /// Signs a checkpoint over every chain head the batch moved ([`crate::chain::sign_heads`]).
     fn checkpoint_pending(&self, conn: &Connection, now_ms: i64) -> StoreResult<Vec<Checkpoint>> {
-        self.pending
+        let heads = self
+            .pending
             .iter()
-            .map(|(tenant_id, head)| {
-                sign_checkpoint(conn, signing_key(&self.signer)?, tenant_id, head, now_ms)
-            })
-            .collect()
+            .map(|(tenant_id, head)| (tenant_id.as_str(), head));
+        SqliteTx::run(conn, |mut tx| async move {
+            crate::chain::sign_heads(&mut tx, &self.signer, heads, now_ms).await
+        })
     }
-}
-
-/// Signs and inserts a checkpoint over a head this batch appended. A checkpoint already
-/// stored at that seq was not written by this gateway: the insert fails and so does the
-/// batch.
-fn sign_checkpoint(
-    conn: &Connection,
-    signer: &ReceiptSigner,
-    tenant_id: &str,
-    head: &ChainPoint,
-    now_ms: i64,
-) -> StoreResult<Checkpoint> {
-    let checkpoint = signer
-        .checkpoint(tenant_id, head.seq, &head.hash, format_millis(now_ms))
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    conn.prepare_cached(
-        "INSERT INTO receipt_checkpoints (tenant_id, seq, head_hash, key_id, signed_at, signature)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        tenant_id,
-        head.seq as i64,
-        checkpoint.body.head_hash,
-        checkpoint.body.key_id,
-        checkpoint.body.signed_at,
-        checkpoint.signature,
-    ])?;
-    Ok(checkpoint)
 }
 
 /// Handle for sending jobs to the writer thread.

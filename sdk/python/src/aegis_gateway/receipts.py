@@ -43,6 +43,15 @@ _CHECKPOINT_FIELDS: dict[str, type] = {
     "key_id": str,
     "signed_at": str,
 }
+# What one signature covers when a commit batch signs the checkpoints of every chain it
+# extended at once: the Merkle root (RFC 9162, SHA-256) of the checkpoint bodies, and how many.
+_BATCH_FIELDS: dict[str, type] = {
+    "v": int,
+    "checkpoints_root": str,
+    "checkpoints": int,
+    "key_id": str,
+    "signed_at": str,
+}
 # The signed statement that a chain's receipts through a seq were archived and pruned: where
 # a segment (or the export of a pruned chain) starts instead of seq 1.
 _CUT_FIELDS: dict[str, type] = {
@@ -297,6 +306,8 @@ def _verify(lines: Iterable[str], pinned: dict[str, Ed25519PublicKey]) -> Verifi
             signature = raw_checkpoint.get("signature")
             if not isinstance(signature, str):
                 raise ValueError("checkpoint: field 'signature' is missing or not str")
+            if "batch" in raw_checkpoint:
+                checkpoint["batch"] = _batch(raw_checkpoint["batch"])
             if not isinstance(data.get("public_key"), str):
                 raise ValueError("field 'public_key' is missing or not str")
         except ValueError as error:
@@ -361,8 +372,70 @@ def _start(
     return cut["pruned_through_seq"], cut["pruned_through_hash"]
 
 
+def _batch(batch: Any) -> dict[str, Any]:
+    """A checkpoint's place in the batch its signature covers: leaf `index` of `size`, and the
+    sibling hashes (hex) from that leaf to the root."""
+    if not isinstance(batch, dict) or set(batch) != {"index", "size", "path"}:
+        raise ValueError("checkpoint: field 'batch' is not {index, size, path}")
+    index, size, path = batch["index"], batch["size"], batch["path"]
+    counts = (index, size)
+    if not (
+        all(isinstance(n, int) and not isinstance(n, bool) for n in counts)
+        and all(0 <= n < 2**64 for n in counts)
+        and isinstance(path, list)
+        and all(isinstance(node, str) for node in path)
+    ):
+        raise ValueError("checkpoint: field 'batch' is not {index: u64, size: u64, path: [str]}")
+    return batch
+
+
+def _merkle_root(leaf: bytes, index: int, size: int, path: list[bytes]) -> bytes | None:
+    """The root `path` proves for `leaf` at `index` of a tree of `size` leaves, or None
+    (RFC 9162, 2.1.3.2: inner nodes hash as SHA-256(0x01 || left || right))."""
+    if index >= size:
+        return None
+    position, last, node = index, size - 1, leaf
+    for sibling in path:
+        if last == 0:
+            return None
+        if position % 2 == 1 or position == last:
+            node = hashlib.sha256(b"\x01" + sibling + node).digest()
+            while position % 2 == 0 and position != 0:
+                position >>= 1
+                last >>= 1
+        else:
+            node = hashlib.sha256(b"\x01" + node + sibling).digest()
+        position >>= 1
+        last >>= 1
+    return node if last == 0 else None
+
+
 def _signed(checkpoint: dict[str, Any], keys: Mapping[str, Ed25519PublicKey]) -> bool:
-    return _signed_body(checkpoint, _CHECKPOINT_FIELDS, keys)
+    """Whether a checkpoint is validly signed: over its own body, or (signed in a batch) over
+    the batch's Merkle root, which its path must lead its body to."""
+    batch = checkpoint.get("batch")
+    if batch is None:
+        return _signed_body(checkpoint, _CHECKPOINT_FIELDS, keys)
+    try:
+        path = [bytes.fromhex(node) for node in batch["path"]]
+    except ValueError:
+        return False
+    if any(len(node) != 32 for node in path):
+        return False
+    body = {name: checkpoint[name] for name in _CHECKPOINT_FIELDS}
+    leaf = hashlib.sha256(b"\x00" + canonical_json(body, name="checkpoint")).digest()
+    root = _merkle_root(leaf, batch["index"], batch["size"], path)
+    if root is None:
+        return False
+    statement = {
+        "v": checkpoint["v"],
+        "checkpoints_root": root.hex(),
+        "checkpoints": batch["size"],
+        "key_id": checkpoint["key_id"],
+        "signed_at": checkpoint["signed_at"],
+        "signature": checkpoint["signature"],
+    }
+    return _signed_body(statement, _BATCH_FIELDS, keys)
 
 
 def _signed_body(
