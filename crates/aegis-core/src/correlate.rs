@@ -422,8 +422,8 @@ impl AgentCorrelator {
     }
 
     /// The state to persist next to the consumer's cursor.
-    pub fn snapshot(&self) -> CorrelatorState {
-        self.state.clone()
+    pub fn snapshot(&self) -> &CorrelatorState {
+        &self.state
     }
 
     /// The thresholds in force.
@@ -1085,7 +1085,7 @@ mod tests {
     fn raising_the_threshold_mid_storm_keeps_one_incident_holding_every_deny() {
         let mut c = AgentCorrelator::new(burst(5, 2_000));
         let mut findings = feed(&mut c, (1..=6).map(|i| deny(i, T0 + i * 300)));
-        let mut c = AgentCorrelator::restore(burst(8, 2_000), c.snapshot());
+        let mut c = AgentCorrelator::restore(burst(8, 2_000), c.snapshot().clone());
         findings.extend(feed(&mut c, (7..=12).map(|i| deny(i, T0 + i * 300))));
         let mut expected = vec![opened(RuleKind::DenyStorm, &[1, 2, 3, 4, 5])];
         expected.extend((6..=12).map(|i| joined(RuleKind::DenyStorm, 5, i)));
@@ -1097,7 +1097,7 @@ mod tests {
         // Raised before the storm opened: the 8th deny in the window opens, with all 8.
         let mut c = AgentCorrelator::new(burst(5, 60_000));
         feed(&mut c, (1..=4).map(|i| deny(i, T0 + i * SEC)));
-        let mut c = AgentCorrelator::restore(burst(8, 60_000), c.snapshot());
+        let mut c = AgentCorrelator::restore(burst(8, 60_000), c.snapshot().clone());
         let findings = feed(&mut c, (5..=8).map(|i| deny(i, T0 + i * SEC)));
         assert_eq!(
             findings,
@@ -1221,10 +1221,10 @@ mod tests {
         let mut c = correlator();
         let events: Vec<_> = (1..=8).map(|i| deny(i, T0 + i * SEC)).collect();
         assert_eq!(feed(&mut c, events.clone()).len(), 4);
-        let before = c.snapshot();
+        let before = c.snapshot().clone();
         assert!(feed(&mut c, events.clone()).is_empty());
         assert!(feed(&mut c, events[3..].iter().copied()).is_empty());
-        assert_eq!(c.snapshot(), before);
+        assert_eq!(c.snapshot(), &before);
         assert_eq!(c.last_seq(), Some(8));
         // A new seq is observed again.
         assert_eq!(
@@ -1593,7 +1593,7 @@ mod tests {
             "github",
             "merge_pull_request",
         ));
-        let json = serde_json::to_string(&c.snapshot()).unwrap();
+        let json = serde_json::to_string(c.snapshot()).unwrap();
         let state: CorrelatorState = serde_json::from_str(&json).unwrap();
         let mut restored = AgentCorrelator::restore(CorrelationConfig::default(), state);
         assert_eq!(restored, c);
@@ -1614,7 +1614,7 @@ mod tests {
             },
             ..CorrelationConfig::default()
         };
-        let mut c = AgentCorrelator::restore(lower, c.snapshot());
+        let mut c = AgentCorrelator::restore(lower, c.snapshot().clone());
         // No incident was open: the next deny opens one with every deny of the window.
         assert_eq!(
             c.observe(deny(5, T0 + 5 * SEC)),
@@ -1739,7 +1739,7 @@ mod tests {
                         deny_storm: *deny_storm,
                         ..*c.config()
                     };
-                    *c = AgentCorrelator::restore(config, c.snapshot());
+                    *c = AgentCorrelator::restore(config, c.snapshot().clone());
                     vec![]
                 }
                 Op::CloseOpen => {
@@ -2072,11 +2072,11 @@ mod tests {
             let events = events(&steps, &[]);
             let mut c = AgentCorrelator::new(config);
             feed(&mut c, events.iter().copied());
-            let before = c.snapshot();
+            let before = c.snapshot().clone();
             let cut = if events.is_empty() { 0 } else { cut.index(events.len() + 1) };
             prop_assert!(feed(&mut c, events[..cut].iter().copied()).is_empty());
             prop_assert!(feed(&mut c, events.iter().copied()).is_empty());
-            prop_assert_eq!(c.snapshot(), before);
+            prop_assert_eq!(c.snapshot(), &before);
         }
 
         #[test]
@@ -2155,7 +2155,8 @@ mod tests {
     fn an_open_alert_survives_a_restart_and_keeps_the_agent_from_idling() {
         let mut c = correlator();
         c.count_alert(UNTRUSTED, Severity::Medium, 1, T0);
-        let mut restored = AgentCorrelator::restore(CorrelationConfig::default(), c.snapshot());
+        let mut restored =
+            AgentCorrelator::restore(CorrelationConfig::default(), c.snapshot().clone());
         assert_eq!(
             restored.count_alert(UNTRUSTED, Severity::Medium, 2, T0 + SEC),
             AlertCount::Repeat { opened_by: 1 }

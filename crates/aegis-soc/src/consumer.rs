@@ -70,7 +70,7 @@ impl Consumer {
     async fn load_saved_windows(&mut self) -> StoreResult<()> {
         self.correlators.clear();
         for saved in self.store.correlator_states().await? {
-            let Ok(state) = serde_json::from_value::<CorrelatorState>(saved.state) else {
+            let Ok(state) = serde_json::from_str::<CorrelatorState>(&saved.state) else {
                 tracing::warn!(tenant_id = %saved.tenant_id, agent_id = %saved.agent_id, "unreadable correlator state; starting it empty");
                 continue;
             };
@@ -110,7 +110,7 @@ impl Consumer {
         batch.correlator_states = touched
             .into_iter()
             .filter_map(|key: AgentKey| {
-                let state = serde_json::to_value(self.correlators.get(&key)?.snapshot()).ok()?;
+                let state = serde_json::to_string(self.correlators.get(&key)?.snapshot()).ok()?;
                 Some(CorrelatorStateRecord {
                     tenant_id: key.0,
                     agent_id: key.1,
@@ -150,7 +150,7 @@ impl Consumer {
             let config = self.tenant(tenant_id).await?.correlation;
             for ((tenant, _), correlator) in self.correlators.iter_mut() {
                 if tenant == tenant_id {
-                    *correlator = AgentCorrelator::restore(config, correlator.snapshot());
+                    *correlator = AgentCorrelator::restore(config, correlator.snapshot().clone());
                 }
             }
             return Ok(());

@@ -239,6 +239,15 @@ pub(crate) fn chain_seal(row: &dyn StoredRow) -> StoreResult<ChainSeal> {
     })
 }
 
+/// A row of [`crate::schema::CORRELATOR_STATE_SQL`].
+pub(crate) fn correlator_state(row: &dyn StoredRow) -> StoreResult<CorrelatorStateRecord> {
+    Ok(CorrelatorStateRecord {
+        tenant_id: TenantId::new(row.required_text(0)?),
+        agent_id: row.required_text(1)?,
+        state: row.required_text(2)?,
+    })
+}
+
 /// A row of `SELECT {WEBHOOK_COLUMNS}`. An event filter that no longer parses reads as no
 /// filter, as it always has.
 pub(crate) fn webhook(row: &dyn StoredRow) -> StoreResult<Webhook> {

@@ -21,6 +21,10 @@ pub(crate) const KEY_COLUMNS: &str = "id, tenant_id, name, role, created_at, rev
 pub(crate) const DECISION_COLUMNS: &str = "id, tenant_id, event_seq, agent_id, request_id, tool, action, resource, \
      mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash, \
      run_id, trace_id, parent_run_id, receipt_id, created_at";
+/// Every agent's saved correlation windows (`crate::rows::correlator_state`).
+pub(crate) const CORRELATOR_STATE_SQL: &str =
+    "SELECT tenant_id, agent_id, state FROM correlator_state";
+
 /// A checkpoint row (`crate::rows::checkpoint`). The three `batch_` columns are NULL on a
 /// checkpoint signed alone, before commit batches were signed as one.
 pub(crate) const CHECKPOINT_COLUMNS: &str =

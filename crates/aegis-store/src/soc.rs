@@ -68,7 +68,7 @@ pub(crate) async fn apply_batch(
             &[
                 SqlValue::text(saved.tenant_id.as_str()),
                 SqlValue::text(&saved.agent_id),
-                SqlValue::text(&saved.state.to_string()),
+                SqlValue::text(&saved.state),
             ],
         )
         .await?;

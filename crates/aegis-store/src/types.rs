@@ -528,12 +528,13 @@ pub struct SocBatch {
     pub correlator_states: Vec<CorrelatorStateRecord>,
 }
 
-/// The saved correlation windows of one agent (opaque JSON owned by the SOC).
+/// The saved correlation windows of one agent: JSON text the SOC writes and reads, opaque to
+/// the store (so the SOC serialises it straight to text, without building a JSON tree first).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CorrelatorStateRecord {
     pub tenant_id: TenantId,
     pub agent_id: String,
-    pub state: serde_json::Value,
+    pub state: String,
 }
 
 /// What applying a [`SocBatch`] changed.

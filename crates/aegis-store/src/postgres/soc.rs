@@ -4,7 +4,7 @@
 use super::prepared;
 use super::rows::*;
 use crate::records;
-use crate::schema::EVIDENCE_ITEM_COLUMNS;
+use crate::schema::{CORRELATOR_STATE_SQL, EVIDENCE_ITEM_COLUMNS};
 use crate::*;
 use deadpool_postgres::{GenericClient, Transaction};
 
@@ -196,24 +196,9 @@ pub(super) async fn correlator_states<C: GenericClient>(
     client: &C,
 ) -> StoreResult<Vec<CorrelatorStateRecord>> {
     client
-        .query(
-            &prepared(
-                client,
-                "SELECT tenant_id, agent_id, state FROM correlator_state",
-            )
-            .await?,
-            &[],
-        )
+        .query(&prepared(client, CORRELATOR_STATE_SQL).await?, &[])
         .await?
         .iter()
-        .map(|row| {
-            let state: String = get(row, 2)?;
-            Ok(CorrelatorStateRecord {
-                tenant_id: TenantId::new(get::<String>(row, 0)?),
-                agent_id: get(row, 1)?,
-                state: serde_json::from_str(&state)
-                    .map_err(|e| StoreError::Corrupt(format!("correlator state: {e}")))?,
-            })
-        })
+        .map(|row| crate::rows::correlator_state(row))
         .collect()
 }

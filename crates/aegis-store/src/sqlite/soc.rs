@@ -152,22 +152,10 @@ pub(super) fn load_incident(
 }
 
 pub(super) fn correlator_states(conn: &Connection) -> StoreResult<Vec<CorrelatorStateRecord>> {
-    conn.prepare_cached("SELECT tenant_id, agent_id, state FROM correlator_state")?
-        .query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-            ))
-        })?
-        .map(|row| {
-            let (tenant_id, agent_id, state) = row?;
-            Ok(CorrelatorStateRecord {
-                tenant_id: TenantId::new(tenant_id),
-                agent_id,
-                state: serde_json::from_str(&state)
-                    .map_err(|e| StoreError::Corrupt(format!("correlator state: {e}")))?,
-            })
-        })
-        .collect()
+    super::rows::read_rows(
+        conn,
+        CORRELATOR_STATE_SQL,
+        [],
+        crate::rows::correlator_state,
+    )
 }
