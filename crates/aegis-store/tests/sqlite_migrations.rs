@@ -15,7 +15,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use support::*;
 
 /// The evidence table as schema 20 had it (migrations 0002 and 0005), filled from the
-/// current one, and the schema version set back to 20.
+/// current one, and the schema version set back to 20; run after [`BACK_TO_SCHEMA_21`].
 const BACK_TO_SCHEMA_20: &str = "
     CREATE TABLE evidence_at_schema_20 (
         incident_id  TEXT NOT NULL REFERENCES incidents (id),
@@ -29,9 +29,6 @@ const BACK_TO_SCHEMA_20: &str = "
     DROP TABLE incident_evidence;
     ALTER TABLE evidence_at_schema_20 RENAME TO incident_evidence;
     CREATE INDEX incident_evidence_decision ON incident_evidence (decision_id);
-    ALTER TABLE receipt_checkpoints DROP COLUMN batch_index;
-    ALTER TABLE receipt_checkpoints DROP COLUMN batch_size;
-    ALTER TABLE receipt_checkpoints DROP COLUMN batch_path;
     DELETE FROM schema_migrations WHERE version > 20;
 ";
 
@@ -105,6 +102,7 @@ async fn incident_evidence_reads_the_same_after_migration_0021() {
     drop(store);
 
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(BACK_TO_SCHEMA_21).unwrap();
     conn.execute_batch(BACK_TO_SCHEMA_20).unwrap();
     drop(conn);
 
