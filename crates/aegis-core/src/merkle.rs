@@ -48,14 +48,11 @@ impl MerkleTree {
         }
         let mut levels = vec![leaves];
         while let Some(level) = levels.last().filter(|level| level.len() > 1) {
-            let parents = level
-                .chunks(2)
-                .map(|pair| match pair {
-                    [left, right] => node_hash(left, right),
-                    [alone] => *alone,
-                    _ => unreachable!("chunks(2) yields one or two"),
-                })
-                .collect();
+            let pairs = level.chunks_exact(2);
+            // A last node without a partner is carried up unchanged.
+            let carried = pairs.remainder().to_vec();
+            let mut parents: Vec<Hash> = pairs.map(|pair| node_hash(&pair[0], &pair[1])).collect();
+            parents.extend(carried);
             levels.push(parents);
         }
         Some(MerkleTree { levels })

@@ -193,9 +193,9 @@ pub struct CheckpointBody {
     pub signed_at: String,
 }
 
-/// A checkpoint with its Ed25519 signature (hex). The signature is over the
-/// [`CheckpointBatchBody`] of the batch the checkpoint was signed in, whose Merkle root
-/// `batch` proves the checkpoint part of; a checkpoint without `batch` (written before
+/// A checkpoint with its Ed25519 signature (hex). The signature is over the statement of
+/// the batch the checkpoint was signed in (`CheckpointBatchBody`), whose Merkle root `batch`
+/// proves the checkpoint part of; a checkpoint without `batch` (written before
 /// batches were signed as one) is signed over `JCS(body)` itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -221,13 +221,31 @@ pub struct CheckpointBatch {
 /// What a batch signature signs: "the `checkpoints` checkpoints signed at `signed_at` with
 /// key `key_id` have the Merkle root `checkpoints_root`". Its field names differ from a
 /// checkpoint's and a chain cut's, so no signature can pass for another kind's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CheckpointBatchBody<'a> {
-    pub v: u32,
-    pub checkpoints_root: String,
-    pub checkpoints: u64,
-    pub key_id: &'a str,
-    pub signed_at: &'a str,
+#[derive(Serialize)]
+struct CheckpointBatchBody<'a> {
+    v: u32,
+    checkpoints_root: String,
+    checkpoints: u64,
+    key_id: &'a str,
+    signed_at: &'a str,
+}
+
+impl CheckpointBatchBody<'_> {
+    /// The text a batch signature signs: the statement over the batch's `root`, for the
+    /// `size` checkpoints of `body`'s version, key and time.
+    fn signed_text(
+        body: &CheckpointBody,
+        root: merkle::Hash,
+        size: u64,
+    ) -> Result<String, CanonicalError> {
+        canonical_json(&CheckpointBatchBody {
+            v: body.v,
+            checkpoints_root: hex::encode(root),
+            checkpoints: size,
+            key_id: &body.key_id,
+            signed_at: &body.signed_at,
+        })
+    }
 }
 
 impl Checkpoint {
@@ -253,14 +271,7 @@ impl Checkpoint {
             .collect::<Option<Vec<merkle::Hash>>>()?;
         let leaf = merkle::leaf_hash(body.as_bytes());
         let root = merkle::root_from_inclusion_path(leaf, batch.index, batch.size, &path)?;
-        canonical_json(&CheckpointBatchBody {
-            v: self.body.v,
-            checkpoints_root: hex::encode(root),
-            checkpoints: batch.size,
-            key_id: &self.body.key_id,
-            signed_at: &self.body.signed_at,
-        })
-        .ok()
+        CheckpointBatchBody::signed_text(&self.body, root, batch.size).ok()
     }
 }
 
@@ -313,17 +324,12 @@ impl ReceiptSigner {
             .iter()
             .map(|body| Ok(merkle::leaf_hash(canonical_json(body)?.as_bytes())))
             .collect::<Result<Vec<_>, CanonicalError>>()?;
-        let Some(tree) = MerkleTree::new(leaves) else {
+        let Some((tree, first)) = MerkleTree::new(leaves).zip(bodies.first()) else {
             return Ok(Vec::new());
         };
         let size = tree.size() as u64;
-        let statement = canonical_json(&CheckpointBatchBody {
-            v: RECEIPT_SCHEMA_VERSION,
-            checkpoints_root: hex::encode(tree.root()),
-            checkpoints: size,
-            key_id: &self.key_id,
-            signed_at,
-        })?;
+        // Every body has the version, key and time the statement names.
+        let statement = CheckpointBatchBody::signed_text(first, tree.root(), size)?;
         let signature = hex::encode(self.key.sign(statement.as_bytes()).to_bytes());
         Ok(bodies
             .into_iter()
@@ -1283,6 +1289,12 @@ mod tests {
             assert_eq!(checkpoint.head(), *head);
             assert_eq!(checkpoint.signature, batch[0].signature, "one signature");
             assert!(verify_checkpoint(checkpoint, &keys));
+            // What a tenant is shown of its checkpoint names no other chain of the batch.
+            let shown = serde_json::to_string(checkpoint).unwrap();
+            for (other, other_head) in heads.iter().filter(|(t, _)| t != tenant) {
+                assert!(!shown.contains(other.as_str()), "{shown}");
+                assert!(!shown.contains(&other_head.hash), "{shown}");
+            }
         }
         // Each of these changes what the path proves, so the batch signature no longer
         // covers it; the key ring that saw the signature verify does not take them.

@@ -53,14 +53,12 @@ pub(crate) async fn sign_heads<'h>(
         .checkpoints(heads, &format_millis(now_ms))
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     for checkpoint in &checkpoints {
-        let (Some(batch), Some(path)) = (
-            &checkpoint.batch,
-            crate::rows::stored_batch_path(checkpoint)?,
-        ) else {
+        let Some(batch) = &checkpoint.batch else {
             return Err(StoreError::Corrupt(
-                "a batch checkpoint was signed without its path".into(),
+                "a batch checkpoint was signed without its place in the batch".into(),
             ));
         };
+        let path = crate::rows::stored_batch_path(batch)?;
         tx.execute(
             "INSERT INTO receipt_checkpoints (tenant_id, seq, head_hash, key_id, signed_at, signature,
                                               batch_index, batch_size, batch_path)

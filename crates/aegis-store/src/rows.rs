@@ -205,17 +205,13 @@ fn corrupt_batch() -> StoreError {
     StoreError::Corrupt("a checkpoint's batch columns are not an index, a size and a path".into())
 }
 
-/// A checkpoint's place in its batch as stored: the path's hashes, 32 bytes each, one after
-/// the other; `None` for a checkpoint signed alone.
-pub(crate) fn stored_batch_path(checkpoint: &Checkpoint) -> StoreResult<Option<Vec<u8>>> {
-    let Some(batch) = &checkpoint.batch else {
-        return Ok(None);
-    };
+/// A batch path as stored: its hashes, 32 bytes each, one after the other.
+pub(crate) fn stored_batch_path(batch: &CheckpointBatch) -> StoreResult<Vec<u8>> {
     let mut path = Vec::with_capacity(batch.path.len() * 32);
     for node in &batch.path {
         path.extend(hex::decode(node).map_err(|_| corrupt_batch())?);
     }
-    Ok(Some(path))
+    Ok(path)
 }
 
 /// A row of [`crate::schema::SEAL_SQL`].
@@ -447,8 +443,8 @@ mod tests {
         assert_eq!((batch.index, batch.size), (2, 3));
         assert_eq!(batch.path, vec!["01".repeat(32), "02".repeat(32)]);
         assert_eq!(
-            stored_batch_path(&batched).unwrap(),
-            Some(hex::decode(path).unwrap())
+            stored_batch_path(&batch).unwrap(),
+            hex::decode(path).unwrap()
         );
         for broken in ["2, NULL, X''", "2, 3, NULL", "2, 3, X'0102'", "-1, 3, X''"] {
             let read = read_one(

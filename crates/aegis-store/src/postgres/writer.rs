@@ -476,16 +476,14 @@ async fn commit_batch(
             outcomes.push(outcome);
         }
         state.decisions.flush(&tx).await?;
-        let moved = state
-            .extended
-            .iter()
-            .map(|tenant_id| {
-                let head = state.heads.get(tenant_id).ok_or_else(|| {
-                    StoreError::Unavailable(format!("no head for the extended chain of {tenant_id}"))
-                })?;
-                Ok((tenant_id.clone(), head.clone()))
+        // `extend_chain` records the new head of every chain it adds to `extended`.
+        let moved: Vec<(String, ChainPoint)> = std::mem::take(&mut state.extended)
+            .into_iter()
+            .filter_map(|tenant_id| {
+                let head = state.heads.get(&tenant_id)?.clone();
+                Some((tenant_id, head))
             })
-            .collect::<StoreResult<Vec<(String, ChainPoint)>>>()?;
+            .collect();
         let signer = state.signer.clone();
         let signed = crate::chain::sign_heads(
             &mut super::tx::PgTx {
