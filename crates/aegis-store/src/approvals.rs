@@ -9,13 +9,14 @@
 //! ([`crate::AdminStore::expire_approvals`]) later stores the status and appends the
 //! `approval.expired` event, in bounded batches.
 
-use crate::tx::{EventDraft, SqlValue, WriteTx};
+use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
 use crate::{NewDecision, Page, StoreError, StoreResult, TenantId, event_kind};
 use aegis_core::approval::{ApprovalFacts, ApprovalStatus, UseRefused};
 use aegis_core::model::{ActionRisk, Verdict};
 use aegis_core::receipt::ReceiptApproval;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::sync::LazyLock;
 
 /// What a decision asks of approvals: set by the server only when the policy answered
 /// `require_approval` or the call named an approval, so other calls cost nothing here.
@@ -406,6 +407,59 @@ pub(crate) fn apply_vote(
     Ok((approval, kind, payload))
 }
 
+/// The tenant's approval as of `now_ms`; `None` if it has none by that id.
+pub(crate) async fn load(
+    rows: &mut impl ReadRows,
+    tenant_id: &str,
+    approval_id: &str,
+    now_ms: i64,
+) -> StoreResult<Option<ApprovalRecord>> {
+    static BY_ID: LazyLock<String> = LazyLock::new(|| {
+        format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND id = $2")
+    });
+    rows.query_opt(
+        &BY_ID,
+        &[SqlValue::text(tenant_id), SqlValue::text(approval_id)],
+        |row| StoredApproval::read(row)?.into_record(now_ms),
+    )
+    .await
+}
+
+/// The tenant's approvals that pass `filter`, newest request first, as of `now_ms`.
+pub(crate) async fn list(
+    rows: &mut impl ReadRows,
+    tenant_id: &str,
+    filter: &ApprovalFilter,
+    now_ms: i64,
+) -> StoreResult<Vec<ApprovalRecord>> {
+    // Pending, approved and expired are computed from the time, so their filters bind the
+    // read's time too.
+    let status = filter.status.map_or_else(
+        || "TRUE".to_owned(),
+        |status| status_condition(status, "$6"),
+    );
+    let mut values = vec![
+        SqlValue::text(tenant_id),
+        SqlValue::int(filter.page.before.unwrap_or(i64::MAX)),
+        SqlValue::Text(filter.agent_id.as_deref()),
+        SqlValue::Int(filter.since_ms),
+        SqlValue::int(i64::from(filter.page.limit)),
+    ];
+    if filter.status.is_some_and(status_reads_time) {
+        values.push(SqlValue::int(now_ms));
+    }
+    let sql = format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals
+         WHERE tenant_id = $1 AND requested_seq < $2 AND (CAST($3 AS TEXT) IS NULL OR agent_id = $3)
+           AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4) AND {status}
+         ORDER BY requested_seq DESC LIMIT $5"
+    );
+    rows.query_rows(&sql, &values, |row| {
+        StoredApproval::read(row)?.into_record(now_ms)
+    })
+    .await
+}
+
 /// Applies an operator's vote in the writer's transaction, with the event that records it;
 /// the approval after it.
 pub(crate) async fn decide(
@@ -414,8 +468,7 @@ pub(crate) async fn decide(
     approval_id: &str,
     decision: ApprovalDecision,
 ) -> StoreResult<ApprovalRecord> {
-    let approval = tx
-        .load_approval(tenant_id, approval_id, decision.vote.at_ms)
+    let approval = load(tx, tenant_id, approval_id, decision.vote.at_ms)
         .await?
         .ok_or(StoreError::NotFound("approval"))?;
     let (approval, kind, payload) = apply_vote(approval, decision)?;

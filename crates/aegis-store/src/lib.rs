@@ -11,9 +11,11 @@
 //! [`postgres::PgStore`] keeps the same guarantees for several gateway replicas sharing one
 //! PostgreSQL database (see that module for how).
 
+mod admin;
 mod agents;
 pub mod approvals;
 pub mod archive;
+mod backend;
 mod catalog;
 pub mod chain;
 mod console_sessions;

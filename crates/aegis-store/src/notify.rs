@@ -1,14 +1,160 @@
-//! What the notifier writes, once for both stores ([`crate::tx::WriteTx`]): a webhook
-//! subscription created or deleted, a delivery queued for a sink, and a notify consumer's
-//! batch of deliveries and coalescing state with its cursor. A backend runs these in its writer transaction (`sqlite::notify`,
-//! `postgres::notify` keep the reads and the delivery queue's claims).
+//! The notification role ([`NotificationStore`]) once for both stores: what the notifier
+//! writes (over [`WriteTx`]: a webhook subscription created or deleted, a delivery queued
+//! for a sink or finished, a notify consumer's batch of deliveries and coalescing state with
+//! its cursor) and what it reads (over [`ReadRows`]), run by any [`Backend`]. Claiming due
+//! deliveries is the driver's ([`Backend::claim_deliveries`]): only PostgreSQL's replicas
+//! must lease what they claim.
 
-use crate::tx::{EventDraft, SqlValue, WriteTx};
+use crate::backend::Backend;
+use crate::schema::{COALESCE_STATES_SQL, WEBHOOK_COLUMNS};
+use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
 use crate::{
-    NewDelivery, NewWebhook, NotifyBatch, StoreError, StoreResult, TenantId, Webhook, event_kind,
-    schema, soc,
+    CoalesceRecord, Delivery, DeliveryClaim, DeliveryOutcome, NewDelivery, NewWebhook,
+    NotificationStore, NotifyBatch, Page, StoreError, StoreResult, TenantId, Webhook, event_kind,
+    now_ms, schema, secrets, soc,
 };
+use async_trait::async_trait;
 use serde_json::json;
+use std::sync::LazyLock;
+
+#[async_trait]
+impl<B: Backend + crate::EventLog> NotificationStore for B {
+    async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
+        self.run_leader_rule(move |tx| {
+            Box::pin(async move { apply_batch(tx, &batch, now_ms()).await })
+        })
+        .await
+    }
+
+    async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>> {
+        self.run_read(|rows| {
+            Box::pin(async move {
+                rows.query_rows(COALESCE_STATES_SQL, &[], crate::rows::coalesce_record)
+                    .await
+            })
+        })
+        .await
+    }
+
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
+        Backend::claim_deliveries(self, claim).await
+    }
+
+    async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.run_rule(move |tx| Box::pin(async move { finish_delivery(tx, &id, &outcome).await }))
+            .await
+    }
+
+    async fn defer_deliveries(&self, ids: Vec<String>, next_attempt_at_ms: i64) -> StoreResult<()> {
+        self.run_rule(move |tx| {
+            Box::pin(async move {
+                let deferred = DeliveryOutcome::Deferred { next_attempt_at_ms };
+                for id in &ids {
+                    finish_delivery(tx, id, &deferred).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
+        self.run_rule(move |tx| Box::pin(async move { insert_delivery(tx, &delivery).await }))
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        sink: &str,
+        page: Page,
+    ) -> StoreResult<Vec<Delivery>> {
+        let (tenant, sink) = (tenant.clone(), sink.to_owned());
+        self.run_read(move |rows| {
+            Box::pin(async move {
+                let sql = format!(
+                    "SELECT {columns} FROM deliveries
+                     WHERE tenant_id = $1 AND sink = $2 AND {ordinal} < $3
+                     ORDER BY {ordinal} DESC LIMIT $4",
+                    columns = B::DELIVERY_COLUMNS,
+                    ordinal = B::ORDINAL,
+                );
+                let params = [
+                    SqlValue::text(tenant.as_str()),
+                    SqlValue::text(&sink),
+                    SqlValue::int(page.before.unwrap_or(i64::MAX)),
+                    SqlValue::int(i64::from(page.limit)),
+                ];
+                rows.query_rows(&sql, &params, crate::rows::delivery).await
+            })
+        })
+        .await
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
+        static OF_TENANT: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions
+                 WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC"
+            )
+        });
+        let tenant = tenant.clone();
+        self.run_read(move |rows| {
+            Box::pin(async move {
+                rows.query_rows(
+                    &OF_TENANT,
+                    &[SqlValue::text(tenant.as_str())],
+                    crate::rows::webhook,
+                )
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>> {
+        static BY_ID: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions
+                 WHERE id = $1 AND deleted_at IS NULL"
+            )
+        });
+        let id = webhook_id.to_owned();
+        self.run_read(move |rows| {
+            Box::pin(async move {
+                rows.query_opt(&BY_ID, &[SqlValue::text(&id)], crate::rows::webhook)
+                    .await
+            })
+        })
+        .await
+    }
+
+    async fn webhook_signing_secret(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+    ) -> StoreResult<Option<String>> {
+        let (owner, id) = (tenant.clone(), webhook_id.to_owned());
+        let (sealed, plain) = self
+            .run_read(move |rows| {
+                Box::pin(async move {
+                    let key = [SqlValue::text(owner.as_str()), SqlValue::text(&id)];
+                    let columns = rows
+                        .query_opt(
+                            "SELECT sealed_secret, secret FROM webhook_subscriptions
+                             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+                            &key,
+                            |row| Ok((row.text(0)?, row.text(1)?)),
+                        )
+                        .await?;
+                    Ok(columns.unwrap_or((None, None)))
+                })
+            })
+            .await?;
+        secrets::stored_secret(self.secrets(), tenant, webhook_id, sealed, plain)
+    }
+}
 
 /// Stores the tenant's subscription with the event that records it; `sealed_secret` is its
 /// signing secret as [`crate::SecretsKey::seal`] made it (never the secret itself). The
@@ -113,6 +259,57 @@ pub(crate) async fn insert_delivery(tx: &mut impl WriteTx, d: &NewDelivery) -> S
         ],
     )
     .await?;
+    Ok(())
+}
+
+/// Records how a delivery attempt went. Only a pending delivery changes: a delivered one
+/// stays delivered.
+async fn finish_delivery(
+    tx: &mut impl WriteTx,
+    id: &str,
+    outcome: &DeliveryOutcome,
+) -> StoreResult<()> {
+    match outcome {
+        DeliveryOutcome::Delivered { at_ms } => {
+            tx.execute(
+                "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1,
+                     delivered_at = $2, last_error = NULL
+                 WHERE id = $1 AND status = 'pending'",
+                &[SqlValue::text(id), SqlValue::int(*at_ms)],
+            )
+            .await?
+        }
+        DeliveryOutcome::Retry {
+            next_attempt_at_ms,
+            error,
+        } => {
+            tx.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3
+                 WHERE id = $1 AND status = 'pending'",
+                &[
+                    SqlValue::text(id),
+                    SqlValue::int(*next_attempt_at_ms),
+                    SqlValue::text(error),
+                ],
+            )
+            .await?
+        }
+        DeliveryOutcome::Failed { error } => {
+            tx.execute(
+                "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = $2
+                 WHERE id = $1 AND status = 'pending'",
+                &[SqlValue::text(id), SqlValue::text(error)],
+            )
+            .await?
+        }
+        DeliveryOutcome::Deferred { next_attempt_at_ms } => {
+            tx.execute(
+                "UPDATE deliveries SET next_attempt_at = $2 WHERE id = $1 AND status = 'pending'",
+                &[SqlValue::text(id), SqlValue::int(*next_attempt_at_ms)],
+            )
+            .await?
+        }
+    };
     Ok(())
 }
 

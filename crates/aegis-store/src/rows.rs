@@ -246,6 +246,37 @@ pub(crate) fn correlator_state(row: &dyn StoredRow) -> StoreResult<CorrelatorSta
 
 /// A row of `SELECT {WEBHOOK_COLUMNS}`. An event filter that no longer parses reads as no
 /// filter, as it always has.
+/// A row of `SELECT {EVIDENCE_ITEM_COLUMNS}`.
+pub(crate) fn evidence_item(row: &dyn StoredRow) -> StoreResult<EvidenceItem> {
+    Ok(EvidenceItem {
+        event_seq: row.required_int(0)?,
+        decision_id: row.text(1)?,
+        recorded_at_ms: row.required_int(2)?,
+    })
+}
+
+/// A row of [`crate::schema::NARRATIVE_SQL`].
+pub(crate) fn narrative(row: &dyn StoredRow) -> StoreResult<NarrativeRecord> {
+    crate::records::narrative_from_columns(
+        row.required_text(0)?,
+        row.required_text(1)?,
+        row.required_text(2)?,
+        &row.required_text(3)?,
+        row.required_int(4)?,
+        row.text(5)?.as_deref(),
+    )
+}
+
+/// A row of [`crate::schema::COALESCE_STATES_SQL`].
+pub(crate) fn coalesce_record(row: &dyn StoredRow) -> StoreResult<CoalesceRecord> {
+    Ok(CoalesceRecord {
+        tenant_id: TenantId::new(row.required_text(0)?),
+        agent_id: row.required_text(1)?,
+        last_sent_at_ms: row.required_int(2)?,
+        pending_from_seq: row.int(3)?,
+    })
+}
+
 pub(crate) fn webhook(row: &dyn StoredRow) -> StoreResult<Webhook> {
     Ok(Webhook {
         id: row.required_text(0)?,

@@ -254,6 +254,11 @@ pub(crate) const SAVE_COALESCE_SQL: &str = "INSERT INTO notify_coalesce (tenant_
      DO UPDATE SET last_sent_at = excluded.last_sent_at, pending_from_seq = excluded.pending_from_seq";
 
 /// Every saved coalescing state, read in [`crate::CoalesceRecord`]'s field order.
+/// An incident's narrative (`crate::rows::narrative`): `$1` tenant, `$2` incident.
+pub(crate) const NARRATIVE_SQL: &str =
+    "SELECT incident_id, generated_by, narrative, evidence, generated_at, basis
+     FROM incident_narratives WHERE tenant_id = $1 AND incident_id = $2";
+
 pub(crate) const COALESCE_STATES_SQL: &str =
     "SELECT tenant_id, agent_id, last_sent_at, pending_from_seq FROM notify_coalesce";
 

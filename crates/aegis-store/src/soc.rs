@@ -1,17 +1,263 @@
-//! What the SOC plane writes, once for both stores ([`crate::tx::WriteTx`]): a consumer's
-//! batch of alerts, incidents and evidence with each incident's automatic response, an
-//! operator's step on an incident, an incident's narrative, and the consumer cursor every
-//! batch moves. A backend
-//! runs these in its writer transaction (`sqlite::soc`, `postgres::soc` keep the reads).
+//! The SOC role ([`SocStore`]) once for both stores: what the SOC plane writes (over
+//! [`WriteTx`]: a consumer's batch of alerts, incidents and evidence with each incident's
+//! automatic response, an operator's step on an incident, an incident's narrative, and the
+//! consumer cursor every batch moves) and what it reads (over [`ReadRows`]: alerts,
+//! incidents with their evidence and responses, narratives, correlator states), run by any
+//! [`Backend`]. Only joining evidence is the driver's (`WriteTx::add_evidence`).
 
-use crate::schema::RESPONSE_ENGINE;
-use crate::tx::{EventDraft, SqlValue, WriteTx};
+use crate::backend::Backend;
+use crate::schema::{
+    ALERT_COLUMNS, CORRELATOR_STATE_SQL, EVIDENCE_ITEM_COLUMNS, INCIDENT_COLUMNS, NARRATIVE_SQL,
+    RESPONSE_ACTION_COLUMNS, RESPONSE_ENGINE,
+};
+use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
 use crate::{
-    Agent, AgentChange, AgentChangeKind, IncidentDetail, IncidentStep, NarrativeRecord, NewAlert,
-    NewIncident, SocApplied, SocBatch, StoreError, StoreResult, agents, approvals, event_kind,
-    records,
+    Agent, AgentChange, AgentChangeKind, AlertFilter, AlertRecord, CorrelatorStateRecord,
+    EVIDENCE_SHOWN_FIRST, EVIDENCE_SHOWN_RECENT, IncidentDetail, IncidentFilter, IncidentRecord,
+    IncidentStep, NarrativeRecord, NewAlert, NewIncident, SocApplied, SocBatch, SocStore,
+    StoreError, StoreResult, TenantId, agents, approvals, event_kind, now_ms, records,
 };
 use aegis_core::model::AgentStatus;
+use async_trait::async_trait;
+use std::sync::LazyLock;
+
+#[async_trait]
+impl<B: Backend + crate::EventLog> SocStore for B {
+    async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
+        self.run_leader_rule(move |tx| {
+            Box::pin(async move { apply_batch(tx, &batch, now_ms()).await })
+        })
+        .await
+    }
+
+    async fn correlator_states(&self) -> StoreResult<Vec<CorrelatorStateRecord>> {
+        self.run_read(|rows| {
+            Box::pin(async move {
+                rows.query_rows(CORRELATOR_STATE_SQL, &[], crate::rows::correlator_state)
+                    .await
+            })
+        })
+        .await
+    }
+
+    async fn list_alerts(
+        &self,
+        tenant: &TenantId,
+        filter: AlertFilter,
+    ) -> StoreResult<Vec<AlertRecord>> {
+        let tenant = tenant.clone();
+        self.run_read(move |rows| {
+            Box::pin(async move { list_alerts(rows, &tenant, &filter).await })
+        })
+        .await
+    }
+
+    async fn list_incidents(
+        &self,
+        tenant: &TenantId,
+        filter: IncidentFilter,
+    ) -> StoreResult<Vec<IncidentRecord>> {
+        let tenant = tenant.clone();
+        self.run_read(move |rows| {
+            Box::pin(async move { list_incidents(rows, &tenant, &filter).await })
+        })
+        .await
+    }
+
+    async fn incident(&self, tenant: &TenantId, incident_id: &str) -> StoreResult<IncidentDetail> {
+        let (tenant, incident_id) = (tenant.clone(), incident_id.to_owned());
+        self.run_read(move |rows| {
+            Box::pin(async move { load_incident(rows, tenant.as_str(), &incident_id).await })
+        })
+        .await
+    }
+
+    async fn step_incident(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+        step: IncidentStep,
+        actor: &str,
+    ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
+        let (tenant, incident_id, actor) =
+            (tenant.clone(), incident_id.to_owned(), actor.to_owned());
+        self.run_rule(move |tx| {
+            Box::pin(async move {
+                step_incident(tx, tenant.as_str(), &incident_id, &step, &actor, now_ms()).await
+            })
+        })
+        .await
+    }
+
+    async fn put_narrative(
+        &self,
+        tenant: &TenantId,
+        narrative: NarrativeRecord,
+    ) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        self.run_rule(move |tx| {
+            Box::pin(async move { put_narrative(tx, tenant.as_str(), &narrative).await })
+        })
+        .await
+    }
+
+    async fn narrative(
+        &self,
+        tenant: &TenantId,
+        incident_id: &str,
+    ) -> StoreResult<Option<NarrativeRecord>> {
+        let (tenant, incident_id) = (tenant.clone(), incident_id.to_owned());
+        self.run_read(move |rows| {
+            Box::pin(async move {
+                let key = [
+                    SqlValue::text(tenant.as_str()),
+                    SqlValue::text(&incident_id),
+                ];
+                rows.query_opt(NARRATIVE_SQL, &key, crate::rows::narrative)
+                    .await
+            })
+        })
+        .await
+    }
+}
+
+/// The tenant's alerts that pass `f`, newest first (`page.before` is an exclusive seq).
+async fn list_alerts(
+    rows: &mut impl ReadRows,
+    tenant: &TenantId,
+    f: &AlertFilter,
+) -> StoreResult<Vec<AlertRecord>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE tenant_id = $1 AND event_seq < $2
+               AND (CAST($3 AS TEXT) IS NULL OR severity = $3)
+               AND (CAST($4 AS TEXT) IS NULL OR kind = $4)
+               AND (CAST($5 AS TEXT) IS NULL OR agent_id = $5)
+               AND (CAST($6 AS BIGINT) IS NULL OR created_at >= $6)
+               AND (CAST($7 AS BIGINT) IS NULL OR created_at < $7)
+             ORDER BY event_seq DESC LIMIT $8"
+        )
+    });
+    let params = [
+        SqlValue::text(tenant.as_str()),
+        SqlValue::int(f.page.before.unwrap_or(i64::MAX)),
+        SqlValue::Text(f.severity.map(|s| s.as_str())),
+        SqlValue::Text(f.kind.as_deref()),
+        SqlValue::Text(f.agent_id.as_deref()),
+        SqlValue::Int(f.since_ms),
+        SqlValue::Int(f.until_ms),
+        SqlValue::int(i64::from(f.page.limit)),
+    ];
+    rows.query_rows(&SQL, &params, crate::rows::alert).await
+}
+
+/// The tenant's incidents that pass `f`, newest first (`page.before` is an exclusive seq).
+async fn list_incidents(
+    rows: &mut impl ReadRows,
+    tenant: &TenantId,
+    f: &IncidentFilter,
+) -> StoreResult<Vec<IncidentRecord>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents
+             WHERE tenant_id = $1 AND event_seq < $2
+               AND (CAST($3 AS TEXT) IS NULL OR status = $3)
+               AND (CAST($4 AS TEXT) IS NULL OR severity = $4)
+               AND (CAST($5 AS TEXT) IS NULL OR kind = $5)
+               AND (CAST($6 AS TEXT) IS NULL OR agent_id = $6)
+               AND (CAST($7 AS BIGINT) IS NULL OR opened_at >= $7)
+               AND (CAST($8 AS BIGINT) IS NULL OR opened_at < $8)
+             ORDER BY event_seq DESC LIMIT $9"
+        )
+    });
+    let params = [
+        SqlValue::text(tenant.as_str()),
+        SqlValue::int(f.page.before.unwrap_or(i64::MAX)),
+        SqlValue::Text(f.status.as_deref()),
+        SqlValue::Text(f.severity.map(|s| s.as_str())),
+        SqlValue::Text(f.kind.as_deref()),
+        SqlValue::Text(f.agent_id.as_deref()),
+        SqlValue::Int(f.since_ms),
+        SqlValue::Int(f.until_ms),
+        SqlValue::int(i64::from(f.page.limit)),
+    ];
+    rows.query_rows(&SQL, &params, crate::rows::incident).await
+}
+
+/// The tenant's incident as the read API shows it, with the ends of its evidence and its
+/// responses; `NotFound` if it has none by that id.
+pub(crate) async fn load_incident(
+    rows: &mut impl ReadRows,
+    tenant_id: &str,
+    incident_id: &str,
+) -> StoreResult<IncidentDetail> {
+    static BY_ID: LazyLock<String> = LazyLock::new(|| {
+        format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE tenant_id = $1 AND id = $2")
+    });
+    static RESPONSES: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {RESPONSE_ACTION_COLUMNS} FROM response_actions
+             WHERE incident_id = $1 ORDER BY event_seq"
+        )
+    });
+    let incident = rows
+        .query_opt(
+            &BY_ID,
+            &[SqlValue::text(tenant_id), SqlValue::text(incident_id)],
+            crate::rows::incident,
+        )
+        .await?
+        .ok_or(StoreError::NotFound("incident"))?;
+    let evidence = records::evidence_summary(
+        evidence_end(rows, incident_id, EvidenceEnd::First).await?,
+        evidence_end(rows, incident_id, EvidenceEnd::Recent).await?,
+    );
+    let response_actions = rows
+        .query_rows(
+            &RESPONSES,
+            &[SqlValue::text(incident_id)],
+            crate::rows::response_action,
+        )
+        .await?;
+    Ok(IncidentDetail {
+        incident,
+        evidence,
+        response_actions,
+    })
+}
+
+/// Which end of an incident's evidence a read shows.
+#[derive(Clone, Copy)]
+enum EvidenceEnd {
+    /// The first [`EVIDENCE_SHOWN_FIRST`] items.
+    First,
+    /// The last [`EVIDENCE_SHOWN_RECENT`] items, newest first.
+    Recent,
+}
+
+async fn evidence_end(
+    rows: &mut impl ReadRows,
+    incident_id: &str,
+    end: EvidenceEnd,
+) -> StoreResult<Vec<crate::EvidenceItem>> {
+    static ENDS: LazyLock<[String; 2]> = LazyLock::new(|| {
+        ["ASC", "DESC"].map(|order| {
+            format!(
+                "SELECT {EVIDENCE_ITEM_COLUMNS}
+                 FROM incident_evidence e JOIN events ev ON ev.seq = e.event_seq
+                 WHERE e.incident_id = $1 ORDER BY e.event_seq {order} LIMIT $2"
+            )
+        })
+    });
+    let (sql, limit) = match end {
+        EvidenceEnd::First => (&ENDS[0], EVIDENCE_SHOWN_FIRST),
+        EvidenceEnd::Recent => (&ENDS[1], EVIDENCE_SHOWN_RECENT),
+    };
+    let params = [SqlValue::text(incident_id), SqlValue::int(i64::from(limit))];
+    rows.query_rows(sql, &params, crate::rows::evidence_item)
+        .await
+}
 
 /// Applies a SOC consumer's batch and moves its cursor from `batch.after` to `batch.cursor`.
 pub(crate) async fn apply_batch(
@@ -363,7 +609,7 @@ pub(crate) async fn step_incident(
     actor: &str,
     now: i64,
 ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
-    let detail = tx.load_incident(tenant_id, incident_id).await?;
+    let detail = load_incident(tx, tenant_id, incident_id).await?;
     let incident = &detail.incident;
     let recommendation = records::check_incident_step(&detail, step)?;
     match step {
@@ -427,7 +673,7 @@ pub(crate) async fn step_incident(
         insert_response(tx, &target, &response, &recommended.reason, now).await?;
     }
     Ok((
-        tx.load_incident(tenant_id, incident_id).await?,
+        load_incident(tx, tenant_id, incident_id).await?,
         changed_agent,
     ))
 }

@@ -10,9 +10,8 @@
 //! never suspends, so the writer thread runs a rule with one poll
 //! (`sqlite::SqliteTx::run`).
 
-use crate::approvals::ApprovalRecord;
 use crate::schema::StoredRow;
-use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult, ToolPin};
+use crate::{Agent, EvidenceAppend, StoreResult, ToolPin};
 use serde_json::Value;
 
 /// A statement parameter, typed as its column is: PostgreSQL checks a parameter's type
@@ -35,66 +34,76 @@ impl<'a> SqlValue<'a> {
     }
 }
 
-/// What a write rule may do inside a store's writer transaction.
-pub(crate) trait WriteTx {
-    /// Runs `sql` with `params`; the number of rows it changed.
-    async fn execute(&mut self, sql: &'static str, params: &[SqlValue<'_>]) -> StoreResult<u64>;
-
-    /// Every row `sql` returns (the `RETURNING` list of an update, say), in order, each
-    /// read by `read` as the backends' own reads are ([`StoredRow`]).
-    async fn query_rows<T>(
+/// How a rule or a read written once reads rows, in either driver: over a pooled read
+/// connection ([`crate::backend::Backend::read`]) or in the writer's transaction. Its futures
+/// are `Send` so that code generic over the driver can hand them to PostgreSQL's writer task;
+/// the SQLite driver never suspends.
+pub(crate) trait ReadRows: Send {
+    /// Every row `sql` returns, in order, each read by `read` as the backends' own reads are
+    /// ([`StoredRow`]).
+    fn query_rows<T>(
         &mut self,
-        sql: &'static str,
+        sql: &str,
         params: &[SqlValue<'_>],
-        read: fn(&dyn StoredRow) -> StoreResult<T>,
-    ) -> StoreResult<Vec<T>>;
+        read: impl Fn(&dyn StoredRow) -> StoreResult<T> + Send,
+    ) -> impl Future<Output = StoreResult<Vec<T>>> + Send;
 
     /// The one row `sql` returns by a unique key, read by `read`; `None` if none.
-    async fn query_opt<T>(
+    fn query_opt<T>(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue<'_>],
+        read: impl Fn(&dyn StoredRow) -> StoreResult<T> + Send,
+    ) -> impl Future<Output = StoreResult<Option<T>>> + Send {
+        async move { Ok(self.query_rows(sql, params, read).await?.into_iter().next()) }
+    }
+}
+
+/// What a write rule may do inside a store's writer transaction.
+pub(crate) trait WriteTx: ReadRows {
+    /// Runs `sql` with `params`; the number of rows it changed.
+    fn execute(
         &mut self,
         sql: &'static str,
         params: &[SqlValue<'_>],
-        read: fn(&dyn StoredRow) -> StoreResult<T>,
-    ) -> StoreResult<Option<T>> {
-        Ok(self.query_rows(sql, params, read).await?.into_iter().next())
-    }
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// Appends an event to the log in this transaction; its seq.
-    async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64>;
+    fn append_event(
+        &mut self,
+        event: EventDraft<'_>,
+    ) -> impl Future<Output = StoreResult<i64>> + Send;
 
     /// The tenant's agent as stored now; `NotFound` if it has none by that id.
-    async fn load_agent(&mut self, tenant_id: &str, agent_id: &str) -> StoreResult<Agent>;
-
-    /// The tenant's incident as the read API shows it; `NotFound` if it has none by that id.
-    async fn load_incident(
+    fn load_agent(
         &mut self,
         tenant_id: &str,
-        incident_id: &str,
-    ) -> StoreResult<IncidentDetail>;
-
-    /// The tenant's approval as of `now_ms`; `None` if it has none by that id.
-    async fn load_approval(
-        &mut self,
-        tenant_id: &str,
-        approval_id: &str,
-        now_ms: i64,
-    ) -> StoreResult<Option<ApprovalRecord>>;
+        agent_id: &str,
+    ) -> impl Future<Output = StoreResult<Agent>> + Send;
 
     /// The pin of one tool of the tenant's MCP server; `None` if it has none.
-    async fn load_pin(
+    fn load_pin(
         &mut self,
         tenant_id: &str,
         server_id: &str,
         tool: &str,
-    ) -> StoreResult<Option<ToolPin>>;
+    ) -> impl Future<Output = StoreResult<Option<ToolPin>>> + Send;
 
     /// The pins of every tool of the tenant's MCP server, by tool name.
-    async fn load_pins(&mut self, tenant_id: &str, server_id: &str) -> StoreResult<Vec<ToolPin>>;
+    fn load_pins(
+        &mut self,
+        tenant_id: &str,
+        server_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ToolPin>>> + Send;
 
     /// Joins each event to its incident unless already joined; an incident whose evidence
     /// grew is marked updated at `now`. (A storm joins every later event of its agent, so a
     /// backend does this in as few statements as its driver allows.)
-    async fn add_evidence(&mut self, appends: &[EvidenceAppend], now: i64) -> StoreResult<()>;
+    fn add_evidence(
+        &mut self,
+        appends: &[EvidenceAppend],
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 /// An event a rule appends ([`WriteTx::append_event`]).

@@ -3,79 +3,21 @@
 //! update that consumes an approval has one winner across all replicas.
 
 use super::rows::get;
+use super::tx::PgRead;
 use super::writer::WriterState;
 use super::{NewEventRow, prepared};
 use crate::approvals::{
-    APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalSettings, GateStep, StoredApproval,
+    APPROVAL_COLUMNS, ApprovalRecord, ApprovalSettings, GateStep, StoredApproval,
 };
 use crate::{NewDecision, StoreError, StoreResult, approvals, event_kind};
 use deadpool_postgres::{GenericClient, Transaction};
 use serde_json::Value;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 
+/// An approval row, as of `now_ms`.
 fn record(row: Option<Row>, now_ms: i64) -> StoreResult<Option<ApprovalRecord>> {
     row.map(|row| StoredApproval::read(&row)?.into_record(now_ms))
         .transpose()
-}
-
-pub(crate) async fn load<C: GenericClient>(
-    client: &C,
-    tenant_id: &str,
-    approval_id: &str,
-    now_ms: i64,
-) -> StoreResult<Option<ApprovalRecord>> {
-    let row = client
-        .query_opt(
-            &prepared(
-                client,
-                &format!(
-                    "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND id = $2"
-                ),
-            )
-            .await?,
-            &[&tenant_id, &approval_id],
-        )
-        .await?;
-    record(row, now_ms)
-}
-
-pub(crate) async fn list<C: GenericClient>(
-    client: &C,
-    tenant_id: &str,
-    filter: &ApprovalFilter,
-    now_ms: i64,
-) -> StoreResult<Vec<ApprovalRecord>> {
-    // Pending, approved and expired are computed from the time, so their filters bind the
-    // read's time too.
-    let status = filter.status.map_or_else(
-        || "TRUE".to_owned(),
-        |status| approvals::status_condition(status, "$6"),
-    );
-    let before = filter.page.before.unwrap_or(i64::MAX);
-    let limit = i64::from(filter.page.limit);
-    let mut values: Vec<&(dyn ToSql + Sync)> = vec![
-        &tenant_id,
-        &before,
-        &filter.agent_id,
-        &filter.since_ms,
-        &limit,
-    ];
-    if filter.status.is_some_and(approvals::status_reads_time) {
-        values.push(&now_ms);
-    }
-    let sql = format!(
-        "SELECT {APPROVAL_COLUMNS} FROM approvals
-         WHERE tenant_id = $1 AND requested_seq < $2 AND ($3::text IS NULL OR agent_id = $3)
-           AND ($4::bigint IS NULL OR created_at >= $4) AND {status}
-         ORDER BY requested_seq DESC LIMIT $5"
-    );
-    client
-        .query(&prepared(client, &sql).await?, &values)
-        .await?
-        .iter()
-        .map(|row| StoredApproval::read(row)?.into_record(now_ms))
-        .collect()
 }
 
 /// The approval rules of one decision, in its transaction, before its event and receipt are
@@ -90,7 +32,9 @@ pub(crate) async fn gate(
     };
     let now = d.created_at_ms;
     let named = match &gate.named {
-        Some(id) => load(tx, d.tenant_id.as_str(), id, now).await?,
+        Some(id) => {
+            approvals::load(&mut PgRead { client: tx }, d.tenant_id.as_str(), id, now).await?
+        }
         None => None,
     };
     match approvals::gate_step(d, gate, named.clone(), now) {

@@ -3,7 +3,6 @@
 
 use super::prepared;
 use super::rows::{RECEIPT_SQL, RESPONSE_ACTION_COLUMNS, get};
-use crate::records;
 use crate::schema::CHECKPOINT_COLUMNS;
 use crate::*;
 use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
@@ -66,35 +65,6 @@ pub(super) async fn checkpoints_from<C: GenericClient>(
         .iter()
         .map(|row| crate::rows::checkpoint(row))
         .collect()
-}
-
-pub(super) async fn narrative<C: GenericClient>(
-    client: &C,
-    tenant: &TenantId,
-    incident_id: &str,
-) -> StoreResult<Option<NarrativeRecord>> {
-    let row = client
-        .query_opt(
-            &prepared(
-                client,
-                "SELECT incident_id, generated_by, narrative, evidence, generated_at, basis FROM incident_narratives
-                 WHERE tenant_id = $1 AND incident_id = $2",
-            )
-            .await?,
-            &[&tenant.as_str(), &incident_id],
-        )
-        .await?;
-    row.map(|row| {
-        records::narrative_from_columns(
-            get(&row, 0)?,
-            get(&row, 1)?,
-            get(&row, 2)?,
-            &get::<String>(&row, 3)?,
-            get(&row, 4)?,
-            get::<Option<String>>(&row, 5)?.as_deref(),
-        )
-    })
-    .transpose()
 }
 
 /// Seqs as the `BIGINT[]` one parameter binds, however many there are.

@@ -2,6 +2,7 @@
 //! transaction, the reads of its shared statements on the read pool.
 
 use super::{PgStore, prepared};
+use crate::backend::Backend;
 use crate::mcp::sql;
 use crate::*;
 use async_trait::async_trait;
@@ -82,8 +83,8 @@ impl McpRegistry for PgStore {
         new: NewMcpServer,
     ) -> StoreResult<McpServer> {
         let tenant = tenant.clone();
-        self.run_rule(move |mut tx| {
-            Box::pin(async move { crate::mcp::create_server(&mut tx, tenant, new).await })
+        self.run_rule(move |tx| {
+            Box::pin(async move { crate::mcp::create_server(tx, tenant, new).await })
         })
         .await
     }
@@ -109,8 +110,8 @@ impl McpRegistry for PgStore {
 
     async fn delete_mcp_server(&self, tenant: &TenantId, server_id: &str) -> StoreResult<()> {
         let (tenant, id) = (tenant.clone(), server_id.to_owned());
-        self.run_rule(move |mut tx| {
-            Box::pin(async move { crate::mcp::delete_server(&mut tx, tenant.as_str(), &id).await })
+        self.run_rule(move |tx| {
+            Box::pin(async move { crate::mcp::delete_server(tx, tenant.as_str(), &id).await })
         })
         .await
     }
@@ -123,11 +124,10 @@ impl McpRegistry for PgStore {
         observed_by: &str,
     ) -> StoreResult<McpObservation> {
         let (tenant, server, agent) = (tenant.clone(), server.clone(), observed_by.to_owned());
-        self.run_rule(move |mut tx| {
+        self.run_rule(move |tx| {
             Box::pin(async move {
                 let tenant_id = tenant.as_str();
-                crate::mcp::observe_tools(&mut tx, tenant_id, &server, &tools, &agent, now_ms())
-                    .await
+                crate::mcp::observe_tools(tx, tenant_id, &server, &tools, &agent, now_ms()).await
             })
         })
         .await
@@ -151,10 +151,10 @@ impl McpRegistry for PgStore {
             tool.to_owned(),
             accepted_by.to_owned(),
         );
-        self.run_rule(move |mut tx| {
+        self.run_rule(move |tx| {
             Box::pin(async move {
                 let tenant_id = tenant.as_str();
-                crate::mcp::accept_tool(&mut tx, tenant_id, &id, &tool, &by, now_ms()).await
+                crate::mcp::accept_tool(tx, tenant_id, &id, &tool, &by, now_ms()).await
             })
         })
         .await
@@ -168,10 +168,10 @@ impl McpRegistry for PgStore {
         resource_argument: Option<String>,
     ) -> StoreResult<ToolPin> {
         let (tenant, id, tool) = (tenant.clone(), server_id.to_owned(), tool.to_owned());
-        self.run_rule(move |mut tx| {
+        self.run_rule(move |tx| {
             Box::pin(async move {
                 let (tenant_id, argument) = (tenant.as_str(), resource_argument.as_deref());
-                crate::mcp::set_resource_argument(&mut tx, tenant_id, &id, &tool, argument).await
+                crate::mcp::set_resource_argument(tx, tenant_id, &id, &tool, argument).await
             })
         })
         .await

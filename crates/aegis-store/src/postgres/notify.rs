@@ -4,37 +4,15 @@
 use super::prepared;
 use super::rows::get;
 use crate::records;
-use crate::schema::WEBHOOK_COLUMNS;
 use crate::*;
-use deadpool_postgres::{GenericClient, Transaction};
+use deadpool_postgres::GenericClient;
 
 /// Deliveries page and queue by `ordinal` here (SQLite uses its rowid).
-const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, ordinal";
+pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, ordinal";
 
 /// How long a delivery claimed by [`due_deliveries`] stays away from other claims; the
 /// outcome recorded by [`finish_delivery`] replaces it.
 const CLAIM_LEASE_MS: i64 = 60_000;
-
-pub(super) async fn coalesce_states<C: GenericClient>(
-    client: &C,
-) -> StoreResult<Vec<CoalesceRecord>> {
-    client
-        .query(
-            &prepared(client, crate::schema::COALESCE_STATES_SQL).await?,
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(CoalesceRecord {
-                tenant_id: TenantId::new(get::<String>(row, 0)?),
-                agent_id: get(row, 1)?,
-                last_sent_at_ms: get(row, 2)?,
-                pending_from_seq: get(row, 3)?,
-            })
-        })
-        .collect()
-}
 
 /// Claims due deliveries by [`records::fair_claim`] and leases them for [`CLAIM_LEASE_MS`],
 /// so no other replica claims them meanwhile. Only the picked rows are leased, and only if
@@ -104,160 +82,6 @@ pub(super) async fn claim_deliveries<C: GenericClient>(
         .map(|row| crate::rows::delivery(row).map(|d| (d.id.clone(), d)))
         .collect::<StoreResult<_>>()?;
     Ok(picked.iter().filter_map(|id| rows.remove(id)).collect())
-}
-
-pub(super) async fn finish_delivery(
-    tx: &Transaction<'_>,
-    id: &str,
-    outcome: &DeliveryOutcome,
-) -> StoreResult<()> {
-    // Only a pending delivery changes: a delivered one stays delivered.
-    match outcome {
-        DeliveryOutcome::Delivered { at_ms } => {
-            tx.execute(
-                &prepared(
-                    tx,
-                    "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = $2, last_error = NULL
-                     WHERE id = $1 AND status = 'pending'",
-                )
-                .await?,
-                &[&id, at_ms],
-            )
-            .await?
-        }
-        DeliveryOutcome::Retry {
-            next_attempt_at_ms,
-            error,
-        } => {
-            tx.execute(
-                &prepared(
-                    tx,
-                    "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3
-                     WHERE id = $1 AND status = 'pending'",
-                )
-                .await?,
-                &[&id, next_attempt_at_ms, error],
-            )
-            .await?
-        }
-        DeliveryOutcome::Failed { error } => {
-            tx.execute(
-                &prepared(
-                    tx,
-                    "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = $2
-                     WHERE id = $1 AND status = 'pending'",
-                )
-                .await?,
-                &[&id, error],
-            )
-            .await?
-        }
-        DeliveryOutcome::Deferred { next_attempt_at_ms } => {
-            tx.execute(
-                &prepared(
-                    tx,
-                    "UPDATE deliveries SET next_attempt_at = $2 WHERE id = $1 AND status = 'pending'",
-                )
-                .await?,
-                &[&id, next_attempt_at_ms],
-            )
-            .await?
-        }
-    };
-    Ok(())
-}
-
-pub(super) async fn list_deliveries<C: GenericClient>(
-    client: &C,
-    tenant: &TenantId,
-    sink: &str,
-    page: Page,
-) -> StoreResult<Vec<Delivery>> {
-    client
-        .query(
-            &prepared(
-                client,
-                &format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
-                     WHERE tenant_id = $1 AND sink = $2 AND ordinal < $3
-                     ORDER BY ordinal DESC LIMIT $4"
-                ),
-            )
-            .await?,
-            &[
-                &tenant.as_str(),
-                &sink,
-                &page.before.unwrap_or(i64::MAX),
-                &i64::from(page.limit),
-            ],
-        )
-        .await?
-        .iter()
-        .map(|row| crate::rows::delivery(row))
-        .collect()
-}
-
-pub(super) async fn list_webhooks<C: GenericClient>(
-    client: &C,
-    tenant: &TenantId,
-) -> StoreResult<Vec<Webhook>> {
-    client
-        .query(
-            &prepared(
-                client,
-                &format!(
-                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions
-                     WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC"
-                ),
-            )
-            .await?,
-            &[&tenant.as_str()],
-        )
-        .await?
-        .iter()
-        .map(|row| crate::rows::webhook(row))
-        .collect()
-}
-
-pub(super) async fn webhook_by_id<C: GenericClient>(
-    client: &C,
-    id: &str,
-) -> StoreResult<Option<Webhook>> {
-    client
-        .query_opt(
-            &prepared(
-                client,
-                &format!(
-                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions WHERE id = $1 AND deleted_at IS NULL"
-                ),
-            )
-            .await?,
-            &[&id],
-        )
-        .await?
-        .as_ref()
-        .map(|row| crate::rows::webhook(row))
-        .transpose()
-}
-
-/// The stored (sealed, plain) secret columns of one of the tenant's live subscriptions.
-pub(super) async fn webhook_secret_columns<C: GenericClient>(
-    client: &C,
-    tenant: &TenantId,
-    id: &str,
-) -> StoreResult<(Option<String>, Option<String>)> {
-    let row = client
-        .query_opt(
-            &prepared(
-                client,
-                "SELECT sealed_secret, secret FROM webhook_subscriptions
-                 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
-            )
-            .await?,
-            &[&tenant.as_str(), &id],
-        )
-        .await?;
-    row.map_or(Ok((None, None)), |row| Ok((get(&row, 0)?, get(&row, 1)?)))
 }
 
 /// Seals every secret still stored in plain text (rows written before secrets were sealed,

@@ -1,13 +1,15 @@
 //! [`WriteTx`] over the PostgreSQL writer's transaction: rules written once (`crate::tx`)
 //! run in the batch transaction that holds `log_head`.
 
+use super::leader::LeaderEpoch;
+use super::rows::AGENT_COLUMNS;
 use super::writer::WriterState;
-use super::{PgStore, append_event, approvals, load_agent, mcp, prepared, soc};
-use crate::approvals::ApprovalRecord;
+use super::{PgStore, append_event, load_agent, mcp, prepared, soc};
+use crate::backend::Backend;
 use crate::schema::StoredRow;
-use crate::tx::{EventDraft, SqlValue, WriteTx};
-use crate::{Agent, EvidenceAppend, IncidentDetail, StoreResult, ToolPin};
-use deadpool_postgres::Transaction;
+use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
+use crate::{Agent, Delivery, DeliveryClaim, EvidenceAppend, SecretsKey, StoreResult, ToolPin};
+use deadpool_postgres::{GenericClient, Transaction};
 use futures_util::future::BoxFuture;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
@@ -36,23 +38,75 @@ impl ToSql for SqlValue<'_> {
     to_sql_checked!();
 }
 
-pub(super) struct PgTx<'a> {
+pub(crate) struct PgTx<'a> {
     pub tx: &'a Transaction<'a>,
     pub state: &'a mut WriterState,
 }
 
-impl PgStore {
-    /// Runs `rule` in the writer's batch transaction, with its job's savepoint: the one place
-    /// a rule written against [`WriteTx`] becomes a writer job. (The rule is boxed by the
-    /// caller because its future must be `Send`, which a bound on a generic async closure
-    /// cannot state.)
-    pub(super) async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
+impl Backend for PgStore {
+    type Tx<'t> = PgTx<'t>;
+    type Read<'r> = PgRead<'r, deadpool_postgres::Client>;
+
+    const ORDINAL: &'static str = "ordinal";
+    const AGENT_COLUMNS: &'static str = AGENT_COLUMNS;
+    const DELIVERY_COLUMNS: &'static str = super::notify::DELIVERY_COLUMNS;
+
+    async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
     where
         T: Send + 'static,
-        R: for<'a> FnOnce(PgTx<'a>) -> BoxFuture<'a, StoreResult<T>> + Send + 'static,
+        R: for<'t> FnOnce(&'t mut PgTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+    {
+        self.write_rule(None, rule).await
+    }
+
+    async fn run_leader_rule<T, R>(&self, rule: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'t> FnOnce(&'t mut PgTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+    {
+        self.write_rule(Some(self.epoch.clone()), rule).await
+    }
+
+    async fn run_read<T, R>(&self, read: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'r> FnOnce(
+                &'r mut PgRead<'r, deadpool_postgres::Client>,
+            ) -> BoxFuture<'r, StoreResult<T>>
+            + Send
+            + 'static,
+    {
+        let client = self.pool.get().await?;
+        read(&mut PgRead { client: &client }).await
+    }
+
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
+        let client = self.pool.get().await?;
+        super::notify::claim_deliveries(&client, &claim).await
+    }
+
+    fn secrets(&self) -> Option<&SecretsKey> {
+        self.secrets.as_ref()
+    }
+}
+
+impl PgStore {
+    /// Runs `rule` in the writer's batch transaction, in its job's savepoint; with `leader`,
+    /// only while this replica holds that leadership epoch.
+    async fn write_rule<T, R>(&self, leader: Option<LeaderEpoch>, rule: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'t> FnOnce(&'t mut PgTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
     {
         self.writer()?
-            .write(move |tx, state| rule(PgTx { tx, state }))
+            .write(move |tx, state| {
+                Box::pin(async move {
+                    if let Some(epoch) = leader {
+                        epoch.check(tx).await?;
+                    }
+                    rule(&mut PgTx { tx, state }).await
+                })
+            })
             .await
     }
 }
@@ -62,21 +116,42 @@ fn bind<'p>(params: &'p [SqlValue<'_>]) -> Vec<&'p (dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
+/// A pooled client (or the writer's transaction) as a read written once sees it
+/// ([`ReadRows`]).
+pub(crate) struct PgRead<'a, C> {
+    pub client: &'a C,
+}
+
+impl<C: GenericClient + Sync> ReadRows for PgRead<'_, C> {
+    async fn query_rows<T>(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue<'_>],
+        read: impl Fn(&dyn StoredRow) -> StoreResult<T> + Send,
+    ) -> StoreResult<Vec<T>> {
+        let statement = prepared(self.client, sql).await?;
+        let rows = self.client.query(&statement, &bind(params)).await?;
+        rows.iter().map(|row| read(row)).collect()
+    }
+}
+
+impl ReadRows for PgTx<'_> {
+    async fn query_rows<T>(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue<'_>],
+        read: impl Fn(&dyn StoredRow) -> StoreResult<T> + Send,
+    ) -> StoreResult<Vec<T>> {
+        PgRead { client: self.tx }
+            .query_rows(sql, params, read)
+            .await
+    }
+}
+
 impl WriteTx for PgTx<'_> {
     async fn execute(&mut self, sql: &'static str, params: &[SqlValue<'_>]) -> StoreResult<u64> {
         let statement = prepared(self.tx, sql).await?;
         Ok(self.tx.execute(&statement, &bind(params)).await?)
-    }
-
-    async fn query_rows<T>(
-        &mut self,
-        sql: &'static str,
-        params: &[SqlValue<'_>],
-        read: fn(&dyn StoredRow) -> StoreResult<T>,
-    ) -> StoreResult<Vec<T>> {
-        let statement = prepared(self.tx, sql).await?;
-        let rows = self.tx.query(&statement, &bind(params)).await?;
-        rows.iter().map(|row| read(row)).collect()
     }
 
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64> {
@@ -94,23 +169,6 @@ impl WriteTx for PgTx<'_> {
 
     async fn load_agent(&mut self, tenant_id: &str, agent_id: &str) -> StoreResult<Agent> {
         load_agent(self.tx, tenant_id, agent_id).await
-    }
-
-    async fn load_incident(
-        &mut self,
-        tenant_id: &str,
-        incident_id: &str,
-    ) -> StoreResult<IncidentDetail> {
-        soc::load_incident(self.tx, tenant_id, incident_id).await
-    }
-
-    async fn load_approval(
-        &mut self,
-        tenant_id: &str,
-        approval_id: &str,
-        now_ms: i64,
-    ) -> StoreResult<Option<ApprovalRecord>> {
-        approvals::load(self.tx, tenant_id, approval_id, now_ms).await
     }
 
     async fn load_pin(

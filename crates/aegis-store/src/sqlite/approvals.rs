@@ -2,71 +2,24 @@
 
 use super::append_event;
 use super::rows::{read_opt, read_rows};
+use super::tx::SqliteRead;
 use crate::approvals::{
-    APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalSettings, GateStep, StoredApproval,
+    APPROVAL_COLUMNS, ApprovalRecord, ApprovalSettings, GateStep, StoredApproval,
 };
 use crate::{NewDecision, StoreResult, approvals, event_kind};
 use rusqlite::{Connection, params};
 
-pub(crate) fn load(
-    conn: &Connection,
-    tenant_id: &str,
-    approval_id: &str,
-    now_ms: i64,
-) -> StoreResult<Option<ApprovalRecord>> {
-    read_opt(
-        conn,
-        &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = ?1 AND id = ?2"),
-        [tenant_id, approval_id],
-        StoredApproval::read,
-    )?
-    .map(|row| row.into_record(now_ms))
-    .transpose()
-}
-
-pub(crate) fn list(
-    conn: &Connection,
-    tenant_id: &str,
-    filter: &ApprovalFilter,
-    now_ms: i64,
-) -> StoreResult<Vec<ApprovalRecord>> {
-    // Pending, approved and expired are computed from the time, so their filters bind the
-    // read's time too.
-    let status = filter.status.map_or_else(
-        || "1 = 1".to_owned(),
-        |status| approvals::status_condition(status, "?6"),
-    );
-    let before = filter.page.before.unwrap_or(i64::MAX);
-    let limit = i64::from(filter.page.limit);
-    let mut values = params![tenant_id, before, filter.agent_id, filter.since_ms, limit].to_vec();
-    if filter.status.is_some_and(approvals::status_reads_time) {
-        values.push(&now_ms);
-    }
-    read_rows(
-        conn,
-        &format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals
-             WHERE tenant_id = ?1 AND requested_seq < ?2 AND (?3 IS NULL OR agent_id = ?3)
-               AND (?4 IS NULL OR created_at >= ?4) AND {status}
-             ORDER BY requested_seq DESC LIMIT ?5"
-        ),
-        values.as_slice(),
-        StoredApproval::read,
-    )?
-    .into_iter()
-    .map(|row| row.into_record(now_ms))
-    .collect()
-}
-
 /// The approval rules of one decision, in its transaction, before its event and receipt are
 /// written (they record the verdict the gate leaves).
-pub(crate) fn gate(conn: &Connection, d: &mut NewDecision) -> StoreResult<()> {
+pub(crate) fn gate(conn: &mut Connection, d: &mut NewDecision) -> StoreResult<()> {
     let Some(gate) = d.approval.as_ref() else {
         return Ok(());
     };
     let now = d.created_at_ms;
     let named = match &gate.named {
-        Some(id) => load(conn, d.tenant_id.as_str(), id, now)?,
+        Some(id) => SqliteRead::run(conn, async |rows| {
+            approvals::load(rows, d.tenant_id.as_str(), id, now).await
+        })?,
         None => None,
     };
     match approvals::gate_step(d, gate, named.clone(), now) {

@@ -3,7 +3,6 @@
 
 use super::numbered_placeholders;
 use super::rows::read_rows;
-use crate::records;
 use crate::schema::CHECKPOINT_COLUMNS;
 use crate::schema::*;
 use crate::*;
@@ -62,42 +61,6 @@ pub(super) fn checkpoints_from(
         params![tenant.as_str(), from_seq as i64, limit],
         crate::rows::checkpoint,
     )
-}
-
-pub(super) fn narrative(
-    conn: &Connection,
-    tenant: &TenantId,
-    incident_id: &str,
-) -> StoreResult<Option<NarrativeRecord>> {
-    let row = conn
-        .prepare_cached(
-            "SELECT incident_id, generated_by, narrative, evidence, generated_at, basis FROM incident_narratives
-             WHERE tenant_id = ?1 AND incident_id = ?2",
-        )?
-        .query_row([tenant.as_str(), incident_id], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, i64>(4)?,
-                row.get::<_, Option<String>>(5)?,
-            ))
-        })
-        .optional()?;
-    row.map(
-        |(incident_id, generated_by, narrative, evidence, generated_at_ms, basis)| {
-            records::narrative_from_columns(
-                incident_id,
-                generated_by,
-                narrative,
-                &evidence,
-                generated_at_ms,
-                basis.as_deref(),
-            )
-        },
-    )
-    .transpose()
 }
 
 /// The tenant's receipts whose `column` is one of the values of the JSON array `batch`, in

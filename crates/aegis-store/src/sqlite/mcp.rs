@@ -3,6 +3,7 @@
 
 use super::SqliteStore;
 use super::rows::{read_opt, read_rows};
+use crate::backend::Backend;
 use crate::mcp::sql;
 use crate::*;
 use async_trait::async_trait;
@@ -71,8 +72,8 @@ impl McpRegistry for SqliteStore {
         new: NewMcpServer,
     ) -> StoreResult<McpServer> {
         let tenant = tenant.clone();
-        self.run_rule(move |mut tx| {
-            Box::pin(async move { crate::mcp::create_server(&mut tx, tenant, new).await })
+        self.run_rule(move |tx| {
+            Box::pin(async move { crate::mcp::create_server(tx, tenant, new).await })
         })
         .await
     }
@@ -104,8 +105,8 @@ impl McpRegistry for SqliteStore {
 
     async fn delete_mcp_server(&self, tenant: &TenantId, server_id: &str) -> StoreResult<()> {
         let (tenant, id) = (tenant.clone(), server_id.to_owned());
-        self.run_rule(move |mut tx| {
-            Box::pin(async move { crate::mcp::delete_server(&mut tx, tenant.as_str(), &id).await })
+        self.run_rule(move |tx| {
+            Box::pin(async move { crate::mcp::delete_server(tx, tenant.as_str(), &id).await })
         })
         .await
     }
@@ -118,11 +119,10 @@ impl McpRegistry for SqliteStore {
         observed_by: &str,
     ) -> StoreResult<McpObservation> {
         let (tenant, server, agent) = (tenant.clone(), server.clone(), observed_by.to_owned());
-        self.run_rule(move |mut tx| {
+        self.run_rule(move |tx| {
             Box::pin(async move {
                 let tenant_id = tenant.as_str();
-                crate::mcp::observe_tools(&mut tx, tenant_id, &server, &tools, &agent, now_ms())
-                    .await
+                crate::mcp::observe_tools(tx, tenant_id, &server, &tools, &agent, now_ms()).await
             })
         })
         .await
@@ -147,10 +147,10 @@ impl McpRegistry for SqliteStore {
             tool.to_owned(),
             accepted_by.to_owned(),
         );
-        self.run_rule(move |mut tx| {
+        self.run_rule(move |tx| {
             Box::pin(async move {
                 let tenant_id = tenant.as_str();
-                crate::mcp::accept_tool(&mut tx, tenant_id, &id, &tool, &by, now_ms()).await
+                crate::mcp::accept_tool(tx, tenant_id, &id, &tool, &by, now_ms()).await
             })
         })
         .await
@@ -164,10 +164,10 @@ impl McpRegistry for SqliteStore {
         resource_argument: Option<String>,
     ) -> StoreResult<ToolPin> {
         let (tenant, id, tool) = (tenant.clone(), server_id.to_owned(), tool.to_owned());
-        self.run_rule(move |mut tx| {
+        self.run_rule(move |tx| {
             Box::pin(async move {
                 let (tenant_id, argument) = (tenant.as_str(), resource_argument.as_deref());
-                crate::mcp::set_resource_argument(&mut tx, tenant_id, &id, &tool, argument).await
+                crate::mcp::set_resource_argument(tx, tenant_id, &id, &tool, argument).await
             })
         })
         .await

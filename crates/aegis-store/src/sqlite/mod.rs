@@ -18,7 +18,6 @@ use crate::operations;
 use crate::records;
 use crate::schema::CHECKPOINT_COLUMNS;
 use crate::schema::*;
-use crate::secrets;
 use crate::*;
 use aegis_core::model::{AgentStatus, RiskTier, Verdict};
 use aegis_core::policy::PolicyDocument;
@@ -32,6 +31,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use tokio::sync::watch;
+use tx::SqliteRead;
 use writer::{Writer, WriterState};
 
 /// Migrations in order; the index + 1 is the schema version.
@@ -166,17 +166,17 @@ impl SqliteStore {
     async fn read<T, F>(&self, query: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let readers = Arc::clone(&self.readers);
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = readers.lock().pop();
-            let conn = match pooled {
+            let mut conn = match pooled {
                 Some(conn) => conn,
                 None => open_reader_connection(&path)?,
             };
-            let result = query(&conn);
+            let result = query(&mut conn);
             let mut idle = readers.lock();
             if idle.len() < MAX_IDLE_READERS {
                 idle.push(conn);
@@ -454,7 +454,7 @@ fn record_decision_tx(
 /// [`record_decision_tx`] behind the freshness fence ([`crate::fence`]): the agent's version
 /// is read in the writer's transaction, which orders the log.
 fn record_fenced_decision_tx(
-    conn: &Connection,
+    conn: &mut Connection,
     state: &mut WriterState,
     mut d: NewDecision,
 ) -> StoreResult<RecordedDecision> {
@@ -490,7 +490,9 @@ fn record_fenced_decision_tx(
     .pop();
     if let Some(prior) = prior {
         let approval = match prior.approval_id()? {
-            Some(id) => approvals::load(conn, d.tenant_id.as_str(), &id, d.created_at_ms)?,
+            Some(id) => SqliteRead::run(conn, async |rows| {
+                crate::approvals::load(rows, d.tenant_id.as_str(), &id, d.created_at_ms).await
+            })?,
             None => None,
         };
         return prior.answer(&d, approval);
@@ -672,23 +674,6 @@ impl EventLog for SqliteStore {
 }
 
 #[async_trait]
-impl TenantReads for SqliteStore {
-    async fn tenant(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {
-        let tenant = tenant.clone();
-        self.read(move |conn| {
-            read_opt(
-                conn,
-                &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
-                [tenant.as_str()],
-                crate::rows::tenant,
-            )?
-            .ok_or(StoreError::NotFound("tenant"))
-        })
-        .await
-    }
-}
-
-#[async_trait]
 impl ActionPlaneStore for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
@@ -780,428 +765,6 @@ impl ActionPlaneStore for SqliteStore {
         self.writer()?
             .write_in_batch(move |conn, state| record_fenced_decision_tx(conn, state, decision))
             .await
-    }
-}
-
-#[async_trait]
-impl AdminStore for SqliteStore {
-    async fn change_tenant_settings(
-        &self,
-        tenant: &TenantId,
-        change: SettingsChange,
-    ) -> StoreResult<TenantSettings> {
-        let tenant = tenant.clone();
-        self.run_rule(move |mut tx| {
-            Box::pin(async move { crate::settings::apply(&mut tx, tenant.as_str(), change).await })
-        })
-        .await
-    }
-
-    async fn create_tenant(
-        &self,
-        tenant: &TenantId,
-        admin_key: NewOperatorKey,
-    ) -> StoreResult<OperatorKey> {
-        let tenant = tenant.clone();
-        self.run_rule(move |mut tx| {
-            Box::pin(async move {
-                crate::tenants::create_tenant(&mut tx, tenant.as_str(), &admin_key).await
-            })
-        })
-        .await
-    }
-
-    async fn create_operator_key(
-        &self,
-        tenant: &TenantId,
-        key: NewOperatorKey,
-    ) -> StoreResult<OperatorKey> {
-        let tenant = tenant.clone();
-        self.run_rule(move |mut tx| {
-            Box::pin(
-                async move { crate::tenants::create_key(&mut tx, tenant.as_str(), &key).await },
-            )
-        })
-        .await
-    }
-
-    async fn operator_key_by_hash(
-        &self,
-        secret_hash: SecretHash,
-    ) -> StoreResult<Option<OperatorKey>> {
-        self.read(move |conn| {
-            let found = read_opt(
-                conn,
-                &format!(
-                    "SELECT {KEY_COLUMNS}, secret_hash FROM operator_keys WHERE secret_hash = ?1"
-                ),
-                [&secret_hash[..]],
-                |row| crate::rows::operator_key_if_hash_matches(row, &secret_hash),
-            )?;
-            Ok(found.flatten())
-        })
-        .await
-    }
-
-    async fn list_operator_keys(&self, tenant: &TenantId) -> StoreResult<Vec<OperatorKey>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| {
-            read_rows(
-                conn,
-                &format!(
-                    "SELECT {KEY_COLUMNS} FROM operator_keys WHERE tenant_id = ?1 ORDER BY created_at DESC, id DESC"
-                ),
-                [tenant.as_str()],
-                crate::rows::operator_key,
-            )
-        })
-        .await
-    }
-
-    async fn revoke_operator_key(
-        &self,
-        tenant: &TenantId,
-        key_id: &str,
-    ) -> StoreResult<OperatorKey> {
-        let (tenant, key_id) = (tenant.clone(), key_id.to_owned());
-        self.run_rule(move |mut tx| {
-            Box::pin(async move {
-                crate::tenants::revoke_key(&mut tx, tenant.as_str(), &key_id, now_ms()).await
-            })
-        })
-        .await
-    }
-
-    async fn create_agent(&self, tenant: &TenantId, agent: NewAgent) -> StoreResult<Agent> {
-        let tenant = tenant.clone();
-        self.run_rule(move |mut tx| {
-            Box::pin(
-                async move { crate::agents::create_agent(&mut tx, tenant.as_str(), &agent).await },
-            )
-        })
-        .await
-    }
-
-    async fn agent(&self, tenant: &TenantId, agent_id: &str) -> StoreResult<Agent> {
-        let (tenant, agent_id) = (tenant.clone(), agent_id.to_owned());
-        self.read(move |conn| load_agent(conn, tenant.as_str(), &agent_id))
-            .await
-    }
-
-    async fn list_agents(&self, tenant: &TenantId, page: Page) -> StoreResult<Vec<Agent>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| {
-            read_rows(
-                conn,
-                &format!(
-                    "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
-                ),
-                params![tenant.as_str(), page.before.unwrap_or(i64::MAX), page.limit],
-                crate::rows::agent,
-            )
-        })
-        .await
-    }
-
-    async fn change_agent(
-        &self,
-        tenant: &TenantId,
-        agent_id: &str,
-        change: AgentChange,
-    ) -> StoreResult<Agent> {
-        let (tenant, agent_id) = (tenant.clone(), agent_id.to_owned());
-        self.run_rule(move |mut tx| {
-            Box::pin(async move {
-                crate::agents::change_agent(&mut tx, tenant.as_str(), &agent_id, &change).await
-            })
-        })
-        .await
-    }
-
-    async fn change_catalog(&self, tenant: &TenantId, change: CatalogChange) -> StoreResult<bool> {
-        let tenant = tenant.clone();
-        self.run_rule(move |mut tx| {
-            Box::pin(async move { change.apply(&mut tx, tenant.as_str(), now_ms()).await })
-        })
-        .await
-    }
-
-    async fn approval(
-        &self,
-        tenant: &TenantId,
-        approval_id: &str,
-    ) -> StoreResult<crate::approvals::ApprovalRecord> {
-        let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
-        self.read(move |conn| {
-            approvals::load(conn, tenant.as_str(), &approval_id, now_ms())?
-                .ok_or(StoreError::NotFound("approval"))
-        })
-        .await
-    }
-
-    async fn list_approvals(
-        &self,
-        tenant: &TenantId,
-        filter: crate::approvals::ApprovalFilter,
-    ) -> StoreResult<Vec<crate::approvals::ApprovalRecord>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| approvals::list(conn, tenant.as_str(), &filter, now_ms()))
-            .await
-    }
-
-    async fn decide_approval(
-        &self,
-        tenant: &TenantId,
-        approval_id: &str,
-        decision: crate::approvals::ApprovalDecision,
-    ) -> StoreResult<crate::approvals::ApprovalRecord> {
-        let (tenant, approval_id) = (tenant.clone(), approval_id.to_owned());
-        self.run_rule(move |mut tx| {
-            Box::pin(async move {
-                crate::approvals::decide(&mut tx, tenant.as_str(), &approval_id, decision).await
-            })
-        })
-        .await
-    }
-
-    async fn expire_approvals(&self, now_ms: i64, limit: u32) -> StoreResult<usize> {
-        self.run_rule(move |mut tx| {
-            Box::pin(async move { crate::approvals::expire(&mut tx, now_ms, limit).await })
-        })
-        .await
-    }
-
-    async fn put_slack_approver(
-        &self,
-        tenant: &TenantId,
-        slack_user_id: &str,
-        key_id: &str,
-    ) -> StoreResult<()> {
-        let (tenant, user, key) = (tenant.clone(), slack_user_id.to_owned(), key_id.to_owned());
-        self.run_rule(move |mut tx| {
-            Box::pin(async move {
-                crate::approvals::put_slack_approver(
-                    &mut tx,
-                    tenant.as_str(),
-                    &user,
-                    &key,
-                    now_ms(),
-                )
-                .await
-            })
-        })
-        .await
-    }
-
-    async fn slack_approver(
-        &self,
-        tenant: &TenantId,
-        slack_user_id: &str,
-    ) -> StoreResult<Option<OperatorKey>> {
-        let (tenant, user) = (tenant.clone(), slack_user_id.to_owned());
-        self.read(move |conn| {
-            read_opt(
-                conn,
-                crate::approvals::SLACK_APPROVER_KEY,
-                [tenant.as_str(), &user],
-                crate::rows::operator_key,
-            )
-        })
-        .await
-    }
-
-    async fn create_webhook(&self, tenant: &TenantId, webhook: NewWebhook) -> StoreResult<Webhook> {
-        let sealed = secrets::seal_new(self.secrets.as_ref(), tenant, &webhook)?;
-        let tenant = tenant.clone();
-        self.run_rule(move |mut tx| {
-            Box::pin(async move {
-                crate::notify::create_webhook(&mut tx, &tenant, &webhook, sealed.as_deref()).await
-            })
-        })
-        .await
-    }
-
-    async fn delete_webhook(
-        &self,
-        tenant: &TenantId,
-        webhook_id: &str,
-        actor: &str,
-    ) -> StoreResult<()> {
-        let (tenant, id, actor) = (tenant.clone(), webhook_id.to_owned(), actor.to_owned());
-        self.run_rule(move |mut tx| {
-            Box::pin(async move {
-                crate::notify::delete_webhook(&mut tx, &tenant, &id, &actor, now_ms()).await
-            })
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl SocStore for SqliteStore {
-    async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
-        self.run_rule(move |mut tx| {
-            Box::pin(async move { crate::soc::apply_batch(&mut tx, &batch, now_ms()).await })
-        })
-        .await
-    }
-
-    async fn correlator_states(&self) -> StoreResult<Vec<CorrelatorStateRecord>> {
-        self.read(soc::correlator_states).await
-    }
-
-    async fn list_alerts(
-        &self,
-        tenant: &TenantId,
-        filter: AlertFilter,
-    ) -> StoreResult<Vec<AlertRecord>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| soc::list_alerts(conn, &tenant, &filter))
-            .await
-    }
-
-    async fn list_incidents(
-        &self,
-        tenant: &TenantId,
-        filter: IncidentFilter,
-    ) -> StoreResult<Vec<IncidentRecord>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| soc::list_incidents(conn, &tenant, &filter))
-            .await
-    }
-
-    async fn incident(&self, tenant: &TenantId, incident_id: &str) -> StoreResult<IncidentDetail> {
-        let (tenant, incident_id) = (tenant.clone(), incident_id.to_owned());
-        self.read(move |conn| soc::load_incident(conn, tenant.as_str(), &incident_id))
-            .await
-    }
-
-    async fn step_incident(
-        &self,
-        tenant: &TenantId,
-        incident_id: &str,
-        step: IncidentStep,
-        actor: &str,
-    ) -> StoreResult<(IncidentDetail, Option<Agent>)> {
-        let (tenant, incident_id, actor) =
-            (tenant.clone(), incident_id.to_owned(), actor.to_owned());
-        self.run_rule(move |mut tx| {
-            Box::pin(async move {
-                let tenant_id = tenant.as_str();
-                crate::soc::step_incident(&mut tx, tenant_id, &incident_id, &step, &actor, now_ms())
-                    .await
-            })
-        })
-        .await
-    }
-
-    async fn put_narrative(
-        &self,
-        tenant: &TenantId,
-        narrative: NarrativeRecord,
-    ) -> StoreResult<()> {
-        let tenant = tenant.clone();
-        self.run_rule(move |mut tx| {
-            Box::pin(async move {
-                crate::soc::put_narrative(&mut tx, tenant.as_str(), &narrative).await
-            })
-        })
-        .await
-    }
-
-    async fn narrative(
-        &self,
-        tenant: &TenantId,
-        incident_id: &str,
-    ) -> StoreResult<Option<NarrativeRecord>> {
-        let (tenant, incident_id) = (tenant.clone(), incident_id.to_owned());
-        self.read(move |conn| evidence::narrative(conn, &tenant, &incident_id))
-            .await
-    }
-}
-
-#[async_trait]
-impl NotificationStore for SqliteStore {
-    async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
-        self.run_rule(move |mut tx| {
-            Box::pin(async move { crate::notify::apply_batch(&mut tx, &batch, now_ms()).await })
-        })
-        .await
-    }
-
-    async fn coalesce_states(&self) -> StoreResult<Vec<CoalesceRecord>> {
-        self.read(notify::coalesce_states).await
-    }
-
-    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
-        self.read(move |conn| notify::claim_deliveries(conn, &claim))
-            .await
-    }
-
-    async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
-        let id = id.to_owned();
-        self.writer()?
-            .write(move |conn, _| notify::finish_delivery(conn, &id, &outcome))
-            .await
-    }
-
-    async fn defer_deliveries(&self, ids: Vec<String>, next_attempt_at_ms: i64) -> StoreResult<()> {
-        self.writer()?
-            .write(move |conn, _| {
-                for id in &ids {
-                    notify::finish_delivery(
-                        conn,
-                        id,
-                        &DeliveryOutcome::Deferred { next_attempt_at_ms },
-                    )?;
-                }
-                Ok(())
-            })
-            .await
-    }
-
-    async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
-        self.run_rule(move |mut tx| {
-            Box::pin(async move { crate::notify::insert_delivery(&mut tx, &delivery).await })
-        })
-        .await
-    }
-
-    async fn list_deliveries(
-        &self,
-        tenant: &TenantId,
-        sink: &str,
-        page: Page,
-    ) -> StoreResult<Vec<Delivery>> {
-        let (tenant, sink) = (tenant.clone(), sink.to_owned());
-        self.read(move |conn| notify::list_deliveries(conn, &tenant, &sink, page))
-            .await
-    }
-
-    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| notify::list_webhooks(conn, &tenant))
-            .await
-    }
-
-    async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>> {
-        let id = webhook_id.to_owned();
-        self.read(move |conn| notify::webhook_by_id(conn, &id))
-            .await
-    }
-
-    async fn webhook_signing_secret(
-        &self,
-        tenant: &TenantId,
-        webhook_id: &str,
-    ) -> StoreResult<Option<String>> {
-        let (tenant, id) = (tenant.clone(), webhook_id.to_owned());
-        let (sealed, plain) = {
-            let (tenant, id) = (tenant.clone(), id.clone());
-            self.read(move |conn| notify::webhook_secret_columns(conn, &tenant, &id))
-                .await?
-        };
-        secrets::stored_secret(self.secrets.as_ref(), &tenant, &id, sealed, plain)
     }
 }
 

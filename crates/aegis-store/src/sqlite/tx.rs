@@ -1,14 +1,16 @@
 //! [`WriteTx`] over the SQLite writer's connection: rules written once (`crate::tx`) run in
 //! the writer thread's batch transaction.
 
-use super::rows::read_rows;
-use super::{SqliteStore, append_event, approvals, load_agent, mcp, numbered_placeholders, soc};
-use crate::approvals::ApprovalRecord;
+use super::rows::{AGENT_COLUMNS, read_rows};
+use super::{SqliteStore, append_event, load_agent, mcp, numbered_placeholders, soc};
+use crate::backend::Backend;
 use crate::schema::StoredRow;
-use crate::tx::{EventDraft, SqlValue, WriteTx};
-use crate::{Agent, EvidenceAppend, IncidentDetail, StoreError, StoreResult, ToolPin};
+use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
+use crate::{
+    Agent, Delivery, DeliveryClaim, EvidenceAppend, SecretsKey, StoreError, StoreResult, ToolPin,
+};
 use futures_util::FutureExt;
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::BoxFuture;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, ToSql, params_from_iter};
 
@@ -24,38 +26,126 @@ impl ToSql for SqlValue<'_> {
     }
 }
 
-pub(super) struct SqliteTx<'c> {
-    conn: &'c Connection,
+/// The writer's connection as a rule sees it ([`WriteTx`]). It holds the connection by
+/// `&mut` (a connection is `Send` but not `Sync`), so that a rule's future is `Send` as
+/// [`WriteTx`] promises.
+pub(crate) struct SqliteTx<'c> {
+    conn: &'c mut Connection,
+}
+
+/// A pooled read connection as a read written once sees it ([`ReadRows`]).
+pub(crate) struct SqliteRead<'c> {
+    conn: &'c mut Connection,
 }
 
 impl<'c> SqliteTx<'c> {
-    /// Runs `rule` over `conn`. Every statement of a [`SqliteTx`] completes synchronously,
-    /// so the rule's future is ready when first polled; one that is not is a rule awaiting
-    /// something else, which the writer thread cannot run.
-    pub fn run<T, R>(conn: &'c Connection, rule: impl FnOnce(SqliteTx<'c>) -> R) -> StoreResult<T>
+    /// Runs `rule` over `conn`, in whatever transaction the connection is in.
+    pub fn run<T, R>(
+        conn: &'c mut Connection,
+        rule: impl FnOnce(SqliteTx<'c>) -> R,
+    ) -> StoreResult<T>
     where
         R: Future<Output = StoreResult<T>>,
     {
-        rule(SqliteTx { conn }).now_or_never().unwrap_or_else(|| {
-            Err(StoreError::Unavailable(
-                "a write rule waited on something other than the SQLite connection".into(),
-            ))
-        })
+        poll_once(rule(SqliteTx { conn }))
     }
 }
 
-impl SqliteStore {
-    /// Runs `rule` on the writer thread in its batch transaction, with the job's savepoint:
-    /// the one place a rule written against [`WriteTx`] becomes a writer job (the same shape
-    /// as `PgStore::run_rule`).
-    pub(super) async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
+impl<'c> SqliteRead<'c> {
+    /// Runs `read`, written once over [`ReadRows`], on `conn`: a pooled reader, or the
+    /// writer's connection inside its transaction.
+    pub fn run<T>(
+        conn: &'c mut Connection,
+        read: impl AsyncFnOnce(&mut SqliteRead<'c>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        poll_once(read(&mut SqliteRead { conn }))
+    }
+}
+
+/// The outcome of work over a SQLite connection. Every statement completes synchronously,
+/// so its future is ready when first polled; one that is not is waiting on something else,
+/// which the thread running it (the writer, a blocking reader) cannot provide.
+fn poll_once<T>(work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    work.now_or_never().unwrap_or_else(|| {
+        Err(StoreError::Unavailable(
+            "work over a SQLite connection waited on something other than the connection".into(),
+        ))
+    })
+}
+
+impl Backend for SqliteStore {
+    type Tx<'t> = SqliteTx<'t>;
+    type Read<'r> = SqliteRead<'r>;
+
+    const ORDINAL: &'static str = "rowid";
+    const AGENT_COLUMNS: &'static str = AGENT_COLUMNS;
+    const DELIVERY_COLUMNS: &'static str = super::notify::DELIVERY_COLUMNS;
+
+    async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
     where
         T: Send + 'static,
-        R: for<'c> FnOnce(SqliteTx<'c>) -> LocalBoxFuture<'c, StoreResult<T>> + Send + 'static,
+        R: for<'t> FnOnce(&'t mut SqliteTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
     {
         self.writer()?
-            .write(move |conn, _| SqliteTx::run(conn, rule))
+            .write(move |conn, _| poll_once(rule(&mut SqliteTx { conn })))
             .await
+    }
+
+    async fn run_leader_rule<T, R>(&self, rule: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'t> FnOnce(&'t mut SqliteTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+    {
+        self.run_rule(rule).await
+    }
+
+    async fn run_read<T, R>(&self, read: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'r> FnOnce(&'r mut SqliteRead<'r>) -> BoxFuture<'r, StoreResult<T>> + Send + 'static,
+    {
+        self.read(move |conn| poll_once(read(&mut SqliteRead { conn })))
+            .await
+    }
+
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
+        self.read(move |conn| super::notify::claim_deliveries(conn, &claim))
+            .await
+    }
+
+    fn secrets(&self) -> Option<&SecretsKey> {
+        self.secrets.as_ref()
+    }
+}
+
+impl ReadRows for SqliteRead<'_> {
+    async fn query_rows<T>(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue<'_>],
+        read: impl Fn(&dyn StoredRow) -> StoreResult<T> + Send,
+    ) -> StoreResult<Vec<T>> {
+        read_rows(
+            self.conn,
+            &numbered_placeholders(sql),
+            params_from_iter(params),
+            |row| read(row),
+        )
+    }
+}
+
+impl ReadRows for SqliteTx<'_> {
+    async fn query_rows<T>(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue<'_>],
+        read: impl Fn(&dyn StoredRow) -> StoreResult<T> + Send,
+    ) -> StoreResult<Vec<T>> {
+        SqliteRead {
+            conn: &mut *self.conn,
+        }
+        .query_rows(sql, params, read)
+        .await
     }
 }
 
@@ -66,20 +156,6 @@ impl WriteTx for SqliteTx<'_> {
             .prepare_cached(&numbered_placeholders(sql))?
             .execute(params_from_iter(params))?;
         Ok(changed as u64)
-    }
-
-    async fn query_rows<T>(
-        &mut self,
-        sql: &'static str,
-        params: &[SqlValue<'_>],
-        read: fn(&dyn StoredRow) -> StoreResult<T>,
-    ) -> StoreResult<Vec<T>> {
-        read_rows(
-            self.conn,
-            &numbered_placeholders(sql),
-            params_from_iter(params),
-            |row| read(row),
-        )
     }
 
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64> {
@@ -95,23 +171,6 @@ impl WriteTx for SqliteTx<'_> {
 
     async fn load_agent(&mut self, tenant_id: &str, agent_id: &str) -> StoreResult<Agent> {
         load_agent(self.conn, tenant_id, agent_id)
-    }
-
-    async fn load_incident(
-        &mut self,
-        tenant_id: &str,
-        incident_id: &str,
-    ) -> StoreResult<IncidentDetail> {
-        soc::load_incident(self.conn, tenant_id, incident_id)
-    }
-
-    async fn load_approval(
-        &mut self,
-        tenant_id: &str,
-        approval_id: &str,
-        now_ms: i64,
-    ) -> StoreResult<Option<ApprovalRecord>> {
-        approvals::load(self.conn, tenant_id, approval_id, now_ms)
     }
 
     async fn load_pin(
@@ -174,8 +233,8 @@ mod tests {
 
     #[test]
     fn a_rule_waiting_on_anything_else_fails_instead_of_holding_the_writer() {
-        let conn = Connection::open_in_memory().unwrap();
-        let outcome: StoreResult<()> = SqliteTx::run(&conn, |_tx| async {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let outcome: StoreResult<()> = SqliteTx::run(&mut conn, |_tx| async {
             std::future::pending::<()>().await;
             Ok(())
         });

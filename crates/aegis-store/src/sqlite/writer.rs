@@ -15,7 +15,7 @@ use crate::chain::ChainGuard;
 use crate::operations::{WriterMetrics, batch_span, submitter};
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, params};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -69,7 +69,7 @@ pub(crate) enum Containment {
 /// One unit of work for the writer thread.
 pub(crate) trait Job: Send {
     /// Applies the job in the batch's transaction (see [`Job::containment`]).
-    fn apply(&mut self, conn: &Connection, state: &mut WriterState) -> StoreResult<()>;
+    fn apply(&mut self, conn: &mut Connection, state: &mut WriterState) -> StoreResult<()>;
     fn containment(&self) -> Containment;
     /// Answers the caller once the batch's fate is known.
     fn complete(self: Box<Self>, outcome: StoreResult<()>);
@@ -88,9 +88,9 @@ struct FnJob<T, F> {
 impl<T, F> Job for FnJob<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection, &mut WriterState) -> StoreResult<T> + Send,
+    F: FnOnce(&mut Connection, &mut WriterState) -> StoreResult<T> + Send,
 {
-    fn apply(&mut self, conn: &Connection, state: &mut WriterState) -> StoreResult<()> {
+    fn apply(&mut self, conn: &mut Connection, state: &mut WriterState) -> StoreResult<()> {
         let work = self
             .work
             .take()
@@ -154,7 +154,11 @@ impl WriterState {
     }
 
     /// Signs a checkpoint over every chain head the batch moved ([`crate::chain::sign_heads`]).
-    fn checkpoint_pending(&self, conn: &Connection, now_ms: i64) -> StoreResult<Vec<Checkpoint>> {
+    fn checkpoint_pending(
+        &self,
+        conn: &mut Connection,
+        now_ms: i64,
+    ) -> StoreResult<Vec<Checkpoint>> {
         let heads = self
             .pending
             .iter()
@@ -213,7 +217,7 @@ impl Writer {
     pub async fn write<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
     {
         self.submit(Containment::Savepoint, work).await
     }
@@ -222,7 +226,7 @@ impl Writer {
     pub async fn write_in_batch<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
     {
         self.submit(Containment::Batch, work).await
     }
@@ -230,7 +234,7 @@ impl Writer {
     async fn submit<T, F>(&self, containment: Containment, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(FnJob {
@@ -320,6 +324,10 @@ fn run(
 }
 
 /// Applies a batch in one transaction. Returns one outcome per job.
+///
+/// The transaction and each job's savepoint are the connection's own statements rather
+/// than rusqlite's `Transaction` and `Savepoint`, which lend a job only a shared
+/// `&Connection`: a rule's [`SqliteTx`] holds the connection by `&mut` to be `Send`.
 fn commit_batch(
     conn: &mut Connection,
     state: &mut WriterState,
@@ -329,25 +337,26 @@ fn commit_batch(
     state.pending.clear();
     let mut outcomes = Vec::with_capacity(batch.len());
     let committed = (|| -> StoreResult<Vec<Checkpoint>> {
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        run_statement(conn, "BEGIN IMMEDIATE")?;
         for job in batch.iter_mut() {
             let outcome = match job.containment() {
                 Containment::Savepoint => {
-                    let savepoint = tx.savepoint()?;
-                    let outcome = job.apply(&savepoint, state);
-                    if outcome.is_ok() {
-                        savepoint.commit()?;
+                    run_statement(conn, "SAVEPOINT job")?;
+                    let outcome = job.apply(conn, state);
+                    if outcome.is_err() {
+                        // Undoes this job alone; the batch goes on.
+                        run_statement(conn, "ROLLBACK TO job")?;
                     }
-                    // A savepoint dropped without commit rolls back this job alone.
+                    run_statement(conn, "RELEASE job")?;
                     outcome
                 }
                 Containment::Batch => {
                     // A statement that fails is undone by SQLite itself, so an unchanged
                     // count means the job left nothing behind.
-                    let changed_before = tx.total_changes();
-                    let outcome = job.apply(&tx, state);
+                    let changed_before = conn.total_changes();
+                    let outcome = job.apply(conn, state);
                     if let Err(error) = &outcome
-                        && tx.total_changes() != changed_before
+                        && conn.total_changes() != changed_before
                     {
                         return Err(StoreError::Unavailable(format!(
                             "a write failed half done, so its batch is rolled back: {error}"
@@ -358,10 +367,16 @@ fn commit_batch(
             };
             outcomes.push(outcome);
         }
-        let signed = state.checkpoint_pending(&tx, now_ms())?;
-        tx.commit()?;
+        let signed = state.checkpoint_pending(conn, now_ms())?;
+        run_statement(conn, "COMMIT")?;
         Ok(signed)
     })();
+    if committed.is_err()
+        && !conn.is_autocommit()
+        && let Err(error) = run_statement(conn, "ROLLBACK")
+    {
+        tracing::error!(%error, "cannot roll the failed batch back");
+    }
     match committed {
         Ok(signed) => {
             state.guard.signed(signed);
@@ -383,6 +398,12 @@ fn commit_batch(
     }
 }
 
+/// Runs one of the statements that frame a batch (prepared once per connection).
+fn run_statement(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,7 +416,7 @@ mod tests {
     ) -> (Box<dyn Job>, Answer) {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(FnJob {
-            work: Some(move |conn: &Connection, _: &mut WriterState| work(conn)),
+            work: Some(move |conn: &mut Connection, _: &mut WriterState| work(conn)),
             containment,
             value: None,
             reply,
