@@ -8,9 +8,13 @@
 //! Rules and reads are passed boxed because their futures must be `Send` (PostgreSQL's
 //! writer is a task), which a bound on a generic async closure cannot state.
 
+use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
+use crate::schema::{EventQueries, ReceiptQueries};
 use crate::tx::{ReadRows, WriteTx};
-use crate::{Delivery, DeliveryClaim, SecretsKey, StoreResult};
+use crate::{Delivery, DeliveryClaim, Leadership, SecretsKey, StoreResult, TenantId};
+use aegis_core::receipt::KeyRing;
 use futures_util::future::BoxFuture;
+use tokio::sync::watch;
 
 pub(crate) trait Backend: Send + Sync + 'static {
     /// The writer's transaction as a rule sees it.
@@ -45,6 +49,29 @@ pub(crate) trait Backend: Send + Sync + 'static {
     where
         T: Send + 'static,
         R: for<'r> FnOnce(&'r mut Self::Read<'r>) -> BoxFuture<'r, StoreResult<T>> + Send + 'static;
+
+    /// The event log's reads in this backend's spelling.
+    fn event_queries() -> &'static EventQueries;
+    /// The receipt chains' reads in this backend's spelling.
+    fn receipt_queries() -> &'static ReceiptQueries;
+
+    /// Waits until this process may run the log consumers ([`crate::EventLog::lead`]).
+    fn wait_for_lead(&self) -> impl Future<Output = StoreResult<Leadership>> + Send;
+    /// The highest committed event seq, as this process learns of commits.
+    fn commits(&self) -> watch::Receiver<i64>;
+
+    /// [`crate::chain::audit`] of the tenant's chain over one consistent snapshot.
+    fn audit_in_snapshot(
+        &self,
+        tenant: &TenantId,
+        walk: ChainWalk,
+        keys: &KeyRing,
+    ) -> impl Future<Output = StoreResult<ChainAudit>> + Send;
+    /// The writers' guard of the chain heads ([`ChainGuard`]).
+    fn chain_guard(&self) -> &ChainGuard;
+    /// Makes the writer read the tenant's chain head through the guard again before its
+    /// next use (a writer that keeps heads between batches drops it).
+    fn forget_chain_head(&self, tenant: &TenantId) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Claims due deliveries for sending, fairly across tenants (`records::fair_claim`).
     fn claim_deliveries(

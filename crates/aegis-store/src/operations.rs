@@ -13,7 +13,10 @@
 //! OpenTelemetry exports as span links. Writes submitted outside a traced span carry
 //! nothing and their batches make no span.
 
+use crate::StoreResult;
+use crate::tx::{ReadRows, SqlValue};
 use metrics::{Gauge, Histogram};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// Where each log consumer stands, and when the oldest event it has not consumed yet was
@@ -40,6 +43,44 @@ pub(crate) fn pending_approvals_sql(now: &str) -> String {
     let pending =
         crate::approvals::status_condition(aegis_core::approval::ApprovalStatus::Pending, now);
     format!("SELECT COUNT(*) FROM approvals WHERE status IN ('pending', 'approved') AND {pending}")
+}
+
+/// The store's backlogs as of `now_ms`, read in one go.
+pub(crate) async fn snapshot(
+    rows: &mut impl ReadRows,
+    now_ms: i64,
+) -> StoreResult<OperationsSnapshot> {
+    static PENDING_APPROVALS: LazyLock<String> = LazyLock::new(|| pending_approvals_sql("$1"));
+    let consumers = rows
+        .query_rows(CONSUMER_CURSORS_SQL, &[], |row| {
+            Ok(ConsumerPosition {
+                consumer: row.required_text(0)?,
+                cursor: row.required_int(1)?,
+                oldest_unconsumed_at_ms: row.int(2)?,
+            })
+        })
+        .await?;
+    let deliveries = rows
+        .query_rows(DELIVERY_BACKLOG_SQL, &[], |row| {
+            Ok(DeliveryBacklog {
+                sink: row.required_text(0)?,
+                status: row.required_text(1)?,
+                count: row.required_int(2)?,
+                oldest_created_at_ms: row.required_int(3)?,
+            })
+        })
+        .await?;
+    let pending_approvals = rows
+        .query_opt(&PENDING_APPROVALS, &[SqlValue::int(now_ms)], |row| {
+            row.required_int(0)
+        })
+        .await?
+        .unwrap_or(0);
+    Ok(OperationsSnapshot {
+        consumers,
+        deliveries,
+        pending_approvals,
+    })
 }
 
 /// The store's backlogs at one moment.

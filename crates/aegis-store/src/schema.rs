@@ -184,23 +184,31 @@ pub(crate) struct EventQueries {
     pub of_tenant_after: String,
     /// `seq > $1`, oldest first, at most `$2`.
     pub after: String,
+    /// `$1 < seq <= $2` whose kind is one of the JSON array of names `$3`, oldest first, at
+    /// most `$4`.
+    pub of_kinds: String,
     join: String,
     spell: fn(&str) -> String,
 }
 
 impl EventQueries {
     /// `join` joins an event `e` to its decision `d` (with [`EVENT_DECISION_COLUMNS`]) when
-    /// `e.payload = ''`; `spell` turns the `$N` placeholders into the backend's.
-    pub fn new(join: String, spell: fn(&str) -> String) -> Self {
+    /// `e.payload = ''`; `names_in` is the backend's set of the names in the JSON array `$3`;
+    /// `spell` turns the `$N` placeholders into the backend's.
+    pub fn new(join: String, names_in: &str, spell: fn(&str) -> String) -> Self {
         let mut queries = EventQueries {
             of_tenant_after: String::new(),
             after: String::new(),
+            of_kinds: String::new(),
             join,
             spell,
         };
         queries.of_tenant_after =
             queries.matching("tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
         queries.after = queries.matching("seq > $1 ORDER BY seq LIMIT $2");
+        queries.of_kinds = queries.matching(&format!(
+            "seq > $1 AND seq <= $2 AND kind IN ({names_in}) ORDER BY seq LIMIT $4"
+        ));
         queries
     }
 

@@ -1,14 +1,15 @@
 //! One transaction interface over both drivers, so that a write rule (which statements, in
 //! which order, what they refuse, what event records them) is written once and run by either
-//! store in its writer transaction. SQL is written with PostgreSQL's `$N` placeholders; the
-//! SQLite store spells them as its own. A backend implements [`WriteTx`] with its driver's
-//! plumbing: binding [`SqlValue`]s, running a statement, appending an event, and the reads
-//! that map whole rows (an agent, an incident, an approval, an MCP tool's pin), which it
-//! shares with its read API.
+//! store in its writer transaction, and one read interface, so that a read is written once
+//! and run on a pooled read connection or inside that transaction. SQL is written with
+//! PostgreSQL's `$N` placeholders; the SQLite store spells them as its own. A backend
+//! implements [`ReadRows`] and [`WriteTx`] with its driver's plumbing: binding [`SqlValue`]s,
+//! running a statement, appending an event, and the few whole-row reads its other code
+//! shares (an agent, an MCP tool's pin), and joining a batch's evidence.
 //!
 //! The SQLite driver is synchronous: its implementation does its work when first polled and
 //! never suspends, so the writer thread runs a rule with one poll
-//! (`sqlite::SqliteTx::run`).
+//! (`sqlite::tx::SqliteConn::run`).
 
 use crate::schema::StoredRow;
 use crate::{Agent, EvidenceAppend, StoreResult, ToolPin};
@@ -109,7 +110,7 @@ pub(crate) trait WriteTx: ReadRows {
 /// An event a rule appends ([`WriteTx::append_event`]).
 pub(crate) struct EventDraft<'a> {
     pub tenant_id: &'a str,
-    pub kind: &'static str,
+    pub kind: &'a str,
     pub agent_id: Option<&'a str>,
     pub subject_id: Option<&'a str>,
     pub payload: Value,

@@ -8,41 +8,6 @@ use crate::*;
 use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
 use deadpool_postgres::GenericClient;
 
-pub(super) async fn receipt<C: GenericClient>(
-    client: &C,
-    tenant: &TenantId,
-    id: &str,
-) -> StoreResult<Receipt> {
-    let row = client
-        .query_opt(
-            &prepared(client, &RECEIPT_SQL.with_id).await?,
-            &[&tenant.as_str(), &id],
-        )
-        .await?
-        .ok_or(StoreError::NotFound("receipt"))?;
-    crate::rows::receipt(&row)
-}
-
-pub(super) async fn receipts_newest<C: GenericClient>(
-    client: &C,
-    tenant: &TenantId,
-    page: Page,
-) -> StoreResult<Vec<Receipt>> {
-    client
-        .query(
-            &prepared(client, &RECEIPT_SQL.newest_before_seq).await?,
-            &[
-                &tenant.as_str(),
-                &page.before.unwrap_or(i64::MAX),
-                &i64::from(page.limit),
-            ],
-        )
-        .await?
-        .iter()
-        .map(|row| crate::rows::receipt(row))
-        .collect()
-}
-
 pub(super) async fn checkpoints_from<C: GenericClient>(
     client: &C,
     tenant: &TenantId,

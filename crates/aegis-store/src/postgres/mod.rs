@@ -25,17 +25,18 @@ mod writer;
 
 pub use session::SessionBounds;
 
+use crate::backend::Backend;
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
-use crate::operations;
 use crate::records;
-use crate::schema::CHECKPOINT_COLUMNS;
+use crate::schema::{EventQueries, ReceiptQueries};
 use crate::*;
-use aegis_core::model::{AgentStatus, RiskTier, Verdict};
+use aegis_core::model::{AgentStatus, RiskTier};
 use aegis_core::policy::PolicyDocument;
+use aegis_core::receipt::ReceiptSigner;
 use aegis_core::receipt::{ChainPoint, KeyRing};
-use aegis_core::receipt::{Checkpoint, Receipt, ReceiptSigner};
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::future::BoxFuture;
 use rows::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,7 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Statement};
 use tx::PgRead;
+use tx::PgTx;
 use writer::{Writer, WriterState};
 
 /// Migrations in order; the index + 1 is the schema version.
@@ -652,9 +654,58 @@ async fn escalate_if_due(
     Ok(Some(next))
 }
 
-#[async_trait]
-impl EventLog for PgStore {
-    async fn lead(&self) -> StoreResult<Leadership> {
+/// The PostgreSQL driver under the roles written once (`crate::backend`).
+impl Backend for PgStore {
+    type Tx<'t> = PgTx<'t>;
+    type Read<'r> = PgRead<'r, deadpool_postgres::Client>;
+
+    const ORDINAL: &'static str = "ordinal";
+    const AGENT_COLUMNS: &'static str = rows::AGENT_COLUMNS;
+    const DELIVERY_COLUMNS: &'static str = notify::DELIVERY_COLUMNS;
+
+    async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'t> FnOnce(&'t mut PgTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+    {
+        self.write_rule(None, rule).await
+    }
+
+    async fn run_leader_rule<T, R>(&self, rule: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'t> FnOnce(&'t mut PgTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+    {
+        self.write_rule(Some(self.epoch.clone()), rule).await
+    }
+
+    async fn run_read<T, R>(&self, read: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'r> FnOnce(
+                &'r mut PgRead<'r, deadpool_postgres::Client>,
+            ) -> BoxFuture<'r, StoreResult<T>>
+            + Send
+            + 'static,
+    {
+        let client = self.pool.get().await?;
+        read(&mut PgRead { client: &client }).await
+    }
+
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
+        let client = self.pool.get().await?;
+        notify::claim_deliveries(&client, &claim).await
+    }
+
+    fn event_queries() -> &'static EventQueries {
+        &EVENT_SQL
+    }
+
+    fn receipt_queries() -> &'static ReceiptQueries {
+        &RECEIPT_SQL
+    }
+
+    async fn wait_for_lead(&self) -> StoreResult<Leadership> {
         loop {
             let config = session::config_for(&self.config, session::Role::Leader, &self.bounds);
             match try_lead(&config, &self.epoch).await {
@@ -666,128 +717,44 @@ impl EventLog for PgStore {
         }
     }
 
-    async fn operations(&self) -> StoreResult<OperationsSnapshot> {
-        let consumers = self
-            .query(operations::CONSUMER_CURSORS_SQL, &[])
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(ConsumerPosition {
-                    consumer: get(row, 0)?,
-                    cursor: get(row, 1)?,
-                    oldest_unconsumed_at_ms: get(row, 2)?,
-                })
-            })
-            .collect::<StoreResult<_>>()?;
-        let deliveries = self
-            .query(operations::DELIVERY_BACKLOG_SQL, &[])
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(DeliveryBacklog {
-                    sink: get(row, 0)?,
-                    status: get(row, 1)?,
-                    count: get(row, 2)?,
-                    oldest_created_at_ms: get(row, 3)?,
-                })
-            })
-            .collect::<StoreResult<_>>()?;
-        let pending_approvals = match self
-            .query_opt(&operations::pending_approvals_sql("$1"), &[&now_ms()])
-            .await?
-        {
-            Some(count) => get(&count, 0)?,
-            None => 0,
-        };
-        Ok(OperationsSnapshot {
-            consumers,
-            deliveries,
-            pending_approvals,
-        })
-    }
-
-    async fn events(
-        &self,
-        tenant: &TenantId,
-        after_seq: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<Event>> {
-        self.query_map(
-            &EVENT_SQL.of_tenant_after,
-            &[&tenant.as_str(), &after_seq, &i64::from(limit)],
-            crate::rows::event,
-        )
-        .await
-    }
-
-    async fn record_event(
-        &self,
-        tenant: &TenantId,
-        kind: &str,
-        agent_id: Option<&str>,
-        payload: serde_json::Value,
-    ) -> StoreResult<i64> {
-        let (tenant, kind, agent_id) =
-            (tenant.clone(), kind.to_owned(), agent_id.map(str::to_owned));
-        self.writer()?
-            .write(move |tx, state| {
-                Box::pin(async move {
-                    append_event(
-                        tx,
-                        state,
-                        tenant.as_str(),
-                        &kind,
-                        agent_id.as_deref(),
-                        None,
-                        &payload,
-                    )
-                    .await
-                })
-            })
-            .await
-    }
-
-    async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>> {
-        self.query_map(
-            &EVENT_SQL.after,
-            &[&after_seq, &i64::from(limit)],
-            crate::rows::event,
-        )
-        .await
-    }
-
-    async fn events_of_kinds(
-        &self,
-        after_seq: i64,
-        up_to: i64,
-        kinds: &'static [&'static str],
-        limit: u32,
-    ) -> StoreResult<Vec<Event>> {
-        static OF_KINDS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            EVENT_SQL.matching("seq > $1 AND seq <= $2 AND kind = ANY($3) ORDER BY seq LIMIT $4")
-        });
-        self.query_map(
-            &OF_KINDS,
-            &[&after_seq, &up_to, &kinds, &i64::from(limit)],
-            crate::rows::event,
-        )
-        .await
-    }
-
-    fn committed_seq(&self) -> watch::Receiver<i64> {
+    fn commits(&self) -> watch::Receiver<i64> {
         self.commits.clone()
     }
 
-    async fn consumer_cursor(&self, consumer: &str) -> StoreResult<i64> {
-        Ok(self
-            .query_opt(
-                "SELECT seq FROM consumer_cursors WHERE name = $1",
-                &[&consumer],
-            )
-            .await?
-            .map(|row| get(&row, 0))
-            .transpose()?
-            .unwrap_or(0))
+    async fn audit_in_snapshot(
+        &self,
+        tenant: &TenantId,
+        walk: ChainWalk,
+        keys: &KeyRing,
+    ) -> StoreResult<ChainAudit> {
+        let mut client = self.pool.get().await?;
+        // One snapshot for every query of the walk.
+        let snapshot = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let reads = chain::PgChain {
+            client: &snapshot,
+            tenant,
+        };
+        let audit = crate::chain::audit(&reads, tenant.as_str(), &walk, keys).await?;
+        snapshot.commit().await?;
+        Ok(audit)
+    }
+
+    fn chain_guard(&self) -> &ChainGuard {
+        &self.guard
+    }
+
+    async fn forget_chain_head(&self, _tenant: &TenantId) -> StoreResult<()> {
+        // Every batch reads the heads it extends through the guard: nothing is kept.
+        Ok(())
+    }
+
+    fn secrets(&self) -> Option<&SecretsKey> {
+        self.secrets.as_ref()
     }
 }
 
@@ -870,147 +837,5 @@ impl ActionPlaneStore for PgStore {
                 Box::pin(async move { record_decision_tx(tx, state, decision).await })
             })
             .await
-    }
-}
-
-#[async_trait]
-impl ReceiptStore for PgStore {
-    async fn decision(&self, tenant: &TenantId, decision_id: &str) -> StoreResult<DecisionRecord> {
-        let row = self
-            .query_opt(
-                &format!(
-                    "SELECT {DECISION_COLUMNS} FROM decisions WHERE tenant_id = $1 AND id = $2"
-                ),
-                &[&tenant.as_str(), &decision_id],
-            )
-            .await?
-            .ok_or(StoreError::NotFound("decision"))?;
-        crate::rows::decision(&row)
-    }
-
-    async fn list_decisions(
-        &self,
-        tenant: &TenantId,
-        filter: DecisionFilter,
-    ) -> StoreResult<Vec<DecisionRecord>> {
-        let sql = format!(
-            "SELECT {DECISION_COLUMNS} FROM decisions
-             WHERE tenant_id = $1 AND event_seq < $2
-               AND ($3::text IS NULL OR agent_id = $3) AND ($4::text IS NULL OR decision = $4)
-               AND ($5::text IS NULL OR tool = $5) AND ($6::text IS NULL OR action = $6)
-               AND ($7::text IS NULL OR run_id = $7)
-               AND ($8::bigint IS NULL OR created_at >= $8) AND ($9::bigint IS NULL OR created_at < $9)
-             ORDER BY event_seq DESC LIMIT $10"
-        );
-        self.query_map(
-            &sql,
-            &[
-                &tenant.as_str(),
-                &filter.page.before.unwrap_or(i64::MAX),
-                &filter.agent_id,
-                &filter.verdict.map(Verdict::as_str),
-                &filter.tool,
-                &filter.action,
-                &filter.run_id,
-                &filter.since_ms,
-                &filter.until_ms,
-                &i64::from(filter.page.limit),
-            ],
-            crate::rows::decision,
-        )
-        .await
-    }
-
-    async fn receipt_tenants(&self) -> StoreResult<Vec<TenantId>> {
-        self.query_map(
-            "SELECT DISTINCT tenant_id FROM receipts ORDER BY tenant_id",
-            &[],
-            |row| Ok(TenantId::new(row.required_text(0)?)),
-        )
-        .await
-    }
-
-    async fn receipts(
-        &self,
-        tenant: &TenantId,
-        after_seq: u64,
-        limit: u32,
-    ) -> StoreResult<Vec<Receipt>> {
-        let client = self.pool.get().await?;
-        chain::receipts_after(&client, tenant.as_str(), after_seq, limit).await
-    }
-
-    async fn audit_chain(
-        &self,
-        tenant: &TenantId,
-        walk: ChainWalk,
-        keys: &KeyRing,
-    ) -> StoreResult<ChainAudit> {
-        let mut client = self.pool.get().await?;
-        // One snapshot for every query of the walk.
-        let snapshot = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        let reads = chain::PgChain {
-            client: &snapshot,
-            tenant,
-        };
-        let audit = crate::chain::audit(&reads, tenant.as_str(), &walk, keys).await?;
-        snapshot.commit().await?;
-        Ok(audit)
-    }
-
-    async fn close_chain(&self, tenant: &TenantId) -> StoreResult<()> {
-        // Every batch reads the head through the guard, so this takes effect at once.
-        self.guard.close(tenant.as_str());
-        Ok(())
-    }
-
-    fn signed_heads(&self) -> Vec<Checkpoint> {
-        self.guard.signed_heads()
-    }
-
-    async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {
-        self.query_map(
-            &format!(
-                "SELECT {CHECKPOINT_COLUMNS} FROM receipt_checkpoints
-             WHERE tenant_id = $1 ORDER BY seq"
-            ),
-            &[&tenant.as_str()],
-            crate::rows::checkpoint,
-        )
-        .await
-    }
-
-    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
-        self.query_map(
-            "SELECT key_id, public_key, created_at FROM signing_keys ORDER BY created_at",
-            &[],
-            crate::rows::signing_key,
-        )
-        .await
-    }
-
-    async fn receipt(&self, tenant: &TenantId, receipt_id: &str) -> StoreResult<Receipt> {
-        let client = self.pool.get().await?;
-        evidence::receipt(&client, tenant, receipt_id).await
-    }
-
-    async fn receipts_newest(&self, tenant: &TenantId, page: Page) -> StoreResult<Vec<Receipt>> {
-        let client = self.pool.get().await?;
-        evidence::receipts_newest(&client, tenant, page).await
-    }
-
-    async fn checkpoints_from(
-        &self,
-        tenant: &TenantId,
-        from_seq: u64,
-        limit: u32,
-    ) -> StoreResult<Vec<Checkpoint>> {
-        let client = self.pool.get().await?;
-        evidence::checkpoints_from(&client, tenant, from_seq, limit).await
     }
 }

@@ -6,7 +6,7 @@ use crate::*;
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
-pub(super) use crate::schema::{DECISION_COLUMNS, RESPONSE_ACTION_COLUMNS, constant_time_eq};
+pub(super) use crate::schema::{RESPONSE_ACTION_COLUMNS, constant_time_eq};
 
 /// Agents page by `ordinal` here (SQLite pages by its rowid).
 pub(super) const AGENT_COLUMNS: &str = "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, ordinal, version, rate_per_sec, rate_burst";
@@ -26,7 +26,11 @@ pub(super) static EVENT_SQL: std::sync::LazyLock<crate::schema::EventQueries> =
                                 WHERE e.payload = '' AND event_seq = e.seq OFFSET 0) d ON true",
             crate::schema::EVENT_DECISION_COLUMNS
         );
-        crate::schema::EventQueries::new(join, str::to_owned)
+        crate::schema::EventQueries::new(
+            join,
+            "SELECT jsonb_array_elements_text(CAST(CAST($3 AS TEXT) AS jsonb))",
+            str::to_owned,
+        )
     });
 
 impl crate::schema::StoredRow for Row {

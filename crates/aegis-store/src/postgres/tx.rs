@@ -2,13 +2,11 @@
 //! run in the batch transaction that holds `log_head`.
 
 use super::leader::LeaderEpoch;
-use super::rows::AGENT_COLUMNS;
 use super::writer::WriterState;
 use super::{PgStore, append_event, load_agent, mcp, prepared, soc};
-use crate::backend::Backend;
 use crate::schema::StoredRow;
 use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
-use crate::{Agent, Delivery, DeliveryClaim, EvidenceAppend, SecretsKey, StoreResult, ToolPin};
+use crate::{Agent, EvidenceAppend, StoreResult, ToolPin};
 use deadpool_postgres::{GenericClient, Transaction};
 use futures_util::future::BoxFuture;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -43,57 +41,14 @@ pub(crate) struct PgTx<'a> {
     pub state: &'a mut WriterState,
 }
 
-impl Backend for PgStore {
-    type Tx<'t> = PgTx<'t>;
-    type Read<'r> = PgRead<'r, deadpool_postgres::Client>;
-
-    const ORDINAL: &'static str = "ordinal";
-    const AGENT_COLUMNS: &'static str = AGENT_COLUMNS;
-    const DELIVERY_COLUMNS: &'static str = super::notify::DELIVERY_COLUMNS;
-
-    async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        R: for<'t> FnOnce(&'t mut PgTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
-    {
-        self.write_rule(None, rule).await
-    }
-
-    async fn run_leader_rule<T, R>(&self, rule: R) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        R: for<'t> FnOnce(&'t mut PgTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
-    {
-        self.write_rule(Some(self.epoch.clone()), rule).await
-    }
-
-    async fn run_read<T, R>(&self, read: R) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        R: for<'r> FnOnce(
-                &'r mut PgRead<'r, deadpool_postgres::Client>,
-            ) -> BoxFuture<'r, StoreResult<T>>
-            + Send
-            + 'static,
-    {
-        let client = self.pool.get().await?;
-        read(&mut PgRead { client: &client }).await
-    }
-
-    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
-        let client = self.pool.get().await?;
-        super::notify::claim_deliveries(&client, &claim).await
-    }
-
-    fn secrets(&self) -> Option<&SecretsKey> {
-        self.secrets.as_ref()
-    }
-}
-
 impl PgStore {
     /// Runs `rule` in the writer's batch transaction, in its job's savepoint; with `leader`,
     /// only while this replica holds that leadership epoch.
-    async fn write_rule<T, R>(&self, leader: Option<LeaderEpoch>, rule: R) -> StoreResult<T>
+    pub(super) async fn write_rule<T, R>(
+        &self,
+        leader: Option<LeaderEpoch>,
+        rule: R,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         R: for<'t> FnOnce(&'t mut PgTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,

@@ -2,7 +2,7 @@
 
 use super::append_event;
 use super::rows::{read_opt, read_rows};
-use super::tx::SqliteRead;
+use super::tx::SqliteConn;
 use crate::approvals::{
     APPROVAL_COLUMNS, ApprovalRecord, ApprovalSettings, GateStep, StoredApproval,
 };
@@ -17,7 +17,7 @@ pub(crate) fn gate(conn: &mut Connection, d: &mut NewDecision) -> StoreResult<()
     };
     let now = d.created_at_ms;
     let named = match &gate.named {
-        Some(id) => SqliteRead::run(conn, async |rows| {
+        Some(id) => SqliteConn::run(conn, async |rows| {
             approvals::load(rows, d.tenant_id.as_str(), id, now).await
         })?,
         None => None,

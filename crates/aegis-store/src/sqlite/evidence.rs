@@ -28,24 +28,6 @@ pub(super) static RECEIPT_SQL: LazyLock<ReceiptQueries> = LazyLock::new(|| {
     )
 });
 
-pub(super) fn receipt(conn: &Connection, tenant: &TenantId, id: &str) -> StoreResult<Receipt> {
-    read_receipts(conn, &RECEIPT_SQL.with_id, [tenant.as_str(), id])?
-        .pop()
-        .ok_or(StoreError::NotFound("receipt"))
-}
-
-pub(super) fn receipts_newest(
-    conn: &Connection,
-    tenant: &TenantId,
-    page: Page,
-) -> StoreResult<Vec<Receipt>> {
-    read_receipts(
-        conn,
-        &RECEIPT_SQL.newest_before_seq,
-        params![tenant.as_str(), page.before.unwrap_or(i64::MAX), page.limit],
-    )
-}
-
 pub(super) fn checkpoints_from(
     conn: &Connection,
     tenant: &TenantId,

@@ -13,25 +13,26 @@ pub(crate) mod soc;
 mod tx;
 mod writer;
 
+use crate::backend::Backend;
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
-use crate::operations;
 use crate::records;
-use crate::schema::CHECKPOINT_COLUMNS;
 use crate::schema::*;
+use crate::schema::{EventQueries, ReceiptQueries};
 use crate::*;
-use aegis_core::model::{AgentStatus, RiskTier, Verdict};
+use aegis_core::model::{AgentStatus, RiskTier};
 use aegis_core::policy::PolicyDocument;
+use aegis_core::receipt::ReceiptSigner;
 use aegis_core::receipt::{ChainPoint, KeyRing};
-use aegis_core::receipt::{Checkpoint, Receipt, ReceiptSigner};
 use async_trait::async_trait;
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rows::*;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use tokio::sync::watch;
-use tx::SqliteRead;
+use tx::SqliteConn;
 use writer::{Writer, WriterState};
 
 /// Migrations in order; the index + 1 is the schema version.
@@ -490,7 +491,7 @@ fn record_fenced_decision_tx(
     .pop();
     if let Some(prior) = prior {
         let approval = match prior.approval_id()? {
-            Some(id) => SqliteRead::run(conn, async |rows| {
+            Some(id) => SqliteConn::run(conn, async |rows| {
                 crate::approvals::load(rows, d.tenant_id.as_str(), &id, d.created_at_ms).await
             })?,
             None => None,
@@ -550,126 +551,101 @@ fn escalate(
     Ok(next)
 }
 
-#[async_trait]
-impl EventLog for SqliteStore {
-    async fn lead(&self) -> StoreResult<Leadership> {
+/// The SQLite driver under the roles written once (`crate::backend`).
+impl Backend for SqliteStore {
+    type Tx<'t> = SqliteConn<'t>;
+    type Read<'r> = SqliteConn<'r>;
+
+    const ORDINAL: &'static str = "rowid";
+    const AGENT_COLUMNS: &'static str = AGENT_COLUMNS;
+    const DELIVERY_COLUMNS: &'static str = notify::DELIVERY_COLUMNS;
+
+    async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'t> FnOnce(&'t mut SqliteConn<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+    {
+        self.writer()?
+            .write(move |conn, _| tx::poll_once(rule(&mut SqliteConn { conn })))
+            .await
+    }
+
+    async fn run_leader_rule<T, R>(&self, rule: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'t> FnOnce(&'t mut SqliteConn<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+    {
+        self.run_rule(rule).await
+    }
+
+    async fn run_read<T, R>(&self, read: R) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        R: for<'r> FnOnce(&'r mut SqliteConn<'r>) -> BoxFuture<'r, StoreResult<T>> + Send + 'static,
+    {
+        self.read(move |conn| tx::poll_once(read(&mut SqliteConn { conn })))
+            .await
+    }
+
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
+        self.read(move |conn| notify::claim_deliveries(conn, &claim))
+            .await
+    }
+
+    fn event_queries() -> &'static EventQueries {
+        &EVENT_SQL
+    }
+
+    fn receipt_queries() -> &'static ReceiptQueries {
+        &evidence::RECEIPT_SQL
+    }
+
+    async fn wait_for_lead(&self) -> StoreResult<Leadership> {
         Ok(Leadership::sole())
     }
 
-    async fn operations(&self) -> StoreResult<OperationsSnapshot> {
-        self.read(|conn| {
-            let consumers = conn
-                .prepare_cached(operations::CONSUMER_CURSORS_SQL)?
-                .query_map([], |row| {
-                    Ok(ConsumerPosition {
-                        consumer: row.get(0)?,
-                        cursor: row.get(1)?,
-                        oldest_unconsumed_at_ms: row.get(2)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            let deliveries = conn
-                .prepare_cached(operations::DELIVERY_BACKLOG_SQL)?
-                .query_map([], |row| {
-                    Ok(DeliveryBacklog {
-                        sink: row.get(0)?,
-                        status: row.get(1)?,
-                        count: row.get(2)?,
-                        oldest_created_at_ms: row.get(3)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            let pending_approvals = conn
-                .prepare_cached(&operations::pending_approvals_sql("?1"))?
-                .query_row([now_ms()], |row| row.get(0))?;
-            Ok(OperationsSnapshot {
-                consumers,
-                deliveries,
-                pending_approvals,
-            })
-        })
-        .await
-    }
-
-    async fn events(
-        &self,
-        tenant: &TenantId,
-        after_seq: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<Event>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| {
-            read_events(
-                conn,
-                &EVENT_SQL.of_tenant_after,
-                params![tenant.as_str(), after_seq, limit],
-            )
-        })
-        .await
-    }
-
-    async fn record_event(
-        &self,
-        tenant: &TenantId,
-        kind: &str,
-        agent_id: Option<&str>,
-        payload: serde_json::Value,
-    ) -> StoreResult<i64> {
-        let (tenant, kind, agent_id) =
-            (tenant.clone(), kind.to_owned(), agent_id.map(str::to_owned));
-        self.writer()?
-            .write(move |conn, _| {
-                append_event(
-                    conn,
-                    tenant.as_str(),
-                    &kind,
-                    agent_id.as_deref(),
-                    None,
-                    &payload,
-                )
-            })
-            .await
-    }
-
-    async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>> {
-        self.read(move |conn| read_events(conn, &EVENT_SQL.after, params![after_seq, limit]))
-            .await
-    }
-
-    async fn events_of_kinds(
-        &self,
-        after_seq: i64,
-        up_to: i64,
-        kinds: &'static [&'static str],
-        limit: u32,
-    ) -> StoreResult<Vec<Event>> {
-        let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.read(move |conn| {
-            static OF_KINDS: LazyLock<String> = LazyLock::new(|| {
-                EVENT_SQL.matching(
-                    "seq > $1 AND seq <= $2 AND kind IN (SELECT value FROM json_each($3))
-                     ORDER BY seq LIMIT $4",
-                )
-            });
-            read_events(conn, &OF_KINDS, params![after_seq, up_to, kinds, limit])
-        })
-        .await
-    }
-
-    fn committed_seq(&self) -> watch::Receiver<i64> {
+    fn commits(&self) -> watch::Receiver<i64> {
         self.commits.clone()
     }
 
-    async fn consumer_cursor(&self, consumer: &str) -> StoreResult<i64> {
-        let consumer = consumer.to_owned();
+    async fn audit_in_snapshot(
+        &self,
+        tenant: &TenantId,
+        walk: ChainWalk,
+        keys: &KeyRing,
+    ) -> StoreResult<ChainAudit> {
+        let (tenant, keys) = (tenant.clone(), keys.clone());
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT seq FROM consumer_cursors WHERE name = ?1")?
-                .query_row([consumer], |row| row.get(0))
-                .optional()?
-                .unwrap_or(0))
+            // One read transaction: every query of the walk sees the same snapshot.
+            let snapshot = conn.unchecked_transaction()?;
+            let reads = chain::SqliteChain {
+                conn: &snapshot,
+                tenant: &tenant,
+            };
+            // SQLite reads never wait, so the walk completes on its first poll.
+            crate::chain::audit(&reads, tenant.as_str(), &walk, &keys)
+                .now_or_never()
+                .unwrap_or_else(|| Err(StoreError::Unavailable("a chain audit waited".into())))
         })
         .await
+    }
+
+    fn chain_guard(&self) -> &ChainGuard {
+        &self.guard
+    }
+
+    async fn forget_chain_head(&self, tenant: &TenantId) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        self.writer()?
+            .write(move |_, state| {
+                state.forget_chain(tenant.as_str());
+                Ok(())
+            })
+            .await
+    }
+
+    fn secrets(&self) -> Option<&SecretsKey> {
+        self.secrets.as_ref()
     }
 }
 
@@ -764,173 +740,6 @@ impl ActionPlaneStore for SqliteStore {
     async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
         self.writer()?
             .write_in_batch(move |conn, state| record_fenced_decision_tx(conn, state, decision))
-            .await
-    }
-}
-
-#[async_trait]
-impl ReceiptStore for SqliteStore {
-    async fn decision(&self, tenant: &TenantId, decision_id: &str) -> StoreResult<DecisionRecord> {
-        let (tenant, decision_id) = (tenant.clone(), decision_id.to_owned());
-        self.read(move |conn| {
-            read_opt(
-                conn,
-                &format!(
-                    "SELECT {DECISION_COLUMNS} FROM decisions WHERE tenant_id = ?1 AND id = ?2"
-                ),
-                [tenant.as_str(), &decision_id],
-                crate::rows::decision,
-            )?
-            .ok_or(StoreError::NotFound("decision"))
-        })
-        .await
-    }
-
-    async fn list_decisions(
-        &self,
-        tenant: &TenantId,
-        filter: DecisionFilter,
-    ) -> StoreResult<Vec<DecisionRecord>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| {
-            let sql = format!(
-                "SELECT {DECISION_COLUMNS} FROM decisions
-                 WHERE tenant_id = ?1 AND event_seq < ?2
-                   AND (?3 IS NULL OR agent_id = ?3) AND (?4 IS NULL OR decision = ?4)
-                   AND (?5 IS NULL OR tool = ?5) AND (?6 IS NULL OR action = ?6)
-                   AND (?7 IS NULL OR run_id = ?7)
-                   AND (?8 IS NULL OR created_at >= ?8) AND (?9 IS NULL OR created_at < ?9)
-                 ORDER BY event_seq DESC LIMIT ?10"
-            );
-            read_rows(
-                conn,
-                &sql,
-                params![
-                    tenant.as_str(),
-                    filter.page.before.unwrap_or(i64::MAX),
-                    filter.agent_id,
-                    filter.verdict.map(Verdict::as_str),
-                    filter.tool,
-                    filter.action,
-                    filter.run_id,
-                    filter.since_ms,
-                    filter.until_ms,
-                    filter.page.limit,
-                ],
-                crate::rows::decision,
-            )
-        })
-        .await
-    }
-
-    async fn receipt_tenants(&self) -> StoreResult<Vec<TenantId>> {
-        self.read(|conn| {
-            read_rows(
-                conn,
-                "SELECT DISTINCT tenant_id FROM receipts ORDER BY tenant_id",
-                [],
-                |row| Ok(TenantId::new(row.required_text(0)?)),
-            )
-        })
-        .await
-    }
-
-    async fn receipts(
-        &self,
-        tenant: &TenantId,
-        after_seq: u64,
-        limit: u32,
-    ) -> StoreResult<Vec<Receipt>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| chain::receipts_after(conn, tenant.as_str(), after_seq, limit))
-            .await
-    }
-
-    async fn audit_chain(
-        &self,
-        tenant: &TenantId,
-        walk: ChainWalk,
-        keys: &KeyRing,
-    ) -> StoreResult<ChainAudit> {
-        let (tenant, keys) = (tenant.clone(), keys.clone());
-        self.read(move |conn| {
-            // One read transaction: every query of the walk sees the same snapshot.
-            let snapshot = conn.unchecked_transaction()?;
-            let reads = chain::SqliteChain {
-                conn: &snapshot,
-                tenant: &tenant,
-            };
-            // SQLite reads never wait, so the walk completes on its first poll.
-            crate::chain::audit(&reads, tenant.as_str(), &walk, &keys)
-                .now_or_never()
-                .unwrap_or_else(|| Err(StoreError::Unavailable("a chain audit waited".into())))
-        })
-        .await
-    }
-
-    async fn close_chain(&self, tenant: &TenantId) -> StoreResult<()> {
-        self.guard.close(tenant.as_str());
-        let tenant = tenant.clone();
-        self.writer()?
-            .write(move |_, state| {
-                state.forget_chain(tenant.as_str());
-                Ok(())
-            })
-            .await
-    }
-
-    fn signed_heads(&self) -> Vec<Checkpoint> {
-        self.guard.signed_heads()
-    }
-
-    async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| {
-            read_rows(
-                conn,
-                &format!(
-                    "SELECT {CHECKPOINT_COLUMNS} FROM receipt_checkpoints
-                WHERE tenant_id = ?1 ORDER BY seq"
-                ),
-                [tenant.as_str()],
-                crate::rows::checkpoint,
-            )
-        })
-        .await
-    }
-
-    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
-        self.read(|conn| {
-            read_rows(
-                conn,
-                "SELECT key_id, public_key, created_at FROM signing_keys ORDER BY created_at",
-                [],
-                crate::rows::signing_key,
-            )
-        })
-        .await
-    }
-
-    async fn receipt(&self, tenant: &TenantId, receipt_id: &str) -> StoreResult<Receipt> {
-        let (tenant, receipt_id) = (tenant.clone(), receipt_id.to_owned());
-        self.read(move |conn| evidence::receipt(conn, &tenant, &receipt_id))
-            .await
-    }
-
-    async fn receipts_newest(&self, tenant: &TenantId, page: Page) -> StoreResult<Vec<Receipt>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| evidence::receipts_newest(conn, &tenant, page))
-            .await
-    }
-
-    async fn checkpoints_from(
-        &self,
-        tenant: &TenantId,
-        from_seq: u64,
-        limit: u32,
-    ) -> StoreResult<Vec<Checkpoint>> {
-        let tenant = tenant.clone();
-        self.read(move |conn| evidence::checkpoints_from(conn, &tenant, from_seq, limit))
             .await
     }
 }

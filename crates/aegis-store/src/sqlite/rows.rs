@@ -68,6 +68,7 @@ pub(super) static EVENT_SQL: std::sync::LazyLock<crate::schema::EventQueries> =
     std::sync::LazyLock::new(|| {
         crate::schema::EventQueries::new(
             "LEFT JOIN decisions d ON e.payload = '' AND d.event_seq = e.seq".to_owned(),
+            "SELECT value FROM json_each($3)",
             super::numbered_placeholders,
         )
     });

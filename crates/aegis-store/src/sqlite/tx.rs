@@ -1,16 +1,12 @@
-//! [`WriteTx`] over the SQLite writer's connection: rules written once (`crate::tx`) run in
-//! the writer thread's batch transaction.
+//! [`WriteTx`] and [`ReadRows`] over a SQLite connection: the rules and reads written once
+//! (`crate::tx`) run in the writer thread's batch transaction or on a pooled reader.
 
-use super::rows::{AGENT_COLUMNS, read_rows};
-use super::{SqliteStore, append_event, load_agent, mcp, numbered_placeholders, soc};
-use crate::backend::Backend;
+use super::rows::read_rows;
+use super::{append_event, load_agent, mcp, numbered_placeholders, soc};
 use crate::schema::StoredRow;
 use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
-use crate::{
-    Agent, Delivery, DeliveryClaim, EvidenceAppend, SecretsKey, StoreError, StoreResult, ToolPin,
-};
+use crate::{Agent, EvidenceAppend, StoreError, StoreResult, ToolPin};
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, ToSql, params_from_iter};
 
@@ -26,46 +22,29 @@ impl ToSql for SqlValue<'_> {
     }
 }
 
-/// The writer's connection as a rule sees it ([`WriteTx`]). It holds the connection by
-/// `&mut` (a connection is `Send` but not `Sync`), so that a rule's future is `Send` as
-/// [`WriteTx`] promises.
-pub(crate) struct SqliteTx<'c> {
-    conn: &'c mut Connection,
+/// A SQLite connection as the rules and reads written once see it: the writer's, inside its
+/// batch transaction ([`WriteTx`]), or a pooled reader's ([`ReadRows`]). It holds the
+/// connection by `&mut` (a connection is `Send` but not `Sync`), so that their futures are
+/// `Send` as both traits promise.
+pub(crate) struct SqliteConn<'c> {
+    pub conn: &'c mut Connection,
 }
 
-/// A pooled read connection as a read written once sees it ([`ReadRows`]).
-pub(crate) struct SqliteRead<'c> {
-    conn: &'c mut Connection,
-}
-
-impl<'c> SqliteTx<'c> {
-    /// Runs `rule` over `conn`, in whatever transaction the connection is in.
-    pub fn run<T, R>(
-        conn: &'c mut Connection,
-        rule: impl FnOnce(SqliteTx<'c>) -> R,
-    ) -> StoreResult<T>
-    where
-        R: Future<Output = StoreResult<T>>,
-    {
-        poll_once(rule(SqliteTx { conn }))
-    }
-}
-
-impl<'c> SqliteRead<'c> {
-    /// Runs `read`, written once over [`ReadRows`], on `conn`: a pooled reader, or the
-    /// writer's connection inside its transaction.
+impl<'c> SqliteConn<'c> {
+    /// Runs `work`, written once over [`WriteTx`] or [`ReadRows`], on `conn` in whatever
+    /// transaction it is in.
     pub fn run<T>(
         conn: &'c mut Connection,
-        read: impl AsyncFnOnce(&mut SqliteRead<'c>) -> StoreResult<T>,
+        work: impl AsyncFnOnce(&mut SqliteConn<'c>) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        poll_once(read(&mut SqliteRead { conn }))
+        poll_once(work(&mut SqliteConn { conn }))
     }
 }
 
 /// The outcome of work over a SQLite connection. Every statement completes synchronously,
 /// so its future is ready when first polled; one that is not is waiting on something else,
 /// which the thread running it (the writer, a blocking reader) cannot provide.
-fn poll_once<T>(work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+pub(super) fn poll_once<T>(work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
     work.now_or_never().unwrap_or_else(|| {
         Err(StoreError::Unavailable(
             "work over a SQLite connection waited on something other than the connection".into(),
@@ -73,52 +52,7 @@ fn poll_once<T>(work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
     })
 }
 
-impl Backend for SqliteStore {
-    type Tx<'t> = SqliteTx<'t>;
-    type Read<'r> = SqliteRead<'r>;
-
-    const ORDINAL: &'static str = "rowid";
-    const AGENT_COLUMNS: &'static str = AGENT_COLUMNS;
-    const DELIVERY_COLUMNS: &'static str = super::notify::DELIVERY_COLUMNS;
-
-    async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        R: for<'t> FnOnce(&'t mut SqliteTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
-    {
-        self.writer()?
-            .write(move |conn, _| poll_once(rule(&mut SqliteTx { conn })))
-            .await
-    }
-
-    async fn run_leader_rule<T, R>(&self, rule: R) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        R: for<'t> FnOnce(&'t mut SqliteTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
-    {
-        self.run_rule(rule).await
-    }
-
-    async fn run_read<T, R>(&self, read: R) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        R: for<'r> FnOnce(&'r mut SqliteRead<'r>) -> BoxFuture<'r, StoreResult<T>> + Send + 'static,
-    {
-        self.read(move |conn| poll_once(read(&mut SqliteRead { conn })))
-            .await
-    }
-
-    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
-        self.read(move |conn| super::notify::claim_deliveries(conn, &claim))
-            .await
-    }
-
-    fn secrets(&self) -> Option<&SecretsKey> {
-        self.secrets.as_ref()
-    }
-}
-
-impl ReadRows for SqliteRead<'_> {
+impl ReadRows for SqliteConn<'_> {
     async fn query_rows<T>(
         &mut self,
         sql: &str,
@@ -134,22 +68,7 @@ impl ReadRows for SqliteRead<'_> {
     }
 }
 
-impl ReadRows for SqliteTx<'_> {
-    async fn query_rows<T>(
-        &mut self,
-        sql: &str,
-        params: &[SqlValue<'_>],
-        read: impl Fn(&dyn StoredRow) -> StoreResult<T> + Send,
-    ) -> StoreResult<Vec<T>> {
-        SqliteRead {
-            conn: &mut *self.conn,
-        }
-        .query_rows(sql, params, read)
-        .await
-    }
-}
-
-impl WriteTx for SqliteTx<'_> {
+impl WriteTx for SqliteConn<'_> {
     async fn execute(&mut self, sql: &'static str, params: &[SqlValue<'_>]) -> StoreResult<u64> {
         let changed = self
             .conn
@@ -234,7 +153,7 @@ mod tests {
     #[test]
     fn a_rule_waiting_on_anything_else_fails_instead_of_holding_the_writer() {
         let mut conn = Connection::open_in_memory().unwrap();
-        let outcome: StoreResult<()> = SqliteTx::run(&mut conn, |_tx| async {
+        let outcome: StoreResult<()> = SqliteConn::run(&mut conn, async |_| {
             std::future::pending::<()>().await;
             Ok(())
         });

@@ -10,7 +10,7 @@
 //! job of the batch, and no caller ever hears "done" for a write that is not on disk.
 
 use super::chain::seal;
-use super::tx::SqliteTx;
+use super::tx::SqliteConn;
 use crate::chain::ChainGuard;
 use crate::operations::{WriterMetrics, batch_span, submitter};
 use crate::{StoreError, StoreResult};
@@ -163,8 +163,8 @@ impl WriterState {
             .pending
             .iter()
             .map(|(tenant_id, head)| (tenant_id.as_str(), head));
-        SqliteTx::run(conn, |mut tx| async move {
-            crate::chain::sign_heads(&mut tx, &self.signer, heads, now_ms).await
+        SqliteConn::run(conn, async |tx| {
+            crate::chain::sign_heads(tx, &self.signer, heads, now_ms).await
         })
     }
 }
@@ -327,7 +327,7 @@ fn run(
 ///
 /// The transaction and each job's savepoint are the connection's own statements rather
 /// than rusqlite's `Transaction` and `Savepoint`, which lend a job only a shared
-/// `&Connection`: a rule's [`SqliteTx`] holds the connection by `&mut` to be `Send`.
+/// `&Connection`: a rule's [`SqliteConn`] holds the connection by `&mut` to be `Send`.
 fn commit_batch(
     conn: &mut Connection,
     state: &mut WriterState,
