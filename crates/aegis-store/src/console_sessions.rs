@@ -4,8 +4,10 @@
 //! revocation are read through the session on every request, never copied into it.
 //!
 //! The rules (which rows a lookup accepts, what housekeeping an opening does) are the SQL
-//! below, written once; each backend only runs it with its own driver.
+//! below, written once and run by any [`Backend`].
 
+use crate::backend::Backend;
+use crate::tx::{ReadRows, SqlValue, WriteTx};
 use crate::{OperatorKey, SecretHash, StoreResult, TenantId};
 use async_trait::async_trait;
 
@@ -34,6 +36,57 @@ pub trait ConsoleSessions: Send + Sync {
     ) -> StoreResult<Option<OperatorKey>>;
     /// Ends a session (sign-out); ending an unknown or ended session is not an error.
     async fn end_console_session(&self, id_hash: SecretHash) -> StoreResult<()>;
+}
+
+#[async_trait]
+impl<B: Backend> ConsoleSessions for B {
+    async fn open_console_session(&self, session: NewConsoleSession) -> StoreResult<()> {
+        self.run_rule(move |tx| {
+            Box::pin(async move {
+                tx.execute(DROP_EXPIRED, &[SqlValue::int(session.created_at_ms)])
+                    .await?;
+                let row = [
+                    SqlValue::Bytes(&session.id_hash),
+                    SqlValue::text(session.tenant_id.as_str()),
+                    SqlValue::text(&session.key_id),
+                    SqlValue::int(session.created_at_ms),
+                    SqlValue::int(session.expires_at_ms),
+                ];
+                tx.execute(INSERT, &row).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn console_session_key(
+        &self,
+        id_hash: SecretHash,
+        now_ms: i64,
+    ) -> StoreResult<Option<OperatorKey>> {
+        self.run_read(move |rows| {
+            Box::pin(async move {
+                let key = [SqlValue::Bytes(&id_hash), SqlValue::int(now_ms)];
+                let found = rows
+                    .query_opt(KEY_OF_SESSION, &key, |row| {
+                        crate::rows::operator_key_if_hash_matches(row, &id_hash)
+                    })
+                    .await?;
+                Ok(found.flatten())
+            })
+        })
+        .await
+    }
+
+    async fn end_console_session(&self, id_hash: SecretHash) -> StoreResult<()> {
+        self.run_rule(move |tx| {
+            Box::pin(async move {
+                tx.execute(END, &[SqlValue::Bytes(&id_hash)]).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
 }
 
 /// Housekeeping done with every opening: `$1` is the new session's creation time.

@@ -4,11 +4,12 @@
 //! The rules live here once: [`pin_step`] says what one observed definition does to its pin,
 //! and what registering a server, observing a listing, accepting a changed definition and
 //! setting a tool's resource argument write is written below once over
-//! [`crate::tx::WriteTx`], with the SQL both backends run ([`sql`]). Each backend runs
-//! these in its writer transaction and keeps its reads.
+//! [`crate::tx::WriteTx`], with the SQL both backends run ([`sql`]); so are the registry's
+//! reads, over [`ReadRows`], and the [`McpRegistry`] role any [`Backend`] gets.
 
-use crate::tx::{EventDraft, SqlValue, WriteTx};
-use crate::{IncidentStep, StoreError, StoreResult, TenantId, event_kind, soc};
+use crate::backend::Backend;
+use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
+use crate::{IncidentStep, StoreError, StoreResult, TenantId, event_kind, now_ms, soc};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -299,7 +300,7 @@ pub(crate) async fn observe_tools(
 ) -> StoreResult<McpObservation> {
     let mut registered = Vec::new();
     for tool in tools {
-        let existing = tx.load_pin(tenant_id, &server.id, &tool.name).await?;
+        let existing = pin(tx, tenant_id, &server.id, &tool.name).await?;
         match pin_step(existing.as_ref(), tool) {
             PinStep::Keep => {}
             PinStep::Pin => {
@@ -369,7 +370,7 @@ pub(crate) async fn observe_tools(
         .await?;
     }
     Ok(McpObservation {
-        pins: tx.load_pins(tenant_id, &server.id).await?,
+        pins: pins(tx, tenant_id, &server.id).await?,
         registered_actions: !registered.is_empty(),
     })
 }
@@ -468,7 +469,7 @@ async fn pin_of(
     server_id: &str,
     tool: &str,
 ) -> StoreResult<ToolPin> {
-    tx.load_pin(tenant_id, server_id, tool)
+    pin(tx, tenant_id, server_id, tool)
         .await?
         .ok_or(StoreError::NotFound("tool pin"))
 }
@@ -564,6 +565,160 @@ pub trait McpRegistry: Send + Sync {
         tool: &str,
         resource_argument: Option<String>,
     ) -> StoreResult<ToolPin>;
+}
+
+#[async_trait]
+impl<B: Backend> McpRegistry for B {
+    async fn create_mcp_server(
+        &self,
+        tenant: &TenantId,
+        new: NewMcpServer,
+    ) -> StoreResult<McpServer> {
+        let tenant = tenant.clone();
+        self.run_rule(move |tx| Box::pin(async move { create_server(tx, tenant, new).await }))
+            .await
+    }
+
+    async fn list_mcp_servers(&self, tenant: &TenantId) -> StoreResult<Vec<McpServer>> {
+        let tenant = tenant.clone();
+        self.run_read(move |rows| {
+            Box::pin(async move {
+                rows.query_rows(
+                    sql::LIST_SERVERS,
+                    &[SqlValue::text(tenant.as_str())],
+                    crate::rows::mcp_server,
+                )
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn mcp_server(&self, tenant: &TenantId, server_id: &str) -> StoreResult<McpServer> {
+        let (tenant, id) = (tenant.clone(), server_id.to_owned());
+        self.run_read(move |rows| {
+            Box::pin(async move { server_where(rows, sql::SERVER_BY_ID, &tenant, &id).await })
+        })
+        .await
+    }
+
+    async fn mcp_server_by_name(&self, tenant: &TenantId, name: &str) -> StoreResult<McpServer> {
+        let (tenant, name) = (tenant.clone(), name.to_owned());
+        self.run_read(move |rows| {
+            Box::pin(async move { server_where(rows, sql::SERVER_BY_NAME, &tenant, &name).await })
+        })
+        .await
+    }
+
+    async fn delete_mcp_server(&self, tenant: &TenantId, server_id: &str) -> StoreResult<()> {
+        let (tenant, id) = (tenant.clone(), server_id.to_owned());
+        self.run_rule(move |tx| {
+            Box::pin(async move { delete_server(tx, tenant.as_str(), &id).await })
+        })
+        .await
+    }
+
+    async fn observe_mcp_tools(
+        &self,
+        tenant: &TenantId,
+        server: &McpServer,
+        tools: Vec<ObservedTool>,
+        observed_by: &str,
+    ) -> StoreResult<McpObservation> {
+        let (tenant, server, agent) = (tenant.clone(), server.clone(), observed_by.to_owned());
+        self.run_rule(move |tx| {
+            Box::pin(async move {
+                observe_tools(tx, tenant.as_str(), &server, &tools, &agent, now_ms()).await
+            })
+        })
+        .await
+    }
+
+    async fn mcp_tool_pins(&self, tenant: &TenantId, server_id: &str) -> StoreResult<Vec<ToolPin>> {
+        let (tenant, id) = (tenant.clone(), server_id.to_owned());
+        self.run_read(move |rows| Box::pin(async move { pins(rows, tenant.as_str(), &id).await }))
+            .await
+    }
+
+    async fn accept_mcp_tool(
+        &self,
+        tenant: &TenantId,
+        server_id: &str,
+        tool: &str,
+        accepted_by: &str,
+    ) -> StoreResult<ToolPin> {
+        let (tenant, id, tool, by) = (
+            tenant.clone(),
+            server_id.to_owned(),
+            tool.to_owned(),
+            accepted_by.to_owned(),
+        );
+        self.run_rule(move |tx| {
+            Box::pin(
+                async move { accept_tool(tx, tenant.as_str(), &id, &tool, &by, now_ms()).await },
+            )
+        })
+        .await
+    }
+
+    async fn set_mcp_resource_argument(
+        &self,
+        tenant: &TenantId,
+        server_id: &str,
+        tool: &str,
+        resource_argument: Option<String>,
+    ) -> StoreResult<ToolPin> {
+        let (tenant, id, tool) = (tenant.clone(), server_id.to_owned(), tool.to_owned());
+        self.run_rule(move |tx| {
+            Box::pin(async move {
+                let (tenant_id, argument) = (tenant.as_str(), resource_argument.as_deref());
+                set_resource_argument(tx, tenant_id, &id, &tool, argument).await
+            })
+        })
+        .await
+    }
+}
+
+/// The pins of every tool of the tenant's MCP server, by tool name.
+async fn pins(
+    rows: &mut impl ReadRows,
+    tenant_id: &str,
+    server_id: &str,
+) -> StoreResult<Vec<ToolPin>> {
+    let key = [SqlValue::text(tenant_id), SqlValue::text(server_id)];
+    rows.query_rows(sql::PINS, &key, crate::rows::tool_pin)
+        .await
+}
+
+/// The pin of one tool of the tenant's MCP server; `None` if it has none.
+async fn pin(
+    rows: &mut impl ReadRows,
+    tenant_id: &str,
+    server_id: &str,
+    tool: &str,
+) -> StoreResult<Option<ToolPin>> {
+    let key = [
+        SqlValue::text(tenant_id),
+        SqlValue::text(server_id),
+        SqlValue::text(tool),
+    ];
+    rows.query_opt(sql::PIN, &key, crate::rows::tool_pin).await
+}
+
+/// The tenant's server that `statement` (`$1` tenant, `$2` key) finds.
+async fn server_where(
+    rows: &mut impl ReadRows,
+    statement: &str,
+    tenant: &TenantId,
+    key: &str,
+) -> StoreResult<McpServer> {
+    rows.query_opt(
+        statement,
+        &[SqlValue::text(tenant.as_str()), SqlValue::text(key)],
+        crate::rows::mcp_server,
+    )
+    .await?
+    .ok_or(StoreError::NotFound("MCP server"))
 }
 
 #[cfg(test)]

@@ -4,15 +4,15 @@
 //! and run on a pooled read connection or inside that transaction. SQL is written with
 //! PostgreSQL's `$N` placeholders; the SQLite store spells them as its own. A backend
 //! implements [`ReadRows`] and [`WriteTx`] with its driver's plumbing: binding [`SqlValue`]s,
-//! running a statement, appending an event, and the few whole-row reads its other code
-//! shares (an agent, an MCP tool's pin), and joining a batch's evidence.
+//! running a statement, appending an event, reading an agent (which its decision path shares),
+//! and joining a batch's evidence.
 //!
 //! The SQLite driver is synchronous: its implementation does its work when first polled and
 //! never suspends, so the writer thread runs a rule with one poll
 //! (`sqlite::tx::SqliteConn::run`).
 
 use crate::schema::StoredRow;
-use crate::{Agent, EvidenceAppend, StoreResult, ToolPin};
+use crate::{Agent, EvidenceAppend, StoreResult};
 use serde_json::Value;
 
 /// A statement parameter, typed as its column is: PostgreSQL checks a parameter's type
@@ -81,21 +81,6 @@ pub(crate) trait WriteTx: ReadRows {
         tenant_id: &str,
         agent_id: &str,
     ) -> impl Future<Output = StoreResult<Agent>> + Send;
-
-    /// The pin of one tool of the tenant's MCP server; `None` if it has none.
-    fn load_pin(
-        &mut self,
-        tenant_id: &str,
-        server_id: &str,
-        tool: &str,
-    ) -> impl Future<Output = StoreResult<Option<ToolPin>>> + Send;
-
-    /// The pins of every tool of the tenant's MCP server, by tool name.
-    fn load_pins(
-        &mut self,
-        tenant_id: &str,
-        server_id: &str,
-    ) -> impl Future<Output = StoreResult<Vec<ToolPin>>> + Send;
 
     /// Joins each event to its incident unless already joined; an incident whose evidence
     /// grew is marked updated at `now`. (A storm joins every later event of its agent, so a

@@ -9,7 +9,12 @@ use serde_json::json;
 use support::*;
 
 async fn events_of_kinds_reads_only_those_kinds_within_the_range(store: &dyn Store) {
-    let kinds = ["key.revoked", "agent.frozen", "tool.registered", "key.revoked"];
+    let kinds = [
+        "key.revoked",
+        "agent.frozen",
+        "tool.registered",
+        "key.revoked",
+    ];
     let mut seqs = Vec::new();
     for (n, kind) in kinds.iter().enumerate() {
         let seq = store
@@ -41,10 +46,7 @@ async fn events_of_kinds_reads_only_those_kinds_within_the_range(store: &dyn Sto
         .await
         .unwrap();
     assert_eq!(kinds_of(&middle), [(seqs[2], "tool.registered".to_owned())]);
-    let first = store
-        .events_of_kinds(0, seqs[3], WATCHED, 1)
-        .await
-        .unwrap();
+    let first = store.events_of_kinds(0, seqs[3], WATCHED, 1).await.unwrap();
     assert_eq!(kinds_of(&first), [(seqs[0], "key.revoked".to_owned())]);
     // A kind nobody logged matches nothing.
     let none = store

@@ -11,7 +11,6 @@
 mod approvals;
 mod archive;
 mod chain;
-mod console_sessions;
 mod decision_rows;
 mod evidence;
 mod leader;

@@ -3,10 +3,10 @@
 
 use super::leader::LeaderEpoch;
 use super::writer::WriterState;
-use super::{PgStore, append_event, load_agent, mcp, prepared, soc};
+use super::{PgStore, append_event, load_agent, prepared, soc};
 use crate::schema::StoredRow;
 use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
-use crate::{Agent, EvidenceAppend, StoreResult, ToolPin};
+use crate::{Agent, EvidenceAppend, StoreResult};
 use deadpool_postgres::{GenericClient, Transaction};
 use futures_util::future::BoxFuture;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -124,19 +124,6 @@ impl WriteTx for PgTx<'_> {
 
     async fn load_agent(&mut self, tenant_id: &str, agent_id: &str) -> StoreResult<Agent> {
         load_agent(self.tx, tenant_id, agent_id).await
-    }
-
-    async fn load_pin(
-        &mut self,
-        tenant_id: &str,
-        server_id: &str,
-        tool: &str,
-    ) -> StoreResult<Option<ToolPin>> {
-        mcp::pin(self.tx, tenant_id, server_id, tool).await
-    }
-
-    async fn load_pins(&mut self, tenant_id: &str, server_id: &str) -> StoreResult<Vec<ToolPin>> {
-        mcp::pins(self.tx, tenant_id, server_id).await
     }
 
     async fn add_evidence(&mut self, appends: &[EvidenceAppend], now: i64) -> StoreResult<()> {

@@ -4,7 +4,6 @@
 mod approvals;
 mod archive;
 mod chain;
-mod console_sessions;
 mod evidence;
 mod mcp;
 pub(crate) mod notify;

@@ -2,10 +2,10 @@
 //! (`crate::tx`) run in the writer thread's batch transaction or on a pooled reader.
 
 use super::rows::read_rows;
-use super::{append_event, load_agent, mcp, numbered_placeholders, soc};
+use super::{append_event, load_agent, numbered_placeholders, soc};
 use crate::schema::StoredRow;
 use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
-use crate::{Agent, EvidenceAppend, StoreError, StoreResult, ToolPin};
+use crate::{Agent, EvidenceAppend, StoreError, StoreResult};
 use futures_util::FutureExt;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, ToSql, params_from_iter};
@@ -90,19 +90,6 @@ impl WriteTx for SqliteConn<'_> {
 
     async fn load_agent(&mut self, tenant_id: &str, agent_id: &str) -> StoreResult<Agent> {
         load_agent(self.conn, tenant_id, agent_id)
-    }
-
-    async fn load_pin(
-        &mut self,
-        tenant_id: &str,
-        server_id: &str,
-        tool: &str,
-    ) -> StoreResult<Option<ToolPin>> {
-        mcp::pin(self.conn, tenant_id, server_id, tool)
-    }
-
-    async fn load_pins(&mut self, tenant_id: &str, server_id: &str) -> StoreResult<Vec<ToolPin>> {
-        mcp::pins(self.conn, tenant_id, server_id)
     }
 
     async fn add_evidence(&mut self, appends: &[EvidenceAppend], now: i64) -> StoreResult<()> {
