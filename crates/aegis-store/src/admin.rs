@@ -103,18 +103,8 @@ impl<B: Backend> AdminStore for B {
                  ORDER BY created_at DESC, id DESC"
             )
         });
-        let tenant = tenant.clone();
-        self.run_read(move |rows| {
-            Box::pin(async move {
-                rows.query_rows(
-                    &OF_TENANT,
-                    &[SqlValue::text(tenant.as_str())],
-                    crate::rows::operator_key,
-                )
-                .await
-            })
-        })
-        .await
+        self.tenant_rows(OF_TENANT.as_str(), tenant, crate::rows::operator_key)
+            .await
     }
 
     async fn revoke_operator_key(

@@ -9,8 +9,9 @@
 //! writer is a task), which a bound on a generic async closure cannot state.
 
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
+use crate::schema::StoredRow;
 use crate::schema::{EventQueries, ReceiptQueries};
-use crate::tx::{ReadRows, WriteTx};
+use crate::tx::{ReadRows, SqlValue, WriteTx};
 use crate::{Delivery, DeliveryClaim, Leadership, SecretsKey, StoreResult, TenantId};
 use aegis_core::receipt::KeyRing;
 use futures_util::future::BoxFuture;
@@ -78,6 +79,22 @@ pub(crate) trait Backend: Send + Sync + 'static {
         &self,
         claim: DeliveryClaim,
     ) -> impl Future<Output = StoreResult<Vec<Delivery>>> + Send;
+
+    /// Every row `sql` reads for the tenant (its one parameter, `$1`), read by `read`.
+    fn tenant_rows<T: Send + 'static>(
+        &self,
+        sql: &'static str,
+        tenant: &TenantId,
+        read: fn(&dyn StoredRow) -> StoreResult<T>,
+    ) -> impl Future<Output = StoreResult<Vec<T>>> + Send {
+        let tenant = tenant.clone();
+        self.run_read(move |rows| {
+            Box::pin(async move {
+                rows.query_rows(sql, &[SqlValue::text(tenant.as_str())], read)
+                    .await
+            })
+        })
+    }
 
     /// The key that seals secrets at rest; `None` for a store opened without one.
     fn secrets(&self) -> Option<&SecretsKey>;

@@ -580,18 +580,8 @@ impl<B: Backend> McpRegistry for B {
     }
 
     async fn list_mcp_servers(&self, tenant: &TenantId) -> StoreResult<Vec<McpServer>> {
-        let tenant = tenant.clone();
-        self.run_read(move |rows| {
-            Box::pin(async move {
-                rows.query_rows(
-                    sql::LIST_SERVERS,
-                    &[SqlValue::text(tenant.as_str())],
-                    crate::rows::mcp_server,
-                )
-                .await
-            })
-        })
-        .await
+        self.tenant_rows(sql::LIST_SERVERS, tenant, crate::rows::mcp_server)
+            .await
     }
 
     async fn mcp_server(&self, tenant: &TenantId, server_id: &str) -> StoreResult<McpServer> {

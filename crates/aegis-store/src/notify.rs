@@ -99,18 +99,8 @@ impl<B: Backend + crate::EventLog> NotificationStore for B {
                  WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC"
             )
         });
-        let tenant = tenant.clone();
-        self.run_read(move |rows| {
-            Box::pin(async move {
-                rows.query_rows(
-                    &OF_TENANT,
-                    &[SqlValue::text(tenant.as_str())],
-                    crate::rows::webhook,
-                )
-                .await
-            })
-        })
-        .await
+        self.tenant_rows(OF_TENANT.as_str(), tenant, crate::rows::webhook)
+            .await
     }
 
     async fn webhook_by_id(&self, webhook_id: &str) -> StoreResult<Option<Webhook>> {

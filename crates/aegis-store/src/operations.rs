@@ -18,6 +18,7 @@ use crate::tx::{ReadRows, SqlValue};
 use metrics::{Gauge, Histogram};
 use std::sync::LazyLock;
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Where each log consumer stands, and when the oldest event it has not consumed yet was
 /// committed (none: it has consumed everything).
@@ -138,6 +139,21 @@ impl WriterMetrics {
         self.batch_size.record(jobs as f64);
         self.commit_seconds.record(took.as_secs_f64());
         self.queue_depth.set(still_queued as f64);
+    }
+}
+
+/// Upper bound of jobs per transaction, so one commit never holds callers for long.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// Fills `batch` with `first` and whatever is queued behind it, up to [`MAX_BATCH`]: a
+/// writer never waits for more, so a lone write commits at once.
+pub(crate) fn gather_batch<J>(batch: &mut Vec<J>, first: J, queue: &mut UnboundedReceiver<J>) {
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
     }
 }
 

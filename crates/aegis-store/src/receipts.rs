@@ -119,18 +119,8 @@ impl<B: Backend> ReceiptStore for B {
                  WHERE tenant_id = $1 ORDER BY seq"
             )
         });
-        let tenant = tenant.clone();
-        self.run_read(move |rows| {
-            Box::pin(async move {
-                rows.query_rows(
-                    &OF_TENANT,
-                    &[SqlValue::text(tenant.as_str())],
-                    crate::rows::checkpoint,
-                )
-                .await
-            })
-        })
-        .await
+        self.tenant_rows(OF_TENANT.as_str(), tenant, crate::rows::checkpoint)
+            .await
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {

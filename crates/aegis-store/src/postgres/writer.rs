@@ -30,7 +30,7 @@ use super::chain::seal;
 use super::decision_rows::PendingDecisions;
 use super::prepared;
 use crate::chain::ChainGuard;
-use crate::operations::{WriterMetrics, batch_span, submitter};
+use crate::operations::{MAX_BATCH, WriterMetrics, batch_span, gather_batch, submitter};
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use deadpool_postgres::{GenericClient, Pool, Transaction};
@@ -40,9 +40,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
-
-/// Upper bound of jobs per transaction, so one commit never holds callers for long.
-const MAX_BATCH: usize = 256;
 
 /// How long a batch's oldest job may have waited before the batch shortens its lock wait.
 /// A batch commits in milliseconds, so below this the session's bound is as good as whole
@@ -362,13 +359,7 @@ async fn run(
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let metrics = WriterMetrics::new("postgres");
     while let Some(first) = queue.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        gather_batch(&mut batch, first, &mut queue);
         let span = batch_span(
             "postgres",
             batch.len(),

@@ -12,7 +12,7 @@
 use super::chain::seal;
 use super::tx::SqliteConn;
 use crate::chain::ChainGuard;
-use crate::operations::{WriterMetrics, batch_span, submitter};
+use crate::operations::{MAX_BATCH, WriterMetrics, batch_span, gather_batch, submitter};
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use rusqlite::{Connection, params};
@@ -20,9 +20,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
-
-/// Upper bound of jobs per transaction, so one commit never holds callers for long.
-const MAX_BATCH: usize = 256;
 
 /// How long a refused write keeps [`Writer::refusal`] reporting it when no write succeeds
 /// after it. A replica taken out of a balancer gets no writes to prove it recovered: after
@@ -283,13 +280,7 @@ fn run(
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let metrics = WriterMetrics::new("sqlite");
     while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        gather_batch(&mut batch, first, &mut queue);
         let span = batch_span(
             "sqlite",
             batch.len(),
