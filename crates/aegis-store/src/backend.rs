@@ -2,8 +2,10 @@
 //! once, for both stores, above the drivers (`crate::admin`, ...): a rule run in the writer's
 //! transaction ([`Backend::run_rule`], over [`WriteTx`]), a read run on a pooled read
 //! connection ([`Backend::run_read`], over [`ReadRows`]), and the few spellings in which the
-//! two schemas differ. A backend implements this once with its driver's plumbing; the roles
-//! follow by blanket implementations, so a rule or read is never written per backend.
+//! two schemas differ, and what only a driver can do (leadership, the commit feed, a chain
+//! audit's snapshot, claiming deliveries). A backend implements this once with its driver's
+//! plumbing; the roles follow by blanket implementations, so their rules and reads are
+//! written once. (The decision write and a chain audit's reads still are each driver's.)
 //!
 //! Rules and reads are passed boxed because their futures must be `Send` (PostgreSQL's
 //! writer is a task), which a bound on a generic async closure cannot state.
@@ -51,6 +53,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
         T: Send + 'static,
         R: for<'r> FnOnce(&'r mut Self::Read<'r>) -> BoxFuture<'r, StoreResult<T>> + Send + 'static;
 
+    /// The rows of the JSON array bound to `param`, as a `FROM` item named `elements` with one
+    /// text column `value`: how a read binds a whole batch as one parameter.
+    fn json_elements(param: &str) -> String;
+
     /// The event log's reads in this backend's spelling.
     fn event_queries() -> &'static EventQueries;
     /// The receipt chains' reads in this backend's spelling.
@@ -92,6 +98,24 @@ pub(crate) trait Backend: Send + Sync + 'static {
             Box::pin(async move {
                 rows.query_rows(sql, &[SqlValue::text(tenant.as_str())], read)
                     .await
+            })
+        })
+    }
+
+    /// Every row `sql` reads for the tenant (`$1`) and a batch (`$2`, a JSON array), read by
+    /// `read`.
+    fn batch_rows<T: Send + 'static>(
+        &self,
+        sql: String,
+        tenant: &TenantId,
+        batch: String,
+        read: fn(&dyn StoredRow) -> StoreResult<T>,
+    ) -> impl Future<Output = StoreResult<Vec<T>>> + Send {
+        let tenant = tenant.clone();
+        self.run_read(move |rows| {
+            Box::pin(async move {
+                let params = [SqlValue::text(tenant.as_str()), SqlValue::text(&batch)];
+                rows.query_rows(&sql, &params, read).await
             })
         })
     }

@@ -20,6 +20,7 @@ mod catalog;
 pub mod chain;
 mod console_sessions;
 mod event_log;
+mod evidence;
 mod fence;
 pub mod mcp;
 mod notify;

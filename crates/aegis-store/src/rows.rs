@@ -10,7 +10,8 @@ use crate::*;
 use aegis_core::correlate::ExfiltrationReads;
 use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::{
-    ChainHead, Checkpoint, CheckpointBatch, CheckpointBody, RECEIPT_SCHEMA_VERSION, Receipt,
+    ChainCut, ChainCutBody, ChainHead, Checkpoint, CheckpointBatch, CheckpointBody,
+    RECEIPT_SCHEMA_VERSION, Receipt,
 };
 use std::str::FromStr;
 
@@ -246,6 +247,21 @@ pub(crate) fn correlator_state(row: &dyn StoredRow) -> StoreResult<CorrelatorSta
 
 /// A row of `SELECT {WEBHOOK_COLUMNS}`. An event filter that no longer parses reads as no
 /// filter, as it always has.
+/// A row of [`crate::archive::CUT_OF`], the cut of `tenant_id`'s chain.
+pub(crate) fn chain_cut(row: &dyn StoredRow, tenant_id: &str) -> StoreResult<ChainCut> {
+    Ok(ChainCut {
+        body: ChainCutBody {
+            v: RECEIPT_SCHEMA_VERSION,
+            tenant_id: tenant_id.to_owned(),
+            pruned_through_seq: narrow(row, 0)?,
+            pruned_through_hash: row.required_text(1)?,
+            key_id: row.required_text(2)?,
+            cut_at: row.required_text(3)?,
+        },
+        signature: row.required_text(4)?,
+    })
+}
+
 /// A row of `SELECT {EVIDENCE_ITEM_COLUMNS}`.
 pub(crate) fn evidence_item(row: &dyn StoredRow) -> StoreResult<EvidenceItem> {
     Ok(EvidenceItem {

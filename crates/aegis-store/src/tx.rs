@@ -36,9 +36,9 @@ impl<'a> SqlValue<'a> {
 }
 
 /// How a rule or a read written once reads rows, in either driver: over a pooled read
-/// connection ([`crate::backend::Backend::read`]) or in the writer's transaction. Its futures
-/// are `Send` so that code generic over the driver can hand them to PostgreSQL's writer task;
-/// the SQLite driver never suspends.
+/// connection ([`crate::backend::Backend::run_read`]) or in the writer's transaction. Its
+/// futures are `Send` so that code generic over the driver can hand them to PostgreSQL's
+/// writer task; the SQLite driver never suspends.
 pub(crate) trait ReadRows: Send {
     /// Every row `sql` returns, in order, each read by `read` as the backends' own reads are
     /// ([`StoredRow`]).

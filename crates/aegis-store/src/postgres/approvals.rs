@@ -251,24 +251,3 @@ async fn request(
     approvals::requested(d, &approval);
     Ok(())
 }
-
-/// The tenant's approvals requested or consumed by these decisions, in request order: one
-/// query for the whole batch.
-pub(crate) async fn of_decisions<C: GenericClient>(
-    client: &C,
-    tenant_id: &str,
-    decision_ids: &[String],
-    now_ms: i64,
-) -> StoreResult<Vec<ApprovalRecord>> {
-    let sql = format!(
-        "SELECT {APPROVAL_COLUMNS} FROM approvals
-         WHERE tenant_id = $1 AND (decision_id = ANY($2) OR consumed_by_decision_id = ANY($2))
-         ORDER BY requested_seq"
-    );
-    client
-        .query(&prepared(client, &sql).await?, &[&tenant_id, &decision_ids])
-        .await?
-        .iter()
-        .map(|row| StoredApproval::read(row)?.into_record(now_ms))
-        .collect()
-}

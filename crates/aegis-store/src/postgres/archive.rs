@@ -4,39 +4,15 @@
 use super::prepared;
 use super::rows::EVENT_SQL;
 use super::rows::get;
+use super::tx::PgRead;
 use crate::archive::{
-    ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, KEEP_PAYLOAD, KEPT_DECISION_EVENTS,
+    ARCHIVABLE_THROUGH, ArchiveBounds, ChainArchive, KEEP_PAYLOAD, KEPT_DECISION_EVENTS,
     OLDEST_SEQ, PRUNE, PUT_CUT, RETENTION_OF, batch_end, cut_moved,
 };
 use crate::*;
-use aegis_core::receipt::{ChainCut, ChainCutBody, RECEIPT_SCHEMA_VERSION};
+use aegis_core::receipt::ChainCut;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-
-/// The tenant's cut, read through `client` (inside a walk's snapshot, or a prune's
-/// transaction).
-pub(super) async fn cut_of<C: GenericClient>(
-    client: &C,
-    tenant_id: &str,
-) -> StoreResult<Option<ChainCut>> {
-    let Some(row) = client
-        .query_opt(&prepared(client, CUT_OF).await?, &[&tenant_id])
-        .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(ChainCut {
-        body: ChainCutBody {
-            v: RECEIPT_SCHEMA_VERSION,
-            tenant_id: tenant_id.to_owned(),
-            pruned_through_seq: get::<i64>(&row, 0)? as u64,
-            pruned_through_hash: get(&row, 1)?,
-            key_id: get(&row, 2)?,
-            cut_at: get(&row, 3)?,
-        },
-        signature: get(&row, 4)?,
-    }))
-}
 
 #[async_trait]
 impl ChainArchive for super::PgStore {
@@ -105,7 +81,8 @@ impl ChainArchive for super::PgStore {
                             .await?,
                         0,
                     )?;
-                    let cut = cut_of(tx, tenant.as_str()).await?;
+                    let cut = crate::evidence::cut_of(&mut PgRead { client: tx }, tenant.as_str())
+                        .await?;
                     let Some(end) = batch_end(oldest.map(|seq| seq as u64), cut.as_ref(), batch)
                     else {
                         return Ok(0);

@@ -1,9 +1,9 @@
 //! The reads of a chain audit (`crate::chain`) on PostgreSQL, and the seal query the writer
 //! runs under the batch lock before appending to a chain.
 
-use super::evidence::checkpoints_from;
 use super::prepared;
 use super::rows::RECEIPT_SQL;
+use super::tx::PgRead;
 use crate::chain::{ChainReads, ChainSeal};
 use crate::schema::{CHECKPOINT_COLUMNS, SEAL_SQL};
 use crate::*;
@@ -84,12 +84,20 @@ impl<C: GenericClient + Sync> ChainReads for PgChain<'_, C> {
     }
 
     async fn covering_checkpoint(&self, seq: u64) -> StoreResult<Option<Checkpoint>> {
-        Ok(checkpoints_from(self.client, self.tenant, seq, 1)
-            .await?
-            .pop())
+        let mut rows = PgRead {
+            client: self.client,
+        };
+        Ok(
+            crate::receipts::checkpoints_from(&mut rows, self.tenant, seq, 1)
+                .await?
+                .pop(),
+        )
     }
 
     async fn cut(&self) -> StoreResult<Option<ChainCut>> {
-        super::archive::cut_of(self.client, self.tenant.as_str()).await
+        let mut rows = PgRead {
+            client: self.client,
+        };
+        crate::evidence::cut_of(&mut rows, self.tenant.as_str()).await
     }
 }

@@ -12,9 +12,7 @@ mod approvals;
 mod archive;
 mod chain;
 mod decision_rows;
-mod evidence;
 mod leader;
-mod mcp;
 mod notify;
 mod rows;
 mod session;
@@ -694,6 +692,12 @@ impl Backend for PgStore {
     async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
         let client = self.pool.get().await?;
         notify::claim_deliveries(&client, &claim).await
+    }
+
+    fn json_elements(param: &str) -> String {
+        format!(
+            "jsonb_array_elements_text(CAST(CAST({param} AS TEXT) AS jsonb)) AS elements(value)"
+        )
     }
 
     fn event_queries() -> &'static EventQueries {

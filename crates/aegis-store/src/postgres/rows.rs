@@ -6,7 +6,7 @@ use crate::*;
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
-pub(super) use crate::schema::{RESPONSE_ACTION_COLUMNS, constant_time_eq};
+pub(super) use crate::schema::constant_time_eq;
 
 /// Agents page by `ordinal` here (SQLite pages by its rowid).
 pub(super) const AGENT_COLUMNS: &str = "id, tenant_id, name, status, status_reason, risk_tier, created_at, updated_at, ordinal, version, rate_per_sec, rate_burst";

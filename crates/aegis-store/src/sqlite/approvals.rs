@@ -1,7 +1,7 @@
 //! The SQLite statements of approvals; what they mean is `crate::approvals`.
 
 use super::append_event;
-use super::rows::{read_opt, read_rows};
+use super::rows::read_opt;
 use super::tx::SqliteConn;
 use crate::approvals::{
     APPROVAL_COLUMNS, ApprovalRecord, ApprovalSettings, GateStep, StoredApproval,
@@ -190,28 +190,4 @@ fn request(conn: &Connection, d: &mut NewDecision) -> StoreResult<()> {
     ])?;
     approvals::requested(d, &approval);
     Ok(())
-}
-
-/// The tenant's approvals requested or consumed by the decisions of `ids` (a JSON array),
-/// in request order: one query for the whole batch.
-pub(crate) fn of_decisions(
-    conn: &Connection,
-    tenant_id: &str,
-    ids: &str,
-    now_ms: i64,
-) -> StoreResult<Vec<ApprovalRecord>> {
-    read_rows(
-        conn,
-        &format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals
-             WHERE tenant_id = ?1 AND (decision_id IN (SELECT value FROM json_each(?2))
-                                       OR consumed_by_decision_id IN (SELECT value FROM json_each(?2)))
-             ORDER BY requested_seq"
-        ),
-        params![tenant_id, ids],
-        StoredApproval::read,
-    )?
-    .into_iter()
-    .map(|row| row.into_record(now_ms))
-    .collect()
 }

@@ -1,35 +1,22 @@
 //! [`ChainArchive`] on SQLite: the shared SQL of `crate::archive` run on the writer and the
 //! read pool.
 
-use super::rows::{EVENT_SQL, read_events};
+use super::rows::{EVENT_SQL, read_events, read_opt};
 use crate::archive::{
     ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, KEEP_PAYLOAD, KEPT_DECISION_EVENTS,
     OLDEST_SEQ, PRUNE, PUT_CUT, RETENTION_OF, batch_end, cut_moved,
 };
 use crate::*;
-use aegis_core::receipt::{ChainCut, ChainCutBody, RECEIPT_SCHEMA_VERSION};
+use aegis_core::receipt::ChainCut;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::LazyLock;
 
 /// The tenant's cut, read through `conn` (inside a walk's snapshot, or a prune's transaction).
 pub(super) fn cut_of(conn: &Connection, tenant_id: &str) -> StoreResult<Option<ChainCut>> {
-    Ok(conn
-        .prepare_cached(CUT_OF)?
-        .query_row([tenant_id], |row| {
-            Ok(ChainCut {
-                body: ChainCutBody {
-                    v: RECEIPT_SCHEMA_VERSION,
-                    tenant_id: tenant_id.to_owned(),
-                    pruned_through_seq: row.get::<_, i64>(0)? as u64,
-                    pruned_through_hash: row.get(1)?,
-                    key_id: row.get(2)?,
-                    cut_at: row.get(3)?,
-                },
-                signature: row.get(4)?,
-            })
-        })
-        .optional()?)
+    read_opt(conn, CUT_OF, [tenant_id], |row| {
+        crate::rows::chain_cut(row, tenant_id)
+    })
 }
 
 #[async_trait]

@@ -1,13 +1,14 @@
 //! The reads of a chain audit (`crate::chain`) on SQLite, and the seal query the writer runs
 //! before appending to a head it did not write itself.
 
-use super::evidence::{RECEIPT_SQL, checkpoints_from, read_receipts};
+use super::rows::{RECEIPT_SQL, read_receipts};
 use super::rows::{read_opt, read_rows};
 use crate::chain::{ChainReads, ChainSeal};
 use crate::schema::{CHECKPOINT_COLUMNS, SEAL_SQL};
 use crate::*;
 use aegis_core::receipt::{ChainCut, Checkpoint, Receipt};
 use rusqlite::{Connection, params};
+use std::sync::LazyLock;
 
 /// The chain's last receipt and last checkpoint with its key's stored public key, in one
 /// statement (so one snapshot).
@@ -72,7 +73,18 @@ impl ChainReads for SqliteChain<'_> {
     }
 
     async fn covering_checkpoint(&self, seq: u64) -> StoreResult<Option<Checkpoint>> {
-        Ok(checkpoints_from(self.conn, self.tenant, seq, 1)?.pop())
+        static COVERING: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM receipt_checkpoints
+                 WHERE tenant_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT 1"
+            )
+        });
+        read_opt(
+            self.conn,
+            &COVERING,
+            params![self.tenant.as_str(), seq as i64],
+            crate::rows::checkpoint,
+        )
     }
 
     async fn cut(&self) -> StoreResult<Option<ChainCut>> {

@@ -4,8 +4,6 @@
 mod approvals;
 mod archive;
 mod chain;
-mod evidence;
-mod mcp;
 pub(crate) mod notify;
 pub(crate) mod rows;
 pub(crate) mod soc;
@@ -591,12 +589,16 @@ impl Backend for SqliteStore {
             .await
     }
 
+    fn json_elements(param: &str) -> String {
+        format!("json_each({param}) AS elements")
+    }
+
     fn event_queries() -> &'static EventQueries {
         &EVENT_SQL
     }
 
     fn receipt_queries() -> &'static ReceiptQueries {
-        &evidence::RECEIPT_SQL
+        &RECEIPT_SQL
     }
 
     async fn wait_for_lead(&self) -> StoreResult<Leadership> {
