@@ -18,7 +18,7 @@ use serde_json::json;
 use std::sync::LazyLock;
 
 #[async_trait]
-impl<B: Backend + crate::EventLog> NotificationStore for B {
+impl<B: Backend> NotificationStore for B {
     async fn apply_notify_batch(&self, batch: NotifyBatch) -> StoreResult<()> {
         self.run_leader_rule(move |tx| {
             Box::pin(async move { apply_batch(tx, &batch, now_ms()).await })

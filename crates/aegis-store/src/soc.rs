@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use std::sync::LazyLock;
 
 #[async_trait]
-impl<B: Backend + crate::EventLog> SocStore for B {
+impl<B: Backend> SocStore for B {
     async fn apply_soc_batch(&self, batch: SocBatch) -> StoreResult<SocApplied> {
         self.run_leader_rule(move |tx| {
             Box::pin(async move { apply_batch(tx, &batch, now_ms()).await })
