@@ -13,12 +13,13 @@
 //! OpenTelemetry exports as span links. Writes submitted outside a traced span carry
 //! nothing and their batches make no span.
 
-use crate::StoreResult;
 use crate::tx::{ReadRows, SqlValue};
+use crate::{StoreError, StoreResult};
 use metrics::{Gauge, Histogram};
 use std::sync::LazyLock;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
 
 /// Where each log consumer stands, and when the oldest event it has not consumed yet was
 /// committed (none: it has consumed everything).
@@ -155,6 +156,20 @@ pub(crate) fn gather_batch<J>(batch: &mut Vec<J>, first: J, queue: &mut Unbounde
             Err(_) => break,
         }
     }
+}
+
+/// Queues `job` on a writer's `jobs` and waits for its `answer`; `Unavailable` if the writer
+/// stopped before taking it or before committing it.
+pub(crate) async fn submit_job<J, T>(
+    jobs: &UnboundedSender<J>,
+    job: J,
+    answer: oneshot::Receiver<StoreResult<T>>,
+) -> StoreResult<T> {
+    jobs.send(job)
+        .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+    answer
+        .await
+        .map_err(|_| StoreError::Unavailable("the writer stopped before committing".into()))?
 }
 
 /// The span a write is submitted in, when it is on; none otherwise, so an untraced write

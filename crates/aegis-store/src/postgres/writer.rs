@@ -30,7 +30,9 @@ use super::chain::seal;
 use super::decision_rows::PendingDecisions;
 use super::prepared;
 use crate::chain::ChainGuard;
-use crate::operations::{MAX_BATCH, WriterMetrics, batch_span, gather_batch, submitter};
+use crate::operations::{
+    MAX_BATCH, WriterMetrics, batch_span, gather_batch, submit_job, submitter,
+};
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use deadpool_postgres::{GenericClient, Pool, Transaction};
@@ -322,12 +324,7 @@ impl Writer {
             reply,
             submitter: submitter(),
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer stopped before committing".into()))?
+        submit_job(&self.jobs, job, answer).await
     }
 }
 

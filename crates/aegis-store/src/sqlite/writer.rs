@@ -12,7 +12,9 @@
 use super::chain::seal;
 use super::tx::SqliteConn;
 use crate::chain::ChainGuard;
-use crate::operations::{MAX_BATCH, WriterMetrics, batch_span, gather_batch, submitter};
+use crate::operations::{
+    MAX_BATCH, WriterMetrics, batch_span, gather_batch, submit_job, submitter,
+};
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use rusqlite::{Connection, params};
@@ -241,12 +243,7 @@ impl Writer {
             reply,
             submitter: submitter(),
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer stopped before committing".into()))?
+        submit_job(&self.jobs, job, answer).await
     }
 }
 
