@@ -120,7 +120,7 @@ e2e_test!(
         let dir = tempfile::tempdir().unwrap();
         let db = Db::fresh(backend, dir.path()).await;
         init_on(dir.path(), db.arg(), "acme");
-        let receiver = Receiver::start(free_addr(), Log::default()).await;
+        let receiver = Receiver::start(any_port(), Log::default()).await;
         receiver.expect_secret(SECRET);
         let gw = Gateway::start_on(
             dir.path(),
@@ -155,7 +155,7 @@ e2e_test!(
     ) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::fresh(backend, dir.path()).await;
-        let receiver = Receiver::start(free_addr(), Log::default()).await;
+        let receiver = Receiver::start(any_port(), Log::default()).await;
         receiver.expect_secret(SECRET);
         init_on(dir.path(), db.arg(), "acme");
         let gw = Gateway::start_on(
@@ -196,7 +196,7 @@ e2e_test!(
     async fn secrets_stored_in_plain_text_before_are_sealed_on_start_and_keep_signing(backend) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::fresh(backend, dir.path()).await;
-        let receiver = Receiver::start(free_addr(), Log::default()).await;
+        let receiver = Receiver::start(any_port(), Log::default()).await;
         receiver.expect_secret(SECRET);
         init_on(dir.path(), db.arg(), "acme");
         let env = [("AEGIS_WEBHOOK_ALLOW_PRIVATE", "true")];

@@ -227,7 +227,7 @@ async fn a_freeze_acknowledged_through_one_replica_holds_on_a_paused_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leader_resumed_delivers_no_item_a_second_time() {
-    let receiver = Receiver::start(free_addr(), Default::default()).await;
+    let receiver = Receiver::start(any_port(), Default::default()).await;
     let hook = receiver.url("/hook");
     let mut env = BOUNDS.to_vec();
     env.extend([

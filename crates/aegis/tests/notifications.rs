@@ -87,7 +87,7 @@ fn assert_slack_shape(body: &Value) {
 async fn a_deny_is_posted_once_signed_with_a_verifiable_hmac() {
     let dir = tempfile::tempdir().unwrap();
     let (db, admin) = acme_on_sqlite(dir.path());
-    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let receiver = Receiver::start(any_port(), Log::default()).await;
     let url = receiver.url("/hook");
     let gw = Gateway::start_with(
         dir.path(),
@@ -137,7 +137,7 @@ async fn a_deny_is_posted_once_signed_with_a_verifiable_hmac() {
 async fn fifty_denies_for_one_agent_coalesce_into_a_few_messages_accounting_for_each() {
     let dir = tempfile::tempdir().unwrap();
     let (db, admin) = acme_on_sqlite(dir.path());
-    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let receiver = Receiver::start(any_port(), Log::default()).await;
     let url = receiver.url("/hook");
     let env = [
         ("AEGIS_WEBHOOK_URL", url.as_str()),
@@ -287,7 +287,7 @@ async fn queued_notifications_survive_a_dead_receiver_and_kill_9() {
 async fn denies_held_for_the_next_message_are_sent_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (db, admin) = acme_on_sqlite(dir.path());
-    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let receiver = Receiver::start(any_port(), Log::default()).await;
     let url = receiver.url("/hook");
     let env = [
         &[
@@ -352,7 +352,7 @@ async fn denies_held_for_the_next_message_are_sent_after_kill_9() {
 async fn slack_messages_follow_the_incoming_webhook_schema_and_link_the_incident() {
     let dir = tempfile::tempdir().unwrap();
     let (db, admin) = acme_on_sqlite(dir.path());
-    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let receiver = Receiver::start(any_port(), Log::default()).await;
     let url = receiver.url("/slack");
     let gw = Gateway::start_with(
         dir.path(),
@@ -396,7 +396,7 @@ async fn slack_messages_follow_the_incoming_webhook_schema_and_link_the_incident
 async fn agent_chosen_names_reach_slack_as_literal_text() {
     let dir = tempfile::tempdir().unwrap();
     let (db, admin) = acme_on_sqlite(dir.path());
-    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let receiver = Receiver::start(any_port(), Log::default()).await;
     let url = receiver.url("/slack");
     let gw = Gateway::start_with(
         dir.path(),
@@ -479,7 +479,7 @@ async fn api_subscriptions_refuse_internal_urls_unless_allowed_and_deliver_tests
     }
     gw.terminate();
 
-    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let receiver = Receiver::start(any_port(), Log::default()).await;
     let gw = Gateway::start_with(dir.path(), &db, &[("AEGIS_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
     let resp = client
         .post(gw.url("/v1/webhooks"))
@@ -547,7 +547,7 @@ async fn api_subscriptions_refuse_internal_urls_unless_allowed_and_deliver_tests
 async fn an_l0_tenant_gets_no_notification() {
     let dir = tempfile::tempdir().unwrap();
     let (db, admin) = acme_on_sqlite(dir.path());
-    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let receiver = Receiver::start(any_port(), Log::default()).await;
     let url = receiver.url("/hook");
     let gw = Gateway::start_with(
         dir.path(),
@@ -606,7 +606,7 @@ async fn an_l0_tenant_gets_no_notification() {
 async fn a_hanging_receiver_slows_neither_authorize_nor_the_soc() {
     let dir = tempfile::tempdir().unwrap();
     let (db, admin) = acme_on_sqlite(dir.path());
-    let receiver = Receiver::start(free_addr(), Log::default()).await;
+    let receiver = Receiver::start(any_port(), Log::default()).await;
     let url = receiver.url("/hang");
     let gw = Gateway::start_with(
         dir.path(),

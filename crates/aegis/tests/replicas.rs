@@ -31,7 +31,7 @@ async fn deny_storm_incidents(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denies_alternating_between_replicas_open_exactly_one_deny_storm() {
-    let receiver = Receiver::start(free_addr(), Default::default()).await;
+    let receiver = Receiver::start(any_port(), Default::default()).await;
     let hook = receiver.url("/hook");
     let d = Deployment::start(
         3,

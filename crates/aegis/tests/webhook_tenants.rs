@@ -17,7 +17,7 @@ e2e_test!(
         let db = Db::fresh(backend, dir.path()).await;
         let attacker = init_on(dir.path(), db.arg(), "attacker");
         let victim = init_on(dir.path(), db.arg(), "victim");
-        let receiver = Receiver::start(free_addr(), Log::default()).await;
+        let receiver = Receiver::start(any_port(), Log::default()).await;
         let gw = Gateway::start_on(
             dir.path(),
             db.arg(),
@@ -90,7 +90,7 @@ e2e_test!(
         let attacker = init_on(dir.path(), db.arg(), "attacker");
         let victim = init_on(dir.path(), db.arg(), "victim");
         // The victim's receiver accepts only POSTs signed with the victim's secret.
-        let receiver = Receiver::start(free_addr(), Log::default()).await;
+        let receiver = Receiver::start(any_port(), Log::default()).await;
         receiver.expect_secret(VICTIM_SECRET);
         let url = receiver.url("/signed");
         let gw = Gateway::start_on(

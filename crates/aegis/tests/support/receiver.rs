@@ -232,6 +232,13 @@ impl Receiver {
     }
 }
 
+/// Where to start a receiver that needs no address known beforehand: the OS picks the port
+/// as the receiver binds it, so no other socket can take it first (as one can between
+/// [`free_addr`] and the bind).
+pub fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
