@@ -1,8 +1,8 @@
 //! The PostgreSQL writer task and its group commit.
 //!
 //! As in the SQLite store, every write is a job for one writer per process, which applies
-//! whatever is queued inside one transaction, signs a checkpoint over each receipt chain the
-//! batch extended, commits once and only then answers. Jobs run in savepoints of their own,
+//! whatever is queued inside one transaction, signs the heads of every receipt chain the
+//! batch extended with one signature, commits once and only then answers. Jobs run in savepoints of their own,
 //! except decisions: they fail only when the database does, and their rows are gathered and
 //! written together ([`super::decision_rows`]).
 //!

@@ -2,8 +2,9 @@
 //!
 //! Every write of the SQLite store is a [`Job`] sent to one dedicated thread. The thread takes
 //! whatever is queued (up to [`MAX_BATCH`]), applies each job in one `BEGIN IMMEDIATE`
-//! transaction, signs a checkpoint over each receipt chain the batch extended, commits once
-//! (one fsync for the whole batch), and only then answers each caller.
+//! transaction, signs the heads of every receipt chain the batch extended with one signature
+//! ([`crate::chain::sign_heads`]), commits once (one fsync for the whole batch), and only
+//! then answers each caller.
 //! It signs only heads it appended itself: a chain head read from the database must be the
 //! one its last checkpoint names ([`crate::chain::ChainGuard`]).
 //! How a failing job is contained is the job's [`Containment`]; a failed commit fails every
