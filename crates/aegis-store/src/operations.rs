@@ -41,7 +41,7 @@ pub(crate) const DELIVERY_BACKLOG_SQL: &str = "\
 /// Approvals of every tenant still waiting for operators at the time bound to `now` (the
 /// backend's placeholder: the one parameter of the snapshot's SQL). The `IN` term is the
 /// predicate of the `approvals_open` partial index, so both backends count from it.
-pub(crate) fn pending_approvals_sql(now: &str) -> String {
+fn pending_approvals_sql(now: &str) -> String {
     let pending =
         crate::approvals::status_condition(aegis_core::approval::ApprovalStatus::Pending, now);
     format!("SELECT COUNT(*) FROM approvals WHERE status IN ('pending', 'approved') AND {pending}")
