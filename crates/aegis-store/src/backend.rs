@@ -5,7 +5,7 @@
 //! two schemas differ, and what only a driver can do (leadership, the commit feed, a chain
 //! audit's snapshot, claiming deliveries). A backend implements this once with its driver's
 //! plumbing; the roles follow by blanket implementations, so their rules and reads are
-//! written once. (The decision write and a chain audit's reads still are each driver's.)
+//! written once. (The decision write is still each driver's, and so is the archive's prune.)
 //!
 //! Rules and reads are passed boxed because their futures must be `Send` (PostgreSQL's
 //! writer is a task), which a bound on a generic async closure cannot state.

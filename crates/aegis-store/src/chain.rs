@@ -8,7 +8,8 @@
 //! Anything else (receipts past the last checkpoint, a chain without checkpoints, a
 //! checkpoint beyond the receipts) was written behind the gateway's back.
 
-use crate::tx::{SqlValue, WriteTx};
+use crate::schema::{CHECKPOINT_COLUMNS, ReceiptQueries, SEAL_SQL};
+use crate::tx::{ReadRows, SqlValue, WriteTx};
 use crate::{ReceiptStore, StoreError, StoreResult};
 use aegis_core::receipt::ReceiptSigner;
 use aegis_core::receipt::{
@@ -18,7 +19,7 @@ use aegis_core::receipt::{
 use aegis_core::timestamp::format_millis;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// Receipts read per query.
 const PAGE: u32 = 1000;
@@ -181,29 +182,99 @@ pub(crate) struct ChainSeal {
     pub public_key: Option<String>,
 }
 
-/// The reads a walk needs from one tenant's chain, all inside one snapshot.
-pub(crate) trait ChainReads {
-    async fn seal(&self) -> StoreResult<ChainSeal>;
-    async fn receipt_at(&self, seq: u64) -> StoreResult<Option<Receipt>>;
+/// The reads a walk needs from one tenant's chain, all through `rows`, which holds one
+/// snapshot (a read transaction) for every one of them: written once for both stores.
+pub(crate) struct SnapshotReads<'a, R> {
+    pub rows: &'a mut R,
+    pub tenant: &'a str,
+    /// The backend's spelling of the receipt reads.
+    pub queries: &'static ReceiptQueries,
+}
+
+impl<R: ReadRows> SnapshotReads<'_, R> {
+    async fn seal(&mut self) -> StoreResult<ChainSeal> {
+        seal(self.rows, self.tenant).await
+    }
+
+    async fn receipt_at(&mut self, seq: u64) -> StoreResult<Option<Receipt>> {
+        let params = [SqlValue::text(self.tenant), SqlValue::int(seq_param(seq))];
+        let found = self
+            .rows
+            .query_rows(&self.queries.at_seq, &params, crate::rows::receipt)
+            .await?;
+        Ok(found.into_iter().next())
+    }
+
     /// Receipts with `seq > after`, in order.
-    async fn receipts(&self, after: u64, limit: u32) -> StoreResult<Vec<Receipt>>;
+    async fn receipts(&mut self, after: u64, limit: u32) -> StoreResult<Vec<Receipt>> {
+        let params = [
+            SqlValue::text(self.tenant),
+            SqlValue::int(seq_param(after)),
+            SqlValue::int(i64::from(limit)),
+        ];
+        self.rows
+            .query_rows(&self.queries.after_seq, &params, crate::rows::receipt)
+            .await
+    }
+
     /// Checkpoints with `from <= seq <= through`.
-    async fn checkpoints(&self, from: u64, through: u64) -> StoreResult<Vec<Checkpoint>>;
+    async fn checkpoints(&mut self, from: u64, through: u64) -> StoreResult<Vec<Checkpoint>> {
+        static BETWEEN: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM receipt_checkpoints
+                 WHERE tenant_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"
+            )
+        });
+        let params = [
+            SqlValue::text(self.tenant),
+            SqlValue::int(seq_param(from)),
+            SqlValue::int(seq_param(through)),
+        ];
+        self.rows
+            .query_rows(&BETWEEN, &params, crate::rows::checkpoint)
+            .await
+    }
+
     /// The first checkpoint at or after `seq`.
-    async fn covering_checkpoint(&self, seq: u64) -> StoreResult<Option<Checkpoint>>;
+    async fn covering_checkpoint(&mut self, seq: u64) -> StoreResult<Option<Checkpoint>> {
+        let found = crate::receipts::checkpoints_from(self.rows, self.tenant, seq, 1).await?;
+        Ok(found.into_iter().next())
+    }
+
     /// The chain's cut, if it was archived ([`crate::archive`]).
-    async fn cut(&self) -> StoreResult<Option<ChainCut>>;
+    async fn cut(&mut self) -> StoreResult<Option<ChainCut>> {
+        crate::evidence::cut_of(self.rows, self.tenant).await
+    }
+}
+
+/// The chain's last receipt and last checkpoint with its key's stored public key, in one
+/// statement (so one snapshot): what a writer checks before appending to a head it did not
+/// write itself, and where an audit starts.
+pub(crate) async fn seal(rows: &mut impl ReadRows, tenant_id: &str) -> StoreResult<ChainSeal> {
+    rows.query_opt(
+        &SEAL_SQL,
+        &[SqlValue::text(tenant_id)],
+        crate::rows::chain_seal,
+    )
+    .await?
+    .ok_or_else(|| StoreError::Unavailable("the seal query returned no row".into()))
+}
+
+/// A chain seq bound against the schema's signed column. No chain reaches `i64::MAX`, so a
+/// larger bound means past every receipt (not, wrapped, before them all).
+pub(crate) fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
 /// Walks `walk` over the chain of `tenant` with [`ChainVerifier`], checkpoints fed page by
 /// page. A walk that reaches the head also requires that no checkpoint names a receipt
 /// beyond it (receipts deleted under their checkpoints).
-pub(crate) async fn audit<R: ChainReads>(
-    reads: &R,
-    tenant: &str,
+pub(crate) async fn audit<R: ReadRows>(
+    reads: &mut SnapshotReads<'_, R>,
     walk: &ChainWalk,
     keys: &KeyRing,
 ) -> StoreResult<ChainAudit> {
+    let tenant = reads.tenant;
     let seal = reads.seal().await?;
     let head = seal.head.as_ref().map_or(0, |h| h.seq);
     let mut verifier = match ChainVerifier::new(tenant, [], keys) {

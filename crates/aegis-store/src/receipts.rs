@@ -3,7 +3,7 @@
 //! reads in and closing a chain to the writer are the driver's.
 
 use crate::backend::Backend;
-use crate::chain::{ChainAudit, ChainWalk};
+use crate::chain::{ChainAudit, ChainWalk, seq_param};
 use crate::schema::{CHECKPOINT_COLUMNS, DECISION_COLUMNS};
 use crate::tx::{ReadRows, SqlValue};
 use crate::{
@@ -103,7 +103,7 @@ impl<B: Backend> ReceiptStore for B {
             Box::pin(async move {
                 let params = [
                     SqlValue::text(tenant.as_str()),
-                    SqlValue::int(seq(after_seq)),
+                    SqlValue::int(seq_param(after_seq)),
                     SqlValue::int(i64::from(limit)),
                 ];
                 read_receipts(rows, &B::receipt_queries().after_seq, &params).await
@@ -192,7 +192,7 @@ impl<B: Backend> ReceiptStore for B {
     ) -> StoreResult<Vec<Checkpoint>> {
         let tenant = tenant.clone();
         self.run_read(move |rows| {
-            Box::pin(async move { checkpoints_from(rows, &tenant, from_seq, limit).await })
+            Box::pin(async move { checkpoints_from(rows, tenant.as_str(), from_seq, limit).await })
         })
         .await
     }
@@ -210,7 +210,7 @@ async fn read_receipts(
 /// Checkpoints of the tenant's chain with `seq >= from_seq`, in order, at most `limit`.
 pub(crate) async fn checkpoints_from(
     rows: &mut impl ReadRows,
-    tenant: &TenantId,
+    tenant_id: &str,
     from_seq: u64,
     limit: u32,
 ) -> StoreResult<Vec<Checkpoint>> {
@@ -221,16 +221,10 @@ pub(crate) async fn checkpoints_from(
         )
     });
     let params = [
-        SqlValue::text(tenant.as_str()),
-        SqlValue::int(seq(from_seq)),
+        SqlValue::text(tenant_id),
+        SqlValue::int(seq_param(from_seq)),
         SqlValue::int(i64::from(limit)),
     ];
     rows.query_rows(&FROM_SEQ, &params, crate::rows::checkpoint)
         .await
-}
-
-/// A chain seq bound against the schema's signed column. No chain reaches `i64::MAX`, so a
-/// larger bound means past every receipt (not, wrapped, before them all).
-fn seq(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }

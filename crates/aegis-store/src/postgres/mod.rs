@@ -10,7 +10,6 @@
 
 mod approvals;
 mod archive;
-mod chain;
 mod decision_rows;
 mod leader;
 mod notify;
@@ -23,7 +22,7 @@ mod writer;
 pub use session::SessionBounds;
 
 use crate::backend::Backend;
-use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
+use crate::chain::{ChainAudit, ChainGuard, ChainWalk, SnapshotReads};
 use crate::records;
 use crate::schema::{EventQueries, ReceiptQueries};
 use crate::*;
@@ -738,11 +737,12 @@ impl Backend for PgStore {
             .read_only(true)
             .start()
             .await?;
-        let reads = chain::PgChain {
-            client: &snapshot,
-            tenant,
+        let mut reads = SnapshotReads {
+            rows: &mut PgRead { client: &snapshot },
+            tenant: tenant.as_str(),
+            queries: &RECEIPT_SQL,
         };
-        let audit = crate::chain::audit(&reads, tenant.as_str(), &walk, keys).await?;
+        let audit = crate::chain::audit(&mut reads, &walk, keys).await?;
         snapshot.commit().await?;
         Ok(audit)
     }

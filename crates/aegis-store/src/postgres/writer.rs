@@ -26,10 +26,10 @@
 //! already waited therefore waits only for what is left of the bound, so no call waits for
 //! the lock longer than `lock_timeout` in all ([`lock_wait_left`]).
 
-use super::chain::seal;
 use super::decision_rows::PendingDecisions;
 use super::prepared;
-use crate::chain::ChainGuard;
+use super::tx::PgRead;
+use crate::chain::{ChainGuard, seal};
 use crate::operations::{
     MAX_BATCH, WriterMetrics, batch_span, gather_batch, submit_job, submitter,
 };
@@ -171,7 +171,8 @@ impl WriterState {
         if let Some(head) = self.heads.get(tenant_id) {
             return Ok(head.clone());
         }
-        let head = self.guard.admit(tenant_id, seal(tx, tenant_id).await?)?;
+        let sealed = seal(&mut PgRead { client: tx }, tenant_id).await?;
+        let head = self.guard.admit(tenant_id, sealed)?;
         self.heads.insert(tenant_id.to_owned(), head.clone());
         Ok(head)
     }

@@ -1,23 +1,17 @@
 //! [`ChainArchive`] on SQLite: the shared SQL of `crate::archive` run on the writer and the
 //! read pool.
 
-use super::rows::{EVENT_SQL, read_events, read_opt};
+use super::rows::{EVENT_SQL, read_events};
+use super::tx::SqliteConn;
 use crate::archive::{
-    ARCHIVABLE_THROUGH, ArchiveBounds, CUT_OF, ChainArchive, KEEP_PAYLOAD, KEPT_DECISION_EVENTS,
+    ARCHIVABLE_THROUGH, ArchiveBounds, ChainArchive, KEEP_PAYLOAD, KEPT_DECISION_EVENTS,
     OLDEST_SEQ, PRUNE, PUT_CUT, RETENTION_OF, batch_end, cut_moved,
 };
 use crate::*;
 use aegis_core::receipt::ChainCut;
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use std::sync::LazyLock;
-
-/// The tenant's cut, read through `conn` (inside a walk's snapshot, or a prune's transaction).
-pub(super) fn cut_of(conn: &Connection, tenant_id: &str) -> StoreResult<Option<ChainCut>> {
-    read_opt(conn, CUT_OF, [tenant_id], |row| {
-        crate::rows::chain_cut(row, tenant_id)
-    })
-}
 
 #[async_trait]
 impl ChainArchive for super::SqliteStore {
@@ -80,7 +74,9 @@ impl ChainArchive for super::SqliteStore {
                 let oldest: Option<i64> = conn
                     .prepare_cached(OLDEST_SEQ)?
                     .query_row([tenant.as_str()], |row| row.get(0))?;
-                let cut = cut_of(conn, tenant.as_str())?;
+                let cut = SqliteConn::run(conn, async |rows| {
+                    crate::evidence::cut_of(rows, tenant.as_str()).await
+                })?;
                 let Some(end) = batch_end(oldest.map(|seq| seq as u64), cut.as_ref(), batch) else {
                     return Ok(0);
                 };

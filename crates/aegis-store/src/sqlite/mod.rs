@@ -3,7 +3,6 @@
 
 mod approvals;
 mod archive;
-mod chain;
 pub(crate) mod notify;
 pub(crate) mod rows;
 pub(crate) mod soc;
@@ -11,7 +10,7 @@ mod tx;
 mod writer;
 
 use crate::backend::Backend;
-use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
+use crate::chain::{ChainAudit, ChainGuard, ChainWalk, SnapshotReads};
 use crate::records;
 use crate::schema::*;
 use crate::schema::{EventQueries, ReceiptQueries};
@@ -21,7 +20,6 @@ use aegis_core::policy::PolicyDocument;
 use aegis_core::receipt::ReceiptSigner;
 use aegis_core::receipt::{ChainPoint, KeyRing};
 use async_trait::async_trait;
-use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rows::*;
@@ -175,8 +173,10 @@ impl SqliteStore {
                 None => open_reader_connection(&path)?,
             };
             let result = query(&mut conn);
+            // A connection left inside a transaction (a snapshot whose end failed) would
+            // serve that old snapshot to every later read: it is dropped, not pooled.
             let mut idle = readers.lock();
-            if idle.len() < MAX_IDLE_READERS {
+            if idle.len() < MAX_IDLE_READERS && conn.is_autocommit() {
                 idle.push(conn);
             }
             result
@@ -617,16 +617,19 @@ impl Backend for SqliteStore {
     ) -> StoreResult<ChainAudit> {
         let (tenant, keys) = (tenant.clone(), keys.clone());
         self.read(move |conn| {
-            // One read transaction: every query of the walk sees the same snapshot.
-            let snapshot = conn.unchecked_transaction()?;
-            let reads = chain::SqliteChain {
-                conn: &snapshot,
-                tenant: &tenant,
-            };
-            // SQLite reads never wait, so the walk completes on its first poll.
-            crate::chain::audit(&reads, tenant.as_str(), &walk, &keys)
-                .now_or_never()
-                .unwrap_or_else(|| Err(StoreError::Unavailable("a chain audit waited".into())))
+            // One read transaction: every query of the walk sees the same snapshot. (Framed
+            // with the connection's own statements: the walk needs the connection by `&mut`.)
+            conn.execute_batch("BEGIN")?;
+            let audit = SqliteConn::run(conn, async |rows| {
+                let mut reads = SnapshotReads {
+                    rows,
+                    tenant: tenant.as_str(),
+                    queries: &RECEIPT_SQL,
+                };
+                crate::chain::audit(&mut reads, &walk, &keys).await
+            });
+            conn.execute_batch("ROLLBACK")?;
+            audit
         })
         .await
     }

@@ -73,15 +73,6 @@ pub(super) static EVENT_SQL: std::sync::LazyLock<crate::schema::EventQueries> =
         )
     });
 
-/// The receipts `sql` reads (a [`crate::schema::ReceiptQueries`] text), in its order.
-pub(super) fn read_receipts(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> StoreResult<Vec<Receipt>> {
-    read_rows(conn, sql, params, crate::rows::receipt)
-}
-
 /// The receipt reads in SQLite's placeholders. SQLite looks a decision up by its primary key
 /// for each receipt chosen, so a plain join does.
 pub(super) static RECEIPT_SQL: std::sync::LazyLock<crate::schema::ReceiptQueries> =

@@ -10,9 +10,8 @@
 //! How a failing job is contained is the job's [`Containment`]; a failed commit fails every
 //! job of the batch, and no caller ever hears "done" for a write that is not on disk.
 
-use super::chain::seal;
 use super::tx::SqliteConn;
-use crate::chain::ChainGuard;
+use crate::chain::{ChainGuard, seal};
 use crate::operations::{
     MAX_BATCH, WriterMetrics, batch_span, gather_batch, submit_job, submitter,
 };
@@ -130,7 +129,11 @@ pub(crate) struct WriterState {
 impl WriterState {
     /// The current head of a tenant's chain (`seq` 0 and `""` for an empty chain); a head
     /// read from the database must be the one its last checkpoint names, else `ChainBroken`.
-    pub fn chain_head(&mut self, conn: &Connection, tenant_id: &str) -> StoreResult<ChainPoint> {
+    pub fn chain_head(
+        &mut self,
+        conn: &mut Connection,
+        tenant_id: &str,
+    ) -> StoreResult<ChainPoint> {
         if let Some(head) = self
             .pending
             .get(tenant_id)
@@ -138,7 +141,8 @@ impl WriterState {
         {
             return Ok(head.clone());
         }
-        let head = self.guard.admit(tenant_id, seal(conn, tenant_id)?)?;
+        let sealed = SqliteConn::run(conn, async |rows| seal(rows, tenant_id).await)?;
+        let head = self.guard.admit(tenant_id, sealed)?;
         self.committed.insert(tenant_id.to_owned(), head.clone());
         Ok(head)
     }
