@@ -1,8 +1,8 @@
 //! Approvals in storage: the records, and what both backends do the same way when a decision
 //! meets an approval (the gate), when an operator decides one, when the sweep expires them
 //! and when the SOC rejects an agent's pending ones. The rules themselves are
-//! `aegis_core::approval`; the last three are written once here over [`WriteTx`]; the gate
-//! is run by each backend's `approvals.rs` in its decision write.
+//! `aegis_core::approval`; all four are written once here over [`WriteTx`], the gate run by
+//! each backend's decision write inside its batch transaction.
 //!
 //! Expiry needs no writer: a stored `pending` or `approved` approval past `expires_at` reads
 //! as `expired` everywhere ([`aegis_core::approval::effective_status`]). The leader's sweep
@@ -234,6 +234,201 @@ pub(crate) fn gate_step(
             why: why.to_string(),
         },
     }
+}
+
+/// The approval rules of one decision, in its writer transaction, before its event and
+/// receipt are sealed (they record the verdict the gate leaves). A decision without a gate
+/// returns at once.
+pub(crate) async fn gate(tx: &mut impl WriteTx, d: &mut NewDecision) -> StoreResult<()> {
+    let Some(gate) = d.approval.as_ref() else {
+        return Ok(());
+    };
+    let now = d.created_at_ms;
+    let named = match &gate.named {
+        Some(id) => load(tx, d.tenant_id.as_str(), id, now).await?,
+        None => None,
+    };
+    match gate_step(d, gate, named.clone(), now) {
+        GateStep::Pass => Ok(()),
+        GateStep::ConsumeNamed { approval_id } => match consume(tx, d, Some(&approval_id)).await? {
+            Some(approval) => {
+                let approval_id = approval.id.clone();
+                let payload = consumed(d, approval);
+                append(tx, d, event_kind::APPROVAL_CONSUMED, &approval_id, payload).await
+            }
+            None => {
+                let why = "the approval was used already";
+                let payload = refused(d, &approval_id, why, named.as_ref());
+                append(tx, d, event_kind::APPROVAL_MISMATCH, &approval_id, payload).await
+            }
+        },
+        GateStep::Refuse { approval_id, why } => {
+            let payload = refused(d, &approval_id, &why, named.as_ref());
+            append(tx, d, event_kind::APPROVAL_MISMATCH, &approval_id, payload).await
+        }
+        GateStep::ConsumeOrRequest => {
+            if let Some(approval) = consume(tx, d, None).await? {
+                let approval_id = approval.id.clone();
+                let payload = consumed(d, approval);
+                return append(tx, d, event_kind::APPROVAL_CONSUMED, &approval_id, payload).await;
+            }
+            if let Some(pending) = pending(tx, d).await? {
+                requested(d, &pending);
+                return Ok(());
+            }
+            request(tx, d).await
+        }
+    }
+}
+
+/// Marks the oldest approved, unexpired approval of this agent and hash (the named one if
+/// given) consumed by `d`: a conditional update, so of many uses exactly one wins (the
+/// writer's transaction serialises them; on PostgreSQL across replicas too, under
+/// `log_head`).
+async fn consume(
+    tx: &mut impl WriteTx,
+    d: &NewDecision,
+    named: Option<&str>,
+) -> StoreResult<Option<ApprovalRecord>> {
+    static CONSUME: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE approvals SET status = 'consumed', consumed_by_decision_id = $1
+             WHERE id = (SELECT id FROM approvals
+                          WHERE tenant_id = $2 AND agent_id = $3 AND action_hash = $4
+                            AND status = 'approved' AND expires_at > $5
+                            AND (CAST($6 AS TEXT) IS NULL OR id = $6)
+                          ORDER BY requested_seq LIMIT 1)
+               AND status = 'approved'
+             RETURNING {APPROVAL_COLUMNS}"
+        )
+    });
+    tx.query_opt(
+        &CONSUME,
+        &[
+            SqlValue::text(&d.id),
+            SqlValue::text(d.tenant_id.as_str()),
+            SqlValue::text(&d.agent_id),
+            SqlValue::text(&d.action_hash),
+            SqlValue::int(d.created_at_ms),
+            SqlValue::Text(named),
+        ],
+        |row| StoredApproval::read(row)?.into_record(d.created_at_ms),
+    )
+    .await
+}
+
+/// The newest pending, unexpired approval of this agent and hash: asking again while people
+/// decide reuses it.
+async fn pending(tx: &mut impl WriteTx, d: &NewDecision) -> StoreResult<Option<ApprovalRecord>> {
+    static PENDING: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE tenant_id = $1 AND agent_id = $2 AND action_hash = $3
+               AND status = 'pending' AND expires_at > $4
+             ORDER BY requested_seq DESC LIMIT 1"
+        )
+    });
+    tx.query_opt(
+        &PENDING,
+        &[
+            SqlValue::text(d.tenant_id.as_str()),
+            SqlValue::text(&d.agent_id),
+            SqlValue::text(&d.action_hash),
+            SqlValue::int(d.created_at_ms),
+        ],
+        |row| StoredApproval::read(row)?.into_record(d.created_at_ms),
+    )
+    .await
+}
+
+/// Creates the approval a `require_approval` decision asks for, with its event.
+async fn request(tx: &mut impl WriteTx, d: &mut NewDecision) -> StoreResult<()> {
+    static INSERT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO approvals ({APPROVAL_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                     $18, $19, $20, $21, $22)"
+        )
+    });
+    let settings = tx
+        .query_opt(
+            "SELECT approval_ttl_secs, approvals_required FROM tenants WHERE id = $1",
+            &[SqlValue::text(d.tenant_id.as_str())],
+            |row| {
+                Ok(ApprovalSettings {
+                    ttl_secs: u32::try_from(row.required_int(0)?)
+                        .map_err(|_| StoreError::Corrupt("tenants.approval_ttl_secs".into()))?,
+                    approvals_required: u8::try_from(row.required_int(1)?)
+                        .map_err(|_| StoreError::Corrupt("tenants.approvals_required".into()))?,
+                })
+            },
+        )
+        .await?
+        .ok_or(StoreError::NotFound("tenant"))?;
+    let Some(gate) = d.approval.as_ref() else {
+        return Ok(());
+    };
+    let mut approval = new_approval(d, gate, settings);
+    approval.requested_seq = tx
+        .append_event(EventDraft {
+            tenant_id: d.tenant_id.as_str(),
+            kind: event_kind::APPROVAL_REQUESTED,
+            agent_id: Some(&d.agent_id),
+            subject_id: Some(&approval.id),
+            payload: requested_event(&approval),
+        })
+        .await?;
+    let parameters = approval.parameters.to_string();
+    let votes = votes_json(&approval.approvals);
+    tx.execute(
+        INSERT.as_str(),
+        &[
+            SqlValue::text(&approval.id),
+            SqlValue::text(approval.tenant_id.as_str()),
+            SqlValue::text(&approval.agent_id),
+            SqlValue::text(approval.status.as_str()),
+            SqlValue::text(&approval.action_hash),
+            SqlValue::text(&approval.decision_id),
+            SqlValue::text(&approval.tool),
+            SqlValue::text(&approval.action),
+            SqlValue::Text(approval.resource.as_deref()),
+            SqlValue::text(&parameters),
+            SqlValue::Bool(approval.mutates_state),
+            SqlValue::text(approval.risk.as_str()),
+            SqlValue::int(i64::from(approval.risk_score)),
+            SqlValue::text(&approval.reason),
+            SqlValue::Text(approval.run_id.as_deref()),
+            SqlValue::int(i64::from(approval.required)),
+            SqlValue::text(&votes),
+            SqlValue::Text(None),
+            SqlValue::Text(None),
+            SqlValue::int(approval.created_at_ms),
+            SqlValue::int(approval.expires_at_ms),
+            SqlValue::int(approval.requested_seq),
+        ],
+    )
+    .await?;
+    requested(d, &approval);
+    Ok(())
+}
+
+/// Appends the gate's event about `approval_id`, on behalf of the decision's agent.
+async fn append(
+    tx: &mut impl WriteTx,
+    d: &NewDecision,
+    kind: &'static str,
+    approval_id: &str,
+    payload: Value,
+) -> StoreResult<()> {
+    tx.append_event(EventDraft {
+        tenant_id: d.tenant_id.as_str(),
+        kind,
+        agent_id: Some(&d.agent_id),
+        subject_id: Some(approval_id),
+        payload,
+    })
+    .await?;
+    Ok(())
 }
 
 /// Turns the decision into the allow that consumed `approval` (already marked consumed).

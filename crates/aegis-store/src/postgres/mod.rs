@@ -8,7 +8,6 @@
 //! [`PgStore::lead`] elects the one replica that runs the SOC consumers, by a session-level
 //! advisory lock.
 
-mod approvals;
 mod archive;
 mod decision_rows;
 mod leader;
@@ -570,7 +569,7 @@ async fn record_decision_tx(
             return prior.answer(&d, approval);
         }
     }
-    approvals::gate(tx, state, &mut d).await?;
+    crate::approvals::gate(&mut PgTx { tx, state }, &mut d).await?;
     let event_seq = state.reserve_event_seq();
     let receipt = records::seal_receipt(&d, head.seq, &head.hash)?;
     let recorded = RecordedDecision {

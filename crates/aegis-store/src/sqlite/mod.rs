@@ -1,7 +1,6 @@
 //! The embedded SQLite store: WAL mode, `synchronous=FULL`, one writer thread with group
 //! commit ([`writer`]), and a small pool of read-only connections for queries.
 
-mod approvals;
 mod archive;
 pub(crate) mod notify;
 pub(crate) mod rows;
@@ -466,7 +465,7 @@ fn record_fenced_decision_tx(
         .optional()?;
     let stale_agent = crate::fence::fence_stale_agent(&mut d, stored);
     let Some(request_id) = crate::requests::replay_key(&d) else {
-        approvals::gate(conn, &mut d)?;
+        SqliteConn::run(conn, async |tx| crate::approvals::gate(tx, &mut d).await)?;
         return Ok(RecordedDecision {
             stale_agent,
             ..record_decision_tx(conn, state, head, &d)?
@@ -495,7 +494,7 @@ fn record_fenced_decision_tx(
         };
         return prior.answer(&d, approval);
     }
-    approvals::gate(conn, &mut d)?;
+    SqliteConn::run(conn, async |tx| crate::approvals::gate(tx, &mut d).await)?;
     let recorded = record_decision_tx(conn, state, head, &d)?;
     conn.prepare_cached(crate::requests::REMEMBER_SQL)?
         .execute([&key[0], &key[1], &key[2], &d.id])?;
