@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rows::*;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
@@ -198,7 +199,7 @@ fn open_writer_connection(path: &Path) -> StoreResult<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.set_prepared_statement_cache_capacity(64);
+    plan_each_statement_once(&conn)?;
     apply_migrations(&mut conn)?;
     Ok(conn)
 }
@@ -259,8 +260,20 @@ fn open_reader_connection(path: &Path) -> StoreResult<Connection> {
     // once a database outgrew them. The reads here touch recent pages or walk a range once,
     // which the OS page cache serves as well.
     conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    plan_each_statement_once(&conn)?;
     Ok(conn)
+}
+
+/// Keeps up to 64 prepared statements per connection and holds each to the plan it was
+/// prepared with. Without the query planner stability guarantee, SQLite plans a statement
+/// around the values bound to some parameters (a `LIMIT $n`, for one) and prepares it again,
+/// parsing its SQL, each time a new value is bound to them: every escalation count of a
+/// deny, every read of the log after a cursor. Every query here has one right plan whatever
+/// the values (the indexes are chosen for them; there are no statistics tables).
+fn plan_each_statement_once(conn: &Connection) -> StoreResult<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
 }
 
 fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
@@ -744,5 +757,49 @@ impl ActionPlaneStore for SqliteStore {
         self.writer()?
             .write_in_batch(move |conn, state| record_fenced_decision_tx(conn, state, decision))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::StatementStatus;
+
+    /// A cached statement run again with new values is not prepared again. Before
+    /// `plan_each_statement_once`, SQLite re-parsed these two on every run (a deny's
+    /// escalation count, a read of the log after a cursor), because each binds its `LIMIT`.
+    #[test]
+    fn statements_run_with_new_values_keep_their_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aegis.db");
+        let writer = open_writer_connection(&path).unwrap();
+        let reader = open_reader_connection(&path).unwrap();
+        let events_after =
+            numbered_placeholders("SELECT seq FROM events WHERE seq > $1 ORDER BY seq LIMIT $2");
+        for (name, conn) in [("writer", &writer), ("reader", &reader)] {
+            for run in 1..=3_i64 {
+                let mut count = conn.prepare_cached(&TIER_AND_EARLIER_DENIES).unwrap();
+                let tier: Option<String> = count
+                    .query_row(params!["agent", run, run], |row| row.get(0))
+                    .optional()
+                    .unwrap();
+                assert_eq!(tier, None);
+                let mut read = conn.prepare_cached(&events_after).unwrap();
+                let seqs: Vec<i64> = read
+                    .query_map(params![run, run], |row| row.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert!(seqs.is_empty());
+                for statement in [&count, &read] {
+                    assert_eq!(
+                        statement.get_status(StatementStatus::RePrepare),
+                        0,
+                        "{name}, run {run}: {:?}",
+                        statement.expanded_sql()
+                    );
+                }
+            }
+        }
     }
 }
