@@ -199,6 +199,11 @@ fn open_writer_connection(path: &Path) -> StoreResult<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // A job that takes a savepoint in the writer's batch (a SOC batch joining a storm's
+    // evidence, say) has SQLite copy each page it changes into a sub-journal, which spills
+    // to a temporary file past 64 KiB: write calls on the writer thread for data that is
+    // never read unless the job fails. In memory, it is bounded by what one batch changes.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     plan_each_statement_once(&conn)?;
     apply_migrations(&mut conn)?;
     Ok(conn)
