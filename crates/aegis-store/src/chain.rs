@@ -198,11 +198,9 @@ impl<R: ReadRows> SnapshotReads<'_, R> {
 
     async fn receipt_at(&mut self, seq: u64) -> StoreResult<Option<Receipt>> {
         let params = [SqlValue::text(self.tenant), SqlValue::int(seq_param(seq))];
-        let found = self
-            .rows
-            .query_rows(&self.queries.at_seq, &params, crate::rows::receipt)
-            .await?;
-        Ok(found.into_iter().next())
+        self.rows
+            .query_opt(&self.queries.at_seq, &params, crate::rows::receipt)
+            .await
     }
 
     /// Receipts with `seq > after`, in order.
