@@ -22,10 +22,11 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
+use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use utoipa::IntoParams;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -249,6 +250,10 @@ async fn feed(mut socket: WebSocket, state: SharedState, session: Session, mut s
 
 /// Streams the session's events: from the log until it has caught up with the channel,
 /// then from the channel; back to the log whenever it falls too far behind.
+///
+/// Events are queued on the socket as they are handled and written out once nothing more is
+/// ready (the end of a log page, an empty channel): a commit batch reaches a client in one
+/// write instead of one per event, so open feeds cost the gateway per batch, not per event.
 async fn follow(
     socket: &mut WebSocket,
     state: &SharedState,
@@ -278,15 +283,30 @@ async fn follow(
                     return end;
                 }
             }
+            if let Some(end) = write_out(socket).await {
+                return end;
+            }
             if caught_up {
                 break;
             }
         }
         loop {
-            tokio::select! {
-                frame = frames.recv() => match frame {
+            let mut next = tokio::select! {
+                frame = frames.recv() => frame,
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return End::Gone,
+                    Some(Ok(_)) => continue,
+                },
+            };
+            // What the channel already holds goes out with this event, up to a page (as from
+            // the log): a channel that never runs dry neither holds the queue back nor keeps
+            // the task from returning to `recv`, where tokio's budget makes it yield.
+            let mut queued = 0;
+            let lagged = loop {
+                match next {
                     Ok(event) => {
-                        if event.tenant_id == session.tenant && event.seq > *cursor
+                        if event.tenant_id == session.tenant
+                            && event.seq > *cursor
                             && let Some(end) = deliver(socket, session, cursor, &event).await
                         {
                             return end;
@@ -294,21 +314,35 @@ async fn follow(
                     }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(tenant = %session.tenant, missed, "live feed session fell behind; reading the log");
-                        break;
+                        break true;
                     }
                     Err(RecvError::Closed) => return End::Gone,
-                },
-                incoming = socket.recv() => match incoming {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return End::Gone,
-                    Some(Ok(_)) => {}
-                },
+                }
+                queued += 1;
+                if queued == PAGE {
+                    break false;
+                }
+                next = match frames.try_recv() {
+                    Ok(event) => Ok(event),
+                    Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                    Err(TryRecvError::Empty) => break false,
+                };
+            };
+            if let Some(end) = write_out(socket).await {
+                return end;
+            }
+            if lagged {
+                break;
             }
         }
     }
 }
 
 /// Handles the session's next event (in seq order): ends the session at the revocation of
-/// its key, sends the event if the session wants it, and moves the cursor past it.
+/// its key, queues the event on the socket if the session wants it, and moves the cursor
+/// past it. The socket writes its queue out on its own once the queue is large enough;
+/// [`write_out`] writes the rest.
 async fn deliver(
     socket: &mut WebSocket,
     session: &Session,
@@ -320,14 +354,26 @@ async fn deliver(
     }
     if event.seq > session.start && session.filter.matches(event) {
         let message = Message::Text(event.frame.clone());
-        match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Some(End::Gone),
-            Err(_) => return Some(End::TooSlow),
+        if let Some(end) = within_send_timeout(socket.feed(message)).await {
+            return Some(end);
         }
     }
     *cursor = event.seq;
     None
+}
+
+/// Writes out what [`deliver`] queued on the socket.
+async fn write_out(socket: &mut WebSocket) -> Option<End> {
+    within_send_timeout(socket.flush()).await
+}
+
+/// Why the session ends if a write to its client does not complete within `SEND_TIMEOUT`.
+async fn within_send_timeout(write: impl Future<Output = Result<(), axum::Error>>) -> Option<End> {
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
+        Ok(Ok(())) => None,
+        Ok(Err(_)) => Some(End::Gone),
+        Err(_) => Some(End::TooSlow),
+    }
 }
 
 fn text(message: serde_json::Value) -> Message {
