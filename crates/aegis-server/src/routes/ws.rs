@@ -37,6 +37,11 @@ const SINCE_GRACE: Duration = Duration::from_secs(1);
 /// How long a closing session waits to hand over its last message before dropping the
 /// connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(250);
+/// The socket's read buffer. A feed client sends only control frames (ping, close), and
+/// tungstenite zero-fills the whole buffer on every read attempt, which a session makes each
+/// time it wakes: at the default 128 KiB, 20 open feeds spent about 5 % of the gateway's
+/// CPU clearing memory. A larger message still arrives; the buffer grows for it.
+const READ_BUFFER: usize = 4096;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -159,7 +164,9 @@ pub async fn open_feed(
         start,
         watch_from: start.min(log_head),
     };
-    Ok(upgrade.on_upgrade(move |socket| feed(socket, state, session, slot)))
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| feed(socket, state, session, slot)))
 }
 
 struct Session {
