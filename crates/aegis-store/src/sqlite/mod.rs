@@ -779,8 +779,7 @@ mod tests {
         let path = dir.path().join("aegis.db");
         let writer = open_writer_connection(&path).unwrap();
         let reader = open_reader_connection(&path).unwrap();
-        let events_after =
-            numbered_placeholders("SELECT seq FROM events WHERE seq > $1 ORDER BY seq LIMIT $2");
+        let events_after = &rows::EVENT_SQL.after;
         for (name, conn) in [("writer", &writer), ("reader", &reader)] {
             for run in 1..=3_i64 {
                 let mut count = conn.prepare_cached(&TIER_AND_EARLIER_DENIES).unwrap();
@@ -789,7 +788,7 @@ mod tests {
                     .optional()
                     .unwrap();
                 assert_eq!(tier, None);
-                let mut read = conn.prepare_cached(&events_after).unwrap();
+                let mut read = conn.prepare_cached(events_after).unwrap();
                 let seqs: Vec<i64> = read
                     .query_map(params![run, run], |row| row.get(0))
                     .unwrap()
