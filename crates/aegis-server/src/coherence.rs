@@ -29,6 +29,9 @@ pub const FOLLOWED_EVENTS: &[&str] = &[
     event_kind::KEY_REVOKED,
 ];
 
+/// Counts the times a replica dropped all its cached views ([`drop_every_view`]).
+pub const CACHE_FLUSHES: &str = "aegis_cache_flushes_total";
+
 const BATCH: u32 = 1000;
 /// Pause after each pass, so that under load one read covers many commits instead of one
 /// read per commit; it bounds how stale a view can be on top of the store's own delay.
@@ -42,18 +45,12 @@ pub async fn follow_changes(state: SharedState, mut shutdown: watch::Receiver<bo
     loop {
         let head = *heads.borrow_and_update();
         if head > applied {
-            match apply_changes(&state, applied, head).await {
-                Ok(()) => {
-                    applied = head;
-                    tokio::time::sleep(LINGER).await;
-                }
-                Err(error) => {
-                    // Keep the cursor: the same range is read again on the next wake.
-                    tracing::error!(%error, "cannot read cache changes from the log; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
+            if let Err(error) = apply_changes(&state, applied, head).await {
+                tracing::error!(%error, after = applied, head, "cannot read cache changes from the log; dropping every cached agent and tenant view");
+                drop_every_view(&state);
             }
+            applied = head;
+            tokio::time::sleep(LINGER).await;
         }
         tokio::select! {
             changed = heads.changed() => if changed.is_err() { return },
@@ -77,6 +74,20 @@ async fn apply_changes(state: &SharedState, mut after: i64, head: i64) -> StoreR
             _ => return Ok(()),
         }
     }
+}
+
+/// Stands in for changes that could not be read (the database failing the read, or a row
+/// it cannot decode): whatever they changed, no view from before them survives. Every view
+/// loaded after this sees every commit up to the head read for, and a load that began before
+/// is not cached (the caches' generations), so the follower can move past the range instead
+/// of retrying it: retrying would keep a stale view, such as a permit since deleted, for as
+/// long as the range stays unreadable. Live feeds need nothing here: a session ends at its
+/// key's `key.revoked` in its own stream, and a feed that cannot read the log delivers
+/// nothing past it.
+fn drop_every_view(state: &SharedState) {
+    metrics::counter!(CACHE_FLUSHES).increment(1);
+    state.agents.forget_all();
+    state.tenants.invalidate_all();
 }
 
 fn apply(state: &SharedState, event: &Event) {

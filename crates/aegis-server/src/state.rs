@@ -223,6 +223,13 @@ impl AgentDirectory {
             maps.by_token.remove(&hash);
         }
     }
+
+    /// Drops every cached agent, for when this replica cannot tell which changed.
+    pub fn forget_all(&self) {
+        let mut maps = self.maps.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *maps = DirectoryMaps::default();
+    }
 }
 
 /// A registered tool action: the facts the server registered, and the action as policies see
@@ -310,6 +317,13 @@ impl TenantRuntimes {
         let mut map = self.map.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         map.remove(tenant);
+    }
+
+    /// Drops every tenant's cached runtime, for when this replica cannot tell which changed.
+    pub fn invalidate_all(&self) {
+        let mut map = self.map.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.clear();
     }
 }
 

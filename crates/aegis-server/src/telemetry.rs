@@ -218,6 +218,10 @@ fn describe() {
         "Time an allowed MCP call took at its upstream server, answered or not"
     );
     metrics::describe_counter!(
+        crate::coherence::CACHE_FLUSHES,
+        "Times this process dropped every cached agent and tenant view because it could not read the changes committed to the log"
+    );
+    metrics::describe_counter!(
         "aegis_metrics_store_read_failures_total",
         "Scrapes of /metrics whose store backlogs could not be read"
     );

@@ -262,6 +262,84 @@ async fn a_change_through_one_replica_is_enforced_by_the_other_within_a_second()
     }
 }
 
+/// A replica that cannot read a change from the log (here its event row does not decode)
+/// cannot know what the change was: it drops every cached view instead of keeping the old
+/// ones, so the change is still enforced, and it follows the log past the unreadable row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_other_replica_cannot_read_from_the_log_still_reaches_it() {
+    let d = Deployment::start(2, &[]).await;
+    let (a, b) = (&d.replicas[0], &d.replicas[1]);
+    let client = reqwest::Client::new();
+    let (_, token) = agent_with_github(&client, a, &d.admin).await;
+    let read = json!({"tool_call": {"tool": "github", "action": "get_file", "mutates_state": false},
+                      "context": {"source_trust": "trusted_internal_signed"}});
+    // B has the tenant's policies cached.
+    assert_eq!(authorize_status(&client, b, &token, &read).await, "allow");
+
+    // Every `policy.put` event is stored with a payload that is not JSON.
+    let (pg, connection) = tokio_postgres::connect(d.database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    pg.batch_execute(
+        "CREATE FUNCTION undecodable_payload() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN NEW.payload := '{not json'; RETURN NEW; END $$;
+         CREATE TRIGGER undecodable_policy_events BEFORE INSERT ON events FOR EACH ROW
+             WHEN (NEW.kind = 'policy.put') EXECUTE FUNCTION undecodable_payload();",
+    )
+    .await
+    .unwrap();
+    let put = client
+        .post(a.url("/v1/policies"))
+        .bearer_auth(&d.admin)
+        .json(&json!({"id": "no-reads", "text": "forbid (principal, action, resource == Aegis::ToolAction::\"github::get_file\");"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let policy = time_until("unreadable policy change on B", "deny", async || {
+        authorize_status(&client, b, &token, &read).await
+    })
+    .await;
+    eprintln!("the unreadable policy change reached B in {policy:?}");
+    assert!(policy < Duration::from_secs(1), "took {policy:?}");
+    eventually(5, "B to log why it dropped its views", || async {
+        (b.log_text())
+            .contains("dropping every cached agent and tenant view")
+            .then_some(())
+    })
+    .await;
+    let metrics = client
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "aegis_cache_flushes_total 1"),
+        "{metrics}"
+    );
+
+    // B follows the log past the row: the next change (a `policy.deleted`, which the
+    // trigger leaves readable) reaches it as usual.
+    let deleted = client
+        .delete(a.url("/v1/policies/no-reads"))
+        .bearer_auth(&d.admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let removal = time_until("policy removal on B", "allow", async || {
+        authorize_status(&client, b, &token, &read).await
+    })
+    .await;
+    assert!(removal < Duration::from_secs(1), "took {removal:?}");
+}
+
 /// Rate limits set through one replica reach the other like any settings change; each
 /// replica then enforces them on buckets of its own (`docs/replicas.md`: N replicas admit up
 /// to N times a limit).
