@@ -24,7 +24,6 @@ use aegis_core::timestamp::format_millis;
 use aegis_store::{Event, EventLog, StoreResult, TenantId, event_kind};
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,18 +71,31 @@ pub struct FeedEvent {
     pub frame: Utf8Bytes,
 }
 
+/// The `{"type": "event", …}` message, serialised from the event's fields in place (a
+/// `json!` value would first copy each of them, the payload's whole tree included).
+#[derive(serde::Serialize)]
+struct EventMessage<'a> {
+    r#type: &'static str,
+    seq: i64,
+    kind: &'a str,
+    agent_id: Option<&'a str>,
+    subject_id: Option<&'a str>,
+    created_at: String,
+    payload: &'a serde_json::Value,
+}
+
 impl FeedEvent {
     pub fn new(event: Event) -> FeedEvent {
-        let frame = json!({
-            "type": "event",
-            "seq": event.seq,
-            "kind": event.kind,
-            "agent_id": event.agent_id,
-            "subject_id": event.subject_id,
-            "created_at": format_millis(event.created_at_ms),
-            "payload": event.payload,
+        let frame = serde_json::to_string(&EventMessage {
+            r#type: "event",
+            seq: event.seq,
+            kind: &event.kind,
+            agent_id: event.agent_id.as_deref(),
+            subject_id: event.subject_id.as_deref(),
+            created_at: format_millis(event.created_at_ms),
+            payload: &event.payload,
         })
-        .to_string()
+        .expect("a JSON value and strings always serialise")
         .into();
         FeedEvent {
             payload_kind: event
