@@ -167,6 +167,23 @@ pub(crate) fn earlier_denies_params(d: &NewDecision) -> (&str, i64, i64) {
     (&d.agent_id, window_start, enough)
 }
 
+/// Whether decision `earlier`, logged at `earlier_seq` before deny `d` but not written yet,
+/// is a row [`TIER_AND_EARLIER_DENIES_SQL`](crate::schema::TIER_AND_EARLIER_DENIES_SQL)
+/// would count for `d`, the agent's tier having last changed at `tier_changed_seq`: the
+/// query's filter, for a writer that holds a batch's rows back until its end.
+pub(crate) fn counts_as_earlier_deny(
+    earlier: &NewDecision,
+    earlier_seq: i64,
+    d: &NewDecision,
+    tier_changed_seq: i64,
+) -> bool {
+    let (agent, window_start, _) = earlier_denies_params(d);
+    earlier.agent_id == agent
+        && counts_towards_escalation(earlier)
+        && earlier_seq > tier_changed_seq
+        && earlier.created_at_ms >= window_start
+}
+
 /// The tier change a deny brings, if any, from what
 /// [`TIER_AND_EARLIER_DENIES_SQL`](crate::schema::TIER_AND_EARLIER_DENIES_SQL) read.
 pub(crate) fn escalation_due(

@@ -243,16 +243,18 @@ pub(crate) const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, cr
 /// The actor named on automatic responses.
 pub const RESPONSE_ENGINE: &str = "soc:response-engine";
 
-/// The agent's risk tier (`$1` its id) and its denies that count towards escalation, logged
-/// after its last tier change and at or after `$2` (ms), counted up to `$3`: what
-/// [`RiskTier::after_deny`](aegis_core::model::RiskTier::after_deny) needs, read before the
-/// deny at hand is stored. The partial index `decisions_agent_denies` holds exactly the rows
-/// counted.
+/// The agent's risk tier (`$1` its id), its denies that count towards escalation, logged
+/// after its last tier change and at or after `$2` (ms), counted up to `$3`, and the seq of
+/// that tier change: what [`RiskTier::after_deny`](aegis_core::model::RiskTier::after_deny)
+/// needs, read before the deny at hand is stored (a writer holding rows back adds those the
+/// same filter takes, `records::counts_as_earlier_deny`). The partial index
+/// `decisions_agent_denies` holds exactly the rows counted.
 pub(crate) const TIER_AND_EARLIER_DENIES_SQL: &str = "SELECT a.risk_tier,
     (SELECT COUNT(*) FROM (SELECT 1 FROM decisions
         WHERE agent_id = a.id AND decision = 'deny' AND NOT contained
           AND event_seq > a.risk_tier_changed_seq AND created_at >= $2
-        LIMIT $3) AS earlier)
+        LIMIT $3) AS earlier),
+    a.risk_tier_changed_seq
  FROM agents a WHERE a.id = $1";
 
 /// Saves one agent's notification coalescing state ([`crate::CoalesceRecord`]).

@@ -5,7 +5,9 @@
 //! are all computed in memory; only the rows remain, and [`PendingDecisions::flush`] sends
 //! them for the whole batch at once (three pipelined `INSERT … SELECT FROM UNNEST`). The
 //! writer flushes before anything that could read them or roll them back: before a job in a
-//! savepoint, before a deny's escalation count, and before signing the batch's checkpoints.
+//! savepoint and before signing the batch's checkpoints. A deny's escalation count reads the
+//! table and adds the gathered denies it would count ([`PendingDecisions::earlier_denies`]),
+//! so a batch of denies costs one count each, not a flush and a count each.
 
 use super::prepared;
 use crate::records::SealedReceipt;
@@ -40,6 +42,23 @@ impl PendingDecisions {
             decision,
             receipt,
         });
+    }
+
+    /// How many gathered decisions the escalation count of deny `d` takes, the agent's tier
+    /// having last changed at `tier_changed_seq` (`records::counts_as_earlier_deny`): added
+    /// to what the table holds, the count the query would give were they written.
+    pub fn earlier_denies(&self, d: &NewDecision, tier_changed_seq: i64) -> i64 {
+        let held = (self.rows.iter())
+            .filter(|r| {
+                crate::records::counts_as_earlier_deny(
+                    &r.decision,
+                    r.event_seq,
+                    d,
+                    tier_changed_seq,
+                )
+            })
+            .count();
+        i64::try_from(held).unwrap_or(i64::MAX)
     }
 
     /// Whether a gathered decision answers retries under this request id.

@@ -612,8 +612,6 @@ async fn escalate_if_due(
     state: &mut WriterState,
     d: &NewDecision,
 ) -> StoreResult<Option<RiskTier>> {
-    // Earlier denies of this batch must be in the table to be counted.
-    state.decisions.flush(tx).await?;
     let (agent, window_start, enough) = records::earlier_denies_params(d);
     let row = tx
         .query_one(
@@ -621,9 +619,11 @@ async fn escalate_if_due(
             &[&agent, &window_start, &enough],
         )
         .await?;
-    let Some((tier, next)) =
-        records::escalation_due(d, &get::<String>(&row, 0)?, get::<i64>(&row, 1)?)?
-    else {
+    // The batch's earlier denies are still held back: counted as the table would count them.
+    // The sum may pass `enough` where the query stops at it; the rule only asks whether the
+    // count reaches it.
+    let earlier = get::<i64>(&row, 1)? + state.decisions.earlier_denies(d, get::<i64>(&row, 2)?);
+    let Some((tier, next)) = records::escalation_due(d, &get::<String>(&row, 0)?, earlier)? else {
         return Ok(None);
     };
     let change_seq = append_event(
