@@ -65,6 +65,9 @@ impl Deployment {
             .map(|tenant| init_tenant(aegis, &database, tenant))
             .collect::<Result<Vec<_>>>()?;
 
+        // One key sealing webhook secrets for the whole deployment, as its replicas need; its
+        // default with PostgreSQL is the working directory, which is the user's.
+        let secrets_key_file = dir.path().join("aegis.secrets-key");
         let ports = free_ports(replica_dirs.len())?;
         let mut deployment = Deployment {
             replicas: Vec::with_capacity(replica_dirs.len()),
@@ -74,7 +77,13 @@ impl Deployment {
             _dir: dir,
         };
         for (replica_dir, port) in replica_dirs.iter().zip(ports) {
-            let replica = Replica::spawn(aegis, &deployment.database, replica_dir, port)?;
+            let replica = Replica::spawn(
+                aegis,
+                &deployment.database,
+                replica_dir,
+                &secrets_key_file,
+                port,
+            )?;
             deployment.replicas.push(replica);
         }
         for replica in &mut deployment.replicas {
@@ -207,7 +216,13 @@ impl Replica {
         })
     }
 
-    fn spawn(aegis: &Path, database: &OsStr, replica_dir: &Path, port: u16) -> Result<Replica> {
+    fn spawn(
+        aegis: &Path,
+        database: &OsStr,
+        replica_dir: &Path,
+        secrets_key_file: &Path,
+        port: u16,
+    ) -> Result<Replica> {
         let log_path = replica_dir.join("server.log");
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
@@ -217,6 +232,8 @@ impl Replica {
             .arg(database)
             .arg("--signing-key-file")
             .arg(signing_key_file(replica_dir))
+            .arg("--secrets-key-file")
+            .arg(secrets_key_file)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             // The gateway's own default log filter, as operators run it: a quieter filter
