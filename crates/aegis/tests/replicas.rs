@@ -144,14 +144,42 @@ async fn authorize_status(
     }
 }
 
+/// A trusted read of `github::get_file`, which the agent's policies allow.
+fn trusted_read() -> Value {
+    json!({"tool_call": {"tool": "github", "action": "get_file", "mutates_state": false},
+           "context": {"source_trust": "trusted_internal_signed"}})
+}
+
+/// Adds, through `gw`, the policy `no-reads` that forbids [`trusted_read`].
+async fn forbid_reads(client: &reqwest::Client, gw: &Gateway, admin: &str) {
+    let resp = client
+        .post(gw.url("/v1/policies"))
+        .bearer_auth(admin)
+        .json(&json!({"id": "no-reads", "text": "forbid (principal, action, resource == Aegis::ToolAction::\"github::get_file\");"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+/// Deletes the policy `no-reads` through `gw`.
+async fn allow_reads_again(client: &reqwest::Client, gw: &Gateway, admin: &str) {
+    let resp = client
+        .delete(gw.url("/v1/policies/no-reads"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_one_replica_is_enforced_by_the_other_within_a_second() {
     let d = Deployment::start(2, &[]).await;
     let (a, b) = (&d.replicas[0], &d.replicas[1]);
     let client = reqwest::Client::new();
     let (agent_id, token) = agent_with_github(&client, a, &d.admin).await;
-    let read = json!({"tool_call": {"tool": "github", "action": "get_file", "mutates_state": false},
-                      "context": {"source_trust": "trusted_internal_signed"}});
+    let read = trusted_read();
     let write = merge_call("trusted_internal_signed");
     let post = |path: String, body: Value| {
         let client = client.clone();
@@ -187,22 +215,12 @@ async fn a_change_through_one_replica_is_enforced_by_the_other_within_a_second()
     .await;
 
     // A policy added on A: B enforces it.
-    post(
-        "/v1/policies".into(),
-        json!({"id": "no-reads", "text": "forbid (principal, action, resource == Aegis::ToolAction::\"github::get_file\");"}),
-    )
-    .await;
+    forbid_reads(&client, a, &d.admin).await;
     let policy = time_until("policy on B", "deny", async || {
         authorize_status(&client, b, &token, &read).await
     })
     .await;
-    let deleted = client
-        .delete(a.url("/v1/policies/no-reads"))
-        .bearer_auth(&d.admin)
-        .send()
-        .await
-        .unwrap();
-    assert!(deleted.status().is_success());
+    allow_reads_again(&client, a, &d.admin).await;
     time_until("policy removal on B", "allow", async || {
         authorize_status(&client, b, &token, &read).await
     })
@@ -271,8 +289,7 @@ async fn a_change_the_other_replica_cannot_read_from_the_log_still_reaches_it() 
     let (a, b) = (&d.replicas[0], &d.replicas[1]);
     let client = reqwest::Client::new();
     let (_, token) = agent_with_github(&client, a, &d.admin).await;
-    let read = json!({"tool_call": {"tool": "github", "action": "get_file", "mutates_state": false},
-                      "context": {"source_trust": "trusted_internal_signed"}});
+    let read = trusted_read();
     // B has the tenant's policies cached.
     assert_eq!(authorize_status(&client, b, &token, &read).await, "allow");
 
@@ -289,14 +306,7 @@ async fn a_change_the_other_replica_cannot_read_from_the_log_still_reaches_it() 
     )
     .await
     .unwrap();
-    let put = client
-        .post(a.url("/v1/policies"))
-        .bearer_auth(&d.admin)
-        .json(&json!({"id": "no-reads", "text": "forbid (principal, action, resource == Aegis::ToolAction::\"github::get_file\");"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success(), "{}", put.status());
+    forbid_reads(&client, a, &d.admin).await;
     let policy = time_until("unreadable policy change on B", "deny", async || {
         authorize_status(&client, b, &token, &read).await
     })
@@ -326,13 +336,7 @@ async fn a_change_the_other_replica_cannot_read_from_the_log_still_reaches_it() 
 
     // B follows the log past the row: the next change (a `policy.deleted`, which the
     // trigger leaves readable) reaches it as usual.
-    let deleted = client
-        .delete(a.url("/v1/policies/no-reads"))
-        .bearer_auth(&d.admin)
-        .send()
-        .await
-        .unwrap();
-    assert!(deleted.status().is_success(), "{}", deleted.status());
+    allow_reads_again(&client, a, &d.admin).await;
     let removal = time_until("policy removal on B", "allow", async || {
         authorize_status(&client, b, &token, &read).await
     })
@@ -349,8 +353,7 @@ async fn rate_limits_set_through_one_replica_are_enforced_by_each_on_its_own_buc
     let (a, b) = (&d.replicas[0], &d.replicas[1]);
     let client = reqwest::Client::new();
     let (agent_id, token) = agent_with_github(&client, a, &d.admin).await;
-    let read = json!({"tool_call": {"tool": "github", "action": "get_file", "mutates_state": false},
-                      "context": {"source_trust": "trusted_internal_signed"}});
+    let read = trusted_read();
     let put = async |path: String, body: Value| {
         let resp = client
             .put(a.url(&path))
