@@ -4,6 +4,8 @@
 //! (`ChainBroken`, 503 at the API) while other tenants' decisions, even in the same batch,
 //! are recorded.
 
+#[path = "support/database.rs"]
+mod database;
 mod support;
 
 use aegis_core::canonical::canonical_json;
@@ -12,59 +14,10 @@ use aegis_store::chain::{ChainWalk, keyring};
 use aegis_store::postgres::PgStore;
 use aegis_store::sqlite::SqliteStore;
 use aegis_store::*;
-use std::path::PathBuf;
-use std::sync::Arc;
-use support::{allowed_read_of, secrets, signer};
-
-/// The database behind a store, reached directly as someone with write access would.
-enum Database {
-    Sqlite(PathBuf),
-    Postgres(aegis_testdb::FreshDatabase),
-}
+use database::{Database, on_both_databases};
+use support::allowed_read_of;
 
 impl Database {
-    async fn open(&self) -> Arc<dyn Store> {
-        match self {
-            Database::Sqlite(path) => {
-                Arc::new(SqliteStore::open(path, signer(), secrets()).unwrap())
-            }
-            Database::Postgres(db) => Arc::new(
-                PgStore::connect(db.url(), signer(), secrets())
-                    .await
-                    .unwrap(),
-            ),
-        }
-    }
-
-    /// Runs `sql` (parameters `$1`, `$2`, … as text) and returns the first column of the
-    /// first row as text, if any.
-    async fn run(&self, sql: &str, params: &[&str]) -> Option<String> {
-        match self {
-            Database::Sqlite(path) => {
-                let conn = rusqlite::Connection::open(path).unwrap();
-                conn.busy_timeout(std::time::Duration::from_secs(5))
-                    .unwrap();
-                let mut statement = conn.prepare(sql).unwrap();
-                let mut rows = statement
-                    .query(rusqlite::params_from_iter(params.iter()))
-                    .unwrap();
-                rows.next().unwrap().map(|row| row.get(0).unwrap())
-            }
-            Database::Postgres(db) => {
-                let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(connection);
-                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
-                let rows = client.query(sql, &params).await.unwrap();
-                rows.first().map(|row| row.get(0))
-            }
-        }
-    }
-
     async fn count(&self, sql: &str, tenant: &str) -> u64 {
         self.run(sql, &[tenant]).await.unwrap().parse().unwrap()
     }
@@ -406,52 +359,7 @@ async fn a_reader_refuses_an_older_schema_with_what_to_do(db: Database) {
     assert!(why.contains("older than this binary reads"), "{why}");
 }
 
-#[tokio::test]
-async fn sqlite_refuses_an_older_schema_to_a_reader() {
-    let dir = tempfile::tempdir().unwrap();
-    a_reader_refuses_an_older_schema_with_what_to_do(Database::Sqlite(dir.path().join("aegis.db")))
-        .await;
-}
-
-#[tokio::test]
-async fn postgres_refuses_an_older_schema_to_a_reader() {
-    let db = aegis_testdb::FreshDatabase::create().await;
-    a_reader_refuses_an_older_schema_with_what_to_do(Database::Postgres(db)).await;
-}
-
-#[tokio::test]
-async fn sqlite_reads_receipts_from_their_body_or_their_decision() {
-    let dir = tempfile::tempdir().unwrap();
-    receipts_read_from_their_body_or_their_decision(Database::Sqlite(dir.path().join("aegis.db")))
-        .await;
-}
-
-#[tokio::test]
-async fn postgres_reads_receipts_from_their_body_or_their_decision() {
-    let db = aegis_testdb::FreshDatabase::create().await;
-    receipts_read_from_their_body_or_their_decision(Database::Postgres(db)).await;
-}
-
-#[tokio::test]
-async fn sqlite_audits_name_what_a_database_writer_changed() {
-    let dir = tempfile::tempdir().unwrap();
-    audits_name_what_a_database_writer_changed(Database::Sqlite(dir.path().join("aegis.db"))).await;
-}
-
-#[tokio::test]
-async fn postgres_audits_name_what_a_database_writer_changed() {
-    let db = aegis_testdb::FreshDatabase::create().await;
-    audits_name_what_a_database_writer_changed(Database::Postgres(db)).await;
-}
-
-#[tokio::test]
-async fn sqlite_signs_only_heads_it_wrote() {
-    let dir = tempfile::tempdir().unwrap();
-    the_writer_signs_only_heads_it_wrote(Database::Sqlite(dir.path().join("aegis.db"))).await;
-}
-
-#[tokio::test]
-async fn postgres_signs_only_heads_it_wrote() {
-    let db = aegis_testdb::FreshDatabase::create().await;
-    the_writer_signs_only_heads_it_wrote(Database::Postgres(db)).await;
-}
+on_both_databases!(a_reader_refuses_an_older_schema_with_what_to_do);
+on_both_databases!(receipts_read_from_their_body_or_their_decision);
+on_both_databases!(audits_name_what_a_database_writer_changed);
+on_both_databases!(the_writer_signs_only_heads_it_wrote);
