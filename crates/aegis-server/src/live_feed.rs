@@ -82,6 +82,9 @@ struct EventMessage<'a> {
     subject_id: Option<&'a str>,
     created_at: String,
     payload: &'a serde_json::Value,
+    /// Why the payload reads as `null` ([`Event::unreadable`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unreadable: Option<&'a str>,
 }
 
 impl FeedEvent {
@@ -94,6 +97,7 @@ impl FeedEvent {
             subject_id: event.subject_id.as_deref(),
             created_at: format_millis(event.created_at_ms),
             payload: &event.payload,
+            unreadable: event.unreadable.as_deref(),
         })
         .expect("a JSON value and strings always serialise")
         .into();

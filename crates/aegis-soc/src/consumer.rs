@@ -6,7 +6,7 @@
 //! finding, so even a repeat could not open a second incident for one storm.
 
 use crate::SocConfig;
-use crate::detect::{DecisionPayload, detect_decision, detect_other};
+use crate::detect::{DecisionPayload, detect_decision, detect_other, detect_unreadable};
 use crate::response::plan;
 use aegis_core::correlate::{
     ActionClass, ActionFacts, AgentCorrelator, AlertCount, CorrelationConfig, CorrelationEvent,
@@ -145,6 +145,14 @@ impl Consumer {
         touched: &mut HashSet<AgentKey>,
     ) -> StoreResult<()> {
         let tenant_id = &event.tenant_id;
+        if let Some(reason) = &event.unreadable {
+            tracing::error!(seq = event.seq, kind = ?event.kind, ?reason, "an event of the log cannot be read; alerting and skipping it");
+            alerts.raise(alert(event, detect_unreadable(&event.kind, reason)));
+            // A settings change is read from the tenant's row, not from its event.
+            if event.kind != event_kind::TENANT_SETTINGS_CHANGED {
+                return Ok(());
+            }
+        }
         if event.kind == event_kind::TENANT_SETTINGS_CHANGED {
             self.tenants.remove(tenant_id);
             let config = self.tenant(tenant_id).await?.correlation;

@@ -65,6 +65,20 @@ pub fn detect_decision(agent_id: &str, d: &DecisionPayload) -> Vec<Detection> {
     found
 }
 
+/// The alert for an event of the log whose payload cannot be read (`reason`): whatever it
+/// recorded, the SOC cannot act on it, and only an edit of the database or damage makes one.
+pub fn detect_unreadable(kind: &str, reason: &str) -> Detection {
+    Detection {
+        kind: "event_unreadable",
+        severity: Severity::High,
+        // Stored text: quoted, as data.
+        summary: format!(
+            "a {kind:?} event of the log cannot be read ({reason:?}): the database was edited \
+             or damaged; the SOC skipped the event"
+        ),
+    }
+}
+
 /// Alerts for events other than decisions.
 pub fn detect_other(
     kind: &str,

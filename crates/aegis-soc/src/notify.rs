@@ -726,6 +726,7 @@ mod tests {
             subject_id: None,
             payload: json!({"decision_id": "dec_1", "decision": "deny", "tool": tool,
                 "action": action, "risk": "high", "risk_score": 85}),
+            unreadable: None,
             created_at_ms: 1_000,
         })
         .expect("a deny is notified")

@@ -20,10 +20,12 @@ pub(crate) struct StoredEvent {
     kind: String,
     agent_id: Option<String>,
     subject_id: Option<String>,
-    payload: String,
+    /// The stored payload, `''` for a decision's; an error if the column does not read.
+    payload: Result<String, String>,
     created_at_ms: i64,
-    /// The decision's columns, `None` unless the payload is rebuilt and the row is there.
-    decision: Option<DecisionEventColumns>,
+    /// The decision's columns: `None` unless the payload is rebuilt and the row is there; an
+    /// error if the joined row does not read.
+    decision: Result<Option<DecisionEventColumns>, String>,
 }
 
 /// [`crate::schema::EVENT_DECISION_COLUMNS`], as read.
@@ -41,6 +43,52 @@ struct DecisionEventColumns {
     source_trust: String,
     run_id: Option<String>,
     approval_id: Option<String>,
+}
+
+impl DecisionEventColumns {
+    /// The joined decision's columns; all NULL when no decision row was joined.
+    fn read(row: &(impl crate::schema::StoredRow + ?Sized)) -> StoreResult<Option<Self>> {
+        let Some(id) = row.text(7)? else {
+            return Ok(None);
+        };
+        Ok(Some(DecisionEventColumns {
+            id,
+            verdict: row.required_text(8)?,
+            tool: row.required_text(9)?,
+            action: row.required_text(10)?,
+            mutates_state: row.required_flag(11)?,
+            egress: row.required_flag(12)?,
+            sensitive: row.required_flag(13)?,
+            contained: row.required_flag(14)?,
+            risk: row.required_text(15)?,
+            risk_score: row.required_int(16)?,
+            source_trust: row.required_text(17)?,
+            run_id: row.text(18)?,
+            approval_id: row.text(19)?,
+        }))
+    }
+
+    /// The payload of its `decision` event.
+    fn payload(&self) -> StoreResult<Value> {
+        let risk_score = u8::try_from(self.risk_score)
+            .map_err(|_| StoreError::Corrupt(format!("risk score {}", self.risk_score)))?;
+        serde_json::to_value(DecisionEventPayload {
+            decision_id: &self.id,
+            decision: parse_column(&self.verdict)?,
+            tool: &self.tool,
+            action: &self.action,
+            mutates_state: self.mutates_state,
+            egress: self.egress,
+            sensitive: self.sensitive,
+            contained: self.contained,
+            risk: parse_column(&self.risk)?,
+            risk_score,
+            source_trust: parse_column(&self.source_trust)?,
+            run_id: self.run_id.as_deref(),
+            approval_id: self.approval_id.as_deref(),
+        })
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
 }
 
 /// The payload of a decision's `decision` event.
@@ -64,79 +112,56 @@ struct DecisionEventPayload<'a> {
 impl StoredEvent {
     /// Reads a row of a [`crate::schema::EventQueries`] read.
     pub fn read(row: &(impl crate::schema::StoredRow + ?Sized)) -> StoreResult<Self> {
-        // The decision columns are all NULL when no decision row was joined.
-        let decision = match row.text(7)? {
-            None => None,
-            Some(id) => Some(DecisionEventColumns {
-                id,
-                verdict: row.required_text(8)?,
-                tool: row.required_text(9)?,
-                action: row.required_text(10)?,
-                mutates_state: row.required_flag(11)?,
-                egress: row.required_flag(12)?,
-                sensitive: row.required_flag(13)?,
-                contained: row.required_flag(14)?,
-                risk: row.required_text(15)?,
-                risk_score: row.required_int(16)?,
-                source_trust: row.required_text(17)?,
-                run_id: row.text(18)?,
-                approval_id: row.text(19)?,
-            }),
-        };
         Ok(StoredEvent {
             seq: row.required_int(0)?,
             tenant_id: row.required_text(1)?,
             kind: row.required_text(2)?,
             agent_id: row.text(3)?,
             subject_id: row.text(4)?,
-            payload: row.required_text(5)?,
+            payload: row.required_text(5).map_err(|e| e.to_string()),
             created_at_ms: row.required_int(6)?,
-            decision,
+            decision: DecisionEventColumns::read(row).map_err(|e| e.to_string()),
         })
     }
 
-    /// The event as it was recorded. A decision event whose decision row is gone (only an
-    /// edit of the database does that: pruning writes the payload and subject out first)
-    /// reads with a `null` payload, which the SOC skips as unreadable.
-    pub fn into_event(self) -> StoreResult<Event> {
-        let mut subject_id = self.subject_id;
-        let payload = if !self.payload.is_empty() {
-            serde_json::from_str(&self.payload)
-                .map_err(|e| StoreError::Corrupt(format!("event {} payload: {e}", self.seq)))?
-        } else {
-            match &self.decision {
-                None => Value::Null,
-                Some(d) => serde_json::to_value(DecisionEventPayload {
-                    decision_id: &d.id,
-                    decision: parse_column(&d.verdict)?,
-                    tool: &d.tool,
-                    action: &d.action,
-                    mutates_state: d.mutates_state,
-                    egress: d.egress,
-                    sensitive: d.sensitive,
-                    contained: d.contained,
-                    risk: parse_column(&d.risk)?,
-                    risk_score: u8::try_from(d.risk_score)
-                        .map_err(|_| StoreError::Corrupt(format!("risk score {}", d.risk_score)))?,
-                    source_trust: parse_column(&d.source_trust)?,
-                    run_id: d.run_id.as_deref(),
-                    approval_id: d.approval_id.as_deref(),
-                })
-                .map_err(|e| StoreError::Corrupt(format!("event {} payload: {e}", self.seq)))?,
-            }
+    /// The event as it was recorded. A payload that cannot be read (only an edit of the
+    /// database or damage does that: pruning writes a decision event's payload out before
+    /// its decision row goes) reads as `null`, with the reason in [`Event::unreadable`]: one
+    /// such row must not stop every reader of the log at it.
+    pub fn into_event(self) -> Event {
+        let (payload, unreadable) = match self.payload() {
+            Ok(payload) => (payload, None),
+            Err(reason) => (Value::Null, Some(reason)),
         };
-        if let Some(d) = self.decision {
-            subject_id = Some(d.id);
-        }
-        Ok(Event {
+        let subject_id = match self.decision {
+            Ok(Some(d)) => Some(d.id),
+            _ => self.subject_id,
+        };
+        Event {
             seq: self.seq,
             tenant_id: TenantId::new(self.tenant_id),
             kind: self.kind,
             agent_id: self.agent_id,
             subject_id,
             payload,
+            unreadable,
             created_at_ms: self.created_at_ms,
-        })
+        }
+    }
+
+    fn payload(&self) -> Result<Value, String> {
+        let stored = self
+            .payload
+            .as_deref()
+            .map_err(|e| format!("payload: {e}"))?;
+        if !stored.is_empty() {
+            return serde_json::from_str(stored).map_err(|e| format!("payload: {e}"));
+        }
+        match &self.decision {
+            Ok(Some(d)) => d.payload().map_err(|e| format!("decision row: {e}")),
+            Ok(None) => Err("its decision row is missing".to_owned()),
+            Err(e) => Err(format!("decision row: {e}")),
+        }
     }
 }
 

@@ -402,7 +402,7 @@ pub(crate) fn signing_key(row: &dyn StoredRow) -> StoreResult<SigningKeyRecord> 
 
 /// A row of an event read (`schema::EventQueries`).
 pub(crate) fn event(row: &dyn StoredRow) -> StoreResult<Event> {
-    crate::records::StoredEvent::read(row)?.into_event()
+    Ok(crate::records::StoredEvent::read(row)?.into_event())
 }
 
 /// A row of a receipt read (`schema::ReceiptQueries`).

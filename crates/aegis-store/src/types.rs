@@ -370,6 +370,11 @@ pub struct Event {
     pub agent_id: Option<String>,
     pub subject_id: Option<String>,
     pub payload: serde_json::Value,
+    /// Why the payload could not be read, when it could not (an edit of the database or
+    /// damage); the payload is then `null`. Readers skip such an event rather than stop at
+    /// it; the SOC raises an `event_unreadable` alert for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
     pub created_at_ms: i64,
 }
 

@@ -1,11 +1,14 @@
 //! The event log's reads, on both stores: the feed of chosen kinds that keeps the gateway's
-//! caches coherent reads exactly those kinds within its range, and a consumer that never
-//! committed stands at 0.
+//! caches coherent reads exactly those kinds within its range, a consumer that never
+//! committed stands at 0, and an event whose payload cannot be read stops no reader.
 
+#[path = "support/database.rs"]
+mod database;
 mod support;
 
 use aegis_store::*;
-use serde_json::json;
+use database::{Database, on_both_databases};
+use serde_json::{Value, json};
 use support::*;
 
 async fn events_of_kinds_reads_only_those_kinds_within_the_range(store: &dyn Store) {
@@ -59,3 +62,78 @@ async fn events_of_kinds_reads_only_those_kinds_within_the_range(store: &dyn Sto
 }
 
 on_both_stores!(events_of_kinds_reads_only_those_kinds_within_the_range);
+
+/// Events edited behind the gateway's back so that their payload cannot be read (one stored
+/// whole, one rebuilt from its decision row) read as `null` with the reason, and every read
+/// of the log goes on past them.
+async fn an_event_that_cannot_be_read_stops_no_reader(db: Database) {
+    let store = db.open().await;
+    agent(store.as_ref()).await;
+    let record = async |kind: &str| {
+        (store.record_event(&tenant(), kind, None, json!({ "kind": kind })))
+            .await
+            .unwrap()
+    };
+    let edited = record("policy.put").await;
+    let decision = store.record_decision(denied_merge(1)).await.unwrap();
+    let last = record("tool.registered").await;
+    db.run(
+        &format!("UPDATE events SET payload = '{{not json' WHERE seq = {edited}"),
+        &[],
+    )
+    .await;
+    db.run(
+        "UPDATE decisions SET risk_score = 300 WHERE id = 'dec_1'",
+        &[],
+    )
+    .await;
+
+    let log = store.events_after(0, 100).await.unwrap();
+    let read = |seq: i64| log.iter().find(|e| e.seq == seq).unwrap();
+    assert_eq!(log.last().unwrap().seq, last, "read past them");
+    let policy = read(edited);
+    assert_eq!(
+        (policy.kind.as_str(), &policy.payload),
+        ("policy.put", &Value::Null)
+    );
+    let why = policy.unreadable.as_deref().unwrap();
+    assert!(why.starts_with("payload: "), "{why}");
+    let deny = read(decision.event_seq);
+    assert_eq!(
+        (deny.kind.as_str(), &deny.payload),
+        ("decision", &Value::Null)
+    );
+    let why = deny.unreadable.as_deref().unwrap();
+    assert!(why.contains("risk score 300"), "{why}");
+    assert_eq!(deny.subject_id.as_deref(), Some("dec_1"));
+    let tool = read(last);
+    assert_eq!(
+        (tool.unreadable.as_deref(), &tool.payload["kind"]),
+        (None, &json!("tool.registered"))
+    );
+
+    // A tenant's page and a feed of chosen kinds read them the same way.
+    let page = store.events(&tenant(), 0, 100).await.unwrap();
+    assert_eq!(page, log);
+    let followed = (store.events_of_kinds(0, last, &["policy.put", "tool.registered"], 100))
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = followed.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [edited, last]);
+
+    // SQLite stores whatever an edit gives it: a payload that is not even text reads the same.
+    if matches!(db, Database::Sqlite(_)) {
+        db.run(
+            &format!("UPDATE events SET payload = x'00ff' WHERE seq = {edited}"),
+            &[],
+        )
+        .await;
+        let log = store.events_after(0, 100).await.unwrap();
+        let policy = log.iter().find(|e| e.seq == edited).unwrap();
+        assert_eq!(policy.payload, Value::Null);
+        let why = policy.unreadable.as_deref().unwrap();
+        assert!(why.starts_with("payload: "), "{why}");
+    }
+}
+
+on_both_databases!(an_event_that_cannot_be_read_stops_no_reader);

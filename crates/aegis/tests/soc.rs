@@ -513,3 +513,77 @@ async fn l2_recommends_and_apply_contains_and_the_other_rules_fire_end_to_end() 
     })
     .await;
 }
+
+/// An event edited in the database so that its payload cannot be read (here every
+/// `tool.registered`) stops no reader of the log: the SOC raises one `event_unreadable`
+/// alert for it and the storm after it still opens its incident, the notifier moves past it,
+/// and the live feed delivers it with a `null` payload and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_cannot_be_read_stops_no_reader_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db_path, admin) = acme_on_sqlite(dir.path());
+    let gw = Gateway::start(dir.path(), &db_path).await;
+    let db = db_path.to_str().unwrap();
+    execute(
+        db,
+        "CREATE TRIGGER unreadable_tool_events AFTER INSERT ON events
+             WHEN NEW.kind = 'tool.registered'
+             BEGIN UPDATE events SET payload = '{not json' WHERE seq = NEW.seq; END",
+        &[],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
+    let edited = query_column(
+        db,
+        "SELECT CAST(seq AS TEXT) FROM events WHERE kind = 'tool.registered'",
+    )
+    .await;
+    let edited: i64 = edited[0].parse().unwrap();
+
+    deny_n(&client, &gw, &token, 5).await;
+    let storm = eventually(5, "the deny_storm incident", || async {
+        let found = incidents(&client, &gw, &admin, "?kind=deny_storm").await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    assert_eq!(storm.len(), 1);
+    assert_eq!(storm[0]["agent_id"], agent_id.as_str());
+    let alerts = get_json(&client, gw.url("/v1/alerts?kind=event_unreadable"), &admin).await;
+    let alerts = alerts.as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        (&alerts[0]["severity"], &alerts[0]["source_seq"]),
+        (&json!("high"), &json!(edited))
+    );
+    let summary = alerts[0]["summary"].as_str().unwrap();
+    assert!(summary.contains("\"tool.registered\""), "{summary}");
+    assert!(gw.log_text().contains("an event of the log cannot be read"));
+
+    let last: i64 = query_column(db, "SELECT CAST(MAX(seq) AS TEXT) FROM events").await[0]
+        .parse()
+        .unwrap();
+    eventually(5, "the notifier to pass the event", || async {
+        let cursor = query_column(
+            db,
+            "SELECT CAST(seq AS TEXT) FROM consumer_cursors WHERE name = 'notify'",
+        )
+        .await;
+        let cursor: i64 = cursor.first().map_or(0, |seq| seq.parse().unwrap());
+        (cursor >= last).then_some(())
+    })
+    .await;
+
+    let url = gw
+        .url(&format!("/v1/ws/events?token={admin}&since={}", edited - 1))
+        .replacen("http", "ws", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "hello");
+    let event = next_json(&mut ws).await;
+    assert_eq!(
+        (&event["seq"], &event["kind"], &event["payload"]),
+        (&json!(edited), &json!("tool.registered"), &Value::Null)
+    );
+    let why = event["unreadable"].as_str().unwrap();
+    assert!(why.starts_with("payload: "), "{why}");
+}
