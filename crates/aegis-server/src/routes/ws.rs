@@ -7,7 +7,8 @@
 //! own task. A client that stops reading for `SEND_TIMEOUT` is told where to resume and
 //! disconnected. Sessions are capped per operator key and per tenant (429 beyond), and the
 //! sessions of a revoked key are closed with 1008 before they deliver its `key.revoked`
-//! event or anything after it.
+//! event or anything after it. An event whose payload cannot be read (the database edited or
+//! damaged) is delivered with `"payload": null` and an `unreadable` reason.
 
 use crate::auth::{Operator, Viewer, bearer};
 use crate::error::{ApiError, ErrorBody};
