@@ -11,7 +11,7 @@
 //! Sign-in turns a pasted operator key into a server-side session ([`session`]); the key's
 //! role decides which buttons a page offers and, again, whether the server carries an act
 //! out. The incident list follows the live event feed through a WebSocket that the session
-//! authenticates ([`feed`]).
+//! authenticates (`feed`).
 //!
 //! ```no_run
 //! # async fn run(state: aegis_server::SharedState) -> std::io::Result<()> {

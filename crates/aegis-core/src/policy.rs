@@ -384,7 +384,7 @@ impl PolicyEngine {
     }
 
     /// Compiles the default pack plus a tenant's policies, validating the whole set, and
-    /// slices it by resource scope ([`scoped_tools`]).
+    /// slices it by resource scope (`scoped_tools`).
     pub fn compile(tenant_policies: &[PolicyDocument]) -> Result<Self, PolicyError> {
         Self::compile_sliced(tenant_policies, scoped_tools)
     }

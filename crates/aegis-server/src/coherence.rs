@@ -29,7 +29,7 @@ pub const FOLLOWED_EVENTS: &[&str] = &[
     event_kind::KEY_REVOKED,
 ];
 
-/// Counts the times a replica dropped all its cached views ([`drop_every_view`]).
+/// Counts the times a replica dropped all its cached views (`drop_every_view`).
 pub const CACHE_FLUSHES: &str = "aegis_cache_flushes_total";
 
 const BATCH: u32 = 1000;

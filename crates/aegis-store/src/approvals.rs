@@ -1,7 +1,7 @@
 //! Approvals in storage: the records, and what both backends do the same way when a decision
 //! meets an approval (the gate), when an operator decides one, when the sweep expires them
 //! and when the SOC rejects an agent's pending ones. The rules themselves are
-//! `aegis_core::approval`; all four are written once here over [`WriteTx`], the gate run by
+//! `aegis_core::approval`; all four are written once here over `WriteTx`, the gate run by
 //! each backend's decision write inside its batch transaction.
 //!
 //! Expiry needs no writer: a stored `pending` or `approved` approval past `expires_at` reads

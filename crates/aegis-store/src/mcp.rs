@@ -4,8 +4,8 @@
 //! The rules live here once: [`pin_step`] says what one observed definition does to its pin,
 //! and what registering a server, observing a listing, accepting a changed definition and
 //! setting a tool's resource argument write is written below once over
-//! [`crate::tx::WriteTx`], with the SQL both backends run ([`sql`]); so are the registry's
-//! reads, over [`ReadRows`], and the [`McpRegistry`] role any [`Backend`] gets.
+//! `crate::tx::WriteTx`, with the SQL both backends run (`sql`); so are the registry's
+//! reads, over `ReadRows`, and the [`McpRegistry`] role any `Backend` gets.
 
 use crate::backend::Backend;
 use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};

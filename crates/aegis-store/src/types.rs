@@ -601,7 +601,7 @@ pub struct EvidenceLink {
 }
 
 /// How many evidence items an incident shows from the start of its evidence and from the end
-/// (`SocStore::incident`); the rest is paged through [`EvidenceReads::incident_decisions`].
+/// (`SocStore::incident`); the rest is paged through [`crate::EvidenceReads::incident_decisions`].
 pub const EVIDENCE_SHOWN_FIRST: u32 = 25;
 pub const EVIDENCE_SHOWN_RECENT: u32 = 25;
 

@@ -1,5 +1,5 @@
 //! Tenant policies over the default pack. Every change goes through
-//! [`change_policy`](crate::operations::change_policy): compiled and validated against the
+//! [`change_policy`]: compiled and validated against the
 //! schema with the tenant's whole set before it is stored, the compiled set then replacing
 //! the active one atomically.
 

@@ -1,11 +1,11 @@
 //! The PostgreSQL store, for running several `aegis serve` replicas on one database.
 //!
-//! Writes go through one writer task per process with group commit ([`writer`]); every
+//! Writes go through one writer task per process with group commit (`writer`); every
 //! batch transaction of every replica serialises on the `log_head` row, which keeps event
 //! seqs gap-free in commit order and receipt chains unforked. Reads use a connection pool.
-//! Each replica learns of other replicas' commits by LISTEN on [`writer::LOG_CHANNEL`], with
-//! a poll of `log_head` as the bounded-staleness fallback ([`follow_log_head`]).
-//! [`PgStore::lead`] elects the one replica that runs the SOC consumers, by a session-level
+//! Each replica learns of other replicas' commits by LISTEN on `writer::LOG_CHANNEL`, with
+//! a poll of `log_head` as the bounded-staleness fallback (`follow_log_head`).
+//! `PgStore::lead` elects the one replica that runs the SOC consumers, by a session-level
 //! advisory lock.
 
 mod archive;
@@ -171,7 +171,7 @@ impl PgStore {
     }
 
     /// As [`PgStore::connect`], with the writer's and the leader's sessions bounded by
-    /// `bounds` ([`session`]).
+    /// `bounds` (`session`).
     pub async fn connect_bounded(
         url: &str,
         signer: Arc<ReceiptSigner>,

@@ -1,5 +1,5 @@
 //! The embedded SQLite store: WAL mode, `synchronous=FULL`, one writer thread with group
-//! commit ([`writer`]), and a small pool of read-only connections for queries.
+//! commit (`writer`), and a small pool of read-only connections for queries.
 
 mod archive;
 pub(crate) mod notify;
