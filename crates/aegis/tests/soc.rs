@@ -563,16 +563,7 @@ async fn an_event_that_cannot_be_read_stops_no_reader_of_the_log() {
     let last: i64 = query_column(db, "SELECT CAST(MAX(seq) AS TEXT) FROM events").await[0]
         .parse()
         .unwrap();
-    eventually(5, "the notifier to pass the event", || async {
-        let cursor = query_column(
-            db,
-            "SELECT CAST(seq AS TEXT) FROM consumer_cursors WHERE name = 'notify'",
-        )
-        .await;
-        let cursor: i64 = cursor.first().map_or(0, |seq| seq.parse().unwrap());
-        (cursor >= last).then_some(())
-    })
-    .await;
+    consumer_past(db, "notify", last).await;
 
     let url = gw
         .url(&format!("/v1/ws/events?token={admin}&since={}", edited - 1))

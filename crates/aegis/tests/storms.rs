@@ -69,20 +69,6 @@ async fn paced_denies(
     last
 }
 
-/// Waits until the SOC consumer has processed the log up to `seq`.
-async fn soc_past(db: &str, seq: i64) {
-    eventually(10, &format!("the SOC past seq {seq}"), || async {
-        let at = query_column(
-            db,
-            "SELECT CAST(seq AS TEXT) FROM consumer_cursors WHERE name = 'soc'",
-        )
-        .await;
-        let at: i64 = at.first().map_or(0, |s| s.parse().unwrap());
-        (at >= seq).then_some(())
-    })
-    .await;
-}
-
 async fn incidents(client: &reqwest::Client, gw: &Gateway, key: &str, query: &str) -> Vec<Value> {
     get_json(client, gw.url(&format!("/v1/incidents{query}")), key)
         .await
@@ -151,7 +137,7 @@ async fn a_storm_just_above_the_threshold_rate_is_one_incident_holding_every_den
     // W = 2 s, N = 5, one deny every 0.45 s: 4 or 5 denies in every window, so the count
     // before a deny is often N - 1. The old rule opened 8 incidents for these 12.
     let last = paced_denies(&client, &gw, &token, 12, Duration::from_millis(450)).await;
-    soc_past(db.to_str().unwrap(), last).await;
+    consumer_past(db.to_str().unwrap(), "soc", last).await;
     let storms = incidents(&client, &gw, &admin, "?kind=deny_storm").await;
     assert_eq!(storms.len(), 1, "one storm, one incident: {storms:#?}");
     let stored = stored_evidence(db.to_str().unwrap(), storms[0]["id"].as_str().unwrap()).await;
@@ -180,7 +166,7 @@ async fn raising_the_threshold_mid_storm_keeps_one_incident_holding_every_deny()
     let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
     let every = Duration::from_millis(250);
     let opened = paced_denies(&client, &gw, &token, 6, every).await;
-    soc_past(&db_url, opened).await;
+    consumer_past(&db_url, "soc", opened).await;
     assert_eq!(
         incidents(&client, &gw, &admin, "?kind=deny_storm")
             .await
@@ -198,7 +184,7 @@ async fn raising_the_threshold_mid_storm_keeps_one_incident_holding_every_deny()
     )
     .await;
     let last = paced_denies(&client, &gw, &token, 6, every).await;
-    soc_past(&db_url, last).await;
+    consumer_past(&db_url, "soc", last).await;
     let storms = incidents(&client, &gw, &admin, "?kind=deny_storm").await;
     assert_eq!(storms.len(), 1, "the same storm: {storms:#?}");
     let stored = stored_evidence(&db_url, storms[0]["id"].as_str().unwrap()).await;
@@ -267,7 +253,7 @@ async fn replicas_whose_clocks_differ_by_70_s_give_one_incident_per_storm_and_no
     }
     let skew = stamped(&ahead, seqs[1]).await - stamped(&honest, seqs[0]).await;
     assert!(skew > 60_000, "the second replica runs {skew} ms ahead");
-    soc_past(database.url(), seqs[4]).await;
+    consumer_past(database.url(), "soc", seqs[4]).await;
     let storms = incidents(
         &client,
         &honest,
@@ -280,7 +266,7 @@ async fn replicas_whose_clocks_differ_by_70_s_give_one_incident_per_storm_and_no
     for i in 0..5 {
         seqs.push(deny(&client, replicas[(i + 1) % 2], &token).await);
     }
-    soc_past(database.url(), *seqs.last().unwrap()).await;
+    consumer_past(database.url(), "soc", *seqs.last().unwrap()).await;
     let storms = incidents(
         &client,
         &ahead,
@@ -310,7 +296,7 @@ async fn replicas_whose_clocks_differ_by_70_s_give_one_incident_per_storm_and_no
         let replica = if i == 0 { &ahead } else { &honest };
         last = deny(&client, replica, &slow_token).await;
     }
-    soc_past(database.url(), last).await;
+    consumer_past(database.url(), "soc", last).await;
     let false_storms =
         incidents(&client, &honest, &admin, &format!("?agent_id={slow_agent}")).await;
     assert!(false_storms.is_empty(), "{false_storms:#?}");
@@ -358,7 +344,7 @@ async fn frozen_refusals_change_nothing(level: &str) {
     post(&client, &gw, &admin, &format!("{agent_path}/unfreeze")).await;
     let (decision, last) = call(&client, &gw, &token, "trusted_internal_signed").await;
     assert_eq!(decision, "allow");
-    soc_past(db.to_str().unwrap(), last).await;
+    consumer_past(db.to_str().unwrap(), "soc", last).await;
 
     let agent = get_json(&client, gw.url(&agent_path), &admin).await;
     assert_eq!(
@@ -406,7 +392,7 @@ async fn denies_after_a_close_mid_storm_open_a_new_incident() {
     for _ in 0..6 {
         last = deny(&client, &gw, &token).await;
     }
-    soc_past(&db_url, last).await;
+    consumer_past(&db_url, "soc", last).await;
     let first = incidents(&client, &gw, &admin, "?kind=deny_storm").await;
     assert_eq!(first.len(), 1);
     let first_id = first[0]["id"].as_str().unwrap().to_owned();
@@ -432,7 +418,7 @@ async fn denies_after_a_close_mid_storm_open_a_new_incident() {
         after.push(resp["decision_id"].as_str().unwrap().to_owned());
         last = resp["event_seq"].as_i64().unwrap();
     }
-    soc_past(&db_url, last).await;
+    consumer_past(&db_url, "soc", last).await;
     // The closed incident keeps its six; a new, open one holds the five (and the window's
     // earlier denies that opened it).
     assert_eq!(stored_evidence(&db_url, &first_id).await.len(), 6);
@@ -478,7 +464,7 @@ async fn l3_keeps_a_storming_agent_contained_after_an_unfreeze() {
     for _ in 0..3 {
         last = deny(&client, &gw, &token).await;
     }
-    soc_past(&db_url, last).await;
+    consumer_past(&db_url, "soc", last).await;
     let storms = incidents(&client, &gw, &admin, &format!("?agent_id={agent_id}")).await;
     assert_eq!(storms.len(), 1, "{storms:#?}");
     let incident_id = storms[0]["id"].as_str().unwrap().to_owned();
@@ -487,7 +473,7 @@ async fn l3_keeps_a_storming_agent_contained_after_an_unfreeze() {
     // Unfrozen while its storm goes on, and it storms again: contained again at once.
     post(&client, &gw, &admin, &format!("{agent_path}/unfreeze")).await;
     let (_, seq) = call(&client, &gw, &token, "untrusted_external").await;
-    soc_past(&db_url, seq).await;
+    consumer_past(&db_url, "soc", seq).await;
     let agent = get_json(&client, gw.url(&agent_path), &admin).await;
     assert_eq!(agent["status"], "frozen", "{agent:#?}");
     assert!(
@@ -590,10 +576,10 @@ async fn only_data_sources_are_reads_for_exfiltration_unless_the_tenant_asks_oth
 
     // A forecast, then an e-mail: nothing. A file, then an e-mail: exfiltration.
     let (forecaster, last) = pair(("weather", "get_forecast")).await;
-    soc_past(&db_url, last).await;
+    consumer_past(&db_url, "soc", last).await;
     assert_eq!(exfiltrations(forecaster).await, 0);
     let (reader, last) = pair(("drive", "read_file")).await;
-    soc_past(&db_url, last).await;
+    consumer_past(&db_url, "soc", last).await;
     assert_eq!(exfiltrations(reader).await, 1);
 
     // A tenant that wants the older rule gets it: any action that changes nothing is a read.
@@ -608,7 +594,7 @@ async fn only_data_sources_are_reads_for_exfiltration_unless_the_tenant_asks_oth
     )
     .await;
     let (forecaster, last) = pair(("weather", "get_forecast")).await;
-    soc_past(&db_url, last).await;
+    consumer_past(&db_url, "soc", last).await;
     assert_eq!(exfiltrations(forecaster).await, 1);
     let bad = client
         .put(gw.url("/v1/tenants/exfiltration"))
@@ -663,7 +649,7 @@ async fn event_times_never_run_backwards_when_the_clock_steps_back() {
     for _ in 0..2 {
         last = deny(&client, &gw, &token).await;
     }
-    soc_past(&db_url, last).await;
+    consumer_past(&db_url, "soc", last).await;
 
     let handler_times = query_column(
         &db_url,

@@ -454,6 +454,22 @@ where
     }
 }
 
+/// Waits until the log consumer `consumer` (`soc`, `notify`) has processed the log up to
+/// `seq` on a gateway's database.
+pub async fn consumer_past(db: &str, consumer: &str, seq: i64) {
+    let sql = format!("SELECT CAST(seq AS TEXT) FROM consumer_cursors WHERE name = '{consumer}'");
+    eventually(
+        10,
+        &format!("the {consumer} consumer past seq {seq}"),
+        || async {
+            let at = query_column(db, &sql).await;
+            let at: i64 = at.first().map_or(0, |s| s.parse().unwrap());
+            (at >= seq).then_some(())
+        },
+    )
+    .await;
+}
+
 /// Runs one statement with text parameters (`$1`, `$2`, … in both dialects) on a gateway's
 /// database (a SQLite path or a `postgres://` URL) and returns the rows it changed: what
 /// someone with write access to the database can do.
