@@ -53,18 +53,17 @@ pub(crate) async fn sign_heads<'h>(
     let checkpoints = signing_key(signer)?
         .checkpoints(heads, &format_millis(now_ms))
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    for checkpoint in &checkpoints {
-        let Some(batch) = &checkpoint.batch else {
-            return Err(StoreError::Corrupt(
+    let placed = (checkpoints.iter())
+        .map(|checkpoint| match &checkpoint.batch {
+            Some(batch) => Ok((checkpoint, batch, crate::rows::stored_batch_path(batch)?)),
+            None => Err(StoreError::Corrupt(
                 "a batch checkpoint was signed without its place in the batch".into(),
-            ));
-        };
-        let path = crate::rows::stored_batch_path(batch)?;
-        tx.execute(
-            "INSERT INTO receipt_checkpoints (tenant_id, seq, head_hash, key_id, signed_at, signature,
-                                              batch_index, batch_size, batch_path)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
+            )),
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let rows: Vec<[SqlValue<'_>; 9]> = (placed.iter())
+        .map(|(checkpoint, batch, path)| {
+            [
                 SqlValue::text(&checkpoint.body.tenant_id),
                 SqlValue::int(checkpoint.body.seq as i64),
                 SqlValue::text(&checkpoint.body.head_hash),
@@ -73,11 +72,17 @@ pub(crate) async fn sign_heads<'h>(
                 SqlValue::text(&checkpoint.signature),
                 SqlValue::int(batch.index as i64),
                 SqlValue::int(batch.size as i64),
-                SqlValue::Bytes(&path),
-            ],
-        )
-        .await?;
-    }
+                SqlValue::Bytes(path),
+            ]
+        })
+        .collect();
+    tx.execute_each(
+        "INSERT INTO receipt_checkpoints (tenant_id, seq, head_hash, key_id, signed_at, signature,
+                                          batch_index, batch_size, batch_path)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &rows,
+    )
+    .await?;
     Ok(checkpoints)
 }
 

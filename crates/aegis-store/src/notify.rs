@@ -60,8 +60,10 @@ impl<B: Backend> NotificationStore for B {
     }
 
     async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
-        self.run_rule(move |tx| Box::pin(async move { insert_delivery(tx, &delivery).await }))
-            .await
+        self.run_rule(move |tx| {
+            Box::pin(async move { insert_deliveries(tx, std::slice::from_ref(&delivery)).await })
+        })
+        .await
     }
 
     async fn list_deliveries(
@@ -232,21 +234,26 @@ pub(crate) async fn delete_webhook(
     Ok(())
 }
 
-/// Queues a delivery unless one with its id is queued already (a batch applied again after a
-/// crash queues nothing twice).
-pub(crate) async fn insert_delivery(tx: &mut impl WriteTx, d: &NewDelivery) -> StoreResult<()> {
-    tx.execute(
+/// Queues each delivery unless one with its id is queued already (a batch applied again
+/// after a crash queues nothing twice).
+async fn insert_deliveries(tx: &mut impl WriteTx, deliveries: &[NewDelivery]) -> StoreResult<()> {
+    let rows: Vec<_> = (deliveries.iter())
+        .map(|d| {
+            [
+                SqlValue::text(&d.id),
+                SqlValue::text(d.tenant_id.as_str()),
+                SqlValue::text(&d.sink),
+                SqlValue::Text(d.agent_id.as_deref()),
+                SqlValue::text(&d.body),
+                SqlValue::int(d.created_at_ms),
+            ]
+        })
+        .collect();
+    tx.execute_each(
         "INSERT INTO deliveries (id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, created_at)
          VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)
          ON CONFLICT (id) DO NOTHING",
-        &[
-            SqlValue::text(&d.id),
-            SqlValue::text(d.tenant_id.as_str()),
-            SqlValue::text(&d.sink),
-            SqlValue::Text(d.agent_id.as_deref()),
-            SqlValue::text(&d.body),
-            SqlValue::int(d.created_at_ms),
-        ],
+        &rows,
     )
     .await?;
     Ok(())
@@ -310,20 +317,18 @@ pub(crate) async fn apply_batch(
     batch: &NotifyBatch,
     now: i64,
 ) -> StoreResult<()> {
-    for delivery in &batch.deliveries {
-        insert_delivery(tx, delivery).await?;
-    }
-    for state in &batch.coalesce {
-        tx.execute(
-            schema::SAVE_COALESCE_SQL,
-            &[
+    insert_deliveries(tx, &batch.deliveries).await?;
+    let coalesce: Vec<_> = (batch.coalesce.iter())
+        .map(|state| {
+            [
                 SqlValue::text(state.tenant_id.as_str()),
                 SqlValue::text(&state.agent_id),
                 SqlValue::int(state.last_sent_at_ms),
                 SqlValue::Int(state.pending_from_seq),
-            ],
-        )
+            ]
+        })
+        .collect();
+    tx.execute_each(schema::SAVE_COALESCE_SQL, &coalesce)
         .await?;
-    }
     soc::advance_cursor(tx, &batch.consumer, batch.after, batch.cursor, now).await
 }

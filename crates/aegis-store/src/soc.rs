@@ -269,17 +269,20 @@ pub(crate) async fn apply_batch(
     for alert in &batch.alerts {
         insert_alert(tx, alert).await?;
     }
-    for repeat in &batch.alert_repeats {
-        tx.execute(
-            "UPDATE alerts SET count = count + $3 WHERE tenant_id = $1 AND id = $2",
-            &[
+    let repeats: Vec<_> = (batch.alert_repeats.iter())
+        .map(|repeat| {
+            [
                 SqlValue::text(repeat.tenant_id.as_str()),
                 SqlValue::text(&repeat.alert_id),
                 SqlValue::int(repeat.count),
-            ],
-        )
-        .await?;
-    }
+            ]
+        })
+        .collect();
+    tx.execute_each(
+        "UPDATE alerts SET count = count + $3 WHERE tenant_id = $1 AND id = $2",
+        &repeats,
+    )
+    .await?;
     for incident in &batch.incidents {
         if open_incident(tx, incident, &mut applied).await? {
             applied.opened.push(incident.id.clone());
@@ -307,18 +310,21 @@ pub(crate) async fn apply_batch(
             freeze_if_active(tx, &target, reason, now, &mut applied).await?;
         }
     }
-    for saved in &batch.correlator_states {
-        tx.execute(
-            "INSERT INTO correlator_state (tenant_id, agent_id, state) VALUES ($1, $2, $3)
-             ON CONFLICT (tenant_id, agent_id) DO UPDATE SET state = excluded.state",
-            &[
+    let states: Vec<_> = (batch.correlator_states.iter())
+        .map(|saved| {
+            [
                 SqlValue::text(saved.tenant_id.as_str()),
                 SqlValue::text(&saved.agent_id),
                 SqlValue::text(&saved.state),
-            ],
-        )
-        .await?;
-    }
+            ]
+        })
+        .collect();
+    tx.execute_each(
+        "INSERT INTO correlator_state (tenant_id, agent_id, state) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id, agent_id) DO UPDATE SET state = excluded.state",
+        &states,
+    )
+    .await?;
     advance_cursor(tx, &batch.consumer, batch.after, batch.cursor, now).await?;
     Ok(applied)
 }

@@ -69,6 +69,24 @@ pub(crate) trait WriteTx: ReadRows {
         params: &[SqlValue<'_>],
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
+    /// Runs `sql` once for each row of `params`, in order; the number of rows they changed.
+    /// For a batch's independent statements (a row per chain, per agent, per delivery):
+    /// PostgreSQL pipelines them, so that they cost one round trip under the `log_head` lock
+    /// instead of one each; SQLite runs them one by one, as it runs every statement.
+    fn execute_each<const N: usize>(
+        &mut self,
+        sql: &'static str,
+        params: &[[SqlValue<'_>; N]],
+    ) -> impl Future<Output = StoreResult<u64>> + Send {
+        async move {
+            let mut changed = 0;
+            for row in params {
+                changed += self.execute(sql, row).await?;
+            }
+            Ok(changed)
+        }
+    }
+
     /// Appends an event to the log in this transaction; its seq.
     fn append_event(
         &mut self,

@@ -8,7 +8,7 @@ use crate::schema::StoredRow;
 use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
 use crate::{Agent, EvidenceAppend, StoreResult};
 use deadpool_postgres::{GenericClient, Transaction};
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, try_join_all};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 impl ToSql for SqlValue<'_> {
@@ -107,6 +107,21 @@ impl WriteTx for PgTx<'_> {
     async fn execute(&mut self, sql: &'static str, params: &[SqlValue<'_>]) -> StoreResult<u64> {
         let statement = prepared(self.tx, sql).await?;
         Ok(self.tx.execute(&statement, &bind(params)).await?)
+    }
+
+    async fn execute_each<const N: usize>(
+        &mut self,
+        sql: &'static str,
+        params: &[[SqlValue<'_>; N]],
+    ) -> StoreResult<u64> {
+        let statement = prepared(self.tx, sql).await?;
+        let rows: Vec<[&(dyn ToSql + Sync); N]> = (params.iter())
+            .map(|row| row.each_ref().map(|p| p as &(dyn ToSql + Sync)))
+            .collect();
+        // Polled together, the statements are all sent before the first answer is awaited
+        // (tokio-postgres pipelines a connection's concurrent requests), and run in order.
+        let changed = try_join_all(rows.iter().map(|row| self.tx.execute(&statement, row))).await?;
+        Ok(changed.into_iter().sum())
     }
 
     async fn append_event(&mut self, event: EventDraft<'_>) -> StoreResult<i64> {
