@@ -4,7 +4,10 @@
 //! timeout bounds every wait for the next piece of a body. HTTP/1.1 only (WebSocket
 //! upgrades included): the header timeout has no HTTP/2 counterpart in hyper.
 
-use axum::Router;
+use crate::App;
+use axum::body::Body;
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -13,7 +16,7 @@ use std::pin::pin;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower_http::timeout::RequestBodyTimeoutLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutBody};
 
 /// How long a client may take to send its requests.
 #[derive(Debug, Clone, Copy)]
@@ -39,11 +42,14 @@ impl Default for ReadTimeouts {
 /// connection finish its request in flight and returns once they have all closed.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl App,
     timeouts: ReadTimeouts,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = app.layer(RequestBodyTimeoutLayer::new(timeouts.body));
+    let app = tower::ServiceBuilder::new()
+        .layer(RequestBodyTimeoutLayer::new(timeouts.body))
+        .map_request(|request: Request<TimeoutBody<Incoming>>| request.map(Body::new))
+        .service(app);
     let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()

@@ -205,7 +205,9 @@ impl TestApp {
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("server runs");
+            axum::serve(listener, axum::ServiceExt::into_make_service(app))
+                .await
+                .expect("server runs");
         });
         TestApp {
             addr,
