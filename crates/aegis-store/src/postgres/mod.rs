@@ -834,8 +834,12 @@ impl ActionPlaneStore for PgStore {
 
     async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
         // Recording a decision fails only when the database does; no savepoint needed.
+        let decision_of = (
+            decision.tenant_id.as_str().to_owned(),
+            decision.agent_id.clone(),
+        );
         self.writer()?
-            .write_unguarded(move |tx, state| {
+            .write_decision(decision_of, move |tx, state| {
                 Box::pin(async move { record_decision_tx(tx, state, decision).await })
             })
             .await

@@ -33,20 +33,26 @@ use crate::chain::{ChainGuard, seal};
 use crate::operations::{
     MAX_BATCH, WriterMetrics, batch_span, gather_batch, submit_job, submitter,
 };
+use crate::schema::SEAL_SQL;
 use crate::{StoreError, StoreResult};
 use aegis_core::receipt::{ChainPoint, Checkpoint, ReceiptSigner};
 use deadpool_postgres::{GenericClient, Pool, Transaction};
-use futures_util::future::BoxFuture;
-use std::collections::HashMap;
+use futures_util::future::{BoxFuture, try_join_all};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
 /// How long a batch's oldest job may have waited before the batch shortens its lock wait.
 /// A batch commits in milliseconds, so below this the session's bound is as good as whole
 /// and the extra round trip of `SET LOCAL` would be pure cost.
 const SHORTEN_LOCK_WAIT_AFTER: Duration = Duration::from_millis(100);
+
+/// A tenant's agent's stored version, for the freshness fence.
+const AGENT_VERSION_SQL: &str = "SELECT version FROM agents WHERE tenant_id = $1 AND id = $2";
 
 /// The channel other replicas LISTEN on; the payload is the new log head.
 pub(crate) const LOG_CHANNEL: &str = "aegis_log";
@@ -72,6 +78,9 @@ trait Job: Send {
     fn queued(&self) -> Instant;
     /// The traced span the job was submitted in, if any.
     fn submitter(&self) -> Option<&tracing::Span>;
+    /// For a decision, its tenant and agent, whose chain seal and agent version the batch
+    /// reads ahead ([`WriterState::read_ahead`]).
+    fn decision_of(&self) -> Option<(&str, &str)>;
 }
 
 struct FnJob<T> {
@@ -81,6 +90,7 @@ struct FnJob<T> {
     value: Option<T>,
     reply: oneshot::Sender<StoreResult<T>>,
     submitter: Option<tracing::Span>,
+    decision_of: Option<(String, String)>,
 }
 
 impl<T: Send> Job for FnJob<T> {
@@ -119,6 +129,11 @@ impl<T: Send> Job for FnJob<T> {
     fn submitter(&self) -> Option<&tracing::Span> {
         self.submitter.as_ref()
     }
+
+    fn decision_of(&self) -> Option<(&str, &str)> {
+        (self.decision_of.as_ref())
+            .map(|(tenant_id, agent_id)| (tenant_id.as_str(), agent_id.as_str()))
+    }
 }
 
 /// What the writer knows inside one batch transaction. Nothing survives the batch: another
@@ -138,6 +153,9 @@ pub(crate) struct WriterState {
     /// Agents' stored versions read in this batch (`None`: no such agent), for the
     /// freshness fence ([`crate::fence`]); dropped whenever a job may have changed an agent.
     agent_versions: HashMap<String, Option<i64>>,
+    /// Chain seals read ahead for the batch's decisions, not yet admitted as heads; dropped
+    /// after any job that runs in a savepoint.
+    seals_ahead: HashMap<String, Row>,
 }
 
 impl WriterState {
@@ -171,7 +189,10 @@ impl WriterState {
         if let Some(head) = self.heads.get(tenant_id) {
             return Ok(head.clone());
         }
-        let sealed = seal(&mut PgRead { client: tx }, tenant_id).await?;
+        let sealed = match self.seals_ahead.remove(tenant_id) {
+            Some(row) => crate::rows::chain_seal(&row)?,
+            None => seal(&mut PgRead { client: tx }, tenant_id).await?,
+        };
         let head = self.guard.admit(tenant_id, sealed)?;
         self.heads.insert(tenant_id.to_owned(), head.clone());
         Ok(head)
@@ -190,11 +211,7 @@ impl WriterState {
         }
         let version = tx
             .query_opt(
-                &prepared(
-                    tx,
-                    "SELECT version FROM agents WHERE tenant_id = $1 AND id = $2",
-                )
-                .await?,
+                &prepared(tx, AGENT_VERSION_SQL).await?,
                 &[&tenant_id, &agent_id],
             )
             .await?
@@ -202,6 +219,46 @@ impl WriterState {
             .transpose()?;
         self.agent_versions.insert(agent_id.to_owned(), version);
         Ok(version)
+    }
+
+    /// Reads, all in one round trip, what the batch's decisions read first under the lock,
+    /// one round trip each otherwise: the seal of each tenant's chain and the version of each
+    /// agent ([`Self::chain_head`], [`Self::agent_version`]). They read what a read at the
+    /// decision would: only the decision itself changes its agent before then (and an
+    /// escalation drops the versions), and a job in a savepoint drops both.
+    async fn read_ahead(
+        &mut self,
+        tx: &Transaction<'_>,
+        DecisionsOf { tenants, agents }: DecisionsOf<'_>,
+    ) -> StoreResult<()> {
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        let (seal_sql, version_sql) = (
+            prepared(tx, &SEAL_SQL).await?,
+            prepared(tx, AGENT_VERSION_SQL).await?,
+        );
+        let seal_params: Vec<[&(dyn ToSql + Sync); 1]> =
+            tenants.iter().map(|tenant_id| [tenant_id as _]).collect();
+        let version_params: Vec<[&(dyn ToSql + Sync); 2]> = (agents.iter())
+            .map(|(agent_id, tenant_id)| [tenant_id as _, agent_id as _])
+            .collect();
+        // Polled together, the reads are all sent before the first answer is awaited.
+        let seals =
+            try_join_all((seal_params.iter()).map(|params| tx.query_opt(&seal_sql, params)));
+        let versions =
+            try_join_all((version_params.iter()).map(|params| tx.query_opt(&version_sql, params)));
+        let (seals, versions) = futures_util::try_join!(seals, versions)?;
+        for (tenant_id, row) in tenants.into_iter().zip(seals) {
+            if let Some(row) = row {
+                self.seals_ahead.insert(tenant_id.to_owned(), row);
+            }
+        }
+        for ((agent_id, _), row) in agents.into_iter().zip(versions) {
+            let version = row.map(|row| row.try_get(0)).transpose()?;
+            self.agent_versions.insert(agent_id.to_owned(), version);
+        }
+        Ok(())
     }
 
     /// Forgets the agent versions read so far: a job changed an agent (or may have, or was
@@ -216,6 +273,27 @@ impl WriterState {
             self.extended.push(tenant_id.to_owned());
         }
         self.heads.insert(tenant_id.to_owned(), head);
+    }
+}
+
+/// The tenants of a batch's decisions and their agents (each as agent, tenant), each once.
+struct DecisionsOf<'b> {
+    tenants: Vec<&'b str>,
+    agents: Vec<(&'b str, &'b str)>,
+}
+
+impl<'b> DecisionsOf<'b> {
+    fn batch(batch: &'b [Box<dyn Job>]) -> Self {
+        let mut tenants = HashSet::new();
+        let mut agents = HashMap::new();
+        for (tenant_id, agent_id) in batch.iter().filter_map(|job| job.decision_of()) {
+            tenants.insert(tenant_id);
+            agents.insert(agent_id, tenant_id);
+        }
+        DecisionsOf {
+            tenants: tenants.into_iter().collect(),
+            agents: agents.into_iter().collect(),
+        }
     }
 }
 
@@ -288,12 +366,17 @@ impl Writer {
             + Send
             + 'static,
     {
-        self.submit(true, work).await
+        self.submit(true, None, work).await
     }
 
-    /// As [`Writer::write`] without the savepoint (two round trips fewer), for work that fails
-    /// only when the database does; its failure fails the batch, so nobody is told "done".
-    pub async fn write_unguarded<T, F>(&self, work: F) -> StoreResult<T>
+    /// As [`Writer::write`] without the savepoint (two round trips fewer), for the decision
+    /// of `decision_of`'s tenant and agent, which fails only when the database does; its
+    /// failure fails the batch, so nobody is told "done".
+    pub async fn write_decision<T, F>(
+        &self,
+        decision_of: (String, String),
+        work: F,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(
@@ -303,10 +386,15 @@ impl Writer {
             + Send
             + 'static,
     {
-        self.submit(false, work).await
+        self.submit(false, Some(decision_of), work).await
     }
 
-    async fn submit<T, F>(&self, isolated: bool, work: F) -> StoreResult<T>
+    async fn submit<T, F>(
+        &self,
+        isolated: bool,
+        decision_of: Option<(String, String)>,
+        work: F,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(
@@ -324,6 +412,7 @@ impl Writer {
             value: None,
             reply,
             submitter: submitter(),
+            decision_of,
         });
         submit_job(&self.jobs, job, answer).await
     }
@@ -432,7 +521,9 @@ async fn commit_batch(
             extended: Vec::new(),
             decisions: PendingDecisions::stamped(event_at),
             agent_versions: HashMap::new(),
+            seals_ahead: HashMap::new(),
         };
+        state.read_ahead(&tx, DecisionsOf::batch(batch)).await?;
         for job in batch.iter_mut() {
             if !job.isolated() {
                 match job.apply(&tx, &mut state).await {
@@ -460,8 +551,10 @@ async fn commit_batch(
                     state.next_seq = seq_before;
                 }
             }
-            // Changes of agents run in savepoints; decisions after one re-read versions.
+            // Changes of agents and chains run in savepoints; decisions after one re-read
+            // versions and seals.
             state.agents_may_have_changed();
+            state.seals_ahead.clear();
             outcomes.push(outcome);
         }
         state.decisions.flush(&tx).await?;
