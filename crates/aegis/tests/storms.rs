@@ -1,5 +1,6 @@
 //! Storm semantics under real traffic, against the built binary: a storm near the threshold
-//! rate, a threshold change mid-storm, replicas whose clocks disagree, a frozen agent's
+//! rate, a threshold change mid-storm, a threshold change whose event cannot be read,
+//! replicas whose clocks disagree, a frozen agent's
 //! refusals, a close mid-storm, containment at L3, and what counts as a read for
 //! data_exfiltration. Windows are short per-tenant settings so the tests stay fast.
 
@@ -193,6 +194,70 @@ async fn raising_the_threshold_mid_storm_keeps_one_incident_holding_every_deny()
         decision_ids_of(&client, &gw, &admin, &agent_id).await,
         "all 12 denies, none missing"
     );
+}
+
+/// The SOC reads a tenant's settings from its row, not from the event that says they
+/// changed: a change whose event cannot be read still applies (and raises the alert every
+/// unreadable event raises).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_change_whose_event_cannot_be_read_still_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, admin) = acme_on_sqlite(dir.path());
+    let db_url = db.to_str().unwrap().to_owned();
+    let gw = Gateway::start(dir.path(), &db).await;
+    let client = reqwest::Client::new();
+    let (agent_id, token) = agent_with_github(&client, &gw, &admin).await;
+    // The SOC now holds the tenant's settings: the default threshold, 5 denies.
+    let first = deny(&client, &gw, &token).await;
+    consumer_past(&db_url, "soc", first).await;
+
+    execute(
+        &db_url,
+        "CREATE TRIGGER unreadable_settings_events AFTER INSERT ON events
+             WHEN NEW.kind = 'tenant.settings_changed'
+             BEGIN UPDATE events SET payload = '{not json' WHERE seq = NEW.seq; END",
+        &[],
+    )
+    .await;
+    put(
+        &client,
+        &gw,
+        &admin,
+        "/v1/tenants/deny-storm",
+        json!({"threshold": 8, "window_secs": 60}),
+    )
+    .await;
+    let changed: i64 = query_column(
+        &db_url,
+        "SELECT CAST(seq AS TEXT) FROM events WHERE kind = 'tenant.settings_changed'",
+    )
+    .await[0]
+        .parse()
+        .unwrap();
+
+    // Seven denies in all: a storm under the old threshold, none under the new one.
+    let mut last = first;
+    for _ in 0..6 {
+        last = deny(&client, &gw, &token).await;
+    }
+    consumer_past(&db_url, "soc", last).await;
+    assert_eq!(
+        incidents(&client, &gw, &admin, "?kind=deny_storm").await,
+        Vec::<Value>::new(),
+        "the threshold of 8 applies"
+    );
+    let alerts = get_json(&client, gw.url("/v1/alerts?kind=event_unreadable"), &admin).await;
+    let alerts = alerts.as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["source_seq"], changed);
+    let summary = alerts[0]["summary"].as_str().unwrap();
+    assert!(summary.contains("\"tenant.settings_changed\""), "{summary}");
+
+    let eighth = deny(&client, &gw, &token).await;
+    consumer_past(&db_url, "soc", eighth).await;
+    let storms = incidents(&client, &gw, &admin, "?kind=deny_storm").await;
+    assert_eq!(storms.len(), 1, "{storms:#?}");
+    assert_eq!(storms[0]["agent_id"], agent_id.as_str());
 }
 
 async fn replica(dir: &Path, name: &str, db: &str, env: &[(&str, &str)]) -> Gateway {
