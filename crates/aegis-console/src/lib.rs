@@ -15,9 +15,11 @@
 //!
 //! ```no_run
 //! # async fn run(state: aegis_server::SharedState) -> std::io::Result<()> {
+//! use aegis_server::serve::{ReadTimeouts, serve};
 //! let app = aegis_server::router_with(state, aegis_console::routes());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await
+//! serve(listener, app, ReadTimeouts::default(), std::future::pending()).await;
+//! # Ok(())
 //! # }
 //! ```
 

@@ -8,10 +8,12 @@
 //!
 //! ```no_run
 //! # async fn run(store: std::sync::Arc<dyn aegis_store::Store>) -> std::io::Result<()> {
+//! use aegis_server::serve::{ReadTimeouts, serve};
 //! use aegis_server::{AppState, Settings, router};
 //! let app = router(AppState::new(store, Settings::default()));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await
+//! serve(listener, app, ReadTimeouts::default(), std::future::pending()).await;
+//! # Ok(())
 //! # }
 //! ```
 
