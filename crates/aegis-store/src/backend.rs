@@ -14,7 +14,7 @@ use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::schema::StoredRow;
 use crate::schema::{EventQueries, ReceiptQueries};
 use crate::tx::{ReadRows, SqlValue, WriteTx};
-use crate::{Delivery, DeliveryClaim, Leadership, SecretsKey, StoreResult, TenantId};
+use crate::{DeliveryClaim, Leadership, SecretsKey, StoreResult, TenantId};
 use aegis_core::receipt::KeyRing;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
@@ -31,6 +31,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     const AGENT_COLUMNS: &'static str;
     /// The columns of `crate::rows::delivery`, ending in [`Backend::ORDINAL`]'s.
     const DELIVERY_COLUMNS: &'static str;
+    /// Marks the pending delivery whose [`Backend::ORDINAL`] is `$1` failed with the error
+    /// `$2`, for a row that does not read (`crate::records::UnreadableDelivery`). Spelled out
+    /// per backend because a write's text is static (the drivers cache statements by it).
+    const FAIL_DELIVERY_BY_ORDINAL: &'static str;
 
     /// Runs `rule` in the writer's next batch transaction, in a savepoint of its own, and
     /// answers once the batch is committed.
@@ -80,11 +84,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// next use (a writer that keeps heads between batches drops it).
     fn forget_chain_head(&self, tenant: &TenantId) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Claims due deliveries for sending, fairly across tenants (`records::fair_claim`).
+    /// Claims due deliveries for sending, fairly across tenants (`records::fair_claim`),
+    /// setting aside the due rows that do not read.
     fn claim_deliveries(
         &self,
         claim: DeliveryClaim,
-    ) -> impl Future<Output = StoreResult<Vec<Delivery>>> + Send;
+    ) -> impl Future<Output = StoreResult<crate::records::ClaimedDeliveries>> + Send;
 
     /// Every row `sql` reads for the tenant (its one parameter, `$1`), read by `read`.
     fn tenant_rows<T: Send + 'static>(

@@ -6,6 +6,7 @@
 //! must lease what they claim.
 
 use crate::backend::Backend;
+use crate::records::UnreadableDelivery;
 use crate::schema::{COALESCE_STATES_SQL, WEBHOOK_COLUMNS};
 use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
 use crate::{
@@ -37,7 +38,11 @@ impl<B: Backend> NotificationStore for B {
     }
 
     async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
-        Backend::claim_deliveries(self, claim).await
+        let claimed = Backend::claim_deliveries(self, claim).await?;
+        if !claimed.unreadable.is_empty() {
+            fail_unreadable_deliveries(self, claimed.unreadable).await;
+        }
+        Ok(claimed.deliveries)
     }
 
     async fn finish_delivery(&self, id: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
@@ -145,6 +150,36 @@ impl<B: Backend> NotificationStore for B {
             })
             .await?;
         secrets::stored_secret(self.secrets(), tenant, webhook_id, sealed, plain)
+    }
+}
+
+/// Marks each queued delivery whose row does not read failed, with the reason, by its
+/// ordinal: nothing can be sent for it, and left pending it would fail every claim. A write
+/// that fails is logged and left for the next claim, which meets the rows again; the
+/// deliveries claimed beside them still go out.
+async fn fail_unreadable_deliveries<B: Backend>(store: &B, unreadable: Vec<UnreadableDelivery>) {
+    for row in &unreadable {
+        tracing::error!(
+            ordinal = row.ordinal,
+            reason = %row.reason,
+            "a queued delivery's row cannot be read; marked failed"
+        );
+    }
+    let failed = store
+        .run_rule(move |tx| {
+            Box::pin(async move {
+                let errors: Vec<_> = (unreadable.iter())
+                    .map(|row| format!("its stored row cannot be read: {}", row.reason))
+                    .collect();
+                let params: Vec<_> = (unreadable.iter().zip(&errors))
+                    .map(|(row, error)| [SqlValue::int(row.ordinal), SqlValue::text(error)])
+                    .collect();
+                tx.execute_each(B::FAIL_DELIVERY_BY_ORDINAL, &params).await
+            })
+        })
+        .await;
+    if let Err(error) = failed {
+        tracing::error!(%error, "cannot mark unreadable deliveries failed");
     }
 }
 

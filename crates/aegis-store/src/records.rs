@@ -2,7 +2,7 @@
 //! agent changes and incident steps. The SQLite and PostgreSQL stores differ only in how they
 //! talk to their database; a receipt or an event must not depend on which one recorded it.
 
-use crate::schema::parse_column;
+use crate::schema::{StoredRow, parse_column};
 use crate::*;
 use aegis_core::model::{ActionRisk, AgentStatus, RiskTier, SourceTrust, Verdict};
 use aegis_core::receipt::{RECEIPT_SCHEMA_VERSION, Receipt, ReceiptApproval, ReceiptBody};
@@ -650,6 +650,87 @@ pub(crate) struct DueDelivery {
     pub next_attempt_at_ms: i64,
     /// Queue order among deliveries due at the same time.
     pub order: i64,
+}
+
+impl DueDelivery {
+    /// A row of `SELECT id, tenant_id, next_attempt_at, <ordinal>`.
+    pub fn read(row: &dyn StoredRow) -> StoreResult<Result<Self, UnreadableDelivery>> {
+        UnreadableDelivery::or_else(row, 3, |row| {
+            Ok(DueDelivery {
+                id: row.required_text(0)?,
+                tenant_id: TenantId::new(row.required_text(1)?),
+                next_attempt_at_ms: row.required_int(2)?,
+                order: row.required_int(3)?,
+            })
+        })
+    }
+}
+
+/// A queued delivery whose row does not read (only an edit of the database or damage does
+/// that), named by its ordinal: SQLite's rowid or PostgreSQL's `BIGSERIAL NOT NULL`, which
+/// always read, where its id might not. Left pending, it would be met by every claim and
+/// fail each one, holding up every tenant's notifications.
+#[derive(Debug)]
+pub(crate) struct UnreadableDelivery {
+    pub ordinal: i64,
+    pub reason: String,
+}
+
+impl UnreadableDelivery {
+    /// `read(row)`, or the row as unreadable if that fails; only its ordinal (column
+    /// `ordinal`) failing to read is an error.
+    pub fn or_else<T>(
+        row: &dyn StoredRow,
+        ordinal: usize,
+        read: impl FnOnce(&dyn StoredRow) -> StoreResult<T>,
+    ) -> StoreResult<Result<T, Self>> {
+        let ordinal = row.required_int(ordinal)?;
+        Ok(read(row).map_err(|error| UnreadableDelivery {
+            ordinal,
+            reason: error.to_string(),
+        }))
+    }
+}
+
+/// What a driver's claim read: the deliveries to start, in the order [`fair_claim`] picked
+/// them, and the due rows that did not read.
+#[derive(Default)]
+pub(crate) struct ClaimedDeliveries {
+    pub deliveries: Vec<Delivery>,
+    pub unreadable: Vec<UnreadableDelivery>,
+}
+
+impl ClaimedDeliveries {
+    /// The due rows read: those that read ranked by [`fair_claim`] (the ids to claim), the
+    /// rest set aside as unreadable.
+    pub fn pick(
+        due: Vec<Result<DueDelivery, UnreadableDelivery>>,
+        claim: &DeliveryClaim,
+    ) -> (Vec<String>, Self) {
+        let mut claimed = ClaimedDeliveries::default();
+        let mut readable = Vec::with_capacity(due.len());
+        for row in due {
+            match row {
+                Ok(due) => readable.push(due),
+                Err(unreadable) => claimed.unreadable.push(unreadable),
+            }
+        }
+        (fair_claim(readable, claim), claimed)
+    }
+
+    /// Adds the claimed rows read (`crate::rows::claimed_delivery`), in `picked`'s order.
+    pub fn add(&mut self, picked: &[String], rows: Vec<Result<Delivery, UnreadableDelivery>>) {
+        let mut by_id = std::collections::HashMap::new();
+        for row in rows {
+            match row {
+                Ok(delivery) => {
+                    by_id.insert(delivery.id.clone(), delivery);
+                }
+                Err(unreadable) => self.unreadable.push(unreadable),
+            }
+        }
+        self.deliveries = picked.iter().filter_map(|id| by_id.remove(id)).collect();
+    }
 }
 
 /// Which due deliveries the worker claims: round-robin over tenants, so that one tenant

@@ -324,6 +324,14 @@ pub(crate) fn delivery(row: &dyn StoredRow) -> StoreResult<Delivery> {
     })
 }
 
+/// A row of the backend's `SELECT {DELIVERY_COLUMNS}` in a claim: one that does not read is
+/// set aside by its ordinal (column 11), not an error of the claim.
+pub(crate) fn claimed_delivery(
+    row: &dyn StoredRow,
+) -> StoreResult<Result<Delivery, crate::records::UnreadableDelivery>> {
+    crate::records::UnreadableDelivery::or_else(row, 11, delivery)
+}
+
 /// A row of `mcp::sql::LIST_SERVERS`, `SERVER_BY_ID` and `SERVER_BY_NAME`.
 pub(crate) fn mcp_server(row: &dyn StoredRow) -> StoreResult<McpServer> {
     Ok(McpServer {

@@ -1,10 +1,14 @@
 //! The delivery worker's claims, on both stores: tenants take turns, a tenant's share is
 //! capped counting what it has in flight, and no more deliveries are claimed than asked
-//! for — the rest stay claimable at once (PostgreSQL leases only what it returns).
+//! for — the rest stay claimable at once (PostgreSQL leases only what it returns); a queued
+//! row that cannot be read fails alone instead of failing every claim.
 
+#[path = "support/database.rs"]
+mod database;
 mod support;
 
 use aegis_store::*;
+use database::{Database, on_both_databases};
 use support::*;
 
 async fn enqueue(store: &dyn Store, id: &str, tenant: &str, at_ms: i64) {
@@ -69,3 +73,57 @@ async fn claims_are_fair_and_never_exceed_the_free_slots(store: &dyn Store) {
 }
 
 on_both_stores!(claims_are_fair_and_never_exceed_the_free_slots);
+
+/// Queued deliveries edited behind the gateway's back so that they no longer read, one in a
+/// column the claim ranks by and one in its body, are marked failed with the reason; the
+/// claim returns the others, and the next claim meets neither again.
+async fn a_delivery_that_cannot_be_read_fails_alone(db: Database) {
+    let store = db.open().await;
+    let now = now_ms();
+    enqueue(store.as_ref(), "first", "acme", now - 30).await;
+    enqueue(store.as_ref(), "bad_tenant", "acme", now - 20).await;
+    enqueue(store.as_ref(), "bad_body", "globex", now - 20).await;
+    enqueue(store.as_ref(), "last", "globex", now - 10).await;
+    // SQLite keeps whatever an edit stores; PostgreSQL keeps its types, so its edit drops
+    // the NOT NULL that keeps the column readable.
+    let edits: &[&str] = match db {
+        Database::Sqlite(_) => &[
+            "UPDATE deliveries SET tenant_id = x'00ff' WHERE id = 'bad_tenant'",
+            "UPDATE deliveries SET body = x'00ff' WHERE id = 'bad_body'",
+        ],
+        Database::Postgres(_) => &[
+            "ALTER TABLE deliveries ALTER COLUMN tenant_id DROP NOT NULL",
+            "ALTER TABLE deliveries ALTER COLUMN body DROP NOT NULL",
+            "UPDATE deliveries SET tenant_id = NULL WHERE id = 'bad_tenant'",
+            "UPDATE deliveries SET body = NULL WHERE id = 'bad_body'",
+        ],
+    };
+    for edit in edits {
+        db.run(edit, &[]).await;
+    }
+
+    let claim = DeliveryClaim {
+        now_ms: now,
+        limit: 10,
+        per_tenant: 10,
+        in_flight: vec![],
+    };
+    let claimed = store.claim_deliveries(claim.clone()).await.unwrap();
+    assert_eq!(ids(&claimed), ["first", "last"]);
+
+    for id in ["bad_tenant", "bad_body"] {
+        let sql = "SELECT status || ': ' || last_error FROM deliveries WHERE id = $1";
+        let outcome = db.run(sql, &[id]).await.unwrap();
+        assert!(
+            outcome.starts_with("failed: its stored row cannot be read: "),
+            "{id}: {outcome}"
+        );
+    }
+    let in_flight = in_flight(&claimed);
+    let again = (store.claim_deliveries(DeliveryClaim { in_flight, ..claim }))
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{:?}", ids(&again));
+}
+
+on_both_databases!(a_delivery_that_cannot_be_read_fails_alone);

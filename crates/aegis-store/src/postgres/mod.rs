@@ -657,6 +657,7 @@ impl Backend for PgStore {
     const ORDINAL: &'static str = "ordinal";
     const AGENT_COLUMNS: &'static str = rows::AGENT_COLUMNS;
     const DELIVERY_COLUMNS: &'static str = notify::DELIVERY_COLUMNS;
+    const FAIL_DELIVERY_BY_ORDINAL: &'static str = notify::FAIL_DELIVERY_BY_ORDINAL;
 
     async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
     where
@@ -687,7 +688,10 @@ impl Backend for PgStore {
         read(&mut PgRead { client: &client }).await
     }
 
-    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
+    async fn claim_deliveries(
+        &self,
+        claim: DeliveryClaim,
+    ) -> StoreResult<crate::records::ClaimedDeliveries> {
         let client = self.pool.get().await?;
         notify::claim_deliveries(&client, &claim).await
     }

@@ -9,6 +9,8 @@ use deadpool_postgres::GenericClient;
 
 /// Deliveries page and queue by `ordinal` here (SQLite uses its rowid).
 pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, ordinal";
+pub(crate) const FAIL_DELIVERY_BY_ORDINAL: &str = "UPDATE deliveries SET status = 'failed', last_error = $2 \
+     WHERE ordinal = $1 AND status = 'pending'";
 
 /// How long a delivery claimed by [`due_deliveries`] stays away from other claims; the
 /// outcome recorded by [`finish_delivery`] replaces it.
@@ -20,10 +22,10 @@ const CLAIM_LEASE_MS: i64 = 60_000;
 pub(super) async fn claim_deliveries<C: GenericClient>(
     client: &C,
     claim: &DeliveryClaim,
-) -> StoreResult<Vec<Delivery>> {
+) -> StoreResult<records::ClaimedDeliveries> {
     let in_flight: Vec<&str> = claim.in_flight.iter().map(|(id, _)| id.as_str()).collect();
     // Each tenant's oldest due deliveries, as many as it could be given.
-    let due = client
+    let due: Vec<_> = client
         .query(
             &prepared(
                 client,
@@ -39,18 +41,11 @@ pub(super) async fn claim_deliveries<C: GenericClient>(
         )
         .await?
         .iter()
-        .map(|row| {
-            Ok(records::DueDelivery {
-                id: get(row, 0)?,
-                tenant_id: TenantId::new(get::<String>(row, 1)?),
-                next_attempt_at_ms: get(row, 2)?,
-                order: get(row, 3)?,
-            })
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-    let picked = records::fair_claim(due, claim);
+        .map(|row| records::DueDelivery::read(row))
+        .collect::<StoreResult<_>>()?;
+    let (picked, mut claimed) = records::ClaimedDeliveries::pick(due, claim);
     if picked.is_empty() {
-        return Ok(Vec::new());
+        return Ok(claimed);
     }
     // Returned as they were before the claim (the due time, not the lease).
     let statement = prepared(
@@ -72,16 +67,17 @@ pub(super) async fn claim_deliveries<C: GenericClient>(
         ),
     )
     .await?;
-    let mut rows: std::collections::HashMap<String, Delivery> = client
+    let rows = client
         .query(
             &statement,
             &[&picked, &claim.now_ms, &(claim.now_ms + CLAIM_LEASE_MS)],
         )
         .await?
         .iter()
-        .map(|row| crate::rows::delivery(row).map(|d| (d.id.clone(), d)))
+        .map(|row| crate::rows::claimed_delivery(row))
         .collect::<StoreResult<_>>()?;
-    Ok(picked.iter().filter_map(|id| rows.remove(id)).collect())
+    claimed.add(&picked, rows);
+    Ok(claimed)
 }
 
 /// Seals every secret still stored in plain text (rows written before secrets were sealed,

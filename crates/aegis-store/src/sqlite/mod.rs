@@ -573,6 +573,7 @@ impl Backend for SqliteStore {
     const ORDINAL: &'static str = "rowid";
     const AGENT_COLUMNS: &'static str = AGENT_COLUMNS;
     const DELIVERY_COLUMNS: &'static str = notify::DELIVERY_COLUMNS;
+    const FAIL_DELIVERY_BY_ORDINAL: &'static str = notify::FAIL_DELIVERY_BY_ORDINAL;
 
     async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
     where
@@ -601,7 +602,10 @@ impl Backend for SqliteStore {
             .await
     }
 
-    async fn claim_deliveries(&self, claim: DeliveryClaim) -> StoreResult<Vec<Delivery>> {
+    async fn claim_deliveries(
+        &self,
+        claim: DeliveryClaim,
+    ) -> StoreResult<crate::records::ClaimedDeliveries> {
         self.read(move |conn| notify::claim_deliveries(conn, &claim))
             .await
     }

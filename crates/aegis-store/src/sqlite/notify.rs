@@ -7,48 +7,41 @@ use crate::*;
 use rusqlite::{Connection, params};
 
 pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant_id, sink, agent_id, body, status, attempts, next_attempt_at, last_error, created_at, delivered_at, rowid";
+pub(crate) const FAIL_DELIVERY_BY_ORDINAL: &str = "UPDATE deliveries SET status = 'failed', last_error = $2 \
+     WHERE rowid = $1 AND status = 'pending'";
 
 /// Claims due deliveries by [`records::fair_claim`]. Nothing is leased: this process is the
 /// only claimer, and `claim.in_flight` keeps what it is sending out of the next claim.
 pub(super) fn claim_deliveries(
     conn: &Connection,
     claim: &DeliveryClaim,
-) -> StoreResult<Vec<Delivery>> {
+) -> StoreResult<records::ClaimedDeliveries> {
     let in_flight: Vec<&str> = claim.in_flight.iter().map(|(id, _)| id.as_str()).collect();
     let in_flight = serde_json::Value::from(in_flight).to_string();
     // Each tenant's oldest due deliveries, as many as it could be given.
-    let due = conn
-        .prepare_cached(
-            "SELECT id, tenant_id, next_attempt_at, ordinal FROM (
-                 SELECT id, tenant_id, next_attempt_at, rowid AS ordinal,
-                        ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at, rowid) AS turn
-                 FROM deliveries
-                 WHERE status = 'pending' AND next_attempt_at <= ?1
-                   AND id NOT IN (SELECT value FROM json_each(?2))
-             ) WHERE turn <= ?3",
-        )?
-        .query_map(params![claim.now_ms, in_flight, claim.per_tenant], |row| {
-            Ok(records::DueDelivery {
-                id: row.get(0)?,
-                tenant_id: TenantId::new(row.get::<_, String>(1)?),
-                next_attempt_at_ms: row.get(2)?,
-                order: row.get(3)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let picked = records::fair_claim(due, claim);
-    let mut rows: std::collections::HashMap<String, Delivery> = read_rows(
+    let due = read_rows(
+        conn,
+        "SELECT id, tenant_id, next_attempt_at, ordinal FROM (
+             SELECT id, tenant_id, next_attempt_at, rowid AS ordinal,
+                    ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at, rowid) AS turn
+             FROM deliveries
+             WHERE status = 'pending' AND next_attempt_at <= ?1
+               AND id NOT IN (SELECT value FROM json_each(?2))
+         ) WHERE turn <= ?3",
+        params![claim.now_ms, in_flight, claim.per_tenant],
+        records::DueDelivery::read,
+    )?;
+    let (picked, mut claimed) = records::ClaimedDeliveries::pick(due, claim);
+    let rows = read_rows(
         conn,
         &format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id IN (SELECT value FROM json_each(?1))"
         ),
         [serde_json::Value::from(picked.clone()).to_string()],
-        crate::rows::delivery,
-    )?
-    .into_iter()
-    .map(|delivery| (delivery.id.clone(), delivery))
-    .collect();
-    Ok(picked.iter().filter_map(|id| rows.remove(id)).collect())
+        crate::rows::claimed_delivery,
+    )?;
+    claimed.add(&picked, rows);
+    Ok(claimed)
 }
 
 /// Seals every secret still stored in plain text (rows written before secrets were sealed);
