@@ -10,7 +10,7 @@
 //! a chain head at or after it, at a cost per batch that does not grow with the number of
 //! chains it moved.
 
-use crate::canonical::{CanonicalError, canonical_json, sha256_hex};
+use crate::canonical::{CanonicalError, MAX_EXACT_INTEGER, canonical_json, sha256_hex};
 use crate::merkle::{self, MerkleTree};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -105,9 +105,6 @@ impl ReceiptBody {
         Ok(sha256_hex(self.canonical()?.as_bytes()))
     }
 }
-
-/// The largest integer JCS prints as plain digits (it prints numbers as IEEE doubles).
-const MAX_EXACT_INTEGER: u64 = 1 << 53;
 
 /// [`ReceiptBody`]'s fields declared in JCS key order (UTF-16 code units; the keys are
 /// ASCII, so byte order), so that serde_json writes them canonically.
