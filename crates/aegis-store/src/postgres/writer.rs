@@ -65,9 +65,12 @@ type Work<T> = Box<
 
 trait Job: Send {
     /// Whether the job runs in a savepoint of its own, so that its failure rolls back only
-    /// itself. Without one, a failing job fails the whole batch (PostgreSQL aborts the
-    /// transaction on any error): right for work that fails only when the database does.
-    fn isolated(&self) -> bool;
+    /// itself: every job but a decision. A decision fails only when the database does, so it
+    /// goes without (two round trips fewer), and its failure fails the whole batch
+    /// (PostgreSQL aborts the transaction on any error), so nobody is told "done".
+    fn isolated(&self) -> bool {
+        self.decision_of().is_none()
+    }
     fn apply<'a>(
         &'a mut self,
         tx: &'a Transaction<'a>,
@@ -84,7 +87,6 @@ trait Job: Send {
 }
 
 struct FnJob<T> {
-    isolated: bool,
     queued: Instant,
     work: Option<Work<T>>,
     value: Option<T>,
@@ -94,10 +96,6 @@ struct FnJob<T> {
 }
 
 impl<T: Send> Job for FnJob<T> {
-    fn isolated(&self) -> bool {
-        self.isolated
-    }
-
     fn apply<'a>(
         &'a mut self,
         tx: &'a Transaction<'a>,
@@ -366,7 +364,7 @@ impl Writer {
             + Send
             + 'static,
     {
-        self.submit(true, None, work).await
+        self.submit(None, work).await
     }
 
     /// As [`Writer::write`] without the savepoint (two round trips fewer), for the decision
@@ -386,15 +384,10 @@ impl Writer {
             + Send
             + 'static,
     {
-        self.submit(false, Some(decision_of), work).await
+        self.submit(Some(decision_of), work).await
     }
 
-    async fn submit<T, F>(
-        &self,
-        isolated: bool,
-        decision_of: Option<(String, String)>,
-        work: F,
-    ) -> StoreResult<T>
+    async fn submit<T, F>(&self, decision_of: Option<(String, String)>, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(
@@ -406,7 +399,6 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(FnJob {
-            isolated,
             queued: Instant::now(),
             work: Some(Box::new(work) as Work<T>),
             value: None,
