@@ -4,7 +4,8 @@
 //! policies, validated against `policies/aegis.cedarschema`) and then shared read-only by
 //! every authorize call. The agent ([`PolicyPrincipal`]) and a registered tool action
 //! ([`PolicyResource`]) are Cedar entities built once and cached by the caller beside what
-//! they describe; a call builds only its context and request.
+//! they describe; their entity set for a registered action is built once too
+//! (`entity_sets.rs`), so a call builds only its context and request.
 //!
 //! The compiled set is sliced by resource scope: a policy scoped to one tool
 //! (`resource in Aegis::Tool::"github"`, or `==`/`in` one of its tool actions) is evaluated only
@@ -26,8 +27,9 @@ use cedar_policy::{
 };
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
+mod entity_sets;
 mod limits;
 pub use limits::{MAX_POLICY_BYTES, MAX_POLICY_DEPTH, MAX_POLICY_NESTING};
 
@@ -620,12 +622,10 @@ fn fail_closed(reason: String) -> PolicyOutcome {
     }
 }
 
-/// The call's request and entities: the prebuilt principal and resource, and the context.
-fn build_request(input: &PolicyInput<'_>) -> Result<(Request, Entities), String> {
-    let principal = input.principal.entity.clone()?;
-    let resource = input.resource.entity.clone()?;
-    let entities =
-        Entities::from_entities([principal, resource], None).map_err(|e| e.to_string())?;
+/// The call's request and entities: the entity set of its agent and tool action (kept for
+/// a registered action, `entity_sets.rs`), and the context.
+fn build_request(input: &PolicyInput<'_>) -> Result<(Request, Arc<Entities>), String> {
+    let entities = entity_sets::entity_set(input.principal, input.resource, input.registered)?;
 
     let mut context = vec![
         (
