@@ -29,8 +29,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
     const ORDINAL: &'static str;
     /// The columns of `crate::rows::agent`, ending in [`Backend::ORDINAL`]'s.
     const AGENT_COLUMNS: &'static str;
-    /// The columns of `crate::rows::delivery`, ending in [`Backend::ORDINAL`]'s.
-    const DELIVERY_COLUMNS: &'static str;
     /// Marks the pending delivery whose [`Backend::ORDINAL`] is `$1` failed with the error
     /// `$2`, for a row that does not read (`crate::records::UnreadableDelivery`). Spelled out
     /// per backend because a write's text is static (the drivers cache statements by it).

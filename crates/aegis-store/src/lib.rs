@@ -547,12 +547,14 @@ pub trait NotificationStore: EventLog + TenantReads + Send + Sync {
     async fn defer_deliveries(&self, ids: Vec<String>, next_attempt_at_ms: i64) -> StoreResult<()>;
     /// Queues one delivery outside the consumer (test deliveries).
     async fn enqueue_delivery(&self, delivery: NewDelivery) -> StoreResult<()>;
+    /// The tenant's deliveries to `sink`, newest first, without their bodies: a row whose
+    /// body does not read still lists.
     async fn list_deliveries(
         &self,
         tenant: &TenantId,
         sink: &str,
         page: Page,
-    ) -> StoreResult<Vec<Delivery>>;
+    ) -> StoreResult<Vec<DeliverySummary>>;
     /// The tenant's live (not deleted) subscriptions.
     async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>>;
     /// A live subscription by id, in any tenant (the delivery worker's lookup).

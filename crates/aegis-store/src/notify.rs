@@ -7,12 +7,12 @@
 
 use crate::backend::Backend;
 use crate::records::UnreadableDelivery;
-use crate::schema::{COALESCE_STATES_SQL, WEBHOOK_COLUMNS};
+use crate::schema::{COALESCE_STATES_SQL, DELIVERY_SUMMARY_COLUMNS, WEBHOOK_COLUMNS};
 use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
 use crate::{
-    CoalesceRecord, Delivery, DeliveryClaim, DeliveryOutcome, NewDelivery, NewWebhook,
-    NotificationStore, NotifyBatch, Page, StoreError, StoreResult, TenantId, Webhook, event_kind,
-    now_ms, schema, secrets, soc,
+    CoalesceRecord, Delivery, DeliveryClaim, DeliveryOutcome, DeliverySummary, NewDelivery,
+    NewWebhook, NotificationStore, NotifyBatch, Page, StoreError, StoreResult, TenantId, Webhook,
+    event_kind, now_ms, schema, secrets, soc,
 };
 use async_trait::async_trait;
 use serde_json::json;
@@ -76,15 +76,14 @@ impl<B: Backend> NotificationStore for B {
         tenant: &TenantId,
         sink: &str,
         page: Page,
-    ) -> StoreResult<Vec<Delivery>> {
+    ) -> StoreResult<Vec<DeliverySummary>> {
         let (tenant, sink) = (tenant.clone(), sink.to_owned());
         self.run_read(move |rows| {
             Box::pin(async move {
                 let sql = format!(
-                    "SELECT {columns} FROM deliveries
+                    "SELECT {DELIVERY_SUMMARY_COLUMNS}, {ordinal} FROM deliveries
                      WHERE tenant_id = $1 AND sink = $2 AND {ordinal} < $3
                      ORDER BY {ordinal} DESC LIMIT $4",
-                    columns = B::DELIVERY_COLUMNS,
                     ordinal = B::ORDINAL,
                 );
                 let params = [
@@ -93,7 +92,8 @@ impl<B: Backend> NotificationStore for B {
                     SqlValue::int(page.before.unwrap_or(i64::MAX)),
                     SqlValue::int(i64::from(page.limit)),
                 ];
-                rows.query_rows(&sql, &params, crate::rows::delivery).await
+                rows.query_rows(&sql, &params, crate::rows::delivery_summary)
+                    .await
             })
         })
         .await

@@ -306,7 +306,7 @@ pub(crate) fn webhook(row: &dyn StoredRow) -> StoreResult<Webhook> {
     })
 }
 
-/// A row of the backend's `SELECT {DELIVERY_COLUMNS}` (each pages by its own ordinal).
+/// A row of the backend's `SELECT {DELIVERY_COLUMNS}` (each ends in its own ordinal).
 pub(crate) fn delivery(row: &dyn StoredRow) -> StoreResult<Delivery> {
     Ok(Delivery {
         id: row.required_text(0)?,
@@ -321,6 +321,21 @@ pub(crate) fn delivery(row: &dyn StoredRow) -> StoreResult<Delivery> {
         created_at_ms: row.required_int(9)?,
         delivered_at_ms: row.int(10)?,
         cursor: row.required_int(11)?,
+    })
+}
+
+/// A row of `SELECT {DELIVERY_SUMMARY_COLUMNS}, <ordinal>`
+/// ([`crate::schema::DELIVERY_SUMMARY_COLUMNS`]).
+pub(crate) fn delivery_summary(row: &dyn StoredRow) -> StoreResult<DeliverySummary> {
+    Ok(DeliverySummary {
+        id: row.required_text(0)?,
+        status: row.required_text(1)?,
+        attempts: row.required_int(2)?,
+        next_attempt_at_ms: row.required_int(3)?,
+        last_error: row.text(4)?,
+        created_at_ms: row.required_int(5)?,
+        delivered_at_ms: row.int(6)?,
+        cursor: row.required_int(7)?,
     })
 }
 

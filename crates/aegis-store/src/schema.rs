@@ -240,6 +240,13 @@ pub(crate) const EVIDENCE_ITEM_COLUMNS: &str = "e.event_seq,
 /// The columns of a webhook subscription.
 pub(crate) const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, format, events, created_at";
 
+/// The columns of `crate::rows::delivery_summary` but its last, the ordinal, which a listing
+/// appends in the backend's spelling ([`crate::backend::Backend::ORDINAL`]). No body: the
+/// listing does not show it, so a body that no longer reads must not fail the listing (the
+/// delivery worker's claim reads it, in each backend's `notify::DELIVERY_COLUMNS`).
+pub(crate) const DELIVERY_SUMMARY_COLUMNS: &str =
+    "id, status, attempts, next_attempt_at, last_error, created_at, delivered_at";
+
 /// The actor named on automatic responses.
 pub const RESPONSE_ENGINE: &str = "soc:response-engine";
 

@@ -753,6 +753,22 @@ pub struct Delivery {
     pub cursor: i64,
 }
 
+/// A queued delivery as a sink's listing shows it: how it is going, without the body,
+/// tenant, sink and agent, which the listing does not show, so a row whose body no longer
+/// reads still lists (the delivery worker reads the whole row, [`Delivery`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySummary {
+    pub id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub delivered_at_ms: Option<i64>,
+    /// Paging cursor (newest first).
+    pub cursor: i64,
+}
+
 /// What the delivery worker can start now, for [`crate::NotificationStore::claim_deliveries`].
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryClaim {

@@ -1,7 +1,7 @@
 //! The delivery worker's claims, on both stores: tenants take turns, a tenant's share is
 //! capped counting what it has in flight, and no more deliveries are claimed than asked
 //! for — the rest stay claimable at once (PostgreSQL leases only what it returns); a queued
-//! row that cannot be read fails alone instead of failing every claim.
+//! row that cannot be read fails alone instead of failing every claim, and still lists.
 
 #[path = "support/database.rs"]
 mod database;
@@ -127,3 +127,48 @@ async fn a_delivery_that_cannot_be_read_fails_alone(db: Database) {
 }
 
 on_both_databases!(a_delivery_that_cannot_be_read_fails_alone);
+
+/// A delivery whose body was edited so that it no longer reads still lists, with its
+/// status, beside the sink's other deliveries: the listing shows no body, so it reads none.
+async fn a_delivery_whose_body_cannot_be_read_still_lists(db: Database) {
+    let store = db.open().await;
+    let now = now_ms();
+    enqueue(store.as_ref(), "sent", "acme", now - 30).await;
+    enqueue(store.as_ref(), "bad_body", "acme", now - 20).await;
+    enqueue(store.as_ref(), "queued", "acme", now - 10).await;
+    store
+        .finish_delivery("sent", DeliveryOutcome::Delivered { at_ms: now })
+        .await
+        .unwrap();
+    // As in `a_delivery_that_cannot_be_read_fails_alone`: PostgreSQL keeps its types, so
+    // its edit drops the NOT NULL that keeps the body readable.
+    let edits: &[&str] = match db {
+        Database::Sqlite(_) => &["UPDATE deliveries SET body = x'00ff' WHERE id = 'bad_body'"],
+        Database::Postgres(_) => &[
+            "ALTER TABLE deliveries ALTER COLUMN body DROP NOT NULL",
+            "UPDATE deliveries SET body = NULL WHERE id = 'bad_body'",
+        ],
+    };
+    for edit in edits {
+        db.run(edit, &[]).await;
+    }
+
+    let listed = store
+        .list_deliveries(&TenantId::new("acme"), "env:json", Page::default())
+        .await
+        .unwrap();
+    let statuses: Vec<_> = listed
+        .iter()
+        .map(|d| (d.id.as_str(), d.status.as_str()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("queued", "pending"),
+            ("bad_body", "pending"),
+            ("sent", "delivered")
+        ]
+    );
+}
+
+on_both_databases!(a_delivery_whose_body_cannot_be_read_still_lists);

@@ -16,7 +16,7 @@ use crate::routes::{Listed, PageQuery};
 use crate::state::SharedState;
 use aegis_core::timestamp::format_millis;
 use aegis_soc::notify::{KINDS, subscription_sink, test_message};
-use aegis_store::{Delivery, NewDelivery, Webhook};
+use aegis_store::{DeliverySummary, NewDelivery, Webhook};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -127,8 +127,8 @@ pub struct DeliveryView {
     pub delivered_at: Option<String>,
 }
 
-impl From<Delivery> for DeliveryView {
-    fn from(d: Delivery) -> Self {
+impl From<DeliverySummary> for DeliveryView {
+    fn from(d: DeliverySummary) -> Self {
         DeliveryView {
             id: d.id,
             status: d.status,

@@ -656,7 +656,6 @@ impl Backend for PgStore {
 
     const ORDINAL: &'static str = "ordinal";
     const AGENT_COLUMNS: &'static str = rows::AGENT_COLUMNS;
-    const DELIVERY_COLUMNS: &'static str = notify::DELIVERY_COLUMNS;
     const FAIL_DELIVERY_BY_ORDINAL: &'static str = notify::FAIL_DELIVERY_BY_ORDINAL;
 
     async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>

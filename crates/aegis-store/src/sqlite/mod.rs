@@ -572,7 +572,6 @@ impl Backend for SqliteStore {
 
     const ORDINAL: &'static str = "rowid";
     const AGENT_COLUMNS: &'static str = AGENT_COLUMNS;
-    const DELIVERY_COLUMNS: &'static str = notify::DELIVERY_COLUMNS;
     const FAIL_DELIVERY_BY_ORDINAL: &'static str = notify::FAIL_DELIVERY_BY_ORDINAL;
 
     async fn run_rule<T, R>(&self, rule: R) -> StoreResult<T>
