@@ -548,5 +548,21 @@ mod tests {
             matches!(missing_id, Err(StoreError::Corrupt(_))),
             "{missing_id:?}"
         );
+        let id_not_text = read_one(
+            "SELECT x'00ff', 'acme', NULL, 'admin', 7, NULL",
+            operator_key,
+        );
+        assert!(
+            matches!(id_not_text, Err(StoreError::Corrupt(_))),
+            "{id_not_text:?}"
+        );
+        let time_not_integer = read_one(
+            "SELECT 'k1', 'acme', NULL, 'admin', 'x', NULL",
+            operator_key,
+        );
+        assert!(
+            matches!(time_not_integer, Err(StoreError::Corrupt(_))),
+            "{time_not_integer:?}"
+        );
     }
 }

@@ -10,20 +10,28 @@ pub(crate) const AGENT_COLUMNS: &str = "id, tenant_id, name, status, status_reas
 
 impl StoredRow for Row<'_> {
     fn text(&self, index: usize) -> StoreResult<Option<String>> {
-        Ok(self.get(index)?)
+        get(self, index)
     }
 
     fn int(&self, index: usize) -> StoreResult<Option<i64>> {
-        Ok(self.get(index)?)
+        get(self, index)
     }
 
     fn flag(&self, index: usize) -> StoreResult<Option<bool>> {
-        Ok(self.get(index)?)
+        get(self, index)
     }
 
     fn bytes(&self, index: usize) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.get(index)?)
+        get(self, index)
     }
+}
+
+/// Column `index` as a `T`. A stored value that is not one (a BLOB where text belongs, text
+/// that is not UTF-8) is corrupt data, as on PostgreSQL (`postgres/rows.rs::get`): the
+/// database answered, so it is not unavailable, and retrying will not make the row read.
+fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, index: usize) -> StoreResult<T> {
+    row.get(index)
+        .map_err(|e| StoreError::Corrupt(format!("column {index}: {e}")))
 }
 
 /// Runs `sql` and reads each row with `read`, a reader written once for both backends (over
