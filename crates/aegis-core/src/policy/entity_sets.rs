@@ -17,9 +17,10 @@ use quick_cache::Equivalent;
 use quick_cache::sync::Cache;
 use std::sync::{Arc, LazyLock};
 
-/// Sets kept at once, over every tenant: about 3 KiB each, so at most 12 MiB. Past this,
-/// the least used are dropped and built again when called again.
-const CAPACITY: usize = 4096;
+/// Sets kept at once, over every tenant. One takes about 5.2 KB of heap with its key
+/// (measured: 1,000 agents on one action), so the cache holds at most about 11 MB. Past
+/// this, the least used are dropped and built again when called again.
+const CAPACITY: usize = 2048;
 
 static SETS: LazyLock<Cache<Key, Arc<Entities>>> = LazyLock::new(|| Cache::new(CAPACITY));
 
