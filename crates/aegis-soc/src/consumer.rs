@@ -18,6 +18,7 @@ use aegis_store::{
     Agent, AlertRepeat, CorrelatorStateRecord, Event, EventLog, EvidenceAppend, EvidenceRef,
     NewAlert, NewIncident, SocBatch, SocStore, StoreResult, TenantId, TenantSettings, event_kind,
 };
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -180,7 +181,9 @@ impl Consumer {
         }
         let (Some(agent_id), Ok(decision)) = (
             event.agent_id.as_deref(),
-            serde_json::from_value::<DecisionPayload>(event.payload.clone()),
+            // Read in place: the SOC reads every decision, and a copy of its payload cost
+            // more than the read.
+            DecisionPayload::deserialize(&event.payload),
         ) else {
             tracing::warn!(
                 seq = event.seq,
