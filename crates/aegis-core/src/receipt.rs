@@ -190,6 +190,39 @@ pub struct CheckpointBody {
     pub signed_at: String,
 }
 
+impl CheckpointBody {
+    /// `JCS(body)`: a checkpoint's Merkle leaf, and for a checkpoint signed alone the text
+    /// its signature covers. Written straight from the fields, as [`ReceiptBody::canonical`]
+    /// is and for its reasons: the writer prints one for every chain a batch moves, and every
+    /// audit prints each again. A `seq` past 2^53 takes the generic path. The property test
+    /// `checkpoint_forms_are_jcs` holds the two to the same text.
+    pub fn canonical(&self) -> Result<String, CanonicalError> {
+        if self.seq > MAX_EXACT_INTEGER {
+            return canonical_json(self);
+        }
+        serde_json::to_string(&CanonicalCheckpoint {
+            head_hash: &self.head_hash,
+            key_id: &self.key_id,
+            seq: self.seq,
+            signed_at: &self.signed_at,
+            tenant_id: &self.tenant_id,
+            v: self.v,
+        })
+        .map_err(CanonicalError::from)
+    }
+}
+
+/// [`CheckpointBody`]'s fields in JCS key order.
+#[derive(Serialize)]
+struct CanonicalCheckpoint<'a> {
+    head_hash: &'a str,
+    key_id: &'a str,
+    seq: u64,
+    signed_at: &'a str,
+    tenant_id: &'a str,
+    v: u32,
+}
+
 /// A checkpoint with its Ed25519 signature (hex). The signature is over the statement of
 /// the batch the checkpoint was signed in (`CheckpointBatchBody`), whose Merkle root `batch`
 /// proves the checkpoint part of; a checkpoint without `batch` (written before
@@ -217,31 +250,36 @@ pub struct CheckpointBatch {
 
 /// What a batch signature signs: "the `checkpoints` checkpoints signed at `signed_at` with
 /// key `key_id` have the Merkle root `checkpoints_root`". Its field names differ from a
-/// checkpoint's and a chain cut's, so no signature can pass for another kind's.
+/// checkpoint's and a chain cut's, so no signature can pass for another kind's. Its fields
+/// are declared in JCS key order, so that serde_json prints it canonically.
 #[derive(Serialize)]
 struct CheckpointBatchBody<'a> {
-    v: u32,
-    checkpoints_root: String,
     checkpoints: u64,
+    checkpoints_root: String,
     key_id: &'a str,
     signed_at: &'a str,
+    v: u32,
 }
 
 impl CheckpointBatchBody<'_> {
-    /// The text a batch signature signs: the statement over the batch's `root`, for the
-    /// `size` checkpoints of `body`'s version, key and time.
+    /// The text a batch signature signs, `JCS(statement)`: the statement over the batch's
+    /// `root`, for the `size` checkpoints of `body`'s version, key and time.
     fn signed_text(
         body: &CheckpointBody,
         root: merkle::Hash,
         size: u64,
     ) -> Result<String, CanonicalError> {
-        canonical_json(&CheckpointBatchBody {
-            v: body.v,
-            checkpoints_root: hex::encode(root),
+        let statement = CheckpointBatchBody {
             checkpoints: size,
+            checkpoints_root: hex::encode(root),
             key_id: &body.key_id,
             signed_at: &body.signed_at,
-        })
+            v: body.v,
+        };
+        if size > MAX_EXACT_INTEGER {
+            return canonical_json(&statement);
+        }
+        serde_json::to_string(&statement).map_err(CanonicalError::from)
     }
 }
 
@@ -257,7 +295,7 @@ impl Checkpoint {
     /// The text the signature must sign; `None` when the checkpoint cannot be read (a path
     /// that is not hex hashes, or that belongs to no leaf at `index` of `size`).
     fn signed_text(&self) -> Option<String> {
-        let body = canonical_json(&self.body).ok()?;
+        let body = self.body.canonical().ok()?;
         let Some(batch) = &self.batch else {
             return Some(body);
         };
@@ -319,7 +357,7 @@ impl ReceiptSigner {
             .collect();
         let leaves = bodies
             .iter()
-            .map(|body| Ok(merkle::leaf_hash(canonical_json(body)?.as_bytes())))
+            .map(|body| Ok(merkle::leaf_hash(body.canonical()?.as_bytes())))
             .collect::<Result<Vec<_>, CanonicalError>>()?;
         let Some((tree, first)) = MerkleTree::new(leaves).zip(bodies.first()) else {
             return Ok(Vec::new());
@@ -1499,8 +1537,7 @@ mod tests {
                     v,
                     id,
                     tenant_id,
-                    // Mostly below 2^53, where the direct path runs; sometimes beyond it.
-                    seq: if seq % 8 == 0 { seq } else { seq >> 11 },
+                    seq: mostly_exact(seq),
                     decision_id,
                     agent_id,
                     tool,
@@ -1517,10 +1554,50 @@ mod tests {
             )
     }
 
+    /// Mostly below 2^53, where the direct paths run; sometimes beyond it.
+    fn mostly_exact(n: u64) -> u64 {
+        if n.is_multiple_of(8) { n } else { n >> 11 }
+    }
+
+    fn arb_checkpoint_body() -> impl proptest::strategy::Strategy<Value = CheckpointBody> {
+        use proptest::prelude::*;
+        (any::<u32>(), text(), any::<u64>(), text(), text(), text()).prop_map(
+            |(v, tenant_id, seq, head_hash, key_id, signed_at)| CheckpointBody {
+                v,
+                tenant_id,
+                seq: mostly_exact(seq),
+                head_hash,
+                key_id,
+                signed_at,
+            },
+        )
+    }
+
     proptest::proptest! {
         #[test]
         fn canonical_form_is_jcs(body in arb_body()) {
             proptest::prop_assert_eq!(body.canonical().unwrap(), canonical_json(&body).unwrap());
+        }
+
+        #[test]
+        fn checkpoint_forms_are_jcs(
+            body in arb_checkpoint_body(),
+            root in proptest::prelude::any::<merkle::Hash>(),
+            size in proptest::prelude::any::<u64>(),
+        ) {
+            proptest::prop_assert_eq!(body.canonical().unwrap(), canonical_json(&body).unwrap());
+            let size = mostly_exact(size);
+            let statement = CheckpointBatchBody {
+                checkpoints: size,
+                checkpoints_root: hex::encode(root),
+                key_id: &body.key_id,
+                signed_at: &body.signed_at,
+                v: body.v,
+            };
+            proptest::prop_assert_eq!(
+                CheckpointBatchBody::signed_text(&body, root, size).unwrap(),
+                canonical_json(&statement).unwrap()
+            );
         }
     }
 }
