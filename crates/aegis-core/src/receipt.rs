@@ -261,25 +261,25 @@ struct CheckpointBatchBody<'a> {
     v: u32,
 }
 
-impl CheckpointBatchBody<'_> {
-    /// The text a batch signature signs, `JCS(statement)`: the statement over the batch's
-    /// `root`, for the `size` checkpoints of `body`'s version, key and time.
-    fn signed_text(
-        body: &CheckpointBody,
-        root: merkle::Hash,
-        size: u64,
-    ) -> Result<String, CanonicalError> {
-        let statement = CheckpointBatchBody {
+impl<'a> CheckpointBatchBody<'a> {
+    /// The statement over a batch's `root`, for the `size` checkpoints of `body`'s version,
+    /// key and time.
+    fn new(body: &'a CheckpointBody, root: merkle::Hash, size: u64) -> Self {
+        CheckpointBatchBody {
             checkpoints: size,
             checkpoints_root: hex::encode(root),
             key_id: &body.key_id,
             signed_at: &body.signed_at,
             v: body.v,
-        };
-        if size > MAX_EXACT_INTEGER {
-            return canonical_json(&statement);
         }
-        serde_json::to_string(&statement).map_err(CanonicalError::from)
+    }
+
+    /// `JCS(statement)`, the text a batch signature signs.
+    fn canonical(&self) -> Result<String, CanonicalError> {
+        if self.checkpoints > MAX_EXACT_INTEGER {
+            return canonical_json(self);
+        }
+        serde_json::to_string(self).map_err(CanonicalError::from)
     }
 }
 
@@ -306,7 +306,9 @@ impl Checkpoint {
             .collect::<Option<Vec<merkle::Hash>>>()?;
         let leaf = merkle::leaf_hash(body.as_bytes());
         let root = merkle::root_from_inclusion_path(leaf, batch.index, batch.size, &path)?;
-        CheckpointBatchBody::signed_text(&self.body, root, batch.size).ok()
+        CheckpointBatchBody::new(&self.body, root, batch.size)
+            .canonical()
+            .ok()
     }
 }
 
@@ -364,7 +366,7 @@ impl ReceiptSigner {
         };
         let size = tree.size() as u64;
         // Every body has the version, key and time the statement names.
-        let statement = CheckpointBatchBody::signed_text(first, tree.root(), size)?;
+        let statement = CheckpointBatchBody::new(first, tree.root(), size).canonical()?;
         let signature = hex::encode(self.key.sign(statement.as_bytes()).to_bytes());
         Ok(bodies
             .into_iter()
@@ -1586,16 +1588,9 @@ mod tests {
             size in proptest::prelude::any::<u64>(),
         ) {
             proptest::prop_assert_eq!(body.canonical().unwrap(), canonical_json(&body).unwrap());
-            let size = mostly_exact(size);
-            let statement = CheckpointBatchBody {
-                checkpoints: size,
-                checkpoints_root: hex::encode(root),
-                key_id: &body.key_id,
-                signed_at: &body.signed_at,
-                v: body.v,
-            };
+            let statement = CheckpointBatchBody::new(&body, root, mostly_exact(size));
             proptest::prop_assert_eq!(
-                CheckpointBatchBody::signed_text(&body, root, size).unwrap(),
+                statement.canonical().unwrap(),
                 canonical_json(&statement).unwrap()
             );
         }
