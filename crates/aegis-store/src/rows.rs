@@ -530,11 +530,6 @@ mod tests {
 
     #[test]
     fn values_the_schema_cannot_hold_read_as_corrupt_not_unavailable() {
-        let unknown_role = read_one("SELECT 'k1', 'acme', NULL, 'root', 7, NULL", operator_key);
-        assert!(
-            matches!(unknown_role, Err(StoreError::Corrupt(_))),
-            "{unknown_role:?}"
-        );
         let negative_seq = read_one(
             "SELECT 'acme', -1, 'h', 'k', 't', 's', NULL, NULL, NULL",
             checkpoint,
@@ -543,26 +538,23 @@ mod tests {
             matches!(negative_seq, Err(StoreError::Corrupt(_))),
             "{negative_seq:?}"
         );
-        let missing_id = read_one("SELECT NULL, 'acme', NULL, 'admin', 7, NULL", operator_key);
-        assert!(
-            matches!(missing_id, Err(StoreError::Corrupt(_))),
-            "{missing_id:?}"
-        );
-        let id_not_text = read_one(
-            "SELECT x'00ff', 'acme', NULL, 'admin', 7, NULL",
-            operator_key,
-        );
-        assert!(
-            matches!(id_not_text, Err(StoreError::Corrupt(_))),
-            "{id_not_text:?}"
-        );
-        let time_not_integer = read_one(
-            "SELECT 'k1', 'acme', NULL, 'admin', 'x', NULL",
-            operator_key,
-        );
-        assert!(
-            matches!(time_not_integer, Err(StoreError::Corrupt(_))),
-            "{time_not_integer:?}"
-        );
+        for (what, key_row) in [
+            ("unknown role", "SELECT 'k1', 'acme', NULL, 'root', 7, NULL"),
+            ("missing id", "SELECT NULL, 'acme', NULL, 'admin', 7, NULL"),
+            (
+                "id not text",
+                "SELECT x'00ff', 'acme', NULL, 'admin', 7, NULL",
+            ),
+            (
+                "time not an integer",
+                "SELECT 'k1', 'acme', NULL, 'admin', 'x', NULL",
+            ),
+        ] {
+            let read = read_one(key_row, operator_key);
+            assert!(
+                matches!(read, Err(StoreError::Corrupt(_))),
+                "{what}: {read:?}"
+            );
+        }
     }
 }
