@@ -93,7 +93,23 @@ impl ActionRef<'_> {
 }
 
 /// The largest integer JCS prints as plain digits (it prints numbers as IEEE doubles).
-pub(crate) const MAX_EXACT_INTEGER: u64 = 1 << 53;
+const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+/// `JCS(value)`, printed by serde_json from `in_key_order`, the same fields declared in JCS
+/// key order, instead of through a generic JSON value that is built, sorted and printed:
+/// serde_json writes strings and integers up to 2^53 exactly as JCS does (the same string
+/// escapes, integers in plain digits). When `largest_integer`, the largest of the fields'
+/// integers, is past that, the generic canonicaliser prints `value`.
+pub(crate) fn canonical_in_key_order<T: Serialize, K: Serialize>(
+    value: &T,
+    in_key_order: K,
+    largest_integer: u64,
+) -> Result<String, CanonicalError> {
+    if largest_integer > MAX_EXACT_INTEGER {
+        return canonical_json(value);
+    }
+    Ok(serde_json::to_string(&in_key_order)?)
+}
 
 /// A JSON value that serde_json writes in JCS form: object keys sorted by UTF-16 code units
 /// (whatever order the map keeps them in), strings escaped as JCS escapes them (serde_json

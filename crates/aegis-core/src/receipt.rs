@@ -10,7 +10,7 @@
 //! a chain head at or after it, at a cost per batch that does not grow with the number of
 //! chains it moved.
 
-use crate::canonical::{CanonicalError, MAX_EXACT_INTEGER, canonical_json, sha256_hex};
+use crate::canonical::{CanonicalError, canonical_in_key_order, canonical_json, sha256_hex};
 use crate::merkle::{self, MerkleTree};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -65,21 +65,15 @@ pub struct ReceiptApproval {
 impl ReceiptBody {
     /// `JCS(body)`, the text [`ReceiptBody::hash`] covers.
     ///
-    /// Written straight from the fields in RFC 8785's key order instead of through a generic
-    /// JSON value that is built, sorted and printed: every receipt is sealed by the single
-    /// writer and re-hashed by every audit, and this costs a fraction of the generic path.
-    /// For strings and integers up to 2^53 serde_json prints exactly what JCS requires (the
-    /// same string escapes, integers in plain digits); a `seq` past that takes the generic
-    /// path. The property test `canonical_form_is_jcs` holds the two to the same text.
+    /// Written straight from the fields ([`canonical_in_key_order`]): every receipt is sealed
+    /// by the single writer and re-hashed by every audit, and this costs a fraction of the
+    /// generic path. The property test `canonical_form_is_jcs` holds the two to one text.
     pub fn canonical(&self) -> Result<String, CanonicalError> {
-        if self.seq > MAX_EXACT_INTEGER {
-            return canonical_json(self);
-        }
         let approval = self.approval.as_ref().map(|approval| CanonicalApproval {
             approved_by: &approval.approved_by,
             id: &approval.id,
         });
-        serde_json::to_string(&CanonicalReceipt {
+        let in_key_order = CanonicalReceipt {
             action: &self.action,
             action_hash: &self.action_hash,
             agent_id: &self.agent_id,
@@ -96,8 +90,8 @@ impl ReceiptBody {
             tool: &self.tool,
             tool_definition_hash: self.tool_definition_hash.as_deref(),
             v: self.v,
-        })
-        .map_err(CanonicalError::from)
+        };
+        canonical_in_key_order(self, in_key_order, self.seq)
     }
 
     /// `hex(SHA-256(JCS(body)))`.
@@ -194,21 +188,18 @@ impl CheckpointBody {
     /// `JCS(body)`: a checkpoint's Merkle leaf, and for a checkpoint signed alone the text
     /// its signature covers. Written straight from the fields, as [`ReceiptBody::canonical`]
     /// is and for its reasons: the writer prints one for every chain a batch moves, and every
-    /// audit prints each again. A `seq` past 2^53 takes the generic path. The property test
-    /// `checkpoint_forms_are_jcs` holds the two to the same text.
+    /// audit prints each again. The property test `checkpoint_forms_are_jcs` holds the two
+    /// to one text.
     pub fn canonical(&self) -> Result<String, CanonicalError> {
-        if self.seq > MAX_EXACT_INTEGER {
-            return canonical_json(self);
-        }
-        serde_json::to_string(&CanonicalCheckpoint {
+        let in_key_order = CanonicalCheckpoint {
             head_hash: &self.head_hash,
             key_id: &self.key_id,
             seq: self.seq,
             signed_at: &self.signed_at,
             tenant_id: &self.tenant_id,
             v: self.v,
-        })
-        .map_err(CanonicalError::from)
+        };
+        canonical_in_key_order(self, in_key_order, self.seq)
     }
 }
 
@@ -276,10 +267,7 @@ impl<'a> CheckpointBatchBody<'a> {
 
     /// `JCS(statement)`, the text a batch signature signs.
     fn canonical(&self) -> Result<String, CanonicalError> {
-        if self.checkpoints > MAX_EXACT_INTEGER {
-            return canonical_json(self);
-        }
-        serde_json::to_string(self).map_err(CanonicalError::from)
+        canonical_in_key_order(self, self, self.checkpoints)
     }
 }
 
