@@ -70,8 +70,8 @@ const READER_CACHE_KIB: i64 = 256;
 /// default the writer copied the same pages again every few batches, 12 % of the gateway's
 /// CPU with 100 tenants (`docs/performance.md`, *The WAL copied less often*). At 4,000 pages
 /// (16 MiB of 4 KiB pages) that fell to 7 %. Durability is the commit's fsync of the WAL
-/// either way; a start after a crash reads the WAL written since the last checkpoint, about
-/// this much.
+/// either way. Under load the WAL grows well past either threshold (a checkpoint copies only
+/// what no reader still needs), so this does not bound what a start after a crash reads.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 4_000;
 
 impl From<rusqlite::Error> for StoreError {
