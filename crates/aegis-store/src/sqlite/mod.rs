@@ -785,6 +785,22 @@ mod tests {
     use super::*;
     use rusqlite::StatementStatus;
 
+    /// What every commit's durability rests on (WAL, `synchronous=FULL`, so that an answered
+    /// decision survives a power loss, which `kill -9` cannot show) and how often the WAL is
+    /// copied into the database, as the writer's connection runs them.
+    #[test]
+    fn the_writer_commits_durably_and_copies_the_wal_at_its_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = open_writer_connection(&dir.path().join("aegis.db")).unwrap();
+        let text =
+            |name| (writer.pragma_query_value(None, name, |row| row.get::<_, String>(0))).unwrap();
+        let number =
+            |name| (writer.pragma_query_value(None, name, |row| row.get::<_, i64>(0))).unwrap();
+        assert_eq!(text("journal_mode"), "wal");
+        assert_eq!(number("synchronous"), 2, "FULL");
+        assert_eq!(number("wal_autocheckpoint"), WAL_AUTOCHECKPOINT_PAGES);
+    }
+
     /// A cached statement run again with new values is not prepared again. Before
     /// `plan_each_statement_once`, SQLite re-parsed these two on every run (a deny's
     /// escalation count, a read of the log after a cursor), because each binds its `LIMIT`.
