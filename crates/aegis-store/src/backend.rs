@@ -12,7 +12,7 @@
 
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk};
 use crate::schema::StoredRow;
-use crate::schema::{EventQueries, ReceiptQueries};
+use crate::schema::{DecisionListings, EventQueries, ReceiptQueries};
 use crate::tx::{ReadRows, SqlValue, WriteTx};
 use crate::{DeliveryClaim, Leadership, SecretsKey, StoreResult, TenantId};
 use aegis_core::receipt::KeyRing;
@@ -63,6 +63,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn event_queries() -> &'static EventQueries;
     /// The receipt chains' reads in this backend's spelling.
     fn receipt_queries() -> &'static ReceiptQueries;
+    /// The listings of a tenant's decisions in this backend's spelling.
+    fn decision_listings() -> &'static DecisionListings;
 
     /// Waits until this process may run the log consumers ([`crate::EventLog::lead`]).
     fn wait_for_lead(&self) -> impl Future<Output = StoreResult<Leadership>> + Send;

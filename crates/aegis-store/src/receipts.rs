@@ -41,20 +41,6 @@ impl<B: Backend> ReceiptStore for B {
         tenant: &TenantId,
         filter: DecisionFilter,
     ) -> StoreResult<Vec<DecisionRecord>> {
-        static MATCHING: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "SELECT {DECISION_COLUMNS} FROM decisions
-                 WHERE tenant_id = $1 AND event_seq < $2
-                   AND (CAST($3 AS TEXT) IS NULL OR agent_id = $3)
-                   AND (CAST($4 AS TEXT) IS NULL OR decision = $4)
-                   AND (CAST($5 AS TEXT) IS NULL OR tool = $5)
-                   AND (CAST($6 AS TEXT) IS NULL OR action = $6)
-                   AND (CAST($7 AS TEXT) IS NULL OR run_id = $7)
-                   AND (CAST($8 AS BIGINT) IS NULL OR created_at >= $8)
-                   AND (CAST($9 AS BIGINT) IS NULL OR created_at < $9)
-                 ORDER BY event_seq DESC LIMIT $10"
-            )
-        });
         let tenant = tenant.clone();
         self.run_read(move |rows| {
             Box::pin(async move {
@@ -71,7 +57,8 @@ impl<B: Backend> ReceiptStore for B {
                     SqlValue::Int(f.until_ms),
                     SqlValue::int(i64::from(f.page.limit)),
                 ];
-                rows.query_rows(&MATCHING, &params, crate::rows::decision)
+                let listing = B::decision_listings().for_filter(f);
+                rows.query_rows(listing, &params, crate::rows::decision)
                     .await
             })
         })

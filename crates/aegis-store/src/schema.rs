@@ -169,6 +169,72 @@ pub(crate) trait StoredRow {
     }
 }
 
+/// The decisions `d` a listing keeps: `$1` tenant, `$2` before this event seq, `$3` agent,
+/// `$4` verdict, `$5` tool, `$6` action, `$7` run, `$8` since and `$9` until (ms), where a
+/// `NULL` filter keeps every row.
+const LISTING_FILTERS: &str = "d.tenant_id = $1 AND d.event_seq < $2
+       AND (CAST($3 AS TEXT) IS NULL OR d.agent_id = $3)
+       AND (CAST($4 AS TEXT) IS NULL OR d.decision = $4)
+       AND (CAST($5 AS TEXT) IS NULL OR d.tool = $5)
+       AND (CAST($6 AS TEXT) IS NULL OR d.action = $6)
+       AND (CAST($7 AS TEXT) IS NULL OR d.run_id = $7)
+       AND (CAST($8 AS BIGINT) IS NULL OR d.created_at >= $8)
+       AND (CAST($9 AS BIGINT) IS NULL OR d.created_at < $9)";
+
+/// The listings of a tenant's decisions (`crate::ReceiptStore::list_decisions`) in one
+/// backend's spelling: [`LISTING_FILTERS`]' decisions, newest first, at most `$10`, each
+/// listing read through the index of what its filter names. SQLite plans a statement once
+/// for every value of its parameters (`sqlite/mod.rs::plan_each_statement_once`), and
+/// PostgreSQL may (a generic plan); a filter that may be `NULL` then narrows no index, so
+/// each access path is a statement of its own: one agent's decisions by `decisions_agent`,
+/// one run's by `decisions_run`, and otherwise the tenant's events newest first
+/// (`events_tenant`), each looking its decision up by the unique `event_seq`. Decisions have
+/// no index by tenant alone: it would repeat `events_tenant` (SQLite's migration
+/// `0023_decisions_through_events`, PostgreSQL's `0020`).
+pub(crate) struct DecisionListings {
+    of_agent: String,
+    of_run: String,
+    of_tenant: String,
+}
+
+impl DecisionListings {
+    /// `decision_of_event` is the `FROM` item of events `e`, each joined to its decision `d`
+    /// ([`DECISION_COLUMNS`]) so that the events are read first, in the order of `e.seq`.
+    pub fn new(decision_of_event: &str) -> Self {
+        let listing = |from: &str, access: &str, newest_first: &str| {
+            format!(
+                "SELECT {columns} FROM {from} WHERE {access} AND {LISTING_FILTERS}
+                 ORDER BY {newest_first} DESC LIMIT $10",
+                columns = qualified(DECISION_COLUMNS, "d"),
+            )
+        };
+        DecisionListings {
+            of_agent: listing(
+                "decisions d",
+                "d.agent_id = $3 AND d.event_seq < $2",
+                "d.event_seq",
+            ),
+            of_run: listing("decisions d", "d.run_id = $7", "d.event_seq"),
+            of_tenant: listing(
+                decision_of_event,
+                "e.tenant_id = $1 AND e.seq < $2",
+                "e.seq",
+            ),
+        }
+    }
+
+    /// The listing of `filter`'s decisions.
+    pub fn for_filter(&self, filter: &crate::DecisionFilter) -> &str {
+        if filter.agent_id.is_some() {
+            &self.of_agent
+        } else if filter.run_id.is_some() {
+            &self.of_run
+        } else {
+            &self.of_tenant
+        }
+    }
+}
+
 /// The columns of a decision row that its event's payload is rebuilt from
 /// ([`crate::records::StoredEvent`]) and its subject, the decision's id; `id` first, never NULL
 /// in a joined row.

@@ -2,7 +2,8 @@
 //! without the `decision_id` column (the decision is read through the event): a database
 //! written at schema 20 reads the same incident evidence after it. Migration 0022 gives
 //! checkpoints their place in a signed batch: checkpoints signed alone before it still
-//! verify, and the chain goes on under batch signatures.
+//! verify, and the chain goes on under batch signatures. Migration 0023 drops the index of a
+//! tenant's decisions: a database written at schema 22 lists the same decisions after it.
 
 mod support;
 
@@ -32,7 +33,15 @@ const BACK_TO_SCHEMA_20: &str = "
     DELETE FROM schema_migrations WHERE version > 20;
 ";
 
-/// Migration 0022 undone: the batch columns dropped and the schema version set back to 21.
+/// Migration 0023 undone: the index of a tenant's decisions (migration 0001) back, and the
+/// schema version set back to 22.
+const BACK_TO_SCHEMA_22: &str = "
+    CREATE INDEX decisions_tenant ON decisions (tenant_id, event_seq);
+    DELETE FROM schema_migrations WHERE version > 22;
+";
+
+/// Migration 0022 undone: the batch columns dropped and the schema version set back to 21;
+/// run after [`BACK_TO_SCHEMA_22`].
 const BACK_TO_SCHEMA_21: &str = "
     ALTER TABLE receipt_checkpoints DROP COLUMN batch_index;
     ALTER TABLE receipt_checkpoints DROP COLUMN batch_size;
@@ -102,6 +111,7 @@ async fn incident_evidence_reads_the_same_after_migration_0021() {
     drop(store);
 
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(BACK_TO_SCHEMA_22).unwrap();
     conn.execute_batch(BACK_TO_SCHEMA_21).unwrap();
     conn.execute_batch(BACK_TO_SCHEMA_20).unwrap();
     drop(conn);
@@ -185,6 +195,7 @@ async fn checkpoints_signed_alone_before_migration_0022_verify_and_the_chain_goe
     }
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(BACK_TO_SCHEMA_22).unwrap();
     conn.execute_batch(BACK_TO_SCHEMA_21).unwrap();
     sign_checkpoints_alone(&conn);
     drop(conn);
@@ -219,5 +230,49 @@ async fn checkpoints_signed_alone_before_migration_0022_verify_and_the_chain_goe
         matches!(&audit.outcome, Err(brk) if brk.seq == 3),
         "{:?}",
         audit.outcome
+    );
+}
+
+/// The names of the indexes on `table` that a migration created.
+fn indexes_of(path: &std::path::Path, table: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.prepare(
+        "SELECT name FROM sqlite_schema
+         WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY name",
+    )
+    .unwrap()
+    .query_map([table], |row| row.get(0))
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_list_the_same_after_migration_0023_drops_their_tenant_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aegis.db");
+    let store = open(&path);
+    agent(&store).await;
+    for n in 1..=3 {
+        store.record_decision(allowed_read(n)).await.unwrap();
+        store.record_decision(denied_merge(n + 3)).await.unwrap();
+    }
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(BACK_TO_SCHEMA_22).unwrap();
+    drop(conn);
+    assert!(indexes_of(&path, "decisions").contains(&"decisions_tenant".to_owned()));
+
+    let store = open(&path);
+    let listed = store
+        .list_decisions(&tenant(), DecisionFilter::default())
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["dec_6", "dec_3", "dec_5", "dec_2", "dec_4", "dec_1"]);
+    drop(store);
+    assert_eq!(
+        indexes_of(&path, "decisions"),
+        ["decisions_agent", "decisions_agent_denies", "decisions_run"]
     );
 }

@@ -23,7 +23,7 @@ pub use session::SessionBounds;
 use crate::backend::Backend;
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk, SnapshotReads};
 use crate::records;
-use crate::schema::{EventQueries, ReceiptQueries};
+use crate::schema::{DecisionListings, EventQueries, ReceiptQueries};
 use crate::*;
 use aegis_core::model::{AgentStatus, RiskTier};
 use aegis_core::policy::PolicyDocument;
@@ -64,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0017_decision_event_from_decision.sql"),
     include_str!("../../migrations/postgres/0018_evidence_by_event.sql"),
     include_str!("../../migrations/postgres/0019_checkpoint_batches.sql"),
+    include_str!("../../migrations/postgres/0020_decisions_through_events.sql"),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -707,6 +708,10 @@ impl Backend for PgStore {
 
     fn receipt_queries() -> &'static ReceiptQueries {
         &RECEIPT_SQL
+    }
+
+    fn decision_listings() -> &'static DecisionListings {
+        &DECISION_LISTINGS
     }
 
     async fn wait_for_lead(&self) -> StoreResult<Leadership> {

@@ -64,3 +64,17 @@ pub(super) static RECEIPT_SQL: std::sync::LazyLock<crate::schema::ReceiptQueries
         );
         crate::schema::ReceiptQueries::new(join, str::to_owned)
     });
+
+/// The listings of decisions in PostgreSQL's spelling, the decision joined through a fenced
+/// (`OFFSET 0`) lateral subquery for the reason [`RECEIPT_SQL`] is: each of the tenant's
+/// events probes the unique index on `event_seq` once, whatever the statistics say. A plain
+/// join let the planner merge the tenant's events with every tenant's decisions in
+/// `event_seq` order, which a small tenant's page would walk through.
+pub(super) static DECISION_LISTINGS: std::sync::LazyLock<crate::schema::DecisionListings> =
+    std::sync::LazyLock::new(|| {
+        crate::schema::DecisionListings::new(&format!(
+            "events e CROSS JOIN LATERAL (SELECT {} FROM decisions
+                                          WHERE event_seq = e.seq OFFSET 0) d",
+            crate::schema::DECISION_COLUMNS
+        ))
+    });

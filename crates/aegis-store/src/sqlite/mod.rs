@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::chain::{ChainAudit, ChainGuard, ChainWalk, SnapshotReads};
 use crate::records;
 use crate::schema::*;
-use crate::schema::{EventQueries, ReceiptQueries};
+use crate::schema::{DecisionListings, EventQueries, ReceiptQueries};
 use crate::*;
 use aegis_core::model::{AgentStatus, RiskTier};
 use aegis_core::policy::PolicyDocument;
@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0020_decision_event_from_decision.sql"),
     include_str!("../../migrations/sqlite/0021_evidence_by_event.sql"),
     include_str!("../../migrations/sqlite/0022_checkpoint_batches.sql"),
+    include_str!("../../migrations/sqlite/0023_decisions_through_events.sql"),
 ];
 
 /// Idle read connections kept for reuse.
@@ -633,6 +634,10 @@ impl Backend for SqliteStore {
         &RECEIPT_SQL
     }
 
+    fn decision_listings() -> &'static DecisionListings {
+        &DECISION_LISTINGS
+    }
+
     async fn wait_for_lead(&self) -> StoreResult<Leadership> {
         Ok(Leadership::sole())
     }
@@ -836,5 +841,50 @@ mod tests {
                 }
             }
         }
+    }
+    /// Each way a listing of decisions is read walks an index in the listing's order: no
+    /// table scan, no sort of a tenant's decisions (a run's few are sorted), for any values.
+    #[test]
+    fn a_listing_of_decisions_reads_an_index_in_its_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer_connection(&dir.path().join("aegis.db")).unwrap();
+        let plan = |filter: DecisionFilter| -> Vec<String> {
+            let sql = numbered_placeholders(DECISION_LISTINGS.for_filter(&filter));
+            let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            // Planned once for every value (`plan_each_statement_once`): NULLs stand for any.
+            let values = rusqlite::params_from_iter([rusqlite::types::Null; 10]);
+            explain
+                .query_map(values, |row| row.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let tenant = plan(DecisionFilter::default());
+        assert_eq!(
+            tenant,
+            [
+                "SEARCH e USING COVERING INDEX events_tenant (tenant_id=? AND seq<?)",
+                "SEARCH d USING INDEX sqlite_autoindex_decisions_2 (event_seq=?)",
+            ],
+        );
+        let agent = plan(DecisionFilter {
+            agent_id: Some("agt_1".into()),
+            ..DecisionFilter::default()
+        });
+        assert_eq!(
+            agent,
+            ["SEARCH d USING INDEX decisions_agent (tenant_id=? AND agent_id=? AND event_seq<?)"],
+        );
+        let run = plan(DecisionFilter {
+            run_id: Some("run_1".into()),
+            ..DecisionFilter::default()
+        });
+        assert_eq!(
+            run,
+            [
+                "SEARCH d USING INDEX decisions_run (tenant_id=? AND run_id=?)",
+                "USE TEMP B-TREE FOR ORDER BY",
+            ],
+        );
     }
 }

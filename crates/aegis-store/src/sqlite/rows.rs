@@ -91,3 +91,13 @@ pub(super) static RECEIPT_SQL: std::sync::LazyLock<crate::schema::ReceiptQueries
             super::numbered_placeholders,
         )
     });
+
+/// The listings of decisions in SQLite's spelling: `CROSS JOIN` keeps the events the outer
+/// loop, so a tenant's page walks `events_tenant` and probes the unique index on `event_seq`
+/// once per event.
+pub(super) static DECISION_LISTINGS: std::sync::LazyLock<crate::schema::DecisionListings> =
+    std::sync::LazyLock::new(|| {
+        crate::schema::DecisionListings::new(
+            "events e CROSS JOIN decisions d ON d.event_seq = e.seq",
+        )
+    });
