@@ -143,6 +143,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Severity, Verdict};
 
+mod stamps;
+
 /// The highest threshold `N` a threshold rule accepts, and so the most counted events its
 /// detector keeps per agent: enough for any `N` to apply to a running window.
 pub const MAX_BURST_THRESHOLD: usize = 1_000;
@@ -598,6 +600,7 @@ struct Stamp {
 struct WindowedBurst {
     /// Every counted event still in the window, oldest first, at most
     /// [`MAX_BURST_THRESHOLD`].
+    #[serde(with = "stamps")]
     recent: VecDeque<Stamp>,
     /// The seq that opened the incident now open, if one is.
     #[serde(default)]
