@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Version of the receipt and checkpoint body schema.
 pub const RECEIPT_SCHEMA_VERSION: u32 = 1;
@@ -793,13 +793,16 @@ pub struct SegmentChain {
 /// Public keys by key id, as [`ChainVerifier`] takes them, with the signatures seen to
 /// verify under them. One commit batch signs the checkpoints of every chain it moved with
 /// one signature, so a pass over many chains (the integrity check, `aegis receipts verify`)
-/// meets each signature once per chain; it is checked once per key ring.
+/// meets each signature once per chain; it is checked once per key ring. A clone shares
+/// what the ring remembers: a store that hands each chain's audit a clone (to a thread of
+/// its own) must not make every chain check the batch signatures again.
 #[derive(Debug, Default)]
 pub struct KeyRing {
     keys: HashMap<String, VerifyingKey>,
     /// Digests of the (key, signature, text) triples that verified ([`SignedText::digest`]),
-    /// at most [`KeyRing::REMEMBERED`]: a full set is emptied, a miss costs one check.
-    verified: Mutex<HashSet<merkle::Hash>>,
+    /// at most [`KeyRing::REMEMBERED`]: a full set is emptied, a miss costs one check. A
+    /// digest names its key, so a clone given other keys can share them too.
+    verified: Arc<Mutex<HashSet<merkle::Hash>>>,
 }
 
 impl KeyRing {
@@ -899,7 +902,10 @@ impl KeyRing {
 
 impl Clone for KeyRing {
     fn clone(&self) -> Self {
-        self.keys.clone().into()
+        KeyRing {
+            keys: self.keys.clone(),
+            verified: Arc::clone(&self.verified),
+        }
     }
 }
 
@@ -907,7 +913,7 @@ impl From<HashMap<String, VerifyingKey>> for KeyRing {
     fn from(keys: HashMap<String, VerifyingKey>) -> Self {
         KeyRing {
             keys,
-            verified: Mutex::default(),
+            verified: Arc::default(),
         }
     }
 }
@@ -1069,6 +1075,30 @@ mod tests {
             .checkpoints([(tenant, &head)], "2026-11-25T00:00:01.000Z")
             .unwrap()
             .remove(0)
+    }
+
+    /// One batch signature over two tenants' heads, checked for the first tenant through a
+    /// clone of the ring (as a store hands each chain's audit to a thread of its own), is
+    /// remembered by the ring: the second tenant's check does not verify it again.
+    #[test]
+    fn a_clone_of_a_key_ring_remembers_for_the_ring() {
+        let signer = ReceiptSigner::from_seed(&[3; 32]);
+        let point = |seq: u64| ChainPoint {
+            seq,
+            hash: "ab".repeat(32),
+        };
+        let (acme, globex) = (point(1), point(2));
+        let batch = signer
+            .checkpoints(
+                [("acme", &acme), ("globex", &globex)],
+                "2026-11-25T00:00:01.000Z",
+            )
+            .unwrap();
+        let ring = keys(&signer);
+        assert!(first_badly_signed(&[&batch[0]], &ring.clone()).is_none());
+        assert_eq!(ring.verified().len(), 1, "the clone's check is the ring's");
+        assert!(first_badly_signed(&[&batch[1]], &ring).is_none());
+        assert_eq!(ring.verified().len(), 1, "one signature, remembered once");
     }
 
     /// A checkpoint per receipt, as a chain of a tenant among many has them.
