@@ -4,7 +4,7 @@
 
 mod support;
 
-use aegis_core::model::{RiskTier, Verdict};
+use aegis_core::model::Verdict;
 use aegis_store::*;
 use serde_json::json;
 use support::*;
@@ -33,20 +33,7 @@ async fn a_listing_reads_the_tenants_decisions_newest_first_by_any_filter(store:
     // dec_5 denied; an event of another kind after each, and a decision of globex's agent in
     // run_a in between.
     agent(store).await;
-    store
-        .create_agent(
-            &tenant(),
-            NewAgent {
-                id: "agt_2".into(),
-                name: "reviewer".into(),
-                risk_tier: RiskTier::Low,
-                token_hash: [3; 32],
-                actor: "key_admin".into(),
-                created_at_ms: now_ms(),
-            },
-        )
-        .await
-        .unwrap();
+    another_agent(store, "agt_2", [3; 32]).await;
     let mut seq_of = std::collections::HashMap::new();
     for n in 1..=6 {
         let agent = if n % 2 == 0 { "agt_2" } else { "agt_1" };

@@ -53,6 +53,29 @@ fn open(path: &std::path::Path) -> SqliteStore {
     SqliteStore::open(path, signer(), secrets()).unwrap()
 }
 
+/// A database in a fresh directory with the agent `agt_1` and `decisions` recorded, closed.
+async fn database_with(
+    decisions: impl IntoIterator<Item = NewDecision>,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aegis.db");
+    let store = open(&path);
+    agent(&store).await;
+    for decision in decisions {
+        store.record_decision(decision).await.unwrap();
+    }
+    (dir, path)
+}
+
+/// Runs `steps` (`BACK_TO_SCHEMA_*`, the newest first) on the closed database at `path`.
+fn set_back(path: &std::path::Path, steps: &[&str]) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for step in steps {
+        conn.execute_batch(step).unwrap();
+    }
+    conn
+}
+
 async fn evidence_read(store: &SqliteStore) -> (IncidentDetail, Vec<EvidenceLink>) {
     let detail = store.incident(&tenant(), "inc_1").await.unwrap();
     let decisions: Vec<String> = (1..=4).map(|n| format!("dec_{n}")).collect();
@@ -110,11 +133,10 @@ async fn incident_evidence_reads_the_same_after_migration_0021() {
     assert_eq!(before.1.len(), 3, "{:?}", before.1);
     drop(store);
 
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(BACK_TO_SCHEMA_22).unwrap();
-    conn.execute_batch(BACK_TO_SCHEMA_21).unwrap();
-    conn.execute_batch(BACK_TO_SCHEMA_20).unwrap();
-    drop(conn);
+    set_back(
+        &path,
+        &[BACK_TO_SCHEMA_22, BACK_TO_SCHEMA_21, BACK_TO_SCHEMA_20],
+    );
 
     let store = open(&path);
     assert_eq!(evidence_read(&store).await, before);
@@ -129,14 +151,10 @@ async fn incident_evidence_reads_the_same_after_migration_0021() {
         .unwrap();
     assert!(table.contains("WITHOUT ROWID"), "{table}");
     assert!(!table.contains("decision_id"), "{table}");
-    let indexes: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'incident_evidence' AND sql IS NOT NULL")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(indexes, ["incident_evidence_event"]);
+    assert_eq!(
+        indexes_of(&path, "incident_evidence"),
+        ["incident_evidence_event"]
+    );
 }
 
 /// Rewrites every checkpoint as the gateway signed them before migration 0022: each alone,
@@ -186,17 +204,8 @@ async fn whole_chain_verifies(store: &SqliteStore) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_signed_alone_before_migration_0022_verify_and_the_chain_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("aegis.db");
-    let store = open(&path);
-    agent(&store).await;
-    for n in 1..=3 {
-        store.record_decision(allowed_read(n)).await.unwrap();
-    }
-    drop(store);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(BACK_TO_SCHEMA_22).unwrap();
-    conn.execute_batch(BACK_TO_SCHEMA_21).unwrap();
+    let (_dir, path) = database_with((1..=3).map(allowed_read)).await;
+    let conn = set_back(&path, &[BACK_TO_SCHEMA_22, BACK_TO_SCHEMA_21]);
     sign_checkpoints_alone(&conn);
     drop(conn);
 
@@ -249,18 +258,9 @@ fn indexes_of(path: &std::path::Path, table: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_list_the_same_after_migration_0023_drops_their_tenant_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("aegis.db");
-    let store = open(&path);
-    agent(&store).await;
-    for n in 1..=3 {
-        store.record_decision(allowed_read(n)).await.unwrap();
-        store.record_decision(denied_merge(n + 3)).await.unwrap();
-    }
-    drop(store);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(BACK_TO_SCHEMA_22).unwrap();
-    drop(conn);
+    let decisions = (1..=3).flat_map(|n| [allowed_read(n), denied_merge(n + 3)]);
+    let (_dir, path) = database_with(decisions).await;
+    set_back(&path, &[BACK_TO_SCHEMA_22]);
     assert!(indexes_of(&path, "decisions").contains(&"decisions_tenant".to_owned()));
 
     let store = open(&path);

@@ -36,14 +36,19 @@ pub async fn agent(store: &dyn Store) -> Agent {
         )
         .await
         .unwrap();
+    another_agent(store, "agt_1", [2; 32]).await
+}
+
+/// The agent `id` of `acme`, at low risk, whose token hashes to `token_hash`.
+pub async fn another_agent(store: &dyn Store, id: &str, token_hash: [u8; 32]) -> Agent {
     store
         .create_agent(
             &tenant(),
             NewAgent {
-                id: "agt_1".into(),
+                id: id.into(),
                 name: "coder".into(),
                 risk_tier: RiskTier::Low,
-                token_hash: [2; 32],
+                token_hash,
                 actor: "key_admin".into(),
                 created_at_ms: now_ms(),
             },
