@@ -842,6 +842,7 @@ mod tests {
             }
         }
     }
+
     /// Each way a listing of decisions is read walks an index in the listing's order: no
     /// table scan, no sort of a tenant's decisions (a run's few are sorted), for any values.
     #[test]
