@@ -209,11 +209,7 @@ impl DecisionListings {
             )
         };
         DecisionListings {
-            of_agent: listing(
-                "decisions d",
-                "d.agent_id = $3 AND d.event_seq < $2",
-                "d.event_seq",
-            ),
+            of_agent: listing("decisions d", "d.agent_id = $3", "d.event_seq"),
             of_run: listing("decisions d", "d.run_id = $7", "d.event_seq"),
             of_tenant: listing(
                 decision_of_event,
