@@ -215,6 +215,15 @@ pub trait EventLog: Send + Sync {
         kinds: &'static [&'static str],
         limit: u32,
     ) -> StoreResult<Vec<Event>>;
+    /// As [`EventLog::events_of_kinds`], leaving out the allowed decisions: the notifier's
+    /// feed, since an allowed call notifies nobody and allows are most of the log.
+    async fn events_of_kinds_except_allows(
+        &self,
+        after_seq: i64,
+        up_to: i64,
+        kinds: &'static [&'static str],
+        limit: u32,
+    ) -> StoreResult<Vec<Event>>;
     /// The highest committed event seq, updated after every commit (on PostgreSQL also
     /// after other replicas' commits).
     fn committed_seq(&self) -> tokio::sync::watch::Receiver<i64>;

@@ -249,6 +249,9 @@ pub(crate) struct EventQueries {
     /// `$1 < seq <= $2` whose kind is one of the JSON array of names `$3`, oldest first, at
     /// most `$4`.
     pub of_kinds: String,
+    /// As `of_kinds`, but without the allowed decisions: each event is kept unless a
+    /// decision row, probed by the unique `event_seq`, says it was an `allow`.
+    pub of_kinds_except_allows: String,
     join: String,
     spell: fn(&str) -> String,
 }
@@ -262,14 +265,22 @@ impl EventQueries {
             of_tenant_after: String::new(),
             after: String::new(),
             of_kinds: String::new(),
+            of_kinds_except_allows: String::new(),
             join,
             spell,
         };
         queries.of_tenant_after =
             queries.matching("tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
         queries.after = queries.matching("seq > $1 ORDER BY seq LIMIT $2");
-        queries.of_kinds = queries.matching(&format!(
-            "seq > $1 AND seq <= $2 AND kind IN ({names_in}) ORDER BY seq LIMIT $4"
+        let of_kinds = format!("seq > $1 AND seq <= $2 AND kind IN ({names_in})");
+        queries.of_kinds = queries.matching(&format!("{of_kinds} ORDER BY seq LIMIT $4"));
+        // A scalar subquery, not `NOT EXISTS`: PostgreSQL would turn that into an anti-join
+        // or a hashed subplan, either of which reads every allowed decision of the database.
+        queries.of_kinds_except_allows = queries.matching(&format!(
+            "{of_kinds}
+             AND COALESCE((SELECT allowed.decision FROM decisions allowed
+                           WHERE allowed.event_seq = events.seq), '') <> 'allow'
+             ORDER BY seq LIMIT $4"
         ));
         queries
     }

@@ -1,6 +1,7 @@
 //! The event log's reads, on both stores: the feed of chosen kinds that keeps the gateway's
-//! caches coherent reads exactly those kinds within its range, a consumer that never
-//! committed stands at 0, and an event whose payload cannot be read stops no reader.
+//! caches coherent reads exactly those kinds within its range, the notifier's feed leaves out
+//! only the allowed decisions, a consumer that never committed stands at 0, and an event
+//! whose payload cannot be read stops no reader.
 
 #[path = "support/database.rs"]
 mod database;
@@ -62,6 +63,55 @@ async fn events_of_kinds_reads_only_those_kinds_within_the_range(store: &dyn Sto
 }
 
 on_both_stores!(events_of_kinds_reads_only_those_kinds_within_the_range);
+
+async fn the_feed_without_allows_leaves_out_only_allowed_decisions(store: &dyn Store) {
+    agent(store).await;
+    let allowed = store.record_decision(allowed_read(1)).await.unwrap();
+    let denied = store.record_decision(denied_merge(2)).await.unwrap();
+    let alert = (store.record_event(&tenant(), "alert.raised", Some("agt_1"), json!({})))
+        .await
+        .unwrap();
+    let unwatched = (store.record_event(&tenant(), "policy.put", None, json!({})))
+        .await
+        .unwrap();
+    // An event of kind `decision` that no decision row names is read: the store cannot tell
+    // its verdict, so its reader judges its payload.
+    let stored_whole = store
+        .record_event(
+            &tenant(),
+            "decision",
+            Some("agt_1"),
+            json!({ "decision": "allow" }),
+        )
+        .await
+        .unwrap();
+    let allowed_again = store.record_decision(allowed_read(3)).await.unwrap();
+    const WATCHED: &[&str] = &["decision", "alert.raised"];
+    let seqs = |events: Vec<Event>| -> Vec<i64> { events.iter().map(|e| e.seq).collect() };
+
+    let head = allowed_again.event_seq;
+    let read = store
+        .events_of_kinds_except_allows(0, head, WATCHED, 100)
+        .await
+        .unwrap();
+    assert_eq!(read[0].payload["decision"], "deny", "{read:?}");
+    assert_eq!(seqs(read), [denied.event_seq, alert, stored_whole]);
+    assert!(allowed.event_seq < denied.event_seq && alert < unwatched);
+    // The range is (after, up_to], and the limit holds.
+    let middle = (store.events_of_kinds_except_allows(denied.event_seq, unwatched, WATCHED, 100))
+        .await
+        .unwrap();
+    assert_eq!(seqs(middle), [alert]);
+    let first = (store.events_of_kinds_except_allows(0, head, WATCHED, 1))
+        .await
+        .unwrap();
+    assert_eq!(seqs(first), [denied.event_seq]);
+    // The feed of chosen kinds still reads the allowed decisions.
+    let all = store.events_of_kinds(0, head, WATCHED, 100).await.unwrap();
+    assert_eq!(all.len(), 5, "{all:?}");
+}
+
+on_both_stores!(the_feed_without_allows_leaves_out_only_allowed_decisions);
 
 /// Events edited behind the gateway's back so that their payload cannot be read (one stored
 /// whole, one rebuilt from its decision row) read as `null` with the reason, and every read

@@ -888,4 +888,34 @@ mod tests {
             ],
         );
     }
+
+    /// The notifier's feed walks the log by seq and probes each event's decision by the
+    /// unique `event_seq`: its cost is the events in its range, however many decisions
+    /// the database holds.
+    #[test]
+    fn the_feed_without_allows_probes_each_decision_by_its_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer_connection(&dir.path().join("aegis.db")).unwrap();
+        let sql = &rows::EVENT_SQL.of_kinds_except_allows;
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = explain
+            .query_map(params![0, 0, "[]", 0], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            plan,
+            [
+                "CO-ROUTINE e",
+                "SEARCH events USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)",
+                "LIST SUBQUERY 1",
+                "SCAN json_each VIRTUAL TABLE INDEX 1:",
+                "CREATE BLOOM FILTER",
+                "CORRELATED SCALAR SUBQUERY 2",
+                "SEARCH allowed USING INDEX sqlite_autoindex_decisions_2 (event_seq=?)",
+                "SCAN e",
+                "SEARCH d USING INDEX sqlite_autoindex_decisions_2 (event_seq=?) LEFT-JOIN",
+            ],
+        );
+    }
 }
