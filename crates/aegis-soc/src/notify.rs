@@ -381,7 +381,7 @@ fn str_field(payload: &Value, name: &str) -> Option<String> {
 }
 
 fn severity_field(payload: &Value) -> Option<Severity> {
-    serde_json::from_value(payload.get("severity")?.clone()).ok()
+    Severity::deserialize(payload.get("severity")?).ok()
 }
 
 /// What an event reports, if it is one of the notified kinds (each of them in
@@ -391,7 +391,7 @@ pub fn item_of(event: &Event) -> Option<Item> {
     let mut approval_id = None;
     let (kind, id, severity, summary, incident_id) = match event.kind.as_str() {
         event_kind::DECISION => {
-            let d: DecisionFields = serde_json::from_value(p.clone()).ok()?;
+            let d = DecisionFields::deserialize(p).ok()?;
             let kind = match d.decision {
                 Verdict::Deny => "deny",
                 Verdict::RequireApproval => "require_approval",
