@@ -1,5 +1,6 @@
 //! Evidence joining an open incident moves the incident's `updated_at`, once per batch that
-//! adds something, and an event already behind it adds nothing — on both stores.
+//! adds something, an event already behind it adds nothing, and evidence that names another
+//! tenant's incident joins nothing — on both stores.
 
 mod support;
 
@@ -55,6 +56,18 @@ async fn joining_evidence_moves_updated_at(store: &dyn Store) {
         "nothing new joined"
     );
     assert_eq!(again.evidence_count, 2);
+
+    // The same incident id under another tenant names no incident: nothing joins, whether
+    // the batch names it before or after the tenant's own.
+    let stranger = |seq| EvidenceAppend {
+        tenant_id: TenantId::new("globex"),
+        ..join(seq)
+    };
+    store
+        .apply_soc_batch(batch(2, 3, vec![stranger(3), join(3), stranger(4)]))
+        .await
+        .unwrap();
+    assert_eq!(incident(store).await.evidence_count, 3, "only the tenant's own joined");
 }
 
 on_both_stores!(joining_evidence_moves_updated_at);

@@ -3,29 +3,43 @@
 
 use crate::*;
 use rusqlite::{Connection, params};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// Joins each event to its incident unless already joined (`crate::soc::apply_batch`); the
 /// incidents whose evidence grew get their `updated_at` once, not once per event: a storm
 /// joins every later event of the agent to its incident.
+///
+/// Whether the incident is the tenant's is asked once per incident, and each event is then
+/// a single-row insert. Written as one `INSERT … SELECT` per event it cost twice as much:
+/// SQLite opens a statement journal (a savepoint) for any insert fed by a `SELECT`, since
+/// it may write several rows.
 pub(super) fn add_evidence(
     conn: &Connection,
     appends: &[EvidenceAppend],
     now: i64,
 ) -> StoreResult<()> {
-    let mut grown = std::collections::BTreeSet::new();
+    let mut owned: HashMap<(&str, &str), bool> = HashMap::new();
+    let mut owner =
+        conn.prepare_cached("SELECT 1 FROM incidents WHERE tenant_id = ?1 AND id = ?2")?;
     let mut add = conn.prepare_cached(
-        "INSERT INTO incident_evidence (incident_id, event_seq)
-         SELECT id, ?3 FROM incidents WHERE tenant_id = ?1 AND id = ?2
+        "INSERT INTO incident_evidence (incident_id, event_seq) VALUES (?1, ?2)
          ON CONFLICT DO NOTHING",
     )?;
+    let mut grown = std::collections::BTreeSet::new();
     for append in appends {
-        let added = add.execute(params![
-            append.tenant_id.as_str(),
-            append.incident_id,
-            append.evidence.event_seq,
-        ])?;
-        if added > 0 {
-            grown.insert(append.incident_id.as_str());
+        let incident = (append.tenant_id.as_str(), append.incident_id.as_str());
+        let is_owned = match owned.entry(incident) {
+            Entry::Occupied(known) => *known.get(),
+            Entry::Vacant(unknown) => {
+                *unknown.insert(owner.exists(params![incident.0, incident.1])?)
+            }
+        };
+        if !is_owned {
+            continue;
+        }
+        if add.execute(params![incident.1, append.evidence.event_seq])? > 0 {
+            grown.insert(incident.1);
         }
     }
     for incident_id in grown {
