@@ -67,7 +67,11 @@ async fn joining_evidence_moves_updated_at(store: &dyn Store) {
         .apply_soc_batch(batch(2, 3, vec![stranger(3), join(3), stranger(4)]))
         .await
         .unwrap();
-    assert_eq!(incident(store).await.evidence_count, 3, "only the tenant's own joined");
+    assert_eq!(
+        incident(store).await.evidence_count,
+        3,
+        "only the tenant's own joined"
+    );
 }
 
 on_both_stores!(joining_evidence_moves_updated_at);
