@@ -10,12 +10,12 @@
 //! only the rare events that matter.
 
 use crate::SharedState;
-use aegis_store::{Event, StoreResult, event_kind};
+use aegis_store::{Event, EventKinds, StoreResult, event_kind};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Events that change what the authorize path caches, or end live feeds.
-pub const FOLLOWED_EVENTS: &[&str] = &[
+pub const FOLLOWED_EVENTS: EventKinds = EventKinds::of(&[
     event_kind::AGENT_FROZEN,
     event_kind::AGENT_UNFROZEN,
     event_kind::AGENT_REVOKED,
@@ -27,7 +27,7 @@ pub const FOLLOWED_EVENTS: &[&str] = &[
     event_kind::TOOL_REGISTERED,
     event_kind::TENANT_SETTINGS_CHANGED,
     event_kind::KEY_REVOKED,
-];
+]);
 
 /// Counts the times a replica dropped all its cached views (`drop_every_view`).
 pub const CACHE_FLUSHES: &str = "aegis_cache_flushes_total";

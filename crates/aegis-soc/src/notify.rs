@@ -19,8 +19,8 @@ use crate::{slack, slack_actions};
 use aegis_core::model::{AutonomyLevel, Severity, Verdict};
 use aegis_core::timestamp::format_millis;
 use aegis_store::{
-    CoalesceRecord, Event, EventLog, NewDelivery, NotificationStore, NotifyBatch, StoreResult,
-    TenantId, Webhook, event_kind,
+    CoalesceRecord, Event, EventKinds, EventLog, NewDelivery, NotificationStore, NotifyBatch,
+    StoreResult, TenantId, Webhook, event_kind,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -31,16 +31,17 @@ use std::time::Duration;
 /// Name of this consumer's cursor.
 pub const CONSUMER: &str = "notify";
 const BATCH: u32 = 1000;
-/// The kinds of event the notifier reads: those [`item_of`] may notify, and the settings
-/// change that makes it forget a tenant's autonomy level. Allowed decisions are left out by
-/// the store's read, so the allows that make up most of the log cost it nothing.
-const READ_KINDS: &[&str] = &[
+/// The events the notifier reads: the kinds [`item_of`] may notify and the settings change
+/// that makes it forget a tenant's autonomy level, without the allowed decisions, so the
+/// allows that make up most of the log cost it nothing.
+const READ: EventKinds = EventKinds::of(&[
     event_kind::DECISION,
     event_kind::ALERT_RAISED,
     event_kind::INCIDENT_OPENED,
     event_kind::RESPONSE_ACTION,
     event_kind::TENANT_SETTINGS_CHANGED,
-];
+])
+.except_allows();
 /// Sink names of the deployment-wide sinks (env).
 pub const ENV_JSON_SINK: &str = "env:json";
 pub const ENV_SLACK_SINK: &str = "env:slack";
@@ -196,7 +197,7 @@ impl Notifier {
     /// The next batch of the events the notifier reads with `after < seq <= up_to`.
     async fn read(&self, after: i64, up_to: i64) -> StoreResult<Vec<Event>> {
         (self.store)
-            .events_of_kinds_except_allows(after, up_to, READ_KINDS, BATCH)
+            .events_of_kinds(after, up_to, READ, BATCH)
             .await
     }
 
@@ -385,7 +386,7 @@ fn severity_field(payload: &Value) -> Option<Severity> {
 }
 
 /// What an event reports, if it is one of the notified kinds (each of them in
-/// [`READ_KINDS`]). No raw parameters.
+/// [`READ`]). No raw parameters.
 pub fn item_of(event: &Event) -> Option<Item> {
     let p = &event.payload;
     let mut approval_id = None;

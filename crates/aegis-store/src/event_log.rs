@@ -4,7 +4,9 @@
 
 use crate::backend::Backend;
 use crate::tx::{EventDraft, ReadRows, SqlValue, WriteTx};
-use crate::{Event, EventLog, Leadership, OperationsSnapshot, StoreError, StoreResult, TenantId};
+use crate::{
+    Event, EventKinds, EventLog, Leadership, OperationsSnapshot, StoreError, StoreResult, TenantId,
+};
 use crate::{now_ms, operations};
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -78,22 +80,28 @@ impl<B: Backend> EventLog for B {
         &self,
         after_seq: i64,
         up_to: i64,
-        kinds: &'static [&'static str],
+        kinds: EventKinds,
         limit: u32,
     ) -> StoreResult<Vec<Event>> {
-        let sql = &B::event_queries().of_kinds;
-        read_kinds(self, sql, after_seq, up_to, kinds, limit).await
-    }
-
-    async fn events_of_kinds_except_allows(
-        &self,
-        after_seq: i64,
-        up_to: i64,
-        kinds: &'static [&'static str],
-        limit: u32,
-    ) -> StoreResult<Vec<Event>> {
-        let sql = &B::event_queries().of_kinds_except_allows;
-        read_kinds(self, sql, after_seq, up_to, kinds, limit).await
+        let queries = B::event_queries();
+        let sql = match kinds.allowed_decisions {
+            true => &queries.of_kinds,
+            false => &queries.of_kinds_except_allows,
+        };
+        let names =
+            serde_json::to_string(kinds.names).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.run_read(move |rows| {
+            Box::pin(async move {
+                let params = [
+                    SqlValue::int(after_seq),
+                    SqlValue::int(up_to),
+                    SqlValue::text(&names),
+                    SqlValue::int(i64::from(limit)),
+                ];
+                read_events(rows, sql, &params).await
+            })
+        })
+        .await
     }
 
     fn committed_seq(&self) -> watch::Receiver<i64> {
@@ -125,30 +133,4 @@ async fn read_events(
     params: &[SqlValue<'_>],
 ) -> StoreResult<Vec<Event>> {
     rows.query_rows(sql, params, crate::rows::event).await
-}
-
-/// The events of one of the backend's by-kinds reads ([`crate::schema::EventQueries`]'
-/// `of_kinds` and `of_kinds_except_allows`), whose parameters are the same.
-async fn read_kinds<B: Backend>(
-    backend: &B,
-    sql: &'static str,
-    after_seq: i64,
-    up_to: i64,
-    kinds: &'static [&'static str],
-    limit: u32,
-) -> StoreResult<Vec<Event>> {
-    let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    backend
-        .run_read(move |rows| {
-            Box::pin(async move {
-                let params = [
-                    SqlValue::int(after_seq),
-                    SqlValue::int(up_to),
-                    SqlValue::text(&kinds),
-                    SqlValue::int(i64::from(limit)),
-                ];
-                read_events(rows, sql, &params).await
-            })
-        })
-        .await
 }

@@ -206,22 +206,13 @@ pub trait EventLog: Send + Sync {
     ) -> StoreResult<i64>;
     /// Events of every tenant with `seq > after_seq`, in order: the SOC consumer's feed.
     async fn events_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<Event>>;
-    /// Events of every tenant with `after_seq < seq <= up_to` whose kind is one of `kinds`,
-    /// in order (the cache-coherence feed).
+    /// Events of every tenant with `after_seq < seq <= up_to` that `kinds` selects, in order
+    /// (the cache-coherence feed; the notifier's, without the allows).
     async fn events_of_kinds(
         &self,
         after_seq: i64,
         up_to: i64,
-        kinds: &'static [&'static str],
-        limit: u32,
-    ) -> StoreResult<Vec<Event>>;
-    /// As [`EventLog::events_of_kinds`], leaving out the allowed decisions: the notifier's
-    /// feed, since an allowed call notifies nobody and allows are most of the log.
-    async fn events_of_kinds_except_allows(
-        &self,
-        after_seq: i64,
-        up_to: i64,
-        kinds: &'static [&'static str],
+        kinds: EventKinds,
         limit: u32,
     ) -> StoreResult<Vec<Event>>;
     /// The highest committed event seq, updated after every commit (on PostgreSQL also

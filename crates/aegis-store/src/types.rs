@@ -361,6 +361,32 @@ pub struct SigningKeyRecord {
     pub created_at_ms: i64,
 }
 
+/// Which events a read of the log by kind returns ([`crate::EventLog::events_of_kinds`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EventKinds {
+    pub(crate) names: &'static [&'static str],
+    pub(crate) allowed_decisions: bool,
+}
+
+impl EventKinds {
+    /// Every event whose kind is one of `names`.
+    pub const fn of(names: &'static [&'static str]) -> Self {
+        EventKinds {
+            names,
+            allowed_decisions: true,
+        }
+    }
+
+    /// The same events but the allowed decisions: those whose decision row says `allow`.
+    /// An allowed call notifies nobody, and allows are most of the log.
+    pub const fn except_allows(self) -> Self {
+        EventKinds {
+            names: self.names,
+            allowed_decisions: false,
+        }
+    }
+}
+
 /// One entry of the event log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {

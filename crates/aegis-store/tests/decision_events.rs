@@ -91,7 +91,7 @@ async fn a_decision_event_reads_as_recorded(store: &dyn Store) {
     let after = store.events_after(0, 100).await.unwrap();
     assert_eq!(after, of_tenant);
     let chosen = store
-        .events_of_kinds(0, i64::MAX, &[event_kind::DECISION], 100)
+        .events_of_kinds(0, i64::MAX, EventKinds::of(&[event_kind::DECISION]), 100)
         .await
         .unwrap();
     assert_eq!(chosen, decisions.into_iter().cloned().collect::<Vec<_>>());

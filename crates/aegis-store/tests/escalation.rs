@@ -55,7 +55,12 @@ async fn denies_recorded_at_once_escalate_as_if_recorded_one_by_one(store: &dyn 
     let agent = store.agent(&tenant(), "agt_1").await.unwrap();
     assert_eq!(agent.risk_tier, RiskTier::High);
     let changes = store
-        .events_of_kinds(0, i64::MAX, &[event_kind::AGENT_RISK_TIER_CHANGED], 100)
+        .events_of_kinds(
+            0,
+            i64::MAX,
+            EventKinds::of(&[event_kind::AGENT_RISK_TIER_CHANGED]),
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(changes.len(), 2, "{changes:?}");

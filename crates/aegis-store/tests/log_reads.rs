@@ -27,7 +27,7 @@ async fn events_of_kinds_reads_only_those_kinds_within_the_range(store: &dyn Sto
             .unwrap();
         seqs.push(seq);
     }
-    const WATCHED: &[&str] = &["key.revoked", "tool.registered"];
+    const WATCHED: EventKinds = EventKinds::of(&["key.revoked", "tool.registered"]);
     let kinds_of = |events: &[Event]| -> Vec<(i64, String)> {
         events.iter().map(|e| (e.seq, e.kind.clone())).collect()
     };
@@ -54,7 +54,7 @@ async fn events_of_kinds_reads_only_those_kinds_within_the_range(store: &dyn Sto
     assert_eq!(kinds_of(&first), [(seqs[0], "key.revoked".to_owned())]);
     // A kind nobody logged matches nothing.
     let none = store
-        .events_of_kinds(0, seqs[3], &["webhook.deleted"], 100)
+        .events_of_kinds(0, seqs[3], EventKinds::of(&["webhook.deleted"]), 100)
         .await
         .unwrap();
     assert!(none.is_empty(), "{none:?}");
@@ -86,27 +86,23 @@ async fn the_feed_without_allows_leaves_out_only_allowed_decisions(store: &dyn S
         .await
         .unwrap();
     let allowed_again = store.record_decision(allowed_read(3)).await.unwrap();
-    const WATCHED: &[&str] = &["decision", "alert.raised"];
+    const WATCHED: EventKinds = EventKinds::of(&["decision", "alert.raised"]);
+    const NOTICED: EventKinds = WATCHED.except_allows();
     let seqs = |events: Vec<Event>| -> Vec<i64> { events.iter().map(|e| e.seq).collect() };
 
     let head = allowed_again.event_seq;
-    let read = store
-        .events_of_kinds_except_allows(0, head, WATCHED, 100)
-        .await
-        .unwrap();
+    let read = store.events_of_kinds(0, head, NOTICED, 100).await.unwrap();
     assert_eq!(read[0].payload["decision"], "deny", "{read:?}");
     assert_eq!(seqs(read), [denied.event_seq, alert, stored_whole]);
     assert!(allowed.event_seq < denied.event_seq && alert < unwatched);
     // The range is (after, up_to], and the limit holds.
-    let middle = (store.events_of_kinds_except_allows(denied.event_seq, unwatched, WATCHED, 100))
+    let middle = (store.events_of_kinds(denied.event_seq, unwatched, NOTICED, 100))
         .await
         .unwrap();
     assert_eq!(seqs(middle), [alert]);
-    let first = (store.events_of_kinds_except_allows(0, head, WATCHED, 1))
-        .await
-        .unwrap();
+    let first = (store.events_of_kinds(0, head, NOTICED, 1)).await.unwrap();
     assert_eq!(seqs(first), [denied.event_seq]);
-    // The feed of chosen kinds still reads the allowed decisions.
+    // Without `except_allows`, the allowed decisions are read.
     let all = store.events_of_kinds(0, head, WATCHED, 100).await.unwrap();
     assert_eq!(all.len(), 5, "{all:?}");
 }
@@ -165,9 +161,14 @@ async fn an_event_that_cannot_be_read_stops_no_reader(db: Database) {
     // A tenant's page and a feed of chosen kinds read them the same way.
     let page = store.events(&tenant(), 0, 100).await.unwrap();
     assert_eq!(page, log);
-    let followed = (store.events_of_kinds(0, last, &["policy.put", "tool.registered"], 100))
-        .await
-        .unwrap();
+    let followed = (store.events_of_kinds(
+        0,
+        last,
+        EventKinds::of(&["policy.put", "tool.registered"]),
+        100,
+    ))
+    .await
+    .unwrap();
     let seqs: Vec<i64> = followed.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [edited, last]);
 
