@@ -3,8 +3,7 @@
 
 use crate::*;
 use rusqlite::{Connection, params};
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::BTreeSet;
 
 /// Joins each event to its incident unless already joined (`crate::soc::apply_batch`); the
 /// incidents whose evidence grew get their `updated_at` once, not once per event: a storm
@@ -19,27 +18,22 @@ pub(super) fn add_evidence(
     appends: &[EvidenceAppend],
     now: i64,
 ) -> StoreResult<()> {
-    let mut owned: HashMap<(&str, &str), bool> = HashMap::new();
     let mut owner =
         conn.prepare_cached("SELECT 1 FROM incidents WHERE tenant_id = ?1 AND id = ?2")?;
+    let mut owned = BTreeSet::new();
+    for incident in appends.iter().map(incident_of).collect::<BTreeSet<_>>() {
+        if owner.exists(params![incident.0, incident.1])? {
+            owned.insert(incident);
+        }
+    }
     let mut add = conn.prepare_cached(
         "INSERT INTO incident_evidence (incident_id, event_seq) VALUES (?1, ?2)
          ON CONFLICT DO NOTHING",
     )?;
-    let mut grown = std::collections::BTreeSet::new();
-    for append in appends {
-        let incident = (append.tenant_id.as_str(), append.incident_id.as_str());
-        let is_owned = match owned.entry(incident) {
-            Entry::Occupied(known) => *known.get(),
-            Entry::Vacant(unknown) => {
-                *unknown.insert(owner.exists(params![incident.0, incident.1])?)
-            }
-        };
-        if !is_owned {
-            continue;
-        }
-        if add.execute(params![incident.1, append.evidence.event_seq])? > 0 {
-            grown.insert(incident.1);
+    let mut grown = BTreeSet::new();
+    for append in appends.iter().filter(|a| owned.contains(&incident_of(a))) {
+        if add.execute(params![append.incident_id, append.evidence.event_seq])? > 0 {
+            grown.insert(append.incident_id.as_str());
         }
     }
     for incident_id in grown {
@@ -47,4 +41,9 @@ pub(super) fn add_evidence(
             .execute(params![now, incident_id])?;
     }
     Ok(())
+}
+
+/// The (tenant, incident) an evidence append names.
+fn incident_of(append: &EvidenceAppend) -> (&str, &str) {
+    (append.tenant_id.as_str(), append.incident_id.as_str())
 }
