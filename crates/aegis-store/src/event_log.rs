@@ -84,9 +84,10 @@ impl<B: Backend> EventLog for B {
         limit: u32,
     ) -> StoreResult<Vec<Event>> {
         let queries = B::event_queries();
-        let sql = match kinds.allowed_decisions {
-            true => &queries.of_kinds,
-            false => &queries.of_kinds_except_allows,
+        let sql = if kinds.allowed_decisions {
+            &queries.of_kinds
+        } else {
+            &queries.of_kinds_except_allows
         };
         let names =
             serde_json::to_string(kinds.names).map_err(|e| StoreError::Corrupt(e.to_string()))?;
