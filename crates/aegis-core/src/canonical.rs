@@ -16,7 +16,7 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<String, CanonicalError>
 /// The value could not be put in canonical form (e.g. a non-finite number).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("cannot canonicalise: {0}")]
-pub struct CanonicalError(String);
+pub struct CanonicalError(pub(crate) String);
 
 impl From<serde_json::Error> for CanonicalError {
     fn from(error: serde_json::Error) -> Self {
@@ -93,7 +93,7 @@ impl ActionRef<'_> {
 }
 
 /// The largest integer JCS prints as plain digits (it prints numbers as IEEE doubles).
-const MAX_EXACT_INTEGER: u64 = 1 << 53;
+pub(crate) const MAX_EXACT_INTEGER: u64 = 1 << 53;
 
 /// `JCS(value)`, printed by serde_json from `in_key_order`, the same fields declared in JCS
 /// key order, instead of through a generic JSON value that is built, sorted and printed:

@@ -10,13 +10,16 @@
 //! a chain head at or after it, at a cost per batch that does not grow with the number of
 //! chains it moved.
 
-use crate::canonical::{CanonicalError, canonical_in_key_order, canonical_json, sha256_hex};
+use crate::canonical::{
+    CanonicalError, MAX_EXACT_INTEGER, canonical_in_key_order, canonical_json, sha256_hex,
+};
 use crate::merkle::{self, MerkleTree};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
 /// Version of the receipt and checkpoint body schema.
@@ -65,45 +68,146 @@ pub struct ReceiptApproval {
 impl ReceiptBody {
     /// `JCS(body)`, the text [`ReceiptBody::hash`] covers.
     ///
-    /// Written straight from the fields ([`canonical_in_key_order`]): every receipt is sealed
-    /// by the single writer and re-hashed by every audit, and this costs a fraction of the
-    /// generic path. The property test `canonical_form_is_jcs` holds the two to one text.
+    /// Written straight from the fields in JCS key order: every receipt is sealed by the
+    /// single writer and re-hashed by every audit, and this costs a fraction of the generic
+    /// path. The property test `canonical_form_is_jcs` holds the two to one text.
     pub fn canonical(&self) -> Result<String, CanonicalError> {
-        let approval = self.approval.as_ref().map(|approval| CanonicalApproval {
-            approved_by: &approval.approved_by,
-            id: &approval.id,
-        });
-        let in_key_order = CanonicalReceipt {
-            action: &self.action,
-            action_hash: &self.action_hash,
-            agent_id: &self.agent_id,
-            approval,
-            created_at: &self.created_at,
-            decision: &self.decision,
-            decision_id: &self.decision_id,
-            id: &self.id,
-            matched_policies: &self.matched_policies,
-            prev_hash: &self.prev_hash,
-            risk_score: self.risk_score,
-            seq: self.seq,
-            tenant_id: &self.tenant_id,
-            tool: &self.tool,
-            tool_definition_hash: self.tool_definition_hash.as_deref(),
-            v: self.v,
-        };
-        canonical_in_key_order(self, in_key_order, self.seq)
+        if self.seq > MAX_EXACT_INTEGER {
+            return canonical_json(self);
+        }
+        let mut text = Vec::with_capacity(PRINTED_CAPACITY);
+        self.print_to_prev_hash(&mut text)?;
+        print_position(&mut text, &self.prev_hash, self.risk_score, self.seq)?;
+        self.print_rest(&mut text)?;
+        into_text(text)
     }
 
     /// `hex(SHA-256(JCS(body)))`.
     pub fn hash(&self) -> Result<String, CanonicalError> {
         Ok(sha256_hex(self.canonical()?.as_bytes()))
     }
+
+    /// The body's JCS text without its chain position (`prev_hash` and `seq`, which are
+    /// ignored here), in the pieces around it: what can be printed before the writer, which
+    /// alone learns the position, seals the receipt ([`PrintedReceipt::at`]).
+    pub fn printed(&self) -> Result<PrintedReceipt, CanonicalError> {
+        let mut to_prev_hash = Vec::with_capacity(PRINTED_CAPACITY);
+        self.print_to_prev_hash(&mut to_prev_hash)?;
+        let mut rest = Vec::new();
+        self.print_rest(&mut rest)?;
+        Ok(PrintedReceipt {
+            to_prev_hash,
+            risk_score: self.risk_score,
+            rest,
+        })
+    }
+
+    /// `{"action":…,"matched_policies":[…],"prev_hash":`, the fields that come before the
+    /// chain position in JCS key order.
+    fn print_to_prev_hash(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        let approval = self.approval.as_ref().map(|approval| CanonicalApproval {
+            approved_by: &approval.approved_by,
+            id: &approval.id,
+        });
+        serde_json::to_writer(
+            &mut *out,
+            &CanonicalReceiptHead {
+                action: &self.action,
+                action_hash: &self.action_hash,
+                agent_id: &self.agent_id,
+                approval,
+                created_at: &self.created_at,
+                decision: &self.decision,
+                decision_id: &self.decision_id,
+                id: &self.id,
+                matched_policies: &self.matched_policies,
+            },
+        )?;
+        // The head object's closing brace gives way to the fields after it.
+        out.pop();
+        out.extend_from_slice(br#","prev_hash":"#);
+        Ok(())
+    }
+
+    /// `,"tenant_id":…,"v":N}`, the fields after the chain position.
+    fn print_rest(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        let start = out.len();
+        serde_json::to_writer(
+            &mut *out,
+            &CanonicalReceiptTail {
+                tenant_id: &self.tenant_id,
+                tool: &self.tool,
+                tool_definition_hash: self.tool_definition_hash.as_deref(),
+                v: self.v,
+            },
+        )?;
+        // The tail object's opening brace continues the body instead.
+        out[start] = b',';
+        Ok(())
+    }
 }
 
-/// [`ReceiptBody`]'s fields declared in JCS key order (UTF-16 code units; the keys are
-/// ASCII, so byte order), so that serde_json writes them canonically.
+/// Room for a typical receipt's text, so that printing it seldom grows the buffer.
+const PRINTED_CAPACITY: usize = 768;
+
+/// `"<prev_hash>","risk_score":N,"seq":S`: the chain position, with `risk_score`, whose key
+/// falls between its two fields in JCS order.
+fn print_position(
+    out: &mut Vec<u8>,
+    prev_hash: &str,
+    risk_score: u8,
+    seq: u64,
+) -> Result<(), CanonicalError> {
+    if seq > MAX_EXACT_INTEGER {
+        return Err(CanonicalError(format!(
+            "chain position {seq} is past the integers JCS prints as digits"
+        )));
+    }
+    serde_json::to_writer(&mut *out, prev_hash)?;
+    write!(out, r#","risk_score":{risk_score},"seq":{seq}"#)
+        .map_err(|e| CanonicalError(e.to_string()))
+}
+
+/// The printed bytes as text: serde_json writes UTF-8, and so do the pieces around it.
+fn into_text(bytes: Vec<u8>) -> Result<String, CanonicalError> {
+    String::from_utf8(bytes).map_err(|e| CanonicalError(e.to_string()))
+}
+
+/// A receipt body's JCS text around its chain position ([`ReceiptBody::printed`]). Its keys
+/// in JCS order are `action` … `matched_policies`, `prev_hash`, `risk_score`, `seq`,
+/// `tenant_id` … `v`, so the position splits the text in two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrintedReceipt {
+    /// `{"action":…,"matched_policies":[…],"prev_hash":`
+    to_prev_hash: Vec<u8>,
+    risk_score: u8,
+    /// `,"tenant_id":…,"v":N}`
+    rest: Vec<u8>,
+}
+
+impl PrintedReceipt {
+    /// `JCS(body)` of the body at chain position `seq`, after the receipt hashed `prev_hash`.
+    /// A `seq` past 2^53, which JCS prints as a double, is an error here
+    /// ([`ReceiptBody::canonical`] prints such a body generically).
+    pub fn at(&self, seq: u64, prev_hash: &str) -> Result<String, CanonicalError> {
+        let mut text = Vec::with_capacity(self.to_prev_hash.len() + 128 + self.rest.len());
+        text.extend_from_slice(&self.to_prev_hash);
+        print_position(&mut text, prev_hash, self.risk_score, seq)?;
+        text.extend_from_slice(&self.rest);
+        into_text(text)
+    }
+
+    /// `hex(SHA-256(JCS(body)))` of the body at chain position `seq` after `prev_hash`.
+    pub fn hash_at(&self, seq: u64, prev_hash: &str) -> Result<String, CanonicalError> {
+        Ok(sha256_hex(self.at(seq, prev_hash)?.as_bytes()))
+    }
+}
+
+/// [`ReceiptBody`]'s fields before its chain position, declared in JCS key order (UTF-16
+/// code units; the keys are ASCII, so byte order), so that serde_json writes them
+/// canonically.
 #[derive(Serialize)]
-struct CanonicalReceipt<'a> {
+struct CanonicalReceiptHead<'a> {
     action: &'a str,
     action_hash: &'a str,
     agent_id: &'a str,
@@ -114,9 +218,11 @@ struct CanonicalReceipt<'a> {
     decision_id: &'a str,
     id: &'a str,
     matched_policies: &'a [String],
-    prev_hash: &'a str,
-    risk_score: u8,
-    seq: u64,
+}
+
+/// [`ReceiptBody`]'s fields after its chain position, in JCS key order.
+#[derive(Serialize)]
+struct CanonicalReceiptTail<'a> {
     tenant_id: &'a str,
     tool: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1597,6 +1703,23 @@ mod tests {
         #[test]
         fn canonical_form_is_jcs(body in arb_body()) {
             proptest::prop_assert_eq!(body.canonical().unwrap(), canonical_json(&body).unwrap());
+        }
+
+        /// The writer seals a receipt from its body printed before the chain position was
+        /// known: whatever position the body held then, the text at the real one is the JCS
+        /// of the body there.
+        #[test]
+        fn a_body_printed_before_its_position_is_jcs_at_it(
+            body in arb_body(),
+            seq in 0..=MAX_EXACT_INTEGER,
+            prev_hash in text(),
+        ) {
+            let printed = body.printed().unwrap();
+            let placed = ReceiptBody { seq, prev_hash: prev_hash.clone(), ..body };
+            let jcs = canonical_json(&placed).unwrap();
+            proptest::prop_assert_eq!(printed.at(seq, &prev_hash).unwrap(), jcs.clone());
+            proptest::prop_assert_eq!(printed.hash_at(seq, &prev_hash).unwrap(), sha256_hex(jcs.as_bytes()));
+            proptest::prop_assert!(printed.at(MAX_EXACT_INTEGER + 1, &prev_hash).is_err());
         }
 
         #[test]

@@ -5,7 +5,9 @@
 use crate::schema::{StoredRow, parse_column};
 use crate::*;
 use aegis_core::model::{ActionRisk, AgentStatus, RiskTier, SourceTrust, Verdict};
-use aegis_core::receipt::{RECEIPT_SCHEMA_VERSION, Receipt, ReceiptApproval, ReceiptBody};
+use aegis_core::receipt::{
+    PrintedReceipt, RECEIPT_SCHEMA_VERSION, Receipt, ReceiptApproval, ReceiptBody,
+};
 use aegis_core::timestamp::format_millis;
 use serde_json::{Value, json};
 
@@ -230,16 +232,25 @@ pub(crate) struct SealedReceipt {
     pub hash: String,
 }
 
-pub(crate) fn seal_receipt(
-    d: &NewDecision,
-    prev_seq: u64,
-    prev_hash: &str,
-) -> StoreResult<SealedReceipt> {
+/// A decision's receipt as far as it can be made before the writer knows its place in the
+/// chain: its body and that body printed in JCS form around the place ([`PrintedReceipt`]).
+/// Drafted on the caller's task, so that the writer, the one thread every decision waits on,
+/// only places and hashes it.
+pub(crate) struct ReceiptDraft {
+    body: ReceiptBody,
+    printed: PrintedReceipt,
+    created_at_ms: i64,
+}
+
+/// The receipt of `d`, to be sealed by [`seal_receipt`].
+pub(crate) fn draft_receipt(d: &NewDecision) -> StoreResult<ReceiptDraft> {
     let body = ReceiptBody {
         v: RECEIPT_SCHEMA_VERSION,
         id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
         tenant_id: d.tenant_id.as_str().to_owned(),
-        seq: prev_seq + 1,
+        // The chain position, which the writer sets when it seals the receipt.
+        seq: 0,
+        prev_hash: String::new(),
         decision_id: d.id.clone(),
         agent_id: d.agent_id.clone(),
         tool: d.tool.clone(),
@@ -249,14 +260,89 @@ pub(crate) fn seal_receipt(
         matched_policies: d.matched_policies.clone(),
         action_hash: d.action_hash.clone(),
         created_at: format_millis(d.created_at_ms),
-        prev_hash: prev_hash.to_owned(),
-        approval: approval_answer(d).and_then(|answer| answer.consumed.clone()),
+        approval: consumed_approval(d).cloned(),
         tool_definition_hash: d.tool_definition_hash.clone(),
     };
-    let hash = body
-        .hash()
+    let printed = body
+        .printed()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(SealedReceipt { body, hash })
+    Ok(ReceiptDraft {
+        body,
+        printed,
+        created_at_ms: d.created_at_ms,
+    })
+}
+
+impl ReceiptDraft {
+    /// Whether the draft is still the receipt of `d`. The freshness fence and the approval
+    /// gate run in the writer, after the draft was made, and may change the verdict or the
+    /// approval the receipt names.
+    fn describes(&self, d: &NewDecision) -> bool {
+        // Every field is named, so that a field added to the body must be compared here.
+        let ReceiptBody {
+            v: _,
+            id: _,
+            seq: _,
+            prev_hash: _,
+            created_at: _,
+            tenant_id,
+            decision_id,
+            agent_id,
+            tool,
+            action,
+            decision,
+            risk_score,
+            matched_policies,
+            action_hash,
+            approval,
+            tool_definition_hash,
+        } = &self.body;
+        self.created_at_ms == d.created_at_ms
+            && tenant_id == d.tenant_id.as_str()
+            && *decision_id == d.id
+            && *agent_id == d.agent_id
+            && *tool == d.tool
+            && *action == d.action
+            && decision == d.verdict.as_str()
+            && *risk_score == d.risk_score
+            && *matched_policies == d.matched_policies
+            && *action_hash == d.action_hash
+            && approval.as_ref() == consumed_approval(d)
+            && *tool_definition_hash == d.tool_definition_hash
+    }
+}
+
+/// The approval an allow consumed, which its receipt names.
+fn consumed_approval(d: &NewDecision) -> Option<&ReceiptApproval> {
+    approval_answer(d).and_then(|answer| answer.consumed.as_ref())
+}
+
+/// The receipt of `d` at the head of its chain, after receipt `prev_seq` of hash `prev_hash`:
+/// `draft` placed there, or a new draft if the writer changed `d` since it was made.
+pub(crate) fn seal_receipt(
+    d: &NewDecision,
+    draft: ReceiptDraft,
+    prev_seq: u64,
+    prev_hash: &str,
+) -> StoreResult<SealedReceipt> {
+    let draft = if draft.describes(d) {
+        draft
+    } else {
+        draft_receipt(d)?
+    };
+    let seq = prev_seq + 1;
+    let hash = draft
+        .printed
+        .hash_at(seq, prev_hash)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(SealedReceipt {
+        body: ReceiptBody {
+            seq,
+            prev_hash: prev_hash.to_owned(),
+            ..draft.body
+        },
+        hash,
+    })
 }
 
 /// The consumed approval of a sealed receipt as the decision row keeps it (JSON), the one

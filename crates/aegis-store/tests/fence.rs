@@ -79,6 +79,9 @@ async fn an_allow_from_a_stale_agent_is_recorded_as_a_deny(store: &dyn Store) {
         assert!(stored.matched_policies.is_empty());
         let receipt = store.receipt(&tenant(), &stale.receipt_id).await.unwrap();
         assert_eq!(receipt.body.decision, "deny");
+        // The receipt drafted before the writer fenced the allow is drafted again: its hash
+        // is that of the deny recorded.
+        assert_eq!(receipt.hash, receipt.body.hash().unwrap());
     }
     // From the current version, an allow is recorded as made.
     let current = store.agent(&tenant(), "agt_1").await.unwrap();

@@ -535,6 +535,7 @@ async fn record_decision_tx(
     tx: &deadpool_postgres::Transaction<'_>,
     state: &mut WriterState,
     mut d: NewDecision,
+    receipt: records::ReceiptDraft,
 ) -> StoreResult<RecordedDecision> {
     // First, before anything is written: a refused chain fails this decision alone.
     let head = state.chain_head(tx, d.tenant_id.as_str()).await?;
@@ -572,7 +573,7 @@ async fn record_decision_tx(
     }
     crate::approvals::gate(&mut PgTx { tx, state }, &mut d).await?;
     let event_seq = state.reserve_event_seq();
-    let receipt = records::seal_receipt(&d, head.seq, &head.hash)?;
+    let receipt = records::seal_receipt(&d, receipt, head.seq, &head.hash)?;
     let recorded = RecordedDecision {
         event_seq,
         receipt_id: receipt.body.id.clone(),
@@ -841,6 +842,7 @@ impl ActionPlaneStore for PgStore {
     }
 
     async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
+        let receipt = records::draft_receipt(&decision)?;
         // Recording a decision fails only when the database does; no savepoint needed.
         let decision_of = (
             decision.tenant_id.as_str().to_owned(),
@@ -848,7 +850,7 @@ impl ActionPlaneStore for PgStore {
         );
         self.writer()?
             .write_decision(decision_of, move |tx, state| {
-                Box::pin(async move { record_decision_tx(tx, state, decision).await })
+                Box::pin(async move { record_decision_tx(tx, state, decision, receipt).await })
             })
             .await
     }

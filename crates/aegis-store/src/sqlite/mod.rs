@@ -382,9 +382,10 @@ fn record_decision_tx(
     state: &mut WriterState,
     head: ChainPoint,
     d: &NewDecision,
+    receipt: records::ReceiptDraft,
 ) -> StoreResult<RecordedDecision> {
     let tenant_id = d.tenant_id.as_str();
-    let receipt = records::seal_receipt(d, head.seq, &head.hash)?;
+    let receipt = records::seal_receipt(d, receipt, head.seq, &head.hash)?;
     let receipt_id = receipt.body.id.clone();
     let receipt_approval = records::receipt_approval_column(&receipt)?;
     let escalation = if records::counts_towards_escalation(d) {
@@ -485,6 +486,7 @@ fn record_fenced_decision_tx(
     conn: &mut Connection,
     state: &mut WriterState,
     mut d: NewDecision,
+    receipt: records::ReceiptDraft,
 ) -> StoreResult<RecordedDecision> {
     // Everything that can refuse the decision comes before its first write, so that a
     // refusal (a broken chain, a reused request id) fails this decision alone
@@ -499,7 +501,7 @@ fn record_fenced_decision_tx(
         SqliteConn::run(conn, async |tx| crate::approvals::gate(tx, &mut d).await)?;
         return Ok(RecordedDecision {
             stale_agent,
-            ..record_decision_tx(conn, state, head, &d)?
+            ..record_decision_tx(conn, state, head, &d, receipt)?
         });
     };
     // A retry is answered with what its first call recorded (`crate::requests`), before
@@ -526,7 +528,7 @@ fn record_fenced_decision_tx(
         return prior.answer(&d, approval);
     }
     SqliteConn::run(conn, async |tx| crate::approvals::gate(tx, &mut d).await)?;
-    let recorded = record_decision_tx(conn, state, head, &d)?;
+    let recorded = record_decision_tx(conn, state, head, &d, receipt)?;
     conn.prepare_cached(crate::requests::REMEMBER_SQL)?
         .execute([&key[0], &key[1], &key[2], &d.id])?;
     Ok(RecordedDecision {
@@ -779,8 +781,11 @@ impl ActionPlaneStore for SqliteStore {
     }
 
     async fn record_decision(&self, decision: NewDecision) -> StoreResult<RecordedDecision> {
+        let receipt = records::draft_receipt(&decision)?;
         self.writer()?
-            .write_in_batch(move |conn, state| record_fenced_decision_tx(conn, state, decision))
+            .write_in_batch(move |conn, state| {
+                record_fenced_decision_tx(conn, state, decision, receipt)
+            })
             .await
     }
 }
