@@ -386,13 +386,13 @@ fn dedup_key(rule: RuleKind, agent_id: &str, opened_by: i64) -> String {
 /// Deterministic: the same finding always names the same incident.
 fn incident_id(tenant_id: &TenantId, dedup_key: &str) -> String {
     let digest = Sha256::digest(format!("{tenant_id}\n{dedup_key}").as_bytes());
-    format!("inc_{}", &hex::encode(digest)[..32])
+    format!("inc_{digest:.32x}")
 }
 
 /// Deterministic: one alert per (kind, raising event), also when a batch is repeated.
 fn alert_id(tenant_id: &TenantId, kind: &str, source_seq: i64) -> String {
     let digest = Sha256::digest(format!("{tenant_id}\n{kind}\n{source_seq}").as_bytes());
-    format!("alr_{}", &hex::encode(digest)[..32])
+    format!("alr_{digest:.32x}")
 }
 
 fn alert(event: &Event, found: crate::detect::Detection) -> NewAlert {
@@ -492,5 +492,30 @@ impl crate::LogConsumer for Consumer {
         self.cursor = self.store.consumer_cursor(CONSUMER).await?;
         self.tenants.clear();
         self.load_saved_windows().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aegis_core::canonical::sha256_hex;
+
+    /// Incident and alert ids are derived, so a replayed batch names the same rows: they
+    /// must stay the first 32 hex digits of their SHA-256 however they are printed.
+    #[test]
+    fn derived_ids_are_the_first_half_of_their_hash() {
+        let tenant = TenantId::new("acme");
+        let key = dedup_key(RuleKind::DenyStorm, "agt_1", 7);
+        assert_eq!(key, "deny_storm:agt_1:7");
+        let incident = sha256_hex(b"acme\ndeny_storm:agt_1:7");
+        assert_eq!(
+            incident_id(&tenant, &key),
+            format!("inc_{}", &incident[..32])
+        );
+        let alert = sha256_hex(b"acme\nrepeated_denied_call\n42");
+        assert_eq!(
+            alert_id(&tenant, "repeated_denied_call", 42),
+            format!("alr_{}", &alert[..32])
+        );
     }
 }
