@@ -89,7 +89,7 @@ impl ReceiptBody {
 
     /// The body's JCS text without its chain position (`prev_hash` and `seq`, which are
     /// ignored here), in the pieces around it: what can be printed before the writer, which
-    /// alone learns the position, seals the receipt ([`PrintedReceipt::at`]).
+    /// alone learns the position, seals the receipt ([`PrintedReceipt::hash_at`]).
     pub fn printed(&self) -> Result<PrintedReceipt, CanonicalError> {
         let mut to_prev_hash = Vec::with_capacity(PRINTED_CAPACITY);
         self.print_to_prev_hash(&mut to_prev_hash)?;
@@ -186,20 +186,21 @@ pub struct PrintedReceipt {
 }
 
 impl PrintedReceipt {
-    /// `JCS(body)` of the body at chain position `seq`, after the receipt hashed `prev_hash`.
-    /// A `seq` past 2^53, which JCS prints as a double, is an error here
-    /// ([`ReceiptBody::canonical`] prints such a body generically).
-    pub fn at(&self, seq: u64, prev_hash: &str) -> Result<String, CanonicalError> {
+    /// `JCS(body)` of the body at chain position `seq`, after the receipt hashed `prev_hash`,
+    /// as bytes: the writer hashes them and never needs them as text. A `seq` past 2^53,
+    /// which JCS prints as a double, is an error here ([`ReceiptBody::canonical`] prints
+    /// such a body generically).
+    fn text_at(&self, seq: u64, prev_hash: &str) -> Result<Vec<u8>, CanonicalError> {
         let mut text = Vec::with_capacity(self.to_prev_hash.len() + 128 + self.rest.len());
         text.extend_from_slice(&self.to_prev_hash);
         print_position(&mut text, prev_hash, self.risk_score, seq)?;
         text.extend_from_slice(&self.rest);
-        into_text(text)
+        Ok(text)
     }
 
     /// `hex(SHA-256(JCS(body)))` of the body at chain position `seq` after `prev_hash`.
     pub fn hash_at(&self, seq: u64, prev_hash: &str) -> Result<String, CanonicalError> {
-        Ok(sha256_hex(self.at(seq, prev_hash)?.as_bytes()))
+        Ok(sha256_hex(&self.text_at(seq, prev_hash)?))
     }
 }
 
@@ -1717,9 +1718,10 @@ mod tests {
             let printed = body.printed().unwrap();
             let placed = ReceiptBody { seq, prev_hash: prev_hash.clone(), ..body };
             let jcs = canonical_json(&placed).unwrap();
-            proptest::prop_assert_eq!(printed.at(seq, &prev_hash).unwrap(), jcs.clone());
+            let text = printed.text_at(seq, &prev_hash).unwrap();
+            proptest::prop_assert_eq!(String::from_utf8(text).unwrap(), jcs.clone());
             proptest::prop_assert_eq!(printed.hash_at(seq, &prev_hash).unwrap(), sha256_hex(jcs.as_bytes()));
-            proptest::prop_assert!(printed.at(MAX_EXACT_INTEGER + 1, &prev_hash).is_err());
+            proptest::prop_assert!(printed.hash_at(MAX_EXACT_INTEGER + 1, &prev_hash).is_err());
         }
 
         #[test]
