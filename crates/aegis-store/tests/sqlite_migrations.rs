@@ -4,6 +4,9 @@
 //! checkpoints their place in a signed batch: checkpoints signed alone before it still
 //! verify, and the chain goes on under batch signatures. Migration 0023 drops the index of a
 //! tenant's decisions: a database written at schema 22 lists the same decisions after it.
+//! Migration 0024 rewrites the decisions table's CHECK as equalities, in place: a database
+//! written at schema 23 keeps its decisions and its chain, and the check refuses what it
+//! refused.
 
 mod support;
 
@@ -33,8 +36,28 @@ const BACK_TO_SCHEMA_20: &str = "
     DELETE FROM schema_migrations WHERE version > 20;
 ";
 
+/// The decisions table's CHECK as migration 0001 wrote it, and as migration 0024 writes it.
+const CHECK_AS_LIST: &str = "CHECK (decision IN ('allow', 'deny', 'require_approval'))";
+const CHECK_AS_EQUALITIES: &str =
+    "CHECK (decision = 'allow' OR decision = 'deny' OR decision = 'require_approval')";
+
+/// Migration 0024 undone: the decisions table's CHECK as migration 0001 wrote it (the text
+/// edit SQLite's `ALTER TABLE` documentation allows; the connection is closed after it, so
+/// the next one parses the schema from the file), and the schema version set back to 23.
+fn back_to_schema_23() -> String {
+    format!(
+        "PRAGMA writable_schema = ON;
+         UPDATE sqlite_schema SET sql = replace(sql, '{equalities}', '{list}')
+         WHERE type = 'table' AND name = 'decisions';
+         PRAGMA writable_schema = OFF;
+         DELETE FROM schema_migrations WHERE version > 23;",
+        equalities = CHECK_AS_EQUALITIES.replace('\'', "''"),
+        list = CHECK_AS_LIST.replace('\'', "''"),
+    )
+}
+
 /// Migration 0023 undone: the index of a tenant's decisions (migration 0001) back, and the
-/// schema version set back to 22.
+/// schema version set back to 22; run after [`back_to_schema_23`].
 const BACK_TO_SCHEMA_22: &str = "
     CREATE INDEX decisions_tenant ON decisions (tenant_id, event_seq);
     DELETE FROM schema_migrations WHERE version > 22;
@@ -135,7 +158,12 @@ async fn incident_evidence_reads_the_same_after_migration_0021() {
 
     set_back(
         &path,
-        &[BACK_TO_SCHEMA_22, BACK_TO_SCHEMA_21, BACK_TO_SCHEMA_20],
+        &[
+            &back_to_schema_23(),
+            BACK_TO_SCHEMA_22,
+            BACK_TO_SCHEMA_21,
+            BACK_TO_SCHEMA_20,
+        ],
     );
 
     let store = open(&path);
@@ -205,7 +233,10 @@ async fn whole_chain_verifies(store: &SqliteStore) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_signed_alone_before_migration_0022_verify_and_the_chain_goes_on() {
     let (_dir, path) = database_with((1..=3).map(allowed_read)).await;
-    let conn = set_back(&path, &[BACK_TO_SCHEMA_22, BACK_TO_SCHEMA_21]);
+    let conn = set_back(
+        &path,
+        &[&back_to_schema_23(), BACK_TO_SCHEMA_22, BACK_TO_SCHEMA_21],
+    );
     sign_checkpoints_alone(&conn);
     drop(conn);
 
@@ -260,7 +291,7 @@ fn indexes_of(path: &std::path::Path, table: &str) -> Vec<String> {
 async fn decisions_list_the_same_after_migration_0023_drops_their_tenant_index() {
     let decisions = (1..=3).flat_map(|n| [allowed_read(n), denied_merge(n + 3)]);
     let (_dir, path) = database_with(decisions).await;
-    set_back(&path, &[BACK_TO_SCHEMA_22]);
+    set_back(&path, &[&back_to_schema_23(), BACK_TO_SCHEMA_22]);
     assert!(indexes_of(&path, "decisions").contains(&"decisions_tenant".to_owned()));
 
     let store = open(&path);
@@ -275,4 +306,86 @@ async fn decisions_list_the_same_after_migration_0023_drops_their_tenant_index()
         indexes_of(&path, "decisions"),
         ["decisions_agent", "decisions_agent_denies", "decisions_run"]
     );
+}
+
+/// The decisions table's definition as stored.
+fn decisions_table(conn: &rusqlite::Connection) -> String {
+    conn.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'decisions'",
+        [],
+        |row| row.get(0),
+    )
+    .unwrap()
+}
+
+fn schema_version(conn: &rusqlite::Connection) -> i64 {
+    conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |row| {
+        row.get(0)
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0024_writes_the_decision_check_as_equalities_in_place() {
+    let decisions = (1..=3).flat_map(|n| [allowed_read(n), denied_merge(n + 3)]);
+    let (_dir, path) = database_with(decisions).await;
+    let conn = set_back(&path, &[&back_to_schema_23()]);
+    assert!(decisions_table(&conn).contains(CHECK_AS_LIST));
+    drop(conn);
+
+    let store = open(&path);
+    let listed = store
+        .list_decisions(&tenant(), DecisionFilter::default())
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["dec_6", "dec_3", "dec_5", "dec_2", "dec_4", "dec_1"]);
+    store.record_decision(allowed_read(7)).await.unwrap();
+    assert_eq!(whole_chain_verifies(&store).await, 7);
+    drop(store);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let table = decisions_table(&conn);
+    assert!(table.contains(CHECK_AS_EQUALITIES), "{table}");
+    assert!(!table.contains(" IN ("), "{table}");
+    assert_eq!(schema_version(&conn), 24);
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let refused = conn
+        .execute(
+            "UPDATE decisions SET decision = 'maybe' WHERE id = 'dec_1'",
+            [],
+        )
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("CHECK constraint failed"),
+        "{refused}"
+    );
+}
+
+/// A decisions table whose definition is not what the migrations wrote is not edited: the
+/// gateway refuses to start on it, saying so, and the database stays at schema 23.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0024_refuses_a_decisions_table_changed_by_hand() {
+    let (_dir, path) = database_with([allowed_read(1)]).await;
+    let by_hand = format!(
+        "PRAGMA writable_schema = ON;
+         UPDATE sqlite_schema SET sql = replace(sql, '{equalities}', 'CHECK (decision <> ''maybe'')')
+         WHERE type = 'table' AND name = 'decisions';
+         PRAGMA writable_schema = OFF;
+         DELETE FROM schema_migrations WHERE version > 23;",
+        equalities = CHECK_AS_EQUALITIES.replace('\'', "''"),
+    );
+    set_back(&path, &[&by_hand]);
+
+    let refused = SqliteStore::open(&path, signer(), secrets()).map(drop);
+    let Err(StoreError::Unavailable(why)) = refused else {
+        panic!("expected a refusal, got {refused:?}");
+    };
+    assert!(why.contains("changed by hand"), "{why}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(schema_version(&conn), 23);
+    assert!(decisions_table(&conn).contains("CHECK (decision <> 'maybe')"));
 }

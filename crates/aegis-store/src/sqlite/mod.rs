@@ -2,6 +2,7 @@
 //! commit (`writer`), and a small pool of read-only connections for queries.
 
 mod archive;
+mod migrations;
 pub(crate) mod notify;
 pub(crate) mod rows;
 pub(crate) mod soc;
@@ -29,33 +30,6 @@ use std::sync::{Arc, LazyLock};
 use tokio::sync::watch;
 use tx::SqliteConn;
 use writer::{Writer, WriterState};
-
-/// Migrations in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-    include_str!("../../migrations/sqlite/0002_soc.sql"),
-    include_str!("../../migrations/sqlite/0003_evidence.sql"),
-    include_str!("../../migrations/sqlite/0004_notifications.sql"),
-    include_str!("../../migrations/sqlite/0005_evidence_cache.sql"),
-    include_str!("../../migrations/sqlite/0006_storms.sql"),
-    include_str!("../../migrations/sqlite/0007_sealed_webhook_secrets.sql"),
-    include_str!("../../migrations/sqlite/0008_decision.sql"),
-    include_str!("../../migrations/sqlite/0009_fence.sql"),
-    include_str!("../../migrations/sqlite/0010_decision_requests.sql"),
-    include_str!("../../migrations/sqlite/0011_console_sessions.sql"),
-    include_str!("../../migrations/sqlite/0012_approvals.sql"),
-    include_str!("../../migrations/sqlite/0013_mcp.sql"),
-    include_str!("../../migrations/sqlite/0014_rate_limits.sql"),
-    include_str!("../../migrations/sqlite/0015_chain_cuts.sql"),
-    include_str!("../../migrations/sqlite/0016_mcp_resource_argument.sql"),
-    include_str!("../../migrations/sqlite/0017_deny_index.sql"),
-    include_str!("../../migrations/sqlite/0018_coalesce_from_seq.sql"),
-    include_str!("../../migrations/sqlite/0019_receipt_from_decision.sql"),
-    include_str!("../../migrations/sqlite/0020_decision_event_from_decision.sql"),
-    include_str!("../../migrations/sqlite/0021_evidence_by_event.sql"),
-    include_str!("../../migrations/sqlite/0022_checkpoint_batches.sql"),
-    include_str!("../../migrations/sqlite/0023_decisions_through_events.sql"),
-];
 
 /// Idle read connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -152,7 +126,7 @@ impl SqliteStore {
         }
         let probe = open_reader_connection(path)?;
         let stored: i64 = probe.query_row(SCHEMA_VERSION_SQL, [], |row| row.get(0))?;
-        readable_schema(stored, MIGRATIONS.len())?;
+        readable_schema(stored, migrations::KNOWN)?;
         let (_, commits) = watch::channel(writer::highest_event_seq(&probe)?);
         Ok(SqliteStore {
             path: path.to_owned(),
@@ -218,7 +192,7 @@ fn open_writer_connection(path: &Path) -> StoreResult<Connection> {
     // never read unless the job fails. In memory, it is bounded by what one batch changes.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     plan_each_statement_once(&conn)?;
-    apply_migrations(&mut conn)?;
+    migrations::apply(&mut conn)?;
     Ok(conn)
 }
 
@@ -294,29 +268,6 @@ fn plan_each_statement_once(conn: &Connection) -> StoreResult<()> {
     Ok(())
 }
 
-fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )?;
-    let current: i64 = tx.query_row(SCHEMA_VERSION_SQL, [], |r| r.get(0))?;
-    if current > MIGRATIONS.len() as i64 {
-        return Err(StoreError::Unavailable(format!(
-            "the database has schema version {current}, newer than this binary knows ({})",
-            MIGRATIONS.len()
-        )));
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.execute_batch(sql)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-            params![index as i64 + 1, now_ms()],
-        )?;
-    }
-    tx.commit()?;
-    Ok(())
-}
-
 /// Appends an event; it gets the next seq. Its time is the writer's clock now, but never
 /// earlier than the event before it: event times never run backwards in seq order (the SOC's
 /// windows rely on it), even if the clock steps back. Runs only in the writer's transaction,
@@ -375,6 +326,14 @@ pub(crate) fn load_agent(conn: &Connection, tenant_id: &str, agent_id: &str) -> 
     .ok_or(StoreError::NotFound("agent"))
 }
 
+const DECISION_INSERT: &str = "INSERT INTO decisions (id, tenant_id, event_seq, agent_id,
+        request_id, tool, action, resource, mutates_state, risk, source_trust, decision,
+        risk_score, reason, matched_policies, action_hash, run_id, trace_id, parent_run_id,
+        receipt_id, created_at, contained, receipt_approval, tool_definition_hash, egress,
+        sensitive, approval_id)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+        ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)";
+
 /// Inserts decision, event and receipt, the receipt extending `head`; steps the risk tier
 /// up when a deny reaches the tenant's threshold. Runs inside the writer's transaction.
 fn record_decision_tx(
@@ -402,15 +361,7 @@ fn record_decision_tx(
         "",
     )?;
 
-    conn.prepare_cached(
-        "INSERT INTO decisions (id, tenant_id, event_seq, agent_id, request_id, tool, action, resource,
-            mutates_state, risk, source_trust, decision, risk_score, reason, matched_policies, action_hash,
-            run_id, trace_id, parent_run_id, receipt_id, created_at, contained, receipt_approval,
-            tool_definition_hash, egress, sensitive, approval_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
-            ?23, ?24, ?25, ?26, ?27)",
-    )?
-    .execute(params![
+    conn.prepare_cached(DECISION_INSERT)?.execute(params![
         d.id,
         tenant_id,
         event_seq,
@@ -891,6 +842,27 @@ mod tests {
                 "SEARCH d USING INDEX decisions_run (tenant_id=? AND run_id=?)",
                 "USE TEMP B-TREE FOR ORDER BY",
             ],
+        );
+    }
+
+    /// A decision's insert tests the table's CHECK with comparisons. Written as `IN` over
+    /// three words (before migration 24), it had SQLite build an ephemeral B-tree of them
+    /// on every insert, on the writer thread.
+    #[test]
+    fn a_decisions_insert_builds_no_ephemeral_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer_connection(&dir.path().join("aegis.db")).unwrap();
+        let mut explain = conn.prepare(&format!("EXPLAIN {DECISION_INSERT}")).unwrap();
+        let values = rusqlite::params_from_iter([rusqlite::types::Null; 27]);
+        let opcodes: Vec<String> = explain
+            .query_map(values, |row| row.get(1))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(opcodes.iter().any(|op| op == "Insert"), "{opcodes:?}");
+        assert!(
+            !opcodes.iter().any(|op| op == "OpenEphemeral"),
+            "{opcodes:?}"
         );
     }
 
