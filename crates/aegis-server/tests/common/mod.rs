@@ -633,7 +633,16 @@ pub async fn expect_error(response: Response, status: StatusCode, code: &str) ->
 
 /// Asserts status 200 and that the decision is `verdict`; returns the body.
 pub async fn expect_decision(response: Response, verdict: &str) -> Value {
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .cloned();
     let body = expect_json(response, StatusCode::OK).await;
+    assert_eq!(
+        content_type.as_ref().and_then(|value| value.to_str().ok()),
+        Some("application/json"),
+        "a decision is answered as JSON: {body}"
+    );
     assert_eq!(body["decision"], verdict, "decision body: {body}");
     body
 }
