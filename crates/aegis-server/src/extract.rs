@@ -100,7 +100,14 @@ fn is_json_type(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// Most bodies read: the path to a field at fault is tracked only when reading a body again
+/// that did not. Tracking it wraps every field's deserialiser: it was 44 % of the cost of
+/// reading an authorize request (callgrind, 13.2k instructions against 7.4k).
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).or_else(|_| parse_json_naming_the_field(bytes))
+}
+
+fn parse_json_naming_the_field<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
