@@ -85,7 +85,8 @@ const DECISION_CHECK_AS_EQUALITIES: &str =
 /// Migration 24. SQLite tests `x IN (a, b, c)` against a list of more than two constants by
 /// building an ephemeral B-tree of the list, once each time the statement runs: the
 /// `decisions` CHECK built and freed one on every decision's insert, on the writer thread
-/// (about 3 % of its time). The same check written as equalities compiles to comparisons.
+/// (3 % of its CPU time in a perf profile, 12 % of its instructions). The same check
+/// written as equalities compiles to comparisons.
 ///
 /// SQLite changes a CHECK only by rebuilding the table, which would copy every decision
 /// once on the first start after an upgrade, or by editing the table's stored definition,
