@@ -287,20 +287,30 @@ fn indexes_of(path: &std::path::Path, table: &str) -> Vec<String> {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decisions_list_the_same_after_migration_0023_drops_their_tenant_index() {
-    let decisions = (1..=3).flat_map(|n| [allowed_read(n), denied_merge(n + 3)]);
-    let (_dir, path) = database_with(decisions).await;
-    set_back(&path, &[&back_to_schema_23(), BACK_TO_SCHEMA_22]);
-    assert!(indexes_of(&path, "decisions").contains(&"decisions_tenant".to_owned()));
+/// Three allows and three denies of `agt_1`, `dec_1` to `dec_6`.
+fn six_decisions() -> impl Iterator<Item = NewDecision> {
+    (1..=3).flat_map(|n| [allowed_read(n), denied_merge(n + 3)])
+}
 
-    let store = open(&path);
+/// How the tenant's decisions list, newest first, after [`six_decisions`].
+const SIX_LISTED: [&str; 6] = ["dec_6", "dec_3", "dec_5", "dec_2", "dec_4", "dec_1"];
+
+async fn listed_ids(store: &SqliteStore) -> Vec<String> {
     let listed = store
         .list_decisions(&tenant(), DecisionFilter::default())
         .await
         .unwrap();
-    let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
-    assert_eq!(ids, ["dec_6", "dec_3", "dec_5", "dec_2", "dec_4", "dec_1"]);
+    listed.into_iter().map(|d| d.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_list_the_same_after_migration_0023_drops_their_tenant_index() {
+    let (_dir, path) = database_with(six_decisions()).await;
+    set_back(&path, &[&back_to_schema_23(), BACK_TO_SCHEMA_22]);
+    assert!(indexes_of(&path, "decisions").contains(&"decisions_tenant".to_owned()));
+
+    let store = open(&path);
+    assert_eq!(listed_ids(&store).await, SIX_LISTED);
     drop(store);
     assert_eq!(
         indexes_of(&path, "decisions"),
@@ -327,19 +337,13 @@ fn schema_version(conn: &rusqlite::Connection) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_0024_writes_the_decision_check_as_equalities_in_place() {
-    let decisions = (1..=3).flat_map(|n| [allowed_read(n), denied_merge(n + 3)]);
-    let (_dir, path) = database_with(decisions).await;
+    let (_dir, path) = database_with(six_decisions()).await;
     let conn = set_back(&path, &[&back_to_schema_23()]);
     assert!(decisions_table(&conn).contains(CHECK_AS_LIST));
     drop(conn);
 
     let store = open(&path);
-    let listed = store
-        .list_decisions(&tenant(), DecisionFilter::default())
-        .await
-        .unwrap();
-    let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
-    assert_eq!(ids, ["dec_6", "dec_3", "dec_5", "dec_2", "dec_4", "dec_1"]);
+    assert_eq!(listed_ids(&store).await, SIX_LISTED);
     store.record_decision(allowed_read(7)).await.unwrap();
     assert_eq!(whole_chain_verifies(&store).await, 7);
     drop(store);
