@@ -124,14 +124,14 @@ impl ReceiptQueries {
 pub(crate) const SCHEMA_VERSION_SQL: &str =
     "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
 
-/// Whether a database opened for reading only can be read by this binary, whose schema has
-/// `known` migrations: a reader never migrates, and its reads name columns an older schema
-/// lacks (`receipts.prev_hash` since `0019_receipt_from_decision` on SQLite, `0016` on
-/// PostgreSQL), so an older database is refused with what to do instead.
-pub(crate) fn readable_schema(stored: i64, known: usize) -> StoreResult<()> {
-    if stored < known as i64 {
+/// Whether a database opened for reading only can be read by this binary, whose reads run
+/// on schema version `oldest` and later: a reader never migrates, and its reads name columns
+/// an older schema lacks (`receipts.prev_hash` since `0019_receipt_from_decision` on
+/// SQLite, `0016` on PostgreSQL), so an older database is refused with what to do instead.
+pub(crate) fn readable_schema(stored: i64, oldest: usize) -> StoreResult<()> {
+    if stored < oldest as i64 {
         return Err(StoreError::Unavailable(format!(
-            "the database has schema version {stored}, older than this binary reads ({known}): \
+            "the database has schema version {stored}, older than this binary reads ({oldest}): \
              verify it with the aegis version that wrote it, or migrate it by starting this \
              version's `aegis serve` on it (or on a copy) once"
         )));

@@ -5,8 +5,8 @@
 //! verify, and the chain goes on under batch signatures. Migration 0023 drops the index of a
 //! tenant's decisions: a database written at schema 22 lists the same decisions after it.
 //! Migration 0024 rewrites the decisions table's CHECK as equalities, in place: a database
-//! written at schema 23 keeps its decisions and its chain, and the check refuses what it
-//! refused.
+//! written at schema 23 reads and verifies before it, keeps its decisions and its chain, and
+//! the check refuses what it refused.
 
 mod support;
 
@@ -341,6 +341,12 @@ async fn migration_0024_writes_the_decision_check_as_equalities_in_place() {
     let conn = set_back(&path, &[&back_to_schema_23()]);
     assert!(decisions_table(&conn).contains(CHECK_AS_LIST));
     drop(conn);
+
+    // A reader (`aegis receipts verify --db`) needs no migration for it.
+    let reader = SqliteStore::open_read_only(&path).unwrap();
+    assert_eq!(listed_ids(&reader).await, SIX_LISTED);
+    assert_eq!(whole_chain_verifies(&reader).await, 6);
+    drop(reader);
 
     let store = open(&path);
     assert_eq!(listed_ids(&store).await, SIX_LISTED);

@@ -48,9 +48,15 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Code(decision_check_as_equalities),
 ];
 
-/// The schema version this binary migrates to, and the oldest its reads run on
-/// ([`crate::schema::readable_schema`]).
-pub(super) const KNOWN: usize = MIGRATIONS.len();
+/// The schema version this binary migrates to.
+const KNOWN: usize = MIGRATIONS.len();
+
+/// The oldest schema version this binary's reads run on: a reader never migrates
+/// ([`crate::schema::readable_schema`]), and migration 24 changes only how a CHECK is
+/// written, which no read sees. So `aegis receipts verify --db` reads a database that an
+/// older gateway wrote, before this version's `aegis serve` has migrated it.
+pub(super) const OLDEST_READABLE: usize = 23;
+const _: () = assert!(OLDEST_READABLE <= KNOWN);
 
 pub(super) fn apply(conn: &mut Connection) -> StoreResult<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

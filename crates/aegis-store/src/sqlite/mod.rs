@@ -126,7 +126,7 @@ impl SqliteStore {
         }
         let probe = open_reader_connection(path)?;
         let stored: i64 = probe.query_row(SCHEMA_VERSION_SQL, [], |row| row.get(0))?;
-        readable_schema(stored, migrations::KNOWN)?;
+        readable_schema(stored, migrations::OLDEST_READABLE)?;
         let (_, commits) = watch::channel(writer::highest_event_seq(&probe)?);
         Ok(SqliteStore {
             path: path.to_owned(),
