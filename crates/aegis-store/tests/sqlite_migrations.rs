@@ -41,18 +41,24 @@ const CHECK_AS_LIST: &str = "CHECK (decision IN ('allow', 'deny', 'require_appro
 const CHECK_AS_EQUALITIES: &str =
     "CHECK (decision = 'allow' OR decision = 'deny' OR decision = 'require_approval')";
 
-/// Migration 0024 undone: the decisions table's CHECK as migration 0001 wrote it (the text
-/// edit SQLite's `ALTER TABLE` documentation allows; the connection is closed after it, so
-/// the next one parses the schema from the file), and the schema version set back to 23.
+/// Migration 0024 undone: the decisions table's CHECK as migration 0001 wrote it, and the
+/// schema version set back to 23.
 fn back_to_schema_23() -> String {
+    schema_23_with_check(CHECK_AS_LIST)
+}
+
+/// The schema version set back to 23 with `check` in place of the decisions table's CHECK:
+/// the text edit SQLite's `ALTER TABLE` documentation allows. The connection is closed after
+/// it, so the next one parses the schema from the file.
+fn schema_23_with_check(check: &str) -> String {
     format!(
         "PRAGMA writable_schema = ON;
-         UPDATE sqlite_schema SET sql = replace(sql, '{equalities}', '{list}')
+         UPDATE sqlite_schema SET sql = replace(sql, '{equalities}', '{check}')
          WHERE type = 'table' AND name = 'decisions';
          PRAGMA writable_schema = OFF;
          DELETE FROM schema_migrations WHERE version > 23;",
         equalities = CHECK_AS_EQUALITIES.replace('\'', "''"),
-        list = CHECK_AS_LIST.replace('\'', "''"),
+        check = check.replace('\'', "''"),
     )
 }
 
@@ -380,14 +386,7 @@ async fn migration_0024_writes_the_decision_check_as_equalities_in_place() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_0024_refuses_a_decisions_table_changed_by_hand() {
     let (_dir, path) = database_with([allowed_read(1)]).await;
-    let by_hand = format!(
-        "PRAGMA writable_schema = ON;
-         UPDATE sqlite_schema SET sql = replace(sql, '{equalities}', 'CHECK (decision <> ''maybe'')')
-         WHERE type = 'table' AND name = 'decisions';
-         PRAGMA writable_schema = OFF;
-         DELETE FROM schema_migrations WHERE version > 23;",
-        equalities = CHECK_AS_EQUALITIES.replace('\'', "''"),
-    );
+    let by_hand = schema_23_with_check("CHECK (decision <> 'maybe')");
     set_back(&path, &[&by_hand]);
 
     let refused = SqliteStore::open(&path, signer(), secrets()).map(drop);
