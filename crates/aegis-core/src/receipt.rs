@@ -176,7 +176,7 @@ fn into_text(bytes: Vec<u8>) -> Result<String, CanonicalError> {
 /// A receipt body's JCS text around its chain position ([`ReceiptBody::printed`]). Its keys
 /// in JCS order are `action` … `matched_policies`, `prev_hash`, `risk_score`, `seq`,
 /// `tenant_id` … `v`, so the position splits the text in two.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct PrintedReceipt {
     /// `{"action":…,"matched_policies":[…],"prev_hash":`
     to_prev_hash: Vec<u8>,
