@@ -175,6 +175,18 @@ wire_enum! {
     Severity { Info => "info", Low => "low", Medium => "medium", High => "high", Critical => "critical" }
 }
 
+/// An action's risk as the severity of what reports it (a denied call's notification).
+impl From<ActionRisk> for Severity {
+    fn from(risk: ActionRisk) -> Severity {
+        match risk {
+            ActionRisk::Low => Severity::Low,
+            ActionRisk::Medium => Severity::Medium,
+            ActionRisk::High => Severity::High,
+            ActionRisk::Critical => Severity::Critical,
+        }
+    }
+}
+
 wire_enum! {
     /// How far a tenant's SOC may act on its own (README, "The SOC plane").
     AutonomyLevel { L0 => "L0", L1 => "L1", L2 => "L2", L3 => "L3", L4 => "L4" }

@@ -21,7 +21,7 @@
 
 use crate::state::SharedState;
 use aegis_core::timestamp::format_millis;
-use aegis_store::{Event, EventLog, StoreResult, TenantId, event_kind};
+use aegis_store::{Event, EventLog, EventPayload, StoreResult, TenantId, event_kind};
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -81,7 +81,7 @@ struct EventMessage<'a> {
     agent_id: Option<&'a str>,
     subject_id: Option<&'a str>,
     created_at: String,
-    payload: &'a serde_json::Value,
+    payload: &'a EventPayload,
     /// Why the payload reads as `null` ([`Event::unreadable`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     unreadable: Option<&'a str>,
@@ -99,14 +99,17 @@ impl FeedEvent {
             payload: &event.payload,
             unreadable: event.unreadable.as_deref(),
         })
-        .expect("a JSON value and strings always serialise")
+        .expect("a payload and strings always serialise")
         .into();
         FeedEvent {
-            payload_kind: event
-                .payload
-                .get("kind")
-                .and_then(|kind| kind.as_str())
-                .map(str::to_owned),
+            // A decision's payload has no `kind`.
+            payload_kind: match &event.payload {
+                EventPayload::Recorded(payload) => payload
+                    .get("kind")
+                    .and_then(|kind| kind.as_str())
+                    .map(str::to_owned),
+                EventPayload::Decision(_) => None,
+            },
             seq: event.seq,
             tenant_id: event.tenant_id,
             kind: event.kind,

@@ -58,7 +58,7 @@ store_test!(async fn an_admin_names_a_tools_resource_argument(backend) {
     let events = app.store.events_after(0, 1000).await.unwrap();
     let recorded = events.iter().filter(|e| e.kind == mcp_event::TOOL_RESOURCE_ARGUMENT_SET).collect::<Vec<_>>();
     assert_eq!(recorded.len(), 1);
-    assert_eq!(recorded[0].payload, json!({"server_id": "mcp_notes", "tool": "read_file", "resource_argument": "path"}));
+    assert_eq!(*recorded[0].payload.as_json(), json!({"server_id": "mcp_notes", "tool": "read_file", "resource_argument": "path"}));
 
     // Every field is required (null clears it); anything else is refused, naming the field.
     for (body, field) in [

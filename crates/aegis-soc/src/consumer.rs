@@ -6,7 +6,7 @@
 //! finding, so even a repeat could not open a second incident for one storm.
 
 use crate::SocConfig;
-use crate::detect::{DecisionPayload, detect_decision, detect_other, detect_unreadable};
+use crate::detect::{detect_decision, detect_other, detect_unreadable};
 use crate::response::plan;
 use aegis_core::correlate::{
     ActionClass, ActionFacts, AgentCorrelator, AlertCount, CorrelationConfig, CorrelationEvent,
@@ -18,7 +18,6 @@ use aegis_store::{
     Agent, AlertRepeat, CorrelatorStateRecord, Event, EventLog, EvidenceAppend, EvidenceRef,
     NewAlert, NewIncident, SocBatch, SocStore, StoreResult, TenantId, TenantSettings, event_kind,
 };
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -169,9 +168,11 @@ impl Consumer {
             return Ok(());
         }
         if event.kind != event_kind::DECISION {
-            if let Some(found) =
-                detect_other(&event.kind, event.agent_id.as_deref(), &event.payload)
-            {
+            if let Some(found) = detect_other(
+                &event.kind,
+                event.agent_id.as_deref(),
+                &event.payload.as_json(),
+            ) {
                 if event.kind == mcp_event::TOOL_DEFINITION_CHANGED {
                     self.definition_changed(event, &found, batch).await?;
                 }
@@ -179,12 +180,8 @@ impl Consumer {
             }
             return Ok(());
         }
-        let (Some(agent_id), Ok(decision)) = (
-            event.agent_id.as_deref(),
-            // Read in place: the SOC reads every decision, and a copy of its payload cost
-            // more than the read.
-            DecisionPayload::deserialize(&event.payload),
-        ) else {
+        let (Some(agent_id), Ok(decision)) = (event.agent_id.as_deref(), event.payload.decision())
+        else {
             tracing::warn!(
                 seq = event.seq,
                 "decision event without a readable payload; skipped"
@@ -288,7 +285,8 @@ impl Consumer {
         found: &crate::detect::Detection,
         batch: &mut SocBatch,
     ) -> StoreResult<()> {
-        let field = |name: &str| event.payload.get(name).and_then(|v| v.as_str());
+        let payload = event.payload.as_json();
+        let field = |name: &str| payload.get(name).and_then(|v| v.as_str());
         let (Some(agent_id), Some(server_id), Some(tool), Some(new_hash)) = (
             event.agent_id.as_deref(),
             field("server_id"),
@@ -325,9 +323,9 @@ impl Consumer {
     /// An operator closed an incident: if it is the one a rule has open for the agent, the
     /// rule ends it, so a storm that goes on opens a new incident instead of joining it.
     fn incident_closed(&mut self, event: &Event, touched: &mut HashSet<AgentKey>) {
-        let closed = event.payload.get("incident_id").and_then(|v| v.as_str());
-        let rule = event
-            .payload
+        let payload = event.payload.as_json();
+        let closed = payload.get("incident_id").and_then(|v| v.as_str());
+        let rule = payload
             .get("kind")
             .and_then(|v| v.as_str())
             .and_then(|kind| kind.parse::<RuleKind>().ok());

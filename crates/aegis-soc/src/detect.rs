@@ -1,28 +1,8 @@
 //! Detection rules: one event → at most a few alerts. Pure.
 
 use aegis_core::model::{ActionRisk, Severity, SourceTrust, Verdict};
-use aegis_store::event_kind;
 use aegis_store::mcp::{DEFINITION_CHANGED, mcp_event};
-use serde::Deserialize;
-
-/// The fields of a `decision` event the SOC reads.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DecisionPayload {
-    pub decision_id: String,
-    pub decision: Verdict,
-    pub tool: String,
-    pub action: String,
-    pub mutates_state: bool,
-    #[serde(default)]
-    pub egress: bool,
-    #[serde(default)]
-    pub sensitive: bool,
-    /// Refused only because the agent is frozen (see `aegis_core::correlate`).
-    #[serde(default)]
-    pub contained: bool,
-    pub risk: ActionRisk,
-    pub source_trust: SourceTrust,
-}
+use aegis_store::{DecisionEvent, event_kind};
 
 /// An alert a rule raised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +13,7 @@ pub struct Detection {
 }
 
 /// Alerts for one decision.
-pub fn detect_decision(agent_id: &str, d: &DecisionPayload) -> Vec<Detection> {
+pub fn detect_decision(agent_id: &str, d: &DecisionEvent) -> Vec<Detection> {
     let mut found = Vec::new();
     if d.decision != Verdict::Deny {
         return found;
@@ -137,8 +117,8 @@ pub fn detect_other(
 mod tests {
     use super::*;
 
-    fn deny(trust: SourceTrust, mutates_state: bool, risk: ActionRisk) -> DecisionPayload {
-        DecisionPayload {
+    fn deny(trust: SourceTrust, mutates_state: bool, risk: ActionRisk) -> DecisionEvent {
+        DecisionEvent {
             decision_id: "dec_1".into(),
             decision: Verdict::Deny,
             tool: "github".into(),
@@ -148,7 +128,10 @@ mod tests {
             sensitive: false,
             contained: false,
             risk,
+            risk_score: 50,
             source_trust: trust,
+            run_id: None,
+            approval_id: None,
         }
     }
 

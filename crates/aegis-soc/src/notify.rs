@@ -361,22 +361,6 @@ impl Notifier {
     }
 }
 
-#[derive(Deserialize)]
-struct DecisionFields {
-    decision_id: String,
-    decision: Verdict,
-    tool: String,
-    action: String,
-    risk: Severity,
-    #[serde(default)]
-    risk_score: Option<u32>,
-    #[serde(default)]
-    source_trust: Option<String>,
-    /// The approval a `require_approval` decision asked for.
-    #[serde(default)]
-    approval_id: Option<String>,
-}
-
 fn str_field(payload: &Value, name: &str) -> Option<String> {
     payload.get(name)?.as_str().map(str::to_owned)
 }
@@ -388,11 +372,10 @@ fn severity_field(payload: &Value) -> Option<Severity> {
 /// What an event reports, if it is one of the notified kinds (each of them in
 /// [`READ`]). No raw parameters.
 pub fn item_of(event: &Event) -> Option<Item> {
-    let p = &event.payload;
     let mut approval_id = None;
     let (kind, id, severity, summary, incident_id) = match event.kind.as_str() {
         event_kind::DECISION => {
-            let d = DecisionFields::deserialize(p).ok()?;
+            let d = event.payload.decision().ok()?;
             let kind = match d.decision {
                 Verdict::Deny => "deny",
                 Verdict::RequireApproval => "require_approval",
@@ -400,19 +383,17 @@ pub fn item_of(event: &Event) -> Option<Item> {
             };
             let summary = format!(
                 "{kind}: {}/{} (risk {}, score {}, source {})",
-                d.tool,
-                d.action,
-                d.risk.as_str(),
-                d.risk_score.unwrap_or_default(),
-                d.source_trust.as_deref().unwrap_or("unknown"),
+                d.tool, d.action, d.risk, d.risk_score, d.source_trust,
             );
             approval_id = d
                 .approval_id
+                .clone()
                 .filter(|_| d.decision == Verdict::RequireApproval);
-            (kind, d.decision_id, d.risk, summary, None)
+            (kind, d.decision_id.clone(), d.risk.into(), summary, None)
         }
         event_kind::ALERT_RAISED | event_kind::INCIDENT_OPENED => {
-            let severity = severity_field(p)?;
+            let p = event.payload.as_json();
+            let severity = severity_field(&p)?;
             if severity < Severity::High {
                 return None;
             }
@@ -421,30 +402,31 @@ pub fn item_of(event: &Event) -> Option<Item> {
             } else {
                 ("incident", "incident_id")
             };
-            let id = str_field(p, id_field)?;
+            let id = str_field(&p, id_field)?;
             let summary = format!(
                 "{kind} {}: {}",
-                str_field(p, "kind").unwrap_or_default(),
-                str_field(p, "summary").unwrap_or_default()
+                str_field(&p, "kind").unwrap_or_default(),
+                str_field(&p, "summary").unwrap_or_default()
             );
             let incident_id = (kind == "incident").then(|| id.clone());
             (kind, id, severity, summary, incident_id)
         }
         event_kind::RESPONSE_ACTION => {
+            let p = event.payload.as_json();
             if p.get("mode").and_then(Value::as_str) != Some("automatic") {
                 return None;
             }
             let summary = format!(
                 "automatic response {}: {}",
-                str_field(p, "action").unwrap_or_default(),
-                str_field(p, "detail").unwrap_or_default()
+                str_field(&p, "action").unwrap_or_default(),
+                str_field(&p, "detail").unwrap_or_default()
             );
             (
                 "response_action",
-                str_field(p, "response_id")?,
+                str_field(&p, "response_id")?,
                 Severity::High,
                 summary,
-                str_field(p, "incident_id"),
+                str_field(&p, "incident_id"),
             )
         }
         _ => return None,
@@ -695,6 +677,8 @@ impl crate::LogConsumer for Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aegis_core::model::{ActionRisk, SourceTrust};
+    use aegis_store::{DecisionEvent, EventPayload};
 
     fn item(kind: &str, id: &str, at_ms: i64) -> Item {
         Item {
@@ -749,8 +733,21 @@ mod tests {
             kind: event_kind::DECISION.into(),
             agent_id: Some("agt_1".into()),
             subject_id: None,
-            payload: json!({"decision_id": "dec_1", "decision": "deny", "tool": tool,
-                "action": action, "risk": "high", "risk_score": 85}),
+            payload: EventPayload::Decision(DecisionEvent {
+                decision_id: "dec_1".into(),
+                decision: Verdict::Deny,
+                tool: tool.into(),
+                action: action.into(),
+                mutates_state: true,
+                egress: false,
+                sensitive: false,
+                contained: false,
+                risk: ActionRisk::High,
+                risk_score: 85,
+                source_trust: SourceTrust::UntrustedExternal,
+                run_id: None,
+                approval_id: None,
+            }),
             unreadable: None,
             created_at_ms: 1_000,
         })

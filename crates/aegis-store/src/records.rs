@@ -4,7 +4,7 @@
 
 use crate::schema::{StoredRow, parse_column};
 use crate::*;
-use aegis_core::model::{ActionRisk, AgentStatus, RiskTier, SourceTrust, Verdict};
+use aegis_core::model::{AgentStatus, RiskTier, Verdict};
 use aegis_core::receipt::{
     PrintedReceipt, RECEIPT_SCHEMA_VERSION, Receipt, ReceiptApproval, ReceiptBody,
 };
@@ -71,44 +71,25 @@ impl DecisionEventColumns {
     }
 
     /// The payload of its `decision` event.
-    fn payload(&self) -> StoreResult<Value> {
+    fn into_payload(self) -> StoreResult<DecisionEvent> {
         let risk_score = u8::try_from(self.risk_score)
             .map_err(|_| StoreError::Corrupt(format!("risk score {}", self.risk_score)))?;
-        serde_json::to_value(DecisionEventPayload {
-            decision_id: &self.id,
+        Ok(DecisionEvent {
             decision: parse_column(&self.verdict)?,
-            tool: &self.tool,
-            action: &self.action,
+            risk: parse_column(&self.risk)?,
+            source_trust: parse_column(&self.source_trust)?,
+            decision_id: self.id,
+            tool: self.tool,
+            action: self.action,
             mutates_state: self.mutates_state,
             egress: self.egress,
             sensitive: self.sensitive,
             contained: self.contained,
-            risk: parse_column(&self.risk)?,
             risk_score,
-            source_trust: parse_column(&self.source_trust)?,
-            run_id: self.run_id.as_deref(),
-            approval_id: self.approval_id.as_deref(),
+            run_id: self.run_id,
+            approval_id: self.approval_id,
         })
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
-}
-
-/// The payload of a decision's `decision` event.
-#[derive(serde::Serialize)]
-struct DecisionEventPayload<'a> {
-    decision_id: &'a str,
-    decision: Verdict,
-    tool: &'a str,
-    action: &'a str,
-    mutates_state: bool,
-    egress: bool,
-    sensitive: bool,
-    contained: bool,
-    risk: ActionRisk,
-    risk_score: u8,
-    source_trust: SourceTrust,
-    run_id: Option<&'a str>,
-    approval_id: Option<&'a str>,
 }
 
 impl StoredEvent {
@@ -131,13 +112,13 @@ impl StoredEvent {
     /// its decision row goes) reads as `null`, with the reason in [`Event::unreadable`]: one
     /// such row must not stop every reader of the log at it.
     pub fn into_event(self) -> Event {
-        let (payload, unreadable) = match self.payload() {
-            Ok(payload) => (payload, None),
-            Err(reason) => (Value::Null, Some(reason)),
-        };
-        let subject_id = match self.decision {
-            Ok(Some(d)) => Some(d.id),
+        let subject_id = match &self.decision {
+            Ok(Some(d)) => Some(d.id.clone()),
             _ => self.subject_id,
+        };
+        let (payload, unreadable) = match read_payload(self.payload, self.decision) {
+            Ok(payload) => (payload, None),
+            Err(reason) => (EventPayload::UNREADABLE, Some(reason)),
         };
         Event {
             seq: self.seq,
@@ -150,20 +131,27 @@ impl StoredEvent {
             created_at_ms: self.created_at_ms,
         }
     }
+}
 
-    fn payload(&self) -> Result<Value, String> {
-        let stored = self
-            .payload
-            .as_deref()
-            .map_err(|e| format!("payload: {e}"))?;
-        if !stored.is_empty() {
-            return serde_json::from_str(stored).map_err(|e| format!("payload: {e}"));
-        }
-        match &self.decision {
-            Ok(Some(d)) => d.payload().map_err(|e| format!("decision row: {e}")),
-            Ok(None) => Err("its decision row is missing".to_owned()),
-            Err(e) => Err(format!("decision row: {e}")),
-        }
+/// The payload of a [`StoredEvent`]: as recorded, or rebuilt from its decision row when the
+/// recorded one is `''`.
+fn read_payload(
+    stored: Result<String, String>,
+    decision: Result<Option<DecisionEventColumns>, String>,
+) -> Result<EventPayload, String> {
+    let stored = stored.map_err(|e| format!("payload: {e}"))?;
+    if !stored.is_empty() {
+        return serde_json::from_str(&stored)
+            .map(EventPayload::Recorded)
+            .map_err(|e| format!("payload: {e}"));
+    }
+    match decision {
+        Ok(Some(d)) => d
+            .into_payload()
+            .map(EventPayload::Decision)
+            .map_err(|e| format!("decision row: {e}")),
+        Ok(None) => Err("its decision row is missing".to_owned()),
+        Err(e) => Err(format!("decision row: {e}")),
     }
 }
 

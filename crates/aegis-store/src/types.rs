@@ -395,13 +395,85 @@ pub struct Event {
     pub kind: String,
     pub agent_id: Option<String>,
     pub subject_id: Option<String>,
-    pub payload: serde_json::Value,
+    pub payload: EventPayload,
     /// Why the payload could not be read, when it could not (an edit of the database or
     /// damage); the payload is then `null`. Readers skip such an event rather than stop at
     /// it; the SOC raises an `event_unreadable` alert for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
     pub created_at_ms: i64,
+}
+
+/// What an event says. Both forms serialise to the same JSON an event's payload has always
+/// had; they differ in what reading one costs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum EventPayload {
+    /// A decision's event, rebuilt from its decisions row: the SOC reads every decision, and
+    /// its fields are read where they are instead of through a JSON tree built for each.
+    Decision(DecisionEvent),
+    /// Any other event's payload as recorded, and a decision's stored with its payload
+    /// (before migration `0020_decision_event_from_decision`, or written out by pruning).
+    Recorded(serde_json::Value),
+}
+
+impl EventPayload {
+    /// A payload that could not be read ([`Event::unreadable`]).
+    pub const UNREADABLE: EventPayload = EventPayload::Recorded(serde_json::Value::Null);
+
+    /// The decision a `decision` event records, from either form: a recorded payload
+    /// written before a field existed reads that field as absent.
+    pub fn decision(&self) -> Result<std::borrow::Cow<'_, DecisionEvent>, serde_json::Error> {
+        match self {
+            EventPayload::Decision(decision) => Ok(std::borrow::Cow::Borrowed(decision)),
+            EventPayload::Recorded(value) => {
+                DecisionEvent::deserialize(value).map(std::borrow::Cow::Owned)
+            }
+        }
+    }
+
+    /// The payload as JSON; borrowed unless it is a decision's.
+    pub fn as_json(&self) -> std::borrow::Cow<'_, serde_json::Value> {
+        match self {
+            EventPayload::Decision(decision) => std::borrow::Cow::Owned(
+                serde_json::to_value(decision).expect("strings, flags and enums serialise"),
+            ),
+            EventPayload::Recorded(value) => std::borrow::Cow::Borrowed(value),
+        }
+    }
+}
+
+/// The JSON text of the payload.
+impl fmt::Display for EventPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_string(self).map_err(|_| fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
+/// The payload of a `decision` event, in the order its fields have always been written.
+/// Fields added after the first release read as absent from a payload recorded before them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionEvent {
+    pub decision_id: String,
+    pub decision: Verdict,
+    pub tool: String,
+    pub action: String,
+    pub mutates_state: bool,
+    #[serde(default)]
+    pub egress: bool,
+    #[serde(default)]
+    pub sensitive: bool,
+    /// Refused only because the agent is frozen (see `aegis_core::correlate`).
+    #[serde(default)]
+    pub contained: bool,
+    pub risk: ActionRisk,
+    pub risk_score: u8,
+    pub source_trust: SourceTrust,
+    pub run_id: Option<String>,
+    /// The approval a `require_approval` decision asked for, or an allow used.
+    #[serde(default)]
+    pub approval_id: Option<String>,
 }
 
 /// Kinds of events on the log.
@@ -863,4 +935,61 @@ pub struct NarrativeRecord {
     pub generated_at_ms: i64,
     /// What it was written from; `None` for narratives stored before bases were kept.
     pub basis: Option<NarrativeBasis>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn denied_send() -> DecisionEvent {
+        DecisionEvent {
+            decision_id: "dec_1".into(),
+            decision: Verdict::Deny,
+            tool: "mail".into(),
+            action: "send".into(),
+            mutates_state: true,
+            egress: true,
+            sensitive: false,
+            contained: false,
+            risk: ActionRisk::High,
+            risk_score: 87,
+            source_trust: SourceTrust::UntrustedExternal,
+            run_id: Some("run_7".into()),
+            approval_id: None,
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_decision_prints_as_its_recorded_payload_would() {
+        let rebuilt = EventPayload::Decision(denied_send());
+        let recorded = EventPayload::Recorded(rebuilt.as_json().into_owned());
+        assert_eq!(rebuilt.to_string(), recorded.to_string());
+        assert_eq!(
+            serde_json::to_string(&rebuilt).unwrap(),
+            rebuilt.to_string()
+        );
+        assert_eq!(recorded.decision().unwrap().into_owned(), denied_send());
+    }
+
+    #[test]
+    fn a_decision_payload_recorded_before_a_field_existed_reads_it_as_absent() {
+        // The payload as the first release wrote it: no egress, sensitive, contained or
+        // approval_id.
+        let first_release = EventPayload::Recorded(json!({
+            "decision_id": "dec_1", "decision": "deny", "tool": "mail", "action": "send",
+            "mutates_state": true, "risk": "high", "risk_score": 87,
+            "source_trust": "untrusted_external", "run_id": "run_7",
+        }));
+        let read = first_release.decision().unwrap();
+        assert_eq!(
+            *read,
+            DecisionEvent {
+                egress: false,
+                ..denied_send()
+            }
+        );
+        let not_a_decision = EventPayload::Recorded(json!({"tool": "mail"}));
+        assert!(not_a_decision.decision().is_err());
+    }
 }

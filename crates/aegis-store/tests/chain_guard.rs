@@ -281,15 +281,19 @@ async fn receipts_read_from_their_body_or_their_decision(db: Database) {
     let of = |id: &str| {
         events
             .iter()
-            .find(|e| e.kind == event_kind::DECISION && e.payload["decision_id"] == id)
+            .find(|e| e.kind == event_kind::DECISION && e.payload.as_json()["decision_id"] == id)
             .unwrap_or_else(|| panic!("no event of {id}: {events:?}"))
             .clone()
     };
     let old_event = of(decision_2);
-    assert_eq!(old_event.payload, stored_payload);
+    assert_eq!(old_event.payload, EventPayload::Recorded(stored_payload));
     assert_eq!(old_event.subject_id.as_deref(), Some(decision_2.as_str()));
     let rebuilt = of(&sealed[0].body.decision_id);
-    assert_eq!(rebuilt.payload["tool"], "github");
+    assert!(
+        matches!(rebuilt.payload, EventPayload::Decision(_)),
+        "{rebuilt:?}"
+    );
+    assert_eq!(rebuilt.payload.decision().unwrap().tool, "github");
 
     // The decision row of receipt 1 edited: the rebuilt body no longer hashes as sealed.
     let sql = "UPDATE decisions SET action = 'delete_repo' WHERE id = $1 RETURNING id";
@@ -320,11 +324,11 @@ async fn receipts_read_from_their_body_or_their_decision(db: Database) {
         if receipt.body.seq == 3 {
             assert_eq!(
                 (&event.payload, &event.subject_id),
-                (&serde_json::Value::Null, &None)
+                (&EventPayload::UNREADABLE, &None)
             );
         } else {
             assert_eq!(
-                event.payload["decision_id"],
+                event.payload.as_json()["decision_id"],
                 receipt.body.decision_id.as_str()
             );
             assert_eq!(

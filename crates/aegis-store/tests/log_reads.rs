@@ -9,7 +9,7 @@ mod support;
 
 use aegis_store::*;
 use database::{Database, on_both_databases};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 
 async fn events_of_kinds_reads_only_those_kinds_within_the_range(store: &dyn Store) {
@@ -92,7 +92,7 @@ async fn the_feed_without_allows_leaves_out_only_allowed_decisions(store: &dyn S
 
     let head = allowed_again.event_seq;
     let read = store.events_of_kinds(0, head, NOTICED, 100).await.unwrap();
-    assert_eq!(read[0].payload["decision"], "deny", "{read:?}");
+    assert_eq!(read[0].payload.as_json()["decision"], "deny", "{read:?}");
     assert_eq!(seqs(read), [denied.event_seq, alert, stored_whole]);
     assert!(allowed.event_seq < denied.event_seq && alert < unwatched);
     // The range is (after, up_to], and the limit holds.
@@ -140,21 +140,21 @@ async fn an_event_that_cannot_be_read_stops_no_reader(db: Database) {
     let policy = read(edited);
     assert_eq!(
         (policy.kind.as_str(), &policy.payload),
-        ("policy.put", &Value::Null)
+        ("policy.put", &EventPayload::UNREADABLE)
     );
     let why = policy.unreadable.as_deref().unwrap();
     assert!(why.starts_with("payload: "), "{why}");
     let deny = read(decision.event_seq);
     assert_eq!(
         (deny.kind.as_str(), &deny.payload),
-        ("decision", &Value::Null)
+        ("decision", &EventPayload::UNREADABLE)
     );
     let why = deny.unreadable.as_deref().unwrap();
     assert!(why.contains("risk score 300"), "{why}");
     assert_eq!(deny.subject_id.as_deref(), Some("dec_1"));
     let tool = read(last);
     assert_eq!(
-        (tool.unreadable.as_deref(), &tool.payload["kind"]),
+        (tool.unreadable.as_deref(), &tool.payload.as_json()["kind"]),
         (None, &json!("tool.registered"))
     );
 
@@ -181,7 +181,7 @@ async fn an_event_that_cannot_be_read_stops_no_reader(db: Database) {
         .await;
         let log = store.events_after(0, 100).await.unwrap();
         let policy = log.iter().find(|e| e.seq == edited).unwrap();
-        assert_eq!(policy.payload, Value::Null);
+        assert_eq!(policy.payload, EventPayload::UNREADABLE);
         let why = policy.unreadable.as_deref().unwrap();
         assert!(why.starts_with("payload: "), "{why}");
     }

@@ -121,8 +121,8 @@ async fn pins_follow_the_rule(store: &dyn Store) {
     }
     let changed = events_of(store, mcp_event::TOOL_DEFINITION_CHANGED).await;
     assert_eq!(changed.len(), 1);
-    assert_eq!(changed[0].payload["tool"], "read_note");
-    assert_eq!(changed[0].payload["new_hash"], "bb");
+    assert_eq!(changed[0].payload.as_json()["tool"], "read_note");
+    assert_eq!(changed[0].payload.as_json()["new_hash"], "bb");
     assert_eq!(changed[0].agent_id.as_deref(), Some("agt_1"));
     let pins = store.mcp_tool_pins(&acme, "mcp_1").await.unwrap();
     let read = pins.iter().find(|pin| pin.tool == "read_note").unwrap();

@@ -43,6 +43,6 @@ async fn another_replicas_commit_reaches_committed_seq_within_a_second() {
             .unwrap();
         let seen = b.events_after(seq - 1, 10).await.unwrap();
         assert_eq!(seen[0].seq, seq);
-        assert_eq!(seen[0].payload["round"], round);
+        assert_eq!(seen[0].payload.as_json()["round"], round);
     }
 }
