@@ -405,7 +405,8 @@ pub struct Event {
 }
 
 /// What an event says. Both forms serialise to the same JSON an event's payload has always
-/// had; they differ in what reading one costs.
+/// had; they differ in what reading one costs, and `==` tells them apart (compare
+/// [`EventPayload::as_json`] to compare what they say).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum EventPayload {
